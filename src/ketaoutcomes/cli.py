@@ -1,0 +1,221 @@
+"""Command line: ``python -m ketaoutcomes VERB``. No logic of its own: each verb
+calls a function of :mod:`ketaoutcomes.pipeline` and turns known errors into a
+one-line message and a non-zero exit."""
+
+from __future__ import annotations
+
+import json
+import sys
+import tomllib
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from pydantic import ValidationError
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+from ketaoutcomes.settings import DB_ENV, SimulationSettings, StudySettings, default_db_path
+
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    help=(
+        "Outcome studies of ketamine in depression: synthetic cohort or clinic export -> DuckDB warehouse -> "
+        "validation -> time-to-response and relapse models -> HTML report.\n\n"
+        f"The warehouse is --db PATH, else ${DB_ENV}, else data/warehouse/ketaoutcomes.duckdb."
+    ),
+)
+err = Console(stderr=True)
+out = Console()
+
+DbOption = Annotated[
+    Optional[Path],
+    typer.Option("--db", envvar=DB_ENV, help="Warehouse file (DuckDB). Default: data/warehouse/ketaoutcomes.duckdb."),
+]
+StudyOption = Annotated[
+    Optional[Path],
+    typer.Option("--study", help="Study settings file (TOML or JSON, fields of StudySettings). Default: the built-in study."),
+]
+
+
+def _db(db: Path | None) -> Path:
+    return (db or default_db_path()).resolve()
+
+
+def _study(path: Path | None) -> StudySettings:
+    if path is None:
+        return StudySettings()
+    try:
+        text = path.read_text()
+        raw = json.loads(text) if path.suffix.lower() == ".json" else tomllib.loads(text)
+        return StudySettings.model_validate(raw)
+    except OSError as exc:
+        raise typer.BadParameter(f"cannot read {path}: {exc.strerror}", param_hint="--study") from None
+    except (tomllib.TOMLDecodeError, json.JSONDecodeError) as exc:
+        raise typer.BadParameter(f"{path} is not valid TOML/JSON: {exc}", param_hint="--study") from None
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'settings'}: {e['msg']}" for e in exc.errors())
+        raise typer.BadParameter(f"{path}: {problems}", param_hint="--study") from None
+
+
+@contextmanager
+def _errors():
+    """Known failures -> 'error: ...' on stderr and exit 1 (2 for a validation failure)."""
+    from ketaoutcomes.ingest import IngestError
+    from ketaoutcomes.pipeline import AnalysisNotReady
+    from ketaoutcomes.warehouse import WarehouseBusy, WarehouseMissing
+
+    try:
+        yield
+    except (IngestError, AnalysisNotReady, WarehouseBusy, WarehouseMissing, ValueError) as exc:
+        err.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+        raise typer.Exit(1) from None
+    except Exception as exc:  # noqa: BLE001
+        from ketaoutcomes.validate import ValidationFailed
+
+        if isinstance(exc, ValidationFailed):
+            err.print(f"[bold red]error:[/] {exc.result.message()}", highlight=False, soft_wrap=True)
+            err.print("Fix the rows named above in the export and ingest it again; details in table "
+                      "validation_results (`python -m ketaoutcomes query \"SELECT * FROM validation_results\"`).")
+            raise typer.Exit(2) from None
+        raise
+
+
+@contextmanager
+def _progress():
+    """A progress callback (label, i, n) drawing one bar per label on stderr."""
+    with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
+                  TimeElapsedColumn(), console=err, transient=True, disable=not err.is_terminal) as bar:
+        tasks: dict[str, int] = {}
+
+        def update(label: str, i: int, n: int) -> None:
+            key = label.split(" ")[0]
+            if key not in tasks:
+                tasks[key] = bar.add_task(label, total=n)
+            bar.update(tasks[key], completed=i, total=n, description=label)
+
+        yield update
+
+
+def _say(outcome) -> None:
+    mark = "[green]done[/]" if outcome.ran else "[dim]up to date[/]"
+    err.print(f"{mark} {outcome.step}: {outcome.message}", highlight=False, soft_wrap=True)
+
+
+@app.command()
+def simulate(
+    patients: Annotated[int, typer.Option("--patients", help="Number of patients (100 to 1,000,000).")] = SimulationSettings().n_patients,
+    seed: Annotated[int, typer.Option("--seed", help="Random seed: the same seed gives the same files.")] = SimulationSettings().seed,
+    out_dir: Annotated[Path, typer.Option("--out", help="Folder to write the export into.")] = Path("data/synthetic/default"),
+    file_format: Annotated[str, typer.Option("--format", help="csv or parquet.")] = "csv",
+) -> None:
+    """Write a synthetic export folder in the import format, plus truth.json with the effects built in."""
+    from ketaoutcomes.pipeline import simulate_step
+
+    try:
+        sim = SimulationSettings(n_patients=patients, seed=seed, file_format=file_format)
+    except ValidationError as exc:
+        raise typer.BadParameter("; ".join(f"{e['loc'][0]}: {e['msg']}" for e in exc.errors())) from None
+    with _errors(), _progress() as progress:
+        _say(simulate_step(sim, out_dir, progress=progress))
+    out.print(str(out_dir.resolve()))
+
+
+@app.command()
+def ingest(
+    export_dir: Annotated[Path, typer.Argument(help="Folder with patients, courses, sessions, adverse_events, mood_scores (.csv or .parquet).")],
+    db: DbOption = None,
+) -> None:
+    """Load a folder of CSV or Parquet files in the import format (see docs/import-format.md)."""
+    from ketaoutcomes.pipeline import ingest_step
+
+    with _errors(), _progress() as progress:
+        _say(ingest_step(_db(db), export_dir, progress=progress))
+    out.print(f"warehouse: {_db(db)}")
+
+
+@app.command()
+def validate(db: DbOption = None) -> None:
+    """Run the Great Expectations suites on what is in the warehouse; exit 2 on a critical failure."""
+    from ketaoutcomes.pipeline import validate_step
+
+    with _errors():
+        _say(validate_step(_db(db)))
+
+
+@app.command()
+def analyze(db: DbOption = None, study: StudyOption = None) -> None:
+    """Derive the analysis datasets and fit KM, log-rank and Cox models; results go to results_* tables."""
+    from ketaoutcomes.pipeline import analyze_step
+
+    settings = _study(study)
+    with _errors():
+        _say(analyze_step(_db(db), settings))
+
+
+@app.command()
+def report(
+    db: DbOption = None,
+    study: StudyOption = None,
+    export_dir: Annotated[Optional[Path], typer.Option("--export", help="Ingest this export first (default: the warehouse's data; an empty warehouse gets the synthetic default cohort).")] = None,
+    reports_dir: Annotated[Optional[Path], typer.Option("--out", help="Folder for the HTML report. Default: reports/.")] = None,
+    patients: Annotated[int, typer.Option("--patients", help="Size of the default synthetic cohort.")] = SimulationSettings().n_patients,
+    seed: Annotated[int, typer.Option("--seed", help="Seed of the default synthetic cohort.")] = SimulationSettings().seed,
+) -> None:
+    """Run whatever earlier steps are missing or out of date, then render the HTML report."""
+    from ketaoutcomes.pipeline import run_report
+
+    settings = _study(study)
+    sim = SimulationSettings(n_patients=patients, seed=seed)
+    dbp = _db(db)
+    with _errors(), _progress() as progress:
+        outcomes = run_report(dbp, settings, sim=sim, export_dir=export_dir, reports_dir=reports_dir,
+                              progress=progress, on_step=_say)
+    out.print(f"report:    {outcomes[-1].details['report_path']}")
+    out.print(f"warehouse: {dbp}")
+
+
+@app.command()
+def query(
+    sql: Annotated[str, typer.Argument(help="SQL to run read-only against the warehouse.")],
+    db: DbOption = None,
+    csv: Annotated[Optional[Path], typer.Option("--csv", help="Write the result to this CSV file instead of printing it.")] = None,
+    limit: Annotated[int, typer.Option("--limit", help="Rows to print (the CSV gets all).")] = 50,
+) -> None:
+    """Run SQL read-only (analysts never block a scheduled run) and print a table or write CSV."""
+    import duckdb
+    import polars as pl
+
+    from ketaoutcomes.warehouse import fetch, read_connection
+
+    with _errors():
+        con = read_connection(_db(db))
+        try:
+            frame = fetch(con, sql)
+        except duckdb.Error as exc:
+            err.print(f"[bold red]error:[/] {str(exc).splitlines()[0]}", highlight=False, soft_wrap=True)
+            raise typer.Exit(1) from None
+        finally:
+            con.close()
+    if csv is not None:
+        frame.write_csv(csv)
+        err.print(f"{frame.height:,} rows written to {csv}")
+        return
+    with pl.Config(tbl_rows=limit, tbl_cols=-1, fmt_str_lengths=60, tbl_width_chars=200):
+        out.print(str(frame.head(limit)), highlight=False, soft_wrap=True)
+    if frame.height > limit:
+        err.print(f"({frame.height:,} rows; {limit} shown; use --limit or --csv)")
+
+
+@app.command()
+def dictionary() -> None:
+    """Print the import format's data dictionary (Markdown) from the contract and registries."""
+    from ketaoutcomes.docs import data_dictionary
+
+    sys.stdout.write(data_dictionary())
+
+
+def main() -> None:
+    app()

@@ -1,0 +1,214 @@
+"""The import format: one contract that ingest, validation, the simulator and the
+data dictionary (docs/import-format.md) all read.
+
+An export is one folder with one file per table (``patients.csv`` or
+``patients.parquet`` and so on). Arms and instruments are *data* (see
+:mod:`ketaoutcomes.registries`): the contract only says that a column takes its
+allowed values from a registry, so a study can add an arm or an instrument
+without changing code.
+
+Changing this module changes the import format: regenerate the data dictionary
+with ``python -m ketaoutcomes dictionary > docs/import-format.md`` (a test fails
+when the two disagree).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+__all__ = ["Column", "Reference", "Table", "TABLES", "TABLE_ORDER", "table"]
+
+# DuckDB types used by the contract. Ingest casts every column with TRY_CAST to
+# these, so a value that does not convert is caught per row, not per file.
+DTYPES = ("VARCHAR", "INTEGER", "DOUBLE", "DATE", "TIMESTAMP", "BOOLEAN")
+
+
+@dataclass(frozen=True)
+class Column:
+    """One column of an import table.
+
+    Parameters
+    ----------
+    name : str
+        Column name in the file (case-sensitive, snake_case).
+    dtype : str
+        DuckDB type the value must convert to.
+    required : bool
+        A required column must be present in the file and non-null in every row.
+    description : str
+        What the column holds.
+    unit : str, optional
+        Unit of measurement, if any.
+    allowed : tuple of str, optional
+        Closed set of allowed values.
+    registry : {"arms", "instruments"}, optional
+        The allowed values are the keys of this registry.
+    min, max : float, optional
+        Plausible range (inclusive). Ranges that depend on another column
+        (score range per instrument, dose range per arm) come from the registry.
+    """
+
+    name: str
+    dtype: str
+    required: bool
+    description: str
+    unit: str | None = None
+    allowed: tuple[str, ...] | None = None
+    registry: str | None = None
+    min: float | None = None
+    max: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.dtype not in DTYPES:
+            raise ValueError(f"column {self.name}: unknown dtype {self.dtype!r}")
+
+
+@dataclass(frozen=True)
+class Reference:
+    """``column`` must match ``to_table.to_column`` (a foreign key)."""
+
+    column: str
+    to_table: str
+    to_column: str
+
+
+@dataclass(frozen=True)
+class Table:
+    name: str
+    description: str
+    key: tuple[str, ...]
+    columns: tuple[Column, ...]
+    references: tuple[Reference, ...] = field(default_factory=tuple)
+
+    @property
+    def column_names(self) -> list[str]:
+        return [c.name for c in self.columns]
+
+    @property
+    def required_columns(self) -> list[str]:
+        return [c.name for c in self.columns if c.required]
+
+    def column(self, name: str) -> Column:
+        for c in self.columns:
+            if c.name == name:
+                return c
+        raise KeyError(f"table {self.name} has no column {name!r}")
+
+
+_BP = dict(unit="mmHg", required=False)
+
+PATIENTS = Table(
+    name="patients",
+    description="One row per patient. Pseudonymous; no direct identifiers.",
+    key=("patient_id",),
+    columns=(
+        Column("patient_id", "VARCHAR", True, "Pseudonymous patient id, stable across files of one export"),
+        Column("site", "VARCHAR", True, "Clinic or site code (used as Cox strata)"),
+        Column("sex", "VARCHAR", True, "Sex recorded at the clinic", allowed=("F", "M", "U")),
+        Column(
+            "age_at_index", "INTEGER", True,
+            "Age in whole years at the first treatment course; 90 stands for 90 and over",
+            unit="years", min=12, max=90,
+        ),
+        Column(
+            "prior_failed_trials", "INTEGER", True,
+            "Number of prior adequate antidepressant trials that failed (treatment resistance)",
+            min=0, max=30,
+        ),
+        Column(
+            "diagnosis", "VARCHAR", True, "Primary diagnosis of the depressive episode",
+            allowed=("MDD", "bipolar_depression", "persistent_depressive_disorder", "other_depression"),
+        ),
+        Column("weight_kg", "DOUBLE", False, "Body weight at index", unit="kg", min=30, max=300),
+    ),
+)
+
+COURSES = Table(
+    name="courses",
+    description="One row per treatment course: a patient on one arm from start to end.",
+    key=("course_id",),
+    columns=(
+        Column("course_id", "VARCHAR", True, "Course id, unique in the export"),
+        Column("patient_id", "VARCHAR", True, "Patient (patients.patient_id)"),
+        Column("arm", "VARCHAR", True, "Treatment arm", registry="arms"),
+        Column("drug", "VARCHAR", True, "Drug given (e.g. ketamine, esketamine, sertraline)"),
+        Column("start_date", "DATE", True, "First day of the course (shifted dates are fine)"),
+        Column("end_date", "DATE", False, "Last day of the course; empty if ongoing at export"),
+        Column(
+            "end_reason", "VARCHAR", False,
+            "Why the course ended; 'switched' and 'new_antidepressant' end follow-up as intercurrent events",
+            allowed=("completed", "switched", "new_antidepressant", "adverse_event",
+                     "lost_to_follow_up", "ongoing", "other"),
+        ),
+        Column("concomitant_ssri", "BOOLEAN", False, "An SSRI was continued during the course"),
+        Column("concomitant_benzodiazepine", "BOOLEAN", False, "A benzodiazepine was taken during the course"),
+    ),
+    references=(Reference("patient_id", "patients", "patient_id"),),
+)
+
+SESSIONS = Table(
+    name="sessions",
+    description="One row per administration (ketamine arms) or medication visit (daily oral drugs).",
+    key=("session_id",),
+    columns=(
+        Column("session_id", "VARCHAR", True, "Session id, unique in the export"),
+        Column("course_id", "VARCHAR", True, "Course (courses.course_id)"),
+        Column("session_ts", "TIMESTAMP", True, "Time of the dose (ISO 8601, local clinic time, may be shifted)"),
+        Column("dose_mg", "DOUBLE", True, "Dose given; plausible range per arm in the arms registry", unit="mg", min=0),
+        Column("dose_mg_per_kg", "DOUBLE", False, "Weight-based dose where it applies (IV, IM, oral)", unit="mg/kg", min=0, max=5),
+        Column("infusion_minutes", "DOUBLE", False, "Infusion duration (IV only)", unit="min", min=0, max=240),
+        Column("phase", "VARCHAR", True, "Treatment phase", allowed=("induction", "maintenance")),
+        Column("sbp_pre", "INTEGER", description="Systolic BP before dose", min=60, max=260, **_BP),
+        Column("dbp_pre", "INTEGER", description="Diastolic BP before dose", min=30, max=160, **_BP),
+        Column("hr_pre", "INTEGER", False, "Heart rate before dose", unit="beats/min", min=30, max=220),
+        Column("sbp_peak", "INTEGER", description="Highest systolic BP after dose", min=60, max=260, **_BP),
+        Column("dbp_peak", "INTEGER", description="Highest diastolic BP after dose", min=30, max=160, **_BP),
+        Column("hr_peak", "INTEGER", False, "Highest heart rate after dose", unit="beats/min", min=30, max=220),
+        Column("dissociation_score", "DOUBLE", False, "CADSS total after dose, where measured", unit="CADSS points", min=0, max=92),
+    ),
+    references=(Reference("course_id", "courses", "course_id"),),
+)
+
+ADVERSE_EVENTS = Table(
+    name="adverse_events",
+    description="One row per adverse event recorded at a session.",
+    key=("ae_id",),
+    columns=(
+        Column("ae_id", "VARCHAR", True, "Adverse-event id, unique in the export"),
+        Column("session_id", "VARCHAR", True, "Session (sessions.session_id)"),
+        Column(
+            "ae_type", "VARCHAR", True, "Type of adverse event",
+            allowed=("dissociation", "nausea", "vomiting", "dizziness", "vertigo", "headache",
+                     "sedation", "hypertension", "hallucinations", "anxiety", "other"),
+        ),
+        Column("severity", "VARCHAR", True, "Severity", allowed=("mild", "moderate", "severe")),
+    ),
+    references=(Reference("session_id", "sessions", "session_id"),),
+)
+
+MOOD_SCORES = Table(
+    name="mood_scores",
+    description="One row per rating: a patient, a time, an instrument.",
+    key=("patient_id", "assessed_at", "instrument"),
+    columns=(
+        Column("patient_id", "VARCHAR", True, "Patient (patients.patient_id)"),
+        Column("assessed_at", "TIMESTAMP", True, "Time of the rating (ISO 8601, may be shifted)"),
+        Column("instrument", "VARCHAR", True, "Rating instrument", registry="instruments"),
+        Column("total_score", "DOUBLE", True, "Total score; range per instrument in the instruments registry", unit="points", min=0),
+        Column("si_item_score", "DOUBLE", False, "Suicidal-ideation item score (e.g. MADRS item 10, PHQ-9 item 9)", unit="points", min=0),
+        Column("rater", "VARCHAR", False, "Who rated", allowed=("clinician", "self")),
+    ),
+    references=(Reference("patient_id", "patients", "patient_id"),),
+)
+
+#: Load order: referenced tables first.
+TABLE_ORDER: tuple[str, ...] = ("patients", "courses", "sessions", "adverse_events", "mood_scores")
+TABLES: dict[str, Table] = {t.name: t for t in (PATIENTS, COURSES, SESSIONS, ADVERSE_EVENTS, MOOD_SCORES)}
+
+
+def table(name: str) -> Table:
+    """The contract of one import table, with a clear error for an unknown name."""
+    try:
+        return TABLES[name]
+    except KeyError:
+        raise KeyError(f"unknown table {name!r}; the import format has {', '.join(TABLE_ORDER)}") from None

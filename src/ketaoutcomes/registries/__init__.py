@@ -1,0 +1,130 @@
+"""Registries of arms and instruments: data, not code.
+
+The defaults ship as CSV files beside this module (``arms.csv``,
+``instruments.csv``; thresholds from shared/reference/endpoints.md). A study
+adds an arm (ECT, TMS, another drug) or an instrument, or changes a threshold,
+by putting a file of the same name and columns in its export folder: its rows
+are added to the defaults, and a row whose key is already there replaces the
+default row. Nothing in the code names an arm or an instrument except as a
+default study setting.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import polars as pl
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+__all__ = ["Arm", "Instrument", "Registries", "load_registries", "DEFAULT_DIR"]
+
+DEFAULT_DIR = Path(__file__).parent
+
+
+class Arm(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    arm: str = Field(pattern=r"^[a-z][a-z0-9_]*$")
+    label: str
+    route: str
+    drug_class: str
+    is_ketamine: bool
+    session_based: bool
+    dose_min_mg: float = Field(ge=0)
+    dose_max_mg: float = Field(gt=0)
+    dose_max_mg_per_kg: float | None = Field(default=None, gt=0)
+    description: str = ""
+
+    @model_validator(mode="after")
+    def _dose_range(self) -> "Arm":
+        if self.dose_min_mg > self.dose_max_mg:
+            raise ValueError(f"dose_min_mg {self.dose_min_mg} > dose_max_mg {self.dose_max_mg}")
+        return self
+
+
+class Instrument(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    instrument: str = Field(pattern=r"^[A-Za-z][A-Za-z0-9_]*$")
+    label: str
+    rater: str
+    score_min: float
+    score_max: float
+    response_reduction: float = Field(gt=0, le=1, description="fractional reduction from baseline that counts as response")
+    remission_max: float = Field(description="a score <= this is remission")
+    relapse_min: float = Field(description="a score >= this (after response) is relapse, if confirmed")
+    si_item: str = ""
+    si_item_min: float | None = None
+    si_item_max: float | None = None
+
+    @model_validator(mode="after")
+    def _thresholds_inside_range(self) -> "Instrument":
+        lo, hi = self.score_min, self.score_max
+        if not lo < hi:
+            raise ValueError(f"score_min {lo} must be below score_max {hi}")
+        for name in ("remission_max", "relapse_min"):
+            v = getattr(self, name)
+            if not lo <= v <= hi:
+                raise ValueError(f"{name} {v} lies outside the score range {lo}-{hi}")
+        if self.remission_max >= self.relapse_min:
+            raise ValueError(f"remission_max {self.remission_max} must be below relapse_min {self.relapse_min}")
+        return self
+
+
+@dataclass(frozen=True)
+class Registries:
+    arms: dict[str, Arm]
+    instruments: dict[str, Instrument]
+
+    def arms_frame(self) -> pl.DataFrame:
+        return pl.DataFrame([a.model_dump() for a in self.arms.values()])
+
+    def instruments_frame(self) -> pl.DataFrame:
+        return pl.DataFrame([i.model_dump() for i in self.instruments.values()])
+
+    @property
+    def fingerprint(self) -> str:
+        """Hash of the registry content; part of what makes a validation or analysis stale."""
+        h = hashlib.sha256()
+        h.update(self.arms_frame().write_csv().encode())
+        h.update(self.instruments_frame().write_csv().encode())
+        return h.hexdigest()[:16]
+
+
+def _read(path: Path, model: type[BaseModel], key: str) -> dict[str, BaseModel]:
+    try:
+        frame = pl.read_csv(path, infer_schema=False)  # all strings; pydantic converts
+    except Exception as exc:  # noqa: BLE001 - any read failure is reported the same way
+        raise ValueError(f"{path}: cannot read registry file ({exc})") from exc
+    out: dict[str, BaseModel] = {}
+    for i, row in enumerate(frame.iter_rows(named=True), start=2):  # row 1 is the header
+        clean = {k: (None if v is None or v == "" else v) for k, v in row.items()}
+        clean = {k: v for k, v in clean.items() if v is not None}
+        try:
+            item = model.model_validate(clean)
+        except ValidationError as exc:
+            problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+            raise ValueError(f"{path}, row {i}: {problems}") from None
+        k = getattr(item, key)
+        if k in out:
+            raise ValueError(f"{path}, row {i}: duplicate {key} {k!r}")
+        out[k] = item
+    return out
+
+
+def load_registries(*extra_dirs: Path | str | None) -> Registries:
+    """The default registries, extended or overridden by ``arms.csv`` /
+    ``instruments.csv`` found in any of ``extra_dirs`` (later wins)."""
+    arms = _read(DEFAULT_DIR / "arms.csv", Arm, "arm")
+    instruments = _read(DEFAULT_DIR / "instruments.csv", Instrument, "instrument")
+    for d in extra_dirs:
+        if d is None:
+            continue
+        d = Path(d)
+        if (d / "arms.csv").exists():
+            arms.update(_read(d / "arms.csv", Arm, "arm"))
+        if (d / "instruments.csv").exists():
+            instruments.update(_read(d / "instruments.csv", Instrument, "instrument"))
+    return Registries(arms=arms, instruments=instruments)  # type: ignore[arg-type]

@@ -1,0 +1,115 @@
+"""Paths and study settings: validated, frozen objects with an id.
+
+A :class:`StudySettings` is everything an analysis depends on besides the data
+and the code. Its ``settings_id`` (a hash of its canonical JSON) is stored with
+every result row, so a changed setting makes old results recognisably stale.
+No field defaults to "now" and every random step takes its seed from here.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+__all__ = [
+    "DB_ENV",
+    "SimulationSettings",
+    "StudySettings",
+    "default_db_path",
+    "project_root",
+]
+
+#: Environment variable that chooses the warehouse file (the CLI's --db wins).
+DB_ENV = "KETAOUTCOMES_DB"
+
+
+def project_root() -> Path:
+    """The folder that holds data/ and reports/: $KETAOUTCOMES_HOME, else the
+    current directory (the README's commands run from the checkout)."""
+    return Path(os.environ.get("KETAOUTCOMES_HOME", ".")).resolve()
+
+
+def default_db_path() -> Path:
+    """data/warehouse/ketaoutcomes.duckdb under the project root, unless $KETAOUTCOMES_DB says otherwise."""
+    env = os.environ.get(DB_ENV)
+    if env:
+        return Path(env).resolve()
+    return project_root() / "data" / "warehouse" / "ketaoutcomes.duckdb"
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    def canonical_json(self) -> str:
+        return json.dumps(self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+
+    @property
+    def settings_id(self) -> str:
+        return hashlib.sha256(self.canonical_json().encode()).hexdigest()[:12]
+
+
+class SimulationSettings(_Frozen):
+    """What the simulator needs; the defaults make the embedded default cohort."""
+
+    n_patients: int = Field(default=2000, ge=100, le=1_000_000)
+    seed: int = Field(default=20261121, ge=0)
+    n_sites: int = Field(default=6, ge=1, le=500)
+    #: Calendar anchor of the (shifted) dates; a constant, never today's date.
+    origin_date: str = "2024-01-01"
+    file_format: str = Field(default="csv", pattern="^(csv|parquet)$")
+
+
+class StudySettings(_Frozen):
+    """Settings of one analysis (the spine's subset of a full study specification).
+
+    Conventions chosen here, each a field so a study can change it:
+
+    * baseline is the *last* score of ``instrument`` in
+      [first dose - ``baseline_window_days``, first dose] (not the worst score,
+      which would inflate response by regression to the mean);
+    * time is counted in calendar days from the first dose (ADaM AVAL = ADT -
+      STARTDT), so times tie at day level;
+    * relapse must be confirmed by the next rating ``confirm_min_days`` to
+      ``confirm_max_days`` after the first rating at or above the threshold
+      (SUSTAIN-1 style).
+    """
+
+    name: str = "default"
+    instrument: str = "MADRS"
+    reference_arm: str = "ssri"
+    #: Arms to compare; empty means every arm in the data.
+    arms: tuple[str, ...] = ()
+    baseline_window_days: int = Field(default=14, ge=0, le=90)
+    #: Override the registry's remission / relapse thresholds for this study.
+    remission_max: float | None = None
+    relapse_min: float | None = None
+    response_reduction: float | None = Field(default=None, gt=0, le=1)
+    confirm_min_days: int = Field(default=5, ge=1)
+    confirm_max_days: int = Field(default=15, ge=1)
+    covariates: tuple[str, ...] = ("age_at_index", "sex", "baseline_score", "prior_failed_trials")
+    strata: str | None = "site"
+    alpha: float = Field(default=0.05, gt=0, lt=0.5)
+    #: Arms with fewer events than this get no hazard ratio (reported as not estimable).
+    min_events_per_arm: int = Field(default=5, ge=1)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "StudySettings":
+        if self.confirm_min_days > self.confirm_max_days:
+            raise ValueError(
+                f"confirm_min_days ({self.confirm_min_days}) must not exceed confirm_max_days ({self.confirm_max_days})"
+            )
+        if self.arms and self.reference_arm not in self.arms:
+            raise ValueError(f"reference_arm {self.reference_arm!r} must be one of arms {list(self.arms)}")
+        allowed = {"age_at_index", "sex", "baseline_score", "prior_failed_trials", "diagnosis", "weight_kg"}
+        bad = set(self.covariates) - allowed
+        if bad:
+            raise ValueError(f"unknown covariates {sorted(bad)}; choose from {sorted(allowed)}")
+        if self.strata is not None and self.strata not in {"site", "sex", "diagnosis"}:
+            raise ValueError(f"strata must be site, sex, diagnosis or null, not {self.strata!r}")
+        if self.strata is not None and self.strata in self.covariates:
+            raise ValueError(f"{self.strata!r} cannot be both a covariate and the strata")
+        return self

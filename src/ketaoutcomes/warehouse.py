@@ -1,0 +1,249 @@
+"""The only module that opens DuckDB.
+
+Readers and writers never block each other
+-----------------------------------------
+DuckDB allows one writing process *or* many reading ones on a file. An analyst's
+open read-only connection would make a scheduled write fail, and a running write
+would lock analysts out. So the warehouse is published as immutable snapshots:
+
+* readers (analysts, ``query``, the report) open the published file
+  ``ketaoutcomes.duckdb`` read-only;
+* a writer takes an exclusive writer lock (``ketaoutcomes.duckdb.lock``; writers
+  queue behind each other), copies the published file to a private staging file
+  in the same folder, does all its work there, checkpoints, and publishes with an
+  atomic ``os.replace``. A reader that opened the old file keeps reading the old
+  snapshot (POSIX keeps the unlinked inode alive); the next connection sees the
+  new one.
+
+A writer killed at any point (even ``kill -9``) leaves the published file exactly
+as it was; its staging file is removed by the next writer.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import duckdb
+import polars as pl
+from filelock import FileLock, Timeout
+
+from ketaoutcomes.contract import TABLES
+
+__all__ = [
+    "WarehouseBusy",
+    "WarehouseMissing",
+    "write_session",
+    "read_connection",
+    "ensure_schema",
+    "table_exists",
+    "fetch",
+    "replace_table",
+    "append_frame",
+]
+
+#: How long a writer waits for another writer before giving up with a clear error.
+WRITER_LOCK_TIMEOUT_S = 600.0
+
+
+class WarehouseBusy(RuntimeError):
+    """Another process holds the writer lock for too long."""
+
+
+class WarehouseMissing(FileNotFoundError):
+    """The warehouse file does not exist yet."""
+
+
+def _lock_path(path: Path) -> Path:
+    return path.with_name(path.name + ".lock")
+
+
+def _staging_prefix(path: Path) -> str:
+    return f".{path.name}.staging-"
+
+
+def _remove_stale_staging(path: Path) -> None:
+    """Called with the writer lock held: any staging file left is from a killed writer."""
+    for p in path.parent.glob(_staging_prefix(path) + "*"):
+        p.unlink(missing_ok=True)
+
+
+@contextlib.contextmanager
+def write_session(path: Path, *, lock_timeout: float = WRITER_LOCK_TIMEOUT_S) -> Iterator[duckdb.DuckDBPyConnection]:
+    """A read-write connection to a private copy of the warehouse, published
+    atomically when the block exits without an exception (and discarded if it
+    raises).
+
+    Parameters
+    ----------
+    path : Path
+        The published warehouse file; created (with the schema) if missing.
+    lock_timeout : float
+        Seconds to wait for another writer.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        lock = FileLock(str(_lock_path(path)), timeout=lock_timeout)
+        lock.acquire()
+    except Timeout:
+        raise WarehouseBusy(
+            f"another ketaoutcomes run is writing to {path} (lock {_lock_path(path)} held for over "
+            f"{lock_timeout:.0f} s); wait for it to finish, or remove the lock file if no run is active"
+        ) from None
+    try:
+        _remove_stale_staging(path)
+        fd, staging_name = tempfile.mkstemp(prefix=_staging_prefix(path), dir=path.parent)
+        os.close(fd)
+        staging = Path(staging_name)
+        if path.exists():
+            shutil.copyfile(path, staging)
+        else:
+            staging.unlink()  # DuckDB must create the file itself
+        con = duckdb.connect(str(staging))
+        try:
+            ensure_schema(con)
+            yield con
+            con.execute("CHECKPOINT")
+        except BaseException:
+            con.close()
+            staging.unlink(missing_ok=True)
+            Path(str(staging) + ".wal").unlink(missing_ok=True)
+            raise
+        con.close()
+        wal = Path(str(staging) + ".wal")
+        if wal.exists():  # CHECKPOINT + close should have folded it in
+            raise RuntimeError(f"DuckDB left a write-ahead log {wal}; not publishing a partial snapshot")
+        with open(staging, "rb") as fh:
+            os.fsync(fh.fileno())
+        os.replace(staging, path)
+        dir_fd = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+    finally:
+        lock.release()
+
+
+def read_connection(path: Path) -> duckdb.DuckDBPyConnection:
+    """A read-only connection to the published snapshot.
+
+    The file is ATTACHed to a fresh in-memory database rather than opened with
+    ``duckdb.connect(path)``: DuckDB caches one instance per path and process, so
+    a second ``connect`` in a process that still holds the old snapshot open
+    would be handed the old snapshot.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise WarehouseMissing(
+            f"no warehouse at {path}; run `python -m ketaoutcomes ingest DIR` or `python -m ketaoutcomes report` first"
+        )
+    con = duckdb.connect()
+    escaped = str(path).replace("'", "''")
+    con.execute(f"ATTACH '{escaped}' AS warehouse (READ_ONLY)")
+    con.execute("USE warehouse")
+    return con
+
+
+# ---------------------------------------------------------------------------
+# Schema
+# ---------------------------------------------------------------------------
+
+_META_DDL = [
+    """CREATE TABLE IF NOT EXISTS meta_batches (
+        batch_id VARCHAR PRIMARY KEY,   -- '<table>-<first 16 hex of file sha256>'
+        load_seq INTEGER NOT NULL,      -- order of loading; later batches supersede earlier ones
+        table_name VARCHAR NOT NULL,
+        source_file VARCHAR NOT NULL,
+        file_sha256 VARCHAR NOT NULL,
+        file_format VARCHAR NOT NULL,
+        rows_read BIGINT NOT NULL,
+        rows_loaded BIGINT NOT NULL,
+        rows_quarantined BIGINT NOT NULL,
+        ignored_columns VARCHAR,
+        loaded_at TIMESTAMP NOT NULL    -- provenance only; never used in analysis
+    )""",
+    """CREATE TABLE IF NOT EXISTS quarantine (
+        batch_id VARCHAR NOT NULL,
+        table_name VARCHAR NOT NULL,
+        source_file VARCHAR NOT NULL,
+        row_number BIGINT NOT NULL,     -- 1-based data row (the header is not counted)
+        column_name VARCHAR,
+        rule VARCHAR NOT NULL,
+        reason VARCHAR NOT NULL         -- for a person; never contains the cell value
+    )""",
+    """CREATE TABLE IF NOT EXISTS meta_steps (
+        step VARCHAR NOT NULL,
+        run_id VARCHAR NOT NULL,
+        fingerprint VARCHAR NOT NULL,   -- what the step's output depends on
+        settings_id VARCHAR,
+        status VARCHAR NOT NULL,        -- 'ok' | 'failed'
+        code_version VARCHAR NOT NULL,
+        started_at TIMESTAMP NOT NULL,
+        seconds DOUBLE NOT NULL,
+        details VARCHAR                 -- JSON
+    )""",
+]
+
+
+def _raw_ddl(table: str) -> str:
+    cols = ", ".join(f'"{c.name}" {c.dtype}' for c in TABLES[table].columns)
+    return (
+        f"CREATE TABLE IF NOT EXISTS raw_{table} ({cols}, "
+        "_batch_id VARCHAR NOT NULL, _row_number BIGINT NOT NULL, _load_seq INTEGER NOT NULL)"
+    )
+
+
+def ensure_schema(con: duckdb.DuckDBPyConnection) -> None:
+    """Create the tables every later step relies on (idempotent)."""
+    for ddl in _META_DDL:
+        con.execute(ddl)
+    for t in TABLES:
+        con.execute(_raw_ddl(t))
+
+
+# ---------------------------------------------------------------------------
+# Small helpers used by the steps
+# ---------------------------------------------------------------------------
+
+def table_exists(con: duckdb.DuckDBPyConnection, name: str) -> bool:
+    return bool(
+        con.execute(
+            "SELECT count(*) FROM duckdb_tables() WHERE table_name = ? AND database_name = current_database() "
+            "AND schema_name = 'main'",
+            [name],
+        ).fetchone()[0]
+    )
+
+
+def fetch(con: duckdb.DuckDBPyConnection, sql: str, params: list | None = None) -> pl.DataFrame:
+    """Run a query and return a polars frame."""
+    return con.execute(sql, params or []).pl()
+
+
+def replace_table(con: duckdb.DuckDBPyConnection, name: str, frame: pl.DataFrame) -> None:
+    """Create or replace table ``name`` with the content of ``frame``."""
+    con.register("_frame_in", frame.to_arrow())
+    try:
+        con.execute(f'CREATE OR REPLACE TABLE "{name}" AS SELECT * FROM _frame_in')
+    finally:
+        con.unregister("_frame_in")
+
+
+def append_frame(con: duckdb.DuckDBPyConnection, name: str, frame: pl.DataFrame) -> None:
+    """Append ``frame`` to table ``name`` (created from the frame if missing), by column name."""
+    if frame.is_empty() and table_exists(con, name):
+        return
+    con.register("_frame_in", frame.to_arrow())
+    try:
+        if table_exists(con, name):
+            con.execute(f'INSERT INTO "{name}" BY NAME SELECT * FROM _frame_in')
+        else:
+            con.execute(f'CREATE TABLE "{name}" AS SELECT * FROM _frame_in')
+    finally:
+        con.unregister("_frame_in")

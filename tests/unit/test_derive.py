@@ -1,0 +1,182 @@
+"""ADSL / ADTTE derivation on small hand-built cases.
+
+Each case is checked against what the conventions in endpoints.md say by hand:
+baseline = last rating in [first dose - 14 d, first dose]; response = first
+rating <= 50% of baseline; censoring at the last assessment; relapse = MADRS >= 22
+confirmed by the next rating 5-15 days later.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import polars as pl
+import pytest
+
+from ketaoutcomes.derive import derive_all
+from ketaoutcomes.registries import load_registries
+from ketaoutcomes.settings import StudySettings
+
+T0 = dt.datetime(2024, 3, 4, 9, 0)  # first dose of every hand-built course
+
+
+def day(d: float, hour: int = 10) -> dt.datetime:
+    return (T0 + dt.timedelta(days=d)).replace(hour=hour, minute=0)
+
+
+def make(courses: list[dict], scores: list[tuple[str, float, float]], sessions: list[dict] | None = None):
+    pids = sorted({c["patient_id"] for c in courses} | {s[0] for s in scores})
+    patients = pl.DataFrame({
+        "patient_id": pids,
+        "site": ["A"] * len(pids),
+        "sex": ["F"] * len(pids),
+        "age_at_index": [40] * len(pids),
+        "prior_failed_trials": [2] * len(pids),
+        "diagnosis": ["MDD"] * len(pids),
+        "weight_kg": [70.0] * len(pids),
+    })
+    cdf = pl.DataFrame([
+        {
+            "course_id": c["course_id"], "patient_id": c["patient_id"], "arm": c.get("arm", "ketamine_iv"),
+            "drug": "ketamine", "start_date": c.get("start_date", T0.date()), "end_date": c.get("end_date"),
+            "end_reason": c.get("end_reason"), "concomitant_ssri": False, "concomitant_benzodiazepine": False,
+        }
+        for c in courses
+    ], schema_overrides={"end_date": pl.Date, "end_reason": pl.String})
+    if sessions is None:
+        sessions = [{"session_id": f"S{c['course_id']}", "course_id": c["course_id"],
+                     "session_ts": T0 if c.get("start_date", T0.date()) == T0.date()
+                     else dt.datetime.combine(c["start_date"], dt.time(9)),
+                     "phase": "induction"} for c in courses]
+    sdf = pl.DataFrame(sessions)
+    mood = pl.DataFrame(
+        [{"patient_id": p, "assessed_at": day(d), "instrument": "MADRS", "total_score": float(v)} for p, d, v in scores]
+    )
+    return patients, cdf, sdf, mood
+
+
+def derive(courses, scores, sessions=None, **study_kw):
+    p, c, s, m = make(courses, scores, sessions)
+    return derive_all(p, c, s, m, registries=load_registries(), study=StudySettings(**study_kw))
+
+
+def row(res, pid: str, paramcd: str) -> dict:
+    rows = res.adtte.filter((pl.col("USUBJID") == pid) & (pl.col("PARAMCD") == paramcd)).to_dicts()
+    assert len(rows) == 1, rows
+    return rows[0]
+
+
+def test_response_at_first_visit_with_half_baseline():
+    # baseline 30 the day before; 16 is not a response (> 15), 15 on day 3 is.
+    res = derive([{"course_id": "C1", "patient_id": "P1"}],
+                 [("P1", -1, 30), ("P1", 1, 20), ("P1", 2, 16), ("P1", 3, 15), ("P1", 7, 9)])
+    r = row(res, "P1", "TTRESP")
+    assert (r["CNSR"], r["AVAL"], r["ADT"]) == (0, 3.0, day(3))
+    assert r["EVSCORE"] == 15
+    rem = row(res, "P1", "TTREM")  # MADRS <= 10 first on day 7
+    assert (rem["CNSR"], rem["AVAL"]) == (0, 7.0)
+
+
+def test_baseline_is_last_rating_in_window_not_worst():
+    # worst (40) is 10 days before; the last (24) is 2 days before -> response needs <= 12
+    res = derive([{"course_id": "C1", "patient_id": "P1"}],
+                 [("P1", -10, 40), ("P1", -2, 24), ("P1", 2, 18), ("P1", 5, 12)])
+    assert res.adsl["BASE"].to_list() == [24.0]
+    assert row(res, "P1", "TTRESP")["AVAL"] == 5.0
+
+
+def test_rating_later_on_first_dose_day_is_post_baseline_day_0():
+    # a rating at 10:00 after a 09:00 dose is after the origin: day 0, not baseline
+    res = derive([{"course_id": "C1", "patient_id": "P1"}], [("P1", -1, 30), ("P1", 0, 14)])
+    r = row(res, "P1", "TTRESP")
+    assert (r["CNSR"], r["AVAL"]) == (0, 0.0)
+
+
+def test_no_response_is_censored_at_last_assessment():
+    res = derive([{"course_id": "C1", "patient_id": "P1"}],
+                 [("P1", -1, 30), ("P1", 3, 25), ("P1", 10, 20), ("P1", 21, 18)])
+    r = row(res, "P1", "TTRESP")
+    assert (r["CNSR"], r["AVAL"], r["ADT"]) == (1, 21.0, day(21))
+    assert r["EVNTDESC"] is None and "last assessment" in r["CNSDTDSC"]
+
+
+def test_patient_without_baseline_is_excluded_and_counted():
+    res = derive(
+        [{"course_id": "C1", "patient_id": "P1"}, {"course_id": "C2", "patient_id": "P2"}],
+        [("P1", -1, 30), ("P1", 3, 10), ("P2", -20, 30), ("P2", 3, 10)],  # P2's only pre-dose rating is 20 d before
+    )
+    assert res.adsl.filter(pl.col("USUBJID") == "P2")["ANLFL"].item() == "N"
+    assert res.adtte.filter(pl.col("USUBJID") == "P2").is_empty()
+    att = res.attrition.filter(pl.col("arm") == "(all)").sort("step")
+    base_step = att.filter(pl.col("rule").str.starts_with("baseline"))
+    assert base_step["n_remaining"].item() == 1 and base_step["n_excluded"].item() == 1
+
+
+def test_no_post_baseline_rating_is_cnsr_3_at_day_0():
+    res = derive([{"course_id": "C1", "patient_id": "P1"}], [("P1", -1, 30)])
+    r = row(res, "P1", "TTRESP")
+    assert (r["CNSR"], r["AVAL"]) == (3, 0.0)
+
+
+def test_confirmed_relapse_dated_at_first_high_rating():
+    # response day 3 (12 <= 15); 25 on day 20, confirmed by 24 on day 27 (7 days later)
+    res = derive([{"course_id": "C1", "patient_id": "P1"}],
+                 [("P1", -1, 30), ("P1", 3, 12), ("P1", 10, 14), ("P1", 20, 25), ("P1", 27, 24), ("P1", 40, 26)])
+    r = row(res, "P1", "TTRELAPS")
+    assert (r["CNSR"], r["STARTDT"], r["ADT"], r["AVAL"]) == (0, day(3), day(20), 17.0)
+
+
+def test_unconfirmed_relapse_is_not_an_event():
+    # 25 on day 20 but the next rating (day 27) is 15: not a relapse; censored at the last rating
+    res = derive([{"course_id": "C1", "patient_id": "P1"}],
+                 [("P1", -1, 30), ("P1", 3, 12), ("P1", 20, 25), ("P1", 27, 15), ("P1", 35, 14)])
+    r = row(res, "P1", "TTRELAPS")
+    assert (r["CNSR"], r["AVAL"]) == (1, 32.0)
+
+
+def test_relapse_confirmation_outside_window_or_after_a_low_rating_does_not_count():
+    # high on day 20; next high only 20 days later (> 15): unconfirmed. High on day 50, low on day 52,
+    # high on day 57: the low rating in between breaks the confirmation.
+    res = derive([{"course_id": "C1", "patient_id": "P1"}],
+                 [("P1", -1, 30), ("P1", 3, 12), ("P1", 20, 25), ("P1", 40, 12),
+                  ("P1", 50, 25), ("P1", 52, 12), ("P1", 57, 25), ("P1", 60, 12)])
+    assert row(res, "P1", "TTRELAPS")["CNSR"] == 1
+
+
+def test_relapse_high_at_last_rating_is_cnsr_4():
+    res = derive([{"course_id": "C1", "patient_id": "P1"}], [("P1", -1, 30), ("P1", 3, 12), ("P1", 20, 25)])
+    r = row(res, "P1", "TTRELAPS")
+    assert (r["CNSR"], r["AVAL"]) == (4, 17.0)
+
+
+def test_relapse_confirmation_window_is_a_setting():
+    scores = [("P1", -1, 30), ("P1", 3, 12), ("P1", 20, 25), ("P1", 23, 24), ("P1", 40, 12)]
+    # default: 23 is only 3 days after 20 (< 5), and the next one is low -> no relapse
+    assert row(derive([{"course_id": "C1", "patient_id": "P1"}], scores), "P1", "TTRELAPS")["CNSR"] == 1
+    res = derive([{"course_id": "C1", "patient_id": "P1"}], scores, confirm_min_days=2)
+    assert row(res, "P1", "TTRELAPS")["CNSR"] == 0
+
+
+def test_switch_ends_follow_up_with_its_own_code():
+    # SSRI course switched on day 28 to ketamine; the day-30 response belongs to the new course
+    courses = [
+        {"course_id": "C1", "patient_id": "P1", "arm": "ssri", "end_date": day(28).date(), "end_reason": "switched"},
+        {"course_id": "C2", "patient_id": "P1", "arm": "ketamine_iv", "start_date": day(29).date()},
+    ]
+    res = derive(courses, [("P1", -1, 30), ("P1", 14, 25), ("P1", 27, 22), ("P1", 31, 10)])
+    assert res.adsl["COURSEID"].to_list() == ["C1"]  # index course only
+    r = row(res, "P1", "TTRESP")
+    assert (r["ARM"], r["CNSR"], r["AVAL"]) == ("ssri", 2, 27.0)
+
+
+def test_instrument_thresholds_come_from_registry_and_study():
+    res = derive([{"course_id": "C1", "patient_id": "P1"}], [("P1", -1, 30), ("P1", 5, 12)], remission_max=12)
+    assert row(res, "P1", "TTREM")["CNSR"] == 0
+    with pytest.raises(ValueError, match="not in the instruments registry"):
+        derive([{"course_id": "C1", "patient_id": "P1"}], [("P1", -1, 30)], instrument="NOPE")
+
+
+def test_baseline_already_in_remission_left_out_of_ttrem_with_a_note():
+    res = derive([{"course_id": "C1", "patient_id": "P1"}], [("P1", -1, 9), ("P1", 5, 4)])
+    assert res.adtte.filter(pl.col("PARAMCD") == "TTREM").is_empty()
+    assert any("already" in n for n in res.notes)

@@ -1,0 +1,61 @@
+"""Snapshot publishing: readers never block writers, writers never block readers, failures publish nothing."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import duckdb
+import pytest
+
+from ketaoutcomes.warehouse import read_connection, write_session
+
+
+def test_open_reader_does_not_block_a_writer_and_keeps_its_snapshot(tmp_path):
+    db = tmp_path / "w.duckdb"
+    with write_session(db) as con:
+        con.execute("CREATE TABLE t AS SELECT 1 AS x")
+    reader = read_connection(db)  # an analyst's open session
+    with write_session(db) as con:  # a scheduled run writes meanwhile
+        con.execute("INSERT INTO t VALUES (2)")
+    assert reader.execute("SELECT count(*) FROM t").fetchone()[0] == 1  # still the old snapshot
+    fresh = read_connection(db)
+    assert fresh.execute("SELECT count(*) FROM t").fetchone()[0] == 2
+    reader.close()
+    fresh.close()
+
+
+def test_reader_in_another_process_can_read_while_a_write_is_under_way(tmp_path):
+    db = tmp_path / "w.duckdb"
+    with write_session(db) as con:
+        con.execute("CREATE TABLE t AS SELECT 1 AS x")
+    with write_session(db) as con:
+        con.execute("INSERT INTO t VALUES (2)")
+        # a separate process (as DuckDB's own file locks are per process) reads now
+        code = f"import duckdb; print(duckdb.connect({str(db)!r}, read_only=True).execute('SELECT count(*) FROM t').fetchone()[0])"
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+        assert out.returncode == 0, out.stderr
+        assert out.stdout.strip() == "1"
+
+
+def test_failed_write_publishes_nothing_and_leaves_no_staging(tmp_path):
+    db = tmp_path / "w.duckdb"
+    with write_session(db) as con:
+        con.execute("CREATE TABLE t AS SELECT 1 AS x")
+    before = db.read_bytes()
+    with pytest.raises(RuntimeError):
+        with write_session(db) as con:
+            con.execute("INSERT INTO t VALUES (2)")
+            raise RuntimeError("boom")
+    assert db.read_bytes() == before
+    assert [p.name for p in tmp_path.iterdir() if "staging" in p.name] == []
+
+
+def test_read_only_connection_refuses_writes(tmp_path):
+    db = tmp_path / "w.duckdb"
+    with write_session(db) as con:
+        con.execute("CREATE TABLE t AS SELECT 1 AS x")
+    con = read_connection(db)
+    with pytest.raises(duckdb.Error):
+        con.execute("DROP TABLE t")
+    con.close()
