@@ -1,0 +1,101 @@
+"""Benchmark: wall time and peak memory of the pipeline, as ratios against a
+bare DuckDB read of the same files measured in the same run.
+
+Usage (from the checkout)::
+
+    uv run python scripts/benchmark.py                 # default cohort + 100,000 patients
+    uv run python scripts/benchmark.py --patients 20000 --skip-default
+
+Each measured command runs in its own process under a small wrapper, so its
+peak RSS is its own, in a scratch folder that holds its own data/ and reports/. Prints a Markdown table.
+Not a test: timings depend on the machine; the ratios are what to compare.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+BARE_READ = """
+import sys, duckdb
+con = duckdb.connect()
+total = 0
+for name in ("patients", "courses", "sessions", "adverse_events", "mood_scores"):
+    total += con.execute(f"SELECT count(*) FROM read_csv('{sys.argv[1]}/{name}.csv', all_varchar=true)").fetchone()[0]
+print(total)
+"""
+
+
+# ru_maxrss of RUSAGE_CHILDREN is the largest child waited for so far, so each
+# command runs under a fresh wrapper process whose only child is that command.
+WRAPPER = """
+import json, resource, subprocess, sys, time
+t0 = time.perf_counter()
+rc = subprocess.run(sys.argv[1:], stdout=subprocess.DEVNULL).returncode
+secs = time.perf_counter() - t0
+print(json.dumps({"rc": rc, "seconds": secs, "peak_kb": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss}))
+"""
+
+
+def run(label: str, argv: list[str], env: dict, cwd: Path) -> dict:
+    proc = subprocess.run([sys.executable, "-c", WRAPPER, *argv], cwd=cwd, env=env, capture_output=True, text=True)
+    res = json.loads(proc.stdout.strip().splitlines()[-1])
+    if res["rc"] != 0:
+        sys.stderr.write(proc.stderr)
+        raise SystemExit(f"{label} failed with exit {res['rc']}")
+    print(f"  {label}: {res['seconds']:.1f} s, {res['peak_kb'] / 1024:.0f} MB", file=sys.stderr)
+    return {"step": label, "seconds": res["seconds"], "peak_rss_mb": res["peak_kb"] / 1024}
+
+
+def bench(patients: int | None, workdir: Path, env: dict) -> list[dict]:
+    py = [sys.executable, "-m", "ketaoutcomes"]
+    rows = []
+    if patients is None:  # the README's main command on the embedded default
+        rows.append(run("report (default cohort, from scratch)", py + ["report"], env, workdir))
+        export = workdir / "data" / "synthetic" / "default"
+    else:
+        export = workdir / f"export-{patients}"
+        db = workdir / f"w-{patients}.duckdb"
+        rows.append(run(f"simulate {patients:,}", py + ["simulate", "--patients", str(patients), "--out", str(export)], env, workdir))
+        rows.append(run("ingest", py + ["ingest", str(export), "--db", str(db)], env, workdir))
+        rows.append(run("validate", py + ["validate", "--db", str(db)], env, workdir))
+        rows.append(run("analyze", py + ["analyze", "--db", str(db)], env, workdir))
+    rows.append(run("bare DuckDB read of the same files (baseline)", [sys.executable, "-c", BARE_READ, str(export)], env, workdir))
+    return rows
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--patients", type=int, default=100_000)
+    ap.add_argument("--skip-default", action="store_true", help="skip the README main command on the default cohort")
+    ap.add_argument("--json", type=Path, help="also write the rows as JSON here")
+    args = ap.parse_args()
+    results = {}
+    with tempfile.TemporaryDirectory(prefix="ketaoutcomes-bench-") as tmp:
+        for label, n in ([] if args.skip_default else [("default", None)]) + [(f"{args.patients:,} patients", args.patients)]:
+            work = Path(tmp) / label.replace(" ", "_").replace(",", "")
+            work.mkdir()
+            env = {**os.environ, "KETAOUTCOMES_HOME": str(work), "KETAOUTCOMES_DB": str(work / "data" / "warehouse" / "ketaoutcomes.duckdb")}
+            if n is not None:
+                env.pop("KETAOUTCOMES_DB")
+            results[label] = bench(n, work, env)
+    for label, rows in results.items():
+        base = rows[-1]
+        print(f"\n### {label}\n")
+        print("| step | wall s | x bare read | peak RSS MB | x bare read |")
+        print("|---|---|---|---|---|")
+        for r in rows:
+            print(f"| {r['step']} | {r['seconds']:.1f} | {r['seconds'] / base['seconds']:.1f} | "
+                  f"{r['peak_rss_mb']:.0f} | "
+                  f"{r['peak_rss_mb'] / base['peak_rss_mb']:.1f} |")
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=2))
+
+
+if __name__ == "__main__":
+    main()
