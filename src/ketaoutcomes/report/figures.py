@@ -1,0 +1,222 @@
+"""Figures of the report: matplotlib (Agg canvas, no pyplot), returned as PNG data URIs.
+
+Every figure is drawn on its own :class:`~matplotlib.figure.Figure` with an
+explicit Agg canvas, inside an ``rc_context`` that starts from matplotlib's
+defaults, so the bytes depend only on the data (and the matplotlib version):
+no global backend switch, no rcParams leaking in from the caller, no
+"Software" or date in the PNG metadata.
+
+The functions take plain arrays and labels, not result frames; shaping the
+frames is :mod:`ketaoutcomes.report.render`'s job.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import matplotlib
+import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
+from matplotlib.ticker import FixedLocator, FuncFormatter, NullLocator, PercentFormatter
+
+__all__ = ["KMCurve", "ForestRow", "km_figure", "forest_figure", "time_ticks", "png_data_uri", "REFERENCE_COLOR", "arm_style"]
+
+DPI = 150
+#: Okabe-Ito palette (colour-blind safe); the reference arm is black and dashed.
+PALETTE = ("#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9", "#7F7F7F")
+REFERENCE_COLOR = "#000000"
+
+_RC = {
+    "font.family": "DejaVu Sans",  # ships with matplotlib: same glyphs on every machine
+    "font.size": 9,
+    "axes.titlesize": 10,
+    "axes.labelsize": 9,
+    "legend.fontsize": 8,
+    "xtick.labelsize": 8,
+    "ytick.labelsize": 8,
+    "axes.spines.top": False,
+    "axes.spines.right": False,
+    "svg.hashsalt": "ketaoutcomes",  # only matters if a figure is ever saved as SVG
+}
+
+
+def arm_style(index: int, *, is_reference: bool) -> tuple[str, str]:
+    """(colour, linestyle) of the arm at ``index`` in the report's arm order."""
+    if is_reference:
+        return REFERENCE_COLOR, "--"
+    return PALETTE[index % len(PALETTE)], "-"
+
+
+def png_data_uri(fig: Figure) -> str:
+    """The figure as a ``data:image/png;base64,...`` URI (deterministic bytes)."""
+    FigureCanvasAgg(fig)
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=DPI, metadata={"Software": None}, facecolor="white")
+    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
+
+
+def _new_figure(width: float, height: float) -> Figure:
+    return Figure(figsize=(width, height), layout="constrained")
+
+
+def time_ticks(tmax: float, *, max_ticks: int = 8) -> list[float]:
+    """Tick positions in days from 0 to ``tmax``: whole weeks where the range allows.
+
+    The same positions label the KM plot's x axis and the number-at-risk table,
+    so the table reads under the plot.
+    """
+    if not math.isfinite(tmax) or tmax <= 0:
+        return [0.0]
+    for step in (1, 2, 7, 14, 28, 56, 91, 182, 364, 728):
+        if tmax / step <= max_ticks - 1:
+            break
+    else:
+        step = math.ceil(tmax / (max_ticks - 1))
+    n = int(math.floor(tmax / step + 1e-9))
+    return [float(i * step) for i in range(n + 1)]
+
+
+@dataclass(frozen=True)
+class KMCurve:
+    """One arm's Kaplan-Meier curve, as the cumulative proportion with the event (1 - S).
+
+    ``time`` holds the KM table's times (ascending); ``cum``, ``lower`` and
+    ``upper`` the cumulative proportion and its confidence band at those
+    times (NaN where the band is undefined). ``censor_times`` mark censored
+    follow-up on the curve.
+    """
+
+    label: str
+    color: str
+    linestyle: str
+    time: np.ndarray
+    cum: np.ndarray
+    lower: np.ndarray
+    upper: np.ndarray
+    censor_times: np.ndarray
+
+
+def _step_from_zero(c: KMCurve) -> tuple[np.ndarray, ...]:
+    # The curve starts at 0 (nobody has had the event) just before time 0; an
+    # event on day 0 then shows as a jump at 0.
+    t = np.concatenate([[0.0], c.time])
+    return t, np.concatenate([[0.0], c.cum]), np.concatenate([[0.0], c.lower]), np.concatenate([[0.0], c.upper])
+
+
+def km_figure(
+    curves: Sequence[KMCurve], *, xlabel: str, ylabel: str, ticks: Sequence[float], band_label: str
+) -> str:
+    """Step plot of the cumulative proportion with the event per arm, with CI bands."""
+    with matplotlib.rc_context():
+        matplotlib.rcdefaults()
+        matplotlib.rcParams.update(_RC)
+        fig = _new_figure(7.2, 4.0)
+        ax = fig.add_subplot()
+        xmax = max(ticks[-1] if ticks else 0.0, max((float(c.time.max()) for c in curves if c.time.size), default=0.0))
+        for c in curves:
+            t, y, lo, hi = _step_from_zero(c)
+            ax.fill_between(t, lo, hi, step="post", color=c.color, alpha=0.13, linewidth=0)
+            ax.step(t, y, where="post", color=c.color, linestyle=c.linestyle, linewidth=1.6, label=c.label)
+            if c.censor_times.size:
+                idx = np.searchsorted(t, c.censor_times, side="right") - 1
+                ax.plot(c.censor_times, y[np.clip(idx, 0, None)], linestyle="none", marker="|",
+                        markersize=5, markeredgewidth=0.8, color=c.color, alpha=0.7)
+        ax.set_xlim(0, xmax * 1.02 if xmax > 0 else 1)
+        ax.set_ylim(0, 1.01)
+        ax.xaxis.set_major_locator(FixedLocator(list(ticks)))
+        ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _pos: f"{v:g}"))
+        ax.yaxis.set_major_formatter(PercentFormatter(xmax=1.0, decimals=0))
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel(ylabel)
+        ax.grid(True, color="#dddddd", linewidth=0.6)
+        ax.set_axisbelow(True)
+        handles, labels = ax.get_legend_handles_labels()
+        if handles:
+            ax.legend(handles, labels, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False,
+                      title=f"shaded: {band_label}", title_fontsize=7, alignment="left")
+        return png_data_uri(fig)
+
+
+@dataclass(frozen=True)
+class ForestRow:
+    """One arm versus the reference: adjusted and naive (HR, lower, upper), either may be None."""
+
+    label: str
+    color: str
+    adjusted: tuple[float, float, float] | None
+    naive: tuple[float, float, float] | None
+
+
+def _finite(*xs: float) -> bool:
+    return all(x is not None and math.isfinite(x) and x > 0 for x in xs)
+
+
+_HR_AXIS_MIN, _HR_AXIS_MAX = 1e-3, 1e3
+_FINE_TICKS = (0.1, 0.2, 0.3, 0.5, 0.7, 1, 1.5, 2, 3, 5, 7, 10)
+_COARSE_TICKS = (0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1, 2, 5, 10, 20, 50, 100, 200, 500, 1000)
+
+
+def _log_ticks(lo: float, hi: float) -> list[float]:
+    fine = [t for t in _FINE_TICKS if lo <= t <= hi]
+    if 3 <= len(fine) <= 8:
+        return fine
+    coarse = [t for t in _COARSE_TICKS if lo <= t <= hi]
+    while len(coarse) > 8:
+        coarse = coarse[::2] if 1 in coarse[::2] else coarse[1::2]
+    return coarse
+
+
+def forest_figure(rows: Sequence[ForestRow], *, xlabel: str, left_note: str, right_note: str) -> str:
+    """Forest plot of hazard ratios per arm (log x axis, line at 1): adjusted filled, naive open."""
+    with matplotlib.rc_context():
+        matplotlib.rcdefaults()
+        matplotlib.rcParams.update(_RC)
+        fig = _new_figure(7.2, 1.3 + 0.55 * len(rows))
+        ax = fig.add_subplot()
+        values = [1.0]
+        for r in rows:
+            for est in (r.adjusted, r.naive):
+                if est is not None:
+                    values += [v for v in est if _finite(v)]
+        # pad, and keep a degenerate fit (HR 1e-9 or 1e9) from squashing the others
+        lo, hi = max(min(values) / 1.25, _HR_AXIS_MIN), min(max(values) * 1.25, _HR_AXIS_MAX)
+        for i, r in enumerate(rows):
+            y = len(rows) - 1 - i
+            for est, dy, filled in ((r.adjusted, 0.14, True), (r.naive, -0.14, False)):
+                if est is None or not _finite(est[0]):
+                    continue
+                hr, l, u = est
+                # an unbounded interval, or one beyond the axis, runs to the axis edge
+                hr = min(max(hr, lo), hi)
+                l = min(max(l, lo), hi) if _finite(l) else lo
+                u = min(max(u, lo), hi) if _finite(u) else hi
+                ax.plot([l, u], [y + dy, y + dy], color=r.color, linewidth=1.6 if filled else 1.1)
+                ax.plot([hr], [y + dy], marker="s" if filled else "o", markersize=6,
+                        markerfacecolor=r.color if filled else "white", markeredgecolor=r.color,
+                        linestyle="none")
+        ax.axvline(1.0, color="#444444", linewidth=0.9)
+        ax.set_xscale("log")
+        ax.set_xlim(lo, hi)
+        ax.set_ylim(-0.6, len(rows) - 0.4)
+        ax.set_yticks(range(len(rows)), [r.label for r in reversed(rows)])
+        ax.yaxis.set_minor_locator(NullLocator())
+        ax.xaxis.set_major_locator(FixedLocator(_log_ticks(lo, hi)))
+        ax.xaxis.set_minor_locator(NullLocator())
+        ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _pos: f"{v:g}"))
+        ax.set_xlabel(xlabel)
+        ax.grid(True, axis="x", color="#dddddd", linewidth=0.6)
+        ax.set_axisbelow(True)
+        ax.text(0.0, 1.02, f"\u2190 {left_note}", transform=ax.transAxes, ha="left", va="bottom", fontsize=8, color="#444444")
+        ax.text(1.0, 1.02, f"{right_note} \u2192", transform=ax.transAxes, ha="right", va="bottom", fontsize=8, color="#444444")
+        shown = [name for name, present in (("adjusted", any(r.adjusted for r in rows)), ("naive", any(r.naive for r in rows))) if present]
+        if shown:
+            legend = [Line2D([], [], marker="s" if k == "adjusted" else "o", linestyle="none", color="#333333",
+                             markerfacecolor="#333333" if k == "adjusted" else "white", label=k) for k in shown]
+            ax.legend(handles=legend, loc="upper left", bbox_to_anchor=(1.0, 1.0), frameon=False)
+        return png_data_uri(fig)

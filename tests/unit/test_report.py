@@ -1,0 +1,390 @@
+"""The HTML report on a small hand-built ReportData (seeded random cohort).
+
+Checked: the file is self-contained (no http(s) resource, every src/href a data
+URI or an in-page anchor), well-formed (html.parser: every non-void element
+closed in order), has each section, formats HRs and p-values, suppresses small
+counts only when asked, says "not estimable" for missing results, and is the
+same bytes when rendered twice.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import math
+from html.parser import HTMLParser
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import pytest
+
+from ketaoutcomes.report import ReportData, render_report
+from ketaoutcomes.report.render import fmt_days_ci, fmt_hr_ci, fmt_p
+
+ARMS = {"ssri": 60, "ketamine_iv": 50, "esketamine_intranasal": 40, "ketamine_oral": 7}  # oral: a small cell
+HR_IV = (1.8765, 1.2345, 2.8523)  # rendered "1.88 (1.23–2.85)"
+
+
+# ---------------------------------------------------------------------------
+# a small cohort and result frames, shaped like analysis.analyze's output
+# ---------------------------------------------------------------------------
+
+def _km(times: np.ndarray, events: np.ndarray, z: float = 1.959964) -> tuple[list[dict], dict]:
+    """Kaplan-Meier with log-transformed Greenwood CIs (a stand-in for models.survival)."""
+    rows, s, var = [], 1.0, 0.0
+    for t in np.unique(times):
+        at = times >= t
+        n, d = int(at.sum()), int(((times == t) & (events == 1)).sum())
+        c = int(((times == t) & (events == 0)).sum())
+        if d:
+            s *= 1 - d / n
+            var += d / (n * (n - d)) if n > d else math.inf
+        se = math.sqrt(var)
+        lo, hi = (s * math.exp(-z * se), min(1.0, s * math.exp(z * se))) if s > 0 and math.isfinite(se) else (None, None)
+        rows.append({"time": float(t), "n_risk": n, "n_event": d, "n_censor": c, "survival": s, "lower": lo, "upper": hi})
+
+    def first_below(key: str) -> float | None:
+        return next((r["time"] for r in rows if r[key] is not None and r[key] <= 0.5), None)
+
+    med = {"n": len(times), "events": int(events.sum()), "median": first_below("survival"),
+           "median_lower": first_below("lower"), "median_upper": first_below("upper")}
+    return rows, med
+
+
+def make_data(*, seed: int = 7, with_relapse: bool = True, with_cox: bool = True, truth: dict | None = None) -> ReportData:
+    rng = np.random.default_rng(seed)
+    adsl_rows, adtte_rows = [], []
+    i = 0
+    for arm, n in ARMS.items():
+        rate = {"ssri": 0.03, "ketamine_iv": 0.07, "esketamine_intranasal": 0.06, "ketamine_oral": 0.05}[arm]
+        for _ in range(n):
+            i += 1
+            pid = f"P{i:04d}"
+            start = dt.datetime(2024, 1, 1, 9) + dt.timedelta(days=int(rng.integers(0, 300)))
+            adsl_rows.append({
+                "USUBJID": pid, "COURSEID": f"C{i:04d}", "ARM": arm, "SITEID": f"S{rng.integers(1, 4)}",
+                "SEX": str(rng.choice(["F", "M"])), "AGE": int(rng.integers(18, 80)),
+                "PRIORFAIL": int(rng.integers(0, 6)), "DIAGNOSIS": str(rng.choice(["MDD", "bipolar_depression"], p=[0.8, 0.2])),
+                "WEIGHT": float(rng.normal(75, 12)), "TRTSDTM": start, "FUENDTM": None, "ICEREAS": None,
+                "PARAMINS": "MADRS", "BASE": float(rng.integers(22, 45)), "BASEDTM": start - dt.timedelta(days=2),
+                "CONSSRI": bool(rng.random() < 0.3), "CONBENZO": bool(rng.random() < 0.2),
+                "NSESS": int(rng.integers(1, 12)), "NMAINT": int(rng.integers(0, 4)), "NPOST": int(rng.integers(1, 8)),
+                "ANLFL": "Y",
+            })
+            for paramcd, mult in (("TTRESP", 1.0), ("TTREM", 0.6)) + ((("TTRELAPS", 0.2),) if with_relapse else ()):
+                t_ev = rng.exponential(1 / (rate * mult))
+                t_cens = rng.uniform(10, 120)
+                ev = t_ev <= t_cens
+                aval = float(np.floor(min(t_ev, t_cens)))
+                adtte_rows.append({
+                    "STUDYID": "default", "USUBJID": pid, "COURSEID": f"C{i:04d}", "ARM": arm, "PARAMCD": paramcd,
+                    "PARAM": f"{paramcd} (test)", "STARTDT": start, "ADT": start + dt.timedelta(days=aval),
+                    "AVAL": aval, "AVALU": "DAYS", "CNSR": 0 if ev else int(rng.choice([1, 2])),
+                    "EVNTDESC": "event" if ev else None,
+                    "CNSDTDSC": None if ev else "censored at the last assessment",
+                    "EVSCORE": 10.0 if ev else None,
+                })
+    # one course outside the analysis population (no baseline): must not count in the cohort table
+    adsl_rows.append({**adsl_rows[0], "USUBJID": "P9999", "COURSEID": "C9999", "BASE": None, "ANLFL": "N"})
+    adsl = pl.DataFrame(adsl_rows, schema_overrides={"FUENDTM": pl.Datetime("us"), "ICEREAS": pl.String})
+    adtte = pl.DataFrame(adtte_rows)
+    adtte = adtte.with_columns(
+        pl.when(pl.col("CNSR") > 0).then(pl.format("censored reason {}", pl.col("CNSR"))).alias("CNSDTDSC")
+    )
+
+    km_rows, med_rows, lr_rows = [], [], []
+    for paramcd in adtte["PARAMCD"].unique().sort().to_list():
+        sub = adtte.filter(pl.col("PARAMCD") == paramcd)
+        groups = []
+        for arm in ARMS:
+            a = sub.filter(pl.col("ARM") == arm)
+            rows, med = _km(a["AVAL"].to_numpy(), (a["CNSR"] == 0).cast(pl.Int8).to_numpy())
+            km_rows += [{"paramcd": paramcd, "group": arm, **r} for r in rows]
+            med_rows.append({"paramcd": paramcd, "group": arm, **med})
+            groups.append({"group": arm, "n": a.height, "observed": med["events"], "expected": med["events"] * 0.9 + 1})
+        lr_rows.append({"paramcd": paramcd, "chi2": 23.456, "df": 3, "p_value": 3.3e-5,
+                        "groups": pl.DataFrame(groups).write_json()})
+    km = pl.DataFrame(km_rows, schema_overrides={"lower": pl.Float64, "upper": pl.Float64})
+    km_median = pl.DataFrame(med_rows, schema_overrides={"median": pl.Float64, "median_lower": pl.Float64,
+                                                         "median_upper": pl.Float64})
+    km_median = km_median.with_columns(  # one arm whose median is not reached
+        pl.when((pl.col("group") == "ssri") & (pl.col("paramcd") == "TTREM")).then(None).otherwise(pl.col("median")).alias("median")
+    )
+
+    cox_rows, fit_rows = [], []
+    if with_cox:
+        for paramcd in ("TTRESP", "TTREM"):
+            for model in ("adjusted", "naive"):
+                terms = {"ARM[ketamine_iv]": HR_IV if model == "adjusted" else (2.5, 1.7, 3.6),
+                         "ARM[esketamine_intranasal]": (1.41, 0.9, 2.2)}
+                if model == "adjusted":
+                    terms |= {"AGE": (0.99, 0.98, 1.0), "SEX[M]": (0.91, 0.7, 1.2), "BASE": (0.97, 0.95, 0.99),
+                              "PRIORFAIL": (0.85, 0.78, 0.93)}
+                for term, (hr, lo, hi) in terms.items():
+                    cox_rows.append({"paramcd": paramcd, "model": model, "term": term, "coef": math.log(hr),
+                                     "hr": hr, "se": 0.2, "z": math.log(hr) / 0.2, "p_value": 0.0004 if hr > 1.5 else 0.2,
+                                     "hr_lower": lo, "hr_upper": hi})
+                fit_rows.append({
+                    "paramcd": paramcd, "model": model, "n": 150, "n_events": 90, "n_dropped": 0, "loglik": -400.0,
+                    "lr_chi2": 20.1, "lr_df": 2 if model == "naive" else 6, "lr_p": 0.0001, "concordance": 0.62,
+                    "converged": True, "strata": "SITEID" if model == "adjusted" else None,
+                    "covariates": "ARM, AGE, SEX, BASE, PRIORFAIL" if model == "adjusted" else "ARM",
+                    "reference_levels": "ARM=ssri, SEX=F" if model == "adjusted" else "ARM=ssri", "notes": "",
+                })
+    notes = (
+        "TTRESP: arm(s) ketamine_oral left out of the Cox models: fewer than 5 events (not estimable)",
+        "TTRELAPS: reference arm 'ssri' has 3 events (< 5); no hazard ratios",
+    )
+    attrition = pl.DataFrame([
+        {"step": 1, "rule": "patients in the export", "arm": "(all)", "n_remaining": 170, "n_excluded": None},
+        *[{"step": 2, "rule": "with a treatment course", "arm": a, "n_remaining": n + (1 if a == "ssri" else 0),
+           "n_excluded": None} for a, n in ARMS.items()],
+        {"step": 2, "rule": "with a treatment course", "arm": "(all)", "n_remaining": 158, "n_excluded": None},
+        *[{"step": 3, "rule": "baseline MADRS in window <script>", "arm": a, "n_remaining": n,
+           "n_excluded": 1 if a == "ssri" else 0} for a, n in ARMS.items()],
+        {"step": 3, "rule": "baseline MADRS in window <script>", "arm": "(all)", "n_remaining": 157, "n_excluded": 1},
+    ], schema={"step": pl.Int32, "rule": pl.String, "arm": pl.String, "n_remaining": pl.Int64, "n_excluded": pl.Int64})
+    validation = pl.DataFrame([
+        {"table": "patients", "rule_id": "P1", "rule": "patient_id unique", "expectation_type": "unique",
+         "column": "patient_id", "severity": "critical", "success": True, "element_count": 158,
+         "unexpected_count": 0, "unexpected_percent": 0.0, "example_row_numbers": "[]", "error": None},
+        {"table": "mood_scores", "rule_id": "M7", "rule": "score within instrument range", "expectation_type": "between",
+         "column": "total_score", "severity": "warning", "success": False, "element_count": 2000,
+         "unexpected_count": 4, "unexpected_percent": 0.2, "example_row_numbers": "[12, 48, 301, 1999]", "error": None},
+    ])
+    batches = pl.DataFrame([
+        {"batch_id": "patients-abc", "load_seq": 1, "table_name": "patients", "source_file": "/data/export/patients.csv",
+         "file_sha256": "ab" * 32, "file_format": "csv", "rows_read": 160, "rows_loaded": 158, "rows_quarantined": 2,
+         "ignored_columns": None, "loaded_at": dt.datetime(2025, 1, 2, 3, 4, 5)},
+    ])
+    quarantine = pl.DataFrame([{"table_name": "patients", "rule": "range", "column_name": "age_at_index", "n_rows": 2}])
+    provenance = {"run_id": "run-0001", "settings_id": "abc123", "settings": {"reference_arm": "ssri", "covariates": ["age_at_index", "sex"]},
+                  "code_version": "0.1.0+test", "reference_arm": "ssri", "instrument": "MADRS", "alpha": 0.05,
+                  "report_generated_by": "ketaoutcomes 0.1.0"}
+    return ReportData(
+        title="Test study <b>&</b>", adsl=adsl, attrition=attrition, adtte=adtte, km=km, km_median=km_median,
+        logrank=pl.DataFrame(lr_rows), cox=pl.DataFrame(cox_rows) if cox_rows else pl.DataFrame(),
+        cox_fit=pl.DataFrame(fit_rows) if fit_rows else pl.DataFrame(), validation=validation, batches=batches,
+        quarantine_summary=quarantine, provenance=provenance, notes=notes, truth=truth,
+    )
+
+
+# ---------------------------------------------------------------------------
+# a person's reading: the text, and well-formedness
+# ---------------------------------------------------------------------------
+
+VOID = {"area", "base", "br", "col", "embed", "hr", "img", "input", "link", "meta", "source", "track", "wbr"}
+# elements whose end tag HTML lets you leave out; the template closes them all, so none are listed
+OPTIONAL_END: set[str] = set()
+
+
+class Reader(HTMLParser):
+    """Collects visible text, headings and src/href, and checks that elements nest and close."""
+
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.stack: list[str] = []
+        self.errors: list[str] = []
+        self.text: list[str] = []
+        self.headings: list[str] = []
+        self.refs: list[str] = []
+        self.ids: list[str] = []
+        self._heading: list[str] | None = None
+        self._skip = 0
+
+    def handle_starttag(self, tag, attrs):
+        a = dict(attrs)
+        for k in ("src", "href"):
+            if k in a:
+                self.refs.append(a[k] or "")
+        if "id" in a:
+            self.ids.append(a["id"])
+        if tag in ("style", "script"):
+            self._skip += 1
+        if tag in ("h1", "h2", "h3"):
+            self._heading = []
+        if tag not in VOID:
+            self.stack.append(tag)
+
+    def handle_startendtag(self, tag, attrs):
+        self.handle_starttag(tag, attrs)
+        if tag not in VOID:
+            self.stack.pop()
+
+    def handle_endtag(self, tag):
+        if tag in VOID:
+            self.errors.append(f"end tag for void element {tag}")
+            return
+        if not self.stack or self.stack[-1] != tag:
+            self.errors.append(f"</{tag}> closes {self.stack[-1] if self.stack else 'nothing'}")
+            return
+        self.stack.pop()
+        if tag in ("style", "script"):
+            self._skip -= 1
+        if tag in ("h1", "h2", "h3") and self._heading is not None:
+            self.headings.append(" ".join("".join(self._heading).split()))
+            self._heading = None
+
+    def handle_data(self, data):
+        if self._skip:
+            return
+        self.text.append(data)
+        if self._heading is not None:
+            self._heading.append(data)
+
+
+def read(path: Path) -> Reader:
+    r = Reader()
+    r.feed(path.read_text(encoding="utf-8"))
+    r.close()
+    return r
+
+
+@pytest.fixture(scope="module")
+def data() -> ReportData:
+    return make_data()
+
+
+@pytest.fixture(scope="module")
+def rendered(data, tmp_path_factory) -> Path:
+    return render_report(data, tmp_path_factory.mktemp("report") / "report.html")
+
+
+def test_report_is_one_self_contained_file(rendered):
+    assert rendered.exists() and rendered.stat().st_size > 10_000
+    html = rendered.read_text(encoding="utf-8")
+    assert "http://" not in html and "https://" not in html
+    r = read(rendered)
+    assert r.refs, "expected figures and in-page links"
+    for ref in r.refs:
+        assert ref.startswith("data:image/png;base64,") or ref.startswith("#"), ref[:80]
+    assert sum(ref.startswith("data:image/png") for ref in r.refs) >= 4  # KM x2 + forest x2 at least
+    for ref in r.refs:
+        if ref.startswith("#"):
+            assert ref[1:] in r.ids, f"dangling in-page link {ref}"
+
+
+def test_report_is_well_formed_html(rendered):
+    r = read(rendered)
+    assert r.errors == []
+    assert r.stack == [], f"unclosed elements: {r.stack}"
+    assert len(r.ids) == len(set(r.ids)), "duplicate element ids"
+
+
+def test_report_has_every_section(rendered):
+    headings = read(rendered).headings
+    for h in ("How to read this report", "Key results: time to response", "Cohort by arm (analysis population)",
+              "Attrition", "Time to response (TTRESP)", "Time to remission (TTREM)",
+              "Time from response to relapse (responders only) (TTRELAPS)", "Kaplan-Meier curves",
+              "Median time to response", "Log-rank test", "Cox proportional-hazards models", "Data validation",
+              "Data batches and quarantine", "Quarantine summary", "Provenance"):
+        assert h in headings, (h, headings)
+    order = [headings.index(h) for h in ("How to read this report", "Key results: time to response",
+                                          "Cohort by arm (analysis population)", "Attrition",
+                                          "Time to response (TTRESP)", "Data validation", "Provenance")]
+    assert order == sorted(order)
+
+
+def test_report_text_says_what_it_must(rendered):
+    text = " ".join(" ".join(read(rendered).text).split())
+    assert "confounded by indication" in text and "no propensity-score weighting" in text
+    assert "Ketamine IV vs SSRI" in text
+    assert "1.88 (1.23\u20132.85)" in text  # adjusted HR of ketamine_iv, 2 decimals with its CI
+    assert "p < 0.001" in text  # the log-rank p-value 3.3e-5, in running text
+    assert "<0.001" in text  # the adjusted p of ketamine_iv, in a table
+    assert "ketamine_oral left out of the Cox models" in text  # analysis notes are shown
+    assert "not reached" in text  # the median that is not reached
+    assert "Test study <b>&</b>" in text  # the title is escaped, so the text reads as given
+    assert "12, 48, 301, 1999" in text  # example rows of the failing validation rule
+
+
+def test_markup_from_the_data_is_escaped(rendered):
+    html = rendered.read_text(encoding="utf-8")
+    assert "<script>" not in html and "<b>&</b>" not in html
+    assert "&lt;script&gt;" in html
+
+
+def test_small_cells_suppressed_only_when_asked(data, tmp_path):
+    on = " ".join(read(render_report(data, tmp_path / "on.html")).text)
+    off_path = render_report(data, tmp_path / "off.html", suppress_small_cells=False)
+    off = " ".join(read(off_path).text)
+    assert "<11" in on
+    assert "<11" not in off
+    # the 7-course oral arm: "<11" with suppression, 7 without
+    oral_row_on = [line for line in (tmp_path / "on.html").read_text().splitlines() if "Ketamine oral" in line and "<td" in line]
+    assert any(">&lt;11<" in line for line in oral_row_on)
+    oral_row_off = [line for line in off_path.read_text().splitlines() if "Ketamine oral" in line and "<td" in line]
+    assert any(">7<" in line for line in oral_row_off)
+    # estimates are never suppressed
+    assert "1.88 (1.23\u20132.85)" in on and "1.88 (1.23\u20132.85)" in off
+
+
+def test_missing_results_render_not_estimable(tmp_path):
+    d = make_data(with_relapse=False, with_cox=False)
+    text = " ".join(" ".join(read(render_report(d, tmp_path / "r.html")).text).split())
+    assert "not estimable" in text
+    # the reason for the missing relapse endpoint comes from the analysis notes
+    assert "not estimable: reference arm 'ssri' has 3 events" in text
+    assert "no Cox model was fitted" in text
+
+
+def test_fully_empty_report_renders(tmp_path):
+    empty = pl.DataFrame()
+    d = ReportData(title="empty", adsl=empty, attrition=empty, adtte=empty, km=empty, km_median=empty,
+                   logrank=empty, cox=empty, cox_fit=empty, validation=empty, batches=empty,
+                   quarantine_summary=empty, provenance={}, notes=())
+    p = render_report(d, tmp_path / "empty.html")
+    r = read(p)
+    assert r.errors == [] and r.stack == []
+    text = " ".join(r.text)
+    assert text.count("not estimable") >= 4 and "not available" in text
+
+
+def test_rendering_twice_gives_identical_bytes(data, tmp_path):
+    a = render_report(data, tmp_path / "a.html").read_bytes()
+    b = render_report(make_data(), tmp_path / "b.html").read_bytes()
+    assert a == b
+
+
+def test_truth_shown_next_to_estimates(tmp_path):
+    # the layout ketaoutcomes.truth writes: per endpoint and model, arm -> target HR
+    truth = {"seed": 1, "response": {"hr_arm": {"ssri": 1.0, "ketamine_iv": 2.4}},
+             "estimands_observed_grid": {"TTRESP": {
+                 "adjusted": {"ketamine_iv": {"hr": 2.0, "lower": 1.9, "upper": 2.1}},
+                 "naive": {"ketamine_iv": {"hr": 3.5, "lower": 3.3, "upper": 3.7}}}}}
+    text = " ".join(" ".join(read(render_report(make_data(truth=truth), tmp_path / "t.html")).text).split())
+    assert "Target HR (observed grid)" in text and "2.00 (1.90\u20132.10)" in text
+    assert "1.88 (1.23\u20132.85)" in text  # the estimate beside it
+    assert "2.40" in text  # the latent generator HR, for reference
+    assert '"seed": 1' in text  # raw JSON in <details>
+
+
+def test_truth_without_estimands_shows_only_the_json(tmp_path):
+    text = " ".join(" ".join(read(render_report(make_data(truth={"seed": 7}), tmp_path / "t.html")).text).split())
+    assert '"seed": 7' in text and "Target HR" not in text
+
+
+@pytest.mark.parametrize(
+    ("fn", "args", "expected"),
+    [
+        (fmt_p, (0.0004,), "<0.001"),
+        (fmt_p, (0.04217,), "0.042"),
+        (fmt_p, (None,), "\u2014"),
+        (fmt_hr_ci, (0.5, 0.25, float("inf")), "0.50 (0.25\u2013\u221e)"),
+        (fmt_hr_ci, (float("nan"), None, None), "\u2014"),
+        (fmt_days_ci, (14.0, 7.0, None), "14 (7\u2013NR)"),
+        (fmt_days_ci, (None, 7.0, None), "not reached"),
+    ],
+)
+def test_number_formats(fn, args, expected):
+    assert fn(*args) == expected
+
+
+def test_groups_json_round_trip():
+    """The log-rank groups column as analysis.py writes it (polars write_json) is read back."""
+    from ketaoutcomes.report.render import _parse_groups
+
+    raw = pl.DataFrame({"group": ["a", "b"], "n": [3, 4], "observed": [1, 2], "expected": [1.5, 1.5]}).write_json()
+    assert [g["group"] for g in _parse_groups(raw)] == ["a", "b"]
+    assert _parse_groups(json.dumps({"group": ["a"], "n": [1]})) == [{"group": "a", "n": 1}]
