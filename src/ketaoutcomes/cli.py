@@ -14,6 +14,7 @@ from typing import Annotated, Optional
 import typer
 from pydantic import ValidationError
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
 from ketaoutcomes.settings import DB_ENV, SimulationSettings, StudySettings, default_db_path
@@ -70,13 +71,13 @@ def _errors():
     try:
         yield
     except (IngestError, AnalysisNotReady, WarehouseBusy, WarehouseMissing, ValueError) as exc:
-        err.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+        err.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
         raise typer.Exit(1) from None
     except Exception as exc:  # noqa: BLE001
         from ketaoutcomes.validate import ValidationFailed
 
         if isinstance(exc, ValidationFailed):
-            err.print(f"[bold red]error:[/] {exc.result.message()}", highlight=False, soft_wrap=True)
+            err.print(f"[bold red]error:[/] {escape(exc.result.message())}", highlight=False, soft_wrap=True)
             err.print("Fix the rows named above in the export and ingest it again; details in table "
                       "validation_results (`python -m ketaoutcomes query \"SELECT * FROM validation_results\"`).")
             raise typer.Exit(2) from None
@@ -101,7 +102,7 @@ def _progress():
 
 def _say(outcome) -> None:
     mark = "[green]done[/]" if outcome.ran else "[dim]up to date[/]"
-    err.print(f"{mark} {outcome.step}: {outcome.message}", highlight=False, soft_wrap=True)
+    err.print(f"{mark} {outcome.step}: {escape(outcome.message)}", highlight=False, soft_wrap=True)
 
 
 @app.command()
@@ -120,7 +121,7 @@ def simulate(
         raise typer.BadParameter("; ".join(f"{e['loc'][0]}: {e['msg']}" for e in exc.errors())) from None
     with _errors(), _progress() as progress:
         _say(simulate_step(sim, out_dir, progress=progress))
-    out.print(str(out_dir.resolve()))
+    out.print(str(out_dir.resolve()), markup=False, highlight=False)
 
 
 @app.command()
@@ -133,7 +134,7 @@ def ingest(
 
     with _errors(), _progress() as progress:
         _say(ingest_step(_db(db), export_dir, progress=progress))
-    out.print(f"warehouse: {_db(db)}")
+    out.print(f"warehouse: {_db(db)}", markup=False, highlight=False)
 
 
 @app.command()
@@ -173,8 +174,8 @@ def report(
     with _errors(), _progress() as progress:
         outcomes = run_report(dbp, settings, sim=sim, export_dir=export_dir, reports_dir=reports_dir,
                               progress=progress, on_step=_say)
-    out.print(f"report:    {outcomes[-1].details['report_path']}")
-    out.print(f"warehouse: {dbp}")
+    out.print(f"report:    {outcomes[-1].details['report_path']}", markup=False, highlight=False)
+    out.print(f"warehouse: {dbp}", markup=False, highlight=False)
 
 
 @app.command()
@@ -195,16 +196,16 @@ def query(
         try:
             frame = fetch(con, sql)
         except duckdb.Error as exc:
-            err.print(f"[bold red]error:[/] {str(exc).splitlines()[0]}", highlight=False, soft_wrap=True)
+            err.print(f"[bold red]error:[/] {escape(str(exc).splitlines()[0])}", highlight=False, soft_wrap=True)
             raise typer.Exit(1) from None
         finally:
             con.close()
     if csv is not None:
         frame.write_csv(csv)
-        err.print(f"{frame.height:,} rows written to {csv}")
+        err.print(f"{frame.height:,} rows written to {csv}", markup=False)
         return
     with pl.Config(tbl_rows=limit, tbl_cols=-1, fmt_str_lengths=60, tbl_width_chars=200):
-        out.print(str(frame.head(limit)), highlight=False, soft_wrap=True)
+        sys.stdout.write(f"{frame.head(limit)}\n")  # data, not rich markup: "[ketamine_iv]" must survive
     if frame.height > limit:
         err.print(f"({frame.height:,} rows; {limit} shown; use --limit or --csv)")
 

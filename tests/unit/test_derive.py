@@ -112,9 +112,18 @@ def test_patient_without_baseline_is_excluded_and_counted():
     assert base_step["n_remaining"].item() == 1 and base_step["n_excluded"].item() == 1
 
 
-def test_no_post_baseline_rating_is_cnsr_3_at_day_0():
-    res = derive([{"course_id": "C1", "patient_id": "P1"}], [("P1", -1, 30)])
-    r = row(res, "P1", "TTRESP")
+def test_no_post_baseline_rating_is_excluded_and_counted():
+    res = derive([{"course_id": "C1", "patient_id": "P1"}, {"course_id": "C2", "patient_id": "P2"}],
+                 [("P1", -1, 30), ("P2", -1, 30), ("P2", 3, 20)])
+    assert res.adsl.sort("USUBJID")["ANLFL"].to_list() == ["N", "Y"]
+    assert res.adtte.filter(pl.col("USUBJID") == "P1").is_empty()
+    last = res.attrition.filter(pl.col("arm") == "(all)").sort("step").row(-1, named=True)
+    assert last["rule"].startswith("at least one MADRS rating") and (last["n_remaining"], last["n_excluded"]) == (1, 1)
+
+
+def test_responder_without_later_rating_has_relapse_cnsr_3():
+    res = derive([{"course_id": "C1", "patient_id": "P1"}], [("P1", -1, 30), ("P1", 3, 12)])
+    r = row(res, "P1", "TTRELAPS")
     assert (r["CNSR"], r["AVAL"]) == (3, 0.0)
 
 

@@ -84,7 +84,8 @@ def derive_adsl(
     adsl : DataFrame
         USUBJID, COURSEID, ARM, SITEID, SEX, AGE, PRIORFAIL, DIAGNOSIS, WEIGHT,
         TRTSDTM, FUENDTM, ICEREAS, BASE, BASEDTM, CONSSRI, CONBENZO, NSESS,
-        NMAINT, ANLFL ('Y' for courses in the analysis population).
+        NMAINT, NPOST, ANLFL ('Y': in the analysis population, i.e. on a study arm
+        with a baseline and at least one rating after the first dose).
     attrition : DataFrame
         step, rule, arm, n_remaining, n_excluded: counts per arm after each rule.
     """
@@ -171,7 +172,12 @@ def derive_adsl(
     )
     in_arm = pl.lit(True) if study_arms is None else pl.col("ARM").is_in(sorted(study_arms))
     has_base = pl.col("BASE").is_not_null()
-    adsl = adsl.with_columns(pl.when(in_arm & has_base).then(pl.lit("Y")).otherwise(pl.lit("N")).alias("ANLFL"))
+    # Analysis population (like a trial's full analysis set): a baseline and at
+    # least one rating after the first dose; the attrition table counts both rules.
+    has_post = pl.col("NPOST") > 0
+    adsl = adsl.with_columns(
+        pl.when(in_arm & has_base & has_post).then(pl.lit("Y")).otherwise(pl.lit("N")).alias("ANLFL")
+    )
 
     # Attrition: each rule narrows the previous population; counts per arm.
     n_patients = patients.select(pl.col("patient_id").n_unique()).item()
@@ -187,7 +193,7 @@ def derive_adsl(
     steps.append(
         (f"baseline {study.instrument} in [first dose - {study.baseline_window_days} d, first dose]", pop, None)
     )
-    steps.append((f"at least one {study.instrument} rating after the first dose", pop.filter(pl.col("NPOST") > 0), None))
+    steps.append((f"at least one {study.instrument} rating after the first dose", pop.filter(has_post), None))
     attrition = _attrition(steps)
     return adsl, attrition
 
