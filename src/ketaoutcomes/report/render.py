@@ -404,8 +404,7 @@ def _cohort(data: ReportData, arms: Arms, fmt: Fmt, instrument: str) -> tuple[Ta
                 lambda g, col=col: fmt.n_pct(_as_bool(g[col]).fill_null(False).sum(), known(g, col)))
             missing_row(col, f"{label.lower()} not recorded, n")
     if "NPOST" in pop.columns:
-        add(f"No {instrument} rating after the first dose, n (%)",
-            lambda g: fmt.n_pct((g["NPOST"].fill_null(0) == 0).sum(), g.height))
+        add(f"{instrument} ratings after the first dose, median [IQR]", lambda g: _median_iqr(g["NPOST"]))
     table = Table(["", *(name for name, _ in groups)], rows)
     return table, ""
 

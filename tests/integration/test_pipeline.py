@@ -1,0 +1,99 @@
+"""The spine end to end without Prefect: simulate -> ingest -> validate -> analyze -> render."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import polars as pl
+import pytest
+
+from ketaoutcomes.pipeline import AnalysisNotReady, analyze_step, ingest_step, run_report, simulate_step, validate_step
+from ketaoutcomes.settings import SimulationSettings, StudySettings
+from ketaoutcomes.validate import ValidationFailed
+from ketaoutcomes.warehouse import fetch, read_connection
+
+SMALL = SimulationSettings(n_patients=300, seed=5)
+
+
+@pytest.fixture(scope="module")
+def export(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("export") / "small"
+    simulate_step(SMALL, out)
+    return out
+
+
+def q(db: Path, sql: str) -> pl.DataFrame:
+    con = read_connection(db)
+    try:
+        return fetch(con, sql)
+    finally:
+        con.close()
+
+
+def test_report_runs_every_step_then_only_what_is_stale(tmp_path, export):
+    db, reports = tmp_path / "w.duckdb", tmp_path / "reports"
+    first = run_report(db, StudySettings(), export_dir=export, reports_dir=reports)
+    assert [o.step for o in first] == ["ingest", "validate", "analyze", "render"] and all(o.ran for o in first)
+    report = Path(first[-1].details["report_path"])
+    assert report.exists() and report.stat().st_size > 50_000
+    html = report.read_text()
+    assert "Kaplan" in html and "Hazard" in html and "Target HR (observed grid)" in html
+    saved = json.loads((reports / "ketaoutcomes-default.settings.json").read_text())
+    assert saved["settings_id"] == StudySettings().settings_id
+
+    second = run_report(db, StudySettings(), export_dir=export, reports_dir=reports)
+    assert [o.ran for o in second] == [False, False, False, True]
+
+    # a changed study setting re-runs the analysis only
+    third = run_report(db, StudySettings(name="remission12", remission_max=12), reports_dir=reports)
+    assert [(o.step, o.ran) for o in third] == [("validate", False), ("analyze", True), ("render", True)]
+    runs = q(db, "SELECT settings_id FROM results_runs")
+    assert runs.height == 2
+
+
+def test_results_carry_settings_and_batches(tmp_path, export):
+    db = tmp_path / "w.duckdb"
+    run_report(db, StudySettings(), export_dir=export, reports_dir=tmp_path / "r")
+    run = q(db, "SELECT * FROM results_runs").row(0, named=True)
+    batches = q(db, "SELECT batch_id FROM meta_batches ORDER BY load_seq")["batch_id"].to_list()
+    assert run["batches"].split(",") == batches
+    assert json.loads(run["settings_json"])["reference_arm"] == "ssri"
+    cox = q(db, "SELECT * FROM results_cox WHERE model = 'adjusted' AND paramcd = 'TTRESP'")
+    assert set(cox["run_id"]) == {run["run_id"]} and set(cox["settings_id"]) == {run["settings_id"]}
+    arms = {t for t in cox["term"] if t.startswith("ARM[")}
+    assert "ARM[ketamine_iv]" in arms and "ARM[ssri]" not in arms  # SSRI is the reference
+    assert (cox["hr_lower"] < cox["hr"]).all() and (cox["hr"] < cox["hr_upper"]).all()
+    att = q(db, "SELECT * FROM results_attrition WHERE arm = '(all)' ORDER BY step")
+    assert att["n_remaining"][0] == SMALL.n_patients
+    adsl = q(db, "SELECT count(*) n FROM ad_adsl WHERE ANLFL = 'Y'")["n"][0]
+    assert att["n_remaining"][-1] == adsl
+
+
+def test_critical_validation_failure_stops_the_analysis(tmp_path, export):
+    bad = tmp_path / "bad"
+    shutil.copytree(export, bad)
+    scores = pl.read_csv(bad / "mood_scores.csv", infer_schema=False)
+    scores = scores.with_columns(
+        pl.when(pl.int_range(pl.len()) < 3).then(pl.lit("61")).otherwise(pl.col("total_score")).alias("total_score"))
+    scores.write_csv(bad / "mood_scores.csv")
+    db = tmp_path / "w.duckdb"
+    ingest_step(db, bad)
+    with pytest.raises(ValidationFailed) as info:
+        validate_step(db)
+    msg = info.value.result.message()
+    assert "mood_scores" in msg and "3 of" in msg
+    stored = q(db, "SELECT count(*) n FROM validation_results WHERE NOT success AND severity = 'critical'")
+    assert stored["n"][0] >= 1  # results are stored even though the step failed
+    with pytest.raises(AnalysisNotReady, match="failed validation"):
+        analyze_step(db, StudySettings())
+
+
+def test_truth_file_states_the_hazard_ratios_and_observed_grid_estimands(export):
+    truth = json.loads((export / "truth.json").read_text())
+    assert truth["seed"] == SMALL.seed and truth["response"]["hr_arm"]["ssri"] == 1.0
+    est = truth["estimands_observed_grid"]["TTRESP"]
+    assert set(est) == {"adjusted", "naive"}
+    iv = est["adjusted"]["ketamine_iv"]
+    assert iv["lower"] < iv["hr"] < iv["upper"]
