@@ -16,11 +16,22 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-__all__ = ["Column", "Reference", "Table", "TABLES", "TABLE_ORDER", "table"]
+import polars as pl
+
+__all__ = ["Column", "Reference", "Table", "TABLES", "TABLE_ORDER", "POLARS_TYPES", "polars_schema", "table"]
 
 # DuckDB types used by the contract. Ingest casts every column with TRY_CAST to
 # these, so a value that does not convert is caught per row, not per file.
 DTYPES = ("VARCHAR", "INTEGER", "DOUBLE", "DATE", "TIMESTAMP", "BOOLEAN")
+#: The polars dtype each contract type loads as (what DuckDB hands back).
+POLARS_TYPES = {
+    "VARCHAR": pl.String,
+    "INTEGER": pl.Int32,
+    "DOUBLE": pl.Float64,
+    "DATE": pl.Date,
+    "TIMESTAMP": pl.Datetime("us"),
+    "BOOLEAN": pl.Boolean,
+}
 
 
 @dataclass(frozen=True)
@@ -212,3 +223,8 @@ def table(name: str) -> Table:
         return TABLES[name]
     except KeyError:
         raise KeyError(f"unknown table {name!r}; the import format has {', '.join(TABLE_ORDER)}") from None
+
+
+def polars_schema(name: str) -> dict[str, pl.DataType]:
+    """The polars dtypes of a contract table, in contract column order."""
+    return {c.name: POLARS_TYPES[c.dtype] for c in table(name).columns}

@@ -21,7 +21,7 @@ import os
 import polars as pl
 import pytest
 
-from ketaoutcomes.contract import TABLES
+from ketaoutcomes.contract import POLARS_TYPES, TABLES
 from ketaoutcomes.registries import Instrument, Registries, load_registries
 from ketaoutcomes.validate import (
     CRITICAL,
@@ -35,14 +35,6 @@ from ketaoutcomes.validate import (
     validate_tables,
 )
 
-_PL = {
-    "VARCHAR": pl.String,
-    "INTEGER": pl.Int32,
-    "DOUBLE": pl.Float64,
-    "DATE": pl.Date,
-    "TIMESTAMP": pl.Datetime("us"),
-    "BOOLEAN": pl.Boolean,
-}
 
 D = dt.date
 T = dt.datetime
@@ -57,7 +49,7 @@ def _frame(table: str, rows: list[tuple], first_row: int = 2) -> pl.DataFrame:
     row 1 is the header) and _batch_id."""
     cols = TABLES[table].columns
     data = {c.name: [r[i] for r in rows] for i, c in enumerate(cols)}
-    schema = {c.name: _PL[c.dtype] for c in cols}
+    schema = {c.name: POLARS_TYPES[c.dtype] for c in cols}
     return pl.DataFrame(data, schema=schema).with_columns(
         pl.int_range(first_row, len(rows) + first_row, dtype=pl.Int64).alias("_row_number"),
         pl.lit("batch-1").alias("_batch_id"),

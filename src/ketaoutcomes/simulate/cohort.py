@@ -80,7 +80,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import polars as pl
 
-from ketaoutcomes.contract import TABLE_ORDER, table
+from ketaoutcomes.contract import TABLE_ORDER, polars_schema, table
 from ketaoutcomes.registries import Registries, load_registries
 from ketaoutcomes.settings import SimulationSettings
 
@@ -103,21 +103,6 @@ GENERATOR_VERSION = 1
 _SITE_TAG = 2**32 - 1  # stream tag of the cohort-wide site parameters (never a chunk index)
 _DAY = 1440  # minutes
 _INF = np.inf
-
-_POLARS_TYPES = {
-    "VARCHAR": pl.String,
-    "INTEGER": pl.Int32,
-    "DOUBLE": pl.Float64,
-    "DATE": pl.Date,
-    "TIMESTAMP": pl.Datetime("us"),
-    "BOOLEAN": pl.Boolean,
-}
-
-
-def polars_schema(name: str) -> dict[str, pl.DataType]:
-    """The polars dtypes of a contract table, in contract column order."""
-    return {c.name: _POLARS_TYPES[c.dtype] for c in table(name).columns}
-
 
 # --------------------------------------------------------------------------- streams
 class _Streams:
