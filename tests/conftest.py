@@ -5,7 +5,10 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import polars as pl
 import pytest
+
+from ketaoutcomes.warehouse import fetch, read_connection
 
 # No telemetry from any library: the machines have no internet.
 os.environ.setdefault("DO_NOT_TRACK", "1")
@@ -54,3 +57,12 @@ def write_export(folder: Path, files: dict[str, str] | None = None) -> Path:
 @pytest.fixture
 def tiny_export(tmp_path: Path) -> Path:
     return write_export(tmp_path / "export")
+
+
+def query_db(db: Path, sql: str) -> pl.DataFrame:
+    """Run SQL read-only against a warehouse file."""
+    con = read_connection(db)
+    try:
+        return fetch(con, sql)
+    finally:
+        con.close()

@@ -12,7 +12,7 @@ import pytest
 from ketaoutcomes.pipeline import AnalysisNotReady, analyze_step, ingest_step, run_report, simulate_step, validate_step
 from ketaoutcomes.settings import SimulationSettings, StudySettings
 from ketaoutcomes.validate import ValidationFailed
-from ketaoutcomes.warehouse import fetch, read_connection
+from tests.conftest import query_db
 
 SMALL = SimulationSettings(n_patients=300, seed=5)
 
@@ -24,12 +24,7 @@ def export(tmp_path_factory) -> Path:
     return out
 
 
-def q(db: Path, sql: str) -> pl.DataFrame:
-    con = read_connection(db)
-    try:
-        return fetch(con, sql)
-    finally:
-        con.close()
+q = query_db
 
 
 def test_report_runs_every_step_then_only_what_is_stale(tmp_path, export):

@@ -11,7 +11,7 @@ import pytest
 
 from ketaoutcomes.ingest import IngestError, ingest_export
 from ketaoutcomes.warehouse import fetch, read_connection, write_session
-from tests.conftest import TINY, write_export
+from tests.conftest import TINY, query_db, write_export
 
 WHEN = dt.datetime(2026, 1, 1, 12, 0)
 
@@ -21,12 +21,7 @@ def load(db: Path, folder: Path):
         return ingest_export(con, folder, loaded_at=WHEN)
 
 
-def q(db: Path, sql: str) -> pl.DataFrame:
-    con = read_connection(db)
-    try:
-        return fetch(con, sql)
-    finally:
-        con.close()
+q = query_db
 
 
 def content_hash(db: Path) -> str:

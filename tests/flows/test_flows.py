@@ -1,0 +1,239 @@
+"""The Prefect wrappers: deployments as documented, the parent flow end to end
+against a temporary Prefect API, and a validation failure failing the flow.
+
+The harness tests share one temporary server (session fixture in conftest.py).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+
+import flows.deploy as deploy
+import flows.pipeline as fp
+import ketaoutcomes.pipeline as steps
+from ketaoutcomes.settings import StudySettings
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+DAGS_MD = REPO_ROOT / "dags.md"
+IMPORT_TABLES = ("patients", "courses", "sessions", "adverse_events", "mood_scores")
+
+EXPECTED_DEPLOYMENTS = {
+    "ketaoutcomes-ingest/nightly-ingest-validate": "0 2 * * *",
+    "ketaoutcomes-analysis/weekly-analysis-report": "0 4 * * 1",
+    "ketaoutcomes-pipeline/on-demand": None,
+}
+
+
+# --------------------------------------------------------------------------- deployments (no server)
+
+
+def test_deployments_have_documented_names_crons_and_timezone():
+    rows = {r["name"]: r for r in deploy.describe(deploy.build_deployments())}
+    assert set(rows) == set(EXPECTED_DEPLOYMENTS)
+    for name, cron in EXPECTED_DEPLOYMENTS.items():
+        row = rows[name]
+        if cron is None:
+            assert row["schedules"] == []
+        else:
+            assert row["schedules"] == [{"cron": cron, "timezone": "UTC", "active": True}]
+        # nothing given: the flows resolve every path at run time, like the CLI
+        assert row["parameters"] == {}
+        assert row["concurrency_limit"] == 1
+        assert row["tags"] == ["ketaoutcomes"]
+
+
+def test_deployment_parameters_are_the_paths_given_made_absolute(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    deps = deploy.build_deployments(db="w.duckdb", export_dir="exp", study_file="s.json", reports_dir="rep")
+    params = {d.name: d.parameters for d in deps}
+    w, exp, s, rep = (str(tmp_path / p) for p in ("w.duckdb", "exp", "s.json", "rep"))
+    assert params["nightly-ingest-validate"] == {"db": w, "export_dir": exp}
+    assert params["weekly-analysis-report"] == {"db": w, "study_file": s, "reports_dir": rep}
+    assert params["on-demand"] == {"db": w, "export_dir": exp, "study_file": s, "reports_dir": rep}
+
+
+def test_demo_interval_replaces_the_crons():
+    rows = {r["name"]: r for r in deploy.describe(deploy.build_deployments(demo_interval=30))}
+    assert rows["ketaoutcomes-ingest/nightly-ingest-validate"]["schedules"] == [
+        {"interval_seconds": 30.0, "timezone": "UTC", "active": True}
+    ]
+    assert rows["ketaoutcomes-pipeline/on-demand"]["schedules"] == []
+
+
+def test_check_flag_prints_the_deployments_and_starts_nothing(capsys):
+    assert deploy.main(["--check"]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert {r["name"]: (r["schedules"][0]["cron"] if r["schedules"] else None) for r in printed} == EXPECTED_DEPLOYMENTS
+
+
+def test_dags_md_matches_the_code():
+    text = DAGS_MD.read_text(encoding="utf-8")
+    assert "uv run python -m flows.deploy" in text
+    for name, cron in EXPECTED_DEPLOYMENTS.items():
+        assert f"`{name}`" in text
+        if cron:
+            assert f"`{cron}`" in text
+    for flow_name in fp.FLOW_NAMES.values():
+        assert flow_name in text
+    for task_name in fp.TASK_NAMES:
+        assert f"task <b>{task_name}</b>" in text and f"| `{task_name}` |" in text
+    assert text.count("```mermaid") == 3
+
+
+def test_retry_policy_never_retries_validation():
+    from ketaoutcomes.validate import ValidationFailed
+    from ketaoutcomes.warehouse import WarehouseBusy
+
+    assert fp.validate_task.retries == 0
+    assert fp.simulate_task.retries == 0
+    for t in (fp.ingest_task, fp.analyze_task, fp.render_task):
+        assert t.retries == 2 and t.retry_condition_fn is fp.retry_if_transient
+
+    def state(exc):
+        return SimpleNamespace(data=exc)
+
+    assert fp.retry_if_transient(None, None, state(WarehouseBusy("writer lock held")))
+    assert not fp.retry_if_transient(None, None, state(ValidationFailed(SimpleNamespace(message=lambda: "x"))))
+    assert not fp.retry_if_transient(None, None, state(steps.AnalysisNotReady("not validated")))
+    assert not fp.retry_if_transient(None, None, state(FileNotFoundError("no export")))
+
+
+# --------------------------------------------------------------------------- with a Prefect API
+
+
+def _documented_tables() -> set[str]:
+    text = DAGS_MD.read_text(encoding="utf-8")
+    block = text.split("<!-- warehouse-tables:begin -->")[1].split("<!-- warehouse-tables:end -->")[0]
+    names: set[str] = set()
+    for cell in re.findall(r"^\| `([a-z_<>]+)` \|", block, flags=re.M):
+        names |= {cell.replace("<table>", t) for t in IMPORT_TABLES} if "<table>" in cell else {cell}
+    return names
+
+
+def _runs(flow_run_id):
+    """The flow run, its subflow runs and all their task runs, from the API."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId, FlowRunFilterParentFlowRunId
+
+    with get_client(sync_client=True) as client:
+        parent = client.read_flow_run(flow_run_id)
+        subs = client.read_flow_runs(
+            flow_run_filter=FlowRunFilter(parent_flow_run_id=FlowRunFilterParentFlowRunId(any_=[flow_run_id]))
+        )
+        ids = [flow_run_id, *(s.id for s in subs)]
+        tasks = client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=ids)))
+        flow_names = {f.id: f.name for f in client.read_flows()}
+    return parent, subs, tasks, flow_names
+
+
+def _artifacts(key: str, flow_run_ids) -> list:
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId, ArtifactFilterKey
+
+    with get_client(sync_client=True) as client:
+        return client.read_artifacts(
+            artifact_filter=ArtifactFilter(
+                key=ArtifactFilterKey(any_=[key]), flow_run_id=ArtifactFilterFlowRunId(any_=list(flow_run_ids))
+            )
+        )
+
+
+@pytest.mark.slow
+def test_parent_flow_runs_end_to_end(prefect_harness, tmp_path):
+    from ketaoutcomes.warehouse import read_connection
+
+    study_file = tmp_path / "study.json"
+    study_file.write_text(StudySettings(name="flowtest").model_dump_json())
+    db = tmp_path / "warehouse" / "w.duckdb"
+
+    state = fp.ketaoutcomes_pipeline(
+        export_dir=str(tmp_path / "export"),
+        db=str(db),
+        study_file=str(study_file),
+        reports_dir=str(tmp_path / "reports"),
+        n_patients=200,
+        seed=1,
+        return_state=True,
+    )
+    assert state.is_completed(), state.message
+    report = Path(state.result())
+    assert report == tmp_path / "reports" / "ketaoutcomes-flowtest.html"
+    assert report.is_file() and report.stat().st_size > 10_000
+
+    parent, subs, tasks, flow_names = _runs(state.state_details.flow_run_id)
+    assert flow_names[parent.flow_id] == "ketaoutcomes-pipeline"
+    assert parent.state.type.value == "COMPLETED"
+    assert sorted(flow_names[s.flow_id] for s in subs) == ["ketaoutcomes-analysis", "ketaoutcomes-ingest"]
+    assert all(s.state.type.value == "COMPLETED" for s in subs), [(s.name, s.state) for s in subs]
+    by_task = {t.name.rsplit("-", 1)[0]: t for t in tasks}
+    for name in fp.TASK_NAMES:
+        assert by_task[name].state.type.value == "COMPLETED", (name, by_task[name].state)
+        assert by_task[name].run_count == 1
+    assert all(t.state.type.value == "COMPLETED" for t in tasks)
+
+    run_ids = [parent.id, *(s.id for s in subs)]
+    (validation,) = _artifacts("ketaoutcomes-validation", run_ids)
+    assert "Validation passed" in validation.data
+    (rep,) = _artifacts("ketaoutcomes-report", run_ids)
+    assert str(report) in rep.data
+
+    # dags.md's table of warehouse tables is exactly what a run leaves behind
+    con = read_connection(db)
+    try:
+        present = {r[0] for r in con.execute("SELECT table_name FROM information_schema.tables").fetchall()}
+    finally:
+        con.close()
+    assert present == _documented_tables()
+
+
+@pytest.mark.slow
+def test_validation_failure_fails_the_flow_with_its_message(prefect_harness, tmp_path, monkeypatch):
+    from ketaoutcomes.validate import ValidationFailed
+
+    message = "critical: stg_courses.arm has values outside ref_arms (3 rows)"
+    calls = {"validate": 0}
+
+    def fake_ingest(db, export_dir, *, progress=None):
+        return steps.StepOutcome("ingest", True, "fake ingest", {"files": []})
+
+    def fake_validate(db, **kwargs):
+        calls["validate"] += 1
+        raise ValidationFailed(SimpleNamespace(message=lambda: message))
+
+    monkeypatch.setattr(steps, "ingest_step", fake_ingest)
+    monkeypatch.setattr(steps, "validate_step", fake_validate)
+
+    state = fp.ingest_flow(export_dir=str(tmp_path), db=str(tmp_path / "w.duckdb"), return_state=True)
+    assert state.is_failed()
+    assert message in state.message
+    assert calls["validate"] == 1  # never retried
+
+    parent, subs, tasks, _ = _runs(state.state_details.flow_run_id)
+    assert parent.state.type.value == "FAILED" and message in parent.state.message
+    by_task = {t.name.rsplit("-", 1)[0]: t for t in tasks}
+    assert by_task["ingest"].state.type.value == "COMPLETED"
+    assert by_task["validate"].state.type.value == "FAILED" and by_task["validate"].run_count == 1
+    (artifact,) = _artifacts("ketaoutcomes-validation", [parent.id])
+    assert "Validation FAILED" in artifact.data and message in artifact.data
+
+
+@pytest.mark.slow
+def test_bad_parameters_fail_before_any_step(prefect_harness, tmp_path, monkeypatch):
+    def boom(*args, **kwargs):  # pragma: no cover - must not be reached
+        raise AssertionError("a step ran")
+
+    for name in ("simulate_step", "ingest_step", "validate_step", "analyze_step", "render_step"):
+        monkeypatch.setattr(steps, name, boom)
+
+    state = fp.ketaoutcomes_pipeline(export_dir=str(tmp_path), n_patients=5, return_state=True)
+    assert state.is_failed() and "n_patients" in state.message
+
+    bad_study = tmp_path / "study.json"
+    bad_study.write_text(json.dumps({"strata": "planet"}))
+    state = fp.ketaoutcomes_pipeline(export_dir=str(tmp_path), study_file=str(bad_study), return_state=True)
+    assert state.is_failed() and "strata" in state.message
