@@ -148,11 +148,15 @@ def validate(db: DbOption = None) -> None:
 
 @app.command()
 def analyze(db: DbOption = None, study: StudyOption = None) -> None:
-    """Derive the analysis datasets and fit KM, log-rank and Cox models; results go to results_* tables."""
-    from ketaoutcomes.pipeline import analyze_step
+    """Derive the analysis datasets and fit KM, log-rank and Cox models; results go to results_* tables.
+
+    Validates first if the data or the code changed since the last validation: only data that
+    passed the current suites is analysed."""
+    from ketaoutcomes.pipeline import analyze_step, validate_step
 
     settings = _study(study)
     with _errors():
+        _say(validate_step(_db(db), force=False))
         _say(analyze_step(_db(db), settings))
 
 

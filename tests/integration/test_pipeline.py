@@ -92,3 +92,21 @@ def test_truth_file_states_the_hazard_ratios_and_observed_grid_estimands(export)
     assert set(est) == {"adjusted", "naive"}
     iv = est["adjusted"]["ketamine_iv"]
     assert iv["lower"] < iv["hr"] < iv["upper"]
+
+
+def test_tiny_cohort_with_near_separated_arm_does_not_crash():
+    """200 patients, seed 3: an arm with very few events gives a huge SE (found by the flow tests:
+    math.exp overflowed). The interval must come out unbounded, not crash."""
+    from ketaoutcomes.analysis import analyze
+    from ketaoutcomes.derive import derive_all
+    from ketaoutcomes.registries import load_registries
+    from ketaoutcomes.simulate import simulate_frames
+
+    frames = simulate_frames(SimulationSettings(n_patients=200, seed=3))
+    study = StudySettings()
+    d = derive_all(frames["patients"], frames["courses"], frames["sessions"], frames["mood_scores"],
+                   registries=load_registries(), study=study)
+    res = analyze(d.adsl, d.adtte, study=study)
+    assert res.cox.height > 0
+    upper = res.cox["hr_upper"].drop_nulls()
+    assert (upper > 0).all()

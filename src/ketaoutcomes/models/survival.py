@@ -251,6 +251,16 @@ def cnsr_to_event(cnsr: Any) -> Any:
     return int(out) if scalar else out
 
 
+
+def _exp(x: float) -> float:
+    """exp that gives inf instead of raising: a near-separated term (huge coefficient or
+    standard error) must show an unbounded interval, not crash the analysis."""
+    try:
+        return math.exp(x)
+    except OverflowError:
+        return math.inf
+
+
 def _event_indicator(series: pl.Series) -> np.ndarray:
     """The 1/0 event column as an int array; the one place it is read.
 
@@ -1090,12 +1100,12 @@ def cox_ph(
             {
                 "term": name,
                 "coef": params[i],
-                "hr": math.exp(params[i]),
+                "hr": _exp(params[i]),
                 "se": bse[i],
                 "z": zval[i],
                 "p_value": pval[i],
-                "hr_lower": math.exp(params[i] - z_crit * bse[i]),
-                "hr_upper": math.exp(params[i] + z_crit * bse[i]),
+                "hr_lower": _exp(params[i] - z_crit * bse[i]),
+                "hr_upper": _exp(params[i] + z_crit * bse[i]),
             }
         )
     summary = pl.DataFrame(

@@ -1,0 +1,324 @@
+"""Prefect 3 flows: thin wrappers around :mod:`ketaoutcomes.pipeline`.
+
+The package runs without Prefect (``python -m ketaoutcomes ...``); these flows
+only add orchestration: task/flow run records, retries of *transient* failures,
+logs and artifacts in the Prefect UI, and schedules (see ``flows/deploy.py``).
+Every step opens the DuckDB warehouse itself, so tasks pass paths, never
+connections or data frames. The diagrams and the tables each task writes are in
+``dags.md``.
+
+Flows (all parameters JSON-able: ``str`` paths and ``int``\\ s; ``None`` means
+"the same default as the CLI"):
+
+* :func:`ingest_flow` (``ketaoutcomes-ingest``, nightly): ingest one export
+  folder, then validate.
+* :func:`analysis_flow` (``ketaoutcomes-analysis``, weekly): analyze, then
+  render the HTML report.
+* :func:`ketaoutcomes_pipeline` (``ketaoutcomes-pipeline``): the parent flow,
+  simulate if needed -> ingest flow -> analysis flow (as subflows); returns the
+  report path.
+
+Run one directly (no server needed; Prefect starts a temporary one)::
+
+    uv run python -m flows.pipeline                     # the parent flow, defaults
+    uv run python -m flows.pipeline --n-patients 500 --seed 7
+"""
+
+from __future__ import annotations
+
+from flows import _env  # noqa: F401  (must precede the prefect import)
+
+import json
+from pathlib import Path
+from typing import Any
+
+import duckdb
+from prefect import flow, get_run_logger, task
+from prefect.artifacts import create_markdown_artifact
+from prefect.cache_policies import NO_CACHE
+
+import ketaoutcomes.pipeline as steps
+from ketaoutcomes.settings import SimulationSettings, StudySettings, default_db_path
+from ketaoutcomes.warehouse import WarehouseBusy
+
+__all__ = [
+    "FLOW_NAMES",
+    "TASK_NAMES",
+    "analysis_flow",
+    "analyze_task",
+    "ingest_flow",
+    "ingest_task",
+    "ketaoutcomes_pipeline",
+    "load_study",
+    "render_task",
+    "simulate_task",
+    "validate_task",
+]
+
+#: Flow names as they appear in the Prefect API/UI (and in dags.md).
+FLOW_NAMES = {
+    "ingest": "ketaoutcomes-ingest",
+    "analysis": "ketaoutcomes-analysis",
+    "pipeline": "ketaoutcomes-pipeline",
+}
+#: Task names (also the task run name prefixes).
+TASK_NAMES = ("simulate", "ingest", "validate", "analyze", "render")
+
+#: Retry delays (seconds) for transient failures: the warehouse writer lock held
+#: by another writer for longer than its own 10-minute wait, or a DuckDB I/O error.
+TRANSIENT_RETRY_DELAYS = [60, 300]
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _exception_of(state: Any) -> BaseException | None:
+    data = getattr(state, "data", None)
+    return data if isinstance(data, BaseException) else None
+
+
+def retry_if_transient(task: Any, task_run: Any, state: Any) -> bool:
+    """``retry_condition_fn``: retry only failures that a later attempt can fix.
+
+    Transient: another writer holds the warehouse (``WarehouseBusy``), a DuckDB
+    I/O error (file lock held by a foreign process), a timeout. Everything else
+    (bad input, a bug, a missing file, a validation failure) fails at once:
+    retrying deterministic code only repeats the failure later.
+    """
+    exc = _exception_of(state)
+    return isinstance(exc, (WarehouseBusy, duckdb.IOException, TimeoutError))
+
+
+def _log_outcome(outcome: steps.StepOutcome) -> steps.StepOutcome:
+    logger = get_run_logger()
+    prefix = "" if outcome.ran else "(up to date, skipped) "
+    logger.info("%s%s", prefix, outcome.message)
+    logger.debug("%s details: %s", outcome.step, json.dumps(outcome.details, default=str, sort_keys=True))
+    return outcome
+
+
+def _has_files(folder: Path) -> bool:
+    return folder.is_dir() and any(p.is_file() for p in folder.iterdir())
+
+
+def _path(value: str | None, default: Path) -> Path:
+    return Path(value).expanduser().resolve() if value else default
+
+
+def load_study(study_file: str | None) -> StudySettings:
+    """StudySettings from a JSON file (``StudySettings.model_validate_json``); None -> defaults."""
+    if study_file is None:
+        return StudySettings()
+    return StudySettings.model_validate_json(Path(study_file).expanduser().read_text(encoding="utf-8"))
+
+
+def _simulation(n_patients: int | None, seed: int | None) -> SimulationSettings:
+    given = {k: v for k, v in {"n_patients": n_patients, "seed": seed}.items() if v is not None}
+    return SimulationSettings(**given)
+
+
+def _details_table(details: dict) -> str:
+    rows = "\n".join(
+        f"| {k} | {json.dumps(v, default=str) if not isinstance(v, str) else v} |" for k, v in sorted(details.items())
+    )
+    return "| detail | value |\n| --- | --- |\n" + rows if rows else ""
+
+
+# --------------------------------------------------------------------------- tasks
+# Caching is off everywhere: the steps know themselves whether they are up to
+# date (StepOutcome.ran is False when they skip), and a Prefect cache would hide
+# a changed export folder or warehouse.
+
+
+@task(name="simulate", cache_policy=NO_CACHE, persist_result=False)
+def simulate_task(sim: SimulationSettings, out_dir: Path) -> steps.StepOutcome:
+    """Write a synthetic export folder (deterministic: no retries)."""
+    return _log_outcome(steps.simulate_step(sim, Path(out_dir)))
+
+
+@task(
+    name="ingest",
+    cache_policy=NO_CACHE,
+    persist_result=False,
+    retries=len(TRANSIENT_RETRY_DELAYS),
+    retry_delay_seconds=TRANSIENT_RETRY_DELAYS,
+    retry_condition_fn=retry_if_transient,
+)
+def ingest_task(db: Path, export_dir: Path) -> steps.StepOutcome:
+    """Load one export folder into raw_*/stg_* (+ meta_batches, quarantine)."""
+    return _log_outcome(steps.ingest_step(Path(db), Path(export_dir)))
+
+
+@task(name="validate", cache_policy=NO_CACHE, persist_result=False, retries=0)
+def validate_task(db: Path, force: bool = True) -> steps.StepOutcome:
+    """Run the data checks and store them in validation_results.
+
+    Never retried: a critical failure (``ValidationFailed``) is a property of the
+    data, not of the moment. The failure message is logged, published as the
+    ``ketaoutcomes-validation`` artifact and re-raised, so the task and its flow
+    end FAILED with that message.
+    """
+    from ketaoutcomes.validate import ValidationFailed
+
+    logger = get_run_logger()
+    try:
+        outcome = steps.validate_step(Path(db), force=force)
+    except ValidationFailed as exc:
+        logger.error("validation failed: %s", exc)
+        _artifact(
+            "ketaoutcomes-validation",
+            f"# Validation FAILED\n\n{exc}\n\nWarehouse: `{db}` (results stored in `validation_results`).",
+            "validation failed",
+        )
+        raise
+    _log_outcome(outcome)
+    if outcome.ran:  # an up-to-date check (weekly flow) adds nothing new to publish
+        _artifact(
+            "ketaoutcomes-validation",
+            f"# Validation passed\n\n{outcome.message}\n\nWarehouse: `{db}`\n\n{_details_table(outcome.details)}",
+            outcome.message,
+        )
+    return outcome
+
+
+@task(
+    name="analyze",
+    cache_policy=NO_CACHE,
+    persist_result=False,
+    retries=len(TRANSIENT_RETRY_DELAYS),
+    retry_delay_seconds=TRANSIENT_RETRY_DELAYS,
+    retry_condition_fn=retry_if_transient,
+)
+def analyze_task(db: Path, study: StudySettings) -> steps.StepOutcome:
+    """Derive ad_adsl/ad_adtte and fit the survival models (results_*)."""
+    return _log_outcome(steps.analyze_step(Path(db), study))
+
+
+@task(
+    name="render",
+    cache_policy=NO_CACHE,
+    persist_result=False,
+    retries=len(TRANSIENT_RETRY_DELAYS),
+    retry_delay_seconds=TRANSIENT_RETRY_DELAYS,
+    retry_condition_fn=retry_if_transient,
+)
+def render_task(db: Path, study: StudySettings, reports_dir: Path) -> steps.StepOutcome:
+    """Write the HTML report (reports/*.html); details["report_path"]."""
+    outcome = _log_outcome(steps.render_step(Path(db), study, Path(reports_dir)))
+    report = outcome.details.get("report_path")
+    _artifact(
+        "ketaoutcomes-report",
+        f"# Report\n\n{outcome.message}\n\nReport file: `{report}`\n\nStudy: `{study.name}` (settings id `{study.settings_id}`)",
+        f"report {report}",
+    )
+    return outcome
+
+
+def _artifact(key: str, markdown: str, description: str) -> None:
+    """Publish a markdown artifact; never let a failure to publish fail the step."""
+    try:
+        create_markdown_artifact(key=key, markdown=markdown, description=description[:500])
+    except Exception as exc:  # pragma: no cover - API hiccup
+        get_run_logger().warning("could not create artifact %s: %s", key, exc)
+
+
+# --------------------------------------------------------------------------- flows
+
+
+@flow(name=FLOW_NAMES["ingest"], log_prints=True)
+def ingest_flow(export_dir: str | None = None, db: str | None = None) -> dict[str, Any]:
+    """Nightly: ingest one export folder into the warehouse, then validate it.
+
+    Args:
+        export_dir: folder of the export to load. None: the default synthetic
+            export (data/synthetic/default), simulated with the default cohort
+            first if the folder has no files.
+        db: warehouse file. None: $KETAOUTCOMES_DB, else
+            data/warehouse/ketaoutcomes.duckdb under the project root (as the CLI).
+
+    Returns the two steps' outcomes (message and details) as a JSON-able dict.
+    """
+    db_path = _path(db, default_db_path())
+    if export_dir is None:
+        export = steps.default_export_dir()
+        if not _has_files(export):
+            get_run_logger().info("%s has no files: simulating the default cohort there", export)
+            simulate_task(SimulationSettings(), export)
+    else:
+        export = _path(export_dir, steps.default_export_dir())
+    ingested = ingest_task(db_path, export)
+    validated = validate_task(db_path)
+    return {o.step: {"ran": o.ran, "message": o.message, "details": o.details} for o in (ingested, validated)}
+
+
+@flow(name=FLOW_NAMES["analysis"], log_prints=True)
+def analysis_flow(db: str | None = None, study_file: str | None = None, reports_dir: str | None = None) -> str:
+    """Weekly: fit the survival models and render the HTML report.
+
+    Args:
+        db: warehouse file (None: the CLI's default).
+        study_file: JSON file of StudySettings (None: the default study).
+        reports_dir: where the report goes (None: reports/ under the project root).
+
+    Returns the report path (str).
+    """
+    study = load_study(study_file)  # a bad study file fails the flow before any step runs
+    db_path = _path(db, default_db_path())
+    reports = _path(reports_dir, steps.default_reports_dir())
+    # Only data that passed the current suites is analysed: re-validate if the
+    # data or the code changed since the nightly run (a no-op otherwise).
+    validate_task(db_path, force=False)
+    analyze_task(db_path, study)
+    rendered = render_task(db_path, study, reports)
+    return str(rendered.details["report_path"])
+
+
+@flow(name=FLOW_NAMES["pipeline"], log_prints=True)
+def ketaoutcomes_pipeline(
+    export_dir: str | None = None,
+    db: str | None = None,
+    study_file: str | None = None,
+    reports_dir: str | None = None,
+    n_patients: int | None = None,
+    seed: int | None = None,
+) -> str:
+    """Everything, end to end: (simulate) -> ingest flow -> analysis flow.
+
+    A synthetic cohort is simulated into the export folder when the folder has
+    no files, or when ``n_patients``/``seed`` are given (SimulationSettings with
+    the other fields at their defaults; the simulate step itself skips when the
+    folder already holds that cohort). ``export_dir`` None: data/synthetic/default.
+    The other arguments are those of :func:`ingest_flow` and :func:`analysis_flow`.
+
+    Returns the report path (str).
+    """
+    # validate every input before any step runs
+    sim = _simulation(n_patients, seed)
+    load_study(study_file)
+    db_path = _path(db, default_db_path())
+    export = _path(export_dir, steps.default_export_dir())
+    if n_patients is not None or seed is not None or not _has_files(export):
+        simulate_task(sim, export)
+    ingest_flow(export_dir=str(export), db=str(db_path))
+    return analysis_flow(db=str(db_path), study_file=study_file, reports_dir=reports_dir)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the parent flow once (python -m flows.pipeline --help)."""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m flows.pipeline", description=ketaoutcomes_pipeline.__doc__.splitlines()[0])
+    parser.add_argument("--export-dir")
+    parser.add_argument("--db")
+    parser.add_argument("--study-file")
+    parser.add_argument("--reports-dir")
+    parser.add_argument("--n-patients", type=int)
+    parser.add_argument("--seed", type=int)
+    args = parser.parse_args(argv)
+    report = ketaoutcomes_pipeline(**vars(args))
+    print(report)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
