@@ -1,0 +1,72 @@
+"""The command line: every verb has --help, errors are one clear line with a non-zero exit."""
+
+from __future__ import annotations
+
+import pytest
+from typer.testing import CliRunner
+
+from ketaoutcomes.cli import app
+from ketaoutcomes.docs import data_dictionary
+from tests.conftest import TINY, write_export
+
+runner = CliRunner()
+VERBS = ["simulate", "ingest", "validate", "analyze", "report", "query", "dictionary"]
+
+
+@pytest.mark.parametrize("verb", VERBS)
+def test_every_verb_has_help(verb):
+    res = runner.invoke(app, [verb, "--help"])
+    assert res.exit_code == 0, res.output
+    assert "Usage" in res.output
+    if verb not in ("simulate", "dictionary"):
+        assert "--db" in res.output and "KETAOUTCOMES_DB" in res.output
+
+
+def test_ingest_then_query_read_only(tmp_path):
+    db = tmp_path / "w.duckdb"
+    folder = write_export(tmp_path / "x")
+    res = runner.invoke(app, ["ingest", str(folder), "--db", str(db)])
+    assert res.exit_code == 0, res.output
+    assert "patients.csv: loaded (3 read = 3 loaded + 0 quarantined)" in res.output
+    res = runner.invoke(app, ["query", "SELECT arm FROM stg_courses ORDER BY arm", "--db", str(db)])
+    assert res.exit_code == 0 and "esketamine_intranasal" in res.output
+    out = tmp_path / "c.csv"
+    res = runner.invoke(app, ["query", "SELECT * FROM stg_patients", "--db", str(db), "--csv", str(out)])
+    assert res.exit_code == 0 and out.read_text().startswith("patient_id,")
+    res = runner.invoke(app, ["query", "DROP TABLE stg_patients", "--db", str(db)])
+    assert res.exit_code == 1 and "read-only" in res.output
+
+
+def test_db_from_environment_variable(tmp_path, monkeypatch):
+    db = tmp_path / "env.duckdb"
+    monkeypatch.setenv("KETAOUTCOMES_DB", str(db))
+    res = runner.invoke(app, ["ingest", str(write_export(tmp_path / "x"))])
+    assert res.exit_code == 0 and db.exists()
+
+
+def test_errors_are_one_line_and_non_zero(tmp_path):
+    res = runner.invoke(app, ["query", "SELECT 1", "--db", str(tmp_path / "none.duckdb")])
+    assert res.exit_code == 1 and "no warehouse at" in res.output
+    bad = dict(TINY)
+    bad["patients.csv"] = TINY["patients.csv"].replace("site,", "clinic,", 1)
+    res = runner.invoke(app, ["ingest", str(write_export(tmp_path / "bad", bad)), "--db", str(tmp_path / "w.duckdb")])
+    assert res.exit_code == 1 and "patients.csv: required column(s) site missing" in res.output
+    assert "Traceback" not in res.output
+    res = runner.invoke(app, ["analyze", "--db", str(tmp_path / "w.duckdb"), "--study", str(tmp_path / "missing.toml")])
+    assert res.exit_code != 0 and "cannot read" in res.output
+
+
+def test_study_file_is_validated_with_a_clear_error(tmp_path):
+    study = tmp_path / "s.toml"
+    study.write_text('name = "x"\nconfirm_min_days = 20\nconfirm_max_days = 10\n')
+    res = runner.invoke(app, ["analyze", "--db", str(tmp_path / "w.duckdb"), "--study", str(study)])
+    flat = "".join(ch for ch in res.output if ch.isalnum() or ch in "()_")  # rich wraps it in a box
+    assert res.exit_code == 2 and "confirm_min_days(20)mustnotexceedconfirm_max_days(10)" in flat
+
+
+def test_docs_data_dictionary_matches_the_contract():
+    """docs/import-format.md is generated; regenerate with `python -m ketaoutcomes dictionary`."""
+    from pathlib import Path
+
+    doc = Path(__file__).resolve().parents[2] / "docs" / "import-format.md"
+    assert doc.read_text() == data_dictionary()
