@@ -354,7 +354,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--check", action="store_true", help="print the deployments as JSON and exit (starts nothing)")
     parser.add_argument("--db", help="warehouse file for every run (default: as the CLI, at run time)")
     parser.add_argument("--export-dir", help="export folder the nightly run ingests (default: data/synthetic/default)")
-    parser.add_argument("--study-file", help="StudySettings JSON for the weekly run (default: the default study)")
+    parser.add_argument("--study-file", help="StudySettings file (TOML or JSON) for the weekly run (default: the default study)")
     parser.add_argument("--reports-dir", help="where reports go (default: reports/)")
     parser.add_argument("--host", default=DEFAULT_HOST, help="address of the local Prefect server (default 127.0.0.1)")
     parser.add_argument("--port", type=int, default=DEFAULT_PORT, help="port of the local Prefect server (default 4200)")

@@ -39,6 +39,7 @@ from prefect.cache_policies import NO_CACHE
 
 import ketaoutcomes.pipeline as steps
 from ketaoutcomes.settings import SimulationSettings, StudySettings, default_db_path
+from ketaoutcomes.settings import load_study as settings_load_study
 from ketaoutcomes.warehouse import WarehouseBusy
 
 __all__ = [
@@ -106,10 +107,8 @@ def _path(value: str | None, default: Path) -> Path:
 
 
 def load_study(study_file: str | None) -> StudySettings:
-    """StudySettings from a JSON file (``StudySettings.model_validate_json``); None -> defaults."""
-    if study_file is None:
-        return StudySettings()
-    return StudySettings.model_validate_json(Path(study_file).expanduser().read_text(encoding="utf-8"))
+    """StudySettings from a TOML or JSON file, as the CLI's --study; None -> defaults."""
+    return settings_load_study(study_file)
 
 
 def _simulation(n_patients: int | None, seed: int | None) -> SimulationSettings:
@@ -257,7 +256,7 @@ def analysis_flow(db: str | None = None, study_file: str | None = None, reports_
 
     Args:
         db: warehouse file (None: the CLI's default).
-        study_file: JSON file of StudySettings (None: the default study).
+        study_file: TOML or JSON file of StudySettings (None: the default study).
         reports_dir: where the report goes (None: reports/ under the project root).
 
     Returns the report path (str).

@@ -4,9 +4,7 @@ one-line message and a non-zero exit."""
 
 from __future__ import annotations
 
-import json
 import sys
-import tomllib
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Optional
@@ -17,7 +15,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-from ketaoutcomes.settings import DB_ENV, SimulationSettings, StudySettings, default_db_path
+from ketaoutcomes.settings import DB_ENV, SimulationSettings, StudySettings, default_db_path, load_study
 
 app = typer.Typer(
     add_completion=False,
@@ -46,19 +44,10 @@ def _db(db: Path | None) -> Path:
 
 
 def _study(path: Path | None) -> StudySettings:
-    if path is None:
-        return StudySettings()
     try:
-        text = path.read_text()
-        raw = json.loads(text) if path.suffix.lower() == ".json" else tomllib.loads(text)
-        return StudySettings.model_validate(raw)
-    except OSError as exc:
-        raise typer.BadParameter(f"cannot read {path}: {exc.strerror}", param_hint="--study") from None
-    except (tomllib.TOMLDecodeError, json.JSONDecodeError) as exc:
-        raise typer.BadParameter(f"{path} is not valid TOML/JSON: {exc}", param_hint="--study") from None
-    except ValidationError as exc:
-        problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'settings'}: {e['msg']}" for e in exc.errors())
-        raise typer.BadParameter(f"{path}: {problems}", param_hint="--study") from None
+        return load_study(path)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--study") from None
 
 
 @contextmanager

@@ -11,15 +11,17 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import tomllib
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 __all__ = [
     "DB_ENV",
     "SimulationSettings",
     "StudySettings",
     "default_db_path",
+    "load_study",
     "project_root",
 ]
 
@@ -113,3 +115,30 @@ class StudySettings(_Frozen):
         if self.strata is not None and self.strata in self.covariates:
             raise ValueError(f"{self.strata!r} cannot be both a covariate and the strata")
         return self
+
+
+def load_study(path: Path | str | None) -> StudySettings:
+    """Study settings from a TOML or JSON file (by suffix; ``None``: the default study).
+
+    Raises
+    ------
+    ValueError
+        Unreadable file, bad TOML/JSON, or settings that fail validation; the
+        message names the file and each field's problem.
+    """
+    if path is None:
+        return StudySettings()
+    path = Path(path).expanduser()
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ValueError(f"cannot read study file {path}: {exc.strerror}") from None
+    try:
+        raw = json.loads(text) if path.suffix.lower() == ".json" else tomllib.loads(text)
+    except (tomllib.TOMLDecodeError, json.JSONDecodeError) as exc:
+        raise ValueError(f"study file {path} is not valid {'JSON' if path.suffix.lower() == '.json' else 'TOML'}: {exc}") from None
+    try:
+        return StudySettings.model_validate(raw)
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'settings'}: {e['msg']}" for e in exc.errors())
+        raise ValueError(f"study file {path}: {problems}") from None
