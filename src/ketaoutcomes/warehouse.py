@@ -24,6 +24,7 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+import stat
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -64,6 +65,15 @@ def _lock_path(path: Path) -> Path:
 
 def _staging_prefix(path: Path) -> str:
     return f".{path.name}.staging-"
+
+
+def _published_mode(path: Path) -> int:
+    """The published file's current mode, or 0o666 less the process umask for a new one."""
+    if path.exists():
+        return stat.S_IMODE(path.stat().st_mode)
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
 
 
 def _remove_stale_staging(path: Path) -> None:
@@ -120,6 +130,9 @@ def write_session(path: Path, *, lock_timeout: float = WRITER_LOCK_TIMEOUT_S) ->
             raise RuntimeError(f"DuckDB left a write-ahead log {wal}; not publishing a partial snapshot")
         with open(staging, "rb") as fh:
             os.fsync(fh.fileno())
+        # mkstemp makes the file private (0600); the published file must stay
+        # readable by analysts as the folder's owner intends.
+        os.chmod(staging, _published_mode(path))
         os.replace(staging, path)
         dir_fd = os.open(path.parent, os.O_RDONLY)
         try:

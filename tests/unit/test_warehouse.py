@@ -59,3 +59,23 @@ def test_read_only_connection_refuses_writes(tmp_path):
     with pytest.raises(duckdb.Error):
         con.execute("DROP TABLE t")
     con.close()
+
+
+def test_published_file_keeps_readable_permissions(tmp_path):
+    """Staging files are private (mkstemp); the published snapshot must be readable as umask allows."""
+    import os
+    import stat
+
+    db = tmp_path / "w.duckdb"
+    old = os.umask(0o022)
+    try:
+        for _ in range(2):  # first creation, then a copy-and-publish
+            with write_session(db) as con:
+                con.execute("CREATE OR REPLACE TABLE t AS SELECT 1 AS x")
+            assert stat.S_IMODE(db.stat().st_mode) == 0o644
+        db.chmod(0o640)  # an owner's choice survives later writes
+        with write_session(db) as con:
+            con.execute("INSERT INTO t VALUES (2)")
+        assert stat.S_IMODE(db.stat().st_mode) == 0o640
+    finally:
+        os.umask(old)
