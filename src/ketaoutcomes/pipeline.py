@@ -37,7 +37,7 @@ from ketaoutcomes.derive import derive_all
 from ketaoutcomes.ingest import ingest_export
 from ketaoutcomes.ingest.load import load_registries_from_warehouse
 from ketaoutcomes.settings import SimulationSettings, StudySettings, project_root
-from ketaoutcomes.warehouse import append_frame, fetch, read_connection, replace_table, table_exists, write_session
+from ketaoutcomes.warehouse import append_frame, fetch, read_connection, table_exists, write_session
 
 __all__ = [
     "StepOutcome",
@@ -251,9 +251,11 @@ def analyze_step(db: Path, study: StudySettings, *, force: bool = True) -> StepO
                              registries=registries, study=study)
         result = analyze(derived.adsl, derived.adtte, study=study)
         tag = [pl.lit(run_id).alias("run_id"), pl.lit(study.settings_id).alias("settings_id")]
-        replace_table(con, "ad_adsl", derived.adsl.with_columns(tag))
-        replace_table(con, "ad_adtte", derived.adtte.with_columns(tag))
-        for name, frame in {"results_attrition": derived.attrition, **result.tables()}.items():
+        # Analysis datasets are kept per run like the results: several studies
+        # (different instruments or thresholds) share one warehouse.
+        outputs = {"ad_adsl": derived.adsl, "ad_adtte": derived.adtte, "results_attrition": derived.attrition,
+                   **result.tables()}
+        for name, frame in outputs.items():
             if table_exists(con, name):
                 con.execute(f"DELETE FROM {name} WHERE run_id = ?", [run_id])
             if frame.height:
@@ -319,9 +321,9 @@ def render_step(db: Path, study: StudySettings, reports_dir: Path, *, truth_path
         truth = json.loads(Path(truth_path).read_text()) if truth_path and Path(truth_path).exists() else None
         data = ReportData(
             title=f"ketaoutcomes: {study.name}",
-            adsl=fetch(con, "SELECT * EXCLUDE (run_id, settings_id) FROM ad_adsl"),
+            adsl=by_run("ad_adsl"),
             attrition=by_run("results_attrition"),
-            adtte=fetch(con, "SELECT * EXCLUDE (run_id, settings_id) FROM ad_adtte"),
+            adtte=by_run("ad_adtte"),
             km=by_run("results_km"),
             km_median=by_run("results_km_median"),
             logrank=by_run("results_logrank"),

@@ -46,6 +46,13 @@ def test_report_runs_every_step_then_only_what_is_stale(tmp_path, export):
     assert [(o.step, o.ran) for o in third] == [("validate", False), ("analyze", True), ("render", True)]
     runs = q(db, "SELECT settings_id FROM results_runs")
     assert runs.height == 2
+    # both studies' analysis datasets are kept, each under its run
+    assert q(db, "SELECT count(DISTINCT run_id) n FROM ad_adtte")["n"][0] == 2
+
+    # back to the first study: nothing is stale, and its report shows its own datasets
+    fourth = run_report(db, StudySettings(), reports_dir=reports)
+    assert [(o.step, o.ran) for o in fourth] == [("validate", False), ("analyze", False), ("render", True)]
+    assert fourth[-1].details["run_id"] == first[2].details["run_id"]
 
 
 def test_results_carry_settings_and_batches(tmp_path, export):
