@@ -129,9 +129,9 @@ def ingest(
 @app.command()
 def validate(db: DbOption = None) -> None:
     """Run the Great Expectations suites on what is in the warehouse; exit 2 on a critical failure."""
-    from ketaoutcomes.pipeline import validate_step
+    from ketaoutcomes.pipeline import announced, validate_step
 
-    with _errors():
+    with _errors(), _progress() as progress, announced(progress, "validating (Great Expectations)"):
         _say(validate_step(_db(db)))
 
 
@@ -141,12 +141,14 @@ def analyze(db: DbOption = None, study: StudyOption = None) -> None:
 
     Validates first if the data or the code changed since the last validation: only data that
     passed the current suites is analysed."""
-    from ketaoutcomes.pipeline import analyze_step, validate_step
+    from ketaoutcomes.pipeline import analyze_step, announced, validate_step
 
     settings = _study(study)
-    with _errors():
-        _say(validate_step(_db(db), force=False))
-        _say(analyze_step(_db(db), settings))
+    with _errors(), _progress() as progress:
+        with announced(progress, "validating if the data or code changed"):
+            _say(validate_step(_db(db), force=False))
+        with announced(progress, "analyzing (derive, KM, log-rank, Cox)"):
+            _say(analyze_step(_db(db), settings))
 
 
 @app.command()

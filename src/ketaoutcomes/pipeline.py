@@ -17,6 +17,7 @@ What makes a step out of date:
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import hashlib
 import json
@@ -51,6 +52,7 @@ __all__ = [
     "default_export_dir",
     "default_reports_dir",
     "code_version",
+    "announced",
 ]
 
 Progress = Callable[[str, int, int], None]
@@ -360,6 +362,16 @@ def render_step(db: Path, study: StudySettings, reports_dir: Path, *, truth_path
 # report: whatever is missing, then render
 # ---------------------------------------------------------------------------
 
+@contextlib.contextmanager
+def announced(progress: Progress | None, label: str):
+    """Show a step without countable units as a 0/1 -> 1/1 progress item (with elapsed time)."""
+    if progress:
+        progress(label, 0, 1)
+    yield
+    if progress:
+        progress(label, 1, 1)
+
+
 def _has_batches(db: Path) -> bool:
     if not Path(db).exists():
         return False
@@ -399,7 +411,10 @@ def run_report(
         done(simulate_step(sim or SimulationSettings(), export_dir, progress=progress))
     if export_dir is not None:
         done(ingest_step(db, export_dir, progress=progress))
-    done(validate_step(db, force=False))
-    done(analyze_step(db, study, force=False))
-    done(render_step(db, study, reports_dir or default_reports_dir()))
+    with announced(progress, "validating (Great Expectations)"):
+        done(validate_step(db, force=False))
+    with announced(progress, "analyzing (derive, KM, log-rank, Cox)"):
+        done(analyze_step(db, study, force=False))
+    with announced(progress, "rendering the report"):
+        done(render_step(db, study, reports_dir or default_reports_dir()))
     return outcomes
