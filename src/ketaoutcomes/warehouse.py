@@ -34,6 +34,7 @@ import polars as pl
 from filelock import FileLock, Timeout
 
 from ketaoutcomes.contract import TABLES
+from ketaoutcomes.failpoints import failpoint
 
 __all__ = [
     "WarehouseBusy",
@@ -133,6 +134,7 @@ def write_session(path: Path, *, lock_timeout: float = WRITER_LOCK_TIMEOUT_S) ->
         # mkstemp makes the file private (0600); the published file must stay
         # readable by analysts as the folder's owner intends.
         os.chmod(staging, _published_mode(path))
+        failpoint("warehouse.before_publish")
         os.replace(staging, path)
         dir_fd = os.open(path.parent, os.O_RDONLY)
         try:
@@ -179,7 +181,22 @@ _META_DDL = [
         rows_loaded BIGINT NOT NULL,
         rows_quarantined BIGINT NOT NULL,
         ignored_columns VARCHAR,
-        loaded_at TIMESTAMP NOT NULL    -- provenance only; never used in analysis
+        loaded_at TIMESTAMP NOT NULL,   -- provenance only; never used in analysis
+        notes VARCHAR                   -- e.g. ages over 89 stored as 90
+    )""",
+    """CREATE TABLE IF NOT EXISTS dq_checks (
+        table_name VARCHAR NOT NULL,
+        category VARCHAR NOT NULL,      -- conformance | completeness | plausibility (OHDSI DQD) | error
+        check_id VARCHAR NOT NULL,
+        column_name VARCHAR,
+        rule VARCHAR NOT NULL,
+        rows_tested BIGINT,
+        rows_failing BIGINT,
+        pct_failing DOUBLE,
+        threshold_pct DOUBLE,
+        status VARCHAR NOT NULL,        -- pass | fail | error (a check that could not run)
+        error VARCHAR,
+        batch_id VARCHAR NOT NULL
     )""",
     """CREATE TABLE IF NOT EXISTS quarantine (
         batch_id VARCHAR NOT NULL,

@@ -74,18 +74,26 @@ def test_results_carry_settings_and_batches(tmp_path, export):
 
 
 def test_critical_validation_failure_stops_the_analysis(tmp_path, export):
-    bad = tmp_path / "bad"
-    shutil.copytree(export, bad)
-    scores = pl.read_csv(bad / "mood_scores.csv", infer_schema=False)
-    scores = scores.with_columns(
-        pl.when(pl.int_range(pl.len()) < 3).then(pl.lit("61")).otherwise(pl.col("total_score")).alias("total_score"))
-    scores.write_csv(bad / "mood_scores.csv")
+    """Rows that break the contract never load (quarantine), so validation guards what ingest
+    cannot see: here a later delivery narrows the MADRS range in the registry, and scores
+    already in the warehouse no longer fit it."""
     db = tmp_path / "w.duckdb"
-    ingest_step(db, bad)
+    ingest_step(db, export)
+    validate_step(db)
+    later = tmp_path / "later"
+    later.mkdir()
+    shutil.copy(export / "patients.csv", later / "patients.csv")  # unchanged: skipped
+    (later / "instruments.csv").write_text(
+        "instrument,label,rater,score_min,score_max,response_reduction,remission_max,relapse_min\n"
+        "MADRS,MADRS capped at 30 by this study,clinician,0,30,0.5,10,22\n"
+    )
+    ingest_step(db, later)
+    n_high = q(db, "SELECT count(*) n FROM stg_mood_scores WHERE instrument = 'MADRS' AND total_score > 30")["n"][0]
+    assert n_high > 0
     with pytest.raises(ValidationFailed) as info:
         validate_step(db)
     msg = info.value.result.message()
-    assert "mood_scores" in msg and "3 of" in msg
+    assert "mood_scores" in msg and "range_per_instrument.MADRS" in msg and f"{n_high:,} of" in msg
     stored = q(db, "SELECT count(*) n FROM validation_results WHERE NOT success AND severity = 'critical'")
     assert stored["n"][0] >= 1  # results are stored even though the step failed
     with pytest.raises(AnalysisNotReady, match="failed validation"):

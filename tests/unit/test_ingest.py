@@ -102,7 +102,7 @@ def test_broken_and_empty_files_give_clear_errors(tmp_path):
     (tmp_path / "enc").mkdir()
     write_export(tmp_path / "enc", files)
     (tmp_path / "enc" / "patients.csv").write_bytes("patient_id,site\nP\xe9,A\n".encode("latin-1"))
-    with pytest.raises(IngestError, match=r"patients\.csv: cannot be read as CSV"):
+    with pytest.raises(IngestError, match=r"patients\.csv: cannot be read \(.*\): not UTF-8 encoded"):
         load(tmp_path / "w2.duckdb", tmp_path / "enc")
     assert not (tmp_path / "w2.duckdb").exists() or q(tmp_path / "w2.duckdb", "SELECT count(*) n FROM meta_batches")["n"][0] == 0
 

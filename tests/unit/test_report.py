@@ -9,6 +9,7 @@ same bytes when rendered twice.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import json
 import math
@@ -388,3 +389,22 @@ def test_groups_json_round_trip():
     raw = pl.DataFrame({"group": ["a", "b"], "n": [3, 4], "observed": [1, 2], "expected": [1.5, 1.5]}).write_json()
     assert [g["group"] for g in _parse_groups(raw)] == ["a", "b"]
     assert _parse_groups(json.dumps({"group": ["a"], "n": [1]})) == [{"group": "a", "n": 1}]
+
+
+def test_data_quality_section_lists_failed_and_unrunnable_checks(tmp_path):
+    dq = pl.DataFrame({
+        "table_name": ["sessions", "sessions", "patients"],
+        "category": ["plausibility", "conformance", "error"],
+        "check_id": ["sessions.sbp_peak.range", "sessions.dose_mg.type", "patients.plausibility_ranges"],
+        "column_name": ["sbp_peak", "dose_mg", None],
+        "rule": ["sbp_peak within 60-260 mmHg", "quarantine rule type on dose_mg", "plausibility ranges"],
+        "rows_tested": [100, 100, None], "rows_failing": [3, 0, None], "pct_failing": [3.0, 0.0, None],
+        "threshold_pct": [1.0, 0.0, None], "status": ["fail", "pass", "error"],
+        "error": [None, None, "ValueError: boom"], "batch_id": ["b1", "b1", "b2"],
+    })
+    d = dataclasses.replace(make_data(), dq_checks=dq)
+    text = " ".join(" ".join(read(render_report(d, tmp_path / "dq.html")).text).split())
+    assert "Data quality of the loads in force" in text
+    assert "sbp_peak within 60-260 mmHg" in text and "3.00%" in text
+    assert "error: ValueError: boom" in text
+    assert "quarantine rule type on dose_mg" not in text  # passed checks are only counted

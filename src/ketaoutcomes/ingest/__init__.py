@@ -5,6 +5,22 @@ See :func:`ingest_export`. Whole-file problems raise :class:`IngestError`
 send the row to the ``quarantine`` table with a reason, and the good rows load.
 """
 
-from ketaoutcomes.ingest.load import FileLoad, IngestError, IngestSummary, find_export_files, ingest_export, read_table_file
+from ketaoutcomes.ingest.load import (
+    FileLoad,
+    IngestError,
+    IngestSummary,
+    PhiRefused,
+    find_export_files,
+    ingest_export,
+    read_table_file,
+)
 
-__all__ = ["FileLoad", "IngestError", "IngestSummary", "find_export_files", "ingest_export", "read_table_file"]
+__all__ = [
+    "FileLoad",
+    "IngestError",
+    "IngestSummary",
+    "PhiRefused",
+    "find_export_files",
+    "ingest_export",
+    "read_table_file",
+]

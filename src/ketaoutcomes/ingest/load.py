@@ -23,11 +23,22 @@ from pathlib import Path
 import duckdb
 import polars as pl
 
-from ketaoutcomes.contract import TABLE_ORDER, TABLES, Column
+from ketaoutcomes.contract import TABLE_ORDER, TABLES, Column, polars_schema
+from ketaoutcomes.failpoints import failpoint
+from ketaoutcomes.ingest.phi import PhiAllowList, PhiError, PhiFinding, cap_age, scan_frame
+from ketaoutcomes.ingest.rules import (
+    Parent,
+    dq_checks,
+    duplicate_problems,
+    reference_problems,
+    row_problems,
+    session_course_problems,
+)
 from ketaoutcomes.registries import Registries, load_registries
 from ketaoutcomes.warehouse import append_frame, fetch, replace_table, table_exists
 
-__all__ = ["FileLoad", "IngestError", "IngestSummary", "find_export_files", "ingest_export", "read_table_file"]
+__all__ = ["FileLoad", "IngestError", "IngestSummary", "PhiRefused", "find_export_files", "ingest_export",
+           "read_table_file"]
 
 SUFFIXES = (".csv", ".parquet")
 REGISTRY_FILES = ("arms.csv", "instruments.csv")
@@ -36,6 +47,20 @@ Progress = Callable[[str, int, int], None]
 
 class IngestError(ValueError):
     """A whole file cannot be loaded; the message names the file and what to fix."""
+
+
+class PhiRefused(PhiError, IngestError):
+    """The export carries what looks like direct identifiers: refused before anything is written.
+
+    One line: each finding as "FILE: column COL: RULE: reason", never a cell value."""
+
+    def __init__(self, findings: list[PhiFinding]):
+        self.findings = tuple(findings)
+        ValueError.__init__(
+            self,
+            "export refused, nothing was loaded: it looks like it carries direct identifiers "
+            "(HIPAA Safe Harbor; see docs/phi-guard.md): " + "; ".join(str(f) for f in self.findings),
+        )
 
 
 @dataclass(frozen=True)
@@ -48,6 +73,7 @@ class FileLoad:
     rows_quarantined: int
     skipped: bool  # True: this exact file was loaded before, nothing changed
     ignored_columns: tuple[str, ...] = ()
+    notes: str | None = None  # e.g. ages over 89 stored as 90
 
 
 @dataclass(frozen=True)
@@ -99,24 +125,26 @@ def _sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def read_table_file(path: Path, table: str) -> tuple[pl.DataFrame, tuple[str, ...]]:
-    """Read one file as text columns plus ``_row_number`` (1-based data row).
-
-    Returns the frame restricted to contract columns (missing optional columns
-    added as nulls) and the names of columns that were ignored. Columns outside
-    the contract are not stored: they could carry identifiers.
+def _read_text(path: Path) -> pl.DataFrame:
+    """Every column of one file as text, plus ``_row_number`` (1-based data row).
 
     Raises
     ------
     IngestError
-        Unreadable file, not UTF-8, a required column missing.
+        Empty, unreadable, not UTF-8, truncated.
     """
     path = Path(path)
-    spec = TABLES[table]
     if path.stat().st_size == 0:
         raise IngestError(f"{path}: the file is empty (0 bytes); re-export it with a header row")
+    is_csv = path.suffix.lower() == ".csv"
+    if is_csv:
+        with open(path, "rb") as fh:
+            head = fh.read(1 << 16)
+        if b"\x00" in head:
+            raise IngestError(f"{path}: not a UTF-8 text file (it has NUL bytes: UTF-16 or binary); "
+                              "re-export it as CSV in UTF-8")
     try:
-        if path.suffix.lower() == ".csv":
+        if is_csv:
             # Every column as text: typing happens per row later, so one bad cell
             # quarantines one row instead of failing the file.
             frame = pl.read_csv(path, infer_schema=False, encoding="utf8", raise_if_empty=True)
@@ -124,23 +152,43 @@ def read_table_file(path: Path, table: str) -> tuple[pl.DataFrame, tuple[str, ..
             frame = pl.read_parquet(path)
             frame = frame.with_columns(pl.all().cast(pl.String))
     except Exception as exc:  # noqa: BLE001 - every reader failure becomes the same clear error
-        kind = "CSV" if path.suffix.lower() == ".csv" else "Parquet"
-        raise IngestError(f"{path}: cannot be read as {kind} ({type(exc).__name__}: {str(exc).splitlines()[0]}); "
-                          "check the file is complete, UTF-8 encoded and not hand-edited into a broken state") from None
-    stripped = {c: c.strip() for c in frame.columns}
-    frame = frame.rename(stripped)
+        # The reader's own message is not shown: it can quote the file's content.
+        text = str(exc).lower()
+        if is_csv and ("utf-8" in text or "utf8" in text or isinstance(exc, UnicodeDecodeError)):
+            problem = "not UTF-8 encoded; re-export it as CSV in UTF-8"
+        elif is_csv:
+            problem = ("malformed CSV (for example an unterminated quote, or rows with more fields than the header); "
+                       "check the file was not cut short or hand-edited into a broken state")
+        else:
+            problem = "not a complete Parquet file (truncated or corrupt); export it again"
+        raise IngestError(f"{path}: cannot be read ({type(exc).__name__}): {problem}") from None
+    frame = frame.rename({c: c.strip().lstrip("\ufeff") for c in frame.columns})
+    if "_row_number" in frame.columns:
+        raise IngestError(f"{path}: a column is named _row_number, which is reserved; rename it")
+    return frame.with_row_index("_row_number", offset=1).with_columns(pl.col("_row_number").cast(pl.Int64))
+
+
+def _contract_columns(frame: pl.DataFrame, table: str, path: Path) -> tuple[pl.DataFrame, tuple[str, ...]]:
+    """The contract's columns (missing optional ones as nulls) and the names of the others,
+    which are not stored: they could carry identifiers."""
+    spec = TABLES[table]
     missing = [c for c in spec.required_columns if c not in frame.columns]
     if missing:
+        have = [c for c in frame.columns if c != "_row_number"]
         raise IngestError(
             f"{path}: required column(s) {', '.join(missing)} missing from table {table}; "
-            f"the file has {', '.join(frame.columns) or 'no columns'} (see docs/import-format.md)"
+            f"the file has {', '.join(have) or 'no columns'} (see docs/import-format.md)"
         )
-    ignored = tuple(c for c in frame.columns if c not in spec.column_names)
+    ignored = tuple(c for c in frame.columns if c not in spec.column_names and c != "_row_number")
     frame = frame.with_columns(
         [pl.lit(None, dtype=pl.String).alias(c) for c in spec.column_names if c not in frame.columns]
     )
-    frame = frame.select(spec.column_names).with_row_index("_row_number", offset=1)
-    return frame.with_columns(pl.col("_row_number").cast(pl.Int64)), ignored
+    return frame.select("_row_number", *spec.column_names), ignored
+
+
+def read_table_file(path: Path, table: str) -> tuple[pl.DataFrame, tuple[str, ...]]:
+    """Read one file as text: the contract's columns plus ``_row_number``, and the ignored column names."""
+    return _contract_columns(_read_text(path), table, Path(path))
 
 
 def _typed_expr(col: Column) -> tuple[str, str]:
@@ -183,10 +231,9 @@ _TYPE_WORDS = {
 }
 
 
-def _type_rows(
-    con: duckdb.DuckDBPyConnection, frame: pl.DataFrame, table: str, *, batch_id: str, source_file: str
-) -> tuple[pl.DataFrame, pl.DataFrame]:
-    """Typed good rows, and one quarantine row per problem."""
+def _type_rows(con: duckdb.DuckDBPyConnection, frame: pl.DataFrame, table: str) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """Every row typed (a cell that does not convert becomes null), and the problems:
+    ``type``, ``key_missing``, ``required_missing``."""
     spec = TABLES[table]
     selects, problems = [], []
     for col in spec.columns:
@@ -196,35 +243,22 @@ def _type_rows(
             f"SELECT _row_number, '{col.name}' AS column_name, 'type' AS rule, "
             f"'{col.name} is not {_TYPE_WORDS[col.dtype]}' AS reason FROM _in WHERE {bad}"
         )
-        if col.name in spec.key:
+        if col.required:
+            rule, reason = (
+                ("key_missing", f"key column {col.name} is empty, so the row cannot be identified or superseded")
+                if col.name in spec.key else ("required_missing", f"required column {col.name} is empty")
+            )
             problems.append(
-                f"SELECT _row_number, '{col.name}' AS column_name, 'key_missing' AS rule, "
-                f"'key column {col.name} is empty, so the row cannot be identified or superseded' AS reason "
+                f"SELECT _row_number, '{col.name}' AS column_name, '{rule}' AS rule, '{reason}' AS reason "
                 f"FROM _in WHERE NULLIF(TRIM(\"{col.name}\"), '') IS NULL"
             )
     con.register("_in", frame.to_arrow())
     try:
-        quarantine = fetch(con, " UNION ALL ".join(problems) + " ORDER BY _row_number, column_name")
-        bad_rows = quarantine.select("_row_number").unique()
-        con.register("_bad", bad_rows.to_arrow())
-        typed = fetch(
-            con,
-            f"SELECT {', '.join(selects)}, _row_number FROM _in "
-            "WHERE _row_number NOT IN (SELECT _row_number FROM _bad) ORDER BY _row_number",
-        )
-        con.unregister("_bad")
+        found = fetch(con, " UNION ALL ".join(problems))
+        typed = fetch(con, f"SELECT _row_number, {', '.join(selects)} FROM _in ORDER BY _row_number")
     finally:
         con.unregister("_in")
-    quarantine = quarantine.rename({"_row_number": "row_number"}).select(
-        pl.lit(batch_id).alias("batch_id"),
-        pl.lit(table).alias("table_name"),
-        pl.lit(source_file).alias("source_file"),
-        "row_number",
-        "column_name",
-        "rule",
-        "reason",
-    )
-    return typed, quarantine
+    return typed, found.select(pl.col("_row_number").cast(pl.Int64), "column_name", "rule", "reason")
 
 
 def _store_registries(con: duckdb.DuckDBPyConnection, registries: Registries) -> None:
@@ -261,6 +295,32 @@ def rebuild_staging(con: duckdb.DuckDBPyConnection, table: str) -> None:
     )
 
 
+def _stored(con: duckdb.DuckDBPyConnection, table: str, columns: list[str]) -> pl.DataFrame:
+    """Columns of stg_<table> (earlier loads); empty with the contract types if there is none."""
+    if table_exists(con, f"stg_{table}"):
+        return fetch(con, f"SELECT {', '.join(columns)} FROM stg_{table}")
+    schema = polars_schema(table)
+    return pl.DataFrame(schema={c: schema[c] for c in columns})
+
+
+#: What children need to know of each parent table (key first).
+_PARENT_COLUMNS = {
+    "patients": ["patient_id"],
+    "courses": ["course_id", "arm", "start_date", "end_date"],
+    "sessions": ["session_id"],
+}
+
+
+@dataclass
+class _Staged:
+    load: FileLoad
+    sha: str
+    fmt: str
+    good: pl.DataFrame | None = None
+    quarantine: pl.DataFrame | None = None
+    dq: pl.DataFrame | None = None
+
+
 def ingest_export(
     con: duckdb.DuckDBPyConnection,
     export_dir: Path,
@@ -270,9 +330,12 @@ def ingest_export(
 ) -> IngestSummary:
     """Load every table file of ``export_dir`` into the warehouse behind ``con``.
 
-    Every file is read and typed before anything is written, so a whole-file
-    error leaves the warehouse untouched (and the caller's write session is not
-    published). A file whose content hash was loaded before is skipped.
+    Order of work: every file is read and scanned by the PHI guard (a finding
+    refuses the whole export), then typed and checked row by row (problem rows
+    go to quarantine, with cascading orphans in load order), and only then is
+    anything written; so a whole-file error leaves the warehouse untouched (and
+    the caller's write session is not published). A file whose content hash was
+    loaded before is skipped.
 
     Parameters
     ----------
@@ -280,55 +343,117 @@ def ingest_export(
         A write session (:func:`ketaoutcomes.warehouse.write_session`).
     export_dir : Path
         Folder with ``<table>.csv|parquet`` files, optionally ``arms.csv`` /
-        ``instruments.csv`` to extend the registries.
+        ``instruments.csv`` to extend the registries and ``phi_allowlist.toml``.
     loaded_at : datetime
         Provenance timestamp recorded in ``meta_batches`` (passed in: no hidden "now").
     """
     export_dir = Path(export_dir).resolve()
     files, ignored_files = find_export_files(export_dir)
-    registries = load_registries(export_dir)  # validates the export's registry files too
+    try:
+        registries = load_registries_from_warehouse(con).extended(export_dir)
+        allow = PhiAllowList.load(export_dir)
+    except ValueError as exc:
+        raise IngestError(str(exc)) from None
 
     loaded = set(fetch(con, "SELECT batch_id FROM meta_batches")["batch_id"].to_list())
-    next_seq = (con.execute("SELECT coalesce(max(load_seq), 0) FROM meta_batches").fetchone()[0] or 0) + 1
-    staged: list[tuple[FileLoad, pl.DataFrame | None, pl.DataFrame | None, str, str]] = []
     ordered = [t for t in TABLE_ORDER if t in files]
+    staged: dict[str, _Staged] = {}
+    texts: dict[str, pl.DataFrame] = {}
+    findings = []
     for i, table in enumerate(ordered):
         path = files[table]
         if progress:
             progress(f"reading {path.name}", i, len(ordered))
         sha = _sha256(path)
         batch_id = f"{table}-{sha[:16]}"
+        fmt = path.suffix.lower().lstrip(".")
         if batch_id in loaded:
             prev = con.execute(
                 "SELECT rows_read, rows_loaded, rows_quarantined FROM meta_batches WHERE batch_id = ?", [batch_id]
             ).fetchone()
-            staged.append((FileLoad(table, str(path), batch_id, *prev, skipped=True), None, None, sha, ""))
+            staged[table] = _Staged(FileLoad(table, str(path), batch_id, *prev, skipped=True), sha, fmt)
             continue
-        frame, ignored_cols = read_table_file(path, table)
-        typed, quarantine = _type_rows(con, frame, table, batch_id=batch_id, source_file=str(path))
-        n_bad = quarantine["row_number"].n_unique()
-        fl = FileLoad(table, str(path), batch_id, frame.height, typed.height, n_bad, False, ignored_cols)
-        assert fl.rows_read == fl.rows_loaded + fl.rows_quarantined, f"{path}: row accounting broken"
-        staged.append((fl, typed, quarantine, sha, path.suffix.lower().lstrip(".")))
+        texts[table] = _read_text(path)
+        findings += scan_frame(texts[table], table=table, file=str(path), allow=allow)
+        staged[table] = _Staged(FileLoad(table, str(path), batch_id, texts[table].height, 0, 0, False), sha, fmt)
+    if findings:
+        raise PhiRefused(findings)
 
-    # Everything read and typed: now write.
-    _store_registries(con, registries)
-    for fl, typed, quarantine, sha, fmt in staged:
-        if fl.skipped:
+    parents: dict[str, Parent] = {}
+
+    def parent(name: str) -> Parent:
+        if name not in parents:  # not delivered in this export: earlier loads only
+            cols = _PARENT_COLUMNS[name]
+            stored = _stored(con, name, cols)
+            parents[name] = Parent(name, f"{name} (warehouse)", stored.clear(), stored,
+                                   pl.DataFrame(schema={cols[0]: stored.schema[cols[0]], "_row_number": pl.Int64}))
+        return parents[name]
+
+    for i, table in enumerate(ordered):
+        st = staged[table]
+        if st.load.skipped:
             continue
-        seq = next_seq
+        path = Path(st.load.source_file)
+        if progress:
+            progress(f"checking {path.name}", i, len(ordered))
+        text = texts.pop(table)
+        capped = 0
+        if table == "patients":
+            text, capped = cap_age(text)
+        frame, ignored_cols = _contract_columns(text, table, path)
+        typed, problems = _type_rows(con, frame, table)
+        checks = [problems, duplicate_problems(table, typed), row_problems(table, typed, registries)]
+        if table == "sessions":
+            checks.append(session_course_problems(typed, parent("courses").available(), registries))
+        if TABLES[table].references:
+            checks.append(reference_problems(table, typed, {r.to_table: parent(r.to_table)
+                                                            for r in TABLES[table].references}))
+        problems = pl.concat([c for c in checks if c.height] or [problems], how="vertical")
+        bad = problems.select("_row_number").unique()
+        good = typed.join(bad, on="_row_number", how="anti")
+        if table in _PARENT_COLUMNS:
+            cols = _PARENT_COLUMNS[table]
+            key = cols[0]
+            parents[table] = Parent(
+                table, path.name, good.select(cols), _stored(con, table, cols),
+                typed.join(bad, on="_row_number", how="semi").group_by(key).agg(pl.col("_row_number").min())
+                .filter(pl.col(key).is_not_null()),
+            )
+        notes = f"{capped} age(s) over 89 stored as 90 (HIPAA Safe Harbor)" if capped else None
+        st.load = FileLoad(table, str(path), st.load.batch_id, frame.height, good.height, bad.height, False,
+                           ignored_cols, notes)
+        if st.load.rows_read != st.load.rows_loaded + st.load.rows_quarantined:
+            raise RuntimeError(f"{path}: row accounting broken ({st.load}); this is a bug, please report it")
+        st.good = good
+        st.quarantine = problems.sort("_row_number", "column_name", "rule").select(
+            pl.lit(st.load.batch_id).alias("batch_id"), pl.lit(table).alias("table_name"),
+            pl.lit(str(path)).alias("source_file"), pl.col("_row_number").alias("row_number"),
+            "column_name", "rule", "reason")
+        st.dq = dq_checks(table, rows_read=frame.height, text=frame, typed=typed, problems=problems).with_columns(
+            pl.lit(st.load.batch_id).alias("batch_id"))
+    failpoint("ingest.before_write")
+
+    # Everything read and checked: now write.
+    _store_registries(con, registries)
+    next_seq = (con.execute("SELECT coalesce(max(load_seq), 0) FROM meta_batches").fetchone()[0] or 0) + 1
+    for table in ordered:
+        st = staged[table]
+        if st.load.skipped:
+            continue
+        fl, seq = st.load, next_seq
         next_seq += 1
-        append_frame(
-            con,
-            f"raw_{fl.table}",
-            typed.with_columns(pl.lit(fl.batch_id).alias("_batch_id"), pl.lit(seq, dtype=pl.Int32).alias("_load_seq")),
-        )
-        append_frame(con, "quarantine", quarantine)
+        append_frame(con, f"raw_{table}", st.good.with_columns(
+            pl.lit(fl.batch_id).alias("_batch_id"), pl.lit(seq, dtype=pl.Int32).alias("_load_seq")))
+        append_frame(con, "quarantine", st.quarantine)
+        append_frame(con, "dq_checks", st.dq)
+        failpoint("ingest.mid_write")
         con.execute(
-            "INSERT INTO meta_batches VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            [fl.batch_id, seq, fl.table, fl.source_file, sha, fmt, fl.rows_read, fl.rows_loaded,
-             fl.rows_quarantined, ", ".join(fl.ignored_columns) or None, loaded_at],
+            "INSERT INTO meta_batches BY NAME SELECT ? AS batch_id, ? AS load_seq, ? AS table_name, ? AS source_file, "
+            "? AS file_sha256, ? AS file_format, ? AS rows_read, ? AS rows_loaded, ? AS rows_quarantined, "
+            "? AS ignored_columns, ? AS loaded_at, ? AS notes",
+            [fl.batch_id, seq, table, fl.source_file, st.sha, st.fmt, fl.rows_read, fl.rows_loaded,
+             fl.rows_quarantined, ", ".join(fl.ignored_columns) or None, loaded_at, fl.notes],
         )
     for table in TABLE_ORDER:
         rebuild_staging(con, table)
-    return IngestSummary(str(export_dir), tuple(s[0] for s in staged), tuple(ignored_files))
+    return IngestSummary(str(export_dir), tuple(staged[t].load for t in ordered), tuple(ignored_files))

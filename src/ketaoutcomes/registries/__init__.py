@@ -84,6 +84,16 @@ class Registries:
     def instruments_frame(self) -> pl.DataFrame:
         return pl.DataFrame([i.model_dump() for i in self.instruments.values()])
 
+    def extended(self, folder: Path | str) -> "Registries":
+        """These registries with ``arms.csv`` / ``instruments.csv`` of ``folder`` added (same key: the file wins)."""
+        folder = Path(folder)
+        arms, instruments = dict(self.arms), dict(self.instruments)
+        if (folder / "arms.csv").exists():
+            arms.update(_read(folder / "arms.csv", Arm, "arm"))
+        if (folder / "instruments.csv").exists():
+            instruments.update(_read(folder / "instruments.csv", Instrument, "instrument"))
+        return Registries(arms=arms, instruments=instruments)  # type: ignore[arg-type]
+
     @property
     def fingerprint(self) -> str:
         """Hash of the registry content; part of what makes a validation or analysis stale."""
@@ -117,14 +127,9 @@ def _read(path: Path, model: type[BaseModel], key: str) -> dict[str, BaseModel]:
 def load_registries(*extra_dirs: Path | str | None) -> Registries:
     """The default registries, extended or overridden by ``arms.csv`` /
     ``instruments.csv`` found in any of ``extra_dirs`` (later wins)."""
-    arms = _read(DEFAULT_DIR / "arms.csv", Arm, "arm")
-    instruments = _read(DEFAULT_DIR / "instruments.csv", Instrument, "instrument")
+    reg = Registries(arms=_read(DEFAULT_DIR / "arms.csv", Arm, "arm"),  # type: ignore[arg-type]
+                     instruments=_read(DEFAULT_DIR / "instruments.csv", Instrument, "instrument"))
     for d in extra_dirs:
-        if d is None:
-            continue
-        d = Path(d)
-        if (d / "arms.csv").exists():
-            arms.update(_read(d / "arms.csv", Arm, "arm"))
-        if (d / "instruments.csv").exists():
-            instruments.update(_read(d / "instruments.csv", Instrument, "instrument"))
-    return Registries(arms=arms, instruments=instruments)  # type: ignore[arg-type]
+        if d is not None:
+            reg = reg.extended(d)
+    return reg

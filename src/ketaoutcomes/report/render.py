@@ -70,6 +70,9 @@ class ReportData:
     provenance: dict
     notes: tuple[str, ...] = ()
     truth: dict | None = None
+    #: data-quality checks of the loads in force (table dq_checks): table_name, category, check_id,
+    #: column_name, rule, rows_tested, rows_failing, pct_failing, threshold_pct, status, error, batch_id
+    dq_checks: pl.DataFrame | None = None
 
 
 @dataclass(frozen=True)
@@ -954,11 +957,11 @@ def _batches(data: ReportData) -> tuple[Table | None, str]:
             fmt_int(r.get("load_seq")), str(r.get("table_name") or ""), str(r.get("source_file") or ""),
             str(r.get("file_format") or ""), sha[:12] + ("\u2026" if len(sha) > 12 else ""),
             fmt_int(read), fmt_int(loaded), fmt_int(quar), check,
-            str(r.get("ignored_columns") or ""), str(r.get("loaded_at") or ""),
+            str(r.get("ignored_columns") or ""), str(r.get("notes") or ""), str(r.get("loaded_at") or ""),
         ], "bad" if check.startswith("MISMATCH") else ""))
     return Table(["#", "Table", "Source file", "Format", "SHA-256", "Rows read", "Loaded", "Quarantined",
-                  "read = loaded + quarantined", "Ignored columns", "Loaded at"], rows,
-                 align="rllllrrrlll", wide=True), ""
+                  "read = loaded + quarantined", "Ignored columns", "Notes", "Loaded at"], rows,
+                 align="rllllrrrllll", wide=True), ""
 
 
 def _quarantine(data: ReportData) -> tuple[Table | None, str]:
@@ -977,6 +980,30 @@ def _quarantine(data: ReportData) -> tuple[Table | None, str]:
             for r in q.iter_rows(named=True)]
     names = {"table_name": "Table", "rule": "Rule", "column_name": "Column", "n_rows": "Rows"}
     return Table([names[c] for c in cols], rows, align="".join("r" if c == "n_rows" else "l" for c in cols)), ""
+
+
+def _dq(data: ReportData) -> tuple[Table | None, Table | None, str]:
+    """Per category and status counts, and the checks that did not pass."""
+    d = data.dq_checks
+    if not _has(d, "category", "status"):
+        return None, None, "not available: no data-quality checks were passed to the report"
+    summary_rows = []
+    for (cat,), g in sorted(d.group_by("category"), key=lambda x: str(x[0][0])):
+        counts = dict(g.group_by("status").len().iter_rows())
+        summary_rows.append(Row([str(cat), fmt_int(g.height), fmt_int(counts.get("pass", 0)),
+                                 fmt_int(counts.get("fail", 0)), fmt_int(counts.get("error", 0))],
+                                "bad" if counts.get("error") or counts.get("fail") else ""))
+    summary = Table(["Category", "Checks", "Passed", "Failed", "Could not run"], summary_rows, align="lrrrr")
+    bad = d.filter(pl.col("status") != "pass").sort("status", "table_name", "check_id")
+    rows = [Row([str(r["table_name"]), str(r["category"]), str(r["rule"]), fmt_int(r["rows_tested"]),
+                 fmt_int(r["rows_failing"]),
+                 DASH if r["pct_failing"] is None else f"{r['pct_failing']:.2f}%",
+                 DASH if r["threshold_pct"] is None else f"{r['threshold_pct']:g}%",
+                 str(r["status"]) + (f": {r['error']}" if r.get("error") else "")], "bad")
+            for r in bad.iter_rows(named=True)]
+    failing = Table(["Table", "Category", "Check", "Rows tested", "Rows failing", "% failing", "Threshold", "Status"],
+                    rows, align="lllrrrrl", wide=True) if rows else None
+    return summary, failing, ""
 
 
 def _prov_value(v: Any) -> dict[str, Any]:
@@ -1048,6 +1075,7 @@ def build_context(data: ReportData, *, suppress_small_cells: bool = True) -> dic
     endpoints = [_endpoint(p, data, arms, fmt) for p in _endpoint_codes(data)]
     batches, batches_reason = _batches(data)
     quarantine, quarantine_reason = _quarantine(data)
+    dq_summary, dq_failing, dq_reason = _dq(data)
     provenance = [{"key": str(k), **_prov_value(v)} for k, v in prov.items()]
     return {
         "title": data.title,
@@ -1064,6 +1092,7 @@ def build_context(data: ReportData, *, suppress_small_cells: bool = True) -> dic
         "validation": _validation(data),
         "batches": batches, "batches_reason": batches_reason,
         "quarantine": quarantine, "quarantine_reason": quarantine_reason,
+        "dq_summary": dq_summary, "dq_failing": dq_failing, "dq_reason": dq_reason,
         "provenance": provenance,
         "suppress": suppress_small_cells,
         "generated_by": str(prov.get("report_generated_by") or prov.get("code_version") or ""),

@@ -1,0 +1,28 @@
+"""Named points where a test can freeze a real process, to kill it there (kill -9).
+
+Set ``KETAOUTCOMES_FAILPOINT=<name>`` and ``KETAOUTCOMES_FAILPOINT_MARKER=<file>``:
+when the process reaches that point it writes the marker file and sleeps, so
+the test knows where the process is when it kills it. Unset (always, outside
+tests) a failpoint costs one environment lookup.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+__all__ = ["failpoint", "NAMES"]
+
+#: Where the kill test stops a load: after reading and checking (nothing written yet),
+#: half-way through the writes, after the staging copy is complete but before it is published.
+NAMES = ("ingest.before_write", "ingest.mid_write", "warehouse.before_publish")
+
+
+def failpoint(name: str) -> None:
+    if os.environ.get("KETAOUTCOMES_FAILPOINT") != name:
+        return
+    marker = os.environ.get("KETAOUTCOMES_FAILPOINT_MARKER")
+    if marker:
+        Path(marker).write_text(str(os.getpid()))
+    time.sleep(3600)

@@ -1,0 +1,310 @@
+"""Row-level contract rules applied at ingest, and the data-quality summary of a load.
+
+Pure functions on polars frames. A *problem* frame has one row per problem:
+``_row_number, column_name, rule, reason``; a row with any problem is
+quarantined, the rest load. Reasons never quote a cell value (it could be an
+identifier); they name the column, the rule and, for references, the row of the
+other file.
+
+Rule ids (stable; tests/corpus and the quarantine table use them):
+
+=====================  ==========================================================
+``type``               the value does not convert to the column's type
+``key_missing``        a key column is empty
+``required_missing``   a required column is empty
+``not_allowed``        outside the contract's allowed values
+``unknown_arm``        arm not in the arms registry
+``unknown_instrument`` instrument not in the instruments registry
+``score_out_of_range`` total score outside the instrument's range
+``si_item_out_of_range`` suicidal-ideation item outside the instrument's item range
+``dose_implausible``   dose negative or outside the arm's range; mg/kg above its maximum
+``end_before_start``   course end_date before start_date
+``before_course_start`` session before its course's start_date
+``after_course_end``   session more than a day after its course's end_date
+``orphan``             a reference that does not resolve (or resolves only to a quarantined row)
+``duplicate_conflict`` the same key more than once with different content (every copy)
+``duplicate_exact``    an identical row repeated (the first copy loads)
+=====================  ==========================================================
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import polars as pl
+
+from ketaoutcomes.contract import TABLES, Reference
+from ketaoutcomes.registries import Registries
+
+__all__ = [
+    "PROBLEM_SCHEMA",
+    "Parent",
+    "SESSION_AFTER_END_TOLERANCE_DAYS",
+    "duplicate_problems",
+    "empty_problems",
+    "reference_problems",
+    "row_problems",
+    "session_course_problems",
+    "dq_checks",
+]
+
+PROBLEM_SCHEMA = {"_row_number": pl.Int64, "column_name": pl.String, "rule": pl.String, "reason": pl.String}
+#: A session dated the day after its course's end_date is accepted (late entry of an evening dose).
+SESSION_AFTER_END_TOLERANCE_DAYS = 1
+
+
+def empty_problems() -> pl.DataFrame:
+    return pl.DataFrame(schema=PROBLEM_SCHEMA)
+
+
+def _problems(frame: pl.DataFrame, mask: pl.Expr, column: str, rule: str, reason: str | pl.Expr) -> pl.DataFrame:
+    reason_expr = pl.lit(reason) if isinstance(reason, str) else reason
+    return frame.filter(mask.fill_null(False)).select(
+        pl.col("_row_number").cast(pl.Int64),
+        pl.lit(column, dtype=pl.String).alias("column_name"),
+        pl.lit(rule, dtype=pl.String).alias("rule"),
+        reason_expr.cast(pl.String).alias("reason"),
+    )
+
+
+def _concat(frames: list[pl.DataFrame]) -> pl.DataFrame:
+    frames = [f for f in frames if f.height]
+    return pl.concat(frames, how="vertical") if frames else empty_problems()
+
+
+def duplicate_problems(table: str, typed: pl.DataFrame) -> pl.DataFrame:
+    """Repeated keys in one file: identical rows load once, conflicting ones not at all."""
+    spec = TABLES[table]
+    key = list(spec.key)
+    content = [c for c in spec.column_names]
+    rows = typed.filter(pl.all_horizontal(pl.col(k).is_not_null() for k in key))
+    dup = rows.filter(pl.len().over(key) > 1)
+    if dup.is_empty():
+        return empty_problems()
+    dup = dup.with_columns(
+        pl.struct(content).hash().alias("_content"),
+        pl.col("_row_number").min().over(key).alias("_first"),
+    ).with_columns(pl.col("_content").n_unique().over(key).alias("_variants"))
+    exact = dup.filter((pl.col("_variants") == 1) & (pl.col("_row_number") != pl.col("_first")))
+    conflict = dup.filter(pl.col("_variants") > 1)
+    others = conflict.group_by(key).agg(pl.col("_row_number").sort().alias("_rows"))
+    conflict = conflict.join(others, on=key, how="left")
+    key_text = " + ".join(key)
+    return _concat([
+        _problems(exact, pl.lit(True), key[0], "duplicate_exact",
+                  pl.format(f"same {key_text} and content as row {{}}; the first copy loads", pl.col("_first"))),
+        _problems(conflict, pl.lit(True), key[0], "duplicate_conflict",
+                  pl.format(f"{key_text} appears on rows {{}} with different content; none is loaded until the "
+                            "export says which is right", pl.col("_rows").cast(pl.List(pl.String)).list.join(", "))),
+    ])
+
+
+def row_problems(table: str, typed: pl.DataFrame, registries: Registries) -> pl.DataFrame:
+    """Rules that need only the row itself and the registries."""
+    spec = TABLES[table]
+    out = []
+    for col in spec.columns:  # (type, key_missing and required_missing are found while typing)
+        if col.allowed:
+            out.append(_problems(typed, ~pl.col(col.name).is_in(list(col.allowed)), col.name, "not_allowed",
+                                 f"{col.name} is not one of {', '.join(col.allowed)}"))
+        if col.registry == "arms":
+            out.append(_problems(typed, ~pl.col(col.name).is_in(sorted(registries.arms)), col.name, "unknown_arm",
+                                 "arm is not in the arms registry; add it to arms.csv in the export folder"))
+        if col.registry == "instruments":
+            out.append(_problems(typed, ~pl.col(col.name).is_in(sorted(registries.instruments)), col.name,
+                                 "unknown_instrument",
+                                 "instrument is not in the instruments registry; add it to instruments.csv"))
+    if table == "courses":
+        out.append(_problems(typed, pl.col("end_date") < pl.col("start_date"), "end_date", "end_before_start",
+                             "end_date is before start_date"))
+    if table == "mood_scores":
+        inst = registries.instruments_frame().select(
+            pl.col("instrument"), "score_min", "score_max", "si_item_min", "si_item_max")
+        j = typed.join(inst, on="instrument", how="inner")
+        out.append(_problems(
+            j, (pl.col("total_score") < pl.col("score_min")) | (pl.col("total_score") > pl.col("score_max")),
+            "total_score", "score_out_of_range",
+            pl.format("total_score outside the {} range {}-{}", "instrument", "score_min", "score_max")))
+        out.append(_problems(
+            j, pl.col("si_item_min").is_not_null() & ((pl.col("si_item_score") < pl.col("si_item_min"))
+                                                     | (pl.col("si_item_score") > pl.col("si_item_max"))),
+            "si_item_score", "si_item_out_of_range",
+            pl.format("si_item_score outside the {} item range {}-{}", "instrument", "si_item_min", "si_item_max")))
+    return _concat(out)
+
+
+@dataclass(frozen=True)
+class Parent:
+    """The keys a child row may reference: rows that loaded from this export, rows
+    already in the warehouse, and (for the reason text) rows quarantined here."""
+
+    table: str
+    file: str
+    good: pl.DataFrame  # key column(s) of rows that load, plus any columns children need
+    stored: pl.DataFrame  # the same columns from stg_<table> (earlier loads)
+    quarantined: pl.DataFrame  # key column + first quarantined _row_number
+
+    def available(self) -> pl.DataFrame:
+        """Good rows of this export win over stored versions of the same key."""
+        key = list(TABLES[self.table].key)
+        stored = self.stored.join(self.good.select(key), on=key, how="anti")
+        return pl.concat([self.good, stored.select(self.good.columns)], how="vertical_relaxed")
+
+
+def reference_problems(table: str, typed: pl.DataFrame, parents: Mapping[str, Parent]) -> pl.DataFrame:
+    """References that do not resolve to a row that loads (here or earlier)."""
+    out = []
+    for ref in TABLES[table].references:
+        parent = parents[ref.to_table]
+        out.append(_orphans(typed, ref, parent))
+    return _concat(out)
+
+
+def _orphans(typed: pl.DataFrame, ref: Reference, parent: Parent) -> pl.DataFrame:
+    avail = parent.available().select(pl.col(ref.to_column).alias(ref.column)).unique()
+    rows = typed.filter(pl.col(ref.column).is_not_null()).join(avail, on=ref.column, how="anti")
+    if rows.is_empty():
+        return empty_problems()
+    q = parent.quarantined.select(pl.col(ref.to_column).alias(ref.column), pl.col("_row_number").alias("_parent_row"))
+    rows = rows.join(q, on=ref.column, how="left")
+    reason = (
+        pl.when(pl.col("_parent_row").is_not_null())
+        .then(pl.format(f"{ref.column} refers to a {ref.to_table} row that was quarantined ({parent.file} row {{}})",
+                        pl.col("_parent_row")))
+        .otherwise(pl.lit(f"{ref.column} is in neither this export's {ref.to_table} nor the warehouse"))
+    )
+    return _problems(rows, pl.lit(True), ref.column, "orphan", reason)
+
+
+def session_course_problems(typed: pl.DataFrame, courses: pl.DataFrame, registries: Registries) -> pl.DataFrame:
+    """Sessions checked against their course: dose range of its arm, dates inside the course."""
+    arms = registries.arms_frame().select("arm", "dose_min_mg", "dose_max_mg", "dose_max_mg_per_kg")
+    j = typed.join(courses.select("course_id", "arm", "start_date", "end_date"), on="course_id", how="inner").join(
+        arms, on="arm", how="left")
+    day = pl.col("session_ts").dt.date()
+    late = pl.col("end_date") + pl.duration(days=SESSION_AFTER_END_TOLERANCE_DAYS)
+    return _concat([
+        _problems(j, (pl.col("dose_mg") < 0) | (pl.col("dose_mg") < pl.col("dose_min_mg"))
+                  | (pl.col("dose_mg") > pl.col("dose_max_mg")), "dose_mg", "dose_implausible",
+                  pl.format("dose_mg outside the plausible range {}-{} mg of the course's arm {}",
+                            "dose_min_mg", "dose_max_mg", "arm")),
+        _problems(j, (pl.col("dose_mg_per_kg") < 0) | (pl.col("dose_mg_per_kg") > pl.col("dose_max_mg_per_kg")),
+                  "dose_mg_per_kg", "dose_implausible",
+                  pl.format("dose_mg_per_kg above the maximum {} mg/kg of the course's arm {}",
+                            "dose_max_mg_per_kg", "arm")),
+        _problems(j, day < pl.col("start_date"), "session_ts", "before_course_start",
+                  "session_ts is before its course's start_date"),
+        _problems(j, pl.col("end_date").is_not_null() & (day > late), "session_ts", "after_course_end",
+                  f"session_ts is more than {SESSION_AFTER_END_TOLERANCE_DAYS} day after its course's end_date"),
+    ])
+
+
+# ---------------------------------------------------------------------------
+# Data-quality summary (OHDSI Data Quality Dashboard categories)
+# ---------------------------------------------------------------------------
+
+DQ_SCHEMA = {
+    "table_name": pl.String, "category": pl.String, "check_id": pl.String, "column_name": pl.String,
+    "rule": pl.String, "rows_tested": pl.Int64, "rows_failing": pl.Int64, "pct_failing": pl.Float64,
+    "threshold_pct": pl.Float64, "status": pl.String, "error": pl.String,
+}
+
+#: Category of each quarantine rule (DQD: conformance = values and relations as the
+#: contract says; completeness = required values present; plausibility = believable values).
+RULE_CATEGORY = {
+    "type": "conformance", "not_allowed": "conformance", "unknown_arm": "conformance",
+    "unknown_instrument": "conformance", "orphan": "conformance", "duplicate_conflict": "conformance",
+    "duplicate_exact": "conformance", "key_missing": "completeness", "required_missing": "completeness",
+    "score_out_of_range": "plausibility", "si_item_out_of_range": "plausibility",
+    "dose_implausible": "plausibility", "end_before_start": "plausibility",
+    "before_course_start": "plausibility", "after_course_end": "plausibility",
+}
+#: Share of rows outside a contract plausibility range (BP, heart rate, weight...) above which the check fails.
+RANGE_THRESHOLD_PCT = 1.0
+
+
+def _status(failing: int, tested: int, threshold: float) -> tuple[float | None, str]:
+    if tested == 0:
+        return None, "pass" if failing == 0 else "fail"
+    pct = 100.0 * failing / tested
+    return pct, "pass" if pct <= threshold else "fail"
+
+
+def _quarantine_checks(table: str, rows_read: int, problems: pl.DataFrame, typed_text: pl.DataFrame) -> list[dict]:
+    """One check per (rule, column) the table is subject to: the quarantine rules are checks
+    with a 0% threshold, each counted whether or not it found anything."""
+    spec = TABLES[table]
+    expected: list[tuple[str, str]] = []
+    for c in spec.columns:
+        if c.dtype != "VARCHAR":
+            expected.append(("type", c.name))
+        expected.append(("key_missing" if c.name in spec.key else "required_missing", c.name) if c.required else ("", ""))
+        if c.allowed:
+            expected.append(("not_allowed", c.name))
+        if c.registry == "arms":
+            expected.append(("unknown_arm", c.name))
+        if c.registry == "instruments":
+            expected.append(("unknown_instrument", c.name))
+    for ref in spec.references:
+        expected.append(("orphan", ref.column))
+    expected.append(("duplicate_conflict", spec.key[0]))
+    expected.append(("duplicate_exact", spec.key[0]))
+    expected += {
+        "courses": [("end_before_start", "end_date")],
+        "sessions": [("dose_implausible", "dose_mg"), ("dose_implausible", "dose_mg_per_kg"),
+                     ("before_course_start", "session_ts"), ("after_course_end", "session_ts")],
+        "mood_scores": [("score_out_of_range", "total_score"), ("si_item_out_of_range", "si_item_score")],
+    }.get(table, [])
+    counts = {(r, c): n for r, c, n in problems.group_by("rule", "column_name").agg(
+        pl.col("_row_number").n_unique()).iter_rows()}
+    rows = []
+    for rule, column in dict.fromkeys(e for e in expected if e[0]):
+        tested = rows_read
+        if rule == "type":  # only non-empty cells can fail to convert
+            tested = typed_text.select(pl.col(column).str.strip_chars().replace("", None).is_not_null().sum()).item()
+        failing = counts.get((rule, column), 0)
+        pct, status = _status(failing, tested, 0.0)
+        rows.append({"category": RULE_CATEGORY[rule], "check_id": f"{table}.{column}.{rule}", "column_name": column,
+                     "rule": f"quarantine rule {rule} on {column} (rows failing are quarantined)",
+                     "rows_tested": tested, "rows_failing": failing, "pct_failing": pct, "threshold_pct": 0.0,
+                     "status": status, "error": None})
+    return rows
+
+
+def _range_checks(table: str, typed: pl.DataFrame) -> list[dict]:
+    rows = []
+    for c in TABLES[table].columns:
+        if c.min is None and c.max is None:
+            continue
+        v = pl.col(c.name)
+        outside = pl.lit(False)
+        if c.min is not None:
+            outside = outside | (v < c.min)
+        if c.max is not None:
+            outside = outside | (v > c.max)
+        tested, failing = typed.select(v.is_not_null().sum(), outside.fill_null(False).sum()).row(0)
+        pct, status = _status(failing, tested, RANGE_THRESHOLD_PCT)
+        lo = "" if c.min is None else f"{c.min:g}"
+        hi = "" if c.max is None else f"{c.max:g}"
+        rows.append({"category": "plausibility", "check_id": f"{table}.{c.name}.range", "column_name": c.name,
+                     "rule": f"{c.name} within {lo}-{hi} {c.unit or ''}".strip() + " (rows load; a warning above the threshold)",
+                     "rows_tested": tested, "rows_failing": failing, "pct_failing": pct,
+                     "threshold_pct": RANGE_THRESHOLD_PCT, "status": status, "error": None})
+    return rows
+
+
+def dq_checks(table: str, *, rows_read: int, text: pl.DataFrame, typed: pl.DataFrame, problems: pl.DataFrame) -> pl.DataFrame:
+    """The data-quality summary of one file's load. A check that raises is recorded
+    with status 'error' (never 'pass')."""
+    rows: list[dict] = []
+    for name, fn in (("quarantine rules", lambda: _quarantine_checks(table, rows_read, problems, text)),
+                     ("plausibility ranges", lambda: _range_checks(table, typed))):
+        try:
+            rows += fn()
+        except Exception as exc:  # noqa: BLE001 - a check that could not run is reported, not hidden
+            rows.append({"category": "error", "check_id": f"{table}.{name.replace(' ', '_')}", "column_name": None,
+                         "rule": name, "rows_tested": None, "rows_failing": None, "pct_failing": None,
+                         "threshold_pct": None, "status": "error",
+                         "error": f"{type(exc).__name__}: {str(exc).splitlines()[0][:300]}"})
+    return pl.DataFrame([{"table_name": table, **r} for r in rows], schema=DQ_SCHEMA)
