@@ -52,7 +52,7 @@ def run(label: str, argv: list[str], env: dict, cwd: Path) -> dict:
     return {"step": label, "seconds": res["seconds"], "peak_rss_mb": res["peak_kb"] / 1024}
 
 
-def bench(patients: int | None, workdir: Path, env: dict) -> list[dict]:
+def bench(patients: int | None, workdir: Path, env: dict, steps: tuple[str, ...] = ("validate", "analyze")) -> list[dict]:
     py = [sys.executable, "-m", "ketaoutcomes"]
     rows = []
     if patients is None:  # the README's main command on the embedded default
@@ -63,8 +63,8 @@ def bench(patients: int | None, workdir: Path, env: dict) -> list[dict]:
         db = workdir / f"w-{patients}.duckdb"
         rows.append(run(f"simulate {patients:,}", py + ["simulate", "--patients", str(patients), "--out", str(export)], env, workdir))
         rows.append(run("ingest", py + ["ingest", str(export), "--db", str(db)], env, workdir))
-        rows.append(run("validate", py + ["validate", "--db", str(db)], env, workdir))
-        rows.append(run("analyze", py + ["analyze", "--db", str(db)], env, workdir))
+        for step in steps:  # simulate and ingest always run: the later steps need them
+            rows.append(run(step, py + [step, "--db", str(db)], env, workdir))
     rows.append(run("bare DuckDB read of the same files (baseline)", [sys.executable, "-c", BARE_READ, str(export)], env, workdir))
     return rows
 
@@ -74,6 +74,8 @@ def main() -> None:
     ap.add_argument("--patients", type=int, default=100_000)
     ap.add_argument("--skip-default", action="store_true", help="skip the README main command on the default cohort")
     ap.add_argument("--json", type=Path, help="also write the rows as JSON here")
+    ap.add_argument("--steps", default="validate,analyze",
+                    help="steps after simulate + ingest to measure (comma-separated; empty for ingest only)")
     args = ap.parse_args()
     results = {}
     with tempfile.TemporaryDirectory(prefix="ketaoutcomes-bench-") as tmp:
@@ -83,7 +85,7 @@ def main() -> None:
             env = {**os.environ, "KETAOUTCOMES_HOME": str(work), "KETAOUTCOMES_DB": str(work / "data" / "warehouse" / "ketaoutcomes.duckdb")}
             if n is not None:
                 env.pop("KETAOUTCOMES_DB")
-            results[label] = bench(n, work, env)
+            results[label] = bench(n, work, env, tuple(x for x in args.steps.split(",") if x))
     for label, rows in results.items():
         base = rows[-1]
         print(f"\n### {label}\n")

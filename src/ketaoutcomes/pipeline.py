@@ -32,9 +32,7 @@ import duckdb
 import polars as pl
 
 from ketaoutcomes import __version__
-from ketaoutcomes.analysis import analyze
 from ketaoutcomes.contract import TABLE_ORDER
-from ketaoutcomes.derive import derive_all
 from ketaoutcomes.ingest import ingest_export
 from ketaoutcomes.ingest.load import load_registries_from_warehouse
 from ketaoutcomes.settings import SimulationSettings, StudySettings, project_root
@@ -233,6 +231,9 @@ def _validation_status(con, fp_data: str) -> str | None:
 
 def analyze_step(db: Path, study: StudySettings, *, force: bool = True) -> StepOutcome:
     """Derive ADSL/ADTTE, fit KM, log-rank and Cox models, store everything with its provenance."""
+    from ketaoutcomes.analysis import analyze  # statsmodels: imported by the steps that need it
+    from ketaoutcomes.derive import derive_all
+
     started, t0 = _wall_clock(), time.perf_counter()
     with write_session(db) as con:
         fp_data = data_fingerprint(con)

@@ -719,7 +719,8 @@ def cap_age(frame: pl.DataFrame) -> tuple[pl.DataFrame, int]:
     number = text.str.strip_chars().cast(pl.Float64, strict=False)
     # Only real ages are aggregated: a typo like 450 stays as it is, so the range
     # checks flag it instead of it turning silently into a plausible 90.
-    over = (number > AGE_CAP) & (number <= AGE_MAX_REAL) & (text != "90")  # "90" itself is not a change
+    # Whole numbers only: "95.5" is left for the type check, as "45.5" is.
+    over = (number > AGE_CAP) & (number <= AGE_MAX_REAL) & (number == number.floor()) & (text != "90")
     changed = int(frame.select(over.fill_null(False).sum()).item())
     if not changed:
         return frame, 0
