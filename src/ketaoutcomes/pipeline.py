@@ -336,8 +336,12 @@ def render_step(db: Path, study: StudySettings, reports_dir: Path, *, truth_path
             batches=fetch(con, "SELECT * FROM meta_batches ORDER BY load_seq"),
             quarantine_summary=fetch(con, "SELECT table_name, rule, column_name, count(DISTINCT (batch_id, row_number)) "
                                           "AS n_rows FROM quarantine GROUP BY ALL ORDER BY ALL"),
-            # the checks of the batches in force (each table's latest load and earlier ones it did not replace)
-            dq_checks=fetch(con, "SELECT * FROM dq_checks ORDER BY table_name, check_id"),
+            # the checks of the loads in force: batches that still contribute rows to stg_*, and each
+            # table's latest batch (even one whose every row was quarantined)
+            dq_checks=fetch(con, "SELECT * FROM dq_checks WHERE batch_id IN ("
+                                 + " UNION ".join(f"SELECT DISTINCT _batch_id FROM stg_{t}" for t in TABLE_ORDER)
+                                 + " UNION SELECT arg_max(batch_id, load_seq) FROM meta_batches GROUP BY table_name"
+                                 + ") ORDER BY table_name, check_id"),
             provenance={
                 "run_id": rid, "settings_id": run["settings_id"], "settings": json.loads(run["settings_json"]),
                 "code_version": run["code_version"], "data_fingerprint": run["data_fingerprint"],

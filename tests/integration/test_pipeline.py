@@ -35,6 +35,7 @@ def test_report_runs_every_step_then_only_what_is_stale(tmp_path, export):
     assert report.exists() and report.stat().st_size > 50_000
     html = report.read_text()
     assert "Kaplan" in html and "Hazard" in html and "Target HR (observed grid)" in html
+    assert "Data quality of the loads in force" in html and "Could not run" in html
     saved = json.loads((reports / "ketaoutcomes-default.settings.json").read_text())
     assert saved["settings_id"] == StudySettings().settings_id
 
