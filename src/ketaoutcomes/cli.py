@@ -206,6 +206,20 @@ def query(
 
 
 @app.command()
+def study(
+    path: Annotated[Optional[Path], typer.Argument(help="A study file (TOML or JSON) to check. Default: print the built-in study.")] = None,
+) -> None:
+    """Print the built-in study file (a template to copy), or check a study file and print its settings id."""
+    from ketaoutcomes.settings import DEFAULT_STUDY_FILE
+
+    if path is None:
+        sys.stdout.write(DEFAULT_STUDY_FILE.read_text())
+        return
+    settings = _study(path)
+    sys.stdout.write(f"{path}: valid; settings_id {settings.settings_id}\n{settings.model_dump_json(indent=2)}\n")
+
+
+@app.command()
 def dictionary() -> None:
     """Print the import format's data dictionary (Markdown) from the contract and registries."""
     from ketaoutcomes.docs import data_dictionary

@@ -13,6 +13,7 @@ import json
 import os
 import tomllib
 from pathlib import Path
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
@@ -97,6 +98,21 @@ class StudySettings(_Frozen):
     alpha: float = Field(default=0.05, gt=0, lt=0.5)
     #: Arms with fewer events than this get no hazard ratio (reported as not estimable).
     min_events_per_arm: int = Field(default=5, ge=1)
+    #: Endpoints to derive and model (ADTTE PARAMCD).
+    endpoints: tuple[Literal["TTRESP", "TTREM", "TTRELAPS"], ...] = ("TTRESP", "TTREM", "TTRELAPS")
+    #: Follow-up ends this many days after the time origin (null: no limit); censoring at the
+    #: last assessment inside it (CNSR 5).
+    time_at_risk_days: int | None = Field(default=None, ge=1, le=3650)
+    #: Propensity-score adjustment of each route vs the reference arm: inverse probability of
+    #: treatment weights (truncated at ps_truncation) or overlap weights.
+    weighting: Literal["iptw", "overlap"] = "iptw"
+    ps_truncation: float | None = Field(default=10.0, gt=1)
+    #: Diagnostics gate (endpoints.md): an estimate whose max |SMD| after weighting is at or
+    #: above max_smd, or whose equipoise is below min_equipoise, or whose diagnostics could not
+    #: be computed, is marked as failing diagnostics.
+    max_smd: float = Field(default=0.1, gt=0, le=1)
+    min_equipoise: float = Field(default=0.2, ge=0, le=1)
+    equipoise_bounds: tuple[float, float] = (0.3, 0.7)
 
     @model_validator(mode="after")
     def _consistent(self) -> "StudySettings":
@@ -114,7 +130,27 @@ class StudySettings(_Frozen):
             raise ValueError(f"strata must be site, sex, diagnosis or null, not {self.strata!r}")
         if self.strata is not None and self.strata in self.covariates:
             raise ValueError(f"{self.strata!r} cannot be both a covariate and the strata")
+        if not self.endpoints:
+            raise ValueError("endpoints must name at least one of TTRESP, TTREM, TTRELAPS")
+        if "TTRELAPS" in self.endpoints and "TTRESP" not in self.endpoints:
+            raise ValueError("TTRELAPS (relapse among responders) needs TTRESP: relapse starts at the response")
+        if len(set(self.endpoints)) != len(self.endpoints):
+            raise ValueError(f"endpoints {list(self.endpoints)} name one endpoint twice")
+        lo, hi = self.equipoise_bounds
+        if not 0 < lo < hi < 1:
+            raise ValueError(f"equipoise_bounds {list(self.equipoise_bounds)} must satisfy 0 < low < high < 1")
+        if self.weighting == "overlap" and self.ps_truncation is not None:
+            raise ValueError("overlap weights are bounded by design: set ps_truncation = null (or use iptw)")
+        if self.remission_max is not None and self.relapse_min is not None and self.remission_max >= self.relapse_min:
+            raise ValueError(f"remission_max ({self.remission_max:g}) must be below relapse_min ({self.relapse_min:g})")
+        if self.time_at_risk_days is not None and self.time_at_risk_days <= self.confirm_max_days:
+            raise ValueError(f"time_at_risk_days ({self.time_at_risk_days}) leaves no room to confirm a relapse "
+                             f"(confirm_max_days {self.confirm_max_days})")
         return self
+
+
+#: The default study shipped with the package (equal to ``StudySettings()``; a test keeps them equal).
+DEFAULT_STUDY_FILE = Path(__file__).parent / "studies" / "default.toml"
 
 
 def load_study(path: Path | str | None) -> StudySettings:

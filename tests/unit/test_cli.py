@@ -10,7 +10,7 @@ from ketaoutcomes.docs import data_dictionary
 from tests.conftest import TINY, write_export
 
 runner = CliRunner()
-VERBS = ["simulate", "ingest", "validate", "analyze", "report", "query", "dictionary"]
+VERBS = ["simulate", "ingest", "validate", "analyze", "report", "query", "study", "dictionary"]
 
 
 @pytest.mark.parametrize("verb", VERBS)
@@ -18,7 +18,7 @@ def test_every_verb_has_help(verb):
     res = runner.invoke(app, [verb, "--help"])
     assert res.exit_code == 0, res.output
     assert "Usage" in res.output
-    if verb not in ("simulate", "dictionary"):
+    if verb not in ("simulate", "dictionary", "study"):
         assert "--db" in res.output and "KETAOUTCOMES_DB" in res.output
 
 
@@ -70,3 +70,14 @@ def test_docs_data_dictionary_matches_the_contract():
 
     doc = Path(__file__).resolve().parents[2] / "docs" / "import-format.md"
     assert doc.read_text() == data_dictionary()
+
+
+def test_study_prints_the_template_and_checks_a_file(tmp_path):
+    from ketaoutcomes.settings import StudySettings
+
+    res = runner.invoke(app, ["study"])
+    assert res.exit_code == 0 and 'reference_arm = "ssri"' in res.output
+    f = tmp_path / "s.toml"
+    f.write_text(res.output.replace('name = "default"', 'name = "mine"'))
+    res = runner.invoke(app, ["study", str(f)])
+    assert res.exit_code == 0 and StudySettings(name="mine").settings_id in res.output

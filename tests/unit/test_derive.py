@@ -189,3 +189,17 @@ def test_baseline_already_in_remission_left_out_of_ttrem_with_a_note():
     res = derive([{"course_id": "C1", "patient_id": "P1"}], [("P1", -1, 9), ("P1", 5, 4)])
     assert res.adtte.filter(pl.col("PARAMCD") == "TTREM").is_empty()
     assert any("already" in n for n in res.notes)
+
+
+def test_time_at_risk_cuts_follow_up_with_its_own_code():
+    # response on day 30 is after a 21-day time at risk: censored at the day-14 rating, CNSR 5
+    scores = [("P1", -1, 30), ("P1", 7, 25), ("P1", 14, 20), ("P1", 30, 10)]
+    res = derive([{"course_id": "C1", "patient_id": "P1"}], scores, time_at_risk_days=21)
+    r = row(res, "P1", "TTRESP")
+    assert (r["CNSR"], r["AVAL"]) == (5, 14.0) and "time at risk" in r["CNSDTDSC"]
+    assert row(derive([{"course_id": "C1", "patient_id": "P1"}], scores), "P1", "TTRESP")["CNSR"] == 0
+
+
+def test_only_the_study_endpoints_are_derived():
+    res = derive([{"course_id": "C1", "patient_id": "P1"}], [("P1", -1, 30), ("P1", 3, 12)], endpoints=["TTRESP"])
+    assert res.adtte["PARAMCD"].unique().to_list() == ["TTRESP"]

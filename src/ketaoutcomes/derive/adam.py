@@ -51,6 +51,7 @@ CNSR = {
     2: "censored at the last assessment before an intercurrent event (switch, new antidepressant or new course)",
     3: "no assessment after the time origin (AVAL = 0)",
     4: "censored at the last assessment: relapse threshold met but not confirmed",
+    5: "censored at the last assessment inside the time at risk",
 }
 
 INTERCURRENT_END_REASONS = ("switched", "new_antidepressant")
@@ -230,22 +231,32 @@ def _thresholds(instr: Instrument, study: StudySettings) -> tuple[float, float, 
 
 
 def _first_event(
-    origin: pl.DataFrame, ratings: pl.DataFrame, qualifies: pl.Expr, *, paramcd: str, param: str, evntdesc: str
+    origin: pl.DataFrame, ratings: pl.DataFrame, qualifies: pl.Expr, *, paramcd: str, param: str, evntdesc: str,
+    tar_days: int | None = None,
 ) -> pl.DataFrame:
     """Time from STARTDT to the first rating that ``qualifies``; else censored at the last rating.
 
     ``origin`` has USUBJID, COURSEID, ARM, STARTDT, ICEREAS (+ whatever
     ``qualifies`` needs); ``ratings`` has USUBJID, assessed_at, total_score, only
-    the ratings inside follow-up and after STARTDT.
+    the ratings inside follow-up and after STARTDT. With ``tar_days``, ratings
+    later than STARTDT + tar_days are out of the time at risk (CNSR 5 when they
+    exist and no event came before).
     """
     r = ratings.join(origin, on="USUBJID", how="inner").sort("USUBJID", "assessed_at")
+    beyond = pl.DataFrame(schema={"USUBJID": pl.String, "_beyond": pl.Boolean})
+    if tar_days is not None:
+        inside = pl.col("assessed_at") <= pl.col("STARTDT") + pl.duration(days=tar_days)
+        beyond = r.filter(~inside).group_by("USUBJID").agg(pl.lit(True).alias("_beyond"))
+        r = r.filter(inside)
     first_ev = r.filter(qualifies).group_by("USUBJID").agg(pl.col("assessed_at").first().alias("_ev"),
                                                            pl.col("total_score").first().alias("_evscore"))
     last = r.group_by("USUBJID").agg(pl.col("assessed_at").last().alias("_last"))
-    out = origin.join(first_ev, on="USUBJID", how="left").join(last, on="USUBJID", how="left")
+    out = (origin.join(first_ev, on="USUBJID", how="left").join(last, on="USUBJID", how="left")
+           .join(beyond, on="USUBJID", how="left"))
     cnsr = (
         pl.when(pl.col("_ev").is_not_null()).then(0)
         .when(pl.col("_last").is_null()).then(3)
+        .when(pl.col("_beyond").fill_null(False)).then(5)
         .when(pl.col("ICEREAS").is_not_null()).then(2)
         .otherwise(1)
     )
@@ -308,6 +319,7 @@ def _relapse(
         responders, r_for_events.drop("_high"), pl.col("_confirmed"),
         paramcd="TTRELAPS", param=f"Time from response to confirmed relapse ({instrument} >= {threshold:g})",
         evntdesc=f"relapse: {instrument} >= {threshold:g}, confirmed {study.confirm_min_days}-{study.confirm_max_days} days later",
+        tar_days=study.time_at_risk_days,
     )
     last_high = r.sort("USUBJID", "assessed_at").group_by("USUBJID").agg(pl.col("_high").last().alias("_last_high"))
     out = out.join(last_high, on="USUBJID", how="left").with_columns(
@@ -351,7 +363,7 @@ def derive_adtte(
     resp = _first_event(
         pop, ratings, pl.col("total_score") <= pl.col("BASE") * (1 - reduction),
         paramcd="TTRESP", param=f"Time to response ({instrument_pct(reduction)} reduction in {study.instrument})",
-        evntdesc=f"response: {study.instrument} <= {1 - reduction:g} x baseline",
+        evntdesc=f"response: {study.instrument} <= {1 - reduction:g} x baseline", tar_days=study.time_at_risk_days,
     )
     rem_pop = pop.filter(pl.col("BASE") > remission)
     n_already = pop.height - rem_pop.height
@@ -360,13 +372,14 @@ def derive_adtte(
     rem = _first_event(
         rem_pop, ratings, pl.col("total_score") <= remission,
         paramcd="TTREM", param=f"Time to remission ({study.instrument} <= {remission:g})",
-        evntdesc=f"remission: {study.instrument} <= {remission:g}",
+        evntdesc=f"remission: {study.instrument} <= {remission:g}", tar_days=study.time_at_risk_days,
     )
     responders = resp.filter(pl.col("CNSR") == 0).select(
         "STUDYID", "USUBJID", "COURSEID", "ARM", pl.col("ADT").alias("STARTDT"), "FUENDTM", "ICEREAS"
     )
     rel = _relapse(responders, ratings, threshold=relapse, study=study, instrument=study.instrument)
-    frames = [f.select(ADTTE_COLUMNS) for f in (resp, rem, rel)]
+    frames = [f.select(ADTTE_COLUMNS) for code, f in (("TTRESP", resp), ("TTREM", rem), ("TTRELAPS", rel))
+              if code in study.endpoints]
     return pl.concat(frames, how="vertical_relaxed").sort("PARAMCD", "USUBJID"), notes
 
 
