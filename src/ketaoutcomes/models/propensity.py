@@ -1,0 +1,574 @@
+"""Propensity scores, weights, covariate balance and the diagnostics gate.
+
+Pure functions: a :class:`polars.DataFrame` goes in, a frozen result object comes
+out. One call compares two arms, a *target* and a *comparator*, as OHDSI's
+CohortMethod does (the pipeline calls it once per ketamine route against SSRI).
+The logistic propensity model is fitted by :class:`statsmodels.discrete.discrete_model.Logit`.
+
+Conventions (each is also commented where it is applied):
+
+* **Population.** Rows whose arm is the target or the comparator; every other
+  row is ignored. The caller passes the analysis population (for ADSL: filter
+  ``ANLFL == "Y"`` first); this module does not look at flags.
+* **Missing values.** Rows with a missing value (null or NaN) in any covariate
+  are dropped, counted (``n_dropped``) and described in ``notes``, as the survival
+  models do (R's ``na.omit``). No missing-indicator columns are added.
+* **Categorical covariates** are expanded to 0/1 dummies named ``COL[level]``.
+  The reference level (left out of the model) is the most frequent level in the
+  two arms (ties: alphabetical), as :mod:`ketaoutcomes.analysis` chooses it.
+  The balance table has a row for *every* level, the reference included
+  (``in_model`` is False there), because CohortMethod checks balance on every
+  covariate level. A numeric column not listed in ``categorical`` enters as is
+  (booleans as 0/1); a text column not listed raises.
+* **Preference score** (Walker et al. 2013, CohortMethod's
+  ``computePreferenceScore``): ``logit(pref) = logit(ps) - logit(P)`` with ``P``
+  the share of target-arm patients among the two arms. **Equipoise** is the share
+  of all patients (both arms) with ``pref`` in the closed interval
+  ``equipoise_bounds`` (default [0.3, 0.7]).
+* **Weights.** ``"iptw"``: the ATE weights ``1/ps`` (target) and ``1/(1-ps)``
+  (comparator), *stabilised* by the marginal shares, i.e. ``P/ps`` and
+  ``(1-P)/(1-ps)``, then truncated: a stabilised weight above ``truncation`` is set
+  to ``truncation`` (truncation applies to the stabilised weight, as
+  CohortMethod's ``maxWeight`` does; the count is in ``n_truncated`` and ``notes``).
+  ``"overlap"``: ``1-ps`` (target) and ``ps`` (comparator); they lie in [0, 1]
+  and are never truncated (``truncation`` is then None).
+* **Standardised mean difference** of a design column:
+  ``(mean_t - mean_c) / sqrt((var_t + var_c) / 2)``. The denominator is the
+  *unweighted* pooled SD (sample variances, ``ddof=1``) both before and after
+  weighting, as CohortMethod (>= 5.0) and Austin (2009) recommend, so a change in
+  the SMD is a change in the mean difference only. After weighting, the means are
+  weighted means. A column constant in both arms has SMD 0; a column constant
+  within each arm but different between them has an infinite SMD.
+* **Effective sample size** per arm: ``(sum w)^2 / sum w^2``.
+* **Gate** (``diagnostics_passed``): max |SMD| after weighting < ``max_smd`` *and*
+  equipoise >= ``min_equipoise`` *and* the propensity model converged *and* every
+  diagnostic could be computed. A diagnostic that could not be computed (NaN,
+  None, too few patients) counts as failed, never as passed; ``gate_reasons``
+  says why the gate failed.
+* **Convergence.** Newton-Raphson (at most 100 iterations). The fit counts as
+  not converged when statsmodels says so, when an estimate is not finite, or when
+  the fitted scores separate the arms perfectly (every target patient above every
+  comparator patient), the signs of (quasi-)complete separation. The scores are
+  still reported when they are finite, so the diagnostics show what went wrong;
+  the gate fails either way. Nothing raises for a statistical problem: only
+  programming errors (unknown columns, bad options) raise.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import polars as pl
+from statsmodels.discrete.discrete_model import Logit
+
+__all__ = ["WEIGHTINGS", "PropensityResult", "fit_propensity", "love_plot_data", "preference_score"]
+
+#: Weighting schemes :func:`fit_propensity` knows.
+WEIGHTINGS = ("iptw", "overlap")
+
+_SCORES_SCHEMA = {
+    "USUBJID": pl.String,
+    "ARM": pl.String,
+    "treated": pl.Int8,
+    "ps": pl.Float64,
+    "preference": pl.Float64,
+    "weight": pl.Float64,
+}
+
+_BALANCE_SCHEMA = {
+    "covariate": pl.String,
+    "mean_target_before": pl.Float64,
+    "mean_comparator_before": pl.Float64,
+    "smd_before": pl.Float64,
+    "mean_target_after": pl.Float64,
+    "mean_comparator_after": pl.Float64,
+    "smd_after": pl.Float64,
+    "sd_pooled": pl.Float64,
+    "in_model": pl.Boolean,
+}
+
+_MAXITER = 100
+
+
+# --------------------------------------------------------------------------- result
+@dataclass(frozen=True)
+class PropensityResult:
+    """Propensity scores, weights and balance diagnostics of one target-comparator pair.
+
+    Attributes
+    ----------
+    target, comparator : str
+        The two arms (values of the arm column).
+    scores : polars.DataFrame
+        One row per analysed patient: ``USUBJID``, ``ARM``, ``treated`` (1 target,
+        0 comparator), ``ps`` (fitted probability of the target arm),
+        ``preference``, ``weight`` (after truncation).
+    balance : polars.DataFrame
+        One row per design column: ``covariate`` (``"AGE"``, ``"SEX[M]"``, ...),
+        ``mean_target_before``, ``mean_comparator_before``, ``smd_before``,
+        ``mean_target_after``, ``mean_comparator_after``, ``smd_after`` (weighted
+        means; both SMDs over the unweighted pooled SD), ``sd_pooled`` (that SD)
+        and ``in_model`` (False for the reference level of a categorical covariate).
+    equipoise : float or None
+        Share of patients with a preference score within ``equipoise_bounds``;
+        None when it cannot be computed.
+    max_abs_smd_after : float or None
+        Largest |SMD| after weighting; None when some SMD cannot be computed.
+    n_target, n_comparator : int
+        Patients analysed per arm (after dropping missing values).
+    ess_target, ess_comparator : float
+        Effective sample sizes ``(sum w)^2 / sum w^2`` (NaN if not computable).
+    weighting : str
+        ``"iptw"`` or ``"overlap"``.
+    truncation : float or None
+        Cap on the stabilised IPTW weights (None: not truncated, always None for
+        overlap weights).
+    diagnostics_passed : bool
+        The gate: balance, equipoise, convergence and every diagnostic computed.
+    gate_reasons : tuple of str
+        Why the gate failed (empty when it passed).
+    notes : tuple of str
+        Dropped rows, reference levels, truncated weights, convergence remarks.
+    converged : bool
+        Whether the propensity model converged to a finite, non-separated fit.
+    n_dropped : int
+        Rows of the two arms dropped for missing covariates.
+    n_truncated : int
+        IPTW weights set to the cap.
+    reference_levels : tuple of (str, str)
+        ``(column, reference level)`` of each categorical covariate.
+    """
+
+    target: str
+    comparator: str
+    scores: pl.DataFrame
+    balance: pl.DataFrame
+    equipoise: float | None
+    max_abs_smd_after: float | None
+    n_target: int
+    n_comparator: int
+    ess_target: float
+    ess_comparator: float
+    weighting: str
+    truncation: float | None
+    diagnostics_passed: bool
+    gate_reasons: tuple[str, ...]
+    notes: tuple[str, ...]
+    converged: bool
+    n_dropped: int = 0
+    n_truncated: int = 0
+    reference_levels: tuple[tuple[str, str], ...] = ()
+
+
+# --------------------------------------------------------------------------- helpers
+def _format_level(value: Any) -> str:
+    """Label for a factor level: whole floats print as integers (1.0 -> '1')."""
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)
+
+
+def _plural(n: int, word: str) -> str:
+    return f"{n} {word}" if n == 1 else f"{n} {word}s"
+
+
+def _drop_missing(frame: pl.DataFrame, columns: Sequence[str]) -> tuple[pl.DataFrame, int, list[str]]:
+    """Drop rows with a null (or NaN) in ``columns``; count them and say why."""
+    flags = []
+    for c in columns:
+        expr = pl.col(c).is_null()
+        if frame.schema[c].is_float():
+            expr = expr | pl.col(c).is_nan()
+        flags.append(expr.alias(c))
+    if not flags:
+        return frame, 0, []
+    flagged = frame.select(flags)
+    any_missing = flagged.select(pl.any_horizontal(pl.all())).to_series()
+    n_dropped = int(any_missing.sum())
+    if n_dropped == 0:
+        return frame, 0, []
+    detail = ", ".join(f"{c}: {int(flagged[c].sum())}" for c in columns if int(flagged[c].sum()))
+    note = f"{_plural(n_dropped, 'row')} dropped for missing covariates ({detail})"
+    return frame.filter(~any_missing), n_dropped, [note]
+
+
+def _reference_level(values: pl.Series) -> Any:
+    """Most frequent level (ties: the first in sorted order)."""
+    counts = values.value_counts(name="_n")
+    counts = counts.sort(["_n", values.name], descending=[True, False])
+    return counts[values.name][0]
+
+
+def _design(
+    frame: pl.DataFrame, covariates: Sequence[str], categorical: set[str]
+) -> tuple[list[str], list[np.ndarray], list[bool], list[tuple[str, str]]]:
+    """Design columns: (names, values, in_model flags, reference levels)."""
+    names: list[str] = []
+    values: list[np.ndarray] = []
+    in_model: list[bool] = []
+    refs: list[tuple[str, str]] = []
+    for c in covariates:
+        s = frame[c]
+        if c in categorical:
+            if s.len() == 0:
+                continue  # no patients: no levels (the gate fails for too few patients)
+            ref = _reference_level(s)
+            refs.append((c, _format_level(ref)))
+            for level in s.unique().sort().to_list():
+                names.append(f"{c}[{_format_level(level)}]")
+                values.append((s == level).cast(pl.Float64).to_numpy())
+                in_model.append(level != ref)
+        else:
+            if s.dtype == pl.Boolean:
+                arr = s.cast(pl.Float64).to_numpy()
+            elif s.dtype.is_numeric():
+                arr = s.cast(pl.Float64).to_numpy()
+            else:
+                raise ValueError(
+                    f"covariate {c!r} is {s.dtype}, not numeric; list it in `categorical` to expand it to dummies"
+                )
+            names.append(c)
+            values.append(arr)
+            in_model.append(True)
+    return names, values, in_model, refs
+
+
+def _logit(p: np.ndarray | float) -> Any:
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.log(p) - np.log1p(-np.asarray(p))
+
+
+def preference_score(ps: np.ndarray, share_treated: float) -> np.ndarray:
+    """Walker et al. (2013) preference score: ``logit(pref) = logit(ps) - logit(P)``.
+
+    ``ps`` of exactly 0 or 1 gives a preference of 0 or 1; NaN stays NaN.
+    """
+    ps = np.asarray(ps, dtype=float)
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        z = _logit(ps) - _logit(share_treated)
+        return 1.0 / (1.0 + np.exp(-z))
+
+
+def _smd(diff: float, sd: float) -> float:
+    """SMD with the constant-column conventions: 0/0 -> 0, x/0 -> +-inf, NaN stays NaN."""
+    if math.isnan(diff) or math.isnan(sd):
+        return math.nan
+    if sd == 0.0:
+        # constant within each arm: equal means are balanced, different ones are not
+        return 0.0 if abs(diff) == 0.0 else math.copysign(math.inf, diff)
+    return diff / sd
+
+
+def _weighted_mean(x: np.ndarray, w: np.ndarray) -> float:
+    total = float(np.sum(w))
+    if len(x) == 0 or not math.isfinite(total) or total <= 0.0:
+        return math.nan
+    return float(np.sum(w * x) / total)
+
+
+def _balance(
+    names: list[str], values: list[np.ndarray], in_model: list[bool], treated: np.ndarray, weight: np.ndarray
+) -> pl.DataFrame:
+    t, c = treated == 1, treated == 0
+    rows = []
+    for name, x, flag in zip(names, values, in_model):
+        xt, xc = x[t], x[c]
+        mt = float(np.mean(xt)) if len(xt) else math.nan
+        mc = float(np.mean(xc)) if len(xc) else math.nan
+        vt = float(np.var(xt, ddof=1)) if len(xt) > 1 else math.nan
+        vc = float(np.var(xc, ddof=1)) if len(xc) > 1 else math.nan
+        # Denominator: the UNWEIGHTED pooled SD, for the SMD before *and* after
+        # weighting (CohortMethod >= 5.0; Austin 2009, Stat Med 28:3083): weighting
+        # then changes the numerator only, and a weighted SD cannot mask imbalance.
+        sd = math.sqrt((vt + vc) / 2.0) if not (math.isnan(vt) or math.isnan(vc)) else math.nan
+        wmt = _weighted_mean(xt, weight[t])
+        wmc = _weighted_mean(xc, weight[c])
+        rows.append({
+            "covariate": name,
+            "mean_target_before": mt,
+            "mean_comparator_before": mc,
+            "smd_before": _smd(mt - mc, sd),
+            "mean_target_after": wmt,
+            "mean_comparator_after": wmc,
+            "smd_after": _smd(wmt - wmc, sd),
+            "sd_pooled": sd,
+            "in_model": flag,
+        })
+    return pl.DataFrame(rows, schema=_BALANCE_SCHEMA)
+
+
+def _ess(w: np.ndarray) -> float:
+    s2 = float(np.sum(w**2))
+    if len(w) == 0 or not math.isfinite(s2) or s2 <= 0.0:
+        return math.nan
+    return float(np.sum(w)) ** 2 / s2
+
+
+def _fit_logit(y: np.ndarray, X: np.ndarray) -> tuple[np.ndarray | None, bool, list[str]]:
+    """Fit the logistic model; returns (fitted ps or None, converged, notes). Never raises."""
+    notes: list[str] = []
+    try:
+        with warnings.catch_warnings(record=True) as caught, np.errstate(all="ignore"):
+            warnings.simplefilter("always")
+            fit = Logit(y, X).fit(method="newton", maxiter=_MAXITER, disp=0, warn_convergence=False)
+        converged = bool(fit.mle_retvals.get("converged", False))
+        params = np.asarray(fit.params, dtype=float)
+        if any("separation" in str(w.message).lower() for w in caught):
+            notes.append("statsmodels warned of perfect separation")
+            converged = False
+        if not np.all(np.isfinite(params)):
+            notes.append("propensity model has non-finite coefficients")
+            return None, False, notes
+        with np.errstate(over="ignore"):
+            ps = 1.0 / (1.0 + np.exp(-(X @ params)))
+        if not converged:
+            notes.append(f"Newton-Raphson stopped after {_MAXITER} iterations without converging (possible separation)")
+        return ps, converged, notes
+    except (np.linalg.LinAlgError, ValueError, ZeroDivisionError, FloatingPointError) as exc:
+        notes.append(f"propensity model could not be fitted: {type(exc).__name__}: {exc}")
+        return None, False, notes
+
+
+# --------------------------------------------------------------------------- main entry
+def fit_propensity(
+    frame: pl.DataFrame,
+    *,
+    target: str,
+    comparator: str,
+    covariates: Sequence[str],
+    categorical: Sequence[str] = (),
+    arm: str = "ARM",
+    id_col: str = "USUBJID",
+    weighting: str = "iptw",
+    truncation: float | None = 10.0,
+    max_smd: float = 0.1,
+    min_equipoise: float = 0.2,
+    equipoise_bounds: tuple[float, float] = (0.3, 0.7),
+) -> PropensityResult:
+    """Propensity score model, weights and balance diagnostics for one arm pair.
+
+    Parameters
+    ----------
+    frame : polars.DataFrame
+        One row per patient (e.g. ADSL restricted to the analysis population).
+    target, comparator : str
+        Arm values; ``treated`` is 1 for the target and 0 for the comparator.
+    covariates : sequence of str
+        Columns of the propensity model (logistic, with an intercept).
+    categorical : sequence of str
+        Covariates expanded to dummies (reference: the most frequent level).
+    arm, id_col : str
+        The arm and patient-id columns.
+    weighting : {"iptw", "overlap"}
+        Stabilised, truncated ATE inverse probability weights, or overlap weights.
+    truncation : float or None
+        Cap on the stabilised IPTW weights (ignored for overlap weights).
+    max_smd, min_equipoise, equipoise_bounds
+        The gate's thresholds: max |SMD| after weighting must be < ``max_smd``,
+        equipoise (share of preference scores in the closed ``equipoise_bounds``)
+        >= ``min_equipoise``.
+
+    Returns
+    -------
+    PropensityResult
+        See the module docstring for every convention.
+
+    Raises
+    ------
+    KeyError
+        A column is not in ``frame``.
+    ValueError
+        Bad options (unknown weighting, target == comparator, no covariates, a
+        categorical name that is not a covariate, a text covariate not declared
+        categorical).
+    """
+    if weighting not in WEIGHTINGS:
+        raise ValueError(f"weighting must be one of {WEIGHTINGS}, not {weighting!r}")
+    if target == comparator:
+        raise ValueError("target and comparator must be different arms")
+    covariates = list(dict.fromkeys(covariates))
+    if not covariates:
+        raise ValueError("at least one covariate is needed for a propensity model")
+    cat = set(categorical)
+    if not cat <= set(covariates):
+        raise ValueError(f"categorical columns not among the covariates: {sorted(cat - set(covariates))}")
+    lo, hi = equipoise_bounds
+    if not 0.0 <= lo < hi <= 1.0:
+        raise ValueError(f"equipoise_bounds must satisfy 0 <= low < high <= 1, not {equipoise_bounds}")
+    if truncation is not None and not truncation > 0:
+        raise ValueError(f"truncation must be positive or None, not {truncation}")
+    missing = [c for c in (arm, id_col, *covariates) if c not in frame.columns]
+    if missing:
+        raise KeyError(f"columns not in frame: {missing}")
+
+    trunc = truncation if weighting == "iptw" else None
+    notes: list[str] = []
+    reasons: list[str] = []
+    if weighting == "overlap" and truncation is not None:
+        notes.append("overlap weights lie in [0, 1]; no truncation")
+
+    data = frame.filter(pl.col(arm).is_in([target, comparator])).select(id_col, arm, *covariates)
+    data, n_dropped, drop_notes = _drop_missing(data, covariates)
+    notes += drop_notes
+    treated = (data[arm] == target).cast(pl.Int8).to_numpy().astype(np.int64)
+    n_t, n_c = int(treated.sum()), int(len(treated) - treated.sum())
+
+    names, values, in_model, refs = _design(data, covariates, cat)
+    if refs:
+        notes.append("reference levels: " + ", ".join(f"{c}={lvl}" for c, lvl in refs))
+
+    # --- the propensity model
+    ps: np.ndarray | None = None
+    converged = False
+    if n_t < 2 or n_c < 2:
+        reasons.append(
+            f"a diagnostic could not be computed: too few patients to fit a propensity model "
+            f"({n_t} {target}, {n_c} {comparator})"
+        )
+    else:
+        model_cols = []
+        for name, x, flag in zip(names, values, in_model):
+            if not flag:
+                continue
+            if np.ptp(x) == 0.0:
+                # a constant column is collinear with the intercept: left out of the model
+                notes.append(f"{name} is constant in the two arms; left out of the propensity model")
+                continue
+            model_cols.append(x)
+        X = np.column_stack([np.ones(len(treated)), *model_cols])
+        ps, converged, fit_notes = _fit_logit(treated.astype(float), X)
+        notes += fit_notes
+        if ps is not None and converged and np.min(ps[treated == 1]) > np.max(ps[treated == 0]):
+            # complete separation: the scores order the arms perfectly
+            converged = False
+            fit_notes.append("the propensity scores separate the arms completely")
+            notes.append(fit_notes[-1])
+        if not converged:
+            reasons.append("propensity model did not converge" + (f" ({'; '.join(fit_notes)})" if fit_notes else ""))
+
+    n = len(treated)
+    if ps is None:
+        ps = np.full(n, math.nan)
+
+    # --- preference score and equipoise
+    share = n_t / n if n else math.nan
+    pref = preference_score(ps, share) if n else np.array([], dtype=float)
+    equipoise: float | None
+    if n == 0 or np.isnan(pref).any():
+        equipoise = None
+        reasons.append("a diagnostic could not be computed: equipoise (no finite propensity scores)")
+    else:
+        equipoise = float(np.mean((pref >= lo) & (pref <= hi)))
+        if equipoise < min_equipoise:
+            reasons.append(
+                f"equipoise {equipoise:.1%} < {min_equipoise:.0%} "
+                f"(share of patients with preference score in [{lo:g}, {hi:g}])"
+            )
+
+    # --- weights
+    with np.errstate(divide="ignore", invalid="ignore"):
+        if weighting == "iptw":
+            # ATE weights stabilised by the marginal shares: P/ps and (1-P)/(1-ps)
+            weight = np.where(treated == 1, share / ps, (1.0 - share) / (1.0 - ps))
+        else:
+            weight = np.where(treated == 1, 1.0 - ps, ps)
+    n_truncated = 0
+    if trunc is not None:
+        # truncation applies to the *stabilised* weights (CohortMethod's maxWeight)
+        over = weight > trunc
+        n_truncated = int(over.sum())
+        weight = np.where(over, trunc, weight)
+        if n_truncated:
+            notes.append(f"{_plural(n_truncated, 'stabilised IPTW weight')} truncated at {trunc:g}")
+
+    # --- balance
+    balance = _balance(names, values, in_model, treated, weight)
+    max_abs: float | None = None
+    smd_after = balance["smd_after"].to_numpy()
+    if len(smd_after) and not np.isnan(smd_after).any():
+        i = int(np.argmax(np.abs(smd_after)))
+        max_abs = float(abs(smd_after[i]))
+        if not max_abs < max_smd:
+            reasons.append(
+                f"max |SMD| after weighting {max_abs:.3g} >= {max_smd:g} ({balance['covariate'][i]})"
+            )
+    elif len(smd_after):
+        bad = balance.filter(pl.col("smd_after").is_nan())["covariate"].to_list()
+        reasons.append(f"a diagnostic could not be computed: SMD after weighting for {', '.join(bad)}")
+
+    ess_t, ess_c = _ess(weight[treated == 1]), _ess(weight[treated == 0])
+
+    scores = pl.DataFrame(
+        {
+            "USUBJID": data[id_col].cast(pl.String),
+            "ARM": data[arm].cast(pl.String),
+            "treated": treated.astype(np.int8),
+            "ps": ps,
+            "preference": pref,
+            "weight": weight,
+        },
+        schema=_SCORES_SCHEMA,
+    )
+    reasons = list(dict.fromkeys(reasons))
+    return PropensityResult(
+        target=target,
+        comparator=comparator,
+        scores=scores,
+        balance=balance,
+        equipoise=equipoise,
+        max_abs_smd_after=max_abs,
+        n_target=n_t,
+        n_comparator=n_c,
+        ess_target=ess_t,
+        ess_comparator=ess_c,
+        weighting=weighting,
+        truncation=trunc,
+        diagnostics_passed=not reasons,
+        gate_reasons=tuple(reasons),
+        notes=tuple(notes),
+        converged=converged,
+        n_dropped=n_dropped,
+        n_truncated=n_truncated,
+        reference_levels=tuple(refs),
+    )
+
+
+# --------------------------------------------------------------------------- report helper
+def love_plot_data(results: Sequence[PropensityResult]) -> pl.DataFrame:
+    """Balance rows of several comparisons stacked for a Love plot.
+
+    Returns
+    -------
+    polars.DataFrame
+        ``target``, ``comparator``, ``weighting``, ``diagnostics_passed`` and the
+        balance columns (``covariate``, means, ``smd_before``, ``smd_after``,
+        ``sd_pooled``, ``in_model``), plus ``abs_smd_before`` and ``abs_smd_after``.
+    """
+    schema = {
+        "target": pl.String,
+        "comparator": pl.String,
+        "weighting": pl.String,
+        "diagnostics_passed": pl.Boolean,
+        **_BALANCE_SCHEMA,
+        "abs_smd_before": pl.Float64,
+        "abs_smd_after": pl.Float64,
+    }
+    frames = [
+        r.balance.with_columns(
+            pl.lit(r.target, pl.String).alias("target"),
+            pl.lit(r.comparator, pl.String).alias("comparator"),
+            pl.lit(r.weighting, pl.String).alias("weighting"),
+            pl.lit(r.diagnostics_passed, pl.Boolean).alias("diagnostics_passed"),
+            pl.col("smd_before").abs().alias("abs_smd_before"),
+            pl.col("smd_after").abs().alias("abs_smd_after"),
+        ).select(list(schema))
+        for r in results
+    ]
+    if not frames:
+        return pl.DataFrame(schema=schema)
+    return pl.concat(frames, how="vertical")

@@ -1,0 +1,306 @@
+"""Propensity scores, weights, balance and the diagnostics gate (ketaoutcomes.models.propensity).
+
+Each test says what it is checked against: a hand computation, numpy by hand,
+a known property (randomisation balances covariates; overlap weights with a
+logistic propensity score balance the model's covariates exactly), or the
+confounding the synthetic-cohort generator builds in.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import polars as pl
+import pytest
+
+from ketaoutcomes.models.propensity import (
+    PropensityResult,
+    fit_propensity,
+    love_plot_data,
+    preference_score,
+)
+
+
+# --------------------------------------------------------------------------- simulated data
+def _frame(x: np.ndarray, g: np.ndarray, treated: np.ndarray) -> pl.DataFrame:
+    return pl.DataFrame({
+        "USUBJID": [f"P{i:05d}" for i in range(len(x))],
+        "ARM": np.where(treated, "ketamine_iv", "ssri"),
+        "X": x,
+        "G": g,
+    })
+
+
+def _simulate(seed: int, beta_x: float, n: int = 4000, randomised: bool = False) -> pl.DataFrame:
+    """X ~ N(0, 1), G in {a, b, c}; logit P(target) = -0.2 + beta_x X + 0.5 [G=b] - 0.5 [G=c]."""
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=n)
+    g = rng.choice(["a", "b", "c"], size=n, p=[0.5, 0.3, 0.2])
+    if randomised:
+        p = np.full(n, 0.5)
+    else:
+        p = 1.0 / (1.0 + np.exp(-(-0.2 + beta_x * x + 0.5 * (g == "b") - 0.5 * (g == "c"))))
+    return _frame(x, g, rng.uniform(size=n) < p)
+
+
+def _fit(frame: pl.DataFrame, **kw) -> PropensityResult:
+    return fit_propensity(frame, target="ketamine_iv", comparator="ssri", covariates=["X", "G"],
+                          categorical=["G"], **kw)
+
+
+def _row(result: PropensityResult, covariate: str) -> dict:
+    return result.balance.filter(pl.col("covariate") == covariate).row(0, named=True)
+
+
+# --------------------------------------------------------------------------- SMD formula
+def test_smd_before_weighting_matches_a_hand_computation():
+    """Tiny frame; means, sample variances (ddof=1) and SMDs worked out by hand."""
+    frame = pl.DataFrame({
+        "USUBJID": ["1", "2", "3", "4", "5", "6", "7"],
+        "ARM": ["T", "T", "T", "C", "C", "C", "C"],
+        "X": [1.0, 2.0, 3.0, 2.0, 4.0, 6.0, 8.0],
+        "SEX": ["F", "F", "M", "F", "M", "M", "M"],
+    })
+    r = fit_propensity(frame, target="T", comparator="C", covariates=["X", "SEX"], categorical=["SEX"])
+    # X: target mean 2, var 1; comparator mean 5, var 20/3; pooled SD sqrt((1 + 20/3) / 2)
+    x = _row(r, "X")
+    assert x["mean_target_before"] == pytest.approx(2.0)
+    assert x["mean_comparator_before"] == pytest.approx(5.0)
+    assert x["sd_pooled"] == pytest.approx(math.sqrt(23 / 6))
+    assert x["smd_before"] == pytest.approx(-3 / math.sqrt(23 / 6))
+    # SEX[M]: target 0,0,1 (mean 1/3, var 1/3); comparator 0,1,1,1 (mean 3/4, var 1/4)
+    m = _row(r, "SEX[M]")
+    assert m["mean_target_before"] == pytest.approx(1 / 3)
+    assert m["mean_comparator_before"] == pytest.approx(3 / 4)
+    assert m["smd_before"] == pytest.approx((1 / 3 - 3 / 4) / math.sqrt((1 / 3 + 1 / 4) / 2))
+    # reference level = most frequent (M: 4 of 7); every level still gets a balance row
+    assert dict(r.reference_levels) == {"SEX": "M"}
+    assert r.balance["covariate"].to_list() == ["X", "SEX[F]", "SEX[M]"]
+    assert r.balance["in_model"].to_list() == [True, True, False]
+    assert _row(r, "SEX[F]")["smd_before"] == pytest.approx(-m["smd_before"])
+    assert (r.n_target, r.n_comparator) == (3, 4)
+
+
+def test_weighted_smd_and_weights_match_numpy_by_hand():
+    """IPTW weights recomputed from ps (stabilised), weighted means by np.average,
+    denominator the unweighted pooled SD by np.var(ddof=1), ESS by its formula."""
+    frame = _simulate(seed=3, beta_x=0.8, n=1500)
+    r = _fit(frame)
+    s = r.scores
+    t = s["treated"].to_numpy() == 1
+    ps, w = s["ps"].to_numpy(), s["weight"].to_numpy()
+    share = t.mean()
+    expected_w = np.minimum(np.where(t, share / ps, (1 - share) / (1 - ps)), 10.0)
+    np.testing.assert_allclose(w, expected_w, rtol=1e-12)
+    x = frame["X"].to_numpy()  # scores keep the frame's row order (no rows dropped here)
+    assert s["USUBJID"].to_list() == frame["USUBJID"].to_list()
+    sd = math.sqrt((np.var(x[t], ddof=1) + np.var(x[~t], ddof=1)) / 2)
+    smd_after = (np.average(x[t], weights=w[t]) - np.average(x[~t], weights=w[~t])) / sd
+    row = _row(r, "X")
+    assert row["mean_target_after"] == pytest.approx(np.average(x[t], weights=w[t]), rel=1e-12)
+    assert row["smd_after"] == pytest.approx(smd_after, rel=1e-10)
+    gb = (frame["G"].to_numpy() == "b").astype(float)
+    sd_b = math.sqrt((np.var(gb[t], ddof=1) + np.var(gb[~t], ddof=1)) / 2)
+    assert _row(r, "G[b]")["smd_after"] == pytest.approx(
+        (np.average(gb[t], weights=w[t]) - np.average(gb[~t], weights=w[~t])) / sd_b, rel=1e-10)
+    assert r.ess_target == pytest.approx(w[t].sum() ** 2 / (w[t] ** 2).sum())
+    assert r.ess_comparator == pytest.approx(w[~t].sum() ** 2 / (w[~t] ** 2).sum())
+    assert r.max_abs_smd_after == pytest.approx(r.balance["smd_after"].abs().max())
+
+
+def test_overlap_weights_are_one_minus_ps_and_ps():
+    """Overlap weights against their definition; never truncated."""
+    r = _fit(_simulate(seed=4, beta_x=1.0, n=800), weighting="overlap")
+    s = r.scores
+    expected = np.where(s["treated"].to_numpy() == 1, 1 - s["ps"].to_numpy(), s["ps"].to_numpy())
+    np.testing.assert_allclose(s["weight"].to_numpy(), expected)
+    assert r.truncation is None and r.n_truncated == 0
+
+
+# --------------------------------------------------------------------------- simulations
+def test_randomised_simulation_has_high_equipoise_small_smds_and_passes():
+    """Arm independent of covariates (n=4000): randomisation balances them, so SMDs
+    are small before and after, preference scores sit near 0.5, the gate passes."""
+    r = _fit(_simulate(seed=1, beta_x=0.0, randomised=True))
+    assert r.converged
+    assert r.equipoise > 0.8
+    assert r.balance["smd_before"].abs().max() < 0.1
+    assert r.max_abs_smd_after < 0.1
+    assert r.diagnostics_passed and r.gate_reasons == ()
+
+
+def test_confounded_simulation_iptw_restores_balance_and_passes():
+    """Treatment probability strongly depends on X (log-OR 1 per SD): SMD before is
+    large; IPTW with the correctly specified model brings it well below 0.1."""
+    r = _fit(_simulate(seed=0, beta_x=1.0))
+    assert r.converged
+    assert _row(r, "X")["smd_before"] > 0.3
+    assert r.max_abs_smd_after < 0.05
+    assert r.equipoise >= 0.2
+    assert r.diagnostics_passed, r.gate_reasons
+
+
+def test_strong_confounder_lowers_equipoise_and_the_gate_fails_with_that_reason():
+    """Log-OR 5 per SD: most preference scores are near 0 or 1; equipoise < 20%."""
+    r = _fit(_simulate(seed=0, beta_x=5.0))
+    assert r.equipoise < 0.2
+    assert not r.diagnostics_passed
+    assert any(reason.startswith("equipoise ") and "< 20%" in reason for reason in r.gate_reasons), r.gate_reasons
+    # equipoise is the share of preference scores within [0.3, 0.7]
+    pref = r.scores["preference"].to_numpy()
+    assert r.equipoise == pytest.approx(np.mean((pref >= 0.3) & (pref <= 0.7)))
+
+
+def test_overlap_weights_balance_the_model_covariates_exactly():
+    """Known property: with a logistic PS fitted by maximum likelihood (intercept
+    included), overlap weights make the weighted means of every model covariate
+    equal between arms (the score equations); the reference level follows."""
+    r = _fit(_simulate(seed=5, beta_x=1.5), weighting="overlap")
+    assert r.converged
+    assert r.balance["smd_before"].abs().max() > 0.3
+    np.testing.assert_allclose(r.balance["smd_after"].to_numpy(), 0.0, atol=1e-8)
+    assert r.diagnostics_passed
+
+
+def test_separation_does_not_crash_and_fails_the_gate():
+    """A covariate that perfectly predicts treatment: no exception, not converged
+    (or extreme scores), the gate fails and says why."""
+    rng = np.random.default_rng(7)
+    x = rng.normal(size=300)
+    frame = _frame(x, rng.choice(["a", "b"], size=300), x > 0)
+    r = _fit(frame)
+    assert not r.converged
+    ps = r.scores["ps"].to_numpy()
+    assert np.isnan(ps).all() or ps.min() < 1e-6 or ps.max() > 1 - 1e-6
+    assert not r.diagnostics_passed
+    assert any("did not converge" in reason for reason in r.gate_reasons), r.gate_reasons
+
+
+def test_quasi_separation_by_a_category_seen_in_one_arm_only_fails_the_gate():
+    """Every G=c patient is on the target arm (quasi-complete separation)."""
+    rng = np.random.default_rng(8)
+    n = 600
+    x = rng.normal(size=n)
+    g = rng.choice(["a", "b", "c"], size=n, p=[0.5, 0.3, 0.2])
+    treated = np.where(g == "c", True, rng.uniform(size=n) < 0.5)
+    r = _fit(_frame(x, g, treated))
+    assert not r.converged
+    assert not r.diagnostics_passed
+    assert any("did not converge" in reason for reason in r.gate_reasons)
+
+
+def test_too_few_patients_is_a_diagnostic_that_could_not_be_computed():
+    """One comparator patient: no model can be fitted; the gate fails, nothing raises."""
+    frame = _simulate(seed=9, beta_x=0.0, n=50, randomised=True)
+    frame = pl.concat([frame.filter(pl.col("ARM") == "ketamine_iv"), frame.filter(pl.col("ARM") == "ssri").head(1)])
+    r = _fit(frame)
+    assert not r.diagnostics_passed and not r.converged
+    assert r.equipoise is None and r.max_abs_smd_after is None
+    assert any("could not be computed" in reason for reason in r.gate_reasons), r.gate_reasons
+    nobody = _fit(frame.filter(pl.col("ARM") == "other arm"))
+    assert not nobody.diagnostics_passed and nobody.scores.height == 0
+
+
+def test_truncation_counts_and_caps_the_stabilised_weights():
+    """Strong confounding: stabilised weights above the cap (recomputed from ps by
+    hand) are counted and set to the cap; none exceeds it; without a cap they do."""
+    frame = _simulate(seed=2, beta_x=3.0, n=2000)
+    r = _fit(frame, truncation=5.0)
+    s = r.scores
+    t, ps = s["treated"].to_numpy() == 1, s["ps"].to_numpy()
+    raw = np.where(t, t.mean() / ps, (1 - t.mean()) / (1 - ps))
+    assert r.n_truncated == int((raw > 5.0).sum()) > 0
+    assert s["weight"].max() <= 5.0
+    assert r.truncation == 5.0
+    assert any(f"{r.n_truncated} stabilised IPTW weights truncated at 5" in note for note in r.notes)
+    untruncated = _fit(frame, truncation=None)
+    assert untruncated.n_truncated == 0 and untruncated.scores["weight"].max() > 5.0
+
+
+# --------------------------------------------------------------------------- preference score
+def test_preference_score_matches_the_formula_on_a_hand_case():
+    """logit(pref) = logit(ps) - logit(P), worked by hand:
+    ps=0.8, P=0.5 -> 0.8; ps=0.5, P=0.8 -> 1/(1+4) = 0.2; ps=0.75, P=0.25 -> 9/10."""
+    np.testing.assert_allclose(preference_score(np.array([0.8]), 0.5), [0.8])
+    np.testing.assert_allclose(preference_score(np.array([0.5]), 0.8), [0.2])
+    np.testing.assert_allclose(preference_score(np.array([0.75]), 0.25), [0.9])
+    np.testing.assert_allclose(preference_score(np.array([0.0, 1.0]), 0.3), [0.0, 1.0])
+
+
+def test_result_preference_scores_use_the_share_treated():
+    r = _fit(_simulate(seed=6, beta_x=1.0, n=1000))
+    s = r.scores
+    share = r.n_target / (r.n_target + r.n_comparator)
+    ps = s["ps"].to_numpy()
+    odds = (ps / (1 - ps)) / (share / (1 - share))
+    np.testing.assert_allclose(s["preference"].to_numpy(), odds / (1 + odds), rtol=1e-12)
+
+
+# --------------------------------------------------------------------------- gate and inputs
+def test_gate_names_the_worst_covariate_when_balance_fails():
+    r = _fit(_simulate(seed=0, beta_x=1.0), max_smd=1e-12)
+    worst = r.balance.sort(pl.col("smd_after").abs(), descending=True)["covariate"][0]
+    assert not r.diagnostics_passed
+    assert any(reason.startswith("max |SMD| after weighting") and f"({worst})" in reason for reason in r.gate_reasons)
+
+
+def test_missing_covariates_are_dropped_and_counted():
+    frame = _simulate(seed=10, beta_x=0.5, n=500).with_columns(
+        pl.when(pl.int_range(pl.len()) < 7).then(None).otherwise(pl.col("X")).alias("X"),
+        pl.when(pl.int_range(pl.len()) == 100).then(None).otherwise(pl.col("G")).alias("G"),
+    )
+    r = _fit(frame)
+    assert r.n_dropped == 8
+    assert r.n_target + r.n_comparator == 492 == r.scores.height
+    assert any("8 rows dropped for missing covariates (X: 7, G: 1)" in note for note in r.notes)
+
+
+def test_other_arms_are_ignored_and_bad_options_raise():
+    frame = _simulate(seed=11, beta_x=0.5, n=400)
+    other = frame.head(50).with_columns(pl.lit("ketamine_im").alias("ARM"))
+    r = _fit(pl.concat([frame, other]))
+    assert r.scores.height == 400 and set(r.scores["ARM"]) == {"ketamine_iv", "ssri"}
+    with pytest.raises(ValueError):
+        _fit(frame, weighting="matching")
+    with pytest.raises(ValueError):
+        fit_propensity(frame, target="ssri", comparator="ssri", covariates=["X"])
+    with pytest.raises(ValueError):  # a text column must be declared categorical
+        fit_propensity(frame, target="ketamine_iv", comparator="ssri", covariates=["X", "G"])
+    with pytest.raises(KeyError):
+        fit_propensity(frame, target="ketamine_iv", comparator="ssri", covariates=["NOPE"])
+
+
+def test_love_plot_data_stacks_balance_rows_with_labels():
+    a = _fit(_simulate(seed=12, beta_x=0.5, n=500))
+    b = _fit(_simulate(seed=13, beta_x=0.5, n=500), weighting="overlap")
+    out = love_plot_data([a, b])
+    assert out.height == a.balance.height + b.balance.height
+    assert out.filter(pl.col("weighting") == "overlap")["covariate"].to_list() == b.balance["covariate"].to_list()
+    assert set(out["target"]) == {"ketamine_iv"} and set(out["comparator"]) == {"ssri"}
+    np.testing.assert_allclose(out["abs_smd_after"].to_numpy(), np.abs(out["smd_after"].to_numpy()))
+    empty = love_plot_data([])
+    assert empty.height == 0 and "smd_after" in empty.columns
+
+
+# --------------------------------------------------------------------------- synthetic cohort
+def test_synthetic_cohort_priorfail_is_confounded_ketamine_iv_vs_ssri():
+    """The generator makes ketamine more likely with more prior failed trials, so
+    PRIORFAIL is imbalanced before weighting (max |SMD| after and equipoise are
+    reported, not asserted)."""
+    from ketaoutcomes.derive import derive_all
+    from ketaoutcomes.registries import load_registries
+    from ketaoutcomes.settings import SimulationSettings, StudySettings
+    from ketaoutcomes.simulate import simulate_frames
+
+    frames = simulate_frames(SimulationSettings(n_patients=3000, seed=2))
+    d = derive_all(frames["patients"], frames["courses"], frames["sessions"], frames["mood_scores"],
+                   registries=load_registries(), study=StudySettings())
+    adsl = d.adsl.filter(pl.col("ANLFL") == "Y")
+    r = fit_propensity(adsl, target="ketamine_iv", comparator="ssri",
+                       covariates=["AGE", "SEX", "BASE", "PRIORFAIL", "SITEID"], categorical=["SEX", "SITEID"])
+    assert r.converged
+    assert _row(r, "PRIORFAIL")["smd_before"] > 0.3
+    assert {"AGE", "BASE", "PRIORFAIL", "SEX[M]", "SITEID[S02]"} <= set(r.balance["covariate"])
+    print(f"ketamine_iv vs ssri: max |SMD| after = {r.max_abs_smd_after:.4f}, equipoise = {r.equipoise:.3f}, "
+          f"PRIORFAIL SMD before = {_row(r, 'PRIORFAIL')['smd_before']:.3f}")
