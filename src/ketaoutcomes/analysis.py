@@ -10,11 +10,19 @@ models (statsmodels PHReg, Efron ties) with the study's reference arm:
   later step (propensity scores, balance, equipoise).
 * ``naive``: arm only, no strata. Shown next to the adjusted one so a reader sees
   how much confounding by indication moves the estimate; never read it alone.
+* ``iptw`` / ``overlap`` (the study's ``weighting``): for each route vs the
+  reference arm, a propensity-score model (logistic, on the covariates and the
+  strata variable), stabilised truncated inverse-probability or overlap weights,
+  and a weighted Cox model of arm alone with robust (sandwich) standard errors: a
+  marginal hazard ratio. Each carries its diagnostics (covariate balance,
+  equipoise, effective sample size) and the gate's verdict: an estimate whose
+  diagnostics fail, or cannot be computed, is stored with ``diagnostics = 'fail'``
+  and its reasons, and the report never shows it as a clean result.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import polars as pl
 
@@ -38,6 +46,8 @@ class AnalysisResult:
     cox: pl.DataFrame
     cox_fit: pl.DataFrame
     notes: tuple[str, ...]
+    ps: pl.DataFrame = field(default_factory=pl.DataFrame)  # one row per endpoint and route: diagnostics and the gate
+    balance: pl.DataFrame = field(default_factory=pl.DataFrame)  # SMD of every covariate before and after weighting
 
     def tables(self) -> dict[str, pl.DataFrame]:
         return {
@@ -46,6 +56,8 @@ class AnalysisResult:
             "results_logrank": self.logrank,
             "results_cox": self.cox,
             "results_cox_fit": self.cox_fit,
+            "results_ps": self.ps,
+            "results_balance": self.balance,
         }
 
 
@@ -110,9 +122,63 @@ def _cox_models(frame: pl.DataFrame, paramcd: str, study: StudySettings) -> tupl
     return summaries, fits, notes
 
 
-def analyze(adsl: pl.DataFrame, adtte: pl.DataFrame, *, study: StudySettings) -> AnalysisResult:
-    """KM, log-rank and Cox models for every endpoint present in ``adtte``."""
-    km, med, lr, cox, fits, notes = [], [], [], [], [], []
+def _ps_weighted(frame: pl.DataFrame, paramcd: str, study: StudySettings, arms: list[str]
+                 ) -> tuple[list[pl.DataFrame], list[dict], list[pl.DataFrame], list[str]]:
+    """Propensity-weighted Cox per route vs the reference arm, with diagnostics and the gate."""
+    from ketaoutcomes.models.propensity import fit_propensity, love_plot_data
+    from ketaoutcomes.models.weighted import weighted_cox
+
+    covs = [COVARIATE_COLUMNS[c] for c in study.covariates]
+    if study.strata:  # site moves arm choice: a confounder for the propensity model
+        covs.append(COVARIATE_COLUMNS[study.strata])
+    categorical = [c for c in covs if c in CATEGORICAL]
+    cox_rows, ps_rows, balance, notes = [], [], [], []
+    for target in arms:
+        pair = frame.filter(pl.col("ARM").is_in([target, study.reference_arm]))
+        ps = fit_propensity(pair, target=target, comparator=study.reference_arm, covariates=covs,
+                            categorical=categorical, weighting=study.weighting, truncation=study.ps_truncation,
+                            max_smd=study.max_smd, min_equipoise=study.min_equipoise,
+                            equipoise_bounds=study.equipoise_bounds)
+        reasons = list(ps.gate_reasons)
+        summary = None
+        weighted = pair.join(ps.scores.select("USUBJID", "weight"), on="USUBJID", how="inner").filter(
+            pl.col("weight").is_not_null() & pl.col("weight").is_finite())
+        if weighted["ARM"].n_unique() == 2:
+            try:
+                res = weighted_cox(weighted, time="AVAL", event="EVENT", covariates=["ARM"],
+                                   categorical={"ARM": study.reference_arm}, weights="weight", alpha=study.alpha)
+                summary = res.summary.filter(pl.col("term") == f"ARM[{target}]")
+                if not res.converged:
+                    reasons.append("weighted Cox model did not converge")
+            except Exception as exc:  # noqa: BLE001 - a model that cannot be fitted is a failed diagnostic
+                reasons.append(f"weighted Cox model could not be fitted: {type(exc).__name__}: {exc}")
+        else:
+            reasons.append("no weighted patients on one of the two arms")
+        passed = ps.diagnostics_passed and not [r for r in reasons if r not in ps.gate_reasons] and summary is not None
+        verdict = "pass" if passed else "fail"
+        if summary is not None and summary.height:
+            cox_rows.append(summary.with_columns(
+                pl.lit(paramcd).alias("paramcd"), pl.lit(study.weighting).alias("model"),
+                pl.lit(verdict).alias("diagnostics"), pl.lit("; ".join(reasons) or None, dtype=pl.String).alias("gate_reasons")))
+        ps_rows.append({
+            "paramcd": paramcd, "target": target, "comparator": study.reference_arm, "weighting": ps.weighting,
+            "truncation": ps.truncation, "n_target": ps.n_target, "n_comparator": ps.n_comparator,
+            "n_dropped": ps.n_dropped, "n_truncated": ps.n_truncated, "ess_target": ps.ess_target,
+            "ess_comparator": ps.ess_comparator, "equipoise": ps.equipoise,
+            "max_abs_smd_after": ps.max_abs_smd_after, "converged": ps.converged, "diagnostics": verdict,
+            "gate_reasons": "; ".join(reasons) or None, "notes": "; ".join(ps.notes) or None,
+        })
+        balance.append(love_plot_data([ps]).with_columns(pl.lit(paramcd).alias("paramcd")))
+        if not passed:
+            notes.append(f"{paramcd}: {target} vs {study.reference_arm} fails the diagnostics gate "
+                         f"({'; '.join(reasons)}): its weighted HR is not a result to read")
+    return cox_rows, ps_rows, balance, notes
+
+
+def analyze(adsl: pl.DataFrame, adtte: pl.DataFrame, *, study: StudySettings, weighted: bool = True) -> AnalysisResult:
+    """KM, log-rank and Cox models for every endpoint present in ``adtte``; with ``weighted``, also the
+    propensity-weighted comparison of each route with the reference arm and its diagnostics."""
+    km, med, lr, cox, fits, notes, ps_rows, balance = [], [], [], [], [], [], [], []
     for paramcd in ENDPOINTS:
         frame = _model_frame(adsl, adtte, paramcd)
         if frame.is_empty():
@@ -131,6 +197,13 @@ def analyze(adsl: pl.DataFrame, adtte: pl.DataFrame, *, study: StudySettings) ->
         cox += s
         fits += f
         notes += n
+        if s and weighted:  # the regression models ran: the reference arm and at least one route are estimable
+            estimable = sorted({t[4:-1] for t in pl.concat(s)["term"] if t.startswith("ARM[")})
+            c, p, b, n = _ps_weighted(frame, paramcd, study, estimable)
+            cox += c
+            ps_rows += p
+            balance += b
+            notes += n
     return AnalysisResult(
         km=pl.concat(km, how="diagonal_relaxed") if km else pl.DataFrame(),
         km_median=pl.concat(med, how="diagonal_relaxed") if med else pl.DataFrame(),
@@ -138,4 +211,6 @@ def analyze(adsl: pl.DataFrame, adtte: pl.DataFrame, *, study: StudySettings) ->
         cox=pl.concat(cox, how="diagonal_relaxed") if cox else pl.DataFrame(),
         cox_fit=pl.DataFrame(fits) if fits else pl.DataFrame(),
         notes=tuple(notes),
+        ps=pl.DataFrame(ps_rows) if ps_rows else pl.DataFrame(),
+        balance=pl.concat(balance, how="diagonal_relaxed") if balance else pl.DataFrame(),
     )

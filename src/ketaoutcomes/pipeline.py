@@ -352,6 +352,8 @@ def render_step(db: Path, study: StudySettings, reports_dir: Path, *, truth_path
             },
             notes=tuple(json.loads(run["notes"])),
             truth=truth,
+            ps=by_run("results_ps"),
+            balance=by_run("results_balance"),
         )
     finally:
         con.close()

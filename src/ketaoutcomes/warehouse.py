@@ -272,6 +272,12 @@ def append_frame(con: duckdb.DuckDBPyConnection, name: str, frame: pl.DataFrame)
     con.register("_frame_in", frame.to_arrow())
     try:
         if table_exists(con, name):
+            # A newer version of the code may add columns: add them to the stored table
+            # (earlier rows get nulls) rather than refuse the write.
+            have = {r[0] for r in con.execute(f'DESCRIBE "{name}"').fetchall()}
+            for col, dtype, *_ in con.execute("DESCRIBE SELECT * FROM _frame_in").fetchall():
+                if col not in have:
+                    con.execute(f'ALTER TABLE "{name}" ADD COLUMN "{col}" {dtype}')
             con.execute(f'INSERT INTO "{name}" BY NAME SELECT * FROM _frame_in')
         else:
             con.execute(f'CREATE TABLE "{name}" AS SELECT * FROM _frame_in')

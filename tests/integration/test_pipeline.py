@@ -126,3 +126,20 @@ def test_tiny_cohort_with_near_separated_arm_does_not_crash():
     assert res.cox.height > 0
     upper = res.cox["hr_upper"].drop_nulls()
     assert (upper > 0).all()
+
+
+def test_failed_diagnostics_are_stored_and_withheld_in_the_report(tmp_path, export):
+    """The gate (endpoints.md): an estimate whose diagnostics fail is marked in the results
+    table and never shown as a clean result."""
+    db, reports = tmp_path / "w.duckdb", tmp_path / "r"
+    strict = StudySettings(name="strict", min_equipoise=0.99)
+    out = run_report(db, strict, export_dir=export, reports_dir=reports)
+    ps = q(db, "SELECT * FROM results_ps WHERE paramcd = 'TTRESP'")
+    assert ps.height >= 1 and set(ps["diagnostics"]) == {"fail"}
+    assert all("equipoise" in r for r in ps["gate_reasons"])
+    w = q(db, "SELECT * FROM results_cox WHERE model = 'iptw' AND paramcd = 'TTRESP'")
+    assert set(w["diagnostics"]) == {"fail"}
+    html = Path(out[-1].details["report_path"]).read_text()
+    assert html.count("withheld: fails diagnostics") >= ps.height
+    bal = q(db, "SELECT * FROM results_balance WHERE paramcd = 'TTRESP'")
+    assert {"smd_before", "smd_after", "covariate"} <= set(bal.columns) and bal.height > 0

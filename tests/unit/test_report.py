@@ -289,7 +289,7 @@ def test_report_has_every_section(rendered):
 
 def test_report_text_says_what_it_must(rendered):
     text = " ".join(" ".join(read(rendered).text).split())
-    assert "confounded by indication" in text and "no propensity-score weighting" in text
+    assert "confounded by indication" in text and "shown only when its balance and equipoise diagnostics pass" in text
     assert "Ketamine IV vs SSRI" in text
     assert "1.88 (1.23\u20132.85)" in text  # adjusted HR of ketamine_iv, 2 decimals with its CI
     assert "p < 0.001" in text  # the log-rank p-value 3.3e-5, in running text

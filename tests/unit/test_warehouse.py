@@ -79,3 +79,17 @@ def test_published_file_keeps_readable_permissions(tmp_path):
         assert stat.S_IMODE(db.stat().st_mode) == 0o640
     finally:
         os.umask(old)
+
+
+def test_append_adds_columns_a_newer_version_writes(tmp_path):
+    import polars as pl
+
+    from ketaoutcomes.warehouse import append_frame, fetch
+
+    db = tmp_path / "w.duckdb"
+    with write_session(db) as con:
+        append_frame(con, "results_x", pl.DataFrame({"run_id": ["a"], "hr": [1.5]}))
+        append_frame(con, "results_x", pl.DataFrame({"run_id": ["b"], "hr": [2.0], "diagnostics": ["pass"]}))
+        out = fetch(con, "SELECT * FROM results_x ORDER BY run_id")
+    assert out.to_dicts() == [{"run_id": "a", "hr": 1.5, "diagnostics": None},
+                              {"run_id": "b", "hr": 2.0, "diagnostics": "pass"}]

@@ -15,7 +15,7 @@ from __future__ import annotations
 import base64
 import io
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import matplotlib
@@ -219,4 +219,39 @@ def forest_figure(rows: Sequence[ForestRow], *, xlabel: str, left_note: str, rig
             legend = [Line2D([], [], marker="s" if k == "adjusted" else "o", linestyle="none", color="#333333",
                              markerfacecolor="#333333" if k == "adjusted" else "white", label=k) for k in shown]
             ax.legend(handles=legend, loc="upper left", bbox_to_anchor=(1.0, 1.0), frameon=False)
+        return png_data_uri(fig)
+
+
+def love_plot(rows: Sequence[tuple[str, str, float, float]], *, threshold: float, labels: Mapping[str, tuple[str, str]]) -> str:
+    """Covariate balance (a "love plot"): |SMD| before (open) and after (filled) weighting per
+    covariate, one colour per route vs the reference arm, with the gate's threshold as a line.
+
+    ``rows``: (target arm, covariate, |SMD| before, |SMD| after); ``labels``: arm -> (label, colour).
+    """
+    covariates = sorted({r[1] for r in rows})
+    targets = list(dict.fromkeys(r[0] for r in rows))
+    with matplotlib.rc_context():
+        matplotlib.rcdefaults()
+        matplotlib.rcParams.update(_RC)
+        fig = _new_figure(7.2, 1.2 + 0.28 * len(covariates))
+        ax = fig.add_subplot()
+        ypos = {c: len(covariates) - 1 - i for i, c in enumerate(covariates)}
+        step = 0.6 / max(len(targets), 1)
+        for k, t in enumerate(targets):
+            label, colour = labels.get(t, (t, "#333333"))
+            dy = (k - (len(targets) - 1) / 2) * step
+            pts = [r for r in rows if r[0] == t]
+            ax.plot([r[2] for r in pts], [ypos[r[1]] + dy for r in pts], marker="o", markersize=4, linestyle="none",
+                    markerfacecolor="white", markeredgecolor=colour)
+            ax.plot([r[3] for r in pts], [ypos[r[1]] + dy for r in pts], marker="o", markersize=4, linestyle="none",
+                    color=colour, label=label)
+        ax.axvline(threshold, color="#b00020", linewidth=0.9, linestyle="--")
+        ax.set_yticks(range(len(covariates)), list(reversed(covariates)))
+        ax.yaxis.set_minor_locator(NullLocator())
+        finite = [v for r in rows for v in (r[2], r[3]) if _finite(v)]
+        ax.set_xlim(0, max([threshold * 1.5, *finite]) * 1.05)
+        ax.set_xlabel("|standardized mean difference|  (open: before weighting, filled: after)")
+        ax.grid(True, axis="x", color="#dddddd", linewidth=0.6)
+        ax.set_axisbelow(True)
+        ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), frameon=False)
         return png_data_uri(fig)

@@ -73,6 +73,12 @@ class ReportData:
     #: data-quality checks of the loads in force (table dq_checks): table_name, category, check_id,
     #: column_name, rule, rows_tested, rows_failing, pct_failing, threshold_pct, status, error, batch_id
     dq_checks: pl.DataFrame | None = None
+    #: propensity-score weighted comparisons (results_ps): paramcd, target, comparator, weighting, truncation,
+    #: n_target, n_comparator, n_dropped, n_truncated, ess_target, ess_comparator, equipoise,
+    #: max_abs_smd_after, converged, diagnostics ('pass' | 'fail'), gate_reasons, notes
+    ps: pl.DataFrame | None = None
+    #: covariate balance (results_balance): paramcd, target, covariate, abs_smd_before, abs_smd_after, ...
+    balance: pl.DataFrame | None = None
 
 
 @dataclass(frozen=True)
@@ -799,9 +805,11 @@ def _key_results(data: ReportData, arms: Arms, fmt: Fmt) -> tuple[Table | None, 
     if cox.is_empty():
         reasons = [_strip_code(n, p) for n in _notes_for(data.notes, p) if re.search(r"hazard ratio|cox", n, re.I)]
         cox_reason = "; ".join(reasons) or "no Cox model"
+    weighted = _weighted_estimates(data, p)
     rows = []
     for arm in arms.sort([*meds, *(a for _, a in est)]):
         r = meds.get(arm, {})
+        wcell = "1 (reference)" if arm == arms.reference else _weighted_cell(weighted.get(arm))
         if arm == arms.reference:
             adj, naive, pval = "1 (reference)", "1 (reference)", ""
         elif ("adjusted", arm) in est or ("naive", arm) in est:
@@ -815,13 +823,78 @@ def _key_results(data: ReportData, arms: Arms, fmt: Fmt) -> tuple[Table | None, 
         rows.append(Row([
             arms.label(arm), fmt.count(r.get("n")), fmt.count(r.get("events")),
             fmt_days_ci(r.get("median"), r.get("median_lower"), r.get("median_upper")) if r else DASH,
-            adj, pval, naive,
+            wcell, adj, pval, naive,
         ], "ref" if arm == arms.reference else ""))
     return Table(
         ["Arm", "Courses", "Responses", f"Median days to response ({fmt.ci_label})",
-         f"Adjusted HR ({fmt.ci_label})", "p (adjusted)", f"Naive HR ({fmt.ci_label})"],
+         f"PS-weighted HR ({fmt.ci_label}), diagnostics-gated", f"Regression-adjusted HR ({fmt.ci_label})",
+         "p (adjusted)", f"Naive HR ({fmt.ci_label})"],
         rows,
     ), ""
+
+
+def _weighted_estimates(data: ReportData, paramcd: str) -> dict[str, Mapping]:
+    """arm -> the propensity-weighted Cox row (with its diagnostics verdict) for one endpoint."""
+    if not _has(data.cox, "paramcd", "term", "hr", "diagnostics"):
+        return {}
+    out = {}
+    for r in data.cox.filter((pl.col("paramcd") == paramcd) & pl.col("diagnostics").is_not_null()).iter_rows(named=True):
+        m = _TERM.match(r["term"] or "")
+        if m and m["var"] == "ARM":
+            out[m["level"]] = r
+    return out
+
+
+def _weighted_cell(r: Mapping | None) -> str:
+    """A weighted HR is shown only when its diagnostics passed: otherwise it is withheld with the reasons."""
+    if r is None:
+        return "not estimated"
+    if r.get("diagnostics") != "pass":
+        return f"withheld: fails diagnostics ({r.get('gate_reasons') or 'unknown reason'})"
+    return fmt_hr_ci(r.get("hr"), r.get("hr_lower"), r.get("hr_upper"))
+
+
+def _weighting(data: ReportData, arms: Arms) -> dict[str, Any]:
+    """The propensity-weighted comparison: diagnostics per endpoint and route, and a love plot."""
+    ps = data.ps
+    if not _has(ps, "paramcd", "target", "diagnostics"):
+        return {"tables": [], "love": None, "reason": "not available: no propensity-score analysis was passed to the report"}
+    tables = []
+    for code in ("TTRESP", "TTREM", "TTRELAPS"):
+        sub = ps.filter(pl.col("paramcd") == code)
+        if sub.is_empty():
+            continue
+        est = _weighted_estimates(data, code)
+        rows = []
+        for arm in arms.sort(sub["target"].to_list()):
+            r = sub.filter(pl.col("target") == arm).row(0, named=True)
+            rows.append(Row([
+                arms.label(arm), f"{fmt_int(r['n_target'])} / {fmt_int(r['n_comparator'])}",
+                f"{r['ess_target']:.0f} / {r['ess_comparator']:.0f}" if _ok(r.get("ess_target")) and _ok(r.get("ess_comparator")) else DASH,
+                DASH if not _ok(r.get("equipoise")) else f"{100 * r['equipoise']:.0f}%",
+                DASH if not _ok(r.get("max_abs_smd_after")) else f"{r['max_abs_smd_after']:.3f}",
+                fmt_int(r.get("n_truncated")),
+                "passed" if r["diagnostics"] == "pass" else f"FAILED: {r.get('gate_reasons') or 'unknown reason'}",
+                _weighted_cell(est.get(arm)),
+            ], "" if r["diagnostics"] == "pass" else "bad"))
+        tables.append({"paramcd": code, "name": _ENDPOINT_NAMES[code], "table": Table(
+            ["Route vs reference", "Patients (route / reference)", "Effective sample size", "Equipoise",
+             "Max |SMD| after", "Weights truncated", "Diagnostics", "Weighted HR (95% CI)"], rows,
+            align="lrrrrrll", wide=True)})
+    love = None
+    b = data.balance
+    if _has(b, "paramcd", "target", "covariate", "abs_smd_before", "abs_smd_after"):
+        first = b.filter(pl.col("paramcd") == "TTRESP")
+        if first.height:
+            labels = {a: (arms.label(a), arms.style(a)[0]) for a in first["target"].unique().to_list()}
+            rows = [(r["target"], r["covariate"], r["abs_smd_before"], r["abs_smd_after"])
+                    for r in first.iter_rows(named=True)]
+            threshold = float(data.provenance.get("settings", {}).get("max_smd", 0.1)) if data.provenance else 0.1
+            love = figures.love_plot(rows, threshold=threshold, labels=labels)
+    return {"tables": tables, "love": love, "reason": ""}
+
+
+
 
 
 # ---------------------------------------------------------------------------
@@ -852,10 +925,14 @@ def _truth(data: ReportData, arms: Arms) -> tuple[Table | None, str]:
             m = _TERM.match(r["term"] or "")
             if m and m["var"] == "ARM":
                 est[(r["paramcd"], r.get("model", "adjusted"), m["level"])] = r
+    for code in ("TTRESP", "TTREM", "TTRELAPS"):  # weighted estimates target the marginal HR
+        for arm, r in _weighted_estimates(data, code).items():
+            est[(code, f"{r['model']} (weighted)", arm)] = r
     rows = []
     for code in ("TTRESP", "TTREM", "TTRELAPS"):
-        for model in ("adjusted", "naive"):
-            targets = (estimands.get(code) or {}).get(model) or {}
+        weighted_models = sorted({m for (c, m, _a) in est if c == code and m.endswith("(weighted)")})
+        for model in ("adjusted", "naive", *weighted_models):
+            targets = (estimands.get(code) or {}).get("naive" if model.endswith("(weighted)") else model) or {}
             for arm in arms.sort(targets):
                 t = targets[arm]
                 r = est.get((code, model, arm))
@@ -1076,6 +1153,7 @@ def build_context(data: ReportData, *, suppress_small_cells: bool = True) -> dic
     batches, batches_reason = _batches(data)
     quarantine, quarantine_reason = _quarantine(data)
     dq_summary, dq_failing, dq_reason = _dq(data)
+    weighting = _weighting(data, arms)
     provenance = [{"key": str(k), **_prov_value(v)} for k, v in prov.items()]
     return {
         "title": data.title,
@@ -1093,6 +1171,7 @@ def build_context(data: ReportData, *, suppress_small_cells: bool = True) -> dic
         "batches": batches, "batches_reason": batches_reason,
         "quarantine": quarantine, "quarantine_reason": quarantine_reason,
         "dq_summary": dq_summary, "dq_failing": dq_failing, "dq_reason": dq_reason,
+        "weighting": weighting,
         "provenance": provenance,
         "suppress": suppress_small_cells,
         "generated_by": str(prov.get("report_generated_by") or prov.get("code_version") or ""),
