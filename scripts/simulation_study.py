@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import multiprocessing
 import sys
 import time
 from concurrent.futures import ProcessPoolExecutor
@@ -77,7 +78,8 @@ def run_study(*, replicates: int, patients: int, seed_base: int = 1000, workers:
     target = truth(truth_patients)
     rows = []
     if workers > 1:
-        with ProcessPoolExecutor(max_workers=workers) as pool:
+        # spawn, not fork: forking after polars has started its thread pool deadlocks the children
+        with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn")) as pool:
             futures = [pool.submit(replicate, r, patients=patients, seed_base=seed_base) for r in range(replicates)]
             for i, f in enumerate(futures, start=1):
                 rows.append(f.result())
