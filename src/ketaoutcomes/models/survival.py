@@ -920,6 +920,43 @@ def _quadratic_test(u: np.ndarray, info: np.ndarray) -> float | None:
         return None
 
 
+SUMMARY_COLS = ("coef", "hr", "se", "z", "p_value", "hr_lower", "hr_upper")
+
+
+def _empty_cox(names: Sequence[str], n: int, n_events: int, n_dropped: int, ties: str, strata: str | None,
+               alpha: float, notes: Sequence[str], entry: str | None) -> CoxResult:
+    """The result of a Cox model that could not be fitted: every term null, the reason in the notes."""
+    summary = pl.DataFrame(
+        {"term": list(names), **{c: [None] * len(names) for c in SUMMARY_COLS}},
+        schema={"term": pl.String, **{c: pl.Float64 for c in SUMMARY_COLS}},
+    )
+    return CoxResult(
+        summary, n, n_events, n_dropped, math.nan, math.nan, math.nan, len(names), math.nan,
+        math.nan, None, None, ties, strata, alpha, tuple(notes), False, entry, tuple(names),
+    )  # fmt: skip
+
+
+@dataclass(frozen=True)
+class _Estimable:
+    keep: np.ndarray
+    null_terms: set
+    fit_cols: list[int]
+    fit_names: list[str]
+    notes: tuple[str, ...]
+    reason: str | None  # set when nothing can be fitted
+
+
+def _estimable(design, d: np.ndarray, categorical, n_events: int) -> _Estimable:
+    """Which rows and terms a Cox model can use (shared by cox_ph and the weighted model)."""
+    if n_events == 0:
+        return _Estimable(np.zeros(len(d), bool), set(), [], [], (), "no events: the model was not fitted")
+    keep, null_terms, drop_cols, notes = _non_estimable(design, d, categorical)
+    fit_cols = [j for j, name in enumerate(design.names) if name not in drop_cols]
+    fit_names = [design.names[j] for j in fit_cols]
+    reason = "no estimable terms: the model was not fitted" if not fit_cols or d[keep].sum() == 0 else None
+    return _Estimable(keep, null_terms, fit_cols, fit_names, tuple(notes), reason)
+
+
 def cox_ph(
     frame: pl.DataFrame,
     *,
@@ -1026,30 +1063,13 @@ def cox_ph(
     names = design.names
 
     def empty_result(reason: str) -> CoxResult:
-        summary = pl.DataFrame(
-            {
-                "term": names,
-                **{c: [None] * len(names) for c in ("coef", "hr", "se", "z", "p_value", "hr_lower", "hr_upper")},
-            },
-            schema={
-                "term": pl.String,
-                **{c: pl.Float64 for c in ("coef", "hr", "se", "z", "p_value", "hr_lower", "hr_upper")},
-            },
-        )
-        return CoxResult(
-            summary, n, n_events, n_dropped, math.nan, math.nan, math.nan, len(names), math.nan,
-            math.nan, None, None, ties, strata, alpha, tuple([*notes, reason]), False, entry, tuple(names),
-        )  # fmt: skip
+        return _empty_cox(names, n, n_events, n_dropped, ties, strata, alpha, [*notes, reason], entry)
 
-    if n_events == 0:
-        return empty_result("no events: the model was not fitted")
-
-    keep, null_terms, drop_cols, ne_notes = _non_estimable(design, d, categorical)
-    notes += ne_notes
-    fit_cols = [j for j, name in enumerate(names) if name not in drop_cols]
-    fit_names = [names[j] for j in fit_cols]
-    if not fit_cols or d[keep].sum() == 0:
-        return empty_result("no estimable terms: the model was not fitted")
+    est = _estimable(design, d, categorical, n_events)
+    notes += est.notes
+    if est.reason:
+        return empty_result(est.reason)
+    keep, null_terms, fit_cols, fit_names = est.keep, est.null_terms, est.fit_cols, est.fit_names
 
     if s_codes is not None:
         s_fit = s_codes[keep]
@@ -1120,7 +1140,7 @@ def cox_ph(
     # view): the null likelihood does not depend on covariates, and in the limit
     # the excluded rows add nothing to the fitted one.
     loglik = float(model.loglike(params))
-    if keep.all() and not drop_cols:
+    if keep.all() and len(fit_cols) == len(names):  # nothing was left out
         full = model
     else:
         # all analysed rows; columns that vary over them (a constant one would make

@@ -51,11 +51,13 @@ from ketaoutcomes.models.survival import (
     KMResult,
     _ci_band,
     _design,
+    SUMMARY_COLS,
     _drop_missing,
+    _empty_cox,
+    _estimable,
     _event_indicator,
     _exp,
     _labels,
-    _non_estimable,
     _numeric,
     _plural,
     _quadratic_test,
@@ -67,7 +69,6 @@ __all__ = ["KM_VARIANCES", "restricted_mean", "weighted_cox", "weighted_kaplan_m
 #: Variance options of :func:`weighted_kaplan_meier`.
 KM_VARIANCES = ("robust", "greenwood")
 
-_SUMMARY_COLS = ("coef", "hr", "se", "z", "p_value", "hr_lower", "hr_upper")
 
 # lifelines' defaults stop like R (relative log-likelihood change < 1e-9) but with a
 # damped Newton step, which leaves coefficients ~5e-6 (relative) short of the maximum
@@ -273,24 +274,11 @@ def weighted_cox(
     names = design.names
     n_events = int(d.sum())
 
-    def empty_result(reason: str) -> CoxResult:
-        summary = pl.DataFrame(
-            {"term": names, **{c: [None] * len(names) for c in _SUMMARY_COLS}},
-            schema={"term": pl.String, **{c: pl.Float64 for c in _SUMMARY_COLS}},
-        )
-        return CoxResult(
-            summary, n, n_events, n_dropped, math.nan, math.nan, math.nan, len(names), math.nan,
-            math.nan, None, None, "efron", strata, alpha, tuple([*notes, reason]), False, None, tuple(names),
-        )  # fmt: skip
-
-    if n_events == 0:
-        return empty_result("no events: the model was not fitted")
-    keep, null_terms, drop_cols, ne_notes = _non_estimable(design, d, categorical)
-    notes += ne_notes
-    fit_cols = [j for j, name in enumerate(names) if name not in drop_cols]
-    fit_names = [names[j] for j in fit_cols]
-    if not fit_cols or d[keep].sum() == 0:
-        return empty_result("no estimable terms: the model was not fitted")
+    est = _estimable(design, d, categorical, n_events)
+    notes += est.notes
+    if est.reason:
+        return _empty_cox(names, n, n_events, n_dropped, "efron", strata, alpha, [*notes, est.reason], None)
+    keep, null_terms, fit_cols, fit_names = est.keep, est.null_terms, est.fit_cols, est.fit_names
     if s_codes is not None:
         s_fit = s_codes[keep]
         k = len(np.unique(s_fit)) - len(np.unique(s_fit[d[keep] == 1]))
@@ -345,7 +333,7 @@ def weighted_cox(
                 "hr_upper": _exp(params[i] + z_crit * se[i]),
             }
         )
-    summary = pl.DataFrame(rows, schema={"term": pl.String, **{c: pl.Float64 for c in _SUMMARY_COLS}})
+    summary = pl.DataFrame(rows, schema={"term": pl.String, **{c: pl.Float64 for c in SUMMARY_COLS}})
 
     loglik = float(cph.log_likelihood_)
     lr = cph.log_likelihood_ratio_test()
