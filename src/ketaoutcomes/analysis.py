@@ -28,11 +28,12 @@ import polars as pl
 
 from ketaoutcomes.derive import COVARIATE_COLUMNS
 from ketaoutcomes.models.survival import cnsr_to_event, cox_ph, kaplan_meier, logrank_test
+from ketaoutcomes.models.weighted import restricted_mean
 from ketaoutcomes.settings import StudySettings
 
-__all__ = ["AnalysisResult", "analyze", "ENDPOINTS"]
+__all__ = ["AnalysisResult", "analyze", "secondary_analyses", "ENDPOINTS"]
 
-ENDPOINTS = ("TTRESP", "TTREM", "TTRELAPS")
+ENDPOINTS = ("TTRESP", "TTREM", "TTRELAPS", "TTSIRES")
 CATEGORICAL = {"SEX", "DIAGNOSIS", "SITEID"}
 
 
@@ -48,6 +49,8 @@ class AnalysisResult:
     notes: tuple[str, ...]
     ps: pl.DataFrame = field(default_factory=pl.DataFrame)  # one row per endpoint and route: diagnostics and the gate
     balance: pl.DataFrame = field(default_factory=pl.DataFrame)  # SMD of every covariate before and after weighting
+    ph: pl.DataFrame = field(default_factory=pl.DataFrame)  # proportional-hazards test of the adjusted model
+    rmst: pl.DataFrame = field(default_factory=pl.DataFrame)  # restricted mean time without the event, per arm
 
     def tables(self) -> dict[str, pl.DataFrame]:
         return {
@@ -58,6 +61,8 @@ class AnalysisResult:
             "results_cox_fit": self.cox_fit,
             "results_ps": self.ps,
             "results_balance": self.balance,
+            "results_ph": self.ph,
+            "results_rmst": self.rmst,
         }
 
 
@@ -122,6 +127,33 @@ def _cox_models(frame: pl.DataFrame, paramcd: str, study: StudySettings) -> tupl
     return summaries, fits, notes
 
 
+def _ph_check(frame: pl.DataFrame, paramcd: str, study: StudySettings, summaries: pl.DataFrame) -> pl.DataFrame:
+    """Proportional-hazards test (R's cox.zph, km transform) of the adjusted model, on the arms it used.
+
+    The generator of the synthetic cohort is proportional by construction; real ketamine-vs-SSRI
+    hazards are not (ketamine acts in days and non-responders stop responding, SSRIs over weeks),
+    so a failing test is expected on clinic data and the HR is then an average over follow-up.
+    """
+    from ketaoutcomes.models.diagnostics import ph_test
+
+    arms = {t[4:-1] for t in summaries["term"] if t.startswith("ARM[")} | {study.reference_arm}
+    data = frame.filter(pl.col("ARM").is_in(sorted(arms)))
+    covs = ["ARM", *(COVARIATE_COLUMNS[c] for c in study.covariates)]
+    categorical = {"ARM": study.reference_arm}
+    for c in covs:
+        if c in CATEGORICAL:
+            categorical[c] = _reference_level(data, c)
+    strata = COVARIATE_COLUMNS[study.strata] if study.strata else None
+    try:
+        out = ph_test(data, time="AVAL", event="EVENT", covariates=covs, categorical=categorical, strata=strata)
+        return out.with_columns(pl.lit(paramcd).alias("paramcd"), pl.lit(None, dtype=pl.String).alias("error"))
+    except Exception as exc:  # noqa: BLE001 - a check that cannot run is reported, never passed
+        return pl.DataFrame({"term": ["GLOBAL"], "chi2": [None], "df": [None], "p_value": [None],
+                             "note": ["the proportional-hazards test could not be computed"], "paramcd": [paramcd],
+                             "error": [f"{type(exc).__name__}: {str(exc)[:200]}"]},
+                            schema_overrides={"chi2": pl.Float64, "df": pl.Int64, "p_value": pl.Float64})
+
+
 def _ps_weighted(frame: pl.DataFrame, paramcd: str, study: StudySettings, arms: list[str]
                  ) -> tuple[list[pl.DataFrame], list[dict], list[pl.DataFrame], list[str]]:
     """Propensity-weighted Cox per route vs the reference arm, with diagnostics and the gate."""
@@ -178,7 +210,7 @@ def _ps_weighted(frame: pl.DataFrame, paramcd: str, study: StudySettings, arms: 
 def analyze(adsl: pl.DataFrame, adtte: pl.DataFrame, *, study: StudySettings, weighted: bool = True) -> AnalysisResult:
     """KM, log-rank and Cox models for every endpoint present in ``adtte``; with ``weighted``, also the
     propensity-weighted comparison of each route with the reference arm and its diagnostics."""
-    km, med, lr, cox, fits, notes, ps_rows, balance = [], [], [], [], [], [], [], []
+    km, med, lr, cox, fits, notes, ps_rows, balance, ph, rmst = [], [], [], [], [], [], [], [], [], []
     for paramcd in ENDPOINTS:
         frame = _model_frame(adsl, adtte, paramcd)
         if frame.is_empty():
@@ -187,6 +219,7 @@ def analyze(adsl: pl.DataFrame, adtte: pl.DataFrame, *, study: StudySettings, we
         k = kaplan_meier(frame, time="AVAL", event="EVENT", group="ARM", alpha=study.alpha)
         km.append(k.table.with_columns(pl.lit(paramcd).alias("paramcd")))
         med.append(k.medians.with_columns(pl.lit(paramcd).alias("paramcd")))
+        rmst.append(restricted_mean(k, horizon=study.rmst_horizon_days).with_columns(pl.lit(paramcd).alias("paramcd")))
         if frame["ARM"].n_unique() >= 2:
             t = logrank_test(frame, time="AVAL", event="EVENT", group="ARM")
             lr.append(pl.DataFrame({
@@ -197,6 +230,8 @@ def analyze(adsl: pl.DataFrame, adtte: pl.DataFrame, *, study: StudySettings, we
         cox += s
         fits += f
         notes += n
+        if s:
+            ph.append(_ph_check(frame, paramcd, study, pl.concat(s)))
         if s and weighted:  # the regression models ran: the reference arm and at least one route are estimable
             estimable = sorted({t[4:-1] for t in pl.concat(s)["term"] if t.startswith("ARM[")})
             c, p, b, n = _ps_weighted(frame, paramcd, study, estimable)
@@ -213,4 +248,43 @@ def analyze(adsl: pl.DataFrame, adtte: pl.DataFrame, *, study: StudySettings, we
         notes=tuple(notes),
         ps=pl.DataFrame(ps_rows) if ps_rows else pl.DataFrame(),
         balance=pl.concat(balance, how="diagonal_relaxed") if balance else pl.DataFrame(),
+        ph=pl.concat(ph, how="diagonal_relaxed") if ph else pl.DataFrame(),
+        rmst=pl.concat(rmst, how="diagonal_relaxed") if rmst else pl.DataFrame(),
     )
+
+
+def secondary_analyses(
+    adsl: pl.DataFrame,
+    scores: pl.DataFrame,
+    sessions: pl.DataFrame,
+    adverse_events: pl.DataFrame,
+    courses: pl.DataFrame,
+    *,
+    study: StudySettings,
+) -> tuple[dict[str, pl.DataFrame], list[str]]:
+    """Safety per session and per patient by route, and mood trajectories per arm (mixed model).
+
+    Returns result frames keyed by warehouse table name, and notes.
+    """
+    from ketaoutcomes.models.safety import per_patient_safety, session_safety
+    from ketaoutcomes.models.trajectory import fit_trajectories, trajectory_data
+
+    analysed = adsl.filter(pl.col("ANLFL") == "Y").select("COURSEID")
+    c = courses.join(analysed, left_on="course_id", right_on="COURSEID", how="semi")
+    s = sessions.join(c.select("course_id"), on="course_id", how="semi")
+    ae = adverse_events.join(s.select("session_id"), on="session_id", how="semi")
+    out = {
+        "results_safety": session_safety(s, ae, c, alpha=study.alpha),
+        "results_safety_patients": per_patient_safety(s, ae, c, alpha=study.alpha),
+    }
+    notes: list[str] = []
+    data = trajectory_data(adsl, scores, instrument=study.instrument, horizon_days=study.rmst_horizon_days,
+                           baseline_window_days=study.baseline_window_days)
+    if data["ARM"].n_unique() >= 2 and study.reference_arm in data["ARM"].unique().to_list():
+        traj = fit_trajectories(data, reference_arm=study.reference_arm, alpha=study.alpha)
+        out["results_trajectory"] = traj.predicted.with_columns(pl.lit(traj.converged).alias("converged"))
+        out["results_trajectory_fixed"] = traj.fixed
+        notes += [f"trajectories: {n}" for n in traj.notes]
+    else:
+        notes.append("trajectories: fewer than two arms (or no reference arm) with ratings; not fitted")
+    return out, notes

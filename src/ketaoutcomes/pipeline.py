@@ -231,7 +231,7 @@ def _validation_status(con, fp_data: str) -> str | None:
 
 def analyze_step(db: Path, study: StudySettings, *, force: bool = True) -> StepOutcome:
     """Derive ADSL/ADTTE, fit KM, log-rank and Cox models, store everything with its provenance."""
-    from ketaoutcomes.analysis import analyze  # statsmodels: imported by the steps that need it
+    from ketaoutcomes.analysis import analyze, secondary_analyses  # statsmodels: imported when needed
     from ketaoutcomes.derive import derive_all
 
     started, t0 = _wall_clock(), time.perf_counter()
@@ -253,17 +253,19 @@ def analyze_step(db: Path, study: StudySettings, *, force: bool = True) -> StepO
         derived = derive_all(st["patients"], st["courses"], st["sessions"], st["mood_scores"],
                              registries=registries, study=study)
         result = analyze(derived.adsl, derived.adtte, study=study)
+        secondary, secondary_notes = secondary_analyses(
+            derived.adsl, st["mood_scores"], st["sessions"], st["adverse_events"], st["courses"], study=study)
         tag = [pl.lit(run_id).alias("run_id"), pl.lit(study.settings_id).alias("settings_id")]
         # Analysis datasets are kept per run like the results: several studies
         # (different instruments or thresholds) share one warehouse.
         outputs = {"ad_adsl": derived.adsl, "ad_adtte": derived.adtte, "results_attrition": derived.attrition,
-                   **result.tables()}
+                   **result.tables(), **secondary}
         for name, frame in outputs.items():
             if table_exists(con, name):
                 con.execute(f"DELETE FROM {name} WHERE run_id = ?", [run_id])
             if frame.height:
                 append_frame(con, name, frame.with_columns(tag))
-        notes = list(derived.notes) + list(result.notes)
+        notes = list(derived.notes) + list(result.notes) + secondary_notes
         batches = fetch(con, "SELECT batch_id FROM meta_batches ORDER BY load_seq")["batch_id"].to_list()
         seconds = time.perf_counter() - t0
         run = pl.DataFrame([{
@@ -353,6 +355,10 @@ def render_step(db: Path, study: StudySettings, reports_dir: Path, *, truth_path
             notes=tuple(json.loads(run["notes"])),
             truth=truth,
             ps=by_run("results_ps"),
+            ph=by_run("results_ph"),
+            rmst=by_run("results_rmst"),
+            safety=by_run("results_safety"),
+            trajectory=by_run("results_trajectory"),
             balance=by_run("results_balance"),
         )
     finally:

@@ -98,8 +98,9 @@ class StudySettings(_Frozen):
     alpha: float = Field(default=0.05, gt=0, lt=0.5)
     #: Arms with fewer events than this get no hazard ratio (reported as not estimable).
     min_events_per_arm: int = Field(default=5, ge=1)
-    #: Endpoints to derive and model (ADTTE PARAMCD).
-    endpoints: tuple[Literal["TTRESP", "TTREM", "TTRELAPS"], ...] = ("TTRESP", "TTREM", "TTRELAPS")
+    #: Endpoints to derive and model (ADTTE PARAMCD); TTSIRES is the resolution of suicidal
+    #: ideation (the instrument's item score reaching 0) among courses with ideation at baseline.
+    endpoints: tuple[Literal["TTRESP", "TTREM", "TTRELAPS", "TTSIRES"], ...] = ("TTRESP", "TTREM", "TTRELAPS", "TTSIRES")
     #: Follow-up ends this many days after the time origin (null: no limit); censoring at the
     #: last assessment inside it (CNSR 5).
     time_at_risk_days: int | None = Field(default=None, ge=1, le=3650)
@@ -113,6 +114,9 @@ class StudySettings(_Frozen):
     max_smd: float = Field(default=0.1, gt=0, le=1)
     min_equipoise: float = Field(default=0.2, ge=0, le=1)
     equipoise_bounds: tuple[float, float] = (0.3, 0.7)
+    #: Restricted mean time without the event (non-response, non-remission, no relapse) up to
+    #: this many days after the origin, per arm.
+    rmst_horizon_days: int = Field(default=56, ge=1, le=3650)
 
     @model_validator(mode="after")
     def _consistent(self) -> "StudySettings":
@@ -131,7 +135,7 @@ class StudySettings(_Frozen):
         if self.strata is not None and self.strata in self.covariates:
             raise ValueError(f"{self.strata!r} cannot be both a covariate and the strata")
         if not self.endpoints:
-            raise ValueError("endpoints must name at least one of TTRESP, TTREM, TTRELAPS")
+            raise ValueError("endpoints must name at least one of TTRESP, TTREM, TTRELAPS, TTSIRES")
         if "TTRELAPS" in self.endpoints and "TTRESP" not in self.endpoints:
             raise ValueError("TTRELAPS (relapse among responders) needs TTRESP: relapse starts at the response")
         if len(set(self.endpoints)) != len(self.endpoints):

@@ -36,6 +36,7 @@ def test_report_runs_every_step_then_only_what_is_stale(tmp_path, export):
     html = report.read_text()
     assert "Kaplan" in html and "Hazard" in html and "Target HR (observed grid)" in html
     assert "Data quality of the loads in force" in html and "Could not run" in html
+    assert "Model checks and secondary analyses" in html and "Safety per session by route" in html
     saved = json.loads((reports / "ketaoutcomes-default.settings.json").read_text())
     assert saved["settings_id"] == StudySettings().settings_id
 
@@ -68,10 +69,16 @@ def test_results_carry_settings_and_batches(tmp_path, export):
     arms = {t for t in cox["term"] if t.startswith("ARM[")}
     assert "ARM[ketamine_iv]" in arms and "ARM[ssri]" not in arms  # SSRI is the reference
     assert (cox["hr_lower"] < cox["hr"]).all() and (cox["hr"] < cox["hr_upper"]).all()
-    att = q(db, "SELECT * FROM results_attrition WHERE arm = '(all)' ORDER BY step")
+    att = q(db, "SELECT * FROM results_attrition WHERE arm = '(all)' AND rule NOT LIKE 'suicidal-ideation%' "
+               "ORDER BY step")
     assert att["n_remaining"][0] == SMALL.n_patients
     adsl = q(db, "SELECT count(*) n FROM ad_adsl WHERE ANLFL = 'Y'")["n"][0]
-    assert att["n_remaining"][-1] == adsl
+    assert att["n_remaining"][-1] == adsl  # the analysis population's last rule
+    # checks and secondary analyses are stored with the run
+    for table in ("results_ph", "results_rmst", "results_safety", "results_trajectory"):
+        assert q(db, f"SELECT count(*) n FROM {table} WHERE run_id = '{run['run_id']}'")["n"][0] > 0, table
+    si = q(db, "SELECT count(*) n FROM ad_adtte WHERE PARAMCD = 'TTSIRES'")["n"][0]
+    assert si > 0
 
 
 def test_critical_validation_failure_stops_the_analysis(tmp_path, export):

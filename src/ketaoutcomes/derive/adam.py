@@ -399,4 +399,17 @@ def derive_all(
     """ADSL, ADTTE and attrition from the staged tables."""
     adsl, attrition = derive_adsl(patients, courses, sessions, scores, study=study)
     adtte, notes = derive_adtte(adsl, scores, registries=registries, study=study)
+    if "TTSIRES" in study.endpoints:
+        from ketaoutcomes.derive.suicidal_ideation import derive_si_resolution
+
+        if "si_item_score" not in scores.columns:  # optional in the contract: absent means not recorded
+            scores = scores.with_columns(pl.lit(None, dtype=pl.Float64).alias("si_item_score"))
+        si, si_attrition = derive_si_resolution(adsl, scores, instrument=study.instrument, study=study)
+        adtte = pl.concat([adtte, si.select(adtte.columns)], how="vertical_relaxed").sort("PARAMCD", "USUBJID")
+        # the secondary endpoint's own population, after the analysis population's rules
+        offset = int(attrition["step"].max())
+        attrition = pl.concat([attrition, si_attrition.filter(pl.col("step") > 1).with_columns(
+            (pl.col("step") + offset - 1).cast(pl.Int32),
+            ("suicidal-ideation endpoint (TTSIRES): " + pl.col("rule")).alias("rule"),
+        ).select(attrition.columns)], how="vertical_relaxed")
     return DeriveResult(adsl=adsl, adtte=adtte, attrition=attrition, notes=tuple(notes))

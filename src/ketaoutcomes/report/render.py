@@ -38,7 +38,7 @@ from ketaoutcomes.report import figures
 
 __all__ = ["ReportData", "render_report", "ENDPOINT_INFO"]
 
-ENDPOINT_ORDER = ("TTRESP", "TTREM", "TTRELAPS")
+ENDPOINT_ORDER = ("TTRESP", "TTREM", "TTRELAPS", "TTSIRES")
 TEMPLATE_DIR = Path(__file__).parent / "templates"
 TEMPLATE_NAME = "report.html.j2"
 SUPPRESSED = "<11"
@@ -79,6 +79,14 @@ class ReportData:
     ps: pl.DataFrame | None = None
     #: covariate balance (results_balance): paramcd, target, covariate, abs_smd_before, abs_smd_after, ...
     balance: pl.DataFrame | None = None
+    #: proportional-hazards tests of the adjusted models (results_ph): paramcd, term, chi2, df, p_value, note, error
+    ph: pl.DataFrame | None = None
+    #: restricted mean time without the event (results_rmst): paramcd, group, horizon, rmst, se, lower, upper
+    rmst: pl.DataFrame | None = None
+    #: safety per session by route (results_safety): arm, event, sessions, patients, events, rate, lower, upper, note
+    safety: pl.DataFrame | None = None
+    #: mood trajectories (results_trajectory): arm, day, mean, lower, upper, converged
+    trajectory: pl.DataFrame | None = None
 
 
 @dataclass(frozen=True)
@@ -96,6 +104,10 @@ ENDPOINT_INFO = {
     "TTREM": EndpointInfo("Time to remission", "remission", "first dose", "faster remission", "slower remission", True),
     "TTRELAPS": EndpointInfo(
         "Time from response to relapse (responders only)", "relapse", "response", "earlier relapse", "later relapse", False
+    ),
+    "TTSIRES": EndpointInfo(
+        "Time to resolution of suicidal ideation (ideation at baseline only)", "resolution", "first dose",
+        "faster resolution", "slower resolution", True,
     ),
 }
 
@@ -860,7 +872,7 @@ def _weighting(data: ReportData, arms: Arms) -> dict[str, Any]:
     if not _has(ps, "paramcd", "target", "diagnostics"):
         return {"tables": [], "love": None, "reason": "not available: no propensity-score analysis was passed to the report"}
     tables = []
-    for code in ("TTRESP", "TTREM", "TTRELAPS"):
+    for code in ENDPOINT_ORDER:
         sub = ps.filter(pl.col("paramcd") == code)
         if sub.is_empty():
             continue
@@ -901,7 +913,8 @@ def _weighting(data: ReportData, arms: Arms) -> dict[str, Any]:
 # Truth (synthetic cohorts)
 # ---------------------------------------------------------------------------
 
-_ENDPOINT_NAMES = {"TTRESP": "response", "TTREM": "remission", "TTRELAPS": "relapse"}
+_ENDPOINT_NAMES = {"TTRESP": "response", "TTREM": "remission", "TTRELAPS": "relapse",
+                   "TTSIRES": "resolution of suicidal ideation"}
 
 
 def _truth(data: ReportData, arms: Arms) -> tuple[Table | None, str]:
@@ -1083,6 +1096,58 @@ def _dq(data: ReportData) -> tuple[Table | None, Table | None, str]:
     return summary, failing, ""
 
 
+_SAFETY_EVENTS = {
+    "dissociation": "dissociation (recorded AE)", "nausea": "nausea", "dizziness": "dizziness", "headache": "headache",
+    "hypertension": "hypertension (recorded AE)", "dissociation_cadss": "CADSS above cut-off",
+    "bp_rise_40_25": "BP rise >= 40/25 mmHg", "bp_180_110": "BP >= 180/110 mmHg",
+}
+
+
+def _secondary(data: ReportData, arms: Arms) -> dict[str, Any]:
+    """PH checks, restricted mean times, safety per session, mood trajectories (None when absent)."""
+    out: dict[str, Any] = {"ph": None, "rmst": None, "safety": None, "trajectory": None}
+    ph = data.ph
+    if _has(ph, "paramcd", "term", "p_value"):
+        rows = []
+        for r in ph.sort("paramcd").iter_rows(named=True):
+            if r["term"] not in ("GLOBAL", "ARM") and not (r.get("note") or r.get("error")):
+                continue
+            rows.append(Row([_ENDPOINT_NAMES.get(r["paramcd"], r["paramcd"]), str(r["term"]),
+                             DASH if r["chi2"] is None else f"{r['chi2']:.2f}", fmt_int(r.get("df")),
+                             fmt_p(r["p_value"]) if r["p_value"] is not None else DASH,
+                             str(r.get("error") or r.get("note") or "")],
+                            "bad" if r.get("note") or r.get("error") else ""))
+        out["ph"] = Table(["Endpoint", "Term", "Chi-square", "df", "p", "Note"], rows, align="llrrrl", wide=True)
+    rm = data.rmst
+    if _has(rm, "paramcd", "group", "rmst"):
+        rows = [Row([_ENDPOINT_NAMES.get(r["paramcd"], r["paramcd"]), arms.label(r["group"]), f"{r['horizon']:g}",
+                     fmt_days_ci(r["rmst"], r.get("lower"), r.get("upper"))],
+                    "ref" if r["group"] == arms.reference else "")
+                for r in rm.sort("paramcd", "group").iter_rows(named=True)]
+        out["rmst"] = Table(["Endpoint", "Arm", "Horizon (days)", "Mean days without the event (95% CI)"], rows,
+                            align="llrr")
+    sf = data.safety
+    if _has(sf, "arm", "event", "rate", "sessions"):
+        rows = []
+        for r in sf.iter_rows(named=True):
+            if not r["sessions"]:
+                continue
+            ci = DASH if r["rate"] is None else f"{100 * r['rate']:.1f}% ({100 * r['lower']:.1f}\u2013{100 * r['upper']:.1f})"
+            rows.append(Row([arms.label(r["arm"]), _SAFETY_EVENTS.get(r["event"], r["event"]), fmt_int(r["sessions"]),
+                             fmt_int(r["events"]), ci, str(r.get("note") or "")]))
+        out["safety"] = Table(["Arm", "Event", "Sessions", "Sessions with the event", "Rate per session (95% CI)", "Note"],
+                              rows, align="llrrrl", wide=True)
+    tr = data.trajectory
+    if _has(tr, "arm", "day", "mean"):
+        from ketaoutcomes.models.trajectory import predicted_figure
+
+        labels = {a: (arms.label(a), arms.style(a)[0]) for a in tr["arm"].unique().to_list()}
+        converged = bool(tr["converged"].all()) if "converged" in tr.columns else True
+        alpha = float((data.provenance or {}).get("alpha", 0.05))
+        out["trajectory"] = predicted_figure(tr, labels, alpha=alpha, time_terms="log1p", converged=converged)
+    return out
+
+
 def _prov_value(v: Any) -> dict[str, Any]:
     if isinstance(v, Mapping):
         return {"children": [{"key": str(k), **_prov_value(x)} for k, x in v.items()]}
@@ -1154,6 +1219,7 @@ def build_context(data: ReportData, *, suppress_small_cells: bool = True) -> dic
     quarantine, quarantine_reason = _quarantine(data)
     dq_summary, dq_failing, dq_reason = _dq(data)
     weighting = _weighting(data, arms)
+    secondary = _secondary(data, arms)
     provenance = [{"key": str(k), **_prov_value(v)} for k, v in prov.items()]
     return {
         "title": data.title,
@@ -1172,6 +1238,7 @@ def build_context(data: ReportData, *, suppress_small_cells: bool = True) -> dic
         "quarantine": quarantine, "quarantine_reason": quarantine_reason,
         "dq_summary": dq_summary, "dq_failing": dq_failing, "dq_reason": dq_reason,
         "weighting": weighting,
+        "secondary": secondary,
         "provenance": provenance,
         "suppress": suppress_small_cells,
         "generated_by": str(prov.get("report_generated_by") or prov.get("code_version") or ""),
