@@ -280,6 +280,15 @@ def secondary_analyses(
     notes: list[str] = []
     data = trajectory_data(adsl, scores, instrument=study.instrument, horizon_days=study.rmst_horizon_days,
                            baseline_window_days=study.baseline_window_days)
+    cap = study.trajectory_max_patients_per_arm
+    per_arm = data.group_by("ARM").agg(pl.col("USUBJID").unique().sort())
+    if (per_arm["USUBJID"].list.len() > cap).any():
+        keep = per_arm.with_columns(pl.col("USUBJID").list.sample(
+            n=pl.min_horizontal(pl.col("USUBJID").list.len(), pl.lit(cap)), seed=study.random_seed))
+        keep = keep.explode("USUBJID").select("USUBJID")
+        data = data.join(keep, on="USUBJID", how="semi")
+        notes.append(f"trajectories: fitted on a random sample of at most {cap:,} patients per arm "
+                     f"(seed {study.random_seed}); the intervals are those of the sample")
     if data["ARM"].n_unique() >= 2 and study.reference_arm in data["ARM"].unique().to_list():
         traj = fit_trajectories(data, reference_arm=study.reference_arm, alpha=study.alpha)
         out["results_trajectory"] = traj.predicted.with_columns(pl.lit(traj.converged).alias("converged"))

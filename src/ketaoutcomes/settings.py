@@ -117,6 +117,11 @@ class StudySettings(_Frozen):
     #: Restricted mean time without the event (non-response, non-remission, no relapse) up to
     #: this many days after the origin, per arm.
     rmst_horizon_days: int = Field(default=56, ge=1, le=3650)
+    #: The mood-trajectory mixed model is fitted on at most this many patients per arm (a seeded
+    #: random sample; statsmodels' MixedLM loops over patients, so its time grows with them).
+    trajectory_max_patients_per_arm: int = Field(default=3000, ge=50)
+    #: Seed of every random step of the analysis (no hidden randomness).
+    random_seed: int = Field(default=20261121, ge=0)
 
     @model_validator(mode="after")
     def _consistent(self) -> "StudySettings":

@@ -150,3 +150,22 @@ def test_failed_diagnostics_are_stored_and_withheld_in_the_report(tmp_path, expo
     assert html.count("withheld: fails diagnostics") >= ps.height
     bal = q(db, "SELECT * FROM results_balance WHERE paramcd = 'TTRESP'")
     assert {"smd_before", "smd_after", "covariate"} <= set(bal.columns) and bal.height > 0
+
+
+def test_trajectory_sample_is_capped_seeded_and_said():
+    """The mixed model's cost grows with patients: beyond the study's cap it runs on a seeded sample,
+    the same every time, and the notes say so."""
+    from ketaoutcomes.analysis import secondary_analyses
+    from ketaoutcomes.derive import derive_all
+    from ketaoutcomes.registries import load_registries
+    from ketaoutcomes.simulate import simulate_frames
+
+    frames = simulate_frames(SimulationSettings(n_patients=600, seed=4))
+    study = StudySettings(trajectory_max_patients_per_arm=60)
+    d = derive_all(frames["patients"], frames["courses"], frames["sessions"], frames["mood_scores"],
+                   registries=load_registries(), study=study)
+    runs = [secondary_analyses(d.adsl, frames["mood_scores"], frames["sessions"], frames["adverse_events"],
+                               frames["courses"], study=study) for _ in range(2)]
+    assert runs[0][0]["results_trajectory"].equals(runs[1][0]["results_trajectory"])
+    assert any("random sample of at most 60 patients per arm (seed" in n for n in runs[0][1])
+    assert runs[0][0]["results_safety"].height > 0
