@@ -66,6 +66,8 @@ import numpy as np
 import polars as pl
 from statsmodels.discrete.discrete_model import Logit
 
+from ketaoutcomes.models.survival import _format_level, _plural
+
 __all__ = ["WEIGHTINGS", "PropensityResult", "fit_propensity", "love_plot_data", "preference_score"]
 
 #: Weighting schemes :func:`fit_propensity` knows.
@@ -166,17 +168,6 @@ class PropensityResult:
 
 
 # --------------------------------------------------------------------------- helpers
-def _format_level(value: Any) -> str:
-    """Label for a factor level: whole floats print as integers (1.0 -> '1')."""
-    if isinstance(value, float) and value.is_integer():
-        return str(int(value))
-    return str(value)
-
-
-def _plural(n: int, word: str) -> str:
-    return f"{n} {word}" if n == 1 else f"{n} {word}s"
-
-
 def _drop_missing(frame: pl.DataFrame, columns: Sequence[str]) -> tuple[pl.DataFrame, int, list[str]]:
     """Drop rows with a null (or NaN) in ``columns``; count them and say why."""
     flags = []

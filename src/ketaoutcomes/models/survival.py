@@ -419,6 +419,20 @@ def _km_one_group(time: np.ndarray, status: np.ndarray) -> dict[str, np.ndarray]
     }
 
 
+def _median_row(label: str, n: int, events: float, g: dict, lower, upper, notes: list[str]) -> dict:
+    """One group's median and its CI (R's rule on the curve and its band); notes a group without events."""
+    if events == 0:
+        notes.append(f"group {label!r} has no events: survival stays at 1 and the median is not reached")
+    return {
+        "group": label,
+        "n": n,
+        "events": events,
+        "median": _r_median(g["time"], g["survival"]),
+        "median_lower": _r_median(g["time"], lower),
+        "median_upper": _r_median(g["time"], upper),
+    }
+
+
 def kaplan_meier(
     frame: pl.DataFrame,
     *,
@@ -508,18 +522,7 @@ def kaplan_meier(
             ).with_columns(pl.col("lower", "upper").fill_nan(None))
         )
         n_events = int(g["n_event"].sum())
-        medians.append(
-            {
-                "group": label,
-                "n": int(mask.sum()),
-                "events": n_events,
-                "median": _r_median(g["time"], g["survival"]),
-                "median_lower": _r_median(g["time"], lower),
-                "median_upper": _r_median(g["time"], upper),
-            }
-        )
-        if n_events == 0:
-            notes.append(f"group {label!r} has no events: survival stays at 1 and the median is not reached")
+        medians.append(_median_row(label, int(mask.sum()), n_events, g, lower, upper, notes))
 
     table = pl.concat(tables) if tables else pl.DataFrame(schema=_KM_TABLE_SCHEMA)
     med = pl.DataFrame(

@@ -58,10 +58,10 @@ from ketaoutcomes.models.survival import (
     _event_indicator,
     _exp,
     _labels,
+    _median_row,
     _numeric,
     _plural,
     _quadratic_test,
-    _r_median,
 )
 
 __all__ = ["KM_VARIANCES", "restricted_mean", "weighted_cox", "weighted_kaplan_meier"]
@@ -522,19 +522,7 @@ def weighted_kaplan_meier(
                 schema=_WKM_SCHEMA,
             ).with_columns(pl.col("std_err", "lower", "upper").fill_nan(None))
         )
-        events = float(g["n_event"].sum())
-        medians.append(
-            {
-                "group": label,
-                "n": int(mask.sum()),
-                "events": events,
-                "median": _r_median(g["time"], g["survival"]),
-                "median_lower": _r_median(g["time"], lower),
-                "median_upper": _r_median(g["time"], upper),
-            }
-        )
-        if events == 0:
-            notes.append(f"group {label!r} has no events: survival stays at 1 and the median is not reached")
+        medians.append(_median_row(label, int(mask.sum()), float(g["n_event"].sum()), g, lower, upper, notes))
 
     if variance == "robust":
         notes.append(
