@@ -112,7 +112,7 @@ def test_truth_file_states_the_hazard_ratios_and_observed_grid_estimands(export)
     truth = json.loads((export / "truth.json").read_text())
     assert truth["seed"] == SMALL.seed and truth["response"]["hr_arm"]["ssri"] == 1.0
     est = truth["estimands_observed_grid"]["TTRESP"]
-    assert set(est) == {"adjusted", "naive"}
+    assert set(est) == {"adjusted", "naive", "marginal_pair"}
     iv = est["adjusted"]["ketamine_iv"]
     assert iv["lower"] < iv["hr"] < iv["upper"]
 

@@ -73,10 +73,10 @@ def test_adjusted_covariate_hrs_cover_the_generator_truth(fit):
 
 @pytest.mark.slow
 def test_iptw_route_hrs_pass_diagnostics_and_cover_the_marginal_truth(fit, target):
-    """IPTW targets the marginal HR: the truth's 'naive' estimand (every patient under each arm,
-    arm only). Checked for response, whose generator is proportional hazards; see the note on
-    remission in the session note (the truth is computed over the whole cohort, IPTW per pair)."""
+    """Pairwise IPTW (ATE) targets the marginal HR among the patients given the route or the
+    reference arm: the truth's 'marginal_pair' estimand (their outcomes under both arms)."""
     rows = fit.filter((pl.col("model") == "iptw") & pl.col("term").str.starts_with("ARM["))
     assert rows.height == 5 and set(rows["diagnostics"]) == {"pass"}
-    covered = [r["hr_lower"] <= target["naive"][r["term"][4:-1]]["hr"] <= r["hr_upper"] for r in rows.iter_rows(named=True)]
+    covered = [r["hr_lower"] <= target["marginal_pair"][r["term"][4:-1]]["hr"] <= r["hr_upper"]
+               for r in rows.iter_rows(named=True)]
     assert sum(covered) >= 4, covered

@@ -945,7 +945,10 @@ def _truth(data: ReportData, arms: Arms) -> tuple[Table | None, str]:
     for code in ("TTRESP", "TTREM", "TTRELAPS"):
         weighted_models = sorted({m for (c, m, _a) in est if c == code and m.endswith("(weighted)")})
         for model in ("adjusted", "naive", *weighted_models):
-            targets = (estimands.get(code) or {}).get("naive" if model.endswith("(weighted)") else model) or {}
+            key = model
+            if model.endswith("(weighted)"):  # a pairwise ATE: marginal among the pair's patients
+                key = "marginal_pair" if "marginal_pair" in (estimands.get(code) or {}) else "naive"
+            targets = (estimands.get(code) or {}).get(key) or {}
             for arm in arms.sort(targets):
                 t = targets[arm]
                 r = est.get((code, model, arm))
