@@ -129,26 +129,26 @@ def _details_table(details: dict) -> str:
 # a changed export folder or warehouse.
 
 
-@task(name="simulate", cache_policy=NO_CACHE, persist_result=False)
+#: Every task: no cache (the steps know when they are up to date), no result persistence.
+_NO_RETRY_TASK = dict(cache_policy=NO_CACHE, persist_result=False, retries=0)
+#: Tasks that write the warehouse retry only transient failures (see retry_if_transient).
+_TRANSIENT_TASK = dict(cache_policy=NO_CACHE, persist_result=False, retries=len(TRANSIENT_RETRY_DELAYS),
+                       retry_delay_seconds=TRANSIENT_RETRY_DELAYS, retry_condition_fn=retry_if_transient)
+
+
+@task(name="simulate", **_NO_RETRY_TASK)
 def simulate_task(sim: SimulationSettings, out_dir: Path) -> steps.StepOutcome:
     """Write a synthetic export folder (deterministic: no retries)."""
     return _log_outcome(steps.simulate_step(sim, Path(out_dir)))
 
 
-@task(
-    name="ingest",
-    cache_policy=NO_CACHE,
-    persist_result=False,
-    retries=len(TRANSIENT_RETRY_DELAYS),
-    retry_delay_seconds=TRANSIENT_RETRY_DELAYS,
-    retry_condition_fn=retry_if_transient,
-)
+@task(name="ingest", **_TRANSIENT_TASK)
 def ingest_task(db: Path, export_dir: Path) -> steps.StepOutcome:
     """Load one export folder into raw_*/stg_* (+ meta_batches, quarantine)."""
     return _log_outcome(steps.ingest_step(Path(db), Path(export_dir)))
 
 
-@task(name="validate", cache_policy=NO_CACHE, persist_result=False, retries=0)
+@task(name="validate", **_NO_RETRY_TASK)
 def validate_task(db: Path, force: bool = True) -> steps.StepOutcome:
     """Run the data checks and store them in validation_results.
 
@@ -180,27 +180,13 @@ def validate_task(db: Path, force: bool = True) -> steps.StepOutcome:
     return outcome
 
 
-@task(
-    name="analyze",
-    cache_policy=NO_CACHE,
-    persist_result=False,
-    retries=len(TRANSIENT_RETRY_DELAYS),
-    retry_delay_seconds=TRANSIENT_RETRY_DELAYS,
-    retry_condition_fn=retry_if_transient,
-)
+@task(name="analyze", **_TRANSIENT_TASK)
 def analyze_task(db: Path, study: StudySettings) -> steps.StepOutcome:
     """Derive ad_adsl/ad_adtte and fit the survival models (results_*)."""
     return _log_outcome(steps.analyze_step(Path(db), study))
 
 
-@task(
-    name="render",
-    cache_policy=NO_CACHE,
-    persist_result=False,
-    retries=len(TRANSIENT_RETRY_DELAYS),
-    retry_delay_seconds=TRANSIENT_RETRY_DELAYS,
-    retry_condition_fn=retry_if_transient,
-)
+@task(name="render", **_TRANSIENT_TASK)
 def render_task(db: Path, study: StudySettings, reports_dir: Path) -> steps.StepOutcome:
     """Write the HTML report (reports/*.html); details["report_path"]."""
     outcome = _log_outcome(steps.render_step(Path(db), study, Path(reports_dir)))

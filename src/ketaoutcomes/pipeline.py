@@ -18,6 +18,7 @@ What makes a step out of date:
 from __future__ import annotations
 
 import contextlib
+import functools
 import datetime as dt
 import hashlib
 import json
@@ -81,8 +82,11 @@ def _wall_clock() -> dt.datetime:
     return dt.datetime.now(dt.UTC).replace(tzinfo=None, microsecond=0)
 
 
+@functools.cache
 def code_version() -> str:
-    """Package version plus the git commit (and '+dirty') when run from a checkout."""
+    """Package version plus the git commit (and '+dirty') when run from a checkout.
+
+    Read once per process: the code a process runs is the code it imported."""
     here = Path(__file__).resolve().parent
     try:
         sha = subprocess.run(["git", "rev-parse", "--short=12", "HEAD"], cwd=here, capture_output=True,

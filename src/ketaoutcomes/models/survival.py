@@ -433,6 +433,27 @@ def _median_row(label: str, n: int, events: float, g: dict, lower, upper, notes:
     }
 
 
+def _km_inputs(frame: pl.DataFrame, *, time: str, event: str, group: str | None, alpha: float, conf_type: str,
+               extra: Sequence[str] = ()):
+    """Checked inputs of a Kaplan-Meier fit (shared with the weighted one): the rows without
+    missing values, their times, events, group codes and labels, and the normal quantile."""
+    if conf_type not in CONF_TYPES:
+        raise ValueError(f"conf_type must be one of {CONF_TYPES}, not {conf_type!r}")
+    if not 0 < alpha < 1:
+        raise ValueError("alpha must be in (0, 1)")
+    cols = [time, event, *extra] + ([group] if group is not None else [])
+    data, n_dropped, notes = _drop_missing(frame, cols)
+    t = _numeric(data[time], "time")
+    if (t < 0).any():
+        raise ValueError(f"time column {time!r} has negative values")
+    d = _event_indicator(data[event])
+    if group is None:
+        codes, labels = np.zeros(len(t), dtype=np.int64), [ALL_GROUP]
+    else:
+        codes, labels = _labels(data[group])
+    return data, n_dropped, notes, t, d, codes, labels, float(stats.norm.ppf(1 - alpha / 2))
+
+
 def kaplan_meier(
     frame: pl.DataFrame,
     *,
@@ -484,21 +505,8 @@ def kaplan_meier(
       instead (the SAS method) and always uses an observed event time, so it
       is not used.
     """
-    if conf_type not in CONF_TYPES:
-        raise ValueError(f"conf_type must be one of {CONF_TYPES}, not {conf_type!r}")
-    if not 0 < alpha < 1:
-        raise ValueError("alpha must be in (0, 1)")
-    cols = [time, event] + ([group] if group is not None else [])
-    data, n_dropped, notes = _drop_missing(frame, cols)
-    t = _numeric(data[time], "time")
-    if (t < 0).any():
-        raise ValueError(f"time column {time!r} has negative values")
-    d = _event_indicator(data[event])
-    if group is None:
-        codes, labels = np.zeros(len(t), dtype=np.int64), [ALL_GROUP]
-    else:
-        codes, labels = _labels(data[group])
-    z = float(stats.norm.ppf(1 - alpha / 2))
+    data, n_dropped, notes, t, d, codes, labels, z = _km_inputs(
+        frame, time=time, event=event, group=group, alpha=alpha, conf_type=conf_type)
 
     tables: list[pl.DataFrame] = []
     medians: list[dict[str, Any]] = []

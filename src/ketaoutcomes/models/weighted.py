@@ -45,8 +45,6 @@ import polars as pl
 from scipy import stats
 
 from ketaoutcomes.models.survival import (
-    ALL_GROUP,
-    CONF_TYPES,
     CoxResult,
     KMResult,
     _ci_band,
@@ -57,6 +55,7 @@ from ketaoutcomes.models.survival import (
     _estimable,
     _event_indicator,
     _exp,
+    _km_inputs,
     _labels,
     _median_row,
     _numeric,
@@ -479,24 +478,11 @@ def weighted_kaplan_meier(
     curves (not implemented here), would be better. The survival estimate itself
     is the product-limit estimate with weighted counts, ``prod(1 - d_w / n_w)``.
     """
-    if conf_type not in CONF_TYPES:
-        raise ValueError(f"conf_type must be one of {CONF_TYPES}, not {conf_type!r}")
     if variance not in KM_VARIANCES:
         raise ValueError(f"variance must be one of {KM_VARIANCES}, not {variance!r}")
-    if not 0 < alpha < 1:
-        raise ValueError("alpha must be in (0, 1)")
-    cols = [time, event, weights] + ([group] if group is not None else [])
-    data, n_dropped, notes = _drop_missing(frame, cols)
-    t = _numeric(data[time], "time")
-    if (t < 0).any():
-        raise ValueError(f"time column {time!r} has negative values")
-    d = _event_indicator(data[event])
+    data, n_dropped, notes, t, d, codes, labels, z = _km_inputs(
+        frame, time=time, event=event, group=group, alpha=alpha, conf_type=conf_type, extra=[weights])
     w = _weights(data[weights])
-    if group is None:
-        codes, labels = np.zeros(len(t), dtype=np.int64), [ALL_GROUP]
-    else:
-        codes, labels = _labels(data[group])
-    z = float(stats.norm.ppf(1 - alpha / 2))
 
     tables: list[pl.DataFrame] = []
     medians: list[dict[str, Any]] = []
