@@ -262,7 +262,7 @@ def test_other_arms_are_ignored_and_bad_options_raise():
     r = _fit(pl.concat([frame, other]))
     assert r.scores.height == 400 and set(r.scores["ARM"]) == {"ketamine_iv", "ssri"}
     with pytest.raises(ValueError):
-        _fit(frame, weighting="matching")
+        _fit(frame, weighting="stratification")
     with pytest.raises(ValueError):
         fit_propensity(frame, target="ssri", comparator="ssri", covariates=["X"])
     with pytest.raises(ValueError):  # a text column must be declared categorical

@@ -32,19 +32,34 @@ Conventions (each is also commented where it is applied):
   CohortMethod's ``maxWeight`` does; the count is in ``n_truncated`` and ``notes``).
   ``"overlap"``: ``1-ps`` (target) and ``ps`` (comparator); they lie in [0, 1]
   and are never truncated (``truncation`` is then None).
+  ``"matching"``: 1:1 greedy nearest-neighbour matching without replacement on
+  the logit of the propensity score, target patients in order of descending
+  score, within a caliper of ``caliper`` SDs of the logit score (SD over both
+  arms, ddof=1), as R's MatchIt (``method = "nearest"``, ``m.order = "largest"``,
+  ``std.caliper = TRUE``); :func:`ketaoutcomes.models.matching.match_nearest`
+  states every rule. Matched patients get weight 1, unmatched patients a
+  *missing* (null) weight: callers drop them. ``scores`` gains ``match_set``
+  (Int64, the pair's id, null when unmatched); ``notes`` say how many target
+  patients found no comparator within the caliper. Not truncated (``truncation``
+  is None). Matching needs every score strictly between 0 and 1; otherwise
+  nobody is matched (said in ``notes``).
 * **Standardised mean difference** of a design column:
   ``(mean_t - mean_c) / sqrt((var_t + var_c) / 2)``. The denominator is the
   *unweighted* pooled SD (sample variances, ``ddof=1``) both before and after
   weighting, as CohortMethod (>= 5.0) and Austin (2009) recommend, so a change in
   the SMD is a change in the mean difference only. After weighting, the means are
-  weighted means. A column constant in both arms has SMD 0; a column constant
-  within each arm but different between them has an infinite SMD.
-* **Effective sample size** per arm: ``(sum w)^2 / sum w^2``.
-* **Gate** (``diagnostics_passed``): max |SMD| after weighting < ``max_smd`` *and*
-  equipoise >= ``min_equipoise`` *and* the propensity model converged *and* every
-  diagnostic could be computed. A diagnostic that could not be computed (NaN,
-  None, too few patients) counts as failed, never as passed; ``gate_reasons``
-  says why the gate failed.
+  weighted means; after matching, plain means over the matched patients (the
+  denominator is still the SD of the full two-arm sample). A column constant in
+  both arms has SMD 0; a column constant within each arm but different between
+  them has an infinite SMD.
+* **Effective sample size** per arm: ``(sum w)^2 / sum w^2``; after matching,
+  the number of matched patients of the arm.
+* **Gate** (``diagnostics_passed``): max |SMD| after weighting (or matching)
+  < ``max_smd`` *and* equipoise >= ``min_equipoise`` *and* the propensity model
+  converged *and* every diagnostic could be computed *and*, for matching, at least
+  2 matched pairs. A diagnostic that could not be computed (NaN, None, too few
+  patients) counts as failed, never as passed; ``gate_reasons`` says why the gate
+  failed.
 * **Convergence.** Newton-Raphson (at most 100 iterations). The fit counts as
   not converged when statsmodels says so, when an estimate is not finite, or when
   the fitted scores separate the arms perfectly (every target patient above every
@@ -57,6 +72,7 @@ Conventions (each is also commented where it is applied):
 from __future__ import annotations
 
 import math
+import numbers
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -66,12 +82,13 @@ import numpy as np
 import polars as pl
 from statsmodels.discrete.discrete_model import Logit
 
+from ketaoutcomes.models.matching import caliper_width, match_nearest
 from ketaoutcomes.models.survival import _format_level, _plural
 
 __all__ = ["WEIGHTINGS", "PropensityResult", "fit_propensity", "love_plot_data", "preference_score"]
 
 #: Weighting schemes :func:`fit_propensity` knows.
-WEIGHTINGS = ("iptw", "overlap")
+WEIGHTINGS = ("iptw", "overlap", "matching")
 
 _SCORES_SCHEMA = {
     "USUBJID": pl.String,
@@ -109,12 +126,15 @@ class PropensityResult:
     scores : polars.DataFrame
         One row per analysed patient: ``USUBJID``, ``ARM``, ``treated`` (1 target,
         0 comparator), ``ps`` (fitted probability of the target arm),
-        ``preference``, ``weight`` (after truncation).
+        ``preference``, ``weight`` (after truncation; for matching 1.0 when
+        matched, null when not) and, for matching only, ``match_set`` (Int64 id of
+        the matched pair, null when unmatched).
     balance : polars.DataFrame
         One row per design column: ``covariate`` (``"AGE"``, ``"SEX[M]"``, ...),
         ``mean_target_before``, ``mean_comparator_before``, ``smd_before``,
         ``mean_target_after``, ``mean_comparator_after``, ``smd_after`` (weighted
-        means; both SMDs over the unweighted pooled SD), ``sd_pooled`` (that SD)
+        means, or means over the matched patients; both SMDs over the unweighted
+        pooled SD of the full sample), ``sd_pooled`` (that SD)
         and ``in_model`` (False for the reference level of a categorical covariate).
     equipoise : float or None
         Share of patients with a preference score within ``equipoise_bounds``;
@@ -124,12 +144,13 @@ class PropensityResult:
     n_target, n_comparator : int
         Patients analysed per arm (after dropping missing values).
     ess_target, ess_comparator : float
-        Effective sample sizes ``(sum w)^2 / sum w^2`` (NaN if not computable).
+        Effective sample sizes ``(sum w)^2 / sum w^2`` (NaN if not computable);
+        for matching, the numbers of matched patients.
     weighting : str
-        ``"iptw"`` or ``"overlap"``.
+        ``"iptw"``, ``"overlap"`` or ``"matching"``.
     truncation : float or None
         Cap on the stabilised IPTW weights (None: not truncated, always None for
-        overlap weights).
+        overlap weights and matching).
     diagnostics_passed : bool
         The gate: balance, equipoise, convergence and every diagnostic computed.
     gate_reasons : tuple of str
@@ -144,6 +165,11 @@ class PropensityResult:
         IPTW weights set to the cap.
     reference_levels : tuple of (str, str)
         ``(column, reference level)`` of each categorical covariate.
+    n_matched_target, n_matched_comparator : int
+        Matched patients per arm (0 unless ``weighting == "matching"``).
+    caliper : float or None
+        Caliper in SDs of the logit propensity score (None unless matching with a
+        caliper).
     """
 
     target: str
@@ -165,6 +191,9 @@ class PropensityResult:
     n_dropped: int = 0
     n_truncated: int = 0
     reference_levels: tuple[tuple[str, str], ...] = ()
+    n_matched_target: int = 0
+    n_matched_comparator: int = 0
+    caliper: float | None = None
 
 
 # --------------------------------------------------------------------------- helpers
@@ -325,6 +354,34 @@ def _fit_logit(y: np.ndarray, X: np.ndarray) -> tuple[np.ndarray | None, bool, l
         return None, False, notes
 
 
+def _match(
+    ps: np.ndarray, treated: np.ndarray, caliper: float | None, target: str, comparator: str
+) -> tuple[np.ndarray, list[str], list[str]]:
+    """1:1 matching for :func:`fit_propensity`: (match-set ids, notes, gate reasons). Never raises."""
+    n_t = int((treated == 1).sum())
+    notes: list[str] = []
+    if len(ps) and np.all((ps > 0.0) & (ps < 1.0)):
+        match_set = match_nearest(ps, treated, caliper=caliper, ratio=1)
+        width = caliper_width(ps, caliper)
+        rule = "no caliper" if width is None else f"caliper {caliper:g} SD of the logit PS = {width:.3g}"
+        n_pairs = int(((match_set >= 0) & (treated == 1)).sum())
+        notes.append(f"1:1 nearest-neighbour matching on the logit PS without replacement ({rule}): "
+                     f"{_plural(n_pairs, 'matched pair')}")
+        n_unmatched = n_t - n_pairs
+        if n_unmatched:
+            why = "no unused comparator left" if width is None else "no unused comparator within the caliper"
+            notes.append(f"{n_unmatched} of {n_t} {target} patients unmatched ({why})")
+    else:
+        match_set = np.full(len(ps), -1, dtype=np.int64)
+        n_pairs = 0
+        if len(ps) and not np.isnan(ps).all():
+            notes.append("no matching: propensity scores of exactly 0 or 1 (or missing) have no finite logit")
+    reasons = []
+    if n_pairs < 2:
+        reasons.append(f"fewer than 2 matched pairs ({n_pairs}) of {target} and {comparator} patients")
+    return match_set, notes, reasons
+
+
 # --------------------------------------------------------------------------- main entry
 def fit_propensity(
     frame: pl.DataFrame,
@@ -337,6 +394,7 @@ def fit_propensity(
     id_col: str = "USUBJID",
     weighting: str = "iptw",
     truncation: float | None = 10.0,
+    caliper: float | None = 0.2,
     max_smd: float = 0.1,
     min_equipoise: float = 0.2,
     equipoise_bounds: tuple[float, float] = (0.3, 0.7),
@@ -355,14 +413,18 @@ def fit_propensity(
         Covariates expanded to dummies (reference: the most frequent level).
     arm, id_col : str
         The arm and patient-id columns.
-    weighting : {"iptw", "overlap"}
-        Stabilised, truncated ATE inverse probability weights, or overlap weights.
+    weighting : {"iptw", "overlap", "matching"}
+        Stabilised, truncated ATE inverse probability weights, overlap weights, or
+        1:1 nearest-neighbour matching on the logit propensity score.
     truncation : float or None
-        Cap on the stabilised IPTW weights (ignored for overlap weights).
+        Cap on the stabilised IPTW weights (ignored for overlap weights and matching).
+    caliper : float or None
+        Matching caliper in SDs of the logit propensity score (None: no caliper);
+        used by matching only.
     max_smd, min_equipoise, equipoise_bounds
-        The gate's thresholds: max |SMD| after weighting must be < ``max_smd``,
-        equipoise (share of preference scores in the closed ``equipoise_bounds``)
-        >= ``min_equipoise``.
+        The gate's thresholds: max |SMD| after weighting (or matching) must be
+        < ``max_smd``, equipoise (share of preference scores in the closed
+        ``equipoise_bounds``) >= ``min_equipoise``.
 
     Returns
     -------
@@ -376,7 +438,7 @@ def fit_propensity(
     ValueError
         Bad options (unknown weighting, target == comparator, no covariates, a
         categorical name that is not a covariate, a text covariate not declared
-        categorical).
+        categorical, a caliper that is not positive).
     """
     if weighting not in WEIGHTINGS:
         raise ValueError(f"weighting must be one of {WEIGHTINGS}, not {weighting!r}")
@@ -393,6 +455,8 @@ def fit_propensity(
         raise ValueError(f"equipoise_bounds must satisfy 0 <= low < high <= 1, not {equipoise_bounds}")
     if truncation is not None and not truncation > 0:
         raise ValueError(f"truncation must be positive or None, not {truncation}")
+    if caliper is not None and not (isinstance(caliper, numbers.Real) and math.isfinite(caliper) and caliper > 0):
+        raise ValueError(f"caliper must be a positive number of SDs or None, not {caliper!r}")
     missing = [c for c in (arm, id_col, *covariates) if c not in frame.columns]
     if missing:
         raise KeyError(f"columns not in frame: {missing}")
@@ -402,6 +466,8 @@ def fit_propensity(
     reasons: list[str] = []
     if weighting == "overlap" and truncation is not None:
         notes.append("overlap weights lie in [0, 1]; no truncation")
+    if weighting == "matching" and truncation is not None:
+        notes.append("matching gives weights of 1 (matched) or none (unmatched); no truncation")
 
     data = frame.filter(pl.col(arm).is_in([target, comparator])).select(id_col, arm, *covariates)
     data, n_dropped, drop_notes = _drop_missing(data, covariates)
@@ -462,11 +528,21 @@ def fit_propensity(
             )
 
     # --- weights
+    match_set: np.ndarray | None = None
+    n_mt = n_mc = 0
+    if weighting == "matching":
+        match_set, match_notes, match_reasons = _match(ps, treated, caliper, target, comparator)
+        notes += match_notes
+        reasons += match_reasons
+        matched = match_set >= 0
+        n_mt, n_mc = int((matched & (treated == 1)).sum()), int((matched & (treated == 0)).sum())
+        # 1 for matched patients, missing for the others (NaN here, null in `scores`)
+        weight = np.where(matched, 1.0, math.nan)
     with np.errstate(divide="ignore", invalid="ignore"):
         if weighting == "iptw":
             # ATE weights stabilised by the marginal shares: P/ps and (1-P)/(1-ps)
             weight = np.where(treated == 1, share / ps, (1.0 - share) / (1.0 - ps))
-        else:
+        elif weighting == "overlap":
             weight = np.where(treated == 1, 1.0 - ps, ps)
     n_truncated = 0
     if trunc is not None:
@@ -478,7 +554,10 @@ def fit_propensity(
             notes.append(f"{_plural(n_truncated, 'stabilised IPTW weight')} truncated at {trunc:g}")
 
     # --- balance
-    balance = _balance(names, values, in_model, treated, weight)
+    # after matching: means over the matched patients (weight 1; the unmatched weigh 0)
+    balance_weight = np.where(np.isnan(weight), 0.0, weight) if weighting == "matching" else weight
+    balance = _balance(names, values, in_model, treated, balance_weight)
+    after = "matching" if weighting == "matching" else "weighting"
     max_abs: float | None = None
     smd_after = balance["smd_after"].to_numpy()
     if len(smd_after) and not np.isnan(smd_after).any():
@@ -486,13 +565,16 @@ def fit_propensity(
         max_abs = float(abs(smd_after[i]))
         if not max_abs < max_smd:
             reasons.append(
-                f"max |SMD| after weighting {max_abs:.3g} >= {max_smd:g} ({balance['covariate'][i]})"
+                f"max |SMD| after {after} {max_abs:.3g} >= {max_smd:g} ({balance['covariate'][i]})"
             )
     elif len(smd_after):
         bad = balance.filter(pl.col("smd_after").is_nan())["covariate"].to_list()
-        reasons.append(f"a diagnostic could not be computed: SMD after weighting for {', '.join(bad)}")
+        reasons.append(f"a diagnostic could not be computed: SMD after {after} for {', '.join(bad)}")
 
-    ess_t, ess_c = _ess(weight[treated == 1]), _ess(weight[treated == 0])
+    if weighting == "matching":
+        ess_t, ess_c = float(n_mt), float(n_mc)
+    else:
+        ess_t, ess_c = _ess(weight[treated == 1]), _ess(weight[treated == 0])
 
     scores = pl.DataFrame(
         {
@@ -505,6 +587,10 @@ def fit_propensity(
         },
         schema=_SCORES_SCHEMA,
     )
+    if match_set is not None:
+        scores = scores.with_columns(
+            pl.col("weight").fill_nan(None), pl.Series("match_set", match_set, dtype=pl.Int64)
+        ).with_columns(pl.when(pl.col("match_set") >= 0).then(pl.col("match_set")).alias("match_set"))
     reasons = list(dict.fromkeys(reasons))
     return PropensityResult(
         target=target,
@@ -526,6 +612,9 @@ def fit_propensity(
         n_dropped=n_dropped,
         n_truncated=n_truncated,
         reference_levels=tuple(refs),
+        n_matched_target=n_mt,
+        n_matched_comparator=n_mc,
+        caliper=caliper if weighting == "matching" else None,
     )
 
 
