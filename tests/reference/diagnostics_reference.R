@@ -13,7 +13,8 @@
 #   discrete_glm.json             glm(binomial(cloglog)) on them: coef, model se, deviance
 #   discrete_glm_cluster.json     cluster-robust (by id) SEs of that glm, vcovCL-HC1 by hand
 #   discrete_versions.json        R and survival versions
-# Numbers are written with sprintf("%.17g") so they round-trip exactly to doubles.
+# Numbers are written with sprintf("%.17g") so they round-trip exactly to doubles
+# (num17 and write_csv17 come from writers.R; jnum/jstr below are local).
 
 suppressPackageStartupMessages(library(survival))
 
@@ -23,11 +24,7 @@ here <- if (length(script)) dirname(normalizePath(script)) else getwd()
 data_dir <- file.path(here, "data")
 res_dir <- file.path(here, "results")
 
-num17 <- function(x) ifelse(is.na(x), NA_character_, sprintf("%.17g", x))
-write_csv17 <- function(df, path) {
-  for (k in names(df)) if (is.double(df[[k]])) df[[k]] <- num17(df[[k]])
-  write.csv(df, path, row.names = FALSE, na = "")
-}
+source(file.path(here, "writers.R"))   # num17, write_csv17 (shared with survival_reference.R)
 jnum <- function(x) paste0("[", paste(num17(x), collapse = ", "), "]")
 jstr <- function(x) paste0("[", paste0("\"", x, "\"", collapse = ", "), "]")
 

@@ -9,7 +9,8 @@
 #   results/*.json model summaries (coefficients, tests, concordance), full precision
 #   results/*.csv  survfit tables, full precision
 # Numbers are written with sprintf("%.17g") so they round-trip exactly to doubles.
-# Only base R + survival + carData are used (no jsonlite: a tiny writer is below).
+# Only base R + survival + carData are used (no jsonlite: a tiny writer, writers.R, is
+# sourced below).
 
 suppressPackageStartupMessages({
   library(survival)
@@ -24,46 +25,8 @@ res_dir <- file.path(here, "results")
 dir.create(data_dir, showWarnings = FALSE, recursive = TRUE)
 dir.create(res_dir, showWarnings = FALSE, recursive = TRUE)
 
-# ---------------------------------------------------------------- writers
-num17 <- function(x) ifelse(is.na(x), NA_character_, sprintf("%.17g", x))
-
-json <- function(x, indent = "") {
-  inner <- paste0(indent, "  ")
-  if (is.null(x)) return("null")
-  if (is.list(x)) {
-    if (is.null(names(x))) {
-      items <- vapply(x, json, "", indent = inner)
-      return(paste0("[\n", inner, paste(items, collapse = paste0(",\n", inner)), "\n", indent, "]"))
-    }
-    items <- vapply(names(x), function(k) paste0("\"", k, "\": ", json(x[[k]], inner)), "")
-    return(paste0("{\n", inner, paste(items, collapse = paste0(",\n", inner)), "\n", indent, "}"))
-  }
-  scalar <- function(v) {
-    if (is.na(v)) return("null")
-    if (is.character(v)) return(paste0("\"", gsub("\"", "\\\\\"", v), "\""))
-    if (is.logical(v)) return(if (v) "true" else "false")
-    if (is.infinite(v)) return(if (v > 0) "\"Inf\"" else "\"-Inf\"")
-    sprintf("%.17g", v)
-  }
-  vals <- vapply(seq_along(x), function(i) scalar(x[[i]]), "")
-  if (!is.null(names(x))) {
-    return(paste0("{", paste0("\"", names(x), "\": ", vals, collapse = ", "), "}"))
-  }
-  if (length(x) == 1) return(vals)
-  paste0("[", paste(vals, collapse = ", "), "]")
-}
-
-write_json <- function(x, name) {
-  writeLines(json(x), file.path(res_dir, name))
-}
-
-write_csv17 <- function(df, path) {
-  out <- df
-  for (k in names(out)) {
-    if (is.double(out[[k]])) out[[k]] <- num17(out[[k]])
-  }
-  write.csv(out, path, row.names = FALSE, na = "")
-}
+# ---------------------------------------------------------------- writers (shared with the other *_reference.R scripts)
+source(file.path(here, "writers.R"))   # num17, json, write_json (into res_dir), write_csv17
 
 # ---------------------------------------------------------------- data
 # lung: R's status is 1 = censored, 2 = dead; recode to 1 = event, 0 = censored.
