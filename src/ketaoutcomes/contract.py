@@ -131,6 +131,12 @@ PATIENTS = Table(
             allowed=("MDD", "bipolar_depression", "persistent_depressive_disorder", "other_depression"),
         ),
         Column("weight_kg", "DOUBLE", False, "Body weight at index", unit="kg", min=30, max=300),
+        Column(
+            "observation_start", "DATE", False,
+            "First day the clinic's records cover for this patient (shifted like the other dates): the look-back "
+            "of the new-user rule (the study's washout_days must fit between it and the first course). "
+            "Empty if unknown",
+        ),
     ),
 )
 

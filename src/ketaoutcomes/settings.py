@@ -87,6 +87,13 @@ class StudySettings(_Frozen):
     #: Arms to compare; empty means every arm in the data.
     arms: tuple[str, ...] = ()
     baseline_window_days: int = Field(default=14, ge=0, le=90)
+    #: New-user rule: the index course (a patient's first course in the records) counts as a new
+    #: use only when the records cover at least this many days before it (patients.observation_start),
+    #: so no exposure to any arm in that window can have been missed.
+    washout_days: int = Field(default=180, ge=0, le=3650)
+    #: A patient whose observation_start is not exported has an unknown look-back: kept (and
+    #: counted in a note) unless this is true, in which case excluded.
+    require_known_lookback: bool = False
     #: Override the registry's remission / relapse thresholds for this study.
     remission_max: float | None = None
     relapse_min: float | None = None
@@ -106,8 +113,11 @@ class StudySettings(_Frozen):
     time_at_risk_days: int | None = Field(default=None, ge=1, le=3650)
     #: Propensity-score adjustment of each route vs the reference arm: inverse probability of
     #: treatment weights (truncated at ps_truncation) or overlap weights.
-    weighting: Literal["iptw", "overlap"] = "iptw"
+    weighting: Literal["iptw", "overlap", "matching"] = "iptw"
     ps_truncation: float | None = Field(default=10.0, gt=1)
+    #: Matching (weighting = "matching"): greedy 1:1 nearest neighbour on the logit of the
+    #: propensity score, within this many standard deviations of it.
+    caliper: float = Field(default=0.2, gt=0, le=5)
     #: Diagnostics gate (endpoints.md): an estimate whose max |SMD| after weighting is at or
     #: above max_smd, or whose equipoise is below min_equipoise, or whose diagnostics could not
     #: be computed, is marked as failing diagnostics.
@@ -117,6 +127,12 @@ class StudySettings(_Frozen):
     #: Restricted mean time without the event (non-response, non-remission, no relapse) up to
     #: this many days after the origin, per arm.
     rmst_horizon_days: int = Field(default=56, ge=1, le=3650)
+    #: Relapse model: a responder counts as on maintenance from each maintenance session until
+    #: this many days after it (covering the usual 1-4 week gaps between sessions).
+    maintenance_exposure_days: int = Field(default=35, ge=1, le=365)
+    #: Discrete-time (interval-censored) sensitivity analysis: width in days of the bands with
+    #: their own baseline hazard; wider than the longest regular visit gap.
+    discrete_band_days: int = Field(default=28, ge=1, le=365)
     #: The mood-trajectory mixed model is fitted on at most this many patients per arm (a seeded
     #: random sample; statsmodels' MixedLM loops over patients, so its time grows with them).
     trajectory_max_patients_per_arm: int = Field(default=3000, ge=50)
@@ -150,6 +166,8 @@ class StudySettings(_Frozen):
             raise ValueError(f"equipoise_bounds {list(self.equipoise_bounds)} must satisfy 0 < low < high < 1")
         if self.weighting == "overlap" and self.ps_truncation is not None:
             raise ValueError("overlap weights are bounded by design: set ps_truncation = null (or use iptw)")
+        if self.weighting == "matching" and self.ps_truncation is not None:
+            raise ValueError("matching gives no weights to truncate: set ps_truncation = null (or use iptw)")
         if self.remission_max is not None and self.relapse_min is not None and self.remission_max >= self.relapse_min:
             raise ValueError(f"remission_max ({self.remission_max:g}) must be below relapse_min ({self.relapse_min:g})")
         if self.time_at_risk_days is not None and self.time_at_risk_days <= self.confirm_max_days:

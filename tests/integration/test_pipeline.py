@@ -6,7 +6,6 @@ import json
 import shutil
 from pathlib import Path
 
-import polars as pl
 import pytest
 
 from ketaoutcomes.pipeline import AnalysisNotReady, analyze_step, ingest_step, run_report, simulate_step, validate_step
@@ -112,7 +111,7 @@ def test_truth_file_states_the_hazard_ratios_and_observed_grid_estimands(export)
     truth = json.loads((export / "truth.json").read_text())
     assert truth["seed"] == SMALL.seed and truth["response"]["hr_arm"]["ssri"] == 1.0
     est = truth["estimands_observed_grid"]["TTRESP"]
-    assert set(est) == {"adjusted", "naive", "marginal_pair"}
+    assert set(est) == {"adjusted", "naive", "marginal_pair", "marginal_treated"}
     iv = est["adjusted"]["ketamine_iv"]
     assert iv["lower"] < iv["hr"] < iv["upper"]
 

@@ -24,8 +24,10 @@ def day(d: float, hour: int = 10) -> dt.datetime:
     return (T0 + dt.timedelta(days=d)).replace(hour=hour, minute=0)
 
 
-def make(courses: list[dict], scores: list[tuple[str, float, float]], sessions: list[dict] | None = None):
+def make(courses: list[dict], scores: list[tuple[str, float, float]], sessions: list[dict] | None = None,
+         lookback: dict[str, int | None] | None = None):
     pids = sorted({c["patient_id"] for c in courses} | {s[0] for s in scores})
+    lookback = lookback or {}
     patients = pl.DataFrame({
         "patient_id": pids,
         "site": ["A"] * len(pids),
@@ -34,7 +36,9 @@ def make(courses: list[dict], scores: list[tuple[str, float, float]], sessions: 
         "prior_failed_trials": [2] * len(pids),
         "diagnosis": ["MDD"] * len(pids),
         "weight_kg": [70.0] * len(pids),
-    })
+        "observation_start": [None if lookback.get(p, 365) is None else T0.date() - dt.timedelta(days=lookback.get(p, 365))
+                              for p in pids],
+    }, schema_overrides={"observation_start": pl.Date})
     cdf = pl.DataFrame([
         {
             "course_id": c["course_id"], "patient_id": c["patient_id"], "arm": c.get("arm", "ketamine_iv"),
@@ -55,8 +59,8 @@ def make(courses: list[dict], scores: list[tuple[str, float, float]], sessions: 
     return patients, cdf, sdf, mood
 
 
-def derive(courses, scores, sessions=None, **study_kw):
-    p, c, s, m = make(courses, scores, sessions)
+def derive(courses, scores, sessions=None, lookback=None, **study_kw):
+    p, c, s, m = make(courses, scores, sessions, lookback)
     return derive_all(p, c, s, m, registries=load_registries(), study=StudySettings(**study_kw))
 
 
@@ -205,3 +209,26 @@ def test_time_at_risk_cuts_follow_up_with_its_own_code():
 def test_only_the_study_endpoints_are_derived():
     res = derive([{"course_id": "C1", "patient_id": "P1"}], [("P1", -1, 30), ("P1", 3, 12)], endpoints=["TTRESP"])
     assert res.adtte["PARAMCD"].unique().to_list() == ["TTRESP"]
+
+
+def test_new_user_rule_needs_washout_days_of_records_before_the_index_course():
+    # records 200 d before the course (a new user), 100 d (possibly exposed just before: out),
+    # 180 d exactly (in), unknown (kept with a note unless require_known_lookback)
+    courses = [{"course_id": f"C{i}", "patient_id": f"P{i}"} for i in range(1, 5)]
+    scores = [(f"P{i}", d, v) for i in range(1, 5) for d, v in ((-1, 30), (3, 12))]
+    lookback = {"P1": 200, "P2": 100, "P3": 180, "P4": None}
+    res = derive(courses, scores, lookback=lookback)
+    adsl = {r["USUBJID"]: r for r in res.adsl.to_dicts()}
+    assert [adsl[p]["LOOKBACK"] for p in ("P1", "P2", "P3", "P4")] == [200, 100, 180, None]
+    assert [adsl[p]["NEWUSFL"] for p in ("P1", "P2", "P3", "P4")] == ["Y", "N", "Y", None]
+    assert [adsl[p]["ANLFL"] for p in ("P1", "P2", "P3", "P4")] == ["Y", "N", "Y", "Y"]
+    step = res.attrition.filter(pl.col("rule").str.starts_with("new user") & (pl.col("arm") == "(all)")).row(0, named=True)
+    assert (step["n_remaining"], step["n_excluded"]) == (3, 1)
+    assert "washout" in step["rule"] and "unknown look-back kept" in step["rule"]
+    assert any("1 course(s) without observation_start" in n and "kept" in n for n in res.notes)
+
+    strict = derive(courses, scores, lookback=lookback, require_known_lookback=True, washout_days=90)
+    flags = dict(strict.adsl.select("USUBJID", "ANLFL").iter_rows())
+    assert flags == {"P1": "Y", "P2": "Y", "P3": "Y", "P4": "N"}
+    step = strict.attrition.filter(pl.col("rule").str.starts_with("new user") & (pl.col("arm") == "(all)")).row(0, named=True)
+    assert (step["n_remaining"], step["n_excluded"]) == (3, 1) and ">= 90 d" in step["rule"]

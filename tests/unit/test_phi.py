@@ -214,10 +214,12 @@ def test_birth_dates_in_an_extra_column():
     dates[0] = "1950-3-12 00:00"
     assert rules(scan(text_frame({"course_id": ["C1"] * 8, "other": dates}), "courses")) == {
         ("other", "value.birth_date")}
-    # ... but the patients table has no dates in the contract: one full date per patient is refused
+    # ... but in an extra column of the patients table one full date per patient is refused
     found = scan(patients(8, enrolled=visits))
     assert rules(found) == {("enrolled", "value.birth_date")}
-    assert "patients table has no date column" in found[0].reason
+    assert "a column the contract does not define" in found[0].reason
+    # while the contract's own date column there (observation_start, shifted) is allowed
+    assert scan(patients(8, observation_start=visits)) == []
 
 
 def test_birth_dates_in_a_column_named_for_birth():

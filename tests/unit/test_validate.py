@@ -46,9 +46,9 @@ SECRET_SESSION = "SX-SECRET-0001"
 
 def _frame(table: str, rows: list[tuple], first_row: int = 2) -> pl.DataFrame:
     """Typed staged frame: contract columns in order, then _row_number (from 2:
-    row 1 is the header) and _batch_id."""
+    row 1 is the header) and _batch_id. Trailing optional columns left out of a tuple are null."""
     cols = TABLES[table].columns
-    data = {c.name: [r[i] for r in rows] for i, c in enumerate(cols)}
+    data = {c.name: [r[i] if i < len(r) else None for r in rows] for i, c in enumerate(cols)}
     schema = {c.name: POLARS_TYPES[c.dtype] for c in cols}
     return pl.DataFrame(data, schema=schema).with_columns(
         pl.int_range(first_row, len(rows) + first_row, dtype=pl.Int64).alias("_row_number"),

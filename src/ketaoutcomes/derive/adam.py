@@ -6,6 +6,12 @@ Pure functions: polars frames in, frames out. Conventions (each a
 * **Index course**: a patient's first treatment course (by start date, then
   course id). Later courses are not analysed; they end the index course's
   follow-up (a new treatment is an intercurrent event).
+* **New user**: the index course is the first course in the records, so it is a
+  new use of every arm when the records reach back at least ``washout_days``
+  before it (LOOKBACK = course start - ``patients.observation_start``); a patient
+  whose records start later was possibly exposed just before and is excluded. An
+  unknown look-back (no observation_start) is kept and counted in a note, unless
+  ``require_known_lookback``.
 * **First dose** (TRTSDTM): the course's first session; a course without
   sessions starts at 00:00 of its start date.
 * **Follow-up end**: the start of the patient's next course, or the day after
@@ -24,7 +30,7 @@ Pure functions: polars frames in, frames out. Conventions (each a
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import polars as pl
 
@@ -63,6 +69,8 @@ class DeriveResult:
     adtte: pl.DataFrame
     attrition: pl.DataFrame
     notes: tuple[str, ...] = ()
+    #: Assessment days of the analysed courses (see :func:`assessment_days`).
+    visits: pl.DataFrame = field(default_factory=pl.DataFrame)
 
 
 def _days(later: pl.Expr, earlier: pl.Expr) -> pl.Expr:
@@ -84,9 +92,11 @@ def derive_adsl(
     -------
     adsl : DataFrame
         USUBJID, COURSEID, ARM, SITEID, SEX, AGE, PRIORFAIL, DIAGNOSIS, WEIGHT,
-        TRTSDTM, FUENDTM, ICEREAS, BASE, BASEDTM, CONSSRI, CONBENZO, NSESS,
-        NMAINT, NPOST, ANLFL ('Y': in the analysis population, i.e. on a study arm
-        with a baseline and at least one rating after the first dose).
+        TRTSDTM, FUENDTM, ICEREAS, DCREAS (the course's end_reason), LOOKBACK
+        (days of records before the course start; null if unknown), NEWUSFL
+        ('Y' new user, 'N' not, null unknown), BASE, BASEDTM, CONSSRI, CONBENZO,
+        NSESS, NMAINT, NPOST, ANLFL ('Y': in the analysis population, i.e. a new
+        user on a study arm with a baseline and at least one rating after the first dose).
     attrition : DataFrame
         step, rule, arm, n_remaining, n_excluded: counts per arm after each rule.
     """
@@ -142,6 +152,8 @@ def derive_adsl(
         .group_by("patient_id")
         .agg(pl.len().alias("NPOST"))
     )
+    if "observation_start" not in patients.columns:  # optional in the contract
+        patients = patients.with_columns(pl.lit(None, dtype=pl.Date).alias("observation_start"))
     adsl = (
         idx.join(patients, on="patient_id", how="left")
         .join(base, on="patient_id", how="left")
@@ -161,6 +173,8 @@ def derive_adsl(
             "TRTSDTM",
             "FUENDTM",
             "ICEREAS",
+            pl.col("end_reason").alias("DCREAS"),
+            (pl.col("start_date") - pl.col("observation_start")).dt.total_days().cast(pl.Int32).alias("LOOKBACK"),
             pl.lit(study.instrument).alias("PARAMINS"),
             "BASE",
             "BASEDTM",
@@ -171,13 +185,19 @@ def derive_adsl(
             "NPOST",
         )
     )
+    adsl = adsl.with_columns(
+        pl.when(pl.col("LOOKBACK").is_null()).then(None)
+        .when(pl.col("LOOKBACK") >= study.washout_days).then(pl.lit("Y")).otherwise(pl.lit("N"))
+        .alias("NEWUSFL")
+    )
     in_arm = pl.lit(True) if study_arms is None else pl.col("ARM").is_in(sorted(study_arms))
+    new_user = (pl.col("NEWUSFL") == "Y") if study.require_known_lookback else (pl.col("NEWUSFL") != "N").fill_null(True)
     has_base = pl.col("BASE").is_not_null()
     # Analysis population (like a trial's full analysis set): a baseline and at
     # least one rating after the first dose; the attrition table counts both rules.
     has_post = pl.col("NPOST") > 0
     adsl = adsl.with_columns(
-        pl.when(in_arm & has_base & has_post).then(pl.lit("Y")).otherwise(pl.lit("N")).alias("ANLFL")
+        pl.when(in_arm & new_user & has_base & has_post).then(pl.lit("Y")).otherwise(pl.lit("N")).alias("ANLFL")
     )
 
     # Attrition: each rule narrows the previous population; counts per arm.
@@ -190,6 +210,10 @@ def derive_adsl(
     if study_arms is not None:
         pop = pop.filter(in_arm)
         steps.append((f"index course on a study arm ({', '.join(sorted(study_arms))})", pop, None))
+    unknown = "; unknown look-back excluded" if study.require_known_lookback else "; unknown look-back kept"
+    pop = pop.filter(new_user)
+    steps.append((f"new user: records cover >= {study.washout_days} d before the index course "
+                  f"(washout){unknown}", pop, None))
     pop = pop.filter(has_base)
     steps.append(
         (f"baseline {study.instrument} in [first dose - {study.baseline_window_days} d, first dose]", pop, None)
@@ -350,16 +374,7 @@ def derive_adtte(
     pop = adsl.filter(pl.col("ANLFL") == "Y").select(
         "STUDYID", "USUBJID", "COURSEID", "ARM", pl.col("TRTSDTM").alias("STARTDT"), "FUENDTM", "ICEREAS", "BASE"
     )
-    ratings = (
-        scores.filter(pl.col("instrument") == study.instrument)
-        .select(pl.col("patient_id").alias("USUBJID"), "assessed_at", "total_score")
-        .join(pop.select("USUBJID", "STARTDT", "FUENDTM"), on="USUBJID", how="inner")
-        .filter(
-            (pl.col("assessed_at") > pl.col("STARTDT"))
-            & (pl.col("FUENDTM").is_null() | (pl.col("assessed_at") < pl.col("FUENDTM")))
-        )
-        .select("USUBJID", "assessed_at", "total_score")
-    )
+    ratings = _followup_ratings(pop, scores, study.instrument).select("USUBJID", "assessed_at", "total_score")
     resp = _first_event(
         pop, ratings, pl.col("total_score") <= pl.col("BASE") * (1 - reduction),
         paramcd="TTRESP", param=f"Time to response ({instrument_pct(reduction)} reduction in {study.instrument})",
@@ -383,6 +398,31 @@ def derive_adtte(
     return pl.concat(frames, how="vertical_relaxed").sort("PARAMCD", "USUBJID"), notes
 
 
+def _followup_ratings(pop: pl.DataFrame, scores: pl.DataFrame, instrument: str) -> pl.DataFrame:
+    """Ratings of ``instrument`` after the first dose (``pop.STARTDT``) and before follow-up ends."""
+    return (
+        scores.filter(pl.col("instrument") == instrument)
+        .select(pl.col("patient_id").alias("USUBJID"), "assessed_at", "total_score")
+        .join(pop.select("USUBJID", "STARTDT", "FUENDTM"), on="USUBJID", how="inner")
+        .filter(
+            (pl.col("assessed_at") > pl.col("STARTDT"))
+            & (pl.col("FUENDTM").is_null() | (pl.col("assessed_at") < pl.col("FUENDTM")))
+        )
+    )
+
+
+def assessment_days(adsl: pl.DataFrame, scores: pl.DataFrame, *, instrument: str) -> pl.DataFrame:
+    """The assessment grid of each analysed course: USUBJID, ADY (calendar days from the first
+    dose, as AVAL) of every rating of ``instrument`` inside follow-up. The visits between which an
+    event was first seen bound its true time (the interval-censored sensitivity analysis)."""
+    pop = adsl.filter(pl.col("ANLFL") == "Y").select("USUBJID", pl.col("TRTSDTM").alias("STARTDT"), "FUENDTM")
+    return (
+        _followup_ratings(pop, scores, instrument)
+        .select("USUBJID", _days(pl.col("assessed_at"), pl.col("STARTDT")).alias("ADY"))
+        .unique().sort("USUBJID", "ADY")
+    )
+
+
 def instrument_pct(reduction: float) -> str:
     return f">= {reduction * 100:g}%"
 
@@ -399,6 +439,11 @@ def derive_all(
     """ADSL, ADTTE and attrition from the staged tables."""
     adsl, attrition = derive_adsl(patients, courses, sessions, scores, study=study)
     adtte, notes = derive_adtte(adsl, scores, registries=registries, study=study)
+    n_unknown = adsl.filter(pl.col("NEWUSFL").is_null()).height
+    if n_unknown:
+        notes.insert(0, f"new-user rule: {n_unknown} course(s) without observation_start (look-back unknown) were "
+                        + ("excluded (require_known_lookback)" if study.require_known_lookback else
+                           "kept; set require_known_lookback = true to exclude them"))
     if "TTSIRES" in study.endpoints:
         from ketaoutcomes.derive.suicidal_ideation import derive_si_resolution
 
@@ -412,4 +457,5 @@ def derive_all(
             (pl.col("step") + offset - 1).cast(pl.Int32),
             ("suicidal-ideation endpoint (TTSIRES): " + pl.col("rule")).alias("rule"),
         ).select(attrition.columns)], how="vertical_relaxed")
-    return DeriveResult(adsl=adsl, adtte=adtte, attrition=attrition, notes=tuple(notes))
+    visits = assessment_days(adsl, scores, instrument=study.instrument)
+    return DeriveResult(adsl=adsl, adtte=adtte, attrition=attrition, notes=tuple(notes), visits=visits)

@@ -669,8 +669,8 @@ def _value_findings(counted: pl.DataFrame, kind: _Kind, full: pl.Series) -> list
             )
             spread = _weighted_quantile(years, 0.9) - _weighted_quantile(years, 0.1)
             if kind.per_patient:
-                out.append(("value.birth_date", "exact dates of birth (the patients table has no date column in "
-                            "the contract: a full date per patient is most likely a date of birth)", got["dates"],
+                out.append(("value.birth_date", "exact dates of birth (a full date per patient in a column the "
+                            "contract does not define is most likely a date of birth)", got["dates"],
                             limit("value.birth_date")))
             elif spread >= BIRTH_YEAR_SPREAD:
                 out.append(("value.birth_date", "exact dates of birth", got["dates"],

@@ -261,8 +261,9 @@ def _quarantine_checks(table: str, rows_read: int, problems: pl.DataFrame, typed
     rows = []
     for rule, column in dict.fromkeys(e for e in expected if e[0]):
         tested = rows_read
-        if rule == "type":  # only non-empty cells can fail to convert
-            tested = typed_text.select(pl.col(column).str.strip_chars().replace("", None).is_not_null().sum()).item()
+        if rule == "type":  # only non-empty cells can fail to convert; an optional column left out has none
+            tested = typed_text.select(pl.col(column).str.strip_chars().replace("", None).is_not_null().sum()).item() \
+                if column in typed_text.columns else 0
         failing = counts.get((rule, column), 0)
         pct, status = _status(failing, tested, 0.0)
         rows.append({"category": RULE_CATEGORY[rule], "check_id": f"{table}.{column}.{rule}", "column_name": column,

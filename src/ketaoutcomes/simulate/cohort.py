@@ -356,6 +356,9 @@ class _Chunk:
             self.does_phq = S.u("does_phq9", n) < P.p_phq9
         self.start_day = np.floor(S.u("start_day", n) * P.start_span_days).astype(np.int64)
         self.fd = _clock_minute(S.u("first_dose_time", n))  # first dose, minutes from start midnight
+        # records (look-back) start before the first course; own streams, so nothing else moves
+        self.lookback = np.floor(S.u("records_lookback", n) * (P.records_lookback_max_days + 1)).astype(np.int64)
+        self.lookback_missing = S.u("records_start_missing", n) < P.p_records_start_missing
         self.admin_abs = (P.export_after_days - self.start_day) * _DAY
         # vitals baselines (patient level)
         self.sbp0 = P.sbp_pre[0] + P.sbp_pre[1] * S.z("sbp_patient", n)
@@ -583,7 +586,7 @@ class _Chunk:
         return np.where(u < self.P.p_si_missing, np.nan, si)
 
     def _mood_frame(self) -> pl.DataFrame:
-        S, n = self.S, self.n
+        S = self.S
         owner, minute = self.post["owner"], self.post["minute"]
         state = self._state(owner, minute)
         t_days = (minute - self.fd[owner]) / _DAY
@@ -637,7 +640,7 @@ class _Chunk:
 
     # ------------------------------------------------------------------ sessions
     def _sessions(self) -> None:
-        S, A, P, arm = self.S, self.A, self.P, self.arm
+        S, A, arm = self.S, self.A, self.arm
         ind = self.ind
         io, im = ind["owner"], ind["minute"]
         stops = A.col("induction_stops_at_response", bool)[arm[io]]
@@ -778,6 +781,8 @@ class _Chunk:
             "prior_failed_trials": self.prior,
             "diagnosis": pl.Series(self.dx_labels).gather(self.dx),
             "weight_kg": pl.Series(np.where(self.weight_missing, np.nan, self.weight)).fill_nan(None),
+            "observation_start": _null_where(
+                np.datetime64(self.settings.origin_date, "D") + self.start_day - self.lookback, self.lookback_missing),
         }))
 
     def _courses_frame(self) -> pl.DataFrame:

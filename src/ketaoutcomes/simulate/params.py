@@ -243,6 +243,8 @@ class GeneratorParameters(_Frozen):
     site_concentration: float = Field(4.0, gt=0, description="Dirichlet concentration of site sizes")
     start_span_days: int = Field(3 * 365, description="first doses spread uniformly over this many days from origin_date")
     export_after_days: int = Field(3 * 365 + 120, description="export (administrative censoring) date, days after origin_date")
+    records_lookback_max_days: int = Field(5 * 365, ge=0, description="the clinic's records start uniformly 0 to this many days before the first course (observation_start)")
+    p_records_start_missing: float = Field(0.03, ge=0, le=1, description="share of patients whose observation_start is not exported")
 
     # --- assignment ---
     site_preference_sd: float = Field(0.5, ge=0, description="SD of site x arm logit offsets (reference arm 0)")
