@@ -235,7 +235,12 @@ def _validation_status(con, fp_data: str) -> str | None:
 
 def analyze_step(db: Path, study: StudySettings, *, force: bool = True) -> StepOutcome:
     """Derive ADSL/ADTTE, fit KM, log-rank and Cox models, store everything with its provenance."""
-    from ketaoutcomes.analysis import analyze, secondary_analyses  # statsmodels: imported when needed
+    from ketaoutcomes.analysis import (  # statsmodels: imported when needed
+        analyze,
+        modifier_analyses,
+        relapse_analyses,
+        secondary_analyses,
+    )
     from ketaoutcomes.derive import derive_all
 
     started, t0 = _wall_clock(), time.perf_counter()
@@ -256,14 +261,19 @@ def analyze_step(db: Path, study: StudySettings, *, force: bool = True) -> StepO
         st = _staged(con)
         derived = derive_all(st["patients"], st["courses"], st["sessions"], st["mood_scores"],
                              registries=registries, study=study)
-        result = analyze(derived.adsl, derived.adtte, study=study)
+        result = analyze(derived.adsl, derived.adtte, study=study, visits=derived.visits)
         secondary, secondary_notes = secondary_analyses(
             derived.adsl, st["mood_scores"], st["sessions"], st["adverse_events"], st["courses"], study=study)
+        relapse, relapse_notes = relapse_analyses(derived.adsl, derived.adtte, st["sessions"], study=study)
+        modifiers, modifier_notes = modifier_analyses(
+            derived.adsl, derived.adtte, st["sessions"], st["courses"], study=study,
+            ketamine_arms=[k for k, a in registries.arms.items() if a.is_ketamine])
+        secondary_notes += relapse_notes + modifier_notes
         tag = [pl.lit(run_id).alias("run_id"), pl.lit(study.settings_id).alias("settings_id")]
         # Analysis datasets are kept per run like the results: several studies
         # (different instruments or thresholds) share one warehouse.
         outputs = {"ad_adsl": derived.adsl, "ad_adtte": derived.adtte, "results_attrition": derived.attrition,
-                   **result.tables(), **secondary}
+                   **result.tables(), **secondary, **relapse, **modifiers}
         for name, frame in outputs.items():
             if table_exists(con, name):
                 con.execute(f"DELETE FROM {name} WHERE run_id = ?", [run_id])
@@ -306,6 +316,7 @@ def _latest_run(con, study: StudySettings) -> dict:
 def render_step(db: Path, study: StudySettings, reports_dir: Path, *, truth_path: Path | None = None) -> StepOutcome:
     """Render the HTML report of the latest analysis of the current data (read-only)."""
     from ketaoutcomes.report import ReportData, render_report
+    from ketaoutcomes.report.render import EXTRA_RESULT_TABLES
 
     reports_dir = Path(reports_dir)
     con = read_connection(db)
@@ -364,6 +375,7 @@ def render_step(db: Path, study: StudySettings, reports_dir: Path, *, truth_path
             safety=by_run("results_safety"),
             trajectory=by_run("results_trajectory"),
             balance=by_run("results_balance"),
+            results={name: by_run(name) for name in EXTRA_RESULT_TABLES},
         )
     finally:
         con.close()

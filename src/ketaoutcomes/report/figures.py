@@ -255,3 +255,39 @@ def love_plot(rows: Sequence[tuple[str, str, float, float]], *, threshold: float
         ax.set_axisbelow(True)
         ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), frameon=False)
         return png_data_uri(fig)
+
+
+def preference_figure(panels: Sequence[tuple[str, Sequence[tuple[str, str, np.ndarray]]]], *, edges: np.ndarray,
+                      bounds: tuple[float, float]) -> str:
+    """Preference-score distributions, one panel per route vs the reference arm (as CohortMethod's
+    ``plotPs``): the share of each arm's patients per bin, as outlines, with the equipoise region
+    shaded.
+
+    ``panels``: (panel title, [(arm label, colour, counts per bin)]); ``edges``: the bin edges.
+    """
+    n = max(len(panels), 1)
+    cols = min(n, 3)
+    rows = math.ceil(n / cols)
+    with matplotlib.rc_context():
+        matplotlib.rcdefaults()
+        matplotlib.rcParams.update(_RC)
+        fig = _new_figure(2.5 * cols + 0.4, 2.1 * rows + 0.3)
+        axes = fig.subplots(rows, cols, squeeze=False)
+        for i, (title, arms) in enumerate(panels):
+            ax = axes[i // cols][i % cols]
+            ax.axvspan(bounds[0], bounds[1], color="#eeeeee", linewidth=0)
+            for label, colour, counts in arms:
+                total = float(np.sum(counts))
+                share = counts / total if total > 0 else counts * 0.0
+                ax.stairs(share, edges, color=colour, linewidth=1.4, label=label)
+            ax.set_title(title, fontsize=8)
+            ax.set_xlim(0, 1)
+            ax.set_ylim(bottom=0)
+            ax.yaxis.set_major_formatter(PercentFormatter(xmax=1.0, decimals=0))
+            ax.legend(fontsize=6, frameon=False, loc="upper center")
+            if i % cols == 0:
+                ax.set_ylabel("share of the arm's patients")
+            ax.set_xlabel("preference score")
+        for j in range(len(panels), rows * cols):
+            axes[j // cols][j % cols].set_visible(False)
+        return png_data_uri(fig)

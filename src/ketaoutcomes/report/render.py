@@ -10,8 +10,8 @@ Conventions, each visible in the report itself:
 * confidence intervals at level 1 - ``alpha`` (``provenance["alpha"]``,
   default 0.05) wherever an estimate is shown;
 * small-cell suppression (``suppress_small_cells``): counts of 1-10 in the
-  cohort, attrition, follow-up, median, log-rank and model tables and the
-  numbers at risk are shown as "<11", and the percentage next to a suppressed
+  cohort, attrition, follow-up, median, log-rank, model, safety, relapse and
+  effect-modifier tables and the numbers at risk are shown as "<11", and the percentage next to a suppressed
   count is withheld. Zero is shown. Hazard ratios, medians, proportions and
   CIs are never suppressed. Primary suppression only (see the report footer);
 * an empty frame, or an endpoint without rows, renders "not estimable: <reason>"
@@ -34,9 +34,10 @@ import jinja2
 import numpy as np
 import polars as pl
 
+from ketaoutcomes.analysis import MATCHED_SHARE_FOR_ATT
 from ketaoutcomes.report import figures
 
-__all__ = ["ReportData", "render_report", "ENDPOINT_INFO"]
+__all__ = ["EXTRA_RESULT_TABLES", "ReportData", "render_report", "ENDPOINT_INFO"]
 
 ENDPOINT_ORDER = ("TTRESP", "TTREM", "TTRELAPS", "TTSIRES")
 TEMPLATE_DIR = Path(__file__).parent / "templates"
@@ -87,6 +88,18 @@ class ReportData:
     safety: pl.DataFrame | None = None
     #: mood trajectories (results_trajectory): arm, day, mean, lower, upper, converged
     trajectory: pl.DataFrame | None = None
+    #: further result tables by warehouse name (weighted KM, discrete-time, relapse, effect
+    #: modifiers; see :mod:`ketaoutcomes.report.adjusted` and :data:`EXTRA_RESULT_TABLES`)
+    results: Mapping[str, pl.DataFrame] = field(default_factory=dict)
+
+
+#: The result tables :mod:`ketaoutcomes.report.adjusted` reads from ``ReportData.results``.
+EXTRA_RESULT_TABLES = (
+    "results_km_weighted", "results_km_weighted_median", "results_discrete", "results_preference",
+    "results_relapse_maintenance", "results_relapse_cif", "results_relapse_cif_at", "results_relapse_gray",
+    "results_relapse_states", "results_modifiers_interactions", "results_modifiers_subgroups",
+    "results_modifiers_ketamine",
+)
 
 
 @dataclass(frozen=True)
@@ -941,18 +954,33 @@ def _truth(data: ReportData, arms: Arms) -> tuple[Table | None, str]:
     for code in ("TTRESP", "TTREM", "TTRELAPS"):  # weighted estimates target the marginal HR
         for arm, r in _weighted_estimates(data, code).items():
             est[(code, f"{r['model']} (weighted)", arm)] = r
+    matched_share: dict[tuple[str, str], float] = {}
+    if _has(data.ps, "paramcd", "target", "n_target", "n_matched_target"):
+        for r in data.ps.iter_rows(named=True):
+            if r.get("n_target") and r.get("n_matched_target") is not None:
+                matched_share[(r["paramcd"], r["target"])] = r["n_matched_target"] / r["n_target"]
     rows = []
     for code in ("TTRESP", "TTREM", "TTRELAPS"):
         weighted_models = sorted({m for (c, m, _a) in est if c == code and m.endswith("(weighted)")})
         for model in ("adjusted", "naive", *weighted_models):
             key = model
-            if model.endswith("(weighted)"):  # a pairwise ATE: marginal among the pair's patients
-                key = "marginal_pair" if "marginal_pair" in (estimands.get(code) or {}) else "naive"
+            if model.endswith("(weighted)"):
+                # iptw (a pairwise ATE): marginal among the pair's patients; matching (every route patient
+                # matched, an ATT): marginal among the route's patients; overlap: not simulated
+                key = {"iptw": "marginal_pair", "matching": "marginal_treated"}.get(model.split(" ")[0], "")
             targets = (estimands.get(code) or {}).get(key) or {}
             for arm in arms.sort(targets):
                 t = targets[arm]
                 r = est.get((code, model, arm))
                 inside = DASH
+                share = matched_share.get((code, arm)) if model.startswith("matching") else None
+                if share is not None and share < MATCHED_SHARE_FOR_ATT:
+                    # the matched subset is not the route's patients: no simulated target for it
+                    rows.append(Row([_ENDPOINT_NAMES[code], model, arms.label(arm),
+                                     f"none: {100 * share:.0f}% of the route's patients matched",
+                                     fmt_hr_ci(r.get("hr"), r.get("hr_lower"), r.get("hr_upper")) if r else DASH,
+                                     DASH, DASH]))
+                    continue
                 if r and _ok(r.get("hr_lower")) and _ok(r.get("hr_upper")):
                     inside = "yes" if r["hr_lower"] <= t["hr"] <= r["hr_upper"] else "no"
                 rows.append(Row([
@@ -1106,7 +1134,7 @@ _SAFETY_EVENTS = {
 }
 
 
-def _secondary(data: ReportData, arms: Arms) -> dict[str, Any]:
+def _secondary(data: ReportData, arms: Arms, fmt: Fmt) -> dict[str, Any]:
     """PH checks, restricted mean times, safety per session, mood trajectories (None when absent)."""
     out: dict[str, Any] = {"ph": None, "rmst": None, "safety": None, "trajectory": None}
     ph = data.ph
@@ -1136,8 +1164,8 @@ def _secondary(data: ReportData, arms: Arms) -> dict[str, Any]:
             if not r["sessions"]:
                 continue
             ci = DASH if r["rate"] is None else f"{100 * r['rate']:.1f}% ({100 * r['lower']:.1f}\u2013{100 * r['upper']:.1f})"
-            rows.append(Row([arms.label(r["arm"]), _SAFETY_EVENTS.get(r["event"], r["event"]), fmt_int(r["sessions"]),
-                             fmt_int(r["events"]), ci, str(r.get("note") or "")]))
+            rows.append(Row([arms.label(r["arm"]), _SAFETY_EVENTS.get(r["event"], r["event"]), fmt.count(r["sessions"]),
+                             fmt.count(r["events"]), ci, str(r.get("note") or "")]))
         out["safety"] = Table(["Arm", "Event", "Sessions", "Sessions with the event", "Rate per session (95% CI)", "Note"],
                               rows, align="llrrrl", wide=True)
     tr = data.trajectory
@@ -1222,7 +1250,14 @@ def build_context(data: ReportData, *, suppress_small_cells: bool = True) -> dic
     quarantine, quarantine_reason = _quarantine(data)
     dq_summary, dq_failing, dq_reason = _dq(data)
     weighting = _weighting(data, arms)
-    secondary = _secondary(data, arms)
+    secondary = _secondary(data, arms, fmt)
+    from ketaoutcomes.report import adjusted  # imports this module's helpers
+
+    weighting["km"] = adjusted.weighted_km_section(data.results, arms, fmt)
+    weighting["preference"] = adjusted.preference_section(data.results, arms, prov)
+    secondary["discrete"] = adjusted.discrete_section(data.results, data.cox, arms, fmt)
+    relapse = adjusted.relapse_section(data.results, arms, fmt)
+    modifiers = adjusted.modifiers_section(data.results, arms, fmt)
     provenance = [{"key": str(k), **_prov_value(v)} for k, v in prov.items()]
     return {
         "title": data.title,
@@ -1242,6 +1277,8 @@ def build_context(data: ReportData, *, suppress_small_cells: bool = True) -> dic
         "dq_summary": dq_summary, "dq_failing": dq_failing, "dq_reason": dq_reason,
         "weighting": weighting,
         "secondary": secondary,
+        "relapse": relapse,
+        "modifiers": modifiers,
         "provenance": provenance,
         "suppress": suppress_small_cells,
         "generated_by": str(prov.get("report_generated_by") or prov.get("code_version") or ""),
