@@ -39,6 +39,7 @@ from __future__ import annotations
 import polars as pl
 
 from ketaoutcomes.analysis import analyze
+from ketaoutcomes.models.survival import cnsr_to_event, cox_ph
 from ketaoutcomes.derive import derive_all
 from ketaoutcomes.registries import Registries, load_registries
 from ketaoutcomes.settings import SimulationSettings, StudySettings
@@ -48,6 +49,23 @@ __all__ = ["observed_grid_estimands", "MAX_PATIENTS"]
 #: Patients used for the estimands (the first ones of the cohort: a smaller
 #: cohort is the first patients of a larger one with the same seed).
 MAX_PATIENTS = 20_000
+
+
+def _arm_only_hrs(adtte: pl.DataFrame, target: str, study: StudySettings) -> dict[str, dict]:
+    """The arm-only Cox HR of ``target`` vs the reference arm per endpoint (the analysis's naive
+    model, without the rest of :func:`analyze`), where both arms have enough events."""
+    out = {}
+    for paramcd in adtte["PARAMCD"].unique().sort().to_list():
+        frame = adtte.filter(pl.col("PARAMCD") == paramcd).with_columns(cnsr_to_event(pl.col("CNSR")).alias("EVENT"))
+        events = dict(frame.group_by("ARM").agg(pl.col("EVENT").sum()).iter_rows())
+        if min(events.get(target, 0), events.get(study.reference_arm, 0)) < study.min_events_per_arm:
+            continue
+        res = cox_ph(frame, time="AVAL", event="EVENT", covariates=["ARM"],
+                     categorical={"ARM": study.reference_arm}, ties="efron", alpha=study.alpha)
+        row = res.summary.filter(pl.col("term") == f"ARM[{target}]").row(0, named=True)
+        if row["hr"] is not None:
+            out[paramcd] = row
+    return out
 
 
 def observed_grid_estimands(
@@ -97,7 +115,7 @@ def observed_grid_estimands(
             "hr": round(row["hr"], 6), "lower": round(row["hr_lower"], 6), "upper": round(row["hr_upper"], 6),
         }
     # the pair populations: counterfactual outcomes of the patients given the route or the reference
-    pooled_adsl, pooled_adtte = pl.concat(adsl), pl.concat(adtte)
+    pooled_adtte = pl.concat(adtte)
     origin = pl.col("USUBJID").str.split_exact(":", 1).struct.field("field_1").alias("_pid")
     for target in params.arms:
         if target == study.reference_arm:
@@ -105,12 +123,9 @@ def observed_grid_estimands(
         for estimand, given in (("marginal_pair", [target, study.reference_arm]), ("marginal_treated", [target])):
             pids = assigned.filter(pl.col("arm").is_in(given))["patient_id"].implode()
             keep = pl.col("_pid").is_in(pids) & pl.col("ARM").is_in([target, study.reference_arm])
-            pa = pooled_adsl.with_columns(origin).filter(keep).drop("_pid")
             pt = pooled_adtte.with_columns(origin).filter(keep).drop("_pid")
-            pair = analyze(pa, pt, study=study, weighted=False)
-            rows = pair.cox.filter((pl.col("model") == "naive") & (pl.col("term") == f"ARM[{target}]"))
-            for row in rows.iter_rows(named=True):
-                out.setdefault(row["paramcd"], {}).setdefault(estimand, {})[target] = {
+            for paramcd, row in _arm_only_hrs(pt, target, study).items():
+                out.setdefault(paramcd, {}).setdefault(estimand, {})[target] = {
                     "hr": round(row["hr"], 6), "lower": round(row["hr_lower"], 6), "upper": round(row["hr_upper"], 6),
                 }
     if result.notes:
