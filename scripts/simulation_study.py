@@ -10,7 +10,10 @@ parameters held fixed (those of the truth seed), so that the truth is one number
 * the naive (arm-only) estimate is compared with the *marginal* HR on the observed grid (the
   same counterfactual cohort, arm only), which on confounded data it should miss;
 * the propensity-weighted estimate (pairwise ATE) is compared with the marginal HR among the
-  patients given the route or the reference arm (``marginal_pair``), which it should recover.
+  patients given the route or the reference arm (``marginal_pair``), which it should recover;
+* the matched estimate (1:1 caliper matching, an ATT when nearly every route patient is matched)
+  is compared with the marginal HR among the patients given the route (``marginal_treated``);
+  its coverage is also reported among the replicates that matched at least 90% of them.
 
 Usage::
 
@@ -39,11 +42,15 @@ __all__ = ["replicate", "run_study", "summarise"]
 
 #: The study of the simulation: time to response only (its generator is proportional hazards).
 STUDY = StudySettings(name="simulation-study", endpoints=("TTRESP",))
+#: The same study with matching in place of inverse-probability weights.
+STUDY_MATCHING = STUDY.model_copy(update={"weighting": "matching", "ps_truncation": None})
 TRUTH_SEED = 424242
 
 
-def replicate(r: int, *, patients: int, seed_base: int, study: StudySettings = STUDY) -> pl.DataFrame:
-    """One replicate: simulate, derive, analyse; one row per model and route."""
+def replicate(r: int, *, patients: int, seed_base: int, study: StudySettings = STUDY, matching: bool = True
+              ) -> pl.DataFrame:
+    """One replicate: simulate, derive, analyse (and, with ``matching``, analyse again with matching);
+    one row per model and route."""
     from ketaoutcomes.analysis import analyze
     from ketaoutcomes.derive import derive_all
     from ketaoutcomes.registries import load_registries
@@ -57,13 +64,21 @@ def replicate(r: int, *, patients: int, seed_base: int, study: StudySettings = S
     d = derive_all(frames["patients"], frames["courses"], frames["sessions"], frames["mood_scores"],
                    registries=load_registries(), study=study)
     res = analyze(d.adsl, d.adtte, study=study)
-    cox = res.cox.filter(pl.col("term").str.starts_with("ARM[") & (pl.col("paramcd") == "TTRESP"))
+    cox = res.cox
+    shares = pl.DataFrame(schema={"model": pl.String, "arm": pl.String, "matched_share": pl.Float64})
+    if matching:
+        m = analyze(d.adsl, d.adtte, study=study.model_copy(update={"weighting": "matching", "ps_truncation": None}))
+        cox = pl.concat([cox, m.cox.filter(pl.col("model") == "matching")], how="diagonal_relaxed")
+        shares = m.ps.filter(pl.col("paramcd") == "TTRESP").select(
+            pl.lit("matching").alias("model"), pl.col("target").alias("arm"),
+            (pl.col("n_matched_target") / pl.col("n_target")).alias("matched_share"))
+    cox = cox.filter(pl.col("term").str.starts_with("ARM[") & (pl.col("paramcd") == "TTRESP"))
     if "diagnostics" not in cox.columns:
         cox = cox.with_columns(pl.lit(None, dtype=pl.String).alias("diagnostics"))
     return cox.select(
         pl.lit(r).alias("replicate"), "model", pl.col("term").str.slice(4).str.strip_suffix("]").alias("arm"),
         "coef", "se", "hr_lower", "hr_upper", "diagnostics",
-    )
+    ).join(shares, on=["model", "arm"], how="left")
 
 
 def truth(patients: int) -> dict:
@@ -75,20 +90,20 @@ def truth(patients: int) -> dict:
 
 
 def run_study(*, replicates: int, patients: int, seed_base: int = 1000, workers: int = 1,
-              truth_patients: int = 50_000, progress: bool = False) -> tuple[pl.DataFrame, dict]:
+              truth_patients: int = 50_000, progress: bool = False, matching: bool = True) -> tuple[pl.DataFrame, dict]:
     target = truth(truth_patients)
     rows = []
     if workers > 1:
         # spawn, not fork: forking after polars has started its thread pool deadlocks the children
         with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn")) as pool:
-            futures = [pool.submit(replicate, r, patients=patients, seed_base=seed_base) for r in range(replicates)]
+            futures = [pool.submit(replicate, r, patients=patients, seed_base=seed_base, matching=matching) for r in range(replicates)]
             for i, f in enumerate(futures, start=1):
                 rows.append(f.result())
                 if progress:
                     print(f"  replicate {i}/{replicates}", file=sys.stderr, flush=True)
     else:
         for r in range(replicates):
-            rows.append(replicate(r, patients=patients, seed_base=seed_base))
+            rows.append(replicate(r, patients=patients, seed_base=seed_base, matching=matching))
             if progress:
                 print(f"  replicate {r + 1}/{replicates}", file=sys.stderr, flush=True)
     return pl.concat(rows, how="diagonal_relaxed"), target
@@ -104,7 +119,7 @@ def summarise(estimates: pl.DataFrame, target: dict) -> pl.DataFrame:
     def target_for(model: str, arm: str) -> float:
         # adjusted: conditional; naive: marginal over all patients; weighted (pairwise ATE): marginal
         # over the patients given the route or the reference arm
-        key = {"adjusted": "adjusted", "naive": "naive"}.get(model, "marginal_pair")
+        key = {"adjusted": "adjusted", "naive": "naive", "matching": "marginal_treated"}.get(model, "marginal_pair")
         return target[key][arm]["hr"]
 
     rows = []
@@ -115,7 +130,8 @@ def summarise(estimates: pl.DataFrame, target: dict) -> pl.DataFrame:
         covered = est.select(((pl.col("hr_lower") <= t) & (t <= pl.col("hr_upper"))).mean()).item()
         row = {
             "model": model, "arm": arm,
-            "target": {"adjusted": "conditional", "naive": "marginal"}.get(model, "marginal in pair"),
+            "target": {"adjusted": "conditional", "naive": "marginal",
+                       "matching": "marginal in the treated"}.get(model, "marginal in pair"),
             "target_hr": t, "replicates": est.height, "mean_hr": math.exp(est["coef"].mean()),
             "bias_log_hr": est["coef"].mean() - logt, "empirical_se": est["coef"].std(), "mean_model_se": est["se"].mean(),
             "coverage": covered,
@@ -125,14 +141,19 @@ def summarise(estimates: pl.DataFrame, target: dict) -> pl.DataFrame:
             row["gate_pass_rate"] = passing.height / est.height if est.height else None
             row["coverage_when_passing"] = passing.select(
                 ((pl.col("hr_lower") <= t) & (t <= pl.col("hr_upper"))).mean()).item() if passing.height else None
+        if model == "matching" and "matched_share" in est.columns:
+            row["matched_share"] = est["matched_share"].mean()
+            att = est.filter(pl.col("matched_share") >= 0.9)
+            row["coverage_if_att"] = att.select(
+                ((pl.col("hr_lower") <= t) & (t <= pl.col("hr_upper"))).mean()).item() if att.height else None
         rows.append(row)
-    order = {"adjusted": 0, "naive": 1}
+    order = {"adjusted": 0, "naive": 1, "iptw": 2, "overlap": 2, "matching": 3}
     return pl.DataFrame(rows).sort(pl.col("model").replace_strict(order, default=2), "arm")
 
 
 def markdown(summary: pl.DataFrame) -> str:
     cols = ["model", "arm", "target", "target_hr", "mean_hr", "bias_log_hr", "empirical_se", "mean_model_se",
-            "coverage", "gate_pass_rate", "coverage_when_passing"]
+            "coverage", "gate_pass_rate", "coverage_when_passing", "matched_share", "coverage_if_att"]
     cols = [c for c in cols if c in summary.columns]
     lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     for r in summary.iter_rows(named=True):
@@ -152,10 +173,12 @@ def main() -> None:
     ap.add_argument("--truth-patients", type=int, default=50_000)
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--csv", type=Path, help="write the per-replicate estimates here")
+    ap.add_argument("--no-matching", action="store_true", help="leave out the matched estimates (half the time)")
     args = ap.parse_args()
     t0 = time.perf_counter()
     estimates, target = run_study(replicates=args.replicates, patients=args.patients, seed_base=args.seed_base,
-                                  workers=args.workers, truth_patients=args.truth_patients, progress=True)
+                                  workers=args.workers, truth_patients=args.truth_patients, progress=True,
+                                  matching=not args.no_matching)
     if args.csv:
         estimates.write_csv(args.csv)
     print(f"{args.replicates} replicates x {args.patients:,} patients; truth from {args.truth_patients:,} patients "

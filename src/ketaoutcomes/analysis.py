@@ -192,7 +192,8 @@ def _ps_weighted(frame: pl.DataFrame, paramcd: str, study: StudySettings, arms: 
         ps = fit_propensity(pair, target=target, comparator=study.reference_arm, covariates=covs,
                             categorical=categorical, weighting=study.weighting, truncation=study.ps_truncation,
                             max_smd=study.max_smd, min_equipoise=study.min_equipoise,
-                            equipoise_bounds=study.equipoise_bounds, **_matching_options(study))
+                            equipoise_bounds=study.equipoise_bounds, balance_alpha=study.balance_alpha,
+                            **_matching_options(study))
         reasons = list(ps.gate_reasons)
         summary = None
         keep = ["USUBJID", "weight"] + (["match_set"] if "match_set" in ps.scores.columns else [])

@@ -122,6 +122,11 @@ class StudySettings(_Frozen):
     #: above max_smd, or whose equipoise is below min_equipoise, or whose diagnostics could not
     #: be computed, is marked as failing diagnostics.
     max_smd: float = Field(default=0.1, gt=0, le=1)
+    #: null: the balance rule is max |SMD| < max_smd (endpoints.md). A value: a covariate fails only
+    #: when its |SMD| is significantly above max_smd at this family-wise level (one-sided,
+    #: Bonferroni; Hripcsak et al. 2025, CohortMethod's sdmAlpha), which stops rare covariate
+    #: levels in small cohorts from failing the gate by chance.
+    balance_alpha: float | None = Field(default=None, gt=0, lt=1)
     min_equipoise: float = Field(default=0.2, ge=0, le=1)
     equipoise_bounds: tuple[float, float] = (0.3, 0.7)
     #: Restricted mean time without the event (non-response, non-remission, no relapse) up to

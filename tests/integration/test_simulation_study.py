@@ -25,8 +25,10 @@ def study():
 @pytest.mark.slow
 def test_study_runs_and_reports_every_model_and_route(study):
     mod, estimates, _target, summary = study
-    assert set(summary["model"]) == {"adjusted", "naive", "iptw"}
-    assert summary.height == 15 and summary["replicates"].min() == 6
+    assert set(summary["model"]) == {"adjusted", "naive", "iptw", "matching"}
+    assert summary.height == 20 and summary["replicates"].min() == 6
+    matched = summary.filter(pl.col("model") == "matching")
+    assert set(matched["target"]) == {"marginal in the treated"} and matched["matched_share"].is_between(0, 1).all()
     for c in ("bias_log_hr", "empirical_se", "mean_model_se", "coverage"):
         assert summary[c].is_finite().all(), c
     assert "| model | arm |" in mod.markdown(summary)

@@ -54,8 +54,14 @@ Conventions (each is also commented where it is applied):
   them has an infinite SMD.
 * **Effective sample size** per arm: ``(sum w)^2 / sum w^2``; after matching,
   the number of matched patients of the arm.
+* **SE of the SMD after weighting** (``smd_se_after``) and the one-sided p-value
+  that |SMD| exceeds ``max_smd`` (``smd_p_after``), as CohortMethod computes them
+  (Hripcsak et al. 2025, "Assessing covariate balance with small sample sizes"):
+  weights normalised to 1 per arm, ``var = sum w^2 (x - mean)^2 / sd^2`` summed
+  over both arms.
 * **Gate** (``diagnostics_passed``): max |SMD| after weighting (or matching)
-  < ``max_smd`` *and* equipoise >= ``min_equipoise`` *and* the propensity model
+  < ``max_smd`` (or, with ``balance_alpha``, no covariate significantly above it)
+  *and* equipoise >= ``min_equipoise`` *and* the propensity model
   converged *and* every diagnostic could be computed *and*, for matching, at least
   2 matched pairs. A diagnostic that could not be computed (NaN, None, too few
   patients) counts as failed, never as passed; ``gate_reasons`` says why the gate
@@ -80,6 +86,7 @@ from typing import Any
 
 import numpy as np
 import polars as pl
+from scipy import stats
 from statsmodels.discrete.discrete_model import Logit
 
 from ketaoutcomes.models.matching import caliper_width, match_nearest
@@ -109,6 +116,8 @@ _BALANCE_SCHEMA = {
     "smd_after": pl.Float64,
     "sd_pooled": pl.Float64,
     "in_model": pl.Boolean,
+    "smd_se_after": pl.Float64,
+    "smd_p_after": pl.Float64,
 }
 
 _MAXITER = 100
@@ -291,8 +300,37 @@ def _weighted_mean(x: np.ndarray, w: np.ndarray) -> float:
     return float(np.sum(w * x) / total)
 
 
+def _smd_se(xt: np.ndarray, wt: np.ndarray, mt: float, xc: np.ndarray, wc: np.ndarray, mc: float, sd: float) -> float:
+    """Standard error of the SMD after weighting (CohortMethod's ``sdmVariance`` for IPTW, Hripcsak
+    et al. 2025): with the weights normalised to sum 1 within each arm,
+    ``var = sum_arms sum_i w_i^2 (x_i - mean_arm)^2 / sd^2`` (sd: the SMD's denominator). Matched
+    patients weigh 1, unmatched 0. NaN when it cannot be computed; 0 for a constant covariate."""
+    if math.isnan(sd) or math.isnan(mt) or math.isnan(mc):
+        return math.nan
+    num = 0.0
+    for x, w, m in ((xt, wt, mt), (xc, wc, mc)):
+        total = float(np.sum(w))
+        num += float(np.sum((w / total) ** 2 * (x - m) ** 2))
+    if sd == 0.0:
+        return 0.0 if num == 0.0 else math.inf
+    return math.sqrt(num) / sd
+
+
+def _smd_p(smd: float, se: float, threshold: float) -> float:
+    """One-sided p-value that |SMD| exceeds ``threshold`` (CohortMethod's ``computeBalanceP``):
+    ``P(Z > (|SMD| - threshold) / se)``. A constant covariate (se 0) gives 1 below the threshold
+    and 0 above it; NaN when either input is NaN."""
+    if math.isnan(smd) or math.isnan(se):
+        return math.nan
+    excess = abs(smd) - threshold
+    if se == 0.0 or math.isinf(se):
+        return 0.0 if excess > 0 else 1.0
+    return float(stats.norm.sf(excess / se))
+
+
 def _balance(
-    names: list[str], values: list[np.ndarray], in_model: list[bool], treated: np.ndarray, weight: np.ndarray
+    names: list[str], values: list[np.ndarray], in_model: list[bool], treated: np.ndarray, weight: np.ndarray,
+    threshold: float = 0.1,
 ) -> pl.DataFrame:
     t, c = treated == 1, treated == 0
     rows = []
@@ -308,6 +346,8 @@ def _balance(
         sd = math.sqrt((vt + vc) / 2.0) if not (math.isnan(vt) or math.isnan(vc)) else math.nan
         wmt = _weighted_mean(xt, weight[t])
         wmc = _weighted_mean(xc, weight[c])
+        smd_after = _smd(wmt - wmc, sd)
+        se = _smd_se(xt, weight[t], wmt, xc, weight[c], wmc, sd)
         rows.append({
             "covariate": name,
             "mean_target_before": mt,
@@ -315,9 +355,11 @@ def _balance(
             "smd_before": _smd(mt - mc, sd),
             "mean_target_after": wmt,
             "mean_comparator_after": wmc,
-            "smd_after": _smd(wmt - wmc, sd),
+            "smd_after": smd_after,
             "sd_pooled": sd,
             "in_model": flag,
+            "smd_se_after": se,
+            "smd_p_after": _smd_p(smd_after, se, threshold),
         })
     return pl.DataFrame(rows, schema=_BALANCE_SCHEMA)
 
@@ -398,6 +440,7 @@ def fit_propensity(
     max_smd: float = 0.1,
     min_equipoise: float = 0.2,
     equipoise_bounds: tuple[float, float] = (0.3, 0.7),
+    balance_alpha: float | None = None,
 ) -> PropensityResult:
     """Propensity score model, weights and balance diagnostics for one arm pair.
 
@@ -425,6 +468,11 @@ def fit_propensity(
         The gate's thresholds: max |SMD| after weighting (or matching) must be
         < ``max_smd``, equipoise (share of preference scores in the closed
         ``equipoise_bounds``) >= ``min_equipoise``.
+    balance_alpha : float or None
+        None (default): the balance rule is max |SMD| < ``max_smd``. A value: the
+        rule of Hripcsak et al. (2025), CohortMethod's ``sdmAlpha``: a covariate
+        fails only when its |SMD| is significantly above ``max_smd`` at this
+        family-wise level (one-sided test, Bonferroni over the covariates).
 
     Returns
     -------
@@ -556,17 +604,32 @@ def fit_propensity(
     # --- balance
     # after matching: means over the matched patients (weight 1; the unmatched weigh 0)
     balance_weight = np.where(np.isnan(weight), 0.0, weight) if weighting == "matching" else weight
-    balance = _balance(names, values, in_model, treated, balance_weight)
+    balance = _balance(names, values, in_model, treated, balance_weight, threshold=max_smd)
     after = "matching" if weighting == "matching" else "weighting"
     max_abs: float | None = None
     smd_after = balance["smd_after"].to_numpy()
     if len(smd_after) and not np.isnan(smd_after).any():
         i = int(np.argmax(np.abs(smd_after)))
         max_abs = float(abs(smd_after[i]))
-        if not max_abs < max_smd:
+        if balance_alpha is None and not max_abs < max_smd:
             reasons.append(
                 f"max |SMD| after {after} {max_abs:.3g} >= {max_smd:g} ({balance['covariate'][i]})"
             )
+        elif balance_alpha is not None:
+            # Hripcsak et al. 2025 (CohortMethod's sdmAlpha): fail only on covariates whose |SMD| is
+            # significantly above the threshold, Bonferroni-corrected over the covariates tested
+            k = balance.height
+            p = balance["smd_p_after"].to_numpy()
+            if np.isnan(p).any():
+                bad = balance.filter(pl.col("smd_p_after").is_nan())["covariate"].to_list()
+                reasons.append(f"a diagnostic could not be computed: SE of the SMD after {after} for {', '.join(bad)}")
+            else:
+                over = balance.filter(pl.col("smd_p_after") < balance_alpha / k)
+                if over.height:
+                    reasons.append(
+                        f"|SMD| after {after} significantly above {max_smd:g} (p < {balance_alpha:g}/{k}, "
+                        f"Bonferroni) for " + ", ".join(f"{c} ({v:.3g})" for c, v in
+                                                        over.select("covariate", "smd_after").iter_rows()))
     elif len(smd_after):
         bad = balance.filter(pl.col("smd_after").is_nan())["covariate"].to_list()
         reasons.append(f"a diagnostic could not be computed: SMD after {after} for {', '.join(bad)}")

@@ -1253,6 +1253,14 @@ def build_context(data: ReportData, *, suppress_small_cells: bool = True) -> dic
     secondary = _secondary(data, arms, fmt)
     from ketaoutcomes.report import adjusted  # imports this module's helpers
 
+    settings = prov.get("settings") if isinstance(prov.get("settings"), Mapping) else {}
+    alpha_b = settings.get("balance_alpha")
+    thr = settings.get("max_smd", 0.1)
+    weighting["rule"] = (
+        f"no covariate whose standardized mean difference (SMD) after weighting is significantly above {thr:g} "
+        f"(one-sided test at a family-wise {alpha_b:g}, Bonferroni over the covariates: Hripcsak et al. 2025, "
+        f"as CohortMethod's sdmAlpha)" if alpha_b else
+        f"every covariate's standardized mean difference (SMD) after weighting below {thr:g}")
     weighting["km"] = adjusted.weighted_km_section(data.results, arms, fmt)
     weighting["preference"] = adjusted.preference_section(data.results, arms, prov)
     secondary["discrete"] = adjusted.discrete_section(data.results, data.cox, arms, fmt)
