@@ -232,3 +232,10 @@ def test_new_user_rule_needs_washout_days_of_records_before_the_index_course():
     assert flags == {"P1": "Y", "P2": "Y", "P3": "Y", "P4": "N"}
     step = strict.attrition.filter(pl.col("rule").str.starts_with("new user") & (pl.col("arm") == "(all)")).row(0, named=True)
     assert (step["n_remaining"], step["n_excluded"]) == (3, 1) and ">= 90 d" in step["rule"]
+
+
+def test_records_starting_after_the_course_are_a_data_error_said_in_a_note():
+    courses = [{"course_id": "C1", "patient_id": "P1"}]
+    res = derive(courses, [("P1", -1, 30), ("P1", 3, 12)], lookback={"P1": -5})
+    assert res.adsl["NEWUSFL"].to_list() == ["N"] and res.adsl["ANLFL"].to_list() == ["N"]
+    assert any("observation_start lies after the start of their first course" in n for n in res.notes)

@@ -439,6 +439,11 @@ def derive_all(
     """ADSL, ADTTE and attrition from the staged tables."""
     adsl, attrition = derive_adsl(patients, courses, sessions, scores, study=study)
     adtte, notes = derive_adtte(adsl, scores, registries=registries, study=study)
+    n_after = adsl.filter(pl.col("LOOKBACK") < 0).height
+    if n_after:
+        notes.insert(0, f"new-user rule: {n_after} patient(s) whose observation_start lies after the start of their "
+                        "first course (a data error in the export: the records must cover the course) were excluded "
+                        "as not known to be new users")
     n_unknown = adsl.filter(pl.col("NEWUSFL").is_null()).height
     if n_unknown:
         notes.insert(0, f"new-user rule: {n_unknown} course(s) without observation_start (look-back unknown) were "
