@@ -408,3 +408,27 @@ def test_data_quality_section_lists_failed_and_unrunnable_checks(tmp_path):
     assert "sbp_peak within 60-260 mmHg" in text and "3.00%" in text
     assert "error: ValueError: boom" in text
     assert "quarantine rule type on dose_mg" not in text  # passed checks are only counted
+
+
+def test_truth_table_withholds_failing_weighted_estimates_and_matched_subsets(tmp_path):
+    """A weighted estimate that fails its diagnostics is withheld in the truth table too; a matched
+    estimate over a subset of the route's patients has no simulated target."""
+    base = make_data()
+    weighted = pl.DataFrame([
+        {"paramcd": "TTRESP", "model": "iptw", "term": "ARM[ketamine_iv]", "hr": 9.87, "hr_lower": 7.0,
+         "hr_upper": 12.0, "diagnostics": "fail", "gate_reasons": "max |SMD| after weighting 0.2 >= 0.1 (AGE)"},
+        {"paramcd": "TTRESP", "model": "matching", "term": "ARM[esketamine_intranasal]", "hr": 6.54, "hr_lower": 5.0,
+         "hr_upper": 8.0, "diagnostics": "pass", "gate_reasons": None},
+    ])
+    ps = pl.DataFrame([{"paramcd": "TTRESP", "target": "esketamine_intranasal", "comparator": "ssri",
+                        "weighting": "matching", "n_target": 100, "n_comparator": 80, "n_matched_target": 70,
+                        "n_matched_comparator": 70, "diagnostics": "pass"}])
+    truth = {"estimands_observed_grid": {"TTRESP": {
+        "adjusted": {"ketamine_iv": {"hr": 2.0, "lower": 1.9, "upper": 2.1}},
+        "marginal_pair": {"ketamine_iv": {"hr": 9.5, "lower": 9.0, "upper": 10.0}},
+        "marginal_treated": {"esketamine_intranasal": {"hr": 6.0, "lower": 5.5, "upper": 6.5}}}}}
+    import dataclasses
+    data = dataclasses.replace(base, cox=pl.concat([base.cox, weighted], how="diagonal_relaxed"), ps=ps, truth=truth)
+    text = " ".join(" ".join(read(render_report(data, tmp_path / "t.html")).text).split())
+    assert "9.87" not in text and "withheld: fails diagnostics" in text
+    assert "none: 70% of the route's patients matched" in text

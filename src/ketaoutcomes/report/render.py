@@ -930,6 +930,15 @@ _ENDPOINT_NAMES = {"TTRESP": "response", "TTREM": "remission", "TTRELAPS": "rela
                    "TTSIRES": "resolution of suicidal ideation"}
 
 
+def _truth_estimate(r: Mapping | None) -> str:
+    """An estimate in the truth table: a weighted one that fails its diagnostics is withheld there too."""
+    if not r:
+        return DASH
+    if r.get("diagnostics") not in (None, "pass"):
+        return "withheld: fails diagnostics"
+    return fmt_hr_ci(r.get("hr"), r.get("hr_lower"), r.get("hr_upper"))
+
+
 def _truth(data: ReportData, arms: Arms) -> tuple[Table | None, str]:
     """Estimates next to what they should recover on a synthetic cohort.
 
@@ -978,15 +987,15 @@ def _truth(data: ReportData, arms: Arms) -> tuple[Table | None, str]:
                     # the matched subset is not the route's patients: no simulated target for it
                     rows.append(Row([_ENDPOINT_NAMES[code], model, arms.label(arm),
                                      f"none: {100 * share:.0f}% of the route's patients matched",
-                                     fmt_hr_ci(r.get("hr"), r.get("hr_lower"), r.get("hr_upper")) if r else DASH,
-                                     DASH, DASH]))
+                                     _truth_estimate(r), DASH, DASH]))
                     continue
-                if r and _ok(r.get("hr_lower")) and _ok(r.get("hr_upper")):
+                if r and r.get("diagnostics", "pass") in ("pass", None) and _ok(r.get("hr_lower")) \
+                        and _ok(r.get("hr_upper")):
                     inside = "yes" if r["hr_lower"] <= t["hr"] <= r["hr_upper"] else "no"
                 rows.append(Row([
                     _ENDPOINT_NAMES[code], model, arms.label(arm),
                     fmt_hr_ci(t["hr"], t.get("lower"), t.get("upper")),
-                    fmt_hr_ci(r.get("hr"), r.get("hr_lower"), r.get("hr_upper")) if r else DASH,
+                    _truth_estimate(r),
                     inside,
                     fmt_hr(latent[arm]) if code == "TTRESP" and model == "adjusted" and arm in latent else DASH,
                 ]))
