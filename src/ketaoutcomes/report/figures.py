@@ -276,15 +276,17 @@ def preference_figure(panels: Sequence[tuple[str, Sequence[tuple[str, str, np.nd
         for i, (title, arms) in enumerate(panels):
             ax = axes[i // cols][i % cols]
             ax.axvspan(bounds[0], bounds[1], color="#eeeeee", linewidth=0)
+            top = 0.0
             for label, colour, counts in arms:
                 total = float(np.sum(counts))
                 share = counts / total if total > 0 else counts * 0.0
+                top = max(top, float(np.max(share)) if len(share) else 0.0)
                 ax.stairs(share, edges, color=colour, linewidth=1.4, label=label)
             ax.set_title(title, fontsize=8)
             ax.set_xlim(0, 1)
-            ax.set_ylim(bottom=0)
+            ax.set_ylim(0, top * 1.5 if top > 0 else 1)  # headroom for the legend above the bars
             ax.yaxis.set_major_formatter(PercentFormatter(xmax=1.0, decimals=0))
-            ax.legend(fontsize=6, frameon=False, loc="upper center")
+            ax.legend(fontsize=6, frameon=False, loc="upper left", ncols=2, handlelength=1.2, columnspacing=0.8)
             if i % cols == 0:
                 ax.set_ylabel("share of the arm's patients")
             ax.set_xlabel("preference score")
