@@ -117,7 +117,7 @@ from typing import Any
 import polars as pl
 from scipy import stats
 
-from ketaoutcomes.models.survival import CoxResult, cox_ph
+from ketaoutcomes.models.survival import CoxResult, _drop_missing, cox_ph
 
 __all__ = [
     "AGE_WINDOW_YEARS",
@@ -293,21 +293,9 @@ def _is_text(dtype: pl.DataType) -> bool:
 
 
 def _complete(rows: pl.DataFrame, cols: Sequence[str], label: str, notes: list[str]) -> pl.DataFrame:
-    """Drop rows with a null (or NaN) in ``cols``; one note with per-column counts."""
-    cols = list(dict.fromkeys(cols))
-    flags = []
-    for c in cols:
-        e = pl.col(c).is_null()
-        if rows.schema[c].is_float():
-            e = e | pl.col(c).is_nan()
-        flags.append(e.alias(c))
-    f = rows.select(flags)
-    bad = f.select(pl.any_horizontal(pl.all())).to_series() if cols else pl.Series([False] * rows.height)
-    k = int(bad.sum())
-    if k:
-        per = ", ".join(f"{c}: {int(f[c].sum())}" for c in cols if int(f[c].sum()))
-        notes.append(f"{label}: {_plural(k, 'row')} dropped for missing values ({per})")
-        rows = rows.filter(~bad)
+    """Drop rows with a null (or NaN) in ``cols`` (survival's rule); the note is prefixed by ``label``."""
+    rows, _, dropped = _drop_missing(rows, cols)
+    notes += [f"{label}: {n}" for n in dropped]
     return rows
 
 
