@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 import polars as pl
 
 from ketaoutcomes.derive import COVARIATE_COLUMNS
+from ketaoutcomes.models.matching import MATCHED_SHARE_FOR_ATT
 from ketaoutcomes.models.survival import cnsr_to_event, cox_ph, kaplan_meier, logrank_test
 from ketaoutcomes.models.weighted import restricted_mean
 from ketaoutcomes.settings import StudySettings
@@ -252,10 +253,6 @@ def _ps_weighted(frame: pl.DataFrame, paramcd: str, study: StudySettings, arms: 
             out.notes.append(f"{paramcd}: {target} vs {study.reference_arm} fails the diagnostics gate "
                              f"({'; '.join(reasons)}): its {study.weighting} HR is not a result to read")
 
-
-#: A matched estimate describes the patients given the route (ATT) only when (nearly) all of them
-#: were matched; below this share it describes the matched subset.
-MATCHED_SHARE_FOR_ATT = 0.9
 
 #: Bins of the stored preference-score distributions (results_preference).
 PREFERENCE_BINS = 20

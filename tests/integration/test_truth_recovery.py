@@ -13,7 +13,8 @@ import math
 import polars as pl
 import pytest
 
-from ketaoutcomes.analysis import MATCHED_SHARE_FOR_ATT, analyze, relapse_analyses
+from ketaoutcomes.analysis import analyze, relapse_analyses
+from ketaoutcomes.models.matching import MATCHED_SHARE_FOR_ATT
 from ketaoutcomes.derive import derive_all
 from ketaoutcomes.registries import load_registries
 from ketaoutcomes.settings import SimulationSettings, StudySettings

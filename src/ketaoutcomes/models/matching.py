@@ -62,7 +62,11 @@ import numbers
 
 import numpy as np
 
-__all__ = ["caliper_width", "logit_ps", "match_nearest"]
+__all__ = ["MATCHED_SHARE_FOR_ATT", "caliper_width", "logit_ps", "match_nearest"]
+
+#: A matched estimate describes the patients given the route (ATT) only when (nearly) all of them
+#: were matched; below this share it describes the matched subset.
+MATCHED_SHARE_FOR_ATT = 0.9
 
 
 def logit_ps(ps: np.ndarray) -> np.ndarray:

@@ -90,7 +90,7 @@ from scipy import stats
 from statsmodels.discrete.discrete_model import Logit
 
 from ketaoutcomes.models.matching import caliper_width, match_nearest
-from ketaoutcomes.models.survival import _format_level, _plural
+from ketaoutcomes.models.survival import _drop_missing, _format_level, _plural
 
 __all__ = ["WEIGHTINGS", "PropensityResult", "fit_propensity", "love_plot_data", "preference_score"]
 
@@ -206,26 +206,6 @@ class PropensityResult:
 
 
 # --------------------------------------------------------------------------- helpers
-def _drop_missing(frame: pl.DataFrame, columns: Sequence[str]) -> tuple[pl.DataFrame, int, list[str]]:
-    """Drop rows with a null (or NaN) in ``columns``; count them and say why."""
-    flags = []
-    for c in columns:
-        expr = pl.col(c).is_null()
-        if frame.schema[c].is_float():
-            expr = expr | pl.col(c).is_nan()
-        flags.append(expr.alias(c))
-    if not flags:
-        return frame, 0, []
-    flagged = frame.select(flags)
-    any_missing = flagged.select(pl.any_horizontal(pl.all())).to_series()
-    n_dropped = int(any_missing.sum())
-    if n_dropped == 0:
-        return frame, 0, []
-    detail = ", ".join(f"{c}: {int(flagged[c].sum())}" for c in columns if int(flagged[c].sum()))
-    note = f"{_plural(n_dropped, 'row')} dropped for missing covariates ({detail})"
-    return frame.filter(~any_missing), n_dropped, [note]
-
-
 def _reference_level(values: pl.Series) -> Any:
     """Most frequent level (ties: the first in sorted order)."""
     counts = values.value_counts(name="_n")
@@ -518,7 +498,7 @@ def fit_propensity(
         notes.append("matching gives weights of 1 (matched) or none (unmatched); no truncation")
 
     data = frame.filter(pl.col(arm).is_in([target, comparator])).select(id_col, arm, *covariates)
-    data, n_dropped, drop_notes = _drop_missing(data, covariates)
+    data, n_dropped, drop_notes = _drop_missing(data, covariates, what="covariates")
     notes += drop_notes
     treated = (data[arm] == target).cast(pl.Int8).to_numpy().astype(np.int64)
     n_t, n_c = int(treated.sum()), int(len(treated) - treated.sum())

@@ -300,8 +300,10 @@ def _require_columns(frame: pl.DataFrame, columns: Sequence[str]) -> None:
         raise KeyError(f"columns not in frame: {missing}")
 
 
-def _drop_missing(frame: pl.DataFrame, columns: Sequence[str]) -> tuple[pl.DataFrame, int, list[str]]:
-    """Drop rows with a null (or NaN) in ``columns``; count them and say why."""
+def _drop_missing(frame: pl.DataFrame, columns: Sequence[str], *, what: str = "values"
+                  ) -> tuple[pl.DataFrame, int, list[str]]:
+    """Drop rows with a null (or NaN) in ``columns``; count them and say why (``what`` names the
+    columns in the note when more than one has gaps)."""
     cols = list(dict.fromkeys(columns))
     _require_columns(frame, cols)
     missing_exprs = []
@@ -320,7 +322,7 @@ def _drop_missing(frame: pl.DataFrame, columns: Sequence[str]) -> tuple[pl.DataF
     if len(per_col) == 1:
         note = f"{_plural(n_dropped, 'row')} dropped for missing {next(iter(per_col))}"
     else:
-        note = f"{_plural(n_dropped, 'row')} dropped for missing values ({detail})"
+        note = f"{_plural(n_dropped, 'row')} dropped for missing {what} ({detail})"
     return frame.filter(~any_missing), n_dropped, [note]
 
 

@@ -34,7 +34,7 @@ import jinja2
 import numpy as np
 import polars as pl
 
-from ketaoutcomes.analysis import MATCHED_SHARE_FOR_ATT
+from ketaoutcomes.models.matching import MATCHED_SHARE_FOR_ATT
 from ketaoutcomes.report import figures
 
 __all__ = ["EXTRA_RESULT_TABLES", "ReportData", "render_report", "ENDPOINT_INFO"]
