@@ -17,6 +17,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from ketaoutcomes.endpoints import DEFAULT_ENDPOINTS, ENDPOINTS
+
 __all__ = [
     "DB_ENV",
     "SimulationSettings",
@@ -105,9 +107,10 @@ class StudySettings(_Frozen):
     alpha: float = Field(default=0.05, gt=0, lt=0.5)
     #: Arms with fewer events than this get no hazard ratio (reported as not estimable).
     min_events_per_arm: int = Field(default=5, ge=1)
-    #: Endpoints to derive and model (ADTTE PARAMCD); TTSIRES is the resolution of suicidal
-    #: ideation (the instrument's item score reaching 0) among courses with ideation at baseline.
-    endpoints: tuple[Literal["TTRESP", "TTREM", "TTRELAPS", "TTSIRES"], ...] = ("TTRESP", "TTREM", "TTRELAPS", "TTSIRES")
+    #: Endpoints to derive and model (ADTTE PARAMCD, declared in :mod:`ketaoutcomes.endpoints`);
+    #: TTSIRES is the resolution of suicidal ideation (the instrument's item score reaching 0)
+    #: among courses with ideation at baseline.
+    endpoints: tuple[str, ...] = DEFAULT_ENDPOINTS
     #: Follow-up ends this many days after the time origin (null: no limit); censoring at the
     #: last assessment inside it (CNSR 5).
     time_at_risk_days: int | None = Field(default=None, ge=1, le=3650)
@@ -161,9 +164,15 @@ class StudySettings(_Frozen):
         if self.strata is not None and self.strata in self.covariates:
             raise ValueError(f"{self.strata!r} cannot be both a covariate and the strata")
         if not self.endpoints:
-            raise ValueError("endpoints must name at least one of TTRESP, TTREM, TTRELAPS, TTSIRES")
-        if "TTRELAPS" in self.endpoints and "TTRESP" not in self.endpoints:
-            raise ValueError("TTRELAPS (relapse among responders) needs TTRESP: relapse starts at the response")
+            raise ValueError(f"endpoints must name at least one of {', '.join(ENDPOINTS)}")
+        unknown = [e for e in self.endpoints if e not in ENDPOINTS]
+        if unknown:
+            raise ValueError(f"unknown endpoints {unknown}; choose from {', '.join(ENDPOINTS)}")
+        for code in self.endpoints:
+            missing = [r for r in ENDPOINTS[code].requires if r not in self.endpoints]
+            if missing:
+                raise ValueError(f"{code} needs {', '.join(missing)}: {ENDPOINTS[code].event} is timed from "
+                                 f"the {ENDPOINTS[code].origin}")
         if len(set(self.endpoints)) != len(self.endpoints):
             raise ValueError(f"endpoints {list(self.endpoints)} name one endpoint twice")
         lo, hi = self.equipoise_bounds

@@ -39,7 +39,8 @@ from __future__ import annotations
 import polars as pl
 
 from ketaoutcomes.analysis import analyze
-from ketaoutcomes.models.survival import cnsr_to_event, cox_ph
+from ketaoutcomes.derive.cnsr import cnsr_to_event
+from ketaoutcomes.models.survival import cox_ph
 from ketaoutcomes.derive import derive_all
 from ketaoutcomes.registries import Registries, load_registries
 from ketaoutcomes.settings import SimulationSettings, StudySettings

@@ -26,7 +26,7 @@ def test_settings_id_changes_with_any_field_and_not_with_order(tmp_path):
     [
         ({"confirm_min_days": 20, "confirm_max_days": 10}, "must not exceed confirm_max_days"),
         ({"arms": ["ketamine_iv"], "reference_arm": "ssri"}, "reference_arm 'ssri' must be one of arms"),
-        ({"endpoints": ["TTRELAPS"]}, "TTRELAPS (relapse among responders) needs TTRESP"),
+        ({"endpoints": ["TTRELAPS"]}, "TTRELAPS needs TTRESP: relapse is timed from the response"),
         ({"endpoints": []}, "at least one of"),
         ({"weighting": "overlap"}, "overlap weights are bounded by design"),
         ({"remission_max": 25, "relapse_min": 22}, "must be below relapse_min"),

@@ -10,7 +10,8 @@ import numpy as np
 import polars as pl
 import pytest
 
-from ketaoutcomes.models import CoxResult, KMResult, cnsr_to_event, cox_ph, kaplan_meier, logrank_test
+from ketaoutcomes.derive import cnsr_to_event
+from ketaoutcomes.models import CoxResult, KMResult, cox_ph, kaplan_meier, logrank_test
 from ketaoutcomes.models.survival import _concordance_counts, _harrell_c, _linear_predictor
 
 Z95 = 1.959963984540054

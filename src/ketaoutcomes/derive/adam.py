@@ -34,6 +34,7 @@ from dataclasses import dataclass, field
 
 import polars as pl
 
+from ketaoutcomes.derive.cnsr import CNSR
 from ketaoutcomes.registries import Instrument, Registries
 from ketaoutcomes.settings import StudySettings
 
@@ -50,15 +51,6 @@ COVARIATE_COLUMNS = {
     "site": "SITEID",
 }
 
-#: ADTTE censoring codes (CNSR): 0 is an event, every positive code a reason.
-CNSR = {
-    0: "event",
-    1: "censored at the last assessment: no event seen",
-    2: "censored at the last assessment before an intercurrent event (switch, new antidepressant or new course)",
-    3: "no assessment after the time origin (AVAL = 0)",
-    4: "censored at the last assessment: relapse threshold met but not confirmed",
-    5: "censored at the last assessment inside the time at risk",
-}
 
 INTERCURRENT_END_REASONS = ("switched", "new_antidepressant")
 

@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import polars as pl
 
-from ketaoutcomes.models.survival import cnsr_to_event
+from ketaoutcomes.derive.cnsr import cnsr_to_event
 
 __all__ = ["relapse_counting_process"]
 

@@ -251,7 +251,7 @@ def discrete_time_data(
     adtte : polars.DataFrame
         One row per subject: ``id_col``, ``time`` (day of the event visit, or of
         the last assessment when censored; ADaM AVAL), ``event`` (1/0; convert
-        ADaM CNSR with :func:`~ketaoutcomes.models.survival.cnsr_to_event`) and
+        ADaM CNSR with :func:`~ketaoutcomes.derive.cnsr.cnsr_to_event`) and
         the ``keep`` columns (covariates), copied to every row.
     visits : polars.DataFrame
         Assessment days: ``id_col``, ``visit_time`` (days since the time origin,

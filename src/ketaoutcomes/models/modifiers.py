@@ -16,7 +16,7 @@ Population
 Endpoint
     TTRESP: days from the first dose (AVAL) to the first rating showing response
     (``EVENT = 1``), otherwise censored at the last rating (``EVENT = 0``; CNSR
-    converted by :func:`~ketaoutcomes.models.survival.cnsr_to_event`). Times are
+    converted by :func:`~ketaoutcomes.derive.cnsr.cnsr_to_event`). Times are
     whole days, so ties are many: Efron's method throughout (as R's ``coxph``).
     Every model is :func:`~ketaoutcomes.models.survival.cox_ph`.
 

@@ -31,7 +31,7 @@ import math
 import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, overload
+from typing import Any
 
 import numpy as np
 import polars as pl
@@ -43,7 +43,6 @@ __all__ = [
     "CoxResult",
     "KMResult",
     "LogRankResult",
-    "cnsr_to_event",
     "cox_ph",
     "kaplan_meier",
     "logrank_test",
@@ -193,63 +192,6 @@ class CoxResult:
     converged: bool
     entry: str | None = None
     terms: tuple[str, ...] = field(default=())
-
-
-# --------------------------------------------------------------------------- event coding
-@overload
-def cnsr_to_event(cnsr: pl.Series) -> pl.Series: ...
-@overload
-def cnsr_to_event(cnsr: pl.Expr) -> pl.Expr: ...
-@overload
-def cnsr_to_event(cnsr: int) -> int: ...
-@overload
-def cnsr_to_event(cnsr: np.ndarray | Sequence[int]) -> np.ndarray: ...
-def cnsr_to_event(cnsr: Any) -> Any:
-    """Convert an ADaM censoring flag to a 1/0 event indicator.
-
-    ADaM ``CNSR`` is 0 for an event and a positive integer for a censoring (the
-    value says why). This is the only place in the package that converts it.
-
-    Parameters
-    ----------
-    cnsr : polars.Series, polars.Expr, numpy.ndarray, sequence or int
-        Censoring flags. Nulls stay null in a Series or Expr; elsewhere a missing
-        value raises.
-
-    Returns
-    -------
-    same kind as ``cnsr``
-        ``1`` where ``cnsr == 0`` (event) and ``0`` where ``cnsr > 0`` (censored),
-        as integers (``pl.Int8`` for polars).
-
-    Raises
-    ------
-    ValueError
-        If a value is negative or not a whole number (an Expr is checked only
-        when it is evaluated: negative values become null there).
-    """
-    if isinstance(cnsr, pl.Expr):
-        return (
-            pl.when(cnsr == 0)
-            .then(pl.lit(1, pl.Int8))
-            .when(cnsr > 0)
-            .then(pl.lit(0, pl.Int8))
-            .otherwise(pl.lit(None, pl.Int8))
-        )
-    if isinstance(cnsr, pl.Series):
-        values = cnsr.drop_nulls().cast(pl.Float64)
-        if values.len() and (bool((values < 0).any()) or bool((values != values.floor()).any())):
-            raise ValueError("CNSR must be a non-negative whole number (0 = event, >0 = censored)")
-        return (cnsr == 0).cast(pl.Int8).alias(cnsr.name)
-    scalar = np.ndim(cnsr) == 0
-    arr = np.asarray(cnsr, dtype=float)
-    if np.isnan(arr).any():
-        raise ValueError("CNSR has missing values; use a polars Series to keep them as null")
-    if (arr < 0).any() or (arr != np.floor(arr)).any():
-        raise ValueError("CNSR must be a non-negative whole number (0 = event, >0 = censored)")
-    out = (arr == 0).astype(np.int64)
-    return int(out) if scalar else out
-
 
 
 def _exp(x: float) -> float:

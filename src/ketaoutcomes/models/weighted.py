@@ -9,7 +9,7 @@ result types: :func:`weighted_cox` returns a :class:`~ketaoutcomes.models.surviv
 
 Conventions shared with ``survival`` (its helpers are reused, not copied): the
 event column is 1 = event, 0 = censored (convert ADaM ``CNSR`` with
-:func:`~ketaoutcomes.models.survival.cnsr_to_event`); rows with a missing value in
+:func:`~ketaoutcomes.derive.cnsr.cnsr_to_event`); rows with a missing value in
 any column used are dropped and counted; weights must be finite and positive.
 
 What the weights mean
@@ -193,7 +193,7 @@ def weighted_cox(
         One row per subject.
     time, event : str
         Event or censoring time, and 1 = event / 0 = censored (booleans accepted;
-        ADaM CNSR: :func:`~ketaoutcomes.models.survival.cnsr_to_event`).
+        ADaM CNSR: :func:`~ketaoutcomes.derive.cnsr.cnsr_to_event`).
     covariates : sequence of str
         Model columns in order; ``categorical`` names the ones expanded to
         dummies, exactly as in :func:`~ketaoutcomes.models.survival.cox_ph`.

@@ -1,0 +1,82 @@
+"""What the analysis steps share: the model frame of an endpoint, the study's covariates and
+strata as ADSL columns, reference levels of categorical terms, and stacking result frames."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+import polars as pl
+
+from ketaoutcomes.derive import COVARIATE_COLUMNS, cnsr_to_event
+from ketaoutcomes.settings import StudySettings
+
+__all__ = ["CATEGORICAL", "ModelTerms", "categorical_references", "model_frame", "reference_level", "stack",
+           "arms_of_terms"]
+
+#: ADSL columns that enter a model as categorical terms (one dummy per non-reference level).
+CATEGORICAL = frozenset({"SEX", "DIAGNOSIS", "SITEID"})
+
+
+@dataclass(frozen=True)
+class ModelTerms:
+    """The study's covariates and strata as ADSL columns: the one place they are looked up.
+
+    ``covariates`` adjust the outcome models; ``strata`` (site by default) gives the Cox models
+    separate baseline hazards, and enters the propensity model and the discrete-time model as a
+    covariate (``with_strata``), since site moves the choice of arm.
+    """
+
+    covariates: tuple[str, ...]
+    strata: str | None
+
+    @classmethod
+    def of(cls, study: StudySettings) -> "ModelTerms":
+        return cls(tuple(COVARIATE_COLUMNS[c] for c in study.covariates),
+                   COVARIATE_COLUMNS[study.strata] if study.strata else None)
+
+    @property
+    def with_strata(self) -> list[str]:
+        """Covariates plus the strata column as a covariate."""
+        return [*self.covariates, *([self.strata] if self.strata else [])]
+
+    @property
+    def columns(self) -> list[str]:
+        """Every ADSL column the terms use."""
+        return self.with_strata
+
+
+def model_frame(adsl: pl.DataFrame, adtte: pl.DataFrame, paramcd: str) -> pl.DataFrame:
+    """One endpoint's ADTTE rows with their ADSL covariates and the 1/0 EVENT column."""
+    return (
+        adtte.filter(pl.col("PARAMCD") == paramcd)
+        .join(adsl.drop("STUDYID", "ARM", "COURSEID"), on="USUBJID", how="left")
+        .with_columns(cnsr_to_event(pl.col("CNSR")).alias("EVENT"))
+    )
+
+
+def reference_level(frame: pl.DataFrame, col: str) -> str:
+    """Most frequent level (ties: alphabetical) as the reference of a categorical covariate."""
+    counts = frame.group_by(col).len().sort(["len", col], descending=[True, False])
+    return counts[col][0]
+
+
+def categorical_references(frame: pl.DataFrame, columns: Sequence[str], *, arm_reference: str | None
+                           ) -> dict[str, str]:
+    """``{column: reference level}`` for a model on ``columns``: ARM's is ``arm_reference`` (when
+    given), each other categorical column's its most frequent level in ``frame``; in that order."""
+    refs = {} if arm_reference is None else {"ARM": arm_reference}
+    for c in columns:
+        if c in CATEGORICAL:
+            refs[c] = reference_level(frame, c)
+    return refs
+
+
+def arms_of_terms(terms: Iterable[str | None]) -> set[str]:
+    """The arms named by ``ARM[...]`` terms of a model summary."""
+    return {t[4:-1] for t in terms if t and t.startswith("ARM[")}
+
+
+def stack(frames: list[pl.DataFrame]) -> pl.DataFrame:
+    """Stack result frames with possibly different columns (an empty list gives an empty frame)."""
+    return pl.concat(frames, how="diagonal_relaxed") if frames else pl.DataFrame()

@@ -1,0 +1,35 @@
+"""The secondary model of effect modifiers of the speed of response (TTRESP) (pure)."""
+
+from __future__ import annotations
+
+import polars as pl
+
+from ketaoutcomes.analysis.common import ModelTerms, model_frame
+from ketaoutcomes.derive import COVARIATE_COLUMNS
+from ketaoutcomes.settings import StudySettings
+
+__all__ = ["modifier_analyses"]
+
+
+def modifier_analyses(adsl: pl.DataFrame, adtte: pl.DataFrame, sessions: pl.DataFrame, courses: pl.DataFrame, *,
+                      study: StudySettings, ketamine_arms: list[str]) -> tuple[dict[str, pl.DataFrame], list[str]]:
+    """The documented secondary model of effect modifiers of time to response
+    (:mod:`ketaoutcomes.models.modifiers`): route x sex / benzodiazepine / age interaction tests
+    with subgroup HRs, and dose, concomitant SSRI or benzodiazepine, age and sex within ketamine
+    routes. Exploratory: p-values are not adjusted for multiplicity."""
+    from ketaoutcomes.models.modifiers import course_dose, effect_modifiers
+
+    if "TTRESP" not in study.endpoints:
+        return {}, []
+    frame = model_frame(adsl, adtte, "TTRESP")
+    arms = [a for a in ketamine_arms if a in set(frame["ARM"].unique().to_list()) and a != study.reference_arm]
+    if frame.is_empty() or not arms or study.reference_arm not in frame["ARM"].unique().to_list():
+        return {}, ["effect modifiers: no ketamine route or no reference arm among the analysed courses; not fitted"]
+    frame = frame.join(course_dose(sessions, courses.select("course_id", "arm")), on="COURSEID", how="left")
+    adjust = [COVARIATE_COLUMNS[c] for c in study.covariates if c in ("baseline_score", "prior_failed_trials")]
+    strata = ModelTerms.of(study).strata
+    res = effect_modifiers(frame, reference_arm=study.reference_arm, ketamine_arms=arms, strata=strata,
+                           adjust=adjust, alpha=study.alpha, min_events=study.min_events_per_arm)
+    out = {"results_modifiers_subgroups": res.subgroups, "results_modifiers_interactions": res.interactions,
+           "results_modifiers_ketamine": res.within_ketamine}
+    return out, [f"effect modifiers: {n}" for n in res.notes]

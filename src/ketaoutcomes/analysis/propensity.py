@@ -1,0 +1,128 @@
+"""Propensity-score step: for each route vs the reference arm, a propensity model, weights (or
+1:1 matches), the weighted (or matched) Cox model and Kaplan-Meier curves, the balance and
+equipoise diagnostics and the gate's verdict (pure)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import polars as pl
+
+from ketaoutcomes.analysis.common import CATEGORICAL, ModelTerms
+from ketaoutcomes.models.matching import MATCHED_SHARE_FOR_ATT
+from ketaoutcomes.settings import StudySettings
+
+__all__ = ["PREFERENCE_BINS", "WeightedComparisons", "preference_histogram", "ps_weighted"]
+
+
+@dataclass
+class WeightedComparisons:
+    """The propensity-score comparisons of one analysis, gathered endpoint by endpoint."""
+
+    cox: list[pl.DataFrame] = field(default_factory=list)
+    ps: list[dict] = field(default_factory=list)
+    balance: list[pl.DataFrame] = field(default_factory=list)
+    km: list[pl.DataFrame] = field(default_factory=list)
+    km_median: list[pl.DataFrame] = field(default_factory=list)
+    preference: list[pl.DataFrame] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+
+def ps_weighted(frame: pl.DataFrame, paramcd: str, study: StudySettings, arms: list[str],
+                out: WeightedComparisons) -> None:
+    """Propensity-weighted (or matched) Cox and Kaplan-Meier per route vs the reference arm, with
+    diagnostics and the gate, appended to ``out``. The weighted KM curves carry the pair's verdict
+    like the HR."""
+    from ketaoutcomes.models.propensity import fit_propensity, love_plot_data
+    from ketaoutcomes.models.weighted import weighted_cox, weighted_kaplan_meier
+
+    covs = ModelTerms.of(study).with_strata  # site moves arm choice: a confounder for the propensity model
+    categorical = [c for c in covs if c in CATEGORICAL]
+    for target in arms:
+        pair = frame.filter(pl.col("ARM").is_in([target, study.reference_arm]))
+        ps = fit_propensity(pair, target=target, comparator=study.reference_arm, covariates=covs,
+                            categorical=categorical, weighting=study.weighting, truncation=study.ps_truncation,
+                            max_smd=study.max_smd, min_equipoise=study.min_equipoise,
+                            equipoise_bounds=study.equipoise_bounds, balance_alpha=study.balance_alpha,
+                            **matching_options(study))
+        reasons = list(ps.gate_reasons)
+        summary = None
+        keep = ["USUBJID", "weight"] + (["match_set"] if "match_set" in ps.scores.columns else [])
+        weighted = pair.join(ps.scores.select(keep), on="USUBJID", how="inner").filter(
+            pl.col("weight").is_not_null() & pl.col("weight").is_finite())
+        km = None
+        if weighted["ARM"].n_unique() == 2:
+            try:
+                # matched pairs: robust variance clustered on the matched set (Austin 2013)
+                res = weighted_cox(weighted, time="AVAL", event="EVENT", covariates=["ARM"],
+                                   categorical={"ARM": study.reference_arm}, weights="weight", alpha=study.alpha,
+                                   cluster="match_set" if "match_set" in keep else None)
+                summary = res.summary.filter(pl.col("term") == f"ARM[{target}]")
+                if not res.converged:
+                    reasons.append("weighted Cox model did not converge")
+            except Exception as exc:  # noqa: BLE001 - a model that cannot be fitted is a failed diagnostic
+                reasons.append(f"weighted Cox model could not be fitted: {type(exc).__name__}: {exc}")
+            try:
+                km = weighted_kaplan_meier(weighted, time="AVAL", event="EVENT", weights="weight", group="ARM",
+                                           alpha=study.alpha)
+            except Exception as exc:  # noqa: BLE001 - reported with the pair, never silently missing
+                out.notes.append(f"{paramcd}: weighted Kaplan-Meier of {target} vs {study.reference_arm} could not "
+                                 f"be computed: {type(exc).__name__}: {exc}")
+        else:
+            reasons.append("no weighted patients on one of the two arms")
+        passed = ps.diagnostics_passed and not [r for r in reasons if r not in ps.gate_reasons] and summary is not None
+        verdict = "pass" if passed else "fail"
+        gate = [pl.lit(paramcd).alias("paramcd"), pl.lit(verdict).alias("diagnostics"),
+                pl.lit("; ".join(reasons) or None, dtype=pl.String).alias("gate_reasons")]
+        if summary is not None and summary.height:
+            out.cox.append(summary.with_columns(*gate, pl.lit(study.weighting).alias("model")))
+        if km is not None:
+            pair_cols = [pl.lit(target).alias("target"), pl.lit(study.weighting).alias("weighting")]
+            out.km.append(km.table.with_columns(*gate, *pair_cols))
+            out.km_median.append(km.medians.with_columns(*gate, *pair_cols))
+        out.ps.append({
+            "paramcd": paramcd, "target": target, "comparator": study.reference_arm, "weighting": ps.weighting,
+            "truncation": ps.truncation, "n_target": ps.n_target, "n_comparator": ps.n_comparator,
+            "n_dropped": ps.n_dropped, "n_truncated": ps.n_truncated, "ess_target": ps.ess_target,
+            "ess_comparator": ps.ess_comparator, "equipoise": ps.equipoise,
+            "max_abs_smd_after": ps.max_abs_smd_after, "converged": ps.converged, "diagnostics": verdict,
+            "gate_reasons": "; ".join(reasons) or None, "notes": "; ".join(ps.notes) or None,
+            "n_matched_target": getattr(ps, "n_matched_target", None),
+            "n_matched_comparator": getattr(ps, "n_matched_comparator", None),
+        })
+        out.balance.append(love_plot_data([ps]).with_columns(pl.lit(paramcd).alias("paramcd")))
+        out.preference.append(preference_histogram(ps.scores).with_columns(
+            pl.lit(paramcd).alias("paramcd"), pl.lit(target).alias("target")))
+        matched = getattr(ps, "n_matched_target", 0)
+        if study.weighting == "matching" and ps.n_target and matched < MATCHED_SHARE_FOR_ATT * ps.n_target:
+            out.notes.append(
+                f"{paramcd}: only {matched:,} of {ps.n_target:,} {target} patients were matched (too few "
+                f"{study.reference_arm} patients close enough): the matched HR describes the matched patients, "
+                f"not everyone given {target}")
+        if not passed:
+            out.notes.append(f"{paramcd}: {target} vs {study.reference_arm} fails the diagnostics gate "
+                             f"({'; '.join(reasons)}): its {study.weighting} HR is not a result to read")
+
+
+#: Bins of the stored preference-score distributions (results_preference).
+PREFERENCE_BINS = 20
+
+
+def preference_histogram(scores: pl.DataFrame, bins: int = PREFERENCE_BINS) -> pl.DataFrame:
+    """Counts of patients per preference-score bin and arm (equal bins over [0, 1]; the last is
+    closed): the distributions behind equipoise, stored aggregated, never per patient."""
+    edges = [i / bins for i in range(bins + 1)]
+    b = scores.filter(pl.col("preference").is_not_null() & pl.col("preference").is_finite()).with_columns(
+        (pl.col("preference") * bins).floor().clip(0, bins - 1).cast(pl.Int32).alias("bin"))
+    grid = pl.DataFrame({"ARM": scores["ARM"].unique().sort()}).join(
+        pl.DataFrame({"bin": list(range(bins))}, schema={"bin": pl.Int32}), how="cross")
+    counts = b.group_by("ARM", "bin").len()
+    return (grid.join(counts, on=["ARM", "bin"], how="left")
+            .with_columns(pl.col("len").fill_null(0).cast(pl.Int64).alias("n"),
+                          pl.col("bin").replace_strict(dict(enumerate(edges[:-1])), return_dtype=pl.Float64).alias("lower"),
+                          pl.col("bin").replace_strict(dict(enumerate(edges[1:])), return_dtype=pl.Float64).alias("upper"))
+            .select(pl.col("ARM").alias("arm"), "bin", "lower", "upper", "n").sort("arm", "bin"))
+
+
+def matching_options(study: StudySettings) -> dict:
+    return {"caliper": study.caliper} if study.weighting == "matching" else {}

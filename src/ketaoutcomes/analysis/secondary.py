@@ -1,0 +1,56 @@
+"""Secondary analyses: safety per session and per patient by route, and mood trajectories per
+arm (linear mixed model) (pure)."""
+
+from __future__ import annotations
+
+import polars as pl
+
+from ketaoutcomes.settings import StudySettings
+
+__all__ = ["secondary_analyses"]
+
+
+def secondary_analyses(
+    adsl: pl.DataFrame,
+    scores: pl.DataFrame,
+    sessions: pl.DataFrame,
+    adverse_events: pl.DataFrame,
+    courses: pl.DataFrame,
+    *,
+    study: StudySettings,
+) -> tuple[dict[str, pl.DataFrame], list[str]]:
+    """Safety per session and per patient by route, and mood trajectories per arm (mixed model).
+
+    Returns result frames keyed by warehouse table name, and notes.
+    """
+    from ketaoutcomes.models.safety import per_patient_safety, session_safety
+    from ketaoutcomes.models.trajectory import fit_trajectories, trajectory_data
+
+    analysed = adsl.filter(pl.col("ANLFL") == "Y").select("COURSEID")
+    c = courses.join(analysed, left_on="course_id", right_on="COURSEID", how="semi")
+    s = sessions.join(c.select("course_id"), on="course_id", how="semi")
+    ae = adverse_events.join(s.select("session_id"), on="session_id", how="semi")
+    out = {
+        "results_safety": session_safety(s, ae, c, alpha=study.alpha),
+        "results_safety_patients": per_patient_safety(s, ae, c, alpha=study.alpha),
+    }
+    notes: list[str] = []
+    data = trajectory_data(adsl, scores, instrument=study.instrument, horizon_days=study.rmst_horizon_days,
+                           baseline_window_days=study.baseline_window_days)
+    cap = study.trajectory_max_patients_per_arm
+    per_arm = data.group_by("ARM").agg(pl.col("USUBJID").unique().sort())
+    if (per_arm["USUBJID"].list.len() > cap).any():
+        keep = per_arm.with_columns(pl.col("USUBJID").list.sample(
+            n=pl.min_horizontal(pl.col("USUBJID").list.len(), pl.lit(cap)), seed=study.random_seed))
+        keep = keep.explode("USUBJID").select("USUBJID")
+        data = data.join(keep, on="USUBJID", how="semi")
+        notes.append(f"trajectories: fitted on a random sample of at most {cap:,} patients per arm "
+                     f"(seed {study.random_seed}); the intervals are those of the sample")
+    if data["ARM"].n_unique() >= 2 and study.reference_arm in data["ARM"].unique().to_list():
+        traj = fit_trajectories(data, reference_arm=study.reference_arm, alpha=study.alpha)
+        out["results_trajectory"] = traj.predicted.with_columns(pl.lit(traj.converged).alias("converged"))
+        out["results_trajectory_fixed"] = traj.fixed
+        notes += [f"trajectories: {n}" for n in traj.notes]
+    else:
+        notes.append("trajectories: fewer than two arms (or no reference arm) with ratings; not fitted")
+    return out, notes
