@@ -111,6 +111,9 @@ class StudySettings(_Frozen):
     #: TTSIRES is the resolution of suicidal ideation (the instrument's item score reaching 0)
     #: among courses with ideation at baseline.
     endpoints: tuple[str, ...] = DEFAULT_ENDPOINTS
+    #: TTSIRES: suicidal ideation counts as resolved when the instrument's SI item is at or below
+    #: this (0: "no suicidal thoughts"; some studies take MADRS item 10 <= 1).
+    si_resolution_max: float = Field(default=0, ge=0)
     #: Follow-up ends this many days after the time origin (null: no limit); censoring at the
     #: last assessment inside it (CNSR 5).
     time_at_risk_days: int | None = Field(default=None, ge=1, le=3650)

@@ -68,8 +68,7 @@ def test_results_carry_settings_and_batches(tmp_path, export):
     arms = {t for t in cox["term"] if t.startswith("ARM[")}
     assert "ARM[ketamine_iv]" in arms and "ARM[ssri]" not in arms  # SSRI is the reference
     assert (cox["hr_lower"] < cox["hr"]).all() and (cox["hr"] < cox["hr_upper"]).all()
-    att = q(db, "SELECT * FROM results_attrition WHERE arm = '(all)' AND rule NOT LIKE 'suicidal-ideation%' "
-               "ORDER BY step")
+    att = q(db, "SELECT * FROM results_attrition WHERE arm = '(all)' AND paramcd IS NULL ORDER BY step")
     assert att["n_remaining"][0] == SMALL.n_patients
     adsl = q(db, "SELECT count(*) n FROM ad_adsl WHERE ANLFL = 'Y'")["n"][0]
     assert att["n_remaining"][-1] == adsl  # the analysis population's last rule

@@ -123,8 +123,11 @@ def test_no_post_baseline_rating_is_excluded_and_counted():
     assert res.adtte.filter(pl.col("USUBJID") == "P1").is_empty()
     rule = res.attrition.filter((pl.col("arm") == "(all)") & pl.col("rule").str.starts_with("at least one MADRS rating"))
     assert (rule["n_remaining"].item(), rule["n_excluded"].item()) == (1, 1)
-    # the secondary endpoint's own rules follow, marked as such
-    assert res.attrition.filter(pl.col("step") > rule["step"].item())["rule"].str.starts_with("suicidal-ideation").all()
+    # the endpoints' own populations follow, each rule marked with its endpoint
+    after = res.attrition.filter(pl.col("step") > rule["step"].item())
+    assert set(after["paramcd"]) == {"TTREM", "TTRELAPS", "TTSIRES"}
+    assert all(f"({code}): " in r for code, r in after.select("paramcd", "rule").iter_rows())
+    assert res.attrition.filter(pl.col("step") <= rule["step"].item())["paramcd"].is_null().all()
 
 
 def test_responder_without_later_rating_has_relapse_cnsr_3():
@@ -191,10 +194,27 @@ def test_instrument_thresholds_come_from_registry_and_study():
         derive([{"course_id": "C1", "patient_id": "P1"}], [("P1", -1, 30)], instrument="NOPE")
 
 
-def test_baseline_already_in_remission_left_out_of_ttrem_with_a_note():
+def test_baseline_already_in_remission_left_out_of_ttrem_with_an_attrition_row():
     res = derive([{"course_id": "C1", "patient_id": "P1"}], [("P1", -1, 9), ("P1", 5, 4)])
     assert res.adtte.filter(pl.col("PARAMCD") == "TTREM").is_empty()
-    assert any("already" in n for n in res.notes)
+    row = res.attrition.filter((pl.col("paramcd") == "TTREM") & (pl.col("arm") == "(all)")).row(0, named=True)
+    assert "already in remission" in row["rule"] and (row["n_remaining"], row["n_excluded"]) == (0, 1)
+
+
+def test_every_declared_endpoint_has_one_derivation():
+    from ketaoutcomes.derive import DERIVATIONS
+    from ketaoutcomes.endpoints import ENDPOINTS
+
+    assert set(DERIVATIONS) == set(ENDPOINTS)
+
+
+def test_non_responders_leave_the_relapse_population_with_an_attrition_row():
+    # P1 responds (30 -> 10), P2 does not (30 -> 25)
+    res = derive([{"course_id": "C1", "patient_id": "P1"}, {"course_id": "C2", "patient_id": "P2"}],
+                 [("P1", -1, 30), ("P1", 3, 10), ("P2", -1, 30), ("P2", 3, 25)])
+    row = res.attrition.filter((pl.col("paramcd") == "TTRELAPS") & (pl.col("arm") == "(all)")).row(0, named=True)
+    assert (row["n_remaining"], row["n_excluded"]) == (1, 1)
+    assert set(res.adtte.filter(pl.col("PARAMCD") == "TTRELAPS")["USUBJID"]) == {"P1"}
 
 
 def test_time_at_risk_cuts_follow_up_with_its_own_code():

@@ -4,12 +4,14 @@ Pure function: ADSL and the ``mood_scores`` table in, ADTTE rows and an
 attrition table out. Follows the ADTTE conventions of
 :mod:`ketaoutcomes.derive.adam` (time origin = first dose TRTSDTM, AVAL in
 calendar days, censoring at the last assessment, CNSR codes of
-:data:`ketaoutcomes.derive.adam.CNSR`) and reuses its ``_first_event``.
+:data:`ketaoutcomes.derive.cnsr.CNSR`) and reuses
+:func:`ketaoutcomes.derive.events.first_event`.
 
 Definitions:
 
 * **Population**: analysed courses (``ANLFL == 'Y'``) whose *baseline SI item*
-  is above ``resolved_at_most`` (default 0, i.e. any suicidal ideation).
+  is above ``resolved_at_most`` (the study's ``si_resolution_max``, default 0, i.e. any
+  suicidal ideation).
 * **Baseline SI item**: the ``si_item_score`` of the baseline rating, i.e. the
   last rating of ``instrument`` in [first dose - ``study.baseline_window_days``,
   first dose] — for ``instrument == study.instrument`` that is the same rating
@@ -33,10 +35,11 @@ from __future__ import annotations
 
 import polars as pl
 
-from ketaoutcomes.derive.adam import ADTTE_COLUMNS, _attrition, _first_event
+from ketaoutcomes.derive.adsl import attrition_table
+from ketaoutcomes.derive.events import ADTTE_COLUMNS, EndpointInput, EndpointRows, derivation, first_event
 from ketaoutcomes.settings import StudySettings
 
-__all__ = ["PARAMCD", "derive_si_resolution"]
+__all__ = ["PARAMCD", "derive_si_resolution", "derive_ttsires"]
 
 PARAMCD = "TTSIRES"
 
@@ -68,11 +71,19 @@ def derive_si_resolution(
     Returns
     -------
     adtte : DataFrame
-        Columns :data:`ketaoutcomes.derive.adam.ADTTE_COLUMNS`, PARAMCD ``TTSIRES``.
+        Columns :data:`ketaoutcomes.derive.events.ADTTE_COLUMNS`, PARAMCD ``TTSIRES``.
     attrition : DataFrame
         step, rule, arm, n_remaining, n_excluded (as ADSL's attrition table):
         analysed courses, baseline SI item recorded, baseline SI item > ``resolved_at_most``.
     """
+    adtte, attrition, _ = _si_resolution(adsl, scores, instrument=instrument, study=study,
+                                         resolved_at_most=resolved_at_most)
+    return adtte, attrition
+
+
+def _si_resolution(adsl: pl.DataFrame, scores: pl.DataFrame, *, instrument: str, study: StudySettings,
+                   resolved_at_most: float) -> tuple[pl.DataFrame, pl.DataFrame, list[tuple[str, pl.DataFrame]]]:
+    """:func:`derive_si_resolution`, plus the population's steps as (rule, courses left)."""
     if resolved_at_most < 0:
         raise ValueError(f"resolved_at_most must be >= 0, got {resolved_at_most}")
     for col in ("USUBJID", "COURSEID", "ARM", "STUDYID", "TRTSDTM", "FUENDTM", "ICEREAS", "ANLFL"):
@@ -100,12 +111,12 @@ def derive_si_resolution(
     above = pl.col("BASESI") > resolved_at_most
     si_pop = pop.filter(has_si & above)
 
-    attrition = _attrition([
-        ("analysed courses (ANLFL = Y)", pop, None),
+    steps = [
         (f"baseline {instrument} SI item recorded (baseline rating in [first dose - "
-         f"{study.baseline_window_days} d, first dose])", pop.filter(has_si), None),
-        (f"baseline {instrument} SI item > {resolved_at_most:g} (suicidal ideation present)", si_pop, None),
-    ])
+         f"{study.baseline_window_days} d, first dose])", pop.filter(has_si)),
+        (f"baseline {instrument} SI item > {resolved_at_most:g} (suicidal ideation present)", si_pop),
+    ]
+    attrition = attrition_table([("analysed courses (ANLFL = Y)", pop, None), *((r, f, None) for r, f in steps)])
 
     # Post-baseline ratings with an SI item, inside follow-up; the SI item goes in
     # total_score because _first_event reads that column (EVSCORE = SI item at the event).
@@ -118,7 +129,7 @@ def derive_si_resolution(
         )
         .select("USUBJID", "assessed_at", pl.col("si_item_score").alias("total_score"))
     )
-    out = _first_event(
+    out = first_event(
         si_pop, ratings, pl.col("total_score") <= resolved_at_most,
         paramcd=PARAMCD,
         param=f"Time to resolution of suicidal ideation ({instrument} SI item <= {resolved_at_most:g})",
@@ -126,4 +137,16 @@ def derive_si_resolution(
         tar_days=study.time_at_risk_days,
     )
     adtte = out.select(ADTTE_COLUMNS).sort("USUBJID")
-    return adtte, attrition
+    return adtte, attrition, steps
+
+
+@derivation(PARAMCD)
+def derive_ttsires(inp: EndpointInput) -> EndpointRows:
+    """TTSIRES on the study instrument's SI item, resolution at ``study.si_resolution_max``."""
+    scores = inp.scores
+    if "si_item_score" not in scores.columns:  # optional in the contract: absent means not recorded
+        scores = scores.with_columns(pl.lit(None, dtype=pl.Float64).alias("si_item_score"))
+    rows, _, steps = _si_resolution(inp.adsl, scores, instrument=inp.study.instrument, study=inp.study,
+                                    resolved_at_most=inp.study.si_resolution_max)
+    return EndpointRows(rows, population=tuple((f"suicidal-ideation endpoint (TTSIRES): {rule}", frame)
+                                               for rule, frame in steps))

@@ -1,0 +1,216 @@
+"""ADSL (one row per patient's index course) and the attrition table (pure).
+
+Conventions (each a :class:`~ketaoutcomes.settings.StudySettings` field where a study may differ):
+
+* **Index course**: a patient's first treatment course (by start date, then
+  course id). Later courses are not analysed; they end the index course's
+  follow-up (a new treatment is an intercurrent event).
+* **New user**: the index course is the first course in the records, so it is a
+  new use of every arm when the records reach back at least ``washout_days``
+  before it (LOOKBACK = course start - ``patients.observation_start``); a patient
+  whose records start later was possibly exposed just before and is excluded. An
+  unknown look-back (no observation_start) is kept and counted in a note, unless
+  ``require_known_lookback``.
+* **First dose** (TRTSDTM): the course's first session; a course without
+  sessions starts at 00:00 of its start date.
+* **Follow-up end**: the start of the patient's next course, or the day after
+  ``end_date`` when ``end_reason`` is ``switched`` or ``new_antidepressant``.
+  Otherwise ratings after the course ended still count (a response seen at a
+  follow-up visit is a response).
+* **Baseline** (BASE): the *last* rating of the study instrument in
+  [first dose - window, first dose]; not the worst (regression to the mean).
+"""
+
+from __future__ import annotations
+
+import polars as pl
+
+from ketaoutcomes.settings import StudySettings
+
+__all__ = ["COVARIATE_COLUMNS", "INTERCURRENT_END_REASONS", "attrition_table", "derive_adsl"]
+
+#: Study-setting covariate names -> ADSL column names.
+COVARIATE_COLUMNS = {
+    "age_at_index": "AGE",
+    "sex": "SEX",
+    "baseline_score": "BASE",
+    "prior_failed_trials": "PRIORFAIL",
+    "diagnosis": "DIAGNOSIS",
+    "weight_kg": "WEIGHT",
+    "site": "SITEID",
+}
+
+
+INTERCURRENT_END_REASONS = ("switched", "new_antidepressant")
+
+
+def derive_adsl(
+    patients: pl.DataFrame,
+    courses: pl.DataFrame,
+    sessions: pl.DataFrame,
+    scores: pl.DataFrame,
+    *,
+    study: StudySettings,
+) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """One row per patient's index course, and the attrition table.
+
+    Returns
+    -------
+    adsl : DataFrame
+        USUBJID, COURSEID, ARM, SITEID, SEX, AGE, PRIORFAIL, DIAGNOSIS, WEIGHT,
+        TRTSDTM, FUENDTM, ICEREAS, DCREAS (the course's end_reason), LOOKBACK
+        (days of records before the course start; null if unknown), NEWUSFL
+        ('Y' new user, 'N' not, null unknown), BASE, BASEDTM, CONSSRI, CONBENZO,
+        NSESS, NMAINT, NPOST, ANLFL ('Y': in the analysis population, i.e. a new
+        user on a study arm with a baseline and at least one rating after the first dose).
+    attrition : DataFrame
+        step, rule, arm, n_remaining, n_excluded: counts per arm after each rule.
+    """
+    study_arms = set(study.arms) if study.arms else None
+    courses = courses.sort("patient_id", "start_date", "course_id")
+    courses = courses.with_columns(
+        pl.col("start_date").shift(-1).over("patient_id").alias("_next_start"),
+        pl.int_range(pl.len()).over("patient_id").alias("_course_seq"),
+    )
+    first_dose = sessions.group_by("course_id").agg(
+        pl.col("session_ts").min().alias("_first_session"),
+        pl.len().alias("NSESS"),
+        (pl.col("phase") == "maintenance").sum().alias("NMAINT"),
+    )
+    idx = (
+        courses.filter(pl.col("_course_seq") == 0)
+        .join(first_dose, on="course_id", how="left")
+        .with_columns(
+            pl.coalesce("_first_session", pl.col("start_date").cast(pl.Datetime("us"))).alias("TRTSDTM"),
+            pl.col("NSESS").fill_null(0),
+            pl.col("NMAINT").fill_null(0),
+        )
+    )
+    ice_end = pl.when(pl.col("end_reason").is_in(INTERCURRENT_END_REASONS)).then(
+        (pl.col("end_date") + pl.duration(days=1)).cast(pl.Datetime("us"))
+    )
+    next_start = pl.col("_next_start").cast(pl.Datetime("us"))
+    idx = idx.with_columns(
+        pl.min_horizontal(ice_end, next_start).alias("FUENDTM"),
+        pl.when(next_start.is_not_null() & (ice_end.is_null() | (next_start <= ice_end)))
+        .then(pl.lit("new course"))
+        .when(ice_end.is_not_null())
+        .then(pl.col("end_reason"))
+        .alias("ICEREAS"),
+    )
+
+    # Baseline: last rating of the instrument in [first dose - window, first dose].
+    inst = scores.filter(pl.col("instrument") == study.instrument)
+    window = pl.duration(days=study.baseline_window_days)
+    base = (
+        inst.join(idx.select("patient_id", "TRTSDTM"), on="patient_id", how="inner")
+        .filter((pl.col("assessed_at") <= pl.col("TRTSDTM")) & (pl.col("assessed_at") >= pl.col("TRTSDTM") - window))
+        .sort("patient_id", "assessed_at")
+        .group_by("patient_id")
+        .agg(pl.col("total_score").last().alias("BASE"), pl.col("assessed_at").last().alias("BASEDTM"))
+    )
+    post = (
+        inst.join(idx.select("patient_id", "TRTSDTM", "FUENDTM"), on="patient_id", how="inner")
+        .filter(
+            (pl.col("assessed_at") > pl.col("TRTSDTM"))
+            & (pl.col("FUENDTM").is_null() | (pl.col("assessed_at") < pl.col("FUENDTM")))
+        )
+        .group_by("patient_id")
+        .agg(pl.len().alias("NPOST"))
+    )
+    if "observation_start" not in patients.columns:  # optional in the contract
+        patients = patients.with_columns(pl.lit(None, dtype=pl.Date).alias("observation_start"))
+    adsl = (
+        idx.join(patients, on="patient_id", how="left")
+        .join(base, on="patient_id", how="left")
+        .join(post, on="patient_id", how="left")
+        .with_columns(pl.col("NPOST").fill_null(0))
+        .select(
+            pl.lit(study.name).alias("STUDYID"),
+            pl.col("patient_id").alias("USUBJID"),
+            pl.col("course_id").alias("COURSEID"),
+            pl.col("arm").alias("ARM"),
+            pl.col("site").alias("SITEID"),
+            pl.col("sex").alias("SEX"),
+            pl.col("age_at_index").alias("AGE"),
+            pl.col("prior_failed_trials").alias("PRIORFAIL"),
+            pl.col("diagnosis").alias("DIAGNOSIS"),
+            pl.col("weight_kg").alias("WEIGHT"),
+            "TRTSDTM",
+            "FUENDTM",
+            "ICEREAS",
+            pl.col("end_reason").alias("DCREAS"),
+            (pl.col("start_date") - pl.col("observation_start")).dt.total_days().cast(pl.Int32).alias("LOOKBACK"),
+            pl.lit(study.instrument).alias("PARAMINS"),
+            "BASE",
+            "BASEDTM",
+            pl.col("concomitant_ssri").alias("CONSSRI"),
+            pl.col("concomitant_benzodiazepine").alias("CONBENZO"),
+            "NSESS",
+            "NMAINT",
+            "NPOST",
+        )
+    )
+    adsl = adsl.with_columns(
+        pl.when(pl.col("LOOKBACK").is_null()).then(None)
+        .when(pl.col("LOOKBACK") >= study.washout_days).then(pl.lit("Y")).otherwise(pl.lit("N"))
+        .alias("NEWUSFL")
+    )
+    in_arm = pl.lit(True) if study_arms is None else pl.col("ARM").is_in(sorted(study_arms))
+    new_user = (pl.col("NEWUSFL") == "Y") if study.require_known_lookback else (pl.col("NEWUSFL") != "N").fill_null(True)
+    has_base = pl.col("BASE").is_not_null()
+    # Analysis population (like a trial's full analysis set): a baseline and at
+    # least one rating after the first dose; the attrition table counts both rules.
+    has_post = pl.col("NPOST") > 0
+    adsl = adsl.with_columns(
+        pl.when(in_arm & new_user & has_base & has_post).then(pl.lit("Y")).otherwise(pl.lit("N")).alias("ANLFL")
+    )
+
+    # Attrition: each rule narrows the previous population; counts per arm.
+    n_patients = patients.select(pl.col("patient_id").n_unique()).item()
+    steps: list[tuple[str, pl.DataFrame | None, int | None]] = [
+        ("patients in the export", None, n_patients),
+        ("with a treatment course (index course = first course)", adsl, None),
+    ]
+    pop = adsl
+    if study_arms is not None:
+        pop = pop.filter(in_arm)
+        steps.append((f"index course on a study arm ({', '.join(sorted(study_arms))})", pop, None))
+    unknown = "; unknown look-back excluded" if study.require_known_lookback else "; unknown look-back kept"
+    pop = pop.filter(new_user)
+    steps.append((f"new user: records cover >= {study.washout_days} d before the index course "
+                  f"(washout){unknown}", pop, None))
+    pop = pop.filter(has_base)
+    steps.append(
+        (f"baseline {study.instrument} in [first dose - {study.baseline_window_days} d, first dose]", pop, None)
+    )
+    steps.append((f"at least one {study.instrument} rating after the first dose", pop.filter(has_post), None))
+    attrition = attrition_table(steps)
+    return adsl, attrition
+
+
+def attrition_table(steps: list[tuple[str, pl.DataFrame | None, int | None]]) -> pl.DataFrame:
+    """One row per rule and arm (and ``(all)``): how many remain after each rule and how many it
+    excluded. ``steps`` are ``(rule, population after it, None)``, or ``(rule, None, total)`` for a
+    count without arms; each population narrows the one before."""
+    rows = []
+    prev: dict[str, int] = {}
+    for i, (rule, frame, total) in enumerate(steps, start=1):
+        if frame is None:
+            rows.append({"step": i, "rule": rule, "arm": "(all)", "n_remaining": total, "n_excluded": None})
+            continue
+        counts = dict(frame.group_by("ARM").len().iter_rows())
+        arms = sorted(set(counts) | set(prev))
+        for arm in arms:
+            n = counts.get(arm, 0)
+            rows.append({
+                "step": i, "rule": rule, "arm": arm, "n_remaining": n,
+                "n_excluded": (prev[arm] - n) if arm in prev else None,
+            })
+        n_all = frame.height
+        p_all = sum(prev.values()) if prev else None
+        rows.append({"step": i, "rule": rule, "arm": "(all)", "n_remaining": n_all,
+                     "n_excluded": (p_all - n_all) if p_all is not None else None})
+        prev = counts
+    return pl.DataFrame(rows, schema={"step": pl.Int32, "rule": pl.String, "arm": pl.String,
+                                      "n_remaining": pl.Int64, "n_excluded": pl.Int64})
