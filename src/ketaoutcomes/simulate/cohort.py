@@ -73,7 +73,6 @@ on the state (before response / after / after relapse).
 from __future__ import annotations
 
 import math
-import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
@@ -84,7 +83,22 @@ from ketaoutcomes.contract import TABLE_ORDER, polars_schema, table
 from ketaoutcomes.registries import Registries, load_registries
 from ketaoutcomes.settings import SimulationSettings
 
+from .arrays import (
+    DAY,
+    INF,
+    Streams,
+    clock_minute,
+    expand,
+    first_per_owner,
+    grouped_cumsum,
+    last_per_owner,
+    pick,
+    pick_by_group,
+    row_key,
+    sort_rows,
+)
 from .params import GeneratorParameters
+from .tables import ChunkTables
 
 __all__ = [
     "CHUNK_SIZE",
@@ -101,113 +115,6 @@ __all__ = [
 CHUNK_SIZE = 25_000
 GENERATOR_VERSION = 1
 _SITE_TAG = 2**32 - 1  # stream tag of the cohort-wide site parameters (never a chunk index)
-_DAY = 1440  # minutes
-_INF = np.inf
-
-# --------------------------------------------------------------------------- streams
-class _Streams:
-    """One independent generator per (seed, chunk, name); each name is used once."""
-
-    def __init__(self, seed: int, tag: int) -> None:
-        self.seed, self.tag = seed, tag
-        self._used: set[str] = set()
-
-    def __call__(self, name: str) -> np.random.Generator:
-        if name in self._used:
-            raise RuntimeError(f"stream {name!r} drawn twice in one chunk")
-        self._used.add(name)
-        return np.random.default_rng(np.random.SeedSequence([self.seed, self.tag, zlib.crc32(name.encode())]))
-
-    def u(self, name: str, size: int) -> np.ndarray:
-        return self(name).random(size)
-
-    def z(self, name: str, size: int | tuple[int, ...]) -> np.ndarray:
-        return self(name).standard_normal(size)
-
-
-def _pick(u: np.ndarray, probs) -> np.ndarray:
-    """Index drawn by inversion: u ~ U(0,1) -> index with the given probabilities."""
-    cum = np.cumsum(np.asarray(probs, dtype=float))
-    cum /= cum[-1]
-    return np.minimum(np.searchsorted(cum, u, side="right"), len(cum) - 1)
-
-
-def _pick_by_group(u: np.ndarray, group: np.ndarray, tables: list[tuple[tuple, tuple]], dtype=float) -> np.ndarray:
-    """Like :func:`_pick` but the value table depends on the group (arm) of each element."""
-    out = np.zeros(len(u), dtype=dtype)
-    for g, (values, probs) in enumerate(tables):
-        m = group == g
-        if m.any() and values:
-            out[m] = np.asarray(values, dtype=dtype)[_pick(u[m], probs)]
-    return out
-
-
-def _expand(counts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(owner, position) of rows when owner i has counts[i] rows, in owner order."""
-    counts = np.asarray(counts, dtype=np.int64)
-    owner = np.repeat(np.arange(len(counts)), counts)
-    starts = np.cumsum(counts) - counts
-    pos = np.arange(len(owner)) - np.repeat(starts, counts)
-    return owner, pos
-
-
-def _grouped_cumsum(values: np.ndarray, counts: np.ndarray) -> np.ndarray:
-    if len(values) == 0:
-        return values.copy()
-    cs = np.cumsum(values)
-    starts = np.cumsum(counts) - counts
-    before = np.where(starts > 0, cs[np.maximum(starts - 1, 0)], 0)
-    return cs - np.repeat(before, counts)
-
-
-def _first_per_owner(owner: np.ndarray, values: np.ndarray, mask: np.ndarray, n: int, fill=_INF) -> np.ndarray:
-    """values of the first masked row of each owner (rows sorted by owner), else fill."""
-    out = np.full(n, fill, dtype=float)
-    idx = np.flatnonzero(mask)
-    if len(idx):
-        owners, first = np.unique(owner[idx], return_index=True)
-        out[owners] = values[idx[first]]
-    return out
-
-
-def _last_per_owner(owner: np.ndarray, values: np.ndarray, n: int, fill=-_INF) -> np.ndarray:
-    out = np.full(n, fill, dtype=float)
-    if len(owner):
-        # rows sorted by owner: last row of each run
-        last = np.flatnonzero(np.r_[owner[1:] != owner[:-1], True])
-        out[owner[last]] = values[last]
-    return out
-
-
-def _row_key(owner: np.ndarray, minute: np.ndarray, extra: np.ndarray | None = None) -> np.ndarray:
-    """One int64 sort key for (owner, minute[, extra in 0..1]): much faster than lexsort."""
-    m = np.asarray(minute).astype(np.int64) + (1 << 30)  # minutes lie well inside +-2**30
-    key = (np.asarray(owner, dtype=np.int64) << 32) | (m << 1)
-    return key if extra is None else key | np.asarray(extra, dtype=np.int64)
-
-
-def _sort_rows(owner: np.ndarray, minute: np.ndarray, *others: np.ndarray) -> list[np.ndarray]:
-    order = np.argsort(_row_key(owner, minute), kind="stable")
-    return [owner[order], minute[order], *(o[order] for o in others)]
-
-
-def _ids(prefix: str | pl.Series, numbers: np.ndarray, width: int) -> pl.Series:
-    """prefix + zero-padded numbers, vectorised."""
-    df = pl.DataFrame({"x": numbers} if isinstance(prefix, str) else {"x": numbers, "p": prefix})
-    head = pl.lit(prefix) if isinstance(prefix, str) else pl.col("p")
-    return df.select(pl.concat_str([head, pl.col("x").cast(pl.String).str.zfill(width)]).alias("id")).to_series()
-
-
-def _null_where(values, mask: np.ndarray) -> pl.Series:
-    s = pl.Series(values)
-    idx = np.flatnonzero(mask)
-    return s.scatter(idx, None) if len(idx) else s
-
-
-def _clock_minute(u: np.ndarray) -> np.ndarray:
-    """A clinic time of day (08:00-16:55, 5-minute steps) in minutes."""
-    return 480 + 5 * np.floor(u * 108).astype(np.int64)
-
 
 # --------------------------------------------------------------------------- cohort-wide
 @dataclass(frozen=True)
@@ -230,7 +137,7 @@ class SiteParameters:
 
 def site_parameters(settings: SimulationSettings, params: GeneratorParameters) -> SiteParameters:
     """Site sizes, arm preferences and baseline-hazard multipliers (drawn once per seed)."""
-    s = _Streams(settings.seed, _SITE_TAG)
+    s = Streams(settings.seed, _SITE_TAG)
     n, arms = settings.n_sites, list(params.arms)
     width = max(2, len(str(n)))
     codes = [f"S{i + 1:0{width}d}" for i in range(n)]
@@ -295,7 +202,7 @@ def _check_arms(params: GeneratorParameters, reg: Registries, force_arm: str | N
         raise ValueError(f"force_arm {force_arm!r} is not one of the generator's arms {list(params.arms)}")
 
 
-class _Chunk:
+class _Chunk(ChunkTables):
     """One chunk's generation, step by step. Arrays named ``*_abs`` are minutes
     from midnight of the patient's start date; ``*_days`` are days since the
     first dose."""
@@ -303,7 +210,7 @@ class _Chunk:
     def __init__(self, settings, params, reg, sites, index, lo, hi, force_arm):
         self.settings, self.P, self.reg, self.sites = settings, params, reg, sites
         self.index, self.lo, self.n, self.force_arm = index, lo, hi - lo, force_arm
-        self.S = _Streams(settings.seed, index)
+        self.S = Streams(settings.seed, index)
         self.A = _ArmTable(params)
         self._id_cache: dict[str, pl.Series] = {}
 
@@ -332,18 +239,18 @@ class _Chunk:
         P, S, n = self.P, self.S, self.n
         self.gid = np.arange(self.lo, self.lo + n)
         self.sex_labels = list(P.sex_p)
-        self.sex = _pick(S.u("sex", n), list(P.sex_p.values()))
+        self.sex = pick(S.u("sex", n), list(P.sex_p.values()))
         self.male = (np.array(self.sex_labels)[self.sex] == "M").astype(float)
         age = P.age_min + np.exp(math.log(P.age_log_median_minus_min) + P.age_log_sd * S.z("age", n))
         self.age = np.minimum(np.floor(age), P.age_cap).astype(np.int64)
-        self.prior = _pick(S.u("prior_failed", n), P.prior_failed_p).astype(np.int64)
+        self.prior = pick(S.u("prior_failed", n), P.prior_failed_p).astype(np.int64)
         self.dx_labels = list(P.diagnosis_p)
-        self.dx = _pick(S.u("diagnosis", n), list(P.diagnosis_p.values()))
+        self.dx = pick(S.u("diagnosis", n), list(P.diagnosis_p.values()))
         med = np.array([P.weight_median_kg[s] for s in self.sex_labels])[self.sex]
         w = med * np.exp(P.weight_log_sd * S.z("weight", n))
         self.weight = np.round(np.clip(w, *P.weight_range_kg), 1)
         self.weight_missing = S.u("weight_missing", n) < P.p_weight_missing
-        self.site = _pick(S.u("site", n), self.sites.weights)
+        self.site = pick(S.u("site", n), self.sites.weights)
         sev = np.clip(P.severity_mean + P.severity_sd * S.z("severity", n), *P.severity_range)
         self.severity = sev
         madrs = self.reg.instruments["MADRS"]
@@ -355,11 +262,11 @@ class _Chunk:
                                     phq.score_min, phq.score_max)
             self.does_phq = S.u("does_phq9", n) < P.p_phq9
         self.start_day = np.floor(S.u("start_day", n) * P.start_span_days).astype(np.int64)
-        self.fd = _clock_minute(S.u("first_dose_time", n))  # first dose, minutes from start midnight
+        self.fd = clock_minute(S.u("first_dose_time", n))  # first dose, minutes from start midnight
         # records (look-back) start before the first course; own streams, so nothing else moves
         self.lookback = np.floor(S.u("records_lookback", n) * (P.records_lookback_max_days + 1)).astype(np.int64)
         self.lookback_missing = S.u("records_start_missing", n) < P.p_records_start_missing
-        self.admin_abs = (P.export_after_days - self.start_day) * _DAY
+        self.admin_abs = (P.export_after_days - self.start_day) * DAY
         # vitals baselines (patient level)
         self.sbp0 = P.sbp_pre[0] + P.sbp_pre[1] * S.z("sbp_patient", n)
         self.dbp0 = P.dbp_pre[0] + P.dbp_pre[1] * S.z("dbp_patient", n)
@@ -402,14 +309,14 @@ class _Chunk:
         k, lam = P.response_weibull_shape, P.response_weibull_scale_days
         e = -np.log1p(-S.u("response", n))  # Exp(1)
         self.t_resp_days = lam * (e * np.exp(-self.lp)) ** (1.0 / k)
-        self.t_resp_abs = self.fd + self.t_resp_days * _DAY
+        self.t_resp_abs = self.fd + self.t_resp_days * DAY
         # dropout: piecewise-exponential with hazards before / after latent response
         l1 = P.dropout_per_week_before_response / 7.0
         l2 = P.dropout_per_week_after_response / 7.0
         ed = -np.log1p(-S.u("dropout", n))
         d = np.where(ed <= l1 * self.t_resp_days, ed / l1, self.t_resp_days + (ed - l1 * self.t_resp_days) / l2)
         self.drop_days = d
-        self.drop_abs = self.fd + d * _DAY
+        self.drop_abs = self.fd + d * DAY
         # responder traits (used only if a response is observed)
         self.maintained = S.u("maintenance", n) < A.col("maintenance_share")[arm]
         self.remitter = S.u("remitter", n) < A.col("p_remission_given_response")[arm]
@@ -430,7 +337,7 @@ class _Chunk:
         self.older = S.u("older_rating", n) < P.p_no_baseline_older
         self.base_day_back = np.floor(S.u("baseline_day", n) * (P.baseline_days_before + 1)).astype(np.int64)
         self.older_day_back = 16 + np.floor(S.u("older_day", n) * 30).astype(np.int64)
-        self.base_clock = _clock_minute(S.u("baseline_clock", n))
+        self.base_clock = clock_minute(S.u("baseline_clock", n))
         self.base_min_before = 30 + 5 * np.floor(S.u("baseline_min_before", n) * 19).astype(np.int64)
         self.screening = S.u("screening", n) < P.p_screening
         self.screen_back = 14 + np.floor(S.u("screening_day", n) * 22).astype(np.int64)
@@ -438,30 +345,30 @@ class _Chunk:
         self.conc_ssri_u = S.u("conc_ssri", n)
         self.conc_benzo_u = S.u("conc_benzo", n)
         self.conc_missing_u = S.u("conc_missing", n)
-        self.ssri_drug = _pick(S.u("ssri_drug", n), P.ssri_drugs_p)
+        self.ssri_drug = pick(S.u("ssri_drug", n), P.ssri_drugs_p)
 
     # ------------------------------------------------------------------ induction sessions
     def _induction(self) -> None:
         S, A, arm = self.S, self.A, self.arm
         fixed = [p.induction_days for p in A.p]
-        n_ind = _pick_by_group(S.u("n_induction", self.n), arm,
+        n_ind = pick_by_group(S.u("n_induction", self.n), arm,
                                [(p.induction_sessions, p.induction_sessions_p) if p.induction_days is None
                                 else ((len(p.induction_days),), (1.0,)) for p in A.p], dtype=np.int64)
-        owner, pos = _expand(n_ind)
+        owner, pos = expand(n_ind)
         rarm = arm[owner]
-        gap = _pick_by_group(S.u("induction_gap", len(owner)), rarm,
+        gap = pick_by_group(S.u("induction_gap", len(owner)), rarm,
                              [(p.induction_gap_days, p.induction_gap_p) for p in A.p], dtype=np.int64)
         gap[pos == 0] = 0
-        day = _grouped_cumsum(gap, n_ind)
+        day = grouped_cumsum(gap, n_ind)
         jitter = np.floor(S.u("induction_jitter", len(owner)) * 5).astype(np.int64) - 2
         for a, days in enumerate(fixed):
             if days is not None:
                 m = rarm == a
                 d = np.asarray(days, dtype=np.int64)[pos[m]]
                 day[m] = np.where(pos[m] > 0, d + jitter[m], 0)
-        clock = np.where(pos == 0, self.fd[owner], _clock_minute(S.u("induction_clock", len(owner))))
-        self.ind = dict(owner=owner, pos=pos, minute=day * _DAY + clock)
-        self.last_ind_abs = _last_per_owner(owner, self.ind["minute"].astype(float), self.n)
+        clock = np.where(pos == 0, self.fd[owner], clock_minute(S.u("induction_clock", len(owner))))
+        self.ind = dict(owner=owner, pos=pos, minute=day * DAY + clock)
+        self.last_ind_abs = last_per_owner(owner, self.ind["minute"].astype(float), self.n)
 
     # ------------------------------------------------------------------ ratings
     def _phase_a_ratings(self) -> None:
@@ -471,7 +378,7 @@ class _Chunk:
         after = A.col("rating_after_each_session", bool)[arm[ind["owner"]]]
         at_visit = ~after & (ind["pos"] > 0)
         jit = 5 * np.floor(S.u("rating_jitter", len(ind["owner"])) * 37).astype(np.int64) - 60  # -1 h..+2 h
-        r_min = np.where(after, ind["minute"] + _DAY + jit, ind["minute"] + 10)
+        r_min = np.where(after, ind["minute"] + DAY + jit, ind["minute"] + 10)
         keep = after | at_visit
         owner, minute = ind["owner"][keep], r_min[keep]
         # decision rating: ketamine arms a few days after the last session; SSRI the last visit
@@ -479,13 +386,13 @@ class _Chunk:
         lo = np.array([p.decision_gap_days[0] for p in A.p])[arm]
         hi = np.array([p.decision_gap_days[1] for p in A.p])[arm]
         gap = lo + np.floor(S.u("decision_gap", self.n) * (hi - lo + 1)).astype(np.int64)
-        dec = (self.last_ind_abs // _DAY + gap) * _DAY + _clock_minute(S.u("decision_clock", self.n))
-        last_rating = _last_per_owner(owner, minute.astype(float), self.n)
+        dec = (self.last_ind_abs // DAY + gap) * DAY + clock_minute(S.u("decision_clock", self.n))
+        last_rating = last_per_owner(owner, minute.astype(float), self.n)
         self.decision_abs = np.where(after_p, dec, last_rating)
         dec_owner = np.flatnonzero(after_p)
         owner = np.concatenate([owner, dec_owner])
         minute = np.concatenate([minute.astype(float), self.decision_abs[dec_owner]])
-        owner, minute = _sort_rows(owner, minute)
+        owner, minute = sort_rows(owner, minute)
         is_dec = minute == self.decision_abs[owner]
         self.ra = dict(owner=owner, minute=minute, is_decision=is_dec)
 
@@ -497,15 +404,15 @@ class _Chunk:
         alive = minute <= np.minimum(self.drop_abs, self.admin_abs)[owner]
         keep = alive & ~missed
         owner, minute = owner[keep], minute[keep]
-        self.t_obs_abs = _first_per_owner(owner, minute, minute >= self.t_resp_abs[owner], n)
+        self.t_obs_abs = first_per_owner(owner, minute, minute >= self.t_resp_abs[owner], n)
         self.responder = np.isfinite(self.t_obs_abs)
-        plan_end = np.where(self.responder, self.t_obs_abs + self.followup_days * _DAY, self.decision_abs)
+        plan_end = np.where(self.responder, self.t_obs_abs + self.followup_days * DAY, self.decision_abs)
         self.plan_end_abs = plan_end
         self.end_abs = np.minimum.reduce([plan_end, self.drop_abs, self.admin_abs.astype(float)])
         keep = minute <= self.end_abs[owner]
         self.ra_kept = dict(owner=owner[keep], minute=minute[keep])
-        self.t_rel_abs = np.where(self.responder, self.t_obs_abs + self.relapse_days * _DAY, _INF)
-        self.t_rem_abs = np.where(self.responder & self.remitter, self.t_obs_abs + self.remission_delay_days * _DAY, _INF)
+        self.t_rel_abs = np.where(self.responder, self.t_obs_abs + self.relapse_days * DAY, INF)
+        self.t_rem_abs = np.where(self.responder & self.remitter, self.t_obs_abs + self.remission_delay_days * DAY, INF)
 
     def _followup_ratings(self) -> None:
         """Responders: ratings every 11-15 days after the decision visit until the end
@@ -513,32 +420,32 @@ class _Chunk:
         P, S, n = self.P, self.S, self.n
         g0, g1 = P.followup_gap_days
         span = np.where(self.responder, np.maximum(self.end_abs - self.decision_abs, 0.0), 0.0)
-        k = np.where(span > 0, np.floor(span / (g0 * _DAY)).astype(np.int64) + 1, 0)
-        owner, _ = _expand(k)
+        k = np.where(span > 0, np.floor(span / (g0 * DAY)).astype(np.int64) + 1, 0)
+        owner, _ = expand(k)
         gap = g0 + np.floor(S.u("followup_gap", len(owner)) * (g1 - g0 + 1)).astype(np.int64)
-        day = self.decision_abs[owner] // _DAY + _grouped_cumsum(gap, k)
-        minute = day * _DAY + _clock_minute(S.u("followup_clock", len(owner)))
+        day = self.decision_abs[owner] // DAY + grouped_cumsum(gap, k)
+        minute = day * DAY + clock_minute(S.u("followup_clock", len(owner)))
         missed = S.u("missed_b", len(owner)) < P.p_missed_post_response
         keep = (minute <= self.end_abs[owner]) & ~missed
         owner = np.concatenate([self.ra_kept["owner"], owner[keep]])
         minute = np.concatenate([self.ra_kept["minute"], minute[keep].astype(float)])
-        owner, minute = _sort_rows(owner, minute)
+        owner, minute = sort_rows(owner, minute)
         # extra misses after relapse (never the response visit: relapse is after it)
         p_extra = 1.0 - (1.0 - P.p_missed_after_relapse) / (1.0 - P.p_missed_post_response)
         after_rel = minute >= self.t_rel_abs[owner]
         drop = after_rel & (S.u("missed_relapse", len(owner)) < p_extra)
         owner, minute = owner[~drop], minute[~drop]
         # relapse check rating
-        first_after = _first_per_owner(owner, minute, minute >= self.t_rel_abs[owner], n)
+        first_after = first_per_owner(owner, minute, minute >= self.t_rel_abs[owner], n)
         c0, c1 = P.relapse_check_days
         has_after = np.isfinite(first_after)
-        chk_day = np.where(has_after, first_after, 0.0) // _DAY + c0 + np.floor(S.u("check_day", n) * (c1 - c0 + 1))
-        chk = chk_day * _DAY + _clock_minute(S.u("check_clock", n))
+        chk_day = np.where(has_after, first_after, 0.0) // DAY + c0 + np.floor(S.u("check_day", n) * (c1 - c0 + 1))
+        chk = chk_day * DAY + clock_minute(S.u("check_clock", n))
         do = has_after & (chk <= self.end_abs) & (S.u("check_done", n) < P.p_relapse_check)
         c_owner = np.flatnonzero(do)
         owner = np.concatenate([owner, c_owner])
         minute = np.concatenate([minute, chk[c_owner]])
-        owner, minute = _sort_rows(owner, minute)
+        owner, minute = sort_rows(owner, minute)
         dup = np.r_[False, (owner[1:] == owner[:-1]) & (minute[1:] == minute[:-1])]
         self.post = dict(owner=owner[~dup], minute=minute[~dup].astype(np.int64))
 
@@ -589,21 +496,21 @@ class _Chunk:
         S = self.S
         owner, minute = self.post["owner"], self.post["minute"]
         state = self._state(owner, minute)
-        t_days = (minute - self.fd[owner]) / _DAY
+        t_days = (minute - self.fd[owner]) / DAY
         madrs = self._scores("MADRS", self.base_madrs[owner], state, t_days, S.z("madrs_noise", len(owner)))
         # pre-treatment ratings: baseline (0-7 d before, or older / none), screening
         has_pre = ~self.no_baseline | self.older
         pre_min = np.where(
             self.no_baseline,
-            -self.older_day_back * _DAY + self.base_clock,
-            np.where(self.base_day_back == 0, self.fd - self.base_min_before, -self.base_day_back * _DAY + self.base_clock),
+            -self.older_day_back * DAY + self.base_clock,
+            np.where(self.base_day_back == 0, self.fd - self.base_min_before, -self.base_day_back * DAY + self.base_clock),
         )
         b_owner = np.flatnonzero(has_pre)
         scr = self.screening & has_pre
         s_owner = np.flatnonzero(scr)
         madrs_inst = self.reg.instruments["MADRS"]
         scr_score = np.clip(np.rint(self.severity + self.P.noise_sd["MADRS"] * self.screen_z), madrs_inst.score_min, madrs_inst.score_max)
-        scr_min = (pre_min // _DAY - self.screen_back) * _DAY + self.base_clock
+        scr_min = (pre_min // DAY - self.screen_back) * DAY + self.base_clock
         parts = [
             (s_owner, scr_min[s_owner], scr_score[s_owner], "MADRS"),
             (b_owner, pre_min[b_owner], self.base_madrs[b_owner], "MADRS"),
@@ -619,7 +526,7 @@ class _Chunk:
         m = np.concatenate([p[1] for p in parts]).astype(np.int64)
         sc = np.concatenate([p[2] for p in parts]).astype(float)
         inst_codes = np.concatenate([np.full(len(p[0]), 0 if p[3] == "MADRS" else 1, dtype=np.int8) for p in parts])
-        order = np.argsort(_row_key(o, m, inst_codes), kind="stable")
+        order = np.argsort(row_key(o, m, inst_codes), kind="stable")
         o, m, sc, inst_codes = o[order], m[order], sc[order], inst_codes[order]
         si = np.empty(len(o))
         zs, us = S.z("si_noise", len(o)), S.u("si_missing", len(o))
@@ -654,23 +561,23 @@ class _Chunk:
         eligible = self.responder & self.maintained & (self.end_abs > start)
         gmin = np.array([min(([7] if p.maintenance_initial_weekly else []) + list(p.maintenance_gap_days)) for p in A.p])[arm]
         span = np.where(eligible, self.end_abs - start, 0.0)
-        k = np.where(eligible, np.floor(span / ((gmin - 1) * _DAY)).astype(np.int64) + 1, 0)
-        mo, mpos = _expand(k)
+        k = np.where(eligible, np.floor(span / ((gmin - 1) * DAY)).astype(np.int64) + 1, 0)
+        mo, mpos = expand(k)
         marm = arm[mo]
-        pgap = _pick_by_group(S.u("maintenance_interval", self.n), arm,
+        pgap = pick_by_group(S.u("maintenance_interval", self.n), arm,
                               [(p.maintenance_gap_days, p.maintenance_gap_p) for p in A.p], dtype=np.int64)
         weekly = np.array([p.maintenance_initial_weekly for p in A.p])[marm]
         gap = np.where(mpos < weekly, 7, pgap[mo])
         gap = gap + np.floor(S.u("maintenance_jitter", len(mo)) * 3).astype(np.int64) - 1
-        day = start[mo] // _DAY + _grouped_cumsum(gap, k)
-        mm = day * _DAY + _clock_minute(S.u("maintenance_clock", len(mo)))
+        day = start[mo] // DAY + grouped_cumsum(gap, k)
+        mm = day * DAY + clock_minute(S.u("maintenance_clock", len(mo)))
         mkeep = mm <= self.end_abs[mo]
         owner = np.concatenate([io, mo[mkeep]])
         minute = np.concatenate([im, mm[mkeep]]).astype(np.int64)
         maint = np.concatenate([phase_maint, np.ones(mkeep.sum(), dtype=bool)])
-        owner, minute, maint = _sort_rows(owner, minute, maint)
+        owner, minute, maint = sort_rows(owner, minute, maint)
         counts = np.bincount(owner, minlength=self.n)
-        _, seq = _expand(counts)
+        _, seq = expand(counts)
         self.ses = dict(owner=owner, minute=minute, maint=maint, seq=seq)
         self._session_attributes()
 
@@ -681,8 +588,8 @@ class _Chunk:
         rarm = self.arm[owner]
         mode = np.array([p.dose_mode for p in A.p])[rarm]
         # --- dose
-        per_kg = _pick_by_group(S.u("dose_per_kg", self.n), self.arm, [(p.dose_per_kg, p.dose_per_kg_p) for p in A.p])
-        fixed = _pick_by_group(S.u("dose_fixed", self.n), self.arm, [(p.dose_fixed_mg, p.dose_fixed_p) for p in A.p])
+        per_kg = pick_by_group(S.u("dose_per_kg", self.n), self.arm, [(p.dose_per_kg, p.dose_per_kg_p) for p in A.p])
+        fixed = pick_by_group(S.u("dose_fixed", self.n), self.arm, [(p.dose_fixed_mg, p.dose_fixed_p) for p in A.p])
         first = np.array([p.dose_first_mg if p.dose_first_mg is not None else np.nan for p in A.p])[rarm]
         step = np.array([p.dose_round_mg for p in A.p])[rarm]
         w = self.weight[owner]
@@ -700,7 +607,7 @@ class _Chunk:
         hi = np.array([self.reg.arms[a].dose_max_mg for a in A.names])[rarm]
         dose = np.clip(dose, lo, hi)
         dose_per_kg = np.where(mode == "per_kg", np.round(dose / w, 3), np.nan)
-        inf_min = _pick_by_group(S.u("infusion_minutes", m), rarm,
+        inf_min = pick_by_group(S.u("infusion_minutes", m), rarm,
                                  [(p.infusion_minutes, p.infusion_minutes_p) for p in A.p])
         has_inf = np.array([bool(p.infusion_minutes) for p in A.p])[rarm]
         inf_min = np.where(has_inf, inf_min, np.nan)
@@ -746,167 +653,11 @@ class _Chunk:
         typ = np.concatenate(ae_types)
         order = np.lexsort((typ, rows))
         rows, typ = rows[order], typ[order]
-        sev = _pick(S.u("ae_severity", len(rows)), P.ae_severity_p)
+        sev = pick(S.u("ae_severity", len(rows)), P.ae_severity_p)
         is_ht = np.asarray(types)[typ] == "hypertension"
         severe_ht = (ses["sbp_peak"][rows] >= 200) | (ses["dbp_peak"][rows] >= 120)
         sev = np.where(is_ht, np.where(severe_ht, 2, 1), sev)
         self.ae = dict(session=rows, type=typ, severity=sev, types=list(types))
-
-    # ------------------------------------------------------------------ frames
-    def _pid(self, owner: np.ndarray, prefix: str = "P") -> pl.Series:
-        """Patient ("P0000001") or course ("C0000001") ids from the global patient index."""
-        if prefix not in self._id_cache:
-            self._id_cache[prefix] = _ids(prefix, self.gid + 1, 7)
-        return self._id_cache[prefix].gather(owner)
-
-    def _ts(self, owner: np.ndarray, minute: np.ndarray) -> np.ndarray:
-        base = (np.datetime64(self.settings.origin_date, "D") + self.start_day[owner]).astype("datetime64[m]")
-        return (base + minute.astype("timedelta64[m]")).astype("datetime64[us]")
-
-    def _date(self, owner: np.ndarray, minute: np.ndarray) -> np.ndarray:
-        return np.datetime64(self.settings.origin_date, "D") + self.start_day[owner] + (minute // _DAY).astype("timedelta64[D]")
-
-    @staticmethod
-    def _conform(name: str, df: pl.DataFrame) -> pl.DataFrame:
-        schema = polars_schema(name)
-        return df.select([pl.col(c).cast(t) for c, t in schema.items()])
-
-    def _patients_frame(self) -> pl.DataFrame:
-        idx = np.arange(self.n)
-        return self._conform("patients", pl.DataFrame({
-            "patient_id": self._pid(idx),
-            "site": pl.Series(self.sites.codes).gather(self.site),
-            "sex": pl.Series(self.sex_labels).gather(self.sex),
-            "age_at_index": self.age,
-            "prior_failed_trials": self.prior,
-            "diagnosis": pl.Series(self.dx_labels).gather(self.dx),
-            "weight_kg": pl.Series(np.where(self.weight_missing, np.nan, self.weight)).fill_nan(None),
-            "observation_start": _null_where(
-                np.datetime64(self.settings.origin_date, "D") + self.start_day - self.lookback, self.lookback_missing),
-        }))
-
-    def _courses_frame(self) -> pl.DataFrame:
-        A, P, n = self.A, self.P, self.n
-        idx = np.arange(n)
-        # last contact: last session or post-baseline rating
-        last = np.maximum(_last_per_owner(self.ses["owner"], self.ses["minute"].astype(float), n),
-                          _last_per_owner(self.post["owner"], self.post["minute"].astype(float), n))
-        self.last_contact_abs = last
-        admin = self.admin_abs < np.minimum(self.plan_end_abs, self.drop_abs)
-        dropped = ~admin & (self.drop_abs < self.plan_end_abs)
-        switch = ~self.responder & (self.switch_u < A.col("p_switch_if_no_response")[self.arm])
-        reason = np.select([admin, dropped, switch], [5, 4, 1], 0)
-        self.end_reason = reason
-        reasons = ["completed", "switched", "new_antidepressant", "adverse_event", "lost_to_follow_up", "ongoing"]
-        drug_names = [p.drug for p in A.p]
-        ssri_names = list(P.ssri_drugs)
-        drug = np.where(np.array(drug_names)[self.arm] == "ssri", np.array(ssri_names)[self.ssri_drug], np.array(drug_names)[self.arm])
-        end_date = self._date(idx, last.astype(np.int64))
-        is_ssri_arm = np.array([p.dose_mode == "ssri" for p in A.p])[self.arm]
-        conc_ssri = ~is_ssri_arm & (self.conc_ssri_u < A.col("p_concomitant_ssri")[self.arm])
-        benzo = self.conc_benzo_u < P.p_concomitant_benzodiazepine
-        miss = self.conc_missing_u < P.p_concomitant_missing
-        start = np.datetime64(self.settings.origin_date, "D") + self.start_day
-        return self._conform("courses", pl.DataFrame({
-            "course_id": self._pid(idx, "C"),
-            "patient_id": self._pid(idx),
-            "arm": pl.Series(A.names).gather(self.arm),
-            "drug": drug,
-            "start_date": start,
-            "end_date": _null_where(end_date, admin),
-            "end_reason": pl.Series(reasons).gather(reason),
-            "concomitant_ssri": _null_where(conc_ssri, miss),
-            "concomitant_benzodiazepine": _null_where(benzo, miss),
-        }))
-
-    def _session_ids(self) -> pl.Series:
-        s = self.ses
-        return _ids(self._pid(s["owner"], "C") + "-", s["seq"] + 1, 3)
-
-    def _sessions_frame(self) -> pl.DataFrame:
-        s = self.ses
-        self.session_ids = self._session_ids()
-        f = lambda a: pl.Series(a).fill_nan(None)  # noqa: E731
-        return self._conform("sessions", pl.DataFrame({
-            "session_id": self.session_ids,
-            "course_id": self._pid(s["owner"], "C"),
-            "session_ts": self._ts(s["owner"], s["minute"]),
-            "dose_mg": s["dose"],
-            "dose_mg_per_kg": f(s["dose_per_kg"]),
-            "infusion_minutes": f(s["infusion_minutes"]),
-            "phase": pl.Series(["induction", "maintenance"]).gather(s["maint"].astype(np.int64)),
-            "sbp_pre": f(s["sbp_pre"]), "dbp_pre": f(s["dbp_pre"]), "hr_pre": f(s["hr_pre"]),
-            "sbp_peak": f(s["sbp_peak"]), "dbp_peak": f(s["dbp_peak"]), "hr_peak": f(s["hr_peak"]),
-            "dissociation_score": f(s["cadss"]),
-        }))
-
-    def _adverse_events_frame(self) -> pl.DataFrame:
-        ae = self.ae
-        rows = ae["session"]
-        _, k = _expand(np.bincount(rows, minlength=len(self.ses["owner"])))
-        sid = self.session_ids.gather(rows)
-        ae_id = _ids(sid + "-A", k + 1, 1)
-        return self._conform("adverse_events", pl.DataFrame({
-            "ae_id": ae_id,
-            "session_id": sid,
-            "ae_type": pl.Series(ae["types"]).gather(ae["type"]),
-            "severity": pl.Series(["mild", "moderate", "severe"]).gather(ae["severity"]),
-        }))
-
-    def _latent_frame(self) -> pl.DataFrame:
-        """Per-patient latent truth (not an import table)."""
-        fd = self.fd
-        days = lambda a: (a - fd) / _DAY  # noqa: E731
-        out = {
-            "patient_id": self._pid(np.arange(self.n)),
-            "arm": pl.Series(self.A.names).gather(self.arm),
-            "linear_predictor": self.lp,
-            "linear_predictor_covariates": self.lp_cov,
-            "site_log_hr": self.sites.response_log_hr[self.site],
-            "latent_severity": self.severity,
-            "baseline_madrs": self.base_madrs,
-            "has_baseline": ~self.no_baseline,
-            "t_response_days": self.t_resp_days,
-            "decision_days": days(self.decision_abs),
-            "dropout_days": self.drop_days,
-            "admin_days": days(self.admin_abs.astype(float)),
-            "latent_response_in_window": self.t_resp_abs <= np.minimum(self.decision_abs, np.minimum(self.drop_abs, self.admin_abs)),
-            "observed_response": self.responder,
-            "t_observed_response_days": days(self.t_obs_abs),
-            "remitter": self.remitter & self.responder,
-            "maintenance": self.maintained & self.responder,
-            "relapse_days_after_response": np.where(self.responder, self.relapse_days, np.nan),
-            "relapse_before_end": self.t_rel_abs <= self.end_abs,
-            "end_days": days(self.end_abs),
-            "end_reason_code": self.end_reason,
-        }
-        for j, a in enumerate(self.A.names):
-            out[f"propensity_{a}"] = self.propensity[:, j]
-        return pl.DataFrame(out)
-
-    def _counts(self, frames: dict[str, pl.DataFrame]) -> dict[str, dict[str, int]]:
-        counts: dict[str, dict[str, int]] = {}
-        ses_arm = self.arm[self.ses["owner"]]
-        ae_arm = ses_arm[self.ae["session"]]
-        lat_in = self.t_resp_abs <= np.minimum(self.decision_abs, np.minimum(self.drop_abs, self.admin_abs))
-        for j, a in enumerate(self.A.names):
-            m = self.arm == j
-            counts[a] = {
-                "patients": int(m.sum()),
-                "no_baseline": int((m & self.no_baseline).sum()),
-                "latent_response_in_window": int((m & lat_in).sum()),
-                "observed_response": int((m & self.responder).sum()),
-                "remitters": int((m & self.responder & self.remitter & (self.t_rem_abs <= self.end_abs) & (self.t_rem_abs < self.t_rel_abs)).sum()),
-                "maintenance": int((m & self.responder & self.maintained).sum()),
-                "relapse_before_end": int((m & (self.t_rel_abs <= self.end_abs)).sum()),
-                "lost_to_follow_up": int((m & (self.end_reason == 4)).sum()),
-                "switched": int((m & (self.end_reason == 1)).sum()),
-                "ongoing": int((m & (self.end_reason == 5)).sum()),
-                "sessions": int((ses_arm == j).sum()),
-                "adverse_events": int((ae_arm == j).sum()),
-            }
-        return counts
-
 
 # --------------------------------------------------------------------------- public
 def iter_chunks(
