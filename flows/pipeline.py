@@ -63,7 +63,7 @@ FLOW_NAMES = {
     "pipeline": "ketaoutcomes-pipeline",
 }
 #: Task names (also the task run name prefixes).
-TASK_NAMES = ("simulate", "ingest", "validate", "analyze", "render")
+TASK_NAMES = steps.STEPS
 
 #: Retry delays (seconds) for transient failures: the warehouse writer lock held
 #: by another writer for longer than its own 10-minute wait, or a DuckDB I/O error.
@@ -96,10 +96,6 @@ def _log_outcome(outcome: steps.StepOutcome) -> steps.StepOutcome:
     logger.info("%s%s", prefix, outcome.message)
     logger.debug("%s details: %s", outcome.step, json.dumps(outcome.details, default=str, sort_keys=True))
     return outcome
-
-
-def _has_files(folder: Path) -> bool:
-    return folder.is_dir() and any(p.is_file() for p in folder.iterdir())
 
 
 def _path(value: str | None, default: Path) -> Path:
@@ -215,25 +211,25 @@ def ingest_flow(export_dir: str | None = None, db: str | None = None) -> dict[st
     """Nightly: ingest one export folder into the warehouse, then validate it.
 
     Args:
-        export_dir: folder of the export to load. None: the default synthetic
-            export (data/synthetic/default), simulated with the default cohort
-            first if the folder has no files.
+        export_dir: folder of the export to load. None: nothing to load, unless the
+            warehouse is empty: then the default synthetic cohort is simulated into
+            data/synthetic/default and loaded (the run order of
+            ``ketaoutcomes.pipeline.plan_run``, as the CLI).
         db: warehouse file. None: $KETAOUTCOMES_DB, else
             data/warehouse/ketaoutcomes.duckdb under the project root (as the CLI).
 
-    Returns the two steps' outcomes (message and details) as a JSON-able dict.
+    Returns the steps' outcomes (message and details) as a JSON-able dict.
     """
     db_path = _path(db, default_db_path())
-    if export_dir is None:
-        export = steps.default_export_dir()
-        if not _has_files(export):
-            get_run_logger().info("%s has no files: simulating the default cohort there", export)
-            simulate_task(SimulationSettings(), export)
-    else:
-        export = _path(export_dir, steps.default_export_dir())
-    ingested = ingest_task(db_path, export)
-    validated = validate_task(db_path)
-    return {o.step: {"ran": o.ran, "message": o.message, "details": o.details} for o in (ingested, validated)}
+    plan = steps.plan_run(db_path, export_dir=_path(export_dir, None) if export_dir else None, through="validate")
+    outcomes = []
+    if "simulate" in plan.steps:
+        get_run_logger().info("empty warehouse and no export: simulating the default cohort into %s", plan.export_dir)
+        outcomes.append(simulate_task(plan.sim, plan.export_dir))
+    if "ingest" in plan.steps:
+        outcomes.append(ingest_task(db_path, plan.export_dir))
+    outcomes.append(validate_task(db_path))
+    return {o.step: {"ran": o.ran, "message": o.message, "details": o.details} for o in outcomes}
 
 
 @flow(name=FLOW_NAMES["analysis"], log_prints=True)
@@ -250,12 +246,13 @@ def analysis_flow(db: str | None = None, study_file: str | None = None, reports_
     study = load_study(study_file)  # a bad study file fails the flow before any step runs
     db_path = _path(db, default_db_path())
     reports = _path(reports_dir, steps.default_reports_dir())
+    plan = steps.plan_run(db_path, embedded_default=False)  # the analysis never makes up data
     # Only data that passed the current suites is analysed: re-validate if the
     # data or the code changed since the nightly run (a no-op otherwise).
-    validate_task(db_path, force=False)
-    analyze_task(db_path, study)
-    rendered = render_task(db_path, study, reports)
-    return str(rendered.details["report_path"])
+    tasks = {"validate": lambda: validate_task(db_path, force=False), "analyze": lambda: analyze_task(db_path, study),
+             "render": lambda: render_task(db_path, study, reports)}
+    outcomes = [tasks[step]() for step in plan.steps if step in tasks]
+    return str(outcomes[-1].details["report_path"])
 
 
 @flow(name=FLOW_NAMES["pipeline"], log_prints=True)
@@ -269,11 +266,13 @@ def ketaoutcomes_pipeline(
 ) -> str:
     """Everything, end to end: (simulate) -> ingest flow -> analysis flow.
 
-    A synthetic cohort is simulated into the export folder when the folder has
-    no files, or when ``n_patients``/``seed`` are given (SimulationSettings with
-    the other fields at their defaults; the simulate step itself skips when the
-    folder already holds that cohort). ``export_dir`` None: data/synthetic/default.
-    The other arguments are those of :func:`ingest_flow` and :func:`analysis_flow`.
+    The run order is ``ketaoutcomes.pipeline.plan_run``'s, as the CLI's ``report``: a
+    synthetic cohort is simulated when ``n_patients``/``seed`` are given (into
+    ``export_dir``, default data/synthetic/default; SimulationSettings with the other
+    fields at their defaults; the simulate step itself skips when the folder already
+    holds that cohort), or when no export is given and the warehouse is empty (the
+    default cohort). The other arguments are those of :func:`ingest_flow` and
+    :func:`analysis_flow`.
 
     Returns the report path (str).
     """
@@ -281,10 +280,11 @@ def ketaoutcomes_pipeline(
     sim = _simulation(n_patients, seed)
     load_study(study_file)
     db_path = _path(db, default_db_path())
-    export = _path(export_dir, steps.default_export_dir())
-    if n_patients is not None or seed is not None or not _has_files(export):
-        simulate_task(sim, export)
-    ingest_flow(export_dir=str(export), db=str(db_path))
+    plan = steps.plan_run(db_path, export_dir=_path(export_dir, None) if export_dir else None, sim=sim,
+                          simulate=n_patients is not None or seed is not None)
+    if "simulate" in plan.steps:
+        simulate_task(plan.sim, plan.export_dir)
+    ingest_flow(export_dir=str(plan.export_dir) if plan.export_dir else None, db=str(db_path))
     return analysis_flow(db=str(db_path), study_file=study_file, reports_dir=reports_dir)
 
 

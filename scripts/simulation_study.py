@@ -64,12 +64,12 @@ def replicate(r: int, *, patients: int, seed_base: int, study: StudySettings = S
     d = derive_all(frames["patients"], frames["courses"], frames["sessions"], frames["mood_scores"],
                    registries=load_registries(), study=study)
     res = analyze(d.adsl, d.adtte, study=study)
-    cox = res.cox
+    cox = res.table("results_cox")
     shares = pl.DataFrame(schema={"model": pl.String, "arm": pl.String, "matched_share": pl.Float64})
     if matching:
         m = analyze(d.adsl, d.adtte, study=study.model_copy(update={"weighting": "matching", "ps_truncation": None}))
-        cox = pl.concat([cox, m.cox.filter(pl.col("model") == "matching")], how="diagonal_relaxed")
-        shares = m.ps.filter(pl.col("paramcd") == "TTRESP").select(
+        cox = pl.concat([cox, m.table("results_cox").filter(pl.col("model") == "matching")], how="diagonal_relaxed")
+        shares = m.table("results_ps").filter(pl.col("paramcd") == "TTRESP").select(
             pl.lit("matching").alias("model"), pl.col("target").alias("arm"),
             (pl.col("n_matched_target") / pl.col("n_target")).alias("matched_share"))
     cox = cox.filter(pl.col("term").str.starts_with("ARM[") & (pl.col("paramcd") == "TTRESP"))

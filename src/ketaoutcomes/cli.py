@@ -141,14 +141,12 @@ def analyze(db: DbOption = None, study: StudyOption = None) -> None:
 
     Validates first if the data or the code changed since the last validation: only data that
     passed the current suites is analysed."""
-    from ketaoutcomes.pipeline import analyze_step, announced, validate_step
+    from ketaoutcomes.pipeline import run_report
 
     settings = _study(study)
     with _errors(), _progress() as progress:
-        with announced(progress, "validating if the data or code changed"):
-            _say(validate_step(_db(db), force=False))
-        with announced(progress, "analyzing (derive, KM, log-rank, Cox)"):
-            _say(analyze_step(_db(db), settings))
+        run_report(_db(db), settings, through="analyze", embedded_default=False, force=("analyze",),
+                   progress=progress, on_step=_say)
 
 
 @app.command()

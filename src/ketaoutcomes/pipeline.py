@@ -24,7 +24,7 @@ import hashlib
 import json
 import subprocess
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -48,6 +48,9 @@ __all__ = [
     "analyze_step",
     "render_step",
     "run_report",
+    "plan_run",
+    "RunPlan",
+    "STEPS",
     "default_export_dir",
     "default_reports_dir",
     "code_version",
@@ -235,13 +238,7 @@ def _validation_status(con, fp_data: str) -> str | None:
 
 def analyze_step(db: Path, study: StudySettings, *, force: bool = True) -> StepOutcome:
     """Derive ADSL/ADTTE, fit KM, log-rank and Cox models, store everything with its provenance."""
-    from ketaoutcomes.analysis import (  # statsmodels: imported when needed
-        analyze,
-        modifier_analyses,
-        relapse_analyses,
-        secondary_analyses,
-    )
-    from ketaoutcomes.derive import derive_all
+    from ketaoutcomes.analysis import run_study  # statsmodels: imported when needed
 
     started, t0 = _wall_clock(), time.perf_counter()
     with write_session(db) as con:
@@ -258,28 +255,16 @@ def analyze_step(db: Path, study: StudySettings, *, force: bool = True) -> StepO
         if not force and _last_step(con, "analyze", fp) is not None:
             return StepOutcome("analyze", False, f"analysis {run_id} is up to date", {"run_id": run_id})
         registries = load_registries_from_warehouse(con)
-        st = _staged(con)
-        derived = derive_all(st["patients"], st["courses"], st["sessions"], st["mood_scores"],
-                             registries=registries, study=study)
-        result = analyze(derived.adsl, derived.adtte, study=study, visits=derived.visits)
-        secondary, secondary_notes = secondary_analyses(
-            derived.adsl, st["mood_scores"], st["sessions"], st["adverse_events"], st["courses"], study=study)
-        relapse, relapse_notes = relapse_analyses(derived.adsl, derived.adtte, st["sessions"], study=study)
-        modifiers, modifier_notes = modifier_analyses(
-            derived.adsl, derived.adtte, st["sessions"], st["courses"], study=study,
-            ketamine_arms=[k for k, a in registries.arms.items() if a.is_ketamine])
-        secondary_notes += relapse_notes + modifier_notes
+        result = run_study(_staged(con), registries=registries, study=study)
         tag = [pl.lit(run_id).alias("run_id"), pl.lit(study.settings_id).alias("settings_id")]
         # Analysis datasets are kept per run like the results: several studies
         # (different instruments or thresholds) share one warehouse.
-        outputs = {"ad_adsl": derived.adsl, "ad_adtte": derived.adtte, "results_attrition": derived.attrition,
-                   **result.tables(), **secondary, **relapse, **modifiers}
-        for name, frame in outputs.items():
+        for name, frame in result.tables.items():
             if table_exists(con, name):
                 con.execute(f"DELETE FROM {name} WHERE run_id = ?", [run_id])
             if frame.height:
                 append_frame(con, name, frame.with_columns(tag))
-        notes = list(derived.notes) + list(result.notes) + secondary_notes
+        notes = [str(n) for n in result.notes]
         batches = fetch(con, "SELECT batch_id FROM meta_batches ORDER BY load_seq")["batch_id"].to_list()
         seconds = time.perf_counter() - t0
         run = pl.DataFrame([{
@@ -291,8 +276,9 @@ def analyze_step(db: Path, study: StudySettings, *, force: bool = True) -> StepO
         if table_exists(con, "results_runs"):
             con.execute("DELETE FROM results_runs WHERE run_id = ?", [run_id])
         append_frame(con, "results_runs", run)
-        details = {"run_id": run_id, "courses": derived.adsl.height,
-                   "analysed": derived.adsl.filter(pl.col("ANLFL") == "Y").height, "notes": notes}
+        adsl = result.table("ad_adsl")
+        details = {"run_id": run_id, "courses": adsl.height,
+                   "analysed": adsl.filter(pl.col("ANLFL") == "Y").height, "notes": notes}
         _record_step(con, "analyze", run_id, fp, "ok", started, seconds, details, study.settings_id)
     return StepOutcome("analyze", True, f"analysis {run_id}: {details['analysed']:,} courses analysed", details)
 
@@ -413,6 +399,52 @@ def _has_batches(db: Path) -> bool:
         con.close()
 
 
+#: Every step, in the only order they run.
+STEPS = ("simulate", "ingest", "validate", "analyze", "render")
+
+
+@dataclass(frozen=True)
+class RunPlan:
+    """Which steps a run takes, in order, and on what: decided once by :func:`plan_run` and
+    followed by the CLI (:func:`run_report`) and by the Prefect flows (flows/pipeline.py)."""
+
+    steps: tuple[str, ...]
+    #: The export folder ingested (and simulated into, when "simulate" is a step); None: nothing to ingest.
+    export_dir: Path | None
+    sim: SimulationSettings
+
+
+def plan_run(db: Path, *, export_dir: Path | None = None, sim: SimulationSettings | None = None,
+             simulate: bool = False, through: str = "render", embedded_default: bool = True) -> RunPlan:
+    """The run order, written once.
+
+    * **simulate** the synthetic cohort ``sim`` (default :class:`SimulationSettings`) when asked
+      (``simulate``: into ``export_dir``, default data/synthetic/default), or when no export is
+      given and the warehouse holds no data: the embedded default, into data/synthetic/default
+      (unless ``embedded_default`` is false: a step run on its own, such as ``analyze``, never
+      makes up data). An export given and not asked to be simulated into is never overwritten;
+    * **ingest** the export folder, when there is one (given, or just simulated);
+    * **validate**, **analyze**, **render**, in that order, up to ``through``; each skips itself
+      when its output is up to date.
+    """
+    if through not in STEPS[2:]:
+        raise ValueError(f"through must be one of {STEPS[2:]}, not {through!r}")
+    sim = sim or SimulationSettings()
+    steps: list[str] = []
+    if simulate or (embedded_default and export_dir is None and not _has_batches(db)):
+        export_dir = Path(export_dir) if export_dir is not None else default_export_dir()
+        steps.append("simulate")
+    if export_dir is not None:
+        steps.append("ingest")
+    steps += STEPS[2:STEPS.index(through) + 1]
+    return RunPlan(tuple(steps), None if export_dir is None else Path(export_dir), sim)
+
+
+#: Progress labels of the steps that have no countable units.
+ANNOUNCE = {"validate": "validating (Great Expectations)", "analyze": "analyzing (derive, KM, log-rank, Cox)",
+            "render": "rendering the report"}
+
+
 def run_report(
     db: Path,
     study: StudySettings,
@@ -422,30 +454,31 @@ def run_report(
     reports_dir: Path | None = None,
     progress: Progress | None = None,
     on_step: Callable[[StepOutcome], None] | None = None,
+    through: str = "render",
+    embedded_default: bool = True,
+    force: Collection[str] = (),
 ) -> list[StepOutcome]:
-    """Run the missing or out-of-date steps, then render.
+    """Run the steps of :func:`plan_run` up to ``through`` (default: render the report); each
+    skips itself when up to date, unless named in ``force``.
 
     With no ``export_dir`` and an empty warehouse, the embedded default is used:
     the seeded synthetic cohort ``sim`` (default :class:`SimulationSettings`) is
     written to data/synthetic/default and ingested. With data already in the
     warehouse and no ``export_dir``, nothing is ingested.
     """
+    plan = plan_run(db, export_dir=export_dir, sim=sim, through=through, embedded_default=embedded_default)
+    actions: dict[str, Callable[[], StepOutcome]] = {
+        "simulate": lambda: simulate_step(plan.sim, plan.export_dir, progress=progress),
+        "ingest": lambda: ingest_step(db, plan.export_dir, progress=progress),
+        "validate": lambda: validate_step(db, force="validate" in force),
+        "analyze": lambda: analyze_step(db, study, force="analyze" in force),
+        "render": lambda: render_step(db, study, reports_dir or default_reports_dir()),
+    }
     outcomes: list[StepOutcome] = []
-
-    def done(o: StepOutcome) -> None:
-        outcomes.append(o)
+    for step in plan.steps:
+        with announced(progress, ANNOUNCE[step]) if step in ANNOUNCE else contextlib.nullcontext():
+            outcome = actions[step]()
+        outcomes.append(outcome)
         if on_step:
-            on_step(o)
-
-    if export_dir is None and not _has_batches(db):
-        export_dir = default_export_dir()
-        done(simulate_step(sim or SimulationSettings(), export_dir, progress=progress))
-    if export_dir is not None:
-        done(ingest_step(db, export_dir, progress=progress))
-    with announced(progress, "validating (Great Expectations)"):
-        done(validate_step(db, force=False))
-    with announced(progress, "analyzing (derive, KM, log-rank, Cox)"):
-        done(analyze_step(db, study, force=False))
-    with announced(progress, "rendering the report"):
-        done(render_step(db, study, reports_dir or default_reports_dir()))
+            on_step(outcome)
     return outcomes

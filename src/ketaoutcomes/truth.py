@@ -109,7 +109,7 @@ def observed_grid_estimands(
     }
     # adjusted: the conditional target; naive on this randomised counterfactual cohort: the marginal
     # target (what the propensity-weighted estimate should recover)
-    arms = result.cox.filter(pl.col("term").str.starts_with("ARM[") & pl.col("model").is_in(["adjusted", "naive"]))
+    arms = result.table("results_cox").filter(pl.col("term").str.starts_with("ARM[") & pl.col("model").is_in(["adjusted", "naive"]))
     for row in arms.iter_rows(named=True):
         arm = row["term"][4:-1]
         out.setdefault(row["paramcd"], {}).setdefault(row["model"], {})[arm] = {
@@ -130,5 +130,5 @@ def observed_grid_estimands(
                     "hr": round(row["hr"], 6), "lower": round(row["hr_lower"], 6), "upper": round(row["hr_upper"], 6),
                 }
     if result.notes:
-        out["notes"] = list(result.notes)
+        out["notes"] = [str(n) for n in result.notes]
     return out

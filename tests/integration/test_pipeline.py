@@ -128,8 +128,8 @@ def test_tiny_cohort_with_near_separated_arm_does_not_crash():
     d = derive_all(frames["patients"], frames["courses"], frames["sessions"], frames["mood_scores"],
                    registries=load_registries(), study=study)
     res = analyze(d.adsl, d.adtte, study=study)
-    assert res.cox.height > 0
-    upper = res.cox["hr_upper"].drop_nulls()
+    assert res.table("results_cox").height > 0
+    upper = res.table("results_cox")["hr_upper"].drop_nulls()
     assert (upper > 0).all()
 
 
@@ -164,6 +164,6 @@ def test_trajectory_sample_is_capped_seeded_and_said():
                    registries=load_registries(), study=study)
     runs = [secondary_analyses(d.adsl, frames["mood_scores"], frames["sessions"], frames["adverse_events"],
                                frames["courses"], study=study) for _ in range(2)]
-    assert runs[0][0]["results_trajectory"].equals(runs[1][0]["results_trajectory"])
-    assert any("random sample of at most 60 patients per arm (seed" in n for n in runs[0][1])
-    assert runs[0][0]["results_safety"].height > 0
+    assert runs[0].table("results_trajectory").equals(runs[1].table("results_trajectory"))
+    assert any("random sample of at most 60 patients per arm (seed" in n.text for n in runs[0].notes)
+    assert runs[0].table("results_safety").height > 0

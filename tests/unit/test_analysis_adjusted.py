@@ -49,26 +49,26 @@ def test_relapse_status_codes_relapse_stopping_and_censoring():
 def test_weighted_km_carries_each_pairs_verdict_and_discrete_time_covers_response_and_remission(cohort):
     _frames, d = cohort
     res = analyze(d.adsl, d.adtte, study=StudySettings(), visits=d.visits)
-    verdicts = dict(res.ps.filter(pl.col("paramcd") == "TTRESP").select("target", "diagnostics").iter_rows())
-    km = res.km_weighted.filter(pl.col("paramcd") == "TTRESP")
+    verdicts = dict(res.table("results_ps").filter(pl.col("paramcd") == "TTRESP").select("target", "diagnostics").iter_rows())
+    km = res.table("results_km_weighted").filter(pl.col("paramcd") == "TTRESP")
     assert set(km["target"]) == set(verdicts)
     for target, verdict in verdicts.items():
         pair = km.filter(pl.col("target") == target)
         assert set(pair["group"]) == {target, "ssri"} and set(pair["diagnostics"]) == {verdict}
     # preference-score distributions: every analysed patient of the pair in one bin of 0.05
-    pref = res.preference.filter(pl.col("paramcd") == "TTRESP")
-    for r in res.ps.filter(pl.col("paramcd") == "TTRESP").iter_rows(named=True):
+    pref = res.table("results_preference").filter(pl.col("paramcd") == "TTRESP")
+    for r in res.table("results_ps").filter(pl.col("paramcd") == "TTRESP").iter_rows(named=True):
         n = dict(pref.filter(pl.col("target") == r["target"]).group_by("arm").agg(pl.col("n").sum()).iter_rows())
         assert n == {r["target"]: r["n_target"], "ssri": r["n_comparator"]}
     assert pref.group_by("paramcd", "target", "arm").len()["len"].unique().to_list() == [20]
-    med = res.km_weighted_median
+    med = res.table("results_km_weighted_median")
     assert set(med.columns) >= {"group", "median", "median_lower", "median_upper", "target", "diagnostics"}
-    disc = res.discrete
+    disc = res.table("results_discrete")
     assert set(disc["paramcd"]) == {"TTRESP", "TTREM"}
     arm_terms = disc.filter(pl.col("term").str.starts_with("ARM["))
     assert arm_terms.height == 10 and arm_terms["hr"].is_finite().all()
     # rated every few days, ketamine gains from the visit-date analysis: the interval-censored HR is lower
-    adj = res.cox.filter((pl.col("model") == "adjusted") & (pl.col("paramcd") == "TTRESP"))
+    adj = res.table("results_cox").filter((pl.col("model") == "adjusted") & (pl.col("paramcd") == "TTRESP"))
     iv = "ARM[ketamine_iv]"
     assert disc.filter((pl.col("paramcd") == "TTRESP") & (pl.col("term") == iv))["hr"][0] < \
         adj.filter(pl.col("term") == iv)["hr"][0]
@@ -78,12 +78,12 @@ def test_matching_stores_matched_estimates_clustered_on_pairs(cohort):
     _frames, d = cohort
     study = StudySettings(weighting="matching", ps_truncation=None, endpoints=("TTRESP",))
     res = analyze(d.adsl, d.adtte.filter(pl.col("PARAMCD") == "TTRESP"), study=study)
-    ps = res.ps
+    ps = res.table("results_ps")
     assert set(ps["weighting"]) == {"matching"}
     assert (ps["n_matched_target"] > 0).all() and (ps["n_matched_target"] == ps["n_matched_comparator"]).all()
-    cox = res.cox.filter(pl.col("model") == "matching")
+    cox = res.table("results_cox").filter(pl.col("model") == "matching")
     assert cox.height == ps.height and set(cox["diagnostics"]) <= {"pass", "fail"}
-    assert set(res.km_weighted["weighting"]) == {"matching"}
+    assert set(res.table("results_km_weighted")["weighting"]) == {"matching"}
 
 
 def _responders(n: int) -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame]:
@@ -109,7 +109,7 @@ def _responders(n: int) -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame]:
 
 def test_relapse_analyses_fit_maintenance_and_competing_risks_on_hand_built_responders():
     adsl, adtte, sessions = _responders(240)
-    out, notes = relapse_analyses(adsl, adtte, sessions, study=StudySettings(strata=None))
+    out = relapse_analyses(adsl, adtte, sessions, study=StudySettings(strata=None)).tables
     m = out["results_relapse_maintenance"]
     assert {"ARM[ketamine_iv]", "MAINT"} <= set(m["term"])
     assert m.filter(pl.col("term") == "MAINT")["hr"][0] < 1  # maintained responders relapse later here
@@ -122,25 +122,26 @@ def test_relapse_analyses_fit_maintenance_and_competing_risks_on_hand_built_resp
 
 def test_no_relapse_endpoint_means_no_relapse_analyses():
     adsl, adtte, sessions = _responders(20)
-    out, notes = relapse_analyses(adsl, adtte, sessions, study=StudySettings(endpoints=("TTRESP",)))
-    assert out == {} and notes == []
+    res = relapse_analyses(adsl, adtte, sessions, study=StudySettings(endpoints=("TTRESP",)))
+    assert dict(res.tables) == {} and res.notes == ()
 
 
 def test_modifier_analyses_use_the_registry_ketamine_arms(cohort):
     frames, d = cohort
     ketamine = [k for k, a in load_registries().arms.items() if a.is_ketamine]
-    out, notes = modifier_analyses(d.adsl, d.adtte, frames["sessions"], frames["courses"], study=StudySettings(),
-                                   ketamine_arms=ketamine)
+    res = modifier_analyses(d.adsl, d.adtte, frames["sessions"], frames["courses"], study=StudySettings(),
+                            ketamine_arms=ketamine)
+    out, notes = res.tables, res.notes
     inter = out["results_modifiers_interactions"]
     assert set(inter["modifier"]) == {"SEX", "CONBENZO", "AGE"} and inter["p_value"].is_not_null().all()
     assert set(out["results_modifiers_subgroups"]["arm"]) <= set(ketamine)
     assert "DOSEREL/0.25" in set(out["results_modifiers_ketamine"]["term"])
-    assert all(n.startswith("effect modifiers: ") for n in notes)
+    assert all(n.text.startswith("effect modifiers: ") and n.step == "modifiers" for n in notes)
 
 
 def test_a_competing_event_that_never_happens_is_reported_not_tested():
     adsl, adtte, sessions = _responders(60)
     adsl = adsl.with_columns(pl.lit("completed").alias("DCREAS"))
-    out, _ = relapse_analyses(adsl, adtte, sessions, study=StudySettings(strata=None))
+    out = relapse_analyses(adsl, adtte, sessions, study=StudySettings(strata=None)).tables
     gray = out["results_relapse_gray"].filter(pl.col("cause") == RELAPSE_STATES[2])
     assert gray["p_value"].is_null().all() and set(gray["error"]) == {"no events of this kind: nothing to compare"}

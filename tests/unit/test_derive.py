@@ -245,7 +245,7 @@ def test_new_user_rule_needs_washout_days_of_records_before_the_index_course():
     step = res.attrition.filter(pl.col("rule").str.starts_with("new user") & (pl.col("arm") == "(all)")).row(0, named=True)
     assert (step["n_remaining"], step["n_excluded"]) == (3, 1)
     assert "washout" in step["rule"] and "unknown look-back kept" in step["rule"]
-    assert any("1 course(s) without observation_start" in n and "kept" in n for n in res.notes)
+    assert any("1 course(s) without observation_start" in n.text and "kept" in n.text for n in res.notes)
 
     strict = derive(courses, scores, lookback=lookback, require_known_lookback=True, washout_days=90)
     flags = dict(strict.adsl.select("USUBJID", "ANLFL").iter_rows())
@@ -258,4 +258,5 @@ def test_records_starting_after_the_course_are_a_data_error_said_in_a_note():
     courses = [{"course_id": "C1", "patient_id": "P1"}]
     res = derive(courses, [("P1", -1, 30), ("P1", 3, 12)], lookback={"P1": -5})
     assert res.adsl["NEWUSFL"].to_list() == ["N"] and res.adsl["ANLFL"].to_list() == ["N"]
-    assert any("observation_start lies after the start of their first course" in n for n in res.notes)
+    assert any("observation_start lies after the start of their first course" in n.text and n.severity == "warning"
+               for n in res.notes)

@@ -1,19 +1,54 @@
-"""The analysis of one study: ADaM datasets in, result frames out (pure).
+"""The analysis of one study: staged tables in, result frames and notes out (pure).
 
-One module per step: :mod:`~ketaoutcomes.analysis.main` (per endpoint: Kaplan-Meier, log-rank,
-adjusted and naive Cox models, PH test, restricted mean time, discrete-time sensitivity analysis),
-:mod:`~ketaoutcomes.analysis.propensity` (the propensity-score comparison of each route with the
-reference arm, with its diagnostics and gate), :mod:`~ketaoutcomes.analysis.relapse`,
-:mod:`~ketaoutcomes.analysis.secondary` (safety, trajectories) and
-:mod:`~ketaoutcomes.analysis.modifiers`; :mod:`~ketaoutcomes.analysis.common` holds what they share.
-Which models run on which endpoint is declared in :mod:`ketaoutcomes.endpoints`.
+:func:`run_study` is the whole analysis: derive the ADaM datasets (:mod:`ketaoutcomes.derive`),
+then every step, each returning the same :class:`~ketaoutcomes.analysis.common.StepResult`
+(tables keyed by warehouse name, and notes as records):
+
+* :mod:`~ketaoutcomes.analysis.main`: per endpoint, Kaplan-Meier, log-rank, adjusted and naive
+  Cox models, PH test, restricted mean time, the discrete-time sensitivity analysis, and the
+  propensity-score comparison of each route with the reference arm
+  (:mod:`~ketaoutcomes.analysis.propensity`: weights or matches, diagnostics, the gate);
+* :mod:`~ketaoutcomes.analysis.secondary`: safety per session and patient, mood trajectories;
+* :mod:`~ketaoutcomes.analysis.relapse`: maintenance as a time-varying exposure, cumulative
+  incidence of relapse with stopping as a competing event;
+* :mod:`~ketaoutcomes.analysis.modifiers`: effect modifiers of the speed of response.
+
+Which models run on which endpoint is declared in :mod:`ketaoutcomes.endpoints`;
+:mod:`~ketaoutcomes.analysis.common` holds what the steps share.
 """
 
-from ketaoutcomes.analysis.main import AnalysisResult, analyze
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import polars as pl
+
+from ketaoutcomes.analysis.common import StepResult
+from ketaoutcomes.analysis.main import analyze
 from ketaoutcomes.analysis.modifiers import modifier_analyses
 from ketaoutcomes.analysis.propensity import preference_histogram
 from ketaoutcomes.analysis.relapse import RELAPSE_STATES, relapse_analyses, relapse_status
 from ketaoutcomes.analysis.secondary import secondary_analyses
+from ketaoutcomes.derive import derive_all
+from ketaoutcomes.registries import Registries
+from ketaoutcomes.settings import StudySettings
 
-__all__ = ["AnalysisResult", "RELAPSE_STATES", "analyze", "modifier_analyses", "preference_histogram",
-           "relapse_analyses", "relapse_status", "secondary_analyses"]
+__all__ = ["RELAPSE_STATES", "StepResult", "analyze", "modifier_analyses", "preference_histogram",
+           "relapse_analyses", "relapse_status", "run_study", "secondary_analyses"]
+
+
+def run_study(staged: Mapping[str, pl.DataFrame], *, registries: Registries, study: StudySettings) -> StepResult:
+    """The whole analysis of one study on the staged tables (``patients``, ``courses``,
+    ``sessions``, ``adverse_events``, ``mood_scores``): the analysis datasets (``ad_adsl``,
+    ``ad_adtte``, ``results_attrition``) and every step's results, with all their notes in order."""
+    d = derive_all(staged["patients"], staged["courses"], staged["sessions"], staged["mood_scores"],
+                   registries=registries, study=study)
+    derived = StepResult({"ad_adsl": d.adsl, "ad_adtte": d.adtte, "results_attrition": d.attrition}, d.notes)
+    ketamine = [k for k, a in registries.arms.items() if a.is_ketamine]
+    return (derived
+            + analyze(d.adsl, d.adtte, study=study, visits=d.visits)
+            + secondary_analyses(d.adsl, staged["mood_scores"], staged["sessions"], staged["adverse_events"],
+                                 staged["courses"], study=study)
+            + relapse_analyses(d.adsl, d.adtte, staged["sessions"], study=study)
+            + modifier_analyses(d.adsl, d.adtte, staged["sessions"], staged["courses"], study=study,
+                                ketamine_arms=ketamine))

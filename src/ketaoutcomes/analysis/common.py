@@ -3,16 +3,36 @@ strata as ADSL columns, reference levels of categorical terms, and stacking resu
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 
 import polars as pl
 
 from ketaoutcomes.derive import COVARIATE_COLUMNS, cnsr_to_event
+from ketaoutcomes.notes import Note
 from ketaoutcomes.settings import StudySettings
 
-__all__ = ["CATEGORICAL", "ModelTerms", "categorical_references", "model_frame", "reference_level", "stack",
-           "arms_of_terms"]
+__all__ = ["CATEGORICAL", "ModelTerms", "StepResult", "arms_of_terms", "categorical_references", "model_frame",
+           "reference_level", "stack"]
+
+
+@dataclass(frozen=True)
+class StepResult:
+    """What every analysis step returns: result frames keyed by warehouse table name (``run_id``
+    and ``settings_id`` are added by the pipeline; an empty frame is not stored) and notes."""
+
+    tables: Mapping[str, pl.DataFrame] = field(default_factory=dict)
+    notes: tuple[Note, ...] = ()
+
+    def table(self, name: str) -> pl.DataFrame:
+        """The frame stored as ``name``; an empty frame when the step produced none."""
+        return self.tables.get(name, pl.DataFrame())
+
+    def __add__(self, other: "StepResult") -> "StepResult":
+        both = set(self.tables) & set(other.tables)
+        if both:
+            raise ValueError(f"two analysis steps write the same tables: {sorted(both)}")
+        return StepResult({**self.tables, **other.tables}, (*self.notes, *other.notes))
 
 #: ADSL columns that enter a model as categorical terms (one dummy per non-reference level).
 CATEGORICAL = frozenset({"SEX", "DIAGNOSIS", "SITEID"})

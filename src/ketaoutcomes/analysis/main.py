@@ -22,76 +22,46 @@ models (statsmodels PHReg, Efron ties) with the study's reference arm:
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-
 import polars as pl
 
-from ketaoutcomes.analysis.common import ModelTerms, arms_of_terms, categorical_references, model_frame, stack
+from ketaoutcomes.analysis.common import (
+    ModelTerms,
+    StepResult,
+    arms_of_terms,
+    categorical_references,
+    model_frame,
+    stack,
+)
 from ketaoutcomes.analysis.propensity import WeightedComparisons, ps_weighted
 from ketaoutcomes.endpoints import ENDPOINTS
 from ketaoutcomes.models.survival import cox_ph, kaplan_meier, logrank_test
 from ketaoutcomes.models.weighted import restricted_mean
+from ketaoutcomes.notes import Note
 from ketaoutcomes.settings import StudySettings
 
-__all__ = ["AnalysisResult", "analyze"]
+__all__ = ["analyze"]
 
 
-@dataclass(frozen=True)
-class AnalysisResult:
-    """Result frames, each ready for a ``results_*`` table (run_id is added by the caller)."""
+def _cox_models(frame: pl.DataFrame, paramcd: str, study: StudySettings
+                ) -> tuple[list[pl.DataFrame], list[dict], list[Note]]:
+    def note(text: str, arms: tuple[str, ...] = ()) -> Note:
+        return Note(text, step="models", endpoint=paramcd, arms=arms, severity="warning")
 
-    km: pl.DataFrame
-    km_median: pl.DataFrame
-    logrank: pl.DataFrame
-    cox: pl.DataFrame
-    cox_fit: pl.DataFrame
-    notes: tuple[str, ...]
-    ps: pl.DataFrame = field(default_factory=pl.DataFrame)  # one row per endpoint and route: diagnostics and the gate
-    balance: pl.DataFrame = field(default_factory=pl.DataFrame)  # SMD of every covariate before and after weighting
-    ph: pl.DataFrame = field(default_factory=pl.DataFrame)  # proportional-hazards test of the adjusted model
-    rmst: pl.DataFrame = field(default_factory=pl.DataFrame)  # restricted mean time without the event, per arm
-    km_weighted: pl.DataFrame = field(default_factory=pl.DataFrame)  # weighted KM per route pair, with the gate
-    km_weighted_median: pl.DataFrame = field(default_factory=pl.DataFrame)
-    discrete: pl.DataFrame = field(default_factory=pl.DataFrame)  # interval-censored sensitivity analysis
-    preference: pl.DataFrame = field(default_factory=pl.DataFrame)  # preference-score distributions per pair
-
-    def tables(self) -> dict[str, pl.DataFrame]:
-        return {
-            "results_km": self.km,
-            "results_km_median": self.km_median,
-            "results_logrank": self.logrank,
-            "results_cox": self.cox,
-            "results_cox_fit": self.cox_fit,
-            "results_ps": self.ps,
-            "results_balance": self.balance,
-            "results_ph": self.ph,
-            "results_rmst": self.rmst,
-            "results_km_weighted": self.km_weighted,
-            "results_km_weighted_median": self.km_weighted_median,
-            "results_discrete": self.discrete,
-            "results_preference": self.preference,
-        }
-
-
-def _cox_models(frame: pl.DataFrame, paramcd: str, study: StudySettings) -> tuple[list[pl.DataFrame], list[dict], list[str]]:
-    notes: list[str] = []
+    notes: list[Note] = []
     events_by_arm = dict(frame.group_by("ARM").agg(pl.col("EVENT").sum()).iter_rows())
-    if study.reference_arm not in events_by_arm:
-        return [], [], [f"{paramcd}: reference arm {study.reference_arm!r} has no courses; no hazard ratios"]
+    ref = study.reference_arm
+    if ref not in events_by_arm:
+        return [], [], [note(f"reference arm {ref!r} has no courses; no hazard ratios", (ref,))]
     too_few = sorted(a for a, e in events_by_arm.items() if e < study.min_events_per_arm)
-    if study.reference_arm in too_few:
-        return [], [], [
-            f"{paramcd}: reference arm {study.reference_arm!r} has {events_by_arm[study.reference_arm]} events "
-            f"(< {study.min_events_per_arm}); no hazard ratios"
-        ]
+    if ref in too_few:
+        return [], [], [note(f"reference arm {ref!r} has {events_by_arm[ref]} events "
+                             f"(< {study.min_events_per_arm}); no hazard ratios", (ref,))]
     if too_few:
-        notes.append(
-            f"{paramcd}: arm(s) {', '.join(too_few)} left out of the Cox models: fewer than "
-            f"{study.min_events_per_arm} events (not estimable)"
-        )
+        notes.append(note(f"arm(s) {', '.join(too_few)} left out of the Cox models: fewer than "
+                          f"{study.min_events_per_arm} events (not estimable)", tuple(too_few)))
     data = frame.filter(~pl.col("ARM").is_in(too_few))
     if data["ARM"].n_unique() < 2:
-        return [], [], notes + [f"{paramcd}: fewer than two arms with enough events; no hazard ratios"]
+        return [], [], notes + [note("fewer than two arms with enough events; no hazard ratios")]
     terms = ModelTerms.of(study)
     specs = {
         "adjusted": dict(covariates=["ARM", *terms.covariates], strata=terms.strata),
@@ -142,7 +112,7 @@ def _ph_check(frame: pl.DataFrame, paramcd: str, study: StudySettings, summaries
 
 
 def _discrete_time(frame: pl.DataFrame, visits: pl.DataFrame, paramcd: str, study: StudySettings,
-                   summaries: pl.DataFrame) -> tuple[pl.DataFrame, list[str]]:
+                   summaries: pl.DataFrame) -> tuple[pl.DataFrame, list[Note]]:
     """The interval-censored sensitivity analysis of the adjusted model: a grouped-time
     (cloglog) proportional hazards model on each patient's own assessment intervals, with
     site as fixed effects in place of strata and subject-clustered SEs. The event lies
@@ -158,8 +128,9 @@ def _discrete_time(frame: pl.DataFrame, visits: pl.DataFrame, paramcd: str, stud
                                 band_width=float(study.discrete_band_days), keep=covs)
         res = discrete_time_cox(pp, covariates=covs, categorical=categorical, alpha=study.alpha)
     except Exception as exc:  # noqa: BLE001 - a sensitivity analysis that cannot run is reported
-        return pl.DataFrame(), [f"{paramcd}: the discrete-time sensitivity analysis could not be fitted: "
-                                f"{type(exc).__name__}: {str(exc)[:200]}"]
+        return pl.DataFrame(), [Note(f"the discrete-time sensitivity analysis could not be fitted: "
+                                     f"{type(exc).__name__}: {str(exc)[:200]}", step="models", endpoint=paramcd,
+                                     severity="warning")]
     out = res.summary.with_columns(
         pl.lit(paramcd).alias("paramcd"), pl.lit(res.n_rows).alias("n_intervals"),
         pl.lit(res.n_subjects).alias("n_subjects"), pl.lit(res.n_events).alias("n_events"),
@@ -169,7 +140,7 @@ def _discrete_time(frame: pl.DataFrame, visits: pl.DataFrame, paramcd: str, stud
 
 
 def analyze(adsl: pl.DataFrame, adtte: pl.DataFrame, *, study: StudySettings, weighted: bool = True,
-            visits: pl.DataFrame | None = None) -> AnalysisResult:
+            visits: pl.DataFrame | None = None) -> StepResult:
     """For each endpoint of the study, the analyses its registry entry lists
     (:mod:`ketaoutcomes.endpoints`): KM, log-rank, Cox models, PH test, restricted mean time; with
     ``weighted``, the propensity-score comparison of each route with the reference arm and its
@@ -181,7 +152,7 @@ def analyze(adsl: pl.DataFrame, adtte: pl.DataFrame, *, study: StudySettings, we
         ep = ENDPOINTS[paramcd]
         frame = model_frame(adsl, adtte, paramcd)
         if frame.is_empty():
-            notes.append(f"{paramcd}: no rows; nothing to estimate")
+            notes.append(Note("no rows; nothing to estimate", step="models", endpoint=paramcd, severity="warning"))
             continue
         if ep.runs("km") or ep.runs("rmst"):
             k = kaplan_meier(frame, time="AVAL", event="EVENT", group="ARM", alpha=study.alpha)
@@ -211,19 +182,18 @@ def analyze(adsl: pl.DataFrame, adtte: pl.DataFrame, *, study: StudySettings, we
         if s and weighted and ep.runs("ps"):  # the regression models ran: the reference arm and a route are estimable
             estimable = sorted(arms_of_terms(pl.concat(s)["term"]))
             ps_weighted(frame, paramcd, study, estimable, w)
-    return AnalysisResult(
-        km=stack(km),
-        km_median=stack(med),
-        logrank=stack(lr),
-        cox=stack(cox + w.cox),
-        cox_fit=pl.DataFrame(fits) if fits else pl.DataFrame(),
-        notes=tuple(notes + w.notes),
-        ps=pl.DataFrame(w.ps) if w.ps else pl.DataFrame(),
-        balance=stack(w.balance),
-        ph=stack(ph),
-        rmst=stack(rmst),
-        km_weighted=stack(w.km),
-        km_weighted_median=stack(w.km_median),
-        discrete=stack(disc),
-        preference=stack(w.preference),
-    )
+    return StepResult({
+        "results_km": stack(km),
+        "results_km_median": stack(med),
+        "results_logrank": stack(lr),
+        "results_cox": stack(cox + w.cox),
+        "results_cox_fit": pl.DataFrame(fits) if fits else pl.DataFrame(),
+        "results_ps": pl.DataFrame(w.ps) if w.ps else pl.DataFrame(),  # per endpoint and route: diagnostics, gate
+        "results_balance": stack(w.balance),  # SMD of every covariate before and after weighting
+        "results_ph": stack(ph),  # proportional-hazards test of the adjusted model
+        "results_rmst": stack(rmst),  # restricted mean time without the event, per arm
+        "results_km_weighted": stack(w.km),  # weighted KM per route pair, with the gate
+        "results_km_weighted_median": stack(w.km_median),
+        "results_discrete": stack(disc),  # interval-censored sensitivity analysis
+        "results_preference": stack(w.preference),  # preference-score distributions per pair
+    }, tuple(notes + w.notes))

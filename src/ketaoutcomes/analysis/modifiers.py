@@ -4,27 +4,30 @@ from __future__ import annotations
 
 import polars as pl
 
-from ketaoutcomes.analysis.common import ModelTerms, model_frame
+from ketaoutcomes.analysis.common import ModelTerms, StepResult, model_frame
 from ketaoutcomes.derive import COVARIATE_COLUMNS
+from ketaoutcomes.endpoints import ENDPOINTS
+from ketaoutcomes.notes import Note
 from ketaoutcomes.settings import StudySettings
 
 __all__ = ["modifier_analyses"]
 
 
 def modifier_analyses(adsl: pl.DataFrame, adtte: pl.DataFrame, sessions: pl.DataFrame, courses: pl.DataFrame, *,
-                      study: StudySettings, ketamine_arms: list[str]) -> tuple[dict[str, pl.DataFrame], list[str]]:
+                      study: StudySettings, ketamine_arms: list[str]) -> StepResult:
     """The documented secondary model of effect modifiers of time to response
     (:mod:`ketaoutcomes.models.modifiers`): route x sex / benzodiazepine / age interaction tests
     with subgroup HRs, and dose, concomitant SSRI or benzodiazepine, age and sex within ketamine
     routes. Exploratory: p-values are not adjusted for multiplicity."""
     from ketaoutcomes.models.modifiers import course_dose, effect_modifiers
 
-    if "TTRESP" not in study.endpoints:
-        return {}, []
+    if "TTRESP" not in study.endpoints or not ENDPOINTS["TTRESP"].runs("modifiers"):
+        return StepResult()
     frame = model_frame(adsl, adtte, "TTRESP")
     arms = [a for a in ketamine_arms if a in set(frame["ARM"].unique().to_list()) and a != study.reference_arm]
     if frame.is_empty() or not arms or study.reference_arm not in frame["ARM"].unique().to_list():
-        return {}, ["effect modifiers: no ketamine route or no reference arm among the analysed courses; not fitted"]
+        return StepResult(notes=(Note("effect modifiers: no ketamine route or no reference arm among the analysed "
+                                      "courses; not fitted", step="modifiers", severity="warning"),))
     frame = frame.join(course_dose(sessions, courses.select("course_id", "arm")), on="COURSEID", how="left")
     adjust = [COVARIATE_COLUMNS[c] for c in study.covariates if c in ("baseline_score", "prior_failed_trials")]
     strata = ModelTerms.of(study).strata
@@ -32,4 +35,4 @@ def modifier_analyses(adsl: pl.DataFrame, adtte: pl.DataFrame, sessions: pl.Data
                            adjust=adjust, alpha=study.alpha, min_events=study.min_events_per_arm)
     out = {"results_modifiers_subgroups": res.subgroups, "results_modifiers_interactions": res.interactions,
            "results_modifiers_ketamine": res.within_ketamine}
-    return out, [f"effect modifiers: {n}" for n in res.notes]
+    return StepResult(out, tuple(Note(f"effect modifiers: {n}", step="modifiers") for n in res.notes))

@@ -10,6 +10,7 @@ import polars as pl
 
 from ketaoutcomes.analysis.common import CATEGORICAL, ModelTerms
 from ketaoutcomes.models.matching import MATCHED_SHARE_FOR_ATT
+from ketaoutcomes.notes import Note
 from ketaoutcomes.settings import StudySettings
 
 __all__ = ["PREFERENCE_BINS", "WeightedComparisons", "preference_histogram", "ps_weighted"]
@@ -25,7 +26,7 @@ class WeightedComparisons:
     km: list[pl.DataFrame] = field(default_factory=list)
     km_median: list[pl.DataFrame] = field(default_factory=list)
     preference: list[pl.DataFrame] = field(default_factory=list)
-    notes: list[str] = field(default_factory=list)
+    notes: list[Note] = field(default_factory=list)
 
 
 def ps_weighted(frame: pl.DataFrame, paramcd: str, study: StudySettings, arms: list[str],
@@ -66,8 +67,9 @@ def ps_weighted(frame: pl.DataFrame, paramcd: str, study: StudySettings, arms: l
                 km = weighted_kaplan_meier(weighted, time="AVAL", event="EVENT", weights="weight", group="ARM",
                                            alpha=study.alpha)
             except Exception as exc:  # noqa: BLE001 - reported with the pair, never silently missing
-                out.notes.append(f"{paramcd}: weighted Kaplan-Meier of {target} vs {study.reference_arm} could not "
-                                 f"be computed: {type(exc).__name__}: {exc}")
+                out.notes.append(Note(f"weighted Kaplan-Meier of {target} vs {study.reference_arm} could not be "
+                                      f"computed: {type(exc).__name__}: {exc}", step="propensity", endpoint=paramcd,
+                                      arms=(target,), severity="warning"))
         else:
             reasons.append("no weighted patients on one of the two arms")
         passed = ps.diagnostics_passed and not [r for r in reasons if r not in ps.gate_reasons] and summary is not None
@@ -95,13 +97,14 @@ def ps_weighted(frame: pl.DataFrame, paramcd: str, study: StudySettings, arms: l
             pl.lit(paramcd).alias("paramcd"), pl.lit(target).alias("target")))
         matched = getattr(ps, "n_matched_target", 0)
         if study.weighting == "matching" and ps.n_target and matched < MATCHED_SHARE_FOR_ATT * ps.n_target:
-            out.notes.append(
-                f"{paramcd}: only {matched:,} of {ps.n_target:,} {target} patients were matched (too few "
+            out.notes.append(Note(
+                f"only {matched:,} of {ps.n_target:,} {target} patients were matched (too few "
                 f"{study.reference_arm} patients close enough): the matched HR describes the matched patients, "
-                f"not everyone given {target}")
+                f"not everyone given {target}", step="propensity", endpoint=paramcd, arms=(target,), severity="info"))
         if not passed:
-            out.notes.append(f"{paramcd}: {target} vs {study.reference_arm} fails the diagnostics gate "
-                             f"({'; '.join(reasons)}): its {study.weighting} HR is not a result to read")
+            out.notes.append(Note(f"{target} vs {study.reference_arm} fails the diagnostics gate "
+                                  f"({'; '.join(reasons)}): its {study.weighting} HR is not a result to read",
+                                  step="propensity", endpoint=paramcd, arms=(target,), severity="withheld"))
 
 
 #: Bins of the stored preference-score distributions (results_preference).

@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import polars as pl
 
-from ketaoutcomes.analysis.common import ModelTerms, categorical_references, reference_level
+from ketaoutcomes.analysis.common import ModelTerms, StepResult, categorical_references, reference_level
+from ketaoutcomes.endpoints import ENDPOINTS
 from ketaoutcomes.models.survival import cox_ph
+from ketaoutcomes.notes import Note
 from ketaoutcomes.settings import StudySettings
 
 __all__ = ["DROPOUT_REASONS", "RELAPSE_STATES", "relapse_analyses", "relapse_status"]
@@ -32,7 +34,7 @@ def relapse_status(rel: pl.DataFrame) -> pl.Expr:
 
 
 def relapse_analyses(adsl: pl.DataFrame, adtte: pl.DataFrame, sessions: pl.DataFrame, *, study: StudySettings
-                     ) -> tuple[dict[str, pl.DataFrame], list[str]]:
+                     ) -> StepResult:
     """Relapse among responders done properly (TTRELAPS):
 
     * a Cox model with maintenance as a **time-varying** exposure on counting-process rows
@@ -43,30 +45,36 @@ def relapse_analyses(adsl: pl.DataFrame, adtte: pl.DataFrame, sessions: pl.DataF
       dropout) as a competing event (Aalen-Johansen), where 1 - KM would overstate relapse by
       treating those who stopped as if they could still relapse.
 
-    Returns result frames keyed by warehouse table name, and notes.
+    Runs when the study has TTRELAPS and the endpoint registry lists the relapse analyses for it.
     """
     from ketaoutcomes.derive.maintenance import relapse_counting_process
 
     out: dict[str, pl.DataFrame] = {}
-    notes: list[str] = []
-    if "TTRELAPS" not in study.endpoints:
-        return out, notes
+    notes: list[Note] = []
+
+    def note(text: str, severity: str = "warning", arms: tuple[str, ...] = ()) -> None:
+        notes.append(Note(text, step="relapse", arms=arms, severity=severity))
+
+    if "TTRELAPS" not in study.endpoints or not ENDPOINTS["TTRELAPS"].runs("relapse"):
+        return StepResult()
     terms = ModelTerms.of(study)
     covs, strata = list(terms.covariates), terms.strata
     rel = (adtte.filter(pl.col("PARAMCD") == "TTRELAPS").select("USUBJID", "COURSEID", "ARM", "STARTDT", "AVAL", "CNSR")
            .join(adsl.select("USUBJID", "DCREAS", *covs, *([strata] if strata else [])), on="USUBJID", how="left"))
     if rel.is_empty():
-        return out, ["relapse: no responders; no relapse analyses"]
+        note("relapse: no responders; no relapse analyses")
+        return StepResult(out, tuple(notes))
 
     # --- maintenance as a time-varying exposure
     rows, n = relapse_counting_process(rel, sessions, exposure_days=study.maintenance_exposure_days)
-    notes += n
+    for text in n:
+        note(text)
     events = dict(rows.group_by("ARM").agg(pl.col("EVENT").sum()).iter_rows())
     too_few = sorted(a for a, e in events.items() if e < study.min_events_per_arm)
     data = rows.filter(~pl.col("ARM").is_in(too_few))
     if too_few:
-        notes.append(f"relapse (maintenance model): arm(s) {', '.join(too_few)} left out: fewer than "
-                     f"{study.min_events_per_arm} relapses")
+        note(f"relapse (maintenance model): arm(s) {', '.join(too_few)} left out: fewer than "
+             f"{study.min_events_per_arm} relapses", arms=tuple(too_few))
     if data["EVENT"].sum() >= study.min_events_per_arm and data["MAINT"].n_unique() == 2:
         arms = data["ARM"].unique().to_list()
         model_covs = (["ARM"] if len(arms) > 1 else []) + ["MAINT", *covs]
@@ -89,8 +97,8 @@ def relapse_analyses(adsl: pl.DataFrame, adtte: pl.DataFrame, sessions: pl.DataF
             pl.lit(study.maintenance_exposure_days).alias("exposure_days"),
             pl.lit("; ".join(res.notes) or None, dtype=pl.String).alias("notes"))
     else:
-        notes.append("relapse (maintenance model): too few relapses, or nobody (or everybody) on maintenance; "
-                     "not fitted")
+        note("relapse (maintenance model): too few relapses, or nobody (or everybody) on maintenance; "
+             "not fitted")
 
     # --- cumulative incidence with stopping as a competing event
     from ketaoutcomes.models.competing import cumulative_incidence, gray_test
@@ -125,5 +133,6 @@ def relapse_analyses(adsl: pl.DataFrame, adtte: pl.DataFrame, sessions: pl.DataF
     counts = cr.group_by("ARM", "STATUS").len()
     out["results_relapse_states"] = counts.with_columns(
         pl.col("STATUS").replace_strict({0: "censored", **RELAPSE_STATES}, return_dtype=pl.String).alias("state"))
-    notes += [f"relapse (cumulative incidence): {n}" for n in cif.notes]
-    return out, notes
+    for text in cif.notes:
+        note(f"relapse (cumulative incidence): {text}", "info")
+    return StepResult(out, tuple(notes))

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import polars as pl
 
+from ketaoutcomes.analysis.common import StepResult
+from ketaoutcomes.notes import Note
 from ketaoutcomes.settings import StudySettings
 
 __all__ = ["secondary_analyses"]
@@ -18,10 +20,9 @@ def secondary_analyses(
     courses: pl.DataFrame,
     *,
     study: StudySettings,
-) -> tuple[dict[str, pl.DataFrame], list[str]]:
+) -> StepResult:
     """Safety per session and per patient by route, and mood trajectories per arm (mixed model).
 
-    Returns result frames keyed by warehouse table name, and notes.
     """
     from ketaoutcomes.models.safety import per_patient_safety, session_safety
     from ketaoutcomes.models.trajectory import fit_trajectories, trajectory_data
@@ -34,7 +35,7 @@ def secondary_analyses(
         "results_safety": session_safety(s, ae, c, alpha=study.alpha),
         "results_safety_patients": per_patient_safety(s, ae, c, alpha=study.alpha),
     }
-    notes: list[str] = []
+    notes: list[Note] = []
     data = trajectory_data(adsl, scores, instrument=study.instrument, horizon_days=study.rmst_horizon_days,
                            baseline_window_days=study.baseline_window_days)
     cap = study.trajectory_max_patients_per_arm
@@ -44,13 +45,14 @@ def secondary_analyses(
             n=pl.min_horizontal(pl.col("USUBJID").list.len(), pl.lit(cap)), seed=study.random_seed))
         keep = keep.explode("USUBJID").select("USUBJID")
         data = data.join(keep, on="USUBJID", how="semi")
-        notes.append(f"trajectories: fitted on a random sample of at most {cap:,} patients per arm "
-                     f"(seed {study.random_seed}); the intervals are those of the sample")
+        notes.append(Note(f"trajectories: fitted on a random sample of at most {cap:,} patients per arm "
+                          f"(seed {study.random_seed}); the intervals are those of the sample", step="secondary"))
     if data["ARM"].n_unique() >= 2 and study.reference_arm in data["ARM"].unique().to_list():
         traj = fit_trajectories(data, reference_arm=study.reference_arm, alpha=study.alpha)
         out["results_trajectory"] = traj.predicted.with_columns(pl.lit(traj.converged).alias("converged"))
         out["results_trajectory_fixed"] = traj.fixed
-        notes += [f"trajectories: {n}" for n in traj.notes]
+        notes += [Note(f"trajectories: {n}", step="secondary", severity="warning") for n in traj.notes]
     else:
-        notes.append("trajectories: fewer than two arms (or no reference arm) with ratings; not fitted")
-    return out, notes
+        notes.append(Note("trajectories: fewer than two arms (or no reference arm) with ratings; not fitted",
+                          step="secondary", severity="warning"))
+    return StepResult(out, tuple(notes))

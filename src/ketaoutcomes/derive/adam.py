@@ -17,6 +17,7 @@ import polars as pl
 from ketaoutcomes.derive.adsl import attrition_table, derive_adsl
 from ketaoutcomes.derive.events import ADTTE_COLUMNS, DERIVATIONS, EndpointInput, assessment_days, followup_ratings
 from ketaoutcomes.endpoints import ENDPOINTS
+from ketaoutcomes.notes import Note
 from ketaoutcomes.registries import Registries
 from ketaoutcomes.settings import StudySettings
 
@@ -28,14 +29,14 @@ class DeriveResult:
     adsl: pl.DataFrame
     adtte: pl.DataFrame
     attrition: pl.DataFrame
-    notes: tuple[str, ...] = ()
+    notes: tuple[Note, ...] = ()
     #: Assessment days of the analysed courses (see :func:`~ketaoutcomes.derive.events.assessment_days`).
     visits: pl.DataFrame = field(default_factory=pl.DataFrame)
 
 
 def derive_adtte(
     adsl: pl.DataFrame, scores: pl.DataFrame, *, registries: Registries, study: StudySettings
-) -> tuple[pl.DataFrame, list[tuple[str, tuple[tuple[str, pl.DataFrame], ...]]], list[str]]:
+) -> tuple[pl.DataFrame, list[tuple[str, tuple[tuple[str, pl.DataFrame], ...]]], list[Note]]:
     """ADTTE rows of the study's endpoints on the analysis population (ANLFL = 'Y').
 
     Returns the rows (sorted by PARAMCD, USUBJID), each endpoint's population steps
@@ -52,7 +53,7 @@ def derive_adtte(
     ratings = followup_ratings(pop, scores, study.instrument).select("USUBJID", "assessed_at", "total_score")
     derived: dict[str, pl.DataFrame] = {}
     populations: list[tuple[str, tuple[tuple[str, pl.DataFrame], ...]]] = []
-    notes: list[str] = []
+    notes: list[Note] = []
     for code in (c for c in ENDPOINTS if c in study.endpoints):  # registry order: required endpoints first
         out = DERIVATIONS[code](EndpointInput(adsl=adsl, pop=pop, ratings=ratings, scores=scores,
                                               instrument=registries.instruments[study.instrument], study=study,
@@ -97,16 +98,20 @@ def derive_all(
                          "(register one with ketaoutcomes.derive.events.derivation)")
     adsl, attrition = derive_adsl(patients, courses, sessions, scores, study=study)
     adtte, populations, notes = derive_adtte(adsl, scores, registries=registries, study=study)
-    n_after = adsl.filter(pl.col("LOOKBACK") < 0).height
-    if n_after:
-        notes.insert(0, f"new-user rule: {n_after} patient(s) whose observation_start lies after the start of their "
-                        "first course (a data error in the export: the records must cover the course) were excluded "
-                        "as not known to be new users")
+    cohort_notes = []
     n_unknown = adsl.filter(pl.col("NEWUSFL").is_null()).height
     if n_unknown:
-        notes.insert(0, f"new-user rule: {n_unknown} course(s) without observation_start (look-back unknown) were "
-                        + ("excluded (require_known_lookback)" if study.require_known_lookback else
-                           "kept; set require_known_lookback = true to exclude them"))
+        cohort_notes.append(Note(
+            f"new-user rule: {n_unknown} course(s) without observation_start (look-back unknown) were "
+            + ("excluded (require_known_lookback)" if study.require_known_lookback else
+               "kept; set require_known_lookback = true to exclude them"),
+            step="derive", severity="warning" if study.require_known_lookback else "info"))
+    n_after = adsl.filter(pl.col("LOOKBACK") < 0).height
+    if n_after:
+        cohort_notes.append(Note(
+            f"new-user rule: {n_after} patient(s) whose observation_start lies after the start of their "
+            "first course (a data error in the export: the records must cover the course) were excluded "
+            "as not known to be new users", step="derive", severity="warning"))
     attrition = _with_endpoint_populations(attrition, adsl, populations)
     visits = assessment_days(adsl, scores, instrument=study.instrument)
-    return DeriveResult(adsl=adsl, adtte=adtte, attrition=attrition, notes=tuple(notes), visits=visits)
+    return DeriveResult(adsl=adsl, adtte=adtte, attrition=attrition, notes=(*cohort_notes, *notes), visits=visits)

@@ -25,6 +25,7 @@ import polars as pl
 
 from ketaoutcomes.derive.cnsr import CNSR
 from ketaoutcomes.endpoints import ENDPOINTS
+from ketaoutcomes.notes import Note
 from ketaoutcomes.registries import Instrument
 from ketaoutcomes.settings import StudySettings
 
@@ -97,12 +98,12 @@ class EndpointRows:
     population : tuple of (rule, DataFrame)
         The endpoint's own narrowing of the analysis population, in order: each rule and the
         courses (USUBJID, ARM) left after it. Each becomes an attrition row.
-    notes : tuple of str
+    notes : tuple of Note
     """
 
     rows: pl.DataFrame
     population: tuple[tuple[str, pl.DataFrame], ...] = ()
-    notes: tuple[str, ...] = ()
+    notes: tuple[Note, ...] = ()
 
 
 Derivation = Callable[[EndpointInput], EndpointRows]
