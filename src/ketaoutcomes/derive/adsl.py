@@ -27,7 +27,7 @@ import polars as pl
 
 from ketaoutcomes.settings import StudySettings
 
-__all__ = ["COVARIATE_COLUMNS", "INTERCURRENT_END_REASONS", "attrition_table", "derive_adsl"]
+__all__ = ["COVARIATE_COLUMNS", "INTERCURRENT_END_REASONS", "attrition_table", "baseline_rating", "derive_adsl"]
 
 #: Study-setting covariate names -> ADSL column names.
 COVARIATE_COLUMNS = {
@@ -101,14 +101,9 @@ def derive_adsl(
 
     # Baseline: last rating of the instrument in [first dose - window, first dose].
     inst = scores.filter(pl.col("instrument") == study.instrument)
-    window = pl.duration(days=study.baseline_window_days)
-    base = (
-        inst.join(idx.select("patient_id", "TRTSDTM"), on="patient_id", how="inner")
-        .filter((pl.col("assessed_at") <= pl.col("TRTSDTM")) & (pl.col("assessed_at") >= pl.col("TRTSDTM") - window))
-        .sort("patient_id", "assessed_at")
-        .group_by("patient_id")
-        .agg(pl.col("total_score").last().alias("BASE"), pl.col("assessed_at").last().alias("BASEDTM"))
-    )
+    base = baseline_rating(inst, idx.select("patient_id", "TRTSDTM"), key="patient_id", origin="TRTSDTM",
+                           window_days=study.baseline_window_days).select(
+        "patient_id", pl.col("total_score").alias("BASE"), pl.col("assessed_at").alias("BASEDTM"))
     post = (
         inst.join(idx.select("patient_id", "TRTSDTM", "FUENDTM"), on="patient_id", how="inner")
         .filter(
@@ -187,6 +182,21 @@ def derive_adsl(
     steps.append((f"at least one {study.instrument} rating after the first dose", pop.filter(has_post), None))
     attrition = attrition_table(steps)
     return adsl, attrition
+
+
+def baseline_rating(ratings: pl.DataFrame, origins: pl.DataFrame, *, key: str, origin: str, window_days: int
+                    ) -> pl.DataFrame:
+    """Each ``key``'s baseline rating: its *last* row of ``ratings`` (``key``, ``assessed_at``, ...)
+    in [``origin`` - ``window_days``, ``origin``] (``origins`` has ``key`` and ``origin``), not the
+    worst one (regression to the mean). Keys without one are absent."""
+    window = pl.duration(days=window_days)
+    return (
+        ratings.join(origins.select(key, origin), on=key, how="inner")
+        .filter((pl.col("assessed_at") <= pl.col(origin)) & (pl.col("assessed_at") >= pl.col(origin) - window))
+        .sort(key, "assessed_at")
+        .group_by(key)
+        .agg(pl.all().exclude(key).last())
+    )
 
 
 def attrition_table(steps: list[tuple[str, pl.DataFrame | None, int | None]]) -> pl.DataFrame:

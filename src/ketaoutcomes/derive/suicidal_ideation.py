@@ -35,7 +35,7 @@ from __future__ import annotations
 
 import polars as pl
 
-from ketaoutcomes.derive.adsl import attrition_table
+from ketaoutcomes.derive.adsl import attrition_table, baseline_rating
 from ketaoutcomes.derive.events import ADTTE_COLUMNS, EndpointInput, EndpointRows, derivation, first_event
 from ketaoutcomes.settings import StudySettings
 
@@ -98,14 +98,8 @@ def _si_resolution(adsl: pl.DataFrame, scores: pl.DataFrame, *, instrument: str,
     # Baseline rating: the last rating of the instrument in [first dose - window, first dose]
     # (the same rating as adam.py's BASE when instrument == study.instrument); its SI item,
     # missing or not, is the baseline SI item.
-    window = pl.duration(days=study.baseline_window_days)
-    base = (
-        inst.join(pop.select("USUBJID", "STARTDT"), on="USUBJID", how="inner")
-        .filter((pl.col("assessed_at") <= pl.col("STARTDT")) & (pl.col("assessed_at") >= pl.col("STARTDT") - window))
-        .sort("USUBJID", "assessed_at")
-        .group_by("USUBJID")
-        .agg(pl.col("si_item_score").last().alias("BASESI"))
-    )
+    base = baseline_rating(inst, pop, key="USUBJID", origin="STARTDT", window_days=study.baseline_window_days).select(
+        "USUBJID", pl.col("si_item_score").alias("BASESI"))
     pop = pop.join(base, on="USUBJID", how="left")
     has_si = pl.col("BASESI").is_not_null()
     above = pl.col("BASESI") > resolved_at_most
