@@ -43,7 +43,7 @@ __all__ = ["replicate", "run_study", "summarise"]
 #: The study of the simulation: time to response only (its generator is proportional hazards).
 STUDY = StudySettings(name="simulation-study", endpoints=("TTRESP",))
 #: The same study with matching in place of inverse-probability weights.
-STUDY_MATCHING = STUDY.model_copy(update={"weighting": "matching", "ps_truncation": None})
+STUDY_MATCHING = STUDY.updated(weighting="matching", ps_truncation=None)
 TRUTH_SEED = 424242
 
 
@@ -67,7 +67,7 @@ def replicate(r: int, *, patients: int, seed_base: int, study: StudySettings = S
     cox = res.table("results_cox")
     shares = pl.DataFrame(schema={"model": pl.String, "arm": pl.String, "matched_share": pl.Float64})
     if matching:
-        m = analyze(d.adsl, d.adtte, study=study.model_copy(update={"weighting": "matching", "ps_truncation": None}))
+        m = analyze(d.adsl, d.adtte, study=study.updated(weighting="matching", ps_truncation=None))
         cox = pl.concat([cox, m.table("results_cox").filter(pl.col("model") == "matching")], how="diagonal_relaxed")
         shares = m.table("results_ps").filter(pl.col("paramcd") == "TTRESP").select(
             pl.lit("matching").alias("model"), pl.col("target").alias("arm"),

@@ -21,6 +21,14 @@ from ketaoutcomes.endpoints import DEFAULT_ENDPOINTS, ENDPOINTS
 
 __all__ = [
     "DB_ENV",
+    "CohortSettings",
+    "GROUPS",
+    "ModelSettings",
+    "OutcomeSettings",
+    "PropensitySettings",
+    "RelapseSettings",
+    "ReportSettings",
+    "SecondarySettings",
     "SimulationSettings",
     "StudySettings",
     "default_db_path",
@@ -68,27 +76,19 @@ class SimulationSettings(_Frozen):
     file_format: str = Field(default="csv", pattern="^(csv|parquet)$")
 
 
-class StudySettings(_Frozen):
-    """Settings of one analysis (the spine's subset of a full study specification).
+class CohortSettings(_Frozen):
+    """Who is analysed: arms, the study instrument, the new-user rule, baseline and follow-up.
 
-    Conventions chosen here, each a field so a study can change it:
-
-    * baseline is the *last* score of ``instrument`` in
-      [first dose - ``baseline_window_days``, first dose] (not the worst score,
-      which would inflate response by regression to the mean);
-    * time is counted in calendar days from the first dose (ADaM AVAL = ADT -
-      STARTDT), so times tie at day level;
-    * relapse must be confirmed by the next rating ``confirm_min_days`` to
-      ``confirm_max_days`` after the first rating at or above the threshold
-      (SUSTAIN-1 style).
+    * baseline is the *last* score of ``instrument`` in [first dose - ``baseline_window_days``,
+      first dose] (not the worst score, which would inflate response by regression to the mean);
+    * time is counted in calendar days from the first dose (ADaM AVAL = ADT - STARTDT), so times
+      tie at day level.
     """
 
-    name: str = "default"
-    instrument: str = "MADRS"
     reference_arm: str = "ssri"
     #: Arms to compare; empty means every arm in the data.
     arms: tuple[str, ...] = ()
-    baseline_window_days: int = Field(default=14, ge=0, le=90)
+    instrument: str = "MADRS"
     #: New-user rule: the index course (a patient's first course in the records) counts as a new
     #: use only when the records cover at least this many days before it (patients.observation_start),
     #: so no exposure to any arm in that window can have been missed.
@@ -96,76 +96,45 @@ class StudySettings(_Frozen):
     #: A patient whose observation_start is not exported has an unknown look-back: kept (and
     #: counted in a note) unless this is true, in which case excluded.
     require_known_lookback: bool = False
-    #: Override the registry's remission / relapse thresholds for this study.
-    remission_max: float | None = None
-    relapse_min: float | None = None
-    response_reduction: float | None = Field(default=None, gt=0, le=1)
-    confirm_min_days: int = Field(default=5, ge=1)
-    confirm_max_days: int = Field(default=15, ge=1)
-    covariates: tuple[str, ...] = ("age_at_index", "sex", "baseline_score", "prior_failed_trials")
-    strata: str | None = "site"
-    alpha: float = Field(default=0.05, gt=0, lt=0.5)
-    #: Arms with fewer events than this get no hazard ratio (reported as not estimable).
-    min_events_per_arm: int = Field(default=5, ge=1)
-    #: Endpoints to derive and model (ADTTE PARAMCD, declared in :mod:`ketaoutcomes.endpoints`);
-    #: TTSIRES is the resolution of suicidal ideation (the instrument's item score reaching 0)
-    #: among courses with ideation at baseline.
-    endpoints: tuple[str, ...] = DEFAULT_ENDPOINTS
-    #: TTSIRES: suicidal ideation counts as resolved when the instrument's SI item is at or below
-    #: this (0: "no suicidal thoughts"; some studies take MADRS item 10 <= 1).
-    si_resolution_max: float = Field(default=0, ge=0)
+    baseline_window_days: int = Field(default=14, ge=0, le=90)
     #: Follow-up ends this many days after the time origin (null: no limit); censoring at the
     #: last assessment inside it (CNSR 5).
     time_at_risk_days: int | None = Field(default=None, ge=1, le=3650)
-    #: Propensity-score adjustment of each route vs the reference arm: inverse probability of
-    #: treatment weights (truncated at ps_truncation) or overlap weights.
-    weighting: Literal["iptw", "overlap", "matching"] = "iptw"
-    ps_truncation: float | None = Field(default=10.0, gt=1)
-    #: Matching (weighting = "matching"): greedy 1:1 nearest neighbour on the logit of the
-    #: propensity score, within this many standard deviations of it.
-    caliper: float = Field(default=0.2, gt=0, le=5)
-    #: Diagnostics gate (endpoints.md): an estimate whose max |SMD| after weighting is at or
-    #: above max_smd, or whose equipoise is below min_equipoise, or whose diagnostics could not
-    #: be computed, is marked as failing diagnostics.
-    max_smd: float = Field(default=0.1, gt=0, le=1)
-    #: null: the balance rule is max |SMD| < max_smd (endpoints.md). A value: a covariate fails only
-    #: when its |SMD| is significantly above max_smd at this family-wise level (one-sided,
-    #: Bonferroni; Hripcsak et al. 2025, CohortMethod's sdmAlpha), which stops rare covariate
-    #: levels in small cohorts from failing the gate by chance.
-    balance_alpha: float | None = Field(default=None, gt=0, lt=1)
-    min_equipoise: float = Field(default=0.2, ge=0, le=1)
-    equipoise_bounds: tuple[float, float] = (0.3, 0.7)
-    #: Restricted mean time without the event (non-response, non-remission, no relapse) up to
-    #: this many days after the origin, per arm.
-    rmst_horizon_days: int = Field(default=56, ge=1, le=3650)
-    #: Relapse model: a responder counts as on maintenance from each maintenance session until
-    #: this many days after it (covering the usual 1-4 week gaps between sessions).
-    maintenance_exposure_days: int = Field(default=35, ge=1, le=365)
-    #: Discrete-time (interval-censored) sensitivity analysis: width in days of the bands with
-    #: their own baseline hazard; wider than the longest regular visit gap.
-    discrete_band_days: int = Field(default=28, ge=1, le=365)
-    #: The mood-trajectory mixed model is fitted on at most this many patients per arm (a seeded
-    #: random sample; statsmodels' MixedLM loops over patients, so its time grows with them).
-    trajectory_max_patients_per_arm: int = Field(default=3000, ge=50)
-    #: Seed of every random step of the analysis (no hidden randomness).
-    random_seed: int = Field(default=20261121, ge=0)
 
     @model_validator(mode="after")
-    def _consistent(self) -> "StudySettings":
+    def _consistent(self) -> "CohortSettings":
+        if self.arms and self.reference_arm not in self.arms:
+            raise ValueError(f"reference_arm {self.reference_arm!r} must be one of arms {list(self.arms)}")
+        return self
+
+
+class OutcomeSettings(_Frozen):
+    """What is measured: the endpoints (declared in :mod:`ketaoutcomes.endpoints`) and their thresholds.
+
+    Relapse must be confirmed by the next rating ``confirm_min_days`` to ``confirm_max_days``
+    after the first rating at or above the threshold (SUSTAIN-1 style).
+    """
+
+    #: Endpoints to derive and model (ADTTE PARAMCD); TTSIRES is the resolution of suicidal
+    #: ideation (the instrument's item score reaching ``si_resolution_max``) among courses with
+    #: ideation at baseline.
+    endpoints: tuple[str, ...] = DEFAULT_ENDPOINTS
+    #: Override the registry's response / remission / relapse thresholds for this study.
+    response_reduction: float | None = Field(default=None, gt=0, le=1)
+    remission_max: float | None = None
+    relapse_min: float | None = None
+    confirm_min_days: int = Field(default=5, ge=1)
+    confirm_max_days: int = Field(default=15, ge=1)
+    #: TTSIRES: suicidal ideation counts as resolved when the instrument's SI item is at or below
+    #: this (0: "no suicidal thoughts"; some studies take MADRS item 10 <= 1).
+    si_resolution_max: float = Field(default=0, ge=0)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "OutcomeSettings":
         if self.confirm_min_days > self.confirm_max_days:
             raise ValueError(
                 f"confirm_min_days ({self.confirm_min_days}) must not exceed confirm_max_days ({self.confirm_max_days})"
             )
-        if self.arms and self.reference_arm not in self.arms:
-            raise ValueError(f"reference_arm {self.reference_arm!r} must be one of arms {list(self.arms)}")
-        allowed = {"age_at_index", "sex", "baseline_score", "prior_failed_trials", "diagnosis", "weight_kg"}
-        bad = set(self.covariates) - allowed
-        if bad:
-            raise ValueError(f"unknown covariates {sorted(bad)}; choose from {sorted(allowed)}")
-        if self.strata is not None and self.strata not in {"site", "sex", "diagnosis"}:
-            raise ValueError(f"strata must be site, sex, diagnosis or null, not {self.strata!r}")
-        if self.strata is not None and self.strata in self.covariates:
-            raise ValueError(f"{self.strata!r} cannot be both a covariate and the strata")
         if not self.endpoints:
             raise ValueError(f"endpoints must name at least one of {', '.join(ENDPOINTS)}")
         unknown = [e for e in self.endpoints if e not in ENDPOINTS]
@@ -178,6 +147,71 @@ class StudySettings(_Frozen):
                                  f"the {ENDPOINTS[code].origin}")
         if len(set(self.endpoints)) != len(self.endpoints):
             raise ValueError(f"endpoints {list(self.endpoints)} name one endpoint twice")
+        if self.remission_max is not None and self.relapse_min is not None and self.remission_max >= self.relapse_min:
+            raise ValueError(f"remission_max ({self.remission_max:g}) must be below relapse_min ({self.relapse_min:g})")
+        return self
+
+
+#: Study covariates (the ADSL column each becomes: ketaoutcomes.derive.COVARIATE_COLUMNS).
+COVARIATES = ("age_at_index", "sex", "baseline_score", "prior_failed_trials", "diagnosis", "weight_kg")
+STRATA = ("site", "sex", "diagnosis")
+
+
+class ModelSettings(_Frozen):
+    """The outcome models: covariates and strata of the adjusted Cox model, interval level,
+    estimability, restricted mean time and the discrete-time sensitivity analysis."""
+
+    covariates: tuple[str, ...] = ("age_at_index", "sex", "baseline_score", "prior_failed_trials")
+    strata: str | None = "site"
+    alpha: float = Field(default=0.05, gt=0, lt=0.5)
+    #: Arms with fewer events than this get no hazard ratio (reported as not estimable).
+    min_events_per_arm: int = Field(default=5, ge=1)
+    #: Restricted mean time without the event (non-response, non-remission, no relapse) up to
+    #: this many days after the origin, per arm.
+    rmst_horizon_days: int = Field(default=56, ge=1, le=3650)
+    #: Discrete-time (interval-censored) sensitivity analysis: width in days of the bands with
+    #: their own baseline hazard; wider than the longest regular visit gap.
+    discrete_band_days: int = Field(default=28, ge=1, le=365)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "ModelSettings":
+        bad = set(self.covariates) - set(COVARIATES)
+        if bad:
+            raise ValueError(f"unknown covariates {sorted(bad)}; choose from {sorted(COVARIATES)}")
+        if self.strata is not None and self.strata not in STRATA:
+            raise ValueError(f"strata must be site, sex, diagnosis or null, not {self.strata!r}")
+        if self.strata is not None and self.strata in self.covariates:
+            raise ValueError(f"{self.strata!r} cannot be both a covariate and the strata")
+        return self
+
+
+class PropensitySettings(_Frozen):
+    """Propensity-score adjustment of each route vs the reference arm, and the diagnostics gate
+    (endpoints.md): an estimate whose max |SMD| after weighting is at or above ``max_smd``, or
+    whose equipoise is below ``min_equipoise``, or whose diagnostics could not be computed, is
+    marked as failing diagnostics and withheld."""
+
+    #: Inverse probability of treatment weights (truncated at ps_truncation), overlap weights,
+    #: or 1:1 matching.
+    weighting: Literal["iptw", "overlap", "matching"] = "iptw"
+    ps_truncation: float | None = Field(default=10.0, gt=1)
+    #: Matching: greedy 1:1 nearest neighbour on the logit of the propensity score, within this
+    #: many standard deviations of it.
+    caliper: float = Field(default=0.2, gt=0, le=5)
+    #: Matching: when fewer than this share of a route's patients are matched, a note says the
+    #: matched HR describes the matched patients, not everyone given the route.
+    matched_share_for_att: float = Field(default=0.9, gt=0, le=1)
+    max_smd: float = Field(default=0.1, gt=0, le=1)
+    #: null: the balance rule is max |SMD| < max_smd (endpoints.md). A value: a covariate fails only
+    #: when its |SMD| is significantly above max_smd at this family-wise level (one-sided,
+    #: Bonferroni; Hripcsak et al. 2025, CohortMethod's sdmAlpha), which stops rare covariate
+    #: levels in small cohorts from failing the gate by chance.
+    balance_alpha: float | None = Field(default=None, gt=0, lt=1)
+    min_equipoise: float = Field(default=0.2, ge=0, le=1)
+    equipoise_bounds: tuple[float, float] = (0.3, 0.7)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "PropensitySettings":
         lo, hi = self.equipoise_bounds
         if not 0 < lo < hi < 1:
             raise ValueError(f"equipoise_bounds {list(self.equipoise_bounds)} must satisfy 0 < low < high < 1")
@@ -185,12 +219,111 @@ class StudySettings(_Frozen):
             raise ValueError("overlap weights are bounded by design: set ps_truncation = null (or use iptw)")
         if self.weighting == "matching" and self.ps_truncation is not None:
             raise ValueError("matching gives no weights to truncate: set ps_truncation = null (or use iptw)")
-        if self.remission_max is not None and self.relapse_min is not None and self.remission_max >= self.relapse_min:
-            raise ValueError(f"remission_max ({self.remission_max:g}) must be below relapse_min ({self.relapse_min:g})")
-        if self.time_at_risk_days is not None and self.time_at_risk_days <= self.confirm_max_days:
-            raise ValueError(f"time_at_risk_days ({self.time_at_risk_days}) leaves no room to confirm a relapse "
-                             f"(confirm_max_days {self.confirm_max_days})")
         return self
+
+
+class RelapseSettings(_Frozen):
+    """Relapse among responders: maintenance as a time-varying exposure, cumulative incidence."""
+
+    #: A responder counts as on maintenance from each maintenance session until this many days
+    #: after it (covering the usual 1-4 week gaps between sessions).
+    maintenance_exposure_days: int = Field(default=35, ge=1, le=365)
+    #: Days after the response at which the cumulative incidence of relapse is tabulated (the
+    #: restricted-mean horizon is added).
+    cif_days: tuple[int, ...] = (28, 56, 84, 182)
+
+
+class SecondarySettings(_Frozen):
+    """Safety, mood trajectories and the exploratory effect-modifier models."""
+
+    #: The mood-trajectory mixed model is fitted on at most this many patients per arm (a seeded
+    #: random sample; statsmodels' MixedLM loops over patients, so its time grows with them).
+    trajectory_max_patients_per_arm: int = Field(default=3000, ge=50)
+    #: Clinically relevant dissociation: a session's CADSS score above this.
+    cadss_cutoff: float = Field(default=4.0, ge=0)
+    #: Effect modifiers: dose per this relative step of the route's median induction dose.
+    modifier_dose_step: float = Field(default=0.25, gt=0, le=1)
+    #: Effect modifiers: age per this many years.
+    modifier_age_unit: float = Field(default=10, gt=0)
+    #: Effect modifiers: an age-centred HR needs events within this many years of the centre.
+    modifier_age_window_years: float = Field(default=10, gt=0)
+    #: Effect modifiers: route x site strata are used only with this many events per stratum on average.
+    modifier_min_events_per_stratum: int = Field(default=10, ge=1)
+
+
+class ReportSettings(_Frozen):
+    """What the report shows."""
+
+    #: Small-cell suppression: counts from 1 to this are shown as "<{small_cell_max + 1}".
+    small_cell_max: int = Field(default=10, ge=0)
+
+
+#: The groups of a study specification, by key, in file order.
+GROUPS: dict[str, type[_Frozen]] = {
+    "cohort": CohortSettings, "outcomes": OutcomeSettings, "models": ModelSettings,
+    "propensity": PropensitySettings, "relapse": RelapseSettings, "secondary": SecondarySettings,
+    "report": ReportSettings,
+}
+#: A flat (version 1) key -> the group that holds it now.
+FLAT_KEYS: dict[str, str] = {key: group for group, cls in GROUPS.items() for key in cls.model_fields}
+
+
+def nest(raw: dict) -> dict:
+    """Read the flat form (every field at the top, as study files were written before the
+    settings were grouped) into the nested one; a key given both ways is refused."""
+    if not isinstance(raw, dict):
+        return raw
+    out = {k: (dict(v) if isinstance(v, dict) else v) for k, v in raw.items() if k not in FLAT_KEYS}
+    for key, value in raw.items():
+        if key in FLAT_KEYS:
+            group = out.setdefault(FLAT_KEYS[key], {})
+            if not isinstance(group, dict):
+                continue  # a group given as an object is validated as it is
+            if key in group:
+                raise ValueError(f"{key} is given twice: at the top and in [{FLAT_KEYS[key]}]; keep {FLAT_KEYS[key]}.{key}")
+            group[key] = value
+    return out
+
+
+class StudySettings(_Frozen):
+    """A study specification: one frozen, validated settings object per step, composed (as
+    CohortMethod's ``createCmAnalysis`` from ``create*Args``), with an id. The flat form of earlier
+    study files (every field at the top level) is read into the groups (:func:`nest`), and so are
+    flat keyword arguments: ``StudySettings(weighting="matching", ps_truncation=None)``."""
+
+    name: str = "default"
+    cohort: CohortSettings = CohortSettings()
+    outcomes: OutcomeSettings = OutcomeSettings()
+    models: ModelSettings = ModelSettings()
+    propensity: PropensitySettings = PropensitySettings()
+    relapse: RelapseSettings = RelapseSettings()
+    secondary: SecondarySettings = SecondarySettings()
+    report: ReportSettings = ReportSettings()
+    #: Seed of every random step of the analysis (no hidden randomness).
+    random_seed: int = Field(default=20261121, ge=0)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _nest(cls, data):
+        return nest(data)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "StudySettings":
+        tar = self.cohort.time_at_risk_days
+        if tar is not None and tar <= self.outcomes.confirm_max_days:
+            raise ValueError(f"time_at_risk_days ({tar}) leaves no room to confirm a relapse "
+                             f"(confirm_max_days {self.outcomes.confirm_max_days})")
+        return self
+
+    def updated(self, **changes) -> "StudySettings":
+        """A validated copy with ``changes`` (flat keys or whole groups)."""
+        data = self.model_dump()
+        for key, value in nest(changes).items():
+            if key in GROUPS and isinstance(value, dict):
+                data[key] = {**data[key], **value}
+            else:
+                data[key] = value
+        return StudySettings.model_validate(data)
 
 
 #: The default study shipped with the package (equal to ``StudySettings()``; a test keeps them equal).

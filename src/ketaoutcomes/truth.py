@@ -59,10 +59,10 @@ def _arm_only_hrs(adtte: pl.DataFrame, target: str, study: StudySettings) -> dic
     for paramcd in adtte["PARAMCD"].unique().sort().to_list():
         frame = adtte.filter(pl.col("PARAMCD") == paramcd).with_columns(cnsr_to_event(pl.col("CNSR")).alias("EVENT"))
         events = dict(frame.group_by("ARM").agg(pl.col("EVENT").sum()).iter_rows())
-        if min(events.get(target, 0), events.get(study.reference_arm, 0)) < study.min_events_per_arm:
+        if min(events.get(target, 0), events.get(study.cohort.reference_arm, 0)) < study.models.min_events_per_arm:
             continue
         res = cox_ph(frame, time="AVAL", event="EVENT", covariates=["ARM"],
-                     categorical={"ARM": study.reference_arm}, ties="efron", alpha=study.alpha)
+                     categorical={"ARM": study.cohort.reference_arm}, ties="efron", alpha=study.models.alpha)
         row = res.summary.filter(pl.col("term") == f"ARM[{target}]").row(0, named=True)
         if row["hr"] is not None:
             out[paramcd] = row
@@ -119,11 +119,11 @@ def observed_grid_estimands(
     pooled_adtte = pl.concat(adtte)
     origin = pl.col("USUBJID").str.split_exact(":", 1).struct.field("field_1").alias("_pid")
     for target in params.arms:
-        if target == study.reference_arm:
+        if target == study.cohort.reference_arm:
             continue
-        for estimand, given in (("marginal_pair", [target, study.reference_arm]), ("marginal_treated", [target])):
+        for estimand, given in (("marginal_pair", [target, study.cohort.reference_arm]), ("marginal_treated", [target])):
             pids = assigned.filter(pl.col("arm").is_in(given))["patient_id"].implode()
-            keep = pl.col("_pid").is_in(pids) & pl.col("ARM").is_in([target, study.reference_arm])
+            keep = pl.col("_pid").is_in(pids) & pl.col("ARM").is_in([target, study.cohort.reference_arm])
             pt = pooled_adtte.with_columns(origin).filter(keep).drop("_pid")
             for paramcd, row in _arm_only_hrs(pt, target, study).items():
                 out.setdefault(paramcd, {}).setdefault(estimand, {})[target] = {

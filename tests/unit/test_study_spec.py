@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from ketaoutcomes.settings import DEFAULT_STUDY_FILE, StudySettings, load_study
@@ -51,4 +53,36 @@ def test_impossible_combinations_are_refused_with_a_clear_message(tmp_path, fiel
 
 def test_overlap_weighting_without_truncation_is_fine():
     s = StudySettings(weighting="overlap", ps_truncation=None)
-    assert s.weighting == "overlap"
+    assert s.propensity.weighting == "overlap"
+
+
+def test_a_flat_study_file_from_before_the_groups_reads_as_the_nested_settings(tmp_path):
+    """Study files written before the settings were grouped (every key at the top) keep working."""
+    flat = Path(__file__).parent / "data" / "default_flat_v1.toml"
+    assert load_study(flat) == StudySettings()
+    mixed = tmp_path / "mixed.toml"
+    mixed.write_text('weighting = "overlap"\nps_truncation_is_gone = 1\n')
+    with pytest.raises(ValueError, match="ps_truncation_is_gone"):
+        load_study(mixed)
+
+
+def test_a_key_given_flat_and_in_its_group_is_refused(tmp_path):
+    both = tmp_path / "both.toml"
+    both.write_text('alpha = 0.1\n[models]\nalpha = 0.05\n')
+    with pytest.raises(ValueError, match="alpha is given twice.*models.alpha"):
+        load_study(both)
+
+
+def test_every_setting_has_one_home():
+    from ketaoutcomes.settings import GROUPS
+
+    keys = [k for cls in GROUPS.values() for k in cls.model_fields]
+    assert len(keys) == len(set(keys)), "a flat key must name one field of one group"
+    assert not set(keys) & set(StudySettings.model_fields)
+
+
+def test_updated_copies_are_validated():
+    s = StudySettings().updated(weighting="matching", ps_truncation=None)
+    assert s.propensity.weighting == "matching" and s.cohort == StudySettings().cohort
+    with pytest.raises(ValueError, match="ps_truncation"):
+        StudySettings().updated(weighting="overlap")

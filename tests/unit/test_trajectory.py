@@ -264,7 +264,7 @@ def test_synthetic_cohort_ketamine_iv_faster_than_ssri():
     study = StudySettings()
     d = derive_all(frames["patients"], frames["courses"], frames["sessions"], frames["mood_scores"],
                    registries=load_registries(), study=study)
-    data = trajectory_data(d.adsl, frames["mood_scores"], instrument=study.instrument)
+    data = trajectory_data(d.adsl, frames["mood_scores"], instrument=study.cohort.instrument)
     n_anl = d.adsl.filter(pl.col("ANLFL") == "Y").height
     assert data["USUBJID"].n_unique() == n_anl  # every analysed course has a post-baseline rating
     res = fit_trajectories(data)

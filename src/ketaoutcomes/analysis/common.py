@@ -52,8 +52,8 @@ class ModelTerms:
 
     @classmethod
     def of(cls, study: StudySettings) -> "ModelTerms":
-        return cls(tuple(COVARIATE_COLUMNS[c] for c in study.covariates),
-                   COVARIATE_COLUMNS[study.strata] if study.strata else None)
+        return cls(tuple(COVARIATE_COLUMNS[c] for c in study.models.covariates),
+                   COVARIATE_COLUMNS[study.models.strata] if study.models.strata else None)
 
     @property
     def with_strata(self) -> list[str]:

@@ -49,16 +49,16 @@ def _cox_models(frame: pl.DataFrame, paramcd: str, study: StudySettings
 
     notes: list[Note] = []
     events_by_arm = dict(frame.group_by("ARM").agg(pl.col("EVENT").sum()).iter_rows())
-    ref = study.reference_arm
+    ref = study.cohort.reference_arm
     if ref not in events_by_arm:
         return [], [], [note(f"reference arm {ref!r} has no courses; no hazard ratios", (ref,))]
-    too_few = sorted(a for a, e in events_by_arm.items() if e < study.min_events_per_arm)
+    too_few = sorted(a for a, e in events_by_arm.items() if e < study.models.min_events_per_arm)
     if ref in too_few:
         return [], [], [note(f"reference arm {ref!r} has {events_by_arm[ref]} events "
-                             f"(< {study.min_events_per_arm}); no hazard ratios", (ref,))]
+                             f"(< {study.models.min_events_per_arm}); no hazard ratios", (ref,))]
     if too_few:
         notes.append(note(f"arm(s) {', '.join(too_few)} left out of the Cox models: fewer than "
-                          f"{study.min_events_per_arm} events (not estimable)", tuple(too_few)))
+                          f"{study.models.min_events_per_arm} events (not estimable)", tuple(too_few)))
     data = frame.filter(~pl.col("ARM").is_in(too_few))
     if data["ARM"].n_unique() < 2:
         return [], [], notes + [note("fewer than two arms with enough events; no hazard ratios")]
@@ -69,10 +69,10 @@ def _cox_models(frame: pl.DataFrame, paramcd: str, study: StudySettings
     }
     summaries, fits = [], []
     for model, spec in specs.items():
-        categorical = categorical_references(data, spec["covariates"], arm_reference=study.reference_arm)
+        categorical = categorical_references(data, spec["covariates"], arm_reference=study.cohort.reference_arm)
         res = cox_ph(
             data, time="AVAL", event="EVENT", covariates=spec["covariates"], categorical=categorical,
-            strata=spec["strata"], ties="efron", alpha=study.alpha,
+            strata=spec["strata"], ties="efron", alpha=study.models.alpha,
         )
         summaries.append(res.summary.with_columns(pl.lit(paramcd).alias("paramcd"), pl.lit(model).alias("model")))
         fits.append({
@@ -96,10 +96,10 @@ def _ph_check(frame: pl.DataFrame, paramcd: str, study: StudySettings, summaries
     from ketaoutcomes.models.diagnostics import ph_test
 
     terms = ModelTerms.of(study)
-    arms = arms_of_terms(summaries["term"]) | {study.reference_arm}
+    arms = arms_of_terms(summaries["term"]) | {study.cohort.reference_arm}
     data = frame.filter(pl.col("ARM").is_in(sorted(arms)))
     covs = ["ARM", *terms.covariates]
-    categorical = categorical_references(data, covs, arm_reference=study.reference_arm)
+    categorical = categorical_references(data, covs, arm_reference=study.cohort.reference_arm)
     strata = terms.strata
     try:
         out = ph_test(data, time="AVAL", event="EVENT", covariates=covs, categorical=categorical, strata=strata)
@@ -119,14 +119,14 @@ def _discrete_time(frame: pl.DataFrame, visits: pl.DataFrame, paramcd: str, stud
     somewhere between the previous and the event visit; this model uses only that."""
     from ketaoutcomes.models.diagnostics import discrete_time_cox, discrete_time_data
 
-    arms = arms_of_terms(summaries["term"]) | {study.reference_arm}
+    arms = arms_of_terms(summaries["term"]) | {study.cohort.reference_arm}
     data = frame.filter(pl.col("ARM").is_in(sorted(arms)))
     covs = ["ARM", *ModelTerms.of(study).with_strata]  # site as fixed effects in place of strata
-    categorical = categorical_references(data, covs, arm_reference=study.reference_arm)
+    categorical = categorical_references(data, covs, arm_reference=study.cohort.reference_arm)
     try:
         pp = discrete_time_data(data, visits, time="AVAL", event="EVENT", visit_time="ADY",
-                                band_width=float(study.discrete_band_days), keep=covs)
-        res = discrete_time_cox(pp, covariates=covs, categorical=categorical, alpha=study.alpha)
+                                band_width=float(study.models.discrete_band_days), keep=covs)
+        res = discrete_time_cox(pp, covariates=covs, categorical=categorical, alpha=study.models.alpha)
     except Exception as exc:  # noqa: BLE001 - a sensitivity analysis that cannot run is reported
         return pl.DataFrame(), [Note(f"the discrete-time sensitivity analysis could not be fitted: "
                                      f"{type(exc).__name__}: {str(exc)[:200]}", step="models", endpoint=paramcd,
@@ -134,7 +134,7 @@ def _discrete_time(frame: pl.DataFrame, visits: pl.DataFrame, paramcd: str, stud
     out = res.summary.with_columns(
         pl.lit(paramcd).alias("paramcd"), pl.lit(res.n_rows).alias("n_intervals"),
         pl.lit(res.n_subjects).alias("n_subjects"), pl.lit(res.n_events).alias("n_events"),
-        pl.lit(study.discrete_band_days).alias("band_days"),
+        pl.lit(study.models.discrete_band_days).alias("band_days"),
         pl.lit("; ".join(res.notes) or None, dtype=pl.String).alias("notes"))
     return out, []
 
@@ -148,19 +148,19 @@ def analyze(adsl: pl.DataFrame, adtte: pl.DataFrame, *, study: StudySettings, we
     discrete-time sensitivity analysis."""
     km, med, lr, cox, fits, notes, ph, rmst, disc = [], [], [], [], [], [], [], [], []
     w = WeightedComparisons()
-    for paramcd in (c for c in ENDPOINTS if c in study.endpoints):  # registry order
+    for paramcd in (c for c in ENDPOINTS if c in study.outcomes.endpoints):  # registry order
         ep = ENDPOINTS[paramcd]
         frame = model_frame(adsl, adtte, paramcd)
         if frame.is_empty():
             notes.append(Note("no rows; nothing to estimate", step="models", endpoint=paramcd, severity="warning"))
             continue
         if ep.runs("km") or ep.runs("rmst"):
-            k = kaplan_meier(frame, time="AVAL", event="EVENT", group="ARM", alpha=study.alpha)
+            k = kaplan_meier(frame, time="AVAL", event="EVENT", group="ARM", alpha=study.models.alpha)
             if ep.runs("km"):
                 km.append(k.table.with_columns(pl.lit(paramcd).alias("paramcd")))
                 med.append(k.medians.with_columns(pl.lit(paramcd).alias("paramcd")))
             if ep.runs("rmst"):
-                rmst.append(restricted_mean(k, horizon=study.rmst_horizon_days)
+                rmst.append(restricted_mean(k, horizon=study.models.rmst_horizon_days)
                             .with_columns(pl.lit(paramcd).alias("paramcd")))
         if ep.runs("logrank") and frame["ARM"].n_unique() >= 2:
             t = logrank_test(frame, time="AVAL", event="EVENT", group="ARM")

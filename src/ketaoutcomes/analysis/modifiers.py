@@ -21,18 +21,18 @@ def modifier_analyses(adsl: pl.DataFrame, adtte: pl.DataFrame, sessions: pl.Data
     routes. Exploratory: p-values are not adjusted for multiplicity."""
     from ketaoutcomes.models.modifiers import course_dose, effect_modifiers
 
-    if "TTRESP" not in study.endpoints or not ENDPOINTS["TTRESP"].runs("modifiers"):
+    if "TTRESP" not in study.outcomes.endpoints or not ENDPOINTS["TTRESP"].runs("modifiers"):
         return StepResult()
     frame = model_frame(adsl, adtte, "TTRESP")
-    arms = [a for a in ketamine_arms if a in set(frame["ARM"].unique().to_list()) and a != study.reference_arm]
-    if frame.is_empty() or not arms or study.reference_arm not in frame["ARM"].unique().to_list():
+    arms = [a for a in ketamine_arms if a in set(frame["ARM"].unique().to_list()) and a != study.cohort.reference_arm]
+    if frame.is_empty() or not arms or study.cohort.reference_arm not in frame["ARM"].unique().to_list():
         return StepResult(notes=(Note("effect modifiers: no ketamine route or no reference arm among the analysed "
                                       "courses; not fitted", step="modifiers", severity="warning"),))
     frame = frame.join(course_dose(sessions, courses.select("course_id", "arm")), on="COURSEID", how="left")
-    adjust = [COVARIATE_COLUMNS[c] for c in study.covariates if c in ("baseline_score", "prior_failed_trials")]
+    adjust = [COVARIATE_COLUMNS[c] for c in study.models.covariates if c in ("baseline_score", "prior_failed_trials")]
     strata = ModelTerms.of(study).strata
-    res = effect_modifiers(frame, reference_arm=study.reference_arm, ketamine_arms=arms, strata=strata,
-                           adjust=adjust, alpha=study.alpha, min_events=study.min_events_per_arm)
+    res = effect_modifiers(frame, reference_arm=study.cohort.reference_arm, ketamine_arms=arms, strata=strata,
+                           adjust=adjust, alpha=study.models.alpha, min_events=study.models.min_events_per_arm)
     out = {"results_modifiers_subgroups": res.subgroups, "results_modifiers_interactions": res.interactions,
            "results_modifiers_ketamine": res.within_ketamine}
     return StepResult(out, tuple(Note(f"effect modifiers: {n}", step="modifiers") for n in res.notes))

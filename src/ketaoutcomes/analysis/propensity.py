@@ -9,7 +9,6 @@ from dataclasses import dataclass, field
 import polars as pl
 
 from ketaoutcomes.analysis.common import CATEGORICAL, ModelTerms
-from ketaoutcomes.models.matching import MATCHED_SHARE_FOR_ATT
 from ketaoutcomes.notes import Note
 from ketaoutcomes.settings import StudySettings
 
@@ -40,11 +39,11 @@ def ps_weighted(frame: pl.DataFrame, paramcd: str, study: StudySettings, arms: l
     covs = ModelTerms.of(study).with_strata  # site moves arm choice: a confounder for the propensity model
     categorical = [c for c in covs if c in CATEGORICAL]
     for target in arms:
-        pair = frame.filter(pl.col("ARM").is_in([target, study.reference_arm]))
-        ps = fit_propensity(pair, target=target, comparator=study.reference_arm, covariates=covs,
-                            categorical=categorical, weighting=study.weighting, truncation=study.ps_truncation,
-                            max_smd=study.max_smd, min_equipoise=study.min_equipoise,
-                            equipoise_bounds=study.equipoise_bounds, balance_alpha=study.balance_alpha,
+        pair = frame.filter(pl.col("ARM").is_in([target, study.cohort.reference_arm]))
+        ps = fit_propensity(pair, target=target, comparator=study.cohort.reference_arm, covariates=covs,
+                            categorical=categorical, weighting=study.propensity.weighting, truncation=study.propensity.ps_truncation,
+                            max_smd=study.propensity.max_smd, min_equipoise=study.propensity.min_equipoise,
+                            equipoise_bounds=study.propensity.equipoise_bounds, balance_alpha=study.propensity.balance_alpha,
                             **matching_options(study))
         reasons = list(ps.gate_reasons)
         summary = None
@@ -56,7 +55,7 @@ def ps_weighted(frame: pl.DataFrame, paramcd: str, study: StudySettings, arms: l
             try:
                 # matched pairs: robust variance clustered on the matched set (Austin 2013)
                 res = weighted_cox(weighted, time="AVAL", event="EVENT", covariates=["ARM"],
-                                   categorical={"ARM": study.reference_arm}, weights="weight", alpha=study.alpha,
+                                   categorical={"ARM": study.cohort.reference_arm}, weights="weight", alpha=study.models.alpha,
                                    cluster="match_set" if "match_set" in keep else None)
                 summary = res.summary.filter(pl.col("term") == f"ARM[{target}]")
                 if not res.converged:
@@ -65,9 +64,9 @@ def ps_weighted(frame: pl.DataFrame, paramcd: str, study: StudySettings, arms: l
                 reasons.append(f"weighted Cox model could not be fitted: {type(exc).__name__}: {exc}")
             try:
                 km = weighted_kaplan_meier(weighted, time="AVAL", event="EVENT", weights="weight", group="ARM",
-                                           alpha=study.alpha)
+                                           alpha=study.models.alpha)
             except Exception as exc:  # noqa: BLE001 - reported with the pair, never silently missing
-                out.notes.append(Note(f"weighted Kaplan-Meier of {target} vs {study.reference_arm} could not be "
+                out.notes.append(Note(f"weighted Kaplan-Meier of {target} vs {study.cohort.reference_arm} could not be "
                                       f"computed: {type(exc).__name__}: {exc}", step="propensity", endpoint=paramcd,
                                       arms=(target,), severity="warning"))
         else:
@@ -77,13 +76,13 @@ def ps_weighted(frame: pl.DataFrame, paramcd: str, study: StudySettings, arms: l
         gate = [pl.lit(paramcd).alias("paramcd"), pl.lit(verdict).alias("diagnostics"),
                 pl.lit("; ".join(reasons) or None, dtype=pl.String).alias("gate_reasons")]
         if summary is not None and summary.height:
-            out.cox.append(summary.with_columns(*gate, pl.lit(study.weighting).alias("model")))
+            out.cox.append(summary.with_columns(*gate, pl.lit(study.propensity.weighting).alias("model")))
         if km is not None:
-            pair_cols = [pl.lit(target).alias("target"), pl.lit(study.weighting).alias("weighting")]
+            pair_cols = [pl.lit(target).alias("target"), pl.lit(study.propensity.weighting).alias("weighting")]
             out.km.append(km.table.with_columns(*gate, *pair_cols))
             out.km_median.append(km.medians.with_columns(*gate, *pair_cols))
         out.ps.append({
-            "paramcd": paramcd, "target": target, "comparator": study.reference_arm, "weighting": ps.weighting,
+            "paramcd": paramcd, "target": target, "comparator": study.cohort.reference_arm, "weighting": ps.weighting,
             "truncation": ps.truncation, "n_target": ps.n_target, "n_comparator": ps.n_comparator,
             "n_dropped": ps.n_dropped, "n_truncated": ps.n_truncated, "ess_target": ps.ess_target,
             "ess_comparator": ps.ess_comparator, "equipoise": ps.equipoise,
@@ -96,14 +95,14 @@ def ps_weighted(frame: pl.DataFrame, paramcd: str, study: StudySettings, arms: l
         out.preference.append(preference_histogram(ps.scores).with_columns(
             pl.lit(paramcd).alias("paramcd"), pl.lit(target).alias("target")))
         matched = getattr(ps, "n_matched_target", 0)
-        if study.weighting == "matching" and ps.n_target and matched < MATCHED_SHARE_FOR_ATT * ps.n_target:
+        if study.propensity.weighting == "matching" and ps.n_target and matched < study.propensity.matched_share_for_att * ps.n_target:
             out.notes.append(Note(
                 f"only {matched:,} of {ps.n_target:,} {target} patients were matched (too few "
-                f"{study.reference_arm} patients close enough): the matched HR describes the matched patients, "
+                f"{study.cohort.reference_arm} patients close enough): the matched HR describes the matched patients, "
                 f"not everyone given {target}", step="propensity", endpoint=paramcd, arms=(target,), severity="info"))
         if not passed:
-            out.notes.append(Note(f"{target} vs {study.reference_arm} fails the diagnostics gate "
-                                  f"({'; '.join(reasons)}): its {study.weighting} HR is not a result to read",
+            out.notes.append(Note(f"{target} vs {study.cohort.reference_arm} fails the diagnostics gate "
+                                  f"({'; '.join(reasons)}): its {study.propensity.weighting} HR is not a result to read",
                                   step="propensity", endpoint=paramcd, arms=(target,), severity="withheld"))
 
 
@@ -128,4 +127,4 @@ def preference_histogram(scores: pl.DataFrame, bins: int = PREFERENCE_BINS) -> p
 
 
 def matching_options(study: StudySettings) -> dict:
-    return {"caliper": study.caliper} if study.weighting == "matching" else {}
+    return {"caliper": study.propensity.caliper} if study.propensity.weighting == "matching" else {}

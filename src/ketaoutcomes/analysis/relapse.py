@@ -55,7 +55,7 @@ def relapse_analyses(adsl: pl.DataFrame, adtte: pl.DataFrame, sessions: pl.DataF
     def note(text: str, severity: str = "warning", arms: tuple[str, ...] = ()) -> None:
         notes.append(Note(text, step="relapse", arms=arms, severity=severity))
 
-    if "TTRELAPS" not in study.endpoints or not ENDPOINTS["TTRELAPS"].runs("relapse"):
+    if "TTRELAPS" not in study.outcomes.endpoints or not ENDPOINTS["TTRELAPS"].runs("relapse"):
         return StepResult()
     terms = ModelTerms.of(study)
     covs, strata = list(terms.covariates), terms.strata
@@ -66,24 +66,24 @@ def relapse_analyses(adsl: pl.DataFrame, adtte: pl.DataFrame, sessions: pl.DataF
         return StepResult(out, tuple(notes))
 
     # --- maintenance as a time-varying exposure
-    rows, n = relapse_counting_process(rel, sessions, exposure_days=study.maintenance_exposure_days)
+    rows, n = relapse_counting_process(rel, sessions, exposure_days=study.relapse.maintenance_exposure_days)
     for text in n:
         note(text)
     events = dict(rows.group_by("ARM").agg(pl.col("EVENT").sum()).iter_rows())
-    too_few = sorted(a for a, e in events.items() if e < study.min_events_per_arm)
+    too_few = sorted(a for a, e in events.items() if e < study.models.min_events_per_arm)
     data = rows.filter(~pl.col("ARM").is_in(too_few))
     if too_few:
         note(f"relapse (maintenance model): arm(s) {', '.join(too_few)} left out: fewer than "
-             f"{study.min_events_per_arm} relapses", arms=tuple(too_few))
-    if data["EVENT"].sum() >= study.min_events_per_arm and data["MAINT"].n_unique() == 2:
+             f"{study.models.min_events_per_arm} relapses", arms=tuple(too_few))
+    if data["EVENT"].sum() >= study.models.min_events_per_arm and data["MAINT"].n_unique() == 2:
         arms = data["ARM"].unique().to_list()
         model_covs = (["ARM"] if len(arms) > 1 else []) + ["MAINT", *covs]
         categorical = categorical_references(
-            data, model_covs, arm_reference=study.reference_arm if study.reference_arm in arms
+            data, model_covs, arm_reference=study.cohort.reference_arm if study.cohort.reference_arm in arms
             else reference_level(data, "ARM"))
         res = cox_ph(data, time="TSTOP", entry="TSTART", event="EVENT", covariates=model_covs,
                      categorical={k: v for k, v in categorical.items() if k in model_covs}, strata=strata,
-                     ties="efron", alpha=study.alpha)
+                     ties="efron", alpha=study.models.alpha)
         exposed = data.group_by("MAINT").agg((pl.col("TSTOP") - pl.col("TSTART")).sum().alias("days"),
                                              pl.col("EVENT").sum().alias("events"))
         d = {m: (t, e) for m, t, e in exposed.iter_rows()}
@@ -94,7 +94,7 @@ def relapse_analyses(adsl: pl.DataFrame, adtte: pl.DataFrame, sessions: pl.DataF
             pl.lit(d.get(1, (0, 0))[1]).cast(pl.Int64).alias("relapses_on_maintenance"),
             pl.lit(d.get(0, (0, 0))[0]).cast(pl.Float64).alias("days_off_maintenance"),
             pl.lit(d.get(0, (0, 0))[1]).cast(pl.Int64).alias("relapses_off_maintenance"),
-            pl.lit(study.maintenance_exposure_days).alias("exposure_days"),
+            pl.lit(study.relapse.maintenance_exposure_days).alias("exposure_days"),
             pl.lit("; ".join(res.notes) or None, dtype=pl.String).alias("notes"))
     else:
         note("relapse (maintenance model): too few relapses, or nobody (or everybody) on maintenance; "
@@ -104,13 +104,13 @@ def relapse_analyses(adsl: pl.DataFrame, adtte: pl.DataFrame, sessions: pl.DataF
     from ketaoutcomes.models.competing import cumulative_incidence, gray_test
 
     cr = rel.with_columns(relapse_status(rel).alias("STATUS"))
-    cif = cumulative_incidence(cr, time="AVAL", status="STATUS", group="ARM", causes=RELAPSE_STATES, alpha=study.alpha)
+    cif = cumulative_incidence(cr, time="AVAL", status="STATUS", group="ARM", causes=RELAPSE_STATES, alpha=study.models.alpha)
     out["results_relapse_cif"] = cif.table
-    out["results_relapse_cif_at"] = cif.at(sorted({28, 56, 84, 182, study.rmst_horizon_days}))
+    out["results_relapse_cif_at"] = cif.at(sorted({*study.relapse.cif_days, study.models.rmst_horizon_days}))
     gray = []
     arms = sorted(cr["ARM"].unique().to_list())
-    pairs = [("all arms", arms)] + [(f"{a} vs {study.reference_arm}", [a, study.reference_arm])
-                                    for a in arms if a != study.reference_arm and study.reference_arm in arms]
+    pairs = [("all arms", arms)] + [(f"{a} vs {study.cohort.reference_arm}", [a, study.cohort.reference_arm])
+                                    for a in arms if a != study.cohort.reference_arm and study.cohort.reference_arm in arms]
     for label, group in pairs:
         sub = cr.filter(pl.col("ARM").is_in(group))
         present = set(sub["STATUS"].unique().to_list())

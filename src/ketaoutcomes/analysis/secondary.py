@@ -32,13 +32,14 @@ def secondary_analyses(
     s = sessions.join(c.select("course_id"), on="course_id", how="semi")
     ae = adverse_events.join(s.select("session_id"), on="session_id", how="semi")
     out = {
-        "results_safety": session_safety(s, ae, c, alpha=study.alpha),
-        "results_safety_patients": per_patient_safety(s, ae, c, alpha=study.alpha),
+        "results_safety": session_safety(s, ae, c, alpha=study.models.alpha, cadss_cutoff=study.secondary.cadss_cutoff),
+        "results_safety_patients": per_patient_safety(s, ae, c, alpha=study.models.alpha,
+                                                      cadss_cutoff=study.secondary.cadss_cutoff),
     }
     notes: list[Note] = []
-    data = trajectory_data(adsl, scores, instrument=study.instrument, horizon_days=study.rmst_horizon_days,
-                           baseline_window_days=study.baseline_window_days)
-    cap = study.trajectory_max_patients_per_arm
+    data = trajectory_data(adsl, scores, instrument=study.cohort.instrument, horizon_days=study.models.rmst_horizon_days,
+                           baseline_window_days=study.cohort.baseline_window_days)
+    cap = study.secondary.trajectory_max_patients_per_arm
     per_arm = data.group_by("ARM").agg(pl.col("USUBJID").unique().sort())
     if (per_arm["USUBJID"].list.len() > cap).any():
         keep = per_arm.with_columns(pl.col("USUBJID").list.sample(
@@ -47,8 +48,8 @@ def secondary_analyses(
         data = data.join(keep, on="USUBJID", how="semi")
         notes.append(Note(f"trajectories: fitted on a random sample of at most {cap:,} patients per arm "
                           f"(seed {study.random_seed}); the intervals are those of the sample", step="secondary"))
-    if data["ARM"].n_unique() >= 2 and study.reference_arm in data["ARM"].unique().to_list():
-        traj = fit_trajectories(data, reference_arm=study.reference_arm, alpha=study.alpha)
+    if data["ARM"].n_unique() >= 2 and study.cohort.reference_arm in data["ARM"].unique().to_list():
+        traj = fit_trajectories(data, reference_arm=study.cohort.reference_arm, alpha=study.models.alpha)
         out["results_trajectory"] = traj.predicted.with_columns(pl.lit(traj.converged).alias("converged"))
         out["results_trajectory_fixed"] = traj.fixed
         notes += [Note(f"trajectories: {n}", step="secondary", severity="warning") for n in traj.notes]

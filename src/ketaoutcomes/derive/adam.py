@@ -42,21 +42,21 @@ def derive_adtte(
     Returns the rows (sorted by PARAMCD, USUBJID), each endpoint's population steps
     ``(code, ((rule, courses left), ...))`` and notes.
     """
-    if study.instrument not in registries.instruments:
+    if study.cohort.instrument not in registries.instruments:
         raise ValueError(
-            f"study instrument {study.instrument!r} is not in the instruments registry "
+            f"study instrument {study.cohort.instrument!r} is not in the instruments registry "
             f"({', '.join(sorted(registries.instruments))}); add it to instruments.csv or change the study"
         )
     pop = adsl.filter(pl.col("ANLFL") == "Y").select(
         "STUDYID", "USUBJID", "COURSEID", "ARM", pl.col("TRTSDTM").alias("STARTDT"), "FUENDTM", "ICEREAS", "BASE"
     )
-    ratings = followup_ratings(pop, scores, study.instrument).select("USUBJID", "assessed_at", "total_score")
+    ratings = followup_ratings(pop, scores, study.cohort.instrument).select("USUBJID", "assessed_at", "total_score")
     derived: dict[str, pl.DataFrame] = {}
     populations: list[tuple[str, tuple[tuple[str, pl.DataFrame], ...]]] = []
     notes: list[Note] = []
-    for code in (c for c in ENDPOINTS if c in study.endpoints):  # registry order: required endpoints first
+    for code in (c for c in ENDPOINTS if c in study.outcomes.endpoints):  # registry order: required endpoints first
         out = DERIVATIONS[code](EndpointInput(adsl=adsl, pop=pop, ratings=ratings, scores=scores,
-                                              instrument=registries.instruments[study.instrument], study=study,
+                                              instrument=registries.instruments[study.cohort.instrument], study=study,
                                               derived=dict(derived)))
         derived[code] = out.rows
         if out.population:
@@ -92,7 +92,7 @@ def derive_all(
     study: StudySettings,
 ) -> DeriveResult:
     """ADSL, ADTTE and attrition from the staged tables."""
-    missing = [c for c in study.endpoints if c not in DERIVATIONS]
+    missing = [c for c in study.outcomes.endpoints if c not in DERIVATIONS]
     if missing:  # a declared endpoint without a derivation would silently have no rows
         raise ValueError(f"endpoint(s) {missing} are declared in ketaoutcomes.endpoints but have no derivation "
                          "(register one with ketaoutcomes.derive.events.derivation)")
@@ -103,9 +103,9 @@ def derive_all(
     if n_unknown:
         cohort_notes.append(Note(
             f"new-user rule: {n_unknown} course(s) without observation_start (look-back unknown) were "
-            + ("excluded (require_known_lookback)" if study.require_known_lookback else
+            + ("excluded (require_known_lookback)" if study.cohort.require_known_lookback else
                "kept; set require_known_lookback = true to exclude them"),
-            step="derive", severity="warning" if study.require_known_lookback else "info"))
+            step="derive", severity="warning" if study.cohort.require_known_lookback else "info"))
     n_after = adsl.filter(pl.col("LOOKBACK") < 0).height
     if n_after:
         cohort_notes.append(Note(
@@ -113,5 +113,5 @@ def derive_all(
             "first course (a data error in the export: the records must cover the course) were excluded "
             "as not known to be new users", step="derive", severity="warning"))
     attrition = _with_endpoint_populations(attrition, adsl, populations)
-    visits = assessment_days(adsl, scores, instrument=study.instrument)
+    visits = assessment_days(adsl, scores, instrument=study.cohort.instrument)
     return DeriveResult(adsl=adsl, adtte=adtte, attrition=attrition, notes=(*cohort_notes, *notes), visits=visits)

@@ -66,7 +66,7 @@ def derive_adsl(
     attrition : DataFrame
         step, rule, arm, n_remaining, n_excluded: counts per arm after each rule.
     """
-    study_arms = set(study.arms) if study.arms else None
+    study_arms = set(study.cohort.arms) if study.cohort.arms else None
     courses = courses.sort("patient_id", "start_date", "course_id")
     courses = courses.with_columns(
         pl.col("start_date").shift(-1).over("patient_id").alias("_next_start"),
@@ -100,9 +100,9 @@ def derive_adsl(
     )
 
     # Baseline: last rating of the instrument in [first dose - window, first dose].
-    inst = scores.filter(pl.col("instrument") == study.instrument)
+    inst = scores.filter(pl.col("instrument") == study.cohort.instrument)
     base = baseline_rating(inst, idx.select("patient_id", "TRTSDTM"), key="patient_id", origin="TRTSDTM",
-                           window_days=study.baseline_window_days).select(
+                           window_days=study.cohort.baseline_window_days).select(
         "patient_id", pl.col("total_score").alias("BASE"), pl.col("assessed_at").alias("BASEDTM"))
     post = (
         inst.join(idx.select("patient_id", "TRTSDTM", "FUENDTM"), on="patient_id", how="inner")
@@ -136,7 +136,7 @@ def derive_adsl(
             "ICEREAS",
             pl.col("end_reason").alias("DCREAS"),
             (pl.col("start_date") - pl.col("observation_start")).dt.total_days().cast(pl.Int32).alias("LOOKBACK"),
-            pl.lit(study.instrument).alias("PARAMINS"),
+            pl.lit(study.cohort.instrument).alias("PARAMINS"),
             "BASE",
             "BASEDTM",
             pl.col("concomitant_ssri").alias("CONSSRI"),
@@ -148,11 +148,11 @@ def derive_adsl(
     )
     adsl = adsl.with_columns(
         pl.when(pl.col("LOOKBACK").is_null()).then(None)
-        .when(pl.col("LOOKBACK") >= study.washout_days).then(pl.lit("Y")).otherwise(pl.lit("N"))
+        .when(pl.col("LOOKBACK") >= study.cohort.washout_days).then(pl.lit("Y")).otherwise(pl.lit("N"))
         .alias("NEWUSFL")
     )
     in_arm = pl.lit(True) if study_arms is None else pl.col("ARM").is_in(sorted(study_arms))
-    new_user = (pl.col("NEWUSFL") == "Y") if study.require_known_lookback else (pl.col("NEWUSFL") != "N").fill_null(True)
+    new_user = (pl.col("NEWUSFL") == "Y") if study.cohort.require_known_lookback else (pl.col("NEWUSFL") != "N").fill_null(True)
     has_base = pl.col("BASE").is_not_null()
     # Analysis population (like a trial's full analysis set): a baseline and at
     # least one rating after the first dose; the attrition table counts both rules.
@@ -171,15 +171,15 @@ def derive_adsl(
     if study_arms is not None:
         pop = pop.filter(in_arm)
         steps.append((f"index course on a study arm ({', '.join(sorted(study_arms))})", pop, None))
-    unknown = "; unknown look-back excluded" if study.require_known_lookback else "; unknown look-back kept"
+    unknown = "; unknown look-back excluded" if study.cohort.require_known_lookback else "; unknown look-back kept"
     pop = pop.filter(new_user)
-    steps.append((f"new user: records cover >= {study.washout_days} d before the index course "
+    steps.append((f"new user: records cover >= {study.cohort.washout_days} d before the index course "
                   f"(washout){unknown}", pop, None))
     pop = pop.filter(has_base)
     steps.append(
-        (f"baseline {study.instrument} in [first dose - {study.baseline_window_days} d, first dose]", pop, None)
+        (f"baseline {study.cohort.instrument} in [first dose - {study.cohort.baseline_window_days} d, first dose]", pop, None)
     )
-    steps.append((f"at least one {study.instrument} rating after the first dose", pop.filter(has_post), None))
+    steps.append((f"at least one {study.cohort.instrument} rating after the first dose", pop.filter(has_post), None))
     attrition = attrition_table(steps)
     return adsl, attrition
 

@@ -73,17 +73,17 @@ class EndpointInput:
     @property
     def response_reduction(self) -> float:
         s = self.study
-        return s.response_reduction if s.response_reduction is not None else self.instrument.response_reduction
+        return s.outcomes.response_reduction if s.outcomes.response_reduction is not None else self.instrument.response_reduction
 
     @property
     def remission_max(self) -> float:
         s = self.study
-        return s.remission_max if s.remission_max is not None else self.instrument.remission_max
+        return s.outcomes.remission_max if s.outcomes.remission_max is not None else self.instrument.remission_max
 
     @property
     def relapse_min(self) -> float:
         s = self.study
-        return s.relapse_min if s.relapse_min is not None else self.instrument.relapse_min
+        return s.outcomes.relapse_min if s.outcomes.relapse_min is not None else self.instrument.relapse_min
 
 
 @dataclass(frozen=True)

@@ -23,7 +23,7 @@ def derive_ttrelaps(inp: EndpointInput) -> EndpointRows:
         "STUDYID", "USUBJID", "COURSEID", "ARM", pl.col("ADT").alias("STARTDT"), "FUENDTM", "ICEREAS"
     )
     rows = relapse_rows(responders, inp.ratings, threshold=inp.relapse_min, study=inp.study,
-                        instrument=inp.study.instrument)
+                        instrument=inp.study.cohort.instrument)
     return EndpointRows(rows, population=(("relapse endpoint (TTRELAPS): responders (a TTRESP event)", responders),))
 
 
@@ -50,7 +50,7 @@ def relapse_rows(
         .with_columns(pl.col("_nl_shift").backward_fill().over("USUBJID").alias("_next_low"))
     )
     # backward_fill of the shifted series gives, for row i, the first low rating at a row > i.
-    r = r.with_columns((pl.col("assessed_at") + pl.duration(days=study.confirm_min_days)).alias("_confirm_from"))
+    r = r.with_columns((pl.col("assessed_at") + pl.duration(days=study.outcomes.confirm_min_days)).alias("_confirm_from"))
     cand = r.select("USUBJID", pl.col("assessed_at").alias("_t2"), pl.col("_high").alias("_high2")).sort(
         "USUBJID", "_t2"
     )
@@ -61,7 +61,7 @@ def relapse_rows(
     confirmed = (
         pl.col("_high")
         & pl.col("_t2").is_not_null()
-        & (pl.col("_t2") <= pl.col("assessed_at") + pl.duration(days=study.confirm_max_days))
+        & (pl.col("_t2") <= pl.col("assessed_at") + pl.duration(days=study.outcomes.confirm_max_days))
         & pl.col("_high2")
         & (pl.col("_next_low").is_null() | (pl.col("_next_low") > pl.col("_t2")))
     )
@@ -70,8 +70,8 @@ def relapse_rows(
     out = first_event(
         responders, r_for_events.drop("_high"), pl.col("_confirmed"),
         paramcd="TTRELAPS", param=f"Time from response to confirmed relapse ({instrument} >= {threshold:g})",
-        evntdesc=f"relapse: {instrument} >= {threshold:g}, confirmed {study.confirm_min_days}-{study.confirm_max_days} days later",
-        tar_days=study.time_at_risk_days,
+        evntdesc=f"relapse: {instrument} >= {threshold:g}, confirmed {study.outcomes.confirm_min_days}-{study.outcomes.confirm_max_days} days later",
+        tar_days=study.cohort.time_at_risk_days,
     )
     last_high = r.sort("USUBJID", "assessed_at").group_by("USUBJID").agg(pl.col("_high").last().alias("_last_high"))
     out = out.join(last_high, on="USUBJID", how="left").with_columns(

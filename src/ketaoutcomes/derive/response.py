@@ -21,8 +21,8 @@ def derive_ttresp(inp: EndpointInput) -> EndpointRows:
     study, reduction = inp.study, inp.response_reduction
     rows = first_event(
         inp.pop, inp.ratings, pl.col("total_score") <= pl.col("BASE") * (1 - reduction),
-        paramcd="TTRESP", param=f"Time to response ({instrument_pct(reduction)} reduction in {study.instrument})",
-        evntdesc=f"response: {study.instrument} <= {1 - reduction:g} x baseline", tar_days=study.time_at_risk_days,
+        paramcd="TTRESP", param=f"Time to response ({instrument_pct(reduction)} reduction in {study.cohort.instrument})",
+        evntdesc=f"response: {study.cohort.instrument} <= {1 - reduction:g} x baseline", tar_days=study.cohort.time_at_risk_days,
     )
     return EndpointRows(rows)
 
@@ -33,9 +33,9 @@ def derive_ttrem(inp: EndpointInput) -> EndpointRows:
     rem_pop = inp.pop.filter(pl.col("BASE") > remission)
     rows = first_event(
         rem_pop, inp.ratings, pl.col("total_score") <= remission,
-        paramcd="TTREM", param=f"Time to remission ({study.instrument} <= {remission:g})",
-        evntdesc=f"remission: {study.instrument} <= {remission:g}", tar_days=study.time_at_risk_days,
+        paramcd="TTREM", param=f"Time to remission ({study.cohort.instrument} <= {remission:g})",
+        evntdesc=f"remission: {study.cohort.instrument} <= {remission:g}", tar_days=study.cohort.time_at_risk_days,
     )
-    rule = (f"remission endpoint (TTREM): baseline {study.instrument} above the remission threshold "
+    rule = (f"remission endpoint (TTREM): baseline {study.cohort.instrument} above the remission threshold "
             f"{remission:g} (not already in remission)")
     return EndpointRows(rows, population=((rule, rem_pop),))

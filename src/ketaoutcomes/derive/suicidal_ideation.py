@@ -13,8 +13,8 @@ Definitions:
   is above ``resolved_at_most`` (the study's ``si_resolution_max``, default 0, i.e. any
   suicidal ideation).
 * **Baseline SI item**: the ``si_item_score`` of the baseline rating, i.e. the
-  last rating of ``instrument`` in [first dose - ``study.baseline_window_days``,
-  first dose] — for ``instrument == study.instrument`` that is the same rating
+  last rating of ``instrument`` in [first dose - ``study.cohort.baseline_window_days``,
+  first dose] — for ``instrument == study.cohort.instrument`` that is the same rating
   as BASE/BASEDTM. If that rating has no SI item score the course is left out
   (counted): an earlier rating is *not* used instead, so baseline SI and BASE
   always come from the same visit.
@@ -26,7 +26,7 @@ Definitions:
 * **Censoring**: at the last post-baseline rating with a non-missing SI item —
   CNSR 1 (no event seen), CNSR 2 when follow-up ended at an intercurrent event
   (ICEREAS: switch, new antidepressant or new course), CNSR 5 past
-  ``study.time_at_risk_days`` (as for the primary endpoints), CNSR 3 (AVAL = 0)
+  ``study.cohort.time_at_risk_days`` (as for the primary endpoints), CNSR 3 (AVAL = 0)
   when there is no post-baseline rating with an SI item.
 * **EVSCORE** holds the SI item score at the event (not the total score).
 """
@@ -96,9 +96,9 @@ def _si_resolution(adsl: pl.DataFrame, scores: pl.DataFrame, *, instrument: str,
         pl.col("patient_id").alias("USUBJID"), "assessed_at", pl.col("si_item_score").cast(pl.Float64)
     )
     # Baseline rating: the last rating of the instrument in [first dose - window, first dose]
-    # (the same rating as adam.py's BASE when instrument == study.instrument); its SI item,
+    # (the same rating as adam.py's BASE when instrument == study.cohort.instrument); its SI item,
     # missing or not, is the baseline SI item.
-    base = baseline_rating(inst, pop, key="USUBJID", origin="STARTDT", window_days=study.baseline_window_days).select(
+    base = baseline_rating(inst, pop, key="USUBJID", origin="STARTDT", window_days=study.cohort.baseline_window_days).select(
         "USUBJID", pl.col("si_item_score").alias("BASESI"))
     pop = pop.join(base, on="USUBJID", how="left")
     has_si = pl.col("BASESI").is_not_null()
@@ -107,7 +107,7 @@ def _si_resolution(adsl: pl.DataFrame, scores: pl.DataFrame, *, instrument: str,
 
     steps = [
         (f"baseline {instrument} SI item recorded (baseline rating in [first dose - "
-         f"{study.baseline_window_days} d, first dose])", pop.filter(has_si)),
+         f"{study.cohort.baseline_window_days} d, first dose])", pop.filter(has_si)),
         (f"baseline {instrument} SI item > {resolved_at_most:g} (suicidal ideation present)", si_pop),
     ]
     attrition = attrition_table([("analysed courses (ANLFL = Y)", pop, None), *((r, f, None) for r, f in steps)])
@@ -128,7 +128,7 @@ def _si_resolution(adsl: pl.DataFrame, scores: pl.DataFrame, *, instrument: str,
         paramcd=PARAMCD,
         param=f"Time to resolution of suicidal ideation ({instrument} SI item <= {resolved_at_most:g})",
         evntdesc=f"SI resolved: {instrument} SI item <= {resolved_at_most:g}",
-        tar_days=study.time_at_risk_days,
+        tar_days=study.cohort.time_at_risk_days,
     )
     adtte = out.select(ADTTE_COLUMNS).sort("USUBJID")
     return adtte, attrition, steps
@@ -136,11 +136,11 @@ def _si_resolution(adsl: pl.DataFrame, scores: pl.DataFrame, *, instrument: str,
 
 @derivation(PARAMCD)
 def derive_ttsires(inp: EndpointInput) -> EndpointRows:
-    """TTSIRES on the study instrument's SI item, resolution at ``study.si_resolution_max``."""
+    """TTSIRES on the study instrument's SI item, resolution at ``study.outcomes.si_resolution_max``."""
     scores = inp.scores
     if "si_item_score" not in scores.columns:  # optional in the contract: absent means not recorded
         scores = scores.with_columns(pl.lit(None, dtype=pl.Float64).alias("si_item_score"))
-    rows, _, steps = _si_resolution(inp.adsl, scores, instrument=inp.study.instrument, study=inp.study,
-                                    resolved_at_most=inp.study.si_resolution_max)
+    rows, _, steps = _si_resolution(inp.adsl, scores, instrument=inp.study.cohort.instrument, study=inp.study,
+                                    resolved_at_most=inp.study.outcomes.si_resolution_max)
     return EndpointRows(rows, population=tuple((f"suicidal-ideation endpoint (TTSIRES): {rule}", frame)
                                                for rule, frame in steps))
