@@ -27,14 +27,8 @@ import polars as pl
 import statsmodels.api as sm
 from scipy import stats
 
-from ketaoutcomes.models.survival import (
-    _design,
-    _drop_missing,
-    _event_indicator,
-    _exp,
-    _numeric,
-    cox_ph,
-)
+from ketaoutcomes.models.common import drop_missing, event_indicator, numeric, safe_exp
+from ketaoutcomes.models.survival import _design, cox_ph
 
 __all__ = [
     "DiscreteTimeResult",
@@ -197,7 +191,7 @@ def ph_test(
         raise ValueError("ties must be 'efron' or 'breslow'")
     categorical = dict(categorical or {})
     cols = [time, event, *covariates] + ([strata] if strata else [])
-    data, _, _ = _drop_missing(frame, cols)
+    data, _, _ = drop_missing(frame, cols)
     fit = cox_ph(data, time=time, event=event, covariates=covariates, categorical=categorical,
                  strata=strata, ties=ties)
     coef = fit.summary["coef"]
@@ -208,8 +202,8 @@ def ph_test(
     names = fit.summary["term"].to_list()
     X = design.X[:, [design.names.index(t) for t in names]]
     beta = coef.to_numpy()
-    t = _numeric(data[time], "time")
-    status = _event_indicator(data[event])
+    t = numeric(data[time], "time")
+    status = event_indicator(data[event])
     s = data[strata].to_numpy() if strata else np.zeros(len(t), dtype=int)
     tt = _time_transform(t, status, transform)
     gtime = tt - tt[status == 1].mean()
@@ -273,7 +267,7 @@ def discrete_time_data(
         them. Subjects with ``time <= 0`` contribute no rows (nothing observed).
     """
     subj = adtte.select(id_col, pl.col(time).cast(pl.Float64).alias("_aval"),
-                        pl.Series("_ev", _event_indicator(adtte[event])), *keep)
+                        pl.Series("_ev", event_indicator(adtte[event])), *keep)
     v = visits.select(id_col, pl.col(visit_time).cast(pl.Float64).alias("stop"))
     v = pl.concat([v, subj.select(id_col, pl.col("_aval").alias("stop"))])
     pp = (
@@ -400,13 +394,13 @@ def discrete_time_cox(
     """
     categorical = dict(categorical or {})
     cols = [event, interval_col, *covariates] + ([length_col] if length_col else []) + ([id_col] if id_col else [])
-    data, _, notes = _drop_missing(person_period, cols)
-    y = _event_indicator(data[event]).astype(float)
+    data, _, notes = drop_missing(person_period, cols)
+    y = event_indicator(data[event]).astype(float)
     band_ev = data.group_by(interval_col).agg(pl.len().alias("n_rows"), pl.col(event).sum().alias("n_events"))
     empty = band_ev.filter(pl.col("n_events") == 0)[interval_col].to_list()
     if empty:
         data = data.filter(~pl.col(interval_col).is_in(empty))
-        y = _event_indicator(data[event]).astype(float)
+        y = event_indicator(data[event]).astype(float)
         notes.append(f"bands without events dropped (rows carry no information): {sorted(empty)}")
     design, dnotes = _design(data, covariates, categorical)
     notes += dnotes
@@ -414,7 +408,7 @@ def discrete_time_cox(
     band_codes = data[interval_col].to_numpy()
     B = np.column_stack([(band_codes == lv).astype(float) for lv in levels])
     X = np.column_stack([B, design.X])
-    offset = np.log(_numeric(data[length_col], "length")) if length_col else None
+    offset = np.log(numeric(data[length_col], "length")) if length_col else None
     model = sm.GLM(y, X, family=sm.families.Binomial(link=sm.families.links.CLogLog()), offset=offset)
     res_model = model.fit(tol=1e-12, maxiter=200)
     se_model = np.asarray(res_model.bse)
@@ -431,8 +425,8 @@ def discrete_time_cox(
     for j, term in enumerate(design.names):
         b, s = float(params[nb + j]), float(se[nb + j])
         z = b / s
-        rows.append((term, b, _exp(b), s, z, float(2 * stats.norm.sf(abs(z))), _exp(b - zq * s), _exp(b + zq * s),
-                     float(se_model[nb + j])))
+        rows.append((term, b, safe_exp(b), s, z, float(2 * stats.norm.sf(abs(z))),
+                     safe_exp(b - zq * s), safe_exp(b + zq * s), float(se_model[nb + j])))
     summary = pl.DataFrame(
         rows,
         schema=["term", "coef", "hr", "se", "z", "p_value", "hr_lower", "hr_upper", "se_model"],

@@ -39,6 +39,19 @@ from scipy import stats
 from statsmodels.duration.hazard_regression import PHReg
 from statsmodels.duration.survfunc import SurvfuncRight, survdiff
 
+from ketaoutcomes.models.common import (
+    ALL_GROUP,
+    ci_band,
+    drop_missing,
+    event_indicator,
+    format_level,
+    level_codes,
+    numeric,
+    plural,
+    quadratic_test,
+    safe_exp,
+)
+
 __all__ = [
     "CoxResult",
     "KMResult",
@@ -47,9 +60,6 @@ __all__ = [
     "kaplan_meier",
     "logrank_test",
 ]
-
-#: Label of the single group when :func:`kaplan_meier` is called without ``group``.
-ALL_GROUP = "all"
 
 #: Confidence-interval transforms for the survival curve, named as R's
 #: ``survfit(conf.type=...)`` names them.
@@ -194,122 +204,7 @@ class CoxResult:
     terms: tuple[str, ...] = field(default=())
 
 
-def _exp(x: float) -> float:
-    """exp that gives inf instead of raising: a near-separated term (huge coefficient or
-    standard error) must show an unbounded interval, not crash the analysis."""
-    try:
-        return math.exp(x)
-    except OverflowError:
-        return math.inf
-
-
-def _event_indicator(series: pl.Series) -> np.ndarray:
-    """The 1/0 event column as an int array; the one place it is read.
-
-    Booleans are taken as True = event. Anything but 0/1 raises, so an R-style
-    1/2 ``status`` or an ADaM ``CNSR`` passed by mistake fails loudly.
-    """
-    if series.dtype == pl.Boolean:
-        return series.cast(pl.Int64).to_numpy()
-    if not series.dtype.is_numeric():
-        raise ValueError(f"event column {series.name!r} must be numeric 1/0 or boolean")
-    arr = series.cast(pl.Float64).to_numpy()
-    bad = ~np.isin(arr, (0.0, 1.0))
-    if bad.any():
-        seen = sorted({float(v) for v in arr[bad]})[:5]
-        raise ValueError(
-            f"event column {series.name!r} must be 1 = event, 0 = censored; found {seen}. "
-            "Convert ADaM CNSR with cnsr_to_event()."
-        )
-    return arr.astype(np.int64)
-
-
-# --------------------------------------------------------------------------- helpers
-def _format_level(value: Any) -> str:
-    """Label for a group or factor level: whole floats print as integers (1.0 -> '1')."""
-    if isinstance(value, float) and value.is_integer():
-        return str(int(value))
-    return str(value)
-
-
-def _plural(n: int, word: str) -> str:
-    return f"{n} {word}" if n == 1 else f"{n} {word}s"
-
-
-def _require_columns(frame: pl.DataFrame, columns: Sequence[str]) -> None:
-    missing = [c for c in columns if c not in frame.columns]
-    if missing:
-        raise KeyError(f"columns not in frame: {missing}")
-
-
-def _drop_missing(frame: pl.DataFrame, columns: Sequence[str], *, what: str = "values"
-                  ) -> tuple[pl.DataFrame, int, list[str]]:
-    """Drop rows with a null (or NaN) in ``columns``; count them and say why (``what`` names the
-    columns in the note when more than one has gaps)."""
-    cols = list(dict.fromkeys(columns))
-    _require_columns(frame, cols)
-    missing_exprs = []
-    for c in cols:
-        expr = pl.col(c).is_null()
-        if frame.schema[c].is_float():
-            expr = expr | pl.col(c).is_nan()
-        missing_exprs.append(expr.alias(c))
-    flags = frame.select(missing_exprs)
-    any_missing = flags.select(pl.any_horizontal(pl.all())).to_series()
-    n_dropped = int(any_missing.sum())
-    if n_dropped == 0:
-        return frame, 0, []
-    per_col = {c: int(flags[c].sum()) for c in cols if int(flags[c].sum())}
-    detail = ", ".join(f"{c}: {k}" for c, k in per_col.items())
-    if len(per_col) == 1:
-        note = f"{_plural(n_dropped, 'row')} dropped for missing {next(iter(per_col))}"
-    else:
-        note = f"{_plural(n_dropped, 'row')} dropped for missing {what} ({detail})"
-    return frame.filter(~any_missing), n_dropped, [note]
-
-
-def _numeric(series: pl.Series, what: str) -> np.ndarray:
-    if series.dtype == pl.Boolean:
-        return series.cast(pl.Float64).to_numpy()
-    if not series.dtype.is_numeric():
-        raise ValueError(f"{what} column {series.name!r} must be numeric, not {series.dtype}")
-    return series.cast(pl.Float64).to_numpy()
-
-
-def _labels(series: pl.Series) -> tuple[np.ndarray, list[str]]:
-    """Integer codes (sorted by the column's natural order) and string labels."""
-    levels = series.unique().sort().to_list()
-    codes = series.replace_strict(levels, list(range(len(levels))), return_dtype=pl.Int64).to_numpy()
-    return codes, [_format_level(v) for v in levels]
-
-
 # --------------------------------------------------------------------------- Kaplan-Meier
-def _ci_band(surv: np.ndarray, se_log: np.ndarray, z: float, conf_type: str) -> tuple[np.ndarray, np.ndarray]:
-    """Pointwise CI of S(t), R's ``survfit_confint`` with ``logse = TRUE``.
-
-    ``se_log`` is the Greenwood standard error of -log S(t). NaN marks R's NA.
-    """
-    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
-        if conf_type == "log":
-            # R: xx <- ifelse(p == 0, NA, p); exp(log(xx) -/+ z*se), upper capped at 1.
-            xx = np.where(surv == 0, np.nan, surv)
-            lower = np.exp(np.log(xx) - z * se_log)
-            upper = np.minimum(np.exp(np.log(xx) + z * se_log), 1.0)
-        elif conf_type == "log-log":
-            # R: NA at p == 0 or p == 1; interval on log(-log S), not capped.
-            xx = np.where((surv == 0) | (surv == 1), np.nan, surv)
-            se2 = z * se_log / np.log(xx)
-            lower = np.exp(-np.exp(np.log(-np.log(xx)) - se2))
-            upper = np.exp(-np.exp(np.log(-np.log(xx)) + se2))
-        else:  # plain
-            # R: S -/+ z*se(S), with se(S) = S*se_log, clipped to [0, 1].
-            se2 = se_log * surv * z
-            lower = np.maximum(surv - se2, 0.0)
-            upper = np.minimum(surv + se2, 1.0)
-    upper = np.where(np.isnan(lower) & np.isnan(upper), np.nan, upper)
-    return lower, upper
-
-
 def _r_median(time: np.ndarray, curve: np.ndarray, tol: float = _R_QUANTILE_TOL) -> float | None:
     """Median as R's ``print(survfit)`` computes it (``survival:::survmean``'s ``minmin``).
 
@@ -386,15 +281,15 @@ def _km_inputs(frame: pl.DataFrame, *, time: str, event: str, group: str | None,
     if not 0 < alpha < 1:
         raise ValueError("alpha must be in (0, 1)")
     cols = [time, event, *extra] + ([group] if group is not None else [])
-    data, n_dropped, notes = _drop_missing(frame, cols)
-    t = _numeric(data[time], "time")
+    data, n_dropped, notes = drop_missing(frame, cols)
+    t = numeric(data[time], "time")
     if (t < 0).any():
         raise ValueError(f"time column {time!r} has negative values")
-    d = _event_indicator(data[event])
+    d = event_indicator(data[event])
     if group is None:
         codes, labels = np.zeros(len(t), dtype=np.int64), [ALL_GROUP]
     else:
-        codes, labels = _labels(data[group])
+        codes, labels = level_codes(data[group])
     return data, n_dropped, notes, t, d, codes, labels, float(stats.norm.ppf(1 - alpha / 2))
 
 
@@ -457,7 +352,7 @@ def kaplan_meier(
     for k, label in enumerate(labels):
         mask = codes == k
         g = _km_one_group(t[mask], d[mask])
-        lower, upper = _ci_band(g["survival"], g["se_log"], z, conf_type)
+        lower, upper = ci_band(g["survival"], g["se_log"], z, conf_type)
         tables.append(
             pl.DataFrame(
                 {
@@ -546,13 +441,13 @@ def logrank_test(
     for small p).
     """
     cols = [time, event, group] + ([strata] if strata is not None else [])
-    data, n_dropped, notes = _drop_missing(frame, cols)
-    t = _numeric(data[time], "time")
-    d = _event_indicator(data[event])
-    codes, labels = _labels(data[group])
+    data, n_dropped, notes = drop_missing(frame, cols)
+    t = numeric(data[time], "time")
+    d = event_indicator(data[event])
+    codes, labels = level_codes(data[group])
     if len(labels) < 2:
         raise ValueError(f"log-rank test needs at least two groups in {group!r}; found {labels}")
-    s_codes = _labels(data[strata])[0] if strata is not None else np.zeros(len(t), dtype=np.int64)
+    s_codes = level_codes(data[strata])[0] if strata is not None else np.zeros(len(t), dtype=np.int64)
 
     observed = np.zeros(len(labels))
     expected = np.zeros(len(labels))
@@ -737,8 +632,8 @@ def _design(data: pl.DataFrame, covariates: Sequence[str], categorical: Mapping[
     for cov in covariates:
         s = data[cov]
         if cov in categorical:
-            ref = _format_level(categorical[cov])
-            codes, labels = _labels(s)
+            ref = format_level(categorical[cov])
+            codes, labels = level_codes(s)
             if ref not in labels:
                 raise ValueError(f"reference level {ref!r} of {cov!r} is not among the analysed values {labels}")
             # one 0/1 column per non-reference level, in the column's natural order
@@ -754,7 +649,7 @@ def _design(data: pl.DataFrame, covariates: Sequence[str], categorical: Mapping[
         else:
             if s.dtype == pl.String or s.dtype == pl.Categorical or s.dtype == pl.Enum:
                 raise ValueError(f"covariate {cov!r} is not numeric: give its reference level in `categorical`")
-            cols.append(_numeric(s, "covariate"))
+            cols.append(numeric(s, "covariate"))
             names.append(cov)
             source[cov] = None
     X = np.column_stack(cols) if cols else np.zeros((data.height, 0))
@@ -792,7 +687,7 @@ def _non_estimable(
             idx = [design.names.index(t) for t in terms]
             sub = design.X[:, idx]
             is_ref = keep & (sub.sum(axis=1) == 0)
-            ref_label = _format_level(categorical[cov])
+            ref_label = format_level(categorical[cov])
             if cov not in ref_done and is_ref.any() and status[is_ref].sum() == 0:
                 ref_done.add(cov)
                 keep &= ~is_ref
@@ -802,7 +697,7 @@ def _non_estimable(
                 # against the first remaining level (not reported, as they have another reference)
                 drop_cols.add(terms[0])
                 notes.append(
-                    f"reference level {ref_label!r} of {cov} has no events ({_plural(int(is_ref.sum()), 'row')}): "
+                    f"reference level {ref_label!r} of {cov} has no events ({plural(int(is_ref.sum()), 'row')}): "
                     f"hazard ratios against it are not estimable (infinite); {cov} terms reported as null, "
                     "those rows left out of the fit"
                 )
@@ -815,7 +710,7 @@ def _non_estimable(
                     drop_cols.add(t)
                     null_terms[t] = f"level of {cov} has no events"
                     notes.append(
-                        f"{t} has no events ({_plural(int(rows.sum()), 'row')}): its hazard ratio is not "
+                        f"{t} has no events ({plural(int(rows.sum()), 'row')}): its hazard ratio is not "
                         "estimable (tends to 0); reported as null, those rows left out of the fit"
                     )
                     changed = True
@@ -831,9 +726,9 @@ def _non_estimable(
                 if status[rows].sum() == 0:
                     keep &= ~rows
                     drop_cols.add(t)
-                    null_terms[t] = f"{t} = {_format_level(float(v))} has no events"
+                    null_terms[t] = f"{t} = {format_level(float(v))} has no events"
                     notes.append(
-                        f"{t} = {_format_level(float(v))} has no events ({_plural(int(rows.sum()), 'row')}): "
+                        f"{t} = {format_level(float(v))} has no events ({plural(int(rows.sum()), 'row')}): "
                         f"the hazard ratio for {t} {direction} and is not estimable; reported as null, "
                         "those rows left out of the fit"
                     )
@@ -866,13 +761,6 @@ def _phreg(
         # entry to the next representable double gives R's rule exactly.
         entry = np.nextafter(entry, np.inf)
     return PHReg(time, X, status=status, entry=entry, strata=strata, ties=ties)
-
-
-def _quadratic_test(u: np.ndarray, info: np.ndarray) -> float | None:
-    try:
-        return float(u @ np.linalg.solve(info, u))
-    except np.linalg.LinAlgError:
-        return None
 
 
 SUMMARY_COLS = ("coef", "hr", "se", "z", "p_value", "hr_lower", "hr_upper")
@@ -997,20 +885,20 @@ def cox_ph(
         raise ValueError(f"categorical columns {unknown} are not in covariates")
 
     cols = [time, event, *covariates] + [c for c in (strata, entry) if c is not None]
-    data, n_dropped, notes = _drop_missing(frame, cols)
+    data, n_dropped, notes = drop_missing(frame, cols)
     n = data.height
-    t = _numeric(data[time], "time")
-    d = _event_indicator(data[event])
+    t = numeric(data[time], "time")
+    d = event_indicator(data[event])
     if (t < 0).any():
         raise ValueError(f"time column {time!r} has negative values")
     e = None
     if entry is not None:
-        e = _numeric(data[entry], "entry")
+        e = numeric(data[entry], "entry")
         bad = int((e >= t).sum())
         if bad:
             # R's Surv(start, stop, event) refuses these too ("Stop time must be > start time").
-            raise ValueError(f"{_plural(bad, 'row')} with {entry} >= {time}: intervals must have entry < time")
-    s_codes = _labels(data[strata])[0] if strata is not None else None
+            raise ValueError(f"{plural(bad, 'row')} with {entry} >= {time}: intervals must have entry < time")
+    s_codes = level_codes(data[strata])[0] if strata is not None else None
 
     design, design_notes = _design(data, covariates, categorical)
     notes += design_notes
@@ -1075,12 +963,12 @@ def cox_ph(
             {
                 "term": name,
                 "coef": params[i],
-                "hr": _exp(params[i]),
+                "hr": safe_exp(params[i]),
                 "se": bse[i],
                 "z": zval[i],
                 "p_value": pval[i],
-                "hr_lower": _exp(params[i] - z_crit * bse[i]),
-                "hr_upper": _exp(params[i] + z_crit * bse[i]),
+                "hr_lower": safe_exp(params[i] - z_crit * bse[i]),
+                "hr_upper": safe_exp(params[i] + z_crit * bse[i]),
             }
         )
     summary = pl.DataFrame(
@@ -1109,9 +997,9 @@ def cox_ph(
     # (constant) ones, whose coefficient it reports as NA.
     lr_df = len(names) - sum(1 for why in null_terms.values() if why.endswith("is constant"))
     lr_p = float(stats.chi2.sf(lr_chi2, lr_df))
-    wald_chi2 = _quadratic_test(params, cov) if converged else math.nan  # b' V^-1 b
+    wald_chi2 = quadratic_test(params, cov) if converged else math.nan  # b' V^-1 b
     wald_chi2 = math.nan if wald_chi2 is None else wald_chi2
-    score_chi2 = _quadratic_test(full.score(zero), -full.hessian(zero))
+    score_chi2 = quadratic_test(full.score(zero), -full.hessian(zero))
     if score_chi2 is None:
         notes.append("score test not computed: information matrix at zero is singular")
 

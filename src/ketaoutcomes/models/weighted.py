@@ -44,23 +44,25 @@ import pandas as pd
 import polars as pl
 from scipy import stats
 
+from ketaoutcomes.models.common import (
+    ci_band,
+    drop_missing,
+    event_indicator,
+    level_codes,
+    numeric,
+    plural,
+    quadratic_test,
+    safe_exp,
+)
 from ketaoutcomes.models.survival import (
+    SUMMARY_COLS,
     CoxResult,
     KMResult,
-    _ci_band,
     _design,
-    SUMMARY_COLS,
-    _drop_missing,
     _empty_cox,
     _estimable,
-    _event_indicator,
-    _exp,
     _km_inputs,
-    _labels,
     _median_row,
-    _numeric,
-    _plural,
-    _quadratic_test,
 )
 
 __all__ = ["KM_VARIANCES", "restricted_mean", "weighted_cox", "weighted_kaplan_meier"]
@@ -76,10 +78,10 @@ _LIFELINES_FIT_OPTIONS = {"precision": 1e-11, "r_precision": 1e-15, "max_steps":
 
 
 def _weights(series: pl.Series) -> np.ndarray:
-    w = _numeric(series, "weights")
+    w = numeric(series, "weights")
     if not np.all(np.isfinite(w)) or (w <= 0).any():
         bad = int((~np.isfinite(w) | (w <= 0)).sum())
-        raise ValueError(f"weights column {series.name!r} must be finite and > 0 ({_plural(bad, 'row')} not)")
+        raise ValueError(f"weights column {series.name!r} must be finite and > 0 ({plural(bad, 'row')} not)")
     return w
 
 
@@ -259,15 +261,15 @@ def weighted_cox(
         raise ValueError(f"categorical columns {unknown} are not in covariates")
 
     cols = [time, event, *covariates, weights] + [c for c in (strata, cluster) if c is not None]
-    data, n_dropped, notes = _drop_missing(frame, cols)
+    data, n_dropped, notes = drop_missing(frame, cols)
     n = data.height
-    t = _numeric(data[time], "time")
+    t = numeric(data[time], "time")
     if (t < 0).any():
         raise ValueError(f"time column {time!r} has negative values")
-    d = _event_indicator(data[event])
+    d = event_indicator(data[event])
     w = _weights(data[weights])
-    s_codes = _labels(data[strata])[0] if strata is not None else None
-    c_codes = _labels(data[cluster])[0] if cluster is not None else None
+    s_codes = level_codes(data[strata])[0] if strata is not None else None
+    c_codes = level_codes(data[cluster])[0] if cluster is not None else None
     design, design_notes = _design(data, covariates, categorical)
     notes += design_notes
     names = design.names
@@ -324,12 +326,12 @@ def weighted_cox(
             {
                 "term": name,
                 "coef": params[i],
-                "hr": _exp(params[i]),
+                "hr": safe_exp(params[i]),
                 "se": se[i],
                 "z": z,
                 "p_value": float(2 * stats.norm.sf(abs(z))),
-                "hr_lower": _exp(params[i] - z_crit * se[i]),
-                "hr_upper": _exp(params[i] + z_crit * se[i]),
+                "hr_lower": safe_exp(params[i] - z_crit * se[i]),
+                "hr_upper": safe_exp(params[i] + z_crit * se[i]),
             }
         )
     summary = pl.DataFrame(rows, schema={"term": pl.String, **{c: pl.Float64 for c in SUMMARY_COLS}})
@@ -340,7 +342,7 @@ def weighted_cox(
     loglik_null = loglik - lr_chi2 / 2
     lr_df = len(names) - sum(1 for why in null_terms.values() if why.endswith("is constant"))
     lr_p = float(stats.chi2.sf(lr_chi2, lr_df))
-    wald = _quadratic_test(params, cov) if converged else None
+    wald = quadratic_test(params, cov) if converged else None
     notes += [
         f"robust (sandwich) variance; weights from {weights}"
         + (f"; clustered on {cluster}" if cluster is not None else "; each row its own cluster"),
@@ -489,7 +491,7 @@ def weighted_kaplan_meier(
     for k, label in enumerate(labels):
         mask = codes == k
         g = _wkm_one_group(t[mask], d[mask], w[mask], variance)
-        lower, upper = _ci_band(g["survival"], g["se_log"], z, conf_type)
+        lower, upper = ci_band(g["survival"], g["se_log"], z, conf_type)
         with np.errstate(invalid="ignore"):
             std_err = g["survival"] * g["se_log"]
         tables.append(
