@@ -29,7 +29,9 @@ import polars as pl
 from ketaoutcomes.analysis.common import ModelTerms, arms_of_terms, categorical_references, model_frame, stack
 from ketaoutcomes.analysis.propensity import WeightedComparisons, ps_weighted
 from ketaoutcomes.endpoints import ENDPOINTS
-from ketaoutcomes.models.survival import cox_ph, kaplan_meier, logrank_test
+from ketaoutcomes.models.cox import cox_ph
+from ketaoutcomes.models.km import kaplan_meier
+from ketaoutcomes.models.logrank import logrank_test
 from ketaoutcomes.models.weighted import restricted_mean
 from ketaoutcomes.settings import StudySettings
 

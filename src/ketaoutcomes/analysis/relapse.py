@@ -6,7 +6,7 @@ from __future__ import annotations
 import polars as pl
 
 from ketaoutcomes.analysis.common import ModelTerms, categorical_references, reference_level
-from ketaoutcomes.models.survival import cox_ph
+from ketaoutcomes.models.cox import cox_ph
 from ketaoutcomes.settings import StudySettings
 
 __all__ = ["DROPOUT_REASONS", "RELAPSE_STATES", "relapse_analyses", "relapse_status"]

@@ -1,7 +1,8 @@
 """Competing risks: Aalen-Johansen cumulative incidence and Gray's test.
 
-Same house style as :mod:`ketaoutcomes.models.survival` (a frame goes in, a frozen
-result comes out; its helpers are reused, not copied). R is the oracle that
+Same house style as :mod:`ketaoutcomes.models.km` (a frame goes in, a frozen
+result comes out; the helpers of :mod:`ketaoutcomes.models.common` are reused, not
+copied). R is the oracle that
 ``tests/reference/test_competing_vs_R.py`` compares against:
 
 * :func:`cumulative_incidence` reproduces R ``survival``'s multi-state

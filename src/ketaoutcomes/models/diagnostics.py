@@ -28,7 +28,7 @@ import statsmodels.api as sm
 from scipy import stats
 
 from ketaoutcomes.models.common import drop_missing, event_indicator, numeric, safe_exp
-from ketaoutcomes.models.survival import _design, cox_ph
+from ketaoutcomes.models.cox import cox_ph, design_matrix
 
 __all__ = [
     "DiscreteTimeResult",
@@ -151,7 +151,7 @@ def ph_test(
 ) -> pl.DataFrame:
     """Test of proportional hazards per term and globally, as R's ``cox.zph``.
 
-    Fits :func:`ketaoutcomes.models.survival.cox_ph` with the same arguments and
+    Fits :func:`ketaoutcomes.models.cox.cox_ph` with the same arguments and
     tests, at its coefficients, whether ``x * g(t)`` terms would improve it
     (score test, full information matrix: R's survival >= 3.0 algorithm, not the
     older "scaled Schoenfeld residual" regression of survival 2.x).
@@ -159,7 +159,7 @@ def ph_test(
     Parameters
     ----------
     frame, time, event, covariates, categorical, strata, ties
-        As for :func:`~ketaoutcomes.models.survival.cox_ph` (no ``entry``:
+        As for :func:`~ketaoutcomes.models.cox.cox_ph` (no ``entry``:
         counting-process data are not supported here).
     transform : {"km", "rank", "identity", "log"}, default "km"
         ``g(t)``: ``1 - S(t-)`` of the pooled Kaplan-Meier curve (R's default),
@@ -198,7 +198,7 @@ def ph_test(
     if coef.null_count():
         bad = fit.summary.filter(pl.col("coef").is_null())["term"].to_list()
         raise ValueError(f"terms not estimable, no PH test: {bad} ({'; '.join(fit.notes)})")
-    design, _ = _design(data, covariates, categorical)
+    design, _ = design_matrix(data, covariates, categorical)
     names = fit.summary["term"].to_list()
     X = design.X[:, [design.names.index(t) for t in names]]
     beta = coef.to_numpy()
@@ -292,7 +292,7 @@ class DiscreteTimeResult:
     Attributes
     ----------
     summary : polars.DataFrame
-        One row per covariate term, as :class:`~ketaoutcomes.models.survival.CoxResult`:
+        One row per covariate term, as :class:`~ketaoutcomes.models.cox.CoxResult`:
         ``term``, ``coef``, ``hr``, ``se``, ``z``, ``p_value``, ``hr_lower``,
         ``hr_upper``, using the cluster-robust (by subject) standard error when
         ``id_col`` was given, plus ``se_model`` (inverse Fisher information, R's
@@ -373,7 +373,7 @@ def discrete_time_cox(
     person_period : polars.DataFrame
         From :func:`discrete_time_data` (or built the same way).
     covariates, categorical
-        As for :func:`~ketaoutcomes.models.survival.cox_ph`.
+        As for :func:`~ketaoutcomes.models.cox.cox_ph`.
     interval_col : str, default "band"
         Time-band column: one fixed effect per value (no intercept).
     length_col : str or None, default "length"
@@ -402,7 +402,7 @@ def discrete_time_cox(
         data = data.filter(~pl.col(interval_col).is_in(empty))
         y = event_indicator(data[event]).astype(float)
         notes.append(f"bands without events dropped (rows carry no information): {sorted(empty)}")
-    design, dnotes = _design(data, covariates, categorical)
+    design, dnotes = design_matrix(data, covariates, categorical)
     notes += dnotes
     levels = data[interval_col].unique().sort().to_list()
     band_codes = data[interval_col].to_numpy()

@@ -18,7 +18,7 @@ Endpoint
     (``EVENT = 1``), otherwise censored at the last rating (``EVENT = 0``; CNSR
     converted by :func:`~ketaoutcomes.derive.cnsr.cnsr_to_event`). Times are
     whole days, so ties are many: Efron's method throughout (as R's ``coxph``).
-    Every model is :func:`~ketaoutcomes.models.survival.cox_ph`.
+    Every model is :func:`~ketaoutcomes.models.cox.cox_ph`.
 
 Model A: route x modifier, all arms in the population (one model per modifier)
     For a categorical modifier M (``SEX``: F, M; ``CONBENZO``: N, Y)::
@@ -118,7 +118,7 @@ import polars as pl
 from scipy import stats
 
 from ketaoutcomes.models.common import drop_missing, plural
-from ketaoutcomes.models.survival import CoxResult, cox_ph
+from ketaoutcomes.models.cox import CoxResult, cox_ph
 
 __all__ = [
     "AGE_WINDOW_YEARS",
@@ -290,7 +290,8 @@ def _is_text(dtype: pl.DataType) -> bool:
 
 
 def _complete(rows: pl.DataFrame, cols: Sequence[str], label: str, notes: list[str]) -> pl.DataFrame:
-    """Drop rows with a null (or NaN) in ``cols`` (survival's rule); the note is prefixed by ``label``."""
+    """Drop rows with a null (or NaN) in ``cols`` (:func:`~ketaoutcomes.models.common.drop_missing`'s
+    rule); the note is prefixed by ``label``."""
     rows, _, dropped = drop_missing(rows, cols)
     notes += [f"{label}: {n}" for n in dropped]
     return rows

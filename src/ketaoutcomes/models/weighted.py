@@ -1,13 +1,16 @@
 """Weighted survival models for inverse-probability-weighted comparisons.
 
-Same house style as :mod:`ketaoutcomes.models.survival` (frames in, frozen results
-out, R's ``survival`` package as the oracle in ``tests/reference``), and the same
-result types: :func:`weighted_cox` returns a :class:`~ketaoutcomes.models.survival.CoxResult`,
-:func:`weighted_kaplan_meier` a :class:`~ketaoutcomes.models.survival.KMResult`.
+Same house style as :mod:`ketaoutcomes.models.cox` and :mod:`ketaoutcomes.models.km`
+(frames in, frozen results out, R's ``survival`` package as the oracle in
+``tests/reference``), and the same result types: :func:`weighted_cox` returns a
+:class:`~ketaoutcomes.models.cox.CoxResult`, :func:`weighted_kaplan_meier` a
+:class:`~ketaoutcomes.models.km.KMResult`.
 :func:`restricted_mean` gives the restricted mean survival time (RMST) from any
 ``KMResult``.
 
-Conventions shared with ``survival`` (its helpers are reused, not copied): the
+Conventions shared with the unweighted models (the helpers of
+:mod:`~ketaoutcomes.models.common`, :mod:`~ketaoutcomes.models.cox` and
+:mod:`~ketaoutcomes.models.km` are reused, not copied): the
 event column is 1 = event, 0 = censored (convert ADaM ``CNSR`` with
 :func:`~ketaoutcomes.derive.cnsr.cnsr_to_event`); rows with a missing value in
 any column used are dropped and counted; weights must be finite and positive.
@@ -54,16 +57,8 @@ from ketaoutcomes.models.common import (
     quadratic_test,
     safe_exp,
 )
-from ketaoutcomes.models.survival import (
-    SUMMARY_COLS,
-    CoxResult,
-    KMResult,
-    _design,
-    _empty_cox,
-    _estimable,
-    _km_inputs,
-    _median_row,
-)
+from ketaoutcomes.models.cox import SUMMARY_COLS, CoxResult, design_matrix, empty_cox, estimable
+from ketaoutcomes.models.km import KMResult, km_inputs, median_row
 
 __all__ = ["KM_VARIANCES", "restricted_mean", "weighted_cox", "weighted_kaplan_meier"]
 
@@ -198,7 +193,7 @@ def weighted_cox(
         ADaM CNSR: :func:`~ketaoutcomes.derive.cnsr.cnsr_to_event`).
     covariates : sequence of str
         Model columns in order; ``categorical`` names the ones expanded to
-        dummies, exactly as in :func:`~ketaoutcomes.models.survival.cox_ph`.
+        dummies, exactly as in :func:`~ketaoutcomes.models.cox.cox_ph`.
     weights : str
         Column of positive case weights (for example inverse probability of
         treatment weights).
@@ -270,15 +265,15 @@ def weighted_cox(
     w = _weights(data[weights])
     s_codes = level_codes(data[strata])[0] if strata is not None else None
     c_codes = level_codes(data[cluster])[0] if cluster is not None else None
-    design, design_notes = _design(data, covariates, categorical)
+    design, design_notes = design_matrix(data, covariates, categorical)
     notes += design_notes
     names = design.names
     n_events = int(d.sum())
 
-    est = _estimable(design, d, categorical, n_events)
+    est = estimable(design, d, categorical, n_events)
     notes += est.notes
     if est.reason:
-        return _empty_cox(names, n, n_events, n_dropped, "efron", strata, alpha, [*notes, est.reason], None)
+        return empty_cox(names, n, n_events, n_dropped, "efron", strata, alpha, [*notes, est.reason], None)
     keep, null_terms, fit_cols, fit_names = est.keep, est.null_terms, est.fit_cols, est.fit_names
     if s_codes is not None:
         s_fit = s_codes[keep]
@@ -482,7 +477,7 @@ def weighted_kaplan_meier(
     """
     if variance not in KM_VARIANCES:
         raise ValueError(f"variance must be one of {KM_VARIANCES}, not {variance!r}")
-    data, n_dropped, notes, t, d, codes, labels, z = _km_inputs(
+    data, n_dropped, notes, t, d, codes, labels, z = km_inputs(
         frame, time=time, event=event, group=group, alpha=alpha, conf_type=conf_type, extra=[weights])
     w = _weights(data[weights])
 
@@ -510,7 +505,7 @@ def weighted_kaplan_meier(
                 schema=_WKM_SCHEMA,
             ).with_columns(pl.col("std_err", "lower", "upper").fill_nan(None))
         )
-        medians.append(_median_row(label, int(mask.sum()), float(g["n_event"].sum()), g, lower, upper, notes))
+        medians.append(median_row(label, int(mask.sum()), float(g["n_event"].sum()), g, lower, upper, notes))
 
     if variance == "robust":
         notes.append(
@@ -544,7 +539,7 @@ def restricted_mean(km: KMResult, *, horizon: float) -> pl.DataFrame:
     Parameters
     ----------
     km : KMResult
-        From :func:`~ketaoutcomes.models.survival.kaplan_meier` or
+        From :func:`~ketaoutcomes.models.km.kaplan_meier` or
         :func:`weighted_kaplan_meier` (the table must list every distinct time,
         as both do).
     horizon : float
