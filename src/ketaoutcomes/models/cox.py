@@ -19,9 +19,11 @@ Conventions (each is also commented where it is applied):
   are reported as null with a note, and their rows left out of the fit
   (:func:`estimable`).
 
-The design matrix (:func:`design_matrix`), the estimable rows and terms
-(:func:`estimable`) and the result of a model that could not be fitted
-(:func:`empty_cox`) are shared with the weighted Cox model of
+The argument checks (:func:`check_cox_arguments`), the design matrix
+(:func:`design_matrix`), the estimable rows and terms (:func:`estimable`), the
+summary table (:func:`summary_table`), the likelihood-ratio degrees of freedom
+(:func:`lr_degrees_of_freedom`) and the result of a model that could not be
+fitted (:func:`empty_cox`) are shared with the weighted Cox model of
 :mod:`ketaoutcomes.models.weighted` (the design matrix also with
 :mod:`ketaoutcomes.models.diagnostics`).
 """
@@ -56,10 +58,13 @@ __all__ = [
     "CoxResult",
     "Design",
     "Estimable",
+    "check_cox_arguments",
     "cox_ph",
     "design_matrix",
     "empty_cox",
     "estimable",
+    "lr_degrees_of_freedom",
+    "summary_table",
 ]
 
 _TIES = ("efron", "breslow")
@@ -292,6 +297,77 @@ def empty_cox(names: Sequence[str], n: int, n_events: int, n_dropped: int, ties:
     )  # fmt: skip
 
 
+def check_cox_arguments(
+    covariates: Sequence[str], categorical: Mapping[str, Any] | None, alpha: float, *, ties: str | None = None
+) -> tuple[list[str], dict[str, Any]]:
+    """The checks of a Cox model's arguments (shared by cox_ph and the weighted model).
+
+    Returns ``covariates`` as a list and ``categorical`` as a dict; raises
+    ``ValueError`` for unknown ``ties`` (when given), an ``alpha`` outside (0, 1),
+    no or duplicated covariates, or a categorical column that is not a covariate.
+    """
+    categorical = dict(categorical or {})
+    covariates = list(covariates)
+    if ties is not None and ties not in _TIES:
+        raise ValueError(f"ties must be one of {_TIES}, not {ties!r}")
+    if not 0 < alpha < 1:
+        raise ValueError("alpha must be in (0, 1)")
+    if not covariates:
+        raise ValueError("covariates must name at least one column")
+    if len(set(covariates)) != len(covariates):
+        raise ValueError("covariates has duplicates")
+    unknown = [c for c in categorical if c not in covariates]
+    if unknown:
+        raise ValueError(f"categorical columns {unknown} are not in covariates")
+    return covariates, categorical
+
+
+def summary_table(
+    names: Sequence[str],
+    null_terms: Mapping[str, str],
+    fit_names: Sequence[str],
+    params: np.ndarray,
+    se: np.ndarray,
+    alpha: float,
+) -> pl.DataFrame:
+    """One row per term of ``names``, as :attr:`CoxResult.summary` (shared by cox_ph and the weighted model).
+
+    ``params`` and ``se`` are the estimates and standard errors of the fitted
+    terms ``fit_names``; ``z``, ``p_value`` and the hazard-ratio interval are Wald
+    from them at ``1 - alpha``. A term in ``null_terms`` or not fitted has nulls.
+    """
+    z_crit = float(stats.norm.ppf(1 - alpha / 2))
+    zval = params / se
+    pval = 2 * stats.norm.sf(np.abs(zval))
+    est = {name: i for i, name in enumerate(fit_names)}
+    rows: list[dict[str, Any]] = []
+    for name in names:
+        if name in null_terms or name not in est:
+            rows.append({"term": name})
+            continue
+        i = est[name]
+        rows.append(
+            {
+                "term": name,
+                "coef": params[i],
+                "hr": safe_exp(params[i]),
+                "se": se[i],
+                "z": zval[i],
+                "p_value": pval[i],
+                "hr_lower": safe_exp(params[i] - z_crit * se[i]),
+                "hr_upper": safe_exp(params[i] + z_crit * se[i]),
+            }
+        )
+    return pl.DataFrame(rows, schema={"term": pl.String, **{c: pl.Float64 for c in SUMMARY_COLS}})
+
+
+def lr_degrees_of_freedom(names: Sequence[str], null_terms: Mapping[str, str]) -> int:
+    """Degrees of freedom of the likelihood-ratio test of all terms, as R counts them."""
+    # R counts every estimated term, infinite ones included, but not aliased
+    # (constant) ones, whose coefficient it reports as NA.
+    return len(names) - sum(1 for why in null_terms.values() if why.endswith("is constant"))
+
+
 @dataclass(frozen=True)
 class Estimable:
     """The rows (``keep``) and terms (``fit_cols``/``fit_names``) a Cox model can use, the terms
@@ -386,19 +462,7 @@ def cox_ph(
       with nulls and a note, and the other terms are fitted without the rows of
       that level, which is the limit R's estimates approach.
     """
-    categorical = dict(categorical or {})
-    covariates = list(covariates)
-    if ties not in _TIES:
-        raise ValueError(f"ties must be one of {_TIES}, not {ties!r}")
-    if not 0 < alpha < 1:
-        raise ValueError("alpha must be in (0, 1)")
-    if not covariates:
-        raise ValueError("covariates must name at least one column")
-    if len(set(covariates)) != len(covariates):
-        raise ValueError("covariates has duplicates")
-    unknown = [c for c in categorical if c not in covariates]
-    if unknown:
-        raise ValueError(f"categorical columns {unknown} are not in covariates")
+    covariates, categorical = check_cox_arguments(covariates, categorical, alpha, ties=ties)
 
     cols = [time, event, *covariates] + [c for c in (strata, entry) if c is not None]
     data, n_dropped, notes = drop_missing(frame, cols)
@@ -465,35 +529,7 @@ def cox_ph(
     if big:
         notes.append(f"very large coefficient(s) {big}: may be infinite (monotone likelihood)")
 
-    z_crit = float(stats.norm.ppf(1 - alpha / 2))
-    zval = params / bse
-    pval = 2 * stats.norm.sf(np.abs(zval))
-    est = {name: i for i, name in enumerate(fit_names)}
-    rows: list[dict[str, Any]] = []
-    for name in names:
-        if name in null_terms or name not in est:
-            rows.append({"term": name})
-            continue
-        i = est[name]
-        rows.append(
-            {
-                "term": name,
-                "coef": params[i],
-                "hr": safe_exp(params[i]),
-                "se": bse[i],
-                "z": zval[i],
-                "p_value": pval[i],
-                "hr_lower": safe_exp(params[i] - z_crit * bse[i]),
-                "hr_upper": safe_exp(params[i] + z_crit * bse[i]),
-            }
-        )
-    summary = pl.DataFrame(
-        rows,
-        schema={
-            "term": pl.String,
-            **{c: pl.Float64 for c in ("coef", "hr", "se", "z", "p_value", "hr_lower", "hr_upper")},
-        },
-    )
+    summary = summary_table(names, null_terms, fit_names, params, bse, alpha)
 
     # Log-likelihoods, LR and score tests are taken on all analysed rows (R's
     # view): the null likelihood does not depend on covariates, and in the limit
@@ -509,9 +545,7 @@ def cox_ph(
     zero = np.zeros(full.exog.shape[1])
     loglik_null = float(full.loglike(zero))
     lr_chi2 = 2 * (loglik - loglik_null)
-    # R counts every estimated term, infinite ones included, but not aliased
-    # (constant) ones, whose coefficient it reports as NA.
-    lr_df = len(names) - sum(1 for why in null_terms.values() if why.endswith("is constant"))
+    lr_df = lr_degrees_of_freedom(names, null_terms)
     lr_p = float(stats.chi2.sf(lr_chi2, lr_df))
     wald_chi2 = quadratic_test(params, cov) if converged else math.nan  # b' V^-1 b
     wald_chi2 = math.nan if wald_chi2 is None else wald_chi2

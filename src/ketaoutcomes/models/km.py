@@ -8,14 +8,15 @@ conventions and reports them the way R's ``survival`` package does
 the tests in ``tests/reference`` compare against. The event indicator and the
 dropping of incomplete rows follow :mod:`ketaoutcomes.models.common`.
 
-The checked inputs (:func:`km_inputs`) and the median row (:func:`median_row`)
-are shared with the weighted curves of :mod:`ketaoutcomes.models.weighted`.
+The checked inputs (:func:`km_inputs`), the median row (:func:`median_row`) and
+the assembly of the result (:func:`km_result`) are shared with the weighted curves
+of :mod:`ketaoutcomes.models.weighted`.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -33,7 +34,7 @@ from ketaoutcomes.models.common import (
     numeric,
 )
 
-__all__ = ["CONF_TYPES", "KMResult", "kaplan_meier", "km_inputs", "median_row"]
+__all__ = ["CONF_TYPES", "KMResult", "kaplan_meier", "km_inputs", "km_result", "median_row"]
 
 #: Confidence-interval transforms for the survival curve, named as R's
 #: ``survfit(conf.type=...)`` names them.
@@ -178,6 +179,34 @@ def km_inputs(frame: pl.DataFrame, *, time: str, event: str, group: str | None, 
     return data, n_dropped, notes, t, d, codes, labels, float(stats.norm.ppf(1 - alpha / 2))
 
 
+def km_result(
+    tables: Sequence[pl.DataFrame],
+    medians: Sequence[dict[str, Any]],
+    *,
+    table_schema: Mapping[str, pl.DataType],
+    events_dtype: pl.DataType,
+    alpha: float,
+    conf_type: str,
+    n_dropped: int,
+    notes: Sequence[str],
+) -> KMResult:
+    """A :class:`KMResult` from the per-group tables and :func:`median_row` rows (shared with the
+    weighted curves, whose ``events`` are weighted sums: ``events_dtype`` Float64 there)."""
+    table = pl.concat(tables) if tables else pl.DataFrame(schema=table_schema)
+    med = pl.DataFrame(
+        medians,
+        schema={
+            "group": pl.String,
+            "n": pl.Int64,
+            "events": events_dtype,
+            "median": pl.Float64,
+            "median_lower": pl.Float64,
+            "median_upper": pl.Float64,
+        },
+    )
+    return KMResult(table=table, medians=med, alpha=alpha, conf_type=conf_type, n_dropped=n_dropped, notes=tuple(notes))
+
+
 def kaplan_meier(
     frame: pl.DataFrame,
     *,
@@ -256,16 +285,5 @@ def kaplan_meier(
         n_events = int(g["n_event"].sum())
         medians.append(median_row(label, int(mask.sum()), n_events, g, lower, upper, notes))
 
-    table = pl.concat(tables) if tables else pl.DataFrame(schema=_KM_TABLE_SCHEMA)
-    med = pl.DataFrame(
-        medians,
-        schema={
-            "group": pl.String,
-            "n": pl.Int64,
-            "events": pl.Int64,
-            "median": pl.Float64,
-            "median_lower": pl.Float64,
-            "median_upper": pl.Float64,
-        },
-    )
-    return KMResult(table=table, medians=med, alpha=alpha, conf_type=conf_type, n_dropped=n_dropped, notes=tuple(notes))
+    return km_result(tables, medians, table_schema=_KM_TABLE_SCHEMA, events_dtype=pl.Int64, alpha=alpha,
+                     conf_type=conf_type, n_dropped=n_dropped, notes=notes)

@@ -55,10 +55,17 @@ from ketaoutcomes.models.common import (
     numeric,
     plural,
     quadratic_test,
-    safe_exp,
 )
-from ketaoutcomes.models.cox import SUMMARY_COLS, CoxResult, design_matrix, empty_cox, estimable
-from ketaoutcomes.models.km import KMResult, km_inputs, median_row
+from ketaoutcomes.models.cox import (
+    CoxResult,
+    check_cox_arguments,
+    design_matrix,
+    empty_cox,
+    estimable,
+    lr_degrees_of_freedom,
+    summary_table,
+)
+from ketaoutcomes.models.km import KMResult, km_inputs, km_result, median_row
 
 __all__ = ["KM_VARIANCES", "restricted_mean", "weighted_cox", "weighted_kaplan_meier"]
 
@@ -243,17 +250,7 @@ def weighted_cox(
     """
     from lifelines import CoxPHFitter  # heavy import, only needed here
 
-    categorical = dict(categorical or {})
-    covariates = list(covariates)
-    if not 0 < alpha < 1:
-        raise ValueError("alpha must be in (0, 1)")
-    if not covariates:
-        raise ValueError("covariates must name at least one column")
-    if len(set(covariates)) != len(covariates):
-        raise ValueError("covariates has duplicates")
-    unknown = [c for c in categorical if c not in covariates]
-    if unknown:
-        raise ValueError(f"categorical columns {unknown} are not in covariates")
+    covariates, categorical = check_cox_arguments(covariates, categorical, alpha)
 
     cols = [time, event, *covariates, weights] + [c for c in (strata, cluster) if c is not None]
     data, n_dropped, notes = drop_missing(frame, cols)
@@ -308,34 +305,13 @@ def weighted_cox(
 
     cov = _robust_cov(tk, dk, X, wk, params, naive, sk, ck)
     se = np.sqrt(np.diag(cov))
-    z_crit = float(stats.norm.ppf(1 - alpha / 2))
-    est = {name: i for i, name in enumerate(fit_names)}
-    rows: list[dict[str, Any]] = []
-    for name in names:
-        if name in null_terms or name not in est:
-            rows.append({"term": name})
-            continue
-        i = est[name]
-        z = params[i] / se[i]
-        rows.append(
-            {
-                "term": name,
-                "coef": params[i],
-                "hr": safe_exp(params[i]),
-                "se": se[i],
-                "z": z,
-                "p_value": float(2 * stats.norm.sf(abs(z))),
-                "hr_lower": safe_exp(params[i] - z_crit * se[i]),
-                "hr_upper": safe_exp(params[i] + z_crit * se[i]),
-            }
-        )
-    summary = pl.DataFrame(rows, schema={"term": pl.String, **{c: pl.Float64 for c in SUMMARY_COLS}})
+    summary = summary_table(names, null_terms, fit_names, params, se, alpha)
 
     loglik = float(cph.log_likelihood_)
     lr = cph.log_likelihood_ratio_test()
     lr_chi2 = float(lr.test_statistic)
     loglik_null = loglik - lr_chi2 / 2
-    lr_df = len(names) - sum(1 for why in null_terms.values() if why.endswith("is constant"))
+    lr_df = lr_degrees_of_freedom(names, null_terms)
     lr_p = float(stats.chi2.sf(lr_chi2, lr_df))
     wald = quadratic_test(params, cov) if converged else None
     notes += [
@@ -517,19 +493,8 @@ def weighted_kaplan_meier(
             f"weights from {weights}; variance: Greenwood with weighted counts (R survfit robust = FALSE), i.e. "
             "case weights: understates the uncertainty for IPTW"
         )
-    table = pl.concat(tables) if tables else pl.DataFrame(schema=_WKM_SCHEMA)
-    med = pl.DataFrame(
-        medians,
-        schema={
-            "group": pl.String,
-            "n": pl.Int64,
-            "events": pl.Float64,
-            "median": pl.Float64,
-            "median_lower": pl.Float64,
-            "median_upper": pl.Float64,
-        },
-    )
-    return KMResult(table=table, medians=med, alpha=alpha, conf_type=conf_type, n_dropped=n_dropped, notes=tuple(notes))
+    return km_result(tables, medians, table_schema=_WKM_SCHEMA, events_dtype=pl.Float64, alpha=alpha,
+                     conf_type=conf_type, n_dropped=n_dropped, notes=notes)
 
 
 # --------------------------------------------------------------------------- RMST
