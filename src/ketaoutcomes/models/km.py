@@ -159,7 +159,7 @@ def median_row(label: str, n: int, events: float, g: dict, lower, upper, notes: 
 
 
 def km_inputs(frame: pl.DataFrame, *, time: str, event: str, group: str | None, alpha: float, conf_type: str,
-               extra: Sequence[str] = ()):
+              extra: Sequence[str] = ()):
     """Checked inputs of a Kaplan-Meier fit (shared with the weighted one): the rows without
     missing values, their times, events, group codes and labels, and the normal quantile."""
     if conf_type not in CONF_TYPES:
