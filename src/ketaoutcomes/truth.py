@@ -40,7 +40,7 @@ import polars as pl
 
 from ketaoutcomes.analysis import analyze
 from ketaoutcomes.derive.cnsr import cnsr_to_event
-from ketaoutcomes.models.survival import cox_ph
+from ketaoutcomes.models.cox import cox_ph
 from ketaoutcomes.derive import derive_all
 from ketaoutcomes.registries import Registries, load_registries
 from ketaoutcomes.settings import SimulationSettings, StudySettings

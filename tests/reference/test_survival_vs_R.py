@@ -1,4 +1,4 @@
-"""ketaoutcomes.models.survival against R's survival package.
+"""ketaoutcomes.models.km, .logrank, .cox and .concordance against R's survival package.
 
 Two kinds of oracle:
 
@@ -33,7 +33,7 @@ import pytest
 from statsmodels.duration.hazard_regression import PHReg
 
 from ketaoutcomes.models import cox_ph, kaplan_meier, logrank_test
-from ketaoutcomes.models.survival import _concordance_counts, _linear_predictor
+from ketaoutcomes.models.concordance import concordance_counts, linear_predictor
 
 HERE = Path(__file__).parent
 DATA = HERE / "data"
@@ -292,8 +292,8 @@ def test_concordance_pair_counts_match_R(label, lung, rossi, lung_split, rossi_l
     if label == "rossi_strata_fin_race_breslow":
         strata = (frame["fin"] * 2 + frame["race"]).to_numpy()
     X = frame.select(r["terms"]).to_numpy().astype(float)
-    lp = _linear_predictor(X, np.array([r["coef"][t] for t in r["terms"]]))
-    counts = _concordance_counts(
+    lp = linear_predictor(X, np.array([r["coef"][t] for t in r["terms"]]))
+    counts = concordance_counts(
         frame[time_col].to_numpy().astype(float),
         frame[event_col].to_numpy(),
         lp,

@@ -17,7 +17,7 @@ from ketaoutcomes.models.competing import (
     cumulative_incidence,
     gray_test,
 )
-from ketaoutcomes.models.survival import kaplan_meier
+from ketaoutcomes.models.km import kaplan_meier
 
 Z95 = 1.959963984540054
 

@@ -32,7 +32,7 @@ HR_IV = (1.8765, 1.2345, 2.8523)  # rendered "1.88 (1.23–2.85)"
 # ---------------------------------------------------------------------------
 
 def _km(times: np.ndarray, events: np.ndarray, z: float = 1.959964) -> tuple[list[dict], dict]:
-    """Kaplan-Meier with log-transformed Greenwood CIs (a stand-in for models.survival)."""
+    """Kaplan-Meier with log-transformed Greenwood CIs (a stand-in for models.km)."""
     rows, s, var = [], 1.0, 0.0
     for t in np.unique(times):
         at = times >= t

@@ -1,4 +1,5 @@
-"""Small hand-checked cases for ketaoutcomes.models.survival (R comparisons live in tests/reference)."""
+"""Small hand-checked cases for the survival models (ketaoutcomes.models.km, .logrank, .cox, .concordance;
+R comparisons live in tests/reference)."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ import pytest
 
 from ketaoutcomes.derive import cnsr_to_event
 from ketaoutcomes.models import CoxResult, KMResult, cox_ph, kaplan_meier, logrank_test
-from ketaoutcomes.models.survival import _concordance_counts, _harrell_c, _linear_predictor
+from ketaoutcomes.models.concordance import concordance_counts, harrell_c, linear_predictor
 
 Z95 = 1.959963984540054
 
@@ -148,7 +149,7 @@ def test_logrank_needs_two_groups():
 
 # ----------------------------------------------------------------------------- concordance
 def _brute_force_counts(stop, status, score, entry=None, strata=None):
-    """O(n^2) reference for _concordance_counts, straight from the definition."""
+    """O(n^2) reference for concordance_counts, straight from the definition."""
     n = len(stop)
     entry = np.full(n, -np.inf) if entry is None else entry
     strata = np.zeros(n) if strata is None else strata
@@ -175,19 +176,19 @@ def _brute_force_counts(stop, status, score, entry=None, strata=None):
 def test_concordance_small_cases_by_hand():
     t = np.array([1.0, 2.0, 3.0, 4.0])
     d = np.array([1, 1, 1, 1])
-    perfect = _concordance_counts(t, d, np.array([4.0, 3.0, 2.0, 1.0]))
-    assert perfect["concordant"] == 6 and _harrell_c(perfect) == 1.0
-    tied = _concordance_counts(t, d, np.array([4.0, 3.0, 3.0, 1.0]))
+    perfect = concordance_counts(t, d, np.array([4.0, 3.0, 2.0, 1.0]))
+    assert perfect["concordant"] == 6 and harrell_c(perfect) == 1.0
+    tied = concordance_counts(t, d, np.array([4.0, 3.0, 3.0, 1.0]))
     assert (tied["concordant"], tied["tied_x"]) == (5, 1)
-    assert _harrell_c(tied) == pytest.approx(5.5 / 6)  # a tie in the predictor counts 1/2
+    assert harrell_c(tied) == pytest.approx(5.5 / 6)  # a tie in the predictor counts 1/2
     # censored at the event time counts as the longer survivor (comparable)
-    same_time = _concordance_counts(np.array([2.0, 2.0]), np.array([1, 0]), np.array([1.0, 0.0]))
+    same_time = concordance_counts(np.array([2.0, 2.0]), np.array([1, 0]), np.array([1.0, 0.0]))
     assert same_time["concordant"] == 1
     # two events at the same time are not comparable
-    both = _concordance_counts(np.array([2.0, 2.0]), np.array([1, 1]), np.array([1.0, 0.0]))
+    both = concordance_counts(np.array([2.0, 2.0]), np.array([1, 1]), np.array([1.0, 0.0]))
     assert (both["concordant"], both["discordant"], both["tied_y"]) == (0, 0, 1)
     # a row entering exactly at the event time is not at risk then (entry < t)
-    late = _concordance_counts(np.array([2.0, 5.0]), np.array([1, 0]), np.array([1.0, 0.0]), entry=np.array([0.0, 2.0]))
+    late = concordance_counts(np.array([2.0, 5.0]), np.array([1, 0]), np.array([1.0, 0.0]), entry=np.array([0.0, 2.0]))
     assert late["concordant"] == 0
 
 
@@ -202,7 +203,7 @@ def test_concordance_counts_equal_brute_force(seed):
     score = rng.integers(0, 6, n).astype(float)
     entry = np.floor(rng.uniform(0, 1, n) * stop) if seed % 2 else None
     strata = rng.integers(0, 3, n) if seed >= 3 else None
-    got = _concordance_counts(stop, status, score, entry=entry, strata=strata)
+    got = concordance_counts(stop, status, score, entry=entry, strata=strata)
     assert got == _brute_force_counts(stop, status, score, entry=entry, strata=strata)
 
 
@@ -210,7 +211,7 @@ def test_linear_predictor_identical_rows_are_identical():
     rng = np.random.default_rng(0)
     base = rng.normal(size=(7, 5))
     X = base[rng.integers(0, 7, 1001)]
-    lp = _linear_predictor(X, rng.normal(size=5))
+    lp = linear_predictor(X, rng.normal(size=5))
     assert len(np.unique(lp)) == len(np.unique(X, axis=0))
 
 

@@ -34,7 +34,9 @@ from ketaoutcomes.analysis.common import (
 )
 from ketaoutcomes.analysis.propensity import WeightedComparisons, ps_weighted
 from ketaoutcomes.endpoints import ENDPOINTS
-from ketaoutcomes.models.survival import cox_ph, kaplan_meier, logrank_test
+from ketaoutcomes.models.cox import cox_ph
+from ketaoutcomes.models.km import kaplan_meier
+from ketaoutcomes.models.logrank import logrank_test
 from ketaoutcomes.models.weighted import restricted_mean
 from ketaoutcomes.notes import Note
 from ketaoutcomes.settings import StudySettings

@@ -7,7 +7,7 @@ import polars as pl
 
 from ketaoutcomes.analysis.common import ModelTerms, StepResult, categorical_references, reference_level
 from ketaoutcomes.endpoints import ENDPOINTS
-from ketaoutcomes.models.survival import cox_ph
+from ketaoutcomes.models.cox import cox_ph
 from ketaoutcomes.notes import Note
 from ketaoutcomes.settings import StudySettings
 

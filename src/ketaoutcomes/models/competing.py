@@ -1,7 +1,8 @@
 """Competing risks: Aalen-Johansen cumulative incidence and Gray's test.
 
-Same house style as :mod:`ketaoutcomes.models.survival` (a frame goes in, a frozen
-result comes out; its helpers are reused, not copied). R is the oracle that
+Same house style as :mod:`ketaoutcomes.models.km` (a frame goes in, a frozen
+result comes out; the helpers of :mod:`ketaoutcomes.models.common` are reused, not
+copied). R is the oracle that
 ``tests/reference/test_competing_vs_R.py`` compares against:
 
 * :func:`cumulative_incidence` reproduces R ``survival``'s multi-state
@@ -41,12 +42,12 @@ import numpy as np
 import polars as pl
 from scipy import stats
 
-from ketaoutcomes.models.survival import (
+from ketaoutcomes.models.common import (
     ALL_GROUP,
-    _ci_band,
-    _drop_missing,
-    _labels,
-    _numeric,
+    ci_band,
+    drop_missing,
+    level_codes,
+    numeric,
 )
 
 __all__ = [
@@ -222,7 +223,7 @@ def _status_codes(series: pl.Series) -> np.ndarray:
             f"status column {series.name!r} must hold integer codes (0 = censored, 1..k = cause), "
             f"not {series.dtype}"
         )
-    arr = _numeric(series, "status")
+    arr = numeric(series, "status")
     bad = (arr < 0) | (arr != np.floor(arr))
     if bad.any():
         seen = sorted({float(v) for v in arr[bad]})[:5]
@@ -234,7 +235,7 @@ def _status_codes(series: pl.Series) -> np.ndarray:
 
 
 def _times(series: pl.Series) -> np.ndarray:
-    t = _numeric(series, "time")
+    t = numeric(series, "time")
     if not np.all(np.isfinite(t)):
         raise ValueError(f"time column {series.name!r} has infinite values")
     if (t < 0).any():
@@ -275,7 +276,7 @@ def _interval(p: np.ndarray, se: np.ndarray, z: float, conf_type: str) -> tuple[
     with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
         se_log = np.where(se == 0, 0.0, se / p)
         if conf_type in ("log", "log-log", "plain"):
-            return _ci_band(p, se_log, z, conf_type)
+            return ci_band(p, se_log, z, conf_type)
         if conf_type == "none":
             nan = np.full(p.shape, np.nan)
             return nan, nan.copy()
@@ -457,7 +458,7 @@ def cumulative_incidence(
     if not 0 < alpha < 1:
         raise ValueError("alpha must be in (0, 1)")
     cols = [time, status] + ([group] if group is not None else [])
-    data, n_dropped, notes = _drop_missing(frame, cols)
+    data, n_dropped, notes = drop_missing(frame, cols)
     if data.height == 0:
         raise ValueError("no rows to analyse" + (f" ({notes[0]})" if notes else ""))
     t = _times(data[time])
@@ -474,7 +475,7 @@ def cumulative_incidence(
     if group is None:
         g_codes, g_labels = np.zeros(len(t), dtype=np.int64), [ALL_GROUP]
     else:
-        g_codes, g_labels = _labels(data[group])
+        g_codes, g_labels = level_codes(data[group])
     n_causes = len(cause_codes)
     z = _z(alpha)
 
@@ -636,17 +637,17 @@ def gray_test(
     if rho < 0 or not math.isfinite(rho):
         raise ValueError("rho must be a finite number >= 0")
     cols = [time, status, group] + ([strata] if strata is not None else [])
-    data, _, _ = _drop_missing(frame, cols)
+    data, _, _ = drop_missing(frame, cols)
     t = _times(data[time])
     s = _status_codes(data[status])
     if not (s == cause).any():
         raise ValueError(f"cause {cause} does not occur in {status!r}")
-    g_codes, g_labels = _labels(data[group])
+    g_codes, g_labels = level_codes(data[group])
     ng = len(g_labels)
     if ng < 2:
         raise ValueError(f"Gray's test needs at least two groups in {group!r}; found {g_labels}")
     mcode = np.where(s == 0, 0, np.where(s == cause, 1, 2))
-    st = _labels(data[strata])[0] if strata is not None else np.zeros(len(t), dtype=np.int64)
+    st = level_codes(data[strata])[0] if strata is not None else np.zeros(len(t), dtype=np.int64)
     score = np.zeros(ng)
     V = np.zeros((ng, ng))
     for k in np.unique(st):

@@ -27,14 +27,8 @@ import polars as pl
 import statsmodels.api as sm
 from scipy import stats
 
-from ketaoutcomes.models.survival import (
-    _design,
-    _drop_missing,
-    _event_indicator,
-    _exp,
-    _numeric,
-    cox_ph,
-)
+from ketaoutcomes.models.common import drop_missing, event_indicator, numeric, safe_exp
+from ketaoutcomes.models.cox import cox_ph, design_matrix
 
 __all__ = [
     "DiscreteTimeResult",
@@ -157,7 +151,7 @@ def ph_test(
 ) -> pl.DataFrame:
     """Test of proportional hazards per term and globally, as R's ``cox.zph``.
 
-    Fits :func:`ketaoutcomes.models.survival.cox_ph` with the same arguments and
+    Fits :func:`ketaoutcomes.models.cox.cox_ph` with the same arguments and
     tests, at its coefficients, whether ``x * g(t)`` terms would improve it
     (score test, full information matrix: R's survival >= 3.0 algorithm, not the
     older "scaled Schoenfeld residual" regression of survival 2.x).
@@ -165,7 +159,7 @@ def ph_test(
     Parameters
     ----------
     frame, time, event, covariates, categorical, strata, ties
-        As for :func:`~ketaoutcomes.models.survival.cox_ph` (no ``entry``:
+        As for :func:`~ketaoutcomes.models.cox.cox_ph` (no ``entry``:
         counting-process data are not supported here).
     transform : {"km", "rank", "identity", "log"}, default "km"
         ``g(t)``: ``1 - S(t-)`` of the pooled Kaplan-Meier curve (R's default),
@@ -197,19 +191,19 @@ def ph_test(
         raise ValueError("ties must be 'efron' or 'breslow'")
     categorical = dict(categorical or {})
     cols = [time, event, *covariates] + ([strata] if strata else [])
-    data, _, _ = _drop_missing(frame, cols)
+    data, _, _ = drop_missing(frame, cols)
     fit = cox_ph(data, time=time, event=event, covariates=covariates, categorical=categorical,
                  strata=strata, ties=ties)
     coef = fit.summary["coef"]
     if coef.null_count():
         bad = fit.summary.filter(pl.col("coef").is_null())["term"].to_list()
         raise ValueError(f"terms not estimable, no PH test: {bad} ({'; '.join(fit.notes)})")
-    design, _ = _design(data, covariates, categorical)
+    design, _ = design_matrix(data, covariates, categorical)
     names = fit.summary["term"].to_list()
     X = design.X[:, [design.names.index(t) for t in names]]
     beta = coef.to_numpy()
-    t = _numeric(data[time], "time")
-    status = _event_indicator(data[event])
+    t = numeric(data[time], "time")
+    status = event_indicator(data[event])
     s = data[strata].to_numpy() if strata else np.zeros(len(t), dtype=int)
     tt = _time_transform(t, status, transform)
     gtime = tt - tt[status == 1].mean()
@@ -273,7 +267,7 @@ def discrete_time_data(
         them. Subjects with ``time <= 0`` contribute no rows (nothing observed).
     """
     subj = adtte.select(id_col, pl.col(time).cast(pl.Float64).alias("_aval"),
-                        pl.Series("_ev", _event_indicator(adtte[event])), *keep)
+                        pl.Series("_ev", event_indicator(adtte[event])), *keep)
     v = visits.select(id_col, pl.col(visit_time).cast(pl.Float64).alias("stop"))
     v = pl.concat([v, subj.select(id_col, pl.col("_aval").alias("stop"))])
     pp = (
@@ -298,7 +292,7 @@ class DiscreteTimeResult:
     Attributes
     ----------
     summary : polars.DataFrame
-        One row per covariate term, as :class:`~ketaoutcomes.models.survival.CoxResult`:
+        One row per covariate term, as :class:`~ketaoutcomes.models.cox.CoxResult`:
         ``term``, ``coef``, ``hr``, ``se``, ``z``, ``p_value``, ``hr_lower``,
         ``hr_upper``, using the cluster-robust (by subject) standard error when
         ``id_col`` was given, plus ``se_model`` (inverse Fisher information, R's
@@ -379,7 +373,7 @@ def discrete_time_cox(
     person_period : polars.DataFrame
         From :func:`discrete_time_data` (or built the same way).
     covariates, categorical
-        As for :func:`~ketaoutcomes.models.survival.cox_ph`.
+        As for :func:`~ketaoutcomes.models.cox.cox_ph`.
     interval_col : str, default "band"
         Time-band column: one fixed effect per value (no intercept).
     length_col : str or None, default "length"
@@ -400,21 +394,21 @@ def discrete_time_cox(
     """
     categorical = dict(categorical or {})
     cols = [event, interval_col, *covariates] + ([length_col] if length_col else []) + ([id_col] if id_col else [])
-    data, _, notes = _drop_missing(person_period, cols)
-    y = _event_indicator(data[event]).astype(float)
+    data, _, notes = drop_missing(person_period, cols)
+    y = event_indicator(data[event]).astype(float)
     band_ev = data.group_by(interval_col).agg(pl.len().alias("n_rows"), pl.col(event).sum().alias("n_events"))
     empty = band_ev.filter(pl.col("n_events") == 0)[interval_col].to_list()
     if empty:
         data = data.filter(~pl.col(interval_col).is_in(empty))
-        y = _event_indicator(data[event]).astype(float)
+        y = event_indicator(data[event]).astype(float)
         notes.append(f"bands without events dropped (rows carry no information): {sorted(empty)}")
-    design, dnotes = _design(data, covariates, categorical)
+    design, dnotes = design_matrix(data, covariates, categorical)
     notes += dnotes
     levels = data[interval_col].unique().sort().to_list()
     band_codes = data[interval_col].to_numpy()
     B = np.column_stack([(band_codes == lv).astype(float) for lv in levels])
     X = np.column_stack([B, design.X])
-    offset = np.log(_numeric(data[length_col], "length")) if length_col else None
+    offset = np.log(numeric(data[length_col], "length")) if length_col else None
     model = sm.GLM(y, X, family=sm.families.Binomial(link=sm.families.links.CLogLog()), offset=offset)
     res_model = model.fit(tol=1e-12, maxiter=200)
     se_model = np.asarray(res_model.bse)
@@ -431,8 +425,8 @@ def discrete_time_cox(
     for j, term in enumerate(design.names):
         b, s = float(params[nb + j]), float(se[nb + j])
         z = b / s
-        rows.append((term, b, _exp(b), s, z, float(2 * stats.norm.sf(abs(z))), _exp(b - zq * s), _exp(b + zq * s),
-                     float(se_model[nb + j])))
+        rows.append((term, b, safe_exp(b), s, z, float(2 * stats.norm.sf(abs(z))),
+                     safe_exp(b - zq * s), safe_exp(b + zq * s), float(se_model[nb + j])))
     summary = pl.DataFrame(
         rows,
         schema=["term", "coef", "hr", "se", "z", "p_value", "hr_lower", "hr_upper", "se_model"],

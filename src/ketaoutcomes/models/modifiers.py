@@ -18,7 +18,7 @@ Endpoint
     (``EVENT = 1``), otherwise censored at the last rating (``EVENT = 0``; CNSR
     converted by :func:`~ketaoutcomes.derive.cnsr.cnsr_to_event`). Times are
     whole days, so ties are many: Efron's method throughout (as R's ``coxph``).
-    Every model is :func:`~ketaoutcomes.models.survival.cox_ph`.
+    Every model is :func:`~ketaoutcomes.models.cox.cox_ph`.
 
 Model A: route x modifier, all arms in the population (one model per modifier)
     For a categorical modifier M (``SEX``: F, M; ``CONBENZO``: N, Y)::
@@ -117,7 +117,8 @@ from typing import Any
 import polars as pl
 from scipy import stats
 
-from ketaoutcomes.models.survival import CoxResult, _drop_missing, cox_ph
+from ketaoutcomes.models.common import drop_missing, plural
+from ketaoutcomes.models.cox import CoxResult, cox_ph
 
 __all__ = [
     "AGE_WINDOW_YEARS",
@@ -279,10 +280,6 @@ def course_dose(sessions: pl.DataFrame, courses: pl.DataFrame) -> pl.DataFrame:
 
 
 # --------------------------------------------------------------------------- helpers
-def _plural(n: int, word: str) -> str:
-    return f"{n} {word}" if n == 1 else f"{n} {word}s"
-
-
 def _most_frequent(frame: pl.DataFrame, col: str) -> Any:
     counts = frame.group_by(col).len().sort(["len", col], descending=[True, False])
     return counts[col][0]
@@ -293,8 +290,9 @@ def _is_text(dtype: pl.DataType) -> bool:
 
 
 def _complete(rows: pl.DataFrame, cols: Sequence[str], label: str, notes: list[str]) -> pl.DataFrame:
-    """Drop rows with a null (or NaN) in ``cols`` (survival's rule); the note is prefixed by ``label``."""
-    rows, _, dropped = _drop_missing(rows, cols)
+    """Drop rows with a null (or NaN) in ``cols`` (:func:`~ketaoutcomes.models.common.drop_missing`'s
+    rule); the note is prefixed by ``label``."""
+    rows, _, dropped = drop_missing(rows, cols)
     notes += [f"{label}: {n}" for n in dropped]
     return rows
 
@@ -418,7 +416,7 @@ def _categorical_modifier(
             n_lv = rows.filter(pl.col("_LEVEL") == lv).height
             notes.append(
                 f"{modifier} = {lv}: the reference arm {reference_arm} has {e_ref} events (< {min_events}); "
-                f"no hazard ratios in this level, its {_plural(n_lv, 'row')} left out of both models"
+                f"no hazard ratios in this level, its {plural(n_lv, 'row')} left out of both models"
             )
             rows = rows.filter(pl.col("_LEVEL") != lv)
         else:
@@ -432,7 +430,7 @@ def _categorical_modifier(
             elif n:
                 notes.append(
                     f"{modifier} = {lv}, {r}: {e} events (< {min_events}); hazard ratio not estimated, "
-                    f"its {_plural(n, 'row')} left out of both models"
+                    f"its {plural(n, 'row')} left out of both models"
                 )
                 rows = rows.filter(~(_arm_is(r) & (pl.col("_LEVEL") == lv)))
 
@@ -511,7 +509,7 @@ def _age_modifier(
             if e >= min_events:
                 fitted_routes.append(r)
             elif n:
-                notes.append(f"AGE, {r}: {e} events (< {min_events}); left out of the age models ({_plural(n, 'row')})")
+                notes.append(f"AGE, {r}: {e} events (< {min_events}); left out of the age models ({plural(n, 'row')})")
                 rows = rows.filter(~_arm_is(r))
     age10 = {f"AGE/{AGE_UNIT}": pl.col("AGE") / AGE_UNIT}
     route_terms = {f"ARM[{r}]": _arm_is(r) for r in fitted_routes}
@@ -581,7 +579,7 @@ def _within_ketamine(
     rows = data.filter(pl.col("ARM").is_in(list(routes)))
     n_u = rows.filter(pl.col("SEX") == "U").height
     if n_u:
-        notes.append(f"{label}: {_plural(n_u, 'row')} with SEX = U left out (too few to estimate)")
+        notes.append(f"{label}: {plural(n_u, 'row')} with SEX = U left out (too few to estimate)")
         rows = rows.filter((pl.col("SEX") != "U") | pl.col("SEX").is_null())  # null SEX: counted as missing below
     own = ["CONSSRI", "CONBENZO", "AGE", "SEX", *([dose] if dose else [])]
     adj = _adjust_for(adjust, own, label, notes)
@@ -594,7 +592,7 @@ def _within_ketamine(
         ev = _events(with_site)
         if k and ev >= MIN_EVENTS_PER_STRATUM * k:
             if with_site.height < rows.height:
-                notes.append(f"{label}: {_plural(rows.height - with_site.height, 'row')} dropped for missing {strata}")
+                notes.append(f"{label}: {plural(rows.height - with_site.height, 'row')} dropped for missing {strata}")
             rows = with_site.with_columns(
                 pl.concat_str([pl.col("ARM"), pl.col(strata).cast(pl.String)], separator="|").alias("_ARMSITE")
             )
@@ -608,7 +606,7 @@ def _within_ketamine(
 
     for r, n, e in rows.group_by("ARM").agg(pl.len(), pl.col(EVENT).cast(pl.Int64).sum()).sort("ARM").iter_rows():
         if e < min_events:
-            notes.append(f"{label}: {r} has {e} events in {_plural(n, 'row')} (< {min_events}); it adds little")
+            notes.append(f"{label}: {r} has {e} events in {plural(n, 'row')} (< {min_events}); it adds little")
 
     covs: dict[str, pl.Expr] = {}
     scales = dict(_SCALES)
@@ -723,14 +721,14 @@ def effect_modifiers(
     if "ANLFL" in data.columns:
         k = data.filter(pl.col("ANLFL") != "Y").height + data["ANLFL"].null_count()
         if k:
-            out.notes.append(f"{_plural(k, 'row')} with ANLFL other than 'Y' left out")
+            out.notes.append(f"{plural(k, 'row')} with ANLFL other than 'Y' left out")
         data = data.filter(pl.col("ANLFL") == "Y")
     arms = [reference_arm, *routes]
     other = data.filter(~pl.col("ARM").is_in(arms) | pl.col("ARM").is_null())
     if other.height:
         per = other.group_by("ARM").len().sort("ARM")
         out.notes.append(
-            f"{_plural(other.height, 'row')} of other arms left out ("
+            f"{plural(other.height, 'row')} of other arms left out ("
             + ", ".join(f"{a}: {n}" for a, n in per.iter_rows()) + ")"
         )
     data = data.filter(pl.col("ARM").is_in(arms))
@@ -752,7 +750,7 @@ def effect_modifiers(
     _categorical_modifier(
         data, modifier="SEX", levels=["F", "M"],
         label=pl.when(pl.col("SEX").is_in(["F", "M"])).then(pl.col("SEX")),
-        excluded_note=(f"SEX: {_plural(n_u + n_null_sex + other_sex, 'row')} left out of the sex model ("
+        excluded_note=(f"SEX: {plural(n_u + n_null_sex + other_sex, 'row')} left out of the sex model ("
                        + ", ".join(parts) + ")") if parts else None,
         **common,
     )  # fmt: skip
@@ -762,7 +760,7 @@ def effect_modifiers(
         data, modifier="CONBENZO", levels=["N", "Y"],
         label=pl.when(pl.col("CONBENZO").cast(pl.Boolean)).then(pl.lit(_FLAG[True]))
         .when(~pl.col("CONBENZO").cast(pl.Boolean)).then(pl.lit(_FLAG[False])),
-        excluded_note=f"CONBENZO: {_plural(n_null_b, 'row')} with CONBENZO missing left out of the benzodiazepine model"
+        excluded_note=f"CONBENZO: {plural(n_null_b, 'row')} with CONBENZO missing left out of the benzodiazepine model"
         if n_null_b else None,
         **common,
     )  # fmt: skip

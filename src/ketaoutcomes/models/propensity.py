@@ -90,7 +90,7 @@ from scipy import stats
 from statsmodels.discrete.discrete_model import Logit
 
 from ketaoutcomes.models.matching import caliper_width, match_nearest
-from ketaoutcomes.models.survival import _drop_missing, _format_level, _plural
+from ketaoutcomes.models.common import drop_missing, format_level, plural
 
 __all__ = ["WEIGHTINGS", "PropensityResult", "fit_propensity", "love_plot_data", "preference_score"]
 
@@ -227,9 +227,9 @@ def _design(
             if s.len() == 0:
                 continue  # no patients: no levels (the gate fails for too few patients)
             ref = _reference_level(s)
-            refs.append((c, _format_level(ref)))
+            refs.append((c, format_level(ref)))
             for level in s.unique().sort().to_list():
-                names.append(f"{c}[{_format_level(level)}]")
+                names.append(f"{c}[{format_level(level)}]")
                 values.append((s == level).cast(pl.Float64).to_numpy())
                 in_model.append(level != ref)
         else:
@@ -388,7 +388,7 @@ def _match(
         rule = "no caliper" if width is None else f"caliper {caliper:g} SD of the logit PS = {width:.3g}"
         n_pairs = int(((match_set >= 0) & (treated == 1)).sum())
         notes.append(f"1:1 nearest-neighbour matching on the logit PS without replacement ({rule}): "
-                     f"{_plural(n_pairs, 'matched pair')}")
+                     f"{plural(n_pairs, 'matched pair')}")
         n_unmatched = n_t - n_pairs
         if n_unmatched:
             why = "no unused comparator left" if width is None else "no unused comparator within the caliper"
@@ -498,7 +498,7 @@ def fit_propensity(
         notes.append("matching gives weights of 1 (matched) or none (unmatched); no truncation")
 
     data = frame.filter(pl.col(arm).is_in([target, comparator])).select(id_col, arm, *covariates)
-    data, n_dropped, drop_notes = _drop_missing(data, covariates, what="covariates")
+    data, n_dropped, drop_notes = drop_missing(data, covariates, what="covariates")
     notes += drop_notes
     treated = (data[arm] == target).cast(pl.Int8).to_numpy().astype(np.int64)
     n_t, n_c = int(treated.sum()), int(len(treated) - treated.sum())
@@ -579,7 +579,7 @@ def fit_propensity(
         n_truncated = int(over.sum())
         weight = np.where(over, trunc, weight)
         if n_truncated:
-            notes.append(f"{_plural(n_truncated, 'stabilised IPTW weight')} truncated at {trunc:g}")
+            notes.append(f"{plural(n_truncated, 'stabilised IPTW weight')} truncated at {trunc:g}")
 
     # --- balance
     # after matching: means over the matched patients (weight 1; the unmatched weigh 0)

@@ -1,13 +1,16 @@
 """Weighted survival models for inverse-probability-weighted comparisons.
 
-Same house style as :mod:`ketaoutcomes.models.survival` (frames in, frozen results
-out, R's ``survival`` package as the oracle in ``tests/reference``), and the same
-result types: :func:`weighted_cox` returns a :class:`~ketaoutcomes.models.survival.CoxResult`,
-:func:`weighted_kaplan_meier` a :class:`~ketaoutcomes.models.survival.KMResult`.
+Same house style as :mod:`ketaoutcomes.models.cox` and :mod:`ketaoutcomes.models.km`
+(frames in, frozen results out, R's ``survival`` package as the oracle in
+``tests/reference``), and the same result types: :func:`weighted_cox` returns a
+:class:`~ketaoutcomes.models.cox.CoxResult`, :func:`weighted_kaplan_meier` a
+:class:`~ketaoutcomes.models.km.KMResult`.
 :func:`restricted_mean` gives the restricted mean survival time (RMST) from any
 ``KMResult``.
 
-Conventions shared with ``survival`` (its helpers are reused, not copied): the
+Conventions shared with the unweighted models (the helpers of
+:mod:`~ketaoutcomes.models.common`, :mod:`~ketaoutcomes.models.cox` and
+:mod:`~ketaoutcomes.models.km` are reused, not copied): the
 event column is 1 = event, 0 = censored (convert ADaM ``CNSR`` with
 :func:`~ketaoutcomes.derive.cnsr.cnsr_to_event`); rows with a missing value in
 any column used are dropped and counted; weights must be finite and positive.
@@ -44,24 +47,25 @@ import pandas as pd
 import polars as pl
 from scipy import stats
 
-from ketaoutcomes.models.survival import (
-    CoxResult,
-    KMResult,
-    _ci_band,
-    _design,
-    SUMMARY_COLS,
-    _drop_missing,
-    _empty_cox,
-    _estimable,
-    _event_indicator,
-    _exp,
-    _km_inputs,
-    _labels,
-    _median_row,
-    _numeric,
-    _plural,
-    _quadratic_test,
+from ketaoutcomes.models.common import (
+    ci_band,
+    drop_missing,
+    event_indicator,
+    level_codes,
+    numeric,
+    plural,
+    quadratic_test,
 )
+from ketaoutcomes.models.cox import (
+    CoxResult,
+    check_cox_arguments,
+    design_matrix,
+    empty_cox,
+    estimable,
+    lr_degrees_of_freedom,
+    summary_table,
+)
+from ketaoutcomes.models.km import KMResult, km_inputs, km_result, median_row
 
 __all__ = ["KM_VARIANCES", "restricted_mean", "weighted_cox", "weighted_kaplan_meier"]
 
@@ -76,10 +80,10 @@ _LIFELINES_FIT_OPTIONS = {"precision": 1e-11, "r_precision": 1e-15, "max_steps":
 
 
 def _weights(series: pl.Series) -> np.ndarray:
-    w = _numeric(series, "weights")
+    w = numeric(series, "weights")
     if not np.all(np.isfinite(w)) or (w <= 0).any():
         bad = int((~np.isfinite(w) | (w <= 0)).sum())
-        raise ValueError(f"weights column {series.name!r} must be finite and > 0 ({_plural(bad, 'row')} not)")
+        raise ValueError(f"weights column {series.name!r} must be finite and > 0 ({plural(bad, 'row')} not)")
     return w
 
 
@@ -196,7 +200,7 @@ def weighted_cox(
         ADaM CNSR: :func:`~ketaoutcomes.derive.cnsr.cnsr_to_event`).
     covariates : sequence of str
         Model columns in order; ``categorical`` names the ones expanded to
-        dummies, exactly as in :func:`~ketaoutcomes.models.survival.cox_ph`.
+        dummies, exactly as in :func:`~ketaoutcomes.models.cox.cox_ph`.
     weights : str
         Column of positive case weights (for example inverse probability of
         treatment weights).
@@ -246,37 +250,27 @@ def weighted_cox(
     """
     from lifelines import CoxPHFitter  # heavy import, only needed here
 
-    categorical = dict(categorical or {})
-    covariates = list(covariates)
-    if not 0 < alpha < 1:
-        raise ValueError("alpha must be in (0, 1)")
-    if not covariates:
-        raise ValueError("covariates must name at least one column")
-    if len(set(covariates)) != len(covariates):
-        raise ValueError("covariates has duplicates")
-    unknown = [c for c in categorical if c not in covariates]
-    if unknown:
-        raise ValueError(f"categorical columns {unknown} are not in covariates")
+    covariates, categorical = check_cox_arguments(covariates, categorical, alpha)
 
     cols = [time, event, *covariates, weights] + [c for c in (strata, cluster) if c is not None]
-    data, n_dropped, notes = _drop_missing(frame, cols)
+    data, n_dropped, notes = drop_missing(frame, cols)
     n = data.height
-    t = _numeric(data[time], "time")
+    t = numeric(data[time], "time")
     if (t < 0).any():
         raise ValueError(f"time column {time!r} has negative values")
-    d = _event_indicator(data[event])
+    d = event_indicator(data[event])
     w = _weights(data[weights])
-    s_codes = _labels(data[strata])[0] if strata is not None else None
-    c_codes = _labels(data[cluster])[0] if cluster is not None else None
-    design, design_notes = _design(data, covariates, categorical)
+    s_codes = level_codes(data[strata])[0] if strata is not None else None
+    c_codes = level_codes(data[cluster])[0] if cluster is not None else None
+    design, design_notes = design_matrix(data, covariates, categorical)
     notes += design_notes
     names = design.names
     n_events = int(d.sum())
 
-    est = _estimable(design, d, categorical, n_events)
+    est = estimable(design, d, categorical, n_events)
     notes += est.notes
     if est.reason:
-        return _empty_cox(names, n, n_events, n_dropped, "efron", strata, alpha, [*notes, est.reason], None)
+        return empty_cox(names, n, n_events, n_dropped, "efron", strata, alpha, [*notes, est.reason], None)
     keep, null_terms, fit_cols, fit_names = est.keep, est.null_terms, est.fit_cols, est.fit_names
     if s_codes is not None:
         s_fit = s_codes[keep]
@@ -311,36 +305,15 @@ def weighted_cox(
 
     cov = _robust_cov(tk, dk, X, wk, params, naive, sk, ck)
     se = np.sqrt(np.diag(cov))
-    z_crit = float(stats.norm.ppf(1 - alpha / 2))
-    est = {name: i for i, name in enumerate(fit_names)}
-    rows: list[dict[str, Any]] = []
-    for name in names:
-        if name in null_terms or name not in est:
-            rows.append({"term": name})
-            continue
-        i = est[name]
-        z = params[i] / se[i]
-        rows.append(
-            {
-                "term": name,
-                "coef": params[i],
-                "hr": _exp(params[i]),
-                "se": se[i],
-                "z": z,
-                "p_value": float(2 * stats.norm.sf(abs(z))),
-                "hr_lower": _exp(params[i] - z_crit * se[i]),
-                "hr_upper": _exp(params[i] + z_crit * se[i]),
-            }
-        )
-    summary = pl.DataFrame(rows, schema={"term": pl.String, **{c: pl.Float64 for c in SUMMARY_COLS}})
+    summary = summary_table(names, null_terms, fit_names, params, se, alpha)
 
     loglik = float(cph.log_likelihood_)
     lr = cph.log_likelihood_ratio_test()
     lr_chi2 = float(lr.test_statistic)
     loglik_null = loglik - lr_chi2 / 2
-    lr_df = len(names) - sum(1 for why in null_terms.values() if why.endswith("is constant"))
+    lr_df = lr_degrees_of_freedom(names, null_terms)
     lr_p = float(stats.chi2.sf(lr_chi2, lr_df))
-    wald = _quadratic_test(params, cov) if converged else None
+    wald = quadratic_test(params, cov) if converged else None
     notes += [
         f"robust (sandwich) variance; weights from {weights}"
         + (f"; clustered on {cluster}" if cluster is not None else "; each row its own cluster"),
@@ -480,7 +453,7 @@ def weighted_kaplan_meier(
     """
     if variance not in KM_VARIANCES:
         raise ValueError(f"variance must be one of {KM_VARIANCES}, not {variance!r}")
-    data, n_dropped, notes, t, d, codes, labels, z = _km_inputs(
+    data, n_dropped, notes, t, d, codes, labels, z = km_inputs(
         frame, time=time, event=event, group=group, alpha=alpha, conf_type=conf_type, extra=[weights])
     w = _weights(data[weights])
 
@@ -489,7 +462,7 @@ def weighted_kaplan_meier(
     for k, label in enumerate(labels):
         mask = codes == k
         g = _wkm_one_group(t[mask], d[mask], w[mask], variance)
-        lower, upper = _ci_band(g["survival"], g["se_log"], z, conf_type)
+        lower, upper = ci_band(g["survival"], g["se_log"], z, conf_type)
         with np.errstate(invalid="ignore"):
             std_err = g["survival"] * g["se_log"]
         tables.append(
@@ -508,7 +481,7 @@ def weighted_kaplan_meier(
                 schema=_WKM_SCHEMA,
             ).with_columns(pl.col("std_err", "lower", "upper").fill_nan(None))
         )
-        medians.append(_median_row(label, int(mask.sum()), float(g["n_event"].sum()), g, lower, upper, notes))
+        medians.append(median_row(label, int(mask.sum()), float(g["n_event"].sum()), g, lower, upper, notes))
 
     if variance == "robust":
         notes.append(
@@ -520,19 +493,8 @@ def weighted_kaplan_meier(
             f"weights from {weights}; variance: Greenwood with weighted counts (R survfit robust = FALSE), i.e. "
             "case weights: understates the uncertainty for IPTW"
         )
-    table = pl.concat(tables) if tables else pl.DataFrame(schema=_WKM_SCHEMA)
-    med = pl.DataFrame(
-        medians,
-        schema={
-            "group": pl.String,
-            "n": pl.Int64,
-            "events": pl.Float64,
-            "median": pl.Float64,
-            "median_lower": pl.Float64,
-            "median_upper": pl.Float64,
-        },
-    )
-    return KMResult(table=table, medians=med, alpha=alpha, conf_type=conf_type, n_dropped=n_dropped, notes=tuple(notes))
+    return km_result(tables, medians, table_schema=_WKM_SCHEMA, events_dtype=pl.Float64, alpha=alpha,
+                     conf_type=conf_type, n_dropped=n_dropped, notes=notes)
 
 
 # --------------------------------------------------------------------------- RMST
@@ -542,7 +504,7 @@ def restricted_mean(km: KMResult, *, horizon: float) -> pl.DataFrame:
     Parameters
     ----------
     km : KMResult
-        From :func:`~ketaoutcomes.models.survival.kaplan_meier` or
+        From :func:`~ketaoutcomes.models.km.kaplan_meier` or
         :func:`weighted_kaplan_meier` (the table must list every distinct time,
         as both do).
     horizon : float
