@@ -86,3 +86,15 @@ def test_updated_copies_are_validated():
     assert s.propensity.weighting == "matching" and s.cohort == StudySettings().cohort
     with pytest.raises(ValueError, match="ps_truncation"):
         StudySettings().updated(weighting="overlap")
+
+
+def test_model_defaults_are_the_study_defaults():
+    """Constants that used to be loose in the models are study settings; a model's own defaults
+    (for use on its own) stay equal to them."""
+    from ketaoutcomes.models.modifiers import ModifierScales
+    from ketaoutcomes.models.safety import CADSS_CUTOFF
+
+    sec = StudySettings().secondary
+    assert ModifierScales() == ModifierScales(sec.modifier_dose_step, sec.modifier_age_unit,
+                                              sec.modifier_age_window_years, sec.modifier_min_events_per_stratum)
+    assert CADSS_CUTOFF == sec.cadss_cutoff

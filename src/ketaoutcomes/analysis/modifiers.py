@@ -19,7 +19,7 @@ def modifier_analyses(adsl: pl.DataFrame, adtte: pl.DataFrame, sessions: pl.Data
     (:mod:`ketaoutcomes.models.modifiers`): route x sex / benzodiazepine / age interaction tests
     with subgroup HRs, and dose, concomitant SSRI or benzodiazepine, age and sex within ketamine
     routes. Exploratory: p-values are not adjusted for multiplicity."""
-    from ketaoutcomes.models.modifiers import course_dose, effect_modifiers
+    from ketaoutcomes.models.modifiers import ModifierScales, course_dose, effect_modifiers
 
     if "TTRESP" not in study.outcomes.endpoints or not ENDPOINTS["TTRESP"].runs("modifiers"):
         return StepResult()
@@ -31,8 +31,12 @@ def modifier_analyses(adsl: pl.DataFrame, adtte: pl.DataFrame, sessions: pl.Data
     frame = frame.join(course_dose(sessions, courses.select("course_id", "arm")), on="COURSEID", how="left")
     adjust = [COVARIATE_COLUMNS[c] for c in study.models.covariates if c in ("baseline_score", "prior_failed_trials")]
     strata = ModelTerms.of(study).strata
+    sec = study.secondary
     res = effect_modifiers(frame, reference_arm=study.cohort.reference_arm, ketamine_arms=arms, strata=strata,
-                           adjust=adjust, alpha=study.models.alpha, min_events=study.models.min_events_per_arm)
+                           adjust=adjust, alpha=study.models.alpha, min_events=study.models.min_events_per_arm,
+                           scales=ModifierScales(dose_step=sec.modifier_dose_step, age_unit=sec.modifier_age_unit,
+                                                 age_window_years=sec.modifier_age_window_years,
+                                                 min_events_per_stratum=sec.modifier_min_events_per_stratum))
     out = {"results_modifiers_subgroups": res.subgroups, "results_modifiers_interactions": res.interactions,
            "results_modifiers_ketamine": res.within_ketamine}
     return StepResult(out, tuple(Note(f"effect modifiers: {n}", step="modifiers") for n in res.notes))

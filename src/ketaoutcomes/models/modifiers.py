@@ -53,7 +53,7 @@ Model B: within the ketamine routes only
     Stratified by route (ARM: each route its own baseline hazard, so route
     differences cannot confound the other terms; route itself is compared in
     Model A), and by ARM x SITEID when the events allow it (at least
-    ``MIN_EVENTS_PER_STRATUM`` = 10 events per combined stratum on average;
+    ``ModifierScales.min_events_per_stratum`` = 10 events per combined stratum on average;
     otherwise ARM only, said in a note and site is then not adjusted for)::
 
         log h(t) = log h0_{route, site}(t) + a DOSEREL / 0.25 + s CONSSRI
@@ -121,9 +121,7 @@ from ketaoutcomes.models.common import drop_missing, plural
 from ketaoutcomes.models.cox import CoxResult, cox_ph
 
 __all__ = [
-    "AGE_WINDOW_YEARS",
-    "DOSE_STEP",
-    "MIN_EVENTS_PER_STRATUM",
+    "ModifierScales",
     "ModifierResult",
     "course_dose",
     "effect_modifiers",
@@ -131,14 +129,30 @@ __all__ = [
 
 TIME = "AVAL"
 EVENT = "EVENT"
-#: Model B's dose term is DOSEREL / DOSE_STEP: the hazard ratio per +25 % of the route's typical dose.
-DOSE_STEP = 0.25
-#: Age terms are per this many years.
-AGE_UNIT = 10
-#: For the age subgroups, n and n_events count courses within this many years of the age.
-AGE_WINDOW_YEARS = 10
-#: Model B is stratified by ARM x SITEID only with at least this many events per combined stratum (mean).
-MIN_EVENTS_PER_STRATUM = 10
+
+
+@dataclass(frozen=True)
+class ModifierScales:
+    """Units and thresholds of the models (a study sets them: ``StudySettings.secondary.modifier_*``).
+
+    Attributes
+    ----------
+    dose_step : float
+        Model B's dose term is DOSEREL / dose_step: the hazard ratio per +25 % of the route's
+        typical dose.
+    age_unit : float
+        Age terms are per this many years.
+    age_window_years : float
+        For the age subgroups, n and n_events count courses within this many years of the age.
+    min_events_per_stratum : int
+        Model B is stratified by ARM x SITEID only with at least this many events per combined
+        stratum (mean).
+    """
+
+    dose_step: float = 0.25
+    age_unit: float = 10
+    age_window_years: float = 10
+    min_events_per_stratum: int = 10
 
 _FLAG = {True: "Y", False: "N"}
 
@@ -491,8 +505,10 @@ def _age_modifier(
     alpha: float,
     min_events: int,
     out: _Out,
+    scales: ModifierScales,
 ) -> None:
     """Model A for age: linear route x age interaction, recentred at each age and refitted."""
+    unit, window_years = scales.age_unit, scales.age_window_years
     modifier = "AGE"
     notes: list[str] = []
     adj = _adjust_for(adjust, ["AGE"], modifier, notes)
@@ -511,7 +527,7 @@ def _age_modifier(
             elif n:
                 notes.append(f"AGE, {r}: {e} events (< {min_events}); left out of the age models ({plural(n, 'row')})")
                 rows = rows.filter(~_arm_is(r))
-    age10 = {f"AGE/{AGE_UNIT}": pl.col("AGE") / AGE_UNIT}
+    age10 = {f"AGE/{unit:g}": pl.col("AGE") / unit}
     route_terms = {f"ARM[{r}]": _arm_is(r) for r in fitted_routes}
 
     inter_fits: dict[float, CoxResult] = {}
@@ -522,7 +538,7 @@ def _age_modifier(
         notes += _fit_notes(main, "AGE main-effects model")
         for c in age_at:
             slope = {
-                f"ARM[{r}]:(AGE-{c:g})/{AGE_UNIT}": _arm_is(r).cast(pl.Float64) * (pl.col("AGE") - c) / AGE_UNIT
+                f"ARM[{r}]:(AGE-{c:g})/{unit:g}": _arm_is(r).cast(pl.Float64) * (pl.col("AGE") - c) / unit
                 for r in fitted_routes
             }
             res = _fit(rows, {**route_terms, **slope, **age10}, adj, strata, alpha)
@@ -534,7 +550,7 @@ def _age_modifier(
     out.interactions.append(_interaction_row(modifier, first, main, rows, notes))
 
     for c in age_at:
-        window = rows.filter((pl.col("AGE") - c).abs() <= AGE_WINDOW_YEARS)
+        window = rows.filter((pl.col("AGE") - c).abs() <= window_years)
         w = {a: (n, e) for a, n, e in window.group_by("ARM").agg(
             pl.len().cast(pl.Int64), pl.col(EVENT).cast(pl.Int64).sum()).iter_rows()}  # fmt: skip
         n_ref, e_ref = w.get(reference_arm, (0, 0))
@@ -545,7 +561,7 @@ def _age_modifier(
             if est and (e < min_events or e_ref < min_events):
                 notes.append(
                     f"AGE = {c:g}, {r}: {e} events for the route and {e_ref} for {reference_arm} within "
-                    f"+/- {AGE_WINDOW_YEARS} years (< {min_events}); hazard ratio not reported (extrapolation)"
+                    f"+/- {window_years:g} years (< {min_events}); hazard ratio not reported (extrapolation)"
                 )
                 est = {}
             out.subgroups.append(_subgroup(modifier, f"{c:g}", r, est, n, e, n_ref, e_ref, term))
@@ -556,7 +572,6 @@ def _age_modifier(
 _SCALES = {
     "CONSSRI": "concomitant SSRI: yes vs no",
     "CONBENZO": "concomitant benzodiazepine: yes vs no",
-    f"AGE/{AGE_UNIT}": f"per {AGE_UNIT} years of age",
     "SEX[M]": "male vs female",
     "BASE": "per point of baseline score",
     "PRIORFAIL": "per prior failed trial",
@@ -573,6 +588,7 @@ def _within_ketamine(
     alpha: float,
     min_events: int,
     out: _Out,
+    scales: ModifierScales,
 ) -> pl.DataFrame:
     label = "within ketamine"
     notes: list[str] = []
@@ -590,7 +606,7 @@ def _within_ketamine(
         with_site = rows.filter(pl.col(strata).is_not_null())
         k = with_site.select(pl.struct("ARM", strata).n_unique()).item() if with_site.height else 0
         ev = _events(with_site)
-        if k and ev >= MIN_EVENTS_PER_STRATUM * k:
+        if k and ev >= scales.min_events_per_stratum * k:
             if with_site.height < rows.height:
                 notes.append(f"{label}: {plural(rows.height - with_site.height, 'row')} dropped for missing {strata}")
             rows = with_site.with_columns(
@@ -600,7 +616,7 @@ def _within_ketamine(
         else:
             notes.append(
                 f"{label}: strata ARM only ({ev} events in {k} ARM x {strata} strata, fewer than "
-                f"{MIN_EVENTS_PER_STRATUM} per stratum); {strata} not adjusted for in this model"
+                f"{scales.min_events_per_stratum} per stratum); {strata} not adjusted for in this model"
             )
     strata_label = f"ARM x {strata}" if stratum == "_ARMSITE" else "ARM"
 
@@ -609,15 +625,16 @@ def _within_ketamine(
             notes.append(f"{label}: {r} has {e} events in {plural(n, 'row')} (< {min_events}); it adds little")
 
     covs: dict[str, pl.Expr] = {}
-    scales = dict(_SCALES)
+    unit = scales.age_unit
+    labels = {**_SCALES, f"AGE/{unit:g}": f"per {unit:g} years of age"}
     if dose:
-        name = f"{dose}/{DOSE_STEP:g}"
-        covs[name] = pl.col(dose) / DOSE_STEP
-        scales[name] = f"per +{DOSE_STEP:.0%} of the route's typical (median) induction dose"
+        name = f"{dose}/{scales.dose_step:g}"
+        covs[name] = pl.col(dose) / scales.dose_step
+        labels[name] = f"per +{scales.dose_step:.0%} of the route's typical (median) induction dose"
     covs |= {
         "CONSSRI": pl.col("CONSSRI"),
         "CONBENZO": pl.col("CONBENZO"),
-        f"AGE/{AGE_UNIT}": pl.col("AGE") / AGE_UNIT,
+        f"AGE/{unit:g}": pl.col("AGE") / unit,
         "SEX[M]": pl.col("SEX") == "M",
     }
     schema = pl.DataFrame(schema=_WITHIN_SCHEMA)
@@ -631,7 +648,7 @@ def _within_ketamine(
     out.notes += notes
 
     def scale(term: str) -> str:
-        return scales.get(term, "level vs reference" if "[" in term else "per unit")
+        return labels.get(term, "level vs reference" if "[" in term else "per unit")
 
     return pl.DataFrame(
         [
@@ -658,6 +675,7 @@ def effect_modifiers(
     min_events: int = 5,
     age_at: Sequence[float] = (30, 50, 70),
     dose: str | None = "DOSEREL",
+    scales: ModifierScales = ModifierScales(),
 ) -> ModifierResult:
     """Effect modifiers of the time to response (Models A and B of the module docstring).
 
@@ -693,6 +711,8 @@ def effect_modifiers(
         Ages at which Model A's route hazard ratios are reported.
     dose : str or None, default "DOSEREL"
         The relative-dose column of Model B (None: no dose term).
+    scales : ModifierScales
+        Dose step, age unit and window, and the events per stratum Model B needs.
 
     Returns
     -------
@@ -764,9 +784,9 @@ def effect_modifiers(
         if n_null_b else None,
         **common,
     )  # fmt: skip
-    _age_modifier(data, age_at=list(age_at), **common)
+    _age_modifier(data, age_at=list(age_at), scales=scales, **common)
     within = _within_ketamine(data, routes=routes, dose=dose, adjust=list(adjust), strata=strata, alpha=alpha,
-                              min_events=min_events, out=out)  # fmt: skip
+                              min_events=min_events, out=out, scales=scales)  # fmt: skip
 
     n_tests = len(out.interactions)
     n_sub = sum(1 for s in out.subgroups if s["hr"] is not None)
