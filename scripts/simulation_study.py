@@ -72,11 +72,11 @@ def replicate(r: int, *, patients: int, seed_base: int, study: StudySettings = S
         shares = m.table("results_ps").filter(pl.col("paramcd") == "TTRESP").select(
             pl.lit("matching").alias("model"), pl.col("target").alias("arm"),
             (pl.col("n_matched_target") / pl.col("n_target")).alias("matched_share"))
-    cox = cox.filter(pl.col("term").str.starts_with("ARM[") & (pl.col("paramcd") == "TTRESP"))
+    cox = cox.filter(pl.col("arm").is_not_null() & (pl.col("paramcd") == "TTRESP"))
     if "diagnostics" not in cox.columns:
         cox = cox.with_columns(pl.lit(None, dtype=pl.String).alias("diagnostics"))
     return cox.select(
-        pl.lit(r).alias("replicate"), "model", pl.col("term").str.slice(4).str.strip_suffix("]").alias("arm"),
+        pl.lit(r).alias("replicate"), "model", "arm",
         "coef", "se", "hr_lower", "hr_upper", "diagnostics",
     ).join(shares, on=["model", "arm"], how="left")
 

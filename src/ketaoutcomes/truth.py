@@ -63,7 +63,8 @@ def _arm_only_hrs(adtte: pl.DataFrame, target: str, study: StudySettings) -> dic
             continue
         res = cox_ph(frame, time="AVAL", event="EVENT", covariates=["ARM"],
                      categorical={"ARM": study.cohort.reference_arm}, ties="efron", alpha=study.models.alpha)
-        row = res.summary.filter(pl.col("term") == f"ARM[{target}]").row(0, named=True)
+        terms = res.term_table().filter((pl.col("variable") == "ARM") & (pl.col("level") == target))
+        row = res.summary.join(terms, on="term", how="semi").row(0, named=True)
         if row["hr"] is not None:
             out[paramcd] = row
     return out
@@ -109,9 +110,9 @@ def observed_grid_estimands(
     }
     # adjusted: the conditional target; naive on this randomised counterfactual cohort: the marginal
     # target (what the propensity-weighted estimate should recover)
-    arms = result.table("results_cox").filter(pl.col("term").str.starts_with("ARM[") & pl.col("model").is_in(["adjusted", "naive"]))
+    arms = result.table("results_cox").filter(pl.col("arm").is_not_null() & pl.col("model").is_in(["adjusted", "naive"]))
     for row in arms.iter_rows(named=True):
-        arm = row["term"][4:-1]
+        arm = row["arm"]
         out.setdefault(row["paramcd"], {}).setdefault(row["model"], {})[arm] = {
             "hr": round(row["hr"], 6), "lower": round(row["hr_lower"], 6), "upper": round(row["hr_upper"], 6),
         }

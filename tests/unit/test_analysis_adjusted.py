@@ -19,7 +19,7 @@ from ketaoutcomes.analysis import (
     relapse_status,
 )
 from ketaoutcomes.derive import derive_all
-from ketaoutcomes.registries import load_registries
+from ketaoutcomes.registries import Registries, load_registries
 from ketaoutcomes.settings import SimulationSettings, StudySettings
 from ketaoutcomes.simulate import simulate_frames
 
@@ -145,3 +145,31 @@ def test_a_competing_event_that_never_happens_is_reported_not_tested():
     out = relapse_analyses(adsl, adtte, sessions, study=StudySettings(strata=None)).tables
     gray = out["results_relapse_gray"].filter(pl.col("cause") == RELAPSE_STATES[2])
     assert gray["p_value"].is_null().all() and set(gray["error"]) == {"no events of this kind: nothing to compare"}
+
+
+def test_model_tables_carry_arm_variable_and_level_with_the_labels_in_force(cohort):
+    """No ARM[...] / SEX[U] strings to parse: the terms' variable, level and arm are columns, and the
+    arm's label is the one of the registries the data came with (an export's arms.csv included)."""
+    from ketaoutcomes.analysis import run_study
+
+    frames, _ = cohort
+    reg = load_registries()
+    relabelled = Registries(arms={**reg.arms, "ketamine_iv": reg.arms["ketamine_iv"].model_copy(
+        update={"label": "IV ketamine (clinic's label)"})}, instruments=reg.instruments)
+    study = StudySettings(outcomes={"endpoints": ("TTRESP",)})
+    res = run_study(frames, registries=relabelled, study=study)
+    cox = res.table("results_cox")
+    adjusted = cox.filter(pl.col("model") == "adjusted")
+    arms = adjusted.filter(pl.col("variable") == "ARM")
+    assert set(arms["arm"]) == {a for a in reg.arms if a != "ssri"} and (arms["term"] == "ARM[" + arms["level"] + "]").all()
+    assert arms.filter(pl.col("arm") == "ketamine_iv")["arm_label"].item() == "IV ketamine (clinic's label)"
+    sex = adjusted.filter(pl.col("variable") == "SEX")
+    assert set(sex["level"]) <= {"M", "U"} and sex["arm"].is_null().all()
+    assert adjusted.filter(pl.col("term") == "AGE").select("variable", "level").row(0) == ("AGE", None)
+    weighted = cox.filter(pl.col("model") == "iptw")
+    assert weighted["arm"].is_not_null().all() and weighted["arm_label"].is_not_null().all()
+    balance = res.table("results_balance").filter(pl.col("covariate") == "SEX[M]")
+    assert set(balance.select("variable", "level").rows()) == {("SEX", "M")}
+    att = res.table("results_attrition")
+    assert att.filter(pl.col("arm") == "(all)")["arm_label"].is_null().all()
+    assert set(att.filter(pl.col("arm") == "ketamine_iv")["arm_label"]) == {"IV ketamine (clinic's label)"}

@@ -389,3 +389,13 @@ def test_logrank_group_never_at_risk_is_left_out_like_R():
     assert res.df == 1
     assert res.chi2 == pytest.approx(0.4864865, abs=5e-8)
     assert res.groups["expected"].to_list()[2] == 0.0
+
+
+def test_cox_term_table_gives_each_terms_variable_and_level():
+    frame = pl.DataFrame({
+        "t": [1.0, 2, 3, 4, 5, 6, 7, 8, 9, 10], "e": [1, 0, 1, 1, 0, 1, 1, 0, 1, 1],
+        "arm": ["a", "b", "c", "a", "b", "c", "a", "b", "c", "a"], "x": [0.1, 0.5, 0.2, 0.9, 0.3, 0.4, 0.8, 0.6, 0.7, 0.0],
+    })
+    res = cox_ph(frame, time="t", event="e", covariates=["arm", "x"], categorical={"arm": "a"})
+    assert res.term_table().rows() == [("arm[b]", "arm", "b"), ("arm[c]", "arm", "c"), ("x", "x", None)]
+    assert res.term_table()["term"].to_list() == res.summary["term"].to_list()

@@ -23,7 +23,7 @@ from collections.abc import Mapping
 
 import polars as pl
 
-from ketaoutcomes.analysis.common import StepResult
+from ketaoutcomes.analysis.common import StepResult, with_arm_labels
 from ketaoutcomes.analysis.main import analyze
 from ketaoutcomes.analysis.modifiers import modifier_analyses
 from ketaoutcomes.analysis.propensity import preference_histogram
@@ -40,15 +40,18 @@ __all__ = ["RELAPSE_STATES", "StepResult", "analyze", "modifier_analyses", "pref
 def run_study(staged: Mapping[str, pl.DataFrame], *, registries: Registries, study: StudySettings) -> StepResult:
     """The whole analysis of one study on the staged tables (``patients``, ``courses``,
     ``sessions``, ``adverse_events``, ``mood_scores``): the analysis datasets (``ad_adsl``,
-    ``ad_adtte``, ``results_attrition``) and every step's results, with all their notes in order."""
+    ``ad_adtte``, ``results_attrition``) and every step's results, with all their notes in order.
+    Every table with an ``arm`` code gains its ``arm_label`` from ``registries`` (those in force in
+    the warehouse, an export's arms.csv included)."""
     d = derive_all(staged["patients"], staged["courses"], staged["sessions"], staged["mood_scores"],
                    registries=registries, study=study)
     derived = StepResult({"ad_adsl": d.adsl, "ad_adtte": d.adtte, "results_attrition": d.attrition}, d.notes)
     ketamine = [k for k, a in registries.arms.items() if a.is_ketamine]
-    return (derived
+    result = (derived
             + analyze(d.adsl, d.adtte, study=study, visits=d.visits)
             + secondary_analyses(d.adsl, staged["mood_scores"], staged["sessions"], staged["adverse_events"],
                                  staged["courses"], study=study)
             + relapse_analyses(d.adsl, d.adtte, staged["sessions"], study=study)
             + modifier_analyses(d.adsl, d.adtte, staged["sessions"], staged["courses"], study=study,
                                 ketamine_arms=ketamine))
+    return with_arm_labels(result, {k: a.label for k, a in registries.arms.items()})

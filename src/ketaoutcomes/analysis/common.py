@@ -3,7 +3,7 @@ strata as ADSL columns, reference levels of categorical terms, and stacking resu
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 import polars as pl
@@ -12,8 +12,8 @@ from ketaoutcomes.derive import COVARIATE_COLUMNS, cnsr_to_event
 from ketaoutcomes.notes import Note
 from ketaoutcomes.settings import StudySettings
 
-__all__ = ["CATEGORICAL", "ModelTerms", "StepResult", "arms_of_terms", "categorical_references", "model_frame",
-           "reference_level", "stack"]
+__all__ = ["CATEGORICAL", "ModelTerms", "StepResult", "arms_of", "categorical_references", "model_frame",
+           "reference_level", "stack", "with_arm_labels", "with_terms"]
 
 
 @dataclass(frozen=True)
@@ -92,9 +92,26 @@ def categorical_references(frame: pl.DataFrame, columns: Sequence[str], *, arm_r
     return refs
 
 
-def arms_of_terms(terms: Iterable[str | None]) -> set[str]:
-    """The arms named by ``ARM[...]`` terms of a model summary."""
-    return {t[4:-1] for t in terms if t and t.startswith("ARM[")}
+def with_terms(summary: pl.DataFrame, terms: pl.DataFrame) -> pl.DataFrame:
+    """A model summary with each term's ``variable`` and ``level`` (from the model's design:
+    :meth:`ketaoutcomes.models.cox.CoxResult.term_table`), and ``arm``: the arm code an ``ARM``
+    term compares with the reference, so nobody parses ``ARM[...]`` strings."""
+    return summary.join(terms.select("term", "variable", "level"), on="term", how="left").with_columns(
+        pl.when(pl.col("variable") == "ARM").then(pl.col("level")).otherwise(None).alias("arm"))
+
+
+def arms_of(summary: pl.DataFrame) -> set[str]:
+    """The arms compared with the reference in a summary from :func:`with_terms`."""
+    return set(summary["arm"].drop_nulls().to_list()) if "arm" in summary.columns else set()
+
+
+def with_arm_labels(result: StepResult, labels: Mapping[str, str]) -> StepResult:
+    """Every table with an ``arm`` column gains ``arm_label``: the arm's label in the registries in
+    force (an export's arms.csv included); null where ``arm`` is not an arm (``(all)``)."""
+    tables = {name: frame.with_columns(pl.col("arm").replace_strict(dict(labels), default=None,
+                                                                    return_dtype=pl.String).alias("arm_label"))
+              if "arm" in frame.columns else frame for name, frame in result.tables.items()}
+    return StepResult(tables, result.notes)
 
 
 def stack(frames: list[pl.DataFrame]) -> pl.DataFrame:

@@ -27,10 +27,11 @@ import polars as pl
 from ketaoutcomes.analysis.common import (
     ModelTerms,
     StepResult,
-    arms_of_terms,
+    arms_of,
     categorical_references,
     model_frame,
     stack,
+    with_terms,
 )
 from ketaoutcomes.analysis.propensity import WeightedComparisons, ps_weighted
 from ketaoutcomes.endpoints import ENDPOINTS
@@ -76,7 +77,8 @@ def _cox_models(frame: pl.DataFrame, paramcd: str, study: StudySettings
             data, time="AVAL", event="EVENT", covariates=spec["covariates"], categorical=categorical,
             strata=spec["strata"], ties="efron", alpha=study.models.alpha,
         )
-        summaries.append(res.summary.with_columns(pl.lit(paramcd).alias("paramcd"), pl.lit(model).alias("model")))
+        summaries.append(with_terms(res.summary, res.term_table()).with_columns(
+            pl.lit(paramcd).alias("paramcd"), pl.lit(model).alias("model")))
         fits.append({
             "paramcd": paramcd, "model": model, "n": res.n, "n_events": res.n_events, "n_dropped": res.n_dropped,
             "loglik": res.loglik, "lr_chi2": res.lr_chi2, "lr_df": res.lr_df, "lr_p": res.lr_p,
@@ -98,7 +100,7 @@ def _ph_check(frame: pl.DataFrame, paramcd: str, study: StudySettings, summaries
     from ketaoutcomes.models.diagnostics import ph_test
 
     terms = ModelTerms.of(study)
-    arms = arms_of_terms(summaries["term"]) | {study.cohort.reference_arm}
+    arms = arms_of(summaries) | {study.cohort.reference_arm}
     data = frame.filter(pl.col("ARM").is_in(sorted(arms)))
     covs = ["ARM", *terms.covariates]
     categorical = categorical_references(data, covs, arm_reference=study.cohort.reference_arm)
@@ -121,7 +123,7 @@ def _discrete_time(frame: pl.DataFrame, visits: pl.DataFrame, paramcd: str, stud
     somewhere between the previous and the event visit; this model uses only that."""
     from ketaoutcomes.models.diagnostics import discrete_time_cox, discrete_time_data
 
-    arms = arms_of_terms(summaries["term"]) | {study.cohort.reference_arm}
+    arms = arms_of(summaries) | {study.cohort.reference_arm}
     data = frame.filter(pl.col("ARM").is_in(sorted(arms)))
     covs = ["ARM", *ModelTerms.of(study).with_strata]  # site as fixed effects in place of strata
     categorical = categorical_references(data, covs, arm_reference=study.cohort.reference_arm)
@@ -133,7 +135,7 @@ def _discrete_time(frame: pl.DataFrame, visits: pl.DataFrame, paramcd: str, stud
         return pl.DataFrame(), [Note(f"the discrete-time sensitivity analysis could not be fitted: "
                                      f"{type(exc).__name__}: {str(exc)[:200]}", step="models", endpoint=paramcd,
                                      severity="warning")]
-    out = res.summary.with_columns(
+    out = with_terms(res.summary, res.terms).with_columns(
         pl.lit(paramcd).alias("paramcd"), pl.lit(res.n_rows).alias("n_intervals"),
         pl.lit(res.n_subjects).alias("n_subjects"), pl.lit(res.n_events).alias("n_events"),
         pl.lit(study.models.discrete_band_days).alias("band_days"),
@@ -182,7 +184,7 @@ def analyze(adsl: pl.DataFrame, adtte: pl.DataFrame, *, study: StudySettings, we
                 disc.append(d)
             notes += n
         if s and weighted and ep.runs("ps"):  # the regression models ran: the reference arm and a route are estimable
-            estimable = sorted(arms_of_terms(pl.concat(s)["term"]))
+            estimable = sorted(arms_of(pl.concat(s)))
             ps_weighted(frame, paramcd, study, estimable, w)
     return StepResult({
         "results_km": stack(km),

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 
 import polars as pl
 
-from ketaoutcomes.analysis.common import CATEGORICAL, ModelTerms
+from ketaoutcomes.analysis.common import CATEGORICAL, ModelTerms, with_terms
 from ketaoutcomes.notes import Note
 from ketaoutcomes.settings import StudySettings
 
@@ -57,7 +57,7 @@ def ps_weighted(frame: pl.DataFrame, paramcd: str, study: StudySettings, arms: l
                 res = weighted_cox(weighted, time="AVAL", event="EVENT", covariates=["ARM"],
                                    categorical={"ARM": study.cohort.reference_arm}, weights="weight", alpha=study.models.alpha,
                                    cluster="match_set" if "match_set" in keep else None)
-                summary = res.summary.filter(pl.col("term") == f"ARM[{target}]")
+                summary = with_terms(res.summary, res.term_table()).filter(pl.col("arm") == target)
                 if not res.converged:
                     reasons.append("weighted Cox model did not converge")
             except Exception as exc:  # noqa: BLE001 - a model that cannot be fitted is a failed diagnostic

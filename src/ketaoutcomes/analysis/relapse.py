@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import polars as pl
 
-from ketaoutcomes.analysis.common import ModelTerms, StepResult, categorical_references, reference_level
+from ketaoutcomes.analysis.common import ModelTerms, StepResult, categorical_references, reference_level, with_terms
 from ketaoutcomes.endpoints import ENDPOINTS
 from ketaoutcomes.models.cox import cox_ph
 from ketaoutcomes.notes import Note
@@ -87,7 +87,7 @@ def relapse_analyses(adsl: pl.DataFrame, adtte: pl.DataFrame, sessions: pl.DataF
         exposed = data.group_by("MAINT").agg((pl.col("TSTOP") - pl.col("TSTART")).sum().alias("days"),
                                              pl.col("EVENT").sum().alias("events"))
         d = {m: (t, e) for m, t, e in exposed.iter_rows()}
-        out["results_relapse_maintenance"] = res.summary.with_columns(
+        out["results_relapse_maintenance"] = with_terms(res.summary, res.term_table()).with_columns(
             pl.lit(res.n).alias("n_intervals"), pl.lit(data["USUBJID"].n_unique()).alias("n_patients"),
             pl.lit(res.n_events).alias("n_events"), pl.lit(res.converged).alias("converged"),
             pl.lit(d.get(1, (0, 0))[0]).cast(pl.Float64).alias("days_on_maintenance"),

@@ -65,6 +65,7 @@ __all__ = [
     "estimable",
     "lr_degrees_of_freedom",
     "summary_table",
+    "term_table",
 ]
 
 _TIES = ("efron", "breslow")
@@ -125,6 +126,13 @@ class CoxResult:
     converged: bool
     entry: str | None = None
     terms: tuple[str, ...] = field(default=())
+    #: term -> (variable, level): ``ARM[ketamine_iv]`` -> (``ARM``, ``ketamine_iv``), a numeric
+    #: covariate ``AGE`` -> (``AGE``, None). Read it (:meth:`term_table`) instead of parsing terms.
+    term_parts: Mapping[str, tuple[str, str | None]] = field(default_factory=dict)
+
+    def term_table(self) -> pl.DataFrame:
+        """``term``, ``variable``, ``level`` of every term (see :func:`term_table`)."""
+        return term_table(self.terms, self.term_parts)
 
 
 # --------------------------------------------------------------------------- Cox
@@ -136,6 +144,15 @@ class Design:
     names: list[str]
     # term name -> categorical column it came from (None for numeric covariates)
     source: dict[str, str | None]
+    # term name -> (variable, level): the column and, for a categorical one, the level's label
+    parts: dict[str, tuple[str, str | None]] = field(default_factory=dict)
+
+
+def term_table(terms: Sequence[str], parts: Mapping[str, tuple[str, str | None]]) -> pl.DataFrame:
+    """One row per term: ``term``, ``variable`` (the covariate column) and ``level`` (the level of
+    a categorical covariate, null for a numeric one). A term not in ``parts`` is its own variable."""
+    rows = [(t, *parts.get(t, (t, None))) for t in terms]
+    return pl.DataFrame(rows, schema={"term": pl.String, "variable": pl.String, "level": pl.String}, orient="row")
 
 
 def design_matrix(
@@ -146,6 +163,7 @@ def design_matrix(
     cols: list[np.ndarray] = []
     names: list[str] = []
     source: dict[str, str | None] = {}
+    parts: dict[str, tuple[str, str | None]] = {}
     notes: list[str] = []
     for cov in covariates:
         s = data[cov]
@@ -162,6 +180,7 @@ def design_matrix(
                 cols.append((codes == k).astype(float))
                 names.append(name)
                 source[name] = cov
+                parts[name] = (cov, label)
             if len(labels) == 1:
                 notes.append(f"{cov} has only its reference level {ref!r} in the analysed rows: no terms")
         else:
@@ -170,8 +189,9 @@ def design_matrix(
             cols.append(numeric(s, "covariate"))
             names.append(cov)
             source[cov] = None
+            parts[cov] = (cov, None)
     X = np.column_stack(cols) if cols else np.zeros((data.height, 0))
-    return Design(X, names, source), notes
+    return Design(X, names, source, parts), notes
 
 
 def _non_estimable(
@@ -285,7 +305,8 @@ SUMMARY_COLS = ("coef", "hr", "se", "z", "p_value", "hr_lower", "hr_upper")
 
 
 def empty_cox(names: Sequence[str], n: int, n_events: int, n_dropped: int, ties: str, strata: str | None,
-              alpha: float, notes: Sequence[str], entry: str | None) -> CoxResult:
+              alpha: float, notes: Sequence[str], entry: str | None,
+              parts: Mapping[str, tuple[str, str | None]] | None = None) -> CoxResult:
     """The result of a Cox model that could not be fitted: every term null, the reason in the notes."""
     summary = pl.DataFrame(
         {"term": list(names), **{c: [None] * len(names) for c in SUMMARY_COLS}},
@@ -293,7 +314,7 @@ def empty_cox(names: Sequence[str], n: int, n_events: int, n_dropped: int, ties:
     )
     return CoxResult(
         summary, n, n_events, n_dropped, math.nan, math.nan, math.nan, len(names), math.nan,
-        math.nan, None, None, ties, strata, alpha, tuple(notes), False, entry, tuple(names),
+        math.nan, None, None, ties, strata, alpha, tuple(notes), False, entry, tuple(names), dict(parts or {}),
     )  # fmt: skip
 
 
@@ -486,7 +507,7 @@ def cox_ph(
     names = design.names
 
     def empty_result(reason: str) -> CoxResult:
-        return empty_cox(names, n, n_events, n_dropped, ties, strata, alpha, [*notes, reason], entry)
+        return empty_cox(names, n, n_events, n_dropped, ties, strata, alpha, [*notes, reason], entry, design.parts)
 
     est = estimable(design, d, categorical, n_events)
     notes += est.notes
@@ -586,4 +607,5 @@ def cox_ph(
         converged=converged,
         entry=entry,
         terms=tuple(names),
+        term_parts=design.parts,
     )

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -28,7 +28,7 @@ import statsmodels.api as sm
 from scipy import stats
 
 from ketaoutcomes.models.common import drop_missing, event_indicator, numeric, safe_exp
-from ketaoutcomes.models.cox import cox_ph, design_matrix
+from ketaoutcomes.models.cox import cox_ph, design_matrix, term_table
 
 __all__ = [
     "DiscreteTimeResult",
@@ -312,6 +312,8 @@ class DiscreteTimeResult:
     n_events: int
     alpha: float
     notes: tuple[str, ...]
+    #: ``term``, ``variable``, ``level`` of every term (see :func:`ketaoutcomes.models.cox.term_table`).
+    terms: pl.DataFrame = field(default_factory=pl.DataFrame)
 
 
 def _cluster_se(
@@ -445,4 +447,5 @@ def discrete_time_cox(
         n_events=int(y.sum()),
         alpha=alpha,
         notes=tuple(notes),
+        terms=term_table(design.names, design.parts),
     )

@@ -80,7 +80,7 @@ from __future__ import annotations
 import math
 import numbers
 import warnings
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -108,6 +108,8 @@ _SCORES_SCHEMA = {
 
 _BALANCE_SCHEMA = {
     "covariate": pl.String,
+    "variable": pl.String,  # the covariate column ("SEX" of "SEX[M]")
+    "level": pl.String,  # the level of a categorical covariate ("M"); null for a numeric one
     "mean_target_before": pl.Float64,
     "mean_comparator_before": pl.Float64,
     "smd_before": pl.Float64,
@@ -215,8 +217,10 @@ def _reference_level(values: pl.Series) -> Any:
 
 def _design(
     frame: pl.DataFrame, covariates: Sequence[str], categorical: set[str]
-) -> tuple[list[str], list[np.ndarray], list[bool], list[tuple[str, str]]]:
-    """Design columns: (names, values, in_model flags, reference levels)."""
+) -> tuple[list[str], list[np.ndarray], list[bool], list[tuple[str, str]], dict[str, tuple[str, str | None]]]:
+    """Design columns: (names, values, in_model flags, reference levels, and each name's
+    (variable, level): ``SEX[M]`` -> (``SEX``, ``M``), ``AGE`` -> (``AGE``, None))."""
+    parts: dict[str, tuple[str, str | None]] = {}
     names: list[str] = []
     values: list[np.ndarray] = []
     in_model: list[bool] = []
@@ -230,6 +234,7 @@ def _design(
             refs.append((c, format_level(ref)))
             for level in s.unique().sort().to_list():
                 names.append(f"{c}[{format_level(level)}]")
+                parts[names[-1]] = (c, format_level(level))
                 values.append((s == level).cast(pl.Float64).to_numpy())
                 in_model.append(level != ref)
         else:
@@ -242,9 +247,10 @@ def _design(
                     f"covariate {c!r} is {s.dtype}, not numeric; list it in `categorical` to expand it to dummies"
                 )
             names.append(c)
+            parts[c] = (c, None)
             values.append(arr)
             in_model.append(True)
-    return names, values, in_model, refs
+    return names, values, in_model, refs, parts
 
 
 def _logit(p: np.ndarray | float) -> Any:
@@ -310,11 +316,12 @@ def _smd_p(smd: float, se: float, threshold: float) -> float:
 
 def _balance(
     names: list[str], values: list[np.ndarray], in_model: list[bool], treated: np.ndarray, weight: np.ndarray,
-    threshold: float = 0.1,
+    threshold: float = 0.1, parts: Mapping[str, tuple[str, str | None]] | None = None,
 ) -> pl.DataFrame:
     t, c = treated == 1, treated == 0
     rows = []
     for name, x, flag in zip(names, values, in_model):
+        variable, level = (parts or {}).get(name, (name, None))
         xt, xc = x[t], x[c]
         mt = float(np.mean(xt)) if len(xt) else math.nan
         mc = float(np.mean(xc)) if len(xc) else math.nan
@@ -330,6 +337,8 @@ def _balance(
         se = _smd_se(xt, weight[t], wmt, xc, weight[c], wmc, sd)
         rows.append({
             "covariate": name,
+            "variable": variable,
+            "level": level,
             "mean_target_before": mt,
             "mean_comparator_before": mc,
             "smd_before": _smd(mt - mc, sd),
@@ -503,7 +512,7 @@ def fit_propensity(
     treated = (data[arm] == target).cast(pl.Int8).to_numpy().astype(np.int64)
     n_t, n_c = int(treated.sum()), int(len(treated) - treated.sum())
 
-    names, values, in_model, refs = _design(data, covariates, cat)
+    names, values, in_model, refs, parts = _design(data, covariates, cat)
     if refs:
         notes.append("reference levels: " + ", ".join(f"{c}={lvl}" for c, lvl in refs))
 
@@ -584,7 +593,7 @@ def fit_propensity(
     # --- balance
     # after matching: means over the matched patients (weight 1; the unmatched weigh 0)
     balance_weight = np.where(np.isnan(weight), 0.0, weight) if weighting == "matching" else weight
-    balance = _balance(names, values, in_model, treated, balance_weight, threshold=max_smd)
+    balance = _balance(names, values, in_model, treated, balance_weight, threshold=max_smd, parts=parts)
     after = "matching" if weighting == "matching" else "weighting"
     max_abs: float | None = None
     smd_after = balance["smd_after"].to_numpy()

@@ -270,7 +270,8 @@ def weighted_cox(
     est = estimable(design, d, categorical, n_events)
     notes += est.notes
     if est.reason:
-        return empty_cox(names, n, n_events, n_dropped, "efron", strata, alpha, [*notes, est.reason], None)
+        return empty_cox(names, n, n_events, n_dropped, "efron", strata, alpha, [*notes, est.reason], None,
+                         design.parts)
     keep, null_terms, fit_cols, fit_names = est.keep, est.null_terms, est.fit_cols, est.fit_names
     if s_codes is not None:
         s_fit = s_codes[keep]
@@ -341,6 +342,7 @@ def weighted_cox(
         converged=converged,
         entry=None,
         terms=tuple(names),
+        term_parts=design.parts,
     )
 
 
