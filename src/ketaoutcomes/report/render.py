@@ -1179,12 +1179,10 @@ def _secondary(data: ReportData, arms: Arms, fmt: Fmt) -> dict[str, Any]:
                               rows, align="llrrrl", wide=True)
     tr = data.trajectory
     if _has(tr, "arm", "day", "mean"):
-        from ketaoutcomes.models.trajectory import predicted_figure
-
         labels = {a: (arms.label(a), arms.style(a)[0]) for a in tr["arm"].unique().to_list()}
         converged = bool(tr["converged"].all()) if "converged" in tr.columns else True
         alpha = float((data.provenance or {}).get("alpha", 0.05))
-        out["trajectory"] = predicted_figure(tr, labels, alpha=alpha, time_terms="log1p", converged=converged)
+        out["trajectory"] = figures.predicted_figure(tr, labels, alpha=alpha, time_terms="log1p", converged=converged)
     return out
 
 
