@@ -316,7 +316,7 @@ def _latest_run(con, study: StudySettings) -> dict:
 def render_step(db: Path, study: StudySettings, reports_dir: Path, *, truth_path: Path | None = None) -> StepOutcome:
     """Render the HTML report of the latest analysis of the current data (read-only)."""
     from ketaoutcomes.report import ReportData, render_report
-    from ketaoutcomes.report.render import EXTRA_RESULT_TABLES
+    from ketaoutcomes.report.context import EXTRA_RESULT_TABLES
 
     reports_dir = Path(reports_dir)
     con = read_connection(db)

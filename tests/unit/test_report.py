@@ -21,7 +21,8 @@ import polars as pl
 import pytest
 
 from ketaoutcomes.report import ReportData, render_report
-from ketaoutcomes.report.render import fmt_days_ci, fmt_hr_ci, fmt_p
+from ketaoutcomes.report.format import fmt_days_ci, fmt_hr_ci, fmt_p
+from ketaoutcomes.report.sections.endpoints import parse_groups
 
 ARMS = {"ssri": 60, "ketamine_iv": 50, "esketamine_intranasal": 40, "ketamine_oral": 7}  # oral: a small cell
 HR_IV = (1.8765, 1.2345, 2.8523)  # rendered "1.88 (1.23–2.85)"
@@ -384,11 +385,9 @@ def test_number_formats(fn, args, expected):
 
 def test_groups_json_round_trip():
     """The log-rank groups column as analysis.py writes it (polars write_json) is read back."""
-    from ketaoutcomes.report.render import _parse_groups
-
     raw = pl.DataFrame({"group": ["a", "b"], "n": [3, 4], "observed": [1, 2], "expected": [1.5, 1.5]}).write_json()
-    assert [g["group"] for g in _parse_groups(raw)] == ["a", "b"]
-    assert _parse_groups(json.dumps({"group": ["a"], "n": [1]})) == [{"group": "a", "n": 1}]
+    assert [g["group"] for g in parse_groups(raw)] == ["a", "b"]
+    assert parse_groups(json.dumps({"group": ["a"], "n": [1]})) == [{"group": "a", "n": 1}]
 
 
 def test_data_quality_section_lists_failed_and_unrunnable_checks(tmp_path):

@@ -7,7 +7,7 @@ no global backend switch, no rcParams leaking in from the caller, no
 "Software" or date in the PNG metadata.
 
 The functions take plain arrays and labels, not result frames; shaping the
-frames is :mod:`ketaoutcomes.report.render`'s job. The mood
+frames is the job of the sections (:mod:`ketaoutcomes.report.sections`). The mood
 trajectory figures are the exception: they draw the stored predicted means
 (table results_trajectory, or a fitted :class:`~ketaoutcomes.models.trajectory.TrajectoryResult`),
 and, unlike the others, they draw without resetting rcParams.
