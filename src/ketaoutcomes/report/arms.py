@@ -1,7 +1,8 @@
 """The arms of the report: which are shown, in what order, with what label and colour.
 
-Labels come from the arm registry; an arm without a label is shown by its code.
-Order: the reference arm first, then the order of the labels, then any other arm by
+Labels come from the arm registries in force in the warehouse (``ReportData.arm_labels``,
+read by :mod:`ketaoutcomes.report.load`); an arm without a label is shown by its code.
+Order: the reference arm first, then the order of ``arm_labels``, then any other arm by
 code. Colours follow that order (:func:`ketaoutcomes.report.figures.arm_style`).
 """
 

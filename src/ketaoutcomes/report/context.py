@@ -39,71 +39,44 @@ from ketaoutcomes.report.sections.weighting import (
     weighting_section,
 )
 
-__all__ = ["EXTRA_RESULT_TABLES", "ReportData", "build_context"]
+__all__ = ["ReportData", "build_context"]
 
 
 @dataclass(frozen=True)
 class ReportData:
     """Everything the report shows; see :func:`ketaoutcomes.report.render.render_report`.
 
-    Frames may be empty (``pl.DataFrame()``): the section then says why
-    nothing is shown.
+    ``tables`` holds the result tables of one analysis run by warehouse name (``ad_adsl``,
+    ``ad_adtte``, ``results_km``, ``results_cox``, ... without ``run_id`` / ``settings_id``);
+    :mod:`ketaoutcomes.report.load` reads every ``ad_*`` / ``results_*`` table of the run.
+    A table that is absent or empty makes its section say why nothing is shown.
     """
 
     title: str
-    adsl: pl.DataFrame
-    attrition: pl.DataFrame
-    adtte: pl.DataFrame
-    km: pl.DataFrame
-    km_median: pl.DataFrame
-    logrank: pl.DataFrame
-    cox: pl.DataFrame
-    cox_fit: pl.DataFrame
-    validation: pl.DataFrame
-    batches: pl.DataFrame
-    quarantine_summary: pl.DataFrame
-    provenance: dict
-    notes: tuple[str, ...] = ()
-    truth: dict | None = None
+    #: ad_* / results_* tables of one run, by warehouse table name
+    tables: Mapping[str, pl.DataFrame] = field(default_factory=dict)
+    #: expectation results of the latest validation (table validation_results)
+    validation: pl.DataFrame | None = None
+    #: files loaded (table meta_batches)
+    batches: pl.DataFrame | None = None
+    #: quarantined rows per table_name, rule, column_name: n_rows
+    quarantine_summary: pl.DataFrame | None = None
     #: data-quality checks of the loads in force (table dq_checks): table_name, category, check_id,
     #: column_name, rule, rows_tested, rows_failing, pct_failing, threshold_pct, status, error, batch_id
     dq_checks: pl.DataFrame | None = None
-    #: propensity-score weighted comparisons (results_ps): paramcd, target, comparator, weighting, truncation,
-    #: n_target, n_comparator, n_dropped, n_truncated, ess_target, ess_comparator, equipoise,
-    #: max_abs_smd_after, converged, diagnostics ('pass' | 'fail'), gate_reasons, notes
-    ps: pl.DataFrame | None = None
-    #: covariate balance (results_balance): paramcd, target, covariate, abs_smd_before, abs_smd_after, ...
-    balance: pl.DataFrame | None = None
-    #: proportional-hazards tests of the adjusted models (results_ph): paramcd, term, chi2, df, p_value, note, error
-    ph: pl.DataFrame | None = None
-    #: restricted mean time without the event (results_rmst): paramcd, group, horizon, rmst, se, lower, upper
-    rmst: pl.DataFrame | None = None
-    #: safety per session by route (results_safety): arm, event, sessions, patients, events, rate, lower, upper, note
-    safety: pl.DataFrame | None = None
-    #: mood trajectories (results_trajectory): arm, day, mean, lower, upper, converged
-    trajectory: pl.DataFrame | None = None
-    #: further result tables by warehouse name (weighted KM, discrete-time, relapse, effect
-    #: modifiers; see :data:`EXTRA_RESULT_TABLES`)
-    results: Mapping[str, pl.DataFrame] = field(default_factory=dict)
+    #: run id, settings, code version, ... shown as they are in the provenance table
+    provenance: Mapping[str, Any] = field(default_factory=dict)
+    notes: tuple[str, ...] = ()
+    #: truth.json of a synthetic cohort (see :mod:`ketaoutcomes.truth`)
+    truth: dict | None = None
+    #: arm -> label from the arm registries in force, in the order the report lists arms;
+    #: an arm without a label is shown by its code
+    arm_labels: Mapping[str, str] = field(default_factory=dict)
 
-
-#: The result tables the sections read from ``ReportData.results``.
-EXTRA_RESULT_TABLES = (
-    "results_km_weighted", "results_km_weighted_median", "results_discrete", "results_preference",
-    "results_relapse_maintenance", "results_relapse_cif", "results_relapse_cif_at", "results_relapse_gray",
-    "results_relapse_states", "results_modifiers_interactions", "results_modifiers_subgroups",
-    "results_modifiers_ketamine",
-)
-
-
-def _registry_arms() -> dict[str, str]:
-    """arm -> label from the default registry (order = registry order); {} if unreadable."""
-    try:
-        from ketaoutcomes.registries import load_registries
-
-        return {k: a.label for k, a in load_registries().arms.items()}
-    except Exception:  # noqa: BLE001 - labels are cosmetic; fall back to the arm codes
-        return {}
+    def table(self, name: str) -> pl.DataFrame:
+        """The result table ``name`` of the run (an empty frame when it is absent)."""
+        df = self.tables.get(name)
+        return pl.DataFrame() if df is None else df
 
 
 def _prov_value(v: Any) -> dict[str, Any]:
@@ -144,19 +117,10 @@ def build_context(data: ReportData, *, suppress_small_cells: bool = True) -> dic
     prov = dict(data.provenance or {})
     settings = prov.get("settings") if isinstance(prov.get("settings"), Mapping) else {}
     fmt = Fmt(suppress=suppress_small_cells, ci_label=ci_label(prov.get("alpha", 0.05)))
-    named = {"ad_adsl": data.adsl, "ad_adtte": data.adtte, "results_attrition": data.attrition, "results_km": data.km,
-             "results_km_median": data.km_median, "results_logrank": data.logrank, "results_cox": data.cox,
-             "results_cox_fit": data.cox_fit, "results_ps": data.ps, "results_balance": data.balance,
-             "results_ph": data.ph, "results_rmst": data.rmst, "results_safety": data.safety,
-             "results_trajectory": data.trajectory}
-
-    def t(name: str) -> pl.DataFrame:
-        df = named[name] if name in named else data.results.get(name)
-        return pl.DataFrame() if df is None else df
-
+    t = data.table
     adsl, adtte, km, km_median = t("ad_adsl"), t("ad_adtte"), t("results_km"), t("results_km_median")
     cox, cox_fit = t("results_cox"), t("results_cox_fit")
-    arms = arms_shown(reference_arm(prov, cox_fit), _registry_arms(), adsl=adsl, adtte=adtte, km=km,
+    arms = arms_shown(reference_arm(prov, cox_fit), data.arm_labels, adsl=adsl, adtte=adtte, km=km,
                       km_median=km_median)
     instrument = str(prov.get("instrument") or (
         adsl["PARAMINS"].drop_nulls()[0] if has(adsl, "PARAMINS") and adsl["PARAMINS"].drop_nulls().len()
