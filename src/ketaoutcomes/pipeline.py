@@ -264,7 +264,7 @@ def analyze_step(db: Path, study: StudySettings, *, force: bool = True) -> StepO
                 con.execute(f"DELETE FROM {name} WHERE run_id = ?", [run_id])
             if frame.height:
                 append_frame(con, name, frame.with_columns(tag))
-        notes = [str(n) for n in result.notes]
+        notes = [n.to_dict() for n in result.notes]
         batches = fetch(con, "SELECT batch_id FROM meta_batches ORDER BY load_seq")["batch_id"].to_list()
         seconds = time.perf_counter() - t0
         run = pl.DataFrame([{
@@ -278,7 +278,7 @@ def analyze_step(db: Path, study: StudySettings, *, force: bool = True) -> StepO
         append_frame(con, "results_runs", run)
         adsl = result.table("ad_adsl")
         details = {"run_id": run_id, "courses": adsl.height,
-                   "analysed": adsl.filter(pl.col("ANLFL") == "Y").height, "notes": notes}
+                   "analysed": adsl.filter(pl.col("ANLFL") == "Y").height, "notes": [str(n) for n in result.notes]}
         _record_step(con, "analyze", run_id, fp, "ok", started, seconds, details, study.settings_id)
     return StepOutcome("analyze", True, f"analysis {run_id}: {details['analysed']:,} courses analysed", details)
 
@@ -301,68 +301,13 @@ def _latest_run(con, study: StudySettings) -> dict:
 
 def render_step(db: Path, study: StudySettings, reports_dir: Path, *, truth_path: Path | None = None) -> StepOutcome:
     """Render the HTML report of the latest analysis of the current data (read-only)."""
-    from ketaoutcomes.report import ReportData, render_report
-    from ketaoutcomes.report.render import EXTRA_RESULT_TABLES
+    from ketaoutcomes.report import load_report_data, render_report  # matplotlib: imported when needed
 
     reports_dir = Path(reports_dir)
     con = read_connection(db)
     try:
-        run = _latest_run(con, study)
-        rid = run["run_id"]
-
-        def q(sql: str) -> pl.DataFrame:
-            return fetch(con, sql, [rid]) if "?" in sql else fetch(con, sql)
-
-        def by_run(name: str) -> pl.DataFrame:
-            return q(f"SELECT * EXCLUDE (run_id, settings_id) FROM {name} WHERE run_id = ?") \
-                if table_exists(con, name) else pl.DataFrame()
-
-        val_last = fetch(con, "SELECT run_id FROM meta_steps WHERE step = 'validate' ORDER BY started_at DESC LIMIT 1")
-        validation = fetch(con, "SELECT * EXCLUDE (run_id, fingerprint) FROM validation_results WHERE run_id = ?",
-                           [val_last["run_id"][0]]) if val_last.height else pl.DataFrame()
-        if truth_path is None:  # a synthetic export carries truth.json beside its files
-            dirs = fetch(con, "SELECT DISTINCT source_file FROM meta_batches")["source_file"].to_list()
-            parents = {Path(p).parent for p in dirs}
-            truth_path = next(iter(parents)) / "truth.json" if len(parents) == 1 else None
-        truth = json.loads(Path(truth_path).read_text()) if truth_path and Path(truth_path).exists() else None
-        data = ReportData(
-            title=f"ketaoutcomes: {study.name}",
-            adsl=by_run("ad_adsl"),
-            attrition=by_run("results_attrition"),
-            adtte=by_run("ad_adtte"),
-            km=by_run("results_km"),
-            km_median=by_run("results_km_median"),
-            logrank=by_run("results_logrank"),
-            cox=by_run("results_cox"),
-            cox_fit=by_run("results_cox_fit"),
-            validation=validation,
-            batches=fetch(con, "SELECT * FROM meta_batches ORDER BY load_seq"),
-            quarantine_summary=fetch(con, "SELECT table_name, rule, column_name, count(DISTINCT (batch_id, row_number)) "
-                                          "AS n_rows FROM quarantine GROUP BY ALL ORDER BY ALL"),
-            # the checks of the loads in force: batches that still contribute rows to stg_*, and each
-            # table's latest batch (even one whose every row was quarantined)
-            dq_checks=fetch(con, "SELECT * FROM dq_checks WHERE batch_id IN ("
-                                 + " UNION ".join(f"SELECT DISTINCT _batch_id FROM stg_{t}" for t in TABLE_ORDER)
-                                 + " UNION SELECT arg_max(batch_id, load_seq) FROM meta_batches GROUP BY table_name"
-                                 + ") ORDER BY table_name, check_id"),
-            provenance={
-                "run_id": rid, "settings_id": run["settings_id"], "settings": json.loads(run["settings_json"]),
-                "code_version": run["code_version"], "data_fingerprint": run["data_fingerprint"],
-                "registries_fingerprint": run["registries_fingerprint"], "batches": run["batches"],
-                "analysis_started_at": str(run["started_at"]), "analysis_seconds": round(run["seconds"], 2),
-                "warehouse": str(Path(db).resolve()), "instrument": study.cohort.instrument,
-                "reference_arm": study.cohort.reference_arm, "alpha": study.models.alpha,
-            },
-            notes=tuple(json.loads(run["notes"])),
-            truth=truth,
-            ps=by_run("results_ps"),
-            ph=by_run("results_ph"),
-            rmst=by_run("results_rmst"),
-            safety=by_run("results_safety"),
-            trajectory=by_run("results_trajectory"),
-            balance=by_run("results_balance"),
-            results={name: by_run(name) for name in EXTRA_RESULT_TABLES},
-        )
+        rid = _latest_run(con, study)["run_id"]
+        data = load_report_data(con, study, rid, warehouse=db, truth_path=truth_path)
     finally:
         con.close()
     reports_dir.mkdir(parents=True, exist_ok=True)

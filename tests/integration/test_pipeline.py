@@ -150,6 +150,36 @@ def test_failed_diagnostics_are_stored_and_withheld_in_the_report(tmp_path, expo
     assert {"smd_before", "smd_after", "covariate"} <= set(bal.columns) and bal.height > 0
 
 
+def test_arm_added_by_the_exports_arms_csv_is_shown_by_its_label(tmp_path, export):
+    """The report labels arms from the registries in force in the warehouse (ref_arms), so an arm an
+    export adds through its arms.csv is shown by its label, not its code."""
+    import polars as pl
+
+    from ketaoutcomes.registries import load_registries
+
+    delivery = tmp_path / "export"
+    shutil.copytree(export, delivery)
+    sub = load_registries().arms["ketamine_sublingual"].model_dump()
+    pl.DataFrame([{**sub, "arm": "ketamine_buccal", "label": "Ketamine buccal (from arms.csv)"}]).write_csv(
+        delivery / "arms.csv")
+    courses = pl.read_csv(delivery / "courses.csv", infer_schema=False)
+    courses.with_columns(pl.col("arm").replace("ketamine_sublingual", "ketamine_buccal")).write_csv(
+        delivery / "courses.csv")
+    db = tmp_path / "w.duckdb"
+    out = run_report(db, StudySettings(), export_dir=delivery, reports_dir=tmp_path / "r")
+    n = q(db, "SELECT count(*) n FROM ad_adsl WHERE ARM = 'ketamine_buccal' AND ANLFL = 'Y'")["n"][0]
+    assert n > 0
+    html = Path(out[-1].details["report_path"]).read_text()
+    assert '<th class="num">Ketamine buccal (from arms.csv)</th>' in html  # the cohort table's column
+    assert ">ketamine_buccal<" not in html  # never shown by its code alone
+    # the shipped arms keep their labels and order (the reference arm first)
+    head = html[html.index('id="cohort"'):html.index('id="attrition"')]
+    cols = [head.index(f'<th class="num">{label}</th>') for label in
+            ("SSRI", "Ketamine IV", "Ketamine IM", "Esketamine intranasal", "Ketamine oral",
+             "Ketamine buccal (from arms.csv)")]
+    assert cols == sorted(cols)
+
+
 def test_trajectory_sample_is_capped_seeded_and_said():
     """The mixed model's cost grows with patients: beyond the study's cap it runs on a seeded sample,
     the same every time, and the notes say so."""

@@ -20,11 +20,15 @@ import numpy as np
 import polars as pl
 import pytest
 
+from ketaoutcomes.registries import load_registries
 from ketaoutcomes.report import ReportData, render_report
-from ketaoutcomes.report.render import fmt_days_ci, fmt_hr_ci, fmt_p
+from ketaoutcomes.report.format import fmt_days_ci, fmt_hr_ci, fmt_p
+from ketaoutcomes.report.sections.endpoints import parse_groups
 
 ARMS = {"ssri": 60, "ketamine_iv": 50, "esketamine_intranasal": 40, "ketamine_oral": 7}  # oral: a small cell
 HR_IV = (1.8765, 1.2345, 2.8523)  # rendered "1.88 (1.23–2.85)"
+# the labels of the default arm registry (what load_report_data reads from a warehouse that has no arms.csv)
+ARM_LABELS = {code: arm.label for code, arm in load_registries().arms.items()}
 
 
 # ---------------------------------------------------------------------------
@@ -163,11 +167,15 @@ def make_data(*, seed: int = 7, with_relapse: bool = True, with_cox: bool = True
     provenance = {"run_id": "run-0001", "settings_id": "abc123", "settings": {"reference_arm": "ssri", "covariates": ["age_at_index", "sex"]},
                   "code_version": "0.1.0+test", "reference_arm": "ssri", "instrument": "MADRS", "alpha": 0.05,
                   "report_generated_by": "ketaoutcomes 0.1.0"}
+    tables = {
+        "ad_adsl": adsl, "ad_adtte": adtte, "results_attrition": attrition, "results_km": km,
+        "results_km_median": km_median, "results_logrank": pl.DataFrame(lr_rows),
+        "results_cox": pl.DataFrame(cox_rows) if cox_rows else pl.DataFrame(),
+        "results_cox_fit": pl.DataFrame(fit_rows) if fit_rows else pl.DataFrame(),
+    }
     return ReportData(
-        title="Test study <b>&</b>", adsl=adsl, attrition=attrition, adtte=adtte, km=km, km_median=km_median,
-        logrank=pl.DataFrame(lr_rows), cox=pl.DataFrame(cox_rows) if cox_rows else pl.DataFrame(),
-        cox_fit=pl.DataFrame(fit_rows) if fit_rows else pl.DataFrame(), validation=validation, batches=batches,
-        quarantine_summary=quarantine, provenance=provenance, notes=notes, truth=truth,
+        title="Test study <b>&</b>", tables=tables, validation=validation, batches=batches,
+        quarantine_summary=quarantine, provenance=provenance, notes=notes, truth=truth, arm_labels=ARM_LABELS,
     )
 
 
@@ -332,9 +340,8 @@ def test_missing_results_render_not_estimable(tmp_path):
 
 def test_fully_empty_report_renders(tmp_path):
     empty = pl.DataFrame()
-    d = ReportData(title="empty", adsl=empty, attrition=empty, adtte=empty, km=empty, km_median=empty,
-                   logrank=empty, cox=empty, cox_fit=empty, validation=empty, batches=empty,
-                   quarantine_summary=empty, provenance={}, notes=())
+    d = ReportData(title="empty", tables={}, validation=empty, batches=empty, quarantine_summary=empty,
+                   provenance={}, notes=())
     p = render_report(d, tmp_path / "empty.html")
     r = read(p)
     assert r.errors == [] and r.stack == []
@@ -384,11 +391,9 @@ def test_number_formats(fn, args, expected):
 
 def test_groups_json_round_trip():
     """The log-rank groups column as analysis.py writes it (polars write_json) is read back."""
-    from ketaoutcomes.report.render import _parse_groups
-
     raw = pl.DataFrame({"group": ["a", "b"], "n": [3, 4], "observed": [1, 2], "expected": [1.5, 1.5]}).write_json()
-    assert [g["group"] for g in _parse_groups(raw)] == ["a", "b"]
-    assert _parse_groups(json.dumps({"group": ["a"], "n": [1]})) == [{"group": "a", "n": 1}]
+    assert [g["group"] for g in parse_groups(raw)] == ["a", "b"]
+    assert parse_groups(json.dumps({"group": ["a"], "n": [1]})) == [{"group": "a", "n": 1}]
 
 
 def test_data_quality_section_lists_failed_and_unrunnable_checks(tmp_path):
@@ -427,8 +432,9 @@ def test_truth_table_withholds_failing_weighted_estimates_and_matched_subsets(tm
         "adjusted": {"ketamine_iv": {"hr": 2.0, "lower": 1.9, "upper": 2.1}},
         "marginal_pair": {"ketamine_iv": {"hr": 9.5, "lower": 9.0, "upper": 10.0}},
         "marginal_treated": {"esketamine_intranasal": {"hr": 6.0, "lower": 5.5, "upper": 6.5}}}}}
-    import dataclasses
-    data = dataclasses.replace(base, cox=pl.concat([base.cox, weighted], how="diagonal_relaxed"), ps=ps, truth=truth)
+    tables = {**base.tables, "results_cox": pl.concat([base.table("results_cox"), weighted], how="diagonal_relaxed"),
+              "results_ps": ps}
+    data = dataclasses.replace(base, tables=tables, truth=truth)
     text = " ".join(" ".join(read(render_report(data, tmp_path / "t.html")).text).split())
     assert "9.87" not in text and "withheld: fails diagnostics" in text
     assert "none: 70% of the route's patients matched" in text

@@ -26,8 +26,8 @@ from ketaoutcomes.models.trajectory import (
     TrajectoryResult,
     fit_trajectories,
     trajectory_data,
-    trajectory_figure,
 )
+from ketaoutcomes.report.figures import trajectory_figure
 
 REF = Path(__file__).resolve().parents[1] / "reference" / "results"
 
