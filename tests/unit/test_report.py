@@ -20,6 +20,7 @@ import numpy as np
 import polars as pl
 import pytest
 
+from ketaoutcomes.notes import Note, notes_from_json
 from ketaoutcomes.registries import load_registries
 from ketaoutcomes.report import ReportData, render_report
 from ketaoutcomes.report.format import fmt_days_ci, fmt_hr_ci, fmt_p
@@ -138,8 +139,10 @@ def make_data(*, seed: int = 7, with_relapse: bool = True, with_cox: bool = True
                     "reference_levels": "ARM=ssri, SEX=F" if model == "adjusted" else "ARM=ssri", "notes": "",
                 })
     notes = (
-        "TTRESP: arm(s) ketamine_oral left out of the Cox models: fewer than 5 events (not estimable)",
-        "TTRELAPS: reference arm 'ssri' has 3 events (< 5); no hazard ratios",
+        Note("arm(s) ketamine_oral left out of the Cox models: fewer than 5 events (not estimable)", step="models",
+             endpoint="TTRESP", arms=("ketamine_oral",), severity="warning"),
+        Note("reference arm 'ssri' has 3 events (< 5); no hazard ratios", step="models", endpoint="TTRELAPS",
+             arms=("ssri",), severity="warning"),
     )
     attrition = pl.DataFrame([
         {"step": 1, "rule": "patients in the export", "arm": "(all)", "n_remaining": 170, "n_excluded": None},
@@ -438,3 +441,13 @@ def test_truth_table_withholds_failing_weighted_estimates_and_matched_subsets(tm
     text = " ".join(" ".join(read(render_report(data, tmp_path / "t.html")).text).split())
     assert "9.87" not in text and "withheld: fails diagnostics" in text
     assert "none: 70% of the route's patients matched" in text
+
+
+def test_notes_of_runs_stored_as_strings_still_explain_missing_estimates(tmp_path):
+    """Runs written before notes were records stored "CODE: text" strings; the report reads them."""
+    legacy = ("TTRESP: arm(s) ketamine_oral left out of the Cox models: fewer than 5 events (not estimable)",
+              "TTRELAPS: reference arm 'ssri' has 3 events (< 5); no hazard ratios")
+    d = make_data(with_relapse=False, with_cox=False)
+    d = dataclasses.replace(d, notes=tuple(notes_from_json(legacy, ("TTRESP", "TTREM", "TTRELAPS", "TTSIRES"))))
+    text = " ".join(" ".join(read(render_report(d, tmp_path / "r.html")).text).split())
+    assert "not estimable: reference arm 'ssri' has 3 events" in text

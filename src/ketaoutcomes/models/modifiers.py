@@ -133,25 +133,15 @@ EVENT = "EVENT"
 
 @dataclass(frozen=True)
 class ModifierScales:
-    """Units and thresholds of the models (a study sets them: ``StudySettings.secondary.modifier_*``).
+    """Units and thresholds of the models (a study sets them: ``StudySettings.secondary.modifier_*``)."""
 
-    Attributes
-    ----------
-    dose_step : float
-        Model B's dose term is DOSEREL / dose_step: the hazard ratio per +25 % of the route's
-        typical dose.
-    age_unit : float
-        Age terms are per this many years.
-    age_window_years : float
-        For the age subgroups, n and n_events count courses within this many years of the age.
-    min_events_per_stratum : int
-        Model B is stratified by ARM x SITEID only with at least this many events per combined
-        stratum (mean).
-    """
-
+    #: Model B's dose term is DOSEREL / dose_step: the HR per +25 % of the route's typical dose.
     dose_step: float = 0.25
+    #: Age terms are per this many years.
     age_unit: float = 10
+    #: For the age subgroups, n and n_events count courses within this many years of the age.
     age_window_years: float = 10
+    #: Model B is stratified by ARM x SITEID only with this many events per combined stratum (mean).
     min_events_per_stratum: int = 10
 
 _FLAG = {True: "Y", False: "N"}
