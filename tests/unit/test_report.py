@@ -332,6 +332,15 @@ def test_small_cells_suppressed_only_when_asked(data, tmp_path):
     assert "1.88 (1.23\u20132.85)" in on and "1.88 (1.23\u20132.85)" in off
 
 
+def test_small_cell_threshold_is_the_studys(data, tmp_path):
+    """report.small_cell_max sets the threshold: at 5, the 7-course oral arm is shown and 1-5 are "<6"."""
+    path = render_report(dataclasses.replace(data, small_cell_max=5), tmp_path / "five.html")
+    html = path.read_text()
+    oral = [line for line in html.splitlines() if "Ketamine oral" in line and "<td" in line]
+    assert any(">7<" in line for line in oral) and "&lt;11" not in html
+    assert "Counts of 1 to 5" in " ".join(" ".join(read(path).text).split()) and "&lt;6" in html
+
+
 def test_missing_results_render_not_estimable(tmp_path):
     d = make_data(with_relapse=False, with_cox=False)
     text = " ".join(" ".join(read(render_report(d, tmp_path / "r.html")).text).split())

@@ -73,6 +73,8 @@ class ReportData:
     #: arm -> label from the arm registries in force, in the order the report lists arms;
     #: an arm without a label is shown by its code
     arm_labels: Mapping[str, str] = field(default_factory=dict)
+    #: small-cell suppression: counts from 1 to this are shown as "<n+1" (the study's report.small_cell_max)
+    small_cell_max: int = 10
 
     def table(self, name: str) -> pl.DataFrame:
         """The result table ``name`` of the run (an empty frame when it is absent)."""
@@ -117,7 +119,8 @@ def build_context(data: ReportData, *, suppress_small_cells: bool = True) -> dic
     """Everything the template shows, as plain strings, tables and data URIs."""
     prov = dict(data.provenance or {})
     settings = prov.get("settings") if isinstance(prov.get("settings"), Mapping) else {}
-    fmt = Fmt(suppress=suppress_small_cells, ci_label=ci_label(prov.get("alpha", 0.05)))
+    fmt = Fmt(suppress=suppress_small_cells, ci_label=ci_label(prov.get("alpha", 0.05)),
+              small_cell_max=data.small_cell_max)
     t = data.table
     adsl, adtte, km, km_median = t("ad_adsl"), t("ad_adtte"), t("results_km"), t("results_km_median")
     cox, cox_fit = t("results_cox"), t("results_cox_fit")
@@ -175,6 +178,8 @@ def build_context(data: ReportData, *, suppress_small_cells: bool = True) -> dic
         "modifiers": modifiers,
         "provenance": provenance,
         "suppress": suppress_small_cells,
+        "small_cell_max": data.small_cell_max,
+        "suppressed_label": fmt.suppressed,
         "generated_by": str(prov.get("report_generated_by") or prov.get("code_version") or ""),
         "run_id": str(prov.get("run_id") or ""),
     }

@@ -6,7 +6,8 @@ Nothing here knows a result table: these are the building blocks the sections
 * a missing or non-finite number is a dash (:data:`DASH`);
 * hazard ratios have 2 decimals, p-values 3 (``<0.001``, ``>0.999`` at the ends);
 * :class:`Fmt` carries what depends on the report options: small-cell suppression of
-  counts (1-10 shown as ``<11``) and the confidence-interval label.
+  counts (1 to the study's ``report.small_cell_max``, default 10, shown as ``<11``) and the
+  confidence-interval label.
 """
 
 from __future__ import annotations
@@ -19,11 +20,10 @@ import numpy as np
 import polars as pl
 
 __all__ = [
-    "DASH", "EN", "MINUS", "SUPPRESSED", "Fmt", "Row", "Table", "ci_label", "col", "fmt_days_ci", "fmt_hr",
+    "DASH", "EN", "MINUS", "Fmt", "Row", "Table", "ci_label", "col", "fmt_days_ci", "fmt_hr",
     "fmt_hr_ci", "fmt_int", "fmt_num", "fmt_p", "has", "is_num", "mean_sd", "median_iqr", "ok", "p_stmt", "pct_ci",
 ]
 
-SUPPRESSED = "<11"
 DASH = "\u2014"
 EN = "\u2013"
 MINUS = "\u2212"
@@ -137,18 +137,25 @@ class Fmt:
 
     suppress: bool
     ci_label: str
+    #: counts from 1 to this are suppressed (the study's ``report.small_cell_max``)
+    small_cell_max: int = 10
+
+    @property
+    def suppressed(self) -> str:
+        """What a suppressed count shows: ``<11`` for the default threshold."""
+        return f"<{self.small_cell_max + 1}"
 
     def count(self, n: Any) -> str:
         if not ok(n):
             return DASH
         n = int(n)
-        if self.suppress and 1 <= n <= 10:
-            return SUPPRESSED
+        if self.suppress and 1 <= n <= self.small_cell_max:
+            return self.suppressed
         return f"{n:,}"
 
     def n_pct(self, n: int, denom: int) -> str:
         c = self.count(n)
-        if c == SUPPRESSED or denom <= 0:
+        if (self.suppress and c == self.suppressed) or denom <= 0:
             return c if denom > 0 else DASH
         return f"{c} ({100.0 * n / denom:.1f}%)"
 

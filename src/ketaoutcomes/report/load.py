@@ -109,4 +109,5 @@ def load_report_data(con: duckdb.DuckDBPyConnection, study: StudySettings, run_i
         notes=tuple(notes_from_json(json.loads(run["notes"]), ENDPOINTS)),
         truth=_truth(con, truth_path),
         arm_labels=arm_labels(con),
+        small_cell_max=study.report.small_cell_max,
     )

@@ -9,7 +9,8 @@ Conventions, each visible in the report itself:
 
 * confidence intervals at level 1 - ``alpha`` (``provenance["alpha"]``,
   default 0.05) wherever an estimate is shown;
-* small-cell suppression (``suppress_small_cells``): counts of 1-10 in the
+* small-cell suppression (``suppress_small_cells``): counts of 1 to ``ReportData.small_cell_max``
+  (the study's ``report.small_cell_max``, default 10) in the
   cohort, attrition, follow-up, median, log-rank, model, safety, relapse and
   effect-modifier tables and the numbers at risk are shown as "<11", and the percentage next to a suppressed
   count is withheld. Zero is shown. Hazard ratios, medians, proportions and
@@ -63,7 +64,7 @@ def render_report(data: ReportData, out_path: Path, *, suppress_small_cells: boo
         File to write; its folder is created. Written to a temporary file in the
         same folder first and moved into place, so a reader never sees half a report.
     suppress_small_cells : bool, default True
-        Show counts of 1-10 as "<11" (for reports that leave the analysis
+        Show counts of 1 to ``data.small_cell_max`` as "<11" (for reports that leave the analysis
         environment). Estimates and confidence intervals are never suppressed.
 
     Returns
