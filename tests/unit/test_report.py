@@ -58,6 +58,13 @@ def _km(times: np.ndarray, events: np.ndarray, z: float = 1.959964) -> tuple[lis
     return rows, med
 
 
+def term_columns(term: str) -> dict:
+    """The columns the analysis stores with each model term (variable, level, arm) for a fixture term."""
+    var, _, rest = term.partition("[")
+    level = rest[:-1] if rest else None
+    return {"variable": var, "level": level, "arm": level if var == "ARM" else None}
+
+
 def make_data(*, seed: int = 7, with_relapse: bool = True, with_cox: bool = True, truth: dict | None = None) -> ReportData:
     rng = np.random.default_rng(seed)
     adsl_rows, adtte_rows = [], []
@@ -128,7 +135,8 @@ def make_data(*, seed: int = 7, with_relapse: bool = True, with_cox: bool = True
                     terms |= {"AGE": (0.99, 0.98, 1.0), "SEX[M]": (0.91, 0.7, 1.2), "BASE": (0.97, 0.95, 0.99),
                               "PRIORFAIL": (0.85, 0.78, 0.93)}
                 for term, (hr, lo, hi) in terms.items():
-                    cox_rows.append({"paramcd": paramcd, "model": model, "term": term, "coef": math.log(hr),
+                    cox_rows.append({"paramcd": paramcd, "model": model, "term": term, **term_columns(term),
+                                     "coef": math.log(hr),
                                      "hr": hr, "se": 0.2, "z": math.log(hr) / 0.2, "p_value": 0.0004 if hr > 1.5 else 0.2,
                                      "hr_lower": lo, "hr_upper": hi})
                 fit_rows.append({
@@ -432,9 +440,11 @@ def test_truth_table_withholds_failing_weighted_estimates_and_matched_subsets(tm
     estimate over a subset of the route's patients has no simulated target."""
     base = make_data()
     weighted = pl.DataFrame([
-        {"paramcd": "TTRESP", "model": "iptw", "term": "ARM[ketamine_iv]", "hr": 9.87, "hr_lower": 7.0,
+        {"paramcd": "TTRESP", "model": "iptw", "term": "ARM[ketamine_iv]", **term_columns("ARM[ketamine_iv]"),
+         "hr": 9.87, "hr_lower": 7.0,
          "hr_upper": 12.0, "diagnostics": "fail", "gate_reasons": "max |SMD| after weighting 0.2 >= 0.1 (AGE)"},
-        {"paramcd": "TTRESP", "model": "matching", "term": "ARM[esketamine_intranasal]", "hr": 6.54, "hr_lower": 5.0,
+        {"paramcd": "TTRESP", "model": "matching", "term": "ARM[esketamine_intranasal]",
+         **term_columns("ARM[esketamine_intranasal]"), "hr": 6.54, "hr_lower": 5.0,
          "hr_upper": 8.0, "diagnostics": "pass", "gate_reasons": None},
     ])
     ps = pl.DataFrame([{"paramcd": "TTRESP", "target": "esketamine_intranasal", "comparator": "ssri",

@@ -1,4 +1,7 @@
-"""What several sections share: the primary endpoint, Cox term names, analysis notes, curves from frames."""
+"""What several sections share: the primary endpoint, analysis notes, curves from frames.
+
+Model tables carry each term's ``variable``, ``level`` and ``arm`` (the arm an ``ARM`` term compares
+with the reference) as columns: sections read those, never the term string."""
 
 from __future__ import annotations
 
@@ -11,21 +14,11 @@ import polars as pl
 from ketaoutcomes.notes import Note
 from ketaoutcomes.report import figures
 
-__all__ = ["PRIMARY_ENDPOINT", "TERM", "arm_of_term", "arm_reason", "km_curve", "notes_for"]
+__all__ = ["PRIMARY_ENDPOINT", "arm_reason", "km_curve", "notes_for"]
 
 #: The primary endpoint: the key results, and the figures of the weighted comparison (love plot,
 #: preference scores, weighted Kaplan-Meier curves), are of this endpoint.
 PRIMARY_ENDPOINT = "TTRESP"
-
-#: A model term as the analysis names it: ``VAR[level]`` (or patsy's ``VAR[T.level]``); else a numeric covariate.
-TERM = re.compile(r"^(?P<var>[^\[\]]+)\[(?:T\.)?(?P<level>.*)\]$")
-
-
-def arm_of_term(term: str | None) -> str | None:
-    """The arm of an ``ARM[arm]`` term, None for any other term."""
-    m = TERM.match(term or "")
-    return m["level"] if m and m["var"] == "ARM" else None
-
 
 # ---------------------------------------------------------------------------
 # Analysis notes (records: ketaoutcomes.notes.Note)

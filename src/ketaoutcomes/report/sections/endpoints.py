@@ -38,7 +38,7 @@ from ketaoutcomes.report.format import (
     ok,
     p_stmt,
 )
-from ketaoutcomes.report.sections.common import TERM, arm_reason, notes_for
+from ketaoutcomes.report.sections.common import arm_reason, notes_for
 
 __all__ = ["EndpointSection", "endpoint_codes", "endpoint_section", "parse_groups"]
 
@@ -248,18 +248,17 @@ def _ref_levels(fit_row: Mapping | None) -> dict[str, str]:
     return out
 
 
-def _term_label(term: str, arms: Arms, refs: Mapping[str, str]) -> tuple[str, str | None]:
-    """(label, arm or None) of a Cox term."""
-    m = TERM.match(term)
-    if m and m["var"] == "ARM":
+def _term_label(r: Mapping, arms: Arms, refs: Mapping[str, str]) -> tuple[str, str | None]:
+    """(label, arm or None) of a Cox row, from its ``variable``, ``level`` and ``arm`` columns."""
+    var, level, arm = r.get("variable") or r["term"], r.get("level"), r.get("arm")
+    if arm is not None:
         ref = refs.get("ARM", arms.reference)
-        return f"{arms.label(m['level'])} vs {arms.label(ref) if ref else 'reference'}", m["level"]
-    if m:
-        var, level = m["var"], m["level"]
+        return f"{arms.label(arm)} vs {arms.label(ref) if ref else 'reference'}", arm
+    if level is not None:
         ref = refs.get(var)
         base = _COVARIATE_LABELS.get(var, var)
         return f"{base}: {level.replace('_', ' ')}" + (f" vs {ref.replace('_', ' ')}" if ref else ""), None
-    return _COVARIATE_LABELS.get(term, term), None
+    return _COVARIATE_LABELS.get(var, var), None
 
 
 def _cox(ep: EndpointSection, cox: pl.DataFrame, fit: pl.DataFrame, arms: Arms, fmt: Fmt,
@@ -280,12 +279,13 @@ def _cox(ep: EndpointSection, cox: pl.DataFrame, fit: pl.DataFrame, arms: Arms, 
         for t in models[m]["term"].to_list():
             if t not in terms:
                 terms.append(t)
-    arm_terms = {t: _term_label(t, arms, refs)[1] for t in terms}
+    first = {t: by_term["adjusted"].get(t) or by_term["naive"][t] for t in terms}
+    arm_terms = {t: _term_label(first[t], arms, refs)[1] for t in terms}
     ordered = [t for a in arms.sort(a for a in arm_terms.values() if a) for t in terms if arm_terms[t] == a]
     ordered += [t for t in terms if arm_terms[t] is None]
     rows, forest = [], []
     for t in ordered:
-        label, arm = _term_label(t, arms, refs)
+        label, arm = _term_label(first[t], arms, refs)
         cells = [label]
         ests = {}
         for m in ("adjusted", "naive"):

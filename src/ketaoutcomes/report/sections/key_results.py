@@ -10,7 +10,7 @@ import polars as pl
 from ketaoutcomes.notes import Note
 from ketaoutcomes.report.arms import Arms
 from ketaoutcomes.report.format import DASH, Fmt, Row, Table, fmt_days_ci, fmt_hr_ci, fmt_p, has
-from ketaoutcomes.report.sections.common import PRIMARY_ENDPOINT, arm_of_term, arm_reason, notes_for
+from ketaoutcomes.report.sections.common import PRIMARY_ENDPOINT, arm_reason, notes_for
 from ketaoutcomes.report.sections.weighting import weighted_cell, weighted_estimates
 
 __all__ = ["key_results_table"]
@@ -28,7 +28,7 @@ def key_results_table(km_median: pl.DataFrame, cox: pl.DataFrame, arms: Arms, fm
     meds = {str(r["group"]): r for r in med.iter_rows(named=True)}
     est: dict[tuple[str, str], Mapping] = {}
     for r in primary_cox.iter_rows(named=True):
-        arm = arm_of_term(r["term"])
+        arm = r.get("arm")
         if arm is not None:
             est[(r.get("model", "adjusted"), arm)] = r
     cox_reason = ""

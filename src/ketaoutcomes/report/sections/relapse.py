@@ -13,7 +13,7 @@ import polars as pl
 from ketaoutcomes.report import figures
 from ketaoutcomes.report.arms import Arms
 from ketaoutcomes.report.format import DASH, Fmt, Row, Table, fmt_hr_ci, fmt_p, has, ok, pct_ci
-from ketaoutcomes.report.sections.common import arm_of_term, km_curve
+from ketaoutcomes.report.sections.common import km_curve
 
 __all__ = ["relapse_section"]
 
@@ -28,7 +28,7 @@ def relapse_section(maintenance: pl.DataFrame, cif: pl.DataFrame, cif_at: pl.Dat
     if has(maintenance, "term", "hr"):
         rows = []
         for r in maintenance.iter_rows(named=True):
-            arm = arm_of_term(r["term"])
+            arm = r.get("arm")
             label = ("On maintenance (time-varying)" if r["term"] == "MAINT"
                      else f"{arms.label(arm)} vs {arms.label(arms.reference) if arms.reference else 'reference'}"
                      if arm is not None else None)

@@ -15,7 +15,6 @@ from ketaoutcomes.endpoints import ENDPOINTS, endpoint
 from ketaoutcomes.report import figures
 from ketaoutcomes.report.arms import Arms
 from ketaoutcomes.report.format import DASH, Fmt, Row, Table, fmt_days_ci, fmt_hr_ci, fmt_int, fmt_p, has, ok
-from ketaoutcomes.report.sections.common import arm_of_term
 
 __all__ = ["discrete_section", "ph_table", "rmst_table", "safety_table", "trajectory_section"]
 
@@ -89,7 +88,7 @@ def discrete_section(d: pl.DataFrame, cox: pl.DataFrame | None, arms: Arms, fmt:
     for code in ENDPOINTS:
         sub = d.filter(pl.col("paramcd") == code)
         for r in sub.iter_rows(named=True):
-            arm = arm_of_term(r["term"])
+            arm = r.get("arm")
             if arm is None:
                 continue
             a = adj.get((code, r["term"]))

@@ -11,7 +11,6 @@ from ketaoutcomes.endpoints import endpoint
 from ketaoutcomes.models.matching import MATCHED_SHARE_FOR_ATT
 from ketaoutcomes.report.arms import Arms
 from ketaoutcomes.report.format import DASH, Row, Table, fmt_hr, fmt_hr_ci, has, ok
-from ketaoutcomes.report.sections.common import arm_of_term
 from ketaoutcomes.report.sections.weighting import weighted_estimates
 
 __all__ = ["LATENT_ENDPOINT", "TRUTH_ENDPOINTS", "truth_table"]
@@ -49,7 +48,7 @@ def truth_table(truth: dict | None, cox: pl.DataFrame, ps: pl.DataFrame, arms: A
     est: dict[tuple[str, str, str], Mapping] = {}
     if has(cox, "paramcd", "term", "hr"):
         for r in cox.iter_rows(named=True):
-            arm = arm_of_term(r["term"])
+            arm = r.get("arm")
             if arm is not None:
                 est[(r["paramcd"], r.get("model", "adjusted"), arm)] = r
     for code in TRUTH_ENDPOINTS:  # weighted estimates target the marginal HR

@@ -21,7 +21,7 @@ from ketaoutcomes.endpoints import ENDPOINTS, endpoint
 from ketaoutcomes.report import figures
 from ketaoutcomes.report.arms import Arms
 from ketaoutcomes.report.format import DASH, Fmt, Row, Table, fmt_days_ci, fmt_hr_ci, fmt_int, has, ok
-from ketaoutcomes.report.sections.common import PRIMARY_ENDPOINT, arm_of_term, km_curve
+from ketaoutcomes.report.sections.common import PRIMARY_ENDPOINT, km_curve
 
 __all__ = ["balance_rule", "preference_section", "weighted_cell", "weighted_estimates", "weighted_km_section",
            "weighting_section"]
@@ -33,7 +33,7 @@ def weighted_estimates(cox: pl.DataFrame | None, paramcd: str) -> dict[str, Mapp
         return {}
     out = {}
     for r in cox.filter((pl.col("paramcd") == paramcd) & pl.col("diagnostics").is_not_null()).iter_rows(named=True):
-        arm = arm_of_term(r["term"])
+        arm = r.get("arm")
         if arm is not None:
             out[arm] = r
     return out
