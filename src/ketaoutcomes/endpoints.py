@@ -52,6 +52,8 @@ class Endpoint:
         Endpoints it is derived from (relapse starts at the response).
     empty_reason : str
         Why the endpoint can have no rows, said when it has none.
+    in_default_study : bool
+        Whether a study that does not list its endpoints analyses this one.
     """
 
     code: str
@@ -65,6 +67,7 @@ class Endpoint:
     analyses: frozenset[str] = MAIN_ANALYSES
     requires: tuple[str, ...] = ()
     empty_reason: str = "no courses in the analysis population have this endpoint"
+    in_default_study: bool = True
 
     def __post_init__(self) -> None:
         unknown = set(self.analyses) - set(ANALYSES)
@@ -87,8 +90,8 @@ ENDPOINTS: dict[str, Endpoint] = {e.code: e for e in (
              "resolution of suicidal ideation", "first dose", "faster resolution", "slower resolution"),
 )}
 
-#: The endpoints of the default study: all of them.
-DEFAULT_ENDPOINTS: tuple[str, ...] = tuple(ENDPOINTS)
+#: The endpoints of a study that does not list its own.
+DEFAULT_ENDPOINTS: tuple[str, ...] = tuple(c for c, e in ENDPOINTS.items() if e.in_default_study)
 
 
 def endpoint(code: str) -> Endpoint:
