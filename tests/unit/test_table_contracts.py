@@ -1,0 +1,116 @@
+"""Contracts of the ad_*/results_* tables: conform() and the contract-enforcing writer."""
+
+from __future__ import annotations
+
+import ast
+import datetime as dt
+from pathlib import Path
+
+import polars as pl
+import pytest
+
+import ketaoutcomes.table_contract as table_contract
+from ketaoutcomes.table_contract import RUN_COLUMNS, ContractError, TableContract, col, conform
+
+PS = TableContract(
+    "results_demo",
+    "A demo result table",
+    columns=(col("paramcd", "VARCHAR", False), col("target", "VARCHAR", False), col("n", "BIGINT", False),
+             col("hr", "DOUBLE"), col("gate_reasons", "VARCHAR"), col("when", "TIMESTAMP"), *RUN_COLUMNS),
+    key=("run_id", "paramcd", "target"),
+)
+
+
+def frame(**overrides) -> pl.DataFrame:
+    base = {"run_id": ["r1", "r1"], "settings_id": ["s", "s"], "paramcd": ["TTRESP", "TTRESP"],
+            "target": ["ketamine_iv", "ketamine_im"], "n": pl.Series([10, 20], dtype=pl.Int32),
+            "hr": [1.5, None], "gate_reasons": pl.Series([None, None], dtype=pl.Null)}
+    base.update(overrides)
+    return pl.DataFrame(base)
+
+# ---------------------------------------------------------------------------- conform
+
+
+def test_conform_orders_columns_and_casts_losslessly():
+    out = conform(frame(), PS)
+    assert out.columns == PS.column_names
+    assert out.schema == PS.schema  # Int32 -> Int64, all-null Null -> String, missing nullable 'when' added
+    assert out["n"].to_list() == [10, 20] and out["when"].to_list() == [None, None]
+
+
+@pytest.mark.parametrize("source", [pl.UInt32, pl.Int8, pl.Int64])
+def test_conform_widens_integers_to_bigint(source):
+    assert conform(frame(n=pl.Series([1, 2], dtype=source)), PS)["n"].dtype == pl.Int64
+
+
+def test_conform_accepts_an_all_null_column_of_any_type():
+    out = conform(frame(gate_reasons=pl.Series([None, None], dtype=pl.Int32)), PS)
+    assert out["gate_reasons"].dtype == pl.String
+
+
+def test_conform_casts_integral_numbers_and_dates_without_loss():
+    out = conform(frame(n=[3.0, 4.0], hr=pl.Series([2, 3], dtype=pl.Int64), when=[dt.date(2024, 1, 2), None]), PS)
+    assert out["n"].to_list() == [3, 4] and out["hr"].to_list() == [2.0, 3.0]
+    assert out["when"].to_list() == [dt.datetime(2024, 1, 2), None]
+
+
+def test_unknown_column_is_a_contract_error_naming_table_and_column():
+    with pytest.raises(ContractError, match=r"^results_demo: column\(s\) extra_col not in the table's contract"):
+        conform(frame(extra_col=[1, 2]), PS)
+
+
+def test_wrong_type_is_a_contract_error_naming_column_and_both_types():
+    with pytest.raises(ContractError, match=r"^results_demo\.hr: has type String, the contract declares DOUBLE$"):
+        conform(frame(hr=["1.5", "2"]), PS)
+    with pytest.raises(ContractError, match=r"results_demo\.gate_reasons: has type Int64, the contract declares VARCH"):
+        conform(frame(gate_reasons=[1, None]), PS)
+
+
+def test_missing_non_nullable_column_is_a_contract_error():
+    with pytest.raises(ContractError, match=r"^results_demo: missing column\(s\) n, which the contract declares not"):
+        conform(frame().drop("n"), PS)
+
+
+def test_value_that_does_not_cast_without_loss_is_a_contract_error():
+    with pytest.raises(ContractError, match=r"results_demo\.n: 1 value\(s\) of type Float64 do not convert to BIGINT "
+                                            r"without loss \(first: 2\.5\)"):
+        conform(frame(n=[1.0, 2.5]), PS)
+    with pytest.raises(ContractError, match=r"results_demo\.n: .*first: nan"):
+        conform(frame(n=[1.0, float("nan")]), PS)
+
+
+def test_nulls_in_a_non_nullable_column_are_a_contract_error():
+    with pytest.raises(ContractError, match=r"^results_demo\.target: 1 null value\(s\) in a column the contract "
+                                            r"declares not nullable$"):
+        conform(frame(target=["ketamine_iv", None]), PS)
+
+
+def test_duplicate_keys_are_a_contract_error_naming_the_key():
+    with pytest.raises(ContractError, match=r"results_demo: 2 rows share a key \(run_id, paramcd, target\) with "
+                                            r"another row; first: \('r1', 'TTRESP', 'ketamine_iv'\)"):
+        conform(frame(target=["ketamine_iv", "ketamine_iv"]), PS)
+
+
+def test_contract_errors_are_value_errors_with_one_line_messages():
+    with pytest.raises(ValueError) as err:
+        conform(frame(extra=[1, 2]), PS)
+    assert "\n" not in str(err.value)
+
+
+def test_a_contract_refuses_unknown_types_and_undeclared_or_nullable_keys():
+    with pytest.raises(ValueError, match="unknown DuckDB type 'TEXT'"):
+        col("x", "TEXT")
+    with pytest.raises(ValueError, match="key column 'y' is not a declared column"):
+        TableContract("t", "d", (col("x", "VARCHAR", False),), key=("y",))
+    with pytest.raises(ValueError, match="key column 'x' must not be nullable"):
+        TableContract("t", "d", (col("x", "VARCHAR"),), key=("x",))
+
+def test_table_contract_module_imports_only_stdlib_polars_and_the_import_contract():
+    tree = ast.parse(Path(table_contract.__file__).read_text())
+    imported = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            imported |= {a.name for a in node.names}
+        elif isinstance(node, ast.ImportFrom):
+            imported.add(node.module)
+    assert imported <= {"__future__", "collections.abc", "dataclasses", "polars", "ketaoutcomes.contract"}, imported
