@@ -6,11 +6,13 @@ import ast
 import datetime as dt
 from pathlib import Path
 
+import duckdb
 import polars as pl
 import pytest
 
 import ketaoutcomes.table_contract as table_contract
 from ketaoutcomes.table_contract import RUN_COLUMNS, ContractError, TableContract, col, conform
+from ketaoutcomes.warehouse import append_frame, migrate_table, write_table
 
 PS = TableContract(
     "results_demo",
@@ -114,3 +116,68 @@ def test_table_contract_module_imports_only_stdlib_polars_and_the_import_contrac
         elif isinstance(node, ast.ImportFrom):
             imported.add(node.module)
     assert imported <= {"__future__", "collections.abc", "dataclasses", "polars", "ketaoutcomes.contract"}, imported
+
+# ---------------------------------------------------------------------------- the writer
+
+
+@pytest.fixture
+def con():
+    c = duckdb.connect()
+    yield c
+    c.close()
+
+
+def described(con, table: str) -> dict[str, str]:
+    return {r[0]: r[1] for r in con.execute(f'DESCRIBE "{table}"').fetchall()}
+
+
+def test_write_table_creates_the_table_with_the_declared_types(con):
+    assert write_table(con, PS, frame()) == 2
+    assert described(con, "results_demo") == {c.name: c.dtype for c in PS.columns}
+    assert con.execute("SELECT gate_reasons FROM results_demo").fetchall() == [(None,), (None,)]
+
+
+def test_all_null_gate_reasons_then_text_on_the_same_table_is_written(con):
+    write_table(con, PS, frame())
+    write_table(con, PS, frame(run_id=["r2", "r2"], gate_reasons=["max |SMD| after weighting 0.2 >= 0.1", None]))
+    assert described(con, "results_demo")["gate_reasons"] == "VARCHAR"
+    assert con.execute("SELECT count(gate_reasons) FROM results_demo").fetchone()[0] == 1
+
+
+def test_old_style_table_with_an_all_null_integer_column_migrates_to_the_contract_type(con):
+    append_frame(con, "results_demo", frame())  # as the code before contracts wrote it (no "when" column)
+    assert described(con, "results_demo")["gate_reasons"] == "INTEGER"
+    assert described(con, "results_demo")["n"] == "INTEGER"
+    done = migrate_table(con, PS)
+    assert "results_demo.gate_reasons: INTEGER -> VARCHAR" in done and "results_demo.when: added as TIMESTAMP" in done
+    assert described(con, "results_demo") == {c.name: c.dtype for c in PS.columns}
+    write_table(con, PS, frame(run_id=["r2", "r2"], gate_reasons=["equipoise 0.1 < 0.2", None]))
+    assert con.execute("SELECT count(*), count(gate_reasons), sum(n) FROM results_demo").fetchone() == (4, 1, 60)
+
+
+def test_old_style_table_migration_drops_an_undeclared_column_without_values(con):
+    append_frame(con, "results_demo", frame(old_col=pl.Series([None, None], dtype=pl.Float64)))
+    assert "results_demo.old_col: dropped (not in the contract, no values)" in migrate_table(con, PS)
+    assert "old_col" not in described(con, "results_demo")
+
+
+def test_old_style_table_with_an_undeclared_column_holding_values_is_a_contract_error(con):
+    append_frame(con, "results_demo", frame(old_col=[1.0, None]))
+    with pytest.raises(ContractError, match=r"^results_demo\.old_col: stored column not in the table's contract, "
+                                            r"with 1 value\(s\).*ALTER TABLE results_demo DROP COLUMN old_col"):
+        write_table(con, PS, frame(run_id=["r2", "r2"]))
+
+
+def test_old_style_table_whose_values_do_not_convert_is_a_contract_error_saying_what_to_do(con):
+    append_frame(con, "results_demo", frame(hr=["high", None]))
+    with pytest.raises(ContractError, match=r"^results_demo\.hr: stored as VARCHAR, the contract declares DOUBLE, "
+                                            r"and 1 stored value\(s\) do not convert without loss \(e\.g\. 'high'\);.*"
+                                            r"RENAME TO results_demo_old"):
+        write_table(con, PS, frame(run_id=["r2", "r2"]))
+
+
+def test_write_table_refuses_a_key_that_is_already_stored(con):
+    write_table(con, PS, frame())
+    with pytest.raises(ContractError, match=r"results_demo: 2 row\(s\) have a key \(run_id, paramcd, target\) that is "
+                                            r"already stored"):
+        write_table(con, PS, frame())
