@@ -11,6 +11,7 @@ import polars as pl
 import pytest
 
 import ketaoutcomes.table_contract as table_contract
+from ketaoutcomes.derive.tables import CONTRACTS as DERIVE_CONTRACTS
 from ketaoutcomes.table_contract import RUN_COLUMNS, ContractError, TableContract, col, conform
 from ketaoutcomes.warehouse import append_frame, migrate_table, write_table
 
@@ -181,3 +182,22 @@ def test_write_table_refuses_a_key_that_is_already_stored(con):
     with pytest.raises(ContractError, match=r"results_demo: 2 row\(s\) have a key \(run_id, paramcd, target\) that is "
                                             r"already stored"):
         write_table(con, PS, frame())
+
+
+# ---------------------------------------------------------------------------- the declared contracts
+
+
+@pytest.fixture(scope="module")
+def contracts():
+    from ketaoutcomes.pipeline import output_contracts
+
+    return output_contracts()
+
+
+def test_every_declared_table_carries_run_id_and_settings_id_and_is_keyed_by_run(contracts):
+    assert set(DERIVE_CONTRACTS) == {"ad_adsl", "ad_adtte", "results_attrition"}
+    for name, c in contracts.items():
+        assert c.name == name
+        assert name.startswith(("ad_", "results_")), name
+        assert {"run_id", "settings_id"} <= set(c.column_names), name
+        assert c.key[0] == "run_id", name
