@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ast
 import datetime as dt
+import re
 from pathlib import Path
 
 import duckdb
@@ -201,3 +202,10 @@ def test_every_declared_table_carries_run_id_and_settings_id_and_is_keyed_by_run
         assert name.startswith(("ad_", "results_")), name
         assert {"run_id", "settings_id"} <= set(c.column_names), name
         assert c.key[0] == "run_id", name
+
+
+def test_readme_lists_every_contracted_table(contracts):
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    section = readme.split("## The warehouse (for analysts)")[1].split("\n## ")[0]
+    listed = set(re.findall(r"`((?:ad|results)_[a-z_]+)`", section))
+    assert listed == set(contracts)
