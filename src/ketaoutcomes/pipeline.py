@@ -37,7 +37,8 @@ from ketaoutcomes.contract import TABLE_ORDER
 from ketaoutcomes.ingest import ingest_export
 from ketaoutcomes.ingest.load import load_registries_from_warehouse
 from ketaoutcomes.settings import SimulationSettings, StudySettings, project_root
-from ketaoutcomes.warehouse import append_frame, fetch, read_connection, table_exists, write_session
+from ketaoutcomes.table_contract import ContractError, TableContract, col
+from ketaoutcomes.warehouse import append_frame, fetch, read_connection, table_exists, write_session, write_table
 
 __all__ = [
     "StepOutcome",
@@ -55,6 +56,8 @@ __all__ = [
     "default_reports_dir",
     "code_version",
     "announced",
+    "RESULTS_RUNS",
+    "output_contracts",
 ]
 
 Progress = Callable[[str, int, int], None]
@@ -236,6 +239,35 @@ def _validation_status(con, fp_data: str) -> str | None:
 # analyze
 # ---------------------------------------------------------------------------
 
+#: results_runs, written by :func:`analyze_step` itself (the contracts of the tables it writes from
+#: derive's and the analysis's frames are declared beside that code: :func:`output_contracts`).
+RESULTS_RUNS = TableContract(
+    "results_runs",
+    "One row per analysis run: study settings, data and registries fingerprints, batches and code version",
+    columns=(
+        col("run_id", "VARCHAR", False, "Hash of the data fingerprint, settings id and code version"),
+        col("settings_id", "VARCHAR", False, "Hash of settings_json"),
+        col("settings_json", "VARCHAR", False, "The study settings (canonical JSON)"),
+        col("data_fingerprint", "VARCHAR", False, "Hash of the batches in force and the registries"),
+        col("registries_fingerprint", "VARCHAR", False),
+        col("batches", "VARCHAR", False, "meta_batches.batch_id of the batches in force, comma-separated"),
+        col("code_version", "VARCHAR", False),
+        col("started_at", "TIMESTAMP", False, "Provenance only (UTC)"),
+        col("seconds", "DOUBLE", False),
+        col("notes", "VARCHAR", False, "The run's notes (JSON list of strings)"),
+    ),
+    key=("run_id",),
+)
+
+
+def output_contracts() -> dict[str, TableContract]:
+    """The contract of every ad_*/results_* table :func:`analyze_step` writes, by table name:
+    :data:`ketaoutcomes.analysis.tables.CONTRACTS` (derive's and the analysis's) and results_runs."""
+    from ketaoutcomes.analysis.tables import CONTRACTS  # imports the analysis (statsmodels)
+
+    return {**CONTRACTS, RESULTS_RUNS.name: RESULTS_RUNS}
+
+
 def analyze_step(db: Path, study: StudySettings, *, force: bool = True) -> StepOutcome:
     """Derive ADSL/ADTTE, fit KM, log-rank and Cox models, store everything with its provenance."""
     from ketaoutcomes.analysis import run_study  # statsmodels: imported when needed
@@ -259,11 +291,18 @@ def analyze_step(db: Path, study: StudySettings, *, force: bool = True) -> StepO
         tag = [pl.lit(run_id).alias("run_id"), pl.lit(study.settings_id).alias("settings_id")]
         # Analysis datasets are kept per run like the results: several studies
         # (different instruments or thresholds) share one warehouse.
-        for name, frame in result.tables.items():
+        outputs = result.tables
+        # Every table is written through its contract (declared columns and types, keys).
+        contracts = output_contracts()
+        undeclared = sorted(set(outputs) - set(contracts))
+        if undeclared:
+            raise ContractError(f"result table(s) {', '.join(undeclared)} have no contract; declare each in "
+                                "ketaoutcomes/analysis/tables.py (or derive/tables.py) before writing it")
+        for name, frame in outputs.items():
             if table_exists(con, name):
-                con.execute(f"DELETE FROM {name} WHERE run_id = ?", [run_id])
+                con.execute(f'DELETE FROM "{name}" WHERE run_id = ?', [run_id])
             if frame.height:
-                append_frame(con, name, frame.with_columns(tag))
+                write_table(con, contracts[name], frame.with_columns(tag))
         notes = [n.to_dict() for n in result.notes]
         batches = fetch(con, "SELECT batch_id FROM meta_batches ORDER BY load_seq")["batch_id"].to_list()
         seconds = time.perf_counter() - t0
@@ -275,7 +314,7 @@ def analyze_step(db: Path, study: StudySettings, *, force: bool = True) -> StepO
         }])
         if table_exists(con, "results_runs"):
             con.execute("DELETE FROM results_runs WHERE run_id = ?", [run_id])
-        append_frame(con, "results_runs", run)
+        write_table(con, contracts["results_runs"], run)
         adsl = result.table("ad_adsl")
         details = {"run_id": run_id, "courses": adsl.height,
                    "analysed": adsl.filter(pl.col("ANLFL") == "Y").height, "notes": [str(n) for n in result.notes]}

@@ -35,6 +35,7 @@ from filelock import FileLock, Timeout
 
 from ketaoutcomes.contract import TABLES
 from ketaoutcomes.failpoints import failpoint
+from ketaoutcomes.table_contract import ContractError, TableContract, conform
 
 __all__ = [
     "WarehouseBusy",
@@ -46,6 +47,8 @@ __all__ = [
     "fetch",
     "replace_table",
     "append_frame",
+    "write_table",
+    "migrate_table",
 ]
 
 #: How long a writer waits for another writer before giving up with a clear error.
@@ -283,3 +286,108 @@ def append_frame(con: duckdb.DuckDBPyConnection, name: str, frame: pl.DataFrame)
             con.execute(f'CREATE TABLE "{name}" AS SELECT * FROM _frame_in')
     finally:
         con.unregister("_frame_in")
+
+
+# ---------------------------------------------------------------------------
+# Contracted tables (ad_*, results_*)
+# ---------------------------------------------------------------------------
+
+def _quote(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def migrate_table(con: duckdb.DuckDBPyConnection, contract: TableContract) -> list[str]:
+    """Create ``contract``'s table with the declared types if it is missing, or bring a table
+    written by an earlier version in line with the contract when that loses nothing: a missing
+    column is added (earlier rows get nulls), a column of another type is converted when every
+    stored value converts and back unchanged (e.g. an all-null INTEGER column to VARCHAR), an
+    undeclared column holding only nulls is dropped.
+
+    Returns
+    -------
+    list of str
+        What was done, one entry per statement (empty when the table already conformed).
+
+    Raises
+    ------
+    ContractError
+        A stored value that does not convert, or an undeclared column with values; the message
+        names table and column and says what to do.
+    """
+    t = contract.name
+    if not table_exists(con, t):
+        con.execute(contract.ddl())
+        return [f"created {t}"]
+    done = []
+    stored = {r[0]: r[1] for r in con.execute(f"DESCRIBE {_quote(t)}").fetchall()}
+    for c in contract.columns:
+        q = _quote(c.name)
+        if c.name not in stored:
+            con.execute(f"ALTER TABLE {_quote(t)} ADD COLUMN {q} {c.dtype}")
+            done.append(f"{t}.{c.name}: added as {c.dtype}")
+        elif stored[c.name] != c.dtype:
+            have = stored[c.name]
+            n_bad, example = con.execute(
+                f"SELECT count(*), any_value({q}::VARCHAR) FROM {_quote(t)} WHERE {q} IS NOT NULL AND "
+                f"(TRY_CAST({q} AS {c.dtype}) IS NULL OR TRY_CAST(TRY_CAST({q} AS {c.dtype}) AS {have}) "
+                f"IS DISTINCT FROM {q})"
+            ).fetchone()
+            if n_bad:
+                raise ContractError(
+                    f"{t}.{c.name}: stored as {have}, the contract declares {c.dtype}, and {n_bad} stored value(s) "
+                    f"do not convert without loss (e.g. {example!r}); convert or rename the column by hand "
+                    f"(ALTER TABLE {t} ...), or rename the table (ALTER TABLE {t} RENAME TO {t}_old) so the next "
+                    "run creates it anew")
+            con.execute(f"ALTER TABLE {_quote(t)} ALTER COLUMN {q} TYPE {c.dtype}")
+            done.append(f"{t}.{c.name}: {have} -> {c.dtype}")
+    for name in stored:
+        if name in contract.column_names:
+            continue
+        q = _quote(name)
+        n_values = con.execute(f"SELECT count({q}) FROM {_quote(t)}").fetchone()[0]
+        if n_values:
+            raise ContractError(
+                f"{t}.{name}: stored column not in the table's contract, with {n_values} value(s) from earlier runs; "
+                f"drop it (ALTER TABLE {t} DROP COLUMN {name}) if they are not needed, or declare the column in "
+                "the contract")
+        con.execute(f"ALTER TABLE {_quote(t)} DROP COLUMN {q}")
+        done.append(f"{t}.{name}: dropped (not in the contract, no values)")
+    return done
+
+
+def write_table(con: duckdb.DuckDBPyConnection, contract: TableContract, frame: pl.DataFrame) -> int:
+    """Append ``frame`` to ``contract``'s table, enforcing the contract.
+
+    The frame is conformed (:func:`ketaoutcomes.table_contract.conform`: declared columns and
+    types, lossless casts only, nullability, unique keys), the table created or migrated
+    (:func:`migrate_table`), and the rows inserted by column name. A row whose key is already
+    stored is refused too.
+
+    Returns
+    -------
+    int
+        Rows written.
+
+    Raises
+    ------
+    ContractError
+        The frame or the stored table breaks the contract.
+    """
+    rows = conform(frame, contract)
+    migrate_table(con, contract)
+    if rows.is_empty():
+        return 0
+    con.register("_frame_in", rows.to_arrow())
+    try:
+        t, key = _quote(contract.name), [_quote(k) for k in contract.key]
+        clash = con.execute(
+            f"SELECT count(*) FROM _frame_in f JOIN {t} s ON " + " AND ".join(f"f.{k} = s.{k}" for k in key)
+        ).fetchone()[0]
+        if clash:
+            raise ContractError(
+                f"{contract.name}: {clash} row(s) have a key ({', '.join(contract.key)}) that is already stored; "
+                "delete the run's earlier rows before writing it again")
+        con.execute(f"INSERT INTO {t} BY NAME SELECT * FROM _frame_in")
+    finally:
+        con.unregister("_frame_in")
+    return rows.height
