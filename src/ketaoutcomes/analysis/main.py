@@ -1,23 +1,23 @@
-"""The analysis of one study: ADaM datasets in, result frames out (pure).
+"""The main analysis step: for each endpoint of the study, the models its registry entry lists
+(:mod:`ketaoutcomes.endpoints`) (pure).
 
-For each endpoint (TTRESP, TTREM, TTRELAPS): Kaplan-Meier per arm with
-95% CIs and median time with its CI, a log-rank test across arms, and two Cox
-models (statsmodels PHReg, Efron ties) with the study's reference arm:
+* Kaplan-Meier per arm with 95% CIs and the median time with its CI; the restricted mean time
+  without the event up to the horizon; a log-rank test across arms;
+* two Cox models (statsmodels PHReg, Efron ties) with the study's reference arm, each term with
+  its variable, level and arm as columns:
 
-* ``adjusted``: arm + the study covariates, stratified by the study strata
-  (site by default). This is the primary estimate in the spine. It is only as
-  good as the covariates: the full confounding adjustment with diagnostics is a
-  later step (propensity scores, balance, equipoise).
-* ``naive``: arm only, no strata. Shown next to the adjusted one so a reader sees
-  how much confounding by indication moves the estimate; never read it alone.
-* ``iptw`` / ``overlap`` (the study's ``weighting``): for each route vs the
-  reference arm, a propensity-score model (logistic, on the covariates and the
-  strata variable), stabilised truncated inverse-probability or overlap weights,
-  and a weighted Cox model of arm alone with robust (sandwich) standard errors: a
-  marginal hazard ratio. Each carries its diagnostics (covariate balance,
-  equipoise, effective sample size) and the gate's verdict: an estimate whose
-  diagnostics fail, or cannot be computed, is stored with ``diagnostics = 'fail'``
-  and its reasons, and the report never shows it as a clean result.
+  - ``adjusted``: arm + the study covariates, stratified by the study strata (site by default): a
+    conditional HR, the sensitivity analysis beside the propensity-score estimate;
+  - ``naive``: arm only, no strata, shown so a reader sees how much confounding by indication
+    moves the estimate; never read it alone;
+
+* the proportional-hazards test of the adjusted model (R's ``cox.zph``) and, for endpoints timed
+  on the assessment grid, the discrete-time (interval-censored) sensitivity analysis;
+* the primary comparison (:mod:`ketaoutcomes.analysis.propensity`): for each route vs the
+  reference arm, a propensity-score model, weights (IPTW, overlap) or 1:1 matches, the weighted
+  Cox model and Kaplan-Meier curves, the balance and equipoise diagnostics and the gate's verdict:
+  an estimate whose diagnostics fail, or cannot be computed, is stored with
+  ``diagnostics = 'fail'`` and its reasons, and the report withholds it.
 """
 
 from __future__ import annotations

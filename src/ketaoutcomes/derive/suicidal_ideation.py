@@ -2,7 +2,7 @@
 
 Pure function: ADSL and the ``mood_scores`` table in, ADTTE rows and an
 attrition table out. Follows the ADTTE conventions of
-:mod:`ketaoutcomes.derive.adam` (time origin = first dose TRTSDTM, AVAL in
+:mod:`ketaoutcomes.derive.events` (time origin = first dose TRTSDTM, AVAL in
 calendar days, censoring at the last assessment, CNSR codes of
 :data:`ketaoutcomes.derive.cnsr.CNSR`) and reuses
 :func:`ketaoutcomes.derive.events.first_event`.
@@ -57,7 +57,7 @@ def derive_si_resolution(
     Parameters
     ----------
     adsl : DataFrame
-        From :func:`ketaoutcomes.derive.adam.derive_adsl` (USUBJID, COURSEID,
+        From :func:`ketaoutcomes.derive.adsl.derive_adsl` (USUBJID, COURSEID,
         ARM, STUDYID, TRTSDTM, FUENDTM, ICEREAS, ANLFL).
     scores : DataFrame
         The ``mood_scores`` table (patient_id, assessed_at, instrument, si_item_score).
@@ -96,7 +96,7 @@ def _si_resolution(adsl: pl.DataFrame, scores: pl.DataFrame, *, instrument: str,
         pl.col("patient_id").alias("USUBJID"), "assessed_at", pl.col("si_item_score").cast(pl.Float64)
     )
     # Baseline rating: the last rating of the instrument in [first dose - window, first dose]
-    # (the same rating as adam.py's BASE when instrument == study.cohort.instrument); its SI item,
+    # (the same rating as BASE in derive/adsl.py when instrument == study.cohort.instrument); its SI item,
     # missing or not, is the baseline SI item.
     base = baseline_rating(inst, pop, key="USUBJID", origin="STARTDT", window_days=study.cohort.baseline_window_days).select(
         "USUBJID", pl.col("si_item_score").alias("BASESI"))
