@@ -98,7 +98,7 @@ def _log_outcome(outcome: steps.StepOutcome) -> steps.StepOutcome:
     return outcome
 
 
-def _path(value: str | None, default: Path) -> Path:
+def _path(value: str | None, default: Path | None) -> Path | None:
     return Path(value).expanduser().resolve() if value else default
 
 
@@ -221,7 +221,7 @@ def ingest_flow(export_dir: str | None = None, db: str | None = None) -> dict[st
     Returns the steps' outcomes (message and details) as a JSON-able dict.
     """
     db_path = _path(db, default_db_path())
-    plan = steps.plan_run(db_path, export_dir=_path(export_dir, None) if export_dir else None, through="validate")
+    plan = steps.plan_run(db_path, export_dir=_path(export_dir, None), through="validate")
     outcomes = []
     if "simulate" in plan.steps:
         get_run_logger().info("empty warehouse and no export: simulating the default cohort into %s", plan.export_dir)
@@ -280,7 +280,7 @@ def ketaoutcomes_pipeline(
     sim = _simulation(n_patients, seed)
     load_study(study_file)
     db_path = _path(db, default_db_path())
-    plan = steps.plan_run(db_path, export_dir=_path(export_dir, None) if export_dir else None, sim=sim,
+    plan = steps.plan_run(db_path, export_dir=_path(export_dir, None), sim=sim,
                           simulate=n_patients is not None or seed is not None)
     if "simulate" in plan.steps:
         simulate_task(plan.sim, plan.export_dir)

@@ -62,7 +62,7 @@ def test_results_carry_settings_and_batches(tmp_path, export):
     run = q(db, "SELECT * FROM results_runs").row(0, named=True)
     batches = q(db, "SELECT batch_id FROM meta_batches ORDER BY load_seq")["batch_id"].to_list()
     assert run["batches"].split(",") == batches
-    assert json.loads(run["settings_json"])["reference_arm"] == "ssri"
+    assert json.loads(run["settings_json"])["cohort"]["reference_arm"] == "ssri"
     cox = q(db, "SELECT * FROM results_cox WHERE model = 'adjusted' AND paramcd = 'TTRESP'")
     assert set(cox["run_id"]) == {run["run_id"]} and set(cox["settings_id"]) == {run["settings_id"]}
     arms = {t for t in cox["term"] if t.startswith("ARM[")}

@@ -60,11 +60,6 @@ class ModelTerms:
         """Covariates plus the strata column as a covariate."""
         return [*self.covariates, *([self.strata] if self.strata else [])]
 
-    @property
-    def columns(self) -> list[str]:
-        """Every ADSL column the terms use."""
-        return self.with_strata
-
 
 def model_frame(adsl: pl.DataFrame, adtte: pl.DataFrame, paramcd: str) -> pl.DataFrame:
     """One endpoint's ADTTE rows with their ADSL covariates and the 1/0 EVENT column."""
