@@ -173,26 +173,30 @@ def report(
 
 @app.command()
 def query(
-    sql: Annotated[str, typer.Argument(help="SQL to run read-only against the warehouse.")],
+    sql: Annotated[str, typer.Argument(help="One read-only SQL statement: SELECT (or WITH ... SELECT), DESCRIBE, SHOW, SUMMARIZE, or EXPLAIN of one of them.")],
     db: DbOption = None,
     csv: Annotated[Optional[Path], typer.Option("--csv", help="Write the result to this CSV file instead of printing it.")] = None,
     limit: Annotated[int, typer.Option("--limit", help="Rows to print (the CSV gets all).")] = 50,
 ) -> None:
-    """Run SQL read-only (analysts never block a scheduled run) and print a table or write CSV."""
+    """Run one read-only SQL statement against the warehouse and print a table or write CSV.
+
+    Allowed: SELECT (also WITH ... SELECT, FROM ..., VALUES), DESCRIBE, SHOW, SUMMARIZE, and EXPLAIN [ANALYZE] of one of them.
+
+    Refused: everything else (COPY, EXPORT, ATTACH, DETACH, USE, SET, PRAGMA, CREATE, INSERT, UPDATE, DELETE, DROP, ALTER, CALL, LOAD, INSTALL) and several statements in one call.
+
+    The query sees only the warehouse's tables: no files (read_csv, read_text, glob), no other databases, no extensions. It reads the published snapshot, so it never blocks a scheduled run."""
     import duckdb
     import polars as pl
 
-    from ketaoutcomes.warehouse import fetch, read_connection
+    from ketaoutcomes.warehouse import run_query
 
+    dbp = _db(db)
     with _errors():
-        con = read_connection(_db(db))
         try:
-            frame = fetch(con, sql)
-        except duckdb.Error as exc:
-            err.print(f"[bold red]error:[/] {escape(str(exc).splitlines()[0])}", highlight=False, soft_wrap=True)
+            frame = run_query(dbp, sql)
+        except duckdb.Error as exc:  # DuckDB's whole message: its "Did you mean ..." is on a later line
+            err.print(f"[bold red]error:[/] {escape(str(exc).strip())}", highlight=False, soft_wrap=True)
             raise typer.Exit(1) from None
-        finally:
-            con.close()
     if csv is not None:
         frame.write_csv(csv)
         err.print(f"{frame.height:,} rows written to {csv}", markup=False)
