@@ -175,7 +175,7 @@ def report(
 def query(
     sql: Annotated[str, typer.Argument(help="One read-only SQL statement: SELECT (or WITH ... SELECT), DESCRIBE, SHOW, SUMMARIZE, or EXPLAIN of one of them.")],
     db: DbOption = None,
-    csv: Annotated[Optional[Path], typer.Option("--csv", help="Write the result to this CSV file instead of printing it.")] = None,
+    csv: Annotated[Optional[Path], typer.Option("--csv", help="Write the result to this CSV file instead of printing it (all rows; never onto the warehouse's own files).")] = None,
     limit: Annotated[int, typer.Option("--limit", help="Rows to print (the CSV gets all).")] = 50,
 ) -> None:
     """Run one read-only SQL statement against the warehouse and print a table or write CSV.
@@ -188,19 +188,24 @@ def query(
     import duckdb
     import polars as pl
 
-    from ketaoutcomes.warehouse import run_query
+    from ketaoutcomes.warehouse import check_output_path, run_query, write_query_csv
 
     dbp = _db(db)
     with _errors():
+        if csv is not None:
+            check_output_path(dbp, csv)  # before running anything
         try:
             frame = run_query(dbp, sql)
         except duckdb.Error as exc:  # DuckDB's whole message: its "Did you mean ..." is on a later line
             err.print(f"[bold red]error:[/] {escape(str(exc).strip())}", highlight=False, soft_wrap=True)
             raise typer.Exit(1) from None
-    if csv is not None:
-        frame.write_csv(csv)
-        err.print(f"{frame.height:,} rows written to {csv}", markup=False)
-        return
+        if csv is not None:
+            try:
+                write_query_csv(dbp, frame, csv)
+            except OSError as exc:
+                raise ValueError(f"cannot write --csv {csv}: {exc.strerror or exc}") from None
+            err.print(f"{frame.height:,} rows written to {csv}", markup=False)
+            return
     with pl.Config(tbl_rows=limit, tbl_cols=-1, fmt_str_lengths=60, tbl_width_chars=200):
         sys.stdout.write(f"{frame.head(limit)}\n")  # data, not rich markup: "[ketamine_iv]" must survive
     if frame.height > limit:

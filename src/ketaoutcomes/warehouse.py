@@ -47,6 +47,8 @@ __all__ = [
     "query_connection",
     "check_query",
     "run_query",
+    "check_output_path",
+    "write_query_csv",
     "ensure_schema",
     "table_exists",
     "fetch",
@@ -185,7 +187,7 @@ QUERY_ALLOWED = (
 
 
 class QueryRefused(ValueError):
-    """SQL that ``query`` does not run."""
+    """SQL that ``query`` does not run, or a ``--csv`` target that is a warehouse file."""
 
 
 def query_connection(path: Path) -> duckdb.DuckDBPyConnection:
@@ -320,6 +322,60 @@ def run_query(path: Path, sql: str) -> pl.DataFrame:
                                f"(DuckDB: {str(exc).splitlines()[0]})") from None
     finally:
         con.close()
+
+
+def _protected(db: Path) -> tuple[list[Path], list[tuple[Path, str]]]:
+    """The warehouse's own files (published file, its WAL, the writer lock) and its staging
+    files' (folder, name prefix), under the given and the resolved path."""
+    files, staging = [], []
+    for p in {Path(os.path.abspath(db)), Path(db).resolve()}:
+        files += [p, Path(str(p) + ".wal"), _lock_path(p)]
+        staging.append((p.parent.resolve(), _staging_prefix(p)))
+    return files, staging
+
+
+def check_output_path(db: Path, target: Path) -> Path:
+    """Refuse ``target`` (``query --csv``) when it is, or resolves to, a file of warehouse
+    ``db``: the published file, its WAL, the writer lock or a staging file (also through a
+    symlink, a relative path or a hard link).
+
+    Returns
+    -------
+    Path
+        Where the file will really be written (``target`` with symlinks resolved).
+    """
+    files, staging = _protected(db)
+    real = Path(target).resolve()
+    for t in {Path(os.path.abspath(target)), real}:
+        clash = t in files or t.parent.resolve() / t.name in files or any(
+            t.parent.resolve() == folder and t.name.startswith(prefix) for folder, prefix in staging)
+        if not clash and t.exists():
+            clash = any(f.exists() and os.path.samefile(t, f) for f in files)
+        if clash:
+            raise QueryRefused(f"--csv {target}: that is the warehouse's own file ({real}); "
+                               "write the CSV somewhere else")
+    return real
+
+
+def write_query_csv(db: Path, frame: pl.DataFrame, target: Path) -> Path:
+    """Write ``frame`` as CSV to ``target`` atomically (a temporary file in the same folder,
+    then a rename): a failure leaves no partial file. ``target`` is checked with
+    :func:`check_output_path` first; the file gets the mode a plain write would give it."""
+    real = check_output_path(db, target)
+    # Not named after the target: a name starting like a staging file could be swept away by a writer.
+    fd, tmp_name = tempfile.mkstemp(prefix=".ketaoutcomes-csv-", suffix=".tmp", dir=real.parent)
+    tmp = Path(tmp_name)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            frame.write_csv(fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.chmod(tmp, _published_mode(real))
+        os.replace(tmp, real)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return real
 
 
 # ---------------------------------------------------------------------------

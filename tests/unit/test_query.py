@@ -1,5 +1,5 @@
 """`query` is read-only for real: one allowed statement, on a connection that reaches nothing but
-the warehouse's tables.
+the warehouse's tables, and a --csv that never lands on the warehouse's own files.
 
 Every route below once exited 0 and wrote or read what it should not (issue 9): each now exits
 non-zero with a one-line error, and the warehouse's bytes and the folders around it are unchanged.
@@ -7,6 +7,7 @@ non-zero with a one-line error, and the warehouse's bytes and the folders around
 
 from __future__ import annotations
 
+import os
 import shutil
 from pathlib import Path
 
@@ -15,7 +16,7 @@ import pytest
 from typer.testing import CliRunner
 
 from ketaoutcomes.cli import app
-from ketaoutcomes.warehouse import query_connection, write_session
+from ketaoutcomes.warehouse import QueryRefused, query_connection, write_query_csv, write_session
 from tests.conftest import write_export
 
 runner = CliRunner()
@@ -159,6 +160,85 @@ def test_a_query_runs_while_a_writer_holds_the_lock(wh):
         assert res.exit_code == 0 and "│ 3 " in res.output, res.output
     res = run(wh, "SELECT count(*) AS n FROM stg_patients")
     assert res.exit_code == 0 and "│ 0 " in res.output, res.output
+
+
+# ---------------------------------------------------------------------------
+# --csv never lands on the warehouse's own files, and is written whole or not at all
+# ---------------------------------------------------------------------------
+
+def test_csv_onto_the_warehouse_is_refused(wh):
+    assert_refused(wh, "SELECT 1", "--csv", str(wh), says="--csv")
+
+
+def test_csv_onto_the_lock_file_is_refused(wh):
+    assert_refused(wh, "SELECT 1", "--csv", str(wh.parent / (wh.name + ".lock")), says="warehouse's own file")
+
+
+def test_csv_through_a_symlink_to_the_warehouse_is_refused(wh):
+    link = wh.parent.parent / "result.csv"
+    link.symlink_to(wh)
+    assert_refused(wh, "SELECT 1", "--csv", str(link), says="warehouse's own file")
+    assert link.is_symlink()
+
+
+@pytest.mark.parametrize("name", ["relative", "dangling symlink to the lock", "hard link", "staging file", "wal", "via symlinked folder"])
+def test_csv_onto_the_warehouse_by_any_other_path_is_refused(wh, name, monkeypatch):
+    root = wh.parent.parent
+    if name == "relative":
+        monkeypatch.chdir(root)
+        target = Path("warehouse") / ".." / "warehouse" / wh.name
+    elif name == "dangling symlink to the lock":
+        (wh.parent / (wh.name + ".lock")).unlink()
+        target = root / "lock.csv"
+        target.symlink_to(wh.parent / (wh.name + ".lock"))
+    elif name == "hard link":
+        target = root / "hard.csv"
+        os.link(wh, target)
+    elif name == "staging file":
+        target = wh.parent / f".{wh.name}.staging-abc123"
+    elif name == "wal":
+        target = wh.parent / (wh.name + ".wal")
+    else:
+        (root / "alias").symlink_to(wh.parent)
+        target = root / "alias" / wh.name
+    assert_refused(wh, "SELECT 1", "--csv", str(target), says="warehouse's own file")
+
+
+def test_csv_is_written_whole(wh):
+    out = wh.parent.parent / "patients.csv"
+    out.write_text("old\n")
+    out.chmod(0o640)
+    res = run(wh, "SELECT patient_id, site FROM stg_patients ORDER BY patient_id", "--csv", str(out))
+    assert res.exit_code == 0, res.output
+    assert out.read_text() == "patient_id,site\nP1,A\nP2,A\nP3,B\n"
+    assert out.stat().st_mode & 0o777 == 0o640  # an existing file keeps its mode
+    assert sorted(p.name for p in out.parent.iterdir()) == ["patients.csv", "warehouse"]  # no temporary file left
+
+
+def test_a_failed_csv_write_leaves_no_file(wh, monkeypatch):
+    import polars as pl
+
+    def fail_half_way(self, fh, *args, **kwargs):
+        fh.write(b"patient_id,site\nP1,")
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(pl.DataFrame, "write_csv", fail_half_way)
+    out = wh.parent.parent / "patients.csv"
+    assert_refused(wh, "SELECT patient_id, site FROM stg_patients", "--csv", str(out), says="No space left on device")
+    assert not out.exists()
+    frame = pl.DataFrame({"a": [1]})
+    with pytest.raises(OSError):
+        write_query_csv(wh, frame, out)
+    assert sorted(p.name for p in out.parent.iterdir()) == ["warehouse"]
+
+
+def test_write_query_csv_checks_its_target_itself(wh):
+    import polars as pl
+
+    before = wh.read_bytes()
+    with pytest.raises(QueryRefused):
+        write_query_csv(wh, pl.DataFrame({"a": [1]}), wh)
+    assert wh.read_bytes() == before
 
 
 # ---------------------------------------------------------------------------
