@@ -177,8 +177,9 @@ def query(
     db: DbOption = None,
     csv: Annotated[Optional[Path], typer.Option("--csv", help="Write the result to this CSV file instead of printing it (all rows; never onto the warehouse's own files).")] = None,
     limit: Annotated[int, typer.Option("--limit", help="Rows to print (the CSV gets all).")] = 50,
+    max_width: Annotated[Optional[int], typer.Option("--max-width", min=1, help="Cut printed text to N characters per cell. Default: print every cell in full.")] = None,
 ) -> None:
-    """Run one read-only SQL statement against the warehouse and print a table or write CSV.
+    """Run one read-only SQL statement against the warehouse and print a table (every cell in full) or write CSV.
 
     Allowed: SELECT (also WITH ... SELECT, FROM ..., VALUES), DESCRIBE, SHOW, SUMMARIZE, and EXPLAIN [ANALYZE] of one of them.
 
@@ -206,7 +207,11 @@ def query(
                 raise ValueError(f"cannot write --csv {csv}: {exc.strerror or exc}") from None
             err.print(f"{frame.height:,} rows written to {csv}", markup=False)
             return
-    with pl.Config(tbl_rows=limit, tbl_cols=-1, fmt_str_lengths=60, tbl_width_chars=200):
+    if max_width is None:  # every character of every cell, however wide the table gets
+        cells = dict(fmt_str_lengths=2**63 - 1, fmt_table_cell_list_len=-1)
+    else:
+        cells = dict(fmt_str_lengths=max_width)
+    with pl.Config(tbl_rows=limit, tbl_cols=-1, tbl_width_chars=-1, **cells):
         sys.stdout.write(f"{frame.head(limit)}\n")  # data, not rich markup: "[ketamine_iv]" must survive
     if frame.height > limit:
         err.print(f"({frame.height:,} rows; {limit} shown; use --limit or --csv)")

@@ -242,7 +242,7 @@ def test_write_query_csv_checks_its_target_itself(wh):
 
 
 # ---------------------------------------------------------------------------
-# What analysts do keeps working, with DuckDB's whole message
+# What analysts do keeps working, with DuckDB's whole message and untruncated text
 # ---------------------------------------------------------------------------
 
 @pytest.mark.parametrize(("sql", "expect"), [
@@ -271,3 +271,13 @@ def test_a_misspelled_column_gets_duckdbs_whole_message(wh):
     assert "Traceback" not in res.output
     res = run(wh, "SELECT * FROM stg_patient")
     assert res.exit_code == 1 and 'Did you mean "stg_patients"' in res.output
+
+
+def test_long_text_is_printed_in_full_unless_asked(wh):
+    sql = "SELECT repeat('abcdefghij', 30) || '<END>' AS long_text, 'x' AS other"
+    res = run(wh, sql)
+    assert res.exit_code == 0 and "abcdefghij" * 30 + "<END>" in res.output, res.output
+    res = run(wh, sql, "--max-width", "12")
+    assert res.exit_code == 0 and "<END>" not in res.output and "abcdefghijab…" in res.output
+    res = run(wh, "SELECT ['one', 'two', 'three', 'four', 'five'] AS items")  # polars shows 3 items by default
+    assert res.exit_code == 0 and '"five"' in res.output, res.output
