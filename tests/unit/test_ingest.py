@@ -146,3 +146,18 @@ def test_export_registry_adds_an_arm_without_code(tmp_path, tiny_export):
     load(db, tiny_export)
     assert "ect" in q(db, "SELECT arm FROM ref_arms")["arm"].to_list()
     assert q(db, "SELECT count(*) n FROM ref_arms")["n"][0] == 7
+
+
+def test_orphans_of_a_large_file_are_quarantined_not_a_crash():
+    """Every row of a file of more than ~16k rows an orphan (a first delivery without patients.csv
+    used to end in a ShapeError traceback: polars does not broadcast a scalar filter predicate)."""
+    from ketaoutcomes.ingest.rules import Parent, reference_problems
+
+    n = 20_000
+    typed = pl.DataFrame({"_row_number": pl.int_range(1, n + 1, eager=True).cast(pl.Int64),
+                          "patient_id": [f"P{i}" for i in range(n)]})
+    none = pl.DataFrame(schema={"patient_id": pl.String})
+    parent = Parent("patients", "patients.csv", none, none,
+                    pl.DataFrame(schema={"patient_id": pl.String, "_row_number": pl.Int64}))
+    problems = reference_problems("mood_scores", typed, {"patients": parent})
+    assert problems.height == n and set(problems["rule"]) == {"orphan"}
