@@ -149,7 +149,11 @@ def analyze(db: DbOption = None, study: StudyOption = None) -> None:
                    progress=progress, on_step=_say)
 
 
-@app.command()
+@app.command(help=(
+    "Run whatever earlier steps are missing or out of date, then render the HTML report.\n\n"
+    "With no --export and no data in the default warehouse, the synthetic default cohort is simulated and "
+    "loaded first. A warehouse named by --db or $KETAOUTCOMES_DB must exist or be given an --export: a "
+    "mistyped path is an error, never a new warehouse of synthetic data."))
 def report(
     db: DbOption = None,
     study: StudyOption = None,
@@ -158,7 +162,7 @@ def report(
     patients: Annotated[int, typer.Option("--patients", help="Size of the default synthetic cohort.")] = SimulationSettings().n_patients,
     seed: Annotated[int, typer.Option("--seed", help="Seed of the default synthetic cohort.")] = SimulationSettings().seed,
 ) -> None:
-    """Run whatever earlier steps are missing or out of date, then render the HTML report."""
+    """Run whatever earlier steps are missing or out of date, then render the report (help: the decorator's)."""
     from ketaoutcomes.pipeline import run_report
 
     settings = _study(study)
@@ -166,7 +170,7 @@ def report(
     dbp = _db(db)
     with _errors(), _progress() as progress:
         outcomes = run_report(dbp, settings, sim=sim, export_dir=export_dir, reports_dir=reports_dir,
-                              progress=progress, on_step=_say)
+                              embedded_default=db is None, progress=progress, on_step=_say)
     out.print(f"report:    {outcomes[-1].details['report_path']}", markup=False, highlight=False)
     out.print(f"warehouse: {dbp}", markup=False, highlight=False)
 

@@ -34,7 +34,7 @@ import polars as pl
 
 from ketaoutcomes import __version__
 from ketaoutcomes.contract import TABLE_ORDER
-from ketaoutcomes.ingest import ingest_export
+from ketaoutcomes.ingest import check_export_folder, ingest_export
 from ketaoutcomes.ingest.load import load_registries_from_warehouse
 from ketaoutcomes.settings import SimulationSettings, StudySettings, project_root
 from ketaoutcomes.table_contract import ContractError, TableContract, col
@@ -43,6 +43,7 @@ from ketaoutcomes.warehouse import append_frame, fetch, read_connection, table_e
 __all__ = [
     "StepOutcome",
     "AnalysisNotReady",
+    "NoDataLoaded",
     "simulate_step",
     "ingest_step",
     "validate_step",
@@ -65,6 +66,10 @@ Progress = Callable[[str, int, int], None]
 
 class AnalysisNotReady(RuntimeError):
     """The data has not passed validation, so no analysis is run."""
+
+
+class NoDataLoaded(AnalysisNotReady):
+    """The warehouse exists but holds no loaded export: nothing to validate or analyse."""
 
 
 @dataclass(frozen=True)
@@ -167,7 +172,12 @@ def simulate_step(sim: SimulationSettings, out_dir: Path, *, progress: Progress 
 # ---------------------------------------------------------------------------
 
 def ingest_step(db: Path, export_dir: Path, *, progress: Progress | None = None) -> StepOutcome:
-    """Load an export folder; a file already loaded (same content hash) is skipped."""
+    """Load an export folder; a file already loaded (same content hash) is skipped.
+
+    Into a new warehouse, the folder is checked first (every table there, no misnamed file), so
+    a mistaken export creates nothing."""
+    if not Path(db).exists():
+        check_export_folder(export_dir)
     started, t0 = _wall_clock(), time.perf_counter()
     with write_session(db) as con:
         summary = ingest_export(con, export_dir, loaded_at=started, progress=progress)
@@ -201,11 +211,18 @@ def validate_step(db: Path, *, force: bool = True) -> StepOutcome:
     ------
     ketaoutcomes.validate.ValidationFailed
         After storing the results, when a critical expectation failed.
+    ketaoutcomes.warehouse.WarehouseMissing
+        No warehouse at ``db`` (nothing is created).
+    NoDataLoaded
+        The warehouse holds no loaded export.
     """
     from ketaoutcomes.validate import ValidationFailed, validate_tables  # GX import is slow
 
     started, t0 = _wall_clock(), time.perf_counter()
-    with write_session(db) as con:
+    with write_session(db, create=False) as con:
+        if not con.execute("SELECT count(*) FROM meta_batches").fetchone()[0]:
+            raise NoDataLoaded(f"the warehouse {db} holds no data; run `python -m ketaoutcomes ingest DIR --db {db}` "
+                               "first, or check --db")
         fp = _hash(data_fingerprint(con), code_version())
         last = _last_step(con, "validate", fp)
         if last is not None and not force:
@@ -273,7 +290,7 @@ def analyze_step(db: Path, study: StudySettings, *, force: bool = True) -> StepO
     from ketaoutcomes.analysis import run_study  # statsmodels: imported when needed
 
     started, t0 = _wall_clock(), time.perf_counter()
-    with write_session(db) as con:
+    with write_session(db, create=False) as con:
         fp_data = data_fingerprint(con)
         status = _validation_status(con, fp_data)
         if status != "ok":

@@ -19,7 +19,7 @@ import datetime as dt
 import hashlib
 import io
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -41,8 +41,8 @@ from ketaoutcomes.registries import Registries, load_registries
 from ketaoutcomes.suggest import closest
 from ketaoutcomes.warehouse import append_frame, fetch, replace_table, table_exists
 
-__all__ = ["FileLoad", "IngestError", "IngestSummary", "PhiRefused", "find_export_files", "ingest_export",
-           "read_table_file"]
+__all__ = ["FileLoad", "IngestError", "IngestSummary", "PhiRefused", "check_export_folder", "find_export_files",
+           "ingest_export", "read_table_file"]
 
 SUFFIXES = (".csv", ".parquet")
 REGISTRY_FILES = ("arms.csv", "instruments.csv")
@@ -160,12 +160,20 @@ def find_export_files(export_dir: Path) -> tuple[dict[str, Path], list[str]]:
     return found, ignored
 
 
-def _first_delivery_gaps(con: duckdb.DuckDBPyConnection, export_dir: Path, files: dict[str, Path]) -> None:
-    """A table neither in this export nor loaded before is an error naming its file: an export
-    without patients.csv would otherwise quarantine every row as an orphan (or, for
-    adverse_events, report a safety table with no events). A later delivery may leave out
-    tables already loaded (a corrected re-delivery of one file)."""
-    loaded = set(fetch(con, "SELECT DISTINCT table_name FROM meta_batches")["table_name"].to_list())
+def check_export_folder(export_dir: Path, loaded: Collection[str] = ()) -> dict[str, Path]:
+    """The table files of ``export_dir`` (:func:`find_export_files`), checked as a delivery on top of
+    the tables already ``loaded`` into the warehouse: a table neither in this export nor loaded
+    before is an error naming its file. An export without patients.csv would otherwise quarantine
+    every row as an orphan (or, without adverse_events.csv, report a safety table with no events);
+    a later delivery may leave out tables already loaded (a corrected re-delivery of one file).
+
+    Raises
+    ------
+    IngestError
+        One line: a misnamed file, a missing table, or no import file at all; nothing is written.
+    """
+    files, _ = find_export_files(export_dir)
+    loaded = set(loaded)
     missing = [t for t in TABLE_ORDER if t not in files and t not in loaded]
     if missing:
         names = ", ".join(f"{t}.csv" for t in missing)
@@ -173,6 +181,7 @@ def _first_delivery_gaps(con: duckdb.DuckDBPyConnection, export_dir: Path, files
             f"{export_dir}: {names} missing (neither .csv nor .parquet in the folder, and no earlier delivery "
             f"in the warehouse); a first export holds every table ({', '.join(TABLE_ORDER)}; one with no rows "
             "as a header-only file), a later one may leave out tables already loaded; nothing was loaded")
+    return files
 
 
 def _sha256(path: Path) -> str:
@@ -446,7 +455,7 @@ def ingest_export(
     """
     export_dir = Path(export_dir).resolve()
     files, ignored_files = find_export_files(export_dir)
-    _first_delivery_gaps(con, export_dir, files)
+    check_export_folder(export_dir, fetch(con, "SELECT DISTINCT table_name FROM meta_batches")["table_name"])
     try:
         registries = load_registries_from_warehouse(con).extended(export_dir)
         allow = PhiAllowList.load(export_dir)
