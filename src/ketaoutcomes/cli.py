@@ -207,17 +207,27 @@ def query(
         err.print(f"({frame.height:,} rows; {limit} shown; use --limit or --csv)")
 
 
-@app.command()
+@app.command(help=(
+    "Print the built-in study file (a template to copy), or check a study file and print its settings id.\n\n"
+    "A check fails (exit 1) on settings that do not validate, and on an arm, reference arm or instrument that "
+    "is not in the registries (the nearest name is suggested); with --db, also on an arm without courses, an "
+    "instrument without ratings or a covariate without values in that warehouse."))
 def study(
     path: Annotated[Optional[Path], typer.Argument(help="A study file (TOML or JSON) to check. Default: print the built-in study.")] = None,
+    db: Annotated[Optional[Path], typer.Option("--db", help="Also check the study against this warehouse's registries and data (arms with courses, instrument with ratings, covariates with values). Default: against the default registries only.")] = None,
 ) -> None:
-    """Print the built-in study file (a template to copy), or check a study file and print its settings id."""
+    """Print the built-in study file, or check a study file (help text: the decorator's)."""
     from ketaoutcomes.settings import DEFAULT_STUDY_FILE
 
     if path is None:
         sys.stdout.write(DEFAULT_STUDY_FILE.read_text())
         return
-    settings = _study(path)
+    from ketaoutcomes.pipeline import check_study_step
+
+    with _errors():
+        settings = _study(path)
+        outcome = check_study_step(settings, None if db is None else db.resolve())
+    err.print(escape(outcome.message), highlight=False, soft_wrap=True)
     sys.stdout.write(f"{path}: valid; settings_id {settings.settings_id}\n{settings.model_dump_json(indent=2)}\n")
 
 

@@ -36,6 +36,7 @@ from ketaoutcomes import __version__
 from ketaoutcomes.contract import TABLE_ORDER
 from ketaoutcomes.ingest import check_export_folder, ingest_export
 from ketaoutcomes.ingest.load import load_registries_from_warehouse
+from ketaoutcomes.registries import load_registries
 from ketaoutcomes.settings import SimulationSettings, StudySettings, project_root
 from ketaoutcomes.table_contract import ContractError, TableContract, col
 from ketaoutcomes.warehouse import append_frame, fetch, read_connection, table_exists, write_session, write_table
@@ -48,6 +49,7 @@ __all__ = [
     "ingest_step",
     "validate_step",
     "analyze_step",
+    "check_study_step",
     "render_step",
     "run_report",
     "plan_run",
@@ -340,6 +342,70 @@ def analyze_step(db: Path, study: StudySettings, *, force: bool = True) -> StepO
 
 
 # ---------------------------------------------------------------------------
+# study: check a study file without running it
+# ---------------------------------------------------------------------------
+
+def _study_data(con) -> dict[str, pl.DataFrame]:
+    """What :func:`ketaoutcomes.analysis.checks.study_problems` looks at: the arms of the courses,
+    the instruments rated and the patients (empty frames when nothing is loaded)."""
+    queries = {"courses": "SELECT DISTINCT arm FROM stg_courses",
+               "mood_scores": "SELECT DISTINCT instrument FROM stg_mood_scores",
+               "patients": "SELECT * FROM stg_patients"}
+    return {t: fetch(con, sql) if table_exists(con, f"stg_{t}") else pl.DataFrame() for t, sql in queries.items()}
+
+
+def check_study_step(study: StudySettings, db: Path | None = None) -> StepOutcome:
+    """Check a study against the default registries (``db`` None), or against the registries in
+    force in the warehouse ``db`` and its data (read-only; a missing warehouse is an error).
+
+    Raises
+    ------
+    ketaoutcomes.analysis.checks.StudyMismatch
+        One line naming every arm, instrument or covariate that does not fit, with the nearest name.
+    """
+    from ketaoutcomes.analysis.checks import StudyMismatch, study_problems
+
+    if db is None:
+        problems = study_problems(study, load_registries())
+        if problems:
+            raise StudyMismatch("study: " + "; ".join(problems) + " (checked against the default registries; an "
+                                "arm or instrument added by an export's arms.csv or instruments.csv is known to its "
+                                "warehouse: add --db)")
+        return StepOutcome("study", True, "arms and instrument are in the default registries (give --db to check "
+                           "against a warehouse's registries and data)")
+    con = read_connection(db)
+    try:
+        problems = study_problems(study, load_registries_from_warehouse(con), _study_data(con))
+    finally:
+        con.close()
+    if problems:
+        raise StudyMismatch("study: " + "; ".join(problems))
+    return StepOutcome("study", True, f"arms, instrument and covariates fit the registries and data of {db}")
+
+
+def _preflight(db: Path, study: StudySettings, export_dir: Path | None) -> None:
+    """Before a run simulates or loads anything: the study's arms and instrument are in the registries
+    the analysis will have (the warehouse's, or the defaults, plus the export's arms.csv /
+    instruments.csv), so a misspelt arm fails in a second, not after the earlier steps."""
+    from ketaoutcomes.analysis.checks import check_study
+
+    if Path(db).exists():
+        con = read_connection(db)
+        try:
+            registries = load_registries_from_warehouse(con)
+        finally:
+            con.close()
+    else:
+        registries = load_registries()
+    if export_dir is not None:
+        try:
+            registries = registries.extended(export_dir)
+        except ValueError:
+            return  # a broken arms.csv: ingest names it
+    check_study(study, registries)
+
+
+# ---------------------------------------------------------------------------
 # render
 # ---------------------------------------------------------------------------
 
@@ -468,6 +534,8 @@ def run_report(
     warehouse and no ``export_dir``, nothing is ingested.
     """
     plan = plan_run(db, export_dir=export_dir, sim=sim, through=through, embedded_default=embedded_default)
+    if "analyze" in plan.steps:
+        _preflight(db, study, plan.export_dir)
     actions: dict[str, Callable[[], StepOutcome]] = {
         "simulate": lambda: simulate_step(plan.sim, plan.export_dir, progress=progress),
         "ingest": lambda: ingest_step(db, plan.export_dir, progress=progress),
