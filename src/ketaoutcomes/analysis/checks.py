@@ -132,4 +132,6 @@ def check_population(study: StudySettings, adsl: pl.DataFrame, attrition: pl.Dat
         elif (why := emptied(arm)) is not None:
             problems.append(f'arm "{arm}": {why}')
     if problems:
-        raise EmptyPopulation("analysis: " + "; ".join(problems))
+        way_out = ("or leave the arm out of cohort.arms" if study.cohort.arms else
+                   "or name the arms to compare in cohort.arms (empty: every arm of the index courses)")
+        raise EmptyPopulation("analysis: " + "; ".join(problems) + f"; {way_out}")
