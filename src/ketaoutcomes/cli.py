@@ -74,7 +74,8 @@ def _simulation(**fields) -> SimulationSettings:
 
 
 def _user_errors() -> tuple[type[Exception], ...]:
-    """Errors that mean the input needs fixing (their message says how); anything else is a bug."""
+    """Errors that mean the input or the machine needs fixing (their message says how: a file that
+    cannot be written is an OSError naming it); anything else is a bug."""
     from ketaoutcomes.analysis.checks import StudyMismatch
     from ketaoutcomes.ingest import IngestError
     from ketaoutcomes.pipeline import AnalysisNotReady
@@ -82,7 +83,7 @@ def _user_errors() -> tuple[type[Exception], ...]:
     from ketaoutcomes.warehouse import WarehouseBusy, WarehouseMissing
 
     return (IngestError, AnalysisNotReady, StudyMismatch, StudyFileError, ContractError, WarehouseBusy,
-            WarehouseMissing)
+            WarehouseMissing, OSError)
 
 
 def _error(text: str) -> None:

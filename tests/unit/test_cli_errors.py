@@ -264,3 +264,11 @@ def test_an_unexpected_exception_is_one_line_and_debug_shows_it(tmp_path, monkey
 def test_a_bad_study_file_is_one_line(tmp_path):
     res = runner.invoke(app, ["study", str(study_file(tmp_path, "name = [", "bad.toml"))])
     assert only_error_line(res).startswith(f"error: study file {tmp_path / 'bad.toml'} is not valid TOML")
+
+
+def test_a_folder_that_cannot_be_written_is_one_line_not_an_internal_error(tmp_path):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    res = runner.invoke(app, ["simulate", "--patients", "100", "--out", str(blocker / "export")])
+    line = only_error_line(res)
+    assert str(blocker) in line and "internal error" not in line
