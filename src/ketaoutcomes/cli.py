@@ -1,6 +1,6 @@
 """Command line: ``python -m ketaoutcomes VERB``. No logic of its own: each verb
-calls a function of :mod:`ketaoutcomes.pipeline` and turns known errors into a
-one-line message and a non-zero exit."""
+calls a function of :mod:`ketaoutcomes.pipeline` and turns every error into a
+one-line message and a non-zero exit (``--debug``: the Python traceback instead)."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Optional
 
+import click
 import typer
 from pydantic import ValidationError
 from rich.console import Console
@@ -28,6 +29,15 @@ app = typer.Typer(
 )
 err = Console(stderr=True)
 out = Console()
+#: Set by the global --debug option (the callback runs before every verb).
+_state = {"debug": False}
+
+
+@app.callback()
+def _options(
+    debug: Annotated[bool, typer.Option("--debug", help="On an error, show the Python traceback instead of one line.")] = False,
+) -> None:
+    _state["debug"] = debug
 
 DbOption = Annotated[
     Optional[Path],
@@ -43,26 +53,56 @@ def _db(db: Path | None) -> Path:
     return (db or default_db_path()).resolve()
 
 
+class StudyFileError(ValueError):
+    """A study file that cannot be read or fails validation."""
+
+
 def _study(path: Path | None) -> StudySettings:
+    """The study settings of ``path`` (call inside :func:`_errors`: a bad file is a one-line error)."""
     try:
         return load_study(path)
     except ValueError as exc:
-        raise typer.BadParameter(str(exc), param_hint="--study") from None
+        raise StudyFileError(str(exc)) from None
+
+
+def _simulation(**fields) -> SimulationSettings:
+    """Simulation settings from options; an out-of-range value is a usage error naming the option."""
+    try:
+        return SimulationSettings(**fields)
+    except ValidationError as exc:
+        raise typer.BadParameter("; ".join(f"{e['loc'][0]}: {e['msg']}" for e in exc.errors())) from None
+
+
+def _user_errors() -> tuple[type[Exception], ...]:
+    """Errors that mean the input or the machine needs fixing (their message says how: a file that
+    cannot be written is an OSError naming it); anything else is a bug."""
+    from ketaoutcomes.analysis.checks import StudyMismatch
+    from ketaoutcomes.ingest import IngestError
+    from ketaoutcomes.pipeline import AnalysisNotReady
+    from ketaoutcomes.table_contract import ContractError
+    from ketaoutcomes.warehouse import WarehouseBusy, WarehouseMissing
+
+    return (IngestError, AnalysisNotReady, StudyMismatch, StudyFileError, ContractError, WarehouseBusy,
+            WarehouseMissing, OSError)
+
+
+def _error(text: str) -> None:
+    line = " ".join(part.strip() for part in str(text).splitlines() if part.strip())
+    err.print(f"[bold red]error:[/] {escape(line)}", highlight=False, soft_wrap=True)
 
 
 @contextmanager
 def _errors():
-    """Known failures -> 'error: ...' on stderr and exit 1 (2 for a validation failure)."""
-    from ketaoutcomes.ingest import IngestError
-    from ketaoutcomes.pipeline import AnalysisNotReady
-    from ketaoutcomes.warehouse import WarehouseBusy, WarehouseMissing
-
+    """Every failure -> one line 'error: ...' on stderr and exit 1 (2 for a validation failure,
+    which lists the failed rules); an unexpected exception is an internal error. With --debug,
+    the exception propagates with its traceback."""
     try:
         yield
-    except (IngestError, AnalysisNotReady, WarehouseBusy, WarehouseMissing, ValueError) as exc:
-        err.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
-        raise typer.Exit(1) from None
-    except Exception as exc:  # noqa: BLE001
+    except (click.exceptions.Exit, click.exceptions.Abort, click.ClickException):
+        raise
+    except Exception as exc:  # noqa: BLE001 - no traceback reaches a user (--debug shows it)
+        if _state["debug"]:
+            raise
         from ketaoutcomes.validate import ValidationFailed
 
         if isinstance(exc, ValidationFailed):
@@ -70,7 +110,13 @@ def _errors():
             err.print("Fix the rows named above in the export and ingest it again; details in table "
                       "validation_results (`python -m ketaoutcomes query \"SELECT * FROM validation_results\"`).")
             raise typer.Exit(2) from None
-        raise
+        if isinstance(exc, _user_errors()):
+            _error(str(exc))
+        else:
+            first = next((part.strip() for part in str(exc).splitlines() if part.strip()), "")
+            _error(f"internal error ({type(exc).__name__}{': ' + first if first else ''}); "
+                   "rerun with --debug for the trace")
+        raise typer.Exit(1) from None
 
 
 @contextmanager
@@ -104,10 +150,7 @@ def simulate(
     """Write a synthetic export folder in the import format, plus truth.json with the effects built in."""
     from ketaoutcomes.pipeline import simulate_step
 
-    try:
-        sim = SimulationSettings(n_patients=patients, seed=seed, file_format=file_format)
-    except ValidationError as exc:
-        raise typer.BadParameter("; ".join(f"{e['loc'][0]}: {e['msg']}" for e in exc.errors())) from None
+    sim = _simulation(n_patients=patients, seed=seed, file_format=file_format)
     with _errors(), _progress() as progress:
         _say(simulate_step(sim, out_dir, progress=progress))
     out.print(str(out_dir.resolve()), markup=False, highlight=False)
@@ -143,13 +186,16 @@ def analyze(db: DbOption = None, study: StudyOption = None) -> None:
     passed the current suites is analysed."""
     from ketaoutcomes.pipeline import run_report
 
-    settings = _study(study)
     with _errors(), _progress() as progress:
-        run_report(_db(db), settings, through="analyze", embedded_default=False, force=("analyze",),
+        run_report(_db(db), _study(study), through="analyze", embedded_default=False, force=("analyze",),
                    progress=progress, on_step=_say)
 
 
-@app.command()
+@app.command(help=(
+    "Run whatever earlier steps are missing or out of date, then render the HTML report.\n\n"
+    "With no --export and no data in the default warehouse, the synthetic default cohort is simulated and "
+    "loaded first. A warehouse named by --db or $KETAOUTCOMES_DB must exist or be given an --export: a "
+    "mistyped path is an error, never a new warehouse of synthetic data."))
 def report(
     db: DbOption = None,
     study: StudyOption = None,
@@ -158,15 +204,14 @@ def report(
     patients: Annotated[int, typer.Option("--patients", help="Size of the default synthetic cohort.")] = SimulationSettings().n_patients,
     seed: Annotated[int, typer.Option("--seed", help="Seed of the default synthetic cohort.")] = SimulationSettings().seed,
 ) -> None:
-    """Run whatever earlier steps are missing or out of date, then render the HTML report."""
+    """Run whatever earlier steps are missing or out of date, then render the report (help: the decorator's)."""
     from ketaoutcomes.pipeline import run_report
 
-    settings = _study(study)
-    sim = SimulationSettings(n_patients=patients, seed=seed)
+    sim = _simulation(n_patients=patients, seed=seed)
     dbp = _db(db)
     with _errors(), _progress() as progress:
-        outcomes = run_report(dbp, settings, sim=sim, export_dir=export_dir, reports_dir=reports_dir,
-                              progress=progress, on_step=_say)
+        outcomes = run_report(dbp, _study(study), sim=sim, export_dir=export_dir, reports_dir=reports_dir,
+                              embedded_default=db is None, progress=progress, on_step=_say)
     out.print(f"report:    {outcomes[-1].details['report_path']}", markup=False, highlight=False)
     out.print(f"warehouse: {dbp}", markup=False, highlight=False)
 
@@ -217,17 +262,27 @@ def query(
         err.print(f"({frame.height:,} rows; {limit} shown; use --limit or --csv)")
 
 
-@app.command()
+@app.command(help=(
+    "Print the built-in study file (a template to copy), or check a study file and print its settings id.\n\n"
+    "A check fails (exit 1) on settings that do not validate, and on an arm, reference arm or instrument that "
+    "is not in the registries (the nearest name is suggested); with --db, also on an arm without courses, an "
+    "instrument without ratings or a covariate without values in that warehouse."))
 def study(
     path: Annotated[Optional[Path], typer.Argument(help="A study file (TOML or JSON) to check. Default: print the built-in study.")] = None,
+    db: Annotated[Optional[Path], typer.Option("--db", help="Also check the study against this warehouse's registries and data (arms with courses, instrument with ratings, covariates with values). Default: against the default registries only.")] = None,
 ) -> None:
-    """Print the built-in study file (a template to copy), or check a study file and print its settings id."""
+    """Print the built-in study file, or check a study file (help text: the decorator's)."""
     from ketaoutcomes.settings import DEFAULT_STUDY_FILE
 
     if path is None:
         sys.stdout.write(DEFAULT_STUDY_FILE.read_text())
         return
-    settings = _study(path)
+    from ketaoutcomes.pipeline import check_study_step
+
+    with _errors():
+        settings = _study(path)
+        outcome = check_study_step(settings, None if db is None else db.resolve())
+    err.print(escape(outcome.message), highlight=False, soft_wrap=True)
     sys.stdout.write(f"{path}: valid; settings_id {settings.settings_id}\n{settings.model_dump_json(indent=2)}\n")
 
 
@@ -236,7 +291,8 @@ def dictionary() -> None:
     """Print the import format's data dictionary (Markdown) from the contract and registries."""
     from ketaoutcomes.docs import data_dictionary
 
-    sys.stdout.write(data_dictionary())
+    with _errors():
+        sys.stdout.write(data_dictionary())
 
 
 def main() -> None:

@@ -34,8 +34,9 @@ import polars as pl
 
 from ketaoutcomes import __version__
 from ketaoutcomes.contract import TABLE_ORDER
-from ketaoutcomes.ingest import ingest_export
+from ketaoutcomes.ingest import check_export_folder, ingest_export
 from ketaoutcomes.ingest.load import load_registries_from_warehouse
+from ketaoutcomes.registries import load_registries
 from ketaoutcomes.settings import SimulationSettings, StudySettings, project_root
 from ketaoutcomes.table_contract import ContractError, TableContract, col
 from ketaoutcomes.warehouse import append_frame, fetch, read_connection, table_exists, write_session, write_table
@@ -43,10 +44,12 @@ from ketaoutcomes.warehouse import append_frame, fetch, read_connection, table_e
 __all__ = [
     "StepOutcome",
     "AnalysisNotReady",
+    "NoDataLoaded",
     "simulate_step",
     "ingest_step",
     "validate_step",
     "analyze_step",
+    "check_study_step",
     "render_step",
     "run_report",
     "plan_run",
@@ -65,6 +68,10 @@ Progress = Callable[[str, int, int], None]
 
 class AnalysisNotReady(RuntimeError):
     """The data has not passed validation, so no analysis is run."""
+
+
+class NoDataLoaded(AnalysisNotReady):
+    """The warehouse exists but holds no loaded export: nothing to validate or analyse."""
 
 
 @dataclass(frozen=True)
@@ -167,7 +174,12 @@ def simulate_step(sim: SimulationSettings, out_dir: Path, *, progress: Progress 
 # ---------------------------------------------------------------------------
 
 def ingest_step(db: Path, export_dir: Path, *, progress: Progress | None = None) -> StepOutcome:
-    """Load an export folder; a file already loaded (same content hash) is skipped."""
+    """Load an export folder; a file already loaded (same content hash) is skipped.
+
+    Into a new warehouse, the folder is checked first (every table there, no misnamed file), so
+    a mistaken export creates nothing."""
+    if not Path(db).exists():
+        check_export_folder(export_dir)
     started, t0 = _wall_clock(), time.perf_counter()
     with write_session(db) as con:
         summary = ingest_export(con, export_dir, loaded_at=started, progress=progress)
@@ -201,11 +213,18 @@ def validate_step(db: Path, *, force: bool = True) -> StepOutcome:
     ------
     ketaoutcomes.validate.ValidationFailed
         After storing the results, when a critical expectation failed.
+    ketaoutcomes.warehouse.WarehouseMissing
+        No warehouse at ``db`` (nothing is created).
+    NoDataLoaded
+        The warehouse holds no loaded export.
     """
     from ketaoutcomes.validate import ValidationFailed, validate_tables  # GX import is slow
 
     started, t0 = _wall_clock(), time.perf_counter()
-    with write_session(db) as con:
+    with write_session(db, create=False) as con:
+        if not con.execute("SELECT count(*) FROM meta_batches").fetchone()[0]:
+            raise NoDataLoaded(f"the warehouse {db} holds no data; run `python -m ketaoutcomes ingest DIR --db {db}` "
+                               "first, or check --db")
         fp = _hash(data_fingerprint(con), code_version())
         last = _last_step(con, "validate", fp)
         if last is not None and not force:
@@ -273,7 +292,7 @@ def analyze_step(db: Path, study: StudySettings, *, force: bool = True) -> StepO
     from ketaoutcomes.analysis import run_study  # statsmodels: imported when needed
 
     started, t0 = _wall_clock(), time.perf_counter()
-    with write_session(db) as con:
+    with write_session(db, create=False) as con:
         fp_data = data_fingerprint(con)
         status = _validation_status(con, fp_data)
         if status != "ok":
@@ -320,6 +339,70 @@ def analyze_step(db: Path, study: StudySettings, *, force: bool = True) -> StepO
                    "analysed": adsl.filter(pl.col("ANLFL") == "Y").height, "notes": [str(n) for n in result.notes]}
         _record_step(con, "analyze", run_id, fp, "ok", started, seconds, details, study.settings_id)
     return StepOutcome("analyze", True, f"analysis {run_id}: {details['analysed']:,} courses analysed", details)
+
+
+# ---------------------------------------------------------------------------
+# study: check a study file without running it
+# ---------------------------------------------------------------------------
+
+def _study_data(con) -> dict[str, pl.DataFrame]:
+    """What :func:`ketaoutcomes.analysis.checks.study_problems` looks at: the arms of the courses,
+    the instruments rated and the patients (empty frames when nothing is loaded)."""
+    queries = {"courses": "SELECT DISTINCT arm FROM stg_courses",
+               "mood_scores": "SELECT DISTINCT instrument FROM stg_mood_scores",
+               "patients": "SELECT * FROM stg_patients"}
+    return {t: fetch(con, sql) if table_exists(con, f"stg_{t}") else pl.DataFrame() for t, sql in queries.items()}
+
+
+def check_study_step(study: StudySettings, db: Path | None = None) -> StepOutcome:
+    """Check a study against the default registries (``db`` None), or against the registries in
+    force in the warehouse ``db`` and its data (read-only; a missing warehouse is an error).
+
+    Raises
+    ------
+    ketaoutcomes.analysis.checks.StudyMismatch
+        One line naming every arm, instrument or covariate that does not fit, with the nearest name.
+    """
+    from ketaoutcomes.analysis.checks import StudyMismatch, study_problems
+
+    if db is None:
+        problems = study_problems(study, load_registries())
+        if problems:
+            raise StudyMismatch("study: " + "; ".join(problems) + " (checked against the default registries; an "
+                                "arm or instrument added by an export's arms.csv or instruments.csv is known to its "
+                                "warehouse: add --db)")
+        return StepOutcome("study", True, "arms and instrument are in the default registries (give --db to check "
+                           "against a warehouse's registries and data)")
+    con = read_connection(db)
+    try:
+        problems = study_problems(study, load_registries_from_warehouse(con), _study_data(con))
+    finally:
+        con.close()
+    if problems:
+        raise StudyMismatch("study: " + "; ".join(problems))
+    return StepOutcome("study", True, f"arms, instrument and covariates fit the registries and data of {db}")
+
+
+def _preflight(db: Path, study: StudySettings, export_dir: Path | None) -> None:
+    """Before a run simulates or loads anything: the study's arms and instrument are in the registries
+    the analysis will have (the warehouse's, or the defaults, plus the export's arms.csv /
+    instruments.csv), so a misspelt arm fails in a second, not after the earlier steps."""
+    from ketaoutcomes.analysis.checks import check_study
+
+    if Path(db).exists():
+        con = read_connection(db)
+        try:
+            registries = load_registries_from_warehouse(con)
+        finally:
+            con.close()
+    else:
+        registries = load_registries()
+    if export_dir is not None:
+        try:
+            registries = registries.extended(export_dir)
+        except ValueError:
+            return  # a broken arms.csv: ingest names it
+    check_study(study, registries)
 
 
 # ---------------------------------------------------------------------------
@@ -451,6 +534,8 @@ def run_report(
     warehouse and no ``export_dir``, nothing is ingested.
     """
     plan = plan_run(db, export_dir=export_dir, sim=sim, through=through, embedded_default=embedded_default)
+    if "analyze" in plan.steps:
+        _preflight(db, study, plan.export_dir)
     actions: dict[str, Callable[[], StepOutcome]] = {
         "simulate": lambda: simulate_step(plan.sim, plan.export_dir, progress=progress),
         "ingest": lambda: ingest_step(db, plan.export_dir, progress=progress),

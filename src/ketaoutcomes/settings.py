@@ -18,6 +18,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from ketaoutcomes.endpoints import DEFAULT_ENDPOINTS, ENDPOINTS
+from ketaoutcomes.suggest import closest
 
 __all__ = [
     "DB_ENV",
@@ -52,6 +53,12 @@ def default_db_path() -> Path:
     if env:
         return Path(env).resolve()
     return project_root() / "data" / "warehouse" / "ketaoutcomes.duckdb"
+
+
+def _nearest(names: list[str], choices) -> str:
+    """'; did you mean "x"?' for each name with a near choice (ignoring case), else ''."""
+    hits = [(n, closest(n, choices)) for n in names]
+    return "".join(f'; did you mean "{c}" for "{n}"?' for n, c in hits if c is not None)
 
 
 class _Frozen(BaseModel):
@@ -104,7 +111,8 @@ class CohortSettings(_Frozen):
     @model_validator(mode="after")
     def _consistent(self) -> "CohortSettings":
         if self.arms and self.reference_arm not in self.arms:
-            raise ValueError(f"reference_arm {self.reference_arm!r} must be one of arms {list(self.arms)}")
+            raise ValueError(f"reference_arm {self.reference_arm!r} must be one of arms {list(self.arms)}"
+                             + _nearest([self.reference_arm], self.arms))
         return self
 
 
@@ -139,7 +147,8 @@ class OutcomeSettings(_Frozen):
             raise ValueError(f"endpoints must name at least one of {', '.join(ENDPOINTS)}")
         unknown = [e for e in self.endpoints if e not in ENDPOINTS]
         if unknown:
-            raise ValueError(f"unknown endpoints {unknown}; choose from {', '.join(ENDPOINTS)}")
+            raise ValueError(f"unknown endpoints {unknown}; choose from {', '.join(ENDPOINTS)}"
+                             + _nearest(unknown, ENDPOINTS))
         for code in self.endpoints:
             missing = [r for r in ENDPOINTS[code].requires if r not in self.endpoints]
             if missing:
@@ -177,9 +186,11 @@ class ModelSettings(_Frozen):
     def _consistent(self) -> "ModelSettings":
         bad = set(self.covariates) - set(COVARIATES)
         if bad:
-            raise ValueError(f"unknown covariates {sorted(bad)}; choose from {sorted(COVARIATES)}")
+            raise ValueError(f"unknown covariates {sorted(bad)}; choose from {sorted(COVARIATES)}"
+                             + _nearest(sorted(bad), COVARIATES))
         if self.strata is not None and self.strata not in STRATA:
-            raise ValueError(f"strata must be site, sex, diagnosis or null, not {self.strata!r}")
+            raise ValueError(f"strata must be site, sex, diagnosis or null, not {self.strata!r}"
+                             + _nearest([self.strata], STRATA))
         if self.strata is not None and self.strata in self.covariates:
             raise ValueError(f"{self.strata!r} cannot be both a covariate and the strata")
         return self

@@ -94,7 +94,8 @@ def _remove_stale_staging(path: Path) -> None:
 
 
 @contextlib.contextmanager
-def write_session(path: Path, *, lock_timeout: float = WRITER_LOCK_TIMEOUT_S) -> Iterator[duckdb.DuckDBPyConnection]:
+def write_session(path: Path, *, lock_timeout: float = WRITER_LOCK_TIMEOUT_S,
+                  create: bool = True) -> Iterator[duckdb.DuckDBPyConnection]:
     """A read-write connection to a private copy of the warehouse, published
     atomically when the block exits without an exception (and discarded if it
     raises).
@@ -102,11 +103,20 @@ def write_session(path: Path, *, lock_timeout: float = WRITER_LOCK_TIMEOUT_S) ->
     Parameters
     ----------
     path : Path
-        The published warehouse file; created (with the schema) if missing.
+        The published warehouse file; created (with the schema) if missing and ``create``.
     lock_timeout : float
         Seconds to wait for another writer.
+    create : bool
+        False for a step that works on data already loaded (validate, analyze): a missing
+        warehouse (a mistyped --db) is :class:`WarehouseMissing`, and nothing is created,
+        not even its folder or lock file.
     """
     path = Path(path)
+    if not create and not path.exists():
+        raise WarehouseMissing(
+            f"no warehouse at {path}; run `python -m ketaoutcomes ingest DIR --db {path}` (or `report --export DIR`) "
+            "first, or check --db"
+        )
     path.parent.mkdir(parents=True, exist_ok=True)
     try:
         lock = FileLock(str(_lock_path(path)), timeout=lock_timeout)

@@ -146,3 +146,45 @@ def test_export_registry_adds_an_arm_without_code(tmp_path, tiny_export):
     load(db, tiny_export)
     assert "ect" in q(db, "SELECT arm FROM ref_arms")["arm"].to_list()
     assert q(db, "SELECT count(*) n FROM ref_arms")["n"][0] == 7
+
+
+def test_orphans_of_a_large_file_are_quarantined_not_a_crash():
+    """Every row of a file of more than ~16k rows an orphan (a first delivery without patients.csv
+    used to end in a ShapeError traceback: polars does not broadcast a scalar filter predicate)."""
+    from ketaoutcomes.ingest.rules import Parent, reference_problems
+
+    n = 20_000
+    typed = pl.DataFrame({"_row_number": pl.int_range(1, n + 1, eager=True).cast(pl.Int64),
+                          "patient_id": [f"P{i}" for i in range(n)]})
+    none = pl.DataFrame(schema={"patient_id": pl.String})
+    parent = Parent("patients", "patients.csv", none, none,
+                    pl.DataFrame(schema={"patient_id": pl.String, "_row_number": pl.Int64}))
+    problems = reference_problems("mood_scores", typed, {"patients": parent})
+    assert problems.height == n and set(problems["rule"]) == {"orphan"}
+
+
+def test_a_table_missing_from_a_first_delivery_is_an_error_but_a_redelivery_may_leave_it_out(tmp_path, tiny_export):
+    files = {k: v for k, v in TINY.items() if k != "patients.csv"}
+    db = tmp_path / "new" / "w.duckdb"
+    with pytest.raises(IngestError, match=r"patients\.csv missing") as info:
+        load(db, write_export(tmp_path / "no_patients", files))
+    assert "\n" not in str(info.value) and not db.exists()
+    db = tmp_path / "w.duckdb"
+    load(db, tiny_export)  # a first delivery with every table
+    s = load(db, write_export(tmp_path / "ratings_only", {"mood_scores.csv": TINY["mood_scores.csv"]}))
+    assert [f.table for f in s.files] == ["mood_scores"]
+
+
+def test_unrelated_files_are_ignored_and_near_misses_are_errors(tmp_path, tiny_export):
+    for name in ("README.txt", "truth.json", ".simulation-settings.json", "notes.md", "codebook.xlsx"):
+        (tiny_export / name).write_text("{}")
+    (tiny_export / "phi_allowlist.toml").write_text("")
+    s = load(tmp_path / "w.duckdb", tiny_export)
+    assert s.ignored_files == ("README.txt", "codebook.xlsx", "notes.md")
+    for name, meant in (("mood-scores.csv", "mood_scores"), ("Patients.CSV", "patients"), ("patient.csv", "patients"),
+                        ("courses.txt", "courses"), ("sessions_2024.csv", "sessions"), ("Arms.csv", "arms")):
+        folder = write_export(tmp_path / name.replace(".", "_"))
+        (folder / name).write_text("x\n")
+        with pytest.raises(IngestError, match=rf"{name} looks like .*{meant}") as info:
+            load(tmp_path / "w.duckdb", folder)
+        assert "\n" not in str(info.value)

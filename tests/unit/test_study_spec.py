@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -98,3 +99,14 @@ def test_model_defaults_are_the_study_defaults():
     assert ModifierScales() == ModifierScales(sec.modifier_dose_step, sec.modifier_age_unit,
                                               sec.modifier_age_window_years, sec.modifier_min_events_per_stratum)
     assert CADSS_CUTOFF == sec.cadss_cutoff
+
+
+@pytest.mark.parametrize("changes, hint", [
+    ({"covariates": ["Age_at_index", "sex"]}, 'did you mean "age_at_index" for "Age_at_index"?'),
+    ({"strata": "Site"}, 'did you mean "site" for "Site"?'),
+    ({"endpoints": ["ttresp"]}, 'did you mean "TTRESP" for "ttresp"?'),
+    ({"arms": ["ssri", "ketamine_iv"], "reference_arm": "SSRI"}, 'did you mean "ssri" for "SSRI"?'),
+])
+def test_a_near_miss_in_the_settings_gets_the_nearest_name(changes, hint):
+    with pytest.raises(ValueError, match=re.escape(hint)):
+        StudySettings(**changes)

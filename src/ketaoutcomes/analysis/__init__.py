@@ -13,7 +13,10 @@ then every step, each returning the same :class:`~ketaoutcomes.analysis.common.S
   incidence of relapse with stopping as a competing event;
 * :mod:`~ketaoutcomes.analysis.modifiers`: effect modifiers of the speed of response.
 
-Which models run on which endpoint is declared in :mod:`ketaoutcomes.endpoints`;
+Before any of it, :mod:`~ketaoutcomes.analysis.checks` checks that the study fits the data (its arms,
+instrument and covariates are there) and, after deriving, that the analysis population and every
+arm of the study in it are not empty. Which models run on which endpoint is declared in
+:mod:`ketaoutcomes.endpoints`;
 :mod:`~ketaoutcomes.analysis.common` holds what the steps share.
 """
 
@@ -23,6 +26,7 @@ from collections.abc import Mapping
 
 import polars as pl
 
+from ketaoutcomes.analysis.checks import EmptyPopulation, StudyMismatch, check_population, check_study
 from ketaoutcomes.analysis.common import StepResult, with_arm_labels
 from ketaoutcomes.analysis.main import analyze
 from ketaoutcomes.analysis.modifiers import modifier_analyses
@@ -33,8 +37,9 @@ from ketaoutcomes.derive import derive_all
 from ketaoutcomes.registries import Registries
 from ketaoutcomes.settings import StudySettings
 
-__all__ = ["RELAPSE_STATES", "StepResult", "analyze", "modifier_analyses", "preference_histogram",
-           "relapse_analyses", "relapse_status", "run_study", "secondary_analyses"]
+__all__ = ["EmptyPopulation", "RELAPSE_STATES", "StepResult", "StudyMismatch", "analyze", "check_study",
+           "modifier_analyses", "preference_histogram", "relapse_analyses", "relapse_status", "run_study",
+           "secondary_analyses"]
 
 
 def run_study(staged: Mapping[str, pl.DataFrame], *, registries: Registries, study: StudySettings) -> StepResult:
@@ -42,9 +47,20 @@ def run_study(staged: Mapping[str, pl.DataFrame], *, registries: Registries, stu
     ``sessions``, ``adverse_events``, ``mood_scores``): the analysis datasets (``ad_adsl``,
     ``ad_adtte``, ``results_attrition``) and every step's results, with all their notes in order.
     Every table with an ``arm`` code gains its ``arm_label`` from ``registries`` (those in force in
-    the warehouse, an export's arms.csv included)."""
+    the warehouse, an export's arms.csv included).
+
+    Raises
+    ------
+    ketaoutcomes.analysis.checks.StudyMismatch
+        Before deriving, when the study names an arm, instrument or covariate that the registries
+        or the data do not have (:func:`~ketaoutcomes.analysis.checks.check_study`); after
+        deriving, when no course is analysable or an arm of the study has none left
+        (:class:`~ketaoutcomes.analysis.checks.EmptyPopulation`, naming the attrition rule).
+    """
+    check_study(study, registries, staged)
     d = derive_all(staged["patients"], staged["courses"], staged["sessions"], staged["mood_scores"],
                    registries=registries, study=study)
+    check_population(study, d.adsl, d.attrition)
     derived = StepResult({"ad_adsl": d.adsl, "ad_adtte": d.adtte, "results_attrition": d.attrition}, d.notes)
     ketamine = [k for k, a in registries.arms.items() if a.is_ketamine]
     result = (derived

@@ -14,12 +14,12 @@ import importlib
 import pkgutil
 
 from ketaoutcomes.derive.adam import DeriveResult, derive_adtte, derive_all
-from ketaoutcomes.derive.adsl import COVARIATE_COLUMNS, derive_adsl
+from ketaoutcomes.derive.adsl import COVARIATE_COLUMNS, attrition_hint, derive_adsl
 from ketaoutcomes.derive.cnsr import CNSR, cnsr_to_event
 from ketaoutcomes.derive.events import ADTTE_COLUMNS, DERIVATIONS, derivation
 
 for _module in pkgutil.iter_modules(__path__):  # registers every derivation
     importlib.import_module(f"{__name__}.{_module.name}")
 
-__all__ = ["ADTTE_COLUMNS", "CNSR", "COVARIATE_COLUMNS", "DERIVATIONS", "DeriveResult", "cnsr_to_event",
-           "derivation", "derive_adsl", "derive_adtte", "derive_all"]
+__all__ = ["ADTTE_COLUMNS", "CNSR", "COVARIATE_COLUMNS", "DERIVATIONS", "DeriveResult", "attrition_hint",
+           "cnsr_to_event", "derivation", "derive_adsl", "derive_adtte", "derive_all"]

@@ -27,7 +27,8 @@ import polars as pl
 
 from ketaoutcomes.settings import StudySettings
 
-__all__ = ["COVARIATE_COLUMNS", "INTERCURRENT_END_REASONS", "attrition_table", "baseline_rating", "derive_adsl"]
+__all__ = ["COVARIATE_COLUMNS", "INTERCURRENT_END_REASONS", "attrition_hint", "attrition_table", "baseline_rating",
+           "derive_adsl"]
 
 #: Study-setting covariate names -> ADSL column names.
 COVARIATE_COLUMNS = {
@@ -164,24 +165,51 @@ def derive_adsl(
     # Attrition: each rule narrows the previous population; counts per arm.
     n_patients = patients.select(pl.col("patient_id").n_unique()).item()
     steps: list[tuple[str, pl.DataFrame | None, int | None]] = [
-        ("patients in the export", None, n_patients),
-        ("with a treatment course (index course = first course)", adsl, None),
+        (RULE_PATIENTS, None, n_patients),
+        (RULE_COURSE, adsl, None),
     ]
     pop = adsl
     if study_arms is not None:
         pop = pop.filter(in_arm)
-        steps.append((f"index course on a study arm ({', '.join(sorted(study_arms))})", pop, None))
+        steps.append((f"{RULE_ARM} ({', '.join(sorted(study_arms))})", pop, None))
     unknown = "; unknown look-back excluded" if study.cohort.require_known_lookback else "; unknown look-back kept"
     pop = pop.filter(new_user)
-    steps.append((f"new user: records cover >= {study.cohort.washout_days} d before the index course "
+    steps.append((f"{RULE_NEW_USER}: records cover >= {study.cohort.washout_days} d before the index course "
                   f"(washout){unknown}", pop, None))
     pop = pop.filter(has_base)
     steps.append(
-        (f"baseline {study.cohort.instrument} in [first dose - {study.cohort.baseline_window_days} d, first dose]", pop, None)
+        (f"{RULE_BASELINE} {study.cohort.instrument} in [first dose - {study.cohort.baseline_window_days} d, first dose]",
+         pop, None)
     )
-    steps.append((f"at least one {study.cohort.instrument} rating after the first dose", pop.filter(has_post), None))
+    steps.append((f"{RULE_POST} {study.cohort.instrument} rating after the first dose", pop.filter(has_post), None))
     attrition = attrition_table(steps)
     return adsl, attrition
+
+
+# The analysis population's rules (the start of each ``results_attrition.rule``), and what to check
+# when one leaves no course (:func:`attrition_hint`).
+RULE_PATIENTS = "patients in the export"
+RULE_COURSE = "with a treatment course (index course = first course)"
+RULE_ARM = "index course on a study arm"
+RULE_NEW_USER = "new user"
+RULE_BASELINE = "baseline"
+RULE_POST = "at least one"
+_HINTS = {
+    RULE_PATIENTS: "load an export with patients (rows refused at ingest are in table quarantine)",
+    RULE_COURSE: "check courses.csv (rows refused at ingest are in table quarantine)",
+    RULE_ARM: "check cohort.arms against the arms of the index courses in stg_courses",
+    RULE_NEW_USER: "check patients.observation_start and cohort.washout_days (and cohort.require_known_lookback)",
+    RULE_BASELINE: "check the instrument and the baseline window (cohort.instrument, cohort.baseline_window_days)",
+    RULE_POST: "check the instrument (cohort.instrument) and the ratings after the first dose in mood_scores",
+}
+
+
+def attrition_hint(rule: str) -> str:
+    """What to check when the analysis population's attrition rule ``rule`` leaves no course."""
+    for start, hint in _HINTS.items():
+        if rule.startswith(start):
+            return hint
+    return "check the study settings against the data"
 
 
 def baseline_rating(ratings: pl.DataFrame, origins: pl.DataFrame, *, key: str, origin: str, window_days: int

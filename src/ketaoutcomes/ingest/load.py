@@ -19,7 +19,7 @@ import datetime as dt
 import hashlib
 import io
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -28,7 +28,7 @@ import polars as pl
 
 from ketaoutcomes.contract import TABLE_ORDER, TABLES, Column, polars_schema
 from ketaoutcomes.failpoints import failpoint
-from ketaoutcomes.ingest.phi import PhiAllowList, PhiError, PhiFinding, cap_age, scan_frame
+from ketaoutcomes.ingest.phi import ALLOWLIST_FILE, PhiAllowList, PhiError, PhiFinding, cap_age, scan_frame
 from ketaoutcomes.ingest.rules import (
     Parent,
     dq_checks,
@@ -38,10 +38,11 @@ from ketaoutcomes.ingest.rules import (
     session_course_problems,
 )
 from ketaoutcomes.registries import Registries, load_registries
+from ketaoutcomes.suggest import closest
 from ketaoutcomes.warehouse import append_frame, fetch, replace_table, table_exists
 
-__all__ = ["FileLoad", "IngestError", "IngestSummary", "PhiRefused", "find_export_files", "ingest_export",
-           "read_table_file"]
+__all__ = ["FileLoad", "IngestError", "IngestSummary", "PhiRefused", "check_export_folder", "find_export_files",
+           "ingest_export", "read_table_file"]
 
 SUFFIXES = (".csv", ".parquet")
 REGISTRY_FILES = ("arms.csv", "instruments.csv")
@@ -93,31 +94,94 @@ class IngestSummary:
         return any(not f.skipped for f in self.files)
 
 
+#: Files of an export folder that are read but are not tables (and the simulator's truth).
+KNOWN_FILES = (*REGISTRY_FILES, ALLOWLIST_FILE, "truth.json")
+#: How near a file name must be to a table's (or registry's) to be taken for a misnamed one.
+NEAR_MISS_CUTOFF = 0.8
+
+
+def _near_miss(name: str) -> str | None:
+    """The table (or registry) a file name that is not in the import format looks meant for:
+    ``mood-scores.csv``, ``Patients.CSV``, ``patient.csv``, ``courses.txt``, ``sessions_2024.csv``
+    all do; ``README.txt`` or ``notes.md`` do not."""
+    stem = re.sub(r"[^a-z0-9]+", "_", name.lower().split(".")[0]).strip("_")
+    targets = [*TABLES, *(f.split(".")[0] for f in REGISTRY_FILES)]
+    if stem in targets:
+        return stem
+    for t in targets:  # patients_2024, sessions_old, ...
+        if stem.startswith(t + "_"):
+            return t
+    return closest(stem, targets, cutoff=NEAR_MISS_CUTOFF) if stem else None
+
+
+def _misnamed(path: Path, meant: str) -> str:
+    if path.is_dir():
+        return f"{path.name} is a folder; the import format takes one file per table ({meant}.csv or {meant}.parquet)"
+    if meant in TABLES:
+        return f"{path.name} looks like table {meant}: name it {meant}.csv or {meant}.parquet (or move it out of the folder)"
+    return f"{path.name} looks like the {meant} registry: name it {meant}.csv (or move it out of the folder)"
+
+
 def find_export_files(export_dir: Path) -> tuple[dict[str, Path], list[str]]:
-    """Map each contract table to its file in ``export_dir``; list files that are not used."""
+    """Map each contract table to its file in ``export_dir``; list files that are not used.
+
+    A file whose name nearly matches a table or registry (wrong case, a hyphen, a missing "s", a
+    suffix other than .csv/.parquet) is an error, not an ignored file: an export whose ratings are
+    in ``mood-scores.csv`` would otherwise load without them. Unrelated files (README.txt, the
+    registries, phi_allowlist.toml, truth.json, hidden files) are ignored."""
     export_dir = Path(export_dir)
     if not export_dir.is_dir():
         raise IngestError(f"{export_dir}: not a folder; give the folder that holds patients.csv, courses.csv, ...")
     found: dict[str, Path] = {}
     ignored: list[str] = []
+    misnamed: list[str] = []
     for p in sorted(export_dir.iterdir()):
-        if p.name in REGISTRY_FILES or p.name == "truth.json" or p.name.startswith("."):
+        if p.name in KNOWN_FILES or p.name.startswith("."):
             continue
         stem, suffix = p.stem, p.suffix.lower()
-        if stem in TABLES and suffix in SUFFIXES:
+        if stem in TABLES and suffix in SUFFIXES and p.is_file():
             if stem in found:
                 raise IngestError(
                     f"{export_dir}: both {found[stem].name} and {p.name} hold table {stem}; keep one of them"
                 )
             found[stem] = p
+        elif (meant := _near_miss(p.name)) is not None:
+            misnamed.append(_misnamed(p, meant))
         else:
             ignored.append(p.name)
     if not found:
         raise IngestError(
             f"{export_dir}: no import files found; expected files named "
             + ", ".join(f"{t}.csv or {t}.parquet" for t in TABLE_ORDER)
+            + (f" ({'; '.join(misnamed)})" if misnamed else "")
         )
+    if misnamed:
+        raise IngestError(f"{export_dir}: {'; '.join(misnamed)}; nothing was loaded")
     return found, ignored
+
+
+def check_export_folder(export_dir: Path, loaded: Collection[str] = ()) -> dict[str, Path]:
+    """The table files of ``export_dir`` (:func:`find_export_files`), checked as a delivery on top of
+    the tables already ``loaded`` into the warehouse: a table neither in this export nor loaded
+    before is an error naming its file. An export without patients.csv would otherwise quarantine
+    every row as an orphan (or, without adverse_events.csv, report a safety table with no events);
+    a later delivery may leave out tables already loaded (a corrected re-delivery of one file).
+
+    Raises
+    ------
+    IngestError
+        One line: a misnamed file, a missing table, or no import file at all; nothing is written.
+    """
+    files, _ = find_export_files(export_dir)
+    loaded = set(loaded)
+    missing = [t for t in TABLE_ORDER if t not in files and t not in loaded]
+    if missing:
+        names = ", ".join(f"{t}.csv" for t in missing)
+        raise IngestError(
+            f"{export_dir}: {names} missing (neither .csv nor .parquet in the folder, and no earlier delivery "
+            f"in the warehouse); a first export holds every table ({', '.join(TABLE_ORDER)}; one with no rows "
+            "as a header-only file), a later one may leave out tables already loaded; nothing was loaded")
+    return files
 
 
 def _sha256(path: Path) -> str:
@@ -391,6 +455,7 @@ def ingest_export(
     """
     export_dir = Path(export_dir).resolve()
     files, ignored_files = find_export_files(export_dir)
+    check_export_folder(export_dir, fetch(con, "SELECT DISTINCT table_name FROM meta_batches")["table_name"])
     try:
         registries = load_registries_from_warehouse(con).extended(export_dir)
         allow = PhiAllowList.load(export_dir)

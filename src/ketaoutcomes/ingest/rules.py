@@ -60,7 +60,10 @@ def empty_problems() -> pl.DataFrame:
 
 def _problems(frame: pl.DataFrame, mask: pl.Expr, column: str, rule: str, reason: str | pl.Expr) -> pl.DataFrame:
     reason_expr = pl.lit(reason) if isinstance(reason, str) else reason
-    return frame.filter(mask.fill_null(False)).select(
+    # The mask is made a column before filtering: polars 2.1 fails to broadcast a scalar
+    # predicate such as ``pl.lit(True).fill_null(False)`` over a frame of more than ~16k rows
+    # (ShapeError: filter predicate length of 2 ...).
+    return frame.with_columns(mask.fill_null(False).alias("_problem")).filter(pl.col("_problem")).select(
         pl.col("_row_number").cast(pl.Int64),
         pl.lit(column, dtype=pl.String).alias("column_name"),
         pl.lit(rule, dtype=pl.String).alias("rule"),
