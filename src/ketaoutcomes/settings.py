@@ -18,7 +18,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from ketaoutcomes.endpoints import DEFAULT_ENDPOINTS, ENDPOINTS
-from ketaoutcomes.suggest import closest
+from ketaoutcomes.suggest import closest, did_you_mean
 
 __all__ = [
     "DB_ENV",
@@ -364,5 +364,17 @@ def load_study(path: Path | str | None) -> StudySettings:
     try:
         return StudySettings.model_validate(raw)
     except ValidationError as exc:
-        problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'settings'}: {e['msg']}" for e in exc.errors())
+        problems = "; ".join(_problem(e) for e in exc.errors())
         raise ValueError(f"study file {path}: {problems}") from None
+
+
+def _problem(error: dict) -> str:
+    """One validation problem; an unknown key names the nearest known one (``[propensty]``,
+    ``weightin``: a typo must not pass, and should say what was meant)."""
+    loc = [str(p) for p in error["loc"]]
+    where = ".".join(loc) or "settings"
+    if error["type"] != "extra_forbidden" or not loc:
+        return f"{where}: {error['msg']}"
+    group = GROUPS.get(loc[0]) if len(loc) == 2 else None
+    known = list(group.model_fields) if group else [*StudySettings.model_fields, *FLAT_KEYS]
+    return f"{where}: unknown setting" + did_you_mean(loc[-1], known)

@@ -110,3 +110,15 @@ def test_model_defaults_are_the_study_defaults():
 def test_a_near_miss_in_the_settings_gets_the_nearest_name(changes, hint):
     with pytest.raises(ValueError, match=re.escape(hint)):
         StudySettings(**changes)
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    ('[propensty]\nweighting = "overlap"\n', 'propensty: unknown setting; did you mean "propensity"?'),
+    ('[propensity]\nweightin = "overlap"\n', 'propensity.weightin: unknown setting; did you mean "weighting"?'),
+    ('weightin = "overlap"\n', 'weightin: unknown setting; did you mean "weighting"?'),
+])
+def test_a_misspelt_group_or_key_names_what_was_meant(tmp_path, text, expected):
+    f = tmp_path / "typo.toml"
+    f.write_text(text)
+    with pytest.raises(ValueError, match=re.escape(expected)):
+        load_study(f)
