@@ -39,7 +39,7 @@ def test_settings_id_changes_with_any_field_and_not_with_order(tmp_path):
         ({"weighting": "stratification"}, "Input should be 'iptw', 'overlap' or 'matching'"),
         ({"weighting": "matching"}, "matching gives no weights to truncate"),
         ({"max_smd": 0}, "greater than 0"),
-        ({"colour": "red"}, "Extra inputs are not permitted"),
+        ({"colour": "red"}, "colour: unknown setting"),
     ],
 )
 def test_impossible_combinations_are_refused_with_a_clear_message(tmp_path, fields, message):
