@@ -110,12 +110,23 @@ class TableContract:
     key : tuple of str
         Columns whose values identify a row (no two rows share them); they must be declared
         and not nullable.
+    arm_column : str, optional
+        The column that names the row's arm (``arm``, ``ARM``, ``group`` or ``target``): the
+        table's ``latest_`` view calls it ``arm`` and adds ``arm_label`` beside it when the table
+        has none (:func:`latest_view`). Required when a column is called arm (in any case) or
+        arm_label.
+    withheld : tuple of str
+        Estimates that a failed diagnostics gate withholds (the table needs a ``diagnostics``
+        column with the verdict pass/fail): the table keeps them beside the verdict, its
+        ``latest_`` view shows them as null where ``diagnostics = 'fail'``.
     """
 
     name: str
     description: str
     columns: tuple[ColumnContract, ...]
     key: tuple[str, ...]
+    arm_column: str | None = None
+    withheld: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         names = [c.name for c in self.columns]
@@ -131,6 +142,20 @@ class TableContract:
                 raise ValueError(f"contract {self.name}: key column {k!r} must not be nullable")
         if "\n" in self.description or not self.description.strip():
             raise ValueError(f"contract {self.name}: the description must be one non-empty line")
+        if self.arm_column is not None and self.arm_column not in names:
+            raise ValueError(f"contract {self.name}: arm column {self.arm_column!r} is not a declared column")
+        for n in names:
+            if n.lower() in ("arm", "arm_label") and self.arm_column is None:
+                raise ValueError(f"contract {self.name}: column {n!r} names an arm; declare the arm column "
+                                 "(arm_column=...)")
+            if n.lower() == "arm" and self.arm_column not in (None, n):
+                raise ValueError(f"contract {self.name}: column {n!r} would clash with the arm column "
+                                 f"{self.arm_column!r}, which the latest_ view calls arm")
+        for w in self.withheld:
+            if w not in names or w in self.key:
+                raise ValueError(f"contract {self.name}: withheld column {w!r} is not a declared non-key column")
+        if self.withheld and "diagnostics" not in names:
+            raise ValueError(f"contract {self.name}: withheld estimates need a diagnostics column")
 
     @property
     def column_names(self) -> list[str]:
