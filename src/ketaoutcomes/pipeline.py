@@ -39,6 +39,7 @@ from ketaoutcomes.ingest.load import load_registries_from_warehouse
 from ketaoutcomes.settings import SimulationSettings, StudySettings, project_root
 from ketaoutcomes.table_contract import ContractError, TableContract, col
 from ketaoutcomes.warehouse import append_frame, fetch, read_connection, table_exists, write_session, write_table
+from ketaoutcomes.warehouse import create_latest_views
 
 __all__ = [
     "StepOutcome",
@@ -315,6 +316,7 @@ def analyze_step(db: Path, study: StudySettings, *, force: bool = True) -> StepO
         if table_exists(con, "results_runs"):
             con.execute("DELETE FROM results_runs WHERE run_id = ?", [run_id])
         write_table(con, contracts["results_runs"], run)
+        create_latest_views(con, contracts.values())  # in this session: a snapshot has its tables' views
         adsl = result.table("ad_adsl")
         details = {"run_id": run_id, "courses": adsl.height,
                    "analysed": adsl.filter(pl.col("ANLFL") == "Y").height, "notes": [str(n) for n in result.notes]}
