@@ -129,8 +129,8 @@ RESULTS_COX = TableContract(
     "results_cox",
     "Hazard ratios per endpoint, model (adjusted, naive, and the propensity-score model: iptw/overlap/matching), term",
     columns=(*_SUMMARY, *_TERM_PARTS, _PARAMCD,
-             col("model", "VARCHAR", False, "adjusted, naive, iptw, overlap or matching (the propensity-score model; "
-                                            "se is robust)"),
+             col("model", "VARCHAR", False, "adjusted, naive, or the propensity-score model: iptw, overlap or "
+                                            "matching (robust se)"),
              col("diagnostics", "VARCHAR", True, "Propensity-score models: the gate's verdict pass/fail (null for "
                                                  "adjusted and naive)"),
              _GATE_REASONS, *RUN_COLUMNS),

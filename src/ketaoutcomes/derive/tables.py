@@ -76,7 +76,7 @@ RESULTS_ATTRITION = TableContract(
     "results_attrition",
     "Attrition: patients remaining and excluded per rule (step) and arm, '(all)' for every arm",
     columns=(
-        col("step", "BIGINT", False, "Order of the rule (1: everyone, before any rule)"),
+        col("step", "BIGINT", False, "Order of the rules (step 1: the starting population, nothing excluded yet)"),
         col("rule", "VARCHAR", False, "The selection rule, in words"),
         col("arm", "VARCHAR", False, "Arm, or '(all)' for every arm together"),
         col("n_remaining", "BIGINT", False, "Patients left after the rule"),
