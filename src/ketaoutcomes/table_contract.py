@@ -14,6 +14,12 @@ column of any type to any type, Int32 to BIGINT, UInt32 to BIGINT, an integer to
 date to TIMESTAMP, ...): every value must come back unchanged when cast back. A missing
 nullable column is added as nulls. Anything else raises :class:`ContractError`.
 
+The analysts' views are generated from the contracts too: :func:`latest_run_sql` (``latest_run``,
+each study's latest analysis run) and :func:`latest_view_sql` (``latest_<table>``: that run's rows,
+with ``study``, the contract's ``arm_column`` as ``arm`` beside ``arm_label``, and its ``withheld``
+estimates null where the diagnostics gate failed); :func:`latest_view` describes such a view as a
+contract, for the data dictionary (:func:`ketaoutcomes.docs.warehouse_dictionary`).
+
 Base layer: imports only the standard library, polars and :mod:`ketaoutcomes.contract`.
 """
 
