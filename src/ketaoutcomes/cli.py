@@ -287,8 +287,17 @@ def study(
 
 
 @app.command()
-def dictionary() -> None:
-    """Print the import format's data dictionary (Markdown) from the contract and registries."""
+def dictionary(
+    warehouse: Annotated[bool, typer.Option("--warehouse", help="Print the warehouse's data dictionary instead (docs/warehouse.md): its tables, the latest_* views and example queries.")] = False,
+) -> None:
+    """Print the import format's data dictionary (Markdown) from the contract and registries, or with
+    --warehouse the warehouse's, from the contracts of its tables."""
+    if warehouse:
+        from ketaoutcomes.docs import warehouse_dictionary
+        from ketaoutcomes.pipeline import output_contracts
+
+        sys.stdout.write(warehouse_dictionary(output_contracts()))
+        return
     from ketaoutcomes.docs import data_dictionary
 
     with _errors():

@@ -1,13 +1,18 @@
-"""The import format's data dictionary, generated from the contract and the
-default registries (docs/import-format.md is this function's output; a test
-keeps them equal)."""
+"""The data dictionaries, generated: the import format's from its contract and the
+default registries (docs/import-format.md is :func:`data_dictionary`'s output), and the
+warehouse's from the contracts of its ad_*/results_* tables and their latest_ views
+(docs/warehouse.md is :func:`warehouse_dictionary`'s output, with :data:`EXAMPLE_QUERIES`).
+Tests keep both files equal to the functions' output and run every example query."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from ketaoutcomes.contract import TABLE_ORDER, TABLES, Column
 from ketaoutcomes.registries import load_registries
+from ketaoutcomes.table_contract import LATEST_RUN_VIEW, TableContract, latest_view
 
-__all__ = ["data_dictionary"]
+__all__ = ["EXAMPLE_QUERIES", "data_dictionary", "warehouse_dictionary"]
 
 
 def _fmt(x: float | None) -> str:
@@ -125,4 +130,187 @@ def data_dictionary() -> str:
             f">= {_fmt(i.relapse_min)}, confirmed | {i.si_item} ({_fmt(i.si_item_min)}-{_fmt(i.si_item_max)}) |"
         )
     lines.append("")
+    return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------------
+# The warehouse's dictionary
+# ---------------------------------------------------------------------------
+
+#: Questions analysts ask, each with the SQL that answers it (title, a note or "", SQL). Each runs, in a test, on
+#: a warehouse of a small synthetic cohort and returns rows; keep them that way.
+EXAMPLE_QUERIES: tuple[tuple[str, str, str], ...] = (
+    ("The latest analysis run of each study", "",
+     "SELECT * FROM latest_run ORDER BY study"),
+    ("Median days to response per arm in the latest run",
+     "Null `median`: not reached; null `median_upper`: the CI is open-ended.",
+     """SELECT study, arm, arm_label, n, events, median, median_lower, median_upper
+FROM latest_results_km_median
+WHERE paramcd = 'TTRESP'
+ORDER BY study, arm"""),
+    ("Hazard ratio of IV ketamine vs SSRI, with its CI and verdict",
+     "Time to response; one row per model (adjusted, naive, and the propensity-score model with its `diagnostics` "
+     "verdict: its estimate is null when the gate failed, withheld). HRs are against each study's reference arm, "
+     "so the query keeps the studies whose reference is SSRI.",
+     """SELECT c.study, c.model, c.hr, c.hr_lower, c.hr_upper, c.p_value, c.diagnostics, c.gate_reasons
+FROM latest_results_cox AS c
+JOIN latest_results_runs AS r ON r.run_id = c.run_id
+WHERE c.paramcd = 'TTRESP' AND c.arm = 'ketamine_iv'
+  AND json_extract_string(r.settings_json, '$.cohort.reference_arm') = 'ssri'
+ORDER BY c.study, c.model"""),
+    ("Withheld estimates, from the base table",
+     "The numbers a failed diagnostics gate withholds stay in the table beside the verdict and its reasons "
+     "(to inspect, not to report).",
+     """SELECT l.study, c.paramcd, c.arm, c.model, c.hr, c.hr_lower, c.hr_upper, c.gate_reasons
+FROM results_cox AS c
+JOIN latest_run AS l ON l.run_id = c.run_id
+WHERE c.diagnostics = 'fail'
+ORDER BY l.study, c.paramcd, c.arm"""),
+    ("Rows quarantined last night, and why",
+     "Rows of the files loaded in the last 24 hours (`loaded_at` is UTC) that were kept out, with the rule they "
+     "broke; the reason never shows the cell's value.",
+     """SELECT b.loaded_at, q.table_name, q.source_file, q.row_number, q.column_name, q.rule, q.reason
+FROM quarantine AS q
+JOIN meta_batches AS b ON b.batch_id = q.batch_id
+WHERE b.loaded_at >= (now() AT TIME ZONE 'UTC') - INTERVAL 24 HOURS
+ORDER BY b.loaded_at, q.table_name, q.row_number"""),
+    ("Attrition in the latest run: patients left after each rule, per arm",
+     "The analysis population's rules (`paramcd` null); an endpoint's own narrowing has its `paramcd`.",
+     """SELECT study, step, rule, arm, arm_label, n_remaining, n_excluded
+FROM latest_results_attrition
+WHERE paramcd IS NULL
+ORDER BY study, step, arm"""),
+)
+
+#: The warehouse's tables that have no contract here (the loads, validation and registries), in words.
+_OTHER_TABLES = (
+    ("meta_batches", "One row per file loaded (a batch): batch_id, load_seq, table_name, source_file, file_sha256, "
+                     "rows_read, rows_loaded, rows_quarantined, ignored_columns, loaded_at (UTC), notes"),
+    ("quarantine", "One row per input row (and broken rule) kept out of `raw_<table>`: batch_id, table_name, "
+                   "source_file, row_number (1-based data row), column_name, rule, reason (never the cell's value)"),
+    ("dq_checks", "Data-quality summary of each load: table_name, category (conformance, completeness, plausibility), "
+                  "check_id, column_name, rule, rows_tested, rows_failing, pct_failing, threshold_pct, status, error, "
+                  "batch_id"),
+    ("meta_steps", "One row per step run: step, run_id, fingerprint, settings_id, status, code_version, started_at, "
+                   "seconds, details (JSON)"),
+    ("validation_results", "One row per expectation and validation run (Great Expectations)"),
+    ("ref_arms", "The arm registry in force: arm, label, route, drug_class, is_ketamine, session_based, dose ranges"),
+    ("ref_instruments", "The instrument registry in force: ranges and response, remission and relapse thresholds"),
+    ("raw_<table>", "Every row that loaded, from every batch, typed as the import format says "
+                    "([import-format.md](import-format.md)), with _batch_id, _row_number, _load_seq"),
+    ("stg_<table>", "The current version of each record (the latest batch that carried its key), with _batch_id, "
+                    "_row_number"),
+)
+
+
+def _cell(text: str) -> str:
+    return text.replace("|", "\\|")
+
+
+def _columns_table(contract: TableContract) -> list[str]:
+    lines = ["| column | type | nullable | description |", "|---|---|---|---|"]
+    for c in contract.columns:
+        lines.append(f"| `{c.name}` | {c.dtype} | {'yes' if c.nullable else 'no'} | {_cell(c.description)} |")
+    return lines
+
+
+def _key(contract: TableContract) -> str:
+    return ", ".join(f"`{k}`" for k in contract.key)
+
+
+def _view_note(contract: TableContract) -> str:
+    """How ``latest_<table>`` differs from the table, in one paragraph."""
+    view = latest_view(contract)
+    parts = [f"View `{view.name}`: the rows of each study's latest run, with `study` first"]
+    if contract.arm_column:
+        label = ("its own `arm_label`" if "arm_label" in contract.column_names
+                 else "`arm_label` from `ref_arms` beside it")
+        parts.append(f"`{contract.arm_column}` as `arm`, {label}" if contract.arm_column != "arm"
+                     else "`arm` and `arm_label` as in the table" if "arm_label" in contract.column_names
+                     else f"`arm`, {label}")
+    if contract.withheld:
+        parts.append(", ".join(f"`{w}`" for w in contract.withheld) + " null where `diagnostics` = 'fail' "
+                     "(withheld; the table keeps them)")
+    return "; ".join(parts) + "."
+
+
+def warehouse_dictionary(contracts: Mapping[str, TableContract]) -> str:
+    """The warehouse's data dictionary (Markdown): how to open it, example queries, the latest_
+    views, every contracted table (description, key, columns with type, nullable and
+    description, and how its view differs), and the other tables in a line each.
+
+    Parameters
+    ----------
+    contracts : mapping of str to TableContract
+        Every ad_*/results_* contract by table name (:func:`ketaoutcomes.pipeline.output_contracts`).
+    """
+    lines = [
+        "# The warehouse: data dictionary",
+        "",
+        "<!-- generated by `python -m ketaoutcomes dictionary --warehouse > docs/warehouse.md`; do not edit by hand -->",
+        "",
+        "The warehouse is one DuckDB file, `data/warehouse/ketaoutcomes.duckdb` by default. Open it read-only, with",
+        "the DuckDB shell the project installs or with one statement at a time:",
+        "",
+        "```bash",
+        "uv run duckdb -readonly data/warehouse/ketaoutcomes.duckdb",
+        "uv run python -m ketaoutcomes query \"SELECT * FROM latest_run\"",
+        "```",
+        "",
+        "Readers never block a run: a run writes a private copy and publishes it atomically; a reader keeps the",
+        "snapshot it opened. Several studies and data versions share one warehouse: every `ad_*` and `results_*`",
+        "row carries `run_id` and `settings_id`, and `results_runs` says which study settings, data and code a run",
+        "came from. The `latest_*` views answer most questions without either.",
+        "",
+        "## Views: the latest run of each study",
+        "",
+        "The analysis creates the views with the tables (in the same write session, so a published snapshot",
+        "always has both). A study is the `name` in its settings (`name = ...` at the top of a study file; the",
+        "built-in study is `default`); its latest run is the one that started last, so a specification changed",
+        "under the same name replaces the earlier one in the views (`results_runs` keeps every run).",
+        "",
+        f"- `{LATEST_RUN_VIEW.name}`: one row per study. Key: {_key(LATEST_RUN_VIEW)}.",
+        "- `latest_<table>` for every table below: the table's rows of each study's latest run, with `study` as",
+        "  the first column. Wherever a row names an arm, the view has it as `arm` (the table's `group`, `target`",
+        "  or `ARM`) and `arm_label` beside it (the table's own, else the label in `ref_arms`). An estimate of a",
+        "  propensity-score comparison whose diagnostics gate failed (`diagnostics` = 'fail') is null in the view:",
+        "  withheld, as the report withholds it. The table keeps the number beside its verdict.",
+        "",
+        f"### {LATEST_RUN_VIEW.name}",
+        "",
+        LATEST_RUN_VIEW.description + ".",
+        "",
+        *_columns_table(LATEST_RUN_VIEW),
+        "",
+        "## Example queries",
+        "",
+        "Each runs as it is with `query` or in the DuckDB shell (a test runs them on a synthetic cohort).",
+        "",
+    ]
+    for title, note, sql in EXAMPLE_QUERIES:
+        lines += [f"### {title}", "", *([note, ""] if note else []), "```sql", sql, "```", ""]
+    lines += [
+        "## Tables of the analysis",
+        "",
+        "Each `ad_*` and `results_*` table has a declared contract (`src/ketaoutcomes/derive/tables.py`,",
+        "`src/ketaoutcomes/analysis/tables.py`, `results_runs` in `src/ketaoutcomes/pipeline.py`): its columns",
+        "with their types and whether each may be null, and the key that identifies a row. Every write is",
+        "checked against it. CIs are at 1 - `models.alpha` of the study settings (95% by default); times are",
+        "days.",
+        "",
+    ]
+    for contract in contracts.values():
+        lines += [f"### {contract.name}", "", f"{contract.description}. Key: {_key(contract)}.", "",
+                  *_columns_table(contract), "", _view_note(contract), ""]
+    lines += [
+        "## Other tables",
+        "",
+        "The loads, their validation and the registries (no `latest_` view; `DESCRIBE <table>` lists the columns).",
+        "`<table>` is one of the import format's tables: " + ", ".join(f"`{t}`" for t in TABLE_ORDER) + ".",
+        "",
+        "| table | what |",
+        "|---|---|",
+        *[f"| `{name}` | {_cell(what)} |" for name, what in _OTHER_TABLES],
+        "",
+    ]
     return "\n".join(lines)

@@ -40,6 +40,7 @@ from ketaoutcomes.registries import load_registries
 from ketaoutcomes.settings import SimulationSettings, StudySettings, project_root
 from ketaoutcomes.table_contract import ContractError, TableContract, col
 from ketaoutcomes.warehouse import append_frame, fetch, read_connection, table_exists, write_session, write_table
+from ketaoutcomes.warehouse import create_latest_views
 
 __all__ = [
     "StepOutcome",
@@ -268,12 +269,12 @@ RESULTS_RUNS = TableContract(
         col("settings_id", "VARCHAR", False, "Hash of settings_json"),
         col("settings_json", "VARCHAR", False, "The study settings (canonical JSON)"),
         col("data_fingerprint", "VARCHAR", False, "Hash of the batches in force and the registries"),
-        col("registries_fingerprint", "VARCHAR", False),
+        col("registries_fingerprint", "VARCHAR", False, "Hash of the arm and instrument registries in force"),
         col("batches", "VARCHAR", False, "meta_batches.batch_id of the batches in force, comma-separated"),
-        col("code_version", "VARCHAR", False),
+        col("code_version", "VARCHAR", False, "Package version and git commit (+dirty) of the code that ran"),
         col("started_at", "TIMESTAMP", False, "Provenance only (UTC)"),
-        col("seconds", "DOUBLE", False),
-        col("notes", "VARCHAR", False, "The run's notes (JSON list of strings)"),
+        col("seconds", "DOUBLE", False, "Seconds the run took"),
+        col("notes", "VARCHAR", False, "The run's notes (JSON list of records: text, step, endpoint, arms, severity)"),
     ),
     key=("run_id",),
 )
@@ -334,6 +335,7 @@ def analyze_step(db: Path, study: StudySettings, *, force: bool = True) -> StepO
         if table_exists(con, "results_runs"):
             con.execute("DELETE FROM results_runs WHERE run_id = ?", [run_id])
         write_table(con, contracts["results_runs"], run)
+        create_latest_views(con, contracts.values())  # in this session: a snapshot has its tables' views
         adsl = result.table("ad_adsl")
         details = {"run_id": run_id, "courses": adsl.height,
                    "analysed": adsl.filter(pl.col("ANLFL") == "Y").height, "notes": [str(n) for n in result.notes]}

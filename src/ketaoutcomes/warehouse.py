@@ -26,7 +26,7 @@ import os
 import shutil
 import stat
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import duckdb
@@ -35,7 +35,14 @@ from filelock import FileLock, Timeout
 
 from ketaoutcomes.contract import TABLES
 from ketaoutcomes.failpoints import failpoint
-from ketaoutcomes.table_contract import ContractError, TableContract, conform
+from ketaoutcomes.table_contract import (
+    LATEST_PREFIX,
+    ContractError,
+    TableContract,
+    conform,
+    latest_run_sql,
+    latest_view_sql,
+)
 
 __all__ = [
     "WarehouseBusy",
@@ -56,6 +63,7 @@ __all__ = [
     "append_frame",
     "write_table",
     "migrate_table",
+    "create_latest_views",
 ]
 
 #: How long a writer waits for another writer before giving up with a clear error.
@@ -611,3 +619,37 @@ def write_table(con: duckdb.DuckDBPyConnection, contract: TableContract, frame: 
     finally:
         con.unregister("_frame_in")
     return rows.height
+
+
+def create_latest_views(con: duckdb.DuckDBPyConnection, contracts: Iterable[TableContract]) -> list[str]:
+    """Create (or replace) the analysts' views: ``latest_run`` (each study's latest analysis run,
+    from results_runs) and one ``latest_<table>`` per contract
+    (:func:`ketaoutcomes.table_contract.latest_view`). Each contracted table is first created or
+    migrated (:func:`migrate_table`), so every view has its table with every declared column even
+    when no run has written a row to it yet. A ``latest_`` view left by an earlier version whose
+    table has no contract any more is dropped.
+
+    Called by the analysis in its write session: a published snapshot never has tables without
+    their views, nor views of an older contract.
+
+    Returns
+    -------
+    list of str
+        The views, in the order they were created.
+    """
+    contracts = list(contracts)
+    if "results_runs" not in {c.name for c in contracts}:
+        raise ValueError("the latest_ views need the contract of results_runs")
+    for c in contracts:
+        migrate_table(con, c)
+    con.execute(latest_run_sql())
+    made = ["latest_run"]
+    for c in contracts:
+        con.execute(latest_view_sql(c))
+        made.append(LATEST_PREFIX + c.name)
+    stale = con.execute(
+        "SELECT view_name FROM duckdb_views() WHERE database_name = current_database() AND schema_name = 'main' "
+        "AND starts_with(view_name, ?) AND NOT list_contains(?, view_name)", [LATEST_PREFIX, made]).fetchall()
+    for (name,) in stale:
+        con.execute(f"DROP VIEW {_quote(name)}")
+    return made

@@ -66,6 +66,22 @@ def test_study_file_is_validated_with_a_clear_error(tmp_path):
     assert "confirm_min_days (20) must not exceed confirm_max_days (10)" in res.stderr
 
 
+def test_docs_warehouse_dictionary_matches_the_contracts():
+    """docs/warehouse.md is generated; regenerate with `python -m ketaoutcomes dictionary --warehouse`."""
+    from pathlib import Path
+
+    from ketaoutcomes.docs import warehouse_dictionary
+    from ketaoutcomes.pipeline import output_contracts
+
+    doc = Path(__file__).resolve().parents[2] / "docs" / "warehouse.md"
+    res = runner.invoke(app, ["dictionary", "--warehouse"])
+    assert res.exit_code == 0 and res.output == warehouse_dictionary(output_contracts())
+    assert doc.read_text() == res.output, "regenerate: python -m ketaoutcomes dictionary --warehouse > docs/warehouse.md"
+    for name in output_contracts():
+        assert f"### {name}\n" in res.output and f"View `latest_{name}`" in res.output
+    assert runner.invoke(app, ["dictionary"]).output == data_dictionary()  # the import format's, unchanged
+
+
 def test_docs_data_dictionary_matches_the_contract():
     """docs/import-format.md is generated; regenerate with `python -m ketaoutcomes dictionary`."""
     from pathlib import Path

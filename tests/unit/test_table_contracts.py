@@ -209,3 +209,112 @@ def test_readme_lists_every_contracted_table(contracts):
     section = readme.split("## The warehouse (for analysts)")[1].split("\n## ")[0]
     listed = set(re.findall(r"`((?:ad|results)_[a-z_]+)`", section))
     assert listed == set(contracts)
+
+
+def test_every_column_of_every_contract_is_described(contracts):
+    undescribed = [f"{name}.{c.name}" for name, t in contracts.items() for c in t.columns if not c.description.strip()]
+    assert not undescribed, "describe these columns in their contracts (docs/warehouse.md shows them): " + \
+        ", ".join(undescribed)
+
+
+# ---------------------------------------------------------------------------- the latest_ views
+
+
+def test_a_contract_declares_its_arm_column_and_withheld_estimates():
+    with pytest.raises(ValueError, match="column 'arm' names an arm; declare the arm column"):
+        TableContract("t", "d", (col("run_id", "VARCHAR", False), col("arm", "VARCHAR")), key=("run_id",))
+    with pytest.raises(ValueError, match="column 'arm' would clash with the arm column 'group'"):
+        TableContract("t", "d", (col("run_id", "VARCHAR", False), col("group", "VARCHAR"), col("arm", "VARCHAR")),
+                      key=("run_id",), arm_column="group")
+    with pytest.raises(ValueError, match="arm column 'target' is not a declared column"):
+        TableContract("t", "d", (col("run_id", "VARCHAR", False),), key=("run_id",), arm_column="target")
+    with pytest.raises(ValueError, match="withheld estimates need a diagnostics column"):
+        TableContract("t", "d", (col("run_id", "VARCHAR", False), col("hr", "DOUBLE")), key=("run_id",),
+                      withheld=("hr",))
+    with pytest.raises(ValueError, match="withheld column 'run_id' is not a declared non-key column"):
+        TableContract("t", "d", (col("run_id", "VARCHAR", False), col("diagnostics", "VARCHAR")), key=("run_id",),
+                      withheld=("run_id",))
+
+
+def test_tables_with_a_diagnostics_gate_withhold_their_estimates(contracts):
+    withheld = {name: c.withheld for name, c in contracts.items() if c.withheld}
+    assert set(withheld) == {"results_cox", "results_km_weighted", "results_km_weighted_median"}
+    assert {"hr", "hr_lower", "hr_upper", "coef", "se", "z", "p_value"} <= set(withheld["results_cox"])
+    assert {"survival", "lower", "upper"} <= set(withheld["results_km_weighted"])
+    assert {"median", "median_lower", "median_upper"} <= set(withheld["results_km_weighted_median"])
+
+
+def test_every_view_names_the_arm_arm_and_labels_it(contracts):
+    from ketaoutcomes.table_contract import latest_view
+
+    for name, contract in contracts.items():
+        view = latest_view(contract)
+        assert view.name == f"latest_{name}" and view.column_names[0] == "study"
+        names = [n.lower() for n in contract.column_names]
+        if {"arm", "group", "target"} & set(names):
+            assert "arm" in view.column_names and "arm_label" in view.column_names, name
+            assert not {"group", "ARM"} & set(view.column_names) - {"arm"}, name
+        for w in contract.withheld:
+            assert view.column(w).nullable and "diagnostics = 'fail'" in view.column(w).description
+
+
+@pytest.fixture
+def warehouse_with_runs(con, contracts):
+    """Every contracted table (empty), ref_arms, and two runs of one study and one of another."""
+    from ketaoutcomes.warehouse import create_latest_views
+
+    con.execute("CREATE TABLE ref_arms AS SELECT * FROM (VALUES ('ssri', 'SSRI'), ('ketamine_iv', 'Ketamine IV')) "
+                "v(arm, label)")
+    runs = contracts["results_runs"]
+    for run_id, name, started in (("r1", "a", "2026-01-01 02:00"), ("r2", "a", "2026-01-08 02:00"),
+                                  ("r3", "b", "2026-01-01 03:00")):
+        write_table(con, runs, pl.DataFrame({
+            "run_id": [run_id], "settings_id": [f"s-{run_id}"], "settings_json": [f'{{"name": "{name}"}}'],
+            "data_fingerprint": ["d"], "registries_fingerprint": ["g"], "batches": ["b"], "code_version": ["c"],
+            "started_at": [dt.datetime.fromisoformat(started)], "seconds": [1.0], "notes": ["[]"]}))
+    made = create_latest_views(con, contracts.values())
+    return con, made
+
+
+def test_create_latest_views_makes_one_view_per_contract_on_empty_tables(warehouse_with_runs, contracts):
+    con, made = warehouse_with_runs
+    assert made == ["latest_run", *(f"latest_{n}" for n in contracts)]
+    for name in contracts:
+        assert con.execute(f'SELECT count(*) FROM "latest_{name}"').fetchone()[0] == (2 if name == "results_runs" else 0)
+    assert con.execute("SELECT study, run_id FROM latest_run ORDER BY study").fetchall() == [("a", "r2"), ("b", "r3")]
+
+
+def test_a_failed_gate_nulls_the_estimates_in_the_view_only(warehouse_with_runs, contracts):
+    con, _ = warehouse_with_runs
+    cox = contracts["results_cox"]
+    rows = {"term": ["ARM[ketamine_iv]"] * 3, "hr": [2.0, 2.5, 3.0], "hr_lower": [1.5, 1.6, 1.7],
+            "coef": [0.7, 0.9, 1.1], "variable": ["ARM"] * 3, "arm": ["ketamine_iv"] * 3,
+            "arm_label": ["Ketamine IV"] * 3, "paramcd": ["TTRESP"] * 3, "model": ["adjusted", "iptw", "overlap"],
+            "diagnostics": [None, "fail", "pass"], "gate_reasons": [None, "equipoise 0.1 < 0.2", None],
+            "run_id": ["r2"] * 3, "settings_id": ["s-r2"] * 3}
+    write_table(con, cox, pl.DataFrame(rows))
+    view = con.execute("SELECT model, hr, hr_lower, coef, diagnostics, gate_reasons FROM latest_results_cox "
+                       "ORDER BY model").fetchall()
+    assert view == [("adjusted", 2.0, 1.5, 0.7, None, None), ("iptw", None, None, None, "fail", "equipoise 0.1 < 0.2"),
+                    ("overlap", 3.0, 1.7, 1.1, "pass", None)]
+    assert con.execute("SELECT hr FROM results_cox WHERE model = 'iptw'").fetchone() == (2.5,)
+
+
+def test_the_view_aliases_group_as_arm_and_labels_it_from_the_registry(warehouse_with_runs, contracts):
+    con, _ = warehouse_with_runs
+    write_table(con, contracts["results_km_median"], pl.DataFrame({
+        "group": ["ssri", "ketamine_iv", "ssri"], "n": [10, 12, 9], "events": [5, 8, 4], "median": [30.0, 9.0, 28.0],
+        "paramcd": ["TTRESP"] * 3, "run_id": ["r2", "r2", "r1"], "settings_id": ["s-r2", "s-r2", "s-r1"]}))
+    rows = con.execute("SELECT study, arm, arm_label, median FROM latest_results_km_median ORDER BY arm").fetchall()
+    assert rows == [("a", "ketamine_iv", "Ketamine IV", 9.0), ("a", "ssri", "SSRI", 30.0)]  # r1 is not the latest
+
+
+def test_a_stale_latest_view_is_dropped(con, contracts):
+    from ketaoutcomes.warehouse import create_latest_views
+
+    con.execute("CREATE TABLE ref_arms (arm VARCHAR, label VARCHAR)")
+    con.execute("CREATE TABLE results_gone (run_id VARCHAR)")
+    con.execute("CREATE VIEW latest_results_gone AS SELECT * FROM results_gone")
+    create_latest_views(con, contracts.values())
+    views = {r[0] for r in con.execute("SELECT view_name FROM duckdb_views() WHERE NOT internal").fetchall()}
+    assert "latest_results_gone" not in views and "latest_results_cox" in views

@@ -21,13 +21,50 @@ __all__ = ["ANALYSIS_CONTRACTS", "CONTRACTS"]
 
 
 def _doubles(*names: str) -> tuple[ColumnContract, ...]:
-    """Estimates: DOUBLE, null when not computable."""
-    return tuple(col(n, "DOUBLE") for n in names)
+    """Estimates: DOUBLE, null when not computable (each described in :data:`_SAID`)."""
+    return tuple(col(n, "DOUBLE", True, _SAID[n]) for n in names)
+
+
+#: The CI level, said once: every interval is at 1 - models.alpha of the study settings.
+_CI = "CI (1 - models.alpha: 95% by default)"
+#: What the columns that recur across tables hold (a table declaring one of them otherwise says so).
+_SAID = {
+    "coef": "Log hazard ratio (the model coefficient)",
+    "hr": "Hazard ratio, exp(coef)",
+    "se": "Standard error of coef",
+    "z": "Wald statistic, coef / se",
+    "p_value": "Two-sided p-value",
+    "hr_lower": f"Lower limit of the hazard ratio's {_CI}",
+    "hr_upper": f"Upper limit of the hazard ratio's {_CI}",
+    "median": "Median days to the event (null: not reached)",
+    "median_lower": f"Lower limit of the median's {_CI} (null: not estimable)",
+    "median_upper": f"Upper limit of the median's {_CI} (null: not reached)",
+    "rate": "Share (0-1) with the event (null: not estimable)",
+    "mean_target_before": "Mean of the covariate (share, for a level) in the route, before weighting",
+    "mean_comparator_before": "Mean of the covariate (share, for a level) in the reference arm, before weighting",
+    "smd_before": "Standardized mean difference route - reference before weighting (over sd_pooled)",
+    "mean_target_after": "Weighted mean (or mean over the matched patients) in the route",
+    "mean_comparator_after": "Weighted mean (or mean over the matched patients) in the reference arm",
+    "smd_after": "Standardized mean difference after weighting (over the same sd_pooled)",
+    "sd_pooled": "Unweighted pooled SD of the covariate in both arms, before weighting",
+    "abs_smd_before": "|smd_before|",
+    "abs_smd_after": "|smd_after|; the gate compares its largest in-model value with propensity.max_smd",
+    "loglik_interaction": "Log partial likelihood of the model with the route x modifier interaction",
+    "loglik_main": "Log partial likelihood of the model with main effects only (same rows)",
+}
+
+
+def _bounds(of: str) -> tuple[ColumnContract, ColumnContract]:
+    """``lower`` and ``upper``: the CI of ``of``."""
+    return (col("lower", "DOUBLE", True, f"Lower limit of the {_CI} of {of}"),
+            col("upper", "DOUBLE", True, f"Upper limit of the {_CI} of {of}"))
 
 
 #: A Cox-type model's summary per term (null when the term could not be estimated).
 _SUMMARY = (col("term", "VARCHAR", False, "Model term, e.g. ARM[ketamine_iv] (vs the reference level)"),
             *_doubles("coef", "hr", "se", "z", "p_value", "hr_lower", "hr_upper"))
+#: The estimates of a Cox-type summary: what a failed diagnostics gate withholds.
+_ESTIMATES = ("coef", "hr", "se", "z", "p_value", "hr_lower", "hr_upper")
 _PARAMCD = col("paramcd", "VARCHAR", False, "Endpoint (ADTTE PARAMCD)")
 #: The arm's label in the registries in force (an export's arms.csv included); null for a code
 #: that is not an arm.
@@ -43,29 +80,47 @@ _DIAGNOSTICS = col("diagnostics", "VARCHAR", False,
                    "Gate verdict of the route's propensity-score comparison: pass/fail")
 _GATE_REASONS = col("gate_reasons", "VARCHAR", True, "Why the gate failed ('; '-separated; null when it passed)")
 _TARGET = col("target", "VARCHAR", False, "Route compared with the reference arm")
+_COMPARATOR = col("comparator", "VARCHAR", False, "The reference arm (cohort.reference_arm)")
 _WEIGHTING = col("weighting", "VARCHAR", False, "iptw, overlap or matching")
+_TIME = col("time", "DOUBLE", False, "Days since the time origin (ADTTE STARTDT)")
+_NOTES = col("notes", "VARCHAR", True, "Remarks on the fit ('; '-separated; null or empty: none)")
+_NOTE = col("note", "VARCHAR", True, "Why a value is missing or to be read with care (null: nothing to say)")
+_CONVERGED = col("converged", "BOOLEAN", False, "Whether the model's fit converged")
+_N_EVENTS = col("n_events", "BIGINT", False, "Events among them")
+_CHI2 = col("chi2", "DOUBLE", True, "Test statistic (chi-square)")
+_DF = col("df", "BIGINT", True, "Degrees of freedom of the test")
+_P = col("p_value", "DOUBLE", True, "p-value of the test")
+_CAUSE = col("cause", "VARCHAR", False, "'relapse', 'stopped: switch, new treatment or dropout' (the competing "
+                                        "event), or 'event-free'")
+_SAFETY_EVENT = col("event", "VARCHAR", False, "Adverse event (dissociation, nausea, dizziness, headache, "
+                                               "hypertension), dissociation_cadss (CADSS above secondary.cadss_cutoff), "
+                                               "bp_rise_40_25 or bp_180_110")
 
 RESULTS_KM = TableContract(
     "results_km",
     "Kaplan-Meier curve per endpoint and arm: one row per distinct time, with the 95% CI",
-    columns=(_GROUP, col("time", "DOUBLE", False), col("n_risk", "BIGINT", False), col("n_event", "BIGINT", False),
-             col("n_censor", "BIGINT", False), col("survival", "DOUBLE", False), *_doubles("lower", "upper"),
-             _PARAMCD, *RUN_COLUMNS),
+    columns=(_GROUP, _TIME, col("n_risk", "BIGINT", False, "Patients at risk just before time"),
+             col("n_event", "BIGINT", False, "Events at time"), col("n_censor", "BIGINT", False, "Censored at time"),
+             col("survival", "DOUBLE", False, "Kaplan-Meier estimate: share still without the event after time"),
+             *_bounds("survival (log transform, as R's survfit)"), _PARAMCD, *RUN_COLUMNS),
     key=("run_id", "paramcd", "group", "time"),
+    arm_column="group",
 )
 
 RESULTS_KM_MEDIAN = TableContract(
     "results_km_median",
     "Median time to the event per endpoint and arm, with its CI (null: not reached)",
-    columns=(_GROUP, col("n", "BIGINT", False), col("events", "BIGINT", False),
+    columns=(_GROUP, col("n", "BIGINT", False, "Patients of the arm in the endpoint's population"),
+             col("events", "BIGINT", False, "Events among them"),
              *_doubles("median", "median_lower", "median_upper"), _PARAMCD, *RUN_COLUMNS),
     key=("run_id", "paramcd", "group"),
+    arm_column="group",
 )
 
 RESULTS_LOGRANK = TableContract(
     "results_logrank",
     "Log-rank test across arms per endpoint",
-    columns=(_PARAMCD, col("chi2", "DOUBLE"), col("df", "BIGINT"), col("p_value", "DOUBLE"),
+    columns=(_PARAMCD, _CHI2, col("df", "BIGINT", True, "Degrees of freedom (arms - 1)"), _P,
              col("groups", "VARCHAR", False, "Observed and expected events per arm (JSON)"), *RUN_COLUMNS),
     key=("run_id", "paramcd"),
 )
@@ -74,44 +129,65 @@ RESULTS_COX = TableContract(
     "results_cox",
     "Hazard ratios per endpoint, model (adjusted, naive, and the propensity-score model: iptw/overlap/matching), term",
     columns=(*_SUMMARY, *_TERM_PARTS, _PARAMCD,
-             col("model", "VARCHAR", False, "adjusted, naive, iptw, overlap or matching"),
+             col("model", "VARCHAR", False, "adjusted, naive, or the propensity-score model: iptw, overlap or "
+                                            "matching (robust se)"),
              col("diagnostics", "VARCHAR", True, "Propensity-score models: the gate's verdict pass/fail (null for "
                                                  "adjusted and naive)"),
              _GATE_REASONS, *RUN_COLUMNS),
     key=("run_id", "paramcd", "model", "term"),
+    arm_column="arm",
+    withheld=_ESTIMATES,
 )
 
 RESULTS_COX_FIT = TableContract(
     "results_cox_fit",
     "Fit of each adjusted and naive Cox model per endpoint: rows used, events, likelihood-ratio test, concordance",
-    columns=(_PARAMCD, col("model", "VARCHAR", False), col("n", "BIGINT", False), col("n_events", "BIGINT", False),
-             col("n_dropped", "BIGINT", False, "Rows left out (missing covariates)"), col("loglik", "DOUBLE"),
-             col("lr_chi2", "DOUBLE"), col("lr_df", "BIGINT", False), col("lr_p", "DOUBLE"),
-             col("concordance", "DOUBLE"), col("converged", "BOOLEAN", False),
-             col("strata", "VARCHAR", True, "Strata column (null: none)"), col("covariates", "VARCHAR", False),
-             col("reference_levels", "VARCHAR", False), col("notes", "VARCHAR"), *RUN_COLUMNS),
+    columns=(_PARAMCD, col("model", "VARCHAR", False, "adjusted or naive"),
+             col("n", "BIGINT", False, "Patients in the model"), _N_EVENTS,
+             col("n_dropped", "BIGINT", False, "Rows left out (missing covariates)"),
+             col("loglik", "DOUBLE", True, "Log partial likelihood at the estimates"),
+             col("lr_chi2", "DOUBLE", True, "Likelihood-ratio test of the model against no covariates: statistic"),
+             col("lr_df", "BIGINT", False, "Its degrees of freedom"), col("lr_p", "DOUBLE", True, "Its p-value"),
+             col("concordance", "DOUBLE", True, "Harrell's concordance (C)"), _CONVERGED,
+             col("strata", "VARCHAR", True, "Strata column (null: none)"),
+             col("covariates", "VARCHAR", False, "The model's covariates, comma-separated"),
+             col("reference_levels", "VARCHAR", False, "Reference level of each categorical covariate, e.g. "
+                                                       "ARM=ssri, SEX=F"),
+             _NOTES, *RUN_COLUMNS),
     key=("run_id", "paramcd", "model"),
 )
 
 RESULTS_PS = TableContract(
     "results_ps",
     "Propensity-score comparison of each route with the reference arm per endpoint: diagnostics and the gate",
-    columns=(_PARAMCD, _TARGET, col("comparator", "VARCHAR", False), _WEIGHTING,
+    columns=(_PARAMCD, _TARGET, _COMPARATOR, _WEIGHTING,
              col("truncation", "DOUBLE", True, "Cap on the stabilised IPTW weights (null: none)"),
-             col("n_target", "BIGINT", False), col("n_comparator", "BIGINT", False),
-             col("n_dropped", "BIGINT", False), col("n_truncated", "BIGINT", False),
-             col("ess_target", "DOUBLE", True, "Effective sample size"), col("ess_comparator", "DOUBLE"),
+             col("n_target", "BIGINT", False, "Patients of the route in the propensity model"),
+             col("n_comparator", "BIGINT", False, "Patients of the reference arm in the propensity model"),
+             col("n_dropped", "BIGINT", False, "Patients of the two arms left out (missing covariates)"),
+             col("n_truncated", "BIGINT", False, "Weights set to the cap (truncation)"),
+             col("ess_target", "DOUBLE", True, "Effective sample size of the route, (sum w)^2 / sum w^2 (matching: "
+                                               "matched patients)"),
+             col("ess_comparator", "DOUBLE", True, "Effective sample size of the reference arm"),
              col("equipoise", "DOUBLE", True, "Share of patients with a preference score in the equipoise bounds"),
-             col("max_abs_smd_after", "DOUBLE"), col("converged", "BOOLEAN", False), _DIAGNOSTICS, _GATE_REASONS,
-             col("notes", "VARCHAR"), col("n_matched_target", "BIGINT"), col("n_matched_comparator", "BIGINT"),
+             col("max_abs_smd_after", "DOUBLE", True, "Largest |SMD| after weighting over the covariates in the model "
+                                                      "(null: an SMD could not be computed)"),
+             col("converged", "BOOLEAN", False, "Whether the propensity model converged to a finite fit"),
+             _DIAGNOSTICS, _GATE_REASONS,
+             col("notes", "VARCHAR", True, "Reference levels, dropped rows, truncated weights, convergence"),
+             col("n_matched_target", "BIGINT", True, "Matching: patients of the route in a matched pair (0 otherwise)"),
+             col("n_matched_comparator", "BIGINT", True, "Matching: patients of the reference arm in a matched pair "
+                                                         "(0 otherwise)"),
              *RUN_COLUMNS),
     key=("run_id", "paramcd", "target"),
+    arm_column="target",
 )
 
 RESULTS_BALANCE = TableContract(
     "results_balance",
     "Covariate balance per endpoint, route and covariate: standardized mean differences before and after weighting",
-    columns=(_TARGET, col("comparator", "VARCHAR", False), _WEIGHTING, col("diagnostics_passed", "BOOLEAN", False),
+    columns=(_TARGET, _COMPARATOR, _WEIGHTING,
+             col("diagnostics_passed", "BOOLEAN", False, "The route's gate verdict (results_ps.diagnostics = 'pass')"),
              col("covariate", "VARCHAR", False, "Design column, e.g. AGE or SEX[M]"),
              col("variable", "VARCHAR", False, "The covariate (SEX of SEX[M])"),
              col("level", "VARCHAR", True, "The level of a categorical covariate (M of SEX[M]); null: numeric"),
@@ -122,42 +198,57 @@ RESULTS_BALANCE = TableContract(
              col("smd_p_after", "DOUBLE", True, "p-value that |SMD| after weighting exceeds the threshold"),
              *_doubles("abs_smd_before", "abs_smd_after"), _PARAMCD, *RUN_COLUMNS),
     key=("run_id", "paramcd", "target", "covariate"),
+    arm_column="target",
 )
 
 RESULTS_PH = TableContract(
     "results_ph",
     "Proportional-hazards test (R's cox.zph) of the adjusted Cox model per endpoint: per term and GLOBAL",
-    columns=(col("term", "VARCHAR", False), col("chi2", "DOUBLE"), col("df", "BIGINT"), col("p_value", "DOUBLE"),
-             col("note", "VARCHAR"), _PARAMCD,
-             col("error", "VARCHAR", True, "Why the test could not be computed (null: it was)"), *RUN_COLUMNS),
+    columns=(col("term", "VARCHAR", False, "Covariate tested (all its levels at once), or GLOBAL for the model"),
+             _CHI2, _DF, col("p_value", "DOUBLE", True, "p-value (small: the hazard ratio changes over time)"),
+             _NOTE, _PARAMCD, col("error", "VARCHAR", True, "Why the test could not be computed (null: it was)"),
+             *RUN_COLUMNS),
     key=("run_id", "paramcd", "term"),
 )
 
 RESULTS_RMST = TableContract(
     "results_rmst",
     "Restricted mean time without the event up to the horizon, per endpoint and arm",
-    columns=(_GROUP, col("horizon", "DOUBLE", False, "Days"), col("rmst", "DOUBLE", False), col("se", "DOUBLE", False),
-             col("lower", "DOUBLE", False), col("upper", "DOUBLE", False), _PARAMCD, *RUN_COLUMNS),
+    columns=(_GROUP, col("horizon", "DOUBLE", False, "Days (models.rmst_horizon_days)"),
+             col("rmst", "DOUBLE", False, "Mean days without the event up to the horizon (area under the KM curve)"),
+             col("se", "DOUBLE", False, "Standard error of rmst"),
+             col("lower", "DOUBLE", False, f"Lower limit of the {_CI} of rmst"),
+             col("upper", "DOUBLE", False, f"Upper limit of the {_CI} of rmst"), _PARAMCD, *RUN_COLUMNS),
     key=("run_id", "paramcd", "group"),
+    arm_column="group",
 )
 
 RESULTS_KM_WEIGHTED = TableContract(
     "results_km_weighted",
     "Weighted (or matched) Kaplan-Meier curves per endpoint and route pair, with the pair's gate verdict",
-    columns=(_GROUP, col("time", "DOUBLE", False), col("n_risk", "DOUBLE", False, "Weighted"),
-             col("n_event", "DOUBLE", False, "Weighted"), col("n_censor", "DOUBLE", False, "Weighted"),
-             col("survival", "DOUBLE", False), *_doubles("std_err", "lower", "upper"), _PARAMCD, _DIAGNOSTICS,
-             _GATE_REASONS, _TARGET, _WEIGHTING, *RUN_COLUMNS),
+    columns=(col("group", "VARCHAR", False, "Arm of the curve: the route (target) or the reference arm"), _TIME,
+             col("n_risk", "DOUBLE", False, "Weighted number at risk just before time"),
+             col("n_event", "DOUBLE", False, "Weighted number of events at time"),
+             col("n_censor", "DOUBLE", False, "Weighted number censored at time"),
+             col("survival", "DOUBLE", False, "Weighted Kaplan-Meier estimate: share still without the event"),
+             col("std_err", "DOUBLE", True, "Standard error of survival"), *_bounds("survival"), _PARAMCD,
+             _DIAGNOSTICS, _GATE_REASONS, _TARGET, _WEIGHTING, *RUN_COLUMNS),
     key=("run_id", "paramcd", "target", "group", "time"),
+    arm_column="group",
+    withheld=("n_risk", "n_event", "n_censor", "survival", "std_err", "lower", "upper"),
 )
 
 RESULTS_KM_WEIGHTED_MEDIAN = TableContract(
     "results_km_weighted_median",
     "Medians of the weighted (or matched) Kaplan-Meier curves per endpoint, route pair and arm",
-    columns=(_GROUP, col("n", "BIGINT", False), col("events", "DOUBLE", False, "Weighted"),
+    columns=(col("group", "VARCHAR", False, "Arm: the route (target) or the reference arm"),
+             col("n", "BIGINT", False, "Patients of the arm in the pair's analysis"),
+             col("events", "DOUBLE", False, "Weighted number of events"),
              *_doubles("median", "median_lower", "median_upper"), _PARAMCD, _DIAGNOSTICS, _GATE_REASONS, _TARGET,
              _WEIGHTING, *RUN_COLUMNS),
     key=("run_id", "paramcd", "target", "group"),
+    arm_column="group",
+    withheld=("events", "median", "median_lower", "median_upper"),
 )
 
 RESULTS_DISCRETE = TableContract(
@@ -165,52 +256,72 @@ RESULTS_DISCRETE = TableContract(
     "Interval-censored sensitivity analysis: discrete-time (cloglog) hazard ratios per endpoint and term",
     columns=(*_SUMMARY, *_TERM_PARTS, col("se_model", "DOUBLE", True, "Model-based SE (se is patient-clustered)"),
              _PARAMCD,
-             col("n_intervals", "BIGINT", False), col("n_subjects", "BIGINT"), col("n_events", "BIGINT", False),
-             col("band_days", "BIGINT", False, "Width of the baseline-hazard bands"), col("notes", "VARCHAR"),
+             col("n_intervals", "BIGINT", False, "Assessment intervals (the model's rows)"),
+             col("n_subjects", "BIGINT", True, "Patients"), _N_EVENTS,
+             col("band_days", "BIGINT", False, "Width of the baseline-hazard bands"), _NOTES,
              *RUN_COLUMNS),
     key=("run_id", "paramcd", "term"),
+    arm_column="arm",
 )
 
 RESULTS_PREFERENCE = TableContract(
     "results_preference",
     "Preference-score distributions per endpoint and route pair: patients per arm and score bin",
-    columns=(col("arm", "VARCHAR", False), ARM_LABEL, col("bin", "BIGINT", False), col("lower", "DOUBLE", False),
-             col("upper", "DOUBLE", False), col("n", "BIGINT", False), _PARAMCD, _TARGET, *RUN_COLUMNS),
+    columns=(col("arm", "VARCHAR", False, "Arm of the patients: the route (target) or the reference arm"), ARM_LABEL,
+             col("bin", "BIGINT", False, "Bin number, 0 for the lowest scores"),
+             col("lower", "DOUBLE", False, "Lowest preference score of the bin"),
+             col("upper", "DOUBLE", False, "Highest preference score of the bin"),
+             col("n", "BIGINT", False, "Patients of the arm with a score in the bin"), _PARAMCD, _TARGET,
+             *RUN_COLUMNS),
     key=("run_id", "paramcd", "target", "arm", "bin"),
+    arm_column="arm",
 )
 
 RESULTS_SAFETY = TableContract(
     "results_safety",
     "Safety per session by route: share of sessions with each event, with patient-clustered CIs",
-    columns=(col("arm", "VARCHAR", False), ARM_LABEL, col("event", "VARCHAR", False), col("sessions", "BIGINT", False),
-             col("patients", "BIGINT", False), col("events", "BIGINT", False),
-             *_doubles("rate", "lower", "upper"), col("deff", "DOUBLE", True, "Design effect"),
+    columns=(col("arm", "VARCHAR", False, "Arm"), ARM_LABEL, _SAFETY_EVENT,
+             col("sessions", "BIGINT", False, "Sessions with the data the event needs"),
+             col("patients", "BIGINT", False, "Patients with such sessions"),
+             col("events", "BIGINT", False, "Sessions with the event"),
+             col("rate", "DOUBLE", True, "Share (0-1) of the sessions with the event (null: not estimable)"),
+             *_bounds("rate (clustered on the patient)"), col("deff", "DOUBLE", True, "Design effect"),
              col("n_eff", "DOUBLE", True, "Effective number of sessions"),
-             col("note", "VARCHAR"), *RUN_COLUMNS),
+             _NOTE, *RUN_COLUMNS),
     key=("run_id", "arm", "event"),
+    arm_column="arm",
 )
 
 RESULTS_SAFETY_PATIENTS = TableContract(
     "results_safety_patients",
     "Safety per patient by route: share of patients with each event at least once",
-    columns=(col("arm", "VARCHAR", False), ARM_LABEL, col("event", "VARCHAR", False), col("patients", "BIGINT", False),
-             col("patients_with_event", "BIGINT", False), *_doubles("rate", "lower", "upper"),
-             col("note", "VARCHAR"), *RUN_COLUMNS),
+    columns=(col("arm", "VARCHAR", False, "Arm"), ARM_LABEL, _SAFETY_EVENT,
+             col("patients", "BIGINT", False, "Patients with the data the event needs"),
+             col("patients_with_event", "BIGINT", False, "Patients with the event at least once"),
+             col("rate", "DOUBLE", True, "Share (0-1) of the patients with the event (null: not estimable)"),
+             *_bounds("rate"), _NOTE, *RUN_COLUMNS),
     key=("run_id", "arm", "event"),
+    arm_column="arm",
 )
 
 RESULTS_TRAJECTORY = TableContract(
     "results_trajectory",
     "Mood trajectories: predicted mean score per arm and day from the linear mixed model",
-    columns=(col("arm", "VARCHAR", False), ARM_LABEL, col("day", "DOUBLE", False), *_doubles("mean", "lower", "upper"),
-             col("converged", "BOOLEAN", False), *RUN_COLUMNS),
+    columns=(col("arm", "VARCHAR", False, "Arm"), ARM_LABEL, col("day", "DOUBLE", False, "Days since the first dose"),
+             col("mean", "DOUBLE", True, "Predicted mean score of the study instrument"), *_bounds("mean"),
+             _CONVERGED, *RUN_COLUMNS),
     key=("run_id", "arm", "day"),
+    arm_column="arm",
 )
 
 RESULTS_TRAJECTORY_FIXED = TableContract(
     "results_trajectory_fixed",
     "Mood trajectories: fixed effects of the linear mixed model",
-    columns=(col("term", "VARCHAR", False), *_doubles("coef", "se", "z", "p_value", "lower", "upper"), *RUN_COLUMNS),
+    columns=(col("term", "VARCHAR", False, "(Intercept), log1p(day), ARM[arm] or ARM[arm]:log1p(day) (vs the "
+                                           "reference arm)"),
+             col("coef", "DOUBLE", True, "Fixed effect, in points of the instrument"),
+             col("se", "DOUBLE", True, "Standard error of coef"), col("z", "DOUBLE", True, "coef / se"),
+             col("p_value", "DOUBLE", True, "Two-sided p-value"), *_bounds("coef"), *RUN_COLUMNS),
     key=("run_id", "term"),
 )
 
@@ -218,38 +329,48 @@ RESULTS_RELAPSE_MAINTENANCE = TableContract(
     "results_relapse_maintenance",
     "Relapse among responders: Cox model with maintenance as a time-varying exposure, per term",
     columns=(*_SUMMARY, *_TERM_PARTS, col("n_intervals", "BIGINT", False, "Counting-process rows"),
-             col("n_patients", "BIGINT", False), col("n_events", "BIGINT", False),
-             col("converged", "BOOLEAN", False), col("days_on_maintenance", "DOUBLE", False),
-             col("relapses_on_maintenance", "BIGINT", False), col("days_off_maintenance", "DOUBLE", False),
-             col("relapses_off_maintenance", "BIGINT", False),
-             col("exposure_days", "BIGINT", False, "Days a maintenance session covers"), col("notes", "VARCHAR"),
+             col("n_patients", "BIGINT", False, "Responders in the model"), _N_EVENTS, _CONVERGED,
+             col("days_on_maintenance", "DOUBLE", False, "Days at risk covered by a maintenance session"),
+             col("relapses_on_maintenance", "BIGINT", False, "Relapses on those days"),
+             col("days_off_maintenance", "DOUBLE", False, "Days at risk not covered"),
+             col("relapses_off_maintenance", "BIGINT", False, "Relapses on those days"),
+             col("exposure_days", "BIGINT", False, "Days a maintenance session covers"), _NOTES,
              *RUN_COLUMNS),
     key=("run_id", "term"),
+    arm_column="arm",
 )
 
 RESULTS_RELAPSE_CIF = TableContract(
     "results_relapse_cif",
     "Cumulative incidence of relapse with stopping as a competing event (Aalen-Johansen), per arm, cause and time",
-    columns=(_GROUP, col("cause", "VARCHAR", False), col("time", "DOUBLE", False), col("n_risk", "BIGINT", False),
-             col("n_event", "BIGINT", False), col("n_censor", "BIGINT", False), col("cif", "DOUBLE", False),
-             col("se", "DOUBLE", False), *_doubles("lower", "upper"), *RUN_COLUMNS),
+    columns=(_GROUP, _CAUSE, col("time", "DOUBLE", False, "Days since the response"),
+             col("n_risk", "BIGINT", False, "Responders at risk just before time"),
+             col("n_event", "BIGINT", False, "Events of this cause at time"),
+             col("n_censor", "BIGINT", False, "Censored at time"),
+             col("cif", "DOUBLE", False, "Cumulative incidence of the cause by time (event-free: the share with "
+                                         "neither)"),
+             col("se", "DOUBLE", False, "Standard error of cif"), *_bounds("cif"), *RUN_COLUMNS),
     key=("run_id", "group", "cause", "time"),
+    arm_column="group",
 )
 
 RESULTS_RELAPSE_CIF_AT = TableContract(
     "results_relapse_cif_at",
     "Cumulative incidence of relapse and of stopping at fixed horizons, per arm and cause",
-    columns=(_GROUP, col("cause", "VARCHAR", False), col("time", "DOUBLE", False, "Horizon, days"),
-             col("n_risk", "BIGINT", False), col("cif", "DOUBLE", False), col("se", "DOUBLE", False),
-             *_doubles("lower", "upper"), *RUN_COLUMNS),
+    columns=(_GROUP, _CAUSE, col("time", "DOUBLE", False, "Horizon, days (relapse.cif_days and the RMST horizon)"),
+             col("n_risk", "BIGINT", False, "Responders still at risk at the horizon"),
+             col("cif", "DOUBLE", False, "Cumulative incidence of the cause by the horizon"),
+             col("se", "DOUBLE", False, "Standard error of cif"), *_bounds("cif"), *RUN_COLUMNS),
     key=("run_id", "group", "cause", "time"),
+    arm_column="group",
 )
 
 RESULTS_RELAPSE_GRAY = TableContract(
     "results_relapse_gray",
     "Gray's tests of the cumulative incidence across arms (all arms, and each route vs the reference) per cause",
-    columns=(col("comparison", "VARCHAR", False), col("cause", "VARCHAR", False), col("chi2", "DOUBLE"),
-             col("df", "BIGINT"), col("p_value", "DOUBLE"),
+    columns=(col("comparison", "VARCHAR", False, "'all arms', or '<route> vs <reference arm>'"),
+             col("cause", "VARCHAR", False, "'relapse' or 'stopped: switch, new treatment or dropout'"),
+             _CHI2, _DF, _P,
              col("error", "VARCHAR", True, "Why the test could not be computed (null: it was)"), *RUN_COLUMNS),
     key=("run_id", "comparison", "cause"),
 )
@@ -257,38 +378,51 @@ RESULTS_RELAPSE_GRAY = TableContract(
 RESULTS_RELAPSE_STATES = TableContract(
     "results_relapse_states",
     "Responders per arm and end state of the relapse follow-up (relapse, stopped, censored)",
-    columns=(col("ARM", "VARCHAR", False), col("STATUS", "BIGINT", False, "0 censored, 1 relapse, 2 stopped"),
-             col("len", "BIGINT", False, "Responders"), col("state", "VARCHAR", False), *RUN_COLUMNS),
+    columns=(col("ARM", "VARCHAR", False, "Arm"), col("STATUS", "BIGINT", False, "0 censored, 1 relapse, 2 stopped"),
+             col("len", "BIGINT", False, "Responders"),
+             col("state", "VARCHAR", False, "STATUS in words: censored, relapse, or stopped: switch, new treatment "
+                                            "or dropout"), *RUN_COLUMNS),
     key=("run_id", "ARM", "STATUS"),
+    arm_column="ARM",
 )
 
 RESULTS_MODIFIERS_INTERACTIONS = TableContract(
     "results_modifiers_interactions",
     "Effect modifiers of the speed of response: likelihood-ratio test of each route x modifier interaction",
-    columns=(col("modifier", "VARCHAR", False), col("lr_chi2", "DOUBLE"), col("df", "BIGINT"), col("p_value", "DOUBLE"),
-             col("n", "BIGINT", False), col("n_events", "BIGINT", False),
-             *_doubles("loglik_interaction", "loglik_main"),
-             col("note", "VARCHAR"), *RUN_COLUMNS),
+    columns=(col("modifier", "VARCHAR", False, "SEX, CONBENZO (concomitant benzodiazepine) or AGE"),
+             col("lr_chi2", "DOUBLE", True, "Likelihood-ratio statistic, interaction vs main effects only"), _DF, _P,
+             col("n", "BIGINT", False, "Patients in the models"), _N_EVENTS,
+             *_doubles("loglik_interaction", "loglik_main"), _NOTE, *RUN_COLUMNS),
     key=("run_id", "modifier"),
 )
 
 RESULTS_MODIFIERS_SUBGROUPS = TableContract(
     "results_modifiers_subgroups",
     "Effect modifiers: hazard ratio of each route vs the reference arm within each level of a modifier",
-    columns=(col("modifier", "VARCHAR", False), col("level", "VARCHAR", False), col("arm", "VARCHAR", False), ARM_LABEL,
-             *_doubles("hr", "hr_lower", "hr_upper", "p_value"), col("n", "BIGINT", False),
-             col("n_events", "BIGINT", False), col("n_reference", "BIGINT", False),
-             col("n_events_reference", "BIGINT", False), *_doubles("coef", "se"), col("term", "VARCHAR", False),
+    columns=(col("modifier", "VARCHAR", False, "SEX, CONBENZO or AGE"),
+             col("level", "VARCHAR", False, "The modifier's level (F/M; Y/N; for AGE the age in years the linear "
+                                            "interaction is centred at)"),
+             col("arm", "VARCHAR", False, "Route compared with the reference arm"), ARM_LABEL,
+             *_doubles("hr", "hr_lower", "hr_upper", "p_value"),
+             col("n", "BIGINT", False, "Patients of the route at this level"),
+             col("n_events", "BIGINT", False, "Events among them (fewer than 5: no HR)"),
+             col("n_reference", "BIGINT", False, "Patients of the reference arm at this level"),
+             col("n_events_reference", "BIGINT", False, "Events among them"), *_doubles("coef", "se"),
+             col("term", "VARCHAR", False, "The model term, e.g. ARM[ketamine_iv]:SEX[M]"),
              *RUN_COLUMNS),
     key=("run_id", "modifier", "level", "arm"),
+    arm_column="arm",
 )
 
 RESULTS_MODIFIERS_KETAMINE = TableContract(
     "results_modifiers_ketamine",
     "Effect modifiers within the ketamine routes: relative dose, concomitant medication, age and sex",
-    columns=(col("term", "VARCHAR", False), col("scale", "VARCHAR", False, "What one unit of the term is"),
-             *_doubles("hr", "hr_lower", "hr_upper", "p_value", "coef", "se"), col("n", "BIGINT", False),
-             col("n_events", "BIGINT", False), col("strata", "VARCHAR", False), *RUN_COLUMNS),
+    columns=(col("term", "VARCHAR", False, "DOSEREL/step (relative dose), CONSSRI, CONBENZO, AGE/unit, SEX[M], or an "
+                                           "adjustment (BASE, PRIORFAIL)"),
+             col("scale", "VARCHAR", False, "What one unit of the term is"),
+             *_doubles("hr", "hr_lower", "hr_upper", "p_value", "coef", "se"),
+             col("n", "BIGINT", False, "Patients of the ketamine routes in the model"), _N_EVENTS,
+             col("strata", "VARCHAR", False, "What the model is stratified by"), *RUN_COLUMNS),
     key=("run_id", "term"),
 )
 

@@ -20,11 +20,11 @@ AD_ADSL = TableContract(
         col("USUBJID", "VARCHAR", False, "Patient (patients.patient_id)"),
         col("COURSEID", "VARCHAR", False, "Index course (the patient's first course)"),
         col("ARM", "VARCHAR", False, "Arm of the index course"),
-        col("SITEID", "VARCHAR", False),
-        col("SEX", "VARCHAR", False),
+        col("SITEID", "VARCHAR", False, "Site (patients.site)"),
+        col("SEX", "VARCHAR", False, "F, M or U (unknown)"),
         col("AGE", "BIGINT", False, "Age at index, years (90 = 90 and over)"),
         col("PRIORFAIL", "BIGINT", False, "Prior failed antidepressant trials"),
-        col("DIAGNOSIS", "VARCHAR", False),
+        col("DIAGNOSIS", "VARCHAR", False, "patients.diagnosis: MDD, bipolar_depression, ..."),
         col("WEIGHT", "DOUBLE", True, "Body weight, kg"),
         col("TRTSDTM", "TIMESTAMP", False, "First dose (first session; course start if no session)"),
         col("FUENDTM", "TIMESTAMP", True, "End of follow-up by an intercurrent event (null: none)"),
@@ -34,8 +34,9 @@ AD_ADSL = TableContract(
         col("PARAMINS", "VARCHAR", False, "Study instrument"),
         col("BASE", "DOUBLE", True, "Baseline score (null: no baseline rating)"),
         col("BASEDTM", "TIMESTAMP", True, "Time of the baseline rating"),
-        col("CONSSRI", "BOOLEAN", True),
-        col("CONBENZO", "BOOLEAN", True),
+        col("CONSSRI", "BOOLEAN", True, "Concomitant SSRI during the index course (null: not recorded)"),
+        col("CONBENZO", "BOOLEAN", True, "Concomitant benzodiazepine during the index course (null: not "
+                                               "recorded)"),
         col("NSESS", "BIGINT", False, "Sessions of the index course"),
         col("NMAINT", "BIGINT", False, "Maintenance sessions of the index course"),
         col("NPOST", "BIGINT", False, "Ratings of the instrument after the first dose, within follow-up"),
@@ -44,16 +45,17 @@ AD_ADSL = TableContract(
         *RUN_COLUMNS,
     ),
     key=("run_id", "USUBJID"),
+    arm_column="ARM",
 )
 
 AD_ADTTE = TableContract(
     "ad_adtte",
     "Time-to-event analysis dataset: one row per endpoint (PARAMCD) and patient in the endpoint's population",
     columns=(
-        col("STUDYID", "VARCHAR", False),
-        col("USUBJID", "VARCHAR", False),
-        col("COURSEID", "VARCHAR", False),
-        col("ARM", "VARCHAR", False),
+        col("STUDYID", "VARCHAR", False, "Study name (study settings)"),
+        col("USUBJID", "VARCHAR", False, "Patient (patients.patient_id)"),
+        col("COURSEID", "VARCHAR", False, "Index course"),
+        col("ARM", "VARCHAR", False, "Arm of the index course"),
         col("PARAMCD", "VARCHAR", False, "Endpoint code (ketaoutcomes.endpoints)"),
         col("PARAM", "VARCHAR", False, "Endpoint in words, with its threshold"),
         col("STARTDT", "TIMESTAMP", False, "Time origin"),
@@ -67,16 +69,17 @@ AD_ADTTE = TableContract(
         *RUN_COLUMNS,
     ),
     key=("run_id", "PARAMCD", "USUBJID"),
+    arm_column="ARM",
 )
 
 RESULTS_ATTRITION = TableContract(
     "results_attrition",
     "Attrition: patients remaining and excluded per rule (step) and arm, '(all)' for every arm",
     columns=(
-        col("step", "BIGINT", False),
-        col("rule", "VARCHAR", False),
-        col("arm", "VARCHAR", False),
-        col("n_remaining", "BIGINT", False),
+        col("step", "BIGINT", False, "Order of the rules (step 1: the starting population, nothing excluded yet)"),
+        col("rule", "VARCHAR", False, "The selection rule, in words"),
+        col("arm", "VARCHAR", False, "Arm, or '(all)' for every arm together"),
+        col("n_remaining", "BIGINT", False, "Patients left after the rule"),
         col("n_excluded", "BIGINT", True, "Excluded by this rule (null for the first step)"),
         col("paramcd", "VARCHAR", True, "Null: a rule of the analysis population; else the endpoint whose own "
                                         "population the rule narrows (counted against the analysis population)"),
@@ -84,6 +87,7 @@ RESULTS_ATTRITION = TableContract(
         *RUN_COLUMNS,
     ),
     key=("run_id", "step", "arm"),
+    arm_column="arm",
 )
 
 #: Derive's contracts by table name.
