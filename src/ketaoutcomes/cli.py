@@ -16,7 +16,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-from ketaoutcomes.settings import DB_ENV, SimulationSettings, StudySettings, default_db_path, load_study
+from ketaoutcomes.settings import DB_ENV, SimulationSettings, StudySettings, default_db_path, home_db_path, load_study
 
 app = typer.Typer(
     add_completion=False,
@@ -211,7 +211,7 @@ def report(
     dbp = _db(db)
     with _errors(), _progress() as progress:
         outcomes = run_report(dbp, _study(study), sim=sim, export_dir=export_dir, reports_dir=reports_dir,
-                              embedded_default=db is None, progress=progress, on_step=_say)
+                              embedded_default=dbp == home_db_path().resolve(), progress=progress, on_step=_say)
     out.print(f"report:    {outcomes[-1].details['report_path']}", markup=False, highlight=False)
     out.print(f"warehouse: {dbp}", markup=False, highlight=False)
 

@@ -33,6 +33,7 @@ __all__ = [
     "SimulationSettings",
     "StudySettings",
     "default_db_path",
+    "home_db_path",
     "load_study",
     "project_root",
 ]
@@ -47,12 +48,18 @@ def project_root() -> Path:
     return Path(os.environ.get("KETAOUTCOMES_HOME", ".")).resolve()
 
 
+def home_db_path() -> Path:
+    """data/warehouse/ketaoutcomes.duckdb under the project root: the only warehouse into which
+    ``report`` simulates the embedded synthetic default when it is empty."""
+    return project_root() / "data" / "warehouse" / "ketaoutcomes.duckdb"
+
+
 def default_db_path() -> Path:
-    """data/warehouse/ketaoutcomes.duckdb under the project root, unless $KETAOUTCOMES_DB says otherwise."""
+    """:func:`home_db_path`, unless $KETAOUTCOMES_DB says otherwise."""
     env = os.environ.get(DB_ENV)
     if env:
         return Path(env).resolve()
-    return project_root() / "data" / "warehouse" / "ketaoutcomes.duckdb"
+    return home_db_path()
 
 
 def _nearest(names: list[str], choices) -> str:

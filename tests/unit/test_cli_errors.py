@@ -232,10 +232,15 @@ def test_a_warehouse_without_data_is_one_line(tmp_path):
     assert sha(db) == before
 
 
-def test_report_in_the_default_warehouse_still_simulates_the_default_cohort(tmp_path, monkeypatch):
-    """The README's main command on a fresh checkout (a small cohort to keep the test quick)."""
+@pytest.mark.parametrize("named", [False, True])
+def test_report_in_the_default_warehouse_still_simulates_the_default_cohort(tmp_path, monkeypatch, named):
+    """The README's main command on a fresh checkout (a small cohort to keep the test quick), also
+    when $KETAOUTCOMES_DB names that same default warehouse (as scripts/benchmark.py does)."""
     monkeypatch.setenv("KETAOUTCOMES_HOME", str(tmp_path))
-    monkeypatch.delenv("KETAOUTCOMES_DB", raising=False)
+    if named:
+        monkeypatch.setenv("KETAOUTCOMES_DB", str(tmp_path / "data" / "warehouse" / "ketaoutcomes.duckdb"))
+    else:
+        monkeypatch.delenv("KETAOUTCOMES_DB", raising=False)
     res = runner.invoke(app, ["report", "--patients", "200"])
     assert res.exit_code == 0, res.output
     assert (tmp_path / "data" / "warehouse" / "ketaoutcomes.duckdb").exists()
