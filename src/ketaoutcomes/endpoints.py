@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["ANALYSES", "MAIN_ANALYSES", "Endpoint", "ENDPOINTS", "DEFAULT_ENDPOINTS", "endpoint", "with_analysis"]
+__all__ = ["ANALYSES", "MAIN_ANALYSES", "Endpoint", "ENDPOINTS", "DEFAULT_ENDPOINTS", "endpoint"]
 
 #: Per-endpoint analyses (see :mod:`ketaoutcomes.analysis`): Kaplan-Meier curves and medians,
 #: log-rank test, adjusted and naive Cox models, proportional-hazards test, restricted mean time,
@@ -98,11 +98,3 @@ def endpoint(code: str) -> Endpoint:
     """The registered endpoint, or a neutral stand-in for a code the registry does not know
     (a report of results written by another version)."""
     return ENDPOINTS.get(code) or Endpoint(code, code, "event", code, "time origin", "event sooner", "event later")
-
-
-def with_analysis(analysis: str, codes: tuple[str, ...] | None = None) -> tuple[str, ...]:
-    """Codes of the endpoints (of ``codes``, default all) that run ``analysis``, in registry order."""
-    if analysis not in ANALYSES:
-        raise ValueError(f"unknown analysis {analysis!r}; choose from {ANALYSES}")
-    keep = set(ENDPOINTS) if codes is None else set(codes)
-    return tuple(c for c, e in ENDPOINTS.items() if c in keep and e.runs(analysis))

@@ -26,7 +26,7 @@ PRIMARY_ENDPOINT = "TTRESP"
 
 def notes_for(notes: Sequence[Note], paramcd: str) -> list[Note]:
     """The notes about one endpoint."""
-    return [n for n in notes if n.endpoint == paramcd]
+    return [n for n in notes if n.concerns(endpoint=paramcd)]
 
 
 def arm_reason(notes: Sequence[Note], paramcd: str, arm: str) -> str | None:
