@@ -1,7 +1,9 @@
-"""The bad-input corpus (tests/corpus/): every case produces exactly the outcome its case.toml names.
+"""The bad-input corpora (tests/corpus/ and tests/adversarial/): every case produces exactly the
+outcome its case.toml names.
 
 A case is a folder of files laid over the clean TINY export (tests/conftest.py),
-plus ``case.toml``; see tests/corpus/README.md for the format. Three outcomes:
+plus ``case.toml``; see tests/corpus/README.md for the format. tests/adversarial/ holds the
+cases of issue 9 (identifiers anywhere, lost rows, limits) in the same format. Three outcomes:
 
 * ``file_error``: an :class:`IngestError` naming the file, nothing written;
 * ``phi``: a PHI error naming the file and the rule, never the identifier, nothing written;
@@ -12,8 +14,11 @@ plus ``case.toml``; see tests/corpus/README.md for the format. Three outcomes:
 from __future__ import annotations
 
 import datetime as dt
+import gzip
 import hashlib
+import os
 import shutil
+import signal
 import tomllib
 from pathlib import Path
 
@@ -26,9 +31,14 @@ from ketaoutcomes.warehouse import fetch, read_connection, write_session
 from tests.conftest import TINY, write_export
 
 CORPUS = Path(__file__).resolve().parents[1] / "corpus"
+ADVERSARIAL = Path(__file__).resolve().parents[1] / "adversarial"
+ROOTS = (CORPUS, ADVERSARIAL)
 WHEN = dt.datetime(2026, 1, 1)
 KINDS = ("file_error", "phi", "load")
-CASE_KEYS = {"description", "base", "remove", "prior", "expect"}
+CASE_KEYS = {"description", "base", "remove", "prior", "expect", "secrets", "make"}
+MAKE_KINDS = {"fifo", "directory", "dangling_symlink", "symlink", "append_lines", "gzip"}
+#: No case may take longer than this (a FIFO or a decompression bomb must not hang the suite).
+CASE_TIME_LIMIT_S = 120
 EXPECT_KEYS = {
     "file_error": {"kind", "file", "contains", "absent"},
     "phi": {"kind", "file", "rule", "secret"},
@@ -36,12 +46,21 @@ EXPECT_KEYS = {
 }
 
 
-def _cases() -> dict[str, dict]:
-    return {d.name: tomllib.loads((d / "case.toml").read_text()) for d in sorted(CORPUS.iterdir())
-            if (d / "case.toml").is_file()}
+def _cases() -> tuple[dict[str, dict], dict[str, Path]]:
+    specs: dict[str, dict] = {}
+    dirs: dict[str, Path] = {}
+    for root in ROOTS:
+        if not root.is_dir():
+            continue
+        for d in sorted(root.iterdir()):
+            if (d / "case.toml").is_file():
+                assert d.name not in dirs, f"case {d.name} is in two corpora"
+                specs[d.name] = tomllib.loads((d / "case.toml").read_text())
+                dirs[d.name] = d
+    return specs, dirs
 
 
-CASES = _cases()
+CASES, CASE_DIRS = _cases()
 
 
 def _ids(kind: str) -> list[str]:
@@ -52,9 +71,41 @@ def _ids(kind: str) -> list[str]:
 # Building an export from a case, loading it, looking at the warehouse
 # ---------------------------------------------------------------------------
 
+def _make(dest: Path, item: dict) -> None:
+    """One file the case cannot commit (a FIFO, a folder, a symlink, thousands of repeated lines,
+    gzip bytes under a .csv name), made at run time in the export ``dest``."""
+    target = dest / item["file"]
+    kind = item["kind"]
+    if kind == "fifo":
+        target.unlink(missing_ok=True)
+        os.mkfifo(target)
+    elif kind == "directory":
+        target.unlink(missing_ok=True)
+        target.mkdir()
+        (target / "part-0.csv").write_text("x\n1\n")
+    elif kind == "dangling_symlink":
+        target.unlink(missing_ok=True)
+        target.symlink_to(dest.parent / "nowhere" / item["file"])
+    elif kind == "symlink":  # a symlink to a regular file outside the export, holding this file's text
+        outside = dest.parent / "outside" / item["file"]
+        outside.parent.mkdir(exist_ok=True)
+        outside.write_bytes(target.read_bytes())
+        target.unlink()
+        target.symlink_to(outside)
+    elif kind == "append_lines":  # item["line"] (a data line) item["times"] times
+        with open(target, "a", newline="") as fh:
+            fh.write((item["line"] + item.get("newline", "\n")) * item["times"])
+    elif kind == "gzip":  # the file's bytes gzip-compressed, the name kept; padded by repeat lines
+        data = target.read_bytes() + (item.get("line", "") + "\n").encode() * item.get("times", 0)
+        target.write_bytes(gzip.compress(data, mtime=0))
+    else:  # pragma: no cover - checked by test_corpus_is_large_well_formed_and_small
+        raise AssertionError(kind)
+
+
 def build_export(name: str, dest: Path) -> Path:
-    """The export a case describes: TINY (unless base = "none"), minus ``remove``, plus the case's files."""
-    spec, src = CASES[name], CORPUS / name
+    """The export a case describes: TINY (unless base = "none"), minus ``remove``, plus the case's
+    files, plus the files its ``make`` list builds."""
+    spec, src = CASES[name], CASE_DIRS[name]
     if spec.get("base", "tiny") == "tiny":
         write_export(dest)
     else:
@@ -64,15 +115,56 @@ def build_export(name: str, dest: Path) -> Path:
     for f in src.iterdir():
         if f.is_file() and f.name != "case.toml":
             shutil.copyfile(f, dest / f.name)
+    for item in spec.get("make", []):
+        _make(dest, item)
     return dest
 
 
 def build_prior(name: str, dest: Path) -> Path:
     """A first delivery named by the case's ``prior``: a subfolder of the case laid over TINY."""
     write_export(dest)
-    for f in (CORPUS / name / CASES[name]["prior"]).iterdir():
+    for f in (CASE_DIRS[name] / CASES[name]["prior"]).iterdir():
         shutil.copyfile(f, dest / f.name)
     return dest
+
+
+@pytest.fixture(autouse=True)
+def _time_limit():
+    """A case that hangs (a FIFO read, a decompression bomb) fails instead of stalling CI."""
+    def _alarm(signum, frame):
+        raise TimeoutError(f"a corpus case ran for over {CASE_TIME_LIMIT_S} s")
+    old = signal.signal(signal.SIGALRM, _alarm)
+    signal.alarm(CASE_TIME_LIMIT_S)
+    yield
+    signal.alarm(0)
+    signal.signal(signal.SIGALRM, old)
+
+
+def stored_secrets(db: Path, secrets: list[str]) -> list[str]:
+    """Where any of ``secrets`` sits in the warehouse: every column of every table and view
+    (cast to text, so digits typed into a number column are found too) and every column name."""
+    if not db.exists() or not secrets:
+        return []
+    con = read_connection(db)
+    try:
+        found = []
+        columns = con.execute(
+            "SELECT table_name, column_name FROM duckdb_columns() WHERE database_name = current_database()"
+        ).fetchall()
+        for table, column in columns:
+            for secret in secrets:
+                if secret.casefold() in column.casefold() or secret.casefold() in table.casefold():
+                    found.append(f"name of {table}.{column}")
+                    continue
+                hits = con.execute(
+                    f'SELECT count(*) FROM "{table}" WHERE contains(lower(CAST("{column}" AS VARCHAR)), ?)',
+                    [secret.casefold()],
+                ).fetchone()[0]
+                if hits:
+                    found.append(f"{table}.{column} ({hits} rows)")
+        return found
+    finally:
+        con.close()
 
 
 def ingest(db: Path, folder: Path) -> IngestSummary:
@@ -125,6 +217,8 @@ def _no_staging_left(folder: Path) -> None:
 
 def test_corpus_is_large_well_formed_and_small():
     assert len(CASES) >= 45
+    adversarial = [n for n, d in CASE_DIRS.items() if d.parent == ADVERSARIAL]
+    assert len(adversarial) >= 60, f"issue 9 asks for 60 adversarial cases; there are {len(adversarial)}"
     for name, spec in CASES.items():
         assert set(spec) <= CASE_KEYS, (name, set(spec) - CASE_KEYS)
         assert spec.get("description"), name
@@ -135,15 +229,20 @@ def test_corpus_is_large_well_formed_and_small():
         for fname in spec.get("remove", []):
             assert fname in TINY, (name, fname)
         prior = spec.get("prior")
-        assert prior is None or prior == "tiny" or (CORPUS / name / prior).is_dir(), name
+        assert prior is None or prior == "tiny" or (CASE_DIRS[name] / prior).is_dir(), name
+        assert all(isinstance(x, str) and len(x) >= 4 for x in spec.get("secrets", [])), name
+        for item in spec.get("make", []):
+            assert item.get("kind") in MAKE_KINDS and item.get("file"), (name, item)
         if kind == "load":
             for table, row, rule, column in spec["expect"].get("rules", []):
                 assert isinstance(row, int) and row >= 1 and rule and column, (name, table)
     assert {k for k in KINDS} == {s["expect"]["kind"] for s in CASES.values()}
-    readme = (CORPUS / "README.md").read_text()
-    assert not [n for n in CASES if f"`{n}`" not in readme], "every case is listed in tests/corpus/README.md"
-    size = sum(p.stat().st_size for p in CORPUS.rglob("*") if p.is_file())
-    assert size < 1_000_000, size
+    for root in ROOTS:
+        readme = (root / "README.md").read_text()
+        missing = [n for n, d in CASE_DIRS.items() if d.parent == root and f"`{n}`" not in readme]
+        assert not missing, f"every case is listed in {root.name}/README.md: {missing}"
+        size = sum(p.stat().st_size for p in root.rglob("*") if p.is_file())
+        assert size < 1_000_000, (root.name, size)
 
 
 def test_corpus_covers_every_quarantine_rule():
@@ -168,10 +267,15 @@ def _check_error(name: str, exc: BaseException) -> str:
         assert isinstance(exc, IngestError) and isinstance(exc, PhiError), f"{type(exc).__name__}: {msg}"
         assert expect["rule"] in msg, msg
         chain = [exc, exc.__cause__, exc.__context__]
-        leaks = [repr(e) for e in chain if e is not None and expect["secret"] in (str(e) + repr(e))]
+        secrets = [expect["secret"], *CASES[name].get("secrets", [])]
+        leaks = [repr(e) for e in chain if e is not None and any(x in (str(e) + repr(e)) for x in secrets)]
         assert not leaks, "the identifier itself must never appear in an error message"
     else:
         assert isinstance(exc, IngestError), f"{type(exc).__name__} is not an IngestError: {msg}"
+        for text in [*expect.get("absent", []), *CASES[name].get("secrets", [])]:
+            chain = [exc, exc.__cause__, exc.__context__]
+            assert not [e for e in chain if e is not None and text in (str(e) + repr(e))], \
+                f"the error (or its cause) quotes the file's content ({text!r})"
         for text in expect.get("contains", []):
             assert text.casefold() in msg.casefold(), f"{text!r} not in {msg!r}"
         for text in expect.get("absent", []):
@@ -271,6 +375,7 @@ def test_load_case_quarantines_exactly_what_the_manifest_says(name, tmp_path):
         _check_warehouse(con, summary, expect)
     finally:
         con.close()
+    assert not stored_secrets(db, CASES[name].get("secrets", [])), "a planted identifier was stored"
 
     # The same folder again changes nothing.
     before = content_hash(db)
@@ -312,3 +417,33 @@ def test_cli_quarantine_case_exits_0_and_reports_the_counts(tmp_path):
     assert res.exit_code == 0, res.output
     assert "patients.csv: loaded (4 read = 3 loaded + 1 quarantined)" in res.output
     assert "forty" not in res.output
+
+
+def _secrets(name: str) -> list[str]:
+    expect = CASES[name]["expect"]
+    return [*CASES[name].get("secrets", []), *([expect["secret"]] if "secret" in expect else [])]
+
+
+@pytest.mark.parametrize("name", [n for n in CASES if _secrets(n) or CASE_DIRS[n].parent == ADVERSARIAL])
+def test_cli_ingest_and_validate_never_print_or_store_a_planted_identifier(name, tmp_path):
+    """Every adversarial case (and every case that plants an identifier) through the command line:
+    the exit code its kind implies, no traceback, one error line, and the planted identifiers in
+    neither the output nor any column of the warehouse, also after `validate` has run."""
+    folder = build_export(name, tmp_path / "export")
+    db = tmp_path / "w.duckdb"
+    secrets = _secrets(name)
+    res = CliRunner().invoke(app, ["ingest", str(folder), "--db", str(db)])
+    kind = CASES[name]["expect"]["kind"]
+    assert res.exit_code == (0 if kind == "load" else 1), res.output
+    assert isinstance(res.exception, (SystemExit, type(None))), repr(res.exception)
+    assert "Traceback" not in res.output
+    if kind != "load":
+        lines = [line for line in res.stderr.splitlines() if line.strip()]
+        assert len(lines) == 1 and lines[0].startswith("error:"), res.stderr
+        assert not db.exists()
+    else:
+        res2 = CliRunner().invoke(app, ["validate", "--db", str(db)])
+        assert "Traceback" not in res2.output and isinstance(res2.exception, (SystemExit, type(None)))
+        res.output += res2.output
+    assert not [s for s in secrets if s in res.output], "a planted identifier was printed"
+    assert not stored_secrets(db, secrets), "a planted identifier was stored"
