@@ -2,7 +2,7 @@
 
 Two kinds of oracle:
 
-* the printed digits of /work/shared/reference/survival-references.md (copied
+* the digits R prints for coxph/survfit/survdiff on lung and rossi (copied
   into ``PRINTED`` below, checked to half a unit of the last printed digit), and
 * full-precision R output in ``results/`` written by ``survival_reference.R``
   from the data in ``data/`` (see README.md). R is not needed to run these tests.

@@ -1,7 +1,7 @@
 """Registries of arms and instruments: data, not code.
 
 The defaults ship as CSV files beside this module (``arms.csv``,
-``instruments.csv``; thresholds from shared/reference/endpoints.md). A study
+``instruments.csv``; thresholds and their sources in docs/clinical-reference.md). A study
 adds an arm (ECT, TMS, another drug) or an instrument, or changes a threshold,
 by putting a file of the same name and columns in its export folder: its rows
 are added to the defaults, and a row whose key is already there replaces the

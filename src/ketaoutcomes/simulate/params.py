@@ -1,5 +1,5 @@
-"""Generator parameters of the synthetic cohort (defaults from
-shared/reference/clinical-parameters.md; "J" there marks a judgement).
+"""Generator parameters of the synthetic cohort (defaults from the
+published figures in docs/clinical-reference.md; "(J)" there marks a judgement).
 
 Everything the generator draws from is a field here, so a truth file can state
 it and a study can change it without touching code. The parameters are kept out
