@@ -80,10 +80,10 @@ def _user_errors() -> tuple[type[Exception], ...]:
     from ketaoutcomes.ingest import IngestError
     from ketaoutcomes.pipeline import AnalysisNotReady
     from ketaoutcomes.table_contract import ContractError
-    from ketaoutcomes.warehouse import WarehouseBusy, WarehouseMissing
+    from ketaoutcomes.warehouse import DiskFull, WarehouseBusy, WarehouseChanged, WarehouseMissing
 
     return (IngestError, AnalysisNotReady, StudyMismatch, StudyFileError, ContractError, WarehouseBusy,
-            WarehouseMissing, OSError)
+            WarehouseChanged, WarehouseMissing, DiskFull, OSError)
 
 
 def _error(text: str) -> None:
