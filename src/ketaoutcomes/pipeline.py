@@ -123,19 +123,42 @@ def data_fingerprint(con: duckdb.DuckDBPyConnection) -> str:
     return _hash(",".join(batches), reg)
 
 
+def batches_in_force(con: duckdb.DuckDBPyConnection) -> list[str]:
+    """meta_batches.batch_id of the batches in force, in load order."""
+    return fetch(con, "SELECT batch_id FROM meta_batches ORDER BY load_seq")["batch_id"].to_list()
+
+
 def _record_step(con, step: str, run_id: str, fingerprint: str, status: str, started: dt.datetime,
                  seconds: float, details: dict, settings_id: str | None = None) -> None:
+    """One row of meta_steps per distinct run: a run identical to an earlier row (same step,
+    run_id, fingerprint, settings, status, code version and details, e.g. an ingest of files
+    already loaded or a re-validation of unchanged data) adds 1 to that row's ``runs`` and
+    moves its ``started_at``, ``seconds`` and ``seq`` to this run, so repeated no-ops do not
+    grow the table. ``details["batches"]`` (the batches in force) is what a rollback reads."""
+    text = json.dumps(details, default=str, sort_keys=True)
+    seq = con.execute("SELECT coalesce(max(seq), 0) + 1 FROM meta_steps").fetchone()[0]
+    same = con.execute(
+        "SELECT rowid FROM meta_steps WHERE step = ? AND run_id = ? AND fingerprint = ? AND settings_id IS NOT "
+        "DISTINCT FROM ? AND status = ? AND code_version = ? AND details IS NOT DISTINCT FROM ? "
+        "ORDER BY started_at DESC LIMIT 1",
+        [step, run_id, fingerprint, settings_id, status, code_version(), text]).fetchone()
+    if same is not None:
+        con.execute("UPDATE meta_steps SET runs = coalesce(runs, 1) + 1, first_started_at = coalesce(first_started_at, "
+                    "started_at), started_at = ?, seconds = ?, seq = ? WHERE rowid = ?", [started, seconds, seq, same[0]])
+        return
     con.execute(
-        "INSERT INTO meta_steps VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        [step, run_id, fingerprint, settings_id, status, code_version(), started, seconds,
-         json.dumps(details, default=str, sort_keys=True)],
+        "INSERT INTO meta_steps (step, run_id, fingerprint, settings_id, status, code_version, started_at, seconds, "
+        "details, runs, first_started_at, seq) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 1, ?, ?)",
+        [step, run_id, fingerprint, settings_id, status, code_version(), started, seconds, text, started, seq],
     )
 
 
 def _last_step(con, step: str, fingerprint: str) -> dict | None:
+    """The latest run of ``step`` on ``fingerprint`` that was not rolled back."""
     rows = fetch(
         con,
-        "SELECT * FROM meta_steps WHERE step = ? AND fingerprint = ? ORDER BY started_at DESC, seconds DESC LIMIT 1",
+        "SELECT * FROM meta_steps WHERE step = ? AND fingerprint = ? AND status <> 'rolled_back' "
+        "ORDER BY started_at DESC, seq DESC NULLS LAST, seconds DESC LIMIT 1",
         [step, fingerprint],
     )
     return rows.row(0, named=True) if rows.height else None
@@ -186,7 +209,8 @@ def ingest_step(db: Path, export_dir: Path, *, progress: Progress | None = None)
         summary = ingest_export(con, export_dir, loaded_at=started, progress=progress)
         fp = data_fingerprint(con)
         details = {"export_dir": summary.export_dir, "files": summary.frame().to_dicts(),
-                   "ignored_files": list(summary.ignored_files), "data_fingerprint": fp}
+                   "ignored_files": list(summary.ignored_files), "data_fingerprint": fp,
+                   "batches": batches_in_force(con)}
         _record_step(con, "ingest", _hash("ingest", fp), fp, "ok", started, time.perf_counter() - t0, details)
     lines = [
         f"{Path(f.source_file).name}: {'already loaded, skipped' if f.skipped else 'loaded'} "

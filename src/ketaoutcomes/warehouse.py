@@ -482,17 +482,32 @@ _META_DDL = [
         rule VARCHAR NOT NULL,
         reason VARCHAR NOT NULL         -- for a person; never contains the cell value
     )""",
+    # One row per distinct step run: a run identical to an earlier row (same step, run_id,
+    # fingerprint, settings_id, status, code_version and details, e.g. a no-op ingest of files
+    # already loaded) counts itself on that row (runs + 1; started_at, seconds and seq of the
+    # latest run) instead of adding one, so the table does not grow with repeated no-ops.
     """CREATE TABLE IF NOT EXISTS meta_steps (
         step VARCHAR NOT NULL,
         run_id VARCHAR NOT NULL,
         fingerprint VARCHAR NOT NULL,   -- what the step's output depends on
         settings_id VARCHAR,
-        status VARCHAR NOT NULL,        -- 'ok' | 'failed'
+        status VARCHAR NOT NULL,        -- 'ok' | 'failed' | 'rolled_back' (its data or outputs were rolled back)
         code_version VARCHAR NOT NULL,
-        started_at TIMESTAMP NOT NULL,
+        started_at TIMESTAMP NOT NULL,  -- of the latest run the row stands for
         seconds DOUBLE NOT NULL,
-        details VARCHAR                 -- JSON
+        details VARCHAR,                -- JSON; "batches": the batches in force when the step ran
+        runs BIGINT DEFAULT 1,          -- how many identical runs the row stands for
+        first_started_at TIMESTAMP,     -- start of the first of them
+        seq BIGINT                      -- order of the steps' latest runs (1, 2, ...)
     )""",
+]
+
+#: Columns added to a table after its first version: (table, column, type), added by
+#: :func:`ensure_schema` to a warehouse written before them.
+_ADDED_COLUMNS = [
+    ("meta_steps", "runs", "BIGINT DEFAULT 1"),
+    ("meta_steps", "first_started_at", "TIMESTAMP"),
+    ("meta_steps", "seq", "BIGINT"),
 ]
 
 
@@ -508,6 +523,8 @@ def ensure_schema(con: duckdb.DuckDBPyConnection) -> None:
     """Create the tables every later step relies on (idempotent)."""
     for ddl in _META_DDL:
         con.execute(ddl)
+    for table, column, dtype in _ADDED_COLUMNS:
+        con.execute(f'ALTER TABLE {table} ADD COLUMN IF NOT EXISTS "{column}" {dtype}')
     for t in TABLES:
         con.execute(_raw_ddl(t))
 
