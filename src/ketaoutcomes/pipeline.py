@@ -231,6 +231,45 @@ def _staged(con) -> dict[str, pl.DataFrame]:
     return {t: fetch(con, f"SELECT * FROM stg_{t}") for t in TABLE_ORDER if table_exists(con, f"stg_{t}")}
 
 
+def _require_data(con, db: Path) -> None:
+    if not con.execute("SELECT count(*) FROM meta_batches").fetchone()[0]:
+        raise NoDataLoaded(f"the warehouse {db} holds no data; run `python -m ketaoutcomes ingest DIR --db {db}` "
+                           "first, or check --db")
+
+
+def _validate(con, *, force: bool) -> tuple[StepOutcome, Any]:
+    """Validate the data of the snapshot behind ``con`` (a write session) and store the results.
+
+    Returns
+    -------
+    (StepOutcome, ValidationResult or None)
+        None when the last validation of this data and code passed and ``force`` is false.
+    """
+    from ketaoutcomes.validate import validate_tables  # GX import is slow
+
+    started, t0 = _wall_clock(), time.perf_counter()
+    fp_data = data_fingerprint(con)
+    fp = _hash(fp_data, code_version())
+    last = _last_step(con, "validate", fp)
+    if last is not None and not force and last["status"] == "ok":
+        return StepOutcome("validate", False, "validation is up to date and passed", {"fingerprint": fp}), None
+    registries = load_registries_from_warehouse(con)
+    result = validate_tables(_staged(con), registries)
+    run_id = _hash("validate", fp)
+    if table_exists(con, "validation_results"):
+        con.execute("DELETE FROM validation_results WHERE run_id = ?", [run_id])
+    append_frame(con, "validation_results", result.results.with_columns(
+        pl.lit(run_id).alias("run_id"), pl.lit(fp).alias("fingerprint")))
+    n_fail = result.results.filter(~pl.col("success")).height
+    details = {"run_id": run_id, "expectations": result.results.height, "failed": n_fail,
+               "critical_failed": result.critical_failures.height, "data_fingerprint": fp_data,
+               "batches": batches_in_force(con)}
+    _record_step(con, "validate", run_id, fp, "ok" if result.passed else "failed", started,
+                 time.perf_counter() - t0, details)
+    msg = f"validation passed: {result.results.height} expectations, {n_fail} warning(s)"
+    return StepOutcome("validate", True, msg, details), result
+
+
 def validate_step(db: Path, *, force: bool = True) -> StepOutcome:
     """Run the expectation suites on the staged tables and store the results.
 
@@ -243,35 +282,14 @@ def validate_step(db: Path, *, force: bool = True) -> StepOutcome:
     NoDataLoaded
         The warehouse holds no loaded export.
     """
-    from ketaoutcomes.validate import ValidationFailed, validate_tables  # GX import is slow
+    from ketaoutcomes.validate import ValidationFailed
 
-    started, t0 = _wall_clock(), time.perf_counter()
     with write_session(db, create=False) as con:
-        if not con.execute("SELECT count(*) FROM meta_batches").fetchone()[0]:
-            raise NoDataLoaded(f"the warehouse {db} holds no data; run `python -m ketaoutcomes ingest DIR --db {db}` "
-                               "first, or check --db")
-        fp = _hash(data_fingerprint(con), code_version())
-        last = _last_step(con, "validate", fp)
-        if last is not None and not force:
-            status = last["status"]
-            if status == "ok":
-                return StepOutcome("validate", False, "validation is up to date and passed", {"fingerprint": fp})
-        registries = load_registries_from_warehouse(con)
-        result = validate_tables(_staged(con), registries)
-        run_id = _hash("validate", fp)
-        if table_exists(con, "validation_results"):
-            con.execute("DELETE FROM validation_results WHERE run_id = ?", [run_id])
-        append_frame(con, "validation_results", result.results.with_columns(
-            pl.lit(run_id).alias("run_id"), pl.lit(fp).alias("fingerprint")))
-        n_fail = result.results.filter(~pl.col("success")).height
-        details = {"run_id": run_id, "expectations": result.results.height, "failed": n_fail,
-                   "critical_failed": result.critical_failures.height}
-        _record_step(con, "validate", run_id, fp, "ok" if result.passed else "failed", started,
-                     time.perf_counter() - t0, details)
-    if not result.passed:
+        _require_data(con, db)
+        outcome, result = _validate(con, force=force)
+    if result is not None and not result.passed:
         raise ValidationFailed(result)
-    msg = f"validation passed: {result.results.height} expectations, {n_fail} warning(s)"
-    return StepOutcome("validate", True, msg, details)
+    return outcome
 
 
 def _validation_status(con, fp_data: str) -> str | None:
@@ -313,57 +331,91 @@ def output_contracts() -> dict[str, TableContract]:
 
 
 def analyze_step(db: Path, study: StudySettings, *, force: bool = True) -> StepOutcome:
-    """Derive ADSL/ADTTE, fit KM, log-rank and Cox models, store everything with its provenance."""
+    """Derive ADSL/ADTTE, fit KM, log-rank and Cox models, store everything with its provenance.
+
+    One analysis sees one snapshot from start to end: the validation status it checks, and the
+    validation it runs itself when this data (or the code) has not been validated yet (an ingest
+    may have published since the validate step), are of the data it analyses, in its own write
+    session.
+
+    Raises
+    ------
+    ketaoutcomes.validate.ValidationFailed
+        The data had not been validated and fails now: the validation results are published,
+        no analysis is run.
+    AnalysisNotReady
+        The data failed its validation earlier; nothing is published.
+    """
+    from ketaoutcomes.validate import ValidationFailed
+
+    failed = None
+    with write_session(db, create=False) as con:
+        _require_data(con, db)
+        fp_data = data_fingerprint(con)
+        status = _validation_status(con, fp_data)
+        validated = None
+        if status is None:  # new data (or code) since the last validation: validate this snapshot, here
+            validated, result = _validate(con, force=True)
+            status = "ok" if result.passed else "failed"
+            failed = None if result.passed else result
+        if failed is None:
+            if status != "ok":
+                raise AnalysisNotReady("the data in the warehouse has failed validation; run `python -m ketaoutcomes "
+                                       "validate` and fix what it reports")
+            outcome = _analyze(con, study, fp_data, force=force)
+    if failed is not None:
+        raise ValidationFailed(failed)
+    if validated is None:
+        return outcome
+    return StepOutcome("analyze", outcome.ran, f"{outcome.message}; the data had changed since the last validation, "
+                       f"so it was validated first, in the same snapshot ({validated.message})",
+                       {**outcome.details, "validated": validated.details})
+
+
+def _analyze(con, study: StudySettings, fp_data: str, *, force: bool) -> StepOutcome:
+    """The analysis of the validated data behind ``con`` (a write session)."""
     from ketaoutcomes.analysis import run_study  # statsmodels: imported when needed
 
     started, t0 = _wall_clock(), time.perf_counter()
-    with write_session(db, create=False) as con:
-        fp_data = data_fingerprint(con)
-        status = _validation_status(con, fp_data)
-        if status != "ok":
-            raise AnalysisNotReady(
-                "the data in the warehouse has "
-                + ("not been validated" if status is None else "failed validation")
-                + "; run `python -m ketaoutcomes validate` and fix what it reports"
-            )
-        fp = _hash(fp_data, study.settings_id, code_version())
-        run_id = _hash("analyze", fp)
-        if not force and _last_step(con, "analyze", fp) is not None:
-            return StepOutcome("analyze", False, f"analysis {run_id} is up to date", {"run_id": run_id})
-        registries = load_registries_from_warehouse(con)
-        result = run_study(_staged(con), registries=registries, study=study)
-        tag = [pl.lit(run_id).alias("run_id"), pl.lit(study.settings_id).alias("settings_id")]
-        # Analysis datasets are kept per run like the results: several studies
-        # (different instruments or thresholds) share one warehouse.
-        outputs = result.tables
-        # Every table is written through its contract (declared columns and types, keys).
-        contracts = output_contracts()
-        undeclared = sorted(set(outputs) - set(contracts))
-        if undeclared:
-            raise ContractError(f"result table(s) {', '.join(undeclared)} have no contract; declare each in "
-                                "ketaoutcomes/analysis/tables.py (or derive/tables.py) before writing it")
-        for name, frame in outputs.items():
-            if table_exists(con, name):
-                con.execute(f'DELETE FROM "{name}" WHERE run_id = ?', [run_id])
-            if frame.height:
-                write_table(con, contracts[name], frame.with_columns(tag))
-        notes = [n.to_dict() for n in result.notes]
-        batches = fetch(con, "SELECT batch_id FROM meta_batches ORDER BY load_seq")["batch_id"].to_list()
-        seconds = time.perf_counter() - t0
-        run = pl.DataFrame([{
-            "run_id": run_id, "settings_id": study.settings_id, "settings_json": study.canonical_json(),
-            "data_fingerprint": fp_data, "registries_fingerprint": registries.fingerprint,
-            "batches": ",".join(batches), "code_version": code_version(), "started_at": started,
-            "seconds": seconds, "notes": json.dumps(notes),
-        }])
-        if table_exists(con, "results_runs"):
-            con.execute("DELETE FROM results_runs WHERE run_id = ?", [run_id])
-        write_table(con, contracts["results_runs"], run)
-        create_latest_views(con, contracts.values())  # in this session: a snapshot has its tables' views
-        adsl = result.table("ad_adsl")
-        details = {"run_id": run_id, "courses": adsl.height,
-                   "analysed": adsl.filter(pl.col("ANLFL") == "Y").height, "notes": [str(n) for n in result.notes]}
-        _record_step(con, "analyze", run_id, fp, "ok", started, seconds, details, study.settings_id)
+    fp = _hash(fp_data, study.settings_id, code_version())
+    run_id = _hash("analyze", fp)
+    if not force and _last_step(con, "analyze", fp) is not None:
+        return StepOutcome("analyze", False, f"analysis {run_id} is up to date", {"run_id": run_id})
+    registries = load_registries_from_warehouse(con)
+    result = run_study(_staged(con), registries=registries, study=study)
+    tag = [pl.lit(run_id).alias("run_id"), pl.lit(study.settings_id).alias("settings_id")]
+    # Analysis datasets are kept per run like the results: several studies
+    # (different instruments or thresholds) share one warehouse.
+    outputs = result.tables
+    # Every table is written through its contract (declared columns and types, keys).
+    contracts = output_contracts()
+    undeclared = sorted(set(outputs) - set(contracts))
+    if undeclared:
+        raise ContractError(f"result table(s) {', '.join(undeclared)} have no contract; declare each in "
+                            "ketaoutcomes/analysis/tables.py (or derive/tables.py) before writing it")
+    for name, frame in outputs.items():
+        if table_exists(con, name):
+            con.execute(f'DELETE FROM "{name}" WHERE run_id = ?', [run_id])
+        if frame.height:
+            write_table(con, contracts[name], frame.with_columns(tag))
+    notes = [n.to_dict() for n in result.notes]
+    batches = batches_in_force(con)
+    seconds = time.perf_counter() - t0
+    run = pl.DataFrame([{
+        "run_id": run_id, "settings_id": study.settings_id, "settings_json": study.canonical_json(),
+        "data_fingerprint": fp_data, "registries_fingerprint": registries.fingerprint,
+        "batches": ",".join(batches), "code_version": code_version(), "started_at": started,
+        "seconds": seconds, "notes": json.dumps(notes),
+    }])
+    if table_exists(con, "results_runs"):
+        con.execute("DELETE FROM results_runs WHERE run_id = ?", [run_id])
+    write_table(con, contracts["results_runs"], run)
+    create_latest_views(con, contracts.values())  # in this session: a snapshot has its tables' views
+    adsl = result.table("ad_adsl")
+    details = {"run_id": run_id, "courses": adsl.height,
+               "analysed": adsl.filter(pl.col("ANLFL") == "Y").height, "notes": [str(n) for n in result.notes],
+               "data_fingerprint": fp_data, "batches": batches}
+    _record_step(con, "analyze", run_id, fp, "ok", started, seconds, details, study.settings_id)
     return StepOutcome("analyze", True, f"analysis {run_id}: {details['analysed']:,} courses analysed", details)
 
 
