@@ -78,12 +78,13 @@ def _user_errors() -> tuple[type[Exception], ...]:
     cannot be written is an OSError naming it); anything else is a bug."""
     from ketaoutcomes.analysis.checks import StudyMismatch
     from ketaoutcomes.ingest import IngestError
+    from ketaoutcomes.ingest.rollback import RollbackError
     from ketaoutcomes.pipeline import AnalysisNotReady
     from ketaoutcomes.table_contract import ContractError
     from ketaoutcomes.warehouse import DiskFull, WarehouseBusy, WarehouseChanged, WarehouseMissing
 
     return (IngestError, AnalysisNotReady, StudyMismatch, StudyFileError, ContractError, WarehouseBusy,
-            WarehouseChanged, WarehouseMissing, DiskFull, OSError)
+            WarehouseChanged, WarehouseMissing, DiskFull, RollbackError, OSError)
 
 
 def _error(text: str) -> None:
@@ -214,6 +215,28 @@ def report(
                               embedded_default=dbp == home_db_path().resolve(), progress=progress, on_step=_say)
     out.print(f"report:    {outcomes[-1].details['report_path']}", markup=False, highlight=False)
     out.print(f"warehouse: {dbp}", markup=False, highlight=False)
+
+
+@app.command(help=(
+    "Restore the warehouse to its state before a batch (a batch_id of meta_batches) or a step (a run_id of "
+    "meta_steps): the batches at and after it are dropped, stg_* is rebuilt from the batches still in force, and "
+    "the analysis runs and validations of the dropped data are removed (their meta_steps rows are marked "
+    "rolled_back, so the next run recomputes them).\n\n"
+    "Atomic: published whole or not at all. --dry-run lists what would change (batches, rows per table, runs and "
+    "validations removed) and changes nothing. The registries (ref_arms, ref_instruments) are not rolled back."))
+def rollback(
+    target: Annotated[str, typer.Argument(help="A batch_id (SELECT batch_id FROM meta_batches) or a step's run_id (SELECT step, run_id FROM meta_steps).")],
+    db: DbOption = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="List what would change; change nothing.")] = False,
+) -> None:
+    """Restore the warehouse to its state before a batch or a step (help text: the decorator's)."""
+    from ketaoutcomes.pipeline import rollback_step
+
+    with _errors():
+        outcome = rollback_step(_db(db), target, dry_run=dry_run)
+    sys.stdout.write(outcome.message + "\n")
+    if outcome.ran:
+        err.print("[green]done[/] rollback", highlight=False)
 
 
 @app.command()

@@ -50,6 +50,7 @@ __all__ = [
     "ingest_step",
     "validate_step",
     "analyze_step",
+    "rollback_step",
     "check_study_step",
     "render_step",
     "run_report",
@@ -417,6 +418,48 @@ def _analyze(con, study: StudySettings, fp_data: str, *, force: bool) -> StepOut
                "data_fingerprint": fp_data, "batches": batches}
     _record_step(con, "analyze", run_id, fp, "ok", started, seconds, details, study.settings_id)
     return StepOutcome("analyze", True, f"analysis {run_id}: {details['analysed']:,} courses analysed", details)
+
+
+# ---------------------------------------------------------------------------
+# rollback
+# ---------------------------------------------------------------------------
+
+def rollback_step(db: Path, target: str, *, dry_run: bool = False) -> StepOutcome:
+    """Restore the warehouse to its state before a batch (``meta_batches.batch_id``) or a step
+    (``meta_steps.run_id``): :mod:`ketaoutcomes.ingest.rollback`. The whole rollback is one write
+    session, published whole or not at all; ``dry_run`` plans it on a read-only connection and
+    changes nothing (not a byte of the file).
+
+    Raises
+    ------
+    ketaoutcomes.ingest.rollback.RollbackError
+        An unknown target (the message suggests the nearest id), a rollback, or a step already
+        rolled back.
+    ketaoutcomes.warehouse.WarehouseMissing
+        No warehouse at ``db``.
+    """
+    from ketaoutcomes.ingest.rollback import apply_rollback, plan_rollback
+
+    if dry_run:
+        con = read_connection(db)
+        try:
+            plan = plan_rollback(con, target)
+        finally:
+            con.close()
+        return StepOutcome("rollback", False, "\n".join(["dry run, nothing changed:", *plan.lines()]),
+                           {"target": target, "dry_run": True})
+    started, t0 = _wall_clock(), time.perf_counter()
+    with write_session(db, create=False) as con:
+        plan = plan_rollback(con, target)
+        apply_rollback(con, plan)
+        fp = data_fingerprint(con)
+        details = {"target": target, "description": plan.description,
+                   "batches_removed": plan.batches["batch_id"].to_list(), "runs_removed": plan.runs["run_id"].to_list(),
+                   "validations_removed": list(plan.validations), "rows": plan.rows.to_dicts(),
+                   "data_fingerprint": fp, "batches": batches_in_force(con)}
+        _record_step(con, "rollback", _hash("rollback", target, fp), fp, "ok", started, time.perf_counter() - t0,
+                     details)
+    return StepOutcome("rollback", True, "\n".join(plan.lines()), details)
 
 
 # ---------------------------------------------------------------------------
