@@ -99,6 +99,16 @@ def test_rollback_after_a_correction_restores_the_earlier_staging_exactly(histor
     for table in ("ad_adsl", "ad_adtte", "results_attrition"):
         assert set(query_db(db, f"SELECT DISTINCT run_id FROM {table}")["run_id"]) == {history["run_a"]}, table
     assert query_db(db, "SELECT * FROM validation_results ORDER BY ALL").equals(before["validation"])
+    # and the report shows that validation, not the rolled-back one (whose results are gone)
+    from ketaoutcomes.report import load_report_data
+    from ketaoutcomes.warehouse import read_connection
+
+    con = read_connection(db)
+    try:
+        shown = load_report_data(con, history["study"], history["run_a"], warehouse=db).validation
+    finally:
+        con.close()
+    assert shown.height == before["validation"].height > 0
     marked = query_db(db, "SELECT step FROM meta_steps WHERE status = 'rolled_back' ORDER BY seq")["step"].to_list()
     assert marked == ["ingest", "validate", "analyze"]
     assert query_db(db, "SELECT count(*) n FROM meta_steps WHERE step = 'rollback'")["n"][0] == 1
