@@ -79,12 +79,12 @@ def _user_errors() -> tuple[type[Exception], ...]:
     from ketaoutcomes.analysis.checks import StudyMismatch
     from ketaoutcomes.ingest import IngestError
     from ketaoutcomes.ingest.rollback import RollbackError
-    from ketaoutcomes.pipeline import AnalysisNotReady
+    from ketaoutcomes.pipeline import AnalysisNotReady, SimulationRefused
     from ketaoutcomes.table_contract import ContractError
     from ketaoutcomes.warehouse import DiskFull, WarehouseBusy, WarehouseChanged, WarehouseMissing
 
     return (IngestError, AnalysisNotReady, StudyMismatch, StudyFileError, ContractError, WarehouseBusy,
-            WarehouseChanged, WarehouseMissing, DiskFull, RollbackError, OSError)
+            WarehouseChanged, WarehouseMissing, DiskFull, RollbackError, SimulationRefused, OSError)
 
 
 def _error(text: str) -> None:
@@ -145,16 +145,17 @@ def _say(outcome) -> None:
 def simulate(
     patients: Annotated[int, typer.Option("--patients", help="Number of patients (100 to 1,000,000).")] = SimulationSettings().n_patients,
     seed: Annotated[int, typer.Option("--seed", help="Random seed: the same seed gives the same files.")] = SimulationSettings().seed,
-    out_dir: Annotated[Path, typer.Option("--out", help="Folder to write the export into.")] = Path("data/synthetic/default"),
+    out_dir: Annotated[Optional[Path], typer.Option("--out", help="Folder to write the export into (never one holding an export that no simulation wrote). Default: data/synthetic/default for the default cohort, else data/synthetic/n<N>-seed<S>-<settings id>, so no simulation writes over another's.")] = None,
     file_format: Annotated[str, typer.Option("--format", help="csv or parquet.")] = "csv",
 ) -> None:
     """Write a synthetic export folder in the import format, plus truth.json with the effects built in."""
-    from ketaoutcomes.pipeline import simulate_step
+    from ketaoutcomes.pipeline import simulate_step, synthetic_export_dir
 
     sim = _simulation(n_patients=patients, seed=seed, file_format=file_format)
+    target = out_dir if out_dir is not None else synthetic_export_dir(sim)
     with _errors(), _progress() as progress:
-        _say(simulate_step(sim, out_dir, progress=progress))
-    out.print(str(out_dir.resolve()), markup=False, highlight=False)
+        _say(simulate_step(sim, target, progress=progress))
+    out.print(str(target.resolve()), markup=False, highlight=False, soft_wrap=True)
 
 
 @app.command()
@@ -167,7 +168,7 @@ def ingest(
 
     with _errors(), _progress() as progress:
         _say(ingest_step(_db(db), export_dir, progress=progress))
-    out.print(f"warehouse: {_db(db)}", markup=False, highlight=False)
+    out.print(f"warehouse: {_db(db)}", markup=False, highlight=False, soft_wrap=True)
 
 
 @app.command()
@@ -195,8 +196,9 @@ def analyze(db: DbOption = None, study: StudyOption = None) -> None:
 @app.command(help=(
     "Run whatever earlier steps are missing or out of date, then render the HTML report.\n\n"
     "With no --export and no data in the default warehouse, the synthetic default cohort is simulated and "
-    "loaded first. A warehouse named by --db or $KETAOUTCOMES_DB must exist or be given an --export: a "
-    "mistyped path is an error, never a new warehouse of synthetic data."))
+    "loaded first (into data/synthetic/default; with other --patients/--seed into data/synthetic/n<N>-seed<S>-<id>, "
+    "never over another export). A warehouse named by --db or $KETAOUTCOMES_DB must exist or be given an "
+    "--export: a mistyped path is an error, never a new warehouse of synthetic data."))
 def report(
     db: DbOption = None,
     study: StudyOption = None,
@@ -213,8 +215,8 @@ def report(
     with _errors(), _progress() as progress:
         outcomes = run_report(dbp, _study(study), sim=sim, export_dir=export_dir, reports_dir=reports_dir,
                               embedded_default=dbp == home_db_path().resolve(), progress=progress, on_step=_say)
-    out.print(f"report:    {outcomes[-1].details['report_path']}", markup=False, highlight=False)
-    out.print(f"warehouse: {dbp}", markup=False, highlight=False)
+    out.print(f"report:    {outcomes[-1].details['report_path']}", markup=False, highlight=False, soft_wrap=True)
+    out.print(f"warehouse: {dbp}", markup=False, highlight=False, soft_wrap=True)
 
 
 @app.command(help=(

@@ -37,7 +37,7 @@ from ketaoutcomes.contract import TABLE_ORDER
 from ketaoutcomes.ingest import check_export_folder, ingest_export
 from ketaoutcomes.ingest.load import load_registries_from_warehouse
 from ketaoutcomes.registries import load_registries
-from ketaoutcomes.settings import SimulationSettings, StudySettings, project_root
+from ketaoutcomes.settings import SimulationSettings, StudySettings, home_db_path, project_root
 from ketaoutcomes.table_contract import ContractError, TableContract, col
 from ketaoutcomes.warehouse import append_frame, fetch, read_connection, table_exists, write_session, write_table
 from ketaoutcomes.warehouse import create_latest_views
@@ -58,6 +58,8 @@ __all__ = [
     "RunPlan",
     "STEPS",
     "default_export_dir",
+    "synthetic_export_dir",
+    "SimulationRefused",
     "default_reports_dir",
     "code_version",
     "announced",
@@ -76,6 +78,10 @@ class NoDataLoaded(AnalysisNotReady):
     """The warehouse exists but holds no loaded export: nothing to validate or analyse."""
 
 
+class SimulationRefused(ValueError):
+    """A simulation asked to write into a folder that holds an export it did not write."""
+
+
 @dataclass(frozen=True)
 class StepOutcome:
     step: str
@@ -85,7 +91,26 @@ class StepOutcome:
 
 
 def default_export_dir() -> Path:
+    """data/synthetic/default under the project root: the embedded default cohort of the default
+    warehouse (:func:`synthetic_export_dir` of the default settings there)."""
     return project_root() / "data" / "synthetic" / "default"
+
+
+def synthetic_export_dir(sim: SimulationSettings, db: Path | None = None) -> Path:
+    """Where a simulation for warehouse ``db`` is written, named by its settings so that no
+    simulation writes over another one's export:
+
+    * the default warehouse (``db`` None or data/warehouse/ketaoutcomes.duckdb under the project
+      root): data/synthetic/default for the default settings (the embedded default, as ever),
+      else data/synthetic/n<N>-seed<S>-<settings id>;
+    * any other warehouse: a folder beside it, ``<db>.synthetic/`` (e.g. /tmp/x.duckdb.synthetic/),
+      holding ``default`` or ``n<N>-seed<S>-<settings id>``.
+    """
+    name = "default" if sim == SimulationSettings() else f"n{sim.n_patients}-seed{sim.seed}-{sim.settings_id}"
+    if db is None or Path(db).resolve() == home_db_path().resolve():
+        return project_root() / "data" / "synthetic" / name
+    db = Path(db).resolve()
+    return db.parent / f"{db.name}.synthetic" / name
 
 
 def default_reports_dir() -> Path:
@@ -169,8 +194,18 @@ def _last_step(con, step: str, fingerprint: str) -> dict | None:
 # simulate
 # ---------------------------------------------------------------------------
 
+#: Left in a folder a simulation writes (from its start): the folder is synthetic, simulate may write it again.
+SYNTHETIC_MARKER = ".ketaoutcomes-synthetic"
+
+
 def simulate_step(sim: SimulationSettings, out_dir: Path, *, progress: Progress | None = None) -> StepOutcome:
-    """Write a synthetic export (plus truth.json) unless ``out_dir`` already holds this exact cohort."""
+    """Write a synthetic export (plus truth.json) unless ``out_dir`` already holds this exact cohort.
+
+    Raises
+    ------
+    SimulationRefused
+        ``out_dir`` holds import files that no simulation wrote (a real export): never overwritten.
+    """
     from ketaoutcomes.simulate import simulate_cohort  # imported when needed
     from ketaoutcomes.truth import observed_grid_estimands
 
@@ -179,8 +214,16 @@ def simulate_step(sim: SimulationSettings, out_dir: Path, *, progress: Progress 
     if stamp.exists() and stamp.read_text() == sim.canonical_json() and (out_dir / "truth.json").exists():
         return StepOutcome("simulate", False, f"synthetic export {out_dir} is up to date (settings {sim.settings_id})",
                            {"export_dir": str(out_dir), "settings_id": sim.settings_id})
+    marker = out_dir / SYNTHETIC_MARKER
+    tables = sorted(p.name for p in out_dir.glob("*") if p.stem in TABLE_ORDER) if out_dir.is_dir() else []
+    if tables and not stamp.exists() and not marker.exists():
+        raise SimulationRefused(
+            f"{out_dir} holds an export that no simulation wrote ({', '.join(tables)}); a simulation never writes over "
+            "another export: simulate into an empty folder (or leave --out / export_dir out: each simulation then "
+            "gets its own folder)")
     t0 = time.perf_counter()
     out_dir.mkdir(parents=True, exist_ok=True)
+    marker.touch()
     stamp.unlink(missing_ok=True)
     simulate_cohort(sim, out_dir, progress=(lambda i, n: progress("simulating", i, n)) if progress else None)
     # Add what the analysis of the observed (visit-grid) data should recover.
@@ -607,10 +650,13 @@ def plan_run(db: Path, *, export_dir: Path | None = None, sim: SimulationSetting
     """The run order, written once.
 
     * **simulate** the synthetic cohort ``sim`` (default :class:`SimulationSettings`) when asked
-      (``simulate``: into ``export_dir``, default data/synthetic/default), or when no export is
-      given and the warehouse holds no data: the embedded default, into data/synthetic/default
-      (unless ``embedded_default`` is false: a step run on its own, such as ``analyze``, never
-      makes up data). An export given and not asked to be simulated into is never overwritten;
+      (``simulate``: into ``export_dir``, default :func:`synthetic_export_dir` of ``sim`` and ``db``),
+      or when no export is given and the warehouse holds no data: the embedded default, into
+      :func:`synthetic_export_dir` (data/synthetic/default for the default warehouse and settings;
+      unless ``embedded_default`` is false: a step run on its own, such as ``analyze``, never
+      makes up data). A simulation goes where its warehouse lives, in a folder named by its
+      settings, so it never writes over another warehouse's (or another cohort's) export. An
+      export given and not asked to be simulated into is never overwritten;
     * **ingest** the export folder, when there is one (given, or just simulated);
     * **validate**, **analyze**, **render**, in that order, up to ``through``; each skips itself
       when its output is up to date.
@@ -620,7 +666,7 @@ def plan_run(db: Path, *, export_dir: Path | None = None, sim: SimulationSetting
     sim = sim or SimulationSettings()
     steps: list[str] = []
     if simulate or (embedded_default and export_dir is None and not _has_batches(db)):
-        export_dir = Path(export_dir) if export_dir is not None else default_export_dir()
+        export_dir = Path(export_dir) if export_dir is not None else synthetic_export_dir(sim, db)
         steps.append("simulate")
     if export_dir is not None:
         steps.append("ingest")
@@ -651,7 +697,8 @@ def run_report(
 
     With no ``export_dir`` and an empty warehouse, the embedded default is used:
     the seeded synthetic cohort ``sim`` (default :class:`SimulationSettings`) is
-    written to data/synthetic/default and ingested. With data already in the
+    written to :func:`synthetic_export_dir` (data/synthetic/default for the default
+    cohort in the default warehouse) and ingested. With data already in the
     warehouse and no ``export_dir``, nothing is ingested.
     """
     plan = plan_run(db, export_dir=export_dir, sim=sim, through=through, embedded_default=embedded_default)
