@@ -42,7 +42,7 @@ from prefect.cache_policies import NO_CACHE
 import ketaoutcomes.pipeline as steps
 from ketaoutcomes.settings import SimulationSettings, StudySettings, default_db_path
 from ketaoutcomes.settings import load_study as settings_load_study
-from ketaoutcomes.warehouse import WarehouseBusy
+from ketaoutcomes.warehouse import WarehouseBusy, WarehouseChanged
 
 __all__ = [
     "EXPORT_ENV",
@@ -88,13 +88,14 @@ def _exception_of(state: Any) -> BaseException | None:
 def retry_if_transient(task: Any, task_run: Any, state: Any) -> bool:
     """``retry_condition_fn``: retry only failures that a later attempt can fix.
 
-    Transient: another writer holds the warehouse (``WarehouseBusy``), a DuckDB
+    Transient: another writer holds the warehouse (``WarehouseBusy``), or published
+    while this one worked (``WarehouseChanged``: its lock file was deleted), a DuckDB
     I/O error (file lock held by a foreign process), a timeout. Everything else
-    (bad input, a bug, a missing file, a validation failure) fails at once:
-    retrying deterministic code only repeats the failure later.
+    (bad input, a bug, a missing file, a validation failure, a full disk) fails at
+    once: retrying deterministic code only repeats the failure later.
     """
     exc = _exception_of(state)
-    return isinstance(exc, (WarehouseBusy, duckdb.IOException, TimeoutError))
+    return isinstance(exc, (WarehouseBusy, WarehouseChanged, duckdb.IOException, TimeoutError))
 
 
 def _log_outcome(outcome: steps.StepOutcome) -> steps.StepOutcome:

@@ -87,7 +87,7 @@ def test_dags_md_matches_the_code():
 
 def test_retry_policy_never_retries_validation():
     from ketaoutcomes.validate import ValidationFailed
-    from ketaoutcomes.warehouse import WarehouseBusy
+    from ketaoutcomes.warehouse import DiskFull, WarehouseBusy, WarehouseChanged
 
     assert fp.validate_task.retries == 0
     assert fp.simulate_task.retries == 0
@@ -98,6 +98,8 @@ def test_retry_policy_never_retries_validation():
         return SimpleNamespace(data=exc)
 
     assert fp.retry_if_transient(None, None, state(WarehouseBusy("writer lock held")))
+    assert fp.retry_if_transient(None, None, state(WarehouseChanged("published meanwhile")))
+    assert not fp.retry_if_transient(None, None, state(DiskFull("disk full while writing w.duckdb")))
     assert not fp.retry_if_transient(None, None, state(ValidationFailed(SimpleNamespace(message=lambda: "x"))))
     assert not fp.retry_if_transient(None, None, state(steps.AnalysisNotReady("not validated")))
     assert not fp.retry_if_transient(None, None, state(FileNotFoundError("no export")))
