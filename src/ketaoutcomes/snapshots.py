@@ -48,6 +48,7 @@ __all__ = [
     "new_staging_file",
     "pid_alive",
     "remove_stale_staging",
+    "remove_staging_path",
     "staging_owner",
     "staging_prefix",
 ]
@@ -216,7 +217,8 @@ def acquire_writer_lock(path: Path, timeout: float, *, notice: Notice | None = N
 # Staging files
 # ---------------------------------------------------------------------------
 
-_STAGING = re.compile(r"pid(?P<pid>\d+)@(?P<host>.+)-[a-z0-9_]+(?:\.wal)?")
+#: The name after the prefix: DuckDB adds ``.wal`` (its log) and ``.tmp`` (a folder it spills to).
+_STAGING = re.compile(r"pid(?P<pid>\d+)@(?P<host>.+)-[a-z0-9_]+(?:\.wal|\.tmp)?")
 
 
 def new_staging_file(path: Path) -> Path:
@@ -227,7 +229,7 @@ def new_staging_file(path: Path) -> Path:
 
 
 def staging_owner(path: Path, staging: Path) -> tuple[int, str] | None:
-    """(pid, host) of the writer a staging file (or its .wal) of warehouse ``path`` belongs to;
+    """(pid, host) of the writer a staging file (or its .wal or .tmp) of warehouse ``path`` belongs to;
     None for a name this code does not write (an earlier version's ``.<db>.staging-XXXXXXXX``)."""
     rest = staging.name[len(staging_prefix(path)):]
     m = _STAGING.fullmatch(rest)
@@ -251,9 +253,17 @@ def remove_stale_staging(path: Path) -> list[Path]:
         owner = staging_owner(path, p)
         if owner is not None and (owner[1] != _host() or pid_alive(owner[0])):
             continue
-        p.unlink(missing_ok=True)
+        remove_staging_path(p)
         removed.append(p)
     return removed
+
+
+def remove_staging_path(p: Path) -> None:
+    """Remove a staging file, its WAL, or DuckDB's spill folder (``.tmp``) beside it."""
+    if p.is_dir() and not p.is_symlink():
+        shutil.rmtree(p, ignore_errors=True)
+    else:
+        p.unlink(missing_ok=True)
 
 
 # ---------------------------------------------------------------------------

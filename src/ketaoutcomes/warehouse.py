@@ -50,6 +50,7 @@ from ketaoutcomes.snapshots import (
     lock_path,
     new_staging_file,
     remove_stale_staging,
+    remove_staging_path,
     staging_prefix,
 )
 from ketaoutcomes.table_contract import (
@@ -117,8 +118,8 @@ def _published_mode(path: Path) -> int:
 
 
 def _discard(staging: Path) -> None:
-    staging.unlink(missing_ok=True)
-    Path(str(staging) + ".wal").unlink(missing_ok=True)
+    for p in (staging, Path(str(staging) + ".wal"), Path(str(staging) + ".tmp")):
+        remove_staging_path(p)
 
 
 @contextlib.contextmanager

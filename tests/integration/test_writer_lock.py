@@ -122,6 +122,9 @@ def test_only_staging_files_of_ended_processes_on_this_host_are_removed(db, tmp_
     host = socket.gethostname()
     dead = tmp_path / f".w.duckdb.staging-pid{dead_pid}@{host}-abc123"
     dead_wal = tmp_path / f".w.duckdb.staging-pid{dead_pid}@{host}-abc123.wal"
+    dead_spill = tmp_path / f".w.duckdb.staging-pid{dead_pid}@{host}-abc123.tmp"  # DuckDB's spill folder
+    dead_spill.mkdir()
+    (dead_spill / "duckdb_temp_storage-0.tmp").write_bytes(b"x")
     alive = tmp_path / f".w.duckdb.staging-pid{os.getpid()}@{host}-zzz999"  # this test process: alive
     foreign = tmp_path / ".w.duckdb.staging-pid1@another-host.example-q1w2e3"  # cannot be checked from here
     for p in (dead, dead_wal, alive, foreign):
