@@ -1,13 +1,15 @@
 """Start the schedules: ONE command, run from the checkout::
 
-    uv run python -m flows.deploy
+    uv run python -m flows.deploy --export-dir /exports/latest   # or $KETAOUTCOMES_EXPORT_DIR, or --demo
 
 It serves three deployments from this process (Prefect's ``serve`` model: no
 work pool, no worker; runs execute in subprocesses of this process, one at a
 time):
 
 * ``ketaoutcomes-ingest/nightly-ingest-validate``: cron ``0 2 * * *`` (UTC),
-  ingest + validate;
+  ingest (the configured export folder: ``--export-dir``, else
+  ``$KETAOUTCOMES_EXPORT_DIR``; the synthetic demo cohort only with ``--demo``;
+  with none of them nothing is served) + validate;
 * ``ketaoutcomes-analysis/weekly-analysis-report``: cron ``0 4 * * 1`` (UTC,
   Mondays, after that night's ingest), analyze + render;
 * ``ketaoutcomes-pipeline/on-demand``: no schedule, everything, started by hand.
@@ -30,6 +32,7 @@ Other uses::
 
     uv run python -m flows.deploy --check             # print the deployments as JSON, start nothing
     uv run python -m flows.deploy --db /x/w.duckdb --export-dir /exports/latest
+    uv run python -m flows.deploy --demo              # the nightly run loads the synthetic demo cohort
     uv run python -m flows.deploy --demo-interval 30  # every 30 s instead of the crons (to try it)
     # while it serves, from another shell:
     PREFECT_API_URL=http://127.0.0.1:4200/api uv run prefect deployment run 'ketaoutcomes-pipeline/on-demand'
@@ -62,7 +65,7 @@ from typing import Any
 from prefect.deployments.runner import EntrypointType, RunnerDeployment
 from prefect.schedules import Cron, Interval
 
-from flows.pipeline import analysis_flow, ingest_flow, ketaoutcomes_pipeline
+from flows.pipeline import EXPORT_ENV, analysis_flow, ingest_flow, ketaoutcomes_pipeline
 
 __all__ = [
     "DEPLOYMENTS",
@@ -112,19 +115,23 @@ def build_deployments(
     study_file: str | None = None,
     reports_dir: str | None = None,
     demo_interval: float | None = None,
+    demo: bool = False,
 ) -> list[RunnerDeployment]:
     """The deployments, built but not registered or served (no API call).
 
     Only the paths given become deployment parameters (resolved to absolute
     paths); the others keep the flows' defaults, resolved at run time.
     ``demo_interval`` (seconds) replaces the crons by an interval schedule, to
-    watch the schedules fire without waiting for 02:00.
+    watch the schedules fire without waiting for 02:00. ``demo``: the nightly
+    ingest loads the synthetic demo cohort (its ``demo`` parameter) instead of an
+    export folder.
     """
     given = {
         "db": _abs(db),
         "export_dir": _abs(export_dir),
         "study_file": _abs(study_file),
         "reports_dir": _abs(reports_dir),
+        "demo": True if demo else None,
     }
     out: list[RunnerDeployment] = []
     for name, spec in DEPLOYMENTS.items():
@@ -353,7 +360,10 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--check", action="store_true", help="print the deployments as JSON and exit (starts nothing)")
     parser.add_argument("--db", help="warehouse file for every run (default: as the CLI, at run time)")
-    parser.add_argument("--export-dir", help="export folder the nightly run ingests (default: data/synthetic/default)")
+    parser.add_argument("--export-dir", help=f"export folder the nightly run ingests (default: ${EXPORT_ENV} at run "
+                        "time; with neither, nor --demo, nothing is served)")
+    parser.add_argument("--demo", action="store_true", help="the nightly run loads the synthetic demo cohort instead "
+                        "of an export folder (into data/synthetic/default, or beside a --db warehouse)")
     parser.add_argument("--study-file", help="StudySettings file (TOML or JSON) for the weekly run (default: the default study)")
     parser.add_argument("--reports-dir", help="where reports go (default: reports/)")
     parser.add_argument("--host", default=DEFAULT_HOST, help="address of the local Prefect server (default 127.0.0.1)")
@@ -370,13 +380,24 @@ def main(argv: list[str] | None = None) -> int:
         study_file=args.study_file,
         reports_dir=args.reports_dir,
         demo_interval=args.demo_interval,
+        demo=args.demo,
     )
     if args.check:
         print(json.dumps(describe(deployments), indent=2))
         return 0
+    if args.demo and (args.export_dir or os.environ.get(EXPORT_ENV)):
+        print(f"flows.deploy: error: --demo and an export folder (--export-dir or ${EXPORT_ENV}) both given; "
+              "give one of them", file=sys.stderr)
+        return 2
+    if not (args.demo or args.export_dir or os.environ.get(EXPORT_ENV)):
+        print(f"flows.deploy: error: the nightly ingest has no export folder: give --export-dir DIR or set "
+              f"${EXPORT_ENV}, or --demo to load the synthetic demo cohort; nothing was started", file=sys.stderr)
+        return 2
 
     # scheduled runs must not depend on the directory this was started from
     os.environ.setdefault("KETAOUTCOMES_HOME", str(_env.REPO_ROOT))
+    if os.environ.get(EXPORT_ENV):
+        os.environ[EXPORT_ENV] = _abs(os.environ[EXPORT_ENV])
     _prepend_pythonpath(_env.REPO_ROOT)
     # SIGTERM (systemd, docker stop, kill) -> the same graceful stop as Ctrl-C
     signal.signal(signal.SIGTERM, _sigterm)

@@ -10,8 +10,9 @@ connections or data frames. The diagrams and the tables each task writes are in
 Flows (all parameters JSON-able: ``str`` paths and ``int``\\ s; ``None`` means
 "the same default as the CLI"):
 
-* :func:`ingest_flow` (``ketaoutcomes-ingest``, nightly): ingest one export
-  folder, then validate.
+* :func:`ingest_flow` (``ketaoutcomes-ingest``, nightly): ingest the configured
+  export folder (``export_dir`` or ``$KETAOUTCOMES_EXPORT_DIR``; the synthetic demo
+  only with ``demo=True``), then validate.
 * :func:`analysis_flow` (``ketaoutcomes-analysis``, weekly): analyze, then
   render the HTML report.
 * :func:`ketaoutcomes_pipeline` (``ketaoutcomes-pipeline``): the parent flow,
@@ -29,6 +30,7 @@ from __future__ import annotations
 from flows import _env  # noqa: F401  (must precede the prefect import)
 
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -40,10 +42,13 @@ from prefect.cache_policies import NO_CACHE
 import ketaoutcomes.pipeline as steps
 from ketaoutcomes.settings import SimulationSettings, StudySettings, default_db_path
 from ketaoutcomes.settings import load_study as settings_load_study
-from ketaoutcomes.warehouse import WarehouseBusy
+from ketaoutcomes.warehouse import WarehouseBusy, WarehouseChanged
 
 __all__ = [
+    "EXPORT_ENV",
+    "ExportNotConfigured",
     "FLOW_NAMES",
+    "configured_export_dir",
     "TASK_NAMES",
     "analysis_flow",
     "analyze_task",
@@ -64,6 +69,8 @@ FLOW_NAMES = {
 }
 #: Task names (also the task run name prefixes).
 TASK_NAMES = steps.STEPS
+#: Environment variable naming the export folder the nightly ingest loads (its export_dir parameter wins).
+EXPORT_ENV = "KETAOUTCOMES_EXPORT_DIR"
 
 #: Retry delays (seconds) for transient failures: the warehouse writer lock held
 #: by another writer for longer than its own 10-minute wait, or a DuckDB I/O error.
@@ -81,13 +88,14 @@ def _exception_of(state: Any) -> BaseException | None:
 def retry_if_transient(task: Any, task_run: Any, state: Any) -> bool:
     """``retry_condition_fn``: retry only failures that a later attempt can fix.
 
-    Transient: another writer holds the warehouse (``WarehouseBusy``), a DuckDB
+    Transient: another writer holds the warehouse (``WarehouseBusy``), or published
+    while this one worked (``WarehouseChanged``: its lock file was deleted), a DuckDB
     I/O error (file lock held by a foreign process), a timeout. Everything else
-    (bad input, a bug, a missing file, a validation failure) fails at once:
-    retrying deterministic code only repeats the failure later.
+    (bad input, a bug, a missing file, a validation failure, a full disk) fails at
+    once: retrying deterministic code only repeats the failure later.
     """
     exc = _exception_of(state)
-    return isinstance(exc, (WarehouseBusy, duckdb.IOException, TimeoutError))
+    return isinstance(exc, (WarehouseBusy, WarehouseChanged, duckdb.IOException, TimeoutError))
 
 
 def _log_outcome(outcome: steps.StepOutcome) -> steps.StepOutcome:
@@ -206,28 +214,47 @@ def _artifact(key: str, markdown: str, description: str) -> None:
 # --------------------------------------------------------------------------- flows
 
 
+class ExportNotConfigured(ValueError):
+    """The nightly ingest has no export folder to load and is not told to load the synthetic demo."""
+
+
+def configured_export_dir(export_dir: str | None) -> Path | None:
+    """The export folder the nightly ingest loads: ``export_dir`` (the deployment's parameter,
+    ``flows.deploy --export-dir``), else ``$KETAOUTCOMES_EXPORT_DIR``, else None."""
+    return _path(export_dir, None) or _path(os.environ.get(EXPORT_ENV), None)
+
+
 @flow(name=FLOW_NAMES["ingest"], log_prints=True)
-def ingest_flow(export_dir: str | None = None, db: str | None = None) -> dict[str, Any]:
-    """Nightly: ingest one export folder into the warehouse, then validate it.
+def ingest_flow(export_dir: str | None = None, db: str | None = None, demo: bool = False) -> dict[str, Any]:
+    """Nightly: ingest the configured export folder into the warehouse, then validate it.
 
     Args:
-        export_dir: folder of the export to load. None: nothing to load, unless the
-            warehouse is empty: then the default synthetic cohort is simulated into
-            data/synthetic/default and loaded (the run order of
-            ``ketaoutcomes.pipeline.plan_run``, as the CLI).
+        export_dir: folder of the export to load. None: $KETAOUTCOMES_EXPORT_DIR. Nothing is
+            loaded that is not configured: with neither (and no ``demo``) the flow fails,
+            naming both, before it touches anything.
         db: warehouse file. None: $KETAOUTCOMES_DB, else
             data/warehouse/ketaoutcomes.duckdb under the project root (as the CLI).
+        demo: load the synthetic demo instead: the default cohort, simulated into the folder of
+            ``ketaoutcomes.pipeline.synthetic_export_dir`` (data/synthetic/default for the
+            default warehouse, ``<db>.synthetic/default`` beside any other); not with an export.
 
     Returns the steps' outcomes (message and details) as a JSON-able dict.
     """
     db_path = _path(db, default_db_path())
-    plan = steps.plan_run(db_path, export_dir=_path(export_dir, None), through="validate")
+    export = configured_export_dir(export_dir)
+    if demo and export is not None:
+        raise ExportNotConfigured(f"nightly ingest: both an export folder ({export}) and demo=True are configured; "
+                                  "give one of them")
+    if not demo and export is None:
+        raise ExportNotConfigured(
+            "nightly ingest: no export folder configured; give export_dir (`python -m flows.deploy --export-dir DIR`) "
+            f"or set ${EXPORT_ENV}, or demo=True (`python -m flows.deploy --demo`) to load the synthetic demo cohort")
+    plan = steps.plan_run(db_path, export_dir=export, simulate=demo, through="validate")
     outcomes = []
     if "simulate" in plan.steps:
-        get_run_logger().info("empty warehouse and no export: simulating the default cohort into %s", plan.export_dir)
+        get_run_logger().info("demo: simulating the default cohort into %s", plan.export_dir)
         outcomes.append(simulate_task(plan.sim, plan.export_dir))
-    if "ingest" in plan.steps:
-        outcomes.append(ingest_task(db_path, plan.export_dir))
+    outcomes.append(ingest_task(db_path, plan.export_dir))
     outcomes.append(validate_task(db_path))
     return {o.step: {"ran": o.ran, "message": o.message, "details": o.details} for o in outcomes}
 
@@ -268,11 +295,12 @@ def ketaoutcomes_pipeline(
 
     The run order is ``ketaoutcomes.pipeline.plan_run``'s, as the CLI's ``report``: a
     synthetic cohort is simulated when ``n_patients``/``seed`` are given (into
-    ``export_dir``, default data/synthetic/default; SimulationSettings with the other
+    ``export_dir``, default the folder of ``ketaoutcomes.pipeline.synthetic_export_dir``:
+    beside the warehouse, named by the settings; SimulationSettings with the other
     fields at their defaults; the simulate step itself skips when the folder already
     holds that cohort), or when no export is given and the warehouse is empty (the
-    default cohort). The other arguments are those of :func:`ingest_flow` and
-    :func:`analysis_flow`.
+    default cohort). The ingest flow runs when there is an export to load. The other
+    arguments are those of :func:`ingest_flow` and :func:`analysis_flow`.
 
     Returns the report path (str).
     """
@@ -284,7 +312,8 @@ def ketaoutcomes_pipeline(
                           simulate=n_patients is not None or seed is not None)
     if "simulate" in plan.steps:
         simulate_task(plan.sim, plan.export_dir)
-    ingest_flow(export_dir=str(plan.export_dir) if plan.export_dir else None, db=str(db_path))
+    if "ingest" in plan.steps:  # nothing to load: the analysis flow validates what is there, if stale
+        ingest_flow(export_dir=str(plan.export_dir), db=str(db_path))
     return analysis_flow(db=str(db_path), study_file=study_file, reports_dir=reports_dir)
 
 

@@ -78,12 +78,13 @@ def _user_errors() -> tuple[type[Exception], ...]:
     cannot be written is an OSError naming it); anything else is a bug."""
     from ketaoutcomes.analysis.checks import StudyMismatch
     from ketaoutcomes.ingest import IngestError
-    from ketaoutcomes.pipeline import AnalysisNotReady
+    from ketaoutcomes.ingest.rollback import RollbackError
+    from ketaoutcomes.pipeline import AnalysisNotReady, SimulationRefused
     from ketaoutcomes.table_contract import ContractError
-    from ketaoutcomes.warehouse import WarehouseBusy, WarehouseMissing
+    from ketaoutcomes.warehouse import DiskFull, WarehouseBusy, WarehouseChanged, WarehouseMissing
 
     return (IngestError, AnalysisNotReady, StudyMismatch, StudyFileError, ContractError, WarehouseBusy,
-            WarehouseMissing, OSError)
+            WarehouseChanged, WarehouseMissing, DiskFull, RollbackError, SimulationRefused, OSError)
 
 
 def _error(text: str) -> None:
@@ -144,16 +145,17 @@ def _say(outcome) -> None:
 def simulate(
     patients: Annotated[int, typer.Option("--patients", help="Number of patients (100 to 1,000,000).")] = SimulationSettings().n_patients,
     seed: Annotated[int, typer.Option("--seed", help="Random seed: the same seed gives the same files.")] = SimulationSettings().seed,
-    out_dir: Annotated[Path, typer.Option("--out", help="Folder to write the export into.")] = Path("data/synthetic/default"),
+    out_dir: Annotated[Optional[Path], typer.Option("--out", help="Folder to write the export into (never one holding an export that no simulation wrote). Default: data/synthetic/default for the default cohort, else data/synthetic/n<N>-seed<S>-<settings id>, so no simulation writes over another's.")] = None,
     file_format: Annotated[str, typer.Option("--format", help="csv or parquet.")] = "csv",
 ) -> None:
     """Write a synthetic export folder in the import format, plus truth.json with the effects built in."""
-    from ketaoutcomes.pipeline import simulate_step
+    from ketaoutcomes.pipeline import simulate_step, synthetic_export_dir
 
     sim = _simulation(n_patients=patients, seed=seed, file_format=file_format)
+    target = out_dir if out_dir is not None else synthetic_export_dir(sim)
     with _errors(), _progress() as progress:
-        _say(simulate_step(sim, out_dir, progress=progress))
-    out.print(str(out_dir.resolve()), markup=False, highlight=False)
+        _say(simulate_step(sim, target, progress=progress))
+    out.print(str(target.resolve()), markup=False, highlight=False, soft_wrap=True)
 
 
 @app.command()
@@ -166,7 +168,7 @@ def ingest(
 
     with _errors(), _progress() as progress:
         _say(ingest_step(_db(db), export_dir, progress=progress))
-    out.print(f"warehouse: {_db(db)}", markup=False, highlight=False)
+    out.print(f"warehouse: {_db(db)}", markup=False, highlight=False, soft_wrap=True)
 
 
 @app.command()
@@ -194,8 +196,9 @@ def analyze(db: DbOption = None, study: StudyOption = None) -> None:
 @app.command(help=(
     "Run whatever earlier steps are missing or out of date, then render the HTML report.\n\n"
     "With no --export and no data in the default warehouse, the synthetic default cohort is simulated and "
-    "loaded first. A warehouse named by --db or $KETAOUTCOMES_DB must exist or be given an --export: a "
-    "mistyped path is an error, never a new warehouse of synthetic data."))
+    "loaded first (into data/synthetic/default; with other --patients/--seed into data/synthetic/n<N>-seed<S>-<id>, "
+    "never over another export). A warehouse named by --db or $KETAOUTCOMES_DB must exist or be given an "
+    "--export: a mistyped path is an error, never a new warehouse of synthetic data."))
 def report(
     db: DbOption = None,
     study: StudyOption = None,
@@ -212,8 +215,30 @@ def report(
     with _errors(), _progress() as progress:
         outcomes = run_report(dbp, _study(study), sim=sim, export_dir=export_dir, reports_dir=reports_dir,
                               embedded_default=dbp == home_db_path().resolve(), progress=progress, on_step=_say)
-    out.print(f"report:    {outcomes[-1].details['report_path']}", markup=False, highlight=False)
-    out.print(f"warehouse: {dbp}", markup=False, highlight=False)
+    out.print(f"report:    {outcomes[-1].details['report_path']}", markup=False, highlight=False, soft_wrap=True)
+    out.print(f"warehouse: {dbp}", markup=False, highlight=False, soft_wrap=True)
+
+
+@app.command(help=(
+    "Restore the warehouse to its state before a batch (a batch_id of meta_batches) or a step (a run_id of "
+    "meta_steps): the batches at and after it are dropped, stg_* is rebuilt from the batches still in force, and "
+    "the analysis runs and validations of the dropped data are removed (their meta_steps rows are marked "
+    "rolled_back, so the next run recomputes them).\n\n"
+    "Atomic: published whole or not at all. --dry-run lists what would change (batches, rows per table, runs and "
+    "validations removed) and changes nothing. The registries (ref_arms, ref_instruments) are not rolled back."))
+def rollback(
+    target: Annotated[str, typer.Argument(help="A batch_id (SELECT batch_id FROM meta_batches) or a step's run_id (SELECT step, run_id FROM meta_steps).")],
+    db: DbOption = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="List what would change; change nothing.")] = False,
+) -> None:
+    """Restore the warehouse to its state before a batch or a step (help text: the decorator's)."""
+    from ketaoutcomes.pipeline import rollback_step
+
+    with _errors():
+        outcome = rollback_step(_db(db), target, dry_run=dry_run)
+    sys.stdout.write(outcome.message + "\n")
+    if outcome.ran:
+        err.print("[green]done[/] rollback", highlight=False)
 
 
 @app.command()

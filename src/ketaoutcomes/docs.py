@@ -191,8 +191,10 @@ _OTHER_TABLES = (
     ("dq_checks", "Data-quality summary of each load: table_name, category (conformance, completeness, plausibility), "
                   "check_id, column_name, rule, rows_tested, rows_failing, pct_failing, threshold_pct, status, error, "
                   "batch_id"),
-    ("meta_steps", "One row per step run: step, run_id, fingerprint, settings_id, status, code_version, started_at, "
-                   "seconds, details (JSON)"),
+    ("meta_steps", "One row per distinct step run: step, run_id, fingerprint, settings_id, status (ok, failed, "
+                   "rolled_back), code_version, started_at, seconds, details (JSON; batches: the batches in force), "
+                   "runs (a run identical to the row's adds 1 here instead of a row; started_at is the latest's), "
+                   "first_started_at, seq (order of the steps' latest runs)"),
     ("validation_results", "One row per expectation and validation run (Great Expectations)"),
     ("ref_arms", "The arm registry in force: arm, label, route, drug_class, is_ketamine, session_based, dose ranges"),
     ("ref_instruments", "The instrument registry in force: ranges and response, remission and relapse thresholds"),

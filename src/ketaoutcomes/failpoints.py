@@ -1,22 +1,29 @@
-"""Named points where a test can freeze a real process, to kill it there (kill -9).
+"""Named points where a test can freeze a real process (to kill it there, kill -9), or make it
+fail as a full disk would.
 
 Set ``KETAOUTCOMES_FAILPOINT=<name>`` and ``KETAOUTCOMES_FAILPOINT_MARKER=<file>``:
 when the process reaches that point it writes the marker file and sleeps, so
-the test knows where the process is when it kills it. Unset (always, outside
-tests) a failpoint costs one environment lookup.
+the test knows where the process is when it kills it. With
+``KETAOUTCOMES_FAILPOINT_ACTION=enospc`` it raises ``OSError(ENOSPC)`` there instead
+(the error a write to a full disk gets). Unset (always, outside tests) a failpoint
+costs one environment lookup.
 """
 
 from __future__ import annotations
 
+import errno
 import os
 import time
 from pathlib import Path
 
-__all__ = ["failpoint", "NAMES"]
+__all__ = ["failpoint", "NAMES", "ERROR_POINTS"]
 
 #: Where the kill test stops a load: after reading and checking (nothing written yet),
 #: half-way through the writes, after the staging copy is complete but before it is published.
 NAMES = ("ingest.before_write", "ingest.mid_write", "warehouse.before_publish")
+#: Where the disk-full tests fail a writer: after the published file is copied to staging,
+#: and when the staging file is checkpointed (DuckDB writes its pages out).
+ERROR_POINTS = ("warehouse.after_copy", "warehouse.checkpoint")
 
 
 def failpoint(name: str) -> None:
@@ -25,4 +32,6 @@ def failpoint(name: str) -> None:
     marker = os.environ.get("KETAOUTCOMES_FAILPOINT_MARKER")
     if marker:
         Path(marker).write_text(str(os.getpid()))
+    if os.environ.get("KETAOUTCOMES_FAILPOINT_ACTION") == "enospc":
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
     time.sleep(3600)

@@ -37,7 +37,7 @@ from ketaoutcomes.contract import TABLE_ORDER
 from ketaoutcomes.ingest import check_export_folder, ingest_export
 from ketaoutcomes.ingest.load import load_registries_from_warehouse
 from ketaoutcomes.registries import load_registries
-from ketaoutcomes.settings import SimulationSettings, StudySettings, project_root
+from ketaoutcomes.settings import SimulationSettings, StudySettings, home_db_path, project_root
 from ketaoutcomes.table_contract import ContractError, TableContract, col
 from ketaoutcomes.warehouse import append_frame, fetch, read_connection, table_exists, write_session, write_table
 from ketaoutcomes.warehouse import create_latest_views
@@ -50,6 +50,7 @@ __all__ = [
     "ingest_step",
     "validate_step",
     "analyze_step",
+    "rollback_step",
     "check_study_step",
     "render_step",
     "run_report",
@@ -57,6 +58,8 @@ __all__ = [
     "RunPlan",
     "STEPS",
     "default_export_dir",
+    "synthetic_export_dir",
+    "SimulationRefused",
     "default_reports_dir",
     "code_version",
     "announced",
@@ -75,6 +78,10 @@ class NoDataLoaded(AnalysisNotReady):
     """The warehouse exists but holds no loaded export: nothing to validate or analyse."""
 
 
+class SimulationRefused(ValueError):
+    """A simulation asked to write into a folder that holds an export it did not write."""
+
+
 @dataclass(frozen=True)
 class StepOutcome:
     step: str
@@ -84,7 +91,26 @@ class StepOutcome:
 
 
 def default_export_dir() -> Path:
+    """data/synthetic/default under the project root: the embedded default cohort of the default
+    warehouse (:func:`synthetic_export_dir` of the default settings there)."""
     return project_root() / "data" / "synthetic" / "default"
+
+
+def synthetic_export_dir(sim: SimulationSettings, db: Path | None = None) -> Path:
+    """Where a simulation for warehouse ``db`` is written, named by its settings so that no
+    simulation writes over another one's export:
+
+    * the default warehouse (``db`` None or data/warehouse/ketaoutcomes.duckdb under the project
+      root): data/synthetic/default for the default settings (the embedded default, as ever),
+      else data/synthetic/n<N>-seed<S>-<settings id>;
+    * any other warehouse: a folder beside it, ``<db>.synthetic/`` (e.g. /tmp/x.duckdb.synthetic/),
+      holding ``default`` or ``n<N>-seed<S>-<settings id>``.
+    """
+    name = "default" if sim == SimulationSettings() else f"n{sim.n_patients}-seed{sim.seed}-{sim.settings_id}"
+    if db is None or Path(db).resolve() == home_db_path().resolve():
+        return project_root() / "data" / "synthetic" / name
+    db = Path(db).resolve()
+    return db.parent / f"{db.name}.synthetic" / name
 
 
 def default_reports_dir() -> Path:
@@ -123,19 +149,42 @@ def data_fingerprint(con: duckdb.DuckDBPyConnection) -> str:
     return _hash(",".join(batches), reg)
 
 
+def batches_in_force(con: duckdb.DuckDBPyConnection) -> list[str]:
+    """meta_batches.batch_id of the batches in force, in load order."""
+    return fetch(con, "SELECT batch_id FROM meta_batches ORDER BY load_seq")["batch_id"].to_list()
+
+
 def _record_step(con, step: str, run_id: str, fingerprint: str, status: str, started: dt.datetime,
                  seconds: float, details: dict, settings_id: str | None = None) -> None:
+    """One row of meta_steps per distinct run: a run identical to an earlier row (same step,
+    run_id, fingerprint, settings, status, code version and details, e.g. an ingest of files
+    already loaded or a re-validation of unchanged data) adds 1 to that row's ``runs`` and
+    moves its ``started_at``, ``seconds`` and ``seq`` to this run, so repeated no-ops do not
+    grow the table. ``details["batches"]`` (the batches in force) is what a rollback reads."""
+    text = json.dumps(details, default=str, sort_keys=True)
+    seq = con.execute("SELECT coalesce(max(seq), 0) + 1 FROM meta_steps").fetchone()[0]
+    same = con.execute(
+        "SELECT rowid FROM meta_steps WHERE step = ? AND run_id = ? AND fingerprint = ? AND settings_id IS NOT "
+        "DISTINCT FROM ? AND status = ? AND code_version = ? AND details IS NOT DISTINCT FROM ? "
+        "ORDER BY started_at DESC LIMIT 1",
+        [step, run_id, fingerprint, settings_id, status, code_version(), text]).fetchone()
+    if same is not None:
+        con.execute("UPDATE meta_steps SET runs = coalesce(runs, 1) + 1, first_started_at = coalesce(first_started_at, "
+                    "started_at), started_at = ?, seconds = ?, seq = ? WHERE rowid = ?", [started, seconds, seq, same[0]])
+        return
     con.execute(
-        "INSERT INTO meta_steps VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        [step, run_id, fingerprint, settings_id, status, code_version(), started, seconds,
-         json.dumps(details, default=str, sort_keys=True)],
+        "INSERT INTO meta_steps (step, run_id, fingerprint, settings_id, status, code_version, started_at, seconds, "
+        "details, runs, first_started_at, seq) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 1, ?, ?)",
+        [step, run_id, fingerprint, settings_id, status, code_version(), started, seconds, text, started, seq],
     )
 
 
 def _last_step(con, step: str, fingerprint: str) -> dict | None:
+    """The latest run of ``step`` on ``fingerprint`` that was not rolled back."""
     rows = fetch(
         con,
-        "SELECT * FROM meta_steps WHERE step = ? AND fingerprint = ? ORDER BY started_at DESC, seconds DESC LIMIT 1",
+        "SELECT * FROM meta_steps WHERE step = ? AND fingerprint = ? AND status <> 'rolled_back' "
+        "ORDER BY started_at DESC, seq DESC NULLS LAST, seconds DESC LIMIT 1",
         [step, fingerprint],
     )
     return rows.row(0, named=True) if rows.height else None
@@ -145,8 +194,18 @@ def _last_step(con, step: str, fingerprint: str) -> dict | None:
 # simulate
 # ---------------------------------------------------------------------------
 
+#: Left in a folder a simulation writes (from its start): the folder is synthetic, simulate may write it again.
+SYNTHETIC_MARKER = ".ketaoutcomes-synthetic"
+
+
 def simulate_step(sim: SimulationSettings, out_dir: Path, *, progress: Progress | None = None) -> StepOutcome:
-    """Write a synthetic export (plus truth.json) unless ``out_dir`` already holds this exact cohort."""
+    """Write a synthetic export (plus truth.json) unless ``out_dir`` already holds this exact cohort.
+
+    Raises
+    ------
+    SimulationRefused
+        ``out_dir`` holds import files that no simulation wrote (a real export): never overwritten.
+    """
     from ketaoutcomes.simulate import simulate_cohort  # imported when needed
     from ketaoutcomes.truth import observed_grid_estimands
 
@@ -155,8 +214,16 @@ def simulate_step(sim: SimulationSettings, out_dir: Path, *, progress: Progress 
     if stamp.exists() and stamp.read_text() == sim.canonical_json() and (out_dir / "truth.json").exists():
         return StepOutcome("simulate", False, f"synthetic export {out_dir} is up to date (settings {sim.settings_id})",
                            {"export_dir": str(out_dir), "settings_id": sim.settings_id})
+    marker = out_dir / SYNTHETIC_MARKER
+    tables = sorted(p.name for p in out_dir.glob("*") if p.stem in TABLE_ORDER) if out_dir.is_dir() else []
+    if tables and not stamp.exists() and not marker.exists():
+        raise SimulationRefused(
+            f"{out_dir} holds an export that no simulation wrote ({', '.join(tables)}); a simulation never writes over "
+            "another export: simulate into an empty folder (or leave --out / export_dir out: each simulation then "
+            "gets its own folder)")
     t0 = time.perf_counter()
     out_dir.mkdir(parents=True, exist_ok=True)
+    marker.touch()
     stamp.unlink(missing_ok=True)
     simulate_cohort(sim, out_dir, progress=(lambda i, n: progress("simulating", i, n)) if progress else None)
     # Add what the analysis of the observed (visit-grid) data should recover.
@@ -186,7 +253,8 @@ def ingest_step(db: Path, export_dir: Path, *, progress: Progress | None = None)
         summary = ingest_export(con, export_dir, loaded_at=started, progress=progress)
         fp = data_fingerprint(con)
         details = {"export_dir": summary.export_dir, "files": summary.frame().to_dicts(),
-                   "ignored_files": list(summary.ignored_files), "data_fingerprint": fp}
+                   "ignored_files": list(summary.ignored_files), "data_fingerprint": fp,
+                   "batches": batches_in_force(con)}
         _record_step(con, "ingest", _hash("ingest", fp), fp, "ok", started, time.perf_counter() - t0, details)
     lines = [
         f"{Path(f.source_file).name}: {'already loaded, skipped' if f.skipped else 'loaded'} "
@@ -207,6 +275,45 @@ def _staged(con) -> dict[str, pl.DataFrame]:
     return {t: fetch(con, f"SELECT * FROM stg_{t}") for t in TABLE_ORDER if table_exists(con, f"stg_{t}")}
 
 
+def _require_data(con, db: Path) -> None:
+    if not con.execute("SELECT count(*) FROM meta_batches").fetchone()[0]:
+        raise NoDataLoaded(f"the warehouse {db} holds no data; run `python -m ketaoutcomes ingest DIR --db {db}` "
+                           "first, or check --db")
+
+
+def _validate(con, *, force: bool) -> tuple[StepOutcome, Any]:
+    """Validate the data of the snapshot behind ``con`` (a write session) and store the results.
+
+    Returns
+    -------
+    (StepOutcome, ValidationResult or None)
+        None when the last validation of this data and code passed and ``force`` is false.
+    """
+    from ketaoutcomes.validate import validate_tables  # GX import is slow
+
+    started, t0 = _wall_clock(), time.perf_counter()
+    fp_data = data_fingerprint(con)
+    fp = _hash(fp_data, code_version())
+    last = _last_step(con, "validate", fp)
+    if last is not None and not force and last["status"] == "ok":
+        return StepOutcome("validate", False, "validation is up to date and passed", {"fingerprint": fp}), None
+    registries = load_registries_from_warehouse(con)
+    result = validate_tables(_staged(con), registries)
+    run_id = _hash("validate", fp)
+    if table_exists(con, "validation_results"):
+        con.execute("DELETE FROM validation_results WHERE run_id = ?", [run_id])
+    append_frame(con, "validation_results", result.results.with_columns(
+        pl.lit(run_id).alias("run_id"), pl.lit(fp).alias("fingerprint")))
+    n_fail = result.results.filter(~pl.col("success")).height
+    details = {"run_id": run_id, "expectations": result.results.height, "failed": n_fail,
+               "critical_failed": result.critical_failures.height, "data_fingerprint": fp_data,
+               "batches": batches_in_force(con)}
+    _record_step(con, "validate", run_id, fp, "ok" if result.passed else "failed", started,
+                 time.perf_counter() - t0, details)
+    msg = f"validation passed: {result.results.height} expectations, {n_fail} warning(s)"
+    return StepOutcome("validate", True, msg, details), result
+
+
 def validate_step(db: Path, *, force: bool = True) -> StepOutcome:
     """Run the expectation suites on the staged tables and store the results.
 
@@ -219,35 +326,14 @@ def validate_step(db: Path, *, force: bool = True) -> StepOutcome:
     NoDataLoaded
         The warehouse holds no loaded export.
     """
-    from ketaoutcomes.validate import ValidationFailed, validate_tables  # GX import is slow
+    from ketaoutcomes.validate import ValidationFailed
 
-    started, t0 = _wall_clock(), time.perf_counter()
     with write_session(db, create=False) as con:
-        if not con.execute("SELECT count(*) FROM meta_batches").fetchone()[0]:
-            raise NoDataLoaded(f"the warehouse {db} holds no data; run `python -m ketaoutcomes ingest DIR --db {db}` "
-                               "first, or check --db")
-        fp = _hash(data_fingerprint(con), code_version())
-        last = _last_step(con, "validate", fp)
-        if last is not None and not force:
-            status = last["status"]
-            if status == "ok":
-                return StepOutcome("validate", False, "validation is up to date and passed", {"fingerprint": fp})
-        registries = load_registries_from_warehouse(con)
-        result = validate_tables(_staged(con), registries)
-        run_id = _hash("validate", fp)
-        if table_exists(con, "validation_results"):
-            con.execute("DELETE FROM validation_results WHERE run_id = ?", [run_id])
-        append_frame(con, "validation_results", result.results.with_columns(
-            pl.lit(run_id).alias("run_id"), pl.lit(fp).alias("fingerprint")))
-        n_fail = result.results.filter(~pl.col("success")).height
-        details = {"run_id": run_id, "expectations": result.results.height, "failed": n_fail,
-                   "critical_failed": result.critical_failures.height}
-        _record_step(con, "validate", run_id, fp, "ok" if result.passed else "failed", started,
-                     time.perf_counter() - t0, details)
-    if not result.passed:
+        _require_data(con, db)
+        outcome, result = _validate(con, force=force)
+    if result is not None and not result.passed:
         raise ValidationFailed(result)
-    msg = f"validation passed: {result.results.height} expectations, {n_fail} warning(s)"
-    return StepOutcome("validate", True, msg, details)
+    return outcome
 
 
 def _validation_status(con, fp_data: str) -> str | None:
@@ -289,58 +375,134 @@ def output_contracts() -> dict[str, TableContract]:
 
 
 def analyze_step(db: Path, study: StudySettings, *, force: bool = True) -> StepOutcome:
-    """Derive ADSL/ADTTE, fit KM, log-rank and Cox models, store everything with its provenance."""
+    """Derive ADSL/ADTTE, fit KM, log-rank and Cox models, store everything with its provenance.
+
+    One analysis sees one snapshot from start to end: the validation status it checks, and the
+    validation it runs itself when this data (or the code) has not been validated yet (an ingest
+    may have published since the validate step), are of the data it analyses, in its own write
+    session.
+
+    Raises
+    ------
+    ketaoutcomes.validate.ValidationFailed
+        The data had not been validated and fails now: the validation results are published,
+        no analysis is run.
+    AnalysisNotReady
+        The data failed its validation earlier; nothing is published.
+    """
+    from ketaoutcomes.validate import ValidationFailed
+
+    failed = None
+    with write_session(db, create=False) as con:
+        _require_data(con, db)
+        fp_data = data_fingerprint(con)
+        status = _validation_status(con, fp_data)
+        validated = None
+        if status is None:  # new data (or code) since the last validation: validate this snapshot, here
+            validated, result = _validate(con, force=True)
+            status = "ok" if result.passed else "failed"
+            failed = None if result.passed else result
+        if failed is None:
+            if status != "ok":
+                raise AnalysisNotReady("the data in the warehouse has failed validation; run `python -m ketaoutcomes "
+                                       "validate` and fix what it reports")
+            outcome = _analyze(con, study, fp_data, force=force)
+    if failed is not None:
+        raise ValidationFailed(failed)
+    if validated is None:
+        return outcome
+    return StepOutcome("analyze", outcome.ran, f"{outcome.message}; the data had changed since the last validation, "
+                       f"so it was validated first, in the same snapshot ({validated.message})",
+                       {**outcome.details, "validated": validated.details})
+
+
+def _analyze(con, study: StudySettings, fp_data: str, *, force: bool) -> StepOutcome:
+    """The analysis of the validated data behind ``con`` (a write session)."""
     from ketaoutcomes.analysis import run_study  # statsmodels: imported when needed
 
     started, t0 = _wall_clock(), time.perf_counter()
-    with write_session(db, create=False) as con:
-        fp_data = data_fingerprint(con)
-        status = _validation_status(con, fp_data)
-        if status != "ok":
-            raise AnalysisNotReady(
-                "the data in the warehouse has "
-                + ("not been validated" if status is None else "failed validation")
-                + "; run `python -m ketaoutcomes validate` and fix what it reports"
-            )
-        fp = _hash(fp_data, study.settings_id, code_version())
-        run_id = _hash("analyze", fp)
-        if not force and _last_step(con, "analyze", fp) is not None:
-            return StepOutcome("analyze", False, f"analysis {run_id} is up to date", {"run_id": run_id})
-        registries = load_registries_from_warehouse(con)
-        result = run_study(_staged(con), registries=registries, study=study)
-        tag = [pl.lit(run_id).alias("run_id"), pl.lit(study.settings_id).alias("settings_id")]
-        # Analysis datasets are kept per run like the results: several studies
-        # (different instruments or thresholds) share one warehouse.
-        outputs = result.tables
-        # Every table is written through its contract (declared columns and types, keys).
-        contracts = output_contracts()
-        undeclared = sorted(set(outputs) - set(contracts))
-        if undeclared:
-            raise ContractError(f"result table(s) {', '.join(undeclared)} have no contract; declare each in "
-                                "ketaoutcomes/analysis/tables.py (or derive/tables.py) before writing it")
-        for name, frame in outputs.items():
-            if table_exists(con, name):
-                con.execute(f'DELETE FROM "{name}" WHERE run_id = ?', [run_id])
-            if frame.height:
-                write_table(con, contracts[name], frame.with_columns(tag))
-        notes = [n.to_dict() for n in result.notes]
-        batches = fetch(con, "SELECT batch_id FROM meta_batches ORDER BY load_seq")["batch_id"].to_list()
-        seconds = time.perf_counter() - t0
-        run = pl.DataFrame([{
-            "run_id": run_id, "settings_id": study.settings_id, "settings_json": study.canonical_json(),
-            "data_fingerprint": fp_data, "registries_fingerprint": registries.fingerprint,
-            "batches": ",".join(batches), "code_version": code_version(), "started_at": started,
-            "seconds": seconds, "notes": json.dumps(notes),
-        }])
-        if table_exists(con, "results_runs"):
-            con.execute("DELETE FROM results_runs WHERE run_id = ?", [run_id])
-        write_table(con, contracts["results_runs"], run)
-        create_latest_views(con, contracts.values())  # in this session: a snapshot has its tables' views
-        adsl = result.table("ad_adsl")
-        details = {"run_id": run_id, "courses": adsl.height,
-                   "analysed": adsl.filter(pl.col("ANLFL") == "Y").height, "notes": [str(n) for n in result.notes]}
-        _record_step(con, "analyze", run_id, fp, "ok", started, seconds, details, study.settings_id)
+    fp = _hash(fp_data, study.settings_id, code_version())
+    run_id = _hash("analyze", fp)
+    if not force and _last_step(con, "analyze", fp) is not None:
+        return StepOutcome("analyze", False, f"analysis {run_id} is up to date", {"run_id": run_id})
+    registries = load_registries_from_warehouse(con)
+    result = run_study(_staged(con), registries=registries, study=study)
+    tag = [pl.lit(run_id).alias("run_id"), pl.lit(study.settings_id).alias("settings_id")]
+    # Analysis datasets are kept per run like the results: several studies
+    # (different instruments or thresholds) share one warehouse.
+    outputs = result.tables
+    # Every table is written through its contract (declared columns and types, keys).
+    contracts = output_contracts()
+    undeclared = sorted(set(outputs) - set(contracts))
+    if undeclared:
+        raise ContractError(f"result table(s) {', '.join(undeclared)} have no contract; declare each in "
+                            "ketaoutcomes/analysis/tables.py (or derive/tables.py) before writing it")
+    for name, frame in outputs.items():
+        if table_exists(con, name):
+            con.execute(f'DELETE FROM "{name}" WHERE run_id = ?', [run_id])
+        if frame.height:
+            write_table(con, contracts[name], frame.with_columns(tag))
+    notes = [n.to_dict() for n in result.notes]
+    batches = batches_in_force(con)
+    seconds = time.perf_counter() - t0
+    run = pl.DataFrame([{
+        "run_id": run_id, "settings_id": study.settings_id, "settings_json": study.canonical_json(),
+        "data_fingerprint": fp_data, "registries_fingerprint": registries.fingerprint,
+        "batches": ",".join(batches), "code_version": code_version(), "started_at": started,
+        "seconds": seconds, "notes": json.dumps(notes),
+    }])
+    if table_exists(con, "results_runs"):
+        con.execute("DELETE FROM results_runs WHERE run_id = ?", [run_id])
+    write_table(con, contracts["results_runs"], run)
+    create_latest_views(con, contracts.values())  # in this session: a snapshot has its tables' views
+    adsl = result.table("ad_adsl")
+    details = {"run_id": run_id, "courses": adsl.height,
+               "analysed": adsl.filter(pl.col("ANLFL") == "Y").height, "notes": [str(n) for n in result.notes],
+               "data_fingerprint": fp_data, "batches": batches}
+    _record_step(con, "analyze", run_id, fp, "ok", started, seconds, details, study.settings_id)
     return StepOutcome("analyze", True, f"analysis {run_id}: {details['analysed']:,} courses analysed", details)
+
+
+# ---------------------------------------------------------------------------
+# rollback
+# ---------------------------------------------------------------------------
+
+def rollback_step(db: Path, target: str, *, dry_run: bool = False) -> StepOutcome:
+    """Restore the warehouse to its state before a batch (``meta_batches.batch_id``) or a step
+    (``meta_steps.run_id``): :mod:`ketaoutcomes.ingest.rollback`. The whole rollback is one write
+    session, published whole or not at all; ``dry_run`` plans it on a read-only connection and
+    changes nothing (not a byte of the file).
+
+    Raises
+    ------
+    ketaoutcomes.ingest.rollback.RollbackError
+        An unknown target (the message suggests the nearest id), a rollback, or a step already
+        rolled back.
+    ketaoutcomes.warehouse.WarehouseMissing
+        No warehouse at ``db``.
+    """
+    from ketaoutcomes.ingest.rollback import apply_rollback, plan_rollback
+
+    if dry_run:
+        con = read_connection(db)
+        try:
+            plan = plan_rollback(con, target)
+        finally:
+            con.close()
+        return StepOutcome("rollback", False, "\n".join(["dry run, nothing changed:", *plan.lines()]),
+                           {"target": target, "dry_run": True})
+    started, t0 = _wall_clock(), time.perf_counter()
+    with write_session(db, create=False) as con:
+        plan = plan_rollback(con, target)
+        apply_rollback(con, plan)
+        fp = data_fingerprint(con)
+        details = {"target": target, "description": plan.description,
+                   "batches_removed": plan.batches["batch_id"].to_list(), "runs_removed": plan.runs["run_id"].to_list(),
+                   "validations_removed": list(plan.validations), "rows": plan.rows.to_dicts(),
+                   "data_fingerprint": fp, "batches": batches_in_force(con)}
+        _record_step(con, "rollback", _hash("rollback", target, fp), fp, "ok", started, time.perf_counter() - t0,
+                     details)
+    return StepOutcome("rollback", True, "\n".join(plan.lines()), details)
 
 
 # ---------------------------------------------------------------------------
@@ -488,10 +650,13 @@ def plan_run(db: Path, *, export_dir: Path | None = None, sim: SimulationSetting
     """The run order, written once.
 
     * **simulate** the synthetic cohort ``sim`` (default :class:`SimulationSettings`) when asked
-      (``simulate``: into ``export_dir``, default data/synthetic/default), or when no export is
-      given and the warehouse holds no data: the embedded default, into data/synthetic/default
-      (unless ``embedded_default`` is false: a step run on its own, such as ``analyze``, never
-      makes up data). An export given and not asked to be simulated into is never overwritten;
+      (``simulate``: into ``export_dir``, default :func:`synthetic_export_dir` of ``sim`` and ``db``),
+      or when no export is given and the warehouse holds no data: the embedded default, into
+      :func:`synthetic_export_dir` (data/synthetic/default for the default warehouse and settings;
+      unless ``embedded_default`` is false: a step run on its own, such as ``analyze``, never
+      makes up data). A simulation goes where its warehouse lives, in a folder named by its
+      settings, so it never writes over another warehouse's (or another cohort's) export. An
+      export given and not asked to be simulated into is never overwritten;
     * **ingest** the export folder, when there is one (given, or just simulated);
     * **validate**, **analyze**, **render**, in that order, up to ``through``; each skips itself
       when its output is up to date.
@@ -501,7 +666,7 @@ def plan_run(db: Path, *, export_dir: Path | None = None, sim: SimulationSetting
     sim = sim or SimulationSettings()
     steps: list[str] = []
     if simulate or (embedded_default and export_dir is None and not _has_batches(db)):
-        export_dir = Path(export_dir) if export_dir is not None else default_export_dir()
+        export_dir = Path(export_dir) if export_dir is not None else synthetic_export_dir(sim, db)
         steps.append("simulate")
     if export_dir is not None:
         steps.append("ingest")
@@ -532,7 +697,8 @@ def run_report(
 
     With no ``export_dir`` and an empty warehouse, the embedded default is used:
     the seeded synthetic cohort ``sim`` (default :class:`SimulationSettings`) is
-    written to data/synthetic/default and ingested. With data already in the
+    written to :func:`synthetic_export_dir` (data/synthetic/default for the default
+    cohort in the default warehouse) and ingested. With data already in the
     warehouse and no ``export_dir``, nothing is ingested.
     """
     plan = plan_run(db, export_dir=export_dir, sim=sim, through=through, embedded_default=embedded_default)

@@ -9,14 +9,18 @@ would lock analysts out. So the warehouse is published as immutable snapshots:
 * readers (analysts, ``query``, the report) open the published file
   ``ketaoutcomes.duckdb`` read-only;
 * a writer takes an exclusive writer lock (``ketaoutcomes.duckdb.lock``; writers
-  queue behind each other), copies the published file to a private staging file
-  in the same folder, does all its work there, checkpoints, and publishes with an
-  atomic ``os.replace``. A reader that opened the old file keeps reading the old
-  snapshot (POSIX keeps the unlinked inode alive); the next connection sees the
-  new one.
+  queue behind each other, and one that waits says whose lock it waits for),
+  copies the published file to a private staging file in the same folder, does
+  all its work there, checkpoints, and publishes with an atomic ``os.replace``
+  (keeping the published file's owner, group and mode). A reader that opened the
+  old file keeps reading the old snapshot (POSIX keeps the unlinked inode alive);
+  the next connection sees the new one.
 
 A writer killed at any point (even ``kill -9``) leaves the published file exactly
-as it was; its staging file is removed by the next writer.
+as it was; its staging file is removed by the next writer, once the process that
+wrote it has ended. A writer that fails (a full disk included) removes its own.
+The files around the snapshot (lock, its holder, staging names) are
+:mod:`ketaoutcomes.snapshots`.
 """
 
 from __future__ import annotations
@@ -25,16 +29,30 @@ import contextlib
 import os
 import shutil
 import stat
+import sys
 import tempfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 import duckdb
 import polars as pl
-from filelock import FileLock, Timeout
 
 from ketaoutcomes.contract import TABLES
 from ketaoutcomes.failpoints import failpoint
+from ketaoutcomes.snapshots import (
+    DiskFull,
+    WarehouseBusy,
+    acquire_writer_lock,
+    disk_full_error,
+    holder_path,
+    is_disk_full,
+    keep_attributes,
+    lock_path,
+    new_staging_file,
+    remove_stale_staging,
+    remove_staging_path,
+    staging_prefix,
+)
 from ketaoutcomes.table_contract import (
     LATEST_PREFIX,
     ContractError,
@@ -45,7 +63,9 @@ from ketaoutcomes.table_contract import (
 )
 
 __all__ = [
+    "DiskFull",
     "WarehouseBusy",
+    "WarehouseChanged",
     "WarehouseMissing",
     "write_session",
     "read_connection",
@@ -70,20 +90,22 @@ __all__ = [
 WRITER_LOCK_TIMEOUT_S = 600.0
 
 
-class WarehouseBusy(RuntimeError):
-    """Another process holds the writer lock for too long."""
-
-
 class WarehouseMissing(FileNotFoundError):
     """The warehouse file does not exist yet."""
 
 
-def _lock_path(path: Path) -> Path:
-    return path.with_name(path.name + ".lock")
+class WarehouseChanged(RuntimeError):
+    """The published file was replaced while a writer worked on its copy (a second writer got in,
+    e.g. after someone deleted the lock file): publishing would lose that writer's work."""
 
 
-def _staging_prefix(path: Path) -> str:
-    return f".{path.name}.staging-"
+def _identity(path: Path) -> tuple | None:
+    """What tells one published file from the next (a publish is a rename of a new file)."""
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return None
+    return st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns
 
 
 def _published_mode(path: Path) -> int:
@@ -95,15 +117,14 @@ def _published_mode(path: Path) -> int:
     return 0o666 & ~umask
 
 
-def _remove_stale_staging(path: Path) -> None:
-    """Called with the writer lock held: any staging file left is from a killed writer."""
-    for p in path.parent.glob(_staging_prefix(path) + "*"):
-        p.unlink(missing_ok=True)
+def _discard(staging: Path) -> None:
+    for p in (staging, Path(str(staging) + ".wal"), Path(str(staging) + ".tmp")):
+        remove_staging_path(p)
 
 
 @contextlib.contextmanager
-def write_session(path: Path, *, lock_timeout: float = WRITER_LOCK_TIMEOUT_S,
-                  create: bool = True) -> Iterator[duckdb.DuckDBPyConnection]:
+def write_session(path: Path, *, lock_timeout: float = WRITER_LOCK_TIMEOUT_S, create: bool = True,
+                  notice: Callable[[str], None] | None = None) -> Iterator[duckdb.DuckDBPyConnection]:
     """A read-write connection to a private copy of the warehouse, published
     atomically when the block exits without an exception (and discarded if it
     raises).
@@ -118,6 +139,22 @@ def write_session(path: Path, *, lock_timeout: float = WRITER_LOCK_TIMEOUT_S,
         False for a step that works on data already loaded (validate, analyze): a missing
         warehouse (a mistyped --db) is :class:`WarehouseMissing`, and nothing is created,
         not even its folder or lock file.
+    notice : callable, optional
+        Where a one-line notice goes (default: stderr): that this writer waits for another
+        one's lock, or that the published file's group could not be kept.
+
+    Raises
+    ------
+    WarehouseBusy
+        Another writer held the lock for ``lock_timeout`` s (the message names it).
+    DiskFull
+        The disk filled up; the staging copy is removed and nothing is published.
+    WarehouseChanged
+        The published file was replaced by someone else meanwhile; nothing is published.
+
+    The published file keeps its owner (where permitted), group and mode
+    (:func:`ketaoutcomes.snapshots.keep_attributes`). Any failure removes this writer's staging
+    file and its WAL; only a killed writer leaves them, for the next writer to remove.
     """
     path = Path(path)
     if not create and not path.exists():
@@ -126,51 +163,59 @@ def write_session(path: Path, *, lock_timeout: float = WRITER_LOCK_TIMEOUT_S,
             "first, or check --db"
         )
     path.parent.mkdir(parents=True, exist_ok=True)
+    lock = acquire_writer_lock(path, lock_timeout, notice=notice)
     try:
-        lock = FileLock(str(_lock_path(path)), timeout=lock_timeout)
-        lock.acquire()
-    except Timeout:
-        raise WarehouseBusy(
-            f"another ketaoutcomes run is writing to {path} (lock {_lock_path(path)} held for over "
-            f"{lock_timeout:.0f} s); wait for it to finish, or remove the lock file if no run is active"
-        ) from None
-    try:
-        _remove_stale_staging(path)
-        fd, staging_name = tempfile.mkstemp(prefix=_staging_prefix(path), dir=path.parent)
-        os.close(fd)
-        staging = Path(staging_name)
-        if path.exists():
-            shutil.copyfile(path, staging)
-        else:
-            staging.unlink()  # DuckDB must create the file itself
-        con = duckdb.connect(str(staging))
+        remove_stale_staging(path)
+        staging = new_staging_file(path)
         try:
-            ensure_schema(con)
-            yield con
-            con.execute("CHECKPOINT")
-        except BaseException:
-            con.close()
-            staging.unlink(missing_ok=True)
-            Path(str(staging) + ".wal").unlink(missing_ok=True)
+            copied_from = _identity(path)
+            if copied_from is not None:
+                shutil.copyfile(path, staging)
+            else:
+                staging.unlink()  # DuckDB must create the file itself
+            failpoint("warehouse.after_copy")
+            con = duckdb.connect(str(staging))
+            try:
+                ensure_schema(con)
+                yield con
+                failpoint("warehouse.checkpoint")
+                con.execute("CHECKPOINT")
+            finally:
+                con.close()
+            wal = Path(str(staging) + ".wal")
+            if wal.exists():  # CHECKPOINT + close should have folded it in
+                raise RuntimeError(f"DuckDB left a write-ahead log {wal}; not publishing a partial snapshot")
+            with open(staging, "rb") as fh:
+                os.fsync(fh.fileno())
+            # mkstemp makes the file private (0600) and the writer's: the published file keeps
+            # its owner, group and mode, so analysts keep reading it as before.
+            for problem in keep_attributes(staging, path):
+                (notice or _say)(f"warning: {path}: could not keep its {problem}; readers through that group may "
+                                 "lose access (run the writer as a member of the group)")
+            failpoint("warehouse.before_publish")
+            if _identity(path) != copied_from:
+                raise WarehouseChanged(
+                    f"{path} was replaced while this run worked on its copy (another writer published: was "
+                    f"{lock_path(path)} deleted?); nothing was published, so that writer's work is kept: run this "
+                    "again")
+            os.replace(staging, path)
+        except BaseException as exc:
+            _discard(staging)
+            if is_disk_full(exc):
+                raise disk_full_error(path) from exc
             raise
-        con.close()
-        wal = Path(str(staging) + ".wal")
-        if wal.exists():  # CHECKPOINT + close should have folded it in
-            raise RuntimeError(f"DuckDB left a write-ahead log {wal}; not publishing a partial snapshot")
-        with open(staging, "rb") as fh:
-            os.fsync(fh.fileno())
-        # mkstemp makes the file private (0600); the published file must stay
-        # readable by analysts as the folder's owner intends.
-        os.chmod(staging, _published_mode(path))
-        failpoint("warehouse.before_publish")
-        os.replace(staging, path)
         dir_fd = os.open(path.parent, os.O_RDONLY)
         try:
             os.fsync(dir_fd)
         finally:
             os.close(dir_fd)
     finally:
+        holder_path(path).unlink(missing_ok=True)
         lock.release()
+
+
+def _say(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
 
 
 def read_connection(path: Path) -> duckdb.DuckDBPyConnection:
@@ -343,18 +388,18 @@ def run_query(path: Path, sql: str) -> pl.DataFrame:
 
 
 def _protected(db: Path) -> tuple[list[Path], list[tuple[Path, str]]]:
-    """The warehouse's own files (published file, its WAL, the writer lock) and its staging
+    """The warehouse's own files (published file, its WAL, the writer lock and its sidecar) and its staging
     files' (folder, name prefix), under the given and the resolved path."""
     files, staging = [], []
     for p in {Path(os.path.abspath(db)), Path(db).resolve()}:
-        files += [p, Path(str(p) + ".wal"), _lock_path(p)]
-        staging.append((p.parent.resolve(), _staging_prefix(p)))
+        files += [p, Path(str(p) + ".wal"), lock_path(p), holder_path(p)]
+        staging.append((p.parent.resolve(), staging_prefix(p)))
     return files, staging
 
 
 def check_output_path(db: Path, target: Path) -> Path:
     """Refuse ``target`` (``query --csv``) when it is, or resolves to, a file of warehouse
-    ``db``: the published file, its WAL, the writer lock or a staging file (also through a
+    ``db``: the published file, its WAL, the writer lock (or its sidecar) or a staging file (also through a
     symlink, a relative path or a hard link).
 
     Returns
@@ -438,17 +483,32 @@ _META_DDL = [
         rule VARCHAR NOT NULL,
         reason VARCHAR NOT NULL         -- for a person; never contains the cell value
     )""",
+    # One row per distinct step run: a run identical to an earlier row (same step, run_id,
+    # fingerprint, settings_id, status, code_version and details, e.g. a no-op ingest of files
+    # already loaded) counts itself on that row (runs + 1; started_at, seconds and seq of the
+    # latest run) instead of adding one, so the table does not grow with repeated no-ops.
     """CREATE TABLE IF NOT EXISTS meta_steps (
         step VARCHAR NOT NULL,
         run_id VARCHAR NOT NULL,
         fingerprint VARCHAR NOT NULL,   -- what the step's output depends on
         settings_id VARCHAR,
-        status VARCHAR NOT NULL,        -- 'ok' | 'failed'
+        status VARCHAR NOT NULL,        -- 'ok' | 'failed' | 'rolled_back' (its data or outputs were rolled back)
         code_version VARCHAR NOT NULL,
-        started_at TIMESTAMP NOT NULL,
+        started_at TIMESTAMP NOT NULL,  -- of the latest run the row stands for
         seconds DOUBLE NOT NULL,
-        details VARCHAR                 -- JSON
+        details VARCHAR,                -- JSON; "batches": the batches in force when the step ran
+        runs BIGINT DEFAULT 1,          -- how many identical runs the row stands for
+        first_started_at TIMESTAMP,     -- start of the first of them
+        seq BIGINT                      -- order of the steps' latest runs (1, 2, ...)
     )""",
+]
+
+#: Columns added to a table after its first version: (table, column, type), added by
+#: :func:`ensure_schema` to a warehouse written before them.
+_ADDED_COLUMNS = [
+    ("meta_steps", "runs", "BIGINT DEFAULT 1"),
+    ("meta_steps", "first_started_at", "TIMESTAMP"),
+    ("meta_steps", "seq", "BIGINT"),
 ]
 
 
@@ -464,6 +524,8 @@ def ensure_schema(con: duckdb.DuckDBPyConnection) -> None:
     """Create the tables every later step relies on (idempotent)."""
     for ddl in _META_DDL:
         con.execute(ddl)
+    for table, column, dtype in _ADDED_COLUMNS:
+        con.execute(f'ALTER TABLE {table} ADD COLUMN IF NOT EXISTS "{column}" {dtype}')
     for t in TABLES:
         con.execute(_raw_ddl(t))
 

@@ -87,7 +87,7 @@ def test_dags_md_matches_the_code():
 
 def test_retry_policy_never_retries_validation():
     from ketaoutcomes.validate import ValidationFailed
-    from ketaoutcomes.warehouse import WarehouseBusy
+    from ketaoutcomes.warehouse import DiskFull, WarehouseBusy, WarehouseChanged
 
     assert fp.validate_task.retries == 0
     assert fp.simulate_task.retries == 0
@@ -98,6 +98,8 @@ def test_retry_policy_never_retries_validation():
         return SimpleNamespace(data=exc)
 
     assert fp.retry_if_transient(None, None, state(WarehouseBusy("writer lock held")))
+    assert fp.retry_if_transient(None, None, state(WarehouseChanged("published meanwhile")))
+    assert not fp.retry_if_transient(None, None, state(DiskFull("disk full while writing w.duckdb")))
     assert not fp.retry_if_transient(None, None, state(ValidationFailed(SimpleNamespace(message=lambda: "x"))))
     assert not fp.retry_if_transient(None, None, state(steps.AnalysisNotReady("not validated")))
     assert not fp.retry_if_transient(None, None, state(FileNotFoundError("no export")))
@@ -237,3 +239,103 @@ def test_bad_parameters_fail_before_any_step(prefect_harness, tmp_path, monkeypa
     bad_study.write_text(json.dumps({"strata": "planet"}))
     state = fp.ketaoutcomes_pipeline(export_dir=str(tmp_path), study_file=str(bad_study), return_state=True)
     assert state.is_failed() and "strata" in state.message
+
+
+# --------------------------------------------------------------------------- what the nightly ingest loads
+
+
+@pytest.fixture
+def fresh_home(tmp_path, monkeypatch) -> Path:
+    monkeypatch.setenv("KETAOUTCOMES_HOME", str(tmp_path))
+    monkeypatch.delenv("KETAOUTCOMES_DB", raising=False)
+    monkeypatch.delenv(fp.EXPORT_ENV, raising=False)
+    return tmp_path
+
+
+def _recorded_steps(monkeypatch) -> list[tuple]:
+    """Replace the steps by recorders (no data is made): the flows' routing is what is checked."""
+    calls: list[tuple] = []
+
+    def record(name, **details):
+        def step(*args, **kwargs):
+            calls.append((name, *args))
+            return steps.StepOutcome(name, True, f"fake {name}", dict(details))
+        return step
+
+    monkeypatch.setattr(steps, "simulate_step", record("simulate"))
+    monkeypatch.setattr(steps, "ingest_step", record("ingest"))
+    monkeypatch.setattr(steps, "validate_step", record("validate"))
+    monkeypatch.setattr(steps, "analyze_step", record("analyze"))
+    monkeypatch.setattr(steps, "render_step", record("render", report_path="r.html"))
+    return calls
+
+
+def test_deploying_without_an_export_folder_starts_nothing(fresh_home, monkeypatch, capsys):
+    def started(*args, **kwargs):  # pragma: no cover - must not be reached
+        raise AssertionError("flows.deploy started serving without an export folder")
+
+    monkeypatch.setattr(deploy, "local_server", started)
+    monkeypatch.setattr(deploy, "_serve", started)
+    assert deploy.main([]) == 2
+    err = capsys.readouterr().err
+    assert "the nightly ingest has no export folder" in err and "--export-dir" in err and fp.EXPORT_ENV in err
+
+
+def test_demo_is_a_parameter_of_the_nightly_deployment_only():
+    params = {d.name: d.parameters for d in deploy.build_deployments(demo=True)}
+    assert params == {"nightly-ingest-validate": {"demo": True}, "weekly-analysis-report": {}, "on-demand": {}}
+
+
+@pytest.mark.slow
+def test_nightly_ingest_without_a_configured_export_fails_and_touches_nothing(prefect_harness, fresh_home):
+    """It used to simulate the synthetic default into data/synthetic/default and load it into an
+    empty warehouse: a scratch cohort in the main warehouse nobody asked for."""
+    db = fresh_home / "data" / "warehouse" / "ketaoutcomes.duckdb"
+    state = fp.ingest_flow(return_state=True)
+    assert state.is_failed()
+    assert "no export folder configured" in state.message and fp.EXPORT_ENV in state.message
+    assert not db.exists() and not (fresh_home / "data").exists()
+
+
+@pytest.mark.slow
+def test_nightly_ingest_loads_the_folder_the_environment_names(prefect_harness, fresh_home, monkeypatch):
+    from tests.conftest import query_db, write_export
+
+    export = write_export(fresh_home / "exports" / "latest")
+    monkeypatch.setenv(fp.EXPORT_ENV, str(export))
+    state = fp.ingest_flow(return_state=True)
+    assert state.is_completed(), state.message
+    db = fresh_home / "data" / "warehouse" / "ketaoutcomes.duckdb"
+    sources = query_db(db, "SELECT source_file FROM meta_batches")["source_file"]
+    assert {Path(f).parent for f in sources} == {export}
+    assert not (fresh_home / "data" / "synthetic").exists()
+
+
+@pytest.mark.slow
+def test_nightly_demo_loads_the_default_cohort_where_its_warehouse_lives(prefect_harness, fresh_home, monkeypatch):
+    from ketaoutcomes.settings import SimulationSettings
+
+    calls = _recorded_steps(monkeypatch)
+    db = fresh_home / "scratch" / "x.duckdb"
+    state = fp.ingest_flow(db=str(db), demo=True, return_state=True)
+    assert state.is_completed(), state.message
+    folder = fresh_home / "scratch" / "x.duckdb.synthetic" / "default"
+    assert calls == [("simulate", SimulationSettings(), folder), ("ingest", db, folder), ("validate", db)]
+    state = fp.ingest_flow(db=str(db), export_dir=str(fresh_home), demo=True, return_state=True)
+    assert state.is_failed() and "give one of them" in state.message
+
+
+@pytest.mark.slow
+def test_parent_flow_simulates_beside_the_named_warehouse(prefect_harness, fresh_home, monkeypatch):
+    """`python -m flows.pipeline --db /tmp/x.duckdb --n-patients 500 --seed 7` used to write its cohort
+    into data/synthetic/default, the default warehouse's export."""
+    from ketaoutcomes.settings import SimulationSettings
+
+    calls = _recorded_steps(monkeypatch)
+    db = fresh_home / "scratch" / "x.duckdb"
+    state = fp.ketaoutcomes_pipeline(db=str(db), n_patients=500, seed=7, return_state=True)
+    assert state.is_completed(), state.message
+    sim = SimulationSettings(n_patients=500, seed=7)
+    folder = fresh_home / "scratch" / "x.duckdb.synthetic" / f"n500-seed7-{sim.settings_id}"
+    assert calls[:2] == [("simulate", sim, folder), ("ingest", db, folder)]
+    assert not (fresh_home / "data").exists()

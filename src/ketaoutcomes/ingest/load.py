@@ -392,13 +392,18 @@ def load_registries_from_warehouse(con: duckdb.DuckDBPyConnection) -> Registries
     return Registries(arms=arms, instruments=instruments)
 
 
+def staging_sql(table: str, *, before_seq: int | None = None) -> str:
+    """The SELECT of stg_<table>: for each key, the rows of the latest batch that carried it, among
+    the batches loaded before load ``before_seq`` (all of them when None)."""
+    key = ", ".join(f'"{k}"' for k in TABLES[table].key)
+    where = "" if before_seq is None else f" WHERE _load_seq < {int(before_seq)}"
+    return (f"SELECT * EXCLUDE (_load_seq) FROM raw_{table}{where} "
+            f"QUALIFY _load_seq = max(_load_seq) OVER (PARTITION BY {key}) ORDER BY _load_seq, _row_number")
+
+
 def rebuild_staging(con: duckdb.DuckDBPyConnection, table: str) -> None:
     """stg_<table> = for each key, the rows of the latest batch that carried it."""
-    key = ", ".join(f'"{k}"' for k in TABLES[table].key)
-    con.execute(
-        f"CREATE OR REPLACE TABLE stg_{table} AS SELECT * EXCLUDE (_load_seq) FROM raw_{table} "
-        f"QUALIFY _load_seq = max(_load_seq) OVER (PARTITION BY {key}) ORDER BY _load_seq, _row_number"
-    )
+    con.execute(f"CREATE OR REPLACE TABLE stg_{table} AS {staging_sql(table)}")
 
 
 def _stored(con: duckdb.DuckDBPyConnection, table: str, columns: list[str]) -> pl.DataFrame:

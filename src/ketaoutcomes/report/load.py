@@ -82,7 +82,8 @@ def load_report_data(con: duckdb.DuckDBPyConnection, study: StudySettings, run_i
     if runs.is_empty():
         raise ValueError(f"no analysis run {run_id!r} in the warehouse (table results_runs)")
     run = runs.row(0, named=True)
-    val_last = fetch(con, "SELECT run_id FROM meta_steps WHERE step = 'validate' ORDER BY started_at DESC LIMIT 1")
+    val_last = fetch(con, "SELECT run_id FROM meta_steps WHERE step = 'validate' AND status <> 'rolled_back' "
+                          "ORDER BY started_at DESC LIMIT 1")
     validation = fetch(con, "SELECT * EXCLUDE (run_id, fingerprint) FROM validation_results WHERE run_id = ?",
                        [val_last["run_id"][0]]) if val_last.height else pl.DataFrame()
     return ReportData(
