@@ -402,7 +402,7 @@ def write_query_csv(db: Path, frame: pl.DataFrame, target: Path) -> Path:
 
 _META_DDL = [
     """CREATE TABLE IF NOT EXISTS meta_batches (
-        batch_id VARCHAR PRIMARY KEY,   -- '<table>-<first 16 hex of file sha256>'
+        batch_id VARCHAR PRIMARY KEY,   -- '<table>-<first 16 hex of file sha256>' ('-r<k>': k-th re-delivery)
         load_seq INTEGER NOT NULL,      -- order of loading; later batches supersede earlier ones
         table_name VARCHAR NOT NULL,
         source_file VARCHAR NOT NULL,
@@ -413,7 +413,9 @@ _META_DDL = [
         rows_quarantined BIGINT NOT NULL,
         ignored_columns VARCHAR,
         loaded_at TIMESTAMP NOT NULL,   -- provenance only; never used in analysis
-        notes VARCHAR                   -- e.g. ages over 89 stored as 90
+        notes VARCHAR,                  -- e.g. ages over 89 stored as 90
+        rows_blank BIGINT,              -- blank rows skipped (not counted in rows_read)
+        redelivery_of VARCHAR           -- the earlier batch whose content this file delivers again
     )""",
     """CREATE TABLE IF NOT EXISTS dq_checks (
         table_name VARCHAR NOT NULL,
@@ -433,10 +435,11 @@ _META_DDL = [
         batch_id VARCHAR NOT NULL,
         table_name VARCHAR NOT NULL,
         source_file VARCHAR NOT NULL,
-        row_number BIGINT NOT NULL,     -- 1-based data row (the header is not counted)
+        row_number BIGINT NOT NULL,     -- 1-based data row (the header is not counted, blank rows are)
         column_name VARCHAR,
         rule VARCHAR NOT NULL,
-        reason VARCHAR NOT NULL         -- for a person; never contains the cell value
+        reason VARCHAR NOT NULL,        -- for a person; never contains the cell value
+        line_number BIGINT              -- line of the CSV file where the row starts (header: line 1)
     )""",
     """CREATE TABLE IF NOT EXISTS meta_steps (
         step VARCHAR NOT NULL,
@@ -460,10 +463,17 @@ def _raw_ddl(table: str) -> str:
     )
 
 
+#: Columns added since the first version of the tables above: a warehouse written before gets them.
+_META_ADDED = (("meta_batches", "rows_blank", "BIGINT"), ("meta_batches", "redelivery_of", "VARCHAR"),
+               ("quarantine", "line_number", "BIGINT"))
+
+
 def ensure_schema(con: duckdb.DuckDBPyConnection) -> None:
     """Create the tables every later step relies on (idempotent)."""
     for ddl in _META_DDL:
         con.execute(ddl)
+    for table, column, dtype in _META_ADDED:
+        con.execute(f'ALTER TABLE {table} ADD COLUMN IF NOT EXISTS "{column}" {dtype}')
     for t in TABLES:
         con.execute(_raw_ddl(t))
 
