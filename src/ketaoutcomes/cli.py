@@ -163,7 +163,11 @@ def ingest(
     export_dir: Annotated[Path, typer.Argument(help="Folder with patients, courses, sessions, adverse_events, mood_scores (.csv or .parquet).")],
     db: DbOption = None,
 ) -> None:
-    """Load a folder of CSV or Parquet files in the import format (see docs/import-format.md)."""
+    """Load a folder of CSV or Parquet files in the import format (see docs/import-format.md).
+
+    Deliveries apply in the order they are loaded: a file that is its table's latest delivery is skipped (the same folder twice changes nothing); a file with the content of an earlier, since superseded delivery is loaded again and becomes current (to undo a correction, send the original file again).
+
+    Lines may end in LF, CRLF or a lone CR; blank rows are skipped and counted; timestamps are the clinic's local time (an offset is dropped, UTC times are refused)."""
     from ketaoutcomes.pipeline import ingest_step
 
     with _errors(), _progress() as progress:

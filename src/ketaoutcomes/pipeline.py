@@ -241,8 +241,18 @@ def simulate_step(sim: SimulationSettings, out_dir: Path, *, progress: Progress 
 # ingest
 # ---------------------------------------------------------------------------
 
+def _load_verb(f) -> str:
+    if f.skipped:
+        return "already loaded (the table's latest delivery), skipped"
+    if f.redelivery_of:
+        return (f"loaded again: the content of earlier batch {f.redelivery_of}, delivered again, "
+                "supersedes the later version(s) of its rows")
+    return "loaded"
+
+
 def ingest_step(db: Path, export_dir: Path, *, progress: Progress | None = None) -> StepOutcome:
-    """Load an export folder; a file already loaded (same content hash) is skipped.
+    """Load an export folder; a file that is its table's latest delivery already (same content
+    hash) is skipped, an earlier version delivered again is loaded again and supersedes.
 
     Into a new warehouse, the folder is checked first (every table there, no misnamed file), so
     a mistaken export creates nothing."""
@@ -257,9 +267,11 @@ def ingest_step(db: Path, export_dir: Path, *, progress: Progress | None = None)
                    "batches": batches_in_force(con)}
         _record_step(con, "ingest", _hash("ingest", fp), fp, "ok", started, time.perf_counter() - t0, details)
     lines = [
-        f"{Path(f.source_file).name}: {'already loaded, skipped' if f.skipped else 'loaded'} "
+        f"{Path(f.source_file).name}: {_load_verb(f)} "
         f"({f.rows_read:,} read = {f.rows_loaded:,} loaded + {f.rows_quarantined:,} quarantined)"
+        + (f"; {f.rows_blank:,} blank row(s) skipped" if f.rows_blank and not f.skipped else "")
         + (f"; ignored columns: {', '.join(f.ignored_columns)}" if f.ignored_columns else "")
+        + (f"; {f.notes}" if f.notes and not f.skipped else "")
         for f in summary.files
     ]
     if summary.ignored_files:

@@ -447,7 +447,7 @@ def write_query_csv(db: Path, frame: pl.DataFrame, target: Path) -> Path:
 
 _META_DDL = [
     """CREATE TABLE IF NOT EXISTS meta_batches (
-        batch_id VARCHAR PRIMARY KEY,   -- '<table>-<first 16 hex of file sha256>'
+        batch_id VARCHAR PRIMARY KEY,   -- '<table>-<first 16 hex of file sha256>' ('-r<k>': k-th re-delivery)
         load_seq INTEGER NOT NULL,      -- order of loading; later batches supersede earlier ones
         table_name VARCHAR NOT NULL,
         source_file VARCHAR NOT NULL,
@@ -458,7 +458,9 @@ _META_DDL = [
         rows_quarantined BIGINT NOT NULL,
         ignored_columns VARCHAR,
         loaded_at TIMESTAMP NOT NULL,   -- provenance only; never used in analysis
-        notes VARCHAR                   -- e.g. ages over 89 stored as 90
+        notes VARCHAR,                  -- e.g. ages over 89 stored as 90
+        rows_blank BIGINT,              -- blank rows skipped (not counted in rows_read)
+        redelivery_of VARCHAR           -- the earlier batch whose content this file delivers again
     )""",
     """CREATE TABLE IF NOT EXISTS dq_checks (
         table_name VARCHAR NOT NULL,
@@ -478,10 +480,11 @@ _META_DDL = [
         batch_id VARCHAR NOT NULL,
         table_name VARCHAR NOT NULL,
         source_file VARCHAR NOT NULL,
-        row_number BIGINT NOT NULL,     -- 1-based data row (the header is not counted)
+        row_number BIGINT NOT NULL,     -- 1-based data row (the header is not counted, blank rows are)
         column_name VARCHAR,
         rule VARCHAR NOT NULL,
-        reason VARCHAR NOT NULL         -- for a person; never contains the cell value
+        reason VARCHAR NOT NULL,        -- for a person; never contains the cell value
+        line_number BIGINT              -- line of the CSV file where the row starts (header: line 1)
     )""",
     # One row per distinct step run: a run identical to an earlier row (same step, run_id,
     # fingerprint, settings_id, status, code_version and details, e.g. a no-op ingest of files
@@ -509,6 +512,9 @@ _ADDED_COLUMNS = [
     ("meta_steps", "runs", "BIGINT DEFAULT 1"),
     ("meta_steps", "first_started_at", "TIMESTAMP"),
     ("meta_steps", "seq", "BIGINT"),
+    ("meta_batches", "rows_blank", "BIGINT"),
+    ("meta_batches", "redelivery_of", "VARCHAR"),
+    ("quarantine", "line_number", "BIGINT"),
 ]
 
 
@@ -518,6 +524,9 @@ def _raw_ddl(table: str) -> str:
         f"CREATE TABLE IF NOT EXISTS raw_{table} ({cols}, "
         "_batch_id VARCHAR NOT NULL, _row_number BIGINT NOT NULL, _load_seq INTEGER NOT NULL)"
     )
+
+
+#: Columns added since the first version of the tables above: a warehouse written before gets them.
 
 
 def ensure_schema(con: duckdb.DuckDBPyConnection) -> None:

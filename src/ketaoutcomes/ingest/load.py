@@ -37,6 +37,17 @@ from ketaoutcomes.ingest.rules import (
     row_problems,
     session_course_problems,
 )
+from ketaoutcomes.ingest.text import (
+    LINE_NUMBER,
+    LineEndingError,
+    csv_source,
+    drop_blank_rows,
+    offset_note,
+    offset_problem,
+    parquet_as_text,
+    timestamp_sql,
+    with_line_numbers,
+)
 from ketaoutcomes.registries import Registries, load_registries
 from ketaoutcomes.suggest import closest
 from ketaoutcomes.warehouse import append_frame, fetch, replace_table, table_exists
@@ -75,9 +86,11 @@ class FileLoad:
     rows_read: int
     rows_loaded: int
     rows_quarantined: int
-    skipped: bool  # True: this exact file was loaded before, nothing changed
+    skipped: bool  # True: this exact file is the table's latest delivery already, nothing changed
     ignored_columns: tuple[str, ...] = ()
     notes: str | None = None  # e.g. ages over 89 stored as 90
+    rows_blank: int = 0  # blank rows skipped (not rows: not in rows_read)
+    redelivery_of: str | None = None  # the earlier batch with the same content, when this file re-delivers it
 
 
 @dataclass(frozen=True)
@@ -193,7 +206,9 @@ def _sha256(path: Path) -> str:
 
 
 def _read_text(path: Path) -> pl.DataFrame:
-    """Every column of one file as text, plus ``_row_number`` (1-based data row).
+    """Every column of one file as text, plus ``_row_number`` (1-based data row, blank rows
+    counted) and ``_line_number`` (the line of the file where the row starts; null for Parquet).
+    Line endings: see :mod:`ketaoutcomes.ingest.text`.
 
     Raises
     ------
@@ -205,8 +220,11 @@ def _read_text(path: Path) -> pl.DataFrame:
         raise IngestError(f"{path}: the file is empty (0 bytes); re-export it with a header row")
     is_csv = path.suffix.lower() == ".csv"
     if is_csv:
-        with open(path, "rb") as fh:
-            head = fh.read(1 << 16)
+        try:
+            csv_text = csv_source(path)
+        except LineEndingError as exc:
+            raise IngestError(f"{path}: {exc}") from None
+        head = csv_text.head
         if b"\x00" in head:
             raise IngestError(f"{path}: not a UTF-8 text file (it has NUL bytes: UTF-16 or binary); "
                               "re-export it as CSV in UTF-8")
@@ -214,10 +232,9 @@ def _read_text(path: Path) -> pl.DataFrame:
         if is_csv:
             # Every column as text: typing happens per row later, so one bad cell
             # quarantines one row instead of failing the file.
-            frame = pl.read_csv(path, infer_schema=False, encoding="utf8", raise_if_empty=True)
+            frame = pl.read_csv(csv_text.source, infer_schema=False, encoding="utf8", raise_if_empty=True)
         else:
-            frame = pl.read_parquet(path)
-            frame = frame.with_columns(pl.all().cast(pl.String))
+            frame = parquet_as_text(pl.read_parquet(path))
     except Exception as exc:  # noqa: BLE001 - every reader failure becomes the same clear error
         # The reader's own message is not shown: it can quote the file's content.
         text = str(exc).lower()
@@ -240,9 +257,13 @@ def _read_text(path: Path) -> pl.DataFrame:
         raise IngestError(f"{path}: column(s) {', '.join(_shown(c) for c in dup)} appear more than once in the header "
                           "(after trimming spaces); keep one of each")
     frame = frame.rename(dict(zip(frame.columns, stripped)))
-    if "_row_number" in frame.columns:
-        raise IngestError(f"{path}: a column is named _row_number, which is reserved; rename it")
-    return frame.with_row_index("_row_number", offset=1).with_columns(pl.col("_row_number").cast(pl.Int64))
+    for reserved in ("_row_number", LINE_NUMBER):
+        if reserved in frame.columns:
+            raise IngestError(f"{path}: a column is named {reserved}, which is reserved; rename it")
+    frame = frame.with_row_index("_row_number", offset=1).with_columns(pl.col("_row_number").cast(pl.Int64))
+    # The line where the first record starts: after the header (and any line breaks in its names).
+    first_line = csv_text.header_line + 1 + sum(n.count("\n") for n in names) if is_csv else None
+    return with_line_numbers(frame, first_line)
 
 
 _NAME_OK = re.compile(r"^[\w .()/%-]{1,64}$")
@@ -272,14 +293,14 @@ def _contract_columns(frame: pl.DataFrame, table: str, path: Path) -> tuple[pl.D
     spec = TABLES[table]
     missing = [c for c in spec.required_columns if c not in frame.columns]
     if missing:
-        have = [_shown(c) for c in frame.columns if c != "_row_number"]
+        have = [_shown(c) for c in frame.columns if c not in ("_row_number", LINE_NUMBER)]
         hint = ("; the header holds text that is not a column name: a stray quote may have joined rows into it"
                 if "(unreadable name)" in have else "")
         raise IngestError(
             f"{path}: required column(s) {', '.join(missing)} missing from table {table}; "
             f"the file has {', '.join(have) or 'no columns'}{hint} (see docs/import-format.md)"
         )
-    ignored = tuple(c for c in frame.columns if c not in spec.column_names and c != "_row_number")
+    ignored = tuple(c for c in frame.columns if c not in (*spec.column_names, "_row_number", LINE_NUMBER))
     frame = frame.with_columns(
         [pl.lit(None, dtype=pl.String).alias(c) for c in spec.column_names if c not in frame.columns]
     )
@@ -313,8 +334,8 @@ def _typed_expr(col: Column) -> tuple[str, str]:
             f"CASE lower({v}) WHEN 'true' THEN TRUE WHEN 't' THEN TRUE WHEN '1' THEN TRUE WHEN 'yes' THEN TRUE "
             f"WHEN 'false' THEN FALSE WHEN 'f' THEN FALSE WHEN '0' THEN FALSE WHEN 'no' THEN FALSE END"
         )
-    elif col.dtype == "TIMESTAMP":
-        typed = f"TRY_CAST({v} AS TIMESTAMP)"
+    elif col.dtype == "TIMESTAMP":  # the wall-clock time written; an offset is dropped (ingest.text)
+        typed = timestamp_sql(v)
     else:  # VARCHAR
         typed = v
     bad = f"({v} IS NOT NULL AND ({typed}) IS NULL)"
@@ -325,7 +346,7 @@ _TYPE_WORDS = {
     "INTEGER": "a whole number",
     "DOUBLE": "a finite number",
     "DATE": "a date YYYY-MM-DD (no time of day)",
-    "TIMESTAMP": "a date-time YYYY-MM-DD HH:MM[:SS]",
+    "TIMESTAMP": "a date-time YYYY-MM-DD HH:MM[:SS] (a UTC offset, if any, within -12:00..+14:00)",
     "BOOLEAN": "true or false",
     "VARCHAR": "text",
 }
@@ -422,6 +443,18 @@ _PARENT_COLUMNS = {
 }
 
 
+def _new_batch_id(table: str, sha: str, earlier: pl.DataFrame) -> tuple[str, str | None]:
+    """The id of a new batch of ``table`` with content ``sha``, and the first earlier batch with the
+    same content (a re-delivery of a version superseded since), if any. ``earlier``: the table's
+    batches (batch_id, file_sha256), oldest first. A first delivery of a content is
+    ``<table>-<16 hex of sha256>``; its k-th re-delivery adds ``-r<k>``."""
+    same = earlier.filter(pl.col("file_sha256") == sha)["batch_id"]
+    base = f"{table}-{sha[:16]}"
+    if same.is_empty():
+        return base, None
+    return f"{base}-r{same.len()}", same[0]
+
+
 @dataclass
 class _Staged:
     load: FileLoad
@@ -445,8 +478,20 @@ def ingest_export(
     refuses the whole export), then typed and checked row by row (problem rows
     go to quarantine, with cascading orphans in load order), and only then is
     anything written; so a whole-file error leaves the warehouse untouched (and
-    the caller's write session is not published). A file whose content hash was
-    loaded before is skipped.
+    the caller's write session is not published).
+
+    A file whose content is that of its table's latest batch is skipped (the same
+    folder loaded twice changes nothing). A file whose content was loaded before but
+    has since been superseded by another version is a re-delivery of that earlier
+    version: it is loaded again as a new batch (``meta_batches.redelivery_of`` names
+    the first batch with that content), and by delivery order it supersedes the later
+    version (undoing a correction).
+
+    Rows are checked on their own first (types, required values, allowed values,
+    ranges, references); a row that breaks a rule is quarantined for that rule only.
+    Keys are then compared among the rows still standing (``duplicate_exact``,
+    ``duplicate_conflict``), so a bad row never drags a valid row with the same key
+    into quarantine.
 
     Parameters
     ----------
@@ -467,27 +512,33 @@ def ingest_export(
     except ValueError as exc:
         raise IngestError(str(exc)) from None
 
-    loaded = set(fetch(con, "SELECT batch_id FROM meta_batches")["batch_id"].to_list())
+    batches = fetch(con, "SELECT batch_id, table_name, file_sha256, load_seq FROM meta_batches ORDER BY load_seq")
     ordered = [t for t in TABLE_ORDER if t in files]
     staged: dict[str, _Staged] = {}
     texts: dict[str, pl.DataFrame] = {}
+    lines: dict[str, pl.DataFrame] = {}
     findings = []
     for i, table in enumerate(ordered):
         path = files[table]
         if progress:
             progress(f"reading {path.name}", i, len(ordered))
         sha = _sha256(path)
-        batch_id = f"{table}-{sha[:16]}"
         fmt = path.suffix.lower().lstrip(".")
-        if batch_id in loaded:
-            prev = con.execute(
-                "SELECT rows_read, rows_loaded, rows_quarantined FROM meta_batches WHERE batch_id = ?", [batch_id]
-            ).fetchone()
-            staged[table] = _Staged(FileLoad(table, str(path), batch_id, *prev, skipped=True), sha, fmt)
+        mine = batches.filter(pl.col("table_name") == table)
+        if mine.height and mine["file_sha256"][-1] == sha:  # already the table's latest delivery
+            read, loaded_, quarantined, blank, of = con.execute(
+                "SELECT rows_read, rows_loaded, rows_quarantined, coalesce(rows_blank, 0), redelivery_of "
+                "FROM meta_batches WHERE batch_id = ?", [mine["batch_id"][-1]]).fetchone()
+            staged[table] = _Staged(FileLoad(table, str(path), mine["batch_id"][-1], read, loaded_, quarantined,
+                                             skipped=True, rows_blank=blank, redelivery_of=of), sha, fmt)
             continue
-        texts[table] = _read_text(path)
+        batch_id, redelivery_of = _new_batch_id(table, sha, mine)
+        text, blank = drop_blank_rows(_read_text(path))
+        lines[table] = text.select("_row_number", LINE_NUMBER)
+        texts[table] = text.drop(LINE_NUMBER)
         findings += scan_frame(texts[table], table=table, file=str(path), allow=allow)
-        staged[table] = _Staged(FileLoad(table, str(path), batch_id, texts[table].height, 0, 0, False), sha, fmt)
+        staged[table] = _Staged(FileLoad(table, str(path), batch_id, texts[table].height, 0, 0, False,
+                                         rows_blank=blank, redelivery_of=redelivery_of), sha, fmt)
     if findings:
         raise PhiRefused(findings)
 
@@ -513,14 +564,19 @@ def ingest_export(
         if table == "patients":
             text, capped = cap_age(text)
         frame, ignored_cols = _contract_columns(text, table, path)
+        if (zones := offset_problem(frame, table)) is not None:
+            raise IngestError(f"{path}: {zones}; nothing was loaded")
         typed, problems = _type_rows(con, frame, table)
-        checks = [problems, duplicate_problems(table, typed), row_problems(table, typed, registries)]
+        # Each row on its own first; then keys among the rows still standing.
+        checks = [problems, row_problems(table, typed, registries)]
         if table == "sessions":
             checks.append(session_course_problems(typed, parent("courses").available(), registries))
         if TABLES[table].references:
             checks.append(reference_problems(table, typed, {r.to_table: parent(r.to_table)
                                                             for r in TABLES[table].references}))
-        problems = pl.concat([c for c in checks if c.height] or [problems], how="vertical")
+        own = pl.concat([c for c in checks if c.height] or [problems], how="vertical")
+        standing = typed.join(own.select("_row_number").unique(), on="_row_number", how="anti")
+        problems = pl.concat([own, duplicate_problems(table, standing)], how="vertical_relaxed")
         bad = problems.select("_row_number").unique()
         good = typed.join(bad, on="_row_number", how="anti")
         if table in _PARENT_COLUMNS:
@@ -531,16 +587,18 @@ def ingest_export(
                 typed.join(bad, on="_row_number", how="semi").group_by(key).agg(pl.col("_row_number").min())
                 .filter(pl.col(key).is_not_null()),
             )
-        notes = f"{capped} age(s) over 89 stored as 90 (HIPAA Safe Harbor)" if capped else None
+        notes = "; ".join(n for n in (f"{capped} age(s) over 89 stored as 90 (HIPAA Safe Harbor)" if capped else "",
+                                      offset_note(frame, table) or "") if n) or None
         st.load = FileLoad(table, str(path), st.load.batch_id, frame.height, good.height, bad.height, False,
-                           ignored_cols, notes)
+                           ignored_cols, notes, st.load.rows_blank, st.load.redelivery_of)
         if st.load.rows_read != st.load.rows_loaded + st.load.rows_quarantined:
             raise RuntimeError(f"{path}: row accounting broken ({st.load}); this is a bug, please report it")
         st.good = good
-        st.quarantine = problems.sort("_row_number", "column_name", "rule").select(
+        st.quarantine = problems.join(lines.pop(table), on="_row_number", how="left").sort(
+            "_row_number", "column_name", "rule").select(
             pl.lit(st.load.batch_id).alias("batch_id"), pl.lit(table).alias("table_name"),
             pl.lit(str(path)).alias("source_file"), pl.col("_row_number").alias("row_number"),
-            "column_name", "rule", "reason")
+            pl.col(LINE_NUMBER).alias("line_number"), "column_name", "rule", "reason")
         st.dq = dq_checks(table, rows_read=frame.height, text=frame, typed=typed, problems=problems).with_columns(
             pl.lit(st.load.batch_id).alias("batch_id"))
     failpoint("ingest.before_write")
@@ -562,9 +620,10 @@ def ingest_export(
         con.execute(
             "INSERT INTO meta_batches BY NAME SELECT ? AS batch_id, ? AS load_seq, ? AS table_name, ? AS source_file, "
             "? AS file_sha256, ? AS file_format, ? AS rows_read, ? AS rows_loaded, ? AS rows_quarantined, "
-            "? AS ignored_columns, ? AS loaded_at, ? AS notes",
+            "? AS ignored_columns, ? AS loaded_at, ? AS notes, ? AS rows_blank, ? AS redelivery_of",
             [fl.batch_id, seq, table, fl.source_file, st.sha, st.fmt, fl.rows_read, fl.rows_loaded,
-             fl.rows_quarantined, ", ".join(fl.ignored_columns) or None, loaded_at, fl.notes],
+             fl.rows_quarantined, ", ".join(fl.ignored_columns) or None, loaded_at, fl.notes, fl.rows_blank,
+             fl.redelivery_of],
         )
     for table in TABLE_ORDER:
         rebuild_staging(con, table)

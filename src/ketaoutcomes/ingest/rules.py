@@ -40,6 +40,7 @@ from ketaoutcomes.registries import Registries
 __all__ = [
     "PROBLEM_SCHEMA",
     "Parent",
+    "DUPLICATE_ROWS_SHOWN",
     "SESSION_AFTER_END_TOLERANCE_DAYS",
     "duplicate_problems",
     "empty_problems",
@@ -76,8 +77,17 @@ def _concat(frames: list[pl.DataFrame]) -> pl.DataFrame:
     return pl.concat(frames, how="vertical") if frames else empty_problems()
 
 
+#: A duplicate_conflict reason lists at most this many of the group's rows (a group of
+#: 100,000 copies must not make 100,000 reasons of 100,000 row numbers each).
+DUPLICATE_ROWS_SHOWN = 5
+
+
 def duplicate_problems(table: str, typed: pl.DataFrame) -> pl.DataFrame:
-    """Repeated keys in one file: identical rows load once, conflicting ones not at all."""
+    """Repeated keys in one file: identical rows load once, conflicting ones not at all.
+
+    ``typed`` should hold only the rows that pass every rule on their own: a row quarantined
+    for its own problem is not a copy of anything (see :func:`ketaoutcomes.ingest.load.ingest_export`).
+    Any number of copies and groups: every reason is of bounded length."""
     spec = TABLES[table]
     key = list(spec.key)
     content = [c for c in spec.column_names]
@@ -91,15 +101,20 @@ def duplicate_problems(table: str, typed: pl.DataFrame) -> pl.DataFrame:
     ).with_columns(pl.col("_content").n_unique().over(key).alias("_variants"))
     exact = dup.filter((pl.col("_variants") == 1) & (pl.col("_row_number") != pl.col("_first")))
     conflict = dup.filter(pl.col("_variants") > 1)
-    others = conflict.group_by(key).agg(pl.col("_row_number").sort().alias("_rows"))
-    conflict = conflict.join(others, on=key, how="left")
+    n = DUPLICATE_ROWS_SHOWN
+    groups = conflict.group_by(key).agg(pl.len().alias("_n"), pl.col("_row_number").sort().head(n).alias("_rows"))
+    groups = groups.with_columns(
+        (pl.col("_rows").cast(pl.List(pl.String)).list.join(", ")
+         + pl.when(pl.col("_n") > n).then(pl.format(" and {} more", pl.col("_n") - n)).otherwise(pl.lit("")))
+        .alias("_shown"))
+    conflict = conflict.join(groups.select(*key, "_n", "_shown"), on=key, how="left")
     key_text = " + ".join(key)
     return _concat([
         _problems(exact, pl.lit(True), key[0], "duplicate_exact",
                   pl.format(f"same {key_text} and content as row {{}}; the first copy loads", pl.col("_first"))),
         _problems(conflict, pl.lit(True), key[0], "duplicate_conflict",
-                  pl.format(f"{key_text} appears on rows {{}} with different content; none is loaded until the "
-                            "export says which is right", pl.col("_rows").cast(pl.List(pl.String)).list.join(", "))),
+                  pl.format(f"{key_text} appears on {{}} rows ({{}}) with different content; none is loaded until the "
+                            "export says which is right", pl.col("_n"), pl.col("_shown"))),
     ])
 
 

@@ -75,6 +75,16 @@ def validation_section(v: pl.DataFrame | None) -> dict[str, Any]:
     return {"summary": summary, "failing": failing, "n_critical_failed": n_critical_failed, "reason": ""}
 
 
+def _batch_notes(r: dict) -> str:
+    """The batch's notes, with the blank rows it skipped and the earlier batch it delivered again."""
+    notes = [str(r["notes"])] if r.get("notes") else []
+    if r.get("rows_blank"):
+        notes.append(f"{fmt_int(r['rows_blank'])} blank row(s) skipped")
+    if r.get("redelivery_of"):
+        notes.append(f"re-delivery of {r['redelivery_of']}")
+    return "; ".join(notes)
+
+
 def batches_table(b: pl.DataFrame | None) -> tuple[Table | None, str]:
     """One row per file loaded, with the check read = loaded + quarantined."""
     if not has(b, "table_name"):
@@ -93,7 +103,7 @@ def batches_table(b: pl.DataFrame | None) -> tuple[Table | None, str]:
             fmt_int(r.get("load_seq")), str(r.get("table_name") or ""), str(r.get("source_file") or ""),
             str(r.get("file_format") or ""), sha[:12] + ("\u2026" if len(sha) > 12 else ""),
             fmt_int(read), fmt_int(loaded), fmt_int(quar), check,
-            str(r.get("ignored_columns") or ""), str(r.get("notes") or ""), str(r.get("loaded_at") or ""),
+            str(r.get("ignored_columns") or ""), _batch_notes(r), str(r.get("loaded_at") or ""),
         ], "bad" if check.startswith("MISMATCH") else ""))
     return Table(["#", "Table", "Source file", "Format", "SHA-256", "Rows read", "Loaded", "Quarantined",
                   "read = loaded + quarantined", "Ignored columns", "Notes", "Loaded at"], rows,
