@@ -123,12 +123,13 @@ class Table:
 
 
 #: The default shape of a pseudonymous id (``*_id`` columns; the whole id, surrounding spaces ignored):
-#: up to 3 capital letters and 1 to 7 digits, then up to 3 more such parts after '-', '_' or '.'.
+#: up to 3 capital letters (then optionally '-' or '_') and 1 to 7 digits, then up to 3 more parts of
+#: up to 3 capital letters and 1 to 7 digits after '-', '_' or '.'.
 #: The simulator's ids (P0000001, C0000001-001, C0000001-001-A1), short ones (P1, AE1) and plain
 #: numbers (17) fit; names, initials with a birth year (jdoe1984), dates and record numbers
 #: (MRN0044123456) do not. An export declares its own with ``[ids] pattern`` in phi_allowlist.toml.
-DEFAULT_ID_PATTERN = r"[A-Z]{0,3}[0-9]{1,7}(?:[-_.][A-Z]{0,3}[0-9]{1,7}){0,3}"
-DEFAULT_ID_EXAMPLES = "P1, AE1, 17, P0000001, C0000001-001-A1"
+DEFAULT_ID_PATTERN = r"[A-Z]{0,3}[-_]?[0-9]{1,7}(?:[-_.][A-Z]{0,3}[0-9]{1,7}){0,3}"
+DEFAULT_ID_EXAMPLES = "P1, AE1, PT-001, 17, P0000001, C0000001-001-A1"
 #: A code (``code=True`` columns: site, drug) has at most this many words and characters.
 CODE_MAX_WORDS = 4
 CODE_MAX_CHARS = 40
@@ -248,8 +249,12 @@ MOOD_SCORES = Table(
         Column("patient_id", "VARCHAR", True, "Patient (patients.patient_id)"),
         Column("assessed_at", "TIMESTAMP", True, "Time of the rating (ISO 8601, may be shifted)"),
         Column("instrument", "VARCHAR", True, "Rating instrument", registry="instruments"),
-        Column("total_score", "DOUBLE", True, "Total score; range per instrument in the instruments registry", unit="points", min=0),
-        Column("si_item_score", "DOUBLE", False, "Suicidal-ideation item score (e.g. MADRS item 10, PHQ-9 item 9)", unit="points", min=0),
+        # (the instrument's range quarantines first; the possible range also holds for an instrument an
+        # export registers with a wide range, or without a suicidal-ideation item)
+        Column("total_score", "DOUBLE", True, "Total score; range per instrument in the instruments registry", unit="points", min=0,
+               hard_max=1000),
+        Column("si_item_score", "DOUBLE", False, "Suicidal-ideation item score (e.g. MADRS item 10, PHQ-9 item 9)", unit="points",
+               min=0, hard_max=100),
         Column("rater", "VARCHAR", False, "Who rated", allowed=("clinician", "self")),
     ),
     references=(Reference("patient_id", "patients", "patient_id"),),

@@ -551,7 +551,7 @@ def test_an_id_that_is_not_pseudonymous_refuses_the_file_without_showing_it(colu
     assert "pseudonymous study ids" in f.reason and "[ids] pattern" in f.reason
 
 
-@pytest.mark.parametrize("value", ["P1", "AE1", "17", " P2 ", "P0000001", "C0000001-001", "C0000001-001-A1",
+@pytest.mark.parametrize("value", ["P1", "AE1", "PT-001", "S_12", "17", " P2 ", "P0000001", "C0000001-001", "C0000001-001-A1",
                                    "S1.2", "AB12_3", "P1984", "KX2001"])
 def test_pseudonymous_ids_pass(value):
     assert scan(courses_with("course_id", value), "courses") == []

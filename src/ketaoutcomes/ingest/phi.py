@@ -454,9 +454,10 @@ def _candidate_rows(series: Mapping[str, pl.Series], columns: list[str], kinds: 
             hit = pl.DataFrame({"v": long}).select(_candidates(kind, pl.col("v")))["v"]
             hits.update({c: hit.slice(j * height, height) for j, c in enumerate(batch)})
     for i in range(0, len(rest), _BATCH):  # one select per batch: polars runs its columns in parallel
-        batch = rest[i:i + _BATCH]
-        part = pl.DataFrame([_text(series[c]) for c in batch])
-        hits.update(zip(batch, part.select(_candidates(kinds[c], pl.col(c)).alias(c) for c in batch).get_columns()))
+        batch = rest[i:i + _BATCH]  # (positional names: a header may be empty, which polars renames)
+        part = pl.DataFrame([_text(series[c]).alias(f"c{k}") for k, c in enumerate(batch)])
+        hits.update(zip(batch, part.select(_candidates(kinds[c], pl.col(f"c{k}")).alias(f"c{k}")
+                                           for k, c in enumerate(batch)).get_columns()))
     return hits
 
 
@@ -639,7 +640,7 @@ def _value_findings(counted: pl.DataFrame, kind: _Kind, full: pl.Series) -> list
         other = rows_where(m["id_pattern"] & ~explained)
         if other:
             shape = (f"the default: up to 3 capital letters and 1 to 7 digits, in up to 4 parts joined by '-', "
-                     f"'_' or '.', such as {DEFAULT_ID_EXAMPLES}" if kind.long_digits
+                     f"'_' or '.', such as {DEFAULT_ID_EXAMPLES}; see docs/phi-guard.md" if kind.long_digits
                      else "[ids] pattern of phi_allowlist.toml")
             out.append(("value.id_pattern", f"something other than pseudonymous ids (they do not match the "
                         f"export's id pattern, {shape})", other, ""))

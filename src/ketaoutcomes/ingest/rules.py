@@ -30,7 +30,7 @@ Rule ids (stable; tests/corpus and the quarantine table use them):
 
 A code (``site``, ``drug``: open vocabularies, so no allowed set catches free text in them) is at
 most :data:`CODE_MAX_WORDS` words and :data:`CODE_MAX_CHARS` characters of letters (any alphabet),
-digits, spaces and ``_ - . / + ( ) &``, with no title (Dr, Mrs, ...) and no word that ties it to a
+digits, spaces and ``_ - . / + ( ) & #``, with no title (Dr, Mrs, ...) and no word that ties it to a
 person (per, by, from, patient, ...): "S01", "North Clinic", "Malmö", "Esketamine Nasal Spray" are
 codes; "Dr Okafor's practice" and "sertraline per J Doe" are not. A column declared safe in
 phi_allowlist.toml is exempt (its values were approved as they are).
@@ -63,7 +63,7 @@ __all__ = [
 PROBLEM_SCHEMA = {"_row_number": pl.Int64, "column_name": pl.String, "rule": pl.String, "reason": pl.String}
 #: A session dated the day after its course's end_date is accepted (late entry of an evening dose).
 SESSION_AFTER_END_TOLERANCE_DAYS = 1
-_P_CODE_CHARS = r"^[\p{L}\p{N}][\p{L}\p{N} _./+()&-]*$"
+_P_CODE_CHARS = r"^[\p{L}\p{N}][\p{L}\p{N} _./+()&#-]*$"
 _P_CODE_PERSON = (r"(?i:\b(?:per|by|from|via|attn|c/o|called|told|asked|said|spoke|pt|patient|mother|father|wife"
                   r"|husband|son|daughter|sister|brother|friend|neighbou?r)\b)"
                   r"|\b(?:[Dd]r|[Mm]r|[Mm]rs|[Mm]s|[Mm]iss|[Mm]x|[Pp]rof|[Rr]ev|Sir|Dame)\b")
@@ -148,7 +148,7 @@ def row_problems(table: str, typed: pl.DataFrame, registries: Registries,
         if col.code and col.name not in exempt:
             out.append(_problems(typed, not_a_code(pl.col(col.name)), col.name, "not_a_code",
                                  f"{col.name} is not a code: at most {CODE_MAX_WORDS} words and {CODE_MAX_CHARS} "
-                                 "characters of letters, digits, spaces and _-./+()&, no title and no 'per', 'by' or "
+                                 "characters of letters, digits, spaces and _-./+()&#, no title and no 'per', 'by' or "
                                  "'from' (free text can carry identifiers; the value is not shown); use the "
                                  "export's code, or declare the column in phi_allowlist.toml"))
         if col.allowed:
