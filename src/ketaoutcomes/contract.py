@@ -18,7 +18,8 @@ from dataclasses import dataclass, field
 
 import polars as pl
 
-__all__ = ["Column", "Reference", "Table", "TABLES", "TABLE_ORDER", "POLARS_TYPES", "polars_schema", "table"]
+__all__ = ["CODE_MAX_CHARS", "CODE_MAX_WORDS", "DEFAULT_ID_EXAMPLES", "DEFAULT_ID_PATTERN", "Column", "Reference",
+           "Table", "TABLES", "TABLE_ORDER", "POLARS_TYPES", "polars_schema", "table"]
 
 # DuckDB types used by the contract. Ingest casts every column with TRY_CAST to
 # these, so a value that does not convert is caught per row, not per file.
@@ -55,8 +56,17 @@ class Column:
     registry : {"arms", "instruments"}, optional
         The allowed values are the keys of this registry.
     min, max : float, optional
-        Plausible range (inclusive). Ranges that depend on another column
-        (score range per instrument, dose range per arm) come from the registry.
+        Plausible range (inclusive): a value outside it loads, and the data-quality
+        summary and validation warn. Ranges that depend on another column (score
+        range per instrument, dose range per arm) come from the registry.
+    hard_min, hard_max : float, optional
+        Possible range (inclusive): a value outside it cannot be right (a typo, a
+        phone number typed into a number column), so the row is quarantined (rule
+        ``impossible_value``, the value never shown).
+    code : bool
+        A code of an open vocabulary (``site``, ``drug``): a short code, not free
+        text; a value shaped like free text is quarantined (rule ``not_a_code``,
+        see :mod:`ketaoutcomes.ingest.rules`).
     """
 
     name: str
@@ -68,10 +78,16 @@ class Column:
     registry: str | None = None
     min: float | None = None
     max: float | None = None
+    hard_min: float | None = None
+    hard_max: float | None = None
+    code: bool = False
 
     def __post_init__(self) -> None:
         if self.dtype not in DTYPES:
             raise ValueError(f"column {self.name}: unknown dtype {self.dtype!r}")
+        if (self.hard_min is not None and self.min is not None and self.hard_min > self.min) or (
+                self.hard_max is not None and self.max is not None and self.hard_max < self.max):
+            raise ValueError(f"column {self.name}: the possible range must hold the plausible range")
 
 
 @dataclass(frozen=True)
@@ -106,7 +122,23 @@ class Table:
         raise KeyError(f"table {self.name} has no column {name!r}")
 
 
+#: The default shape of a pseudonymous id (``*_id`` columns; the whole id, surrounding spaces ignored):
+#: up to 3 capital letters (then optionally '-' or '_') and 1 to 7 digits, then up to 3 more parts of
+#: up to 3 capital letters and 1 to 7 digits after '-', '_' or '.'.
+#: The simulator's ids (P0000001, C0000001-001, C0000001-001-A1), short ones (P1, AE1) and plain
+#: numbers (17) fit; names, initials with a birth year (jdoe1984), dates and record numbers
+#: (MRN0044123456) do not. An export declares its own with ``[ids] pattern`` in phi_allowlist.toml.
+DEFAULT_ID_PATTERN = r"[A-Z]{0,3}[-_]?[0-9]{1,7}(?:[-_.][A-Z]{0,3}[0-9]{1,7}){0,3}"
+DEFAULT_ID_EXAMPLES = "P1, AE1, PT-001, 17, P0000001, C0000001-001-A1"
+#: A code (``code=True`` columns: site, drug) has at most this many words and characters.
+CODE_MAX_WORDS = 4
+CODE_MAX_CHARS = 40
+
 _BP = dict(unit="mmHg", required=False)
+#: Blood pressure and heart rate: plausible ranges (warnings) inside possible ones (quarantine).
+_SBP = dict(_BP, min=60, max=260, hard_min=20, hard_max=400)
+_DBP = dict(_BP, min=30, max=160, hard_min=10, hard_max=300)
+_HR = dict(unit="beats/min", min=30, max=220, hard_min=10, hard_max=350)
 
 PATIENTS = Table(
     name="patients",
@@ -114,23 +146,24 @@ PATIENTS = Table(
     key=("patient_id",),
     columns=(
         Column("patient_id", "VARCHAR", True, "Pseudonymous patient id, stable across files of one export"),
-        Column("site", "VARCHAR", True, "Clinic or site code (used as Cox strata)"),
+        Column("site", "VARCHAR", True, "Clinic or site code (used as Cox strata)", code=True),
         Column("sex", "VARCHAR", True, "Sex recorded at the clinic", allowed=("F", "M", "U")),
         Column(
             "age_at_index", "INTEGER", True,
             "Age in whole years at the first treatment course; 90 stands for 90 and over",
-            unit="years", min=12, max=90,
+            unit="years", min=12, max=90, hard_min=0, hard_max=120,
         ),
         Column(
             "prior_failed_trials", "INTEGER", True,
             "Number of prior adequate antidepressant trials that failed (treatment resistance)",
-            min=0, max=30,
+            min=0, max=30, hard_min=0, hard_max=100,
         ),
         Column(
             "diagnosis", "VARCHAR", True, "Primary diagnosis of the depressive episode",
             allowed=("MDD", "bipolar_depression", "persistent_depressive_disorder", "other_depression"),
         ),
-        Column("weight_kg", "DOUBLE", False, "Body weight at index", unit="kg", min=30, max=300),
+        Column("weight_kg", "DOUBLE", False, "Body weight at index", unit="kg", min=30, max=300, hard_min=10,
+               hard_max=650),
         Column(
             "observation_start", "DATE", False,
             "First day the clinic's records cover for this patient (shifted like the other dates): the look-back "
@@ -148,7 +181,7 @@ COURSES = Table(
         Column("course_id", "VARCHAR", True, "Course id, unique in the export"),
         Column("patient_id", "VARCHAR", True, "Patient (patients.patient_id)"),
         Column("arm", "VARCHAR", True, "Treatment arm", registry="arms"),
-        Column("drug", "VARCHAR", True, "Drug given (e.g. ketamine, esketamine, sertraline)"),
+        Column("drug", "VARCHAR", True, "Drug given (e.g. ketamine, esketamine, sertraline)", code=True),
         Column("start_date", "DATE", True, "First day of the course (shifted dates are fine)"),
         Column("end_date", "DATE", False, "Last day of the course; empty if ongoing at export"),
         Column(
@@ -171,17 +204,22 @@ SESSIONS = Table(
         Column("session_id", "VARCHAR", True, "Session id, unique in the export"),
         Column("course_id", "VARCHAR", True, "Course (courses.course_id)"),
         Column("session_ts", "TIMESTAMP", True, "Time of the dose (ISO 8601, local clinic time, may be shifted)"),
-        Column("dose_mg", "DOUBLE", True, "Dose given; plausible range per arm in the arms registry", unit="mg", min=0),
-        Column("dose_mg_per_kg", "DOUBLE", False, "Weight-based dose where it applies (IV, IM, oral)", unit="mg/kg", min=0, max=5),
-        Column("infusion_minutes", "DOUBLE", False, "Infusion duration (IV only)", unit="min", min=0, max=240),
+        # (a negative dose is quarantined by the arm's range, rule dose_implausible)
+        Column("dose_mg", "DOUBLE", True, "Dose given; plausible range per arm in the arms registry", unit="mg", min=0,
+               hard_max=10000),
+        Column("dose_mg_per_kg", "DOUBLE", False, "Weight-based dose where it applies (IV, IM, oral)", unit="mg/kg", min=0,
+               max=5, hard_max=20),
+        Column("infusion_minutes", "DOUBLE", False, "Infusion duration (IV only)", unit="min", min=0, max=240,
+               hard_min=0, hard_max=1440),
         Column("phase", "VARCHAR", True, "Treatment phase", allowed=("induction", "maintenance")),
-        Column("sbp_pre", "INTEGER", description="Systolic BP before dose", min=60, max=260, **_BP),
-        Column("dbp_pre", "INTEGER", description="Diastolic BP before dose", min=30, max=160, **_BP),
-        Column("hr_pre", "INTEGER", False, "Heart rate before dose", unit="beats/min", min=30, max=220),
-        Column("sbp_peak", "INTEGER", description="Highest systolic BP after dose", min=60, max=260, **_BP),
-        Column("dbp_peak", "INTEGER", description="Highest diastolic BP after dose", min=30, max=160, **_BP),
-        Column("hr_peak", "INTEGER", False, "Highest heart rate after dose", unit="beats/min", min=30, max=220),
-        Column("dissociation_score", "DOUBLE", False, "CADSS total after dose, where measured", unit="CADSS points", min=0, max=92),
+        Column("sbp_pre", "INTEGER", description="Systolic BP before dose", **_SBP),
+        Column("dbp_pre", "INTEGER", description="Diastolic BP before dose", **_DBP),
+        Column("hr_pre", "INTEGER", False, "Heart rate before dose", **_HR),
+        Column("sbp_peak", "INTEGER", description="Highest systolic BP after dose", **_SBP),
+        Column("dbp_peak", "INTEGER", description="Highest diastolic BP after dose", **_DBP),
+        Column("hr_peak", "INTEGER", False, "Highest heart rate after dose", **_HR),
+        Column("dissociation_score", "DOUBLE", False, "CADSS total after dose, where measured", unit="CADSS points",
+               min=0, max=92, hard_min=0, hard_max=92),
     ),
     references=(Reference("course_id", "courses", "course_id"),),
 )
@@ -211,8 +249,12 @@ MOOD_SCORES = Table(
         Column("patient_id", "VARCHAR", True, "Patient (patients.patient_id)"),
         Column("assessed_at", "TIMESTAMP", True, "Time of the rating (ISO 8601, may be shifted)"),
         Column("instrument", "VARCHAR", True, "Rating instrument", registry="instruments"),
-        Column("total_score", "DOUBLE", True, "Total score; range per instrument in the instruments registry", unit="points", min=0),
-        Column("si_item_score", "DOUBLE", False, "Suicidal-ideation item score (e.g. MADRS item 10, PHQ-9 item 9)", unit="points", min=0),
+        # (the instrument's range quarantines first; the possible range also holds for an instrument an
+        # export registers with a wide range, or without a suicidal-ideation item)
+        Column("total_score", "DOUBLE", True, "Total score; range per instrument in the instruments registry", unit="points", min=0,
+               hard_max=1000),
+        Column("si_item_score", "DOUBLE", False, "Suicidal-ideation item score (e.g. MADRS item 10, PHQ-9 item 9)", unit="points",
+               min=0, hard_max=100),
         Column("rater", "VARCHAR", False, "Who rated", allowed=("clinician", "self")),
     ),
     references=(Reference("patient_id", "patients", "patient_id"),),

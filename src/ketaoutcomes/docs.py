@@ -8,7 +8,15 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from ketaoutcomes.contract import TABLE_ORDER, TABLES, Column
+from ketaoutcomes.contract import (
+    CODE_MAX_CHARS,
+    CODE_MAX_WORDS,
+    DEFAULT_ID_EXAMPLES,
+    DEFAULT_ID_PATTERN,
+    TABLE_ORDER,
+    TABLES,
+    Column,
+)
 from ketaoutcomes.registries import load_registries
 from ketaoutcomes.table_contract import LATEST_RUN_VIEW, TableContract, latest_view
 
@@ -24,9 +32,16 @@ def _allowed(c: Column) -> str:
         return ", ".join(f"`{v}`" for v in c.allowed)
     if c.registry:
         return f"a key of the {c.registry} registry (below)"
+    if c.code:
+        return "a code (see Ids and codes)"
+    if c.dtype == "VARCHAR" and c.name.endswith("_id"):
+        return "a pseudonymous id (see Ids and codes)"
+    text = ""
     if c.min is not None or c.max is not None:
-        return f"{_fmt(c.min)} to {_fmt(c.max)}".strip()
-    return ""
+        text = f"{_fmt(c.min)} to {_fmt(c.max)}".strip()
+    if c.hard_min is not None or c.hard_max is not None:
+        text += f"; possible {_fmt(c.hard_min)} to {_fmt(c.hard_max)}".rstrip()
+    return text
 
 
 def data_dictionary() -> str:
@@ -75,18 +90,20 @@ def data_dictionary() -> str:
         "- a **misnamed or missing file**: a file named nearly like a table (`mood-scores.csv`, `Patients.CSV`,",
         "  `patient.csv`, `courses.txt`) or a registry (`Arms.csv`), and a table missing from a first export, stop",
         "  the load with an error naming the file and the table; nothing is written;",
-        "- **identifiers**: every file is scanned before anything is written (column names and values: names,",
-        "  e-mails, phone numbers, SSNs, record numbers, addresses, ZIP codes, IP addresses, URLs, birth dates).",
-        "  A finding refuses the whole export with an error naming the file, column and rule, never the value;",
-        "  see [phi-guard.md](phi-guard.md) for the rules and the allow-list (`phi_allowlist.toml`). Ages over 89",
-        "  are stored as 90;",
+        "- **identifiers**: every file is scanned before anything is written (headers, column names and values:",
+        "  names, e-mails, phone numbers, SSNs, record numbers, addresses, ZIP codes, IP addresses, URLs, birth",
+        "  dates; ids that are not pseudonymous ids, see Ids and codes below). A finding refuses the whole export",
+        "  with an error naming the file, column and rule, never the value; see [phi-guard.md](phi-guard.md) for",
+        "  the rules and the allow-list (`phi_allowlist.toml`). Ages over 89 are stored as 90;",
         "- a **whole-file problem** (unreadable, not UTF-8, a broken quote, truncated Parquet, a required column",
         "  missing, an empty file, mixed lone-CR and LF line ends, a timestamp column in UTC or mixing times with",
         "  and without an offset) stops the load with an error naming the file; nothing is written;",
         "- a **row that breaks the contract** goes to the `quarantine` table (file, row and line number,",
         "  column, rule, reason; never the value) and the other rows load. For every file, rows read = rows",
         "  loaded + rows quarantined (table `meta_batches`; blank rows are not rows read). The rules: `type`",
-        "  (does not convert), `key_missing`, `required_missing`, `not_allowed`, `unknown_arm`, `unknown_instrument`, `score_out_of_range` and",
+        "  (does not convert), `key_missing`, `required_missing`, `not_allowed`, `impossible_value` (a number",
+        "  outside the column's possible range below, such as an age outside 0-120), `not_a_code` (free text",
+        "  where a code belongs: `site`, `drug`), `unknown_arm`, `unknown_instrument`, `score_out_of_range` and",
         "  `si_item_out_of_range` (per instrument), `dose_implausible` (per arm), `end_before_start`,",
         "  `before_course_start`, `after_course_end` (a day's grace), `orphan` (a reference that resolves",
         "  neither in the export nor in the warehouse, or only to a quarantined row), `duplicate_conflict`",
@@ -95,7 +112,9 @@ def data_dictionary() -> str:
         "  rows that pass, so a row quarantined for its own problem (a score out of range) is not a copy of",
         "  anything and never takes a valid row with the same key with it; identical bad rows are each",
         "  quarantined for their own rule;",
-        "- columns that are not in this dictionary are not stored (listed in `meta_batches.ignored_columns`);",
+        "- columns that are not in this dictionary are not stored (listed in `meta_batches.ignored_columns`: by",
+        "  name when the header is shaped like a column name, letters, digits and underscores, else as `#N`, its",
+        "  position, so that a name or a data row in the header is never printed or stored);",
         "- deliveries are applied in the order they are loaded: a corrected re-delivery supersedes earlier rows",
         "  with the same key (`stg_*` tables hold the current version, `raw_*` keep every batch; a key the new",
         "  file leaves out keeps its earlier version). A file whose content is its table's latest delivery",
@@ -111,6 +130,25 @@ def data_dictionary() -> str:
         "",
         "Direct identifiers (names, addresses, phone numbers, e-mails, record numbers, exact birth dates...) must",
         "not be in an export: use pseudonymous ids, age in years (90 for 90 and over) and shifted dates.",
+        "",
+        "### Ids and codes",
+        "",
+        "- **Ids** (`patient_id`, `course_id`, `session_id`, `ae_id` and the references to them) are pseudonymous",
+        "  study ids. By default an id is up to 3 capital letters (a `-` or `_` may follow them) and 1 to 7",
+        "  digits, then up to 3 more parts of up to 3 capital letters and 1 to 7 digits after `-`, `_` or `.`",
+        f"  ({', '.join(f'`{x}`' for x in DEFAULT_ID_EXAMPLES.split(', '))}; the regular expression",
+        f"  `{DEFAULT_ID_PATTERN}`). An export whose ids have another",
+        "  shape declares it in its `phi_allowlist.toml` (`[ids]` `pattern = \"...\"`, a regular expression the",
+        "  whole id matches). An id that is not of the pattern, or holds a name, a date or birth year, or a",
+        "  record number, refuses the export (see [phi-guard.md](phi-guard.md));",
+        f"- **Codes** (`site`, `drug`: open vocabularies) are at most {CODE_MAX_WORDS} words and {CODE_MAX_CHARS} characters of letters, digits,",
+        "  spaces and `_ - . / + ( ) & #`, with no title (Dr, Mrs...) and no word that ties them to a person (per,",
+        "  by, from, patient...): `S01`, `North Clinic`, `Esketamine Nasal Spray`. Free text there can carry",
+        "  identifiers: the row is quarantined (`not_a_code`), or the export refused when it holds a name. A",
+        "  column declared in `phi_allowlist.toml` is exempt;",
+        "- **Numbers** have a plausible range (a warning in the data-quality summary and validation) inside a",
+        "  possible one (`possible` in the tables below): a value outside the possible range is a typo or a value",
+        "  typed into the wrong column, and its row is quarantined (`impossible_value`), the value never shown.",
         "",
     ]
     for name in TABLE_ORDER:

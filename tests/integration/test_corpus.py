@@ -465,6 +465,6 @@ def test_cli_ingest_and_validate_never_print_or_store_a_planted_identifier(name,
     else:
         res2 = CliRunner().invoke(app, ["validate", "--db", str(db)])
         assert "Traceback" not in res2.output and isinstance(res2.exception, (SystemExit, type(None)))
-        output += res2.output
+        output += res2.output  # (Result.output has no setter)
     assert not [s for s in secrets if s in output], "a planted identifier was printed"
     assert not stored_secrets(db, secrets), "a planted identifier was stored"

@@ -28,7 +28,15 @@ import polars as pl
 
 from ketaoutcomes.contract import TABLE_ORDER, TABLES, Column, polars_schema
 from ketaoutcomes.failpoints import failpoint
-from ketaoutcomes.ingest.phi import ALLOWLIST_FILE, PhiAllowList, PhiError, PhiFinding, cap_age, scan_frame
+from ketaoutcomes.ingest.phi import (
+    ALLOWLIST_FILE,
+    PhiAllowList,
+    PhiError,
+    PhiFinding,
+    cap_age,
+    header_labels,
+    scan_frame,
+)
 from ketaoutcomes.ingest.rules import (
     Parent,
     dq_checks,
@@ -87,7 +95,7 @@ class FileLoad:
     rows_loaded: int
     rows_quarantined: int
     skipped: bool  # True: this exact file is the table's latest delivery already, nothing changed
-    ignored_columns: tuple[str, ...] = ()
+    ignored_columns: tuple[str, ...] = ()  # names, or "#N" (position) for a header not fit to print
     notes: str | None = None  # e.g. ages over 89 stored as 90
     rows_blank: int = 0  # blank rows skipped (not rows: not in rows_read)
     redelivery_of: str | None = None  # the earlier batch with the same content, when this file re-delivers it
@@ -135,6 +143,18 @@ def _misnamed(path: Path, meant: str) -> str:
     return f"{path.name} looks like the {meant} registry: name it {meant}.csv (or move it out of the folder)"
 
 
+def _file_label(name: str) -> str:
+    """An unrelated file's name as it may be printed and stored (ingest lists the files it ignored):
+    the name when its parts are shaped like column names (README.txt, truth_v2.json, notes-2024.md; a number of 4 digits at most),
+    else "(a file whose name is not shown)": a file can be named after a patient."""
+    parts = re.split(r"[-.]", name)
+    labels = header_labels([p or "x" for p in parts])
+    digits_ok = [re.fullmatch(r"[0-9]{1,4}", p) is not None for p in parts]
+    if all(not lab.startswith("#") or ok for lab, ok in zip(labels, digits_ok)):
+        return name
+    return "(a file whose name is not shown)"
+
+
 def find_export_files(export_dir: Path) -> tuple[dict[str, Path], list[str]]:
     """Map each contract table to its file in ``export_dir``; list files that are not used.
 
@@ -161,7 +181,7 @@ def find_export_files(export_dir: Path) -> tuple[dict[str, Path], list[str]]:
         elif (meant := _near_miss(p.name)) is not None:
             misnamed.append(_misnamed(p, meant))
         else:
-            ignored.append(p.name)
+            ignored.append(_file_label(p.name))
     if not found:
         raise IngestError(
             f"{export_dir}: no import files found; expected files named "
@@ -252,10 +272,17 @@ def _read_text(path: Path) -> pl.DataFrame:
         if header is not None and len(header) == len(names):
             names = header  # as written: polars renames duplicates, which would hide them
     stripped = [c.strip().lstrip("\ufeff").strip() for c in names]
-    dup = sorted({c for c in stripped if stripped.count(c) > 1})
+    seen: dict[str, list[int]] = {}
+    for i, c in enumerate(stripped):
+        seen.setdefault(c, []).append(i)
+    dup = [at for at in seen.values() if len(at) > 1]
     if dup:
-        raise IngestError(f"{path}: column(s) {', '.join(_shown(c) for c in dup)} appear more than once in the header "
-                          "(after trimming spaces); keep one of each")
+        labels = header_labels(stripped)
+        shown = ", ".join(labels[at[0]] if not labels[at[0]].startswith("#") else
+                          " and ".join(f"#{i + 1}" for i in at) for at in dup)
+        raise IngestError(f"{path}: column(s) {shown} appear more than once in the header "
+                          "(after trimming spaces; #N: the column at position N, its header not shown); "
+                          "keep one of each")
     frame = frame.rename(dict(zip(frame.columns, stripped)))
     for reserved in ("_row_number", LINE_NUMBER):
         if reserved in frame.columns:
@@ -264,15 +291,6 @@ def _read_text(path: Path) -> pl.DataFrame:
     # The line where the first record starts: after the header (and any line breaks in its names).
     first_line = csv_text.header_line + 1 + sum(n.count("\n") for n in names) if is_csv else None
     return with_line_numbers(frame, first_line)
-
-
-_NAME_OK = re.compile(r"^[\w .()/%-]{1,64}$")
-
-
-def _shown(name: str) -> str:
-    """A header name fit to print: a stray quote can turn data rows into the "header",
-    and those must not be echoed into a message."""
-    return name if _NAME_OK.match(name) else "(unreadable name)"
 
 
 def _csv_header(head: bytes) -> list[str] | None:
@@ -291,16 +309,22 @@ def _contract_columns(frame: pl.DataFrame, table: str, path: Path) -> tuple[pl.D
     """The contract's columns (missing optional ones as nulls) and the names of the others,
     which are not stored: they could carry identifiers."""
     spec = TABLES[table]
-    missing = [c for c in spec.required_columns if c not in frame.columns]
+    present = set(frame.columns)
+    contract = set(spec.column_names)
+    missing = [c for c in spec.required_columns if c not in present]
+    # Headers are printed and stored only when shaped like column names; any other is "#N", its
+    # position: a stray quote or a missing header row puts data (or a name) where the header belongs.
+    headers = [c for c in frame.columns if c not in ("_row_number", LINE_NUMBER)]
+    labels = header_labels(headers)
     if missing:
-        have = [_shown(c) for c in frame.columns if c not in ("_row_number", LINE_NUMBER)]
-        hint = ("; the header holds text that is not a column name: a stray quote may have joined rows into it"
-                if "(unreadable name)" in have else "")
+        hint = ("; #N is the column at position N, whose header is not shown: it is not shaped like a column "
+                "name (a missing header row or a stray quote can put data there)"
+                if any(x.startswith("#") for x in labels) else "")
         raise IngestError(
             f"{path}: required column(s) {', '.join(missing)} missing from table {table}; "
-            f"the file has {', '.join(have) or 'no columns'}{hint} (see docs/import-format.md)"
+            f"the file has {', '.join(labels) or 'no columns'}{hint} (see docs/import-format.md)"
         )
-    ignored = tuple(c for c in frame.columns if c not in (*spec.column_names, "_row_number", LINE_NUMBER))
+    ignored = tuple(label for c, label in zip(headers, labels) if c not in contract)
     frame = frame.with_columns(
         [pl.lit(None, dtype=pl.String).alias(c) for c in spec.column_names if c not in frame.columns]
     )
@@ -568,7 +592,7 @@ def ingest_export(
             raise IngestError(f"{path}: {zones}; nothing was loaded")
         typed, problems = _type_rows(con, frame, table)
         # Each row on its own first; then keys among the rows still standing.
-        checks = [problems, row_problems(table, typed, registries)]
+        checks = [problems, row_problems(table, typed, registries, allow.allowed_columns(table))]
         if table == "sessions":
             checks.append(session_course_problems(typed, parent("courses").available(), registries))
         if TABLES[table].references:

@@ -14,11 +14,19 @@ an exception message: findings say which column, which rule and how many rows,
 never which values. See docs/phi-guard.md for the rules, thresholds and the
 allow-list format.
 
-Two kinds of rule:
+The rules:
 
+* **Headers** (every column): a header cell that is itself an identifier (a
+  data row or a patient's name where the header belongs) refuses the file; a
+  header is printed or stored only when shaped like a column name, else it is
+  ``#N``, its position (:func:`header_labels`).
 * **Column names** (extra columns only: a contract column is de-identified by
   design): a normalised name (case, separators and camelCase ignored) that says
   "name", "e-mail", "phone", "address", "ZIP", "SSN", "MRN", "date of birth", ...
+* **Ids** (``*_id`` contract columns): every id must be a pseudonymous id, of
+  the export's id pattern (``[ids] pattern`` of the allow-list, else
+  :data:`DEFAULT_ID_PATTERN`), and hold no name, date or birth year, or record
+  number (one row).
 * **Values** (every column): vectorised regexes. High-specificity shapes
   (e-mail, SSN, phone, IP address, URL) trigger on one row, in every column,
   numeric ones included. In text columns (not INTEGER/DOUBLE contract columns)
@@ -29,7 +37,9 @@ Two kinds of rule:
 
 Speed: per column, one pass of a single union regex over all rows finds the
 rows that could match any rule; the per-rule regexes run only on those rows
-(none, for clean data), so a clean 12M-row file costs one regex pass per column.
+(none, for clean data), so a clean 12M-row file costs one regex pass per column
+(two for an id column). Linear in the number of columns too: a wide file's
+columns of one kind are stacked and scanned with one regex.
 """
 
 from __future__ import annotations
@@ -44,10 +54,45 @@ from types import MappingProxyType
 
 import polars as pl
 
-from ketaoutcomes.contract import TABLES
+from ketaoutcomes.contract import DEFAULT_ID_EXAMPLES, DEFAULT_ID_PATTERN, TABLES
+from ketaoutcomes.ingest.phi_patterns import (
+    DRUG_STEMS,
+    GIVEN_NAMES,
+    HIGH_RULES,
+    P_DATE,
+    P_ECHOABLE_HEADER,
+    P_HEADER_DIGITS,
+    P_ID_DATE,
+    P_ID_LONG_DIGITS,
+    P_ID_RECORD,
+    P_ID_WORDS,
+    P_NAME_GIVEN_CTX,
+    P_NAME_STRONG,
+    P_NAME_TITLE,
+    P_NAME_WEAK,
+    P_PHRASE,
+    P_STOP,
+    P_STREET,
+    P_YEAR,
+    P_ZIP_STATE,
+    P_ZIP_WHOLE,
+    PHRASE_WORDS,
+    STOP_WORDS,
+    STREET_RULE,
+    column_name_rule,
+    name_tokens,
+)
 
 __all__ = [
     "ALLOWLIST_FILE",
+    "DEFAULT_ID_PATTERN",
+    "DRUG_STEMS",
+    "GIVEN_NAMES",
+    "PHRASE_WORDS",
+    "STOP_WORDS",
+    "column_words",
+    "header_labels",
+    "header_looks_like",
     "PhiAllowList",
     "PhiError",
     "PhiFinding",
@@ -123,18 +168,25 @@ class PhiError(ValueError):
 
 @dataclass(frozen=True)
 class PhiAllowList:
-    """Columns a study has declared safe, from ``phi_allowlist.toml`` in the export folder.
+    """What a study declares in ``phi_allowlist.toml`` in the export folder.
 
     ``columns`` maps ``"table.column"`` to the study's reason why the column is
-    not identifying. A listed column is skipped by every rule (name and values).
+    not identifying. A listed column is skipped by every rule of the guard (name,
+    values, id pattern) and by the code-shape rule of ``site`` and ``drug``.
+    ``id_pattern`` is the shape of the export's pseudonymous ids (a regular
+    expression the whole id must match); ``None``: :data:`DEFAULT_ID_PATTERN`.
 
     The file::
 
         [columns]
         "patients.site" = "site codes are clinic names, approved by the data steward on 2026-03-01"
+
+        [ids]
+        pattern = "KX-[0-9]{6}"
     """
 
     columns: Mapping[str, str] = field(default_factory=dict)
+    id_pattern: str | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "columns", MappingProxyType(dict(self.columns)))
@@ -147,7 +199,8 @@ class PhiAllowList:
         ------
         ValueError
             The file is not valid TOML, has something other than a ``[columns]``
-            table, names an unknown table, or gives an entry without a reason.
+            and an ``[ids]`` table, names an unknown table, gives an entry without
+            a reason, or an id pattern that is not a valid regular expression.
             The message names the file and the problem.
         """
         path = Path(export_dir) / ALLOWLIST_FILE
@@ -159,15 +212,25 @@ class PhiAllowList:
             raise ValueError(f"{path}: not UTF-8 text; save it as UTF-8") from None
         except tomllib.TOMLDecodeError as exc:
             raise ValueError(f"{path}: not valid TOML ({exc}); see docs/phi-guard.md for the format") from None
-        return cls(_parse_allowlist(data, str(path)))
+        return cls(*_parse_allowlist(data, str(path)))
 
     def allows(self, table: str, column: str) -> bool:
         return f"{table}.{column}" in self.columns
 
+    def allowed_columns(self, table: str) -> frozenset[str]:
+        """The columns of ``table`` declared safe."""
+        return frozenset(k.partition(".")[2] for k in self.columns if k.partition(".")[0] == table)
 
-def _parse_allowlist(data: Mapping[str, object], where: str) -> dict[str, str]:
-    hint = 'expected [columns] with entries like "patients.site" = "why this column is not identifying"'
-    extra = sorted(k for k in data if k != "columns")
+    @property
+    def ids(self) -> str:
+        """The regular expression a whole id must match (the export's, else the default)."""
+        return self.id_pattern or DEFAULT_ID_PATTERN
+
+
+def _parse_allowlist(data: Mapping[str, object], where: str) -> tuple[dict[str, str], str | None]:
+    hint = ('expected [columns] with entries like "patients.site" = "why this column is not identifying", '
+            'and optionally [ids] with pattern = "a regular expression every id matches"')
+    extra = sorted(k for k in data if k not in ("columns", "ids"))
     if extra:
         raise ValueError(f"{where}: unknown section or key(s) {', '.join(extra)}; {hint}")
     cols = data.get("columns", {})
@@ -187,232 +250,36 @@ def _parse_allowlist(data: Mapping[str, object], where: str) -> dict[str, str]:
             problems.append(f"entry {key!r} has no reason; say why the column is not identifying and who approved it")
         else:
             out[key] = reason.strip()
+    pattern = _parse_ids(data.get("ids"), problems)
     if problems:
         raise ValueError(f"{where}: " + "; ".join(problems) + f"; {hint}")
-    return out
+    return out, pattern
 
 
-# --------------------------------------------------------------------------- column-name rules
+def _parse_ids(ids: object, problems: list[str]) -> str | None:
+    if ids is None:
+        return None
+    if not isinstance(ids, dict):
+        problems.append("'ids' must be a table")
+        return None
+    extra = sorted(k for k in ids if k != "pattern")
+    if extra:
+        problems.append(f"[ids] has unknown key(s) {', '.join(extra)} (only 'pattern')")
+    pattern = ids.get("pattern")
+    if not isinstance(pattern, str) or not pattern.strip():
+        problems.append("[ids] pattern must be a non-empty text: a regular expression every id matches")
+        return None
+    try:
+        pl.Series([""], dtype=pl.String).str.contains(_whole(pattern))
+    except Exception as exc:  # noqa: BLE001 - polars' regex error, shown without the data
+        problems.append(f"[ids] pattern is not a valid regular expression ({str(exc).splitlines()[0][:200]})")
+        return None
+    return pattern
 
 
-def _name_tokens(name: str) -> list[str]:
-    """'patientFirstName' / 'Patient First-Name' / 'PATIENT_FIRST_NAME' -> ['patient', 'first', 'name']."""
-    s = re.sub(r"([a-z0-9])([A-Z])", r"\1 \2", name)
-    s = re.sub(r"([A-Z]+)([A-Z][a-z])", r"\1 \2", s)
-    return re.findall(r"[a-z]+|[0-9]+", s.lower())
-
-
-@dataclass(frozen=True)
-class _NameRule:
-    rule: str
-    what: str
-    compact: str  # regex searched in the lower-case name with every separator removed
-    tokens: frozenset[str] = frozenset()  # or any of these as a whole word
-
-    def matches(self, tokens: list[str], compact: str) -> bool:
-        return bool(re.search(self.compact, compact)) or not self.tokens.isdisjoint(tokens)
-
-
-#: Words that say a "..._name" column names a thing, not a person.
-_THING_WORDS = frozenset("""
-    drug drugs medication medications med meds product brand generic compound molecule formulation route
-    site sites clinic hospital facility center centre practice unit ward department service program programme
-    instrument scale test questionnaire assessment arm study trial protocol sponsor manufacturer
-    file filename column field variable table dataset sheet tab event ae diagnosis dx condition disorder
-    code category group cohort phase visit lab assay procedure device country region state
-""".split())
-
-NAME_RULES: tuple[_NameRule, ...] = (
-    _NameRule("column_name.ip_address", "an IP address",
-              r"^(?:client|source|src|remote|user|host|login|device|patient)?ipv?[46]?(?:address|addr)?$|ipaddr"),
-    _NameRule("column_name.email", "an e-mail address", r"(?<!voic)email|^mail(?:address|addr)?$"),
-    _NameRule("column_name.url", "a web address (URL)",
-              r"website|webpage|homepage|webaddress|weburl|^url|url$|^uri$", frozenset({"url", "urls", "uri"})),
-    _NameRule("column_name.birth_date", "a date of birth",
-              r"dateofbirth|birthdate|birthday|birthdt|datebirth|dateborn|borndate|^dob|dob$|^born(?:on)?$|^bday$",
-              frozenset({"dob", "bday", "birthday"})),
-    _NameRule("column_name.phone", "a phone or fax number",
-              r"phone|^tel(?:no|nr|num|number)?$|^(?:mobile|cell|fax|pager)(?:no|nr|num|number|phone)?$"
-              r"|faxnumber|faxno|pager|contactnumber|contactno|mobilenumber|mobileno|voicemail",
-              frozenset({"tel", "fax", "pager"})),
-    _NameRule("column_name.identifier_number", "an identifying number (SSN, medical record, plan, account, "
-              "licence, vehicle or device number)",
-              r"socialsecurity|medicalrecord|recordnumber|recordno|chartnumber|chartno|healthplan|insuranceid"
-              r"|insurancenumber|insuranceno|policynumber|policyno|memberid|membernumber|memberno|beneficiary"
-              r"|accountnumber|accountno|acctno|acctnumber|acctnum|licensenumber|licencenumber|licenseno|licenceno"
-              r"|driverslicen[cs]e|driverlicen[cs]e|licen[cs]eplate|numberplate|vehicle|deviceserial|serialnumber"
-              r"|serialno|deviceid|nhsnumber|nhsno|medicareno|medicarenumber|medicaidno|medicaidnumber|passport"
-              r"|nationalid|nationalinsurance|username|^ssn|ssn$|^mrn|mrn$",
-              frozenset({"ssn", "mrn", "vin", "plate", "plates", "nhs", "udi", "hicn", "mbi", "medicare", "medicaid"})),
-    _NameRule("column_name.zip", "a ZIP or postal code", r"zipcode|postcode|postalcode|^zip|zip$",
-              frozenset({"zip", "postal", "postcode"})),
-    _NameRule("column_name.address", "an address or place of residence",
-              r"address|street|latitude|longitude|geolocation|geocode",
-              frozenset({"addr", "street", "city", "town", "county", "suburb", "precinct", "municipality",
-                         "residence", "domicile", "gps"})),
-    _NameRule("column_name.person_name", "a person's name",
-              r"firstname|lastname|givenname|familyname|middlename|surname|fullname|forename|maidenname|nickname"
-              r"|patientname|nextofkin|emergencycontact|kinname",
-              frozenset({"nok", "surname", "forename", "initials", "kin"})),
-    _NameRule("column_name.biometric", "a photo or biometric identifier",
-              r"photo|fingerprint|voiceprint|retina|iris(?:scan|image)|faceimage|facial|biometric"),
-)
-
-
-def _column_name_rule(name: str) -> _NameRule | None:
-    tokens = _name_tokens(name)
-    compact = "".join(tokens)
-    for rule in NAME_RULES:
-        if rule.matches(tokens, compact):
-            return rule
-    # a bare "name" / "..._name": a person unless it qualifies a thing (drug_name, site_name, ...)
-    if ({"name", "names"} & set(tokens)) and not (_THING_WORDS & set(tokens)):
-        return NAME_RULES[-2]
-    return None
-
-
-# --------------------------------------------------------------------------- value patterns
-
-# ASCII classes and ASCII word boundaries throughout: faster (the lazy DFA never
-# falls back for Unicode word boundaries) and identifiers are written in ASCII.
-_B = r"(?-u:\b)"
-_D = "[0-9]"
-
-P_EMAIL = r"[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}"
-P_SSN = rf"{_B}{_D}{{3}}-{_D}{{2}}-{_D}{{4}}{_B}|{_B}{_D}{{3}} {_D}{{2}} {_D}{{4}}{_B}"
-P_PHONE = "|".join((
-    rf"\({_D}{{3}}\) ?{_D}{{3}}[-. ]{_D}{{4}}{_B}",  # (555) 123-4567
-    rf"{_B}{_D}{{3}}[-.]{_D}{{3}}[-.]{_D}{{4}}{_B}",  # 555-123-4567, 555.123.4567, 1-555-123-4567
-    rf"{_B}{_D}{{3}} {_D}{{3}} {_D}{{4}}{_B}",  # 555 123 4567
-    # +1 555 123 4567, +44 20 7946 0958, +33 1 23 45 67 89, +15551234567 (no '.' separators: +100.25 is a number)
-    rf"(?:^|[^0-9A-Za-z+])\+{_D}{{1,3}}[ -]?\(?{_D}{{1,4}}\)?(?:[ -]?{_D}{{2,4}}){{2,4}}{_B}",
-))
-_OCT = r"(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])"
-_HEX = "[0-9A-Fa-f]{1,4}"
-P_IP = "|".join((
-    rf"{_B}(?:{_OCT}\.){{3}}{_OCT}{_B}",  # IPv4
-    rf"{_B}(?:{_HEX}:){{7}}{_HEX}{_B}",  # IPv6, full
-    rf"{_B}(?:{_HEX}:){{1,6}}:{_HEX}(?::{_HEX}){{0,5}}{_B}",  # IPv6 with '::' (a time 09:00:00 has no '::')
-    rf"{_B}(?:{_HEX}:){{2,7}}:",
-))
-P_URL = r"(?i:(?-u:\b)(?:https?|ftp)://[^\s]+|(?-u:\b)www\.[a-z0-9-]+(?:\.[a-z0-9-]+)*\.[a-z]{2,})"
-
-_STREET_TYPES = ("Street|St|Avenue|Ave|Road|Rd|Boulevard|Blvd|Lane|Ln|Drive|Dr|Court|Ct|Place|Pl|Terrace|Way"
-                 "|Parkway|Pkwy|Highway|Hwy|Close|Crescent|Square|Sq|Circle|Cir|Gardens|Mews|Row|Walk")
-P_STREET = "|".join((
-    # 12 Oak Street, 221B Baker St, 1600 Pennsylvania Avenue NW
-    rf"{_B}{_D}{{1,5}}[A-Za-z]? +(?:[A-Z][a-z]+\.? +){{1,3}}(?:{_STREET_TYPES}){_B}",
-    rf"{_B}{_D}{{1,5}}[A-Z]? +(?:[A-Z]{{2,}} +){{1,3}}(?:{_STREET_TYPES.upper()}){_B}",
-    r"(?i:(?-u:\b)p\.? ?o\.? +box +[0-9]+)",  # PO Box 123
-))
-_STATES = ("AL|AK|AZ|AR|CA|CO|CT|DE|DC|FL|GA|HI|ID|IL|IN|IA|KS|KY|LA|ME|MD|MA|MI|MN|MS|MO|MT|NE|NV|NH|NJ|NM|NY"
-           "|NC|ND|OH|OK|OR|PA|RI|SC|SD|TN|TX|UT|VT|VA|WA|WV|WI|WY|PR")
-P_ZIP_WHOLE = rf"^\s*{_D}{{5}}(?:-{_D}{{4}})?\s*$"  # the whole value is a ZIP: share threshold
-P_ZIP_STATE = rf"{_B}(?:{_STATES}),? +{_D}{{5}}(?:-{_D}{{4}})?{_B}"  # "Springfield, IL 62704": one row
-
-_CAP = r"[A-Z][a-z]+(?:[-'][A-Z]?[a-z]+)?"
-# The whole value is 2-3 capitalised words (optionally a middle initial), or "Last, First".
-P_NAME_WEAK = rf"^\s*(?:{_CAP}(?: +[A-Z]\.?)?(?: +{_CAP}){{1,2}}|{_CAP}, *{_CAP}(?: +[A-Z]\.?)?)\s*$"
-
-#: Common given names that are not also common English or clinical words (no
-#: May, Will, Grace, Hope, Mark, Ward, Iris, Max, Victoria, Jordan, ...). A given
-#: name followed by another word, in any case, is a name in one row.
-GIVEN_NAMES = frozenset("""
-    aaron adam adrian alan albert alex alexander alexandra alice alicia allison amanda amy andrea andrew angela
-    anna anne anthony antonio arthur ashley barbara benjamin betty beverly brandon brenda brian bruce bryan
-    carl carlos carolyn catherine charles cheryl christina christine christopher cynthia daniel
-    danielle david deborah debra denise dennis diana diane donald donna dorothy douglas edward elizabeth
-    emily emma eric ethan evelyn frances francis gabriel gary george gerald gloria gregory hannah harold
-    harry heather helen henry howard isabella jacob james janet janice jason jeffrey jennifer jeremy jessica
-    joan joe john johnny jonathan joseph joshua joyce juan judith judy julia julie justin karen katherine
-    kathleen kathryn keith kelly kenneth kevin kimberly kyle laura lauren linda lisa louis
-    margaret maria marie marilyn martha mary matthew megan melissa michael michelle nancy natalie nathan
-    nicholas nicole noah olivia pamela patricia patrick paul peter philip rachel ralph randy raymond rebecca
-    richard robert roger ronald roy russell ryan samantha samuel sandra sara sarah scott sean sharon shirley
-    sophia stephanie stephen steven susan teresa theresa thomas timothy vincent walter wayne
-    william zachary mohammed muhammad ahmed fatima priya wei ming hiroshi yuki olga ivan dmitri sergei
-    giuseppe francesca pierre jean-pierre hans klaus jurgen sven lars ingrid astrid
-""".split())
-
-#: Words that make a capitalised phrase a place, an institution, a drug or a clinical
-#: term, not a person ("North Clinic", "Ketamine Infusion", "Lithium Carbonate",
-#: "Mild Dissociation", ...). Checked on the whole value (weak rule) and on a given
-#: name's match with one word either side (strong rule: "St John Ambulance").
-STOP_WORDS = frozenset("""
-    clinic clinics hospital hospitals center centre centers centres medical medicine health healthcare university
-    institute site sites unit units ward wards department dept general memorial regional community practice
-    group services service care trust campus office building north south east west central northern southern
-    eastern western upper lower main city county valley park hill hills heights lake river bay beach mount mt
-    saint st san santa fort port cape street road avenue lane hall house court square foundation partners
-    associates network system systems pavilion wing annex outpatient inpatient mental behavioral behavioural
-    psychiatry psychiatric psychology neuro wellness recovery treatment research study trial ambulance
-    emergency ambulatory private public national state royal children childrens women womens veterans va
-    terrace grove view ridge rapids arbor harbor harbour meadow meadows springs spring falls creek woods forest
-    glen grand green point crossing village town township shore shores island garden gardens place plaza tower
-    towers downtown uptown midtown riverside lakeside lakeview hillside
-    ketamine esketamine racemic intranasal nasal oral sublingual intravenous intramuscular infusion injection
-    spray tablet tablets capsule capsules solution lozenge troche drops hydrochloride hcl hydrobromide sodium
-    potassium lithium magnesium calcium carbonate citrate oxalate mesylate maleate succinate tartrate fumarate
-    besylate sulfate sulphate phosphate acetate bromide chloride lactate gluconate valproate divalproex
-    extended delayed modified immediate sustained release xr xl er sr cr la ir odt mg dose doses generic brand
-    depression depressive disorder bipolar major rating scale questionnaire inventory score test assessment
-    clinician nurse physician team adverse event nausea headache dizziness vertigo vomiting sedation anxiety
-    dissociation hallucinations hypertension hypotension tachycardia blood pressure heart rate mild moderate
-    severe transient resolved elevated increased decreased symptoms baseline visit induction maintenance
-    response remission relapse partial good poor prior history improved improvement worse worsening episode
-    attack pain chest mouth dry vision blurred signs vital stable room ect tms icu
-    placebo bupropion monday tuesday wednesday thursday friday saturday sunday january february march april may june
-    july august september october november december
-""".split())
-#: Words that make a whole value a phrase rather than a name ("Not Done", "Lost To Follow Up").
-PHRASE_WORDS = frozenset("""
-    and or of the to for with without per plus not no yes none unknown other new old first second third
-    week weeks month months day days completed ongoing switched lost follow up done na active control
-    standard usual high low total left right self
-""".split())
-#: Word endings of drug names ("Escitalopram Oxalate", "Quetiapine Fumarate").
-DRUG_STEMS = ("oxetine", "pram", "tamine", "azepam", "azolam", "triptyline", "ipramine", "faxine", "azodone",
-              "apine", "idone", "piprazole", "trigine", "mazepine", "barbital", "phenidate", "phetamine", "zolpidem",
-              "pine", "zine", "xetine")
-
-_GIVEN = "|".join(sorted(GIVEN_NAMES))
-P_NAME_GIVEN = (
-    rf"(?i:(?-u:\b)(?:{_GIVEN}) +[a-z][a-z'-]+)"  # John Smith, JOHN SMITH, called john about ...
-    rf"|(?i:(?-u:\b)[a-z][a-z'-]+, *(?:{_GIVEN})(?-u:\b))"  # SMITH, JOHN
-)
-P_NAME_TITLE = r"(?-u:\b)(?:Mr|Mrs|Ms|Miss|Mx|Dr|Prof)\.? +[A-Z][a-z][A-Za-z'-]*"  # Mrs Jones, Dr. Smith
-P_NAME_STRONG = f"{P_NAME_GIVEN}|{P_NAME_TITLE}"
-# For extraction: one word before and after too ("St John Ambulance", "Mary Washington Hospital").
-_P_NAME_STRONG_CTX = r"(?:(?-u:\b)[A-Za-z]+ +)?(?:" + P_NAME_STRONG + r")(?: +[A-Za-z]+)?"
-_P_STOP = (r"(?i:(?-u:\b)(?:" + "|".join(sorted(STOP_WORDS)) + r")(?-u:\b)"
-           r"|[a-z]+(?:" + "|".join(DRUG_STEMS) + r")(?-u:\b))")
-_P_PHRASE = r"(?i:(?-u:\b)(?:" + "|".join(sorted(PHRASE_WORDS)) + r")(?-u:\b))"
-
-_MON = r"(?:jan|feb|mar|apr|may|jun|jul|aug|sep|sept|oct|nov|dec)[a-z]*\.?"
-_Y = r"(?:19|20)[0-9]{2}"
-_MM = r"(?:0?[1-9]|1[0-2])"
-_DD = r"(?:0?[1-9]|[12][0-9]|3[01])"
-# A full date (day precision): ISO, US/European numeric, 12 Mar 1984, March 12, 1984.
-P_DATE = (rf"(?i:(?-u:\b)(?:{_Y}[-/.]{_MM}[-/.]{_DD}|{_DD}[-/.]{_MM}[-/.]{_Y}|{_MM}[-/.]{_DD}[-/.]{_Y}"
-          rf"|{_DD}[ -]{_MON}[ ,-]+{_Y}|{_MON} +{_DD},? +{_Y})(?-u:\b))")
-P_YEAR = r"(?-u:\b)((?:19|20)[0-9]{2})(?-u:\b)"
-
-
-@dataclass(frozen=True)
-class _ValueRule:
-    rule: str
-    what: str  # "e-mail addresses"
-    pattern: str
-
-
-HIGH_RULES: tuple[_ValueRule, ...] = (
-    _ValueRule("value.email", "e-mail addresses", P_EMAIL),
-    _ValueRule("value.ssn", "social security numbers (NNN-NN-NNNN)", P_SSN),
-    _ValueRule("value.phone", "phone or fax numbers", P_PHONE),
-    _ValueRule("value.ip_address", "IP addresses", P_IP),
-    _ValueRule("value.url", "web addresses (URLs)", P_URL),
-)
-STREET_RULE = _ValueRule("value.street_address", "street addresses", P_STREET)
+def _whole(pattern: str) -> str:
+    """A pattern the whole (trimmed) value must match."""
+    return rf"^\s*(?:{pattern})\s*$"
 
 
 # --------------------------------------------------------------------------- column kinds
@@ -423,10 +290,13 @@ class _Kind:
     """What a column gets scanned for."""
 
     contract_dtype: str | None  # None: not in the contract (an extra column)
-    is_id: bool  # contract key / reference column: pseudonymous ids (no ZIP rule)
+    is_id: bool  # a contract id column (patient_id, course_id, ...): the id rules
     birthish: bool  # its name suggests birth
     codeish: bool = False  # its name says it holds 5-digit codes that are not ZIPs (CPT, HCPCS, ...)
     per_patient: bool = False  # a column of the patients table (one row per patient, no contract dates)
+    id_pattern: str | None = None  # ids: the pattern a whole id must match
+    long_digits: bool = True  # ids: 8+ digits in a row are a record number (the default id pattern)
+    keyish: bool = False  # a key or reference column (no ZIP rule: keys may be 5-digit numbers)
 
     @property
     def numeric(self) -> bool:
@@ -438,7 +308,7 @@ class _Kind:
 
     @property
     def zip_rule(self) -> bool:
-        return self.text_rules and not self.is_id and not self.codeish
+        return self.text_rules and not self.keyish and not self.codeish
 
     @property
     def date_rule(self) -> bool:  # contract DATE/TIMESTAMP columns hold shifted dates: allowed
@@ -450,22 +320,25 @@ class _Kind:
 _CODE_WORDS = frozenset({"cpt", "hcpcs", "icd", "ndc", "loinc", "snomed", "drg", "procedure", "billing"})
 
 
-def _kind(table: str, column: str) -> _Kind:
+def _kind(table: str, column: str, allow: PhiAllowList) -> _Kind:
     spec = TABLES[table]
-    tokens = _name_tokens(column)
+    tokens = name_tokens(column)
     compact = "".join(tokens)
     birthish = bool(re.search(r"birth|born|^dob|dob$", compact)) or bool({"dob", "bday"} & set(tokens))
     codeish = bool(_CODE_WORDS & set(tokens))
     if column in spec.column_names:
-        ids = set(spec.key) | {r.column for r in spec.references}
-        return _Kind(spec.column(column).dtype, column in ids or column.endswith("_id"), birthish, codeish,
-                     table == "patients")
+        keys = set(spec.key) | {r.column for r in spec.references}
+        dtype = spec.column(column).dtype
+        is_id = column.endswith("_id") and dtype == "VARCHAR"  # patient_id, course_id, session_id, ae_id
+        return _Kind(dtype, is_id, birthish, codeish, table == "patients", allow.ids if is_id else None,
+                     is_id and allow.id_pattern is None, column in keys or is_id)
     return _Kind(None, False, birthish, codeish, table == "patients")
 
 
 @lru_cache(maxsize=None)
 def _union(kind: _Kind) -> str:
-    """One regex that matches every row any rule of this kind of column could flag."""
+    """One regex that matches every row any rule of this kind of column could flag (for an id
+    column, with the rows that do not match the id pattern)."""
     parts = [r.pattern for r in HIGH_RULES]
     if kind.text_rules:
         parts += [P_STREET, P_ZIP_STATE, P_NAME_WEAK, P_NAME_STRONG]
@@ -473,27 +346,59 @@ def _union(kind: _Kind) -> str:
         parts.append(P_ZIP_WHOLE)
     if kind.date_rule:
         parts.append(P_DATE)
+    if kind.is_id:
+        parts += [P_ID_WORDS, P_ID_DATE, P_ID_RECORD] + ([P_ID_LONG_DIGITS] if kind.long_digits else [])
     return "|".join(f"(?:{p})" for p in parts)
 
 
-# --------------------------------------------------------------------------- scanning
+# --------------------------------------------------------------------------- headers
+
+#: Header shapes that refuse the export: a header cell that is itself an identifier (a data row
+#: pasted over the header, a patient's name typed as a column name). Checked on every header. A
+#: header with digits or a date in it (score_2024, a shifted visit date of a data row) is not refused,
+#: only never printed or stored (see :func:`header_labels`).
+_HEADER_CHECKS: tuple[tuple[str, str], ...] = (
+    *((r.pattern, r.what) for r in (*HIGH_RULES, STREET_RULE)),
+    (P_ZIP_STATE, "an address"),
+    (P_NAME_GIVEN_CTX, "a person's name"),
+    (P_NAME_TITLE, "a person's name"),
+    (P_ID_RECORD, "a record number"),
+)
+_CLEARED_BY_STOP_WORDS = (P_NAME_GIVEN_CTX, P_NAME_TITLE)
 
 
-def _display(columns: list[str], positions: Mapping[str, int]) -> dict[str, tuple[str, str | None]]:
-    """How each column may be named in a message: its name, or '#N' when the header looks like PHI itself
-    (a data row pasted over the header), with what it looks like."""
-    names = pl.Series("c", columns, dtype=pl.String)
-    looks: list[str | None] = [None] * len(columns)
-    checks = [(r.pattern, r.what) for r in (*HIGH_RULES, STREET_RULE)] + [
-        (P_ZIP_STATE, "an address"), (P_NAME_GIVEN, "a person's name")]
-    for pattern, what in checks:
-        hit = names.str.contains(pattern)
-        if pattern == P_NAME_GIVEN:
-            hit = hit & ~names.str.contains(_P_STOP)
-        for i, h in enumerate(hit.to_list()):
-            if h and looks[i] is None:
+def header_looks_like(names: list[str]) -> list[str | None]:
+    """For each header cell, what identifier it looks like ("a person's name", "phone or fax numbers",
+    ...), or None. One vectorised pass per shape over all headers (linear in the number of columns)."""
+    s = pl.Series("h", names, dtype=pl.String)
+    looks: list[str | None] = [None] * len(names)
+    for pattern, what in _HEADER_CHECKS:
+        if pattern in _CLEARED_BY_STOP_WORDS:
+            hit = s.str.extract_all(pattern).list.eval(~pl.element().str.contains(P_STOP)).list.any()
+        else:
+            hit = s.str.contains(pattern)
+        for i in hit.fill_null(False).arg_true().to_list():
+            if looks[i] is None:
                 looks[i] = what
-    return {c: ((f"#{positions[c]}", w) if w else (c, None)) for c, w in zip(columns, looks)}
+    return looks
+
+
+def header_labels(names: list[str]) -> list[str]:
+    """How each header may be printed or stored: the name when it looks like a column name (see
+    :data:`P_ECHOABLE_HEADER`), else ``#N``, its 1-based position. Linear in the number of columns."""
+    s = pl.Series("h", names, dtype=pl.String)
+    shaped = (s.str.contains(P_ECHOABLE_HEADER) & ~s.str.contains(P_HEADER_DIGITS)).to_list()
+    looks = header_looks_like(names)
+    return [name if ok and looks[i] is None and GIVEN_NAMES.isdisjoint(name_tokens(name)) else f"#{i + 1}"
+            for i, (name, ok) in enumerate(zip(names, shaped))]
+
+
+def column_words(label: str) -> str:
+    """'column 'site'' for a printable header, 'column #8 (header not shown)' for a position."""
+    return f"column {label} (header not shown)" if label.startswith("#") else f"column '{label}'"
+
+
+# --------------------------------------------------------------------------- scanning
 
 
 def _advice(kind: _Kind) -> str:
@@ -503,7 +408,57 @@ def _advice(kind: _Kind) -> str:
     if kind.numeric:
         return ("fix those cells in the export: a number column holds numbers only (the file is refused, "
                 "not quarantined, so the values never reach the warehouse or a log)")
+    if kind.is_id:
+        return ("replace them with pseudonymous study ids (never names, dates of birth or record numbers) or, "
+                "if they are pseudonymous, declare their shape as [ids] pattern in phi_allowlist.toml")
     return f"replace those values with de-identified codes in the export or, if they are not identifying, {allow}"
+
+
+#: Wide files: columns of one kind are stacked into one series of at most this many cells and
+#: scanned with one regex (a select of thousands of expressions, each compiling its regex, costs
+#: polars more than linear time); tall files: at most this many columns per select.
+_STACK_CELLS = 1 << 20
+_BATCH = 64
+
+
+def _text(s: pl.Series) -> pl.Series:
+    return s if s.dtype == pl.String else s.cast(pl.String)
+
+
+def _candidates(kind: _Kind, v: pl.Expr) -> pl.Expr:
+    """Rows any rule of this kind of column could flag (and, for ids, rows not of the id pattern)."""
+    hit = v.str.contains(_union(kind))
+    if kind.id_pattern is not None:
+        text = v.str.strip_chars()
+        hit = hit | ((text != "") & ~text.str.contains(_whole(kind.id_pattern)))
+    return hit.fill_null(False)
+
+
+def _candidate_rows(series: Mapping[str, pl.Series], columns: list[str], kinds: Mapping[str, _Kind],
+                    height: int) -> dict[str, pl.Series]:
+    """For each column, a boolean series: the rows that could match a rule. Linear in the number of
+    cells: columns of one kind are stacked (wide files) or scanned a batch per select (tall files)."""
+    by_kind: dict[_Kind, list[str]] = {}
+    for c in columns:
+        by_kind.setdefault(kinds[c], []).append(c)
+    hits: dict[str, pl.Series] = {}
+    per_stack = _STACK_CELLS // max(height, 1)
+    rest: list[str] = []
+    for kind, cols in by_kind.items():
+        if per_stack < 2 or len(cols) < 2:
+            rest += cols
+            continue
+        for i in range(0, len(cols), per_stack):
+            batch = cols[i:i + per_stack]
+            long = pl.concat([_text(series[c]).alias("v") for c in batch], rechunk=True)
+            hit = pl.DataFrame({"v": long}).select(_candidates(kind, pl.col("v")))["v"]
+            hits.update({c: hit.slice(j * height, height) for j, c in enumerate(batch)})
+    for i in range(0, len(rest), _BATCH):  # one select per batch: polars runs its columns in parallel
+        batch = rest[i:i + _BATCH]  # (positional names: a header may be empty, which polars renames)
+        part = pl.DataFrame([_text(series[c]).alias(f"c{k}") for k, c in enumerate(batch)])
+        hits.update(zip(batch, part.select(_candidates(kinds[c], pl.col(f"c{k}")).alias(f"c{k}")
+                                           for k, c in enumerate(batch)).get_columns()))
+    return hits
 
 
 def scan_frame(frame: pl.DataFrame, *, table: str, file: str, allow: PhiAllowList) -> list[PhiFinding]:
@@ -520,60 +475,63 @@ def scan_frame(frame: pl.DataFrame, *, table: str, file: str, allow: PhiAllowLis
     file : str
         The path as given, for the findings.
     allow : PhiAllowList
-        Columns declared safe: skipped by every rule.
+        Columns declared safe: skipped by every rule; the export's id pattern.
 
     Returns
     -------
     list of PhiFinding
         Empty when the file looks clean. At most one finding per column and rule.
+        Linear in the number of columns and in the number of rows.
     """
     spec = TABLES[table]
+    contract = set(spec.column_names)
     findings: list[PhiFinding] = []
 
     def add(column: str, rule: str, reason: str, rows: int) -> None:
         findings.append(PhiFinding(file=file, table=table, column=column, rule=rule, reason=reason, rows=rows))
 
-    columns = [c for c in frame.columns if c != ROW_NUMBER and not allow.allows(table, c)]
-    positions = {c: i + 1 for i, c in enumerate(c for c in frame.columns if c != ROW_NUMBER)}
-    shown = _display(columns, positions)
-    kinds = {c: _kind(table, c) for c in columns}
+    headers = [c for c in frame.columns if c != ROW_NUMBER]
+    label = dict(zip(headers, header_labels(headers)))
+    columns = [c for c in headers if not allow.allows(table, c)]
+    looks = dict(zip(columns, header_looks_like(columns)))
+    kinds = {c: _kind(table, c, allow) for c in columns}
 
-    # 1. Column names (extra columns only: the contract is de-identified by design).
+    # 1. Headers (every header: a data row or a name typed over the header is refused) and column
+    #    names (extra columns only: the contract is de-identified by design).
+    empty = dict(zip(frame.columns, frame.null_count().row(0))) if columns else {}
     for c in columns:
-        label, header_looks_like = shown[c]
-        if header_looks_like is not None:
-            add(label, "column_name.looks_like_identifier",
-                f"the header of column {label} looks like {header_looks_like} itself (not shown); "
+        if looks[c] is not None:
+            add(label[c], "column_name.looks_like_identifier",
+                f"the header of column {label[c]} looks like {looks[c]} itself (not shown); "
                 "fix the header row of the export", 0)
             continue
-        if c in spec.column_names:
+        if c in contract:
             continue
-        rule = _column_name_rule(c)
+        rule = column_name_rule(c)
         if rule is not None:
-            add(label, rule.rule,
-                f"column '{label}' is named like {rule.what}, a direct identifier under HIPAA Safe Harbor; "
+            add(label[c], rule.rule,
+                f"{column_words(label[c])} is named like {rule.what}, a direct identifier under HIPAA Safe Harbor; "
                 f"remove it from the export or, if it holds no identifiers, declare it safe in "
-                f"{ALLOWLIST_FILE} with the reason", frame.height - frame[c].null_count())
+                f"{ALLOWLIST_FILE} with the reason", frame.height - empty[c])
 
     # 2. Values: one union-regex pass per column over all rows (in parallel), ...
-    texts = {c: (pl.col(c) if frame.schema[c] == pl.String else pl.col(c).cast(pl.String)) for c in columns}
     if not columns or frame.height == 0:
         return findings
-    hits = frame.select(
-        [texts[c].str.contains(_union(kinds[c])).fill_null(False).alias(c) for c in columns]
-    )
-    counts = hits.sum().row(0, named=True)
+    series = dict(zip(frame.columns, frame.get_columns()))
+    hits = _candidate_rows(series, columns, kinds, frame.height)
+    counts = {c: int(h.sum()) for c, h in hits.items()}
     for c in columns:
         if not counts[c]:
             continue
         # ... then every rule on the distinct values of the few rows that could match.
-        counted = _counted(frame.select(texts[c].alias("v")).filter(hits[c]))
-        n = frame.height - frame[c].null_count()
+        counted = _counted(pl.DataFrame({"v": _text(series[c]).filter(hits[c])}))
+        n = frame.height - empty[c]
+        what_col = column_words(label[c])
         findings += [
-            PhiFinding(file=file, table=table, column=shown[c][0], rule=rule, rows=rows,
-                       reason=f"column '{shown[c][0]}' has values that look like {what} in {rows} of {n} rows"
+            PhiFinding(file=file, table=table, column=label[c], rule=rule, rows=rows,
+                       reason=f"{what_col} has values that look like {what} in {rows} of {n} rows"
                               f"{extra}; {_advice(kinds[c])}")
-            for rule, what, rows, extra in _value_findings(counted, kinds[c], frame[c])
+            for rule, what, rows, extra in _value_findings(counted, kinds[c], series[c])
         ]
     return findings
 
@@ -601,8 +559,16 @@ def _value_findings(counted: pl.DataFrame, kind: _Kind, full: pl.Series) -> list
     if kind.text_rules:
         masks[STREET_RULE.rule] = v.str.contains(P_STREET)
         masks["zip_state"] = v.str.contains(P_ZIP_STATE)
-        masks["name_weak"] = v.str.contains(P_NAME_WEAK) & ~v.str.contains(_P_STOP) & ~v.str.contains(_P_PHRASE)
+        masks["name_weak"] = v.str.contains(P_NAME_WEAK) & ~v.str.contains(P_STOP) & ~v.str.contains(P_PHRASE)
         masks["name_strong_shape"] = v.str.contains(P_NAME_STRONG)
+    if kind.is_id:
+        masks["id_words"] = v.str.contains(P_ID_WORDS)
+        masks["id_date"] = v.str.contains(P_ID_DATE)
+        masks["id_record"] = v.str.contains(P_ID_RECORD)
+        if kind.long_digits:
+            masks["id_record"] = masks["id_record"] | v.str.contains(P_ID_LONG_DIGITS)
+        text = v.str.strip_chars()
+        masks["id_pattern"] = (text != "") & ~text.str.contains(_whole(kind.id_pattern or DEFAULT_ID_PATTERN))
     if kind.zip_rule:
         masks["zip_whole"] = v.str.contains(P_ZIP_WHOLE)
     if kind.date_rule:
@@ -630,13 +596,17 @@ def _value_findings(counted: pl.DataFrame, kind: _Kind, full: pl.Series) -> list
     def limit(rule: str) -> str:
         return f" (more than the limit of {SHARE_THRESHOLDS[rule]:.0%} of non-empty rows)"
 
-    if kind.text_rules and (got["name_strong_shape"] or got["name_weak"]):
-        # strong: a given name (or a title) next to another word, unless a stop word is within one word of it
-        strong = pl.Series("s", [False] * m.height, dtype=pl.Boolean)
+    id_words = m["id_words"] if kind.is_id else pl.Series("w", [False] * m.height, dtype=pl.Boolean)
+    if kind.text_rules and (got["name_strong_shape"] or got["name_weak"] or id_words.any()):
+        # strong: a given name next to another word, unless a stop word is within one word of it; a title
+        # (Mrs, Dr) before a capitalised word that is not a stop word; in an id, any two words
+        strong = id_words
         if got["name_strong_shape"]:
-            strong = m.select(
-                pl.when(pl.col("name_strong_shape"))
-                .then(v.str.extract_all(_P_NAME_STRONG_CTX).list.eval(~pl.element().str.contains(_P_STOP)).list.any())
+            def cleared(pattern: str) -> pl.Expr:
+                return v.str.extract_all(pattern).list.eval(~pl.element().str.contains(P_STOP)).list.any()
+
+            strong = strong | m.select(
+                pl.when(pl.col("name_strong_shape")).then(cleared(P_NAME_GIVEN_CTX) | cleared(P_NAME_TITLE))
                 .otherwise(False).fill_null(False).alias("s")
             )["s"]
         # weak: "Firstname Lastname"-shaped values, many different ones (a category such as a site or
@@ -646,11 +616,34 @@ def _value_findings(counted: pl.DataFrame, kind: _Kind, full: pl.Series) -> list
         weak_ok = (weak_rows > 0 and share(weak_rows) >= SHARE_THRESHOLDS["value.person_name"]
                    and (distinct >= NAME_MIN_DISTINCT or distinct >= NAME_MIN_DISTINCT_SHARE * weak_rows))
         if strong.any():
-            out.append(("value.person_name", "person names (a common given name, or a title such as Mrs or Dr, "
-                        "next to another word)", rows_where(strong | (m["name_weak"] & weak_ok)), ""))
+            what = ("person names (two words where an id belongs, a common given name next to another word, or a "
+                    "title such as Mrs or Dr before a name)" if kind.is_id else
+                    "person names (a common given name next to another word, or a title such as Mrs or Dr "
+                    "before a name)")
+            out.append(("value.person_name", what, rows_where(strong | (m["name_weak"] & weak_ok)), ""))
         elif weak_ok:
             out.append(("value.person_name", "person names ('Firstname Lastname': two or three capitalised "
                         "words, many different ones)", weak_rows, limit("value.person_name")))
+
+    if kind.is_id:
+        explained = id_words | m["id_date"] | m["id_record"]
+        if got["id_date"]:
+            out.append(("value.birth_date", "dates or birth years inside ids (a full date, or a name or "
+                        "initials next to a year)", got["id_date"], ""))
+        if got["id_record"]:
+            digits = " or 8 or more digits in a row" if kind.long_digits else ""
+            out.append(("value.record_number", f"record numbers (an MRN, chart or account prefix{digits})",
+                        got["id_record"], ""))
+        for name in ("email", "ssn", "phone", "ip_address", "url", "street_address"):
+            if f"value.{name}" in m.columns:
+                explained = explained | m[f"value.{name}"]
+        other = rows_where(m["id_pattern"] & ~explained)
+        if other:
+            shape = (f"the default: up to 3 capital letters and 1 to 7 digits, in up to 4 parts joined by '-', "
+                     f"'_' or '.', such as {DEFAULT_ID_EXAMPLES}; see docs/phi-guard.md" if kind.long_digits
+                     else "[ids] pattern of phi_allowlist.toml")
+            out.append(("value.id_pattern", f"something other than pseudonymous ids (they do not match the "
+                        f"export's id pattern, {shape})", other, ""))
 
     if kind.text_rules and got["zip_state"]:
         out.append(("value.zip5", "ZIP codes after a state (ST NNNNN)", got["zip_state"], ""))

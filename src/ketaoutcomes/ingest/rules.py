@@ -24,17 +24,26 @@ Rule ids (stable; tests/corpus and the quarantine table use them):
 ``orphan``             a reference that does not resolve (or resolves only to a quarantined row)
 ``duplicate_conflict`` the same key more than once with different content (every copy)
 ``duplicate_exact``    an identical row repeated (the first copy loads)
+``impossible_value``   a number outside the column's possible range (age 0-120, ...)
+``not_a_code``         free text where a code belongs (``site``, ``drug``)
 =====================  ==========================================================
+
+A code (``site``, ``drug``: open vocabularies, so no allowed set catches free text in them) is at
+most :data:`CODE_MAX_WORDS` words and :data:`CODE_MAX_CHARS` characters of letters (any alphabet),
+digits, spaces and ``_ - . / + ( ) & #``, with no title (Dr, Mrs, ...) and no word that ties it to a
+person (per, by, from, patient, ...): "S01", "North Clinic", "Malmö", "Esketamine Nasal Spray" are
+codes; "Dr Okafor's practice" and "sertraline per J Doe" are not. A column declared safe in
+phi_allowlist.toml is exempt (its values were approved as they are).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 
 import polars as pl
 
-from ketaoutcomes.contract import TABLES, Reference
+from ketaoutcomes.contract import CODE_MAX_CHARS, CODE_MAX_WORDS, TABLES, Reference
 from ketaoutcomes.registries import Registries
 
 __all__ = [
@@ -48,11 +57,17 @@ __all__ = [
     "row_problems",
     "session_course_problems",
     "dq_checks",
+    "CODE_MAX_CHARS",
+    "CODE_MAX_WORDS",
 ]
 
 PROBLEM_SCHEMA = {"_row_number": pl.Int64, "column_name": pl.String, "rule": pl.String, "reason": pl.String}
 #: A session dated the day after its course's end_date is accepted (late entry of an evening dose).
 SESSION_AFTER_END_TOLERANCE_DAYS = 1
+_P_CODE_CHARS = r"^[\p{L}\p{N}][\p{L}\p{N} _./+()&#-]*$"
+_P_CODE_PERSON = (r"(?i:\b(?:per|by|from|via|attn|c/o|called|told|asked|said|spoke|pt|patient|mother|father|wife"
+                  r"|husband|son|daughter|sister|brother|friend|neighbou?r)\b)"
+                  r"|\b(?:[Dd]r|[Mm]r|[Mm]rs|[Mm]s|[Mm]iss|[Mm]x|[Pp]rof|[Rr]ev|Sir|Dame)\b")
 
 
 def empty_problems() -> pl.DataFrame:
@@ -118,11 +133,39 @@ def duplicate_problems(table: str, typed: pl.DataFrame) -> pl.DataFrame:
     ])
 
 
-def row_problems(table: str, typed: pl.DataFrame, registries: Registries) -> pl.DataFrame:
-    """Rules that need only the row itself and the registries."""
+def _range_text(lo: float | None, hi: float | None, unit: str | None) -> str:
+    text = f"{'' if lo is None else f'{lo:g}'}-{'' if hi is None else f'{hi:g}'}"
+    return f"{text} {unit}" if unit else text
+
+
+def not_a_code(v: pl.Expr) -> pl.Expr:
+    """True where a value of a code column (site, drug) is shaped like free text, not a code."""
+    return v.is_not_null() & (
+        (v.str.len_chars() > CODE_MAX_CHARS) | (v.str.count_matches(r"\S+") > CODE_MAX_WORDS)
+        | ~v.str.contains(_P_CODE_CHARS) | v.str.contains(_P_CODE_PERSON))
+
+
+def row_problems(table: str, typed: pl.DataFrame, registries: Registries,
+                 exempt: Collection[str] = ()) -> pl.DataFrame:
+    """Rules that need only the row itself and the registries. ``exempt``: columns the export's
+    phi_allowlist.toml declares safe (no code-shape rule)."""
     spec = TABLES[table]
     out = []
     for col in spec.columns:  # (type, key_missing and required_missing are found while typing)
+        if col.hard_min is not None or col.hard_max is not None:
+            v = pl.col(col.name)
+            low = (v < col.hard_min) if col.hard_min is not None else pl.lit(False)
+            high = (v > col.hard_max) if col.hard_max is not None else pl.lit(False)
+            out.append(_problems(typed, low | high, col.name, "impossible_value",
+                                 f"{col.name} outside the possible range {_range_text(col.hard_min, col.hard_max, col.unit)}"
+                                 " (a typo or a value typed into the wrong column; the value is not shown): fix it "
+                                 "in the export"))
+        if col.code and col.name not in exempt:
+            out.append(_problems(typed, not_a_code(pl.col(col.name)), col.name, "not_a_code",
+                                 f"{col.name} is not a code: at most {CODE_MAX_WORDS} words and {CODE_MAX_CHARS} "
+                                 "characters of letters, digits, spaces and _-./+()&#, no title and no 'per', 'by' or "
+                                 "'from' (free text can carry identifiers; the value is not shown); use the "
+                                 "export's code, or declare the column in phi_allowlist.toml"))
         if col.allowed:
             out.append(_problems(typed, ~pl.col(col.name).is_in(list(col.allowed)), col.name, "not_allowed",
                                  f"{col.name} is not one of {', '.join(col.allowed)}"))
@@ -237,6 +280,7 @@ RULE_CATEGORY = {
     "score_out_of_range": "plausibility", "si_item_out_of_range": "plausibility",
     "dose_implausible": "plausibility", "end_before_start": "plausibility",
     "before_course_start": "plausibility", "after_course_end": "plausibility",
+    "impossible_value": "plausibility", "not_a_code": "conformance",
 }
 #: Share of rows outside a contract plausibility range (BP, heart rate, weight...) above which the check fails.
 RANGE_THRESHOLD_PCT = 1.0
@@ -264,6 +308,10 @@ def _quarantine_checks(table: str, rows_read: int, problems: pl.DataFrame, typed
             expected.append(("unknown_arm", c.name))
         if c.registry == "instruments":
             expected.append(("unknown_instrument", c.name))
+        if c.hard_min is not None or c.hard_max is not None:
+            expected.append(("impossible_value", c.name))
+        if c.code:
+            expected.append(("not_a_code", c.name))
     for ref in spec.references:
         expected.append(("orphan", ref.column))
     expected.append(("duplicate_conflict", spec.key[0]))
