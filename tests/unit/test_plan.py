@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from ketaoutcomes.pipeline import STEPS, default_export_dir, ingest_step, plan_run
-from ketaoutcomes.settings import SimulationSettings
+from ketaoutcomes.settings import SimulationSettings, home_db_path
 
 
 @pytest.fixture
@@ -17,10 +17,14 @@ def loaded_db(tmp_path, tiny_export) -> Path:
     return db
 
 
-def test_empty_warehouse_and_no_export_runs_the_embedded_default(tmp_path):
-    plan = plan_run(tmp_path / "none.duckdb")
+def test_empty_warehouse_and_no_export_runs_the_embedded_default(tmp_path, monkeypatch):
+    monkeypatch.setenv("KETAOUTCOMES_HOME", str(tmp_path))
+    plan = plan_run(home_db_path())
     assert plan.steps == STEPS
     assert plan.export_dir == default_export_dir() and plan.sim == SimulationSettings()
+    # another warehouse's embedded default (the flows make it) is written beside that warehouse
+    other = plan_run(tmp_path / "none.duckdb")
+    assert other.steps == STEPS and other.export_dir == tmp_path / "none.duckdb.synthetic" / "default"
 
 
 def test_warehouse_with_data_and_no_export_ingests_nothing(loaded_db):
