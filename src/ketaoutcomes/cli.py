@@ -161,7 +161,10 @@ def ingest(
     export_dir: Annotated[Path, typer.Argument(help="Folder with patients, courses, sessions, adverse_events, mood_scores (.csv or .parquet).")],
     db: DbOption = None,
 ) -> None:
-    """Load a folder of CSV or Parquet files in the import format (see docs/import-format.md)."""
+    """Load a folder of CSV or Parquet files in the import format (see docs/import-format.md).
+
+    Limits (see "Limits" there): only regular files, never a compressed one; at most 1,000 columns a file \
+and 1 MiB a line or value; memory: $KETAOUTCOMES_MEMORY_LIMIT (e.g. 8GB or 50%; default 80% of the machine's)."""
     from ketaoutcomes.pipeline import ingest_step
 
     with _errors(), _progress() as progress:

@@ -83,10 +83,10 @@ def file_kind(mode: int) -> str:
 
 
 def human_bytes(n: float) -> str:
-    """1536 -> '1.5 KiB'; 1048576 -> '1 MiB'."""
+    """1536 -> '1.5 KiB'; 1048576 -> '1 MiB'; 2000 -> '1.95 KiB' (three significant digits)."""
     for unit in ("bytes", "KiB", "MiB", "GiB", "TiB"):
         if abs(n) < 1024 or unit == "TiB":
-            text = f"{n:,.0f}" if unit == "bytes" else f"{n:.1f}".removesuffix(".0")
+            text = f"{n:,.0f}" if unit == "bytes" else f"{n:.3g}"
             return f"{text} {unit}"
         n /= 1024
     raise AssertionError  # pragma: no cover
@@ -98,7 +98,7 @@ def _vanished(path: Path) -> str:
 
 
 def _not_regular(path: Path, what: str) -> str:
-    if what == "a folder":
+    if what.endswith("a folder"):
         fix = ("the import format takes one file per table (e.g. patients.csv or patients.parquet), not a folder "
                "of parts: combine the parts into one file")
     else:
@@ -137,6 +137,8 @@ def check_regular_file(path: Path, root: Path | None = None) -> os.stat_result:
                                   "in the export folder; nothing was loaded") from None
             raise IngestError(f"{path}: a symbolic link to {target}, which cannot be followed ({exc.strerror}); "
                               "put the file itself in the export folder; nothing was loaded") from None
+        if not stat.S_ISREG(st.st_mode):
+            raise IngestError(_not_regular(path, f"a symbolic link to {target}, {file_kind(st.st_mode)}"))
         if root is not None:
             real, folder = path.resolve(), Path(root).resolve()
             if not real.is_relative_to(folder):
@@ -277,11 +279,13 @@ def check_csv_limits(path: Path, limits: FileLimits = LIMITS) -> int:
                 run += len(chunk)
                 if columns is None:
                     header += chunk
-                if run > limits.max_line_bytes:
+                if run > limits.max_line_bytes + 1:  # + 1: a CRLF's \r may end this block
                     raise _long_line(path, breaks + 1, limits)
                 last = chunk[-1:]
                 continue
-            if run + first > limits.max_line_bytes:
+            # the length of the line ending here, without its line break (a CRLF's \r is part of it)
+            cr = (chunk[first - 1:first] if first else last) == b"\r" and brk == b"\n"
+            if run + first - cr > limits.max_line_bytes:
                 raise _long_line(path, breaks + 1, limits)
             if columns is None:
                 header += chunk[:first]
@@ -291,6 +295,8 @@ def check_csv_limits(path: Path, limits: FileLimits = LIMITS) -> int:
             breaks += chunk.count(brk)
             run = len(chunk) - chunk.rfind(brk) - 1
             last = chunk[-1:]
+    if run - (last == b"\r") > limits.max_line_bytes:  # the last line, without a line break
+        raise _long_line(path, breaks + 1, limits)
     if columns is None:  # one line, no line break
         columns = _header_columns(bytes(header))
         if columns > limits.max_columns:
