@@ -167,7 +167,10 @@ def ingest(
 
     Deliveries apply in the order they are loaded: a file that is its table's latest delivery is skipped (the same folder twice changes nothing); a file with the content of an earlier, since superseded delivery is loaded again and becomes current (to undo a correction, send the original file again).
 
-    Lines may end in LF, CRLF or a lone CR; blank rows are skipped and counted; timestamps are the clinic's local time (an offset is dropped, UTC times are refused)."""
+    Lines may end in LF, CRLF or a lone CR; blank rows are skipped and counted; timestamps are the clinic's local time (an offset is dropped, UTC times are refused).
+
+    Limits (see "Limits" in docs/import-format.md): only regular files, never a compressed one; at most 1,000 columns a file \
+and 1 MiB a line or value; memory: $KETAOUTCOMES_MEMORY_LIMIT (e.g. 8GB or 50%; default 80% of the machine's)."""
     from ketaoutcomes.pipeline import ingest_step
 
     with _errors(), _progress() as progress:

@@ -18,8 +18,9 @@ from dataclasses import dataclass, field
 
 import polars as pl
 
-__all__ = ["CODE_MAX_CHARS", "CODE_MAX_WORDS", "DEFAULT_ID_EXAMPLES", "DEFAULT_ID_PATTERN", "Column", "Reference",
-           "Table", "TABLES", "TABLE_ORDER", "POLARS_TYPES", "polars_schema", "table"]
+__all__ = ["CODE_MAX_CHARS", "CODE_MAX_WORDS", "DEFAULT_ID_EXAMPLES", "DEFAULT_ID_PATTERN", "Column", "FileLimits",
+           "LIMITS", "MEMORY_LIMIT_ENV", "Reference", "Table", "TABLES", "TABLE_ORDER", "POLARS_TYPES",
+           "polars_schema", "table"]
 
 # DuckDB types used by the contract. Ingest casts every column with TRY_CAST to
 # these, so a value that does not convert is caught per row, not per file.
@@ -276,3 +277,34 @@ def table(name: str) -> Table:
 def polars_schema(name: str) -> dict[str, pl.DataType]:
     """The polars dtypes of a contract table, in contract column order."""
     return {c.name: POLARS_TYPES[c.dtype] for c in table(name).columns}
+
+
+# ---------------------------------------------------------------------------
+# Limits of an export file: what ingest refuses to read (docs/import-format.md, "Limits").
+# ---------------------------------------------------------------------------
+
+#: Environment variable: the memory an ingest may use (e.g. ``8GB``, ``512MiB``, ``50%`` of the machine's).
+MEMORY_LIMIT_ENV = "KETAOUTCOMES_MEMORY_LIMIT"
+
+
+@dataclass(frozen=True)
+class FileLimits:
+    """What one export file may hold; each limit is a one-line refusal naming the file and the limit."""
+
+    #: Columns of one table file (the import format has at most 14; extra columns are ignored, not stored).
+    max_columns: int = 1_000
+    #: Bytes of one physical line of a CSV file, and of one value (CSV or Parquet).
+    max_line_bytes: int = 1 << 20
+    #: Bytes of arms.csv, instruments.csv and phi_allowlist.toml (a few rows each).
+    max_small_file_bytes: int = 1 << 20
+    #: Memory the file takes as text over its size on disk (a Parquet file is compressed; a
+    #: decompression bomb expands thousands of times).
+    max_expansion: int = 1_000
+    #: Memory an ingest needs per byte of its files as text (measured: 2.5 on 100,000 simulated
+    #: patients, CSV and Parquet); the estimate checked against the memory limit.
+    memory_per_text_byte: float = 2.5
+    #: Default memory limit: this share of the machine's memory (or of the cgroup's limit).
+    default_memory_share: float = 0.8
+
+
+LIMITS = FileLimits()

@@ -13,6 +13,8 @@ from ketaoutcomes.contract import (
     CODE_MAX_WORDS,
     DEFAULT_ID_EXAMPLES,
     DEFAULT_ID_PATTERN,
+    LIMITS,
+    MEMORY_LIMIT_ENV,
     TABLE_ORDER,
     TABLES,
     Column,
@@ -98,6 +100,8 @@ def data_dictionary() -> str:
         "- a **whole-file problem** (unreadable, not UTF-8, a broken quote, truncated Parquet, a required column",
         "  missing, an empty file, mixed lone-CR and LF line ends, a timestamp column in UTC or mixing times with",
         "  and without an offset) stops the load with an error naming the file; nothing is written;",
+        "- a file that is **not a regular file, compressed, or over a limit** (columns, line or value length, its",
+        "  size in memory; see [Limits](#limits)) stops the load the same way, before it is parsed;",
         "- a **row that breaks the contract** goes to the `quarantine` table (file, row and line number,",
         "  column, rule, reason; never the value) and the other rows load. For every file, rows read = rows",
         "  loaded + rows quarantined (table `meta_batches`; blank rows are not rows read). The rules: `type`",
@@ -200,7 +204,56 @@ def data_dictionary() -> str:
             f">= {_fmt(i.relapse_min)}, confirmed | {i.si_item} ({_fmt(i.si_item_min)}-{_fmt(i.si_item_max)}) |"
         )
     lines.append("")
+    lines += _limits_section()
     return "\n".join(lines)
+
+
+def _mib(n: int) -> str:
+    return f"{n / 2**20:g} MiB ({n:,} bytes)" if n >= 2**20 else f"{n:,} bytes"
+
+
+def _limits_section() -> list[str]:
+    """The limits of an export file (ketaoutcomes.contract.LIMITS, enforced by ingest/limits.py)."""
+    lim = LIMITS
+    return [
+        "## Limits",
+        "",
+        "No file can hang, exhaust or lock a load: ingest checks each file before it parses it, and each limit is a",
+        "one-line error naming the file and the limit; nothing is written.",
+        "",
+        "- **Only regular files.** A table file, `arms.csv`, `instruments.csv` or `phi_allowlist.toml` that is a FIFO",
+        "  (named pipe), socket, device, folder, dangling symbolic link or link loop is refused from what the file",
+        "  system says it is, before the writer lock is taken; it is never opened (opening a FIFO waits for a writer,",
+        "  a device can be read without end). A symbolic link to a regular file inside the export folder is",
+        "  followed; one that leads out of it is refused (copy the file in with `cp -L`), so the export holds what is",
+        "  loaded. Other files (a README, `truth.json`, hidden files) are never opened, whatever they are. A file",
+        "  without read permission, or one that disappears or is replaced while the export is read, is an error too.",
+        "- **No compressed files.** gzip, zstd, zlib, bzip2, xz, zip, 7z or lz4 data is refused by its first bytes,",
+        "  whatever the file is named (`patients.csv: gzip-compressed data; decompress it first`): its size once",
+        "  decompressed is not known until it is in memory. Parquet bytes in a `.csv` file are refused too (name it",
+        "  `.parquet`). The compression inside a Parquet file is its own and fine.",
+        f"- **Columns:** at most {lim.max_columns:,} columns per file (the import format has at most 14; other columns",
+        "  are ignored, not stored).",
+        f"- **Line and value length:** no line of a CSV file (without its line break) and no single value (CSV or",
+        f"  Parquet; a quoted CSV value can span lines) over {_mib(lim.max_line_bytes)}.",
+        f"- **Registries and allow-list:** `arms.csv`, `instruments.csv` and `phi_allowlist.toml` at most",
+        f"  {_mib(lim.max_small_file_bytes)} each.",
+        "- **Expansion:** the size of a file in memory as text is estimated before it is read: a CSV file's size",
+        "  plus 16 bytes per cell; a Parquet file's from its footer and its dictionaries, without decoding its",
+        "  values (16 bytes per cell, 26 more per number, date or boolean, plus the text). A file that would take",
+        f"  more than {lim.max_expansion:,} times its size on disk (and over 1 MiB) is refused: a decompression bomb",
+        "  (60 KB of Parquet holding one 1,000-character value 4.5 million times is 4.5 GB of text). A Parquet",
+        "  column must be flat (no list, struct or map) and not in the DELTA_BYTE_ARRAY encoding, whose size cannot",
+        "  be known before decoding (pyarrow, pandas, polars, DuckDB and Spark write dictionary or plain encoding).",
+        f"- **Memory:** a load needs about {lim.memory_per_text_byte:g} times its files' size as text (measured on",
+        "  100,000 simulated patients: 160 MB of CSV, 515 MB as text, 1.5 GB of memory at the peak). An export that",
+        "  would need more than the memory limit is refused before the file that crosses it is read. The limit is",
+        f"  `${MEMORY_LIMIT_ENV}` (`8GB`, `512MiB`, or `50%` of the machine's memory), by default",
+        f"  {lim.default_memory_share:.0%} of the machine's memory (or of its cgroup's limit). It is also DuckDB's",
+        "  memory limit during the load, and running out of memory anyway is the same one-line error, never a",
+        "  traceback. There is no limit on a file's size as such.",
+        "",
+    ]
 
 
 # ---------------------------------------------------------------------------

@@ -34,7 +34,7 @@ import polars as pl
 
 from ketaoutcomes import __version__
 from ketaoutcomes.contract import TABLE_ORDER
-from ketaoutcomes.ingest import check_export_folder, ingest_export
+from ketaoutcomes.ingest import check_export_folder, find_export_files, ingest_export, memory_limit
 from ketaoutcomes.ingest.load import load_registries_from_warehouse
 from ketaoutcomes.registries import load_registries
 from ketaoutcomes.settings import SimulationSettings, StudySettings, home_db_path, project_root
@@ -254,10 +254,14 @@ def ingest_step(db: Path, export_dir: Path, *, progress: Progress | None = None)
     """Load an export folder; a file that is its table's latest delivery already (same content
     hash) is skipped, an earlier version delivered again is loaded again and supersedes.
 
-    Into a new warehouse, the folder is checked first (every table there, no misnamed file), so
-    a mistaken export creates nothing."""
+    The folder is checked before the writer lock is taken: every file a regular file (a FIFO named
+    like a table must not keep the lock forever), no misnamed file, a memory limit that parses; into
+    a new warehouse, also every table there, so a mistaken export creates nothing."""
+    memory_limit()
     if not Path(db).exists():
         check_export_folder(export_dir)
+    else:
+        find_export_files(export_dir)
     started, t0 = _wall_clock(), time.perf_counter()
     with write_session(db) as con:
         summary = ingest_export(con, export_dir, loaded_at=started, progress=progress)
@@ -575,6 +579,7 @@ def _preflight(db: Path, study: StudySettings, export_dir: Path | None) -> None:
         registries = load_registries()
     if export_dir is not None:
         try:
+            find_export_files(export_dir)  # arms.csv a FIFO, a folder, gzip...: ingest names it
             registries = registries.extended(export_dir)
         except ValueError:
             return  # a broken arms.csv: ingest names it

@@ -13,15 +13,23 @@ cases of issue 9 (identifiers anywhere, lost rows, limits) in the same format. T
 
 from __future__ import annotations
 
+import bz2
 import datetime as dt
 import gzip
 import hashlib
+import io
+import lzma
 import os
 import shutil
 import signal
+import socket
+import struct
 import tomllib
+import zipfile
+import zlib
 from pathlib import Path
 
+import polars as pl
 import pytest
 from typer.testing import CliRunner
 
@@ -36,7 +44,9 @@ ROOTS = (CORPUS, ADVERSARIAL)
 WHEN = dt.datetime(2026, 1, 1)
 KINDS = ("file_error", "phi", "load")
 CASE_KEYS = {"description", "base", "remove", "prior", "expect", "secrets", "make"}
-MAKE_KINDS = {"fifo", "directory", "dangling_symlink", "symlink", "append_lines", "gzip"}
+MAKE_KINDS = {"fifo", "directory", "dangling_symlink", "symlink", "append_lines", "gzip",
+              "socket", "symlink_loop", "symlink_to", "symlink_inside", "compressed", "zstd_bomb", "columns",
+              "long_value", "parquet"}
 #: No case may take longer than this (a FIFO or a decompression bomb must not hang the suite).
 CASE_TIME_LIMIT_S = 120
 EXPECT_KEYS = {
@@ -98,8 +108,126 @@ def _make(dest: Path, item: dict) -> None:
     elif kind == "gzip":  # the file's bytes gzip-compressed, the name kept; padded by repeat lines
         data = target.read_bytes() + (item.get("line", "") + "\n").encode() * item.get("times", 0)
         target.write_bytes(gzip.compress(data, mtime=0))
+    else:
+        _make_limits(dest, target, item)
+
+
+def _zstd_frame(head: bytes, fill: bytes, blocks: int, tail: bytes) -> bytes:
+    """A zstd frame written by hand (no zstd module needed): ``head`` as a raw block, ``fill`` (one byte)
+    131,071 times per RLE block, ``blocks`` times, ``tail`` as a raw block; 4 bytes per 128 KiB."""
+    def block(kind: int, size: int, last: bool) -> bytes:
+        return struct.pack("<I", int(last) | kind << 1 | size << 3)[:3]
+
+    size = len(head) + 131071 * blocks + len(tail)
+    return (b"\x28\xb5\x2f\xfd\x80\x58" + struct.pack("<I", size) + block(0, len(head), False) + head
+            + (block(1, 131071, False) + fill) * blocks + block(0, len(tail), True) + tail)
+
+
+def _compress(data: bytes, fmt: str, name: str) -> bytes:
+    if fmt == "gzip":
+        return gzip.compress(data, mtime=0)
+    if fmt == "bzip2":
+        return bz2.compress(data)
+    if fmt == "xz":
+        return lzma.compress(data)
+    if fmt == "zlib":
+        return zlib.compress(data)
+    if fmt == "zstd":
+        return _zstd_frame(data, b"\n", 0, b"")
+    if fmt == "zip":
+        buf = io.BytesIO()
+        with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
+            zf.writestr(name, data)
+        return buf.getvalue()
+    raise AssertionError(fmt)
+
+
+def _make_limits(dest: Path, target: Path, item: dict) -> None:
+    """The kinds of part 5 (limits): files that would hang, exhaust memory or take forever."""
+    kind = item["kind"]
+    if kind == "socket":  # a Unix socket named like a table (bound from inside the folder: paths are long)
+        target.unlink(missing_ok=True)
+        cwd = os.getcwd()
+        os.chdir(dest)
+        try:
+            with socket.socket(socket.AF_UNIX) as sock:
+                sock.bind(target.name)
+        finally:
+            os.chdir(cwd)
+    elif kind == "symlink_loop":  # a link to itself
+        target.unlink(missing_ok=True)
+        target.symlink_to(target.name)
+    elif kind == "symlink_to":  # a link to item["target"] (e.g. /dev/zero)
+        target.unlink(missing_ok=True)
+        target.symlink_to(item["target"])
+    elif kind == "symlink_inside":  # the file moved into a subfolder of the export, linked by a relative path
+        inner = dest / item.get("folder", "parts") / target.name
+        inner.parent.mkdir(exist_ok=True)
+        target.rename(inner)
+        target.symlink_to(inner.relative_to(dest))
+    elif kind == "compressed":  # item["format"]: gzip, bzip2, xz, zlib, zstd, zip; the name kept
+        data = target.read_bytes() + (item.get("line", "") + "\n").encode() * item.get("times", 0)
+        target.write_bytes(_compress(data, item["format"], target.name))
+    elif kind == "zstd_bomb":  # a value of item["blocks"] x 128 KiB of item["fill"], 4 bytes per 128 KiB
+        text, pad = target.read_text(), item["pad"] + "\n"  # pad lines: raw blocks of 8 KiB and more
+        for n in range(400, 600):  # a frame without a NUL byte, as a sniff of the first 64 KiB would see
+            frame = _zstd_frame((text + pad * n + item["prefix"]).encode(), item.get("fill", "A").encode(),
+                                item["blocks"], (item["suffix"] + "\n" + pad * n).encode())
+            if b"\0" not in frame:
+                break
+        target.write_bytes(frame)
+    elif kind == "columns":  # item["count"] more columns x1..xN: in the header, and empty in every row
+        lines = target.read_text().splitlines()
+        extra = item["count"]
+        lines = [lines[0] + "".join(f",x{i}" for i in range(1, extra + 1))] + [line + "," * extra for line in lines[1:]]
+        target.write_text("\n".join(lines) + "\n")
+    elif kind == "long_value":  # item["line"] with {value} = item["bytes"] bytes of item["piece"], appended
+        piece = item.get("piece", "A")
+        value = (piece * (item["bytes"] // len(piece) + 1))[: item["bytes"]]
+        text = target.read_text()
+        if item.get("header"):  # added to the end of the header line instead
+            first, rest = text.split("\n", 1)
+            target.write_text(first + item["line"].replace("{value}", value) + "\n" + rest)
+        else:
+            target.write_text(text + item["line"].replace("{value}", value) + "\n")
+    elif kind == "parquet":
+        _make_parquet(dest, target, item)
     else:  # pragma: no cover - checked by test_corpus_is_large_well_formed_and_small
         raise AssertionError(kind)
+
+
+def _make_parquet(dest: Path, target: Path, item: dict) -> None:
+    """item["from"] (a CSV of the export, removed) written as Parquet to item["file"], all text; with
+    ``rows``: its first row repeated that many times through dictionary indices (a dictionary bomb),
+    ``width``: the value of column item["wide"] made that many characters, ``extra_columns``: N more
+    constant columns, ``nested``: a list column, ``delta``: text columns in DELTA_BYTE_ARRAY."""
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    src = dest / item["from"]
+    table = pl.read_csv(src, infer_schema=False).to_arrow()
+    src.unlink()
+    if "rows" in item:
+        idx = pa.array(np.zeros(item["rows"], dtype=np.int32))
+        cols = {}
+        for name in table.column_names:
+            first = table.column(name)[0].as_py()
+            if name == item.get("wide"):
+                first = "A" * item["width"]
+            cols[name] = pa.DictionaryArray.from_arrays(idx, pa.array([first], pa.string()))
+        table = pa.table(cols)
+    for i in range(1, item.get("extra_columns", 0) + 1):
+        table = table.append_column(f"x{i}", pa.array(["1"] * table.num_rows))
+    if item.get("nested"):
+        table = table.append_column("tags", pa.array([[1, 2]] * table.num_rows, pa.list_(pa.int8())))
+    options = {"compression": "zstd", "write_statistics": False, "data_page_size": 1 << 30}
+    if item.get("delta"):
+        text = [n for n in table.column_names
+                if pa.types.is_string(table.schema.field(n).type) or pa.types.is_large_string(table.schema.field(n).type)]
+        options.update(use_dictionary=False, column_encoding={n: "DELTA_BYTE_ARRAY" for n in text})
+    target.unlink(missing_ok=True)
+    pq.write_table(table, target, **options)
 
 
 def build_export(name: str, dest: Path) -> Path:

@@ -15,6 +15,7 @@ from ketaoutcomes.ingest.load import (
     ingest_export,
     read_table_file,
 )
+from ketaoutcomes.ingest.limits import memory_limit
 
 __all__ = [
     "FileLoad",
@@ -24,5 +25,6 @@ __all__ = [
     "check_export_folder",
     "find_export_files",
     "ingest_export",
+    "memory_limit",
     "read_table_file",
 ]

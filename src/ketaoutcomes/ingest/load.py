@@ -28,6 +28,16 @@ import polars as pl
 
 from ketaoutcomes.contract import TABLE_ORDER, TABLES, Column, polars_schema
 from ketaoutcomes.failpoints import failpoint
+from ketaoutcomes.ingest.errors import IngestError
+from ketaoutcomes.ingest.limits import (
+    MemoryBudget,
+    check_regular_file,
+    check_small_file,
+    check_table_file,
+    check_values,
+    memory_limit,
+    open_regular,
+)
 from ketaoutcomes.ingest.phi import (
     ALLOWLIST_FILE,
     PhiAllowList,
@@ -66,10 +76,6 @@ __all__ = ["FileLoad", "IngestError", "IngestSummary", "PhiRefused", "check_expo
 SUFFIXES = (".csv", ".parquet")
 REGISTRY_FILES = ("arms.csv", "instruments.csv")
 Progress = Callable[[str, int, int], None]
-
-
-class IngestError(ValueError):
-    """A whole file cannot be loaded; the message names the file and what to fix."""
 
 
 class PhiRefused(PhiError, IngestError):
@@ -117,6 +123,8 @@ class IngestSummary:
 
 #: Files of an export folder that are read but are not tables (and the simulator's truth).
 KNOWN_FILES = (*REGISTRY_FILES, ALLOWLIST_FILE, "truth.json")
+#: Those of them that ingest reads (checked like the tables: regular files, not compressed, small).
+READ_FILES = (*REGISTRY_FILES, ALLOWLIST_FILE)
 #: How near a file name must be to a table's (or registry's) to be taken for a misnamed one.
 NEAR_MISS_CUTOFF = 0.8
 
@@ -161,7 +169,10 @@ def find_export_files(export_dir: Path) -> tuple[dict[str, Path], list[str]]:
     A file whose name nearly matches a table or registry (wrong case, a hyphen, a missing "s", a
     suffix other than .csv/.parquet) is an error, not an ignored file: an export whose ratings are
     in ``mood-scores.csv`` would otherwise load without them. Unrelated files (README.txt, the
-    registries, phi_allowlist.toml, truth.json, hidden files) are ignored."""
+    registries, phi_allowlist.toml, truth.json, hidden files) are ignored.
+
+    A table file, a registry or the allow-list must be a regular file (a FIFO, a folder, a dangling
+    link... is refused from its ``stat``, never opened: :func:`ketaoutcomes.ingest.limits.check_regular_file`)."""
     export_dir = Path(export_dir)
     if not export_dir.is_dir():
         raise IngestError(f"{export_dir}: not a folder; give the folder that holds patients.csv, courses.csv, ...")
@@ -170,9 +181,12 @@ def find_export_files(export_dir: Path) -> tuple[dict[str, Path], list[str]]:
     misnamed: list[str] = []
     for p in sorted(export_dir.iterdir()):
         if p.name in KNOWN_FILES or p.name.startswith("."):
+            if p.name in READ_FILES:
+                check_small_file(p, export_dir)
             continue
         stem, suffix = p.stem, p.suffix.lower()
-        if stem in TABLES and suffix in SUFFIXES and p.is_file():
+        if stem in TABLES and suffix in SUFFIXES:
+            check_regular_file(p, export_dir)
             if stem in found:
                 raise IngestError(
                     f"{export_dir}: both {found[stem].name} and {p.name} hold table {stem}; keep one of them"
@@ -219,7 +233,7 @@ def check_export_folder(export_dir: Path, loaded: Collection[str] = ()) -> dict[
 
 def _sha256(path: Path) -> str:
     h = hashlib.sha256()
-    with open(path, "rb") as fh:
+    with open_regular(path) as fh:
         for block in iter(lambda: fh.read(1 << 20), b""):
             h.update(block)
     return h.hexdigest()
@@ -517,6 +531,12 @@ def ingest_export(
     ``duplicate_conflict``), so a bad row never drags a valid row with the same key
     into quarantine.
 
+    Before a file is parsed it is held to the limits of
+    :mod:`ketaoutcomes.ingest.limits` (a regular file, not compressed, columns, line and value
+    length, its size in memory as text against its size on disk and, for all files together, against
+    the memory limit ``$KETAOUTCOMES_MEMORY_LIMIT``, which is DuckDB's limit on ``con`` too): each an
+    :class:`IngestError` naming the file, as is running out of memory anyway.
+
     Parameters
     ----------
     con : duckdb connection
@@ -527,7 +547,14 @@ def ingest_export(
     loaded_at : datetime
         Provenance timestamp recorded in ``meta_batches`` (passed in: no hidden "now").
     """
-    export_dir = Path(export_dir).resolve()
+    budget = MemoryBudget(memory_limit())
+    budget.configure(con)
+    with budget.guard():
+        return _ingest(con, Path(export_dir).resolve(), loaded_at, progress, budget)
+
+
+def _ingest(con: duckdb.DuckDBPyConnection, export_dir: Path, loaded_at: dt.datetime, progress: Progress | None,
+            budget: MemoryBudget) -> IngestSummary:
     files, ignored_files = find_export_files(export_dir)
     check_export_folder(export_dir, fetch(con, "SELECT DISTINCT table_name FROM meta_batches")["table_name"])
     try:
@@ -546,6 +573,7 @@ def ingest_export(
         path = files[table]
         if progress:
             progress(f"reading {path.name}", i, len(ordered))
+        budget.current = path
         sha = _sha256(path)
         fmt = path.suffix.lower().lstrip(".")
         mine = batches.filter(pl.col("table_name") == table)
@@ -557,7 +585,9 @@ def ingest_export(
                                              skipped=True, rows_blank=blank, redelivery_of=of), sha, fmt)
             continue
         batch_id, redelivery_of = _new_batch_id(table, sha, mine)
+        budget.admit(path, check_table_file(path, table))
         text, blank = drop_blank_rows(_read_text(path))
+        check_values(text, path, table)
         lines[table] = text.select("_row_number", LINE_NUMBER)
         texts[table] = text.drop(LINE_NUMBER)
         findings += scan_frame(texts[table], table=table, file=str(path), allow=allow)
@@ -581,6 +611,7 @@ def ingest_export(
         if st.load.skipped:
             continue
         path = Path(st.load.source_file)
+        budget.current = path
         if progress:
             progress(f"checking {path.name}", i, len(ordered))
         text = texts.pop(table)
