@@ -52,8 +52,9 @@ def test_withheld_pair_names_each_imbalanced_covariate_its_smd_and_share_of_the_
 def test_settings_are_read_from_the_stored_groups_and_from_a_flat_older_run():
     """results_runs.settings_json is nested by group: the threshold and balance_alpha are read from
     [propensity] (a flat run, stored before the groups existed, still reads)."""
-    nested = StudySettings(max_smd=0.15, balance_alpha=0.05).model_dump(mode="json")
+    nested = StudySettings(max_smd=0.15, balance_alpha=0.05, equipoise_bounds=(0.25, 0.75)).model_dump(mode="json")
     assert propensity_settings(nested)["max_smd"] == 0.15
+    assert propensity_settings(nested)["equipoise_bounds"] == [0.25, 0.75]
     assert "significantly above 0.15" in balance_rule(nested) and "0.05" in balance_rule(nested)
     assert "below 0.2" in balance_rule({"max_smd": 0.2})
     old = gate_help(_ps(), _balance(), ARMS, {"max_smd": 0.1})   # a run before propensity.model existed

@@ -244,6 +244,5 @@ def preference_section(p: pl.DataFrame, arms: Arms, provenance: Mapping) -> str 
                   for a in arms.sort(pair["arm"].unique().to_list())]
         panels.append((f"{arms.label(target)} vs {arms.label(arms.reference) if arms.reference else 'reference'}",
                        curves))
-    settings = provenance.get("settings") if isinstance(provenance.get("settings"), Mapping) else {}
-    bounds = tuple(settings.get("equipoise_bounds") or (0.3, 0.7))
+    bounds = tuple(propensity_settings(provenance.get("settings")).get("equipoise_bounds") or (0.3, 0.7))
     return figures.preference_figure(panels, edges=edges, bounds=(float(bounds[0]), float(bounds[1])))
