@@ -73,11 +73,12 @@ def replicate(r: int, *, patients: int, seed_base: int, study: StudySettings = S
             pl.lit("matching").alias("model"), pl.col("target").alias("arm"),
             (pl.col("n_matched_target") / pl.col("n_target")).alias("matched_share"))
     cox = cox.filter(pl.col("arm").is_not_null() & (pl.col("paramcd") == "TTRESP"))
-    if "diagnostics" not in cox.columns:
-        cox = cox.with_columns(pl.lit(None, dtype=pl.String).alias("diagnostics"))
+    for c in ("diagnostics", "gate_reasons"):
+        if c not in cox.columns:
+            cox = cox.with_columns(pl.lit(None, dtype=pl.String).alias(c))
     return cox.select(
         pl.lit(r).alias("replicate"), "model", "arm",
-        "coef", "se", "hr_lower", "hr_upper", "diagnostics",
+        "coef", "se", "hr_lower", "hr_upper", "diagnostics", "gate_reasons",
     ).join(shares, on=["model", "arm"], how="left")
 
 

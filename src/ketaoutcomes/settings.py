@@ -205,10 +205,24 @@ class ModelSettings(_Frozen):
 
 class PropensitySettings(_Frozen):
     """Propensity-score adjustment of each route vs the reference arm, and the diagnostics gate
-    (endpoints.md): an estimate whose max |SMD| after weighting is at or above ``max_smd``, or
-    whose equipoise is below ``min_equipoise``, or whose diagnostics could not be computed, is
-    marked as failing diagnostics and withheld."""
+    (endpoints.md): an estimate whose max |SMD| after weighting is at or above ``max_smd`` (over the
+    covariate levels in the gate: not those rarer than ``min_level_prevalence``), or whose equipoise
+    is below ``min_equipoise``, or whose diagnostics could not be computed, is marked as failing
+    diagnostics and withheld."""
 
+    #: The propensity model: ridge (L2-penalised logistic regression on the standardised covariates,
+    #: intercept unpenalised; finite even when a level separates the arms) or logistic (unpenalised
+    #: maximum likelihood). ketaoutcomes.models.ps_model states the penalty and why.
+    model: Literal["ridge", "logistic"] = "ridge"
+    #: Ridge: variance of the Normal(0, v) prior on each coefficient per SD of its covariate (penalty
+    #: sum b^2 / (2 v); glmnet's lambda = 1 / (n v)). Fixed, not cross-validated: no randomness. Smaller
+    #: values shrink more and leave more imbalance (ketaoutcomes.models.ps_model says why 10).
+    ridge_variance: float = Field(default=10.0, gt=0, le=1e6)
+    #: Levels of a categorical covariate (sex U, a small site) are left out of the propensity model
+    #: (modelled with the reference level) and of the balance gate, rarest first, while together they
+    #: are shared by fewer than this share of the two arms' patients; each is named in a note with its
+    #: count. 0 keeps every level.
+    min_level_prevalence: float = Field(default=0.02, ge=0, lt=0.5)
     #: Inverse probability of treatment weights (truncated at ps_truncation), overlap weights,
     #: or 1:1 matching.
     weighting: Literal["iptw", "overlap", "matching"] = "iptw"

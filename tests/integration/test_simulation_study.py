@@ -45,3 +45,15 @@ def test_naive_estimate_is_biased_towards_1_and_adjustment_removes_most_of_it(st
     assert adjusted["bias_log_hr"].abs().mean() < naive["bias_log_hr"].abs().mean()
     iv = s.filter((pl.col("model") == "adjusted") & (pl.col("arm") == "ketamine_iv")).row(0, named=True)
     assert abs(iv["bias_log_hr"]) < 2 * iv["empirical_se"] / math.sqrt(iv["replicates"]) + 0.1
+
+
+@pytest.mark.slow
+def test_a_weighted_estimate_is_withheld_only_for_imbalance_or_equipoise(study):
+    """Issue 10: the ridge propensity model always converges and a level shared by fewer than 2% of
+    a pair (sex U) is left out of the model and the gate, so no replicate's estimate is withheld
+    because the model did not converge or on sex U. (Before, sublingual ketamine's unpenalised model
+    separated on sex U in many replicates; the full study's pass rates are in the session notes.)"""
+    _mod, estimates, _target, _summary = study
+    failed = estimates.filter(pl.col("diagnostics") == "fail")["gate_reasons"].to_list()
+    assert not [r for r in failed if "converge" in r or "SEX[U]" in r], failed
+    assert all(r.startswith(("max |SMD| after", "equipoise")) for r in failed), failed

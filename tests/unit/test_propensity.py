@@ -155,8 +155,9 @@ def test_strong_confounder_lowers_equipoise_and_the_gate_fails_with_that_reason(
 def test_overlap_weights_balance_the_model_covariates_exactly():
     """Known property: with a logistic PS fitted by maximum likelihood (intercept
     included), overlap weights make the weighted means of every model covariate
-    equal between arms (the score equations); the reference level follows."""
-    r = _fit(_simulate(seed=5, beta_x=1.5), weighting="overlap")
+    equal between arms (the score equations); the reference level follows. (The
+    ridge fit's score equations carry the penalty: tests/unit/test_ps_model.py.)"""
+    r = _fit(_simulate(seed=5, beta_x=1.5), weighting="overlap", model="logistic")
     assert r.converged
     assert r.balance["smd_before"].abs().max() > 0.3
     np.testing.assert_allclose(r.balance["smd_after"].to_numpy(), 0.0, atol=1e-8)
@@ -164,30 +165,46 @@ def test_overlap_weights_balance_the_model_covariates_exactly():
 
 
 def test_separation_does_not_crash_and_fails_the_gate():
-    """A covariate that perfectly predicts treatment: no exception, not converged
-    (or extreme scores), the gate fails and says why."""
+    """A covariate that perfectly predicts treatment: no exception. Unpenalised: not
+    converged (or extreme scores), the gate fails and says why. Ridge: a finite fit
+    whose scores still order the arms perfectly: the gate fails for no overlap."""
     rng = np.random.default_rng(7)
     x = rng.normal(size=300)
     frame = _frame(x, rng.choice(["a", "b"], size=300), x > 0)
-    r = _fit(frame)
+    r = _fit(frame, model="logistic")
     assert not r.converged
     ps = r.scores["ps"].to_numpy()
     assert np.isnan(ps).all() or ps.min() < 1e-6 or ps.max() > 1 - 1e-6
     assert not r.diagnostics_passed
     assert any("did not converge" in reason for reason in r.gate_reasons), r.gate_reasons
+    ridge = _fit(frame)
+    assert ridge.converged and np.isfinite(ridge.scores["ps"].to_numpy()).all()
+    assert not ridge.diagnostics_passed and not any("converge" in reason for reason in ridge.gate_reasons)
+    assert any(reason.startswith("max |SMD| after weighting") and "(X" in reason for reason in ridge.gate_reasons)
+    # on X alone the ridge scores are monotone in X, so they order the arms perfectly: no overlap
+    alone = fit_propensity(frame, target="ketamine_iv", comparator="ssri", covariates=["X"])
+    assert alone.converged and not alone.diagnostics_passed
+    assert "no overlap: the propensity scores separate the arms completely" in alone.gate_reasons, alone.gate_reasons
 
 
 def test_quasi_separation_by_a_category_seen_in_one_arm_only_fails_the_gate():
-    """Every G=c patient is on the target arm (quasi-complete separation)."""
+    """Every G=c patient (20%, not a rare level) is on the target arm (quasi-complete
+    separation). Unpenalised: no convergence. Ridge: a finite fit, and the gate fails
+    for the real reason: no comparator patient has G=c, so no weighting balances it."""
     rng = np.random.default_rng(8)
     n = 600
     x = rng.normal(size=n)
     g = rng.choice(["a", "b", "c"], size=n, p=[0.5, 0.3, 0.2])
     treated = np.where(g == "c", True, rng.uniform(size=n) < 0.5)
-    r = _fit(_frame(x, g, treated))
+    r = _fit(_frame(x, g, treated), model="logistic")
     assert not r.converged
     assert not r.diagnostics_passed
     assert any("did not converge" in reason for reason in r.gate_reasons)
+    ridge = _fit(_frame(x, g, treated))
+    assert ridge.converged and not ridge.diagnostics_passed
+    assert _row(ridge, "G[c]")["mean_comparator_after"] == 0.0
+    assert any(reason.startswith("max |SMD| after weighting") and "G[c]" in reason for reason in ridge.gate_reasons), \
+        ridge.gate_reasons
 
 
 def test_too_few_patients_is_a_diagnostic_that_could_not_be_computed():
@@ -238,11 +255,15 @@ def test_result_preference_scores_use_the_share_treated():
 
 
 # --------------------------------------------------------------------------- gate and inputs
-def test_gate_names_the_worst_covariate_when_balance_fails():
+def test_gate_names_every_covariate_over_the_threshold_worst_first():
+    """The reason names the worst covariate with the max |SMD|, then every other one at or above
+    the threshold with its |SMD| (worked out here from the balance table)."""
     r = _fit(_simulate(seed=0, beta_x=1.0), max_smd=1e-12)
-    worst = r.balance.sort(pl.col("smd_after").abs(), descending=True)["covariate"][0]
-    assert not r.diagnostics_passed
-    assert any(reason.startswith("max |SMD| after weighting") and f"({worst})" in reason for reason in r.gate_reasons)
+    ranked = r.balance.sort(pl.col("smd_after").abs(), descending=True)
+    worst, *others = ranked["covariate"].to_list()
+    also = ", ".join(f"{c} {abs(v):.3g}" for c, v in ranked.select("covariate", "smd_after").rows()[1:])
+    assert not r.diagnostics_passed and others
+    assert f"max |SMD| after weighting {r.max_abs_smd_after:.3g} >= 1e-12 ({worst}; also {also})" in r.gate_reasons
 
 
 def test_missing_covariates_are_dropped_and_counted():
@@ -333,7 +354,8 @@ def test_balance_alpha_fails_only_covariates_significantly_above_the_threshold()
     rare = np.where(rng.uniform(size=n) < 0.03, "U", "F")
     frame = pl.DataFrame({"USUBJID": [f"P{i}" for i in range(n)], "ARM": np.where(treated, "ketamine_iv", "ssri"),
                           "X": rng.normal(size=n), "G": rare})
-    kw = dict(weighting="matching", truncation=None)
+    # the unpenalised model with every level (G = U is 7 of 400, 1.75%), as this seed was chosen for
+    kw = dict(weighting="matching", truncation=None, model="logistic", min_level_prevalence=0)
     strict = _fit(frame, **kw)
     assert not strict.diagnostics_passed and strict.gate_reasons == ("max |SMD| after matching 0.18 >= 0.1 (X)",)
     lenient = _fit(frame, balance_alpha=0.05, **kw)
@@ -345,3 +367,86 @@ def test_balance_alpha_fails_only_covariates_significantly_above_the_threshold()
     assert not res.diagnostics_passed
     assert any(r.startswith("|SMD| after matching significantly above 0.1 (p < 0.05/4, Bonferroni) for X")
                for r in res.gate_reasons), res.gate_reasons
+
+
+# --------------------------------------------------------------------------- rare levels, ridge by default
+def _with_rare_level(seed: int, n: int = 2000, n_rare: int = 18, rare_arm: str | None = None) -> pl.DataFrame:
+    """The default cohort's situation: a sex-like covariate S with F, M and U, U on 18 of 2,000
+    patients; with ``rare_arm``, every U patient is on that arm."""
+    rng = np.random.default_rng(seed)
+    frame = _simulate(seed, beta_x=0.8, n=n)
+    s = rng.choice(["F", "M"], size=n, p=[0.62, 0.38]).astype(object)
+    pool = np.arange(n) if rare_arm is None else np.flatnonzero(frame["ARM"].to_numpy() == rare_arm)
+    s[rng.choice(pool, size=n_rare, replace=False)] = "U"
+    return frame.with_columns(pl.Series("S", s.astype(str)))
+
+
+def _fit_s(frame: pl.DataFrame, **kw) -> PropensityResult:
+    return fit_propensity(frame, target="ketamine_iv", comparator="ssri", covariates=["X", "G", "S"],
+                          categorical=["G", "S"], **kw)
+
+
+def test_a_rare_level_is_left_out_of_model_and_gate_but_still_reported():
+    """U on 18 of 2,000 patients, all of them on the comparator arm: no weighting can balance it
+    (the target arm has none). Below min_level_prevalence (2%) it leaves the model and the gate,
+    the other covariates decide, and the note names it with its count. With the rule off (0), S[U]
+    counts in the gate, and the unpenalised model does not converge (quasi-separation), as
+    sublingual ketamine's model did on the default cohort."""
+    frame = _with_rare_level(seed=21, rare_arm="ssri")
+    r = _fit_s(frame)
+    assert r.model == "ridge" and r.converged
+    assert r.levels_left_out == (("S[U]", 18),)
+    u = _row(r, "S[U]")
+    assert (u["in_model"], u["in_gate"], u["mean_target_before"]) == (False, False, 0.0)
+    assert abs(u["smd_after"]) > 0.1
+    assert r.diagnostics_passed, r.gate_reasons
+    gated = r.balance.filter(pl.col("in_gate"))
+    # the gate checks the model's coding: F together with U, and M
+    assert set(r.balance["covariate"]) - set(gated["covariate"]) == {"S[U]"}
+    assert {"S[F or U]", "S[M]"} <= set(gated["covariate"]) and "S[F]" not in r.balance["covariate"]
+    f_or_u = _row(r, "S[F or U]")
+    assert f_or_u["smd_after"] == pytest.approx(-_row(r, "S[M]")["smd_after"], rel=1e-12)
+    assert f_or_u["mean_comparator_before"] == pytest.approx(1 - _row(r, "S[M]")["mean_comparator_before"])
+    assert r.max_abs_smd_after == pytest.approx(gated["smd_after"].abs().max())
+    assert any("left out of the propensity model and the balance gate: S[U] (18 patients, 0.9%)" in note
+               for note in r.notes), r.notes
+    kept = _fit_s(frame, min_level_prevalence=0)
+    assert kept.levels_left_out == () and _row(kept, "S[U]")["in_gate"] and _row(kept, "S[U]")["in_model"]
+    assert kept.max_abs_smd_after == pytest.approx(kept.balance["smd_after"].abs().max())
+    unpenalised = _fit_s(frame, min_level_prevalence=0, model="logistic")
+    assert not unpenalised.converged and not unpenalised.diagnostics_passed
+
+
+def test_levels_left_out_together_stay_below_the_threshold_and_a_common_level_is_kept():
+    """Prevalence is counted over the two arms compared. 18 U of 2,000 (0.9%) goes at 2%; at 0.5%
+    it stays. A covariate whose every non-reference level is left out is constant in the model's
+    coding: its gated row (F or U) is 1 for everybody, SMD 0."""
+    frame = _with_rare_level(seed=22)
+    assert _fit_s(frame).levels_left_out == (("S[U]", 18),)
+    assert _fit_s(frame, min_level_prevalence=0.005).levels_left_out == ()
+    two = frame.with_columns(pl.when(pl.col("S") == "U").then(pl.lit("U")).otherwise(pl.lit("F")).alias("S"))
+    r = _fit_s(two)
+    assert r.levels_left_out == (("S[U]", 18),)
+    s_rows = r.balance.filter(pl.col("variable") == "S")
+    assert s_rows.select("covariate", "in_gate").rows() == [("S[F or U]", True), ("S[U]", False)]
+    assert _row(r, "S[F or U]")["smd_after"] == 0.0
+    assert _row(r, "G[b]")["in_gate"] and _row(r, "X")["in_gate"]
+
+
+def test_balance_alpha_counts_only_the_rows_in_the_gate():
+    """Weights capped at 1 leave X's imbalance (SMD 0.6 before) in place, significantly above 0.1;
+    S[U] (left out) is neither tested nor counted in the Bonferroni correction."""
+    frame = _with_rare_level(seed=23, rare_arm="ssri")
+    r = _fit_s(frame, balance_alpha=0.05, truncation=1.0)
+    k = r.balance.filter(pl.col("in_gate")).height
+    assert k == r.balance.height - 1
+    assert any(f"(p < 0.05/{k}, Bonferroni)" in reason for reason in r.gate_reasons), r.gate_reasons
+    assert all("S[U]" not in reason for reason in r.gate_reasons)
+
+
+def test_new_options_are_checked():
+    frame = _simulate(seed=11, beta_x=0.5, n=400)
+    for bad in ({"model": "firth"}, {"ridge_variance": 0.0}, {"min_level_prevalence": 0.5},
+                {"min_level_prevalence": -0.1}):
+        with pytest.raises(ValueError):
+            _fit(frame, **bad)

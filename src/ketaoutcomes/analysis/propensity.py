@@ -12,7 +12,7 @@ from ketaoutcomes.analysis.common import CATEGORICAL, ModelTerms, with_terms
 from ketaoutcomes.notes import Note
 from ketaoutcomes.settings import StudySettings
 
-__all__ = ["PREFERENCE_BINS", "WeightedComparisons", "preference_histogram", "ps_weighted"]
+__all__ = ["PREFERENCE_BINS", "WeightedComparisons", "preference_histogram", "ps_model_label", "ps_weighted"]
 
 
 @dataclass
@@ -38,13 +38,19 @@ def ps_weighted(frame: pl.DataFrame, paramcd: str, study: StudySettings, arms: l
 
     covs = ModelTerms.of(study).with_strata  # site moves arm choice: a confounder for the propensity model
     categorical = [c for c in covs if c in CATEGORICAL]
+    p = study.propensity
+    left_out: list[tuple[str, str]] = []
     for target in arms:
         pair = frame.filter(pl.col("ARM").is_in([target, study.cohort.reference_arm]))
         ps = fit_propensity(pair, target=target, comparator=study.cohort.reference_arm, covariates=covs,
-                            categorical=categorical, weighting=study.propensity.weighting, truncation=study.propensity.ps_truncation,
-                            max_smd=study.propensity.max_smd, min_equipoise=study.propensity.min_equipoise,
-                            equipoise_bounds=study.propensity.equipoise_bounds, balance_alpha=study.propensity.balance_alpha,
-                            **matching_options(study))
+                            categorical=categorical, weighting=p.weighting, truncation=p.ps_truncation,
+                            max_smd=p.max_smd, min_equipoise=p.min_equipoise, equipoise_bounds=p.equipoise_bounds,
+                            balance_alpha=p.balance_alpha, model=p.model, ridge_variance=p.ridge_variance,
+                            min_level_prevalence=p.min_level_prevalence, **matching_options(study))
+        n_pair = ps.n_target + ps.n_comparator
+        left = ", ".join(f"{name} ({k} of {n_pair:,}, {k / n_pair:.1%})" for name, k in ps.levels_left_out)
+        if left:
+            left_out.append((target, left))
         reasons = list(ps.gate_reasons)
         summary = None
         keep = ["USUBJID", "weight"] + (["match_set"] if "match_set" in ps.scores.columns else [])
@@ -90,6 +96,7 @@ def ps_weighted(frame: pl.DataFrame, paramcd: str, study: StudySettings, arms: l
             "gate_reasons": "; ".join(reasons) or None, "notes": "; ".join(ps.notes) or None,
             "n_matched_target": getattr(ps, "n_matched_target", None),
             "n_matched_comparator": getattr(ps, "n_matched_comparator", None),
+            "ps_model": ps_model_label(study), "levels_left_out": left or None,
         })
         out.balance.append(love_plot_data([ps]).with_columns(pl.lit(paramcd).alias("paramcd")))
         out.preference.append(preference_histogram(ps.scores).with_columns(
@@ -104,6 +111,13 @@ def ps_weighted(frame: pl.DataFrame, paramcd: str, study: StudySettings, arms: l
             out.notes.append(Note(f"{target} vs {study.cohort.reference_arm} fails the diagnostics gate "
                                   f"({'; '.join(reasons)}): its {study.propensity.weighting} HR is not a result to read",
                                   step="propensity", endpoint=paramcd, arms=(target,), severity="withheld"))
+    if left_out:
+        # no row is dropped (the patients stay, with the level modelled as the reference), so a note, not attrition
+        out.notes.append(Note(
+            f"covariate levels shared by fewer than {p.min_level_prevalence:.3g} of a pair's patients "
+            f"(propensity.min_level_prevalence) were left out of its propensity model and balance gate, their "
+            f"patients kept and modelled with the reference level: {'; '.join(f'{t}: {x}' for t, x in left_out)}",
+            step="propensity", endpoint=paramcd, arms=tuple(t for t, _ in left_out), severity="info"))
 
 
 #: Bins of the stored preference-score distributions (results_preference).
@@ -124,6 +138,12 @@ def preference_histogram(scores: pl.DataFrame, bins: int = PREFERENCE_BINS) -> p
                           pl.col("bin").replace_strict(dict(enumerate(edges[:-1])), return_dtype=pl.Float64).alias("lower"),
                           pl.col("bin").replace_strict(dict(enumerate(edges[1:])), return_dtype=pl.Float64).alias("upper"))
             .select(pl.col("ARM").alias("arm"), "bin", "lower", "upper", "n").sort("arm", "bin"))
+
+
+def ps_model_label(study: StudySettings) -> str:
+    """The propensity model in words, as results_ps.ps_model stores it."""
+    p = study.propensity
+    return f"ridge (prior variance {p.ridge_variance:g})" if p.model == "ridge" else "logistic (unpenalised)"
 
 
 def matching_options(study: StudySettings) -> dict:

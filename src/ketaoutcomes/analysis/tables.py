@@ -170,14 +170,19 @@ RESULTS_PS = TableContract(
                                                "matched patients)"),
              col("ess_comparator", "DOUBLE", True, "Effective sample size of the reference arm"),
              col("equipoise", "DOUBLE", True, "Share of patients with a preference score in the equipoise bounds"),
-             col("max_abs_smd_after", "DOUBLE", True, "Largest |SMD| after weighting over the covariates in the model "
-                                                      "(null: an SMD could not be computed)"),
+             col("max_abs_smd_after", "DOUBLE", True, "Largest |SMD| after weighting over the balance rows in the gate "
+                                                      "(results_balance.in_gate; null: an SMD could not be computed)"),
              col("converged", "BOOLEAN", False, "Whether the propensity model converged to a finite fit"),
              _DIAGNOSTICS, _GATE_REASONS,
              col("notes", "VARCHAR", True, "Reference levels, dropped rows, truncated weights, convergence"),
              col("n_matched_target", "BIGINT", True, "Matching: patients of the route in a matched pair (0 otherwise)"),
              col("n_matched_comparator", "BIGINT", True, "Matching: patients of the reference arm in a matched pair "
                                                          "(0 otherwise)"),
+             col("ps_model", "VARCHAR", True, "The propensity model (propensity.model): ridge with its prior variance, "
+                                              "or logistic (null: a run before the setting existed)"),
+             col("levels_left_out", "VARCHAR", True, "Covariate levels rarer than propensity.min_level_prevalence, "
+                                                     "left out of the propensity model and the balance gate, with "
+                                                     "their patients (null: none)"),
              *RUN_COLUMNS),
     key=("run_id", "paramcd", "target"),
     arm_column="target",
@@ -188,14 +193,19 @@ RESULTS_BALANCE = TableContract(
     "Covariate balance per endpoint, route and covariate: standardized mean differences before and after weighting",
     columns=(_TARGET, _COMPARATOR, _WEIGHTING,
              col("diagnostics_passed", "BOOLEAN", False, "The route's gate verdict (results_ps.diagnostics = 'pass')"),
-             col("covariate", "VARCHAR", False, "Design column, e.g. AGE or SEX[M]"),
+             col("covariate", "VARCHAR", False, "Design column, e.g. AGE or SEX[M]; SEX[F or U]: the reference level "
+                                                "together with the rare levels left out, as the propensity model codes them"),
              col("variable", "VARCHAR", False, "The covariate (SEX of SEX[M])"),
-             col("level", "VARCHAR", True, "The level of a categorical covariate (M of SEX[M]); null: numeric"),
+             col("level", "VARCHAR", True, "The level of a categorical covariate (M of SEX[M], F or U of SEX[F or U]); "
+                                           "null: numeric"),
              *_doubles("mean_target_before", "mean_comparator_before", "smd_before", "mean_target_after",
                        "mean_comparator_after", "smd_after", "sd_pooled"),
-             col("in_model", "BOOLEAN", False, "False for the reference level of a categorical covariate"),
+             col("in_model", "BOOLEAN", False, "False for the reference level of a categorical covariate and for a "
+                                               "level left out as rare (in_gate false)"),
              col("smd_se_after", "DOUBLE", True, "SE of smd_after"),
              col("smd_p_after", "DOUBLE", True, "p-value that |SMD| after weighting exceeds the threshold"),
+             col("in_gate", "BOOLEAN", True, "Whether the row counts in the balance gate: false for a level rarer than "
+                                             "propensity.min_level_prevalence (null: a run before the rule existed)"),
              *_doubles("abs_smd_before", "abs_smd_after"), _PARAMCD, *RUN_COLUMNS),
     key=("run_id", "paramcd", "target", "covariate"),
     arm_column="target",

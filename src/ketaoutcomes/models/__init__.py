@@ -16,7 +16,9 @@ What lives where:
 * :mod:`~ketaoutcomes.models.diagnostics`: proportional-hazards tests and the
   discrete-time Cox model.
 * :mod:`~ketaoutcomes.models.propensity` and :mod:`~ketaoutcomes.models.matching`:
-  propensity scores, weights, balance and nearest-neighbour matching.
+  propensity scores, weights, balance and nearest-neighbour matching;
+  :mod:`~ketaoutcomes.models.ps_model` fits the propensity model (ridge or
+  unpenalised logistic) and holds the rule for rare covariate levels.
 * :mod:`~ketaoutcomes.models.modifiers`: effect modifiers of the time to response.
 * :mod:`~ketaoutcomes.models.safety` and :mod:`~ketaoutcomes.models.trajectory`:
   session safety and the mood-trajectory mixed model.

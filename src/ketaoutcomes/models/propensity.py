@@ -3,7 +3,10 @@
 Pure functions: a :class:`polars.DataFrame` goes in, a frozen result object comes
 out. One call compares two arms, a *target* and a *comparator*, as OHDSI's
 CohortMethod does (the pipeline calls it once per ketamine route against SSRI).
-The logistic propensity model is fitted by :class:`statsmodels.discrete.discrete_model.Logit`.
+The propensity model is a logistic regression, ridge-penalised on the
+standardised covariates by default (``model="ridge"``) or unpenalised
+(``model="logistic"``); :mod:`ketaoutcomes.models.ps_model` fits it and states
+the penalty and its choice.
 
 Conventions (each is also commented where it is applied):
 
@@ -20,6 +23,14 @@ Conventions (each is also commented where it is applied):
   (``in_model`` is False there), because CohortMethod checks balance on every
   covariate level. A numeric column not listed in ``categorical`` enters as is
   (booleans as 0/1); a text column not listed raises.
+* **Rare levels** (``min_level_prevalence``, :func:`ketaoutcomes.models.ps_model.rare_levels`):
+  levels of a categorical covariate are left out of the propensity model, from the
+  rarest up, while together they are shared by fewer than ``min_level_prevalence``
+  of the patients of the two arms. The model then counts them as the reference
+  level, and the gate checks that coding: the reference level's balance row becomes
+  the reference *or* the rare levels (``SEX[F or U]``), and each rare level's own row
+  stays in ``balance`` with ``in_gate`` False (shown, not gated). ``levels_left_out``
+  and ``notes`` name them with their counts.
 * **Preference score** (Walker et al. 2013, CohortMethod's
   ``computePreferenceScore``): ``logit(pref) = logit(ps) - logit(P)`` with ``P``
   the share of target-arm patients among the two arms. **Equipoise** is the share
@@ -59,37 +70,38 @@ Conventions (each is also commented where it is applied):
   (Hripcsak et al. 2025, "Assessing covariate balance with small sample sizes"):
   weights normalised to 1 per arm, ``var = sum w^2 (x - mean)^2 / sd^2`` summed
   over both arms.
-* **Gate** (``diagnostics_passed``): max |SMD| after weighting (or matching)
-  < ``max_smd`` (or, with ``balance_alpha``, no covariate significantly above it)
+* **Gate** (``diagnostics_passed``): max |SMD| after weighting (or matching) over
+  the rows in the gate (``in_gate``) < ``max_smd`` (or, with ``balance_alpha``, no covariate significantly above it)
   *and* equipoise >= ``min_equipoise`` *and* the propensity model
   converged *and* every diagnostic could be computed *and*, for matching, at least
   2 matched pairs. A diagnostic that could not be computed (NaN, None, too few
   patients) counts as failed, never as passed; ``gate_reasons`` says why the gate
   failed.
-* **Convergence.** Newton-Raphson (at most 100 iterations). The fit counts as
-  not converged when statsmodels says so, when an estimate is not finite, or when
-  the fitted scores separate the arms perfectly (every target patient above every
-  comparator patient), the signs of (quasi-)complete separation. The scores are
-  still reported when they are finite, so the diagnostics show what went wrong;
-  the gate fails either way. Nothing raises for a statistical problem: only
-  programming errors (unknown columns, bad options) raise.
+* **Convergence.** Newton-Raphson (at most 100 iterations). The unpenalised fit
+  counts as not converged when statsmodels says so, when an estimate is not
+  finite, or when the fitted scores separate the arms perfectly (every target
+  patient above every comparator patient), the signs of (quasi-)complete
+  separation. The ridge fit is always finite; scores that still separate the arms
+  perfectly fail the gate as "no overlap". The scores are still reported when they
+  are finite, so the diagnostics show what went wrong; the gate fails either way.
+  Nothing raises for a statistical problem: only programming errors (unknown
+  columns, bad options) raise.
 """
 
 from __future__ import annotations
 
 import math
 import numbers
-import warnings
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import polars as pl
 from scipy import stats
-from statsmodels.discrete.discrete_model import Logit
 
 from ketaoutcomes.models.matching import caliper_width, match_nearest
+from ketaoutcomes.models.ps_model import PS_MODELS, fit_ps_model, rare_levels
 from ketaoutcomes.models.common import drop_missing, format_level, plural
 
 __all__ = ["WEIGHTINGS", "PropensityResult", "fit_propensity", "love_plot_data", "preference_score"]
@@ -120,9 +132,8 @@ _BALANCE_SCHEMA = {
     "in_model": pl.Boolean,
     "smd_se_after": pl.Float64,
     "smd_p_after": pl.Float64,
+    "in_gate": pl.Boolean,  # False: a rare level left out of the model and the gate
 }
-
-_MAXITER = 100
 
 
 # --------------------------------------------------------------------------- result
@@ -146,7 +157,9 @@ class PropensityResult:
         ``mean_target_after``, ``mean_comparator_after``, ``smd_after`` (weighted
         means, or means over the matched patients; both SMDs over the unweighted
         pooled SD of the full sample), ``sd_pooled`` (that SD)
-        and ``in_model`` (False for the reference level of a categorical covariate).
+        ``in_model`` (False for the reference level of a categorical covariate and
+        for a rare level) and ``in_gate`` (False for a rare level left out of the
+        balance gate; see ``min_level_prevalence``).
     equipoise : float or None
         Share of patients with a preference score within ``equipoise_bounds``;
         None when it cannot be computed.
@@ -181,6 +194,11 @@ class PropensityResult:
     caliper : float or None
         Caliper in SDs of the logit propensity score (None unless matching with a
         caliper).
+    model : str
+        The propensity model: ``"ridge"`` or ``"logistic"``.
+    levels_left_out : tuple of (str, int)
+        Rare levels left out of the model and the gate (``"SEX[U]"``), with the
+        number of patients of the two arms who have them.
     """
 
     target: str
@@ -205,6 +223,8 @@ class PropensityResult:
     n_matched_target: int = 0
     n_matched_comparator: int = 0
     caliper: float | None = None
+    model: str = "logistic"
+    levels_left_out: tuple[tuple[str, int], ...] = ()
 
 
 # --------------------------------------------------------------------------- helpers
@@ -215,42 +235,66 @@ def _reference_level(values: pl.Series) -> Any:
     return counts[values.name][0]
 
 
-def _design(
-    frame: pl.DataFrame, covariates: Sequence[str], categorical: set[str]
-) -> tuple[list[str], list[np.ndarray], list[bool], list[tuple[str, str]], dict[str, tuple[str, str | None]]]:
-    """Design columns: (names, values, in_model flags, reference levels, and each name's
-    (variable, level): ``SEX[M]`` -> (``SEX``, ``M``), ``AGE`` -> (``AGE``, None))."""
-    parts: dict[str, tuple[str, str | None]] = {}
-    names: list[str] = []
-    values: list[np.ndarray] = []
-    in_model: list[bool] = []
-    refs: list[tuple[str, str]] = []
+@dataclass
+class _Design:
+    """The design columns of :func:`fit_propensity`: each name with its values, whether it is in the
+    model and in the gate, its (variable, level) (``SEX[M]`` -> (``SEX``, ``M``), ``AGE`` -> (``AGE``,
+    None)); the reference level of each categorical covariate; the rare levels left out, with counts."""
+
+    names: list[str] = field(default_factory=list)
+    values: list[np.ndarray] = field(default_factory=list)
+    in_model: list[bool] = field(default_factory=list)
+    in_gate: list[bool] = field(default_factory=list)
+    parts: dict[str, tuple[str, str | None]] = field(default_factory=dict)
+    refs: list[tuple[str, str]] = field(default_factory=list)
+    left_out: list[tuple[str, int]] = field(default_factory=list)
+
+    def add(self, name: str, x: np.ndarray, *, model: bool, gate: bool, part: tuple[str, str | None]) -> None:
+        self.names.append(name)
+        self.values.append(x)
+        self.in_model.append(model)
+        self.in_gate.append(gate)
+        self.parts[name] = part
+
+
+def _design(frame: pl.DataFrame, covariates: Sequence[str], categorical: set[str],
+            min_level_prevalence: float = 0.0) -> _Design:
+    """Design columns of the covariates; categorical ones as one 0/1 column per level."""
+    d = _Design()
     for c in covariates:
         s = frame[c]
         if c in categorical:
             if s.len() == 0:
                 continue  # no patients: no levels (the gate fails for too few patients)
             ref = _reference_level(s)
-            refs.append((c, format_level(ref)))
-            for level in s.unique().sort().to_list():
-                names.append(f"{c}[{format_level(level)}]")
-                parts[names[-1]] = (c, format_level(level))
-                values.append((s == level).cast(pl.Float64).to_numpy())
-                in_model.append(level != ref)
+            d.refs.append((c, format_level(ref)))
+            levels = s.unique().sort().to_list()
+            counts = {format_level(lvl): int((s == lvl).sum()) for lvl in levels}
+            # rare levels: out of the model, where they count as the reference level, and out of the gate
+            rare = rare_levels(counts, format_level(ref), min_level_prevalence)
+            for level in levels:
+                label = format_level(level)
+                x = (s == level).cast(pl.Float64).to_numpy()
+                if label in rare:
+                    d.left_out.append((f"{c}[{label}]", counts[label]))
+                    d.add(f"{c}[{label}]", x, model=False, gate=False, part=(c, label))
+                elif level == ref and rare:
+                    # the gate checks the model's coding: the reference level together with the rare ones
+                    merged = " or ".join([label, *rare])
+                    x = s.is_in([lvl for lvl in levels if lvl == ref or format_level(lvl) in rare]).cast(
+                        pl.Float64).to_numpy()
+                    d.add(f"{c}[{merged}]", x, model=False, gate=True, part=(c, merged))
+                else:
+                    d.add(f"{c}[{label}]", x, model=level != ref, gate=True, part=(c, label))
         else:
-            if s.dtype == pl.Boolean:
-                arr = s.cast(pl.Float64).to_numpy()
-            elif s.dtype.is_numeric():
+            if s.dtype == pl.Boolean or s.dtype.is_numeric():
                 arr = s.cast(pl.Float64).to_numpy()
             else:
                 raise ValueError(
                     f"covariate {c!r} is {s.dtype}, not numeric; list it in `categorical` to expand it to dummies"
                 )
-            names.append(c)
-            parts[c] = (c, None)
-            values.append(arr)
-            in_model.append(True)
-    return names, values, in_model, refs, parts
+            d.add(c, arr, model=True, gate=True, part=(c, None))
+    return d
 
 
 def _logit(p: np.ndarray | float) -> Any:
@@ -314,14 +358,11 @@ def _smd_p(smd: float, se: float, threshold: float) -> float:
     return float(stats.norm.sf(excess / se))
 
 
-def _balance(
-    names: list[str], values: list[np.ndarray], in_model: list[bool], treated: np.ndarray, weight: np.ndarray,
-    threshold: float = 0.1, parts: Mapping[str, tuple[str, str | None]] | None = None,
-) -> pl.DataFrame:
+def _balance(design: _Design, treated: np.ndarray, weight: np.ndarray, threshold: float = 0.1) -> pl.DataFrame:
     t, c = treated == 1, treated == 0
     rows = []
-    for name, x, flag in zip(names, values, in_model):
-        variable, level = (parts or {}).get(name, (name, None))
+    for name, x, flag, gate in zip(design.names, design.values, design.in_model, design.in_gate):
+        variable, level = design.parts[name]
         xt, xc = x[t], x[c]
         mt = float(np.mean(xt)) if len(xt) else math.nan
         mc = float(np.mean(xc)) if len(xc) else math.nan
@@ -349,6 +390,7 @@ def _balance(
             "in_model": flag,
             "smd_se_after": se,
             "smd_p_after": _smd_p(smd_after, se, threshold),
+            "in_gate": gate,
         })
     return pl.DataFrame(rows, schema=_BALANCE_SCHEMA)
 
@@ -360,29 +402,43 @@ def _ess(w: np.ndarray) -> float:
     return float(np.sum(w)) ** 2 / s2
 
 
-def _fit_logit(y: np.ndarray, X: np.ndarray) -> tuple[np.ndarray | None, bool, list[str]]:
-    """Fit the logistic model; returns (fitted ps or None, converged, notes). Never raises."""
-    notes: list[str] = []
-    try:
-        with warnings.catch_warnings(record=True) as caught, np.errstate(all="ignore"):
-            warnings.simplefilter("always")
-            fit = Logit(y, X).fit(method="newton", maxiter=_MAXITER, disp=0, warn_convergence=False)
-        converged = bool(fit.mle_retvals.get("converged", False))
-        params = np.asarray(fit.params, dtype=float)
-        if any("separation" in str(w.message).lower() for w in caught):
-            notes.append("statsmodels warned of perfect separation")
-            converged = False
-        if not np.all(np.isfinite(params)):
-            notes.append("propensity model has non-finite coefficients")
-            return None, False, notes
-        with np.errstate(over="ignore"):
-            ps = 1.0 / (1.0 + np.exp(-(X @ params)))
-        if not converged:
-            notes.append(f"Newton-Raphson stopped after {_MAXITER} iterations without converging (possible separation)")
-        return ps, converged, notes
-    except (np.linalg.LinAlgError, ValueError, ZeroDivisionError, FloatingPointError) as exc:
-        notes.append(f"propensity model could not be fitted: {type(exc).__name__}: {exc}")
-        return None, False, notes
+def _balance_gate(gated: pl.DataFrame, max_smd: float, balance_alpha: float | None, after: str
+                  ) -> tuple[float | None, list[str]]:
+    """The balance part of the gate over the rows in it: (max |SMD| after, or None when an SMD could
+    not be computed; reasons to fail). Every covariate at or above ``max_smd`` is named with its SMD."""
+    reasons: list[str] = []
+    smd_after = gated["smd_after"].to_numpy()
+    if not len(smd_after):
+        return None, reasons
+    if np.isnan(smd_after).any():
+        bad = gated.filter(pl.col("smd_after").is_nan())["covariate"].to_list()
+        return None, [f"a diagnostic could not be computed: SMD after {after} for {', '.join(bad)}"]
+    i = int(np.argmax(np.abs(smd_after)))
+    max_abs = float(abs(smd_after[i]))
+    if balance_alpha is None:
+        if not max_abs < max_smd:
+            worst = gated["covariate"][i]
+            others = (gated.filter((pl.col("smd_after").abs() >= max_smd) & (pl.col("covariate") != worst))
+                      .sort(pl.col("smd_after").abs(), descending=True))
+            also = "; also " + ", ".join(f"{c} {abs(v):.3g}" for c, v in others.select("covariate", "smd_after")
+                                          .iter_rows()) if others.height else ""
+            reasons.append(f"max |SMD| after {after} {max_abs:.3g} >= {max_smd:g} ({worst}{also})")
+        return max_abs, reasons
+    # Hripcsak et al. 2025 (CohortMethod's sdmAlpha): fail only on covariates whose |SMD| is
+    # significantly above the threshold, Bonferroni-corrected over the covariates tested
+    k = gated.height
+    p = gated["smd_p_after"].to_numpy()
+    if np.isnan(p).any():
+        bad = gated.filter(pl.col("smd_p_after").is_nan())["covariate"].to_list()
+        reasons.append(f"a diagnostic could not be computed: SE of the SMD after {after} for {', '.join(bad)}")
+    else:
+        over = gated.filter(pl.col("smd_p_after") < balance_alpha / k)
+        if over.height:
+            reasons.append(
+                f"|SMD| after {after} significantly above {max_smd:g} (p < {balance_alpha:g}/{k}, "
+                f"Bonferroni) for " + ", ".join(f"{c} ({v:.3g})" for c, v in
+                                                over.select("covariate", "smd_after").iter_rows()))
+    return max_abs, reasons
 
 
 def _match(
@@ -430,6 +486,9 @@ def fit_propensity(
     min_equipoise: float = 0.2,
     equipoise_bounds: tuple[float, float] = (0.3, 0.7),
     balance_alpha: float | None = None,
+    model: str = "ridge",
+    ridge_variance: float = 10.0,
+    min_level_prevalence: float = 0.02,
 ) -> PropensityResult:
     """Propensity score model, weights and balance diagnostics for one arm pair.
 
@@ -462,6 +521,17 @@ def fit_propensity(
         rule of Hripcsak et al. (2025), CohortMethod's ``sdmAlpha``: a covariate
         fails only when its |SMD| is significantly above ``max_smd`` at this
         family-wise level (one-sided test, Bonferroni over the covariates).
+    model : {"ridge", "logistic"}
+        Ridge-penalised logistic regression on the standardised covariates
+        (intercept unpenalised), or unpenalised maximum likelihood
+        (:mod:`ketaoutcomes.models.ps_model`).
+    ridge_variance : float
+        Variance of the Normal(0, v) prior on each standardised coefficient (the
+        ridge penalty is ``1 / (2 v)`` per squared coefficient); ridge only.
+    min_level_prevalence : float
+        Levels of a categorical covariate are left out of the model and the gate,
+        rarest first, while together they are shared by fewer than this share of the
+        patients of the two arms (0: none is left out).
 
     Returns
     -------
@@ -475,10 +545,17 @@ def fit_propensity(
     ValueError
         Bad options (unknown weighting, target == comparator, no covariates, a
         categorical name that is not a covariate, a text covariate not declared
-        categorical, a caliper that is not positive).
+        categorical, a caliper that is not positive, an unknown model, a ridge
+        variance that is not positive, a min_level_prevalence outside [0, 0.5)).
     """
     if weighting not in WEIGHTINGS:
         raise ValueError(f"weighting must be one of {WEIGHTINGS}, not {weighting!r}")
+    if model not in PS_MODELS:
+        raise ValueError(f"model must be one of {PS_MODELS}, not {model!r}")
+    if not (isinstance(ridge_variance, numbers.Real) and math.isfinite(ridge_variance) and ridge_variance > 0):
+        raise ValueError(f"ridge_variance must be a positive number, not {ridge_variance!r}")
+    if not (isinstance(min_level_prevalence, numbers.Real) and 0 <= min_level_prevalence < 0.5):
+        raise ValueError(f"min_level_prevalence must be in [0, 0.5), not {min_level_prevalence!r}")
     if target == comparator:
         raise ValueError("target and comparator must be different arms")
     covariates = list(dict.fromkeys(covariates))
@@ -512,9 +589,15 @@ def fit_propensity(
     treated = (data[arm] == target).cast(pl.Int8).to_numpy().astype(np.int64)
     n_t, n_c = int(treated.sum()), int(len(treated) - treated.sum())
 
-    names, values, in_model, refs, parts = _design(data, covariates, cat)
-    if refs:
-        notes.append("reference levels: " + ", ".join(f"{c}={lvl}" for c, lvl in refs))
+    design = _design(data, covariates, cat, min_level_prevalence)
+    if design.refs:
+        notes.append("reference levels: " + ", ".join(f"{c}={lvl}" for c, lvl in design.refs))
+    if design.left_out:
+        n_all = n_t + n_c
+        notes.append(
+            f"levels rarer than {min_level_prevalence:.3g} of the {n_all:,} patients (min_level_prevalence) left out "
+            "of the propensity model and the balance gate: "
+            + ", ".join(f"{name} ({k} patients, {k / n_all:.1%})" for name, k in design.left_out))
 
     # --- the propensity model
     ps: np.ndarray | None = None
@@ -526,7 +609,7 @@ def fit_propensity(
         )
     else:
         model_cols = []
-        for name, x, flag in zip(names, values, in_model):
+        for name, x, flag in zip(design.names, design.values, design.in_model):
             if not flag:
                 continue
             if np.ptp(x) == 0.0:
@@ -534,16 +617,25 @@ def fit_propensity(
                 notes.append(f"{name} is constant in the two arms; left out of the propensity model")
                 continue
             model_cols.append(x)
-        X = np.column_stack([np.ones(len(treated)), *model_cols])
-        ps, converged, fit_notes = _fit_logit(treated.astype(float), X)
+        X = np.column_stack(model_cols) if model_cols else np.empty((len(treated), 0))
+        fit = fit_ps_model(treated.astype(float), X, model=model, variance=ridge_variance)
+        ps, converged, fit_notes = fit.ps, fit.converged, list(fit.notes)
+        if model == "ridge":
+            notes.append(f"ridge propensity model (L2 on the standardised covariates, prior variance "
+                         f"{ridge_variance:g}): {plural(fit.iterations, 'Newton iteration')}")
         notes += fit_notes
-        if ps is not None and converged and np.min(ps[treated == 1]) > np.max(ps[treated == 0]):
+        separated = ps is not None and bool(np.min(ps[treated == 1]) > np.max(ps[treated == 0]))
+        if separated and model == "logistic" and converged:
             # complete separation: the scores order the arms perfectly
             converged = False
             fit_notes.append("the propensity scores separate the arms completely")
             notes.append(fit_notes[-1])
         if not converged:
             reasons.append("propensity model did not converge" + (f" ({'; '.join(fit_notes)})" if fit_notes else ""))
+        elif separated:
+            # a finite (penalised) fit whose scores still order the arms perfectly: no overlap at all
+            notes.append("the propensity scores separate the arms completely")
+            reasons.append("no overlap: the propensity scores separate the arms completely")
 
     n = len(treated)
     if ps is None:
@@ -593,35 +685,10 @@ def fit_propensity(
     # --- balance
     # after matching: means over the matched patients (weight 1; the unmatched weigh 0)
     balance_weight = np.where(np.isnan(weight), 0.0, weight) if weighting == "matching" else weight
-    balance = _balance(names, values, in_model, treated, balance_weight, threshold=max_smd, parts=parts)
+    balance = _balance(design, treated, balance_weight, threshold=max_smd)
     after = "matching" if weighting == "matching" else "weighting"
-    max_abs: float | None = None
-    smd_after = balance["smd_after"].to_numpy()
-    if len(smd_after) and not np.isnan(smd_after).any():
-        i = int(np.argmax(np.abs(smd_after)))
-        max_abs = float(abs(smd_after[i]))
-        if balance_alpha is None and not max_abs < max_smd:
-            reasons.append(
-                f"max |SMD| after {after} {max_abs:.3g} >= {max_smd:g} ({balance['covariate'][i]})"
-            )
-        elif balance_alpha is not None:
-            # Hripcsak et al. 2025 (CohortMethod's sdmAlpha): fail only on covariates whose |SMD| is
-            # significantly above the threshold, Bonferroni-corrected over the covariates tested
-            k = balance.height
-            p = balance["smd_p_after"].to_numpy()
-            if np.isnan(p).any():
-                bad = balance.filter(pl.col("smd_p_after").is_nan())["covariate"].to_list()
-                reasons.append(f"a diagnostic could not be computed: SE of the SMD after {after} for {', '.join(bad)}")
-            else:
-                over = balance.filter(pl.col("smd_p_after") < balance_alpha / k)
-                if over.height:
-                    reasons.append(
-                        f"|SMD| after {after} significantly above {max_smd:g} (p < {balance_alpha:g}/{k}, "
-                        f"Bonferroni) for " + ", ".join(f"{c} ({v:.3g})" for c, v in
-                                                        over.select("covariate", "smd_after").iter_rows()))
-    elif len(smd_after):
-        bad = balance.filter(pl.col("smd_after").is_nan())["covariate"].to_list()
-        reasons.append(f"a diagnostic could not be computed: SMD after {after} for {', '.join(bad)}")
+    max_abs, balance_reasons = _balance_gate(balance.filter(pl.col("in_gate")), max_smd, balance_alpha, after)
+    reasons += balance_reasons
 
     if weighting == "matching":
         ess_t, ess_c = float(n_mt), float(n_mc)
@@ -663,10 +730,12 @@ def fit_propensity(
         converged=converged,
         n_dropped=n_dropped,
         n_truncated=n_truncated,
-        reference_levels=tuple(refs),
+        reference_levels=tuple(design.refs),
         n_matched_target=n_mt,
         n_matched_comparator=n_mc,
         caliper=caliper if weighting == "matching" else None,
+        model=model,
+        levels_left_out=tuple(design.left_out),
     )
 
 

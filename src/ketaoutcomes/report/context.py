@@ -35,6 +35,7 @@ from ketaoutcomes.report.sections.secondary import (
 from ketaoutcomes.report.sections.truth import truth_table
 from ketaoutcomes.report.sections.weighting import (
     balance_rule,
+    gate_help,
     preference_section,
     weighted_km_section,
     weighting_section,
@@ -148,6 +149,7 @@ def build_context(data: ReportData, *, suppress_small_cells: bool = True) -> dic
         "trajectory": trajectory_section(t("results_trajectory"), arms, prov),
     }
     weighting["rule"] = balance_rule(settings)
+    weighting["help"] = gate_help(t("results_ps"), t("results_balance"), arms, settings)
     weighting["km"] = weighted_km_section(t("results_km_weighted"), t("results_km_weighted_median"), arms, fmt)
     weighting["preference"] = preference_section(t("results_preference"), arms, prov)
     secondary["discrete"] = discrete_section(t("results_discrete"), cox, arms, fmt)

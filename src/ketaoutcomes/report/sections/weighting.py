@@ -6,7 +6,10 @@
   of the primary endpoint;
 * weighted (or matched) Kaplan-Meier curves of the primary endpoint per route, shown only for
   pairs whose diagnostics passed, and weighted medians per endpoint (results_km_weighted,
-  results_km_weighted_median).
+  results_km_weighted_median);
+* for the pairs withheld for imbalance, each covariate over the threshold with its SMD and its
+  share of the pair, the covariate levels left out as rare, and the settings that bear on the
+  gate (``gate_help``).
 """
 
 from __future__ import annotations
@@ -23,8 +26,17 @@ from ketaoutcomes.report.arms import Arms
 from ketaoutcomes.report.format import DASH, Fmt, Row, Table, fmt_days_ci, fmt_hr_ci, fmt_int, has, ok
 from ketaoutcomes.report.sections.common import PRIMARY_ENDPOINT, km_curve
 
-__all__ = ["balance_rule", "preference_section", "weighted_cell", "weighted_estimates", "weighted_km_section",
-           "weighting_section"]
+__all__ = ["balance_rule", "gate_help", "preference_section", "propensity_settings", "weighted_cell",
+           "weighted_estimates", "weighted_km_section", "weighting_section"]
+
+
+def propensity_settings(settings: Mapping | None) -> Mapping:
+    """The ``[propensity]`` group of a run's stored settings (results_runs.settings_json is nested by
+    group; a run stored before the groups existed has every key at the top)."""
+    if not isinstance(settings, Mapping):
+        return {}
+    group = settings.get("propensity")
+    return group if isinstance(group, Mapping) else settings
 
 
 def weighted_estimates(cox: pl.DataFrame | None, paramcd: str) -> dict[str, Mapping]:
@@ -83,13 +95,21 @@ def weighting_section(ps: pl.DataFrame | None, balance: pl.DataFrame | None, cox
             labels = {a: (arms.label(a), arms.style(a)[0]) for a in first["target"].unique().to_list()}
             rows = [(r["target"], r["covariate"], r["abs_smd_before"], r["abs_smd_after"])
                     for r in first.iter_rows(named=True)]
-            threshold = float(provenance.get("settings", {}).get("max_smd", 0.1)) if provenance else 0.1
+            rows = [(t, c if gated is not False else f"{c} (left out: rare)", before, after)
+                    for (t, c, before, after), gated in zip(rows, _in_gate(first))]
+            threshold = float(propensity_settings((provenance or {}).get("settings")).get("max_smd", 0.1))
             love = figures.love_plot(rows, threshold=threshold, labels=labels)
     return {"tables": tables, "love": love, "reason": ""}
 
 
+def _in_gate(b: pl.DataFrame) -> list[bool | None]:
+    """results_balance.in_gate per row (None for a run written before the rare-level rule)."""
+    return b["in_gate"].to_list() if "in_gate" in b.columns else [None] * b.height
+
+
 def balance_rule(settings: Mapping) -> str:
     """The balance rule of the gate in words (``max_smd``, and ``balance_alpha`` when set)."""
+    settings = propensity_settings(settings)
     alpha_b = settings.get("balance_alpha")
     thr = settings.get("max_smd", 0.1)
     return (
@@ -97,6 +117,70 @@ def balance_rule(settings: Mapping) -> str:
         f"(one-sided test at a family-wise {alpha_b:g}, Bonferroni over the covariates: Hripcsak et al. 2025, "
         f"as CohortMethod's sdmAlpha)" if alpha_b else
         f"every covariate's standardized mean difference (SMD) after weighting below {thr:g}")
+
+
+def gate_help(ps: pl.DataFrame | None, balance: pl.DataFrame | None, arms: Arms, settings: Mapping | None
+              ) -> dict[str, Any]:
+    """For the gate's readers: ``model`` (the propensity model in words), ``imbalanced`` (per endpoint
+    and pair withheld for imbalance, each covariate in the gate at or above ``max_smd`` with its |SMD|
+    after weighting and the share of the pair's patients it describes), ``left_out`` (the rare levels
+    left out, per pair of the first endpoint) and ``settings`` (what can be set, with the values in
+    force)."""
+    p = propensity_settings(settings)
+    thr = float(p.get("max_smd", 0.1))
+    model = p.get("model", "logistic")
+    out: dict[str, Any] = {
+        "model": "ridge-penalised logistic regression" if model == "ridge" else "logistic regression",
+        "imbalanced": [], "left_out": [], "settings": []}
+    if not has(ps, "paramcd", "target", "diagnostics"):
+        return out
+    for code in ENDPOINTS:
+        sub = ps.filter((pl.col("paramcd") == code) & (pl.col("diagnostics") == "fail"))
+        for target in arms.sort(sub["target"].to_list()):
+            r = sub.filter(pl.col("target") == target).row(0, named=True)
+            if not has(balance, "paramcd", "target", "covariate", "smd_after") or p.get("balance_alpha"):
+                continue  # with balance_alpha the gate's reason lists the covariates that failed the test
+            b = balance.filter((pl.col("paramcd") == code) & (pl.col("target") == target))
+            b = b.filter(pl.Series(_in_gate(b), dtype=pl.Boolean).fill_null(True)) if b.height else b
+            bad = b.filter(pl.col("smd_after").abs() >= thr).sort(pl.col("smd_after").abs(), descending=True)
+            if not bad.height:
+                continue
+            n_t, n_c = r.get("n_target"), r.get("n_comparator")
+            items = []
+            for row in bad.iter_rows(named=True):
+                text = f"{row['covariate']} |SMD| {abs(row['smd_after']):.3f} >= {thr:g}"
+                if row.get("level") is not None and ok(n_t) and ok(n_c) and n_t + n_c:
+                    share = (row["mean_target_before"] * n_t + row["mean_comparator_before"] * n_c) / (n_t + n_c)
+                    text += f" (a level shared by {share:.1%} of the pair's patients)"
+                items.append(text)
+            out["imbalanced"].append(f"{endpoint(code).label}, {arms.label(target)} vs "
+                                     f"{arms.label(arms.reference) if arms.reference else 'reference'}: "
+                                     + "; ".join(items))
+    first = PRIMARY_ENDPOINT if ps.filter(pl.col("paramcd") == PRIMARY_ENDPOINT).height else None
+    if first is not None and "levels_left_out" in ps.columns:
+        left = ps.filter((pl.col("paramcd") == first) & pl.col("levels_left_out").is_not_null())
+        for target in arms.sort(left["target"].to_list()):
+            r = left.filter(pl.col("target") == target).row(0, named=True)
+            out["left_out"].append(f"{arms.label(target)}: {r['levels_left_out']}")
+    mlp = p.get("min_level_prevalence")
+    alpha_b = p.get("balance_alpha")
+    variance = p.get("ridge_variance", 10)
+    out["settings"] = [
+        f"propensity.max_smd = {thr:g}: the balance threshold itself; the gate, not a knob to make a pair pass",
+        f"propensity.balance_alpha = {alpha_b:g}: in force" if alpha_b else
+        "propensity.balance_alpha (not set): set it, e.g. to 0.05, to fail only covariates whose SMD is "
+        "significantly above max_smd (Hripcsak et al. 2025), which keeps chance imbalance in small pairs from "
+        "withholding an estimate",
+        f"propensity.min_level_prevalence = {mlp:g}: covariate levels shared by fewer than {mlp:.0%} of a pair's "
+        "patients (together) are left out of the propensity model and the balance gate; 0 keeps every level"
+        if mlp is not None else
+        "propensity.min_level_prevalence: not in this run's settings (every level was modelled and gated)",
+        f"propensity.model = ridge, propensity.ridge_variance = {variance:g}: a smaller variance shrinks the model "
+        "more and can leave more imbalance; model = logistic fits it unpenalised" if model == "ridge" else
+        "propensity.model = logistic (unpenalised); ridge keeps the fit finite where a level separates the arms",
+        f"propensity.weighting = {p.get('weighting', 'iptw')}: iptw, overlap or matching weigh the pair differently",
+    ]
+    return out
 
 
 # --------------------------------------------------------------------------- weighted KM
@@ -160,6 +244,5 @@ def preference_section(p: pl.DataFrame, arms: Arms, provenance: Mapping) -> str 
                   for a in arms.sort(pair["arm"].unique().to_list())]
         panels.append((f"{arms.label(target)} vs {arms.label(arms.reference) if arms.reference else 'reference'}",
                        curves))
-    settings = provenance.get("settings") if isinstance(provenance.get("settings"), Mapping) else {}
-    bounds = tuple(settings.get("equipoise_bounds") or (0.3, 0.7))
+    bounds = tuple(propensity_settings(provenance.get("settings")).get("equipoise_bounds") or (0.3, 0.7))
     return figures.preference_figure(panels, edges=edges, bounds=(float(bounds[0]), float(bounds[1])))
