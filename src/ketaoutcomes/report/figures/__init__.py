@@ -9,8 +9,8 @@ no global backend switch, no rcParams leaking in from the caller, no
 The functions take plain arrays and labels, not result frames; shaping the
 frames is the job of the sections (:mod:`ketaoutcomes.report.sections`). The mood
 trajectory figures are the exception: they draw the stored predicted means
-(table results_trajectory, or a fitted :class:`~ketaoutcomes.models.trajectory.TrajectoryResult`),
-and, unlike the others, they draw without resetting rcParams.
+(table results_trajectory, or a fitted :class:`~ketaoutcomes.models.trajectory.TrajectoryResult`).
+Arms keep one look (colour, line style, marker: :func:`~.base.arm_style`) in every figure.
 
 Modules: :mod:`.base` (arm styles, drawing context, PNG encoding, time ticks), :mod:`.km`
 (Kaplan-Meier and cumulative incidence curves), :mod:`.forest` (hazard ratios),
@@ -18,10 +18,10 @@ Modules: :mod:`.base` (arm styles, drawing context, PNG encoding, time ticks), :
 """
 
 from ketaoutcomes.report.figures.balance import love_plot, preference_figure
-from ketaoutcomes.report.figures.base import REFERENCE_COLOR, arm_style, png_data_uri, time_ticks
+from ketaoutcomes.report.figures.base import REFERENCE_COLOR, ArmStyle, arm_style, drawing, png_data_uri, time_ticks
 from ketaoutcomes.report.figures.forest import ForestRow, forest_figure
-from ketaoutcomes.report.figures.km import KMCurve, km_figure
+from ketaoutcomes.report.figures.km import KMCurve, km_fig, km_figure
 from ketaoutcomes.report.figures.trajectory import predicted_figure, trajectory_figure
 
-__all__ = ["KMCurve", "ForestRow", "km_figure", "forest_figure", "love_plot", "preference_figure", "predicted_figure",
+__all__ = ["ArmStyle", "KMCurve", "ForestRow", "drawing", "km_fig", "km_figure", "forest_figure", "love_plot", "preference_figure", "predicted_figure",
            "time_ticks", "trajectory_figure", "png_data_uri", "REFERENCE_COLOR", "arm_style"]
