@@ -14,15 +14,17 @@ import numpy as np
 import polars as pl
 import pytest
 from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.ticker import FixedLocator
 
 from ketaoutcomes.models.km import kaplan_meier
 from ketaoutcomes.registries import load_registries
 from ketaoutcomes.report import figures
 from ketaoutcomes.report.arms import Arms
-from ketaoutcomes.report.figures.base import PALETTE
-from ketaoutcomes.report.format import Fmt
+from ketaoutcomes.report.figures.base import PALETTE, ExactPercentFormatter, percent_decimals
+from ketaoutcomes.report.format import Fmt, covariate_label, covariate_order
 from ketaoutcomes.report.sections.common import numbers_at_risk
 from ketaoutcomes.report.sections.endpoints import endpoint_section
+from ketaoutcomes.report.sections.weighting import preference_section, weighting_section
 
 REGISTRY_LABELS = {code: arm.label for code, arm in load_registries().arms.items()}
 
@@ -154,6 +156,83 @@ def test_legend_sits_above_the_plot_not_beside_it(km_case, monkeypatch):
     assert plot_box.x1 > 0.9 * fig_box.x1  # the plot runs to the right edge: no legend column beside it
 
 
+# --------------------------------------------------------------------------- percent ticks
+def test_percent_ticks_keep_their_decimals():
+    assert percent_decimals([0.0, 0.025, 0.05, 0.075]) == 1
+    assert percent_decimals([0.0, 0.05, 0.1]) == 0
+    assert percent_decimals([0.0, 0.0025]) == 2
+    f = ExactPercentFormatter()
+    assert f.format_ticks([0.0, 0.025, 0.05]) == ["0.0%", "2.5%", "5.0%"]
+    assert f.format_ticks([0.0, 0.2, 0.4]) == ["0%", "20%", "40%"]
+    assert f.format_ticks([-1e-18, 0.5]) == ["0%", "50%"]
+
+
+def test_preference_axis_shows_2_5_percent_as_2_5_percent():
+    edges = np.linspace(0, 1, 21)
+    ref = np.zeros(20)
+    ref[[3, 4, 5, 6]] = [20, 40, 30, 10]
+    route = np.r_[np.full(10, 3.0), np.zeros(10)]
+    fig = figures.balance.preference_fig(
+        [("Ketamine IV vs SSRI", [("Ketamine IV", figures.arm_style(0, is_reference=False), route)]),
+         ("SSRI only", [("SSRI", figures.arm_style(0, is_reference=True), ref)])], edges=edges, bounds=(0.3, 0.7))
+    fig.axes[0].yaxis.set_major_locator(FixedLocator([0.0, 0.025, 0.05, 0.075, 0.1]))  # ticks as in the report
+    drawn(fig)
+    assert [t.get_text() for t in fig.axes[0].get_yticklabels()] == ["0.0%", "2.5%", "5.0%", "7.5%", "10.0%"]
+    for ax in fig.axes:  # whatever ticks the axis chose itself, each label is its tick's value exactly
+        for tick, label in zip(ax.get_yticks(), ax.get_yticklabels(), strict=True):
+            if ax.get_ylim()[0] <= tick <= ax.get_ylim()[1]:
+                assert float(label.get_text().rstrip("%")) == pytest.approx(100 * tick, abs=1e-9), label
+
+
+# --------------------------------------------------------------------------- love plot
+def test_covariate_labels():
+    assert covariate_label("SITEID[S06]") == "Site: S06"
+    assert covariate_label("SEX[F]") == "Sex: female"
+    assert covariate_label("BASE", instrument="MADRS") == "Baseline MADRS"
+    assert covariate_label("DIAGNOSIS[bipolar_depression]") == "Diagnosis: bipolar depression"
+    assert covariate_label("PRIORFAIL") == "Prior failed trials"
+    assert covariate_label("CUSTOM[x]") == "CUSTOM: x"  # an unknown column keeps its code
+    assert covariate_order(["SITEID[S02]", "BASE", "SEX[M]", "AGE", "SITEID[S01]", "SEX[F]", "ZZZ", "AGE"]) == [
+        "AGE", "SEX[F]", "SEX[M]", "BASE", "SITEID[S01]", "SITEID[S02]", "ZZZ"]
+
+
+def balance_frame(targets: list[str]) -> pl.DataFrame:
+    rows = []
+    for k, t in enumerate(targets):
+        for j, cov in enumerate(["SITEID[S06]", "AGE", "SEX[F]", "BASE", "PRIORFAIL", "SITEID[S01]"]):
+            rows.append({"paramcd": "TTRESP", "target": t, "covariate": cov, "abs_smd_before": 0.05 + 0.1 * j + 0.01 * k,
+                         "abs_smd_after": 0.01 * (j + 1)})
+    return pl.DataFrame(rows)
+
+
+def test_love_plot_has_one_panel_per_route_with_covariate_names(monkeypatch):
+    arms = registry_arms()
+    routes = ["ketamine_iv", "ketamine_im", "esketamine_intranasal", "ketamine_oral"]
+    seen = {}
+    real = figures.love_plot
+
+    def capture(panels, **kw):
+        seen.update(panels=panels, **kw)
+        return real(panels, **kw)
+
+    monkeypatch.setattr(figures, "love_plot", capture)
+    ps = pl.DataFrame({"paramcd": ["OTHER"] * 4, "target": routes, "diagnostics": ["pass"] * 4})  # no table rows
+    out = weighting_section(ps, balance_frame(routes), None, arms, {"instrument": "MADRS"})
+    assert out["love"].startswith("data:image/png;base64,")
+    panels = seen["panels"]
+    assert [p[0] for p in panels] == [f"{arms.label(r)} vs SSRI" for r in arms.sort(routes)]
+    assert [p[1] for p in panels] == [arms.style(r) for r in arms.sort(routes)]
+    assert [c for c, _, _ in panels[0][2]] == ["Age", "Sex: female", "Baseline MADRS", "Prior failed trials",
+                                               "Site: S01", "Site: S06"]
+    fig = drawn(figures.balance.love_fig(panels, threshold=0.1))
+    shown = [ax for ax in fig.axes if ax.get_visible()]
+    assert len(shown) == len(routes)
+    assert [t.get_text() for t in shown[0].get_yticklabels()][::-1] == [c for c, _, _ in panels[0][2]]
+    assert not any("[" in t.get_text() for ax in shown for t in ax.get_yticklabels())
+    # every panel under which no other panel sits shows its |SMD| scale
+    assert all(any(t.get_text() for t in ax.get_xticklabels()) for ax in shown[-2:] + [shown[2]])
+
+
 # --------------------------------------------------------------------------- determinism
 def test_figures_are_the_same_bytes_twice(km_case):
     adtte, km = km_case
@@ -161,5 +240,11 @@ def test_figures_are_the_same_bytes_twice(km_case):
     curves = [figures.KMCurve(arms.label(a), arms.style(a), k["time"].to_numpy(), 1 - k["survival"].to_numpy(),
                               1 - k["upper"].to_numpy(), 1 - k["lower"].to_numpy(), np.array([]), at_risk=("9", "3"))
               for a in ("ssri", "ketamine_iv") for k in [km.filter(pl.col("group") == a).fill_null(float("nan"))]]
-    twice = [figures.km_figure(curves, xlabel="x", ylabel="y", ticks=[0.0, 28.0], band_label="95% CI") for _ in range(2)]
-    assert twice[0] == twice[1] and twice[0].startswith("data:image/png")
+    routes = ["ketamine_iv", "ketamine_oral"]
+    ps = pl.DataFrame({"paramcd": ["OTHER"] * 2, "target": routes, "diagnostics": ["pass"] * 2})
+    pref = pl.DataFrame([{"paramcd": "TTRESP", "target": t, "arm": a, "lower": b / 10, "upper": (b + 1) / 10,
+                          "n": (b * 7 + len(a)) % 13} for t in routes for a in (t, "ssri") for b in range(10)])
+    twice = [(figures.km_figure(curves, xlabel="x", ylabel="y", ticks=[0.0, 28.0], band_label="95% CI"),
+              weighting_section(ps, balance_frame(routes), None, arms, {})["love"],
+              preference_section(pref, arms, {})) for _ in range(2)]
+    assert twice[0] == twice[1] and all(x.startswith("data:image/png") for x in twice[0])
