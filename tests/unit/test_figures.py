@@ -248,3 +248,13 @@ def test_figures_are_the_same_bytes_twice(km_case):
               weighting_section(ps, balance_frame(routes), None, arms, {})["love"],
               preference_section(pref, arms, {})) for _ in range(2)]
     assert twice[0] == twice[1] and all(x.startswith("data:image/png") for x in twice[0])
+
+
+# --------------------------------------------------------------------------- forest plot
+@pytest.mark.parametrize(("lo", "hi"), [(0.75, 40.0), (1.2, 13.0), (0.6, 5.4), (0.05, 2.0), (0.9, 600.0)])
+def test_forest_ticks_label_the_whole_axis(lo, hi):
+    """Ticks lie on the axis and reach within a factor 2.5 of both ends (an axis to 40 was labelled only to 10)."""
+    ticks = figures.forest.log_ticks(lo, hi)
+    assert 3 <= len(ticks) <= 8
+    assert all(lo <= t <= hi for t in ticks)
+    assert ticks[0] <= lo * 2.5 and ticks[-1] >= hi / 2.5, ticks

@@ -10,7 +10,7 @@ from matplotlib.ticker import FixedLocator, FuncFormatter, NullLocator
 
 from ketaoutcomes.report.figures.base import drawing, finite, new_figure, png_data_uri
 
-__all__ = ["ForestRow", "forest_figure"]
+__all__ = ["ForestRow", "forest_figure", "log_ticks"]
 
 
 @dataclass(frozen=True)
@@ -28,9 +28,11 @@ _FINE_TICKS = (0.1, 0.2, 0.3, 0.5, 0.7, 1, 1.5, 2, 3, 5, 7, 10)
 _COARSE_TICKS = (0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1, 2, 5, 10, 20, 50, 100, 200, 500, 1000)
 
 
-def _log_ticks(lo: float, hi: float) -> list[float]:
+def log_ticks(lo: float, hi: float) -> list[float]:
+    """Ticks of a log axis from ``lo`` to ``hi``: 1, 1.5, 2, 3, 5, 7 ... when they label the whole axis
+    (the axis ends within a factor 1.6 of the outer ticks), else 1, 2, 5, 10, 20 ... (at most 8)."""
     fine = [t for t in _FINE_TICKS if lo <= t <= hi]
-    if 3 <= len(fine) <= 8:
+    if 3 <= len(fine) <= 8 and fine[0] <= lo * 1.6 and fine[-1] >= hi / 1.6:
         return fine
     coarse = [t for t in _COARSE_TICKS if lo <= t <= hi]
     while len(coarse) > 8:
@@ -70,7 +72,7 @@ def forest_figure(rows: Sequence[ForestRow], *, xlabel: str, left_note: str, rig
         ax.set_ylim(-0.6, len(rows) - 0.4)
         ax.set_yticks(range(len(rows)), [r.label for r in reversed(rows)])
         ax.yaxis.set_minor_locator(NullLocator())
-        ax.xaxis.set_major_locator(FixedLocator(_log_ticks(lo, hi)))
+        ax.xaxis.set_major_locator(FixedLocator(log_ticks(lo, hi)))
         ax.xaxis.set_minor_locator(NullLocator())
         ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _pos: f"{v:g}"))
         ax.set_xlabel(xlabel)
