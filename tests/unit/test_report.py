@@ -13,6 +13,7 @@ import dataclasses
 import datetime as dt
 import json
 import math
+import re
 from html.parser import HTMLParser
 from pathlib import Path
 
@@ -470,3 +471,16 @@ def test_notes_of_runs_stored_as_strings_still_explain_missing_estimates(tmp_pat
     d = dataclasses.replace(d, notes=tuple(notes_from_json(legacy, ("TTRESP", "TTREM", "TTRELAPS", "TTSIRES"))))
     text = " ".join(" ".join(read(render_report(d, tmp_path / "r.html")).text).split())
     assert "not estimable: reference arm 'ssri' has 3 events" in text
+
+
+def test_attrition_is_a_flow_diagram_and_a_table(rendered):
+    """The CONSORT-style diagram (boxes: each population, the courses each rule excluded, the arms) is HTML
+    in the page, above the table of counts per arm."""
+    html = rendered.read_text(encoding="utf-8")
+    section = html[html.index('<section id="attrition">'):html.index("</section>", html.index('<section id="attrition">'))]
+    assert section.index('class="flow"') < section.index("<table")
+    boxes = re.findall(r'<div class="flow-box">([^<]*)<b>([^<]*)</b>', section)
+    assert ("patients in the export", "170") in boxes
+    assert ("baseline MADRS in window &lt;script&gt;", "157") in boxes  # markup from the data is escaped
+    assert ("Ketamine oral", "&lt;11") in boxes  # the 7-course arm, suppressed as in the table
+    assert re.findall(r'<div class="flow-excl">Excluded<b>([^<]*)</b>', section) == ["&lt;11"]

@@ -9,9 +9,10 @@ self-contained HTML file.
 >>> data = load_report_data(con, study, run_id, warehouse=db)  # doctest: +SKIP
 >>> render_report(data, Path("reports/study.html"))  # doctest: +SKIP
 
-Layers (each imports only those before it): :mod:`.figures`; :mod:`.format` and :mod:`.arms`;
-:mod:`.sections` (one module per section or family); :mod:`.context` (:class:`ReportData` and
-the page context); :mod:`.render` (Jinja) and :mod:`.load` (the warehouse's SQL).
+Layers (each imports only those before it): :mod:`.figures`; :mod:`.format`, :mod:`.suppression`
+(small-cell suppression that subtraction cannot undo) and :mod:`.arms`; :mod:`.sections` (one
+module per section or family); :mod:`.context` (:class:`ReportData` and the page context);
+:mod:`.render` (Jinja) and :mod:`.load` (the warehouse's SQL).
 """
 
 from ketaoutcomes.report.context import ReportData

@@ -3,7 +3,8 @@
 Labels come from the arm registries in force in the warehouse (``ReportData.arm_labels``,
 read by :mod:`ketaoutcomes.report.load`); an arm without a label is shown by its code.
 Order: the reference arm first, then the order of ``arm_labels``, then any other arm by
-code. Colours follow that order (:func:`ketaoutcomes.report.figures.arm_style`).
+code. Each arm's look in every figure (colour, line style, marker) follows that order
+(:func:`ketaoutcomes.report.figures.arm_style`).
 """
 
 from __future__ import annotations
@@ -43,7 +44,9 @@ class Arms:
     def label(self, arm: str) -> str:
         return self.labels.get(arm, arm)
 
-    def style(self, arm: str) -> tuple[str, str]:
+    def style(self, arm: str) -> figures.ArmStyle:
+        """The arm's colour, line style and marker: the reference arm's, or the route's by its place among
+        the routes of :attr:`order`."""
         others = [a for a in self.order if a != self.reference]
         idx = others.index(arm) if arm in others else len(others)
         return figures.arm_style(idx, is_reference=arm == self.reference)

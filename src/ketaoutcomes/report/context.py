@@ -19,7 +19,8 @@ from ketaoutcomes.endpoints import ENDPOINTS
 from ketaoutcomes.notes import Note
 from ketaoutcomes.report.arms import arms_shown, reference_arm
 from ketaoutcomes.report.format import DASH, Fmt, ci_label, has
-from ketaoutcomes.report.sections.cohort import attrition_table, cohort_table
+from ketaoutcomes.report.sections.attrition import COMPLEMENT_MARK, attrition_section
+from ketaoutcomes.report.sections.cohort import cohort_table
 from ketaoutcomes.report.sections.data_quality import batches_table, dq_tables, quarantine_table, validation_section
 from ketaoutcomes.report.sections.endpoints import endpoint_codes, endpoint_section
 from ketaoutcomes.report.sections.key_results import key_results_table
@@ -132,7 +133,7 @@ def build_context(data: ReportData, *, suppress_small_cells: bool = True) -> dic
         else "score"))
     notes = list(data.notes)
     cohort, cohort_reason = cohort_table(adsl, arms, fmt, instrument)
-    attrition, attrition_reason = attrition_table(t("results_attrition"), arms, fmt)
+    attrition = attrition_section(t("results_attrition"), arms, fmt)
     key, key_reason = key_results_table(km_median, cox, arms, fmt, notes)
     truth, truth_json = truth_table(data.truth, cox, t("results_ps"), arms)
     codes = endpoint_codes((adtte, "PARAMCD"), (km, "paramcd"), (cox, "paramcd"), (km_median, "paramcd"))
@@ -168,7 +169,7 @@ def build_context(data: ReportData, *, suppress_small_cells: bool = True) -> dic
         "key": key, "key_reason": key_reason,
         "truth": truth, "truth_json": truth_json,
         "cohort": cohort, "cohort_reason": cohort_reason,
-        "attrition": attrition, "attrition_reason": attrition_reason,
+        "attrition": attrition,
         "endpoints": endpoints,
         "validation": validation_section(data.validation),
         "batches": batches, "batches_reason": batches_reason,
@@ -182,6 +183,7 @@ def build_context(data: ReportData, *, suppress_small_cells: bool = True) -> dic
         "suppress": suppress_small_cells,
         "small_cell_max": data.small_cell_max,
         "suppressed_label": fmt.suppressed,
+        "complement_mark": COMPLEMENT_MARK,
         "generated_by": str(prov.get("report_generated_by") or prov.get("code_version") or ""),
         "run_id": str(prov.get("run_id") or ""),
     }

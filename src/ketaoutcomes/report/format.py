@@ -20,7 +20,8 @@ import numpy as np
 import polars as pl
 
 __all__ = [
-    "DASH", "EN", "MINUS", "Fmt", "Row", "Table", "ci_label", "col", "fmt_days_ci", "fmt_hr",
+    "COVARIATE_NAMES", "DASH", "EN", "MINUS", "Fmt", "Row", "Table", "ci_label", "col", "covariate_label",
+    "covariate_order", "fmt_days_ci", "fmt_hr",
     "fmt_hr_ci", "fmt_int", "fmt_num", "fmt_p", "has", "is_num", "mean_sd", "median_iqr", "ok", "p_stmt", "pct_ci",
 ]
 
@@ -129,6 +130,52 @@ def median_iqr(s: pl.Series | None) -> str:
         return DASH
     q1, med, q3 = np.quantile(v, [0.25, 0.5, 0.75])  # numpy 'linear' = R type 7
     return f"{fmt_num(med)} [{fmt_num(q1)}{EN}{fmt_num(q3)}]"
+
+
+# ---------------------------------------------------------------------------
+# Covariates
+# ---------------------------------------------------------------------------
+
+#: Names of the ADSL covariate columns (the study settings' covariates: ketaoutcomes.derive.COVARIATE_COLUMNS),
+#: in the order the report lists them.
+COVARIATE_NAMES = {
+    "AGE": "Age",
+    "SEX": "Sex",
+    "BASE": "Baseline score",
+    "PRIORFAIL": "Prior failed trials",
+    "DIAGNOSIS": "Diagnosis",
+    "WEIGHT": "Weight",
+    "SITEID": "Site",
+}
+_LEVEL_NAMES = {"SEX": {"F": "female", "M": "male", "U": "unknown"}}
+
+
+def _split_term(term: str) -> tuple[str, str | None]:
+    var, bracket, rest = term.partition("[")
+    return (var, rest[:-1]) if bracket and rest.endswith("]") else (term, None)
+
+
+def covariate_label(term: str, *, instrument: str | None = None) -> str:
+    """A covariate term as a reader names it: ``AGE`` -> "Age", ``BASE`` -> "Baseline MADRS" (with the
+    instrument), ``SEX[F]`` -> "Sex: female", ``SITEID[S06]`` -> "Site: S06",
+    ``DIAGNOSIS[bipolar_depression]`` -> "Diagnosis: bipolar depression". An unknown column keeps its code."""
+    var, level = _split_term(term)
+    name = f"Baseline {instrument}" if var == "BASE" and instrument else COVARIATE_NAMES.get(var, var)
+    if level is None:
+        return name
+    return f"{name}: {_LEVEL_NAMES.get(var, {}).get(level, level.replace('_', ' '))}"
+
+
+def covariate_order(terms: list[str]) -> list[str]:
+    """``terms`` without repeats, in the order of :data:`COVARIATE_NAMES` (unknown columns after them, by
+    name), levels of one column by level."""
+    rank = {v: i for i, v in enumerate(COVARIATE_NAMES)}
+
+    def key(term: str) -> tuple[int, str, str]:
+        var, level = _split_term(term)
+        return (rank.get(var, len(rank)), var, level or "")
+
+    return sorted(set(terms), key=key)
 
 
 @dataclass(frozen=True)

@@ -5,7 +5,8 @@ A section function takes frames (an empty frame when the table is absent), the r
 what the template shows, or a reason ("not estimable: ...", "not available: ...") instead of an
 error. :mod:`ketaoutcomes.report.context` calls them with the tables of one run.
 
-* :mod:`.cohort`: cohort by arm and attrition;
+* :mod:`.cohort`: cohort by arm;
+* :mod:`.attrition`: the flow diagram and table of attrition, with complementary small-cell suppression;
 * :mod:`.key_results`: the primary endpoint per arm;
 * :mod:`.weighting`: the propensity-score weighted comparison (diagnostics, love plot,
   preference scores, weighted Kaplan-Meier curves and medians);

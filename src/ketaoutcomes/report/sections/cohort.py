@@ -1,4 +1,4 @@
-"""Cohort by arm (the analysis population, from ADSL) and the attrition table (results_attrition)."""
+"""Cohort by arm: the analysis population, from ADSL (attrition: :mod:`.attrition`)."""
 
 from __future__ import annotations
 
@@ -7,9 +7,9 @@ from collections.abc import Callable
 import polars as pl
 
 from ketaoutcomes.report.arms import Arms
-from ketaoutcomes.report.format import MINUS, Fmt, Row, Table, has, mean_sd, median_iqr, ok
+from ketaoutcomes.report.format import Fmt, Row, Table, has, mean_sd, median_iqr
 
-__all__ = ["attrition_table", "cohort_table"]
+__all__ = ["cohort_table"]
 
 
 def _as_bool(s: pl.Series) -> pl.Series:
@@ -86,28 +86,3 @@ def cohort_table(adsl: pl.DataFrame, arms: Arms, fmt: Fmt, instrument: str) -> t
         add(f"{instrument} ratings after the first dose, median [IQR]", lambda g: median_iqr(g["NPOST"]))
     table = Table(["", *(name for name, _ in groups)], rows)
     return table, ""
-
-
-def attrition_table(a: pl.DataFrame, arms: Arms, fmt: Fmt) -> tuple[Table | None, str]:
-    """Courses remaining after each rule per arm, with the courses each rule excluded."""
-    if not has(a, "step", "rule", "arm", "n_remaining"):
-        return None, "not available: no attrition table was passed to the report"
-    arm_cols = arms.sort(x for x in a["arm"].drop_nulls().unique().to_list() if x != "(all)")
-    cols = [*arm_cols, "(all)"]
-    steps = a.select("step", "rule").unique().sort("step", "rule")
-    cells = {(r["step"], r["rule"], r["arm"]): r for r in a.iter_rows(named=True)}
-    rows = []
-    for step, rule in steps.iter_rows():
-        out = [f"{step}. {rule}"]
-        for arm in cols:
-            r = cells.get((step, rule, arm))
-            if r is None:
-                out.append("")
-                continue
-            cell = fmt.count(r["n_remaining"])
-            ex = r.get("n_excluded")
-            if ok(ex):
-                cell += f"\n({MINUS}{fmt.count(ex)})" if ex else "\n(0)"
-            out.append(cell)
-        rows.append(Row(out))
-    return Table(["Rule", *(arms.label(x) if x != "(all)" else "All" for x in cols)], rows), ""

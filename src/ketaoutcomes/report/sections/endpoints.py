@@ -38,7 +38,7 @@ from ketaoutcomes.report.format import (
     ok,
     p_stmt,
 )
-from ketaoutcomes.report.sections.common import arm_reason, notes_for
+from ketaoutcomes.report.sections.common import arm_reason, km_curve, notes_for, numbers_at_risk
 
 __all__ = ["EndpointSection", "endpoint_codes", "endpoint_section", "parse_groups"]
 
@@ -117,29 +117,15 @@ def _km_section(ep: EndpointSection, km: pl.DataFrame, adtte: pl.DataFrame, arms
         t = _np(k["time"], n)
         s = _np(col(k, "survival"), n)
         lo, hi = _np(col(k, "lower"), n), _np(col(k, "upper"), n)
-        cens = t[_np(col(k, "n_censor"), n) > 0] if "n_censor" in k.columns else np.array([])
-        color, ls = arms.style(arm)
-        total = None
-        a_arm = adtte.filter(pl.col("ARM") == arm) if has(adtte, "ARM", "AVAL") else None
-        if a_arm is not None and a_arm.height:
-            total = a_arm.height
-        elif "n_risk" in k.columns and n:
-            total = int(k["n_risk"][0])
-        curves.append(figures.KMCurve(
-            label=f"{arms.label(arm)} (n {fmt.count(total)})" if total is not None else arms.label(arm),
-            color=color, linestyle=ls, time=t, cum=1 - s, lower=1 - hi, upper=1 - lo, censor_times=cens,
-        ))
-        # numbers at risk: courses still followed at day t (AVAL >= t), from ADTTE when it is there
-        risk_cells, cum_cells = [], []
-        for tick in ticks:
-            if a_arm is not None and a_arm.height:
-                nr = int((a_arm["AVAL"] >= tick).sum())
-            elif "n_risk" in k.columns:
-                later = k.filter(pl.col("time") >= tick)
-                nr = int(later["n_risk"][0]) if later.height else 0
-            else:
-                nr = None
-            risk_cells.append(fmt.count(nr))
+        # numbers at risk: the KM table's risk set at each tick; without n_risk (runs stored before it),
+        # courses still followed at day t (AVAL >= t) in ADTTE
+        risk = numbers_at_risk(k, ticks)
+        if risk is None and has(adtte, "ARM", "AVAL"):
+            a_arm = adtte.filter(pl.col("ARM") == arm)
+            risk = [int((a_arm["AVAL"] >= tick).sum()) for tick in ticks] if a_arm.height else None
+        risk_cells = [fmt.count(nr) for nr in risk] if risk is not None else [DASH] * len(ticks)
+        cum_cells = []
+        for tick, nr in zip(ticks, risk or [None] * len(ticks), strict=True):
             i = int(np.searchsorted(t, tick, side="right")) - 1
             if nr == 0 and tick > 0:
                 cum_cells.append(DASH)
@@ -150,6 +136,7 @@ def _km_section(ep: EndpointSection, km: pl.DataFrame, adtte: pl.DataFrame, arms
                 ci = (f" ({100 * cl:.0f}{EN}{100 * cu:.0f})"
                       if math.isfinite(cl) and math.isfinite(cu) and cu - cl > 1e-12 else "")
                 cum_cells.append(f"{100 * c:.0f}%{ci}" if math.isfinite(c) else DASH)
+        curves.append(km_curve(k, arms.label(arm), arms.style(arm), at_risk=risk_cells if risk is not None else ()))
         at_risk_rows.append(Row([arms.label(arm), *risk_cells]))
         cum_rows.append(Row([arms.label(arm), *cum_cells]))
     day_cols = [f"day {fmt_num(x)}" for x in ticks]
@@ -160,7 +147,8 @@ def _km_section(ep: EndpointSection, km: pl.DataFrame, adtte: pl.DataFrame, arms
     ep.km_caption = (
         f"Kaplan-Meier estimate of the cumulative proportion with {ep.info.event} (1 \u2212 survival) per arm, "
         f"with {fmt.ci_label} bands; ticks on a curve mark censored follow-up. Time is counted in days from the "
-        f"{ep.info.origin} to the rating visit at which the {ep.info.event} was seen."
+        f"{ep.info.origin} to the rating visit at which the {ep.info.event} was seen. Under the plot, the number "
+        "at risk: courses still followed (without the event) on the day of each tick."
     )
     ep.at_risk = Table(["Number at risk", *day_cols], at_risk_rows)
     ep.cum_at = Table([f"Cumulative % with {ep.info.event} ({fmt.ci_label})", *day_cols], cum_rows)

@@ -13,7 +13,7 @@ import polars as pl
 from ketaoutcomes.report import figures
 from ketaoutcomes.report.arms import Arms
 from ketaoutcomes.report.format import DASH, Fmt, Row, Table, fmt_hr_ci, fmt_p, has, ok, pct_ci
-from ketaoutcomes.report.sections.common import km_curve
+from ketaoutcomes.report.sections.common import km_curve, numbers_at_risk
 
 __all__ = ["relapse_section"]
 
@@ -50,10 +50,13 @@ def relapse_section(maintenance: pl.DataFrame, cif: pl.DataFrame, cif_at: pl.Dat
 
     if has(cif, "group", "cause", "time", "cif"):
         rel = cif.filter(pl.col("cause") == "relapse")
-        curves = [km_curve(rel.filter(pl.col("group") == g).rename({"cif": "value"}), arms.label(g), arms.style(g),
-                           value="value", cumulative=False)
-                  for g in arms.sort(rel["group"].unique().to_list())]
         ticks = figures.time_ticks(float(rel["time"].max() or 0.0))
+        curves = []
+        for g in arms.sort(rel["group"].unique().to_list()):
+            part = rel.filter(pl.col("group") == g)
+            risk = numbers_at_risk(part, ticks)  # responders without relapse or a competing event, still followed
+            curves.append(km_curve(part.rename({"cif": "value"}), arms.label(g), arms.style(g), value="value",
+                                   cumulative=False, at_risk=[fmt.count(n) for n in risk] if risk is not None else ()))
         out["cif_img"] = figures.km_figure(curves, xlabel="Days since response",
                                            ylabel="Cumulative incidence of relapse", ticks=ticks,
                                            band_label=fmt.ci_label)

@@ -69,7 +69,7 @@ def trajectory_section(tr: pl.DataFrame, arms: Arms, provenance: Mapping | None)
     """Mean mood trajectory per arm from the stored predicted means (the model's log1p time scale)."""
     if not has(tr, "arm", "day", "mean"):
         return None
-    labels = {a: (arms.label(a), arms.style(a)[0]) for a in tr["arm"].unique().to_list()}
+    labels = {a: (arms.label(a), arms.style(a)) for a in arms.sort(tr["arm"].unique().to_list())}
     converged = bool(tr["converged"].all()) if "converged" in tr.columns else True
     alpha = float((provenance or {}).get("alpha", 0.05))
     return figures.predicted_figure(tr, labels, alpha=alpha, time_terms="log1p", converged=converged)

@@ -23,7 +23,19 @@ import polars as pl
 from ketaoutcomes.endpoints import ENDPOINTS, endpoint
 from ketaoutcomes.report import figures
 from ketaoutcomes.report.arms import Arms
-from ketaoutcomes.report.format import DASH, Fmt, Row, Table, fmt_days_ci, fmt_hr_ci, fmt_int, has, ok
+from ketaoutcomes.report.format import (
+    DASH,
+    Fmt,
+    Row,
+    Table,
+    covariate_label,
+    covariate_order,
+    fmt_days_ci,
+    fmt_hr_ci,
+    fmt_int,
+    has,
+    ok,
+)
 from ketaoutcomes.report.sections.common import PRIMARY_ENDPOINT, km_curve
 
 __all__ = ["balance_rule", "gate_help", "preference_section", "propensity_settings", "weighted_cell",
@@ -92,13 +104,20 @@ def weighting_section(ps: pl.DataFrame | None, balance: pl.DataFrame | None, cox
     if has(b, "paramcd", "target", "covariate", "abs_smd_before", "abs_smd_after"):
         first = b.filter(pl.col("paramcd") == PRIMARY_ENDPOINT)
         if first.height:
-            labels = {a: (arms.label(a), arms.style(a)[0]) for a in first["target"].unique().to_list()}
-            rows = [(r["target"], r["covariate"], r["abs_smd_before"], r["abs_smd_after"])
-                    for r in first.iter_rows(named=True)]
-            rows = [(t, c if gated is not False else f"{c} (left out: rare)", before, after)
-                    for (t, c, before, after), gated in zip(rows, _in_gate(first))]
+            instrument = (provenance or {}).get("instrument")
+            order = covariate_order(first["covariate"].to_list())
+            ref = arms.label(arms.reference) if arms.reference else "reference"
+            first = first.with_columns(pl.Series("_in_gate", _in_gate(first), dtype=pl.Boolean))
+            panels = []
+            for target in arms.sort(first["target"].unique().to_list()):
+                by_cov = {r["covariate"]: r for r in first.filter(pl.col("target") == target).iter_rows(named=True)}
+                panels.append((f"{arms.label(target)} vs {ref}", arms.style(target),
+                               [(covariate_label(c, instrument=instrument)
+                                 + ("" if by_cov[c]["_in_gate"] is not False else " (left out: rare)"),
+                                 by_cov[c]["abs_smd_before"], by_cov[c]["abs_smd_after"])
+                                for c in order if c in by_cov]))
             threshold = float(propensity_settings((provenance or {}).get("settings")).get("max_smd", 0.1))
-            love = figures.love_plot(rows, threshold=threshold, labels=labels)
+            love = figures.love_plot(panels, threshold=threshold)
     return {"tables": tables, "love": love, "reason": ""}
 
 
@@ -239,7 +258,7 @@ def preference_section(p: pl.DataFrame, arms: Arms, provenance: Mapping) -> str 
     panels = []
     for target in arms.sort(p["target"].unique().to_list()):
         pair = p.filter(pl.col("target") == target)
-        curves = [(arms.label(a), arms.style(a)[0],
+        curves = [(arms.label(a), arms.style(a),
                    pair.filter(pl.col("arm") == a).sort("lower")["n"].cast(pl.Float64).to_numpy())
                   for a in arms.sort(pair["arm"].unique().to_list())]
         panels.append((f"{arms.label(target)} vs {arms.label(arms.reference) if arms.reference else 'reference'}",
