@@ -36,6 +36,7 @@ from ketaoutcomes.ingest.limits import (
     check_table_file,
     check_values,
     memory_limit,
+    memory_limit_source,
     open_regular,
 )
 from ketaoutcomes.ingest.phi import ALLOWLIST_FILE, PhiAllowList, PhiError, PhiFinding, cap_age, scan_frame
@@ -473,7 +474,7 @@ def ingest_export(
     loaded_at : datetime
         Provenance timestamp recorded in ``meta_batches`` (passed in: no hidden "now").
     """
-    budget = MemoryBudget(memory_limit())
+    budget = MemoryBudget(memory_limit(), memory_limit_source())
     budget.configure(con)
     with budget.guard():
         return _ingest(con, Path(export_dir).resolve(), loaded_at, progress, budget)
