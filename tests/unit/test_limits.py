@@ -36,6 +36,7 @@ from ketaoutcomes.ingest.limits import (
     human_bytes,
     machine_memory,
     memory_limit,
+    memory_limit_source,
     open_regular,
     sniff,
 )
@@ -474,7 +475,7 @@ def test_an_export_over_the_memory_limit_is_refused_with_nothing_written_also_by
     monkeypatch.setenv(MEMORY_LIMIT_ENV, "2KB")
     with pytest.raises(IngestError) as info, write_session(tmp_path / "w.duckdb") as con:
         ingest_export(con, folder, loaded_at=WHEN)
-    assert "more than the limit of 1.95 KiB" in one_line(info.value)  # 2KB: 2,000 bytes
+    assert f"more than the limit of 1.95 KiB ({MEMORY_LIMIT_ENV}=2KB)" in one_line(info.value)  # 2,000 bytes
     assert not (tmp_path / "w.duckdb").exists()
     res = CliRunner().invoke(app, ["ingest", str(folder), "--db", str(tmp_path / "w.duckdb")])
     assert res.exit_code == 1 and "Traceback" not in res.output
@@ -517,7 +518,7 @@ def test_running_out_of_memory_anyway_is_one_line_naming_the_file(tmp_path, monk
         ingest_export(con, folder, loaded_at=WHEN)
     msg = one_line(info.value)
     assert msg.startswith(f"{folder / 'sessions.csv'}: ran out of memory while loading")
-    assert "the limit is 4 GiB" in msg and f"set {MEMORY_LIMIT_ENV} higher" in msg
+    assert f"the limit is 4 GiB ({MEMORY_LIMIT_ENV}=4GiB)" in msg and f"set {MEMORY_LIMIT_ENV} higher" in msg
     assert not (tmp_path / "w.duckdb").exists()
 
 
@@ -542,3 +543,40 @@ def test_the_limits_are_documented_where_a_user_looks():
     assert f"{LIMITS.max_expansion:,} times" in readme and f"{LIMITS.max_expansion:,} times" in dictionary
     assert f"about {LIMITS.memory_per_text_byte:g} times its files' size as text" in dictionary
     assert "## Limits" in dictionary and "(#limits)" in dictionary
+
+
+def test_duckdb_out_of_memory_for_real_is_one_line(tmp_path, monkeypatch):
+    """A limit the export's text fits in, but DuckDB cannot check its rows in: DuckDB's own
+    out-of-memory error, turned into the refusal."""
+    monkeypatch.setenv(MEMORY_LIMIT_ENV, "1MB")
+    folder = write_export(tmp_path / "export")
+    with pytest.raises(IngestError) as info, write_session(tmp_path / "w.duckdb") as con:
+        ingest_export(con, folder, loaded_at=WHEN)
+    msg = one_line(info.value)
+    assert msg.startswith(f"{folder / 'patients.csv'}: ran out of memory while loading (DuckDB; the limit is 977 KiB "
+                          f"({MEMORY_LIMIT_ENV}=1MB))"), msg
+    assert not (tmp_path / "w.duckdb").exists()
+
+
+def test_the_default_memory_limit_says_so(tmp_path, monkeypatch):
+    monkeypatch.delenv(MEMORY_LIMIT_ENV, raising=False)
+    budget = MemoryBudget(limit=100, source=memory_limit_source())
+    with pytest.raises(IngestError, match=r"more than the limit of 100 bytes \(the default, 80% of this machine's "
+                                          r"memory\)"):
+        budget.admit(Path("patients.csv"), 100)
+
+
+def test_the_allow_list_and_registries_are_small_plain_files(tmp_path):
+    from ketaoutcomes.ingest.limits import check_small_file
+
+    allow = tmp_path / "phi_allowlist.toml"
+    allow.write_text("[columns]\n" + '"patients.site" = "clinic code"\n' * 40_000)
+    with pytest.raises(IngestError, match=r"phi_allowlist.toml: 1.\d+ MiB, more than the 1 MiB this file may be"):
+        check_small_file(allow, tmp_path)
+    allow.write_bytes(gzip.compress(b"[columns]\n"))
+    with pytest.raises(IngestError, match="gzip-compressed data"):
+        check_small_file(allow, tmp_path)
+    arms = tmp_path / "arms.csv"
+    arms.write_text(",".join(f"c{i}" for i in range(1001)) + "\n")
+    with pytest.raises(IngestError, match="1,001 columns"):
+        check_small_file(arms, tmp_path)

@@ -57,6 +57,7 @@ __all__ = [
     "human_bytes",
     "machine_memory",
     "memory_limit",
+    "memory_limit_source",
     "open_regular",
     "sniff",
 ]
@@ -511,6 +512,15 @@ def memory_limit(env: Mapping[str, str] | None = None, limits: FileLimits = LIMI
     return int(number * _UNITS[unit])
 
 
+def memory_limit_source(env: Mapping[str, str] | None = None, limits: FileLimits = LIMITS) -> str:
+    """Where :func:`memory_limit` comes from, as a message says it: the variable as set, or the default."""
+    env = os.environ if env is None else env
+    text = env.get(MEMORY_LIMIT_ENV, "").strip()
+    if text:
+        return f"{MEMORY_LIMIT_ENV}={text}"
+    return f"the default, {limits.default_memory_share:.0%} of this machine's memory"
+
+
 @dataclass
 class MemoryBudget:
     """The memory of one ingest: the files read so far as text, against :func:`memory_limit`.
@@ -520,6 +530,8 @@ class MemoryBudget:
     :class:`IngestError` naming the file being read or checked (:attr:`current`)."""
 
     limit: int | None
+    #: Where the limit comes from, for the messages ("KETAOUTCOMES_MEMORY_LIMIT=8GB", or the default).
+    source: str = ""
     limits: FileLimits = LIMITS
     text: int = 0
     current: Path | None = None
@@ -536,7 +548,7 @@ class MemoryBudget:
             raise IngestError(
                 f"{path}: the export needs about {human_bytes(need)} of memory to load (its files as text: {held}; "
                 f"about {self.limits.memory_per_text_byte:g} times that while checking), more than the limit of "
-                f"{human_bytes(self.limit)}; set {MEMORY_LIMIT_ENV} higher (e.g. {MEMORY_LIMIT_ENV}="
+                f"{human_bytes(self.limit)}{self._source()}; set {MEMORY_LIMIT_ENV} higher (e.g. {MEMORY_LIMIT_ENV}="
                 f"{-(-need // 1024**3)}GiB) if the machine has the memory; nothing was loaded")
 
     def configure(self, con: duckdb.DuckDBPyConnection) -> None:
@@ -547,9 +559,11 @@ class MemoryBudget:
     def _out_of_memory(self, detail: str) -> IngestError:
         where = f"{self.current}: " if self.current is not None else ""
         limit = human_bytes(self.limit) if self.limit is not None else "none set"
-        return IngestError(f"{where}ran out of memory while loading ({detail}; the limit is {limit}, "
-                           f"{MEMORY_LIMIT_ENV}); set {MEMORY_LIMIT_ENV} higher if the machine has the memory; "
-                           "nothing was loaded")
+        return IngestError(f"{where}ran out of memory while loading ({detail}; the limit is {limit}{self._source()}); "
+                           f"set {MEMORY_LIMIT_ENV} higher if the machine has the memory; nothing was loaded")
+
+    def _source(self) -> str:
+        return f" ({self.source})" if self.source else ""
 
     @contextlib.contextmanager
     def guard(self) -> Iterator[MemoryBudget]:

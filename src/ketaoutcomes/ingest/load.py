@@ -36,6 +36,7 @@ from ketaoutcomes.ingest.limits import (
     check_table_file,
     check_values,
     memory_limit,
+    memory_limit_source,
     open_regular,
 )
 from ketaoutcomes.ingest.phi import (
@@ -547,7 +548,7 @@ def ingest_export(
     loaded_at : datetime
         Provenance timestamp recorded in ``meta_batches`` (passed in: no hidden "now").
     """
-    budget = MemoryBudget(memory_limit())
+    budget = MemoryBudget(memory_limit(), memory_limit_source())
     budget.configure(con)
     with budget.guard():
         return _ingest(con, Path(export_dir).resolve(), loaded_at, progress, budget)
