@@ -161,7 +161,11 @@ def ingest(
     export_dir: Annotated[Path, typer.Argument(help="Folder with patients, courses, sessions, adverse_events, mood_scores (.csv or .parquet).")],
     db: DbOption = None,
 ) -> None:
-    """Load a folder of CSV or Parquet files in the import format (see docs/import-format.md)."""
+    """Load a folder of CSV or Parquet files in the import format (see docs/import-format.md).
+
+    Every file is first scanned for identifiers, headers included (docs/phi-guard.md): a finding refuses the export. Ids must be pseudonymous: by default P1, PT-001, 17, C0000001-001-A1; an export declares another shape with pattern = "..." in the ids table of its phi_allowlist.toml.
+
+    Rows that break the format are quarantined with a reason that never quotes the value (free text in site or drug, a number outside its possible range such as an age outside 0-120)."""
     from ketaoutcomes.pipeline import ingest_step
 
     with _errors(), _progress() as progress:
