@@ -165,6 +165,10 @@ def ingest(
 ) -> None:
     """Load a folder of CSV or Parquet files in the import format (see docs/import-format.md).
 
+    Every file is first scanned for identifiers, headers included (docs/phi-guard.md): a finding refuses the export. Ids must be pseudonymous: by default P1, PT-001, 17, C0000001-001-A1; an export declares another shape with pattern = "..." in the ids table of its phi_allowlist.toml.
+
+    Rows that break the format are quarantined with a reason that never quotes the value (free text in site or drug, a number outside its possible range such as an age outside 0-120).
+
     Deliveries apply in the order they are loaded: a file that is its table's latest delivery is skipped (the same folder twice changes nothing); a file with the content of an earlier, since superseded delivery is loaded again and becomes current (to undo a correction, send the original file again).
 
     Lines may end in LF, CRLF or a lone CR; blank rows are skipped and counted; timestamps are the clinic's local time (an offset is dropped, UTC times are refused).

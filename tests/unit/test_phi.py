@@ -622,12 +622,16 @@ def test_scan_is_linear_in_the_number_of_columns():
     (polars rebuilt the frame's schema for every column); now both take seconds."""
     import time
 
-    def timed(n_columns: int) -> float:
+    def timed(n_columns: int) -> float:  # the best of two runs: other jobs share the machine
         frame = patients(20, **{f"extra_{j}": [str(j % 1000)] * 20 for j in range(n_columns)})
-        t0 = time.perf_counter()
-        assert scan(frame) == []
-        return time.perf_counter() - t0
+        best = float("inf")
+        for _ in range(2):
+            t0 = time.perf_counter()
+            assert scan(frame) == []
+            best = min(best, time.perf_counter() - t0)
+        return best
 
-    small, large = timed(2_000), timed(20_000)
+    small, large = timed(5_000), timed(20_000)
     assert large < 60, f"20,000 columns took {large:.1f} s"
-    assert large < 25 * max(small, 0.05), f"10x the columns took {large / small:.0f}x the time (quadratic?)"
+    # 4x the columns: linear is about 4x the time, quadratic 16x
+    assert large < 10 * small, f"4x the columns took {large / small:.1f}x the time (quadratic?)"

@@ -154,8 +154,9 @@ def _misnamed(path: Path, meant: str) -> str:
 
 def _file_label(name: str) -> str:
     """An unrelated file's name as it may be printed and stored (ingest lists the files it ignored):
-    the name when its parts are shaped like column names (README.txt, truth_v2.json, notes-2024.md; a number of 4 digits at most),
-    else "(a file whose name is not shown)": a file can be named after a patient."""
+    the name when its parts are shaped like column names or are numbers of up to 4 digits (README.txt,
+    truth_v2.json, notes-2024.md), else "(a file whose name is not shown)": a file can be named after
+    a patient."""
     parts = re.split(r"[-.]", name)
     labels = header_labels([p or "x" for p in parts])
     digits_ok = [re.fullmatch(r"[0-9]{1,4}", p) is not None for p in parts]
@@ -320,6 +321,10 @@ def _csv_header(head: bytes) -> list[str] | None:
         return None
 
 
+#: A message lists at most this many of a file's columns.
+_SHOW_COLUMNS = 30
+
+
 def _contract_columns(frame: pl.DataFrame, table: str, path: Path) -> tuple[pl.DataFrame, tuple[str, ...]]:
     """The contract's columns (missing optional ones as nulls) and the names of the others,
     which are not stored: they could carry identifiers."""
@@ -335,9 +340,11 @@ def _contract_columns(frame: pl.DataFrame, table: str, path: Path) -> tuple[pl.D
         hint = ("; #N is the column at position N, whose header is not shown: it is not shaped like a column "
                 "name (a missing header row or a stray quote can put data there)"
                 if any(x.startswith("#") for x in labels) else "")
+        shown = ", ".join(labels[:_SHOW_COLUMNS]) + (
+            f" and {len(labels) - _SHOW_COLUMNS:,} more" if len(labels) > _SHOW_COLUMNS else "")
         raise IngestError(
             f"{path}: required column(s) {', '.join(missing)} missing from table {table}; "
-            f"the file has {', '.join(labels) or 'no columns'}{hint} (see docs/import-format.md)"
+            f"the file has {shown or 'no columns'}{hint} (see docs/import-format.md)"
         )
     ignored = tuple(label for c, label in zip(headers, labels) if c not in contract)
     frame = frame.with_columns(
