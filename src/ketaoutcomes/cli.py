@@ -114,9 +114,9 @@ def _errors():
         if isinstance(exc, _user_errors()):
             _error(str(exc))
         else:
-            first = next((part.strip() for part in str(exc).splitlines() if part.strip()), "")
-            _error(f"internal error ({type(exc).__name__}{': ' + first if first else ''}); "
-                   "rerun with --debug for the trace")
+            # The message of an unexpected exception is not shown: a library's message can quote
+            # the data (a cell value, an identifier); --debug shows it with the trace.
+            _error(f"internal error ({type(exc).__name__}); rerun with --debug for the message and the trace")
         raise typer.Exit(1) from None
 
 

@@ -195,5 +195,5 @@ def test_a_rollback_that_fails_half_way_publishes_nothing(history, monkeypatch):
 
     monkeypatch.setattr(rollback_module, "rebuild_staging", broken)  # after the raw rows are deleted
     res = runner.invoke(app, ["rollback", history["new_batches"][0], "--db", str(db)])
-    assert res.exit_code == 1 and "internal error (RuntimeError: rebuild failed)" in res.stderr
+    assert res.exit_code == 1 and "internal error (RuntimeError)" in res.stderr and "rebuild failed" not in res.stderr
     assert sha(db) == digest
