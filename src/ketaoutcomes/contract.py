@@ -295,6 +295,8 @@ class FileLimits:
     max_columns: int = 1_000
     #: Bytes of one physical line of a CSV file, and of one value (CSV or Parquet).
     max_line_bytes: int = 1 << 20
+    #: Bytes of one column name (the PHI guard's scan of a name grows with its length squared: 50 KB took 65 s).
+    max_name_bytes: int = 256
     #: Bytes of arms.csv, instruments.csv and phi_allowlist.toml (a few rows each).
     max_small_file_bytes: int = 1 << 20
     #: Memory the file takes as text over its size on disk (a Parquet file is compressed; a

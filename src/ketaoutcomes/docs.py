@@ -233,7 +233,7 @@ def _limits_section() -> list[str]:
         "  decompressed is not known until it is in memory. Parquet bytes in a `.csv` file are refused too (name it",
         "  `.parquet`). The compression inside a Parquet file is its own and fine.",
         f"- **Columns:** at most {lim.max_columns:,} columns per file (the import format has at most 14; other columns",
-        "  are ignored, not stored).",
+        f"  are ignored, not stored), and no column name over {lim.max_name_bytes:,} bytes.",
         f"- **Line and value length:** no line of a CSV file (without its line break) and no single value (CSV or",
         f"  Parquet; a quoted CSV value can span lines) over {_mib(lim.max_line_bytes)}.",
         f"- **Registries and allow-list:** `arms.csv`, `instruments.csv` and `phi_allowlist.toml` at most",

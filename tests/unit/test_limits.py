@@ -580,3 +580,19 @@ def test_the_allow_list_and_registries_are_small_plain_files(tmp_path):
     arms.write_text(",".join(f"c{i}" for i in range(1001)) + "\n")
     with pytest.raises(IngestError, match="1,001 columns"):
         check_small_file(arms, tmp_path)
+
+
+def test_a_column_name_over_the_limit_is_refused_by_position_in_csv_and_parquet(tmp_path):
+    """The PHI guard's scan of a name grows with its length squared (50 KB: 65 s): names are bounded."""
+    name = "N" * (LIMITS.max_name_bytes + 1)
+    csv_path = tmp_path / "patients.csv"
+    csv_path.write_text(f"patient_id,{'n' * LIMITS.max_name_bytes}\nP1,1\n")
+    check_csv_limits(csv_path)
+    csv_path.write_text(f"patient_id,{name}\nP1,1\n")
+    with pytest.raises(IngestError) as info:
+        check_csv_limits(csv_path)
+    assert f"the name of column 2 is {LIMITS.max_name_bytes + 1:,} bytes long" in one_line(info.value)
+    assert "NNNN" not in str(info.value)
+    pq_path = _parquet(tmp_path / "patients.parquet", pa.table({"patient_id": ["P1"], name: ["1"]}))
+    with pytest.raises(IngestError, match="the name of column 2 is 257 bytes long"):
+        check_parquet_limits(pq_path, "patients")

@@ -15,7 +15,7 @@ file and the limit; the limits are :data:`ketaoutcomes.contract.LIMITS` (docs/im
   bytes, whatever the file is named (polars would decompress gzip, zlib and zstd silently: a 50 KB
   file became 1 GB in memory); Parquet bytes under a .csv name;
 * **columns, lines and values** (:func:`check_csv_limits`, :func:`check_parquet_limits`): at most
-  ``max_columns`` columns; no CSV line and no value over ``max_line_bytes``; no nested Parquet column
+  ``max_columns`` columns, no name over ``max_name_bytes``; no CSV line and no value over ``max_line_bytes``; no nested Parquet column
   and no DELTA_BYTE_ARRAY encoding (its size in memory cannot be bounded before decoding);
 * **expansion and memory**: the size of a file as text in memory is estimated before it is read (for
   Parquet from its footer and its dictionaries, without decoding the values); more than
@@ -246,12 +246,25 @@ def _check_expansion(path: Path, text: int, size: int, limits: FileLimits, why: 
         raise _too_expanded(path, text, size, limits, why, at_least)
 
 
-def _header_columns(first_line: bytes) -> int:
+def _header_names(first_line: bytes) -> list[str]:
     text = first_line.decode("utf-8", errors="replace").lstrip("\ufeff")
     try:
-        return len(next(csv.reader(io.StringIO(text))))
+        return next(csv.reader(io.StringIO(text)))
     except (csv.Error, StopIteration):
-        return text.count(",") + 1
+        return text.split(",")
+
+
+def _check_names(path: Path, names: list[str], limits: FileLimits) -> None:
+    """At most ``max_columns`` names, none longer than ``max_name_bytes`` (named by position: a long
+    "name" is usually data swallowed by a stray quote, or an identifier)."""
+    if len(names) > limits.max_columns:
+        raise _too_many_columns(path, len(names), limits)
+    for position, name in enumerate(names, start=1):
+        n = len(name.encode("utf-8", errors="replace"))
+        if n > limits.max_name_bytes:
+            raise IngestError(f"{path}: the name of column {position} is {n:,} bytes long; the limit is "
+                              f"{limits.max_name_bytes:,} bytes (a quote or line break missing in the header?); fix "
+                              "the header; nothing was loaded")
 
 
 def check_csv_limits(path: Path, limits: FileLimits = LIMITS) -> int:
@@ -290,18 +303,18 @@ def check_csv_limits(path: Path, limits: FileLimits = LIMITS) -> int:
                 raise _long_line(path, breaks + 1, limits)
             if columns is None:
                 header += chunk[:first]
-                columns = _header_columns(bytes(header))
-                if columns > limits.max_columns:
-                    raise _too_many_columns(path, columns, limits)
+                names = _header_names(bytes(header))
+                _check_names(path, names, limits)
+                columns = len(names)
             breaks += chunk.count(brk)
             run = len(chunk) - chunk.rfind(brk) - 1
             last = chunk[-1:]
     if run - (last == b"\r") > limits.max_line_bytes:  # the last line, without a line break
         raise _long_line(path, breaks + 1, limits)
     if columns is None:  # one line, no line break
-        columns = _header_columns(bytes(header))
-        if columns > limits.max_columns:
-            raise _too_many_columns(path, columns, limits)
+        names = _header_names(bytes(header))
+        _check_names(path, names, limits)
+        columns = len(names)
     rows = max(breaks - 1 + (1 if last and last != brk else 0), 0)
     text = size + rows * columns * CELL_BYTES
     _check_expansion(path, text, size, limits, "rows far shorter than the header: a damaged file?")
@@ -376,6 +389,7 @@ def check_parquet_limits(path: Path, table: str | None = None, limits: FileLimit
         if n_cols > limits.max_columns or meta.num_columns > limits.max_columns:
             raise _too_many_columns(path, max(n_cols, meta.num_columns), limits)
         names = schema.names
+        _check_names(path, names, limits)
         for position, f in enumerate(schema, start=1):
             if pa.types.is_nested(f.type):
                 where = f"column {f.name}" if table and f.name in TABLES[table].column_names \
