@@ -53,6 +53,10 @@ def _db(db: Path | None) -> Path:
     return (db or default_db_path()).resolve()
 
 
+class CommandError(ValueError):
+    """A command's own argument cannot be used (its message says why and names it)."""
+
+
 class StudyFileError(ValueError):
     """A study file that cannot be read or fails validation."""
 
@@ -81,10 +85,11 @@ def _user_errors() -> tuple[type[Exception], ...]:
     from ketaoutcomes.ingest.rollback import RollbackError
     from ketaoutcomes.pipeline import AnalysisNotReady, SimulationRefused
     from ketaoutcomes.table_contract import ContractError
-    from ketaoutcomes.warehouse import DiskFull, WarehouseBusy, WarehouseChanged, WarehouseMissing
+    from ketaoutcomes.warehouse import DiskFull, QueryRefused, WarehouseBusy, WarehouseChanged, WarehouseMissing
 
     return (IngestError, AnalysisNotReady, StudyMismatch, StudyFileError, ContractError, WarehouseBusy,
-            WarehouseChanged, WarehouseMissing, DiskFull, RollbackError, SimulationRefused, OSError)
+            WarehouseChanged, WarehouseMissing, DiskFull, RollbackError, SimulationRefused, QueryRefused,
+            CommandError, OSError)
 
 
 def _error(text: str) -> None:
@@ -285,7 +290,7 @@ def query(
             try:
                 write_query_csv(dbp, frame, csv)
             except OSError as exc:
-                raise ValueError(f"cannot write --csv {csv}: {exc.strerror or exc}") from None
+                raise CommandError(f"cannot write --csv {csv}: {exc.strerror or exc}") from None
             err.print(f"{frame.height:,} rows written to {csv}", markup=False)
             return
     if max_width is None:  # every character of every cell, however wide the table gets
