@@ -12,7 +12,7 @@ from ketaoutcomes.analysis.common import CATEGORICAL, ModelTerms, with_terms
 from ketaoutcomes.notes import Note
 from ketaoutcomes.settings import StudySettings
 
-__all__ = ["PREFERENCE_BINS", "WeightedComparisons", "preference_histogram", "ps_weighted"]
+__all__ = ["PREFERENCE_BINS", "WeightedComparisons", "fit_pair_propensity", "preference_histogram", "ps_weighted"]
 
 
 @dataclass
@@ -33,18 +33,12 @@ def ps_weighted(frame: pl.DataFrame, paramcd: str, study: StudySettings, arms: l
     """Propensity-weighted (or matched) Cox and Kaplan-Meier per route vs the reference arm, with
     diagnostics and the gate, appended to ``out``. The weighted KM curves carry the pair's verdict
     like the HR."""
-    from ketaoutcomes.models.propensity import fit_propensity, love_plot_data
+    from ketaoutcomes.models.propensity import love_plot_data
     from ketaoutcomes.models.weighted import weighted_cox, weighted_kaplan_meier
 
-    covs = ModelTerms.of(study).with_strata  # site moves arm choice: a confounder for the propensity model
-    categorical = [c for c in covs if c in CATEGORICAL]
     for target in arms:
         pair = frame.filter(pl.col("ARM").is_in([target, study.cohort.reference_arm]))
-        ps = fit_propensity(pair, target=target, comparator=study.cohort.reference_arm, covariates=covs,
-                            categorical=categorical, weighting=study.propensity.weighting, truncation=study.propensity.ps_truncation,
-                            max_smd=study.propensity.max_smd, min_equipoise=study.propensity.min_equipoise,
-                            equipoise_bounds=study.propensity.equipoise_bounds, balance_alpha=study.propensity.balance_alpha,
-                            **matching_options(study))
+        ps = fit_pair_propensity(pair, target, study)
         reasons = list(ps.gate_reasons)
         summary = None
         keep = ["USUBJID", "weight"] + (["match_set"] if "match_set" in ps.scores.columns else [])
@@ -124,6 +118,22 @@ def preference_histogram(scores: pl.DataFrame, bins: int = PREFERENCE_BINS) -> p
                           pl.col("bin").replace_strict(dict(enumerate(edges[:-1])), return_dtype=pl.Float64).alias("lower"),
                           pl.col("bin").replace_strict(dict(enumerate(edges[1:])), return_dtype=pl.Float64).alias("upper"))
             .select(pl.col("ARM").alias("arm"), "bin", "lower", "upper", "n").sort("arm", "bin"))
+
+
+def fit_pair_propensity(pair: pl.DataFrame, target: str, study: StudySettings):
+    """The study's propensity model, weights (or matches) and diagnostics of ``target`` vs the reference
+    arm on ``pair`` (:func:`ketaoutcomes.models.propensity.fit_propensity` with the study's settings):
+    the one call the primary comparison and its bootstrap (:mod:`ketaoutcomes.analysis.contrasts`)
+    share, so a replicate refits exactly the model the study configures."""
+    from ketaoutcomes.models.propensity import fit_propensity
+
+    covs = ModelTerms.of(study).with_strata  # site moves arm choice: a confounder for the propensity model
+    categorical = [c for c in covs if c in CATEGORICAL]
+    return fit_propensity(pair, target=target, comparator=study.cohort.reference_arm, covariates=covs,
+                          categorical=categorical, weighting=study.propensity.weighting, truncation=study.propensity.ps_truncation,
+                          max_smd=study.propensity.max_smd, min_equipoise=study.propensity.min_equipoise,
+                          equipoise_bounds=study.propensity.equipoise_bounds, balance_alpha=study.propensity.balance_alpha,
+                          **matching_options(study))
 
 
 def matching_options(study: StudySettings) -> dict:
