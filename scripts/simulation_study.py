@@ -27,12 +27,13 @@ tests/integration/test_simulation_study.py runs a few replicates through the sam
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import multiprocessing
 import os
 import sys
 import time
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 
 import polars as pl
@@ -102,13 +103,33 @@ def truth(patients: int) -> dict:
     return {**out["TTRESP"], "curves": out["curves"]["TTRESP"]}
 
 
+def _save(out: Path | None, r: int, result: dict[str, pl.DataFrame]) -> None:
+    if out is not None:
+        for name, frame in result.items():
+            frame.write_csv(out / f"{name}-{r:04d}.csv")
+
+
+def load_saved(out: Path) -> tuple[pl.DataFrame, dict, pl.DataFrame]:
+    """What a run with ``out`` saved so far: (HR estimates, truth, contrast estimates)."""
+    def read(name: str) -> pl.DataFrame:
+        files = sorted(out.glob(f"{name}-*.csv"))
+        return pl.concat([pl.read_csv(f, infer_schema_length=None) for f in files], how="diagonal_relaxed")
+
+    return read("hr"), json.loads((out / "truth.json").read_text()), read("contrasts")
+
+
 def run_study(*, replicates: int, patients: int, seed_base: int = 1000, workers: int = 1,
               truth_patients: int = 50_000, progress: bool = False, matching: bool = True,
-              bootstrap: int = STUDY.models.bootstrap_replicates, matching_bootstrap: bool = False
-              ) -> tuple[pl.DataFrame, dict, pl.DataFrame]:
+              bootstrap: int = STUDY.models.bootstrap_replicates, matching_bootstrap: bool = False,
+              out: Path | None = None) -> tuple[pl.DataFrame, dict, pl.DataFrame]:
     """(HR estimates, truth, contrast estimates) of ``replicates`` replicates; ``bootstrap``
-    replicates per pair for the contrasts' intervals."""
+    replicates per pair for the contrasts' intervals. With ``out``, the truth and each replicate's
+    rows are written there as they come (``--summarise`` reads a run that is still going or was
+    stopped)."""
     target = truth(truth_patients)
+    if out is not None:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "truth.json").write_text(json.dumps(target))
     study = STUDY.updated(bootstrap_replicates=bootstrap)
     rows = []
     kw = dict(patients=patients, seed_base=seed_base, study=study, matching=matching, matching_bootstrap=matching_bootstrap)
@@ -119,14 +140,16 @@ def run_study(*, replicates: int, patients: int, seed_base: int = 1000, workers:
         os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
         os.environ.setdefault("OMP_NUM_THREADS", "1")
         with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn")) as pool:
-            futures = [pool.submit(replicate, r, **kw) for r in range(replicates)]
-            for i, f in enumerate(futures, start=1):
+            futures = {pool.submit(replicate, r, **kw): r for r in range(replicates)}
+            for i, f in enumerate(as_completed(futures), start=1):
                 rows.append(f.result())
+                _save(out, futures[f], rows[-1])
                 if progress:
                     print(f"  replicate {i}/{replicates}", file=sys.stderr, flush=True)
     else:
         for r in range(replicates):
             rows.append(replicate(r, **kw))
+            _save(out, r, rows[-1])
             if progress:
                 print(f"  replicate {r + 1}/{replicates}", file=sys.stderr, flush=True)
     return (pl.concat([x["hr"] for x in rows], how="diagonal_relaxed"), target,
@@ -248,12 +271,21 @@ def main() -> None:
                     help="bootstrap replicates per pair for the contrasts' intervals (default: the study's, 200)")
     ap.add_argument("--matching-bootstrap", action="store_true",
                     help="bootstrap the matched contrasts too (about doubles the time)")
+    ap.add_argument("--out", type=Path, help="write the truth and each replicate's rows to this folder as they come")
+    ap.add_argument("--summarise", type=Path, metavar="DIR",
+                    help="only print the tables of what a run with --out DIR saved so far")
     args = ap.parse_args()
     t0 = time.perf_counter()
+    if args.summarise:
+        estimates, target, contrasts = load_saved(args.summarise)
+        print(f"{estimates['replicate'].n_unique()} replicates saved in {args.summarise}\n")
+        print(markdown(summarise(estimates, target)))
+        print("\n" + markdown(summarise_contrasts(contrasts, target)))
+        return
     estimates, target, contrasts = run_study(
         replicates=args.replicates, patients=args.patients, seed_base=args.seed_base, workers=args.workers,
         truth_patients=args.truth_patients, progress=True, matching=not args.no_matching, bootstrap=args.bootstrap,
-        matching_bootstrap=args.matching_bootstrap)
+        matching_bootstrap=args.matching_bootstrap, out=args.out)
     if args.csv:
         estimates.write_csv(args.csv)
         contrasts.write_csv(args.csv.with_name(args.csv.stem + "-contrasts.csv"))
