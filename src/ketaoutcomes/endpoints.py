@@ -21,8 +21,10 @@ __all__ = ["ANALYSES", "MAIN_ANALYSES", "Endpoint", "ENDPOINTS", "DEFAULT_ENDPOI
 #: log-rank test, adjusted and naive Cox models, proportional-hazards test, restricted mean time,
 #: the propensity-score comparison per route; the discrete-time (interval-censored) sensitivity
 #: analysis, the relapse analyses (maintenance as a time-varying exposure, competing risks) and
-#: the effect-modifier models.
-ANALYSES = ("km", "logrank", "cox", "ph", "rmst", "ps", "discrete", "relapse", "modifiers")
+#: the effect-modifier models; and the primary contrasts of each route vs the reference arm (shares
+#: with the event by fixed days, median and restricted-mean differences from the weighted curves,
+#: with bootstrap intervals: the summary at the top of the report).
+ANALYSES = ("km", "logrank", "cox", "ph", "rmst", "ps", "discrete", "relapse", "modifiers", "contrasts")
 MAIN_ANALYSES = frozenset({"km", "logrank", "cox", "ph", "rmst", "ps"})
 
 
@@ -80,7 +82,7 @@ class Endpoint:
 
 ENDPOINTS: dict[str, Endpoint] = {e.code: e for e in (
     Endpoint("TTRESP", "Time to response", "response", "response", "first dose",
-             "faster response", "slower response", analyses=MAIN_ANALYSES | {"discrete", "modifiers"}),
+             "faster response", "slower response", analyses=MAIN_ANALYSES | {"discrete", "modifiers", "contrasts"}),
     Endpoint("TTREM", "Time to remission", "remission", "remission", "first dose",
              "faster remission", "slower remission", analyses=MAIN_ANALYSES | {"discrete"}),
     Endpoint("TTRELAPS", "Time from response to relapse (responders only)", "relapse", "relapse", "response",

@@ -188,9 +188,26 @@ class ModelSettings(_Frozen):
     #: Discrete-time (interval-censored) sensitivity analysis: width in days of the bands with
     #: their own baseline hazard; wider than the longest regular visit gap.
     discrete_band_days: int = Field(default=28, ge=1, le=365)
+    #: Primary contrasts of each route vs the reference arm (the summary at the top of the report):
+    #: difference in the share with the event by each of these days, from the primary (weighted
+    #: or matched) Kaplan-Meier curves; beside them the difference in median days and in
+    #: restricted mean time up to ``rmst_horizon_days``.
+    contrast_days: tuple[int, ...] = (7, 28, 56)
+    #: Their 95% CIs: percentile intervals of a person-level bootstrap of the whole weighted
+    #: estimation (patients resampled, the propensity model refitted and the weights recomputed in
+    #: every replicate; seeded from random_seed). 0: no bootstrap, the differences have no CI.
+    bootstrap_replicates: int = Field(default=200, ge=0, le=10_000)
+    #: The curves' tail: a share by day t, and the restricted mean horizon, are read only where at
+    #: least this many patients of each arm are still under follow-up (at risk) on that day. Past
+    #: it a Kaplan-Meier step rests on a handful of patients and its bootstrap interval under-covers,
+    #: so the share is "not estimable" and the RMST horizon is cut to the last such day.
+    contrast_min_at_risk: int = Field(default=10, ge=1, le=100_000)
 
     @model_validator(mode="after")
     def _consistent(self) -> "ModelSettings":
+        if not self.contrast_days or any(d < 1 for d in self.contrast_days) or \
+                len(set(self.contrast_days)) != len(self.contrast_days):
+            raise ValueError(f"contrast_days {list(self.contrast_days)} must be one or more distinct days >= 1")
         bad = set(self.covariates) - set(COVARIATES)
         if bad:
             raise ValueError(f"unknown covariates {sorted(bad)}; choose from {sorted(COVARIATES)}"

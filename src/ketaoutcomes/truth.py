@@ -32,6 +32,12 @@ models are fitted to the pooled counterfactual cohort:
 The intervals are the counterfactual fit's Wald intervals: a guide to the Monte
 Carlo precision of the estimand (approximate: the same patients appear under
 every arm, so the rows are not independent).
+
+With ``with_curves``, the counterfactual Kaplan-Meier curves of each route and the
+reference arm in the same two populations (``marginal_pair``, ``marginal_treated``)
+are returned too (``curves``): the targets of the primary contrasts
+(:mod:`ketaoutcomes.analysis.contrasts`: the share with the event by a day, the median,
+the restricted mean up to a horizon), which :func:`contrast_truth` reads off them.
 """
 
 from __future__ import annotations
@@ -45,7 +51,7 @@ from ketaoutcomes.derive import derive_all
 from ketaoutcomes.registries import Registries, load_registries
 from ketaoutcomes.settings import SimulationSettings, StudySettings
 
-__all__ = ["observed_grid_estimands", "MAX_PATIENTS"]
+__all__ = ["contrast_truth", "observed_grid_estimands", "MAX_PATIENTS"]
 
 #: Patients used for the estimands (the first ones of the cohort: a smaller
 #: cohort is the first patients of a larger one with the same seed).
@@ -70,12 +76,47 @@ def _arm_only_hrs(adtte: pl.DataFrame, target: str, study: StudySettings) -> dic
     return out
 
 
+def _curves(adtte: pl.DataFrame, target: str, study: StudySettings) -> dict[str, dict]:
+    """Per endpoint, the Kaplan-Meier curves (``time``, ``survival``) of ``target`` and of the
+    reference arm in a counterfactual population."""
+    from ketaoutcomes.models.km import kaplan_meier
+
+    out = {}
+    for paramcd in adtte["PARAMCD"].unique().sort().to_list():
+        frame = adtte.filter(pl.col("PARAMCD") == paramcd).with_columns(cnsr_to_event(pl.col("CNSR")).alias("EVENT"))
+        if set(frame["ARM"].unique()) != {target, study.cohort.reference_arm}:
+            continue
+        table = kaplan_meier(frame, time="AVAL", event="EVENT", group="ARM").table
+        out[paramcd] = {role: {"time": g["time"].cast(pl.Float64).to_list(), "survival": g["survival"].to_list()}
+                        for role, arm in (("target", target), ("comparator", study.cohort.reference_arm))
+                        for g in [table.filter(pl.col("group") == arm)]}
+    return out
+
+
+def contrast_truth(curves: dict, measure: str, day: float | None) -> float:
+    """The true contrast route - reference read off counterfactual curves (``curves["target"]``,
+    ``curves["comparator"]``: ``time``, ``survival``), as the analysis reads it off the weighted ones:
+    ``measure`` risk (share with the event by ``day``), median, or rmst (up to ``day``)."""
+    import math
+
+    from ketaoutcomes.models.contrasts import read_curve
+
+    values = []
+    for role in ("target", "comparator"):
+        c = curves[role]
+        r = read_curve(c["time"], c["survival"], days=[day or 1.0], horizon=day or 1.0)
+        values.append(float(r["risk"][0]) if measure == "risk" else r[measure])
+    a, b = values
+    return math.nan if (math.isnan(a) or math.isnan(b)) else float(a - b)
+
+
 def observed_grid_estimands(
     sim: SimulationSettings,
     *,
     study: StudySettings | None = None,
     registries: Registries | None = None,
     max_patients: int = MAX_PATIENTS,
+    with_curves: bool = False,
 ) -> dict:
     """HRs per arm vs the reference arm on the observed visit grid, per endpoint and model.
 
@@ -130,6 +171,9 @@ def observed_grid_estimands(
                 out.setdefault(paramcd, {}).setdefault(estimand, {})[target] = {
                     "hr": round(row["hr"], 6), "lower": round(row["hr_lower"], 6), "upper": round(row["hr_upper"], 6),
                 }
+            if with_curves:
+                for paramcd, curves in _curves(pt, target, study).items():
+                    out.setdefault("curves", {}).setdefault(paramcd, {}).setdefault(estimand, {})[target] = curves
     if result.notes:
         out["notes"] = [str(n) for n in result.notes]
     return out

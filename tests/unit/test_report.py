@@ -484,3 +484,133 @@ def test_attrition_is_a_flow_diagram_and_a_table(rendered):
     assert ("baseline MADRS in window &lt;script&gt;", "157") in boxes  # markup from the data is escaped
     assert ("Ketamine oral", "&lt;11") in boxes  # the 7-course arm, suppressed as in the table
     assert re.findall(r'<div class="flow-excl">Excluded<b>([^<]*)</b>', section) == ["&lt;11"]
+
+
+# ---------------------------------------------------------------------------
+# the first screen: the summary block (issue 10), grouped notes, the primary estimate in the forest plot
+# ---------------------------------------------------------------------------
+
+def _with_primary(data: ReportData) -> ReportData:
+    """``data`` plus the propensity-score comparison of the primary endpoint: esketamine passes its
+    gate, ketamine IV fails on site S06 (also for remission), with their contrasts and weighted HRs."""
+    gate_iv = "max |SMD| after weighting 0.111 >= 0.1 (SITEID[S06])"
+    ps = pl.DataFrame([
+        {"paramcd": p, "target": t, "comparator": "ssri", "diagnostics": d, "gate_reasons": g, "n_target": 40,
+         "n_comparator": 60, "ess_target": 35.0, "ess_comparator": 55.0, "equipoise": 0.5,
+         "max_abs_smd_after": 0.05 if d == "pass" else 0.111, "n_truncated": 0}
+        for p in ("TTRESP", "TTREM")
+        for t, d, g in (("esketamine_intranasal", "pass", None), ("ketamine_iv", "fail", gate_iv))
+    ])
+    contrasts = []
+    for t, d, g, vals in (("esketamine_intranasal", "pass", None,
+                           {"risk_d7": (0.20, 0.03, 0.17, 0.12, 0.23), "risk_d28": (0.61, 0.16, 0.4494, 0.38, 0.514),
+                            "median": (22.0, 97.0, -75.0, -81.0, -59.0), "rmst": (19.8, 29.47, -9.67, -11.21, -8.32)}),
+                          ("ketamine_iv", "fail", gate_iv,
+                           {"risk_d7": (0.30, 0.03, 0.27, None, None), "risk_d28": (0.71, 0.14, 0.57, None, None),
+                            "median": (14.0, 99.0, -85.0, None, None), "rmst": (15.7, 27.19, -11.49, None, None)})):
+        for est, (vt, vc, diff, lo, hi) in vals.items():
+            measure = "risk" if est.startswith("risk") else est
+            day = {"risk_d7": 7.0, "risk_d28": 28.0, "median": None, "rmst": 32.0}[est]
+            contrasts.append({"paramcd": "TTRESP", "target": t, "comparator": "ssri", "weighting": "iptw",
+                              "estimand": est, "measure": measure, "day": day, "value_target": vt,
+                              "value_comparator": vc, "difference": diff, "lower": lo, "upper": hi,
+                              "se": None if lo is None else 1.0, "n_boot": 0 if lo is None else 200,
+                              "n_boot_failed": 0, "diagnostics": d, "gate_reasons": g})
+    weighted = [{"paramcd": "TTRESP", "model": "iptw", "term": f"ARM[{t}]", **term_columns(f"ARM[{t}]"),
+                 "coef": math.log(hr), "hr": hr, "hr_lower": hr / 1.3, "hr_upper": hr * 1.3, "se": 0.1, "z": 1.0,
+                 "p_value": 0.01, "diagnostics": d, "gate_reasons": g}
+                for t, hr, d, g in (("esketamine_intranasal", 5.57, "pass", None), ("ketamine_iv", 8.1, "fail", gate_iv))]
+    tables = dict(data.tables)
+    tables["results_ps"] = ps
+    tables["results_contrasts"] = pl.DataFrame(contrasts, infer_schema_length=None)
+    tables["results_cox"] = pl.concat([tables["results_cox"], pl.DataFrame(weighted)], how="diagonal_relaxed")
+    notes = (*data.notes, Note(f"ketamine_iv vs ssri fails the diagnostics gate ({gate_iv}): its iptw HR is not a "
+                               "result to read", step="propensity", endpoint="TTRESP", arms=("ketamine_iv",),
+                               severity="withheld"))
+    return dataclasses.replace(data, tables=tables, notes=notes,
+                               provenance={**data.provenance, "settings": {"random_seed": 99,
+                                                                           "models": {"rmst_horizon_days": 56}}})
+
+
+@pytest.fixture(scope="module")
+def summary_html(data, tmp_path_factory) -> str:
+    return render_report(_with_primary(data), tmp_path_factory.mktemp("summary") / "r.html").read_text(encoding="utf-8")
+
+
+def test_summary_table_comes_first_then_the_folded_notes_then_the_contents(summary_html):
+    """The first screen: the summary block before any other section, the notes folded in a
+    <details> below it, and only then the table of contents and the rest."""
+    html = summary_html
+    body = html[html.index("<body>"):]
+    first_section = body.index("<section")
+    assert body[first_section:].startswith('<section id="summary">')
+    summary_at = body.index('<table class="summary">')
+    assert summary_at < body.index('<details class="notes') < body.index("<nav>") < body.index('id="how-to-read"')
+    assert body.index("<h2") == body.index("<h2", body.index('<section id="summary">'))  # no heading before it
+    assert "</details>" in body and "<summary>" in body  # notes folded
+    assert read_html(html).errors == []
+
+
+def read_html(html: str) -> Reader:
+    r = Reader()
+    r.feed(html)
+    r.close()
+    return r
+
+
+def test_summary_rows_give_differences_with_cis_verdicts_in_words_and_withhold_failing_pairs(summary_html):
+    text = " ".join(" ".join(read_html(summary_html).text).split())
+    assert "balanced and in equipoise" in text
+    assert "withheld: imbalance in site S06, 0.111 > 0.1" in text
+    assert "\u221275 (\u221281 to \u221259)" in text  # median difference in days with its bootstrap CI
+    assert "+45 pp (+38 to +51)" in text  # share responded by day 28, in percentage points
+    assert "\u22129.7 (\u221211.2 to \u22128.3)" in text and "to day 32, where follow-up thins out" in text
+    assert "fewer than 10 patients of an arm still at risk on that day" in text
+    assert "5.57 (4.28\u20137.24)" in text  # the weighted HR, a secondary column
+    # one plain sentence per route, generated from the numbers
+    assert ("By day 28, 45 more patients in 100 had a response than on SSRI (95% CI 38 to 51); the median time to "
+            "response was 22 days against 97, 75 days sooner (difference \u221275 days, 95% CI \u221281 to \u221259); "
+            "over the first 32 days, patients spent 9.7 fewer days without a response (95% CI 8.3 to 11.2).") in text
+    assert "Ketamine IV: no primary estimate." in text
+    # the failing pair's numbers are stored (withheld) but never shown in the summary
+    summary = summary_html[summary_html.index('<section id="summary">'):summary_html.index("</section>")]
+    assert "8.10" not in summary and "+57 pp" not in summary and "\u221285" not in summary
+    assert "percentile intervals of a person-level bootstrap" in text and "200 replicates" in text and "99" in text
+
+
+def test_notes_are_one_line_per_withheld_comparison_in_labels_not_codes(summary_html):
+    notes = summary_html[summary_html.index('<details class="notes'):summary_html.index("</details>")]
+    text = " ".join(" ".join(read_html(notes).text).split())
+    assert text.count("Ketamine IV vs SSRI: primary comparison withheld") == 1
+    assert "withheld for response, remission (imbalance in site S06, 0.111 > 0.1)" in text
+    assert "SITEID" not in text and "ketamine_iv" not in text and "TTRESP" not in text
+    assert "Ketamine oral left out of the Cox models" in text  # other notes, arm codes as labels
+
+
+@pytest.mark.parametrize("reasons, expected", [
+    ("max |SMD| after weighting 0.111 >= 0.1 (SITEID[S06])", "imbalance in site S06, 0.111 > 0.1"),
+    ("propensity model did not converge (Newton-Raphson stopped after 100 iterations without converging (possible "
+     "separation)); max |SMD| after weighting 0.139 >= 0.1 (SEX[U])",
+     "the propensity model did not converge (the covariates almost separate the arms); imbalance in sex unknown, "
+     "0.139 > 0.1"),
+    ("equipoise 15.2% < 20% (share of patients with preference score in [0.3, 0.7])",
+     "too few patients in equipoise, 15.2% < 20%"),
+    ("fewer than 2 matched pairs (1) of ketamine_iv and ssri patients", "fewer than 2 matched pairs (1) of ketamine_iv "
+     "and ssri patients"),
+])
+def test_plain_reason_says_the_gate_in_words(reasons, expected):
+    from ketaoutcomes.report.sections.summary import plain_reason
+
+    assert plain_reason(reasons) == expected
+
+
+def test_forest_plot_receives_the_primary_estimate_only_where_it_passed(data, tmp_path, monkeypatch):
+    from ketaoutcomes.report import figures
+
+    seen = []
+    real = figures.forest_figure
+    monkeypatch.setattr(figures, "forest_figure", lambda rows, **kw: seen.append(list(rows)) or real(rows, **kw))
+    render_report(_with_primary(data), tmp_path / "r.html")
+    rows = {r.label: r for r in seen[0]}  # the primary endpoint's forest plot
+    assert rows["Esketamine intranasal"].primary == pytest.approx((5.57, 5.57 / 1.3, 5.57 * 1.3))
+    assert rows["Ketamine IV"].primary is None  # withheld: not drawn

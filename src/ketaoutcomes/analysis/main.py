@@ -17,7 +17,10 @@
   reference arm, a propensity-score model, weights (IPTW, overlap) or 1:1 matches, the weighted
   Cox model and Kaplan-Meier curves, the balance and equipoise diagnostics and the gate's verdict:
   an estimate whose diagnostics fail, or cannot be computed, is stored with
-  ``diagnostics = 'fail'`` and its reasons, and the report withholds it.
+  ``diagnostics = 'fail'`` and its reasons, and the report withholds it;
+* for endpoints that list ``contrasts`` (time to response), the differences route - reference
+  read off the weighted curves (share with the event by fixed days, median, restricted mean),
+  with person-level bootstrap intervals (:mod:`ketaoutcomes.analysis.contrasts`).
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ from ketaoutcomes.analysis.common import (
     stack,
     with_terms,
 )
+from ketaoutcomes.analysis.contrasts import primary_contrasts
 from ketaoutcomes.analysis.propensity import WeightedComparisons, ps_weighted
 from ketaoutcomes.endpoints import ENDPOINTS
 from ketaoutcomes.models.cox import cox_ph
@@ -144,13 +148,14 @@ def _discrete_time(frame: pl.DataFrame, visits: pl.DataFrame, paramcd: str, stud
 
 
 def analyze(adsl: pl.DataFrame, adtte: pl.DataFrame, *, study: StudySettings, weighted: bool = True,
-            visits: pl.DataFrame | None = None) -> StepResult:
+            visits: pl.DataFrame | None = None, bootstrap_all: bool = False) -> StepResult:
     """For each endpoint of the study, the analyses its registry entry lists
     (:mod:`ketaoutcomes.endpoints`): KM, log-rank, Cox models, PH test, restricted mean time; with
     ``weighted``, the propensity-score comparison of each route with the reference arm and its
     diagnostics; with ``visits`` (USUBJID, ADY: assessment days after the first dose), the
-    discrete-time sensitivity analysis."""
-    km, med, lr, cox, fits, notes, ph, rmst, disc = [], [], [], [], [], [], [], [], []
+    discrete-time sensitivity analysis. The primary contrasts get bootstrap intervals for the pairs
+    that pass the diagnostics gate, or with ``bootstrap_all`` for every pair (the simulation study)."""
+    km, med, lr, cox, fits, notes, ph, rmst, disc, contrasts = [], [], [], [], [], [], [], [], [], []
     w = WeightedComparisons()
     for paramcd in (c for c in ENDPOINTS if c in study.outcomes.endpoints):  # registry order
         ep = ENDPOINTS[paramcd]
@@ -185,7 +190,14 @@ def analyze(adsl: pl.DataFrame, adtte: pl.DataFrame, *, study: StudySettings, we
             notes += n
         if s and weighted and ep.runs("ps"):  # the regression models ran: the reference arm and a route are estimable
             estimable = sorted(arms_of(pl.concat(s)))
+            n_ps = len(w.ps)
             ps_weighted(frame, paramcd, study, estimable, w)
+            if ep.runs("contrasts"):
+                verdicts = {r["target"]: (r["diagnostics"], r["gate_reasons"]) for r in w.ps[n_ps:]}
+                c, n = primary_contrasts(frame, paramcd, study, [a for a in estimable if a in verdicts], verdicts,
+                                         bootstrap_all=bootstrap_all)
+                contrasts.append(c)
+                notes += n
     return StepResult({
         "results_km": stack(km),
         "results_km_median": stack(med),
@@ -200,4 +212,5 @@ def analyze(adsl: pl.DataFrame, adtte: pl.DataFrame, *, study: StudySettings, we
         "results_km_weighted_median": stack(w.km_median),
         "results_discrete": stack(disc),  # interval-censored sensitivity analysis
         "results_preference": stack(w.preference),  # preference-score distributions per pair
+        "results_contrasts": stack(contrasts),  # primary contrasts route - reference, bootstrap CIs
     }, tuple(notes + w.notes))

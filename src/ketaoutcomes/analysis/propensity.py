@@ -12,7 +12,8 @@ from ketaoutcomes.analysis.common import CATEGORICAL, ModelTerms, with_terms
 from ketaoutcomes.notes import Note
 from ketaoutcomes.settings import StudySettings
 
-__all__ = ["PREFERENCE_BINS", "WeightedComparisons", "preference_histogram", "ps_model_label", "ps_weighted"]
+__all__ = ["PREFERENCE_BINS", "WeightedComparisons", "fit_pair_propensity", "preference_histogram", "ps_model_label",
+           "ps_weighted"]
 
 
 @dataclass
@@ -33,20 +34,14 @@ def ps_weighted(frame: pl.DataFrame, paramcd: str, study: StudySettings, arms: l
     """Propensity-weighted (or matched) Cox and Kaplan-Meier per route vs the reference arm, with
     diagnostics and the gate, appended to ``out``. The weighted KM curves carry the pair's verdict
     like the HR."""
-    from ketaoutcomes.models.propensity import fit_propensity, love_plot_data
+    from ketaoutcomes.models.propensity import love_plot_data
     from ketaoutcomes.models.weighted import weighted_cox, weighted_kaplan_meier
 
-    covs = ModelTerms.of(study).with_strata  # site moves arm choice: a confounder for the propensity model
-    categorical = [c for c in covs if c in CATEGORICAL]
     p = study.propensity
     left_out: list[tuple[str, str]] = []
     for target in arms:
         pair = frame.filter(pl.col("ARM").is_in([target, study.cohort.reference_arm]))
-        ps = fit_propensity(pair, target=target, comparator=study.cohort.reference_arm, covariates=covs,
-                            categorical=categorical, weighting=p.weighting, truncation=p.ps_truncation,
-                            max_smd=p.max_smd, min_equipoise=p.min_equipoise, equipoise_bounds=p.equipoise_bounds,
-                            balance_alpha=p.balance_alpha, model=p.model, ridge_variance=p.ridge_variance,
-                            min_level_prevalence=p.min_level_prevalence, **matching_options(study))
+        ps = fit_pair_propensity(pair, target, study)
         n_pair = ps.n_target + ps.n_comparator
         left = ", ".join(f"{name} ({k} of {n_pair:,}, {k / n_pair:.1%})" for name, k in ps.levels_left_out)
         if left:
@@ -144,6 +139,23 @@ def ps_model_label(study: StudySettings) -> str:
     """The propensity model in words, as results_ps.ps_model stores it."""
     p = study.propensity
     return f"ridge (prior variance {p.ridge_variance:g})" if p.model == "ridge" else "logistic (unpenalised)"
+
+
+def fit_pair_propensity(pair: pl.DataFrame, target: str, study: StudySettings):
+    """The study's propensity model, weights (or matches) and diagnostics of ``target`` vs the reference
+    arm on ``pair`` (:func:`ketaoutcomes.models.propensity.fit_propensity` with the study's settings):
+    the one call the primary comparison and its bootstrap (:mod:`ketaoutcomes.analysis.contrasts`)
+    share, so a replicate refits exactly the model the study configures."""
+    from ketaoutcomes.models.propensity import fit_propensity
+
+    covs = ModelTerms.of(study).with_strata  # site moves arm choice: a confounder for the propensity model
+    categorical = [c for c in covs if c in CATEGORICAL]
+    p = study.propensity
+    return fit_propensity(pair, target=target, comparator=study.cohort.reference_arm, covariates=covs,
+                          categorical=categorical, weighting=p.weighting, truncation=p.ps_truncation,
+                          max_smd=p.max_smd, min_equipoise=p.min_equipoise, equipoise_bounds=p.equipoise_bounds,
+                          balance_alpha=p.balance_alpha, model=p.model, ridge_variance=p.ridge_variance,
+                          min_level_prevalence=p.min_level_prevalence, **matching_options(study))
 
 
 def matching_options(study: StudySettings) -> dict:

@@ -261,6 +261,35 @@ RESULTS_KM_WEIGHTED_MEDIAN = TableContract(
     withheld=("events", "median", "median_lower", "median_upper"),
 )
 
+RESULTS_CONTRASTS = TableContract(
+    "results_contrasts",
+    "Primary contrasts of each route vs the reference arm, route - reference, read off the propensity-weighted (or "
+    "matched) Kaplan-Meier curves of the endpoints that list them (time to response), with percentile bootstrap "
+    "CIs (patients resampled, propensity model refitted in each replicate) and the pair's gate verdict",
+    columns=(_PARAMCD, _TARGET, _COMPARATOR, _WEIGHTING,
+             col("estimand", "VARCHAR", False, "risk_d<day> (share with the event by the day), median, or rmst "
+                                               "(restricted mean days without the event up to day)"),
+             col("measure", "VARCHAR", False, "risk, median or rmst"),
+             col("day", "DOUBLE", True, "The day of a risk (models.contrast_days); the horizon of the rmst: "
+                                        "models.rmst_horizon_days, or the earlier of the two arms' last follow-up "
+                                        "times when that comes first (survRM2's rule); null for the median"),
+             col("value_target", "DOUBLE", True, "The route's value on its weighted curve (a share 0-1, or days; "
+                                                 "null: not reached or not estimable)"),
+             col("value_comparator", "DOUBLE", True, "The reference arm's value on its weighted curve"),
+             col("difference", "DOUBLE", True, "value_target - value_comparator (null: not estimable)"),
+             col("lower", "DOUBLE", True, f"Lower limit of the percentile bootstrap {_CI} of the difference (null: "
+                                          "no bootstrap, or unbounded: see note)"),
+             col("upper", "DOUBLE", True, f"Upper limit of the percentile bootstrap {_CI} of the difference"),
+             col("se", "DOUBLE", True, "SD of the difference over the bootstrap replicates"),
+             col("n_boot", "BIGINT", False, "Bootstrap replicates in the interval (0: no bootstrap)"),
+             col("n_boot_failed", "BIGINT", False, "Replicates left out: an arm without weighted patients"),
+             col("interval", "VARCHAR", True, "How the interval was computed (null: no interval)"),
+             _DIAGNOSTICS, _GATE_REASONS, _NOTE, *RUN_COLUMNS),
+    key=("run_id", "paramcd", "target", "estimand"),
+    arm_column="target",
+    withheld=("value_target", "value_comparator", "difference", "lower", "upper", "se"),
+)
+
 RESULTS_DISCRETE = TableContract(
     "results_discrete",
     "Interval-censored sensitivity analysis: discrete-time (cloglog) hazard ratios per endpoint and term",
@@ -439,7 +468,8 @@ RESULTS_MODIFIERS_KETAMINE = TableContract(
 #: The analysis's results_* contracts by table name.
 ANALYSIS_CONTRACTS: dict[str, TableContract] = contracts_by_name((
     RESULTS_KM, RESULTS_KM_MEDIAN, RESULTS_LOGRANK, RESULTS_COX, RESULTS_COX_FIT, RESULTS_PS, RESULTS_BALANCE,
-    RESULTS_PH, RESULTS_RMST, RESULTS_KM_WEIGHTED, RESULTS_KM_WEIGHTED_MEDIAN, RESULTS_DISCRETE, RESULTS_PREFERENCE,
+    RESULTS_PH, RESULTS_RMST, RESULTS_KM_WEIGHTED, RESULTS_KM_WEIGHTED_MEDIAN, RESULTS_CONTRASTS, RESULTS_DISCRETE,
+    RESULTS_PREFERENCE,
     RESULTS_SAFETY, RESULTS_SAFETY_PATIENTS, RESULTS_TRAJECTORY, RESULTS_TRAJECTORY_FIXED,
     RESULTS_RELAPSE_MAINTENANCE, RESULTS_RELAPSE_CIF, RESULTS_RELAPSE_CIF_AT, RESULTS_RELAPSE_GRAY,
     RESULTS_RELAPSE_STATES, RESULTS_MODIFIERS_INTERACTIONS, RESULTS_MODIFIERS_SUBGROUPS, RESULTS_MODIFIERS_KETAMINE,

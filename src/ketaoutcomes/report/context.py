@@ -26,6 +26,7 @@ from ketaoutcomes.report.sections.endpoints import endpoint_codes, endpoint_sect
 from ketaoutcomes.report.sections.key_results import key_results_table
 from ketaoutcomes.report.sections.modifiers import modifiers_section
 from ketaoutcomes.report.sections.relapse import relapse_section
+from ketaoutcomes.report.sections.summary import grouped_notes, summary_section
 from ketaoutcomes.report.sections.secondary import (
     discrete_section,
     ph_table,
@@ -158,6 +159,8 @@ def build_context(data: ReportData, *, suppress_small_cells: bool = True) -> dic
                               t("results_relapse_gray"), t("results_relapse_states"), arms, fmt)
     modifiers = modifiers_section(t("results_modifiers_interactions"), t("results_modifiers_subgroups"),
                                   t("results_modifiers_ketamine"), arms, fmt)
+    summary = summary_section(t("results_contrasts"), cox, t("results_ps"), arms, fmt, prov)
+    note_lines, n_withheld = grouped_notes(notes, t("results_ps"), arms)
     provenance = [{"key": str(k), **_prov_value(v)} for k, v in prov.items()]
     return {
         "title": data.title,
@@ -166,6 +169,8 @@ def build_context(data: ReportData, *, suppress_small_cells: bool = True) -> dic
         "adjustment": _adjustment_text(cox_fit, instrument),
         "ci_label": fmt.ci_label,
         "notes": notes,
+        "note_lines": note_lines, "n_withheld": n_withheld,
+        "summary": summary,
         "key": key, "key_reason": key_reason,
         "truth": truth, "truth_json": truth_json,
         "cohort": cohort, "cohort_reason": cohort_reason,

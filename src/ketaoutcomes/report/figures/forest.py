@@ -15,12 +15,14 @@ __all__ = ["ForestRow", "forest_figure", "log_ticks"]
 
 @dataclass(frozen=True)
 class ForestRow:
-    """One arm versus the reference: adjusted and naive (HR, lower, upper), either may be None."""
+    """One arm versus the reference: adjusted and naive (HR, lower, upper), either may be None, and
+    the primary (propensity-weighted or matched) estimate when its diagnostics passed."""
 
     label: str
     color: str
     adjusted: tuple[float, float, float] | None
     naive: tuple[float, float, float] | None
+    primary: tuple[float, float, float] | None = None
 
 
 _HR_AXIS_MIN, _HR_AXIS_MAX = 1e-3, 1e3
@@ -41,20 +43,25 @@ def log_ticks(lo: float, hi: float) -> list[float]:
 
 
 def forest_figure(rows: Sequence[ForestRow], *, xlabel: str, left_note: str, right_note: str) -> str:
-    """Forest plot of hazard ratios per arm (log x axis, line at 1): adjusted filled, naive open."""
+    """Forest plot of hazard ratios per arm (log x axis, line at 1): primary diamonds, adjusted filled
+    squares, naive open circles."""
     with drawing():
-        fig = new_figure(7.2, 1.3 + 0.55 * len(rows))
+        three = any(r.primary for r in rows)  # the primary estimate on top, diamonds
+        fig = new_figure(7.2, 1.3 + (0.75 if three else 0.55) * len(rows))
         ax = fig.add_subplot()
         values = [1.0]
         for r in rows:
-            for est in (r.adjusted, r.naive):
+            for est in (r.primary, r.adjusted, r.naive):
                 if est is not None:
                     values += [v for v in est if finite(v)]
         # pad, and keep a degenerate fit (HR 1e-9 or 1e9) from squashing the others
         lo, hi = max(min(values) / 1.25, _HR_AXIS_MIN), min(max(values) * 1.25, _HR_AXIS_MAX)
         for i, r in enumerate(rows):
             y = len(rows) - 1 - i
-            for est, dy, filled in ((r.adjusted, 0.14, True), (r.naive, -0.14, False)):
+            marks = ((r.primary, 0.24, "D"), (r.adjusted, 0.0, "s"), (r.naive, -0.24, "o")) if three else \
+                ((r.adjusted, 0.14, "s"), (r.naive, -0.14, "o"))
+            for est, dy, marker in marks:
+                filled = marker != "o"
                 if est is None or not finite(est[0]):
                     continue
                 hr, l, u = est
@@ -63,7 +70,7 @@ def forest_figure(rows: Sequence[ForestRow], *, xlabel: str, left_note: str, rig
                 l = min(max(l, lo), hi) if finite(l) else lo
                 u = min(max(u, lo), hi) if finite(u) else hi
                 ax.plot([l, u], [y + dy, y + dy], color=r.color, linewidth=1.6 if filled else 1.1)
-                ax.plot([hr], [y + dy], marker="s" if filled else "o", markersize=6,
+                ax.plot([hr], [y + dy], marker=marker, markersize=6,
                         markerfacecolor=r.color if filled else "white", markeredgecolor=r.color,
                         linestyle="none")
         ax.axvline(1.0, color="#444444", linewidth=0.9)
@@ -80,9 +87,11 @@ def forest_figure(rows: Sequence[ForestRow], *, xlabel: str, left_note: str, rig
         ax.set_axisbelow(True)
         ax.text(0.0, 1.02, f"\u2190 {left_note}", transform=ax.transAxes, ha="left", va="bottom", fontsize=8, color="#444444")
         ax.text(1.0, 1.02, f"{right_note} \u2192", transform=ax.transAxes, ha="right", va="bottom", fontsize=8, color="#444444")
-        shown = [name for name, present in (("adjusted", any(r.adjusted for r in rows)), ("naive", any(r.naive for r in rows))) if present]
+        shown = [name for name, present in (("PS-weighted (primary)", three), ("adjusted", any(r.adjusted for r in rows)),
+                                            ("naive", any(r.naive for r in rows))) if present]
         if shown:
-            legend = [Line2D([], [], marker="s" if k == "adjusted" else "o", linestyle="none", color="#333333",
-                             markerfacecolor="#333333" if k == "adjusted" else "white", label=k) for k in shown]
+            mark = {"PS-weighted (primary)": "D", "adjusted": "s", "naive": "o"}
+            legend = [Line2D([], [], marker=mark[k], linestyle="none", color="#333333",
+                             markerfacecolor="white" if k == "naive" else "#333333", label=k) for k in shown]
             ax.legend(handles=legend, loc="upper left", bbox_to_anchor=(1.0, 1.0), frameon=False)
         return png_data_uri(fig)

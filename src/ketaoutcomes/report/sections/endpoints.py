@@ -39,6 +39,7 @@ from ketaoutcomes.report.format import (
     p_stmt,
 )
 from ketaoutcomes.report.sections.common import arm_reason, km_curve, notes_for, numbers_at_risk
+from ketaoutcomes.report.sections.weighting import weighted_estimates
 
 __all__ = ["EndpointSection", "endpoint_codes", "endpoint_section", "parse_groups"]
 
@@ -262,6 +263,7 @@ def _cox(ep: EndpointSection, cox: pl.DataFrame, fit: pl.DataFrame, arms: Arms, 
     fits = {r["model"]: r for r in fit.iter_rows(named=True)} if has(fit, "model") else {}
     refs = _ref_levels(fits.get("adjusted") or fits.get("naive"))
     by_term = {m: {r["term"]: r for r in f.iter_rows(named=True)} for m, f in models.items()}
+    primary = weighted_estimates(cox, p)
     terms = []
     for m in ("adjusted", "naive"):
         for t in models[m]["term"].to_list():
@@ -286,7 +288,10 @@ def _cox(ep: EndpointSection, cox: pl.DataFrame, fit: pl.DataFrame, arms: Arms, 
                 ests[m] = (r.get("hr"), r.get("hr_lower"), r.get("hr_upper")) if ok(r.get("hr")) else None
         rows.append(Row(cells, "arm" if arm else ""))
         if arm:
-            forest.append(figures.ForestRow(arms.label(arm), arms.style(arm)[0], ests["adjusted"], ests["naive"]))
+            w = primary.get(arm)  # the primary estimate only where its diagnostics passed (withheld otherwise)
+            forest.append(figures.ForestRow(arms.label(arm), arms.style(arm)[0], ests["adjusted"], ests["naive"],
+                                            (w["hr"], w["hr_lower"], w["hr_upper"])
+                                            if w and w.get("diagnostics") == "pass" and ok(w.get("hr")) else None))
     # arms with KM rows but no hazard ratio: say so in the table rather than leave them out silently
     ref = refs.get("ARM", arms.reference)
     for arm in arms.order:

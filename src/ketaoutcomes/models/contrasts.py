@@ -1,0 +1,180 @@
+"""Contrasts of two (weighted) Kaplan-Meier curves, for many bootstrap replicates at once.
+
+The summary of a route against the reference arm reads three contrasts off the two arms' curves,
+each as route minus reference:
+
+* the **share with the event by day d**, ``1 - S(d)`` (for response: the share responded by
+  day d); a positive difference favours the route when the event is good news;
+* the **median** time to the event (R's ``print(survfit)`` rule, as
+  :func:`ketaoutcomes.models.km.kaplan_meier` and
+  :func:`ketaoutcomes.models.weighted.weighted_kaplan_meier`); ``NaN`` when not reached;
+* the **restricted mean time without the event** up to a horizon (the area under ``S`` from 0;
+  R's ``print(survfit, rmean = horizon)``, as :func:`ketaoutcomes.models.weighted.restricted_mean`).
+
+:func:`curve_summaries` computes them for ``B`` replicates of one arm in one pass of array
+operations: each replicate is a row of a ``(B, n)`` weight matrix (a bootstrap replicate: each
+drawn patient's propensity weight, 0 for a patient not drawn or left out), and the curves are
+product-limit estimates with weighted counts on a common grid of times. With one row of the
+original weights it gives exactly the point estimates of the curves stored by the analysis (a test
+holds them equal). :func:`percentile_interval` turns the replicates into percentile intervals;
+:func:`rmst_difference` is the analytic (delta-method) interval of an RMST difference of two
+independent curves, as R's survRM2 computes it for unweighted curves.
+
+Conventions: a share at a day after the arm's last observed time is undefined (``NaN``; R's
+``summary(fit, times = d)`` gives no row there), while the restricted mean carries the curve flat to
+the horizon, as R does. Pure functions: arrays in, arrays out.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import polars as pl
+from scipy import stats
+
+__all__ = ["CurveSummaries", "curve_summaries", "percentile_interval", "read_curve", "rmst_difference"]
+
+#: R's tolerance for "the curve is at 0.5" (as :mod:`ketaoutcomes.models.km`).
+_TOL = math.sqrt(np.finfo(float).eps)
+
+
+@dataclass(frozen=True)
+class CurveSummaries:
+    """Summaries of ``B`` curves of one arm: ``risk`` (B, len(days)): ``1 - S(day)``, NaN after the
+    last observed time; ``median`` (B,): NaN when not reached; ``rmst`` (B,): area under ``S`` from 0
+    to the horizon; ``n`` (B,): rows with positive weight (a replicate without any gives NaN)."""
+
+    days: tuple[float, ...]
+    horizon: float
+    risk: np.ndarray
+    median: np.ndarray
+    rmst: np.ndarray
+    n: np.ndarray
+
+
+def curve_summaries(time_index: np.ndarray, event: np.ndarray, weight: np.ndarray, grid: np.ndarray, *,
+                    days: Sequence[float], horizon: float) -> CurveSummaries:
+    """Share with the event by each day, median and restricted mean of ``B`` weighted KM curves.
+
+    Parameters
+    ----------
+    time_index : (B, n) or (n,) int array
+        Each row's time as an index into ``grid``.
+    event : (B, n) or (n,) array
+        1 = event, 0 = censored.
+    weight : (B, n) or (n,) array
+        Case weights >= 0; 0 leaves a row out of that replicate (a patient not drawn, not
+        matched, or of the other arm).
+    grid : (m,) array
+        Sorted distinct times (a superset of every time used: extra times change nothing).
+    days : sequence of float
+        Days at which the share with the event is read.
+    horizon : float
+        Upper limit of the restricted mean (> 0).
+    """
+    if not horizon > 0:
+        raise ValueError("horizon must be > 0")
+    ti = np.atleast_2d(np.asarray(time_index, dtype=np.int64))
+    d = np.atleast_2d(np.asarray(event, dtype=float))
+    w = np.atleast_2d(np.asarray(weight, dtype=float))
+    if not ti.shape == d.shape == w.shape:
+        raise ValueError("time_index, event and weight must have the same shape")
+    if (w < 0).any() or not np.isfinite(w).all():
+        raise ValueError("weights must be finite and >= 0")
+    grid = np.asarray(grid, dtype=float)
+    B, m = ti.shape[0], len(grid)
+    flat = (ti + (np.arange(B) * m)[:, None]).ravel()
+    w_at = np.bincount(flat, weights=w.ravel(), minlength=B * m).reshape(B, m)
+    d_at = np.bincount(flat, weights=(w * d).ravel(), minlength=B * m).reshape(B, m)
+    n_risk = w_at[:, ::-1].cumsum(axis=1)[:, ::-1]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        hazard = np.where(n_risk > 0, d_at / n_risk, 0.0)
+    surv = np.cumprod(1.0 - hazard, axis=1)
+    present = w_at > 0
+    n = (w > 0).sum(axis=1)
+    last = np.where(present.any(axis=1), m - 1 - np.argmax(present[:, ::-1], axis=1), -1)
+    risk, median, rmst = _read(grid, surv, last, np.asarray(list(days), dtype=float), float(horizon))
+    return CurveSummaries(tuple(float(x) for x in days), float(horizon), risk, median, rmst, n)
+
+
+def _read(grid: np.ndarray, surv: np.ndarray, last: np.ndarray, days_arr: np.ndarray, horizon: float
+          ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Risk by each day, median and restricted mean of curves ``surv`` (B, m) on ``grid``, each
+    observed up to ``grid[last]`` (``last`` -1: an empty curve, all NaN)."""
+    B, m = surv.shape
+    empty = last < 0
+    # share with the event by each day: the curve at the last grid time <= day
+    j = np.searchsorted(grid, days_arr, side="right") - 1
+    s_day = np.where(j >= 0, surv[:, np.clip(j, 0, None)], 1.0)
+    after_last = days_arr[None, :] > np.where(empty, -np.inf, grid[np.clip(last, 0, None)])[:, None]
+    risk = np.where(after_last | empty[:, None], np.nan, 1.0 - s_day)
+
+    # restricted mean: rectangles from 0 to the horizon, S = 1 before the first time (R's survmean)
+    keep = grid <= horizon
+    edges = np.concatenate([[0.0], grid[keep], [float(horizon)]])
+    heights = np.concatenate([np.ones((B, 1)), surv[:, keep]], axis=1)
+    rmst = (np.diff(edges)[None, :] * heights).sum(axis=1)
+    rmst = np.where(empty, np.nan, rmst)
+
+    # median, R's rule: the first time S <= 0.5 (within tolerance); at exactly 0.5 with a later drop,
+    # the midpoint between that time and the drop (ketaoutcomes.models.km's _r_median)
+    below = surv < 0.5 + _TOL
+    has = below.any(axis=1) & ~empty
+    first = np.argmax(below, axis=1)
+    y0 = surv[np.arange(B), first]
+    drop = (surv < y0[:, None]) & (np.arange(m)[None, :] > first[:, None])
+    second = np.argmax(drop, axis=1)
+    at_half = np.abs(y0 - 0.5) < _TOL
+    median = np.where(at_half & drop.any(axis=1), (grid[first] + grid[second]) / 2, grid[first])
+    return risk, np.where(has, median, np.nan), rmst
+
+
+def read_curve(time: Sequence[float], survival: Sequence[float], *, days: Sequence[float], horizon: float
+               ) -> dict[str, np.ndarray | float]:
+    """The same summaries of one stored curve (its distinct times and survival, e.g. a
+    ``results_km`` curve, or a counterfactual curve of :mod:`ketaoutcomes.truth`): ``risk`` per day,
+    ``median``, ``rmst``, with the conventions of :func:`curve_summaries`."""
+    t = np.asarray(time, dtype=float)
+    s = np.asarray(survival, dtype=float)[None, :]
+    risk, median, rmst = _read(t, s, np.array([len(t) - 1]), np.asarray(list(days), dtype=float), float(horizon))
+    return {"risk": risk[0], "median": float(median[0]), "rmst": float(rmst[0])}
+
+
+def percentile_interval(replicates: np.ndarray, alpha: float = 0.05) -> tuple[float, float, float, int]:
+    """(lower, upper, SD, replicates used) of the bootstrap percentile interval at level ``1 - alpha``.
+
+    ``NaN`` replicates (not estimable in that replicate) are left out; ``+-inf`` (a median not
+    reached in one arm: the difference is unbounded) are kept, so an interval reaching them is
+    unbounded on that side. Quantiles are R's type 7 (numpy's default ``linear``), taken on the
+    finite ordering with infinite values at the ends. The SD is over the finite replicates.
+    Needs at least 2 replicates; otherwise NaN.
+    """
+    x = np.asarray(replicates, dtype=float)
+    x = x[~np.isnan(x)]
+    if len(x) < 2:
+        return math.nan, math.nan, math.nan, int(len(x))
+    big = np.finfo(float).max / 4
+    y = np.clip(x, -big, big)  # +-inf as huge finite numbers, so quantiles never interpolate inf - inf
+    lo, hi = np.quantile(y, [alpha / 2, 1 - alpha / 2])
+    back = lambda v: math.copysign(math.inf, v) if abs(v) >= big / 2 else float(v)  # noqa: E731
+    finite = x[np.isfinite(x)]
+    sd = float(np.std(finite, ddof=1)) if len(finite) >= 2 else math.nan
+    return back(lo), back(hi), sd, int(len(x))
+
+
+def rmst_difference(rmst: pl.DataFrame, *, target: str, comparator: str, alpha: float = 0.05) -> dict[str, float]:
+    """Difference in restricted mean time ``target - comparator`` with its analytic interval, from the
+    per-arm rows of :func:`ketaoutcomes.models.weighted.restricted_mean` (``group``, ``rmst``, ``se``):
+    ``se = sqrt(se_t^2 + se_c^2)`` (independent arms), Wald interval; R's survRM2 ``rmst2`` for
+    unweighted curves. Not valid for weighted curves (the weights are estimated, and the per-arm SE
+    treats them as counts): the analysis uses the bootstrap there."""
+    rows = {r["group"]: r for r in rmst.iter_rows(named=True)}
+    t, c = rows[target], rows[comparator]
+    diff = float(t["rmst"] - c["rmst"])
+    se = math.sqrt(float(t["se"]) ** 2 + float(c["se"]) ** 2)
+    z = float(stats.norm.ppf(1 - alpha / 2))
+    return {"difference": diff, "se": se, "lower": diff - z * se, "upper": diff + z * se,
+            "p_value": float(2 * stats.norm.sf(abs(diff) / se)) if se > 0 else math.nan}

@@ -1,0 +1,178 @@
+"""The primary contrasts (ketaoutcomes.models.contrasts, ketaoutcomes.analysis.contrasts): the
+vectorised curve summaries against the weighted Kaplan-Meier and RMST functions (themselves matched
+to R in tests/reference), the percentile interval against numpy's type-7 quantiles, and the bootstrap:
+seeded, refitting the study's propensity model in every replicate, point estimates equal to the
+stored weighted curves."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import polars as pl
+import pytest
+
+from ketaoutcomes.analysis import analyze
+from ketaoutcomes.analysis import contrasts as contrasts_module
+from ketaoutcomes.analysis.common import model_frame
+from ketaoutcomes.derive import derive_all
+from ketaoutcomes.models.contrasts import curve_summaries, percentile_interval, read_curve
+from ketaoutcomes.models.weighted import restricted_mean, weighted_kaplan_meier
+from ketaoutcomes.registries import load_registries
+from ketaoutcomes.settings import SimulationSettings, StudySettings
+from ketaoutcomes.simulate import simulate_frames
+
+
+def _random_data(seed: int, n: int = 300) -> pl.DataFrame:
+    rng = np.random.default_rng(seed)
+    return pl.DataFrame({
+        "time": rng.integers(1, 40, n).astype(float),  # many ties, as visit days
+        "event": rng.integers(0, 2, n), "w": rng.uniform(0.2, 5, n),
+        "arm": rng.choice(["a", "b"], n),
+    })
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_curve_summaries_equal_weighted_km_median_and_rmst(seed):
+    df = _random_data(seed)
+    km = weighted_kaplan_meier(df, time="time", event="event", weights="w", group="arm")
+    rm = {r["group"]: r["rmst"] for r in restricted_mean(km, horizon=30).iter_rows(named=True)}
+    med = {r["group"]: r["median"] for r in km.medians.iter_rows(named=True)}
+    grid, tidx = np.unique(df["time"].to_numpy(), return_inverse=True)
+    for arm in ("a", "b"):
+        mask = (df["arm"] == arm).to_numpy()
+        s = curve_summaries(tidx, df["event"].to_numpy(), df["w"].to_numpy() * mask, grid, days=[7, 20, 30, 45],
+                            horizon=30)
+        table = km.table.filter(pl.col("group") == arm)
+        assert s.rmst[0] == pytest.approx(rm[arm], rel=1e-12)
+        assert (math.isnan(s.median[0]) and med[arm] is None) or s.median[0] == med[arm]
+        for k, day in enumerate([7, 20, 30]):
+            expected = 1 - table.filter(pl.col("time") <= day)["survival"][-1]
+            assert s.risk[0, k] == pytest.approx(expected, rel=1e-12)
+        assert math.isnan(s.risk[0, 3])  # day 45 is after the arm's last time: not estimable
+        # the same curve read back from its stored table
+        r = read_curve(table["time"].to_list(), table["survival"].to_list(), days=[7, 20, 30], horizon=30)
+        assert r["rmst"] == pytest.approx(rm[arm], rel=1e-12) and np.allclose(r["risk"], s.risk[0, :3])
+
+
+def test_curve_summaries_vectorised_rows_equal_one_at_a_time():
+    df = _random_data(4)
+    grid, tidx = np.unique(df["time"].to_numpy(), return_inverse=True)
+    rng = np.random.default_rng(0)
+    draws = rng.integers(0, df.height, size=(25, df.height))
+    w = df["w"].to_numpy()[draws] * (df["arm"].to_numpy()[draws] == "a")
+    many = curve_summaries(tidx[draws], df["event"].to_numpy()[draws], w, grid, days=[5, 15], horizon=25)
+    for b in range(25):
+        one = curve_summaries(tidx[draws[b]], df["event"].to_numpy()[draws[b]], w[b], grid, days=[5, 15], horizon=25)
+        np.testing.assert_array_equal(many.risk[b], one.risk[0])
+        assert many.rmst[b] == pytest.approx(one.rmst[0], rel=1e-14)  # summation order only
+        assert (math.isnan(many.median[b]) and math.isnan(one.median[0])) or many.median[b] == one.median[0]
+
+
+def test_median_at_exactly_one_half_is_the_midpoint_as_R_prints_it():
+    # two patients: events at 2 and 6; S = 0.5 on [2, 6), then 0: R prints (2 + 6) / 2 = 4
+    s = curve_summaries(np.array([0, 1]), np.array([1, 1]), np.ones(2), np.array([2.0, 6.0]), days=[1], horizon=10)
+    assert s.median[0] == 4.0
+
+
+def test_percentile_interval_is_numpys_type_7_and_keeps_unbounded_sides():
+    x = np.random.default_rng(1).normal(size=200)
+    lo, hi, sd, n = percentile_interval(x)
+    assert (lo, hi) == tuple(np.quantile(x, [0.025, 0.975])) and n == 200 and sd == pytest.approx(np.std(x, ddof=1))
+    y = np.concatenate([x[:180], np.full(20, np.inf), [np.nan]])
+    lo, hi, _, n = percentile_interval(y)
+    assert math.isinf(hi) and hi > 0 and math.isfinite(lo) and n == 200
+
+
+@pytest.fixture(scope="module")
+def cohort():
+    frames = simulate_frames(SimulationSettings(n_patients=1200, seed=11))
+    study = StudySettings(endpoints=("TTRESP",), bootstrap_replicates=30)
+    d = derive_all(frames["patients"], frames["courses"], frames["sessions"], frames["mood_scores"],
+                   registries=load_registries(), study=study)
+    return d, study
+
+
+def test_point_estimates_are_those_of_the_stored_weighted_curves(cohort):
+    d, study = cohort
+    res = analyze(d.adsl, d.adtte, study=study)
+    c = res.table("results_contrasts")
+    med = res.table("results_km_weighted_median")
+    assert c.height == 5 * c["target"].n_unique()
+    for r in c.filter(pl.col("measure") == "median").iter_rows(named=True):
+        m = {x["group"]: x["median"] for x in med.filter(pl.col("target") == r["target"]).iter_rows(named=True)}
+        assert r["value_target"] == m[r["target"]] and r["value_comparator"] == m["ssri"]
+    ps = {x["target"]: x["diagnostics"] for x in res.table("results_ps").iter_rows(named=True)}
+    for r in c.iter_rows(named=True):
+        assert r["diagnostics"] == ps[r["target"]]
+        # an interval exactly where the pair passes the gate (withheld pairs: estimates beside the verdict);
+        # a median not reached in one arm has no difference but keeps its (half-open) bootstrap interval
+        assert (r["n_boot"] > 0) == (r["diagnostics"] == "pass" and (r["difference"] is not None
+                                                                     or r["measure"] == "median"))
+        if r["n_boot"] > 0 and r["difference"] is None:
+            assert "median was not reached" in r["note"] and (r["upper"] is None or r["lower"] is None)
+    rm = c.filter(pl.col("measure") == "rmst")
+    assert (rm["day"] <= study.models.rmst_horizon_days).all()
+    passing = c.filter((pl.col("n_boot") > 0))
+    assert passing.height and (passing["lower"].fill_null(-math.inf) <= passing["difference"]).all()
+    assert (passing["difference"] <= passing["upper"].fill_null(math.inf)).all()
+
+
+def test_bootstrap_refits_the_study_propensity_model_in_every_replicate_and_is_seeded(cohort, monkeypatch):
+    d, study = cohort
+    frame = model_frame(d.adsl, d.adtte, "TTRESP")
+    calls = []
+    real = contrasts_module.fit_pair_propensity
+    monkeypatch.setattr(contrasts_module, "fit_pair_propensity",
+                        lambda pair, target, s: calls.append(pair.height) or real(pair, target, s))
+    verdict = {"ketamine_iv": ("pass", None)}
+    a, _ = contrasts_module.primary_contrasts(frame, "TTRESP", study, ["ketamine_iv"], verdict)
+    assert len(calls) == 1 + study.models.bootstrap_replicates  # the point estimate, then one per replicate
+    b, _ = contrasts_module.primary_contrasts(frame, "TTRESP", study, ["ketamine_iv"], verdict)
+    assert a.equals(b)  # same seed, same draws
+    c, _ = contrasts_module.primary_contrasts(frame, "TTRESP", study.updated(random_seed=7), ["ketamine_iv"], verdict)
+    assert c["difference"].equals(a["difference"]) and not c["lower"].equals(a["lower"])
+    # the route's draws do not depend on which other routes are analysed
+    e, _ = contrasts_module.primary_contrasts(frame, "TTRESP", study, ["ketamine_im", "ketamine_iv"],
+                                             {**verdict, "ketamine_im": ("pass", None)})
+    assert e.filter(pl.col("target") == "ketamine_iv").equals(a)
+
+
+def test_contrast_days_are_validated():
+    with pytest.raises(ValueError, match="contrast_days"):
+        StudySettings(contrast_days=(7, 7))
+    with pytest.raises(ValueError, match="contrast_days"):
+        StudySettings(contrast_days=())
+
+
+def test_shares_and_rmst_are_read_only_where_enough_patients_are_at_risk(cohort):
+    """models.contrast_min_at_risk (10): a share by day t needs at least 10 patients of each arm still
+    at risk on day t (counted on the analysed pair, not weighted), else it is "not estimable" with no
+    value and no interval; the RMST horizon is cut to the last such day. (Before the rule, IV's share by
+    day 28 rested on ~1 weighted patient at risk and its bootstrap interval covered 86% in the
+    simulation study.)"""
+    d, study = cohort
+    k = study.models.contrast_min_at_risk
+    assert k == 10
+    res = analyze(d.adsl, d.adtte, study=study)
+    c = res.table("results_contrasts")
+    frame = model_frame(d.adsl, d.adtte, "TTRESP").filter(pl.col("AVAL").is_not_null())
+
+    def at_risk(arm: str, day: float) -> int:
+        return frame.filter((pl.col("ARM") == arm) & (pl.col("AVAL") >= day)).height
+
+    seen = {"estimable": 0, "not": 0}
+    for r in c.filter(pl.col("measure") == "risk").iter_rows(named=True):
+        enough = min(at_risk(r["target"], r["day"]), at_risk("ssri", r["day"])) >= k
+        if enough:
+            seen["estimable"] += 1
+            assert r["difference"] is not None, r
+        else:
+            seen["not"] += 1
+            assert r["difference"] is None and r["lower"] is None and r["n_boot"] == 0, r
+            assert "fewer than 10 patients" in r["note"] and "contrast_min_at_risk" in r["note"]
+    assert seen["estimable"] and seen["not"]  # the cohort has both kinds, so the test can fail either way
+    for r in c.filter(pl.col("measure") == "rmst").iter_rows(named=True):
+        assert min(at_risk(r["target"], r["day"]), at_risk("ssri", r["day"])) >= k
+        if r["day"] < study.models.rmst_horizon_days:  # cut: one day later, an arm has fewer than 10 at risk
+            assert min(at_risk(r["target"], r["day"] + 1), at_risk("ssri", r["day"] + 1)) < k
