@@ -197,3 +197,20 @@ def test_synthetic_ketamine_iv_dissociation_near_generator(cohort):
     # ssri has no dissociation: zero rate, finite upper bound
     s = row(out, "ssri", "dissociation")
     assert s["events"] == 0 and 0 < s["upper"] < 0.05
+
+
+def test_session_safety_is_bit_identical_whatever_the_row_order(cohort):
+    """Issue 12 (reproduce): two runs on identical data gave results_safety differing in the last digit.
+    The per-patient counts come out of polars' group_by in an arbitrary order and the CR1 variance summed
+    them with np.sum, whose rounding depends on the order; math.fsum is exactly rounded. Shuffled inputs
+    (and repeated runs, which shuffle the group order themselves) give the same bits."""
+    sessions, aes, courses = cohort["sessions"], cohort["adverse_events"], cohort["courses"]
+    first = session_safety(sessions, aes, courses)
+    for seed in range(6):
+        again = session_safety(sessions.sample(fraction=1.0, shuffle=True, seed=seed),
+                               aes.sample(fraction=1.0, shuffle=True, seed=seed + 100),
+                               courses.sample(fraction=1.0, shuffle=True, seed=seed + 200))
+        assert again.equals(first, null_equal=True)
+        for c in ("rate", "lower", "upper", "deff", "n_eff"):  # bit for bit, not to a tolerance
+            a, b = first[c].to_numpy(), again[c].to_numpy()
+            assert np.array_equal(a.view(np.int64), b.view(np.int64)), c

@@ -193,12 +193,14 @@ def _event_order(ae_types: Sequence[str]) -> list[str]:
 
 def _cluster_rate(y_i: np.ndarray, m_i: np.ndarray, alpha: float) -> dict:
     """Rate, cluster-robust Wilson interval and design effect from per-patient counts."""
-    n, e, g = float(m_i.sum()), float(y_i.sum()), len(m_i)
+    n, e, g = math.fsum(m_i), math.fsum(y_i), len(m_i)
     p = e / n
     note = None
     if 0 < e < n:
         # CR1 sandwich variance of the ratio estimator sum(y)/sum(m) (clusters = patients)
-        var_cl = (g / (g - 1) if g > 1 else 1.0) * float(np.sum((y_i - p * m_i) ** 2)) / (n * n)
+        # math.fsum: exactly rounded whatever the order of the patients (polars' group_by gives them in
+        # an arbitrary order, and np.sum's pairwise sum then moved the last digit from run to run)
+        var_cl = (g / (g - 1) if g > 1 else 1.0) * math.fsum((y_i - p * m_i) ** 2) / (n * n)
         var_bin = p * (1 - p) / n
         deff = max(1.0, var_cl / var_bin)
         n_eff = n / deff
