@@ -176,3 +176,39 @@ def test_shares_and_rmst_are_read_only_where_enough_patients_are_at_risk(cohort)
         assert min(at_risk(r["target"], r["day"]), at_risk("ssri", r["day"])) >= k
         if r["day"] < study.models.rmst_horizon_days:  # cut: one day later, an arm has fewer than 10 at risk
             assert min(at_risk(r["target"], r["day"] + 1), at_risk("ssri", r["day"] + 1)) < k
+
+
+def test_evalues_of_the_risk_ratios_and_the_weighted_hr(cohort):
+    """results_evalues: per route, the risk ratio by each contrast day read off the same weighted curves as
+    the risk differences (its bootstrap interval from the same replicates) and the weighted HR, converted
+    with the common-outcome formula because response is common; E-values by VanderWeele & Ding's formula."""
+    from ketaoutcomes.models.evalues import evalue, hr_to_rr_common
+
+    d, study = cohort
+    res = analyze(d.adsl, d.adtte, study=study)
+    ev, c = res.table("results_evalues"), res.table("results_contrasts")
+    assert "risk_ratio" not in c["measure"].to_list()  # results_contrasts keeps only differences
+    risk = {(r["target"], r["day"]): r for r in c.filter(pl.col("measure") == "risk").iter_rows(named=True)}
+    rr = ev.filter(pl.col("scale") == "risk_ratio")
+    assert rr.height == len(risk)
+    checked = 0
+    for r in rr.iter_rows(named=True):
+        k = risk[(r["target"], r["day"])]
+        assert r["estimand"] == f"rr_d{r['day']:g}" and r["diagnostics"] == k["diagnostics"]
+        if k["difference"] is None:
+            assert r["estimate"] is None and r["evalue"] is None
+            continue
+        assert r["estimate"] == pytest.approx(k["value_target"] / k["value_comparator"], rel=1e-12)
+        if k["n_boot"] > 0:
+            assert r["lower"] <= r["estimate"] <= r["upper"]
+            e = evalue(r["estimate"], r["lower"], r["upper"])
+            assert (r["evalue"], r["evalue_ci"]) == (e.point, e.ci)
+            checked += 1
+    assert checked
+    hr = ev.filter(pl.col("scale") == "hazard_ratio")
+    cox = res.table("results_cox").filter(pl.col("model") == study.propensity.weighting)
+    assert sorted(hr["target"]) == sorted(cox["arm"])
+    for r in hr.iter_rows(named=True):
+        assert r["outcome_share"] > 0.15 and r["rare"] is False  # response is common on every route
+        assert r["rr"] == pytest.approx(hr_to_rr_common(r["estimate"]))
+        assert r["evalue"] > 1 and "common outcome" in r["note"]

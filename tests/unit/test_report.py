@@ -614,3 +614,25 @@ def test_forest_plot_receives_the_primary_estimate_only_where_it_passed(data, tm
     rows = {r.label: r for r in seen[0]}  # the primary endpoint's forest plot
     assert rows["Esketamine intranasal"].primary == pytest.approx((5.57, 5.57 / 1.3, 5.57 * 1.3))
     assert rows["Ketamine IV"].primary is None  # withheld: not drawn
+
+
+def test_evalue_table_shows_passing_estimates_and_withholds_failing_pairs(data, tmp_path):
+    """The weighting section's E-value table: one row per route and estimate of the primary endpoint,
+    the estimate with its CI and both E-values; a pair failing its diagnostics shows "withheld", never
+    its numbers."""
+    from ketaoutcomes.analysis.evalues import evalue_table
+
+    ratios = pl.DataFrame([
+        {"target": t, "estimand": "rr_d28", "day": 28.0, "difference": rr, "lower": lo, "upper": hi,
+         "diagnostics": d, "gate_reasons": None if d == "pass" else "max |SMD| after weighting 0.111 >= 0.1",
+         "note": None}
+        for t, rr, lo, hi, d in (("esketamine_intranasal", 3.9, 1.8, 8.7, "pass"), ("ketamine_iv", 9.87, 6.5, 12.0, "fail"))])
+    ev = evalue_table(ratios, pl.DataFrame(), pl.DataFrame(), "TTRESP", "ssri", "iptw")
+    primary = _with_primary(data)
+    tables = {**primary.tables, "results_evalues": ev}
+    html = render_report(dataclasses.replace(primary, tables=tables), tmp_path / "r.html").read_text(encoding="utf-8")
+    section = html[html.index('id="evalues"'):]
+    section = section[:section.index("</table>")]
+    text = " ".join(" ".join(read_html(section).text).split())
+    assert "Esketamine intranasal risk ratio by day 28 3.90 (1.80\u20138.70) 7.26 3.00" in text  # VanderWeele & Ding
+    assert "Ketamine IV risk ratio by day 28 withheld" in text and "9.87" not in section

@@ -50,7 +50,12 @@ from ketaoutcomes.models.contrasts import CurveSummaries, curve_summaries, perce
 from ketaoutcomes.notes import Note
 from ketaoutcomes.settings import StudySettings
 
-__all__ = ["CONTRAST_SCHEMA", "bootstrap_seed", "primary_contrasts"]
+__all__ = ["CONTRAST_SCHEMA", "RATIO_MEASURE", "bootstrap_seed", "primary_contrasts"]
+
+#: The measure of the rows of :func:`primary_contrasts` that hold a risk ratio (route / reference by a
+#: day, its bootstrap interval) in ``difference``/``lower``/``upper``: the analysis moves them out
+#: of results_contrasts (which holds differences) into the E-value table.
+RATIO_MEASURE = "risk_ratio"
 
 CONTRAST_SCHEMA = {
     "paramcd": pl.String, "target": pl.String, "comparator": pl.String, "weighting": pl.String,
@@ -179,7 +184,10 @@ def primary_contrasts(frame: pl.DataFrame, paramcd: str, study: StudySettings, t
 
         def row(estimand: str, measure: str, day: float | None, vt: float, vc: float,
                 reps: np.ndarray | None, extra: str | None = None) -> dict:
-            diff = vt - vc if not (math.isnan(vt) or math.isnan(vc)) else math.nan
+            if measure == "risk_ratio":  # route / reference (kept apart from the differences: RATIO_MEASURE)
+                diff = vt / vc if not (math.isnan(vt) or math.isnan(vc)) and vc > 0 else math.nan
+            else:
+                diff = vt - vc if not (math.isnan(vt) or math.isnan(vc)) else math.nan
             lo = hi = sd = math.nan
             used = 0
             if reps is not None:
@@ -207,8 +215,12 @@ def primary_contrasts(frame: pl.DataFrame, paramcd: str, study: StudySettings, t
                 "models.contrast_min_at_risk)"
             if short:
                 rows.append(row(f"risk_d{day:g}", "risk", day, math.nan, math.nan, None, extra))
+                rows.append(row(f"rr_d{day:g}", RATIO_MEASURE, day, math.nan, math.nan, None, extra))
             else:
                 rows.append(row(f"risk_d{day:g}", "risk", day, pt["risk"][k], pc["risk"][k], reps, extra))
+                with np.errstate(divide="ignore", invalid="ignore"):
+                    ratio_reps = bt["risk"][:, k] / bc["risk"][:, k] if boot else None
+                rows.append(row(f"rr_d{day:g}", RATIO_MEASURE, day, pt["risk"][k], pc["risk"][k], ratio_reps, extra))
         med_reps = None
         if boot:
             # a median not reached is beyond follow-up: +inf, so the difference is unbounded that way

@@ -20,7 +20,8 @@
   ``diagnostics = 'fail'`` and its reasons, and the report withholds it;
 * for endpoints that list ``contrasts`` (time to response), the differences route - reference
   read off the weighted curves (share with the event by fixed days, median, restricted mean),
-  with person-level bootstrap intervals (:mod:`ketaoutcomes.analysis.contrasts`).
+  with person-level bootstrap intervals (:mod:`ketaoutcomes.analysis.contrasts`), and the
+  E-values of the risk ratios and the weighted HR (:mod:`ketaoutcomes.analysis.evalues`).
 """
 
 from __future__ import annotations
@@ -36,7 +37,8 @@ from ketaoutcomes.analysis.common import (
     stack,
     with_terms,
 )
-from ketaoutcomes.analysis.contrasts import primary_contrasts
+from ketaoutcomes.analysis.contrasts import RATIO_MEASURE, primary_contrasts
+from ketaoutcomes.analysis.evalues import evalue_table
 from ketaoutcomes.analysis.propensity import WeightedComparisons, ps_weighted
 from ketaoutcomes.endpoints import ENDPOINTS
 from ketaoutcomes.models.cox import cox_ph
@@ -155,7 +157,7 @@ def analyze(adsl: pl.DataFrame, adtte: pl.DataFrame, *, study: StudySettings, we
     diagnostics; with ``visits`` (USUBJID, ADY: assessment days after the first dose), the
     discrete-time sensitivity analysis. The primary contrasts get bootstrap intervals for the pairs
     that pass the diagnostics gate, or with ``bootstrap_all`` for every pair (the simulation study)."""
-    km, med, lr, cox, fits, notes, ph, rmst, disc, contrasts = [], [], [], [], [], [], [], [], [], []
+    km, med, lr, cox, fits, notes, ph, rmst, disc, contrasts, evalues = [], [], [], [], [], [], [], [], [], [], []
     w = WeightedComparisons()
     for paramcd in (c for c in ENDPOINTS if c in study.outcomes.endpoints):  # registry order
         ep = ENDPOINTS[paramcd]
@@ -190,13 +192,16 @@ def analyze(adsl: pl.DataFrame, adtte: pl.DataFrame, *, study: StudySettings, we
             notes += n
         if s and weighted and ep.runs("ps"):  # the regression models ran: the reference arm and a route are estimable
             estimable = sorted(arms_of(pl.concat(s)))
-            n_ps = len(w.ps)
+            n_ps, n_cox, n_km = len(w.ps), len(w.cox), len(w.km)
             ps_weighted(frame, paramcd, study, estimable, w)
             if ep.runs("contrasts"):
                 verdicts = {r["target"]: (r["diagnostics"], r["gate_reasons"]) for r in w.ps[n_ps:]}
                 c, n = primary_contrasts(frame, paramcd, study, [a for a in estimable if a in verdicts], verdicts,
                                          bootstrap_all=bootstrap_all)
-                contrasts.append(c)
+                ratio = pl.col("measure") == RATIO_MEASURE
+                contrasts.append(c.filter(~ratio))
+                evalues.append(evalue_table(c.filter(ratio), stack(w.cox[n_cox:]), stack(w.km[n_km:]), paramcd,
+                                            study.cohort.reference_arm, study.propensity.weighting))
                 notes += n
     return StepResult({
         "results_km": stack(km),
@@ -213,4 +218,5 @@ def analyze(adsl: pl.DataFrame, adtte: pl.DataFrame, *, study: StudySettings, we
         "results_discrete": stack(disc),  # interval-censored sensitivity analysis
         "results_preference": stack(w.preference),  # preference-score distributions per pair
         "results_contrasts": stack(contrasts),  # primary contrasts route - reference, bootstrap CIs
+        "results_evalues": stack(evalues),  # E-values of the risk ratios and the weighted HR
     }, tuple(notes + w.notes))

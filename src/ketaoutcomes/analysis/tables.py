@@ -271,8 +271,8 @@ RESULTS_CONTRASTS = TableContract(
                                                "(restricted mean days without the event up to day)"),
              col("measure", "VARCHAR", False, "risk, median or rmst"),
              col("day", "DOUBLE", True, "The day of a risk (models.contrast_days); the horizon of the rmst: "
-                                        "models.rmst_horizon_days, or the earlier of the two arms' last follow-up "
-                                        "times when that comes first (survRM2's rule); null for the median"),
+                                        "models.rmst_horizon_days, or the last day with models.contrast_min_at_risk "
+                                        "patients of each arm at risk when that comes first; null for the median"),
              col("value_target", "DOUBLE", True, "The route's value on its weighted curve (a share 0-1, or days; "
                                                  "null: not reached or not estimable)"),
              col("value_comparator", "DOUBLE", True, "The reference arm's value on its weighted curve"),
@@ -288,6 +288,36 @@ RESULTS_CONTRASTS = TableContract(
     key=("run_id", "paramcd", "target", "estimand"),
     arm_column="target",
     withheld=("value_target", "value_comparator", "difference", "lower", "upper", "se"),
+)
+
+RESULTS_EVALUES = TableContract(
+    "results_evalues",
+    "E-values (VanderWeele & Ding 2017) of the primary estimates: how strongly an unmeasured confounder would "
+    "have to be associated with both the route and the outcome (risk ratio, each) to explain the estimate, or its "
+    "CI limit nearer the null, away. For the risk ratios by models.contrast_days from the weighted curves (bootstrap "
+    "CIs) and the weighted HR (converted to a risk ratio when the outcome is common)",
+    columns=(_PARAMCD, _TARGET, _COMPARATOR, _WEIGHTING,
+             col("estimand", "VARCHAR", False, "rr_d<day> (risk ratio by the day, route / reference) or hr (the "
+                                               "weighted hazard ratio)"),
+             col("scale", "VARCHAR", False, "risk_ratio or hazard_ratio"),
+             col("day", "DOUBLE", True, "The day of a risk ratio; null for the HR"),
+             col("estimate", "DOUBLE", True, "The estimate on its own scale (null: not estimable, see note)"),
+             col("lower", "DOUBLE", True, f"Lower limit of its {_CI} (bootstrap percentile for a risk ratio, robust "
+                                          "Wald for the HR)"),
+             col("upper", "DOUBLE", True, f"Upper limit of its {_CI}"),
+             col("outcome_share", "DOUBLE", True, "HR only: the larger of the two arms' weighted shares with the "
+                                                  "event at the end of follow-up"),
+             col("rare", "BOOLEAN", True, "HR only: outcome_share < 0.15, so the HR is taken as a risk ratio "
+                                          "(false: converted with (1 - 0.5^sqrt(HR)) / (1 - 0.5^sqrt(1/HR)))"),
+             col("rr", "DOUBLE", True, "The estimate on the risk-ratio scale"),
+             col("rr_lower", "DOUBLE", True, "Lower CI limit on the risk-ratio scale"),
+             col("rr_upper", "DOUBLE", True, "Upper CI limit on the risk-ratio scale"),
+             col("evalue", "DOUBLE", True, "E-value of the estimate: RR + sqrt(RR (RR - 1)), on 1/RR below 1"),
+             col("evalue_ci", "DOUBLE", True, "E-value of the CI limit nearer 1 (1: the CI contains 1; null: no CI)"),
+             _DIAGNOSTICS, _GATE_REASONS, _NOTE, *RUN_COLUMNS),
+    key=("run_id", "paramcd", "target", "estimand"),
+    arm_column="target",
+    withheld=("estimate", "lower", "upper", "rr", "rr_lower", "rr_upper", "evalue", "evalue_ci"),
 )
 
 RESULTS_DISCRETE = TableContract(
@@ -468,7 +498,8 @@ RESULTS_MODIFIERS_KETAMINE = TableContract(
 #: The analysis's results_* contracts by table name.
 ANALYSIS_CONTRACTS: dict[str, TableContract] = contracts_by_name((
     RESULTS_KM, RESULTS_KM_MEDIAN, RESULTS_LOGRANK, RESULTS_COX, RESULTS_COX_FIT, RESULTS_PS, RESULTS_BALANCE,
-    RESULTS_PH, RESULTS_RMST, RESULTS_KM_WEIGHTED, RESULTS_KM_WEIGHTED_MEDIAN, RESULTS_CONTRASTS, RESULTS_DISCRETE,
+    RESULTS_PH, RESULTS_RMST, RESULTS_KM_WEIGHTED, RESULTS_KM_WEIGHTED_MEDIAN, RESULTS_CONTRASTS, RESULTS_EVALUES,
+    RESULTS_DISCRETE,
     RESULTS_PREFERENCE,
     RESULTS_SAFETY, RESULTS_SAFETY_PATIENTS, RESULTS_TRAJECTORY, RESULTS_TRAJECTORY_FIXED,
     RESULTS_RELAPSE_MAINTENANCE, RESULTS_RELAPSE_CIF, RESULTS_RELAPSE_CIF_AT, RESULTS_RELAPSE_GRAY,
