@@ -198,10 +198,13 @@ class ModelSettings(_Frozen):
     #: every replicate; seeded from random_seed). 0: no bootstrap, the differences have no CI.
     bootstrap_replicates: int = Field(default=200, ge=0, le=10_000)
     #: The curves' tail: a share by day t, and the restricted mean horizon, are read only where at
-    #: least this many patients of each arm are still under follow-up (at risk) on that day. Past
-    #: it a Kaplan-Meier step rests on a handful of patients and its bootstrap interval under-covers,
-    #: so the share is "not estimable" and the RMST horizon is cut to the last such day.
+    #: least this many patients of each arm are still under follow-up (at risk) on that day (or
+    #: the share below). Past it a Kaplan-Meier step rests on a handful of patients and its bootstrap
+    #: interval under-covers, so the share is "not estimable" and the RMST horizon is cut there.
     contrast_min_at_risk: int = Field(default=10, ge=1, le=100_000)
+    #: ... or this share of the arm's patients in the pair, when that is more (Pocock, Clayton &
+    #: Altman 2002, Lancet 359:1686: curtail a curve when some 10-20% remain at risk).
+    contrast_min_at_risk_share: float = Field(default=0.10, ge=0.0, le=1.0)
 
     @model_validator(mode="after")
     def _consistent(self) -> "ModelSettings":

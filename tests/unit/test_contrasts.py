@@ -146,36 +146,44 @@ def test_contrast_days_are_validated():
 
 
 def test_shares_and_rmst_are_read_only_where_enough_patients_are_at_risk(cohort):
-    """models.contrast_min_at_risk (10): a share by day t needs at least 10 patients of each arm still
-    at risk on day t (counted on the analysed pair, not weighted), else it is "not estimable" with no
-    value and no interval; the RMST horizon is cut to the last such day. (Before the rule, IV's share by
-    day 28 rested on ~1 weighted patient at risk and its bootstrap interval covered 86% in the
-    simulation study.)"""
+    """models.contrast_min_at_risk (10) and contrast_min_at_risk_share (10%): a share by day t needs at
+    least max(10, 10% of the arm) patients of each arm still at risk on day t (counted on the analysed
+    pair, not weighted), else it is "not estimable" with no value and no interval; the RMST horizon is
+    cut to the last such day. (Before the rule, IV's share by day 28 rested on ~1 weighted patient at
+    risk and its bootstrap interval covered 86% in the simulation study.)"""
+    from ketaoutcomes.analysis.contrasts import at_risk_floor
+
     d, study = cohort
-    k = study.models.contrast_min_at_risk
-    assert k == 10
+    assert (study.models.contrast_min_at_risk, study.models.contrast_min_at_risk_share) == (10, 0.10)
+    assert at_risk_floor(50, 10, 0.1) == 10 and at_risk_floor(400, 10, 0.1) == 40 and at_risk_floor(401, 10, 0.1) == 41
     res = analyze(d.adsl, d.adtte, study=study)
     c = res.table("results_contrasts")
     frame = model_frame(d.adsl, d.adtte, "TTRESP").filter(pl.col("AVAL").is_not_null())
 
-    def at_risk(arm: str, day: float) -> int:
-        return frame.filter((pl.col("ARM") == arm) & (pl.col("AVAL") >= day)).height
+    def enough(arm: str, day: float) -> bool:
+        a = frame.filter(pl.col("ARM") == arm)
+        return a.filter(pl.col("AVAL") >= day).height >= at_risk_floor(a.height, 10, 0.10)
+
+    def both(target: str, day: float) -> bool:
+        return enough(target, day) and enough("ssri", day)
 
     seen = {"estimable": 0, "not": 0}
     for r in c.filter(pl.col("measure") == "risk").iter_rows(named=True):
-        enough = min(at_risk(r["target"], r["day"]), at_risk("ssri", r["day"])) >= k
-        if enough:
+        if both(r["target"], r["day"]):
             seen["estimable"] += 1
             assert r["difference"] is not None, r
         else:
             seen["not"] += 1
             assert r["difference"] is None and r["lower"] is None and r["n_boot"] == 0, r
-            assert "fewer than 10 patients" in r["note"] and "contrast_min_at_risk" in r["note"]
+            assert "contrast_min_at_risk" in r["note"] and "10% of the arm" in r["note"]
     assert seen["estimable"] and seen["not"]  # the cohort has both kinds, so the test can fail either way
+    cut = 0
     for r in c.filter(pl.col("measure") == "rmst").iter_rows(named=True):
-        assert min(at_risk(r["target"], r["day"]), at_risk("ssri", r["day"])) >= k
-        if r["day"] < study.models.rmst_horizon_days:  # cut: one day later, an arm has fewer than 10 at risk
-            assert min(at_risk(r["target"], r["day"] + 1), at_risk("ssri", r["day"] + 1)) < k
+        assert both(r["target"], r["day"])
+        if r["day"] < study.models.rmst_horizon_days:  # cut: one day later, an arm has too few at risk
+            cut += 1
+            assert not both(r["target"], r["day"] + 1)
+    assert cut
 
 
 def test_evalues_of_the_risk_ratios_and_the_weighted_hr(cohort):

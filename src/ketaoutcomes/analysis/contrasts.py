@@ -7,14 +7,15 @@ curves, as route minus reference:
 * the share with the event by each of ``models.contrast_days`` (7, 28, 56);
 * the median days to the event;
 * the restricted mean days without the event up to ``models.rmst_horizon_days`` (56) or, when
-  an arm's follow-up thins out before it, up to the earlier of the two arms' last days with
-  ``models.contrast_min_at_risk`` (10) patients at risk (survRM2's rule, that the curves are not
-  carried past the data, with a floor on how thin the data may be); ``day`` says which.
+  an arm's follow-up thins out before it, up to the earlier of the two arms' last days with enough
+  patients at risk: ``models.contrast_min_at_risk`` (10) or ``models.contrast_min_at_risk_share``
+  (10%) of the arm, whichever is more (survRM2's rule, that the curves are not carried past the
+  data, with Pocock, Clayton & Altman's floor on how thin they may get); ``day`` says which.
 
-A share by a day past that last day is "not estimable" (a Kaplan-Meier step on one or two
-weighted patients is not a result, and its bootstrap interval under-covers: in the simulation
-study the share by day 28 of IV and IM, whose courses end near day 28, covered 85-86% before
-this rule).
+A share by a day past that last day is "not estimable": a Kaplan-Meier step resting on a few
+weighted patients is not a result, and its bootstrap interval under-covers (in the simulation
+study the share by day 28 of IV and IM, whose courses end near day 28, covered 85-86% with no
+floor, and IM's 60% with a floor of 10 patients only).
 
 The point estimates are read off the same weighted curves as ``results_km_weighted`` (the same
 propensity fit, :func:`~ketaoutcomes.analysis.propensity.fit_pair_propensity`). Their 95% CIs are
@@ -50,7 +51,7 @@ from ketaoutcomes.models.contrasts import CurveSummaries, curve_summaries, perce
 from ketaoutcomes.notes import Note
 from ketaoutcomes.settings import StudySettings
 
-__all__ = ["CONTRAST_SCHEMA", "RATIO_MEASURE", "bootstrap_seed", "primary_contrasts"]
+__all__ = ["CONTRAST_SCHEMA", "RATIO_MEASURE", "at_risk_floor", "bootstrap_seed", "primary_contrasts"]
 
 #: The measure of the rows of :func:`primary_contrasts` that hold a risk ratio (route / reference by a
 #: day, its bootstrap interval) in ``difference``/``lower``/``upper``: the analysis moves them out
@@ -145,7 +146,12 @@ def primary_contrasts(frame: pl.DataFrame, paramcd: str, study: StudySettings, t
             pair.with_columns(pl.Series("USUBJID", np.arange(n).astype(str))), target, study).scores)
         # survRM2's rule: the restricted mean is compared up to the horizon or, when an arm's follow-up
         # ends before it, up to the earlier of the two arms' last days with enough patients at risk
-        ends = [_last_day_at_risk(grid[tidx[(w0 > 0) & mask]], m.contrast_min_at_risk) for mask in (treated, ~treated)]
+        arm_times = [grid[tidx[(w0 > 0) & mask]] for mask in (treated, ~treated)]
+        floors = [at_risk_floor(t.size, m.contrast_min_at_risk, m.contrast_min_at_risk_share) for t in arm_times]
+        ends = [_last_day_at_risk(t, k) for t, k in zip(arm_times, floors)]
+        rule = (f"fewer than {m.contrast_min_at_risk} patients, or {m.contrast_min_at_risk_share:.0%} of the arm "
+                f"({floors[0]} of the route, {floors[1]} of the reference arm), at risk "
+                "(models.contrast_min_at_risk, contrast_min_at_risk_share)")
         tau = min(horizon, float(min(ends))) if min(ends) > 0 else horizon  # min(ends) 0: no RMST (below)
         point = {arm: curve_summaries(tidx, event, w0 * mask, grid, days=days, horizon=tau)
                  for arm, mask in (("target", treated), ("comparator", ~treated))}
@@ -210,9 +216,8 @@ def primary_contrasts(frame: pl.DataFrame, paramcd: str, study: StudySettings, t
         for k, day in enumerate(days):
             reps = bt["risk"][:, k] - bc["risk"][:, k] if boot else None
             short = [who for who, e in zip(("route", "reference arm"), ends) if e < day]
-            extra = None if not short else f"not estimable: fewer than {m.contrast_min_at_risk} patients of the " \
-                f"{' and the '.join(short)} at risk by day {day:g} (last such day {min(ends):g}; " \
-                "models.contrast_min_at_risk)"
+            extra = None if not short else f"not estimable: by day {day:g}, {rule} in the " \
+                f"{' and the '.join(short)} (last day with enough: {min(ends):g})"
             if short:
                 rows.append(row(f"risk_d{day:g}", "risk", day, math.nan, math.nan, None, extra))
                 rows.append(row(f"rr_d{day:g}", RATIO_MEASURE, day, math.nan, math.nan, None, extra))
@@ -233,15 +238,21 @@ def primary_contrasts(frame: pl.DataFrame, paramcd: str, study: StudySettings, t
                                                               math.isnan(pc["median"]) else "one arm")
         rows.append(row("median", "median", None, pt["median"], pc["median"], med_reps, med_extra))
         cut = None if tau == horizon else (
-            f"horizon cut from day {horizon:g} to day {tau:g}, the last day with {m.contrast_min_at_risk} patients of "
-            f"the {'route' if ends[0] <= ends[1] else 'reference arm'} at risk (models.contrast_min_at_risk)")
+            f"horizon cut from day {horizon:g} to day {tau:g}: after it, {rule} in the "
+            f"{'route' if ends[0] <= ends[1] else 'reference arm'}")
         if min(ends) > 0:
             rows.append(row("rmst", "rmst", tau, pt["rmst"], pc["rmst"], bt["rmst"] - bc["rmst"] if boot else None, cut))
         else:
             rows.append(row("rmst", "rmst", None, math.nan, math.nan, None,
-                            f"not estimable: fewer than {m.contrast_min_at_risk} patients in an arm "
-                            "(models.contrast_min_at_risk)"))
+                            f"not estimable: {rule} on any day"))
     return pl.DataFrame(rows, schema=CONTRAST_SCHEMA), notes
+
+
+def at_risk_floor(n_arm: int, min_at_risk: int, share: float) -> int:
+    """How many of an arm's ``n_arm`` patients must still be at risk on a day for its curve to be read
+    there: ``min_at_risk``, or ``share`` of the arm when that is more (Pocock, Clayton & Altman 2002:
+    curtail a Kaplan-Meier curve when some 10-20% of the patients remain at risk)."""
+    return max(int(min_at_risk), math.ceil(share * n_arm - 1e-9))
 
 
 def _last_day_at_risk(times: np.ndarray, k: int) -> float:

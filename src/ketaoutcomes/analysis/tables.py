@@ -271,8 +271,9 @@ RESULTS_CONTRASTS = TableContract(
                                                "(restricted mean days without the event up to day)"),
              col("measure", "VARCHAR", False, "risk, median or rmst"),
              col("day", "DOUBLE", True, "The day of a risk (models.contrast_days); the horizon of the rmst: "
-                                        "models.rmst_horizon_days, or the last day with models.contrast_min_at_risk "
-                                        "patients of each arm at risk when that comes first; null for the median"),
+                                        "models.rmst_horizon_days, or the last day with enough patients of each arm "
+                                        "at risk (models.contrast_min_at_risk, contrast_min_at_risk_share) when "
+                                        "that comes first; null for the median"),
              col("value_target", "DOUBLE", True, "The route's value on its weighted curve (a share 0-1, or days; "
                                                  "null: not reached or not estimable)"),
              col("value_comparator", "DOUBLE", True, "The reference arm's value on its weighted curve"),

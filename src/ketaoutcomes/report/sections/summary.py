@@ -236,11 +236,13 @@ def summary_section(contrasts: pl.DataFrame, cox: pl.DataFrame, ps: pl.DataFrame
             "No bootstrap was run (models.bootstrap_replicates = 0): the differences have no CI.")
     models = (settings.get("models") or {}) if isinstance(settings, Mapping) else {}
     k = models.get("contrast_min_at_risk", 10)
+    share = models.get("contrast_min_at_risk_share", 0.0)
+    floor = f"{k} patients, or {share:.0%} of the arm if more," if share else f"{k} patients"
     out["method"] = (
         f"Route minus {ref}, read off the {how} Kaplan-Meier curves of {info.short} (the primary comparison): "
         f"pp = percentage points of patients with a {info.event} by that day (positive: more on the route); "
         f"days without {info.event} = restricted mean time without {info.event} up to day {fmt_num(horizon)}, or up to "
-        f"the last day with at least {k} patients of each arm still at risk (negative: the route shortens the wait). {boot} "
+        f"the last day with at least {floor} still at risk in each arm (negative: the route shortens the wait). {boot} "
         f"The weighted HR has a robust (sandwich) CI and assumes proportional hazards. Not estimable: fewer than "
         f"{k} patients of an arm still at risk on that day (models.contrast_min_at_risk), where a curve rests on a "
         f"handful of patients. A comparison that fails its diagnostics is withheld{EN}its "
