@@ -26,7 +26,7 @@ from pathlib import Path
 import duckdb
 import polars as pl
 
-from ketaoutcomes.contract import TABLE_ORDER, TABLES, Column, polars_schema
+from ketaoutcomes.contract import TABLE_ORDER, TABLES, WHITESPACE, Column, polars_schema
 from ketaoutcomes.failpoints import failpoint
 from ketaoutcomes.ingest.errors import IngestError
 from ketaoutcomes.ingest.limits import (
@@ -358,14 +358,21 @@ def read_table_file(path: Path, table: str) -> tuple[pl.DataFrame, tuple[str, ..
     return _contract_columns(_read_text(path), table, Path(path))
 
 
+def _present(name: str) -> str:
+    """SQL for the text of column ``name`` without the white space around it; null when nothing else is left."""
+    return f"NULLIF(trim(\"{name}\", '{WHITESPACE}'), '')"
+
+
 def _typed_expr(col: Column) -> tuple[str, str]:
     """SQL for the typed value of ``col`` and for 'the value is present but does not convert'.
 
-    Empty strings and surrounding spaces count as missing. TRY_CAST alone is not
-    strict enough: DuckDB rounds '3.5' to INTEGER 4 and truncates a DATE's time
-    part, so integers must be whole and dates must carry no time of day.
+    A cell of white space only is missing, like an empty one, and white space around a value is
+    not part of it (:data:`ketaoutcomes.contract.WHITESPACE`: tabs, line breaks and no-break
+    spaces too, which DuckDB's TRIM keeps). TRY_CAST alone is not strict enough: DuckDB rounds
+    '3.5' to INTEGER 4 and truncates a DATE's time part, so integers must be whole and dates must
+    carry no time of day.
     """
-    v = f"NULLIF(TRIM(\"{col.name}\"), '')"
+    v = _present(col.name)
     if col.dtype == "INTEGER":
         d = f"TRY_CAST({v} AS DOUBLE)"
         typed = f"CASE WHEN {d} = floor({d}) AND abs({d}) < 2147483647 THEN CAST({d} AS INTEGER) END"
@@ -410,7 +417,7 @@ def _type_rows(con: duckdb.DuckDBPyConnection, frame: pl.DataFrame, table: str) 
     selects, problems = ["_row_number"], []
     for i, col in enumerate(spec.columns):
         typed, bad = _typed_expr(col)
-        selects += [f'{typed} AS "{col.name}"', f"{bad} AS _bad{i}", f"NULLIF(TRIM(\"{col.name}\"), '') IS NULL AS _empty{i}"]
+        selects += [f'{typed} AS "{col.name}"', f"{bad} AS _bad{i}", f"{_present(col.name)} IS NULL AS _empty{i}"]
         problems.append(f"SELECT _row_number, '{col.name}' AS column_name, 'type' AS rule, "
                         f"'{col.name} is not {_TYPE_WORDS[col.dtype]}' AS reason FROM _typed WHERE _bad{i}")
         if col.required:
