@@ -116,8 +116,9 @@ def test_rollback_after_a_correction_restores_the_earlier_staging_exactly(histor
     assert not validate_step(db, force=False).ran
     again = analyze_step(db, history["study"], force=False)
     assert not again.ran and again.details["run_id"] == history["run_a"]
-    # the correction loaded again is new data again: loaded, validated, analysed anew
-    assert ingest_step(db, history["v2"]).ran
+    # the correction loaded again (on purpose: its content was rolled back) is new data again: loaded,
+    # validated, analysed anew
+    assert ingest_step(db, history["v2"], reload_rolled_back=True).ran
     assert validate_step(db, force=False).ran
     assert analyze_step(db, history["study"], force=False).ran
 
