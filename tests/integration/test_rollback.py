@@ -8,7 +8,6 @@ next runs do (up to date on the restored data, recomputed on data loaded again).
 from __future__ import annotations
 
 import hashlib
-import shutil
 from pathlib import Path
 
 import polars as pl
@@ -20,7 +19,7 @@ from ketaoutcomes.cli import app
 from ketaoutcomes.contract import TABLE_ORDER
 from ketaoutcomes.pipeline import analyze_step, ingest_step, validate_step
 from ketaoutcomes.settings import StudySettings
-from tests.conftest import TINY, query_db, write_export
+from tests.conftest import TINY, copy_warehouse, query_db, write_export
 
 runner = CliRunner()
 
@@ -64,10 +63,7 @@ def built(tmp_path_factory) -> dict:
 
 @pytest.fixture
 def history(built, tmp_path) -> dict:
-    copy = tmp_path / "wh" / "w.duckdb"
-    copy.parent.mkdir()
-    shutil.copyfile(built["db"], copy)
-    return {**built, "db": copy}
+    return {**built, "db": copy_warehouse(built["db"], tmp_path)}
 
 
 def ingest_run_id(db: Path, batch_id: str) -> str:

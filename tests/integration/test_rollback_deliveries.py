@@ -14,7 +14,6 @@ Ingest only (no analysis): the analysis side of rollback is tests/integration/te
 from __future__ import annotations
 
 import hashlib
-import shutil
 from pathlib import Path
 
 import polars as pl
@@ -24,7 +23,7 @@ from typer.testing import CliRunner
 from ketaoutcomes.cli import app
 from ketaoutcomes.pipeline import ingest_step
 from ketaoutcomes.warehouse import write_session
-from tests.conftest import TINY, query_db, write_export
+from tests.conftest import TINY, copy_warehouse, query_db, write_export
 from tests.integration.test_rollback import ingest_run_id
 
 runner = CliRunner()
@@ -68,10 +67,7 @@ def built(tmp_path_factory) -> dict:
 
 @pytest.fixture
 def wh(built, tmp_path) -> dict:
-    copy = tmp_path / "wh" / "w.duckdb"
-    copy.parent.mkdir()
-    shutil.copyfile(built["db"], copy)
-    return {**built, "db": copy}
+    return {**built, "db": copy_warehouse(built["db"], tmp_path)}
 
 
 def test_registry_files_are_batches_loaded_before_the_tables_of_their_export(built):
