@@ -299,8 +299,10 @@ def ketaoutcomes_pipeline(
     beside the warehouse, named by the settings; SimulationSettings with the other
     fields at their defaults; the simulate step itself skips when the folder already
     holds that cohort), or when no export is given and the warehouse is empty (the
-    default cohort). The ingest flow runs when there is an export to load. The other
-    arguments are those of :func:`ingest_flow` and :func:`analysis_flow`.
+    default cohort). A cohort asked for by ``n_patients``/``seed`` fails the flow before any
+    step when the warehouse holds other data (it would be loaded on top of it). The ingest flow
+    runs when there is an export to load. The other arguments are those of
+    :func:`ingest_flow` and :func:`analysis_flow`.
 
     Returns the report path (str).
     """
@@ -308,8 +310,10 @@ def ketaoutcomes_pipeline(
     sim = _simulation(n_patients, seed)
     load_study(study_file)
     db_path = _path(db, default_db_path())
-    plan = steps.plan_run(db_path, export_dir=_path(export_dir, None), sim=sim,
-                          simulate=n_patients is not None or seed is not None)
+    asked = n_patients is not None or seed is not None
+    plan = steps.plan_run(db_path, export_dir=_path(export_dir, None), sim=sim, simulate=asked)
+    if asked:  # a cohort asked for by its settings: into an empty warehouse or one holding that cohort only
+        steps.check_cohort_fits(db_path, plan.export_dir)
     if "simulate" in plan.steps:
         simulate_task(plan.sim, plan.export_dir)
     if "ingest" in plan.steps:  # nothing to load: the analysis flow validates what is there, if stale

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 
 import polars as pl
@@ -57,6 +58,15 @@ def write_export(folder: Path, files: dict[str, str] | None = None) -> Path:
 @pytest.fixture
 def tiny_export(tmp_path: Path) -> Path:
     return write_export(tmp_path / "export")
+
+
+def copy_warehouse(db: Path, tmp_path: Path) -> Path:
+    """A copy of warehouse ``db`` in a folder of its own under ``tmp_path`` (a test's own, of a
+    warehouse a module-scoped fixture built once)."""
+    copy = tmp_path / "wh" / db.name
+    copy.parent.mkdir()
+    shutil.copyfile(db, copy)
+    return copy
 
 
 def query_db(db: Path, sql: str) -> pl.DataFrame:

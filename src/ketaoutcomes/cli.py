@@ -167,6 +167,7 @@ def simulate(
 def ingest(
     export_dir: Annotated[Path, typer.Argument(help="Folder with patients, courses, sessions, adverse_events, mood_scores (.csv or .parquet).")],
     db: DbOption = None,
+    reload_rolled_back: Annotated[bool, typer.Option("--reload-rolled-back", help="Load files whose content a rollback removed (refused without this option), on purpose.")] = False,
 ) -> None:
     """Load a folder of CSV or Parquet files in the import format (see docs/import-format.md).
 
@@ -174,7 +175,9 @@ def ingest(
 
     Rows that break the format are quarantined with a reason that never quotes the value (free text in site or drug, a number outside its possible range such as an age outside 0-120).
 
-    Deliveries apply in the order they are loaded: a file that is its table's latest delivery is skipped (the same folder twice changes nothing); a file with the content of an earlier, since superseded delivery is loaded again and becomes current (to undo a correction, send the original file again).
+    Deliveries apply in the order they are loaded: a file that is its table's latest delivery is skipped (the same folder twice changes nothing); a file with the content of an earlier, since superseded delivery is loaded again and becomes current (to undo a correction, send the original file again). arms.csv and instruments.csv are deliveries too (batches of their own, loaded before the tables).
+
+    A file whose content a rollback removed is refused (the export is not loaded) until it is replaced by a corrected file or moved out of the folder; --reload-rolled-back loads it again on purpose.
 
     Lines may end in LF, CRLF or a lone CR; blank rows are skipped and counted; timestamps are the clinic's local time (an offset is dropped, UTC times are refused).
 
@@ -183,7 +186,7 @@ and 1 MiB a line or value; memory: $KETAOUTCOMES_MEMORY_LIMIT (e.g. 8GB or 50%; 
     from ketaoutcomes.pipeline import ingest_step
 
     with _errors(), _progress() as progress:
-        _say(ingest_step(_db(db), export_dir, progress=progress))
+        _say(ingest_step(_db(db), export_dir, progress=progress, reload_rolled_back=reload_rolled_back))
     out.print(f"warehouse: {_db(db)}", markup=False, highlight=False, soft_wrap=True)
 
 
@@ -214,21 +217,28 @@ def analyze(db: DbOption = None, study: StudyOption = None) -> None:
     "With no --export and no data in the default warehouse, the synthetic default cohort is simulated and "
     "loaded first (into data/synthetic/default; with other --patients/--seed into data/synthetic/n<N>-seed<S>-<id>, "
     "never over another export). A warehouse named by --db or $KETAOUTCOMES_DB must exist or be given an "
-    "--export: a mistyped path is an error, never a new warehouse of synthetic data."))
+    "--export: a mistyped path is an error, never a new warehouse of synthetic data. --patients/--seed on a "
+    "warehouse that holds other data are an error, never ignored: a fresh cohort needs a warehouse of its own."))
 def report(
     db: DbOption = None,
     study: StudyOption = None,
     export_dir: Annotated[Optional[Path], typer.Option("--export", help="Ingest this export first (default: the warehouse's data; an empty warehouse gets the synthetic default cohort).")] = None,
     reports_dir: Annotated[Optional[Path], typer.Option("--out", help="Folder for the HTML report. Default: reports/.")] = None,
-    patients: Annotated[int, typer.Option("--patients", help="Size of the default synthetic cohort.")] = SimulationSettings().n_patients,
-    seed: Annotated[int, typer.Option("--seed", help="Seed of the default synthetic cohort.")] = SimulationSettings().seed,
+    patients: Annotated[Optional[int], typer.Option("--patients", help=f"Size of the synthetic cohort simulated into an empty default warehouse (default {SimulationSettings().n_patients:,}). An error with --export, or when the warehouse holds other data.")] = None,
+    seed: Annotated[Optional[int], typer.Option("--seed", help=f"Seed of that synthetic cohort (default {SimulationSettings().seed}).")] = None,
 ) -> None:
     """Run whatever earlier steps are missing or out of date, then render the report (help: the decorator's)."""
-    from ketaoutcomes.pipeline import run_report
+    from ketaoutcomes.pipeline import check_cohort_fits, run_report, synthetic_export_dir
 
-    sim = _simulation(n_patients=patients, seed=seed)
+    given = {k: v for k, v in {"n_patients": patients, "seed": seed}.items() if v is not None}
+    if given and export_dir is not None:
+        raise typer.BadParameter("--patients/--seed choose a synthetic cohort; --export loads the export given: "
+                                 "give one or the other")
+    sim = _simulation(**given)
     dbp = _db(db)
     with _errors(), _progress() as progress:
+        if given:  # never ignored: the warehouse must be empty or hold this very cohort
+            check_cohort_fits(dbp, synthetic_export_dir(sim, dbp))
         outcomes = run_report(dbp, _study(study), sim=sim, export_dir=export_dir, reports_dir=reports_dir,
                               embedded_default=dbp == home_db_path().resolve(), progress=progress, on_step=_say)
     out.print(f"report:    {outcomes[-1].details['report_path']}", markup=False, highlight=False, soft_wrap=True)
@@ -237,11 +247,17 @@ def report(
 
 @app.command(help=(
     "Restore the warehouse to its state before a batch (a batch_id of meta_batches) or a step (a run_id of "
-    "meta_steps): the batches at and after it are dropped, stg_* is rebuilt from the batches still in force, and "
-    "the analysis runs and validations of the dropped data are removed (their meta_steps rows are marked "
-    "rolled_back, so the next run recomputes them).\n\n"
-    "Atomic: published whole or not at all. --dry-run lists what would change (batches, rows per table, runs and "
-    "validations removed) and changes nothing. The registries (ref_arms, ref_instruments) are not rolled back."))
+    "meta_steps): the batches at and after it are dropped, stg_* and the registries in force (ref_arms, "
+    "ref_instruments) are rebuilt from the batches still in force, and the analysis runs and validations of the "
+    "dropped data are removed (their meta_steps rows are marked rolled_back, so the next run recomputes them).\n\n"
+    "An export's arms.csv and instruments.csv are batches of their own, loaded before its tables: to roll back a "
+    "whole export, give its ingest step's run_id (or its first batch). Registry rows of a warehouse written before "
+    "registries were kept per batch belong to no batch and stay.\n\n"
+    "The removed files' content is recorded: a later ingest of a file with that content (the export folder still "
+    "holds it) is refused until the file is replaced or moved out, or loaded again with ingest "
+    "--reload-rolled-back.\n\n"
+    "Atomic: published whole or not at all. --dry-run lists what would change (batches, rows per table, registry "
+    "codes added, changed and removed, runs and validations removed) and changes nothing."))
 def rollback(
     target: Annotated[str, typer.Argument(help="A batch_id (SELECT batch_id FROM meta_batches) or a step's run_id (SELECT step, run_id FROM meta_steps).")],
     db: DbOption = None,

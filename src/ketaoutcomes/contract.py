@@ -20,7 +20,7 @@ import polars as pl
 
 __all__ = ["CODE_MAX_CHARS", "CODE_MAX_WORDS", "DEFAULT_ID_EXAMPLES", "DEFAULT_ID_PATTERN", "Column", "FileLimits",
            "LIMITS", "MEMORY_LIMIT_ENV", "Reference", "Table", "TABLES", "TABLE_ORDER", "POLARS_TYPES",
-           "polars_schema", "table"]
+           "WHITESPACE", "polars_schema", "table"]
 
 # DuckDB types used by the contract. Ingest casts every column with TRY_CAST to
 # these, so a value that does not convert is caught per row, not per file.
@@ -122,6 +122,12 @@ class Table:
                 return c
         raise KeyError(f"table {self.name} has no column {name!r}")
 
+
+#: White space (Unicode's White_Space: space, tab, line breaks, no-break and other spaces), as
+#: polars' ``str.strip_chars()`` knows it: a cell of nothing else is missing, like an empty one, and
+#: white space around a value is not part of it (data files, registries).
+WHITESPACE = (" \t\n\r\x0b\x0c\x85\xa0\u1680\u2000\u2001\u2002\u2003\u2004\u2005\u2006\u2007\u2008\u2009"
+              "\u200a\u2028\u2029\u202f\u205f\u3000")
 
 #: The default shape of a pseudonymous id (``*_id`` columns; the whole id, surrounding spaces ignored):
 #: up to 3 capital letters (then optionally '-' or '_') and 1 to 7 digits, then up to 3 more parts of

@@ -56,8 +56,9 @@ def data_dictionary() -> str:
         "An export is one folder with one file per table, each `<table>.csv` (UTF-8, header row, comma-separated)",
         "or `<table>.parquet`. Dates are `YYYY-MM-DD`, timestamps `YYYY-MM-DD HH:MM[:SS]` (a `T` separator also",
         "works); dates may be shifted per patient (one consistent offset), nothing needs a real calendar date.",
-        "Booleans are `true`/`false` (also `t`/`f`, `1`/`0`, `yes`/`no`). Empty cells and cells of spaces are missing",
-        "values. Integers must be whole numbers (`3.0` is fine, `3.5` is not); numbers must be finite.",
+        "Booleans are `true`/`false` (also `t`/`f`, `1`/`0`, `yes`/`no`). Empty cells and cells of white space only",
+        "(spaces, tabs, line breaks, no-break spaces) are missing values, and white space around a value is not part",
+        "of it (`\tP1 ` is `P1`). Integers must be whole numbers (`3.0` is fine, `3.5` is not); numbers must be finite.",
         "",
         "Lines, rows and times:",
         "",
@@ -66,8 +67,8 @@ def data_dictionary() -> str:
         "  ones is refused (a lone CR there may be a line end or a stray character: rows would be split or joined",
         "  by guesswork); the error names the first line of each kind. A line break inside a quoted cell is part",
         "  of the cell;",
-        "- **blank rows**: a row with no value in any column (an empty line, a line of spaces or tabs, a line of",
-        "  nothing but commas; in Parquet a row of nulls) is not a row: it is skipped and counted in",
+        "- **blank rows**: a row with no value in any column (an empty line, a line of spaces, tabs or other white",
+        "  space, a line of nothing but commas; in Parquet a row of nulls) is not a row: it is skipped and counted in",
         "  `meta_batches.rows_blank`, not in rows read;",
         "- **row and line numbers**: `quarantine.row_number` counts the records after the header, blank ones",
         "  included, so row N is line N + 1 of the file in an editor and row N + 1 in a spreadsheet (the header",
@@ -125,7 +126,10 @@ def data_dictionary() -> str:
         "  already is skipped (the same folder loaded twice changes nothing); a file with the content of an",
         "  earlier, since superseded delivery is loaded again as a new batch and supersedes the later version:",
         "  to undo a correction, send the original file again (`meta_batches.redelivery_of` names the batch it",
-        "  repeats);",
+        "  repeats). `arms.csv` and `instruments.csv` are deliveries too, batches of their own loaded before the",
+        "  export's tables. A file whose content `rollback` removed is refused (the whole export, in one line naming",
+        "  it) until it is replaced by a corrected file or moved out of the folder, or loaded again on purpose with",
+        "  `ingest --reload-rolled-back`;",
         "- every load records a data-quality summary (table `dq_checks`: conformance, completeness,",
         "  plausibility; rows tested, failing, threshold, status), shown in the report;",
         "- the loaded data is then validated (Great Expectations): keys unique, required values present, values",
@@ -178,7 +182,10 @@ def data_dictionary() -> str:
         "Arms and instruments are data. The defaults below ship with the package",
         "(`src/ketaoutcomes/registries/arms.csv`, `instruments.csv`). To add an arm (ECT, TMS, another drug) or an",
         "instrument, or to change a threshold, put an `arms.csv` or `instruments.csv` with the same columns in the",
-        "export folder: its rows are added, and a row with an existing key replaces the default.",
+        "export folder: its rows are added, and a row with an existing key replaces the default. Registry files are",
+        "read as the tables are (white space only is missing; an error names the file, row, column and what to fix,",
+        "never a value) and loaded as batches: the registries in force are the defaults with each code's row of the",
+        "latest file that carried it, and `rollback` to before a file restores those in force before it.",
         "",
         "### arms",
         "",
@@ -307,10 +314,14 @@ ORDER BY study, step, arm"""),
 
 #: The warehouse's tables that have no contract here (the loads, validation and registries), in words.
 _OTHER_TABLES = (
-    ("meta_batches", "One row per file loaded (a batch): batch_id, load_seq, table_name, source_file, file_sha256, "
+    ("meta_batches", "One row per file loaded (a batch): batch_id, load_seq, table_name (the table, or `arms` / "
+                     "`instruments` for a registry file), source_file, file_sha256, "
                      "rows_read, rows_loaded, rows_quarantined, ignored_columns, loaded_at (UTC), notes, rows_blank "
                      "(blank rows skipped, not in rows_read), redelivery_of (the earlier batch whose content a "
                      "re-delivery repeats)"),
+    ("meta_rolled_back", "One row per batch a rollback removed: file_sha256 (its content, refused by a later ingest), "
+                         "batch_id, table_name, source_file, rolled_back_at (UTC), rollback_target, reloaded_as (the "
+                         "batch that loaded it again with `ingest --reload-rolled-back`; null: still refused)"),
     ("quarantine", "One row per input row (and broken rule) kept out of `raw_<table>`: batch_id, table_name, "
                    "source_file, row_number (1-based data row, blank rows counted), column_name, rule, reason "
                    "(never the cell's value), line_number (line of the CSV file where the row starts)"),
@@ -322,8 +333,14 @@ _OTHER_TABLES = (
                    "runs (a run identical to the row's adds 1 here instead of a row; started_at is the latest's), "
                    "first_started_at, seq (order of the steps' latest runs)"),
     ("validation_results", "One row per expectation and validation run (Great Expectations)"),
-    ("ref_arms", "The arm registry in force: arm, label, route, drug_class, is_ketamine, session_based, dose ranges"),
-    ("ref_instruments", "The instrument registry in force: ranges and response, remission and relapse thresholds"),
+    ("ref_arms", "The arm registry in force: arm, label, route, drug_class, is_ketamine, session_based, dose ranges; "
+                 "rebuilt from the shipped defaults and raw_arms (each arm's row of the latest batch in force)"),
+    ("ref_instruments", "The instrument registry in force: ranges and response, remission and relapse thresholds; "
+                        "rebuilt from the shipped defaults and raw_instruments"),
+    ("raw_arms", "The rows of every arms.csv loaded, with _batch_id, _row_number, _load_seq; rows with no batch "
+                 "(_load_seq 0) are those a warehouse written before registries were kept per batch had in force "
+                 "beyond the defaults, kept under every rollback"),
+    ("raw_instruments", "The rows of every instruments.csv loaded, as raw_arms"),
     ("raw_<table>", "Every row that loaded, from every batch, typed as the import format says "
                     "([import-format.md](import-format.md)), with _batch_id, _row_number, _load_seq"),
     ("stg_<table>", "The current version of each record (the latest batch that carried its key), with _batch_id, "

@@ -25,7 +25,7 @@ import json
 import subprocess
 import time
 from collections.abc import Callable, Collection
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -60,6 +60,7 @@ __all__ = [
     "default_export_dir",
     "synthetic_export_dir",
     "SimulationRefused",
+    "check_cohort_fits",
     "default_reports_dir",
     "code_version",
     "announced",
@@ -241,18 +242,11 @@ def simulate_step(sim: SimulationSettings, out_dir: Path, *, progress: Progress 
 # ingest
 # ---------------------------------------------------------------------------
 
-def _load_verb(f) -> str:
-    if f.skipped:
-        return "already loaded (the table's latest delivery), skipped"
-    if f.redelivery_of:
-        return (f"loaded again: the content of earlier batch {f.redelivery_of}, delivered again, "
-                "supersedes the later version(s) of its rows")
-    return "loaded"
-
-
-def ingest_step(db: Path, export_dir: Path, *, progress: Progress | None = None) -> StepOutcome:
+def ingest_step(db: Path, export_dir: Path, *, progress: Progress | None = None,
+                reload_rolled_back: bool = False) -> StepOutcome:
     """Load an export folder; a file that is its table's latest delivery already (same content
-    hash) is skipped, an earlier version delivered again is loaded again and supersedes.
+    hash) is skipped, an earlier version delivered again is loaded again and supersedes. A file
+    whose content a rollback removed refuses the export unless ``reload_rolled_back``.
 
     The folder is checked before the writer lock is taken: every file a regular file (a FIFO named
     like a table must not keep the lock forever), no misnamed file, a memory limit that parses; into
@@ -264,23 +258,15 @@ def ingest_step(db: Path, export_dir: Path, *, progress: Progress | None = None)
         find_export_files(export_dir)
     started, t0 = _wall_clock(), time.perf_counter()
     with write_session(db) as con:
-        summary = ingest_export(con, export_dir, loaded_at=started, progress=progress)
+        summary = ingest_export(con, export_dir, loaded_at=started, progress=progress,
+                                reload_rolled_back=reload_rolled_back)
         fp = data_fingerprint(con)
         details = {"export_dir": summary.export_dir, "files": summary.frame().to_dicts(),
+                   "registries": [asdict(f) for f in summary.registries],
                    "ignored_files": list(summary.ignored_files), "data_fingerprint": fp,
                    "batches": batches_in_force(con)}
         _record_step(con, "ingest", _hash("ingest", fp), fp, "ok", started, time.perf_counter() - t0, details)
-    lines = [
-        f"{Path(f.source_file).name}: {_load_verb(f)} "
-        f"({f.rows_read:,} read = {f.rows_loaded:,} loaded + {f.rows_quarantined:,} quarantined)"
-        + (f"; {f.rows_blank:,} blank row(s) skipped" if f.rows_blank and not f.skipped else "")
-        + (f"; ignored columns: {', '.join(f.ignored_columns)}" if f.ignored_columns else "")
-        + (f"; {f.notes}" if f.notes and not f.skipped else "")
-        for f in summary.files
-    ]
-    if summary.ignored_files:
-        lines.append(f"files not in the import format, ignored: {', '.join(summary.ignored_files)}")
-    return StepOutcome("ingest", summary.changed, "\n".join(lines), details)
+    return StepOutcome("ingest", summary.changed, "\n".join(summary.lines()), details)
 
 
 # ---------------------------------------------------------------------------
@@ -390,7 +376,8 @@ def output_contracts() -> dict[str, TableContract]:
     return {**CONTRACTS, RESULTS_RUNS.name: RESULTS_RUNS}
 
 
-def analyze_step(db: Path, study: StudySettings, *, force: bool = True) -> StepOutcome:
+def analyze_step(db: Path, study: StudySettings, *, force: bool = True,
+                 snapshot: list[duckdb.DuckDBPyConnection] | None = None) -> StepOutcome:
     """Derive ADSL/ADTTE, fit KM, log-rank and Cox models, store everything with its provenance.
 
     One analysis sees one snapshot from start to end: the validation status it checks, and the
@@ -405,11 +392,16 @@ def analyze_step(db: Path, study: StudySettings, *, force: bool = True) -> StepO
         no analysis is run.
     AnalysisNotReady
         The data failed its validation earlier; nothing is published.
+
+    ``snapshot``: a list that gets a read-only connection to the snapshot this step publishes (its
+    analysis and the data it analysed, whatever is published after it), for the report to render
+    exactly that (:func:`run_report`); the caller closes it.
     """
     from ketaoutcomes.validate import ValidationFailed
 
     failed = None
-    with write_session(db, create=False) as con:
+    keep = None if snapshot is None else (lambda staging: snapshot.append(read_connection(staging)))
+    with write_session(db, create=False, on_publish=keep) as con:
         _require_data(con, db)
         fp_data = data_fingerprint(con)
         status = _validation_status(con, fp_data)
@@ -510,11 +502,12 @@ def rollback_step(db: Path, target: str, *, dry_run: bool = False) -> StepOutcom
     started, t0 = _wall_clock(), time.perf_counter()
     with write_session(db, create=False) as con:
         plan = plan_rollback(con, target)
-        apply_rollback(con, plan)
+        apply_rollback(con, plan, at=started)
         fp = data_fingerprint(con)
         details = {"target": target, "description": plan.description,
                    "batches_removed": plan.batches["batch_id"].to_list(), "runs_removed": plan.runs["run_id"].to_list(),
                    "validations_removed": list(plan.validations), "rows": plan.rows.to_dicts(),
+                   "registries": list(plan.registries),
                    "data_fingerprint": fp, "batches": batches_in_force(con)}
         _record_step(con, "rollback", _hash("rollback", target, fp), fp, "ok", started, time.perf_counter() - t0,
                      details)
@@ -590,29 +583,39 @@ def _preflight(db: Path, study: StudySettings, export_dir: Path | None) -> None:
 # render
 # ---------------------------------------------------------------------------
 
-def _latest_run(con, study: StudySettings) -> dict:
-    runs = fetch(con, "SELECT * FROM results_runs WHERE settings_id = ? AND data_fingerprint = ? "
-                      "ORDER BY started_at DESC LIMIT 1", [study.settings_id, data_fingerprint(con)]) \
-        if table_exists(con, "results_runs") else pl.DataFrame()
+def _latest_run(con, study: StudySettings, run_id: str | None = None) -> dict:
+    """Analysis ``run_id``, else the latest analysis of the data in force with ``study``'s settings."""
+    if not table_exists(con, "results_runs"):
+        runs = pl.DataFrame()
+    elif run_id is not None:
+        runs = fetch(con, "SELECT * FROM results_runs WHERE run_id = ?", [run_id])
+    else:
+        runs = fetch(con, "SELECT * FROM results_runs WHERE settings_id = ? AND data_fingerprint = ? "
+                          "ORDER BY started_at DESC LIMIT 1", [study.settings_id, data_fingerprint(con)])
     if runs.is_empty():
         raise AnalysisNotReady(
-            f"no analysis of the current data with study settings {study.settings_id}; "
-            "run `python -m ketaoutcomes analyze` (or `report`, which runs what is missing)"
-        )
+            f"no analysis of the current data with study settings {study.settings_id}; run `python -m ketaoutcomes "
+            "analyze` (or `report`, which runs what is missing)" if run_id is None else f"no analysis {run_id} in the "
+            "warehouse (rolled back?); run `python -m ketaoutcomes report` again")
     return runs.row(0, named=True)
 
 
-def render_step(db: Path, study: StudySettings, reports_dir: Path, *, truth_path: Path | None = None) -> StepOutcome:
-    """Render the HTML report of the latest analysis of the current data (read-only)."""
+def render_step(db: Path, study: StudySettings, reports_dir: Path, *, truth_path: Path | None = None,
+                run_id: str | None = None, snapshot: duckdb.DuckDBPyConnection | None = None) -> StepOutcome:
+    """Render the HTML report (read-only) of the latest analysis of the current data, or of analysis
+    ``run_id``; read from ``snapshot`` (a read-only connection, left open) when given, else from the
+    snapshot published now. :func:`run_report` passes the snapshot its analysis published, so an
+    ingest published in between changes nothing of the report."""
     from ketaoutcomes.report import load_report_data, render_report  # matplotlib: imported when needed
 
     reports_dir = Path(reports_dir)
-    con = read_connection(db)
+    con = snapshot if snapshot is not None else read_connection(db)
     try:
-        rid = _latest_run(con, study)["run_id"]
+        rid = _latest_run(con, study, run_id)["run_id"]
         data = load_report_data(con, study, rid, warehouse=db, truth_path=truth_path)
     finally:
-        con.close()
+        if snapshot is None:
+            con.close()
     reports_dir.mkdir(parents=True, exist_ok=True)
     out = reports_dir / f"ketaoutcomes-{study.name}.html"
     render_report(data, out)
@@ -645,6 +648,26 @@ def _has_batches(db: Path) -> bool:
         return table_exists(con, "meta_batches") and con.execute("SELECT count(*) FROM meta_batches").fetchone()[0] > 0
     finally:
         con.close()
+
+
+def check_cohort_fits(db: Path, folder: Path) -> None:
+    """Refuse (:class:`SimulationRefused`, one line) a synthetic cohort asked for by its settings
+    (``report --patients/--seed``, the parent flow's ``n_patients``/``seed``), to be simulated into
+    ``folder``, for a warehouse ``db`` holding other data than that cohort: it would be ignored (report
+    analyses the data there) or loaded on top of that data."""
+    if not _has_batches(db):
+        return
+    con = read_connection(db)
+    try:
+        folders = {str(Path(f).parent) for f in fetch(con, "SELECT source_file FROM meta_batches")["source_file"]}
+    finally:
+        con.close()
+    if folders != {str(Path(folder).resolve())}:
+        raise SimulationRefused(
+            f"the warehouse {db} already holds data (from {', '.join(sorted(folders))}), so a synthetic cohort of "
+            "other settings is not simulated into it (report would analyse that data instead); for a fresh cohort "
+            "use a warehouse of its own: `python -m ketaoutcomes simulate --patients N --seed S`, then `python -m "
+            "ketaoutcomes report --export <the folder it prints> --db <a new .duckdb file>`")
 
 
 #: Every step, in the only order they run.
@@ -721,18 +744,26 @@ def run_report(
     plan = plan_run(db, export_dir=export_dir, sim=sim, through=through, embedded_default=embedded_default)
     if "analyze" in plan.steps:
         _preflight(db, study, plan.export_dir)
+    # The analysis's own snapshot: render reads what analyze published, not what is published by then.
+    snapshot: list[duckdb.DuckDBPyConnection] = []
+    outcomes: list[StepOutcome] = []
     actions: dict[str, Callable[[], StepOutcome]] = {
         "simulate": lambda: simulate_step(plan.sim, plan.export_dir, progress=progress),
         "ingest": lambda: ingest_step(db, plan.export_dir, progress=progress),
         "validate": lambda: validate_step(db, force="validate" in force),
-        "analyze": lambda: analyze_step(db, study, force="analyze" in force),
-        "render": lambda: render_step(db, study, reports_dir or default_reports_dir()),
+        "analyze": lambda: analyze_step(db, study, force="analyze" in force, snapshot=snapshot),
+        "render": lambda: render_step(db, study, reports_dir or default_reports_dir(),
+                                      run_id=outcomes[-1].details.get("run_id") if snapshot else None,
+                                      snapshot=snapshot[-1] if snapshot else None),
     }
-    outcomes: list[StepOutcome] = []
-    for step in plan.steps:
-        with announced(progress, ANNOUNCE[step]) if step in ANNOUNCE else contextlib.nullcontext():
-            outcome = actions[step]()
-        outcomes.append(outcome)
-        if on_step:
-            on_step(outcome)
+    try:
+        for step in plan.steps:
+            with announced(progress, ANNOUNCE[step]) if step in ANNOUNCE else contextlib.nullcontext():
+                outcome = actions[step]()
+            outcomes.append(outcome)
+            if on_step:
+                on_step(outcome)
+    finally:
+        for con in snapshot:
+            con.close()
     return outcomes

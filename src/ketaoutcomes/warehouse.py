@@ -39,6 +39,7 @@ import polars as pl
 
 from ketaoutcomes.contract import TABLES
 from ketaoutcomes.failpoints import failpoint
+from ketaoutcomes.registries.history import ensure_history
 from ketaoutcomes.snapshots import (
     DiskFull,
     WarehouseBusy,
@@ -124,7 +125,8 @@ def _discard(staging: Path) -> None:
 
 @contextlib.contextmanager
 def write_session(path: Path, *, lock_timeout: float = WRITER_LOCK_TIMEOUT_S, create: bool = True,
-                  notice: Callable[[str], None] | None = None) -> Iterator[duckdb.DuckDBPyConnection]:
+                  notice: Callable[[str], None] | None = None,
+                  on_publish: Callable[[Path], None] | None = None) -> Iterator[duckdb.DuckDBPyConnection]:
     """A read-write connection to a private copy of the warehouse, published
     atomically when the block exits without an exception (and discarded if it
     raises).
@@ -142,6 +144,11 @@ def write_session(path: Path, *, lock_timeout: float = WRITER_LOCK_TIMEOUT_S, cr
     notice : callable, optional
         Where a one-line notice goes (default: stderr): that this writer waits for another
         one's lock, or that the published file's group could not be kept.
+    on_publish : callable, optional
+        Called with the finished staging file just before it is published (renamed onto
+        ``path``): a :func:`read_connection` opened on it there keeps reading exactly this
+        snapshot, whatever is published after it (the caller closes it, also when the publish
+        then fails).
 
     Raises
     ------
@@ -198,6 +205,8 @@ def write_session(path: Path, *, lock_timeout: float = WRITER_LOCK_TIMEOUT_S, cr
                     f"{path} was replaced while this run worked on its copy (another writer published: was "
                     f"{lock_path(path)} deleted?); nothing was published, so that writer's work is kept: run this "
                     "again")
+            if on_publish is not None:
+                on_publish(staging)
             os.replace(staging, path)
         except BaseException as exc:
             _discard(staging)
@@ -504,6 +513,16 @@ _META_DDL = [
         first_started_at TIMESTAMP,     -- start of the first of them
         seq BIGINT                      -- order of the steps' latest runs (1, 2, ...)
     )""",
+    # Content that a rollback removed: ingest refuses a file with it again unless told to load it.
+    """CREATE TABLE IF NOT EXISTS meta_rolled_back (
+        file_sha256 VARCHAR NOT NULL,   -- the content removed
+        batch_id VARCHAR NOT NULL,      -- the batch that had loaded it
+        table_name VARCHAR NOT NULL,
+        source_file VARCHAR NOT NULL,
+        rolled_back_at TIMESTAMP NOT NULL,
+        rollback_target VARCHAR NOT NULL,  -- the batch or step the rollback went back to before
+        reloaded_as VARCHAR             -- the batch that loaded it again (ingest --reload-rolled-back)
+    )""",
 ]
 
 #: Columns added to a table after its first version: (table, column, type), added by
@@ -537,6 +556,7 @@ def ensure_schema(con: duckdb.DuckDBPyConnection) -> None:
         con.execute(f'ALTER TABLE {table} ADD COLUMN IF NOT EXISTS "{column}" {dtype}')
     for t in TABLES:
         con.execute(_raw_ddl(t))
+    ensure_history(con)  # raw_arms / raw_instruments; a warehouse without them keeps its registries as the base
 
 
 # ---------------------------------------------------------------------------

@@ -339,3 +339,52 @@ def test_parent_flow_simulates_beside_the_named_warehouse(prefect_harness, fresh
     folder = fresh_home / "scratch" / "x.duckdb.synthetic" / f"n500-seed7-{sim.settings_id}"
     assert calls[:2] == [("simulate", sim, folder), ("ingest", db, folder)]
     assert not (fresh_home / "data").exists()
+
+
+@pytest.mark.slow
+def test_nightly_ingest_refuses_the_files_a_rollback_removed_and_loads_a_corrected_one(prefect_harness, tmp_path):
+    """After `rollback`, the nightly export folder still holds the removed files: the nightly run used to
+    load them back (the rollback only warned). It fails, naming them and the rollback, and loads nothing;
+    a corrected file (other content) loads as ever."""
+    import hashlib
+
+    from ketaoutcomes.pipeline import ingest_step, rollback_step
+    from tests.conftest import TINY, query_db, write_export
+
+    db = tmp_path / "w.duckdb"
+    ingest_step(db, write_export(tmp_path / "first"))
+    latest = write_export(tmp_path / "latest", {"patients.csv": TINY["patients.csv"].replace("P2,A,M,52,", "P2,A,M,53,")})
+    state = fp.ingest_flow(export_dir=str(latest), db=str(db), return_state=True)
+    assert state.is_completed(), state.message
+    batch = query_db(db, "SELECT batch_id FROM meta_batches ORDER BY load_seq DESC LIMIT 1")["batch_id"].item()
+    rollback_step(db, batch)
+    digest = hashlib.sha256(db.read_bytes()).hexdigest()
+
+    state = fp.ingest_flow(export_dir=str(latest), db=str(db), return_state=True)
+    assert state.is_failed()
+    assert f"patients.csv (the content of batch {batch}, rolled back on" in state.message
+    assert "--reload-rolled-back" in state.message and "nothing was loaded" in state.message
+    assert hashlib.sha256(db.read_bytes()).hexdigest() == digest
+    parent, _, tasks, _ = _runs(state.state_details.flow_run_id)
+    by_task = {t.name.rsplit("-", 1)[0]: t for t in tasks}
+    assert by_task["ingest"].state.type.value == "FAILED" and by_task["ingest"].run_count == 1  # not retried
+
+    (latest / "patients.csv").write_text(TINY["patients.csv"].replace("P2,A,M,52,", "P2,A,M,54,"))
+    state = fp.ingest_flow(export_dir=str(latest), db=str(db), return_state=True)
+    assert state.is_completed(), state.message
+    assert query_db(db, "SELECT age_at_index FROM stg_patients WHERE patient_id = 'P2'")["age_at_index"].item() == 54
+
+
+@pytest.mark.slow
+def test_parent_flow_refuses_a_cohort_for_a_warehouse_holding_other_data(prefect_harness, fresh_home, monkeypatch):
+    """`n_patients`/`seed` given for a warehouse that holds a clinic's data used to load the synthetic
+    cohort on top of it; the flow fails before any step, naming the warehouse."""
+    from ketaoutcomes.pipeline import ingest_step
+    from tests.conftest import write_export
+
+    db = fresh_home / "w.duckdb"
+    ingest_step(db, write_export(fresh_home / "clinic"))
+    calls = _recorded_steps(monkeypatch)
+    state = fp.ketaoutcomes_pipeline(db=str(db), n_patients=500, seed=7, return_state=True)
+    assert state.is_failed() and f"the warehouse {db} already holds data" in state.message
+    assert calls == []

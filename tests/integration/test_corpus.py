@@ -43,7 +43,7 @@ ADVERSARIAL = Path(__file__).resolve().parents[1] / "adversarial"
 ROOTS = (CORPUS, ADVERSARIAL)
 WHEN = dt.datetime(2026, 1, 1)
 KINDS = ("file_error", "phi", "load")
-CASE_KEYS = {"description", "base", "remove", "prior", "expect", "secrets", "make"}
+CASE_KEYS = {"description", "base", "remove", "prior", "expect", "secrets", "make", "rollback"}
 MAKE_KINDS = {"fifo", "directory", "dangling_symlink", "symlink", "append_lines", "gzip",
               "socket", "symlink_loop", "symlink_to", "symlink_inside", "compressed", "zstd_bomb", "columns",
               "long_value", "parquet"}
@@ -314,9 +314,18 @@ def load_prior(name: str, db: Path, tmp: Path) -> None:
     """The warehouse ``db`` as it is after the case's prior delivery (the clean TINY export if it
     names none). Loading TINY is done once and the warehouse file copied: it is the same every time."""
     priors = _priors(name)
-    if priors != ["tiny"]:
-        for i, sub in enumerate(priors):
-            ingest(db, write_export(tmp / f"prior{i}") if sub == "tiny" else build_prior(name, tmp / f"prior{i}", sub))
+    if priors != ["tiny"] or "rollback" in CASES[name]:
+        loads = [ingest(db, write_export(tmp / f"prior{i}") if sub == "tiny" else build_prior(name, tmp / f"prior{i}", sub))
+                 for i, sub in enumerate(priors)]
+        if "rollback" in CASES[name]:  # `rollback` to before the first batch of that prior delivery
+            from ketaoutcomes.ingest.rollback import apply_rollback, plan_rollback
+
+            mine = [f.batch_id for f in (*loads[CASES[name]["rollback"]].files, *loads[CASES[name]["rollback"]].registries)
+                    if not f.skipped]
+            with write_session(db) as con:
+                first = fetch(con, "SELECT batch_id FROM meta_batches WHERE list_contains(?, batch_id) ORDER BY "
+                                   "load_seq LIMIT 1", [mine])["batch_id"].item()
+                apply_rollback(con, plan_rollback(con, first), at=WHEN)
         return
     if not _CLEAN:
         ingest(tmp / "clean.duckdb", write_export(tmp / "clean"))
@@ -366,6 +375,8 @@ def test_corpus_is_large_well_formed_and_small():
             assert fname in TINY, (name, fname)
         for prior in _priors(name) if "prior" in spec else []:
             assert prior == "tiny" or (CASE_DIRS[name] / prior).is_dir(), name
+        if "rollback" in spec:  # the index of a prior delivery, rolled back before the case's export
+            assert "prior" in spec and spec["rollback"] in range(len(_priors(name))), name
         assert all(isinstance(x, str) and len(x) >= 4 for x in spec.get("secrets", [])), name
         for item in spec.get("make", []):
             assert item.get("kind") in MAKE_KINDS and item.get("file"), (name, item)
@@ -428,13 +439,15 @@ def _check_error(name: str, exc: BaseException) -> str:
 def test_error_case_names_the_file_and_writes_nothing(name, tmp_path):
     folder = build_export(name, tmp_path / "export")
 
-    # Into a new warehouse: the error, and no warehouse file appears.
-    fresh = tmp_path / "fresh" / "w.duckdb"
-    with pytest.raises(Exception) as info:
-        ingest(fresh, folder)
-    _check_error(name, info.value)
-    assert not fresh.exists()
-    _no_staging_left(fresh.parent)
+    # Into a new warehouse: the error, and no warehouse file appears (content refused because a
+    # rollback removed it is refused only where a rollback did).
+    if "rollback" not in CASES[name]:
+        fresh = tmp_path / "fresh" / "w.duckdb"
+        with pytest.raises(Exception) as info:
+            ingest(fresh, folder)
+        _check_error(name, info.value)
+        assert not fresh.exists()
+        _no_staging_left(fresh.parent)
 
     # Into a warehouse that holds a delivery already: the same error, not one byte changed.
     db = tmp_path / "w.duckdb"
@@ -581,6 +594,9 @@ def test_cli_ingest_and_validate_never_print_or_store_a_planted_identifier(name,
     folder = build_export(name, tmp_path / "export")
     db = tmp_path / "w.duckdb"
     secrets = _secrets(name)
+    if "rollback" in CASES[name]:  # the history the case is about: its priors, then the rollback
+        load_prior(name, db, tmp_path)
+    before = file_sha(db) if db.exists() else None
     res = CliRunner().invoke(app, ["ingest", str(folder), "--db", str(db)])
     kind = CASES[name]["expect"]["kind"]
     assert res.exit_code == (0 if kind == "load" else 1), res.output
@@ -590,7 +606,7 @@ def test_cli_ingest_and_validate_never_print_or_store_a_planted_identifier(name,
     if kind != "load":
         lines = [line for line in res.stderr.splitlines() if line.strip()]
         assert len(lines) == 1 and lines[0].startswith("error:"), res.stderr
-        assert not db.exists()
+        assert (file_sha(db) if db.exists() else None) == before  # nothing created or changed
     elif secrets:
         res2 = CliRunner().invoke(app, ["validate", "--db", str(db)])
         assert "Traceback" not in res2.output and isinstance(res2.exception, (SystemExit, type(None)))

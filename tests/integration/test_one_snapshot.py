@@ -89,3 +89,37 @@ def test_a_failing_delivery_published_in_between_is_a_validation_failure_not_not
     assert query_db(db, "SELECT count(*) n FROM meta_steps WHERE step = 'analyze'")["n"][0] == 0
     failed = query_db(db, "SELECT count(*) n FROM meta_steps WHERE step = 'validate' AND status = 'failed'")
     assert failed["n"][0] == 1  # the failed validation is published, for the operator to read
+
+
+def test_report_renders_the_snapshot_its_analysis_published_whatever_is_published_after_it(db, deliveries,
+                                                                                          monkeypatch):
+    """`report` analysed, then read the snapshot published by the time it rendered: an ingest
+    published in between made it fail with "no analysis of the current data" (and a report read
+    from that snapshot would mix the analysed data's results with newer batches). It renders the
+    snapshot its analysis published: that analysis, and the batches it analysed."""
+    import ketaoutcomes.report as report_module
+
+    analyze, render = pipeline.analyze_step, report_module.render_report
+    seen = {}
+
+    def analyze_then_ingest(*args, **kwargs):
+        outcome = analyze(*args, **kwargs)
+        seen["run_id"] = outcome.details["run_id"]
+        pipeline.ingest_step(db, deliveries["v2"])  # published between the analysis and the report
+        return outcome
+
+    def capture(data, out):
+        seen["data"] = data
+        return render(data, out)
+
+    monkeypatch.setattr(pipeline, "analyze_step", analyze_then_ingest)
+    monkeypatch.setattr(report_module, "render_report", capture)
+    res = runner.invoke(app, ["report", "--db", str(db), "--out", str(db.parent / "reports")])
+    assert res.exit_code == 0, res.output
+    assert "no analysis of the current data" not in res.output
+    settings = (db.parent / "reports" / "ketaoutcomes-default.settings.json").read_text()
+    assert f'"run_id": "{seen["run_id"]}"' in settings
+    now = query_db(db, "SELECT batch_id FROM meta_batches ORDER BY load_seq")["batch_id"].to_list()
+    assert len(now) == 6  # v2 was published ...
+    shown = seen["data"].batches["batch_id"].to_list()
+    assert shown == now[:5] and seen["data"].provenance["batches"].split(",") == now[:5]  # ... and is not in the report

@@ -8,7 +8,6 @@ next runs do (up to date on the restored data, recomputed on data loaded again).
 from __future__ import annotations
 
 import hashlib
-import shutil
 from pathlib import Path
 
 import polars as pl
@@ -20,7 +19,7 @@ from ketaoutcomes.cli import app
 from ketaoutcomes.contract import TABLE_ORDER
 from ketaoutcomes.pipeline import analyze_step, ingest_step, validate_step
 from ketaoutcomes.settings import StudySettings
-from tests.conftest import TINY, query_db, write_export
+from tests.conftest import TINY, copy_warehouse, query_db, write_export
 
 runner = CliRunner()
 
@@ -64,10 +63,7 @@ def built(tmp_path_factory) -> dict:
 
 @pytest.fixture
 def history(built, tmp_path) -> dict:
-    copy = tmp_path / "wh" / "w.duckdb"
-    copy.parent.mkdir()
-    shutil.copyfile(built["db"], copy)
-    return {**built, "db": copy}
+    return {**built, "db": copy_warehouse(built["db"], tmp_path)}
 
 
 def ingest_run_id(db: Path, batch_id: str) -> str:
@@ -116,8 +112,9 @@ def test_rollback_after_a_correction_restores_the_earlier_staging_exactly(histor
     assert not validate_step(db, force=False).ran
     again = analyze_step(db, history["study"], force=False)
     assert not again.ran and again.details["run_id"] == history["run_a"]
-    # the correction loaded again is new data again: loaded, validated, analysed anew
-    assert ingest_step(db, history["v2"]).ran
+    # the correction loaded again (on purpose: its content was rolled back) is new data again: loaded,
+    # validated, analysed anew
+    assert ingest_step(db, history["v2"], reload_rolled_back=True).ran
     assert validate_step(db, force=False).ran
     assert analyze_step(db, history["study"], force=False).ran
 

@@ -68,6 +68,35 @@ def test_report_with_other_settings_leaves_the_default_cohorts_export_alone(home
     folder = home / "data" / "synthetic" / f"n200-seed7-{SimulationSettings(n_patients=200, seed=7).settings_id}"
     sources = query_db(home / "data" / "warehouse" / "ketaoutcomes.duckdb", "SELECT source_file FROM meta_batches")
     assert {Path(f).parent for f in sources["source_file"]} == {folder}
+    # the same command again: the warehouse holds that very cohort, so the options fit it
+    again = runner.invoke(app, ["report", "--patients", "200", "--seed", "7"])
+    assert again.exit_code == 0, again.output
+
+
+@pytest.mark.parametrize("options", [["--patients", "500", "--seed", "7"], ["--seed", "3"], ["--patients", "2000"]])
+def test_report_cohort_options_on_a_warehouse_holding_other_data_are_an_error_not_ignored(home, options):
+    """`report --patients/--seed` on a warehouse that holds data used to report that data, exit 0,
+    the options silently ignored (the analyst believed it was the cohort asked for)."""
+    from ketaoutcomes.pipeline import ingest_step
+
+    db = home / "data" / "warehouse" / "ketaoutcomes.duckdb"
+    clinic = write_export(home / "clinic")
+    ingest_step(db, clinic)
+    before = hashlib.sha256(db.read_bytes()).hexdigest()
+    res = runner.invoke(app, ["report", *options])
+    assert res.exit_code == 1 and "Traceback" not in res.output
+    (line,) = res.stderr.strip().splitlines()
+    assert line.startswith(f"error: the warehouse {db} already holds data (from {clinic}), so a synthetic cohort")
+    assert "`python -m ketaoutcomes simulate --patients N --seed S`" in line and "--db <a new .duckdb file>" in line
+    assert hashlib.sha256(db.read_bytes()).hexdigest() == before
+    assert sorted(p.name for p in (home / "data" / "synthetic").iterdir()) == ["default"]  # nothing simulated
+    assert not (home / "reports").exists()
+
+
+def test_report_cohort_options_with_an_export_are_a_usage_error(home):
+    res = runner.invoke(app, ["report", "--patients", "500", "--export", str(write_export(home / "clinic"))])
+    assert res.exit_code == 2 and "--patients/--seed choose a synthetic cohort; --export loads" in res.output
+    assert not (home / "data" / "warehouse").exists()
 
 
 def test_simulate_without_out_leaves_the_default_cohorts_export_alone(home):

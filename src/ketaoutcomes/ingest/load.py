@@ -8,8 +8,13 @@ Tables written (see dags.md):
   the latest batch that carried that key (a corrected re-delivery supersedes the
   earlier version; the earlier batch stays in ``raw_`` and ``meta_batches``).
 * ``quarantine``: one row per problem (file, row number, column, rule, reason).
-* ``meta_batches``: one row per file loaded (hash, rows read/loaded/quarantined).
-* ``ref_arms``, ``ref_instruments``: the registries in force.
+* ``meta_batches``: one row per file loaded (hash, rows read/loaded/quarantined), registry files
+  (``arms.csv``, ``instruments.csv``) included.
+* ``raw_arms``, ``raw_instruments``: the rows of every registry file loaded, by batch;
+  ``ref_arms``, ``ref_instruments``: the registries in force, rebuilt from them
+  (:mod:`ketaoutcomes.registries.history`).
+* ``meta_rolled_back`` is read: content a rollback removed is refused
+  (:mod:`ketaoutcomes.ingest.deliveries`).
 """
 
 from __future__ import annotations
@@ -20,14 +25,20 @@ import hashlib
 import io
 import re
 from collections.abc import Callable, Collection
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import duckdb
 import polars as pl
 
-from ketaoutcomes.contract import TABLE_ORDER, TABLES, Column, polars_schema
+from ketaoutcomes.contract import TABLE_ORDER, TABLES, WHITESPACE, Column, polars_schema
 from ketaoutcomes.failpoints import failpoint
+from ketaoutcomes.ingest.deliveries import (
+    check_rolled_back,
+    mark_reloaded,
+    new_batch_id,
+    registry_deliveries,
+)
 from ketaoutcomes.ingest.errors import IngestError
 from ketaoutcomes.ingest.limits import (
     MemoryBudget,
@@ -68,6 +79,7 @@ from ketaoutcomes.ingest.text import (
     with_line_numbers,
 )
 from ketaoutcomes.registries import Registries, load_registries
+from ketaoutcomes.registries.history import append_registry_batch, rebuild_registries
 from ketaoutcomes.suggest import closest
 from ketaoutcomes.warehouse import append_frame, fetch, replace_table, table_exists
 
@@ -106,6 +118,7 @@ class FileLoad:
     notes: str | None = None  # e.g. ages over 89 stored as 90
     rows_blank: int = 0  # blank rows skipped (not rows: not in rows_read)
     redelivery_of: str | None = None  # the earlier batch with the same content, when this file re-delivers it
+    reloaded: str | None = None  # the rolled-back batch whose content this file loads again (--reload-rolled-back)
 
 
 @dataclass(frozen=True)
@@ -113,13 +126,39 @@ class IngestSummary:
     export_dir: str
     files: tuple[FileLoad, ...]
     ignored_files: tuple[str, ...]
+    #: The registry files (arms.csv, instruments.csv), each a batch of its own; ``table`` is the registry.
+    registries: tuple[FileLoad, ...] = ()
 
     def frame(self) -> pl.DataFrame:
         return pl.DataFrame([{**asdict(f), "ignored_columns": ", ".join(f.ignored_columns)} for f in self.files])
 
     @property
     def changed(self) -> bool:
-        return any(not f.skipped for f in self.files)
+        return any(not f.skipped for f in (*self.files, *self.registries))
+
+    def lines(self) -> list[str]:
+        """What was loaded, for a person: one line per file (rows read = loaded + quarantined)."""
+        out = [f"{Path(f.source_file).name}: {_verb(f)} "
+               f"({f.rows_read:,} read = {f.rows_loaded:,} loaded + {f.rows_quarantined:,} quarantined)"
+               + (f"; {f.rows_blank:,} blank row(s) skipped" if f.rows_blank and not f.skipped else "")
+               + (f"; ignored columns: {', '.join(f.ignored_columns)}" if f.ignored_columns else "")
+               + (f"; {f.notes}" if f.notes and not f.skipped else "") for f in self.files]
+        out += [f"{Path(f.source_file).name}: {_verb(f).replace('table', 'registry')} ({f.rows_read:,} row(s) of the "
+                f"{f.table} registry)" for f in self.registries]
+        if self.ignored_files:
+            out.append(f"files not in the import format, ignored: {', '.join(self.ignored_files)}")
+        return out
+
+
+def _verb(f: FileLoad) -> str:
+    if f.skipped:
+        return "already loaded (the table's latest delivery), skipped"
+    if f.reloaded:
+        return f"loaded again on purpose (--reload-rolled-back): its content had been rolled back (batch {f.reloaded})"
+    if f.redelivery_of:
+        return (f"loaded again: the content of earlier batch {f.redelivery_of}, delivered again, "
+                "supersedes the later version(s) of its rows")
+    return "loaded"
 
 
 #: Files of an export folder that are read but are not tables (and the simulator's truth).
@@ -358,14 +397,21 @@ def read_table_file(path: Path, table: str) -> tuple[pl.DataFrame, tuple[str, ..
     return _contract_columns(_read_text(path), table, Path(path))
 
 
+def _present(name: str) -> str:
+    """SQL for the text of column ``name`` without the white space around it; null when nothing else is left."""
+    return f"NULLIF(trim(\"{name}\", '{WHITESPACE}'), '')"
+
+
 def _typed_expr(col: Column) -> tuple[str, str]:
     """SQL for the typed value of ``col`` and for 'the value is present but does not convert'.
 
-    Empty strings and surrounding spaces count as missing. TRY_CAST alone is not
-    strict enough: DuckDB rounds '3.5' to INTEGER 4 and truncates a DATE's time
-    part, so integers must be whole and dates must carry no time of day.
+    A cell of white space only is missing, like an empty one, and white space around a value is
+    not part of it (:data:`ketaoutcomes.contract.WHITESPACE`: tabs, line breaks and no-break
+    spaces too, which DuckDB's TRIM keeps). TRY_CAST alone is not strict enough: DuckDB rounds
+    '3.5' to INTEGER 4 and truncates a DATE's time part, so integers must be whole and dates must
+    carry no time of day.
     """
-    v = f"NULLIF(TRIM(\"{col.name}\"), '')"
+    v = _present(col.name)
     if col.dtype == "INTEGER":
         d = f"TRY_CAST({v} AS DOUBLE)"
         typed = f"CASE WHEN {d} = floor({d}) AND abs({d}) < 2147483647 THEN CAST({d} AS INTEGER) END"
@@ -410,7 +456,7 @@ def _type_rows(con: duckdb.DuckDBPyConnection, frame: pl.DataFrame, table: str) 
     selects, problems = ["_row_number"], []
     for i, col in enumerate(spec.columns):
         typed, bad = _typed_expr(col)
-        selects += [f'{typed} AS "{col.name}"', f"{bad} AS _bad{i}", f"NULLIF(TRIM(\"{col.name}\"), '') IS NULL AS _empty{i}"]
+        selects += [f'{typed} AS "{col.name}"', f"{bad} AS _bad{i}", f"{_present(col.name)} IS NULL AS _empty{i}"]
         problems.append(f"SELECT _row_number, '{col.name}' AS column_name, 'type' AS rule, "
                         f"'{col.name} is not {_TYPE_WORDS[col.dtype]}' AS reason FROM _typed WHERE _bad{i}")
         if col.required:
@@ -432,18 +478,6 @@ def _type_rows(con: duckdb.DuckDBPyConnection, frame: pl.DataFrame, table: str) 
     finally:
         con.execute("DROP TABLE IF EXISTS _typed")
     return typed, found.select(pl.col("_row_number").cast(pl.Int64), "column_name", "rule", "reason")
-
-
-def _store_registries(con: duckdb.DuckDBPyConnection, registries: Registries) -> None:
-    """Merge the export's registries into those in force (same key: the new row wins)."""
-    for name, frame, key in (
-        ("ref_arms", registries.arms_frame(), "arm"),
-        ("ref_instruments", registries.instruments_frame(), "instrument"),
-    ):
-        if table_exists(con, name):
-            old = fetch(con, f"SELECT * FROM {name}")
-            frame = pl.concat([old.filter(~pl.col(key).is_in(frame[key].implode())), frame], how="diagonal_relaxed")
-        replace_table(con, name, frame.sort(key))
 
 
 def load_registries_from_warehouse(con: duckdb.DuckDBPyConnection) -> Registries:
@@ -489,16 +523,15 @@ _PARENT_COLUMNS = {
 }
 
 
-def _new_batch_id(table: str, sha: str, earlier: pl.DataFrame) -> tuple[str, str | None]:
-    """The id of a new batch of ``table`` with content ``sha``, and the first earlier batch with the
-    same content (a re-delivery of a version superseded since), if any. ``earlier``: the table's
-    batches (batch_id, file_sha256), oldest first. A first delivery of a content is
-    ``<table>-<16 hex of sha256>``; its k-th re-delivery adds ``-r<k>``."""
-    same = earlier.filter(pl.col("file_sha256") == sha)["batch_id"]
-    base = f"{table}-{sha[:16]}"
-    if same.is_empty():
-        return base, None
-    return f"{base}-r{same.len()}", same[0]
+def _insert_batch(con: duckdb.DuckDBPyConnection, fl: FileLoad, seq: int, sha: str, fmt: str,
+                  loaded_at: dt.datetime) -> None:
+    con.execute(
+        "INSERT INTO meta_batches BY NAME SELECT ? AS batch_id, ? AS load_seq, ? AS table_name, ? AS source_file, "
+        "? AS file_sha256, ? AS file_format, ? AS rows_read, ? AS rows_loaded, ? AS rows_quarantined, "
+        "? AS ignored_columns, ? AS loaded_at, ? AS notes, ? AS rows_blank, ? AS redelivery_of",
+        [fl.batch_id, seq, fl.table, fl.source_file, sha, fmt, fl.rows_read, fl.rows_loaded, fl.rows_quarantined,
+         ", ".join(fl.ignored_columns) or None, loaded_at, fl.notes, fl.rows_blank, fl.redelivery_of],
+    )
 
 
 @dataclass
@@ -517,6 +550,7 @@ def ingest_export(
     *,
     loaded_at: dt.datetime,
     progress: Progress | None = None,
+    reload_rolled_back: bool = False,
 ) -> IngestSummary:
     """Load every table file of ``export_dir`` into the warehouse behind ``con``.
 
@@ -531,7 +565,11 @@ def ingest_export(
     has since been superseded by another version is a re-delivery of that earlier
     version: it is loaded again as a new batch (``meta_batches.redelivery_of`` names
     the first batch with that content), and by delivery order it supersedes the later
-    version (undoing a correction).
+    version (undoing a correction). The export's ``arms.csv`` / ``instruments.csv`` are
+    batches too, loaded before its tables (:mod:`ketaoutcomes.ingest.deliveries`).
+
+    A file whose content a rollback removed refuses the export (one line naming it and the
+    rollback), unless ``reload_rolled_back``: then it is loaded again, on purpose.
 
     Rows are checked on their own first (types, required values, allowed values,
     ranges, references); a row that breaks a rule is quarantined for that rule only.
@@ -558,32 +596,29 @@ def ingest_export(
     budget = MemoryBudget(memory_limit(), memory_limit_source())
     budget.configure(con)
     with budget.guard():
-        return _ingest(con, Path(export_dir).resolve(), loaded_at, progress, budget)
+        return _ingest(con, Path(export_dir).resolve(), loaded_at, progress, budget, reload_rolled_back)
 
 
 def _ingest(con: duckdb.DuckDBPyConnection, export_dir: Path, loaded_at: dt.datetime, progress: Progress | None,
-            budget: MemoryBudget) -> IngestSummary:
+            budget: MemoryBudget, reload_rolled_back: bool) -> IngestSummary:
     files, ignored_files = find_export_files(export_dir)
     check_export_folder(export_dir, fetch(con, "SELECT DISTINCT table_name FROM meta_batches")["table_name"])
+    batches = fetch(con, "SELECT batch_id, table_name, file_sha256, load_seq FROM meta_batches ORDER BY load_seq")
     try:
-        registries = load_registries_from_warehouse(con).extended(export_dir)
+        regs = registry_deliveries(export_dir, batches, _sha256)
+        registries = load_registries_from_warehouse(con)
+        for r in regs:
+            registries = registries.with_rows(r.name, r.items)
         allow = PhiAllowList.load(export_dir)
     except ValueError as exc:
         raise IngestError(str(exc)) from None
 
-    batches = fetch(con, "SELECT batch_id, table_name, file_sha256, load_seq FROM meta_batches ORDER BY load_seq")
     ordered = [t for t in TABLE_ORDER if t in files]
     staged: dict[str, _Staged] = {}
-    texts: dict[str, pl.DataFrame] = {}
-    lines: dict[str, pl.DataFrame] = {}
-    findings = []
-    for i, table in enumerate(ordered):
+    for table in ordered:  # what is new, before anything is read
         path = files[table]
-        if progress:
-            progress(f"reading {path.name}", i, len(ordered))
         budget.current = path
-        sha = _sha256(path)
-        fmt = path.suffix.lower().lstrip(".")
+        sha, fmt = _sha256(path), path.suffix.lower().lstrip(".")
         mine = batches.filter(pl.col("table_name") == table)
         if mine.height and mine["file_sha256"][-1] == sha:  # already the table's latest delivery
             read, loaded_, quarantined, blank, of = con.execute(
@@ -591,16 +626,32 @@ def _ingest(con: duckdb.DuckDBPyConnection, export_dir: Path, loaded_at: dt.date
                 "FROM meta_batches WHERE batch_id = ?", [mine["batch_id"][-1]]).fetchone()
             staged[table] = _Staged(FileLoad(table, str(path), mine["batch_id"][-1], read, loaded_, quarantined,
                                              skipped=True, rows_blank=blank, redelivery_of=of), sha, fmt)
+        else:
+            batch_id, redelivery_of = new_batch_id(table, sha, mine)
+            staged[table] = _Staged(FileLoad(table, str(path), batch_id, 0, 0, 0, False,
+                                             redelivery_of=redelivery_of), sha, fmt)
+    reloads = check_rolled_back(con, [(Path(st.load.source_file), st.sha) for st in staged.values() if not st.load.skipped]
+                                + [(r.path, r.sha) for r in regs if not r.skipped], reload=reload_rolled_back)
+
+    texts: dict[str, pl.DataFrame] = {}
+    lines: dict[str, pl.DataFrame] = {}
+    findings = []
+    for i, table in enumerate(ordered):
+        st = staged[table]
+        if st.load.skipped:
             continue
-        batch_id, redelivery_of = _new_batch_id(table, sha, mine)
+        path = files[table]
+        if progress:
+            progress(f"reading {path.name}", i, len(ordered))
+        budget.current = path
         budget.admit(path, check_table_file(path, table))
         text, blank = drop_blank_rows(_read_text(path))
         check_values(text, path, table)
         lines[table] = text.select("_row_number", LINE_NUMBER)
         texts[table] = text.drop(LINE_NUMBER)
         findings += scan_frame(texts[table], table=table, file=str(path), allow=allow)
-        staged[table] = _Staged(FileLoad(table, str(path), batch_id, texts[table].height, 0, 0, False,
-                                         rows_blank=blank, redelivery_of=redelivery_of), sha, fmt)
+        st.load = FileLoad(table, str(path), st.load.batch_id, texts[table].height, 0, 0, False, rows_blank=blank,
+                           redelivery_of=st.load.redelivery_of, reloaded=reloads.get(st.sha))
     if findings:
         raise PhiRefused(findings)
 
@@ -652,8 +703,8 @@ def _ingest(con: duckdb.DuckDBPyConnection, export_dir: Path, loaded_at: dt.date
             )
         notes = "; ".join(n for n in (f"{capped} age(s) over 89 stored as 90 (HIPAA Safe Harbor)" if capped else "",
                                       offset_note(frame, table) or "") if n) or None
-        st.load = FileLoad(table, str(path), st.load.batch_id, frame.height, good.height, bad.height, False,
-                           ignored_cols, notes, st.load.rows_blank, st.load.redelivery_of)
+        st.load = replace(st.load, rows_read=frame.height, rows_loaded=good.height, rows_quarantined=bad.height,
+                          ignored_columns=ignored_cols, notes=notes)
         if st.load.rows_read != st.load.rows_loaded + st.load.rows_quarantined:
             raise RuntimeError(f"{path}: row accounting broken ({st.load}); this is a bug, please report it")
         st.good = good
@@ -666,9 +717,17 @@ def _ingest(con: duckdb.DuckDBPyConnection, export_dir: Path, loaded_at: dt.date
             pl.lit(st.load.batch_id).alias("batch_id"))
     failpoint("ingest.before_write")
 
-    # Everything read and checked: now write.
-    _store_registries(con, registries)
+    # Everything read and checked: now write. The registry files first: the tables were checked against them.
     next_seq = (con.execute("SELECT coalesce(max(load_seq), 0) FROM meta_batches").fetchone()[0] or 0) + 1
+    reg_loads = []
+    for r in regs:
+        fl = FileLoad(r.name, str(r.path), r.batch_id, len(r.items), len(r.items), 0, r.skipped,
+                      redelivery_of=r.redelivery_of, reloaded=None if r.skipped else reloads.get(r.sha))
+        reg_loads.append(fl)
+        if not r.skipped:
+            append_registry_batch(con, r.name, r.items, r.batch_id, next_seq)
+            _insert_batch(con, fl, next_seq, r.sha, "csv", loaded_at)
+            next_seq += 1
     for table in ordered:
         st = staged[table]
         if st.load.skipped:
@@ -680,14 +739,12 @@ def _ingest(con: duckdb.DuckDBPyConnection, export_dir: Path, loaded_at: dt.date
         append_frame(con, "quarantine", st.quarantine)
         append_frame(con, "dq_checks", st.dq)
         failpoint("ingest.mid_write")
-        con.execute(
-            "INSERT INTO meta_batches BY NAME SELECT ? AS batch_id, ? AS load_seq, ? AS table_name, ? AS source_file, "
-            "? AS file_sha256, ? AS file_format, ? AS rows_read, ? AS rows_loaded, ? AS rows_quarantined, "
-            "? AS ignored_columns, ? AS loaded_at, ? AS notes, ? AS rows_blank, ? AS redelivery_of",
-            [fl.batch_id, seq, table, fl.source_file, st.sha, st.fmt, fl.rows_read, fl.rows_loaded,
-             fl.rows_quarantined, ", ".join(fl.ignored_columns) or None, loaded_at, fl.notes, fl.rows_blank,
-             fl.redelivery_of],
-        )
+        _insert_batch(con, fl, seq, st.sha, st.fmt, loaded_at)
+    for fl, sha in [(st.load, st.sha) for st in staged.values()] + [(f, r.sha) for f, r in zip(reg_loads, regs)]:
+        if fl.reloaded:
+            mark_reloaded(con, sha, fl.batch_id)
     for table in TABLE_ORDER:
         rebuild_staging(con, table)
-    return IngestSummary(str(export_dir), tuple(staged[t].load for t in ordered), tuple(ignored_files))
+    rebuild_registries(con)
+    return IngestSummary(str(export_dir), tuple(staged[t].load for t in ordered), tuple(ignored_files),
+                         tuple(reg_loads))

@@ -15,8 +15,17 @@ away what was computed from the dropped data:
 A step (a ``meta_steps`` run_id) names the state before that step: the batches loaded by it and
 by every ingest after it are dropped, and it and every step after it are undone.
 
-The registries in force (``ref_arms``, ``ref_instruments``) are not versioned by batch: an
-``arms.csv`` / ``instruments.csv`` of a dropped export stays merged (the plan says so).
+The registries in force (``ref_arms``, ``ref_instruments``) are rebuilt the same way: an export's
+``arms.csv`` / ``instruments.csv`` is a batch of its own (loaded before the export's tables), so a
+rollback to before it restores the registries in force before it, and the plan lists the codes
+added, changed and removed (:mod:`ketaoutcomes.registries.history`). Registry rows kept from a
+warehouse written before registries had a history belong to no batch and stay in force (the plan
+says so). A rollback to before one of an export's table files keeps that export's registry files,
+loaded before it (the plan names them and the ingest step that rolls back the whole export).
+
+The content of every batch removed is recorded (``meta_rolled_back``): a later ingest of a file
+with that content refuses it, unless asked to load it again (``ingest --reload-rolled-back``),
+so the export folder that still holds the removed files does not bring them back unnoticed.
 
 :func:`plan_rollback` only reads (a dry run runs it on a read-only connection);
 :func:`apply_rollback` writes, inside the caller's write session, so a rollback is published
@@ -25,6 +34,7 @@ whole or not at all.
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,7 +43,16 @@ import duckdb
 import polars as pl
 
 from ketaoutcomes.contract import TABLE_ORDER
-from ketaoutcomes.ingest.load import rebuild_staging, staging_sql
+from ketaoutcomes.ingest.deliveries import RELOAD_OPTION, record_rolled_back
+from ketaoutcomes.ingest.load import load_registries_from_warehouse, rebuild_staging, staging_sql
+from ketaoutcomes.registries.history import (
+    HISTORY_TABLES,
+    REF_TABLES,
+    base_rows,
+    rebuild_registries,
+    registries_at,
+    registry_changes,
+)
 from ketaoutcomes.suggest import closest
 from ketaoutcomes.warehouse import fetch, table_exists
 
@@ -68,10 +87,13 @@ class RollbackPlan:
     #: meta_steps rows marked rolled_back: rowid, step, run_id.
     steps: pl.DataFrame
     notes: tuple[str, ...] = field(default=())
+    #: The registries' codes added, changed and removed, one line per registry that changes.
+    registries: tuple[str, ...] = field(default=())
 
     @property
     def changes_nothing(self) -> bool:
-        return self.batches.is_empty() and self.runs.is_empty() and not self.validations and self.steps.is_empty()
+        return (self.batches.is_empty() and self.runs.is_empty() and not self.validations and self.steps.is_empty()
+                and not self.registries)
 
     def lines(self) -> list[str]:
         out = [f"rollback to {self.description}"]
@@ -82,6 +104,8 @@ class RollbackPlan:
         out.append("rows per table:" if self.rows.height else "rows per table: unchanged")
         for r in self.rows.iter_rows(named=True):
             out.append(f"  {r['table']}: {r['rows_before']:,} -> {r['rows_after']:,}")
+        out.append("registries in force (codes):" if self.registries else "registries in force: unchanged")
+        out += [f"  {line}" for line in self.registries]
         out.append(f"analysis runs removed ({self.runs.height}):" if self.runs.height else "analysis runs removed: none")
         for r in self.runs.iter_rows(named=True):
             out.append(f"  {r['run_id']} (study {r['study']}, started {r['started_at']})")
@@ -102,8 +126,9 @@ def _json(text: str | None) -> dict:
 
 
 def _loaded_by(details: dict) -> set[str]:
-    """Batches an ingest step loaded (not those it skipped as already loaded)."""
-    return {f["batch_id"] for f in details.get("files", []) if isinstance(f, dict) and not f.get("skipped", True)}
+    """Batches an ingest step loaded (not those it skipped as already loaded): table and registry files."""
+    files = [*details.get("files", []), *details.get("registries", [])]
+    return {f["batch_id"] for f in files if isinstance(f, dict) and not f.get("skipped", True)}
 
 
 def _steps(con: duckdb.DuckDBPyConnection) -> pl.DataFrame:
@@ -167,8 +192,8 @@ def plan_rollback(con: duckdb.DuckDBPyConnection, target: str) -> RollbackPlan:
         rollback, or is already rolled back.
     """
     target = target.strip()
-    batches = fetch(con, "SELECT batch_id, load_seq, table_name, source_file, rows_loaded, loaded_at FROM meta_batches "
-                         "ORDER BY load_seq")
+    batches = fetch(con, "SELECT batch_id, load_seq, table_name, source_file, rows_loaded, loaded_at, file_sha256 "
+                         "FROM meta_batches ORDER BY load_seq")
     steps = _steps(con)
     kind, cut, step_seq, description = _resolve(target, batches, steps)
     live = steps.filter(pl.col("status") != "rolled_back")
@@ -207,17 +232,40 @@ def plan_rollback(con: duckdb.DuckDBPyConnection, target: str) -> RollbackPlan:
         .sort("started_at")
     validations = tuple(sorted(set(marked.filter(pl.col("step") == "validate")["run_id"].to_list())))
     rows = _row_changes(con, cut, gone, sorted(run_ids), validations)
-    notes = []
-    if dropped.height:
-        folders = sorted({str(Path(f).parent) for f in dropped["source_file"] if Path(f).exists()})
-        if folders:
-            notes.append(f"{', '.join(folders)} still hold(s) the removed files: the next ingest of that folder (the "
-                         "nightly run's, if it is configured to it) loads them again; move them out first")
-        notes.append("the registries in force (ref_arms, ref_instruments) are kept as they are: an arms.csv or "
-                     "instruments.csv of a removed export stays merged")
+    notes = _notes(con, target if kind == "batch" else None, batches, dropped, live, details)
+    changes = tuple(registry_changes(load_registries_from_warehouse(con), registries_at(con, cut))) \
+        if cut is not None else ()
     return RollbackPlan(target, description, cut, dropped.select("batch_id", "load_seq", "table_name", "source_file",
-                                                                 "rows_loaded"),
-                        rows, runs, validations, marked, tuple(notes))
+                                                                 "rows_loaded", "file_sha256"),
+                        rows, runs, validations, marked, tuple(notes), changes)
+
+
+def _notes(con, target_batch: str | None, batches: pl.DataFrame, dropped: pl.DataFrame, live: pl.DataFrame,
+           details: dict[int, dict]) -> list[str]:
+    """What a person should know beyond the lists: the removed files still in their folder (refused
+    by the next ingest), registry files of the same export that stay, registry rows of no batch."""
+    notes = []
+    if dropped.is_empty():
+        return notes
+    folders = sorted({str(Path(f).parent) for f in dropped["source_file"] if Path(f).exists()})
+    if folders:
+        notes.append(f"{', '.join(folders)} still hold(s) the removed files: the next ingest of that folder (the "
+                     "nightly run's, if it is configured to it) refuses them, their content being recorded as rolled "
+                     "back, until they are replaced by corrected files or moved out (or loaded again on purpose with "
+                     f"ingest {RELOAD_OPTION})")
+    if target_batch is not None:
+        kept = set(batches.filter(~pl.col("batch_id").is_in(dropped["batch_id"].implode())
+                                  & pl.col("table_name").is_in(list(HISTORY_TABLES)))["batch_id"])
+        for row_id, step, run_id in zip(live["row_id"], live["step"], live["run_id"]):
+            loaded = _loaded_by(details[row_id]) if step == "ingest" else set()
+            if target_batch in loaded and loaded & kept:
+                notes.append(f"{', '.join(sorted(loaded & kept))} (registry file(s) of the same export, loaded before "
+                             f"its tables) stay(s) in force; to roll back that whole export: rollback {run_id}")
+    if base_rows(con):
+        notes.append("this warehouse was written before registries were kept per batch: the registry rows in force "
+                     "then belong to no batch and stay in force (an arms.csv or instruments.csv loaded before that "
+                     "is not rolled back)")
+    return notes
 
 
 def _run_tables(con: duckdb.DuckDBPyConnection) -> list[str]:
@@ -249,6 +297,14 @@ def _row_changes(con, cut: int | None, gone: set[str], run_ids: list[str], valid
                                 _count(con, f"SELECT count(*) FROM {t} WHERE NOT list_contains(?, batch_id)", [sorted(gone)])))
         changes.append(("meta_batches", _count(con, "SELECT count(*) FROM meta_batches"),
                         _count(con, "SELECT count(*) FROM meta_batches WHERE load_seq < ?", [cut])))
+        after = registries_at(con, cut)
+        for name, raw in HISTORY_TABLES.items():
+            if table_exists(con, raw):
+                changes.append((raw, _count(con, f"SELECT count(*) FROM {raw}"),
+                                _count(con, f"SELECT count(*) FROM {raw} WHERE _load_seq < ?", [cut])))
+            if table_exists(con, REF_TABLES[name]):
+                changes.append((REF_TABLES[name], _count(con, f"SELECT count(*) FROM {REF_TABLES[name]}"),
+                                len(getattr(after, name))))
     if run_ids:
         for t in _run_tables(con):
             changes.append((t, _count(con, f'SELECT count(*) FROM "{t}"'),
@@ -262,15 +318,17 @@ def _row_changes(con, cut: int | None, gone: set[str], run_ids: list[str], valid
     return frame.filter(pl.col("rows_before") != pl.col("rows_after"))
 
 
-def apply_rollback(con: duckdb.DuckDBPyConnection, plan: RollbackPlan) -> None:
+def apply_rollback(con: duckdb.DuckDBPyConnection, plan: RollbackPlan, *, at: dt.datetime) -> None:
     """Carry out ``plan`` (made by :func:`plan_rollback` on this same connection) in the caller's
-    write session: drop the batches, rebuild every stg_ table, remove the runs and validations
+    write session: drop the batches (recording their content as rolled back, at time ``at``),
+    rebuild every stg_ table and the registries in force, remove the runs and validations
     computed from the dropped data, mark their steps rolled_back."""
     gone = sorted(plan.batches["batch_id"].to_list())
     if plan.cut is not None:
-        for t in TABLE_ORDER:
-            if table_exists(con, f"raw_{t}"):
-                con.execute(f"DELETE FROM raw_{t} WHERE _load_seq >= ?", [plan.cut])
+        record_rolled_back(con, plan.batches, at=at, target=plan.target)
+        for raw in (*(f"raw_{t}" for t in TABLE_ORDER), *HISTORY_TABLES.values()):
+            if table_exists(con, raw):
+                con.execute(f"DELETE FROM {raw} WHERE _load_seq >= ?", [plan.cut])
         for t in ("quarantine", "dq_checks"):
             if table_exists(con, t):
                 con.execute(f"DELETE FROM {t} WHERE list_contains(?, batch_id)", [gone])
@@ -278,6 +336,7 @@ def apply_rollback(con: duckdb.DuckDBPyConnection, plan: RollbackPlan) -> None:
         for t in TABLE_ORDER:
             if table_exists(con, f"raw_{t}"):
                 rebuild_staging(con, t)
+        rebuild_registries(con)
     run_ids = plan.runs["run_id"].to_list()
     if run_ids:
         for t in _run_tables(con):

@@ -7,8 +7,8 @@ line numbers, and time-zone offsets in timestamps.
   (:func:`csv_source`). A file that mixes lone CRs with LF or CRLF line ends is refused: a lone
   CR there may be a line end or a stray character in a cell, and guessing wrong splits or joins
   rows. Line breaks inside a quoted cell are the cell's content, whatever they are.
-* **Blank rows.** A row with no value in any column (an empty line, a line of spaces or tabs,
-  a line of nothing but commas, a row of nulls in Parquet) is not a row: it is skipped and
+* **Blank rows.** A row with no value in any column (an empty line, a line of spaces or tabs or
+  other white space, a line of nothing but commas, a row of nulls in Parquet) is not a row: it is skipped and
   counted in ``meta_batches.rows_blank``, not in rows read (:func:`drop_blank_rows`).
 * **Row and line numbers.** ``row_number`` counts every record after the header, blank ones
   included, so row N of a file is line N + 1 in an editor (the header is line 1) and row N + 1
@@ -34,7 +34,7 @@ from pathlib import Path
 
 import polars as pl
 
-from ketaoutcomes.contract import TABLES
+from ketaoutcomes.contract import TABLES, WHITESPACE
 
 __all__ = [
     "BLANK_CHARS",
@@ -149,7 +149,7 @@ def csv_source(path: Path) -> CsvText:
 
 
 #: What a blank row may hold besides separators.
-BLANK_CHARS = " \t"
+BLANK_CHARS = WHITESPACE
 #: Columns ingest adds to a file's text frame (reserved: a file may not use these names).
 ROW_NUMBER, LINE_NUMBER = "_row_number", "_line_number"
 
@@ -167,8 +167,9 @@ def with_line_numbers(frame: pl.DataFrame, first_line: int | None) -> pl.DataFra
 
 
 def drop_blank_rows(frame: pl.DataFrame) -> tuple[pl.DataFrame, int]:
-    """``frame`` without its blank rows (no value in any column: every cell null, empty, or
-    spaces and tabs), and how many there were. ``_row_number`` and ``_line_number`` are not values."""
+    """``frame`` without its blank rows (no value in any column: every cell null, empty, or white
+    space, :data:`ketaoutcomes.contract.WHITESPACE`), and how many there were. ``_row_number`` and
+    ``_line_number`` are not values."""
     texts = [pl.col(c).cast(pl.String) for c in frame.columns if c not in (ROW_NUMBER, LINE_NUMBER)]
     if not texts:
         return frame, 0
@@ -213,7 +214,7 @@ def timestamp_sql(v: str) -> str:
 def _zones(frame: pl.DataFrame, column: str) -> pl.DataFrame:
     """``_row_number``, zone designator (null: none) and whether it is a valid offset (``_valid``:
     a numeric one within -12:00..+14:00) of the present cells of ``column``."""
-    v = pl.col(column).str.strip_chars(" ")
+    v = pl.col(column).str.strip_chars(WHITESPACE)
     zone = pl.col("_zone")
     digits = zone.str.slice(1).str.replace(":", "", literal=True)
     hours = digits.str.slice(0, 2).cast(pl.Int64, strict=False)

@@ -7,6 +7,12 @@ by putting a file of the same name and columns in its export folder: its rows
 are added to the defaults, and a row whose key is already there replaces the
 default row. Nothing in the code names an arm or an instrument except as a
 default study setting.
+
+A registry file is read like a data file: a cell of white space only is missing, white space
+around a value is not part of it, and a message about a bad file names the file, the row (the
+N-th row after the header, as ``quarantine.row_number``), the column and what to fix, never a
+cell's value (a column the registry does not have is named by its position, never by its header).
+Which registry rows are in force in a warehouse, batch by batch: :mod:`.history`.
 """
 
 from __future__ import annotations
@@ -18,7 +24,10 @@ from pathlib import Path
 import polars as pl
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-__all__ = ["Arm", "Instrument", "Registries", "load_registries", "DEFAULT_DIR"]
+from ketaoutcomes.contract import WHITESPACE
+
+__all__ = ["Arm", "Instrument", "REGISTRY_FILES", "Registries", "load_registries", "read_registry", "registry_frame",
+           "DEFAULT_DIR"]
 
 DEFAULT_DIR = Path(__file__).parent
 
@@ -39,8 +48,8 @@ class Arm(BaseModel):
 
     @model_validator(mode="after")
     def _dose_range(self) -> "Arm":
-        if self.dose_min_mg > self.dose_max_mg:
-            raise ValueError(f"dose_min_mg {self.dose_min_mg} > dose_max_mg {self.dose_max_mg}")
+        if self.dose_min_mg > self.dose_max_mg:  # the message never quotes a value (it is shown to users)
+            raise ValueError("dose_min_mg is above dose_max_mg; give the lower dose first")
         return self
 
 
@@ -62,14 +71,13 @@ class Instrument(BaseModel):
     @model_validator(mode="after")
     def _thresholds_inside_range(self) -> "Instrument":
         lo, hi = self.score_min, self.score_max
-        if not lo < hi:
-            raise ValueError(f"score_min {lo} must be below score_max {hi}")
+        if not lo < hi:  # the messages never quote a value (they are shown to users)
+            raise ValueError("score_min must be below score_max")
         for name in ("remission_max", "relapse_min"):
-            v = getattr(self, name)
-            if not lo <= v <= hi:
-                raise ValueError(f"{name} {v} lies outside the score range {lo}-{hi}")
+            if not lo <= getattr(self, name) <= hi:
+                raise ValueError(f"{name} must lie within score_min-score_max")
         if self.remission_max >= self.relapse_min:
-            raise ValueError(f"remission_max {self.remission_max} must be below relapse_min {self.relapse_min}")
+            raise ValueError("remission_max must be below relapse_min")
         return self
 
 
@@ -79,20 +87,24 @@ class Registries:
     instruments: dict[str, Instrument]
 
     def arms_frame(self) -> pl.DataFrame:
-        return pl.DataFrame([a.model_dump() for a in self.arms.values()])
+        return registry_frame("arms", list(self.arms.values()))
 
     def instruments_frame(self) -> pl.DataFrame:
-        return pl.DataFrame([i.model_dump() for i in self.instruments.values()])
+        return registry_frame("instruments", list(self.instruments.values()))
+
+    def with_rows(self, name: str, items: dict[str, BaseModel]) -> "Registries":
+        """These registries with ``items`` (code -> row) added to registry ``name`` (same code: the item wins)."""
+        rows = {"arms": dict(self.arms), "instruments": dict(self.instruments)}
+        rows[name].update(items)
+        return Registries(arms=rows["arms"], instruments=rows["instruments"])  # type: ignore[arg-type]
 
     def extended(self, folder: Path | str) -> "Registries":
         """These registries with ``arms.csv`` / ``instruments.csv`` of ``folder`` added (same key: the file wins)."""
-        folder = Path(folder)
-        arms, instruments = dict(self.arms), dict(self.instruments)
-        if (folder / "arms.csv").exists():
-            arms.update(_read(folder / "arms.csv", Arm, "arm"))
-        if (folder / "instruments.csv").exists():
-            instruments.update(_read(folder / "instruments.csv", Instrument, "instrument"))
-        return Registries(arms=arms, instruments=instruments)  # type: ignore[arg-type]
+        reg = self
+        for name, (file_name, _, _) in REGISTRY_FILES.items():
+            if (Path(folder) / file_name).exists():
+                reg = reg.with_rows(name, read_registry(Path(folder) / file_name, name))
+        return reg
 
     @property
     def fingerprint(self) -> str:
@@ -103,32 +115,81 @@ class Registries:
         return h.hexdigest()[:16]
 
 
-def _read(path: Path, model: type[BaseModel], key: str) -> dict[str, BaseModel]:
+#: The registries an export may extend: name -> (file, model, key column).
+REGISTRY_FILES: dict[str, tuple[str, type[BaseModel], str]] = {
+    "arms": ("arms.csv", Arm, "arm"),
+    "instruments": ("instruments.csv", Instrument, "instrument"),
+}
+
+_POLARS = {str: pl.String, bool: pl.Boolean, float: pl.Float64, float | None: pl.Float64}
+
+
+def registry_frame(name: str, items) -> pl.DataFrame:
+    """The rows of registry ``name`` ("arms" or "instruments") as a frame with the model's
+    columns and types (also when no row has a value in an optional column, or there is no row)."""
+    model = REGISTRY_FILES[name][1]
+    schema = {f: _POLARS[info.annotation] for f, info in model.model_fields.items()}
+    return pl.DataFrame([item.model_dump() for item in items], schema=schema, orient="row") if items \
+        else pl.DataFrame(schema=schema)
+
+
+def _problem(error: dict, columns: list[str], label: str) -> str:
+    """One pydantic error as "column X: what to fix", without the value (nor a header that is not
+    a column of the registry: that one by its position)."""
+    loc = error["loc"]
+    if error["type"] == "extra_forbidden":
+        at = columns.index(loc[0]) + 1 if loc and loc[0] in columns else "?"
+        return f"column #{at} is not a column of the {label} registry (remove it)"
+    if error["type"] == "missing":
+        return f"column {loc[0]}: required, and empty or missing"
+    msg = error["msg"].removeprefix("Value error, ")
+    return f"column {loc[0]}: {msg}" if loc else msg
+
+
+def read_registry(path: Path, name: str) -> dict[str, BaseModel]:
+    """The rows of the registry file ``path`` of registry ``name`` ("arms" or "instruments"), by code.
+
+    Raises
+    ------
+    ValueError
+        One line naming the file, the row (the N-th after the header), the column and what to fix;
+        never a cell's value.
+    """
+    _, model, key = REGISTRY_FILES[name]
+    label = name.removesuffix("s")
+    # Raised outside the except blocks: the reader's and pydantic's own errors can quote the file's
+    # content, and an exception raised while handling one keeps it as its __context__.
+    failed = None
     try:
         frame = pl.read_csv(path, infer_schema=False)  # all strings; pydantic converts
     except Exception as exc:  # noqa: BLE001 - any read failure is reported the same way
-        raise ValueError(f"{path}: cannot read registry file ({exc})") from exc
+        failed = type(exc).__name__
+    if failed is not None:
+        raise ValueError(f"{path}: cannot read registry file ({failed}): it must be a CSV file in UTF-8 with a header "
+                         f"row and the columns of the {label} registry")
     out: dict[str, BaseModel] = {}
-    for i, row in enumerate(frame.iter_rows(named=True), start=2):  # row 1 is the header
-        clean = {k: (None if v is None or v == "" else v) for k, v in row.items()}
-        clean = {k: v for k, v in clean.items() if v is not None}
+    first: dict[str, int] = {}
+    for i, row in enumerate(frame.iter_rows(named=True), start=1):
+        clean = {k: v.strip(WHITESPACE) for k, v in row.items() if v is not None and v.strip(WHITESPACE)}
+        problems = None
         try:
             item = model.model_validate(clean)
         except ValidationError as exc:
-            problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
-            raise ValueError(f"{path}, row {i}: {problems}") from None
+            problems = "; ".join(_problem(e, frame.columns, label) for e in exc.errors())
+        if problems is not None:
+            raise ValueError(f"{path}, row {i}: {problems}")
         k = getattr(item, key)
         if k in out:
-            raise ValueError(f"{path}, row {i}: duplicate {key} {k!r}")
-        out[k] = item
+            raise ValueError(f"{path}, row {i}: column {key}: the same {key} as row {first[k]}; give each {key} once")
+        out[k], first[k] = item, i
     return out
 
 
 def load_registries(*extra_dirs: Path | str | None) -> Registries:
     """The default registries, extended or overridden by ``arms.csv`` /
     ``instruments.csv`` found in any of ``extra_dirs`` (later wins)."""
-    reg = Registries(arms=_read(DEFAULT_DIR / "arms.csv", Arm, "arm"),  # type: ignore[arg-type]
-                     instruments=_read(DEFAULT_DIR / "instruments.csv", Instrument, "instrument"))
+    reg = Registries(arms=read_registry(DEFAULT_DIR / "arms.csv", "arms"),  # type: ignore[arg-type]
+                     instruments=read_registry(DEFAULT_DIR / "instruments.csv", "instruments"))
     for d in extra_dirs:
         if d is not None:
             reg = reg.extended(d)
