@@ -652,6 +652,10 @@ def _ingest(con: duckdb.DuckDBPyConnection, export_dir: Path, loaded_at: dt.date
         findings += scan_frame(texts[table], table=table, file=str(path), allow=allow)
         st.load = FileLoad(table, str(path), st.load.batch_id, texts[table].height, 0, 0, False, rows_blank=blank,
                            redelivery_of=st.load.redelivery_of, reloaded=reloads.get(st.sha))
+    for r in regs:  # the registry files: labels and descriptions are stored and shown in the report
+        if not r.skipped:
+            text, _ = drop_blank_rows(_read_text(r.path))
+            findings += scan_frame(text.drop(LINE_NUMBER), table=r.name, file=str(r.path), allow=allow)
     if findings:
         raise PhiRefused(findings)
 

@@ -82,6 +82,11 @@ from ketaoutcomes.ingest.phi_patterns import (
     column_name_rule,
     name_tokens,
 )
+from ketaoutcomes.registries import REGISTRY_FILES
+
+#: The columns of the registry files an export may carry (arms.csv, instruments.csv): scanned as free
+#: text (labels and descriptions are stored and shown in the report), their names known.
+REGISTRY_COLUMNS = {name: tuple(model.model_fields) for name, (_file, model, _key) in REGISTRY_FILES.items()}
 
 __all__ = [
     "ALLOWLIST_FILE",
@@ -321,12 +326,12 @@ _CODE_WORDS = frozenset({"cpt", "hcpcs", "icd", "ndc", "loinc", "snomed", "drg",
 
 
 def _kind(table: str, column: str, allow: PhiAllowList) -> _Kind:
-    spec = TABLES[table]
+    spec = TABLES.get(table)
     tokens = name_tokens(column)
     compact = "".join(tokens)
     birthish = bool(re.search(r"birth|born|^dob|dob$", compact)) or bool({"dob", "bday"} & set(tokens))
     codeish = bool(_CODE_WORDS & set(tokens))
-    if column in spec.column_names:
+    if spec is not None and column in spec.column_names:
         keys = set(spec.key) | {r.column for r in spec.references}
         dtype = spec.column(column).dtype
         is_id = column.endswith("_id") and dtype == "VARCHAR"  # patient_id, course_id, session_id, ae_id
@@ -483,8 +488,8 @@ def scan_frame(frame: pl.DataFrame, *, table: str, file: str, allow: PhiAllowLis
         Empty when the file looks clean. At most one finding per column and rule.
         Linear in the number of columns and in the number of rows.
     """
-    spec = TABLES[table]
-    contract = set(spec.column_names)
+    spec = TABLES.get(table)  # None: a registry file (arms, instruments): every column free text
+    contract = set(spec.column_names) if spec else set(REGISTRY_COLUMNS.get(table, ()))
     findings: list[PhiFinding] = []
 
     def add(column: str, rule: str, reason: str, rows: int) -> None:
