@@ -193,6 +193,21 @@ def design_matrix(
     return Design(X, names, source, parts), notes
 
 
+def _is_constant(x: np.ndarray) -> bool:
+    """At most one distinct value (as ``np.unique(x).size <= 1``, in O(n))."""
+    return x.size == 0 or bool(x.min() == x.max())
+
+
+def _two_values(x: np.ndarray) -> tuple[float, float] | None:
+    """The two distinct values of ``x``, smaller first, if it has exactly two (O(n))."""
+    if x.size == 0:
+        return None
+    lo, hi = x.min(), x.max()
+    if lo == hi or not np.all((x == lo) | (x == hi)):
+        return None
+    return lo, hi
+
+
 def _non_estimable(
     design: Design, status: np.ndarray, categorical: Mapping[str, Any]
 ) -> tuple[np.ndarray, dict[str, str], list[str], list[str]]:
@@ -255,8 +270,8 @@ def _non_estimable(
         for j, t in enumerate(design.names):
             if design.source.get(t) is not None or t in drop_cols:
                 continue
-            values = np.unique(design.X[keep, j])
-            if len(values) != 2:
+            values = _two_values(design.X[keep, j])
+            if values is None:
                 continue
             for v, direction in ((values[1], "tends to 0"), (values[0], "is infinite")):
                 rows = keep & (design.X[:, j] == v)
@@ -275,7 +290,7 @@ def _non_estimable(
     for j, t in enumerate(design.names):
         if t in drop_cols or not keep.any():
             continue
-        if np.unique(design.X[keep, j]).size <= 1:
+        if _is_constant(design.X[keep, j]):
             drop_cols.add(t)
             null_terms[t] = f"{t} is constant"
             notes.append(f"{t} is constant in the analysed rows: not estimable, reported as null")
@@ -543,7 +558,7 @@ def cox_ph(
     else:
         # all analysed rows; columns that vary over them (a constant one would make
         # the information matrix singular)
-        varying = [j for j in range(design.X.shape[1]) if np.unique(design.X[:, j]).size > 1]
+        varying = [j for j in range(design.X.shape[1]) if not _is_constant(design.X[:, j])]
         full = risk_sets(t, d, design.X[:, varying], entry=e, strata=s_codes, ties=ties)
         loglik_null, score0, info0 = partial_likelihood(full, np.zeros(len(varying)))
     lr_chi2 = 2 * (loglik - loglik_null)
@@ -559,12 +574,15 @@ def cox_ph(
     # events have a linear predictor of -inf in the limit: they rank below all
     # others (and among themselves by the rest of the predictor).
     lp = linear_predictor(design.X[:, fit_cols], params)
-    order = np.lexsort((lp, keep))  # excluded rows first, then by lp
-    ranks = np.empty(n, dtype=np.int64)
-    sorted_keys = np.column_stack((keep[order], lp[order]))
-    new_rank = np.ones(n, dtype=bool)
-    new_rank[1:] = np.any(sorted_keys[1:] != sorted_keys[:-1], axis=1)
-    ranks[order] = np.cumsum(new_rank) - 1
+    if keep.all():
+        ranks = lp  # only the order matters
+    else:
+        order = np.lexsort((lp, keep))  # excluded rows first, then by lp
+        ranks = np.empty(n, dtype=np.int64)
+        sorted_keys = np.column_stack((keep[order], lp[order]))
+        new_rank = np.ones(n, dtype=bool)
+        new_rank[1:] = np.any(sorted_keys[1:] != sorted_keys[:-1], axis=1)
+        ranks[order] = np.cumsum(new_rank) - 1
     counts = concordance_counts(t, d, ranks, entry=e, strata=s_codes)
     concordance = harrell_c(counts)
 
