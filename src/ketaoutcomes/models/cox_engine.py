@@ -43,6 +43,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+from scipy import sparse
 
 __all__ = [
     "CoxFit",
@@ -71,6 +72,8 @@ class RiskSets:
     strata_bounds: np.ndarray  # (k + 1,) the groups of stratum s are strata_bounds[s]:strata_bounds[s + 1]
     entry_group: np.ndarray | None  # (n,) with delayed entry: the last group of the row's stratum at or
     #                                  before its entry time (-1 if none): the row is at risk after it
+    entry_rows: np.ndarray | None  # the rows with entry_group >= 0, by entry_group ...
+    entry_ptr: np.ndarray | None  # (m + 1,) ... group g's being entry_rows[entry_ptr[g]:entry_ptr[g + 1]]
     event_groups: np.ndarray  # (E,) the groups with at least one death
     death_rows: np.ndarray  # (D,) sorted positions of the deaths, by group
     death_start: np.ndarray  # (E,) where each event group's deaths start in death_rows
@@ -153,7 +156,8 @@ def risk_sets(
     w = w_in[order]
     dead = dead_in[order]
     center = (w @ X) / w.sum() if n else np.zeros(X.shape[1])
-    Xs = X[order] - center
+    Xs = X[order]
+    Xs -= center
 
     new = np.ones(n, dtype=bool)
     if n:
@@ -166,7 +170,7 @@ def risk_sets(
     change = np.flatnonzero(group_stratum[1:] != group_stratum[:-1]) + 1 if m else np.zeros(0, np.int64)
     strata_bounds = np.concatenate([[0], change, [m]]).astype(np.int64)
 
-    entry_group = None
+    entry_group = entry_rows = entry_ptr = None
     if entry is not None:
         e = np.asarray(entry, dtype=float)[order]
         entry_group = np.full(n, -1, dtype=np.int64)
@@ -177,10 +181,17 @@ def risk_sets(
             # last group of the stratum with time <= entry: the row is not at risk up to it
             entry_group[r0:r1] = g0 + np.searchsorted(group_time[g0:g1], e[r0:r1], side="right") - 1
         entry_group[entry_group < np.repeat(strata_bounds[:-1], np.diff(row_bounds))] = -1
+        entry_rows = np.flatnonzero(entry_group >= 0)
+        entry_rows = entry_rows[np.argsort(entry_group[entry_rows], kind="stable")]
+        entry_ptr = np.concatenate([[0], np.cumsum(np.bincount(entry_group[entry_rows], minlength=m))])
 
     death_rows = np.flatnonzero(dead)
-    death_group = group[death_rows]
-    event_groups, death_start, nd = np.unique(death_group, return_index=True, return_counts=True)
+    death_group = group[death_rows]  # sorted
+    first_death = np.ones(len(death_rows), dtype=bool)
+    first_death[1:] = death_group[1:] != death_group[:-1]
+    death_start = np.flatnonzero(first_death)
+    event_groups = death_group[death_start]
+    nd = np.diff(np.append(death_start, len(death_rows)))
     E = len(event_groups)
     death_event = np.repeat(np.arange(E), nd)
     wd = w[death_rows]
@@ -195,7 +206,8 @@ def risk_sets(
         step_weight = death_weight
     score_base = wd @ Xs[death_rows]
     return RiskSets(
-        order, Xs, center, w, group, group_start, strata_bounds, entry_group, event_groups, death_rows,
+        order, Xs, center, w, group, group_start, strata_bounds, entry_group, entry_rows, entry_ptr,
+        event_groups, death_rows,
         death_start, death_event, death_weight, step_event, step_frac, step_weight, score_base, ties,
     )  # fmt: skip
 
@@ -217,25 +229,46 @@ def _prefix_sums(a: np.ndarray, bounds: np.ndarray) -> np.ndarray:
     return out
 
 
-def _by_group(rs: RiskSets, values: np.ndarray, m: int) -> np.ndarray:
-    """Sum of ``values`` (rows in sorted order) by the group of each row's entry time."""
-    valid = rs.entry_group >= 0
-    idx = rs.entry_group[valid]
-    if values.ndim == 1:
-        return np.bincount(idx, weights=values[valid], minlength=m)
-    v = values[valid]
-    return np.column_stack([np.bincount(idx, weights=v[:, j], minlength=m) for j in range(v.shape[1])]) \
-        if v.shape[1] else np.zeros((m, 0))
+def _segment_sums(values: np.ndarray, rows: np.ndarray, ptr: np.ndarray, X: np.ndarray) -> np.ndarray:
+    """``sum values[k] * X[rows[k]]`` over each segment ``ptr[g]:ptr[g + 1]`` of ``rows``: one sparse
+    (segments x n) product, a single pass over the rows without an (n, p) temporary."""
+    a = sparse.csr_matrix((values, rows, ptr), shape=(len(ptr) - 1, X.shape[0]))
+    return np.asarray(a @ X).reshape(len(ptr) - 1, X.shape[1])
 
 
 @dataclass(frozen=True)
 class _Sums:
-    lp: np.ndarray  # (n,) centred linear predictor
+    """What one evaluation at ``beta`` needs, per row and per event group (E of them).
+
+    At an event group with risk-set sums ``S0 = R0 + D0``, ``S1 = R1 + D1`` (R: rows
+    that do not die then, D: its deaths), tie step ``k`` (share ``f`` of the deaths
+    removed, ``g = 1 - f``, weight ``sw``) has ``den = R0 + g D0 = q S0`` and mean
+    ``xbar = (r1 + g d1) / q`` with ``r1 = R1 / S0``, ``d1 = D1 / S0``. Sums over the
+    steps of powers of ``1/q`` (between 1 and d) are all the p-dimensional algebra
+    needs, so no (deaths x p) array is formed; everything is relative to ``S0``, so
+    nothing overflows where doubles still hold the risk scores, and ``xbar`` is built
+    from R1 and D1 (not S1 - f D1), free of cancellation.
+    """
+
     shift: float  # risk scores are exp(lp - shift)
     risk: np.ndarray  # (n,) exp(lp - shift)
     wr: np.ndarray  # (n,) weights * risk
-    den: np.ndarray  # (S,) the denominator of each tie step (scaled by exp(-shift))
-    xbar: np.ndarray  # (S, p) the weighted mean of x at each tie step
+    s0: np.ndarray  # (E,) S0
+    r1: np.ndarray  # (E, p) R1 / S0
+    d1: np.ndarray  # (E, p) D1 / S0
+    log_den: np.ndarray  # (E,) sum sw log(den)
+    a1: np.ndarray  # (E,) sum sw / q
+    g1: np.ndarray  # (E,) sum sw g / q
+    f1: np.ndarray  # (E,) sum sw f / q
+    a2: np.ndarray  # (E,) sum sw / q^2
+    g2: np.ndarray  # (E,) sum sw g / q^2
+    gg2: np.ndarray  # (E,) sum sw g^2 / q^2
+    f2: np.ndarray  # (E,) sum sw f / q^2
+    fg2: np.ndarray  # (E,) sum sw f g / q^2
+
+    def xbar_sum(self) -> np.ndarray:
+        """(E, p): sum over the steps of sw * xbar."""
+        return self.r1 * self.a1[:, None] + self.d1 * self.g1[:, None]
 
 
 def _sums(rs: RiskSets, beta: np.ndarray) -> _Sums:
@@ -247,27 +280,39 @@ def _sums(rs: RiskSets, beta: np.ndarray) -> _Sums:
     with np.errstate(over="ignore", under="ignore"):
         risk = np.exp(lp - shift)
     wr = rs.weights * risk
-    wrx = wr[:, None] * rs.X
-    if m:
-        g0 = np.add.reduceat(wr, rs.group_start)
-        g1 = np.add.reduceat(wrx, rs.group_start, axis=0)
-    else:
-        g0, g1 = np.zeros(0), np.zeros((0, rs.p))
+    n = len(wr)
+    ptr = np.append(rs.group_start, n)
+    g0 = np.add.reduceat(wr, rs.group_start) if m else np.zeros(0)
+    g1 = _segment_sums(wr, np.arange(n), ptr, rs.X)
     s0 = _suffix_sums(g0, rs.strata_bounds)
     s1 = _suffix_sums(g1, rs.strata_bounds)
     if rs.entry_group is not None:  # rows that enter at or after t are not at risk at t
-        s0 = s0 - _suffix_sums(_by_group(rs, wr, m), rs.strata_bounds)
-        s1 = s1 - _suffix_sums(_by_group(rs, wrx, m), rs.strata_bounds)
-    if len(rs.event_groups):
-        d0 = np.add.reduceat(wr[rs.death_rows], rs.death_start)
-        d1 = np.add.reduceat(wrx[rs.death_rows], rs.death_start, axis=0)
-    else:
-        d0, d1 = np.zeros(0), np.zeros((0, rs.p))
-    j, f = rs.step_event, rs.step_frac
+        we = wr[rs.entry_rows]
+        s0 = s0 - _suffix_sums(np.bincount(rs.entry_group[rs.entry_rows], weights=we, minlength=m), rs.strata_bounds)
+        s1 = s1 - _suffix_sums(_segment_sums(we, rs.entry_rows, rs.entry_ptr, rs.X), rs.strata_bounds)
+    wd = wr[rs.death_rows]
+    dptr = np.append(rs.death_start, len(wd))
+    d0 = np.add.reduceat(wd, rs.death_start) if len(wd) else np.zeros(0)
+    d1 = _segment_sums(wd, rs.death_rows, dptr, rs.X)
     eg = rs.event_groups
-    den = s0[eg][j] - f * d0[j]
-    xbar = (s1[eg][j] - f[:, None] * d1[j]) / den[:, None]
-    return _Sums(lp, shift, risk, wr, den, xbar)
+    s0e = s0[eg]
+    r0, r1 = (s0e - d0) / s0e, (s1[eg] - d1) / s0e[:, None]  # the rows at risk that do not die then
+    d0, d1 = d0 / s0e, d1 / s0e[:, None]
+    j, f, sw = rs.step_event, rs.step_frac, rs.step_weight
+    g = 1.0 - f
+    q = r0[j] + g * d0[j]
+    E = len(eg)
+
+    def per_event(v: np.ndarray) -> np.ndarray:
+        return np.bincount(j, weights=v, minlength=E)
+
+    inv = sw / q
+    inv2 = inv / q
+    log_den = per_event(sw * np.log(q)) + rs.death_weight * np.log(s0e)
+    return _Sums(
+        shift, risk, wr, s0e, r1, d1, log_den, per_event(inv), per_event(inv * g), per_event(inv * f),
+        per_event(inv2), per_event(inv2 * g), per_event(inv2 * g * g), per_event(inv2 * f), per_event(inv2 * f * g),
+    )  # fmt: skip
 
 
 def partial_likelihood(
@@ -283,25 +328,27 @@ def _partial_likelihood(
     rs: RiskSets, beta: np.ndarray, derivatives: bool
 ) -> tuple[float, np.ndarray | None, np.ndarray | None]:
     z = _sums(rs, beta)
-    sw = rs.step_weight
-    loglik = float(rs.score_base @ beta - sw @ (np.log(z.den) + z.shift))
+    loglik = float(rs.score_base @ beta - z.log_den.sum() - z.shift * rs.step_weight.sum())
     if not derivatives:
         return loglik, None, None
-    score = rs.score_base - sw @ z.xbar
-    E, m = len(rs.event_groups), len(rs.group_start)
-    # information = sum over steps of sw * (S2 - f D2) / den - sw * xbar xbar'; the S2 and D2 parts are
-    # X' diag(c) X with c = w r (sum of sw/den over the steps a row is at risk in, minus f sw/den at its death)
-    a = np.bincount(rs.step_event, weights=sw / z.den, minlength=E)
-    b = np.bincount(rs.step_event, weights=sw * rs.step_frac / z.den, minlength=E)
+    score = rs.score_base - z.xbar_sum().sum(axis=0)
+    # information = sum over steps of sw (S2 - f D2) / den - sw xbar xbar'. The S2 and D2 parts are
+    # X' diag(c) X with c = w r (sum of a1 over the event groups a row is at risk at, minus f1 at its
+    # own death); the xbar part is a quadratic form in R1 and D1 per event group.
+    m = len(rs.group_start)
     at_group = np.zeros(m)
-    at_group[rs.event_groups] = a
+    at_group[rs.event_groups] = z.a1 / z.s0  # the hazard increment (scaled by exp(shift))
     cum = _prefix_sums(at_group, rs.strata_bounds)
     c_row = cum[rs.group]
     if rs.entry_group is not None:
         c_row = c_row - np.where(rs.entry_group >= 0, cum[np.maximum(rs.entry_group, 0)], 0.0)
     c = z.wr * c_row
-    c[rs.death_rows] -= z.wr[rs.death_rows] * b[rs.death_event]
-    info = (rs.X * c[:, None]).T @ rs.X - (z.xbar * sw[:, None]).T @ z.xbar
+    c[rs.death_rows] -= z.wr[rs.death_rows] * (z.f1 / z.s0)[rs.death_event]
+    cross = (z.r1 * z.g2[:, None]).T @ z.d1
+    info = (
+        (rs.X * c[:, None]).T @ rs.X
+        - (z.r1 * z.a2[:, None]).T @ z.r1 - cross - cross.T - (z.d1 * z.gg2[:, None]).T @ z.d1
+    )
     return loglik, score, info
 
 
@@ -421,20 +468,14 @@ def score_residuals(rs: RiskSets, beta: np.ndarray) -> np.ndarray:
     (R's ``coxscore2`` and ``agscore3``).
     """
     beta = np.asarray(beta, dtype=float)
-    z = _sums(rs, beta)
-    E, m = len(rs.event_groups), len(rs.group_start)
-    sw, f, j = rs.step_weight, rs.step_frac, rs.step_event
-    h = sw / z.den  # hazard increment of each step (scaled by exp(shift))
-
-    def per_event(v: np.ndarray) -> np.ndarray:
-        if v.ndim == 1:
-            return np.bincount(j, weights=v, minlength=E)
-        return np.column_stack([np.bincount(j, weights=v[:, c], minlength=E) for c in range(v.shape[1])]) \
-            if v.shape[1] else np.zeros((E, 0))
-
-    a, b = per_event(h), per_event(h[:, None] * z.xbar)
-    a_tie, b_tie = per_event(f * h), per_event((f * h)[:, None] * z.xbar)
-    xbar_death = per_event((sw / rs.death_weight[j])[:, None] * z.xbar)  # mean over the steps
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        z = _sums(rs, beta)
+    m = len(rs.group_start)
+    # per event group, over its steps: a = sum h, b = sum h xbar, with h = sw / den the hazard
+    # increment; a_tie, b_tie the same weighted by f (a death is at risk in step k with 1 - k/d)
+    a, b = z.a1 / z.s0, (z.r1 * z.a2[:, None] + z.d1 * z.g2[:, None]) / z.s0[:, None]
+    a_tie, b_tie = z.f1 / z.s0, (z.r1 * z.f2[:, None] + z.d1 * z.fg2[:, None]) / z.s0[:, None]
+    xbar_death = z.xbar_sum() / rs.death_weight[:, None]  # mean of xbar over the steps
     at_a, at_b = np.zeros(m), np.zeros((m, rs.p))
     at_a[rs.event_groups], at_b[rs.event_groups] = a, b
     cum_a, cum_b = _prefix_sums(at_a, rs.strata_bounds), _prefix_sums(at_b, rs.strata_bounds)
