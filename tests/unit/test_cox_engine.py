@@ -139,3 +139,15 @@ def test_ties_must_be_known():
     X, time, status, *_ = _data()
     with pytest.raises(ValueError, match="ties"):
         risk_sets(time, status, X, ties="exact")
+
+
+@pytest.mark.parametrize("ties", ["efron", "breslow"])
+def test_estimate_is_the_maximum_not_just_Rs_stopping_point(ties):
+    """R stops when the log-likelihood changes by < 1e-9 (relative), ~1e-8 short of the maximum; the
+    engine goes on: a further Newton step from its estimate moves nothing beyond rounding."""
+    X, time, status, s, entry, w = _data(seed=8)
+    for kw in ({}, {"strata": s}, {"entry": entry, "strata": s}, {"weights": w}):
+        fit = fit_cox(risk_sets(time, status, X, ties=ties, **kw))
+        assert fit.converged
+        step = fit.var @ fit.score
+        assert np.all(np.abs(step) <= 1e-12 * (1 + np.abs(fit.beta))), (kw.keys(), step)
