@@ -81,9 +81,11 @@ def concordance_counts(
     # integers; thresholds per event: its own value (below / equal), and with strata the
     # first value of its stratum and of the next one (the rows of its stratum).
     width = n + 1
-    key = strata * width + rank
-    levels, val = np.unique(key, return_inverse=True)
-    val = val.reshape(-1)
+    if stratified:
+        levels, val = np.unique(strata * width + rank, return_inverse=True)
+        val = val.reshape(-1)
+    else:
+        val = rank  # already dense
     thr = [val[ev]]
     if stratified:
         thr += [np.searchsorted(levels, strata[ev] * width), np.searchsorted(levels, (strata[ev] + 1) * width)]

@@ -524,7 +524,7 @@ def cox_ph(
     else:
         s_fit = None
 
-    X_fit = design.X[np.ix_(keep, fit_cols)]
+    X_fit = design.X if keep.all() and len(fit_cols) == len(names) else design.X[np.ix_(keep, fit_cols)]
     e_fit = None if e is None else e[keep]
     fit = fit_cox(risk_sets(t[keep], d[keep], X_fit, entry=e_fit, strata=s_fit, ties=ties))
     params = fit.beta
