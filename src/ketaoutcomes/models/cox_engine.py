@@ -5,7 +5,7 @@ The estimation behind :func:`ketaoutcomes.models.cox.cox_ph` and
 data are sorted once (:func:`risk_sets`), then every evaluation of the partial
 likelihood, its score and its information (:func:`partial_likelihood`) is a fixed
 number of passes over the rows, O(n p^2), with no Python loop over rows or event
-times. It follows R's ``survival`` (``coxph``, C routines ``coxfit6`` and
+times (only over strata). It follows R's ``survival`` (``coxph``, C routines ``coxfit6`` and
 ``agfit4``):
 
 * **Risk sets.** A row with exit time ``b`` (and entry time ``a``, for
@@ -16,19 +16,21 @@ times. It follows R's ``survival`` (``coxph``, C routines ``coxfit6`` and
 * **Ties.** Breslow: every death at ``t`` sees the whole risk set. Efron: at a
   time with ``d`` deaths, step ``k = 0..d-1`` removes ``k/d`` of the deaths'
   share from the risk set, and each step carries the deaths' mean weight
-  (R's ``meanwt``). A step is one row of a (deaths x p) array, so ties cost
-  nothing special.
+  (R's ``meanwt``). The steps enter only through sums over each event time of
+  scalar functions of their denominators (see ``_Sums``), so ties cost nothing
+  special: day-level ties and continuous times take the same passes.
 * **Information without n x p x p arrays.** The second-moment sums,
   ``sum_t c_t S2(t)`` with ``S2 = sum w r x x'``, are rewritten as
   ``X' diag(w r C) X``, where ``C`` of a row is the sum of ``c_t`` over the event
   times at which it is at risk (a cumulative sum): one matrix product.
-* **Case weights** enter as R's ``weights``: a row with weight 2 counts as two
-  identical rows. :func:`robust_variance` is R's ``robust = TRUE`` sandwich,
+* **Case weights** enter as R's ``weights`` (a row with weight 2 counts as two
+  identical rows; with Efron ties R's mean weight of the tied deaths is used). :func:`robust_variance` is R's ``robust = TRUE`` sandwich,
   from the score residuals (:func:`score_residuals`, R's ``residuals(fit,
   "score")``), summed within clusters when given.
 * **Newton-Raphson** (:func:`fit_cox`) as ``coxfit6``: start at zero, stop when
-  the log-likelihood changes by at most ``eps`` (1e-9) relative, halve the step
-  when the log-likelihood falls. R returns that iterate, which is ~1e-8
+  the log-likelihood changes by at most ``eps`` (1e-9) relative within
+  ``max_iter`` (20) iterations, halve the step when the log-likelihood falls,
+  solve with R's ``cholesky2`` tolerance. R returns that iterate, which is ~1e-8
   (relative) short of the maximum; here Newton steps continue (at most
   ``polish`` of them) until a step moves no coefficient by more than 1e-9
   relative, so the estimate is the maximum to machine precision and does not
@@ -206,9 +208,8 @@ def risk_sets(
         step_weight = death_weight
     score_base = wd @ Xs[death_rows]
     return RiskSets(
-        order, Xs, center, w, group, group_start, strata_bounds, entry_group, entry_rows, entry_ptr,
-        event_groups, death_rows,
-        death_start, death_event, death_weight, step_event, step_frac, step_weight, score_base, ties,
+        order, Xs, center, w, group, group_start, strata_bounds, entry_group, entry_rows, entry_ptr, event_groups,
+        death_rows, death_start, death_event, death_weight, step_event, step_frac, step_weight, score_base, ties,
     )  # fmt: skip
 
 
