@@ -465,7 +465,7 @@ def cox_ph(
       test"; ``lr_df`` counts every term but constant ones, as R does.
       R's standard error of the concordance is not computed.
     * Newton-Raphson stops as R's does (log-likelihood changing by at most 1e-9
-      relative, at most 30 iterations, step halving), then takes Newton steps to
+      relative, at most 20 iterations, step halving), then takes Newton steps to
       the maximum (:func:`~ketaoutcomes.models.cox_engine.fit_cox`); ``converged``
       is False, with a note, when R's criterion is not met or a further Newton
       step would still move a coefficient.
