@@ -12,7 +12,6 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 import numpy as np
-import polars as pl
 
 __all__ = ["concordance_counts", "harrell_c", "linear_predictor"]
 
@@ -124,9 +123,15 @@ def concordance_counts(
     discordant = float((total - below_own - equal_own).sum())
 
     # Event pairs tied in time (same stratum): not comparable.
-    ev_keys = pl.DataFrame({"s": strata[ev], "t": stop[ev], "r": rank[ev]})
-    by_t = ev_keys.group_by("s", "t").len()["len"].to_numpy().astype(float)
-    by_tr = ev_keys.group_by("s", "t", "r").len()["len"].to_numpy().astype(float)
+    es, et, er = strata[ev], stop[ev], rank[ev]
+    o = np.lexsort((er, et, es))
+    es, et, er = es[o], et[o], er[o]
+    new_t = np.ones(len(ev), dtype=bool)
+    new_t[1:] = (es[1:] != es[:-1]) | (et[1:] != et[:-1])
+    new_tr = new_t.copy()
+    new_tr[1:] |= er[1:] != er[:-1]
+    by_t = np.diff(np.append(np.flatnonzero(new_t), len(ev))).astype(float)  # events per (stratum, time)
+    by_tr = np.diff(np.append(np.flatnonzero(new_tr), len(ev))).astype(float)  # ... and score
     tied_all = float((by_t * (by_t - 1) / 2).sum())
     tied_xy = float((by_tr * (by_tr - 1) / 2).sum())
     return {

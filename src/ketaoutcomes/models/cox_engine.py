@@ -452,7 +452,7 @@ def fit_cox(
             if not (np.isfinite(c_loglik) and c_loglik >= loglik - 1e-12 * max(1.0, abs(loglik))):
                 break
             beta, loglik, score, info = cand, c_loglik, c_score, c_info
-            if np.all(np.abs(step) <= 1e-9 * (1 + np.abs(beta))):
+            if np.all(np.abs(step) <= 1e-7 * (1 + np.abs(beta))):  # what is left is O(step^2)
                 break
     return CoxFit(beta, _inverse(info), loglik, score, info, loglik_init, score_init, info_init, iterations,
                   converged)
