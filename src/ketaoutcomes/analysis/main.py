@@ -3,7 +3,7 @@
 
 * Kaplan-Meier per arm with 95% CIs and the median time with its CI; the restricted mean time
   without the event up to the horizon; a log-rank test across arms;
-* two Cox models (statsmodels PHReg, Efron ties) with the study's reference arm, each term with
+* two Cox models (Efron ties, as R's ``coxph``) with the study's reference arm, each term with
   its variable, level and arm as columns:
 
   - ``adjusted``: arm + the study covariates, stratified by the study strata (site by default): a

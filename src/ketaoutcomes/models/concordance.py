@@ -4,7 +4,7 @@ Used by :func:`ketaoutcomes.models.cox.cox_ph`. The pair counts follow R's
 ``survival::concordance``: pairs are compared within strata over risk sets (so
 delayed entry is respected), a tie in the predictor counts 1/2, pairs with tied
 event times are left out, and a row censored at an event time counts as the
-longer survivor. Nothing loops over rows in Python (O(n log^2 n)).
+longer survivor. Nothing loops over rows in Python (O(n log n)).
 """
 
 from __future__ import annotations
@@ -12,41 +12,38 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 import numpy as np
-import polars as pl
 
 __all__ = ["concordance_counts", "harrell_c", "linear_predictor"]
 
 
-def _preceding_points_below(
-    point_pos: np.ndarray, point_val: np.ndarray, query_pos: np.ndarray, query_thr: np.ndarray
-) -> np.ndarray:
-    """For each query, count points with a smaller position and a value below its threshold.
+def _prefix_counts(values: np.ndarray, length: np.ndarray, thr: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """For each query ``q``: among ``values[:length[q]]``, how many are below ``thr[q]`` and how many equal it.
 
-    Offline 2-D dominance counting, vectorised over the levels of a binary tree of
-    positions (O(n log^2 n), no per-row Python loop): at level ``l`` each query in
-    a right child counts the points of the left sibling, and every earlier point
-    is in exactly one such left sibling. Values and thresholds are integers in
-    ``[0, M]``.
+    Offline rank queries on a wavelet matrix, built and queried one bit level at a
+    time (O((n + q) log n), vectorised, nothing stored between levels): at each
+    level the values are stably partitioned by the bit (zeros first), and every
+    query follows its threshold's bit, counting the zeros it skips when the bit
+    is 1. What remains of a query's range at the end equals its threshold.
+    ``values`` and ``thr`` are integers in ``[0, 2**bits)``.
     """
-    counts = np.zeros(len(query_pos), dtype=np.int64)
-    if len(point_pos) == 0 or len(query_pos) == 0:
-        return counts
-    span = int(max(point_val.max(), query_thr.max())) + 2
-    top = int(max(point_pos.max(), query_pos.max())) + 1
-    level = 0
-    while (1 << level) < top:
-        pb = point_pos >> level
-        qb = query_pos >> level
-        left = (pb & 1) == 0
-        right = (qb & 1) == 1
-        if right.any() and left.any():
-            keys = np.sort((pb[left] >> 1) * span + point_val[left])
-            parent = (qb[right] >> 1) * span
-            counts[right] += np.searchsorted(keys, parent + query_thr[right], "left") - np.searchsorted(
-                keys, parent, "left"
-            )
-        level += 1
-    return counts
+    top = int(max(values.max(initial=0), thr.max(initial=0)))
+    cur = values.astype(np.int64)
+    start = np.zeros(len(length), dtype=np.int64)
+    end = length.astype(np.int64)
+    below = np.zeros(len(length), dtype=np.int64)
+    zeros = np.empty(len(cur) + 1, dtype=np.int64)
+    zeros[0] = 0
+    for level in range(top.bit_length() - 1, -1, -1):
+        is_zero = ((cur >> level) & 1) == 0
+        np.cumsum(is_zero, out=zeros[1:])
+        n_zero = zeros[-1]
+        zs, ze = zeros[start], zeros[end]
+        one = ((thr >> level) & 1) == 1
+        below += np.where(one, ze - zs, 0)
+        start = np.where(one, n_zero + start - zs, zs)
+        end = np.where(one, n_zero + end - ze, ze)
+        cur = np.concatenate([cur[is_zero], cur[~is_zero]])
+    return below, end - start
 
 
 def concordance_counts(
@@ -71,51 +68,70 @@ def concordance_counts(
     ``score`` may be an integer rank array; only its order matters.
     """
     n = len(stop)
+    stratified = strata is not None and len(np.unique(strata)) > 1
     strata = np.zeros(n, dtype=np.int64) if strata is None else np.asarray(strata, dtype=np.int64)
     _, rank = np.unique(score, return_inverse=True)
-    width = n + 1
-    base = strata * width
-    val = base + rank  # stratum in the high digits: thresholds pick one stratum
+    rank = rank.reshape(-1)
     ev = np.flatnonzero(status == 1)
     if len(ev) == 0:
         return {"concordant": 0.0, "discordant": 0.0, "tied_x": 0.0, "tied_y": 0.0, "tied_xy": 0.0}
 
-    # Queries: for event i, thresholds base_i, val_i, val_i + 1, base_i + width.
-    q_thr = np.concatenate([base[ev], val[ev], val[ev] + 1, base[ev] + width])
-    nq = len(ev)
+    # One value per row: stratum in the high digits, then the rank of the score, as dense
+    # integers; thresholds per event: its own value (below / equal), and with strata the
+    # first value of its stratum and of the next one (the rows of its stratum).
+    width = n + 1
+    if stratified:
+        levels, val = np.unique(strata * width + rank, return_inverse=True)
+        val = val.reshape(-1)
+    else:
+        val = rank  # already dense
+    thr = [val[ev]]
+    if stratified:
+        thr += [np.searchsorted(levels, strata[ev] * width), np.searchsorted(levels, (strata[ev] + 1) * width)]
+    thresholds = np.concatenate(thr)
 
-    def count(point_key: np.ndarray, point_order: np.ndarray, query_key: np.ndarray, query_order: int) -> np.ndarray:
-        # one sequence, sorted by key descending, then by order within a key;
-        # a point is counted for the queries that come after it
-        keys = np.concatenate([point_key, query_key])
-        order = np.concatenate([point_order, np.full(len(query_key), query_order)])
-        seq = np.lexsort((order, -keys))
-        pos = np.empty(len(seq), dtype=np.int64)
-        pos[seq] = np.arange(len(seq))
-        ppos, qpos = pos[: len(point_key)], pos[len(point_key) :]
-        c = _preceding_points_below(ppos, val, np.tile(qpos, 4), q_thr)
-        return c.reshape(4, nq)
+    def count(order: np.ndarray, length: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        # rows in ``order``; event i counts the first length[i] of them
+        below, equal = _prefix_counts(val[order], np.tile(length, len(thr)), thresholds)
+        return below.reshape(len(thr), -1), equal.reshape(len(thr), -1)
 
-    # Rows still at risk at t: stop > t, or stop == t and censored (order 0 before
-    # the query's 1); events at t (order 2) come after the query and are excluded.
-    c_stop = count(stop, np.where(status == 1, 2, 0), stop[ev], 1)
+    # Rows still at risk at an event's time t: stop > t, or stop == t and censored. Sorted by stop
+    # descending, censored before events at the same time, they are the rows before the first
+    # event at t.
+    by_stop = np.lexsort((status == 1, -stop))
+    first = np.ones(n, dtype=bool)
+    sorted_stop, sorted_event = stop[by_stop], status[by_stop] == 1
+    first[1:] = (sorted_stop[1:] != sorted_stop[:-1]) | (sorted_event[1:] != sorted_event[:-1])
+    block_start = np.maximum.accumulate(np.where(first, np.arange(n), 0))
+    length = np.empty(n, dtype=np.int64)
+    length[by_stop] = block_start
+    below, equal = count(by_stop, length[ev])
     if entry is not None:
         # ... minus rows not yet entered: entry >= t (R: at risk only when entry < t).
-        c_entry = count(entry, np.zeros(n, dtype=np.int64), stop[ev], 1)
-        c = c_stop - c_entry
+        by_entry = np.argsort(-entry, kind="stable")
+        not_in = n - np.searchsorted(np.sort(entry), stop[ev], side="left")
+        b_entry, e_entry = count(by_entry, not_in)
+        below, equal = below - b_entry, equal - e_entry
+    if stratified:
+        below_own, equal_own = below[0] - below[1], equal[0]
+        total = below[2] - below[1]
     else:
-        c = c_stop
-    below = c[1] - c[0]
-    equal = c[2] - c[1]
-    total = c[3] - c[0]
-    concordant = float(below.sum())
-    tied_x = float(equal.sum())
-    discordant = float((total - below - equal).sum())
+        below_own, equal_own = below[0], equal[0]
+        total = length[ev] - (0 if entry is None else not_in)
+    concordant = float(below_own.sum())
+    tied_x = float(equal_own.sum())
+    discordant = float((total - below_own - equal_own).sum())
 
     # Event pairs tied in time (same stratum): not comparable.
-    ev_keys = pl.DataFrame({"s": strata[ev], "t": stop[ev], "r": rank[ev]})
-    by_t = ev_keys.group_by("s", "t").len()["len"].to_numpy().astype(float)
-    by_tr = ev_keys.group_by("s", "t", "r").len()["len"].to_numpy().astype(float)
+    es, et, er = strata[ev], stop[ev], rank[ev]
+    o = np.lexsort((er, et, es))
+    es, et, er = es[o], et[o], er[o]
+    new_t = np.ones(len(ev), dtype=bool)
+    new_t[1:] = (es[1:] != es[:-1]) | (et[1:] != et[:-1])
+    new_tr = new_t.copy()
+    new_tr[1:] |= er[1:] != er[:-1]
+    by_t = np.diff(np.append(np.flatnonzero(new_t), len(ev))).astype(float)  # events per (stratum, time)
+    by_tr = np.diff(np.append(np.flatnonzero(new_tr), len(ev))).astype(float)  # ... and score
     tied_all = float((by_t * (by_t - 1) / 2).sum())
     tied_xy = float((by_tr * (by_tr - 1) / 2).sum())
     return {
@@ -133,12 +149,14 @@ def linear_predictor(X: np.ndarray, beta: np.ndarray) -> np.ndarray:
     A BLAS product may round two identical rows differently (SIMD blocks versus
     remainder rows), which would turn ties in the predictor into 1-ulp
     differences and change the concordance. R computes each row the same way,
-    so its ties are exact; computing once per distinct row does the same here.
+    so its ties are exact. Here every row is summed column by column in the same
+    order with elementwise (correctly rounded, never fused) operations, so a
+    row's value depends on its own numbers only. O(n p).
     """
-    if X.shape[0] == 0:
-        return np.zeros(0)
-    uniq, inverse = np.unique(X, axis=0, return_inverse=True)
-    return (uniq @ beta)[inverse.reshape(-1)]
+    lp = np.zeros(X.shape[0])
+    for j in range(X.shape[1]):
+        lp += X[:, j] * beta[j]
+    return lp
 
 
 def harrell_c(counts: Mapping[str, float]) -> float | None:

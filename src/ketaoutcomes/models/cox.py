@@ -1,8 +1,8 @@
 """Cox proportional hazards models, as R's ``coxph``.
 
 Pure functions: a :class:`polars.DataFrame` goes in, a frozen result object comes
-out. The estimation is done by statsmodels
-(:class:`statsmodels.duration.hazard_regression.PHReg`); this module chooses the
+out. The estimation is done by :mod:`ketaoutcomes.models.cox_engine` (a vectorised
+Newton-Raphson on the partial likelihood, as R's ``coxph``); this module chooses the
 conventions and reports them the way R's ``survival`` package does, because R is
 the oracle the tests in ``tests/reference`` compare against. The event indicator
 and the dropping of incomplete rows follow :mod:`ketaoutcomes.models.common`;
@@ -12,9 +12,9 @@ Conventions (each is also commented where it is applied):
 
 * **Risk sets with delayed entry.** A row with entry time ``a`` and exit time
   ``b`` is at risk at time ``t`` when ``a < t <= b``, as in R's
-  ``Surv(start, stop, event)``. statsmodels' PHReg counts it at risk from
-  ``t >= a``, which double-counts a subject at the boundary between two of its
-  intervals; see :func:`cox_ph`.
+  ``Surv(start, stop, event)`` (statsmodels' PHReg, used before, counts it at
+  risk from ``t >= a``, which double-counts a subject at the boundary between two
+  of its intervals).
 * **Terms that cannot be estimated** (a level without events, a constant term)
   are reported as null with a note, and their rows left out of the fit
   (:func:`estimable`).
@@ -31,7 +31,6 @@ fitted (:func:`empty_cox`) are shared with the weighted Cox model of
 from __future__ import annotations
 
 import math
-import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -39,7 +38,6 @@ from typing import Any
 import numpy as np
 import polars as pl
 from scipy import stats
-from statsmodels.duration.hazard_regression import PHReg
 
 from ketaoutcomes.models.common import (
     drop_missing,
@@ -52,6 +50,7 @@ from ketaoutcomes.models.common import (
     safe_exp,
 )
 from ketaoutcomes.models.concordance import concordance_counts, harrell_c, linear_predictor
+from ketaoutcomes.models.cox_engine import fit_cox, partial_likelihood, risk_sets
 
 __all__ = [
     "SUMMARY_COLS",
@@ -194,6 +193,21 @@ def design_matrix(
     return Design(X, names, source, parts), notes
 
 
+def _is_constant(x: np.ndarray) -> bool:
+    """At most one distinct value (as ``np.unique(x).size <= 1``, in O(n))."""
+    return x.size == 0 or bool(x.min() == x.max())
+
+
+def _two_values(x: np.ndarray) -> tuple[float, float] | None:
+    """The two distinct values of ``x``, smaller first, if it has exactly two (O(n))."""
+    if x.size == 0:
+        return None
+    lo, hi = x.min(), x.max()
+    if lo == hi or not np.all((x == lo) | (x == hi)):
+        return None
+    return lo, hi
+
+
 def _non_estimable(
     design: Design, status: np.ndarray, categorical: Mapping[str, Any]
 ) -> tuple[np.ndarray, dict[str, str], list[str], list[str]]:
@@ -256,8 +270,8 @@ def _non_estimable(
         for j, t in enumerate(design.names):
             if design.source.get(t) is not None or t in drop_cols:
                 continue
-            values = np.unique(design.X[keep, j])
-            if len(values) != 2:
+            values = _two_values(design.X[keep, j])
+            if values is None:
                 continue
             for v, direction in ((values[1], "tends to 0"), (values[0], "is infinite")):
                 rows = keep & (design.X[:, j] == v)
@@ -276,29 +290,11 @@ def _non_estimable(
     for j, t in enumerate(design.names):
         if t in drop_cols or not keep.any():
             continue
-        if np.unique(design.X[keep, j]).size <= 1:
+        if _is_constant(design.X[keep, j]):
             drop_cols.add(t)
             null_terms[t] = f"{t} is constant"
             notes.append(f"{t} is constant in the analysed rows: not estimable, reported as null")
     return keep, null_terms, [t for t in design.names if t in drop_cols], notes
-
-
-def _phreg(
-    time: np.ndarray,
-    status: np.ndarray,
-    X: np.ndarray,
-    *,
-    entry: np.ndarray | None,
-    strata: np.ndarray | None,
-    ties: str,
-) -> PHReg:
-    if entry is not None:
-        # R's risk set is entry < t <= stop; statsmodels' PHReg uses entry <= t
-        # (a row whose entry equals an event time is counted at risk then, so a
-        # split subject is in the risk set twice at its split times). Moving the
-        # entry to the next representable double gives R's rule exactly.
-        entry = np.nextafter(entry, np.inf)
-    return PHReg(time, X, status=status, entry=entry, strata=strata, ties=ties)
 
 
 SUMMARY_COLS = ("coef", "hr", "se", "z", "p_value", "hr_lower", "hr_upper")
@@ -425,7 +421,7 @@ def cox_ph(
     ties: str = "efron",
     alpha: float = 0.05,
 ) -> CoxResult:
-    """Fit a Cox proportional hazards model with statsmodels' PHReg.
+    """Fit a Cox proportional hazards model, as R's ``coxph``.
 
     Parameters
     ----------
@@ -451,8 +447,7 @@ def cox_ph(
         at risk at ``t`` when ``entry < t <= time``, as R's
         ``Surv(entry, time, event)``. Must be smaller than ``time`` in every row.
     ties : {"efron", "breslow"}, default "efron"
-        Handling of tied event times. Efron is R's ``coxph`` default
-        (statsmodels' PHReg defaults to Breslow).
+        Handling of tied event times. Efron is R's ``coxph`` default.
     alpha : float, default 0.05
         Wald intervals for the hazard ratios have coverage ``1 - alpha``.
 
@@ -469,15 +464,19 @@ def cox_ph(
       the same rows; the score test is evaluated at zero, as R's "Score (logrank)
       test"; ``lr_df`` counts every term but constant ones, as R does.
       R's standard error of the concordance is not computed.
-    * Cost: statsmodels loops over the distinct event times of each stratum
-      (in Python), so a model on ~100k rows with day-level times takes a few
-      seconds, and longer with many strata. Nothing here loops over rows.
+    * Newton-Raphson stops as R's does (log-likelihood changing by at most 1e-9
+      relative, at most 20 iterations, step halving), then takes Newton steps to
+      the maximum (:func:`~ketaoutcomes.models.cox_engine.fit_cox`); ``converged``
+      is False, with a note, when R's criterion is not met or a further Newton
+      step would still move a coefficient.
+    * Cost: one sort, then O(n p^2) per iteration (no loop over rows or event
+      times), with day-level ties or continuous times alike; Harrell's C is
+      O(n log n).
     * Concordance is Harrell's C as R's ``coxph`` reports it: pairs are
       compared within strata over risk sets (so delayed entry is respected), a tie
       in the linear predictor counts 1/2, pairs with tied event times are left
       out, and a row censored at an event time counts as the longer survivor.
-    * Strata without events carry no information; statsmodels drops them (a
-      note says how many).
+    * Strata without events carry no information (a note says how many).
     * A binary term whose level has no events (for example an arm without
       events) has an infinite maximum-likelihood estimate. Its row is reported
       with nulls and a note, and the other terms are fitted without the rows of
@@ -525,24 +524,22 @@ def cox_ph(
     else:
         s_fit = None
 
-    X_fit = design.X[np.ix_(keep, fit_cols)]
-    model = _phreg(t[keep], d[keep], X_fit, entry=None if e is None else e[keep], strata=s_fit, ties=ties)
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        res = model.fit()
-    params = np.asarray(res.params, dtype=float)
-    cov = np.asarray(res.cov_params(), dtype=float)
+    X_fit = design.X if keep.all() and len(fit_cols) == len(names) else design.X[np.ix_(keep, fit_cols)]
+    e_fit = None if e is None else e[keep]
+    fit = fit_cox(risk_sets(t[keep], d[keep], X_fit, entry=e_fit, strata=s_fit, ties=ties))
+    params = fit.beta
+    cov = fit.var
     bse = np.sqrt(np.diag(cov))
 
-    converged = bool(np.all(np.isfinite(params)) and np.all(np.isfinite(bse)))
-    for message in dict.fromkeys(str(w.message) for w in caught):
-        if "converge" in message.lower():
-            converged = False
-        notes.append(f"statsmodels warned: {message}")
+    converged = bool(fit.converged and np.all(np.isfinite(params)) and np.all(np.isfinite(bse)))
+    if not fit.converged:
+        notes.append(f"Newton-Raphson did not converge in {fit.iterations} iterations")
+    elif not converged:
+        notes.append("Newton-Raphson did not converge: the information matrix is singular at the estimate")
     if converged:
         # one more Newton step should not move the estimate (R checks the same way
         # for coefficients that may be infinite)
-        step = cov @ model.score(params)
+        step = cov @ fit.score
         if np.any(np.abs(step) > 1e-6 * (1 + np.abs(params))):
             converged = False
             notes.append("Newton-Raphson did not converge: a further step changes the estimates")
@@ -555,22 +552,21 @@ def cox_ph(
     # Log-likelihoods, LR and score tests are taken on all analysed rows (R's
     # view): the null likelihood does not depend on covariates, and in the limit
     # the excluded rows add nothing to the fitted one.
-    loglik = float(model.loglike(params))
+    loglik = fit.loglik
     if keep.all() and len(fit_cols) == len(names):  # nothing was left out
-        full = model
+        loglik_null, score0, info0 = fit.loglik_init, fit.score_init, fit.information_init
     else:
         # all analysed rows; columns that vary over them (a constant one would make
         # the information matrix singular)
-        varying = [j for j in range(design.X.shape[1]) if np.unique(design.X[:, j]).size > 1]
-        full = _phreg(t, d, design.X[:, varying], entry=e, strata=s_codes, ties=ties)
-    zero = np.zeros(full.exog.shape[1])
-    loglik_null = float(full.loglike(zero))
+        varying = [j for j in range(design.X.shape[1]) if not _is_constant(design.X[:, j])]
+        full = risk_sets(t, d, design.X[:, varying], entry=e, strata=s_codes, ties=ties)
+        loglik_null, score0, info0 = partial_likelihood(full, np.zeros(len(varying)))
     lr_chi2 = 2 * (loglik - loglik_null)
     lr_df = lr_degrees_of_freedom(names, null_terms)
     lr_p = float(stats.chi2.sf(lr_chi2, lr_df))
     wald_chi2 = quadratic_test(params, cov) if converged else math.nan  # b' V^-1 b
     wald_chi2 = math.nan if wald_chi2 is None else wald_chi2
-    score_chi2 = quadratic_test(full.score(zero), -full.hessian(zero))
+    score_chi2 = quadratic_test(score0, info0)
     if score_chi2 is None:
         notes.append("score test not computed: information matrix at zero is singular")
 
@@ -578,12 +574,15 @@ def cox_ph(
     # events have a linear predictor of -inf in the limit: they rank below all
     # others (and among themselves by the rest of the predictor).
     lp = linear_predictor(design.X[:, fit_cols], params)
-    order = np.lexsort((lp, keep))  # excluded rows first, then by lp
-    ranks = np.empty(n, dtype=np.int64)
-    sorted_keys = np.column_stack((keep[order], lp[order]))
-    new_rank = np.ones(n, dtype=bool)
-    new_rank[1:] = np.any(sorted_keys[1:] != sorted_keys[:-1], axis=1)
-    ranks[order] = np.cumsum(new_rank) - 1
+    if keep.all():
+        ranks = lp  # only the order matters
+    else:
+        order = np.lexsort((lp, keep))  # excluded rows first, then by lp
+        ranks = np.empty(n, dtype=np.int64)
+        sorted_keys = np.column_stack((keep[order], lp[order]))
+        new_rank = np.ones(n, dtype=bool)
+        new_rank[1:] = np.any(sorted_keys[1:] != sorted_keys[:-1], axis=1)
+        ranks[order] = np.cumsum(new_rank) - 1
     counts = concordance_counts(t, d, ranks, entry=e, strata=s_codes)
     concordance = harrell_c(counts)
 

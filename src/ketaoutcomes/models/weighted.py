@@ -38,12 +38,10 @@ is wrong. Hence:
 from __future__ import annotations
 
 import math
-import warnings
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
-import pandas as pd
 import polars as pl
 from scipy import stats
 
@@ -65,18 +63,13 @@ from ketaoutcomes.models.cox import (
     lr_degrees_of_freedom,
     summary_table,
 )
+from ketaoutcomes.models.cox_engine import fit_cox, risk_sets, robust_variance
 from ketaoutcomes.models.km import KMResult, km_inputs, km_result, median_row
 
 __all__ = ["KM_VARIANCES", "restricted_mean", "weighted_cox", "weighted_kaplan_meier"]
 
 #: Variance options of :func:`weighted_kaplan_meier`.
 KM_VARIANCES = ("robust", "greenwood")
-
-
-# lifelines' defaults stop like R (relative log-likelihood change < 1e-9) but with a
-# damped Newton step, which leaves coefficients ~5e-6 (relative) short of the maximum
-# on lung; iterate to the maximum instead (R itself is ~1e-8 from it).
-_LIFELINES_FIT_OPTIONS = {"precision": 1e-11, "r_precision": 1e-15, "max_steps": 500}
 
 
 def _weights(series: pl.Series) -> np.ndarray:
@@ -88,95 +81,6 @@ def _weights(series: pl.Series) -> np.ndarray:
 
 
 # --------------------------------------------------------------------------- Cox
-def _efron_score_residuals(
-    time: np.ndarray, status: np.ndarray, X: np.ndarray, weights: np.ndarray, beta: np.ndarray
-) -> np.ndarray:
-    """Per-row Efron score residuals of one stratum (R's ``residuals(fit, "score")``).
-
-    Unweighted residuals ``r_i`` (so that the weighted score is ``sum_i w_i r_i``),
-    as R's ``coxscore2`` computes them for ``ties = "efron"`` with case weights: at
-    an event time with ``d`` deaths the risk-set sums lose ``k/d`` of the deaths'
-    share in step ``k`` (``k = 0..d-1``), each step's hazard is the deaths' mean
-    weight over that denominator, and a death is at risk in step ``k`` with
-    factor ``1 - k/d``. Vectorised over distinct times; no loop over rows.
-    """
-    n, p = X.shape
-    if n == 0 or status.sum() == 0:
-        return np.zeros((n, p))
-    Xc = X - np.average(X, axis=0, weights=weights)  # residuals are invariant to centering
-    lp = Xc @ beta
-    risk = np.exp(lp - lp.max())  # so is a common scale of the risk scores
-    utime, u = np.unique(time, return_inverse=True)
-    m = len(utime)
-    wr = weights * risk
-    dead = status == 1
-
-    def by_time(values: np.ndarray, mask: np.ndarray | None = None) -> np.ndarray:
-        v = values if mask is None else values * (mask if values.ndim == 1 else mask[:, None])
-        if v.ndim == 1:
-            return np.bincount(u, weights=v, minlength=m)
-        return np.column_stack([np.bincount(u, weights=v[:, j], minlength=m) for j in range(v.shape[1])])
-
-    s0 = by_time(wr)[::-1].cumsum()[::-1]  # risk set: time >= t
-    s1 = by_time(wr[:, None] * Xc)[::-1].cumsum(axis=0)[::-1]
-    d0 = by_time(wr, dead)  # deaths at t
-    d1 = by_time(wr[:, None] * Xc, dead)
-    nd = np.bincount(u, weights=dead.astype(float), minlength=m).astype(np.int64)
-    dw = by_time(weights, dead)
-
-    # one row per (event time j, Efron step k)
-    jj = np.repeat(np.arange(m), nd)
-    first = np.repeat(np.cumsum(nd) - nd, nd)
-    k = np.arange(len(jj)) - first
-    frac = k / nd[jj]
-    denom = s0[jj] - frac * d0[jj]
-    xbar = (s1[jj] - frac[:, None] * d1[jj]) / denom[:, None]
-    haz = (dw[jj] / nd[jj]) / denom
-
-    def per_time(v: np.ndarray) -> np.ndarray:
-        if v.ndim == 1:
-            return np.bincount(jj, weights=v, minlength=m)
-        return np.column_stack([np.bincount(jj, weights=v[:, c], minlength=m) for c in range(v.shape[1])])
-
-    a = per_time(haz)  # sum_k h
-    b = per_time(haz[:, None] * xbar)  # sum_k h xbar
-    a_tie = per_time(frac * haz)  # sum_k (k/d) h
-    b_tie = per_time((frac * haz)[:, None] * xbar)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        xbar_mean = np.where(nd[:, None] > 0, per_time(xbar) / np.maximum(nd, 1)[:, None], 0.0)
-    cum_a, cum_b = np.cumsum(a), np.cumsum(b, axis=0)
-
-    dcol = dead.astype(float)[:, None]
-    compensator = risk[:, None] * (
-        Xc * cum_a[u][:, None] - cum_b[u] - dcol * (Xc * a_tie[u][:, None] - b_tie[u])
-    )
-    return dcol * (Xc - xbar_mean[u]) - compensator
-
-
-def _robust_cov(
-    time: np.ndarray,
-    status: np.ndarray,
-    X: np.ndarray,
-    weights: np.ndarray,
-    beta: np.ndarray,
-    naive_cov: np.ndarray,
-    strata: np.ndarray | None,
-    cluster: np.ndarray | None,
-) -> np.ndarray:
-    """R's robust variance: ``crossprod(residuals(fit, "dfbeta", weighted = TRUE, collapse = cluster))``."""
-    resid = np.zeros_like(X, dtype=float)
-    groups = [np.arange(len(time))] if strata is None else [np.flatnonzero(strata == s) for s in np.unique(strata)]
-    for idx in groups:
-        resid[idx] = _efron_score_residuals(time[idx], status[idx], X[idx], weights[idx], beta)
-    dfbeta = (weights[:, None] * resid) @ naive_cov
-    if cluster is not None:
-        _, c = np.unique(cluster, return_inverse=True)
-        dfbeta = np.column_stack(
-            [np.bincount(c.reshape(-1), weights=dfbeta[:, j]) for j in range(dfbeta.shape[1])]
-        )
-    return dfbeta.T @ dfbeta
-
-
 def weighted_cox(
     frame: pl.DataFrame,
     *,
@@ -228,18 +132,17 @@ def weighted_cox(
 
     Notes
     -----
-    * The fit (Efron ties, weighted partial likelihood) is lifelines'
-      ``CoxPHFitter(weights_col=...)``, iterated to the maximum (lifelines'
-      default stopping leaves ~5e-6 relative error). statsmodels' PHReg takes no
-      case weights.
-    * The robust variance is computed here, not taken from lifelines: it is
-      ``D'D`` with ``D = (w_i * r_i) V`` summed within clusters, where ``r_i`` are
-      the **Efron** score residuals and ``V`` the model-based (inverse
-      information) variance, which is exactly R's ``robust = TRUE``. lifelines
-      0.30.3's own ``robust=True`` uses score residuals that ignore ties (each
-      row, in its time-then-event sort order, is treated as having a distinct
-      time); it equals R's when no event time is tied and otherwise differs by
-      about 1e-4 relative on lung (see ``tests/reference/README.md``).
+    * The fit (Efron ties, weighted partial likelihood, R's mean-weight rule for
+      tied deaths) is :func:`~ketaoutcomes.models.cox_engine.fit_cox`, the
+      Newton-Raphson of ``cox_ph`` (R's stopping rule, then on to the maximum).
+    * The robust variance is ``D'D`` with ``D = (w_i * r_i) V`` summed within
+      clusters, where ``r_i`` are the **Efron** score residuals and ``V`` the
+      model-based (inverse information) variance, which is exactly R's
+      ``robust = TRUE`` (:func:`~ketaoutcomes.models.cox_engine.robust_variance`).
+      lifelines 0.30.3's ``CoxPHFitter(robust=True)``, used before, builds it from
+      score residuals that ignore ties; it equals R's when no event time is tied
+      and otherwise differs by about 1e-4 relative on lung (see
+      ``tests/reference/README.md``).
     * The likelihood-ratio test treats the weights as frequencies and the rows as
       independent; it is reported (R prints it too) but is not valid for IPW:
       use the robust Wald test. R's score and robust score tests are not
@@ -248,8 +151,6 @@ def weighted_cox(
       are handled as in ``cox_ph``: reported as null with a note, and their
       rows left out of the fit.
     """
-    from lifelines import CoxPHFitter  # heavy import, only needed here
-
     covariates, categorical = check_cox_arguments(covariates, categorical, alpha)
 
     cols = [time, event, *covariates, weights] + [c for c in (strata, cluster) if c is not None]
@@ -283,35 +184,19 @@ def weighted_cox(
     tk, dk, wk = t[keep], d[keep], w[keep]
     sk = None if s_codes is None else s_codes[keep]
     ck = None if c_codes is None else c_codes[keep]
-    xcols = [f"x{j}" for j in range(X.shape[1])]
-    pdf = pd.DataFrame(X, columns=xcols).assign(_t=tk, _e=dk, _w=wk)
-    if sk is not None:
-        pdf["_s"] = sk
-    cph = CoxPHFitter()
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        cph.fit(
-            pdf, duration_col="_t", event_col="_e", weights_col="_w",
-            strata=["_s"] if sk is not None else None, robust=False, fit_options=_LIFELINES_FIT_OPTIONS,
-        )  # fmt: skip
-    params = cph.params_.loc[xcols].to_numpy(dtype=float)
-    naive = cph.variance_matrix_.loc[xcols, xcols].to_numpy(dtype=float)
-    converged = bool(np.all(np.isfinite(params)) and np.all(np.isfinite(naive)))
-    for message in dict.fromkeys(str(x.message).strip() for x in caught):
-        if "weights are not integers" in message:
-            continue  # lifelines' reminder that the naive variance is wrong for IPW: it is not used
-        if "converge" in message.lower():
-            converged = False
-        notes.append(f"lifelines warned: {message.splitlines()[0]}")
+    rs = risk_sets(tk, dk, X, strata=sk, weights=wk, ties="efron")
+    fit = fit_cox(rs)
+    params, naive = fit.beta, fit.var
+    converged = bool(fit.converged and np.all(np.isfinite(params)) and np.all(np.isfinite(naive)))
+    if not fit.converged:
+        notes.append(f"Newton-Raphson did not converge in {fit.iterations} iterations")
 
-    cov = _robust_cov(tk, dk, X, wk, params, naive, sk, ck)
+    cov = robust_variance(rs, params, naive, ck)
     se = np.sqrt(np.diag(cov))
     summary = summary_table(names, null_terms, fit_names, params, se, alpha)
 
-    loglik = float(cph.log_likelihood_)
-    lr = cph.log_likelihood_ratio_test()
-    lr_chi2 = float(lr.test_statistic)
-    loglik_null = loglik - lr_chi2 / 2
+    loglik, loglik_null = fit.loglik, fit.loglik_init  # both on the fitted rows
+    lr_chi2 = 2 * (loglik - loglik_null)
     lr_df = lr_degrees_of_freedom(names, null_terms)
     lr_p = float(stats.chi2.sf(lr_chi2, lr_df))
     wald = quadratic_test(params, cov) if converged else None
