@@ -71,7 +71,7 @@ def test_a_bad_registry_file_is_named_by_row_and_column_without_its_values(tmp_p
         read_registry(path, name.removesuffix(".csv"))
     msg = str(info.value)
     assert msg.startswith(f"{path}") and says in msg, msg
-    assert secret not in msg and "\n" not in msg, msg
+    assert secret not in msg.removeprefix(str(path)) and "\n" not in msg, msg  # (pytest's tmp path has digits)
     assert info.value.__cause__ is None and info.value.__context__ is None  # nothing behind it quotes the file
 
 
@@ -85,7 +85,8 @@ def test_ingest_of_a_bad_registry_file_is_one_line_without_its_values(tmp_path, 
     res = runner.invoke(app, ["ingest", str(export), "--db", str(db)])
     assert res.exit_code == 1 and "Traceback" not in res.output
     (line,) = res.stderr.strip().splitlines()
-    assert line.startswith(f"error: {export / name}") and says in line and secret not in res.output, line
+    assert line.startswith(f"error: {export / name}") and says in line, line
+    assert secret not in res.output.replace(str(tmp_path), ""), line  # (pytest's tmp path has digits)
     assert not db.exists()
 
 
