@@ -7,6 +7,16 @@ by putting a file of the same name and columns in its export folder: its rows
 are added to the defaults, and a row whose key is already there replaces the
 default row. Nothing in the code names an arm or an instrument except as a
 default study setting.
+
+Keys (an arm's ``arm``, an instrument's ``instrument``) are written as the export writes them:
+a letter, then letters, digits, ``_`` and ``-``, at most 40 characters (``ketamine_iv``,
+``TAU``, ``BDI-II``, ``QIDS_SR16``); case matters, and two keys of one registry may not differ
+only in case, ``-`` or ``_`` (``TAU`` and ``tau``: which one would a course mean?).
+
+An arm is a **drug arm** when it has a dose range (``dose_min_mg`` and ``dose_max_mg``): its
+courses name their ``drug`` and its sessions their ``dose_mg``, checked against the range. An arm
+without one (psychotherapy, treatment as usual, ECT) is not a drug: it needs no drug, no dose
+and no ``drug_class``; a dose recorded for it is refused (rule ``dose_implausible``).
 """
 
 from __future__ import annotations
@@ -18,28 +28,54 @@ from pathlib import Path
 import polars as pl
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-__all__ = ["Arm", "Instrument", "Registries", "load_registries", "DEFAULT_DIR"]
+__all__ = ["Arm", "DEFAULT_DIR", "Instrument", "KEY_PATTERN", "KEY_RULE", "Registries", "key_folded", "load_registries"]
 
 DEFAULT_DIR = Path(__file__).parent
+
+
+#: A registry key: a letter, then letters, digits, '_' and '-' (at most 40 characters).
+KEY_PATTERN = r"^[A-Za-z][A-Za-z0-9_-]{0,39}$"
+#: The rule in words (the data dictionary and the errors say it).
+KEY_RULE = "a letter, then letters, digits, _ and - (at most 40 characters; case matters)"
+
+
+def key_folded(key: str) -> str:
+    """A key with case, '-' and '_' ignored: two keys of one registry must not fold alike."""
+    return key.lower().replace("-", "").replace("_", "")
 
 
 class Arm(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    arm: str = Field(pattern=r"^[a-z][a-z0-9_]*$")
+    arm: str = Field(pattern=KEY_PATTERN)
     label: str
-    route: str
-    drug_class: str
-    is_ketamine: bool
-    session_based: bool
-    dose_min_mg: float = Field(ge=0)
-    dose_max_mg: float = Field(gt=0)
+    route: str = ""
+    drug_class: str = ""
+    is_ketamine: bool = False
+    session_based: bool = False
+    #: The dose range of a drug arm; both empty for an arm that is not a drug.
+    dose_min_mg: float | None = Field(default=None, ge=0)
+    dose_max_mg: float | None = Field(default=None, gt=0)
     dose_max_mg_per_kg: float | None = Field(default=None, gt=0)
     description: str = ""
 
+    @property
+    def is_drug(self) -> bool:
+        """A drug arm has a dose range; its courses name a drug and its sessions a dose."""
+        return self.dose_min_mg is not None
+
     @model_validator(mode="after")
     def _dose_range(self) -> "Arm":
-        if self.dose_min_mg > self.dose_max_mg:
+        if (self.dose_min_mg is None) != (self.dose_max_mg is None):
+            raise ValueError("dose_min_mg and dose_max_mg go together: give both for a drug arm, neither for an arm "
+                             "that is not a drug (psychotherapy, treatment as usual, ECT)")
+        if self.dose_min_mg is None and self.dose_max_mg_per_kg is not None:
+            raise ValueError("dose_max_mg_per_kg needs a dose range (dose_min_mg, dose_max_mg): an arm without one "
+                             "is not a drug")
+        if self.dose_min_mg is None and self.is_ketamine:
+            raise ValueError("a ketamine arm (is_ketamine true) is a drug arm: give its dose range (dose_min_mg, "
+                             "dose_max_mg)")
+        if self.dose_min_mg is not None and self.dose_min_mg > self.dose_max_mg:  # type: ignore[operator]
             raise ValueError(f"dose_min_mg {self.dose_min_mg} > dose_max_mg {self.dose_max_mg}")
         return self
 
@@ -47,7 +83,7 @@ class Arm(BaseModel):
 class Instrument(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    instrument: str = Field(pattern=r"^[A-Za-z][A-Za-z0-9_]*$")
+    instrument: str = Field(pattern=KEY_PATTERN)
     label: str
     rater: str
     score_min: float
@@ -92,6 +128,8 @@ class Registries:
             arms.update(_read(folder / "arms.csv", Arm, "arm"))
         if (folder / "instruments.csv").exists():
             instruments.update(_read(folder / "instruments.csv", Instrument, "instrument"))
+        _check_folded("arms", list(arms))
+        _check_folded("instruments", list(instruments))
         return Registries(arms=arms, instruments=instruments)  # type: ignore[arg-type]
 
     @property
@@ -115,13 +153,34 @@ def _read(path: Path, model: type[BaseModel], key: str) -> dict[str, BaseModel]:
         try:
             item = model.model_validate(clean)
         except ValidationError as exc:
-            problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+            problems = "; ".join(_problem(e, key) for e in exc.errors())
             raise ValueError(f"{path}, row {i}: {problems}") from None
         k = getattr(item, key)
         if k in out:
             raise ValueError(f"{path}, row {i}: duplicate {key} {k!r}")
+        same = [o for o in out if key_folded(o) == key_folded(k)]
+        if same:
+            raise ValueError(f"{path}, row {i}: {key} {k!r} differs from {same[0]!r} only in case, - or _; "
+                             "keep one key per arm or instrument")
         out[k] = item
     return out
+
+
+def _problem(error: dict, key: str) -> str:
+    where = ".".join(map(str, error["loc"])) or "row"
+    if error["type"] == "string_pattern_mismatch" and error["loc"] == (key,):
+        return f"{where}: a key is {KEY_RULE}"
+    return f"{where}: {error['msg']}"
+
+
+def _check_folded(kind: str, keys: list[str]) -> None:
+    """Keys of the merged registry (defaults, warehouse, export) must not fold alike either."""
+    seen: dict[str, str] = {}
+    for k in keys:
+        other = seen.setdefault(key_folded(k), k)
+        if other != k:
+            raise ValueError(f"{kind}.csv: {kind[:-1]} {k!r} differs from {other!r} (in force already) only in case, - "
+                             "or _; use the registered key, or a name of its own")
 
 
 def load_registries(*extra_dirs: Path | str | None) -> Registries:
