@@ -323,10 +323,12 @@ def query(
     "Print the built-in study file (a template to copy), or check a study file and print its settings id.\n\n"
     "A check fails (exit 1) on settings that do not validate, and on an arm, reference arm or instrument that "
     "is not in the registries (the nearest name is suggested); with --db, also on an arm without courses, an "
-    "instrument without ratings or a covariate without values in that warehouse."))
+    "instrument without ratings, a covariate without values, or a covariate of the study's own "
+    "(models.extra_covariates) that the patients file did not carry or whose values do not fit its declaration, in "
+    "that warehouse."))
 def study(
     path: Annotated[Optional[Path], typer.Argument(help="A study file (TOML or JSON) to check. Default: print the built-in study.")] = None,
-    db: Annotated[Optional[Path], typer.Option("--db", help="Also check the study against this warehouse's registries and data (arms with courses, instrument with ratings, covariates with values). Default: against the default registries only.")] = None,
+    db: Annotated[Optional[Path], typer.Option("--db", help="Also check the study against this warehouse's registries and data (arms with courses, instrument with ratings, covariates with values, the study's own covariates as declared). Default: against the default registries only.")] = None,
 ) -> None:
     """Print the built-in study file, or check a study file (help text: the decorator's)."""
     from ketaoutcomes.settings import DEFAULT_STUDY_FILE

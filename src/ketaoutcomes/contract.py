@@ -18,7 +18,8 @@ from dataclasses import dataclass, field
 
 import polars as pl
 
-__all__ = ["CODE_MAX_CHARS", "CODE_MAX_WORDS", "DEFAULT_ID_EXAMPLES", "DEFAULT_ID_PATTERN", "Column", "FileLimits",
+__all__ = ["CODE_MAX_CHARS", "CODE_MAX_WORDS", "DEFAULT_ID_EXAMPLES", "DEFAULT_ID_PATTERN", "EXTRA_COLUMN", "Column",
+           "FileLimits",
            "LIMITS", "MEMORY_LIMIT_ENV", "Reference", "Table", "TABLES", "TABLE_ORDER", "POLARS_TYPES",
            "WHITESPACE", "polars_schema", "table"]
 
@@ -142,6 +143,10 @@ CODE_MAX_WORDS = 4
 CODE_MAX_CHARS = 40
 
 _BP = dict(unit="mmHg", required=False)
+#: Said of the patient columns a study may do without (sex, age, prior trials, diagnosis).
+_IF_USED = ("; may be left out, or empty, where the study does not use it (models.covariates, models.strata): a "
+            "patient without a value in a covariate or the strata of the study is excluded from its analysis "
+            "(an attrition row)")
 #: Blood pressure and heart rate: plausible ranges (warnings) inside possible ones (quarantine).
 _SBP = dict(_BP, min=60, max=260, hard_min=20, hard_max=400)
 _DBP = dict(_BP, min=30, max=160, hard_min=10, hard_max=300)
@@ -154,19 +159,19 @@ PATIENTS = Table(
     columns=(
         Column("patient_id", "VARCHAR", True, "Pseudonymous patient id, stable across files of one export"),
         Column("site", "VARCHAR", True, "Clinic or site code (used as Cox strata)", code=True),
-        Column("sex", "VARCHAR", True, "Sex recorded at the clinic", allowed=("F", "M", "U")),
+        Column("sex", "VARCHAR", False, "Sex recorded at the clinic" + _IF_USED, allowed=("F", "M", "U")),
         Column(
-            "age_at_index", "INTEGER", True,
-            "Age in whole years at the first treatment course; 90 stands for 90 and over",
+            "age_at_index", "INTEGER", False,
+            "Age in whole years at the first treatment course; 90 stands for 90 and over" + _IF_USED,
             unit="years", min=12, max=90, hard_min=0, hard_max=120,
         ),
         Column(
-            "prior_failed_trials", "INTEGER", True,
-            "Number of prior adequate antidepressant trials that failed (treatment resistance)",
+            "prior_failed_trials", "INTEGER", False,
+            "Number of prior adequate antidepressant trials that failed (treatment resistance)" + _IF_USED,
             min=0, max=30, hard_min=0, hard_max=100,
         ),
         Column(
-            "diagnosis", "VARCHAR", True, "Primary diagnosis of the depressive episode",
+            "diagnosis", "VARCHAR", False, "Primary diagnosis of the depressive episode" + _IF_USED,
             allowed=("MDD", "bipolar_depression", "persistent_depressive_disorder", "other_depression"),
         ),
         Column("weight_kg", "DOUBLE", False, "Body weight at index", unit="kg", min=30, max=300, hard_min=10,
@@ -188,7 +193,8 @@ COURSES = Table(
         Column("course_id", "VARCHAR", True, "Course id, unique in the export"),
         Column("patient_id", "VARCHAR", True, "Patient (patients.patient_id)"),
         Column("arm", "VARCHAR", True, "Treatment arm", registry="arms"),
-        Column("drug", "VARCHAR", True, "Drug given (e.g. ketamine, esketamine, sertraline)", code=True),
+        Column("drug", "VARCHAR", False, "Drug given (e.g. ketamine, esketamine, sertraline); required for a course "
+               "on a drug arm (one with a dose range in the arms registry), may be empty otherwise", code=True),
         Column("start_date", "DATE", True, "First day of the course (shifted dates are fine)"),
         Column("end_date", "DATE", False, "Last day of the course; empty if ongoing at export"),
         Column(
@@ -212,7 +218,8 @@ SESSIONS = Table(
         Column("course_id", "VARCHAR", True, "Course (courses.course_id)"),
         Column("session_ts", "TIMESTAMP", True, "Time of the dose (ISO 8601, local clinic time, may be shifted)"),
         # (a negative dose is quarantined by the arm's range, rule dose_implausible)
-        Column("dose_mg", "DOUBLE", True, "Dose given; plausible range per arm in the arms registry", unit="mg", min=0,
+        Column("dose_mg", "DOUBLE", False, "Dose given; plausible range per arm in the arms registry. Required for a "
+               "session of a drug arm; empty for an arm that is not a drug (no dose range)", unit="mg", min=0,
                hard_max=10000),
         Column("dose_mg_per_kg", "DOUBLE", False, "Weight-based dose where it applies (IV, IM, oral)", unit="mg/kg", min=0,
                max=5, hard_max=20),
@@ -266,6 +273,11 @@ MOOD_SCORES = Table(
     ),
     references=(Reference("patient_id", "patients", "patient_id"),),
 )
+
+#: The column of raw_patients / stg_patients that holds the patients file's own columns beyond the
+#: contract (a trial's covariates), as a JSON object of text values per row; a study declares the ones
+#: it uses (ketaoutcomes.settings.ExtraCovariate). Which are kept: ketaoutcomes.ingest.extra.
+EXTRA_COLUMN = "_extra"
 
 #: Load order: referenced tables first.
 TABLE_ORDER: tuple[str, ...] = ("patients", "courses", "sessions", "adverse_events", "mood_scores")

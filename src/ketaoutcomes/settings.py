@@ -11,11 +11,12 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import tomllib
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, model_validator
 
 from ketaoutcomes.endpoints import DEFAULT_ENDPOINTS, ENDPOINTS
 from ketaoutcomes.suggest import closest, did_you_mean
@@ -23,6 +24,7 @@ from ketaoutcomes.suggest import closest, did_you_mean
 __all__ = [
     "DB_ENV",
     "CohortSettings",
+    "ExtraCovariate",
     "GROUPS",
     "ModelSettings",
     "OutcomeSettings",
@@ -111,6 +113,12 @@ class CohortSettings(_Frozen):
     #: counted in a note) unless this is true, in which case excluded.
     require_known_lookback: bool = False
     baseline_window_days: int = Field(default=14, ge=0, le=90)
+    #: The first dose of a course without sessions (a trial, a psychotherapy arm), which is the time
+    #: origin and the end of the baseline window: "start_of_day", 00:00 of its start_date, so a rating
+    #: that day (at 09:00) is follow-up, not baseline; or "end_of_day", the end of its start_date, so a
+    #: rating that day is baseline and follow-up starts the next day (a trial rated at randomisation).
+    #: A course with sessions starts at its first session either way.
+    first_dose_without_sessions: Literal["start_of_day", "end_of_day"] = "start_of_day"
     #: Follow-up ends this many days after the time origin (null: no limit); censoring at the
     #: last assessment inside it (CNSR 5).
     time_at_risk_days: int | None = Field(default=None, ge=1, le=3650)
@@ -171,6 +179,41 @@ class OutcomeSettings(_Frozen):
 #: Study covariates (the ADSL column each becomes: ketaoutcomes.derive.COVARIATE_COLUMNS).
 COVARIATES = ("age_at_index", "sex", "baseline_score", "prior_failed_trials", "diagnosis", "weight_kg")
 STRATA = ("site", "sex", "diagnosis")
+#: An extra covariate's name: a column name of patients.csv (letters, digits, underscores).
+EXTRA_NAME = r"^[A-Za-z][A-Za-z0-9_]{0,63}$"
+#: Names an extra covariate may not take (ignoring case): the patients contract's columns, the study
+#: covariates and the ADSL columns a model frame carries.
+_RESERVED_NAMES = frozenset(n.lower() for n in (
+    "patient_id", "site", "sex", "age_at_index", "prior_failed_trials", "diagnosis", "weight_kg", "observation_start",
+    *COVARIATES, "STUDYID", "USUBJID", "COURSEID", "ARM", "SITEID", "SEX", "AGE", "PRIORFAIL", "DIAGNOSIS", "WEIGHT",
+    "TRTSDTM", "FUENDTM", "ICEREAS", "DCREAS", "LOOKBACK", "NEWUSFL", "PARAMINS", "BASE", "BASEDTM", "CONSSRI",
+    "CONBENZO", "NSESS", "NMAINT", "NPOST", "ANLFL", "COVFL", "EXTRACOV", "PARAMCD", "PARAM", "STARTDT", "ADT",
+    "AVAL", "AVALU", "CNSR", "EVNTDESC", "CNSDTDSC", "EVENT", "TIME", "weight", "preference"))
+
+
+class ExtraCovariate(_Frozen):
+    """A column of patients.csv beyond the import format (a trial's own covariate), declared by the
+    study that uses it: ``[models.extra_covariates]`` ``employment = { type = "categorical", levels =
+    [...] }``. Ingest keeps such columns as text (ketaoutcomes.ingest.extra); the analysis checks the
+    declaration against the data before it derives anything: the column is there, every value of a
+    categorical is one of its levels, every value of a numeric is a number (else an error naming
+    the column, a row and the study file: a wrong declaration or a wrong export, not rows to drop)."""
+
+    type: Literal["categorical", "numeric"]
+    #: A categorical's values, as written in the export (at least two).
+    levels: tuple[str, ...] = ()
+    #: How the report names it (default: the column name, underscores as spaces).
+    label: str | None = Field(default=None, max_length=60)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "ExtraCovariate":
+        if self.type == "categorical" and len(set(self.levels)) < 2:
+            raise ValueError("a categorical covariate lists its levels (at least two, as written in the export)")
+        if len(set(self.levels)) != len(self.levels):
+            raise ValueError(f"levels {list(self.levels)} name a level twice")
+        if self.type == "numeric" and self.levels:
+            raise ValueError("a numeric covariate has no levels")
+        return self
 
 
 class ModelSettings(_Frozen):
@@ -178,6 +221,8 @@ class ModelSettings(_Frozen):
     estimability, restricted mean time and the discrete-time sensitivity analysis."""
 
     covariates: tuple[str, ...] = ("age_at_index", "sex", "baseline_score", "prior_failed_trials")
+    #: Columns of patients.csv beyond the import format that ``covariates`` names (a trial's own).
+    extra_covariates: dict[str, ExtraCovariate] = Field(default_factory=dict)
     strata: str | None = "site"
     alpha: float = Field(default=0.05, gt=0, lt=0.5)
     #: Arms with fewer events than this get no hazard ratio (reported as not estimable).
@@ -211,10 +256,25 @@ class ModelSettings(_Frozen):
         if not self.contrast_days or any(d < 1 for d in self.contrast_days) or \
                 len(set(self.contrast_days)) != len(self.contrast_days):
             raise ValueError(f"contrast_days {list(self.contrast_days)} must be one or more distinct days >= 1")
-        bad = set(self.covariates) - set(COVARIATES)
+        bad = set(self.covariates) - set(COVARIATES) - set(self.extra_covariates)
         if bad:
-            raise ValueError(f"unknown covariates {sorted(bad)}; choose from {sorted(COVARIATES)}"
-                             + _nearest(sorted(bad), COVARIATES))
+            raise ValueError(f"unknown covariates {sorted(bad)}; choose from {sorted(COVARIATES)}, or declare a column "
+                             "of patients.csv beyond the import format in [models.extra_covariates]"
+                             + _nearest(sorted(bad), [*COVARIATES, *self.extra_covariates]))
+        for name in self.extra_covariates:
+            if re.fullmatch(EXTRA_NAME, name) is None:
+                raise ValueError(f"extra covariate {name!r}: a column name of patients.csv is letters, digits and "
+                                 "underscores, starting with a letter (at most 64)")
+            if name.lower() in _RESERVED_NAMES:
+                raise ValueError(f"extra covariate {name!r} takes the name of a column of the import format or of the "
+                                 "analysis datasets; list an import-format covariate in covariates only, or rename "
+                                 "the export's column")
+        unused = [n for n in self.extra_covariates if n not in self.covariates]
+        if unused:
+            raise ValueError(f"extra covariate(s) {unused} declared but not in covariates; add them to covariates or "
+                             "leave the declaration out")
+        if len(set(self.covariates)) != len(self.covariates):
+            raise ValueError(f"covariates {list(self.covariates)} name a covariate twice")
         if self.strata is not None and self.strata not in STRATA:
             raise ValueError(f"strata must be site, sex, diagnosis or null, not {self.strata!r}"
                              + _nearest([self.strata], STRATA))
@@ -353,6 +413,19 @@ class StudySettings(_Frozen):
     report: ReportSettings = ReportSettings()
     #: Seed of every random step of the analysis (no hidden randomness).
     random_seed: int = Field(default=20261121, ge=0)
+    #: The file the settings were read from (load_study), for messages; not a setting (not in the id).
+    _source: str | None = PrivateAttr(default=None)
+
+    def __eq__(self, other: object) -> bool:  # the settings, not where they were read from
+        return isinstance(other, StudySettings) and self.canonical_json() == other.canonical_json()
+
+    def __hash__(self) -> int:
+        return hash(self.canonical_json())
+
+    @property
+    def source(self) -> str:
+        """Where the settings come from, for a message: "study file PATH" or "the built-in study"."""
+        return f"study file {self._source}" if self._source else "the study settings given"
 
     @model_validator(mode="before")
     @classmethod
@@ -403,10 +476,12 @@ def load_study(path: Path | str | None) -> StudySettings:
     except (tomllib.TOMLDecodeError, json.JSONDecodeError) as exc:
         raise ValueError(f"study file {path} is not valid {'JSON' if path.suffix.lower() == '.json' else 'TOML'}: {exc}") from None
     try:
-        return StudySettings.model_validate(raw)
+        study = StudySettings.model_validate(raw)
     except ValidationError as exc:
         problems = "; ".join(_problem(e) for e in exc.errors())
         raise ValueError(f"study file {path}: {problems}") from None
+    study._source = str(path)
+    return study
 
 
 def _problem(error: dict) -> str:

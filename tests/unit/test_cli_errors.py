@@ -183,7 +183,9 @@ def test_no_course_left_names_the_attrition_rule_that_emptied_it(db, tmp_path):
     res = runner.invoke(app, ["analyze", "--db", str(db), "--study", str(study)])
     assert error_line(res) == (
         'error: analysis: no course left after "baseline MADRS in [first dose - 0 d, first dose]" (3 -> 0); '
-        "check the instrument and the baseline window (cohort.instrument, cohort.baseline_window_days)")
+        "check the instrument and the baseline window (cohort.instrument, cohort.baseline_window_days; for courses "
+        'without sessions also cohort.first_dose_without_sessions: a rating on the start date is baseline only with '
+        '"end_of_day")')
     assert sha(db) == before  # the write session rolled back: no results_runs, no meta_steps row
 
 

@@ -121,18 +121,22 @@ def test_corrected_redelivery_supersedes_and_keeps_the_old_batch(tmp_path, tiny_
 
 
 def test_parquet_export_and_ignored_columns(tmp_path, tiny_export):
+    """A Parquet export loads; of patients' own columns, one of codes is kept for covariates
+    (favourite_colour), one of free text is ignored (comment), and an unrelated file is ignored."""
     folder = tmp_path / "pq"
     folder.mkdir()
     for name in TINY:
         frame = pl.read_csv(tiny_export / name, try_parse_dates=True)
         if name == "patients.csv":
-            frame = frame.with_columns(pl.lit("x").alias("favourite_colour"))
+            frame = frame.with_columns(pl.lit("x").alias("favourite_colour"),
+                                       pl.lit("seen twice, no change").alias("comment"))
         frame.write_parquet(folder / name.replace(".csv", ".parquet"))
     (folder / "notes.txt").write_text("hello")
     db = tmp_path / "w.duckdb"
     s = load(db, folder)
     pf = next(f for f in s.files if f.table == "patients")
-    assert pf.ignored_columns == ("favourite_colour",) and s.ignored_files == ("notes.txt",)
+    assert pf.ignored_columns == ("comment",) and s.ignored_files == ("notes.txt",)
+    assert q(db, "SELECT DISTINCT _extra FROM stg_patients")["_extra"].to_list() == ['{"favourite_colour":"x"}']
     assert all(f.rows_quarantined == 0 for f in s.files), s.frame()
     assert q(db, "SELECT count(*) n FROM stg_mood_scores")["n"][0] == 7
 

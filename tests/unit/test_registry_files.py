@@ -37,7 +37,7 @@ BAD = {
     "boolean_free_text": ("arms.csv", ARMS + "tms,TMS,device,tms,per Okafor,true,0,1,,\n", "Okafor",
                           "row 1: column is_ketamine: Input should be a valid boolean"),
     "code_not_a_code": ("arms.csv", ARMS + "Jane Doe,TMS,device,tms,false,true,0,1,,\n", "Jane Doe",
-                        "row 1: column arm: String should match pattern"),
+                        "row 1: column arm: a key is a letter, then letters"),
     "unknown_column_named_after_someone": ("arms.csv", ARMS.replace("\n", ",Okonkwo Chidi\n") + ECT.replace("\n", ",x\n"),
                                            "Okonkwo", "row 1: column #11 is not a column of the arm registry"),
     "code_twice": ("arms.csv", ARMS + ECT + "okafor_arm,A,device,x,false,true,0,1,,\n"

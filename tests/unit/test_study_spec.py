@@ -122,3 +122,64 @@ def test_a_misspelt_group_or_key_names_what_was_meant(tmp_path, text, expected):
     f.write_text(text)
     with pytest.raises(ValueError, match=re.escape(expected)):
         load_study(f)
+
+
+# --------------------------------------------------------------------------- a trial's own covariates
+
+TRIAL_COVARIATES = {"covariates": ["baseline_score", "employment", "years_in_education"],
+                    "extra_covariates": {"employment": {"type": "categorical", "levels": ["employed", "student"]},
+                                         "years_in_education": {"type": "numeric"}}}
+
+
+def test_a_study_declares_the_trials_own_covariates_with_type_and_levels(tmp_path):
+    f = tmp_path / "trial.toml"
+    f.write_text('[models]\ncovariates = ["baseline_score", "employment", "years_in_education"]\n'
+                 '[models.extra_covariates]\nemployment = { type = "categorical", levels = ["employed", "student"] }\n'
+                 'years_in_education = { type = "numeric", label = "Years in education" }\n')
+    study = load_study(f)
+    extra = study.models.extra_covariates
+    assert (extra["employment"].type, extra["employment"].levels) == ("categorical", ("employed", "student"))
+    assert (extra["years_in_education"].type, extra["years_in_education"].label) == ("numeric", "Years in education")
+    assert study.source == f"study file {f}"
+    same = StudySettings.model_validate({"models": {**TRIAL_COVARIATES, "extra_covariates": {
+        "employment": {"type": "categorical", "levels": ["employed", "student"]},
+        "years_in_education": {"type": "numeric", "label": "Years in education"}}}})
+    assert study == same and study.settings_id == same.settings_id  # where it was read from is not a setting
+    assert same.source == "the study settings given"
+
+
+@pytest.mark.parametrize(("models", "message"), [
+    ({"covariates": ["employment"]}, "unknown covariates ['employment']; choose from"),
+    ({"covariates": ["baseline_score"], "extra_covariates": {"employment": {"type": "numeric"}}},
+     "extra covariate(s) ['employment'] declared but not in covariates"),
+    ({"covariates": ["employment"], "extra_covariates": {"employment": {"type": "categorical"}}},
+     "a categorical covariate lists its levels"),
+    ({"covariates": ["employment"], "extra_covariates": {"employment": {"type": "categorical", "levels": ["a", "a"]}}},
+     "a categorical covariate lists its levels"),
+    ({"covariates": ["n"], "extra_covariates": {"n": {"type": "numeric", "levels": ["1"]}}},
+     "a numeric covariate has no levels"),
+    ({"covariates": ["employment"], "extra_covariates": {"employment": {"type": "ordinal", "levels": ["a", "b"]}}},
+     "Input should be 'categorical' or 'numeric'"),
+    ({"covariates": ["Sex"], "extra_covariates": {"Sex": {"type": "categorical", "levels": ["f", "m"]}}},
+     "takes the name of a column of the import format or of the analysis datasets"),
+    ({"covariates": ["work status"], "extra_covariates": {"work status": {"type": "numeric"}}},
+     "a column name of patients.csv is letters, digits and underscores"),
+    ({"covariates": ["sex", "sex"]}, "name a covariate twice"),
+])
+def test_a_declaration_that_cannot_be_right_is_refused(tmp_path, models, message):
+    import json
+
+    f = tmp_path / "s.json"
+    f.write_text(json.dumps({"models": models}))
+    with pytest.raises(ValueError, match="s.json") as info:
+        load_study(f)
+    assert message in str(info.value)
+
+
+def test_the_first_dose_of_a_course_without_sessions_is_a_setting_with_two_values(tmp_path):
+    assert StudySettings().cohort.first_dose_without_sessions == "start_of_day"
+    assert StudySettings(first_dose_without_sessions="end_of_day").settings_id != StudySettings().settings_id
+    f = tmp_path / "s.toml"
+    f.write_text('[cohort]\nfirst_dose_without_sessions = "noon"\n')
+    with pytest.raises(ValueError, match="Input should be 'start_of_day' or 'end_of_day'"):
+        load_study(f)

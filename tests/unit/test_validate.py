@@ -22,7 +22,7 @@ import polars as pl
 import pytest
 
 from ketaoutcomes.contract import POLARS_TYPES, TABLES
-from ketaoutcomes.registries import Instrument, Registries, load_registries
+from ketaoutcomes.registries import Arm, Instrument, Registries, load_registries
 from ketaoutcomes.validate import (
     CRITICAL,
     DOSE_RANGE_SEVERITY,
@@ -362,6 +362,34 @@ def test_new_instrument_needs_no_code_change(registries):
     assert (row["unexpected_count"], row["example_row_numbers"]) == (2, "8, 9")
 
 
+def test_a_dose_range_is_demanded_only_of_drug_arms(registries):
+    """An arm that is not a drug (no dose range: TAU) has no dose-range rule; its courses may name no
+    drug and its sessions no dose, and a dose given at one of its sessions fails; a drug arm's course
+    without drug, and its session without dose, fail their per-arm rules (critical)."""
+    tau = Arm(arm="TAU", label="Treatment as usual")
+    extended = Registries(arms={**registries.arms, "TAU": tau}, instruments=registries.instruments)
+    ids = {r.rule_id for r in build_rules(extended)}
+    assert "sessions.dose_mg.none_per_arm.TAU" in ids
+    assert not {"sessions.dose_mg.range_per_arm.TAU", "courses.drug.not_null_per_arm.TAU",
+                "sessions.dose_mg.not_null_per_arm.TAU"} & ids
+    assert {"courses.drug.not_null_per_arm.ssri", "sessions.dose_mg.not_null_per_arm.ssri"} <= ids
+    f = clean_frames()
+    courses = _append(f["courses"], "courses", [
+        ("C-06", "P-002", "TAU", None, D(2024, 9, 1), None, "ongoing"),           # row 7: no drug, fine
+        ("C-07", "P-001", "ssri", None, D(2024, 9, 1), None, "ongoing"),          # row 8: a drug arm without drug
+    ])
+    sessions = _append(f["sessions"], "sessions", [
+        ("S-07", "C-06", T(2024, 9, 1, 14), None, None, None, "induction"),      # row 8: no dose, fine
+        ("S-08", "C-06", T(2024, 9, 8, 14), 50.0, None, None, "induction"),      # row 9: a dose for TAU
+        ("S-09", "C-07", T(2024, 9, 1, 14), None, None, None, "induction"),      # row 10: ssri without dose
+    ])
+    res = validate_tables(f | {"courses": courses, "sessions": sessions}, extended)
+    failed = {r["rule_id"]: r["example_row_numbers"] for r in _failed(res).iter_rows(named=True)}
+    assert failed == {"courses.drug.not_null_per_arm.ssri": "8", "sessions.dose_mg.none_per_arm.TAU": "9",
+                      "sessions.dose_mg.not_null_per_arm.ssri": "10"}, failed
+    assert not res.passed
+
+
 # --------------------------------------------------------------------------- structure
 
 
@@ -371,7 +399,7 @@ def test_missing_column_is_a_failure_row_not_an_exception(structural, registries
     assert set(failed.get_column("rule_id")) == dose_rules | {
         "sessions.columns_present", "sessions.infusion_minutes.plausible_range",
     }
-    not_null = _row(structural, "sessions.dose_mg.not_null")
+    not_null = _row(structural, "sessions.dose_mg.not_null_per_arm.ketamine_iv")  # (a drug arm's sessions)
     assert (not_null["error"], not_null["severity"], not_null["success"]) == (
         "column dose_mg is missing from sessions", CRITICAL, False,
     )

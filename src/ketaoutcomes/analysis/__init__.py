@@ -34,6 +34,7 @@ from ketaoutcomes.analysis.propensity import preference_histogram
 from ketaoutcomes.analysis.relapse import RELAPSE_STATES, relapse_analyses, relapse_status
 from ketaoutcomes.analysis.secondary import secondary_analyses
 from ketaoutcomes.derive import derive_all
+from ketaoutcomes.derive.adsl import stored_adsl
 from ketaoutcomes.registries import Registries
 from ketaoutcomes.settings import StudySettings
 
@@ -61,7 +62,8 @@ def run_study(staged: Mapping[str, pl.DataFrame], *, registries: Registries, stu
     d = derive_all(staged["patients"], staged["courses"], staged["sessions"], staged["mood_scores"],
                    registries=registries, study=study)
     check_population(study, d.adsl, d.attrition)
-    derived = StepResult({"ad_adsl": d.adsl, "ad_adtte": d.adtte, "results_attrition": d.attrition}, d.notes)
+    derived = StepResult({"ad_adsl": stored_adsl(d.adsl, study), "ad_adtte": d.adtte,
+                          "results_attrition": d.attrition}, d.notes)
     ketamine = [k for k, a in registries.arms.items() if a.is_ketamine]
     result = (derived
             + analyze(d.adsl, d.adtte, study=study, visits=d.visits)

@@ -4,7 +4,12 @@ study file is an error instead of a report that quietly leaves something out.
 * :func:`check_study` (before deriving): every arm the study names (``cohort.arms`` and
   ``cohort.reference_arm``) is an arm of the registry in force and has courses in the data; the
   instrument is in the instruments registry and has ratings; every covariate and the strata
-  taken from ``patients`` has a value for some patient. Without data (``staged`` None), only the
+  taken from ``patients`` has a value for some patient; every covariate of the trial's own
+  (``models.extra_covariates``) is a column the patients file carried (kept at ingest:
+  :mod:`ketaoutcomes.ingest.extra`), and its values fit the declaration: a categorical's are among
+  its levels, a numeric's are numbers. A value that does not fit is an error naming the column,
+  the first such row and the study file, not a row dropped: the declaration or the export is wrong,
+  and leaving those patients out would change the population unseen. Without data (``staged`` None), only the
   registries are checked (``python -m ketaoutcomes study FILE``). A name that is not found gets
   the nearest one, ignoring case (``reference_arm "SSRI" ...; did you mean "ssri"?``).
 * :func:`check_population` (after deriving): the analysis population is not empty, and every arm of
@@ -17,17 +22,19 @@ exits 1); the pipeline's write session then publishes nothing.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 
 import polars as pl
 
-from ketaoutcomes.contract import TABLES
+from ketaoutcomes.contract import EXTRA_COLUMN, TABLES
 from ketaoutcomes.derive import attrition_hint
 from ketaoutcomes.registries import Registries
 from ketaoutcomes.settings import StudySettings
 from ketaoutcomes.suggest import closest, did_you_mean
 
-__all__ = ["EmptyPopulation", "StudyMismatch", "check_population", "check_study", "study_problems"]
+__all__ = ["EmptyPopulation", "StudyMismatch", "check_population", "check_study", "extra_covariate_problems",
+           "study_problems"]
 
 
 class StudyMismatch(ValueError):
@@ -86,6 +93,54 @@ def study_problems(study: StudySettings, registries: Registries,
                     name not in patients.columns or patients[name].null_count() == patients.height):
                 problems.append(f'{what} "{name}" has no value in the data (patients.{name} is empty for every '
                                 f"patient); leave it out of {field}")
+        problems += extra_covariate_problems(study, patients)
+    return problems
+
+
+def _row(patients: pl.DataFrame, mask: pl.Series) -> str:
+    """'patients row N (batch B)' of the first row where ``mask`` holds, and how many more."""
+    hit = patients.filter(mask)
+    first = hit.row(0, named=True)
+    where = f"patients row {first['_row_number']}" if first.get("_row_number") is not None else "a patients row"
+    if first.get("_batch_id"):
+        where += f" (batch {first['_batch_id']})"
+    return where + (f" and {hit.height - 1:,} more row(s)" if hit.height > 1 else "")
+
+
+def extra_covariate_problems(study: StudySettings, patients: pl.DataFrame) -> list[str]:
+    """The study's own covariates (``models.extra_covariates``) against the patients file's kept columns:
+    each is there, a categorical's values are among its levels, a numeric's are numbers (values are
+    never quoted: rows are named)."""
+    extras = study.models.extra_covariates
+    if not extras:
+        return []
+    text = (patients[EXTRA_COLUMN] if EXTRA_COLUMN in patients.columns
+            else pl.Series(EXTRA_COLUMN, [None] * patients.height, dtype=pl.String))
+    kept = sorted({k for row in text.drop_nulls().unique().to_list() for k in json.loads(row)})
+    where = f"[models.extra_covariates] of {study.source}"
+    problems = []
+    for name, spec in extras.items():
+        if name not in kept:
+            others = f"the columns beyond the import format it kept: {', '.join(kept)}" if kept else \
+                "it kept no column beyond the import format"
+            problems.append(
+                f'covariate "{name}" (declared in {where}) is not in the data: ingest kept no column {name} of '
+                f"the patients file ({others}; a column of free text, or empty in every row, is not kept: see meta_batches.notes "
+                "and ignored_columns)" + did_you_mean(name, kept) +
+                "; add the column to patients.csv and ingest it again, or leave the covariate out of the study")
+            continue
+        value = text.str.json_path_match(f"$.{name}")
+        if spec.type == "numeric":
+            bad = value.is_not_null() & value.cast(pl.Float64, strict=False).is_null()
+            if bad.any():
+                problems.append(f'covariate "{name}" (numeric in {where}): {_row(patients, bad)}: not a number; correct '
+                                "the export, or declare the covariate categorical with its levels")
+        else:
+            bad = value.is_not_null() & ~value.is_in(list(spec.levels))
+            if bad.any():
+                problems.append(f'covariate "{name}" (categorical in {where}): {_row(patients, bad)}: not one of its '
+                                f"levels {', '.join(spec.levels)} (levels are written as in the export; case "
+                                "matters); add the level to levels, or correct the export")
     return problems
 
 

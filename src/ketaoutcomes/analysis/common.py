@@ -12,7 +12,7 @@ from ketaoutcomes.derive import COVARIATE_COLUMNS, cnsr_to_event
 from ketaoutcomes.notes import Note
 from ketaoutcomes.settings import StudySettings
 
-__all__ = ["CATEGORICAL", "ModelTerms", "StepResult", "arms_of", "categorical_references", "model_frame",
+__all__ = ["CATEGORICAL", "ModelTerms", "StepResult", "arms_of", "categorical_references", "is_categorical", "model_frame",
            "reference_level", "stack", "with_arm_labels", "with_terms"]
 
 
@@ -38,6 +38,12 @@ class StepResult:
 CATEGORICAL = frozenset({"SEX", "DIAGNOSIS", "SITEID"})
 
 
+def is_categorical(frame: pl.DataFrame, column: str) -> bool:
+    """A categorical term: SEX, DIAGNOSIS, SITEID, or a column of text (a study's own categorical
+    covariate, ``models.extra_covariates``)."""
+    return column in CATEGORICAL or (column in frame.columns and frame.schema[column] == pl.String)
+
+
 @dataclass(frozen=True)
 class ModelTerms:
     """The study's covariates and strata as ADSL columns: the one place they are looked up.
@@ -52,7 +58,7 @@ class ModelTerms:
 
     @classmethod
     def of(cls, study: StudySettings) -> "ModelTerms":
-        return cls(tuple(COVARIATE_COLUMNS[c] for c in study.models.covariates),
+        return cls(tuple(COVARIATE_COLUMNS.get(c, c) for c in study.models.covariates),  # extra ones: own name
                    COVARIATE_COLUMNS[study.models.strata] if study.models.strata else None)
 
     @property
@@ -82,7 +88,7 @@ def categorical_references(frame: pl.DataFrame, columns: Sequence[str], *, arm_r
     given), each other categorical column's its most frequent level in ``frame``; in that order."""
     refs = {} if arm_reference is None else {"ARM": arm_reference}
     for c in columns:
-        if c in CATEGORICAL:
+        if c != "ARM" and is_categorical(frame, c):
             refs[c] = reference_level(frame, c)
     return refs
 

@@ -25,6 +25,11 @@ def modifier_analyses(adsl: pl.DataFrame, adtte: pl.DataFrame, sessions: pl.Data
         return StepResult()
     frame = model_frame(adsl, adtte, "TTRESP")
     arms = [a for a in ketamine_arms if a in set(frame["ARM"].unique().to_list()) and a != study.cohort.reference_arm]
+    if not ketamine_arms or not set(ketamine_arms) & set(frame["ARM"].unique().to_list()):
+        # (the model is of the registry's ketamine routes: none in this study, nothing to say about it)
+        return StepResult(notes=(Note("effect modifiers: not fitted; the model is defined for the drug of the "
+                                      "default registry's arms (its dose, sex, age and concomitant medication), and "
+                                      "no arm of this study gives it", step="modifiers", severity="info"),))
     if frame.is_empty() or not arms or study.cohort.reference_arm not in frame["ARM"].unique().to_list():
         return StepResult(notes=(Note("effect modifiers: no ketamine route or no reference arm among the analysed "
                                       "courses; not fitted", step="modifiers", severity="warning"),))

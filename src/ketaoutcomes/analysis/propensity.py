@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 
 import polars as pl
 
-from ketaoutcomes.analysis.common import CATEGORICAL, ModelTerms, with_terms
+from ketaoutcomes.analysis.common import ModelTerms, is_categorical, with_terms
 from ketaoutcomes.notes import Note
 from ketaoutcomes.settings import StudySettings
 
@@ -149,7 +149,7 @@ def fit_pair_propensity(pair: pl.DataFrame, target: str, study: StudySettings):
     from ketaoutcomes.models.propensity import fit_propensity
 
     covs = ModelTerms.of(study).with_strata  # site moves arm choice: a confounder for the propensity model
-    categorical = [c for c in covs if c in CATEGORICAL]
+    categorical = [c for c in covs if is_categorical(pair, c)]
     p = study.propensity
     return fit_propensity(pair, target=target, comparator=study.cohort.reference_arm, covariates=covs,
                           categorical=categorical, weighting=p.weighting, truncation=p.ps_truncation,

@@ -12,7 +12,13 @@ Conventions (each a :class:`~ketaoutcomes.settings.StudySettings` field where a 
   unknown look-back (no observation_start) is kept and counted in a note, unless
   ``require_known_lookback``.
 * **First dose** (TRTSDTM): the course's first session; a course without
-  sessions starts at 00:00 of its start date.
+  sessions starts at 00:00 of its start date, or with
+  ``cohort.first_dose_without_sessions = "end_of_day"`` at the end of it (a rating
+  that day is then baseline, not follow-up).
+* **Covariates**: a patient without a value in a covariate or the strata of the
+  study is excluded (an attrition row); a trial's own covariates
+  (``models.extra_covariates``) are read from the patients file's kept columns
+  (``_extra``) and typed as declared (checked before: ketaoutcomes.analysis.checks).
 * **Follow-up end**: the start of the patient's next course, or the day after
   ``end_date`` when ``end_reason`` is ``switched`` or ``new_antidepressant``.
   Otherwise ratings after the course ended still count (a response seen at a
@@ -25,10 +31,11 @@ from __future__ import annotations
 
 import polars as pl
 
+from ketaoutcomes.contract import EXTRA_COLUMN
 from ketaoutcomes.settings import StudySettings
 
 __all__ = ["COVARIATE_COLUMNS", "INTERCURRENT_END_REASONS", "attrition_hint", "attrition_table", "baseline_rating",
-           "derive_adsl"]
+           "derive_adsl", "extra_covariate_values", "first_dose_without_sessions", "stored_adsl"]
 
 #: Study-setting covariate names -> ADSL column names.
 COVARIATE_COLUMNS = {
@@ -43,6 +50,41 @@ COVARIATE_COLUMNS = {
 
 
 INTERCURRENT_END_REASONS = ("switched", "new_antidepressant")
+
+
+def first_dose_without_sessions(start_date: pl.Expr, study: StudySettings) -> pl.Expr:
+    """The first dose of a course without sessions: 00:00 of its start date, or its last
+    microsecond (``cohort.first_dose_without_sessions = "end_of_day"``)."""
+    start = start_date.cast(pl.Datetime("us"))
+    if study.cohort.first_dose_without_sessions == "end_of_day":
+        return start + pl.duration(days=1) - pl.duration(microseconds=1)
+    return start
+
+
+def extra_covariate_values(patients: pl.DataFrame, study: StudySettings) -> pl.DataFrame:
+    """``patients`` with a column per extra covariate of the study (``models.extra_covariates``),
+    read from the kept columns (EXTRA_COLUMN, JSON text) and typed as declared: text for a
+    categorical, Float64 for a numeric (a value that is not a number is null here; the study check
+    refuses it before anything is derived)."""
+    extras = study.models.extra_covariates
+    if not extras:
+        return patients
+    if EXTRA_COLUMN not in patients.columns:
+        patients = patients.with_columns(pl.lit(None, dtype=pl.String).alias(EXTRA_COLUMN))
+    cols = []
+    for name, spec in extras.items():
+        text = pl.col(EXTRA_COLUMN).str.json_path_match(f"$.{name}")
+        cols.append((text.cast(pl.Float64, strict=False) if spec.type == "numeric" else text).alias(name))
+    return patients.with_columns(cols)
+
+
+def stored_adsl(adsl: pl.DataFrame, study: StudySettings) -> pl.DataFrame:
+    """ADSL as ``ad_adsl`` stores it: the study's extra covariates (columns named by the export, not
+    declared in the table's contract) folded into one JSON column, EXTRACOV."""
+    extras = [n for n in study.models.extra_covariates if n in adsl.columns]
+    if not extras:
+        return adsl.with_columns(pl.lit(None, dtype=pl.String).alias("EXTRACOV"))
+    return adsl.with_columns(pl.struct(extras).struct.json_encode().alias("EXTRACOV")).drop(extras)
 
 
 def derive_adsl(
@@ -82,7 +124,7 @@ def derive_adsl(
         courses.filter(pl.col("_course_seq") == 0)
         .join(first_dose, on="course_id", how="left")
         .with_columns(
-            pl.coalesce("_first_session", pl.col("start_date").cast(pl.Datetime("us"))).alias("TRTSDTM"),
+            pl.coalesce("_first_session", first_dose_without_sessions(pl.col("start_date"), study)).alias("TRTSDTM"),
             pl.col("NSESS").fill_null(0),
             pl.col("NMAINT").fill_null(0),
         )
@@ -116,6 +158,8 @@ def derive_adsl(
     )
     if "observation_start" not in patients.columns:  # optional in the contract
         patients = patients.with_columns(pl.lit(None, dtype=pl.Date).alias("observation_start"))
+    patients = extra_covariate_values(patients, study)
+    extras = list(study.models.extra_covariates)
     adsl = (
         idx.join(patients, on="patient_id", how="left")
         .join(base, on="patient_id", how="left")
@@ -145,6 +189,7 @@ def derive_adsl(
             "NSESS",
             "NMAINT",
             "NPOST",
+            *extras,
         )
     )
     adsl = adsl.with_columns(
@@ -155,11 +200,16 @@ def derive_adsl(
     in_arm = pl.lit(True) if study_arms is None else pl.col("ARM").is_in(sorted(study_arms))
     new_user = (pl.col("NEWUSFL") == "Y") if study.cohort.require_known_lookback else (pl.col("NEWUSFL") != "N").fill_null(True)
     has_base = pl.col("BASE").is_not_null()
+    # A value in every covariate and the strata of the study (baseline_score: the baseline rule).
+    known = [c for c in (*study.models.covariates, *([study.models.strata] if study.models.strata else []))
+             if c != "baseline_score"]
+    has_cov = pl.all_horizontal([pl.col(COVARIATE_COLUMNS.get(c, c)).is_not_null() for c in known] or [pl.lit(True)])
     # Analysis population (like a trial's full analysis set): a baseline and at
     # least one rating after the first dose; the attrition table counts both rules.
     has_post = pl.col("NPOST") > 0
     adsl = adsl.with_columns(
-        pl.when(in_arm & new_user & has_base & has_post).then(pl.lit("Y")).otherwise(pl.lit("N")).alias("ANLFL")
+        pl.when(in_arm & new_user & has_cov & has_base & has_post).then(pl.lit("Y")).otherwise(pl.lit("N"))
+        .alias("ANLFL")
     )
 
     # Attrition: each rule narrows the previous population; counts per arm.
@@ -176,10 +226,15 @@ def derive_adsl(
     pop = pop.filter(new_user)
     steps.append((f"{RULE_NEW_USER}: records cover >= {study.cohort.washout_days} d before the index course "
                   f"(washout){unknown}", pop, None))
+    if known:
+        pop = pop.filter(has_cov)
+        steps.append((f"{RULE_COVARIATES} ({', '.join(known)})", pop, None))
     pop = pop.filter(has_base)
+    same_day = (" (a course without sessions: first dose = the end of its start date)"
+                if study.cohort.first_dose_without_sessions == "end_of_day" else "")
     steps.append(
-        (f"{RULE_BASELINE} {study.cohort.instrument} in [first dose - {study.cohort.baseline_window_days} d, first dose]",
-         pop, None)
+        (f"{RULE_BASELINE} {study.cohort.instrument} in [first dose - {study.cohort.baseline_window_days} d, first dose]"
+         f"{same_day}", pop, None)
     )
     steps.append((f"{RULE_POST} {study.cohort.instrument} rating after the first dose", pop.filter(has_post), None))
     attrition = attrition_table(steps)
@@ -192,6 +247,7 @@ RULE_PATIENTS = "patients in the export"
 RULE_COURSE = "with a treatment course (index course = first course)"
 RULE_ARM = "index course on a study arm"
 RULE_NEW_USER = "new user"
+RULE_COVARIATES = "a value in every covariate and the strata of the study"
 RULE_BASELINE = "baseline"
 RULE_POST = "at least one"
 _HINTS = {
@@ -199,7 +255,11 @@ _HINTS = {
     RULE_COURSE: "check courses.csv (rows refused at ingest are in table quarantine)",
     RULE_ARM: "check cohort.arms against the arms of the index courses in stg_courses",
     RULE_NEW_USER: "check patients.observation_start and cohort.washout_days (and cohort.require_known_lookback)",
-    RULE_BASELINE: "check the instrument and the baseline window (cohort.instrument, cohort.baseline_window_days)",
+    RULE_COVARIATES: "check the covariates and strata of the study (models.covariates, models.strata) against "
+                     "patients.csv: a patient without a value in one of them is excluded",
+    RULE_BASELINE: "check the instrument and the baseline window (cohort.instrument, cohort.baseline_window_days; "
+                   "for courses without sessions also cohort.first_dose_without_sessions: a rating on the start date "
+                   "is baseline only with \"end_of_day\")",
     RULE_POST: "check the instrument (cohort.instrument) and the ratings after the first dose in mood_scores",
 }
 

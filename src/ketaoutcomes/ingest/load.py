@@ -40,6 +40,7 @@ from ketaoutcomes.ingest.deliveries import (
     registry_deliveries,
 )
 from ketaoutcomes.ingest.errors import IngestError
+from ketaoutcomes.ingest.extra import extra_columns
 from ketaoutcomes.ingest.limits import (
     MemoryBudget,
     check_regular_file,
@@ -63,6 +64,7 @@ from ketaoutcomes.ingest.rules import (
     Parent,
     dq_checks,
     duplicate_problems,
+    one_problem_per_cell,
     reference_problems,
     row_problems,
     session_course_problems,
@@ -262,14 +264,45 @@ def check_export_folder(export_dir: Path, loaded: Collection[str] = ()) -> dict[
     """
     files, _ = find_export_files(export_dir)
     loaded = set(loaded)
-    missing = [t for t in TABLE_ORDER if t not in files and t not in loaded]
+    missing = [t for t in TABLE_ORDER if t not in files and t not in loaded and t not in SESSION_TABLES]
     if missing:
         names = ", ".join(f"{t}.csv" for t in missing)
         raise IngestError(
             f"{export_dir}: {names} missing (neither .csv nor .parquet in the folder, and no earlier delivery "
             f"in the warehouse); a first export holds every table ({', '.join(TABLE_ORDER)}; one with no rows "
-            "as a header-only file), a later one may leave out tables already loaded; nothing was loaded")
+            "as a header-only file; sessions and adverse_events may be left out when no course is on a "
+            "session-based arm), a later one may leave out tables already loaded; nothing was loaded")
     return files
+
+
+#: Tables an export may leave out when none of its courses is on a session-based arm (registry
+#: ``session_based``): a trial without sessions has no session and no adverse event at a session.
+SESSION_TABLES = ("sessions", "adverse_events")
+
+
+def _check_sessions_left_out(export_dir: Path, files: Collection[str], loaded: Collection[str],
+                             courses: pl.DataFrame, registries: Registries) -> None:
+    """A sessions table neither delivered nor loaded before is fine only while no course in force is
+    on a session-based arm (their sessions are the exposure and the first dose): else one line names
+    the arms; nothing is written."""
+    if "sessions" in files or "sessions" in loaded:
+        return
+    arms = sorted(set(courses["arm"].drop_nulls().to_list()) & {k for k, a in registries.arms.items()
+                                                                if a.session_based})
+    if arms:
+        raise IngestError(
+            f"{export_dir}: sessions.csv missing (neither .csv nor .parquet in the folder, and no earlier delivery in "
+            f"the warehouse), but courses are on session-based arm(s) {', '.join(arms)} (session_based in the arms "
+            "registry): their sessions give the first dose and the exposure; export sessions.csv (a header-only "
+            "file if there are none); nothing was loaded")
+
+
+def _ensure_raw(con: duckdb.DuckDBPyConnection, table: str) -> None:
+    """An empty raw_<table> for a table left out of the first export (sessions, adverse_events of a
+    trial without sessions), so that stg_<table> exists with the contract's columns."""
+    if not table_exists(con, f"raw_{table}"):
+        append_frame(con, f"raw_{table}", pl.DataFrame(schema={
+            "_row_number": pl.Int64, **polars_schema(table), "_batch_id": pl.String, "_load_seq": pl.Int32}))
 
 
 def _sha256(path: Path) -> str:
@@ -602,7 +635,8 @@ def ingest_export(
 def _ingest(con: duckdb.DuckDBPyConnection, export_dir: Path, loaded_at: dt.datetime, progress: Progress | None,
             budget: MemoryBudget, reload_rolled_back: bool) -> IngestSummary:
     files, ignored_files = find_export_files(export_dir)
-    check_export_folder(export_dir, fetch(con, "SELECT DISTINCT table_name FROM meta_batches")["table_name"])
+    loaded_tables = fetch(con, "SELECT DISTINCT table_name FROM meta_batches")["table_name"].to_list()
+    check_export_folder(export_dir, loaded_tables)
     batches = fetch(con, "SELECT batch_id, table_name, file_sha256, load_seq FROM meta_batches ORDER BY load_seq")
     try:
         regs = registry_deliveries(export_dir, batches, _sha256)
@@ -682,9 +716,13 @@ def _ingest(con: duckdb.DuckDBPyConnection, export_dir: Path, loaded_at: dt.date
         if table == "patients":
             text, capped = cap_age(text)
         frame, ignored_cols = _contract_columns(text, table, path)
+        extra = extra_columns(text, table, allow.allowed_columns(table))
+        ignored_cols = tuple(c for c in ignored_cols if c not in extra.kept)
         if (zones := offset_problem(frame, table)) is not None:
             raise IngestError(f"{path}: {zones}; nothing was loaded")
         typed, problems = _type_rows(con, frame, table)
+        if extra.frame is not None:  # the patients file's own columns, kept as text (ingest.extra)
+            typed = typed.join(extra.frame, on="_row_number", how="left")
         # Each row on its own first; then keys among the rows still standing.
         checks = [problems, row_problems(table, typed, registries, allow.allowed_columns(table))]
         if table == "sessions":
@@ -692,7 +730,7 @@ def _ingest(con: duckdb.DuckDBPyConnection, export_dir: Path, loaded_at: dt.date
         if TABLES[table].references:
             checks.append(reference_problems(table, typed, {r.to_table: parent(r.to_table)
                                                             for r in TABLES[table].references}))
-        own = pl.concat([c for c in checks if c.height] or [problems], how="vertical")
+        own = one_problem_per_cell(pl.concat([c for c in checks if c.height] or [problems], how="vertical"))
         standing = typed.join(own.select("_row_number").unique(), on="_row_number", how="anti")
         problems = pl.concat([own, duplicate_problems(table, standing)], how="vertical_relaxed")
         bad = problems.select("_row_number").unique()
@@ -706,7 +744,7 @@ def _ingest(con: duckdb.DuckDBPyConnection, export_dir: Path, loaded_at: dt.date
                 .filter(pl.col(key).is_not_null()),
             )
         notes = "; ".join(n for n in (f"{capped} age(s) over 89 stored as 90 (HIPAA Safe Harbor)" if capped else "",
-                                      offset_note(frame, table) or "") if n) or None
+                                      offset_note(frame, table) or "", extra.note or "") if n) or None
         st.load = replace(st.load, rows_read=frame.height, rows_loaded=good.height, rows_quarantined=bad.height,
                           ignored_columns=ignored_cols, notes=notes)
         if st.load.rows_read != st.load.rows_loaded + st.load.rows_quarantined:
@@ -719,6 +757,7 @@ def _ingest(con: duckdb.DuckDBPyConnection, export_dir: Path, loaded_at: dt.date
             pl.col(LINE_NUMBER).alias("line_number"), "column_name", "rule", "reason")
         st.dq = dq_checks(table, rows_read=frame.height, text=frame, typed=typed, problems=problems).with_columns(
             pl.lit(st.load.batch_id).alias("batch_id"))
+    _check_sessions_left_out(export_dir, files, loaded_tables, parent("courses").available(), registries)
     failpoint("ingest.before_write")
 
     # Everything read and checked: now write. The registry files first: the tables were checked against them.
@@ -748,6 +787,7 @@ def _ingest(con: duckdb.DuckDBPyConnection, export_dir: Path, loaded_at: dt.date
         if fl.reloaded:
             mark_reloaded(con, sha, fl.batch_id)
     for table in TABLE_ORDER:
+        _ensure_raw(con, table)
         rebuild_staging(con, table)
     rebuild_registries(con)
     return IngestSummary(str(export_dir), tuple(staged[t].load for t in ordered), tuple(ignored_files),

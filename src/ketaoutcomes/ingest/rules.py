@@ -11,13 +11,14 @@ Rule ids (stable; tests/corpus and the quarantine table use them):
 =====================  ==========================================================
 ``type``               the value does not convert to the column's type
 ``key_missing``        a key column is empty
-``required_missing``   a required column is empty
+``required_missing``   a required column is empty (``drug`` of a course, ``dose_mg`` of a session: on a drug arm)
 ``not_allowed``        outside the contract's allowed values
 ``unknown_arm``        arm not in the arms registry
 ``unknown_instrument`` instrument not in the instruments registry
 ``score_out_of_range`` total score outside the instrument's range
 ``si_item_out_of_range`` suicidal-ideation item outside the instrument's item range
-``dose_implausible``   dose negative or outside the arm's range; mg/kg above its maximum
+``dose_implausible``   dose negative or outside the arm's range; mg/kg above its maximum; a dose for an
+                       arm that is not a drug (no dose range in the registry)
 ``end_before_start``   course end_date before start_date
 ``before_course_start`` session before its course's start_date
 ``after_course_end``   session more than a day after its course's end_date
@@ -43,8 +44,8 @@ from dataclasses import dataclass
 
 import polars as pl
 
-from ketaoutcomes.contract import CODE_MAX_CHARS, CODE_MAX_WORDS, TABLES, Reference
-from ketaoutcomes.registries import Registries
+from ketaoutcomes.contract import CODE_MAX_CHARS, CODE_MAX_WORDS, EXTRA_COLUMN, TABLES, Reference
+from ketaoutcomes.registries import Registries, key_folded
 
 __all__ = [
     "PROBLEM_SCHEMA",
@@ -53,6 +54,7 @@ __all__ = [
     "SESSION_AFTER_END_TOLERANCE_DAYS",
     "duplicate_problems",
     "empty_problems",
+    "one_problem_per_cell",
     "reference_problems",
     "row_problems",
     "session_course_problems",
@@ -105,7 +107,8 @@ def duplicate_problems(table: str, typed: pl.DataFrame) -> pl.DataFrame:
     Any number of copies and groups: every reason is of bounded length."""
     spec = TABLES[table]
     key = list(spec.key)
-    content = [c for c in spec.column_names]
+    # (the patients file's own columns kept for covariates are content too)
+    content = [*spec.column_names, *([EXTRA_COLUMN] if EXTRA_COLUMN in typed.columns else [])]
     rows = typed.filter(pl.all_horizontal(pl.col(k).is_not_null() for k in key))
     dup = rows.filter(pl.len().over(key) > 1)
     if dup.is_empty():
@@ -145,6 +148,19 @@ def not_a_code(v: pl.Expr) -> pl.Expr:
         | ~v.str.contains(_P_CODE_CHARS) | v.str.contains(_P_CODE_PERSON))
 
 
+def _unknown_key(column: str, keys: Collection[str], reason: str) -> pl.Expr:
+    """The reason for a value that is not a registry key: when it is one but for case, '-' or '_'
+    (``tau`` for ``TAU``, ``BDI2`` for ``BDI-II``), the reason names the key as registered (a key,
+    not the cell's value); keys are not mapped silently."""
+    folded = {key_folded(k): k for k in keys}
+    near = (pl.col(column).str.to_lowercase().str.replace_all(r"[-_]", "")
+            .replace_strict(folded, default=None, return_dtype=pl.String))
+    return (pl.when(near.is_not_null())
+            .then(pl.format(f"{column} is not in the {column}s registry as written, but {{}} is (keys are written as "
+                            "registered: case, - and _ matter); write it as registered", near))
+            .otherwise(pl.lit(reason)))
+
+
 def row_problems(table: str, typed: pl.DataFrame, registries: Registries,
                  exempt: Collection[str] = ()) -> pl.DataFrame:
     """Rules that need only the row itself and the registries. ``exempt``: columns the export's
@@ -171,14 +187,20 @@ def row_problems(table: str, typed: pl.DataFrame, registries: Registries,
                                  f"{col.name} is not one of {', '.join(col.allowed)}"))
         if col.registry == "arms":
             out.append(_problems(typed, ~pl.col(col.name).is_in(sorted(registries.arms)), col.name, "unknown_arm",
-                                 "arm is not in the arms registry; add it to arms.csv in the export folder"))
+                                 _unknown_key(col.name, registries.arms, "arm is not in the arms registry; add it to "
+                                                                         "arms.csv in the export folder")))
         if col.registry == "instruments":
             out.append(_problems(typed, ~pl.col(col.name).is_in(sorted(registries.instruments)), col.name,
                                  "unknown_instrument",
-                                 "instrument is not in the instruments registry; add it to instruments.csv"))
+                                 _unknown_key(col.name, registries.instruments, "instrument is not in the instruments "
+                                                                                "registry; add it to instruments.csv")))
     if table == "courses":
         out.append(_problems(typed, pl.col("end_date") < pl.col("start_date"), "end_date", "end_before_start",
                              "end_date is before start_date"))
+        drug_arms = sorted(k for k, a in registries.arms.items() if a.is_drug)
+        out.append(_problems(typed, pl.col("drug").is_null() & pl.col("arm").is_in(drug_arms), "drug",
+                             "required_missing", pl.format("drug is empty, and arm {} is a drug arm (it has a dose "
+                                                           "range in the arms registry)", "arm")))
     if table == "mood_scores":
         inst = registries.instruments_frame().select(
             pl.col("instrument"), "score_min", "score_max", "si_item_min", "si_item_max")
@@ -245,7 +267,17 @@ def session_course_problems(typed: pl.DataFrame, courses: pl.DataFrame, registri
         arms, on="arm", how="left")
     day = pl.col("session_ts").dt.date()
     late = pl.col("end_date") + pl.duration(days=SESSION_AFTER_END_TOLERANCE_DAYS)
+    known = pl.col("arm").is_in(sorted(registries.arms))
+    drug = known & pl.col("dose_min_mg").is_not_null()
+    not_drug = known & pl.col("dose_min_mg").is_null()
     return _concat([
+        _problems(j, drug & pl.col("dose_mg").is_null(), "dose_mg", "required_missing",
+                  pl.format("dose_mg is empty, and the course's arm {} is a drug arm (it has a dose range in the arms "
+                            "registry)", "arm")),
+        *(_problems(j, not_drug & pl.col(c).is_not_null(), c, "dose_implausible",
+                    pl.format(f"{c} given, but the course's arm {{}} is not a drug (no dose range in the arms "
+                              "registry): leave it empty, or give the arm its dose range in arms.csv", "arm"))
+          for c in ("dose_mg", "dose_mg_per_kg")),
         _problems(j, (pl.col("dose_mg") < 0) | (pl.col("dose_mg") < pl.col("dose_min_mg"))
                   | (pl.col("dose_mg") > pl.col("dose_max_mg")), "dose_mg", "dose_implausible",
                   pl.format("dose_mg outside the plausible range {}-{} mg of the course's arm {}",
@@ -317,8 +349,8 @@ def _quarantine_checks(table: str, rows_read: int, problems: pl.DataFrame, typed
     expected.append(("duplicate_conflict", spec.key[0]))
     expected.append(("duplicate_exact", spec.key[0]))
     expected += {
-        "courses": [("end_before_start", "end_date")],
-        "sessions": [("dose_implausible", "dose_mg"), ("dose_implausible", "dose_mg_per_kg"),
+        "courses": [("end_before_start", "end_date"), ("required_missing", "drug")],
+        "sessions": [("required_missing", "dose_mg"), ("dose_implausible", "dose_mg"), ("dose_implausible", "dose_mg_per_kg"),
                      ("before_course_start", "session_ts"), ("after_course_end", "session_ts")],
         "mood_scores": [("score_out_of_range", "total_score"), ("si_item_out_of_range", "si_item_score")],
     }.get(table, [])
@@ -375,3 +407,12 @@ def dq_checks(table: str, *, rows_read: int, text: pl.DataFrame, typed: pl.DataF
                          "threshold_pct": None, "status": "error",
                          "error": f"{type(exc).__name__}: {str(exc).splitlines()[0][:300]}"})
     return pl.DataFrame([{"table_name": table, **r} for r in rows], schema=DQ_SCHEMA)
+
+
+def one_problem_per_cell(problems: pl.DataFrame) -> pl.DataFrame:
+    """A cell whose value does not convert (``type``) is not also ``required_missing``: the
+    rules that require a value on a drug arm (courses.drug, sessions.dose_mg) see it as null."""
+    typed_bad = problems.filter(pl.col("rule") == "type").select("_row_number", "column_name").unique()
+    dup = problems.filter(pl.col("rule") == "required_missing").join(typed_bad, on=["_row_number", "column_name"],
+                                                                       how="semi")
+    return problems if dup.is_empty() else problems.join(dup, on=problems.columns, how="anti")

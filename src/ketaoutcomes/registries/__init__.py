@@ -13,6 +13,16 @@ around a value is not part of it, and a message about a bad file names the file,
 N-th row after the header, as ``quarantine.row_number``), the column and what to fix, never a
 cell's value (a column the registry does not have is named by its position, never by its header).
 Which registry rows are in force in a warehouse, batch by batch: :mod:`.history`.
+
+Keys (an arm's ``arm``, an instrument's ``instrument``) are written as the export writes them:
+a letter, then letters, digits, ``_`` and ``-``, at most 40 characters (``ketamine_iv``,
+``TAU``, ``BDI-II``, ``QIDS_SR16``); case matters, and two keys of one registry may not differ
+only in case, ``-`` or ``_`` (``TAU`` and ``tau``: which one would a course mean?).
+
+An arm is a **drug arm** when it has a dose range (``dose_min_mg`` and ``dose_max_mg``): its
+courses name their ``drug`` and its sessions their ``dose_mg``, checked against the range. An arm
+without one (psychotherapy, treatment as usual, ECT) is not a drug: it needs no drug, no dose
+and no ``drug_class``; a dose recorded for it is refused (rule ``dose_implausible``).
 """
 
 from __future__ import annotations
@@ -26,29 +36,56 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from ketaoutcomes.contract import WHITESPACE
 
-__all__ = ["Arm", "Instrument", "REGISTRY_FILES", "Registries", "load_registries", "read_registry", "registry_frame",
-           "DEFAULT_DIR"]
+__all__ = ["Arm", "DEFAULT_DIR", "Instrument", "KEY_PATTERN", "KEY_RULE", "REGISTRY_FILES", "Registries", "key_folded",
+           "load_registries", "read_registry", "registry_frame"]
 
 DEFAULT_DIR = Path(__file__).parent
+
+
+#: A registry key: a letter, then letters, digits, '_' and '-' (at most 40 characters).
+KEY_PATTERN = r"^[A-Za-z][A-Za-z0-9_-]{0,39}$"
+#: The rule in words (the data dictionary and the errors say it).
+KEY_RULE = "a letter, then letters, digits, _ and - (at most 40 characters; case matters)"
+
+
+def key_folded(key: str) -> str:
+    """A key with case, '-' and '_' ignored: two keys of one registry must not fold alike."""
+    return key.lower().replace("-", "").replace("_", "")
 
 
 class Arm(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    arm: str = Field(pattern=r"^[a-z][a-z0-9_]*$")
+    arm: str = Field(pattern=KEY_PATTERN)
     label: str
-    route: str
-    drug_class: str
-    is_ketamine: bool
-    session_based: bool
-    dose_min_mg: float = Field(ge=0)
-    dose_max_mg: float = Field(gt=0)
+    route: str = ""
+    drug_class: str = ""
+    is_ketamine: bool = False
+    session_based: bool = False
+    #: The dose range of a drug arm; both empty for an arm that is not a drug.
+    dose_min_mg: float | None = Field(default=None, ge=0)
+    dose_max_mg: float | None = Field(default=None, gt=0)
     dose_max_mg_per_kg: float | None = Field(default=None, gt=0)
     description: str = ""
 
+    @property
+    def is_drug(self) -> bool:
+        """A drug arm has a dose range; its courses name a drug and its sessions a dose."""
+        return self.dose_min_mg is not None
+
     @model_validator(mode="after")
     def _dose_range(self) -> "Arm":
-        if self.dose_min_mg > self.dose_max_mg:  # the message never quotes a value (it is shown to users)
+        if (self.dose_min_mg is None) != (self.dose_max_mg is None):
+            raise ValueError("dose_min_mg and dose_max_mg go together: give both for a drug arm, neither for an arm "
+                             "that is not a drug (psychotherapy, treatment as usual, ECT)")
+        if self.dose_min_mg is None and self.dose_max_mg_per_kg is not None:
+            raise ValueError("dose_max_mg_per_kg needs a dose range (dose_min_mg, dose_max_mg): an arm without one "
+                             "is not a drug")
+        if self.dose_min_mg is None and self.is_ketamine:
+            raise ValueError("a ketamine arm (is_ketamine true) is a drug arm: give its dose range (dose_min_mg, "
+                             "dose_max_mg)")
+        if self.dose_min_mg is not None and self.dose_min_mg > self.dose_max_mg:  # type: ignore[operator]
+            # the message never quotes a value (it is shown to users)
             raise ValueError("dose_min_mg is above dose_max_mg; give the lower dose first")
         return self
 
@@ -56,7 +93,7 @@ class Arm(BaseModel):
 class Instrument(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    instrument: str = Field(pattern=r"^[A-Za-z][A-Za-z0-9_]*$")
+    instrument: str = Field(pattern=KEY_PATTERN)
     label: str
     rater: str
     score_min: float
@@ -96,6 +133,7 @@ class Registries:
         """These registries with ``items`` (code -> row) added to registry ``name`` (same code: the item wins)."""
         rows = {"arms": dict(self.arms), "instruments": dict(self.instruments)}
         rows[name].update(items)
+        _check_folded(name, list(rows[name]))
         return Registries(arms=rows["arms"], instruments=rows["instruments"])  # type: ignore[arg-type]
 
     def extended(self, folder: Path | str) -> "Registries":
@@ -133,7 +171,7 @@ def registry_frame(name: str, items) -> pl.DataFrame:
         else pl.DataFrame(schema=schema)
 
 
-def _problem(error: dict, columns: list[str], label: str) -> str:
+def _problem(error: dict, columns: list[str], label: str, key: str) -> str:
     """One pydantic error as "column X: what to fix", without the value (nor a header that is not
     a column of the registry: that one by its position)."""
     loc = error["loc"]
@@ -142,6 +180,8 @@ def _problem(error: dict, columns: list[str], label: str) -> str:
         return f"column #{at} is not a column of the {label} registry (remove it)"
     if error["type"] == "missing":
         return f"column {loc[0]}: required, and empty or missing"
+    if error["type"] == "string_pattern_mismatch" and tuple(loc) == (key,):
+        return f"column {key}: a key is {KEY_RULE}"
     msg = error["msg"].removeprefix("Value error, ")
     return f"column {loc[0]}: {msg}" if loc else msg
 
@@ -175,14 +215,28 @@ def read_registry(path: Path, name: str) -> dict[str, BaseModel]:
         try:
             item = model.model_validate(clean)
         except ValidationError as exc:
-            problems = "; ".join(_problem(e, frame.columns, label) for e in exc.errors())
+            problems = "; ".join(_problem(e, frame.columns, label, key) for e in exc.errors())
         if problems is not None:
             raise ValueError(f"{path}, row {i}: {problems}")
         k = getattr(item, key)
         if k in out:
             raise ValueError(f"{path}, row {i}: column {key}: the same {key} as row {first[k]}; give each {key} once")
+        same = [o for o in out if key_folded(o) == key_folded(k)]
+        if same:
+            raise ValueError(f"{path}, row {i}: column {key}: differs from the {key} of row {first[same[0]]} only in "
+                             f"case, - or _; keep one key per {label}")
         out[k], first[k] = item, i
     return out
+
+
+def _check_folded(kind: str, keys: list[str]) -> None:
+    """Keys of the merged registry (defaults, warehouse, export) must not fold alike either."""
+    seen: dict[str, str] = {}
+    for k in keys:
+        other = seen.setdefault(key_folded(k), k)
+        if other != k:
+            raise ValueError(f"{kind}.csv: an {kind[:-1]} key differs from one in force already only in case, - or _ "
+                             "(keys are compared without them); use the registered key, or a name of its own")
 
 
 def load_registries(*extra_dirs: Path | str | None) -> Registries:

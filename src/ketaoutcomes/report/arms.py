@@ -28,6 +28,21 @@ class Arms:
     reference: str | None
     order: tuple[str, ...]
     labels: Mapping[str, str]
+    #: An arm shown is a ketamine arm (registry is_ketamine): the arms compared with the reference are
+    #: "routes", and the report may speak of ketamine; else they are "arms" and it does not.
+    ketamine: bool = True
+
+    @property
+    def route(self) -> str:
+        """What an arm compared with the reference is called: "route" (of ketamine) or "arm"."""
+        return "route" if self.ketamine else "arm"
+
+    def compared_text(self) -> str:
+        """The arms compared with the reference, in words: "ketamine routes", or their labels."""
+        if self.ketamine:
+            return "ketamine routes"
+        others = [self.label(a) for a in self.order if a != self.reference]
+        return ", ".join(others) if others else "the arms"
 
     def sort(self, arms: Iterable[str]) -> list[str]:
         reg = list(self.labels)
@@ -70,8 +85,9 @@ def reference_arm(provenance: Mapping | None, cox_fit: pl.DataFrame | None) -> s
 
 
 def arms_shown(reference: str | None, labels: Mapping[str, str], *, adsl: pl.DataFrame, adtte: pl.DataFrame,
-               km: pl.DataFrame, km_median: pl.DataFrame) -> Arms:
-    """The arms of the analysis population (ADSL, ANLFL = 'Y') and of the ADTTE and Kaplan-Meier rows."""
+               km: pl.DataFrame, km_median: pl.DataFrame, ketamine_arms: Iterable[str] | None = None) -> Arms:
+    """The arms of the analysis population (ADSL, ANLFL = 'Y') and of the ADTTE and Kaplan-Meier rows;
+    ``ketamine_arms`` (None: not known) says whether the report speaks of ketamine routes."""
     found: set[str] = set()
     if has(adsl, "ARM"):
         pop = adsl.filter(pl.col("ANLFL") == "Y") if "ANLFL" in adsl.columns else adsl
@@ -80,4 +96,5 @@ def arms_shown(reference: str | None, labels: Mapping[str, str], *, adsl: pl.Dat
         if has(df, name):
             found |= set(df[name].drop_nulls().cast(pl.String).to_list())
     tmp = Arms(reference, (), dict(labels))
-    return Arms(reference, tuple(tmp.sort(found)), tmp.labels)
+    ketamine = True if ketamine_arms is None else bool(found & set(ketamine_arms))
+    return Arms(reference, tuple(tmp.sort(found)), tmp.labels, ketamine)

@@ -20,7 +20,7 @@ from ketaoutcomes.notes import Note
 from ketaoutcomes.report.arms import arms_shown, reference_arm
 from ketaoutcomes.report.format import DASH, Fmt, ci_label, has
 from ketaoutcomes.report.sections.attrition import COMPLEMENT_MARK, attrition_section
-from ketaoutcomes.report.sections.cohort import cohort_table
+from ketaoutcomes.report.sections.cohort import cohort_table, not_in_export
 from ketaoutcomes.report.sections.data_quality import batches_table, dq_tables, quarantine_table, validation_section
 from ketaoutcomes.report.sections.endpoints import endpoint_codes, endpoint_section
 from ketaoutcomes.report.sections.key_results import key_results_table
@@ -79,6 +79,9 @@ class ReportData:
     arm_labels: Mapping[str, str] = field(default_factory=dict)
     #: small-cell suppression: counts from 1 to this are shown as "<n+1" (the study's report.small_cell_max)
     small_cell_max: int = 10
+    #: the ketamine arms of the registries in force (registry is_ketamine): the report speaks of routes
+    #: and of ketamine only when an arm it shows is one; None: not known (it does)
+    ketamine_arms: frozenset[str] | None = None
 
     def table(self, name: str) -> pl.DataFrame:
         """The result table ``name`` of the run (an empty frame when it is absent)."""
@@ -129,16 +132,19 @@ def build_context(data: ReportData, *, suppress_small_cells: bool = True) -> dic
     adsl, adtte, km, km_median = t("ad_adsl"), t("ad_adtte"), t("results_km"), t("results_km_median")
     cox, cox_fit = t("results_cox"), t("results_cox_fit")
     arms = arms_shown(reference_arm(prov, cox_fit), data.arm_labels, adsl=adsl, adtte=adtte, km=km,
-                      km_median=km_median)
+                      km_median=km_median, ketamine_arms=data.ketamine_arms)
     instrument = str(prov.get("instrument") or (
         adsl["PARAMINS"].drop_nulls()[0] if has(adsl, "PARAMINS") and adsl["PARAMINS"].drop_nulls().len()
         else "score"))
     notes = list(data.notes)
-    cohort, cohort_reason = cohort_table(adsl, arms, fmt, instrument)
+    cohort, cohort_reason = cohort_table(adsl, arms, fmt, instrument, settings)
     attrition = attrition_section(t("results_attrition"), arms, fmt)
     key, key_reason = key_results_table(km_median, cox, arms, fmt, notes)
     truth, truth_json = truth_table(data.truth, cox, t("results_ps"), arms)
     codes = endpoint_codes((adtte, "PARAMCD"), (km, "paramcd"), (cox, "paramcd"), (km_median, "paramcd"))
+    outcomes = settings.get("outcomes") if isinstance(settings, Mapping) else None
+    if isinstance(outcomes, Mapping) and outcomes.get("endpoints"):  # the study's endpoints, not every one declared
+        codes = [c for c in codes if c in outcomes["endpoints"] or c not in ENDPOINTS]
     endpoints = [endpoint_section(p, adtte=adtte, km=km, km_median=km_median, logrank=t("results_logrank"), cox=cox,
                                   cox_fit=cox_fit, arms=arms, fmt=fmt, notes=notes) for p in codes]
     batches, batches_reason = batches_table(data.batches)
@@ -167,6 +173,9 @@ def build_context(data: ReportData, *, suppress_small_cells: bool = True) -> dic
     return {
         "title": data.title,
         "ref_label": arms.label(arms.reference) if arms.reference else "the reference arm",
+        # the study's words: "route" and ketamine only where an arm shown is a ketamine arm
+        "ketamine": arms.ketamine, "route": arms.route, "Route": arms.route.capitalize(),
+        "compared": arms.compared_text(),
         "instrument": instrument,
         "adjustment": _adjustment_text(cox_fit, instrument),
         "ci_label": fmt.ci_label,
@@ -175,7 +184,7 @@ def build_context(data: ReportData, *, suppress_small_cells: bool = True) -> dic
         "summary": summary,
         "key": key, "key_reason": key_reason,
         "truth": truth, "truth_json": truth_json,
-        "cohort": cohort, "cohort_reason": cohort_reason,
+        "cohort": cohort, "cohort_reason": cohort_reason, "cohort_absent": not_in_export(adsl) if has(adsl, "ARM") else [],
         "attrition": attrition,
         "endpoints": endpoints,
         "validation": validation_section(data.validation),

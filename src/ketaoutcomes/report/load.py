@@ -110,5 +110,6 @@ def load_report_data(con: duckdb.DuckDBPyConnection, study: StudySettings, run_i
         notes=tuple(notes_from_json(json.loads(run["notes"]), ENDPOINTS)),
         truth=_truth(con, truth_path),
         arm_labels=arm_labels(con),
+        ketamine_arms=frozenset(k for k, a in load_registries_from_warehouse(con).arms.items() if a.is_ketamine),
         small_cell_max=study.report.small_cell_max,
     )

@@ -284,9 +284,39 @@ def _instrument_rules(registries: Registries) -> list[Rule]:
 
 
 def _arm_rules(registries: Registries) -> list[Rule]:
+    """Per arm: a drug arm's courses name their drug, its sessions a dose inside its range; an arm
+    that is not a drug (no dose range: psychotherapy, treatment as usual) has no dose."""
     rules = []
     for key in sorted(registries.arms):
         arm = registries.arms[key]
+        if not arm.is_drug:
+            rules.append(
+                Rule(
+                    "sessions", f"sessions.dose_mg.none_per_arm.{key}",
+                    f"no dose in mg for the {key} arm, which is not a drug (no dose range in the arms registry; "
+                    "arm taken from the session's course)",
+                    CRITICAL, "ExpectColumnValuesToBeNull", {"column": "dose_mg"},
+                    column="dose_mg", condition=("_ko_arm", key), needs=_needs("sessions", "dose_mg", "_ko_arm"),
+                )
+            )
+            continue
+        rules.append(
+            Rule(
+                "courses", f"courses.drug.not_null_per_arm.{key}",
+                f"drug is filled in for every course of the {key} arm (a drug arm: it has a dose range)",
+                CRITICAL, "ExpectColumnValuesToNotBeNull", {"column": "drug"},
+                column="drug", condition=("arm", key), needs=_needs("courses", "drug", "arm"),
+            )
+        )
+        rules.append(
+            Rule(
+                "sessions", f"sessions.dose_mg.not_null_per_arm.{key}",
+                f"dose_mg is filled in for every session of the {key} arm (a drug arm; arm taken from the "
+                "session's course)",
+                CRITICAL, "ExpectColumnValuesToNotBeNull", {"column": "dose_mg"},
+                column="dose_mg", condition=("_ko_arm", key), needs=_needs("sessions", "dose_mg", "_ko_arm"),
+            )
+        )
         rules.append(
             Rule(
                 "sessions", f"sessions.dose_mg.range_per_arm.{key}",
@@ -356,7 +386,8 @@ def build_rules(registries: Registries) -> list[Rule]:
         by_table[name] += _table_rules(t)
         by_table[name] += _value_rules(t, registries)
     by_table["mood_scores"] += _instrument_rules(registries)
-    by_table["sessions"] += _arm_rules(registries)
+    for r in _arm_rules(registries):
+        by_table[r.table].append(r)
     for name in TABLE_ORDER:
         by_table[name] += _reference_rules(TABLES[name])
     for r in _date_order_rules():

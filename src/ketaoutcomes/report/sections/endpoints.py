@@ -302,7 +302,7 @@ def _cox(ep: EndpointSection, cox: pl.DataFrame, fit: pl.DataFrame, arms: Arms, 
                          f"not estimable: {why}", "", "", ""], "arm ne"))
     ep.cox = Table(["Term", f"Adjusted HR ({fmt.ci_label})", "p", f"Naive HR ({fmt.ci_label})", "p"], rows)
     ref_label = arms.label(ref) if ref else "the reference arm"
-    good, bad = ("favours the route", "favours " + ref_label)
+    good, bad = (f"favours the {arms.route}", "favours " + ref_label)
     above, below = (good, bad) if ep.info.favourable_above_1 else (bad, good)
     ep.cox_interpretation = (
         f"Hazard ratio versus {ref_label}: above 1 = {ep.info.hr_above_1} ({above}), "

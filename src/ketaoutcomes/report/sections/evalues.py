@@ -44,6 +44,6 @@ def evalue_section(ev: pl.DataFrame | None, arms: Arms, fmt: Fmt) -> dict[str, A
                 rows.append(Row([arms.label(arm), what, fmt_hr_ci(r["estimate"], r["lower"], r["upper"]),
                                  _e(r["evalue"]), _e(r["evalue_ci"])]))
     if rows:
-        out["table"] = Table(["Route", "Estimate", f"Estimate ({fmt.ci_label})", "E-value", "E-value of the CI limit"],
+        out["table"] = Table([arms.route.capitalize(), "Estimate", f"Estimate ({fmt.ci_label})", "E-value", "E-value of the CI limit"],
                              rows, align="llrrr")
     return out

@@ -101,6 +101,6 @@ def discrete_section(d: pl.DataFrame, cox: pl.DataFrame | None, arms: Arms, fmt:
     if not rows:
         return {"table": None, "reason": "not estimable: no arm terms in the discrete-time model", "band_days": ""}
     band = d["band_days"].drop_nulls() if "band_days" in d.columns else pl.Series([], dtype=pl.Int64)
-    return {"table": Table(["Endpoint", "Route vs reference", f"Adjusted Cox, visit dates ({fmt.ci_label})",
+    return {"table": Table(["Endpoint", f"{arms.route.capitalize()} vs reference", f"Adjusted Cox, visit dates ({fmt.ci_label})",
                             f"Discrete-time, visit intervals ({fmt.ci_label})", "Ratio"], rows, align="llrrr"),
             "reason": "", "band_days": str(band[0]) if band.len() else "?"}

@@ -217,7 +217,9 @@ def summary_section(contrasts: pl.DataFrame, cox: pl.DataFrame, ps: pl.DataFrame
         rows.append(Row([label, verdict, *cells], "" if passed else "bad"))
         sentences.append(_sentence(label, ref, pair, info.event, passed, verdict))
     ci = fmt.ci_label
-    columns = ["Route vs " + ref, "Diagnostics (balance, equipoise)", f"Median days to {info.event}, route vs {ref}",
+    route = arms.route  # "route" (of ketamine) or "arm": the study's word
+    columns = [f"{route.capitalize()} vs {ref}", "Diagnostics (balance, equipoise)",
+               f"Median days to {info.event}, {route} vs {ref}",
                f"Difference in median days ({ci})",
                *(f"Difference in % with {info.event} by day {fmt_num(d)} ({ci})" for d in days),
                f"Difference in days without {info.event} up to day {fmt_num(horizon)} ({ci})",
@@ -239,13 +241,14 @@ def summary_section(contrasts: pl.DataFrame, cox: pl.DataFrame, ps: pl.DataFrame
     share = models.get("contrast_min_at_risk_share", 0.0)
     floor = f"{k} patients, or {share:.0%} of the arm if more," if share else f"{k} patients"
     out["method"] = (
-        f"Route minus {ref}, read off the {how} Kaplan-Meier curves of {info.short} (the primary comparison): "
-        f"pp = percentage points of patients with a {info.event} by that day (positive: more on the route); "
+        f"{route.capitalize()} minus {ref}, read off the {how} Kaplan-Meier curves of {info.short} (the primary "
+        f"comparison): pp = percentage points of patients with a {info.event} by that day (positive: more on the "
+        f"{route}); "
         f"days without {info.event} = restricted mean time without {info.event} up to day {fmt_num(horizon)}, or up to "
-        f"the last day with at least {floor} still at risk in each arm (negative: the route shortens the wait). {boot} "
+        f"the last day with at least {floor} still at risk in each arm (negative: the {route} shortens the wait). {boot} "
         f"The weighted HR has a robust (sandwich) CI and assumes proportional hazards. Not estimable: fewer than "
-        f"{k} patients of an arm still at risk on that day (models.contrast_min_at_risk), where a curve rests on a "
-        f"handful of patients. A comparison that fails its diagnostics is withheld{EN}its "
+        f"{floor} of an arm still at risk on that day (models.contrast_min_at_risk, contrast_min_at_risk_share), "
+        f"where a curve rests on a handful of patients. A comparison that fails its diagnostics is withheld{EN}its "
         f"estimates are not results to read.")
     return out
 

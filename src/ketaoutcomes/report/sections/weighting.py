@@ -96,7 +96,8 @@ def weighting_section(ps: pl.DataFrame | None, balance: pl.DataFrame | None, cox
                 weighted_cell(est.get(arm)),
             ], "" if r["diagnostics"] == "pass" else "bad"))
         tables.append({"paramcd": code, "name": endpoint(code).short, "table": Table(
-            ["Route vs reference", "Patients (route / reference)", "Effective sample size", "Equipoise",
+            [f"{arms.route.capitalize()} vs reference", f"Patients ({arms.route} / reference)", "Effective sample size",
+             "Equipoise",
              "Max |SMD| after", "Weights truncated", "Diagnostics", "Weighted HR (95% CI)"], rows,
             align="lrrrrrll", wide=True)})
     love = None
@@ -240,7 +241,7 @@ def weighted_km_section(km: pl.DataFrame, med: pl.DataFrame, arms: Arms, fmt: Fm
                 rows.append(Row([endpoint(code).short, arms.label(target), cell(r_t), cell(r_c),
                                  "passed" if passed else f"FAILED: {(r_t or {}).get('gate_reasons') or 'unknown reason'}"],
                                 "" if passed else "bad"))
-        out["medians"] = Table(["Endpoint", "Route", f"Weighted median days, route ({fmt.ci_label})",
+        out["medians"] = Table(["Endpoint", arms.route.capitalize(), f"Weighted median days, {arms.route} ({fmt.ci_label})",
                                 f"Weighted median days, {arms.label(arms.reference) if arms.reference else 'reference'}",
                                 "Diagnostics"], rows, align="llrrl", wide=True)
     return out
