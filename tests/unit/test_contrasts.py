@@ -220,3 +220,15 @@ def test_evalues_of_the_risk_ratios_and_the_weighted_hr(cohort):
         assert r["outcome_share"] > 0.15 and r["rare"] is False  # response is common on every route
         assert r["rr"] == pytest.approx(hr_to_rr_common(r["estimate"]))
         assert r["evalue"] > 1 and "common outcome" in r["note"]
+
+
+def test_a_quantile_between_a_finite_and_an_infinite_replicate_is_unbounded():
+    """Issue 10: on a 200-patient cohort the summary printed a median-difference limit of 1.1e307 (300
+    digits): type-7 interpolation between the last finite replicate and a clipped infinite one. Such a
+    limit lies beyond every finite replicate, so it is the unbounded side."""
+    x = np.concatenate([np.linspace(-40.0, 10.0, 190), np.full(5, np.inf)])  # 0.975 * 194 = 189.15: between the two
+    lo, hi, _, n = percentile_interval(x)
+    assert n == 195 and math.isfinite(lo) and hi == math.inf
+    x = np.concatenate([np.full(5, -np.inf), np.linspace(-40.0, 10.0, 190)])
+    lo, hi, _, _ = percentile_interval(x)
+    assert lo == -math.inf and math.isfinite(hi)

@@ -159,8 +159,12 @@ def percentile_interval(replicates: np.ndarray, alpha: float = 0.05) -> tuple[fl
     big = np.finfo(float).max / 4
     y = np.clip(x, -big, big)  # +-inf as huge finite numbers, so quantiles never interpolate inf - inf
     lo, hi = np.quantile(y, [alpha / 2, 1 - alpha / 2])
-    back = lambda v: math.copysign(math.inf, v) if abs(v) >= big / 2 else float(v)  # noqa: E731
     finite = x[np.isfinite(x)]
+    top = finite.max() if len(finite) else 0.0
+    bottom = finite.min() if len(finite) else 0.0
+    # a quantile interpolated between a finite replicate and an infinite one lies beyond every finite
+    # replicate: it reaches the unbounded side (not a finite number of 300 digits)
+    back = lambda v: math.inf if v > top else -math.inf if v < bottom else float(v)  # noqa: E731
     sd = float(np.std(finite, ddof=1)) if len(finite) >= 2 else math.nan
     return back(lo), back(hi), sd, int(len(x))
 
