@@ -546,16 +546,42 @@ def ensure_schema(con: duckdb.DuckDBPyConnection) -> None:
 def table_exists(con: duckdb.DuckDBPyConnection, name: str) -> bool:
     return bool(
         con.execute(
-            "SELECT count(*) FROM duckdb_tables() WHERE table_name = ? AND database_name = current_database() "
-            "AND schema_name = 'main'",
-            [name],
+            f"SELECT count(*) FROM duckdb_tables() WHERE table_name = {_literal(name)} "
+            "AND database_name = current_database() AND schema_name = 'main'"
         ).fetchone()[0]
     )
 
 
+def _literal(value: object) -> str | None:
+    """``value`` as a DuckDB literal (str, int, bool, None, or a list of them); None for any other type."""
+    if value is None:
+        return "NULL"
+    if isinstance(value, bool):
+        return "TRUE" if value else "FALSE"
+    if isinstance(value, int):
+        return str(int(value))
+    if isinstance(value, str) and "\0" not in value:
+        return "'" + value.replace("'", "''") + "'"
+    if isinstance(value, (list, tuple)):
+        items = [_literal(v) for v in value]
+        return None if None in items or any(isinstance(v, (list, tuple)) for v in value) else f"[{', '.join(items)}]"
+    return None
+
+
 def fetch(con: duckdb.DuckDBPyConnection, sql: str, params: list | None = None) -> pl.DataFrame:
-    """Run a query and return a polars frame."""
-    return con.execute(sql, params or []).pl()
+    """Run a query and return a polars frame.
+
+    Parameters that are strings, integers, booleans or None (or lists of them) are bound as the
+    literal arguments of a prepared statement (``PREPARE``/``EXECUTE``), not by DuckDB's Python
+    binding, which imports pandas (0.5-1 s) on first use: a command that reads a few rows (``report``
+    with nothing changed) should not pay that. Other values go through DuckDB's binding."""
+    if not params:
+        return con.execute(sql).pl()
+    literals = [_literal(v) for v in params]
+    if None in literals:
+        return con.execute(sql, params).pl()
+    con.execute(f"PREPARE ketaoutcomes_fetch AS {sql}")
+    return con.execute(f"EXECUTE ketaoutcomes_fetch({', '.join(literals)})").pl()
 
 
 def replace_table(con: duckdb.DuckDBPyConnection, name: str, frame: pl.DataFrame) -> None:
