@@ -12,7 +12,12 @@ What makes a step out of date:
 * validate: the data fingerprint (batches in force + registries) or the code changed;
 * analyze: the data fingerprint, the study settings id or the code changed, or
   the last validation of this data did not pass;
-* render: always runs (cheap, and reads a read-only snapshot).
+* render: the analysis run it shows, the validation, the data, truth.json or the code and templates
+  changed, or the report file (or its settings.json) is missing or not as written
+  (:mod:`ketaoutcomes.report.stamp`).
+
+A step that is up to date finds so on a read-only connection (:func:`fresh_state`): it takes no
+writer lock and publishes nothing, so ``report`` with nothing changed reads and returns.
 """
 
 from __future__ import annotations
@@ -190,6 +195,27 @@ def _last_step(con, step: str, fingerprint: str) -> dict | None:
     return rows.row(0, named=True) if rows.height else None
 
 
+def fresh_state(db: Path, study: StudySettings | None = None) -> dict[str, Any]:
+    """What is up to date in the published snapshot, read on a read-only connection (no writer lock):
+    ``validated`` (the last validation of the current data and code passed) and ``analysis`` (the
+    run_id of the analysis of the current data with ``study``, validated, else None)."""
+    out: dict[str, Any] = {"validated": False, "analysis": None}
+    if not Path(db).exists():
+        return out
+    con = read_connection(db)
+    try:
+        fp_data = data_fingerprint(con)
+        out["validated"] = _validation_status(con, fp_data) == "ok"
+        fp = _hash(fp_data, study.settings_id, code_version()) if study is not None else None
+        if out["validated"] and fp is not None and _last_step(con, "analyze", fp) is not None:
+            out["analysis"] = _hash("analyze", fp)
+    except duckdb.Error:  # a warehouse of an earlier version: the write session brings it in line
+        return {"validated": False, "analysis": None}
+    finally:
+        con.close()
+    return out
+
+
 # ---------------------------------------------------------------------------
 # simulate
 # ---------------------------------------------------------------------------
@@ -342,6 +368,8 @@ def validate_step(db: Path, *, force: bool = True) -> StepOutcome:
     NoDataLoaded
         The warehouse holds no loaded export.
     """
+    if not force and fresh_state(db)["validated"]:  # read-only: no lock taken, nothing published
+        return StepOutcome("validate", False, "validation is up to date and passed", {})
     from ketaoutcomes.validate import ValidationFailed
 
     with write_session(db, create=False) as con:
@@ -406,6 +434,8 @@ def analyze_step(db: Path, study: StudySettings, *, force: bool = True) -> StepO
     AnalysisNotReady
         The data failed its validation earlier; nothing is published.
     """
+    if not force and (run_id := fresh_state(db, study)["analysis"]):  # read-only, as validate_step's
+        return StepOutcome("analyze", False, f"analysis {run_id} is up to date", {"run_id": run_id})
     from ketaoutcomes.validate import ValidationFailed
 
     failed = None
@@ -602,25 +632,47 @@ def _latest_run(con, study: StudySettings) -> dict:
     return runs.row(0, named=True)
 
 
-def render_step(db: Path, study: StudySettings, reports_dir: Path, *, truth_path: Path | None = None) -> StepOutcome:
-    """Render the HTML report of the latest analysis of the current data (read-only)."""
-    from ketaoutcomes.report import load_report_data, render_report  # matplotlib: imported when needed
+def render_step(db: Path, study: StudySettings, reports_dir: Path, *, truth_path: Path | None = None,
+                force: bool = False) -> StepOutcome:
+    """Render the HTML report of the latest analysis of the current data (read-only), unless the report
+    there is current: rendered from the same inputs by the same code, and still as written
+    (:mod:`ketaoutcomes.report.stamp`; ``force`` renders anyway). ``details["summary"]`` is the report's
+    summary block as records (:func:`ketaoutcomes.report.digest.key_results`)."""
+    from ketaoutcomes.report.inputs import latest_validation_run, truth_file
+    from ketaoutcomes.report.stamp import current_stamp, file_sha256, render_key, write_stamp
 
     reports_dir = Path(reports_dir)
+    out = reports_dir / f"ketaoutcomes-{study.name}.html"
+    settings_file = reports_dir / f"ketaoutcomes-{study.name}.settings.json"
     con = read_connection(db)
     try:
-        rid = _latest_run(con, study)["run_id"]
-        data = load_report_data(con, study, rid, warehouse=db, truth_path=truth_path)
+        run = _latest_run(con, study)
+        rid, truth = run["run_id"], truth_file(con, truth_path)
+        key = render_key({"run_id": rid, "data": run["data_fingerprint"], "validation": latest_validation_run(con),
+                          "truth": truth and [str(truth), file_sha256(truth)], "warehouse": str(Path(db).resolve())})
+        stamp = None if force else current_stamp(out, key, [out, settings_file])
+        if stamp is None:
+            from ketaoutcomes.report import load_report_data  # matplotlib: imported when needed
+            from ketaoutcomes.report.digest import key_results
+
+            data = load_report_data(con, study, rid, warehouse=db, truth_path=truth)
     finally:
         con.close()
+    details = {"report_path": str(out), "run_id": rid}
+    if stamp is not None:
+        return StepOutcome("render", False, f"report {out} is up to date (analysis {rid}; nothing it is made "
+                           "from changed)", {**details, "summary": stamp.get("summary")})
+    from ketaoutcomes.report import render_report
+
     reports_dir.mkdir(parents=True, exist_ok=True)
-    out = reports_dir / f"ketaoutcomes-{study.name}.html"
     render_report(data, out)
     # Study settings are saved beside their outputs.
-    (reports_dir / f"ketaoutcomes-{study.name}.settings.json").write_text(
+    settings_file.write_text(
         json.dumps({"settings_id": study.settings_id, "run_id": rid, **study.model_dump(mode="json")}, indent=2) + "\n"
     )
-    return StepOutcome("render", True, f"report written to {out}", {"report_path": str(out), "run_id": rid})
+    summary = key_results(data)
+    write_stamp(out, key, [out, settings_file], run_id=rid, summary=summary)
+    return StepOutcome("render", True, f"report written to {out}", {**details, "summary": summary})
 
 
 # ---------------------------------------------------------------------------
@@ -710,7 +762,8 @@ def run_report(
     force: Collection[str] = (),
 ) -> list[StepOutcome]:
     """Run the steps of :func:`plan_run` up to ``through`` (default: render the report); each
-    skips itself when up to date, unless named in ``force``.
+    skips itself when up to date, unless named in ``force``: with nothing changed, nothing is
+    written and nothing heavier than DuckDB is imported.
 
     With no ``export_dir`` and an empty warehouse, the embedded default is used:
     the seeded synthetic cohort ``sim`` (default :class:`SimulationSettings`) is
@@ -719,14 +772,15 @@ def run_report(
     warehouse and no ``export_dir``, nothing is ingested.
     """
     plan = plan_run(db, export_dir=export_dir, sim=sim, through=through, embedded_default=embedded_default)
-    if "analyze" in plan.steps:
+    if "analyze" in plan.steps and (plan.export_dir is not None or "analyze" in force
+                                    or not fresh_state(db, study)["analysis"]):  # else it passed these checks
         _preflight(db, study, plan.export_dir)
     actions: dict[str, Callable[[], StepOutcome]] = {
         "simulate": lambda: simulate_step(plan.sim, plan.export_dir, progress=progress),
         "ingest": lambda: ingest_step(db, plan.export_dir, progress=progress),
         "validate": lambda: validate_step(db, force="validate" in force),
         "analyze": lambda: analyze_step(db, study, force="analyze" in force),
-        "render": lambda: render_step(db, study, reports_dir or default_reports_dir()),
+        "render": lambda: render_step(db, study, reports_dir or default_reports_dir(), force="render" in force),
     }
     outcomes: list[StepOutcome] = []
     for step in plan.steps:
