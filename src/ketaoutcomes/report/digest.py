@@ -154,7 +154,7 @@ def quarantine_markdown(db: Path, files: Sequence[Mapping[str, Any]], *, export_
         q = quarantine_summary(con, batch_ids)
     finally:
         con.close()
-    n = int(q["n_rows"].sum()) if q.height else 0
+    n = sum(int(f.get("rows_quarantined") or 0) for f in loaded)
     out = [f"# Quarantine: {n:,} row(s) set aside from {len(loaded)} file(s) loaded by this run", "",
            f"Export `{export_dir}`, warehouse `{db}` (table `quarantine`: row, rule and reason, never the value).", ""]
     if files:
