@@ -71,6 +71,39 @@ def test_check_flag_prints_the_deployments_and_starts_nothing(capsys):
     assert {r["name"]: (r["schedules"][0]["cron"] if r["schedules"] else None) for r in printed} == EXPECTED_DEPLOYMENTS
 
 
+def test_the_local_server_is_given_its_own_address_for_its_ui():
+    """Prefect 3.8.8's UI calls the api_url of /ui-settings: PREFECT_UI_API_URL, else PREFECT_API_URL,
+    else PREFECT_SERVER_API_HOST/PORT; `prefect server start --port N` sets none of them."""
+    env = deploy.server_environment("127.0.0.1", 4711, {"PREFECT_API_URL": "http://elsewhere:4200/api", "PATH": "/bin"})
+    assert env["PREFECT_UI_API_URL"] == "http://127.0.0.1:4711/api"
+    assert env["PREFECT_SERVER_API_HOST"] == "127.0.0.1" and env["PREFECT_SERVER_API_PORT"] == "4711"
+    assert "PREFECT_API_URL" not in env and env["PATH"] == "/bin"
+    assert deploy.server_environment("::1", 4711, {})["PREFECT_UI_API_URL"] == "http://[::1]:4711/api"
+    # a UI API URL the operator set (a proxy in front of the server) is kept
+    for name in deploy.UI_API_URL_SETTINGS:
+        kept = deploy.server_environment("127.0.0.1", 4711, {name: "https://prefect.example/api"})
+        assert kept[name] == "https://prefect.example/api" and kept.get("PREFECT_UI_API_URL", kept[name]) == kept[name]
+
+
+@pytest.mark.slow
+def test_a_server_started_on_another_port_serves_a_ui_that_calls_that_port(monkeypatch):
+    import socket
+    import urllib.request
+
+    for name in deploy.UI_API_URL_SETTINGS:
+        monkeypatch.delenv(name, raising=False)
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    with deploy.local_server("127.0.0.1", port) as server:
+        assert server.started_here and server.api_url == f"http://127.0.0.1:{port}/api"
+        # the UI (v1 and v2 alike) asks /ui-settings which API to call
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/ui-settings", timeout=30) as r:
+            assert json.loads(r.read())["api_url"] == f"http://127.0.0.1:{port}/api"
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=30) as r:
+            assert r.status == 200 and b"<html" in r.read().lower()
+
+
 def test_dags_md_matches_the_code():
     text = DAGS_MD.read_text(encoding="utf-8")
     assert "uv run python -m flows.deploy" in text
