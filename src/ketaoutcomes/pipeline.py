@@ -198,22 +198,29 @@ def _last_step(con, step: str, fingerprint: str) -> dict | None:
 def fresh_state(db: Path, study: StudySettings | None = None) -> dict[str, Any]:
     """What is up to date in the published snapshot, read on a read-only connection (no writer lock):
     ``validated`` (the last validation of the current data and code passed) and ``analysis`` (the
-    run_id of the analysis of the current data with ``study``, validated, else None)."""
-    out: dict[str, Any] = {"validated": False, "analysis": None}
-    if not Path(db).exists():
-        return out
-    con = read_connection(db)
+    run_id of the analysis of the current data with ``study``, validated, else None). Remembered per
+    published file (a publish is a new file), so the steps of one ``report`` read it once."""
+    try:
+        st = Path(db).stat()
+    except FileNotFoundError:
+        return {"validated": False, "analysis": None}
+    return dict(_fresh(str(Path(db).resolve()), (st.st_ino, st.st_size, st.st_mtime_ns), code_version(),
+                       None if study is None else study.settings_id))
+
+
+@functools.lru_cache(maxsize=16)
+def _fresh(db: str, snapshot: tuple, code: str, settings_id: str | None) -> tuple[tuple[str, Any], ...]:
+    con = read_connection(Path(db))
     try:
         fp_data = data_fingerprint(con)
-        out["validated"] = _validation_status(con, fp_data) == "ok"
-        fp = _hash(fp_data, study.settings_id, code_version()) if study is not None else None
-        if out["validated"] and fp is not None and _last_step(con, "analyze", fp) is not None:
-            out["analysis"] = _hash("analyze", fp)
+        validated = _validation_status(con, fp_data) == "ok"
+        fp = _hash(fp_data, settings_id, code) if settings_id is not None else None
+        analysis = _hash("analyze", fp) if validated and fp and _last_step(con, "analyze", fp) else None
     except duckdb.Error:  # a warehouse of an earlier version: the write session brings it in line
-        return {"validated": False, "analysis": None}
+        validated, analysis = False, None
     finally:
         con.close()
-    return out
+    return ("validated", validated), ("analysis", analysis)
 
 
 # ---------------------------------------------------------------------------
@@ -763,7 +770,7 @@ def run_report(
 ) -> list[StepOutcome]:
     """Run the steps of :func:`plan_run` up to ``through`` (default: render the report); each
     skips itself when up to date, unless named in ``force``: with nothing changed, nothing is
-    written and nothing heavier than DuckDB is imported.
+    written and nothing heavier than DuckDB and polars is imported.
 
     With no ``export_dir`` and an empty warehouse, the embedded default is used:
     the seeded synthetic cohort ``sim`` (default :class:`SimulationSettings`) is
