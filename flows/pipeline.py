@@ -275,7 +275,9 @@ def ingest_flow(export_dir: str | None = None, db: str | None = None, demo: bool
 
 @flow(name=FLOW_NAMES["analysis"], log_prints=True)
 def analysis_flow(db: str | None = None, study_file: str | None = None, reports_dir: str | None = None) -> str:
-    """Weekly: fit the survival models and render the HTML report.
+    """Weekly: fit the survival models and render the HTML report, each only when stale (an
+    analysis of the same data, validation, study and code is not re-run, a current report is not
+    re-rendered); the ``ketaoutcomes-report`` artifact is published either way.
 
     Args:
         db: warehouse file (None: the CLI's default).
