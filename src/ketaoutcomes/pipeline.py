@@ -44,7 +44,8 @@ from ketaoutcomes.ingest.load import load_registries_from_warehouse
 from ketaoutcomes.registries import load_registries
 from ketaoutcomes.settings import SimulationSettings, StudySettings, home_db_path, project_root
 from ketaoutcomes.table_contract import ContractError, TableContract, col
-from ketaoutcomes.warehouse import append_frame, fetch, read_connection, table_exists, write_session, write_table
+from ketaoutcomes.warehouse import append_frame, fetch, fetch_rows, read_connection, table_exists, write_session
+from ketaoutcomes.warehouse import write_table
 from ketaoutcomes.warehouse import create_latest_views
 
 __all__ = [
@@ -149,14 +150,12 @@ def _hash(*parts: str) -> str:
 
 def data_fingerprint(con: duckdb.DuckDBPyConnection) -> str:
     """Hash of the batches in force and the registries: changes whenever the data does."""
-    batches = fetch(con, "SELECT batch_id FROM meta_batches ORDER BY load_seq")["batch_id"].to_list()
-    reg = load_registries_from_warehouse(con).fingerprint
-    return _hash(",".join(batches), reg)
+    return _hash(",".join(batches_in_force(con)), load_registries_from_warehouse(con).fingerprint)
 
 
 def batches_in_force(con: duckdb.DuckDBPyConnection) -> list[str]:
     """meta_batches.batch_id of the batches in force, in load order."""
-    return fetch(con, "SELECT batch_id FROM meta_batches ORDER BY load_seq")["batch_id"].to_list()
+    return [r["batch_id"] for r in fetch_rows(con, "SELECT batch_id FROM meta_batches ORDER BY load_seq")]
 
 
 def _record_step(con, step: str, run_id: str, fingerprint: str, status: str, started: dt.datetime,
@@ -186,13 +185,13 @@ def _record_step(con, step: str, run_id: str, fingerprint: str, status: str, sta
 
 def _last_step(con, step: str, fingerprint: str) -> dict | None:
     """The latest run of ``step`` on ``fingerprint`` that was not rolled back."""
-    rows = fetch(
+    rows = fetch_rows(
         con,
         "SELECT * FROM meta_steps WHERE step = ? AND fingerprint = ? AND status <> 'rolled_back' "
         "ORDER BY started_at DESC, seq DESC NULLS LAST, seconds DESC LIMIT 1",
         [step, fingerprint],
     )
-    return rows.row(0, named=True) if rows.height else None
+    return rows[0] if rows else None
 
 
 def fresh_state(db: Path, study: StudySettings | None = None) -> dict[str, Any]:
@@ -628,15 +627,15 @@ def _preflight(db: Path, study: StudySettings, export_dir: Path | None) -> None:
 # ---------------------------------------------------------------------------
 
 def _latest_run(con, study: StudySettings) -> dict:
-    runs = fetch(con, "SELECT * FROM results_runs WHERE settings_id = ? AND data_fingerprint = ? "
-                      "ORDER BY started_at DESC LIMIT 1", [study.settings_id, data_fingerprint(con)]) \
-        if table_exists(con, "results_runs") else pl.DataFrame()
-    if runs.is_empty():
+    runs = fetch_rows(con, "SELECT * FROM results_runs WHERE settings_id = ? AND data_fingerprint = ? "
+                           "ORDER BY started_at DESC LIMIT 1", [study.settings_id, data_fingerprint(con)]) \
+        if table_exists(con, "results_runs") else []
+    if not runs:
         raise AnalysisNotReady(
             f"no analysis of the current data with study settings {study.settings_id}; "
             "run `python -m ketaoutcomes analyze` (or `report`, which runs what is missing)"
         )
-    return runs.row(0, named=True)
+    return runs[0]
 
 
 def render_step(db: Path, study: StudySettings, reports_dir: Path, *, truth_path: Path | None = None,

@@ -79,6 +79,7 @@ __all__ = [
     "ensure_schema",
     "table_exists",
     "fetch",
+    "fetch_rows",
     "replace_table",
     "append_frame",
     "write_table",
@@ -568,20 +569,32 @@ def _literal(value: object) -> str | None:
     return None
 
 
-def fetch(con: duckdb.DuckDBPyConnection, sql: str, params: list | None = None) -> pl.DataFrame:
-    """Run a query and return a polars frame.
-
-    Parameters that are strings, integers, booleans or None (or lists of them) are bound as the
-    literal arguments of a prepared statement (``PREPARE``/``EXECUTE``), not by DuckDB's Python
-    binding, which imports pandas (0.5-1 s) on first use: a command that reads a few rows (``report``
-    with nothing changed) should not pay that. Other values go through DuckDB's binding."""
+def _run(con: duckdb.DuckDBPyConnection, sql: str, params: list | None) -> duckdb.DuckDBPyConnection:
+    """``con.execute(sql, params)``; parameters that are strings, integers, booleans or None (or lists
+    of them) are bound as the literal arguments of a prepared statement (``PREPARE``/``EXECUTE``), not
+    by DuckDB's Python binding, which imports pandas (0.5-1 s) on first use: a command that reads a few
+    rows (``report`` with nothing changed) should not pay that. Other values go through DuckDB's binding."""
     if not params:
-        return con.execute(sql).pl()
+        return con.execute(sql)
     literals = [_literal(v) for v in params]
     if None in literals:
-        return con.execute(sql, params).pl()
+        return con.execute(sql, params)
     con.execute(f"PREPARE ketaoutcomes_fetch AS {sql}")
-    return con.execute(f"EXECUTE ketaoutcomes_fetch({', '.join(literals)})").pl()
+    return con.execute(f"EXECUTE ketaoutcomes_fetch({', '.join(literals)})")
+
+
+def fetch(con: duckdb.DuckDBPyConnection, sql: str, params: list | None = None) -> pl.DataFrame:
+    """Run a query and return a polars frame (parameters bound as :func:`_run` says)."""
+    return _run(con, sql, params).pl()
+
+
+def fetch_rows(con: duckdb.DuckDBPyConnection, sql: str, params: list | None = None) -> list[dict]:
+    """Run a query and return its rows as dicts of Python values, without pyarrow (which a frame
+    needs, and whose import costs as much as the query of a few rows ``report`` makes when nothing
+    changed)."""
+    cur = _run(con, sql, params)
+    names = [d[0] for d in cur.description]
+    return [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
 
 
 def replace_table(con: duckdb.DuckDBPyConnection, name: str, frame: pl.DataFrame) -> None:

@@ -96,12 +96,13 @@ def test_append_adds_columns_a_newer_version_writes(tmp_path):
 
 
 def test_fetch_binds_parameters_as_duckdb_would_without_importing_pandas(tmp_path):
-    """fetch binds str/int/bool/None (and lists of them) as a prepared statement's literals: the
-    same rows as DuckDB's own binding, quotes and all, and no pandas import (DuckDB's Python
-    binding imports it: 0.5-1 s that `report` with nothing changed should not pay)."""
+    """fetch and fetch_rows bind str/int/bool/None (and lists of them) as a prepared statement's
+    literals: the same rows as DuckDB's own binding, quotes and all, and no pandas import (DuckDB's
+    Python binding imports it: 0.5-1 s that `report` with nothing changed should not pay); fetch_rows
+    needs no pyarrow either."""
     code = """
 import sys, duckdb
-from ketaoutcomes.warehouse import fetch, table_exists
+from ketaoutcomes.warehouse import fetch, fetch_rows, table_exists
 con = duckdb.connect()
 con.execute("CREATE TABLE t (s VARCHAR, n BIGINT, b BOOLEAN)")
 con.execute("INSERT INTO t VALUES ('it''s', 1, true), ('a?b', 2, false), (NULL, 3, NULL), ('x', NULL, true)")
@@ -110,7 +111,10 @@ cases = [("SELECT n FROM t WHERE s = ? ORDER BY n", ["it's"]),
          ("SELECT s FROM t WHERE b = ? AND ? IS NULL ORDER BY s", [True, None]),
          ("SELECT n FROM t WHERE list_contains(?, s) ORDER BY n", [["x", "it's", "nope"]]),
          ("SELECT count(*) AS c FROM t WHERE s = ?", ["'); DROP TABLE t; --"])]
+rows = [fetch_rows(con, sql, params) for sql, params in cases]
+print("PYARROW", "pyarrow" in sys.modules)
 got = [fetch(con, sql, params).to_dicts() for sql, params in cases]
+assert rows == got, (rows, got)
 assert table_exists(con, "t") and not table_exists(con, "it's")
 print("PANDAS", "pandas" in sys.modules)
 want = [con.execute(sql, params).pl().to_dicts() for sql, params in cases]
@@ -120,4 +124,4 @@ print("OK")
 """
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
-    assert out.stdout.split() == ["PANDAS", "False", "OK"]
+    assert out.stdout.split() == ["PYARROW", "False", "PANDAS", "False", "OK"]

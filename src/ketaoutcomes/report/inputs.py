@@ -16,24 +16,24 @@ from pathlib import Path
 import duckdb
 import polars as pl
 
-from ketaoutcomes.warehouse import fetch
+from ketaoutcomes.warehouse import fetch, fetch_rows
 
 __all__ = ["latest_validation_run", "quarantine_summary", "truth_file"]
 
 
 def latest_validation_run(con: duckdb.DuckDBPyConnection) -> str | None:
     """``run_id`` of the latest validation not rolled back (the one the report shows), or None."""
-    rows = fetch(con, "SELECT run_id FROM meta_steps WHERE step = 'validate' AND status <> 'rolled_back' "
-                      "ORDER BY started_at DESC LIMIT 1")
-    return rows["run_id"][0] if rows.height else None
+    rows = fetch_rows(con, "SELECT run_id FROM meta_steps WHERE step = 'validate' AND status <> 'rolled_back' "
+                           "ORDER BY started_at DESC LIMIT 1")
+    return rows[0]["run_id"] if rows else None
 
 
 def truth_file(con: duckdb.DuckDBPyConnection, truth_path: Path | None = None) -> Path | None:
     """The synthetic cohort's truth.json the report shows: ``truth_path``, else the one beside the
     loaded files when they all come from one folder; None when there is no such file."""
     if truth_path is None:
-        dirs = fetch(con, "SELECT DISTINCT source_file FROM meta_batches")["source_file"].to_list()
-        parents = {Path(p).parent for p in dirs}
+        files = fetch_rows(con, "SELECT DISTINCT source_file FROM meta_batches")
+        parents = {Path(r["source_file"]).parent for r in files}
         truth_path = next(iter(parents)) / "truth.json" if len(parents) == 1 else None
     return Path(truth_path) if truth_path and Path(truth_path).exists() else None
 
