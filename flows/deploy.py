@@ -22,8 +22,9 @@ marked run-in-ephemeral, and the scheduler is not one), so a served deployment
 with a cron never gets a run there (measured: an every-10-s deployment served
 for 80 s against the ephemeral API got no run). So, unless ``PREFECT_API_URL``
 points at a server already, this command first starts ``prefect server start``
-on 127.0.0.1:4200 as a child process (SQLite database and ``server.log`` in
-``.state/prefect``; UI at http://127.0.0.1:4200), points the API URL at it and
+on 127.0.0.1:4200 (``--host``/``--port``) as a child process (SQLite database and
+``server.log`` in ``.state/prefect``; UI at http://127.0.0.1:4200, calling the API on
+the same host and port: :func:`server_environment`), points the API URL at it and
 serves. Ctrl-C or SIGTERM: the schedules are paused (so no backlog of missed
 runs replays on the next start), a run killed mid-way is marked CRASHED, and the
 server is stopped.
@@ -75,6 +76,7 @@ __all__ = [
     "LocalServer",
     "local_server",
     "main",
+    "server_environment",
 ]
 
 TIMEZONE = "UTC"
@@ -211,6 +213,35 @@ class LocalServer:
     started_here: bool
 
 
+#: The settings a UI API URL can come from (Prefect 3.8.8, ``ServerUISettings.api_url``'s aliases).
+UI_API_URL_SETTINGS = ("PREFECT_UI_API_URL", "PREFECT_SERVER_UI_API_URL")
+
+
+def server_environment(host: str, port: int, environ: dict[str, str] | None = None) -> dict[str, str]:
+    """The environment of the local server on host:port, whose UI calls that same server.
+
+    The UI reads the API URL it calls from the server's ``/ui-settings`` (``api_url``), which
+    Prefect 3.8.8 takes from ``PREFECT_UI_API_URL``, else ``PREFECT_API_URL``, else
+    ``http://PREFECT_SERVER_API_HOST:PREFECT_SERVER_API_PORT/api`` (default 127.0.0.1:4200): the
+    ``--port`` given to ``prefect server start`` is not among them, so a server on another port
+    served a UI that called 4200 ("Can't connect"). Here the host and port are set as
+    ``PREFECT_SERVER_API_HOST``/``PORT`` and the UI's API URL as this server's, unless the user set
+    ``PREFECT_UI_API_URL`` (a proxy in front of the server, say), which is kept.
+    """
+    env = dict(os.environ if environ is None else environ)
+    env.pop("PREFECT_API_URL", None)  # this server is not a client of another one
+    env["PREFECT_SERVER_API_HOST"] = host
+    env["PREFECT_SERVER_API_PORT"] = str(port)
+    if not any(env.get(k) for k in UI_API_URL_SETTINGS):
+        env["PREFECT_UI_API_URL"] = f"http://{_url_host(host)}:{port}/api"
+    return env
+
+
+def _url_host(host: str) -> str:
+    """A host as it goes in a URL (an IPv6 address in brackets)."""
+    return f"[{host}]" if ":" in host and not host.startswith("[") else host
+
+
 @contextlib.contextmanager
 def local_server(host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, *, ui: bool = True) -> Iterator[LocalServer]:
     """A Prefect server *with its scheduler* for the duration of the block.
@@ -220,7 +251,7 @@ def local_server(host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, *, ui: bool
     for /api/health (up to PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS),
     and terminates it on exit.
     """
-    api_url = f"http://{host}:{port}/api"
+    api_url = f"http://{_url_host(host)}:{port}/api"
     if _healthy(api_url):
         print(f"flows.deploy: using the Prefect server already running at {api_url}", flush=True)
         yield LocalServer(api_url, started_here=False)
@@ -230,8 +261,7 @@ def local_server(host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, *, ui: bool
     log_path = home / "server.log"
     cmd = [sys.executable, "-m", "prefect", "server", "start", "--host", host, "--port", str(port), "--scheduler"]
     cmd.append("--ui" if ui else "--no-ui")
-    env = dict(os.environ)
-    env.pop("PREFECT_API_URL", None)
+    env = server_environment(host, port)
     timeout = float(os.environ.get("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120"))
     print(f"flows.deploy: starting the Prefect server on {host}:{port} (log: {log_path})", flush=True)
     with open(log_path, "ab") as log:
@@ -367,7 +397,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--study-file", help="StudySettings file (TOML or JSON) for the weekly run (default: the default study)")
     parser.add_argument("--reports-dir", help="where reports go (default: reports/)")
     parser.add_argument("--host", default=DEFAULT_HOST, help="address of the local Prefect server (default 127.0.0.1)")
-    parser.add_argument("--port", type=int, default=DEFAULT_PORT, help="port of the local Prefect server (default 4200)")
+    parser.add_argument("--port", type=int, default=DEFAULT_PORT, help="port of the local Prefect server and its UI, "
+                        "which calls the API on this same port (default 4200; $PREFECT_UI_API_URL, if set, wins)")
     parser.add_argument("--no-ui", action="store_true", help="start the local server without its web UI")
     parser.add_argument(
         "--demo-interval", type=float, metavar="SECONDS", help="replace the crons by this interval (to try the setup)"

@@ -31,15 +31,17 @@ from flows import _env  # noqa: F401  (must precede the prefect import)
 
 import json
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import duckdb
 from prefect import flow, get_run_logger, task
-from prefect.artifacts import create_markdown_artifact
+from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
 
 import ketaoutcomes.pipeline as steps
+from ketaoutcomes.report import digest
 from ketaoutcomes.settings import SimulationSettings, StudySettings, default_db_path
 from ketaoutcomes.settings import load_study as settings_load_study
 from ketaoutcomes.warehouse import WarehouseBusy, WarehouseChanged
@@ -120,13 +122,6 @@ def _simulation(n_patients: int | None, seed: int | None) -> SimulationSettings:
     return SimulationSettings(**given)
 
 
-def _details_table(details: dict) -> str:
-    rows = "\n".join(
-        f"| {k} | {json.dumps(v, default=str) if not isinstance(v, str) else v} |" for k, v in sorted(details.items())
-    )
-    return "| detail | value |\n| --- | --- |\n" + rows if rows else ""
-
-
 # --------------------------------------------------------------------------- tasks
 # Caching is off everywhere: the steps know themselves whether they are up to
 # date (StepOutcome.ran is False when they skip), and a Prefect cache would hide
@@ -148,8 +143,15 @@ def simulate_task(sim: SimulationSettings, out_dir: Path) -> steps.StepOutcome:
 
 @task(name="ingest", **_TRANSIENT_TASK)
 def ingest_task(db: Path, export_dir: Path) -> steps.StepOutcome:
-    """Load one export folder into raw_*/stg_* (+ meta_batches, quarantine)."""
-    return _log_outcome(steps.ingest_step(Path(db), Path(export_dir)))
+    """Load one export folder into raw_*/stg_* (+ meta_batches, quarantine); publish the
+    ``ketaoutcomes-quarantine`` artifact: the files read and the rows quarantined per table and rule
+    in the batches this run loaded."""
+    outcome = _log_outcome(steps.ingest_step(Path(db), Path(export_dir)))
+    files = outcome.details.get("files") or []
+    n = sum(f.get("rows_quarantined") or 0 for f in files if not f.get("skipped"))
+    _artifact("ketaoutcomes-quarantine", lambda: digest.quarantine_markdown(Path(db), files, export_dir=str(export_dir)),
+              f"{n:,} row(s) quarantined from {sum(not f.get('skipped') for f in files)} file(s) loaded")
+    return outcome
 
 
 @task(name="validate", **_NO_RETRY_TASK)
@@ -168,45 +170,57 @@ def validate_task(db: Path, force: bool = True) -> steps.StepOutcome:
         outcome = steps.validate_step(Path(db), force=force)
     except ValidationFailed as exc:
         logger.error("validation failed: %s", exc)
-        _artifact(
-            "ketaoutcomes-validation",
-            f"# Validation FAILED\n\n{exc}\n\nWarehouse: `{db}` (results stored in `validation_results`).",
-            "validation failed",
-        )
+        _artifact("ketaoutcomes-validation", lambda: digest.validation_markdown(
+            Path(db), headline="Validation FAILED", message=str(exc)), "validation failed",
+            fallback=f"# Validation FAILED\n\n{exc}\n\nWarehouse: `{db}` (results stored in `validation_results`).")
         raise
     _log_outcome(outcome)
     if outcome.ran:  # an up-to-date check (weekly flow) adds nothing new to publish
-        _artifact(
-            "ketaoutcomes-validation",
-            f"# Validation passed\n\n{outcome.message}\n\nWarehouse: `{db}`\n\n{_details_table(outcome.details)}",
-            outcome.message,
-        )
+        _artifact("ketaoutcomes-validation", lambda: digest.validation_markdown(
+            Path(db), run_id=outcome.details.get("run_id"), headline="Validation passed", message=outcome.message),
+            outcome.message)
     return outcome
 
 
 @task(name="analyze", **_TRANSIENT_TASK)
 def analyze_task(db: Path, study: StudySettings) -> steps.StepOutcome:
-    """Derive ad_adsl/ad_adtte and fit the survival models (results_*)."""
-    return _log_outcome(steps.analyze_step(Path(db), study))
+    """Derive ad_adsl/ad_adtte and fit the survival models (results_*), unless the analysis of this
+    data, study and code is there already (``force=False``: nothing is re-run)."""
+    return _log_outcome(steps.analyze_step(Path(db), study, force=False))
 
 
 @task(name="render", **_TRANSIENT_TASK)
 def render_task(db: Path, study: StudySettings, reports_dir: Path) -> steps.StepOutcome:
-    """Write the HTML report (reports/*.html); details["report_path"]."""
+    """Write the HTML report (reports/*.html; skipped when it is current); details["report_path"].
+    Publishes the ``ketaoutcomes-report`` artifact (the report's path and its summary table) and the
+    ``ketaoutcomes-key-results`` table artifact (the same table)."""
     outcome = _log_outcome(steps.render_step(Path(db), study, Path(reports_dir)))
-    report = outcome.details.get("report_path")
-    _artifact(
-        "ketaoutcomes-report",
-        f"# Report\n\n{outcome.message}\n\nReport file: `{report}`\n\nStudy: `{study.name}` (settings id `{study.settings_id}`)",
-        f"report {report}",
-    )
+    report, summary = outcome.details.get("report_path"), outcome.details.get("summary")
+    _artifact("ketaoutcomes-report", lambda: digest.report_markdown(
+        summary, report_path=report, study=study.name, settings_id=study.settings_id,
+        run_id=outcome.details.get("run_id"), rendered=outcome.ran), f"report {report}",
+        fallback=f"# Report\n\n{outcome.message}\n\nReport file: `{report}`")
+    if summary and summary.get("rows"):
+        _artifact("ketaoutcomes-key-results", lambda: digest.key_results_rows(summary),
+                  f"{summary['endpoint']}: each route vs the reference arm, as in the summary of {report}")
     return outcome
 
 
-def _artifact(key: str, markdown: str, description: str) -> None:
-    """Publish a markdown artifact; never let a failure to publish fail the step."""
+def _artifact(key: str, make: Callable[[], str | list], description: str, *, fallback: str | None = None) -> None:
+    """Publish a markdown artifact (``make`` returns a str) or a table artifact (a list of rows).
+    Never lets a failure fail the step: the ``fallback`` markdown is published instead, or a warning logged."""
     try:
-        create_markdown_artifact(key=key, markdown=markdown, description=description[:500])
+        content = make()
+    except Exception as exc:
+        get_run_logger().warning("could not build artifact %s: %s", key, exc)
+        if fallback is None:
+            return
+        content = fallback
+    try:
+        if isinstance(content, str):
+            create_markdown_artifact(key=key, markdown=content, description=description[:500])
+        else:
+            create_table_artifact(key=key, table=content, description=description[:500])
     except Exception as exc:  # pragma: no cover - API hiccup
         get_run_logger().warning("could not create artifact %s: %s", key, exc)
 
@@ -261,7 +275,9 @@ def ingest_flow(export_dir: str | None = None, db: str | None = None, demo: bool
 
 @flow(name=FLOW_NAMES["analysis"], log_prints=True)
 def analysis_flow(db: str | None = None, study_file: str | None = None, reports_dir: str | None = None) -> str:
-    """Weekly: fit the survival models and render the HTML report.
+    """Weekly: fit the survival models and render the HTML report, each only when stale (an
+    analysis of the same data, validation, study and code is not re-run, a current report is not
+    re-rendered); the ``ketaoutcomes-report`` artifact is published either way.
 
     Args:
         db: warehouse file (None: the CLI's default).

@@ -5,9 +5,12 @@ Usage (from the checkout)::
 
     uv run python scripts/benchmark.py                 # default cohort + 100,000 patients
     uv run python scripts/benchmark.py --patients 20000 --skip-default
+    uv run python scripts/benchmark.py --only-default --repeat 3   # the main command: from scratch, then unchanged
 
 Each measured command runs in its own process under a small wrapper, so its
 peak RSS is its own, in a scratch folder that holds its own data/ and reports/. Prints a Markdown table.
+The main command also runs again with nothing changed (``--repeat`` times), printed as well as a
+ratio to the from-scratch run of the same benchmark.
 Not a test: timings depend on the machine; the ratios are what to compare.
 """
 
@@ -52,11 +55,18 @@ def run(label: str, argv: list[str], env: dict, cwd: Path) -> dict:
     return {"step": label, "seconds": res["seconds"], "peak_rss_mb": res["peak_kb"] / 1024}
 
 
-def bench(patients: int | None, workdir: Path, env: dict, steps: tuple[str, ...] = ("validate", "analyze")) -> list[dict]:
+#: Label of the main command run again with nothing changed.
+AGAIN = "report again, nothing changed"
+
+
+def bench(patients: int | None, workdir: Path, env: dict, steps: tuple[str, ...] = ("validate", "analyze"),
+          repeat: int = 1) -> list[dict]:
     py = [sys.executable, "-m", "ketaoutcomes"]
     rows = []
     if patients is None:  # the README's main command on the embedded default
         rows.append(run("report (default cohort, from scratch)", py + ["report"], env, workdir))
+        for _ in range(repeat):
+            rows.append(run(AGAIN, py + ["report"], env, workdir))
         export = workdir / "data" / "synthetic" / "default"
     else:
         export = workdir / f"export-{patients}"
@@ -76,16 +86,21 @@ def main() -> None:
     ap.add_argument("--json", type=Path, help="also write the rows as JSON here")
     ap.add_argument("--steps", default="validate,analyze",
                     help="steps after simulate + ingest to measure (comma-separated; empty for ingest only)")
+    ap.add_argument("--only-default", action="store_true", help="only the README main command on the default cohort")
+    ap.add_argument("--repeat", type=int, default=1, help="times to run the main command again with nothing changed")
     args = ap.parse_args()
     results = {}
+    cohorts = ([] if args.skip_default else [("default", None)])
+    if not args.only_default:
+        cohorts.append((f"{args.patients:,} patients", args.patients))
     with tempfile.TemporaryDirectory(prefix="ketaoutcomes-bench-") as tmp:
-        for label, n in ([] if args.skip_default else [("default", None)]) + [(f"{args.patients:,} patients", args.patients)]:
+        for label, n in cohorts:
             work = Path(tmp) / label.replace(" ", "_").replace(",", "")
             work.mkdir()
             env = {**os.environ, "KETAOUTCOMES_HOME": str(work), "KETAOUTCOMES_DB": str(work / "data" / "warehouse" / "ketaoutcomes.duckdb")}
             if n is not None:
                 env.pop("KETAOUTCOMES_DB")
-            results[label] = bench(n, work, env, tuple(x for x in args.steps.split(",") if x))
+            results[label] = bench(n, work, env, tuple(x for x in args.steps.split(",") if x), args.repeat)
     for label, rows in results.items():
         base = rows[-1]
         print(f"\n### {label}\n")
@@ -95,6 +110,11 @@ def main() -> None:
             print(f"| {r['step']} | {r['seconds']:.1f} | {r['seconds'] / base['seconds']:.1f} | "
                   f"{r['peak_rss_mb']:.0f} | "
                   f"{r['peak_rss_mb'] / base['peak_rss_mb']:.1f} |")
+        again = [r["seconds"] for r in rows if r["step"] == AGAIN]
+        if again:
+            first = rows[0]["seconds"]
+            print(f"\n{AGAIN}: {', '.join(f'{x:.2f}' for x in again)} s, i.e. "
+                  f"{', '.join(f'{x / first:.3f}' for x in again)} of the from-scratch report ({first:.1f} s)")
     if args.json:
         args.json.write_text(json.dumps(results, indent=2))
 

@@ -214,6 +214,9 @@ def analyze(db: DbOption = None, study: StudyOption = None) -> None:
 
 @app.command(help=(
     "Run whatever earlier steps are missing or out of date, then render the HTML report.\n\n"
+    "With nothing changed (the same data, validation, study and code, and the report file as it was written) "
+    "nothing is recomputed or rendered again: each step says it is up to date, and the warehouse is not "
+    "written.\n\n"
     "With no --export and no data in the default warehouse, the synthetic default cohort is simulated and "
     "loaded first (into data/synthetic/default; with other --patients/--seed into data/synthetic/n<N>-seed<S>-<id>, "
     "never over another export). A warehouse named by --db or $KETAOUTCOMES_DB must exist or be given an "

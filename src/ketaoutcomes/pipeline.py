@@ -12,17 +12,19 @@ What makes a step out of date:
 * validate: the data fingerprint (batches in force + registries) or the code changed;
 * analyze: the data fingerprint, the study settings id or the code changed, or
   the last validation of this data did not pass;
-* render: always runs (cheap, and reads a read-only snapshot).
+* render: the analysis run it shows, the validation, the data, truth.json or the code and templates
+  changed, or the report file (or its settings.json) is missing or not as written
+  (:mod:`ketaoutcomes.report.stamp`).
+
+A step that is up to date finds so on a read-only connection (:func:`fresh_state`): it takes no
+writer lock and publishes nothing, so ``report`` with nothing changed reads and returns.
 """
 
 from __future__ import annotations
 
 import contextlib
-import functools
 import datetime as dt
-import hashlib
 import json
-import subprocess
 import time
 from collections.abc import Callable, Collection
 from dataclasses import asdict, dataclass, field
@@ -32,14 +34,16 @@ from typing import Any
 import duckdb
 import polars as pl
 
-from ketaoutcomes import __version__
 from ketaoutcomes.contract import TABLE_ORDER
 from ketaoutcomes.ingest import check_export_folder, find_export_files, ingest_export, memory_limit
 from ketaoutcomes.ingest.load import load_registries_from_warehouse
 from ketaoutcomes.registries import load_registries
 from ketaoutcomes.settings import SimulationSettings, StudySettings, home_db_path, project_root
+from ketaoutcomes.step_records import (batches_in_force, code_version, data_fingerprint, fresh_state, last_step,
+                                        record_step, step_hash, validation_status)
 from ketaoutcomes.table_contract import ContractError, TableContract, col
-from ketaoutcomes.warehouse import append_frame, fetch, read_connection, table_exists, write_session, write_table
+from ketaoutcomes.warehouse import append_frame, fetch, fetch_rows, read_connection, table_exists, write_session
+from ketaoutcomes.warehouse import write_table
 from ketaoutcomes.warehouse import create_latest_views
 
 __all__ = [
@@ -123,74 +127,6 @@ def _wall_clock() -> dt.datetime:
     return dt.datetime.now(dt.UTC).replace(tzinfo=None, microsecond=0)
 
 
-@functools.cache
-def code_version() -> str:
-    """Package version plus the git commit (and '+dirty') when run from a checkout.
-
-    Read once per process: the code a process runs is the code it imported."""
-    here = Path(__file__).resolve().parent
-    try:
-        sha = subprocess.run(["git", "rev-parse", "--short=12", "HEAD"], cwd=here, capture_output=True,
-                             text=True, timeout=5, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", "."], cwd=here,
-                               capture_output=True, text=True, timeout=5, check=True).stdout.strip()
-        return f"{__version__}+g{sha}{'.dirty' if dirty else ''}"
-    except (OSError, subprocess.SubprocessError):
-        return __version__
-
-
-def _hash(*parts: str) -> str:
-    return hashlib.sha256("\x1f".join(parts).encode()).hexdigest()[:16]
-
-
-def data_fingerprint(con: duckdb.DuckDBPyConnection) -> str:
-    """Hash of the batches in force and the registries: changes whenever the data does."""
-    batches = fetch(con, "SELECT batch_id FROM meta_batches ORDER BY load_seq")["batch_id"].to_list()
-    reg = load_registries_from_warehouse(con).fingerprint
-    return _hash(",".join(batches), reg)
-
-
-def batches_in_force(con: duckdb.DuckDBPyConnection) -> list[str]:
-    """meta_batches.batch_id of the batches in force, in load order."""
-    return fetch(con, "SELECT batch_id FROM meta_batches ORDER BY load_seq")["batch_id"].to_list()
-
-
-def _record_step(con, step: str, run_id: str, fingerprint: str, status: str, started: dt.datetime,
-                 seconds: float, details: dict, settings_id: str | None = None) -> None:
-    """One row of meta_steps per distinct run: a run identical to an earlier row (same step,
-    run_id, fingerprint, settings, status, code version and details, e.g. an ingest of files
-    already loaded or a re-validation of unchanged data) adds 1 to that row's ``runs`` and
-    moves its ``started_at``, ``seconds`` and ``seq`` to this run, so repeated no-ops do not
-    grow the table. ``details["batches"]`` (the batches in force) is what a rollback reads."""
-    text = json.dumps(details, default=str, sort_keys=True)
-    seq = con.execute("SELECT coalesce(max(seq), 0) + 1 FROM meta_steps").fetchone()[0]
-    same = con.execute(
-        "SELECT rowid FROM meta_steps WHERE step = ? AND run_id = ? AND fingerprint = ? AND settings_id IS NOT "
-        "DISTINCT FROM ? AND status = ? AND code_version = ? AND details IS NOT DISTINCT FROM ? "
-        "ORDER BY started_at DESC LIMIT 1",
-        [step, run_id, fingerprint, settings_id, status, code_version(), text]).fetchone()
-    if same is not None:
-        con.execute("UPDATE meta_steps SET runs = coalesce(runs, 1) + 1, first_started_at = coalesce(first_started_at, "
-                    "started_at), started_at = ?, seconds = ?, seq = ? WHERE rowid = ?", [started, seconds, seq, same[0]])
-        return
-    con.execute(
-        "INSERT INTO meta_steps (step, run_id, fingerprint, settings_id, status, code_version, started_at, seconds, "
-        "details, runs, first_started_at, seq) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 1, ?, ?)",
-        [step, run_id, fingerprint, settings_id, status, code_version(), started, seconds, text, started, seq],
-    )
-
-
-def _last_step(con, step: str, fingerprint: str) -> dict | None:
-    """The latest run of ``step`` on ``fingerprint`` that was not rolled back."""
-    rows = fetch(
-        con,
-        "SELECT * FROM meta_steps WHERE step = ? AND fingerprint = ? AND status <> 'rolled_back' "
-        "ORDER BY started_at DESC, seq DESC NULLS LAST, seconds DESC LIMIT 1",
-        [step, fingerprint],
-    )
-    return rows.row(0, named=True) if rows.height else None
-
-
 # ---------------------------------------------------------------------------
 # simulate
 # ---------------------------------------------------------------------------
@@ -265,7 +201,7 @@ def ingest_step(db: Path, export_dir: Path, *, progress: Progress | None = None,
                    "registries": [asdict(f) for f in summary.registries],
                    "ignored_files": list(summary.ignored_files), "data_fingerprint": fp,
                    "batches": batches_in_force(con)}
-        _record_step(con, "ingest", _hash("ingest", fp), fp, "ok", started, time.perf_counter() - t0, details)
+        record_step(con, "ingest", step_hash("ingest", fp), fp, "ok", started, time.perf_counter() - t0, details)
     return StepOutcome("ingest", summary.changed, "\n".join(summary.lines()), details)
 
 
@@ -295,13 +231,13 @@ def _validate(con, *, force: bool) -> tuple[StepOutcome, Any]:
 
     started, t0 = _wall_clock(), time.perf_counter()
     fp_data = data_fingerprint(con)
-    fp = _hash(fp_data, code_version())
-    last = _last_step(con, "validate", fp)
+    fp = step_hash(fp_data, code_version())
+    last = last_step(con, "validate", fp)
     if last is not None and not force and last["status"] == "ok":
         return StepOutcome("validate", False, "validation is up to date and passed", {"fingerprint": fp}), None
     registries = load_registries_from_warehouse(con)
     result = validate_tables(_staged(con), registries)
-    run_id = _hash("validate", fp)
+    run_id = step_hash("validate", fp)
     if table_exists(con, "validation_results"):
         con.execute("DELETE FROM validation_results WHERE run_id = ?", [run_id])
     append_frame(con, "validation_results", result.results.with_columns(
@@ -310,7 +246,7 @@ def _validate(con, *, force: bool) -> tuple[StepOutcome, Any]:
     details = {"run_id": run_id, "expectations": result.results.height, "failed": n_fail,
                "critical_failed": result.critical_failures.height, "data_fingerprint": fp_data,
                "batches": batches_in_force(con)}
-    _record_step(con, "validate", run_id, fp, "ok" if result.passed else "failed", started,
+    record_step(con, "validate", run_id, fp, "ok" if result.passed else "failed", started,
                  time.perf_counter() - t0, details)
     msg = f"validation passed: {result.results.height} expectations, {n_fail} warning(s)"
     return StepOutcome("validate", True, msg, details), result
@@ -328,6 +264,8 @@ def validate_step(db: Path, *, force: bool = True) -> StepOutcome:
     NoDataLoaded
         The warehouse holds no loaded export.
     """
+    if not force and fresh_state(db)["validated"]:  # read-only: no lock taken, nothing published
+        return StepOutcome("validate", False, "validation is up to date and passed", {})
     from ketaoutcomes.validate import ValidationFailed
 
     with write_session(db, create=False) as con:
@@ -336,11 +274,6 @@ def validate_step(db: Path, *, force: bool = True) -> StepOutcome:
     if result is not None and not result.passed:
         raise ValidationFailed(result)
     return outcome
-
-
-def _validation_status(con, fp_data: str) -> str | None:
-    last = _last_step(con, "validate", _hash(fp_data, code_version()))
-    return None if last is None else last["status"]
 
 
 # ---------------------------------------------------------------------------
@@ -397,6 +330,8 @@ def analyze_step(db: Path, study: StudySettings, *, force: bool = True,
     analysis and the data it analysed, whatever is published after it), for the report to render
     exactly that (:func:`run_report`); the caller closes it.
     """
+    if not force and (run_id := fresh_state(db, study)["analysis"]):  # read-only, as validate_step's
+        return StepOutcome("analyze", False, f"analysis {run_id} is up to date", {"run_id": run_id})
     from ketaoutcomes.validate import ValidationFailed
 
     failed = None
@@ -404,7 +339,7 @@ def analyze_step(db: Path, study: StudySettings, *, force: bool = True,
     with write_session(db, create=False, on_publish=keep) as con:
         _require_data(con, db)
         fp_data = data_fingerprint(con)
-        status = _validation_status(con, fp_data)
+        status = validation_status(con, fp_data)
         validated = None
         if status is None:  # new data (or code) since the last validation: validate this snapshot, here
             validated, result = _validate(con, force=True)
@@ -429,9 +364,9 @@ def _analyze(con, study: StudySettings, fp_data: str, *, force: bool) -> StepOut
     from ketaoutcomes.analysis import run_study  # statsmodels: imported when needed
 
     started, t0 = _wall_clock(), time.perf_counter()
-    fp = _hash(fp_data, study.settings_id, code_version())
-    run_id = _hash("analyze", fp)
-    if not force and _last_step(con, "analyze", fp) is not None:
+    fp = step_hash(fp_data, study.settings_id, code_version())
+    run_id = step_hash("analyze", fp)
+    if not force and last_step(con, "analyze", fp) is not None:
         return StepOutcome("analyze", False, f"analysis {run_id} is up to date", {"run_id": run_id})
     registries = load_registries_from_warehouse(con)
     result = run_study(_staged(con), registries=registries, study=study)
@@ -467,7 +402,7 @@ def _analyze(con, study: StudySettings, fp_data: str, *, force: bool) -> StepOut
     details = {"run_id": run_id, "courses": adsl.height,
                "analysed": adsl.filter(pl.col("ANLFL") == "Y").height, "notes": [str(n) for n in result.notes],
                "data_fingerprint": fp_data, "batches": batches}
-    _record_step(con, "analyze", run_id, fp, "ok", started, seconds, details, study.settings_id)
+    record_step(con, "analyze", run_id, fp, "ok", started, seconds, details, study.settings_id)
     return StepOutcome("analyze", True, f"analysis {run_id}: {details['analysed']:,} courses analysed", details)
 
 
@@ -509,7 +444,7 @@ def rollback_step(db: Path, target: str, *, dry_run: bool = False) -> StepOutcom
                    "validations_removed": list(plan.validations), "rows": plan.rows.to_dicts(),
                    "registries": list(plan.registries),
                    "data_fingerprint": fp, "batches": batches_in_force(con)}
-        _record_step(con, "rollback", _hash("rollback", target, fp), fp, "ok", started, time.perf_counter() - t0,
+        record_step(con, "rollback", step_hash("rollback", target, fp), fp, "ok", started, time.perf_counter() - t0,
                      details)
     return StepOutcome("rollback", True, "\n".join(plan.lines()), details)
 
@@ -586,44 +521,68 @@ def _preflight(db: Path, study: StudySettings, export_dir: Path | None) -> None:
 def _latest_run(con, study: StudySettings, run_id: str | None = None) -> dict:
     """Analysis ``run_id``, else the latest analysis of the data in force with ``study``'s settings."""
     if not table_exists(con, "results_runs"):
-        runs = pl.DataFrame()
+        runs = []
     elif run_id is not None:
-        runs = fetch(con, "SELECT * FROM results_runs WHERE run_id = ?", [run_id])
+        runs = fetch_rows(con, "SELECT * FROM results_runs WHERE run_id = ?", [run_id])
     else:
-        runs = fetch(con, "SELECT * FROM results_runs WHERE settings_id = ? AND data_fingerprint = ? "
-                          "ORDER BY started_at DESC LIMIT 1", [study.settings_id, data_fingerprint(con)])
-    if runs.is_empty():
+        runs = fetch_rows(con, "SELECT * FROM results_runs WHERE settings_id = ? AND data_fingerprint = ? "
+                               "ORDER BY started_at DESC LIMIT 1", [study.settings_id, data_fingerprint(con)])
+    if not runs:
         raise AnalysisNotReady(
             f"no analysis of the current data with study settings {study.settings_id}; run `python -m ketaoutcomes "
             "analyze` (or `report`, which runs what is missing)" if run_id is None else f"no analysis {run_id} in the "
             "warehouse (rolled back?); run `python -m ketaoutcomes report` again")
-    return runs.row(0, named=True)
+    return runs[0]
 
 
 def render_step(db: Path, study: StudySettings, reports_dir: Path, *, truth_path: Path | None = None,
-                run_id: str | None = None, snapshot: duckdb.DuckDBPyConnection | None = None) -> StepOutcome:
+                run_id: str | None = None, snapshot: duckdb.DuckDBPyConnection | None = None,
+                force: bool = False) -> StepOutcome:
     """Render the HTML report (read-only) of the latest analysis of the current data, or of analysis
     ``run_id``; read from ``snapshot`` (a read-only connection, left open) when given, else from the
     snapshot published now. :func:`run_report` passes the snapshot its analysis published, so an
-    ingest published in between changes nothing of the report."""
-    from ketaoutcomes.report import load_report_data, render_report  # matplotlib: imported when needed
+    ingest published in between changes nothing of the report.
+
+    Nothing is rendered while the report there is current: rendered from the same inputs by the same
+    code, and still as written (:mod:`ketaoutcomes.report.stamp`; ``force`` renders anyway).
+    ``details["summary"]`` is the report's summary block as records
+    (:func:`ketaoutcomes.report.digest.key_results`)."""
+    from ketaoutcomes.report.inputs import latest_validation_run, truth_file
+    from ketaoutcomes.report.stamp import current_stamp, file_sha256, render_key, write_stamp
 
     reports_dir = Path(reports_dir)
+    out = reports_dir / f"ketaoutcomes-{study.name}.html"
+    settings_file = reports_dir / f"ketaoutcomes-{study.name}.settings.json"
     con = snapshot if snapshot is not None else read_connection(db)
     try:
-        rid = _latest_run(con, study, run_id)["run_id"]
-        data = load_report_data(con, study, rid, warehouse=db, truth_path=truth_path)
+        run = _latest_run(con, study, run_id)
+        rid, truth = run["run_id"], truth_file(con, truth_path)
+        key = render_key({"run_id": rid, "data": run["data_fingerprint"], "validation": latest_validation_run(con),
+                          "truth": truth and [str(truth), file_sha256(truth)], "warehouse": str(Path(db).resolve())})
+        stamp = None if force else current_stamp(out, key, [out, settings_file])
+        if stamp is None:
+            from ketaoutcomes.report import load_report_data  # matplotlib: imported when needed
+            from ketaoutcomes.report.digest import key_results
+
+            data = load_report_data(con, study, rid, warehouse=db, truth_path=truth)
     finally:
         if snapshot is None:
             con.close()
+    details = {"report_path": str(out), "run_id": rid}
+    if stamp is not None:
+        return StepOutcome("render", False, f"report {out} is up to date (analysis {rid}; nothing it is made "
+                           "from changed)", {**details, "summary": stamp.get("summary")})
+    from ketaoutcomes.report import render_report
+
     reports_dir.mkdir(parents=True, exist_ok=True)
-    out = reports_dir / f"ketaoutcomes-{study.name}.html"
     render_report(data, out)
     # Study settings are saved beside their outputs.
-    (reports_dir / f"ketaoutcomes-{study.name}.settings.json").write_text(
+    settings_file.write_text(
         json.dumps({"settings_id": study.settings_id, "run_id": rid, **study.model_dump(mode="json")}, indent=2) + "\n"
     )
-    return StepOutcome("render", True, f"report written to {out}", {"report_path": str(out), "run_id": rid})
+    summary = key_results(data)
+    write_stamp(out, key, [out, settings_file], run_id=rid, summary=summary)
+    return StepOutcome("render", True, f"report written to {out}", {**details, "summary": summary})
 
 
 # ---------------------------------------------------------------------------
@@ -733,7 +692,8 @@ def run_report(
     force: Collection[str] = (),
 ) -> list[StepOutcome]:
     """Run the steps of :func:`plan_run` up to ``through`` (default: render the report); each
-    skips itself when up to date, unless named in ``force``.
+    skips itself when up to date, unless named in ``force``: with nothing changed, nothing is
+    written and nothing heavier than DuckDB and polars is imported.
 
     With no ``export_dir`` and an empty warehouse, the embedded default is used:
     the seeded synthetic cohort ``sim`` (default :class:`SimulationSettings`) is
@@ -742,7 +702,8 @@ def run_report(
     warehouse and no ``export_dir``, nothing is ingested.
     """
     plan = plan_run(db, export_dir=export_dir, sim=sim, through=through, embedded_default=embedded_default)
-    if "analyze" in plan.steps:
+    if "analyze" in plan.steps and (plan.export_dir is not None or "analyze" in force
+                                    or not fresh_state(db, study)["analysis"]):  # else it passed these checks
         _preflight(db, study, plan.export_dir)
     # The analysis's own snapshot: render reads what analyze published, not what is published by then.
     snapshot: list[duckdb.DuckDBPyConnection] = []
@@ -754,7 +715,7 @@ def run_report(
         "analyze": lambda: analyze_step(db, study, force="analyze" in force, snapshot=snapshot),
         "render": lambda: render_step(db, study, reports_dir or default_reports_dir(),
                                       run_id=outcomes[-1].details.get("run_id") if snapshot else None,
-                                      snapshot=snapshot[-1] if snapshot else None),
+                                      snapshot=snapshot[-1] if snapshot else None, force="render" in force),
     }
     try:
         for step in plan.steps:

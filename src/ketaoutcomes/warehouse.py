@@ -80,6 +80,7 @@ __all__ = [
     "ensure_schema",
     "table_exists",
     "fetch",
+    "fetch_rows",
     "replace_table",
     "append_frame",
     "write_table",
@@ -566,16 +567,54 @@ def ensure_schema(con: duckdb.DuckDBPyConnection) -> None:
 def table_exists(con: duckdb.DuckDBPyConnection, name: str) -> bool:
     return bool(
         con.execute(
-            "SELECT count(*) FROM duckdb_tables() WHERE table_name = ? AND database_name = current_database() "
-            "AND schema_name = 'main'",
-            [name],
+            f"SELECT count(*) FROM duckdb_tables() WHERE table_name = {_literal(name)} "
+            "AND database_name = current_database() AND schema_name = 'main'"
         ).fetchone()[0]
     )
 
 
+def _literal(value: object) -> str | None:
+    """``value`` as a DuckDB literal (str, int, bool, None, or a list of them); None for any other type."""
+    if value is None:
+        return "NULL"
+    if isinstance(value, bool):
+        return "TRUE" if value else "FALSE"
+    if isinstance(value, int):
+        return str(int(value))
+    if isinstance(value, str) and "\0" not in value:
+        return "'" + value.replace("'", "''") + "'"
+    if isinstance(value, (list, tuple)):
+        items = [_literal(v) for v in value]
+        return None if None in items or any(isinstance(v, (list, tuple)) for v in value) else f"[{', '.join(items)}]"
+    return None
+
+
+def _run(con: duckdb.DuckDBPyConnection, sql: str, params: list | None) -> duckdb.DuckDBPyConnection:
+    """``con.execute(sql, params)``; parameters that are strings, integers, booleans or None (or lists
+    of them) are bound as the literal arguments of a prepared statement (``PREPARE``/``EXECUTE``), not
+    by DuckDB's Python binding, which imports pandas (0.5-1 s) on first use: a command that reads a few
+    rows (``report`` with nothing changed) should not pay that. Other values go through DuckDB's binding."""
+    if not params:
+        return con.execute(sql)
+    literals = [_literal(v) for v in params]
+    if None in literals:
+        return con.execute(sql, params)
+    con.execute(f"PREPARE ketaoutcomes_fetch AS {sql}")
+    return con.execute(f"EXECUTE ketaoutcomes_fetch({', '.join(literals)})")
+
+
 def fetch(con: duckdb.DuckDBPyConnection, sql: str, params: list | None = None) -> pl.DataFrame:
-    """Run a query and return a polars frame."""
-    return con.execute(sql, params or []).pl()
+    """Run a query and return a polars frame (parameters bound as :func:`_run` says)."""
+    return _run(con, sql, params).pl()
+
+
+def fetch_rows(con: duckdb.DuckDBPyConnection, sql: str, params: list | None = None) -> list[dict]:
+    """Run a query and return its rows as dicts of Python values, without pyarrow (which a frame
+    needs, and whose import costs as much as the query of a few rows ``report`` makes when nothing
+    changed)."""
+    cur = _run(con, sql, params)
+    names = [d[0] for d in cur.description]
+    return [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
 
 
 def replace_table(con: duckdb.DuckDBPyConnection, name: str, frame: pl.DataFrame) -> None:

@@ -71,6 +71,39 @@ def test_check_flag_prints_the_deployments_and_starts_nothing(capsys):
     assert {r["name"]: (r["schedules"][0]["cron"] if r["schedules"] else None) for r in printed} == EXPECTED_DEPLOYMENTS
 
 
+def test_the_local_server_is_given_its_own_address_for_its_ui():
+    """Prefect 3.8.8's UI calls the api_url of /ui-settings: PREFECT_UI_API_URL, else PREFECT_API_URL,
+    else PREFECT_SERVER_API_HOST/PORT; `prefect server start --port N` sets none of them."""
+    env = deploy.server_environment("127.0.0.1", 4711, {"PREFECT_API_URL": "http://elsewhere:4200/api", "PATH": "/bin"})
+    assert env["PREFECT_UI_API_URL"] == "http://127.0.0.1:4711/api"
+    assert env["PREFECT_SERVER_API_HOST"] == "127.0.0.1" and env["PREFECT_SERVER_API_PORT"] == "4711"
+    assert "PREFECT_API_URL" not in env and env["PATH"] == "/bin"
+    assert deploy.server_environment("::1", 4711, {})["PREFECT_UI_API_URL"] == "http://[::1]:4711/api"
+    # a UI API URL the operator set (a proxy in front of the server) is kept
+    for name in deploy.UI_API_URL_SETTINGS:
+        kept = deploy.server_environment("127.0.0.1", 4711, {name: "https://prefect.example/api"})
+        assert kept[name] == "https://prefect.example/api" and kept.get("PREFECT_UI_API_URL", kept[name]) == kept[name]
+
+
+@pytest.mark.slow
+def test_a_server_started_on_another_port_serves_a_ui_that_calls_that_port(monkeypatch):
+    import socket
+    import urllib.request
+
+    for name in deploy.UI_API_URL_SETTINGS:
+        monkeypatch.delenv(name, raising=False)
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    with deploy.local_server("127.0.0.1", port) as server:
+        assert server.started_here and server.api_url == f"http://127.0.0.1:{port}/api"
+        # the UI (v1 and v2 alike) asks /ui-settings which API to call
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/ui-settings", timeout=30) as r:
+            assert json.loads(r.read())["api_url"] == f"http://127.0.0.1:{port}/api"
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=30) as r:
+            assert r.status == 200 and b"<html" in r.read().lower()
+
+
 def test_dags_md_matches_the_code():
     text = DAGS_MD.read_text(encoding="utf-8")
     assert "uv run python -m flows.deploy" in text
@@ -181,8 +214,12 @@ def test_parent_flow_runs_end_to_end(prefect_harness, tmp_path):
     run_ids = [parent.id, *(s.id for s in subs)]
     (validation,) = _artifacts("ketaoutcomes-validation", run_ids)
     assert "Validation passed" in validation.data
+    _assert_validation_counts_per_table(validation.data, db)
+    (quarantine,) = _artifacts("ketaoutcomes-quarantine", run_ids)
+    _assert_quarantine_counts(quarantine.data, db)
     (rep,) = _artifacts("ketaoutcomes-report", run_ids)
-    assert str(report) in rep.data
+    assert f"Report file: `{report}` (rendered by this run)" in rep.data
+    _assert_artifacts_hold_the_reports_summary(rep, _artifacts("ketaoutcomes-key-results", run_ids), report)
 
     # dags.md's table of warehouse tables is exactly what a run leaves behind
     con = read_connection(db)
@@ -191,6 +228,76 @@ def test_parent_flow_runs_end_to_end(prefect_harness, tmp_path):
     finally:
         con.close()
     assert present == _documented_tables()
+
+    # the weekly flow again, nothing changed: no analysis re-run, no report re-drawn, the artifact still says it all
+    runs_before, page = _query(db, "SELECT run_id FROM results_runs"), report.stat().st_mtime_ns
+    state = fp.analysis_flow(db=str(db), study_file=str(study_file), reports_dir=str(tmp_path / "reports"),
+                             return_state=True)
+    assert state.is_completed(), state.message
+    assert _query(db, "SELECT run_id FROM results_runs").equals(runs_before)  # no new run_id
+    assert report.stat().st_mtime_ns == page  # not rendered again
+    weekly = state.state_details.flow_run_id
+    (rep,) = _artifacts("ketaoutcomes-report", [weekly])
+    assert "(up to date: nothing it is made from changed, so it was not rendered again)" in rep.data
+    _assert_artifacts_hold_the_reports_summary(rep, _artifacts("ketaoutcomes-key-results", [weekly]), report)
+    _, _, tasks, _ = _runs(weekly)
+    assert sorted(t.name.rsplit("-", 1)[0] for t in tasks) == ["analyze", "render", "validate"]
+    assert not _artifacts("ketaoutcomes-validation", [weekly])  # validation up to date: nothing new to say
+
+
+def _query(db: Path, sql: str):
+    from tests.conftest import query_db
+
+    return query_db(db, sql)
+
+
+def _md_table(markdown: str, heading: str) -> tuple[list[str], list[list[str]]]:
+    """The Markdown table under ``heading``: header cells and rows (cells stripped, \\| unescaped)."""
+    block = markdown.split(heading, 1)[1].split("\n", 1)[1].strip().split("\n\n", 1)[0]
+    rows = [[c.strip().replace("\\|", "|") for c in re.split(r"(?<!\\)\|", line.strip())[1:-1]]
+            for line in block.splitlines() if line.startswith("|")]
+    return rows[0], rows[2:]
+
+
+def _assert_artifacts_hold_the_reports_summary(markdown_artifact, table_artifacts, report: Path) -> None:
+    """The report artifact's table and the key-results table artifact say what the report's summary says."""
+    from tests.html_tables import html_tables, squash
+
+    (table,) = html_tables(report.read_text(encoding="utf-8"), "summary")
+    columns, rows = _md_table(markdown_artifact.data, "## Summary:")
+    assert columns == [squash(c) for c in table["columns"]]
+    assert rows == [[squash(c) for c in row] for row in table["rows"]]
+    assert rows, "the cohort has routes to compare"
+    for row in rows:  # a withheld comparison is shown as withheld, not as numbers
+        if row[1].startswith("withheld"):
+            assert set(row[2:]) == {"\u2014"}, row
+    (key_results,) = table_artifacts
+    assert key_results.type == "table"
+    assert json.loads(key_results.data) == [dict(zip(table["columns"], row, strict=True)) for row in table["rows"]]
+
+
+def _assert_validation_counts_per_table(markdown: str, db: Path) -> None:
+    columns, rows = _md_table(markdown, "## Expectations per table")
+    assert columns == ["Table", "Rules checked", "Passed", "Failed: critical", "Failed: warning", "Could not run"]
+    stored = _query(db, """
+        SELECT "table", count(*) AS checked, count(*) FILTER (success AND error IS NULL) AS passed,
+               count(*) FILTER (NOT success AND error IS NULL AND severity = 'critical') AS critical,
+               count(*) FILTER (NOT success AND error IS NULL AND severity <> 'critical') AS warning,
+               count(*) FILTER (error IS NOT NULL OR success IS NULL) AS errored
+        FROM validation_results WHERE run_id = (SELECT max_by(run_id, started_at) FROM meta_steps WHERE step = 'validate')
+        GROUP BY ALL ORDER BY 1""")
+    assert rows and rows == [[r[0], *(f"{n:,}" for n in r[1:])] for r in stored.rows()]
+
+
+def _assert_quarantine_counts(markdown: str, db: Path) -> None:
+    """The quarantine artifact of a first load: every batch in the warehouse is this run's."""
+    stored = _query(db, "SELECT table_name, rule, column_name, count(DISTINCT (batch_id, row_number)) AS n "
+                        "FROM quarantine GROUP BY ALL ORDER BY ALL")
+    total, files = _query(db, "SELECT sum(rows_quarantined) AS q, count(*) AS n FROM meta_batches").row(0)
+    assert markdown.startswith(f"# Quarantine: {total:,} row(s) set aside from {files} file(s) loaded by this run")
+    if stored.height:
+        _, rows = _md_table(markdown, "## Quarantined rows per table and rule")
+        assert rows == [[t, r, c or "", f"{n:,}"] for t, r, c, n in stored.rows()]
 
 
 @pytest.mark.slow
@@ -309,6 +416,41 @@ def test_nightly_ingest_loads_the_folder_the_environment_names(prefect_harness, 
     sources = query_db(db, "SELECT source_file FROM meta_batches")["source_file"]
     assert {Path(f).parent for f in sources} == {export}
     assert not (fresh_home / "data" / "synthetic").exists()
+
+
+@pytest.mark.slow
+def test_nightly_artifacts_count_validation_per_table_and_that_nights_quarantine(prefect_harness, fresh_home):
+    from tests.conftest import TINY, write_export
+
+    files = dict(TINY)
+    files["patients.csv"] = TINY["patients.csv"] + "P4,B,M,150,2,MDD,80\nP5,A,F,40,2,MDD,900\n"
+    export = write_export(fresh_home / "exports" / "night1", files)
+    db = fresh_home / "w.duckdb"
+    state = fp.ingest_flow(export_dir=str(export), db=str(db), return_state=True)
+    assert state.is_completed(), state.message
+    night1 = state.state_details.flow_run_id
+    (quarantine,) = _artifacts("ketaoutcomes-quarantine", [night1])
+    assert quarantine.data.startswith("# Quarantine: 2 row(s) set aside from 5 file(s) loaded by this run")
+    _, rows = _md_table(quarantine.data, "## Quarantined rows per table and rule")
+    stored = _query(db, "SELECT table_name, rule, column_name, count(*) AS n FROM quarantine GROUP BY ALL ORDER BY ALL")
+    assert rows == [[t, r, c or "", f"{n:,}"] for t, r, c, n in stored.rows()]
+    assert {r[0] for r in rows} == {"patients"} and sum(int(r[3]) for r in rows) == 2
+    (validation,) = _artifacts("ketaoutcomes-validation", [night1])
+    _assert_validation_counts_per_table(validation.data, db)
+
+    # the next night: a new delivery of courses only; its quarantine is that batch's alone
+    files2 = {"courses.csv": TINY["courses.csv"].replace("2024-04-30", "2024-05-02")}
+    night2 = write_export(fresh_home / "exports" / "night2", files2)
+    state = fp.ingest_flow(export_dir=str(night2), db=str(db), return_state=True)
+    assert state.is_completed(), state.message
+    (quarantine,) = _artifacts("ketaoutcomes-quarantine", [state.state_details.flow_run_id])
+    assert quarantine.data.startswith("# Quarantine: 0 row(s) set aside from 1 file(s) loaded by this run")
+    assert "No row of these batches was quarantined." in quarantine.data
+
+    # the same folder again: nothing new
+    state = fp.ingest_flow(export_dir=str(night2), db=str(db), return_state=True)
+    (quarantine,) = _artifacts("ketaoutcomes-quarantine", [state.state_details.flow_run_id])
+    assert "No new delivery: every file was already loaded" in quarantine.data
 
 
 @pytest.mark.slow

@@ -83,7 +83,7 @@ from ketaoutcomes.ingest.text import (
 from ketaoutcomes.registries import Registries, load_registries
 from ketaoutcomes.registries.history import append_registry_batch, rebuild_registries
 from ketaoutcomes.suggest import closest
-from ketaoutcomes.warehouse import append_frame, fetch, replace_table, table_exists
+from ketaoutcomes.warehouse import append_frame, fetch, fetch_rows, replace_table, table_exists
 
 __all__ = ["FileLoad", "IngestError", "IngestSummary", "PhiRefused", "check_export_folder", "find_export_files",
            "ingest_export", "read_table_file"]
@@ -520,9 +520,9 @@ def load_registries_from_warehouse(con: duckdb.DuckDBPyConnection) -> Registries
     if not table_exists(con, "ref_arms"):
         return load_registries()
     arms = {r["arm"]: Arm.model_validate({k: v for k, v in r.items() if v is not None})
-            for r in fetch(con, "SELECT * FROM ref_arms").iter_rows(named=True)}
+            for r in fetch_rows(con, "SELECT * FROM ref_arms")}
     instruments = {r["instrument"]: Instrument.model_validate({k: v for k, v in r.items() if v is not None})
-                   for r in fetch(con, "SELECT * FROM ref_instruments").iter_rows(named=True)}
+                   for r in fetch_rows(con, "SELECT * FROM ref_instruments")}
     return Registries(arms=arms, instruments=instruments)
 
 

@@ -17,7 +17,7 @@ import polars as pl
 
 from ketaoutcomes.endpoints import ENDPOINTS
 from ketaoutcomes.notes import Note
-from ketaoutcomes.report.arms import arms_shown, reference_arm
+from ketaoutcomes.report.arms import Arms, arms_shown, reference_arm
 from ketaoutcomes.report.format import DASH, Fmt, ci_label, has
 from ketaoutcomes.report.sections.attrition import COMPLEMENT_MARK, attrition_section
 from ketaoutcomes.report.sections.cohort import cohort_table, not_in_export
@@ -44,7 +44,7 @@ from ketaoutcomes.report.sections.weighting import (
     weighting_section,
 )
 
-__all__ = ["ReportData", "build_context"]
+__all__ = ["ReportData", "build_context", "report_summary"]
 
 
 @dataclass(frozen=True)
@@ -122,17 +122,34 @@ def _adjustment_text(cox_fit: pl.DataFrame, instrument: str) -> str:
     return "the covariates listed with each model"
 
 
-def build_context(data: ReportData, *, suppress_small_cells: bool = True) -> dict[str, Any]:
-    """Everything the template shows, as plain strings, tables and data URIs."""
+def _basics(data: ReportData, suppress_small_cells: bool) -> tuple[dict[str, Any], Fmt, Arms]:
+    """The provenance, number formats and arms (order, labels, reference) every section is drawn with."""
     prov = dict(data.provenance or {})
-    settings = prov.get("settings") if isinstance(prov.get("settings"), Mapping) else {}
     fmt = Fmt(suppress=suppress_small_cells, ci_label=ci_label(prov.get("alpha", 0.05)),
               small_cell_max=data.small_cell_max)
     t = data.table
+    arms = arms_shown(reference_arm(prov, t("results_cox_fit")), data.arm_labels, adsl=t("ad_adsl"),
+                      adtte=t("ad_adtte"), km=t("results_km"), km_median=t("results_km_median"),
+                      ketamine_arms=data.ketamine_arms)
+    return prov, fmt, arms
+
+
+def report_summary(data: ReportData, *, suppress_small_cells: bool = True) -> dict[str, Any]:
+    """The summary block that opens the report (:func:`~ketaoutcomes.report.sections.summary.summary_section`
+    of the run's tables): the page shows it, and the Prefect flows publish it
+    (:func:`ketaoutcomes.report.digest.key_results`), so the two cannot disagree."""
+    prov, fmt, arms = _basics(data, suppress_small_cells)
+    t = data.table
+    return summary_section(t("results_contrasts"), t("results_cox"), t("results_ps"), arms, fmt, prov)
+
+
+def build_context(data: ReportData, *, suppress_small_cells: bool = True) -> dict[str, Any]:
+    """Everything the template shows, as plain strings, tables and data URIs."""
+    prov, fmt, arms = _basics(data, suppress_small_cells)
+    settings = prov.get("settings") if isinstance(prov.get("settings"), Mapping) else {}
+    t = data.table
     adsl, adtte, km, km_median = t("ad_adsl"), t("ad_adtte"), t("results_km"), t("results_km_median")
     cox, cox_fit = t("results_cox"), t("results_cox_fit")
-    arms = arms_shown(reference_arm(prov, cox_fit), data.arm_labels, adsl=adsl, adtte=adtte, km=km,
-                      km_median=km_median, ketamine_arms=data.ketamine_arms)
     instrument = str(prov.get("instrument") or (
         adsl["PARAMINS"].drop_nulls()[0] if has(adsl, "PARAMINS") and adsl["PARAMINS"].drop_nulls().len()
         else "score"))
@@ -167,7 +184,7 @@ def build_context(data: ReportData, *, suppress_small_cells: bool = True) -> dic
                               t("results_relapse_gray"), t("results_relapse_states"), arms, fmt)
     modifiers = modifiers_section(t("results_modifiers_interactions"), t("results_modifiers_subgroups"),
                                   t("results_modifiers_ketamine"), arms, fmt)
-    summary = summary_section(t("results_contrasts"), cox, t("results_ps"), arms, fmt, prov)
+    summary = report_summary(data, suppress_small_cells=suppress_small_cells)
     note_lines, n_withheld = grouped_notes(notes, t("results_ps"), arms)
     provenance = [{"key": str(k), **_prov_value(v)} for k, v in prov.items()]
     return {

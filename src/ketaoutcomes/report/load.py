@@ -22,6 +22,7 @@ from ketaoutcomes.ingest.load import load_registries_from_warehouse
 from ketaoutcomes.notes import notes_from_json
 from ketaoutcomes.registries import load_registries
 from ketaoutcomes.report.context import ReportData
+from ketaoutcomes.report.inputs import latest_validation_run, quarantine_summary, truth_file
 from ketaoutcomes.settings import StudySettings
 from ketaoutcomes.warehouse import fetch
 
@@ -52,12 +53,8 @@ def arm_labels(con: duckdb.DuckDBPyConnection) -> dict[str, str]:
     return {a: in_force[a].label for a in order}
 
 
-def _truth(con: duckdb.DuckDBPyConnection, truth_path: Path | None) -> dict | None:
-    if truth_path is None:  # a synthetic export carries truth.json beside its files
-        dirs = fetch(con, "SELECT DISTINCT source_file FROM meta_batches")["source_file"].to_list()
-        parents = {Path(p).parent for p in dirs}
-        truth_path = next(iter(parents)) / "truth.json" if len(parents) == 1 else None
-    return json.loads(Path(truth_path).read_text()) if truth_path and Path(truth_path).exists() else None
+def _truth(path: Path | None) -> dict | None:
+    return json.loads(path.read_text()) if path is not None else None
 
 
 def load_report_data(con: duckdb.DuckDBPyConnection, study: StudySettings, run_id: str, *, warehouse: Path,
@@ -82,17 +79,15 @@ def load_report_data(con: duckdb.DuckDBPyConnection, study: StudySettings, run_i
     if runs.is_empty():
         raise ValueError(f"no analysis run {run_id!r} in the warehouse (table results_runs)")
     run = runs.row(0, named=True)
-    val_last = fetch(con, "SELECT run_id FROM meta_steps WHERE step = 'validate' AND status <> 'rolled_back' "
-                          "ORDER BY started_at DESC LIMIT 1")
+    val_last = latest_validation_run(con)
     validation = fetch(con, "SELECT * EXCLUDE (run_id, fingerprint) FROM validation_results WHERE run_id = ?",
-                       [val_last["run_id"][0]]) if val_last.height else pl.DataFrame()
+                       [val_last]) if val_last is not None else pl.DataFrame()
     return ReportData(
         title=f"ketaoutcomes: {study.name}",
         tables=run_tables(con, run_id),
         validation=validation,
         batches=fetch(con, "SELECT * FROM meta_batches ORDER BY load_seq"),
-        quarantine_summary=fetch(con, "SELECT table_name, rule, column_name, count(DISTINCT (batch_id, row_number)) "
-                                      "AS n_rows FROM quarantine GROUP BY ALL ORDER BY ALL"),
+        quarantine_summary=quarantine_summary(con),
         # the checks of the loads in force: batches that still contribute rows to stg_*, and each
         # table's latest batch (even one whose every row was quarantined)
         dq_checks=fetch(con, "SELECT * FROM dq_checks WHERE batch_id IN ("
@@ -108,7 +103,7 @@ def load_report_data(con: duckdb.DuckDBPyConnection, study: StudySettings, run_i
             "reference_arm": study.cohort.reference_arm, "alpha": study.models.alpha,
         },
         notes=tuple(notes_from_json(json.loads(run["notes"]), ENDPOINTS)),
-        truth=_truth(con, truth_path),
+        truth=_truth(truth_file(con, truth_path)),
         arm_labels=arm_labels(con),
         ketamine_arms=frozenset(k for k, a in load_registries_from_warehouse(con).arms.items() if a.is_ketamine),
         small_cell_max=study.report.small_cell_max,
