@@ -309,7 +309,7 @@ def test_warnings_alone_do_not_stop_the_analysis(registries):
 
 def test_orphan_session(corrupted):
     _check(corrupted, "sessions.course_id.reference")
-    assert "polars join" in _row(corrupted, "sessions.course_id.reference")["rule"]
+    assert "a join in DuckDB" in _row(corrupted, "sessions.course_id.reference")["rule"]
 
 
 def test_orphan_rating_and_adverse_event(corrupted):
