@@ -1,11 +1,12 @@
-"""Validation suites (Great Expectations 1.x on the pandas engine).
+"""Validation suites (Great Expectations 1.x expectations, their metrics computed in DuckDB).
 
 Hand-built frames that pass every rule; corrupted copies where each corruption
 hits exactly one rule, checked for that rule's unexpected_count, element_count,
-source row numbers and severity.
+source row numbers and severity; and the same frames through GX's own pandas
+engine (``engine="gx-pandas"``, the reference), which must give the same rows.
 
-Speed: GX's import takes ~10 s and each expectation costs ~30 ms however small
-the data, so a full run of the 83 rules is ~2.5 s. Instead of one full run per
+Speed: GX's import takes ~10 s and each expectation costs GX a few ms however
+small the data (on the pandas engine ~30 ms). Instead of one full run per
 corruption, all the corruptions of one kind live in one frame set (each in its
 own row, chosen so they cannot interact) and are validated once per module;
 ``test_each_corruption_fails_exactly_its_rule`` proves that the set of failed
@@ -183,13 +184,17 @@ def corrupted(registries) -> ValidationResult:
     return validate_tables(corrupted_frames(), registries)
 
 
-@pytest.fixture(scope="module")
-def structural(registries) -> ValidationResult:
+def structural_frames() -> dict[str, pl.DataFrame]:
     """patients missing, sessions.dose_mg missing, sessions.infusion_minutes as text."""
     f = clean_frames()
     del f["patients"]
     f["sessions"] = f["sessions"].drop("dose_mg").with_columns(pl.col("infusion_minutes").cast(pl.String))
-    return validate_tables(f, registries)
+    return f
+
+
+@pytest.fixture(scope="module")
+def structural(registries) -> ValidationResult:
+    return validate_tables(structural_frames(), registries)
 
 
 def _failed(result: ValidationResult) -> pl.DataFrame:
@@ -244,6 +249,23 @@ def test_each_corruption_fails_exactly_its_rule(corrupted):
     assert set(corrupted.critical_failures.get_column("rule_id")) == {
         k for k, v in EXPECTED.items() if v[3] == CRITICAL
     }
+
+
+@pytest.mark.parametrize("case", ["clean", "corrupted", "structural"])
+def test_duckdb_metrics_give_the_rows_of_gx_pandas_engine(case, clean_result, corrupted, structural, registries):
+    """Same verdict, counts, percentages, example rows, errors and details, rule for rule."""
+    ours = {"clean": clean_result[0], "corrupted": corrupted, "structural": structural}[case]
+    frames = {"clean": clean_frames, "corrupted": corrupted_frames, "structural": structural_frames}[case]()
+    reference = validate_tables(frames, registries, engine="gx-pandas")
+    assert ours.results.to_dicts() == reference.results.to_dicts()
+    # the rows come from GX's own results: one suite result per table
+    assert set(ours.suite_results) == set(frames)
+    assert all(type(r).__name__ == "ExpectationSuiteValidationResult" for r in ours.suite_results.values())
+
+
+def test_unknown_engine_is_refused(registries):
+    with pytest.raises(ValueError, match="unknown engine 'spark'; one of duckdb, gx-pandas"):
+        validate_tables(clean_frames(), registries, engine="spark")
 
 
 # --------------------------------------------------------------------------- one test per rule family
