@@ -263,6 +263,20 @@ def test_duckdb_metrics_give_the_rows_of_gx_pandas_engine(case, clean_result, co
     assert all(type(r).__name__ == "ExpectationSuiteValidationResult" for r in ours.suite_results.values())
 
 
+def test_an_expectation_that_cannot_run_fails_alone_with_gx_message(registries):
+    """A registry range GX refuses (min above max) fails that rule with GX's own message, on both
+    engines alike; the other rules of the table still run."""
+    phq9 = registries.instruments["PHQ9"].model_copy(update={"score_min": 30, "score_max": 27})
+    broken = Registries(arms=registries.arms, instruments={**registries.instruments, "PHQ9": phq9})
+    ours = validate_tables(clean_frames(), broken, tables=["mood_scores"])
+    failed = _failed(ours)
+    assert failed.get_column("rule_id").to_list() == ["mood_scores.total_score.range_per_instrument.PHQ9"]
+    assert failed.row(0, named=True)["error"] == "min_value cannot be greater than max_value"
+    assert ours.results.height > 10 and ours.results.get_column("error").null_count() == ours.results.height - 1
+    reference = validate_tables(clean_frames(), broken, tables=["mood_scores"], engine="gx-pandas")
+    assert ours.results.to_dicts() == reference.results.to_dicts()
+
+
 def test_unknown_engine_is_refused(registries):
     with pytest.raises(ValueError, match="unknown engine 'spark'; one of duckdb, gx-pandas"):
         validate_tables(clean_frames(), registries, engine="spark")

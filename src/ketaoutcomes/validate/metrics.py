@@ -150,7 +150,7 @@ class _Table:
     def _notnull(self, column: str) -> str:
         return f"(NOT {self._isnull(column)})"
 
-    def _condition(self, rc: Any, used: set[str]) -> str:
+    def condition(self, rc: Any, used: set[str]) -> str:
         """A GX row condition (``Column(c) == v``, or an AND of them) as SQL; "" for none."""
         if rc is None or rc == "":
             return ""
@@ -164,7 +164,7 @@ class _Table:
                 used.add(column)
                 return f"(d.{_q(column)} = {_lit(rc['parameter'])})"
             if kind == "and":
-                return "(" + " AND ".join(self._condition(c, used) for c in rc["conditions"]) + ")"
+                return "(" + " AND ".join(self.condition(c, used) for c in rc["conditions"]) + ")"
         raise ValueError(f"row condition {rc!r} is not computed in DuckDB (only Column(c) == value and AND)")
 
     def domain(self, derived: Iterable[str]) -> str:
@@ -207,7 +207,7 @@ class _Table:
         """The rows of map metric ``base`` (e.g. ``column_values.between``) with GX's
         domain kwargs ``dk`` and value kwargs ``vk``."""
         used: set[str] = set()
-        rc = self._condition(dk.get("row_condition"), used)
+        rc = self.condition(dk.get("row_condition"), used)
         group_by: tuple[str, ...] = ()
         unexpected: str | None
         count: str | None = None
@@ -344,7 +344,7 @@ def evaluate_table(
                 values[mid] = list(t.src.schema.names())
             elif name == "table.row_count":
                 used: set[str] = set()
-                rc = t._condition(dk.get("row_condition"), used)
+                rc = t.condition(dk.get("row_condition"), used)
                 aggregates[mid] = (f"count_if({rc})" if rc else "count(*)",
                                    frozenset(c for c in used if c.startswith("_ko_")))
             elif suffix in ("unexpected_count", "filtered_row_count", "unexpected_values",
@@ -363,7 +363,7 @@ def evaluate_table(
             else:
                 raise ValueError(f"metric {name} is not computed in DuckDB")
         except Exception as exc:  # noqa: BLE001 - the expectations that need it fail with its message
-            errors[mid] = f"{type(exc).__name__}: {clean_error(exc)}"
+            errors[mid] = clean_error(exc)  # as GX: the message alone
 
     has_rows = ROW_NUMBER in t.src.schema
     rows_key = object()
@@ -408,7 +408,7 @@ def _run_one(con: Any, mid: Any, sql: str, values: dict, errors: dict, convert: 
     try:
         values[mid] = convert(con.execute(sql).fetchall())
     except Exception as exc:  # noqa: BLE001 - the expectations that need it fail with its message
-        errors[mid] = f"{type(exc).__name__}: {clean_error(exc)}"
+        errors[mid] = clean_error(exc)  # as GX: the message alone
 
 
 def _run_aggregates(con: Any, t: _Table, aggregates: Mapping[Any, tuple[str, frozenset[str]]],

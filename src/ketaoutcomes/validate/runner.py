@@ -111,9 +111,11 @@ def validate_warehouse(
     sources: dict[str, Source] = {}
     for t in TABLE_ORDER:
         name = relation(t)
-        exists = con.execute("SELECT count(*) FROM (SELECT table_name FROM duckdb_tables() UNION ALL "
-                             "SELECT view_name FROM duckdb_views() WHERE NOT internal) WHERE table_name = ?",
-                             [name]).fetchone()[0]
+        exists = con.execute(
+            "SELECT count(*) FROM (SELECT table_name AS name, database_name, schema_name FROM duckdb_tables() "
+            "UNION ALL SELECT view_name, database_name, schema_name FROM duckdb_views()) "
+            "WHERE name = ? AND database_name = current_database() AND schema_name = current_schema()",
+            [name]).fetchone()[0]
         if exists:
             sources[t] = source(con, name)
     schemas = {t: s.schema for t, s in sources.items()}
@@ -128,9 +130,12 @@ def _frames_in_duckdb(frames: Mapping[str, pl.DataFrame]) -> Any:
     con = duckdb.connect()
     for name, frame in frames.items():
         contract = {c.name: c for c in TABLES[name].columns}
-        # an all-null column loads as its contract type (DuckDB would guess INTEGER)
-        fixed = frame.with_columns([pl.col(c).cast(POLARS_TYPES[contract[c].dtype]) for c, d in frame.schema.items()
-                                    if d == pl.Null and c in contract])
+        # an all-null column loads as its contract type (DuckDB would guess INTEGER); a
+        # categorical one as text (DuckDB would make it an ENUM, which refuses other values)
+        fixed = frame.with_columns(
+            [pl.col(c).cast(POLARS_TYPES[contract[c].dtype]) for c, d in frame.schema.items()
+             if d == pl.Null and c in contract]
+            + [pl.col(c).cast(pl.String) for c, d in frame.schema.items() if isinstance(d, (pl.Categorical, pl.Enum))])
         con.register("_frame_in", fixed.to_arrow())
         try:
             con.execute(f'CREATE TABLE "{name}" AS SELECT * FROM _frame_in')
