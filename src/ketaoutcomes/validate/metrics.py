@@ -172,16 +172,21 @@ class _Table:
         derived = set(derived)
         cols = ["t.*"] + ([f"t.rowid AS {_ORD}"] if self.src.ordered else [])
         joins: list[str] = []
+        course_join = bool(derived & _COURSE_DERIVED)
         for ref in TABLES[self.table].references:
             name = f"_ko_ref_{ref.column}"
             if name not in derived:
                 continue
             col, key = f"t.{_q(ref.column)}", _q(ref.to_column)
-            # a null id gives a null flag: missing, reported by the id's not-null rule. IN (a
-            # mark join) costs half a LEFT JOIN to the distinct keys at 1M patients
+            # a null id gives a null flag: missing, reported by the id's not-null rule
+            if course_join and (ref.column, ref.to_table, ref.to_column) == ("course_id", "courses", "course_id"):
+                # the course join below finds the course (one row per non-null course_id)
+                cols.append(f"CASE WHEN {col} IS NULL THEN NULL ELSE _ko_c.k IS NOT NULL END AS {name}")
+                continue
+            # IN (a mark join) costs half a LEFT JOIN to the distinct keys at 1M patients
             cols.append(f"CASE WHEN {col} IS NULL THEN NULL ELSE {col} IN (SELECT {key} FROM "
                         f"{self.sources[ref.to_table].relation} WHERE {key} IS NOT NULL) END AS {name}")
-        if derived & _COURSE_DERIVED:
+        if course_join:
             courses = self.sources["courses"]
             order = " ORDER BY rowid" if courses.ordered else ""
             # a duplicated course_id (reported by courses.key_unique) must not duplicate
