@@ -277,6 +277,22 @@ def test_an_expectation_that_cannot_run_fails_alone_with_gx_message(registries):
     assert ours.results.to_dicts() == reference.results.to_dicts()
 
 
+def test_empty_table_and_all_null_columns_equal_the_pandas_engine(registries):
+    """No adverse events at all, no weight and no dose per kg recorded anywhere: DuckDB counts
+    over no rows or only nulls must still be counts (0), as GX's pandas engine has them."""
+    f = clean_frames()
+    f["adverse_events"] = f["adverse_events"].clear()
+    f["patients"] = f["patients"].with_columns(pl.lit(None, dtype=pl.Float64).alias("weight_kg"))
+    f["sessions"] = f["sessions"].with_columns(pl.lit(None, dtype=pl.Float64).alias("dose_mg_per_kg"),
+                                               pl.lit(None).alias("sbp_peak"))  # pl.Null: all-null, no type
+    ours = validate_tables(f, registries)
+    reference = validate_tables(f, registries, engine="gx-pandas")
+    assert ours.results.to_dicts() == reference.results.to_dicts()
+    assert ours.passed and ours.results.get_column("error").null_count() == ours.results.height
+    ae = ours.results.filter(pl.col("rule_id") == "adverse_events.ae_id.not_null").row(0, named=True)
+    assert (ae["element_count"], ae["unexpected_count"], ae["success"]) == (0, 0, True)
+
+
 def test_unknown_engine_is_refused(registries):
     with pytest.raises(ValueError, match="unknown engine 'spark'; one of duckdb, gx-pandas"):
         validate_tables(clean_frames(), registries, engine="spark")

@@ -102,6 +102,12 @@ def _lit(value: Any) -> str:
     raise TypeError(f"cannot write {type(value).__name__} value as SQL")
 
 
+def _count_if(predicate: str) -> str:
+    """Rows where ``predicate`` is true. DuckDB's count_if is NULL, not 0, over no rows or
+    when the predicate is NULL on every row (an all-null column)."""
+    return f"coalesce(count_if({predicate}), 0)"
+
+
 def _and(*parts: str) -> str:
     """SQL conjunction of the non-empty ``parts`` (TRUE when none)."""
     kept = [p for p in parts if p and p != "TRUE"]
@@ -224,7 +230,7 @@ class _Table:
             if base == "column_values.nonnull":
                 kept, unexpected = _and(rc), _and(rc, self._isnull(column))
                 if not rc:  # nulls from the validity mask: a third cheaper than count_if
-                    nan = f" + count_if(isnan({c}))" if self._dtype(column).is_float() else ""
+                    nan = f" + {_count_if(f'isnan({c})')}" if self._dtype(column).is_float() else ""
                     count = f"count(*) - count({c}){nan}"
             else:
                 kept = _and(rc, self._notnull(column))
@@ -338,7 +344,7 @@ def evaluate_table(
     values: dict[Any, Any] = {}
     errors: dict[Any, str] = {}
     specs: dict[Any, _Spec] = {}
-    aggregates: dict[Any, tuple[str, frozenset[str]]] = {}  # metric id -> (count_if SQL, derived)
+    aggregates: dict[Any, tuple[str, frozenset[str]]] = {}  # metric id -> (count SQL, derived)
     grouped: dict[Any, _Spec] = {}
     later: list[Any] = []  # index lists and queries, once the counts are known
     for mid, mc in configs.items():
@@ -350,7 +356,7 @@ def evaluate_table(
             elif name == "table.row_count":
                 used: set[str] = set()
                 rc = t.condition(dk.get("row_condition"), used)
-                aggregates[mid] = (f"count_if({rc})" if rc else "count(*)",
+                aggregates[mid] = (_count_if(rc) if rc else "count(*)",
                                    frozenset(c for c in used if c.startswith("_ko_")))
             elif suffix in ("unexpected_count", "filtered_row_count", "unexpected_values",
                             "unexpected_index_list", "unexpected_index_query"):
@@ -358,11 +364,11 @@ def evaluate_table(
                 if suffix == "unexpected_values":
                     values[mid] = None  # results never hold cell values (exclude_unexpected_values)
                 elif suffix == "filtered_row_count":
-                    aggregates[mid] = (f"count_if({spec.kept})", spec.derived)
+                    aggregates[mid] = (_count_if(spec.kept), spec.derived)
                 elif suffix == "unexpected_count" and spec.group_by:
                     grouped[mid] = spec
                 elif suffix == "unexpected_count":
-                    aggregates[mid] = (spec.count or f"count_if({spec.unexpected})", spec.derived)
+                    aggregates[mid] = (spec.count or _count_if(spec.unexpected), spec.derived)
                 else:
                     later.append(mid)
             else:
@@ -373,7 +379,7 @@ def evaluate_table(
     has_rows = ROW_NUMBER in t.src.schema
     rows_key = object()
     if has_rows:
-        aggregates[rows_key] = (f"count_if(d.{_q(ROW_NUMBER)} IS NULL)", frozenset())
+        aggregates[rows_key] = (_count_if(f"d.{_q(ROW_NUMBER)} IS NULL"), frozenset())
     _run_aggregates(con, t, aggregates, values, errors)
     has_rows = has_rows and values.get(rows_key) == 0
     for mid, spec in grouped.items():
