@@ -14,11 +14,13 @@ SQL on the warehouse's tables, so no table is ever fetched into Python:
   unexpected rows in table order (``rowid``), ``LIMIT 5``.
 
 Cross-table columns (``_ko_*``, :data:`ketaoutcomes.validate.rules.DERIVED`) are joins in the
-same queries: reference flags against the distinct keys of the referenced table, and the
-session's course (its first row when a course_id is duplicated) for arm and course dates.
+same queries: a reference flag is ``id IN (SELECT key FROM referenced table)`` (a mark join),
+and the session's course (its first row when a course_id is duplicated) gives arm and course
+dates, and the sessions' course reference.
 
-The metrics mean what GX's pandas engine means by them, which
-``tests/unit/test_validate_engines.py`` checks row for row against that engine: a null (and a
+The metrics mean what GX's pandas engine means by them, which ``tests/unit/test_validate.py``
+and ``tests/integration/test_validate_engines.py`` check row for row against that engine
+(:mod:`.gx_pandas`): a null (and a
 NaN in a DOUBLE column) is missing, not unexpected; uniqueness counts every row of a
 duplicated value or key (nulls of a compound key compare equal, as pandas' ``duplicated``);
 pair expectations compare only rows their ``ignore_row_if`` keeps.
