@@ -1,6 +1,6 @@
-"""Validation of staged tables with Great Expectations 1.x suites.
+"""Validation of staged tables with Great Expectations 1.x suites, evaluated inside DuckDB.
 
->>> result = validate_tables(frames, registries)   # doctest: +SKIP
+>>> result = validate_warehouse(con, registries)    # doctest: +SKIP
 >>> result.passed, result.critical_failures          # doctest: +SKIP
 >>> result.raise_if_failed()                         # doctest: +SKIP
 
@@ -8,13 +8,20 @@
   :mod:`ketaoutcomes.contract` and the registries; no GX import;
 * :mod:`.suites` - rules -> GX expectations -> one suite per table
   (:func:`build_suites`), ephemeral contexts with analytics off;
-* :mod:`.runner` - :func:`validate_tables`: derived cross-table columns with
-  polars, pandas conversion, GX run, one result row per rule.
+* :mod:`.metrics` - the metrics each GX expectation asks for, computed as SQL in
+  DuckDB (one aggregate scan per table, a GROUP BY per uniqueness rule, example
+  row numbers only for failed rules) and judged by the expectation itself;
+* :mod:`.gx_pandas` - GX's own pandas engine on frames: the reference the DuckDB
+  metrics are tested against;
+* :mod:`.results` - result rows (one per rule, never cell values), ValidationResult;
+* :mod:`.runner` - :func:`validate_warehouse` (tables of a DuckDB connection) and
+  :func:`validate_tables` (polars frames).
 
 Great Expectations is imported only when a suite is built or tables are
 validated (the import takes seconds).
 """
 
+from ketaoutcomes.validate.results import RESULT_SCHEMA, ValidationFailed, ValidationResult
 from ketaoutcomes.validate.rules import (
     CRITICAL,
     DOSE_RANGE_SEVERITY,
@@ -23,13 +30,14 @@ from ketaoutcomes.validate.rules import (
     Rule,
     build_rules,
 )
-from ketaoutcomes.validate.runner import RESULT_SCHEMA, ValidationFailed, ValidationResult, validate_tables
+from ketaoutcomes.validate.runner import ENGINES, validate_tables, validate_warehouse
 from ketaoutcomes.validate.suites import build_suites
 
 __all__ = [
     "CRITICAL",
     "WARNING",
     "DOSE_RANGE_SEVERITY",
+    "ENGINES",
     "SESSION_AFTER_END_TOLERANCE_DAYS",
     "RESULT_SCHEMA",
     "Rule",
@@ -38,4 +46,5 @@ __all__ = [
     "build_rules",
     "build_suites",
     "validate_tables",
+    "validate_warehouse",
 ]

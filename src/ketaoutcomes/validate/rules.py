@@ -19,8 +19,8 @@ Arms and instruments come from the registries, so a study that adds an arm or
 an instrument gets its range checks without a code change.
 
 Cross-table checks (references, session dates inside the course) cannot be
-expressed in GX, which validates one table at a time: the runner computes a
-*derived column* with a polars join (names start with ``_ko_``) and the rule
+expressed in GX, which validates one table at a time: the metrics compute a
+*derived column* with a join in DuckDB (names start with ``_ko_``) and the rule
 expects that column. Each rule lists in ``needs`` the source columns (of any
 table) it reads, so a missing table or column makes exactly the rules that
 depend on it fail with an error instead of crashing the run.
@@ -42,6 +42,7 @@ __all__ = [
     "Rule",
     "build_rules",
     "DERIVED",
+    "frame_columns",
 ]
 
 Severity = Literal["critical", "warning"]
@@ -67,7 +68,7 @@ DOSE_RANGE_SEVERITY: Severity = CRITICAL
 #: belongs to the course; more than one day later is a linkage or date error.
 SESSION_AFTER_END_TOLERANCE_DAYS = 1
 
-#: Derived columns (computed by the runner with polars before GX runs) and the
+#: Derived columns (joined on in DuckDB by :mod:`ketaoutcomes.validate.metrics`) and the
 #: source columns, as (table, column), each one reads.
 DERIVED: dict[tuple[str, str], tuple[tuple[str, str], ...]] = {}
 for _t in TABLES.values():
@@ -123,6 +124,16 @@ class Rule:
                 out.append("_")
             out.append(ch.lower())
         return "".join(out)
+
+
+def frame_columns(rule: Rule) -> list[str]:
+    """Columns of the validated table a rule reads: contract columns and derived ``_ko_*`` ones
+    (its expectation's column arguments and its row condition's column)."""
+    cols = [rule.kwargs[k] for k in ("column", "column_A", "column_B") if isinstance(rule.kwargs.get(k), str)]
+    cols += list(rule.kwargs.get("column_list", []))
+    if rule.condition is not None:
+        cols.append(rule.condition[0])
+    return cols
 
 
 def _num(x: float) -> str:
@@ -240,8 +251,8 @@ def _reference_rules(t: Table) -> list[Rule]:
             Rule(
                 t.name, f"{t.name}.{ref.column}.reference",
                 f"every {entity}'s {ref.column} is found in {ref.to_table}.{ref.to_column} "
-                f"(membership computed with a polars join before Great Expectations, "
-                f"which has no cross-table expectation)",
+                f"(membership computed with a join in DuckDB, as Great Expectations "
+                f"has no cross-table expectation)",
                 CRITICAL, "ExpectColumnValuesToBeInSet",
                 {"column": flag, "value_set": [True]}, column=ref.column, needs=_needs(t.name, flag),
             )
@@ -356,7 +367,7 @@ def _date_order_rules() -> list[Rule]:
         ),
         Rule(
             "sessions", "sessions.session_ts.not_before_course_start",
-            "a session is not dated before its course's start_date (course dates joined with polars)",
+            "a session is not dated before its course's start_date (course dates joined in DuckDB)",
             CRITICAL, "ExpectColumnPairValuesAToBeGreaterThanB",
             {"column_A": "session_ts", "column_B": "_ko_course_start", "or_equal": True,
              "ignore_row_if": "either_value_is_missing"},

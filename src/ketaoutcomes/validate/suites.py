@@ -9,8 +9,8 @@ Quirks of GX 1.24 handled here:
 
 * string ``row_condition`` + ``condition_parser="pandas"`` is deprecated since
   GX 1.9 (DeprecationWarning); we build Condition objects instead
-  (``Column("instrument") == "MADRS"``), which the pandas engine turns into a
-  ``DataFrame.query`` with the value quoted by ``repr``;
+  (``Column("instrument") == "MADRS"``), which the DuckDB metrics turn into SQL
+  ``"instrument" = 'MADRS'`` and GX's pandas engine into a ``DataFrame.query``;
 * ``catch_exceptions`` defaults to False on 1.x expectations; we set it to True
   so one expectation that cannot run (missing column, wrong type) fails alone
   with its exception text instead of aborting the table;
@@ -94,6 +94,6 @@ def build_suites(registries: Registries) -> dict[str, "gx.ExpectationSuite"]:
     """One expectation suite per contract table, derived from the contract and
     the registries. Each expectation's ``meta`` holds ``rule_id``, ``rule`` and
     ``severity``. Rules on ``_ko_*`` columns expect columns that
-    :func:`ketaoutcomes.validate.validate_tables` derives with polars joins."""
+    :mod:`ketaoutcomes.validate.metrics` joins on in DuckDB."""
     rules = build_rules(registries)
     return {t: suite_for(t, [r for r in rules if r.table == t]) for t in TABLE_ORDER}

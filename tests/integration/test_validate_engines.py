@@ -1,0 +1,181 @@
+"""The validate step (GX metrics computed in DuckDB) stores exactly the rows GX's own pandas
+engine gives on the same tables: same verdict, counts, percentages, example row numbers,
+errors and details, rule for rule.
+
+A small simulated cohort is ingested into a warehouse and validated by ``validate_step``; the
+reference is ``validate_tables(..., engine="gx-pandas")`` on the staged tables fetched as
+frames (how every validation ran before). Then the staged tables are corrupted in place, one
+kind of error per rule family, with more than five failing rows where the order of the
+example rows matters, NaN and nulls where missing-value semantics matter, and a duplicated
+course_id with another arm (its first row decides the sessions' arm), and compared again.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import duckdb
+import polars as pl
+import pytest
+
+from ketaoutcomes.contract import TABLE_ORDER
+from ketaoutcomes.ingest.load import load_registries_from_warehouse
+from ketaoutcomes.pipeline import ingest_step, simulate_step, validate_step
+from ketaoutcomes.settings import SimulationSettings
+from ketaoutcomes.validate import RESULT_SCHEMA, ValidationFailed, validate_tables, validate_warehouse
+from tests.conftest import query_db
+
+SMALL = SimulationSettings(n_patients=300, seed=5)
+
+# Each statement breaks rules of one family; several hit more than five rows.
+CORRUPT = [
+    # patients: a null required value, an implausible age (warning), a duplicated patient
+    "UPDATE stg_patients SET site = NULL WHERE _row_number = 3",
+    "UPDATE stg_patients SET age_at_index = 95 WHERE _row_number IN (2, 40)",
+    "INSERT INTO stg_patients SELECT * FROM stg_patients WHERE _row_number = 7",
+    # courses: an unknown arm, end before start, a course_id delivered twice with another arm
+    "UPDATE stg_courses SET arm = 'tms' WHERE _row_number = 5",
+    "UPDATE stg_courses SET end_date = start_date - 3 WHERE _row_number IN (6, 9)",
+    "INSERT INTO stg_courses SELECT * REPLACE ('ketamine_oral' AS arm, 1000000 AS _row_number) FROM stg_courses "
+    "WHERE course_id = (SELECT min(course_id) FROM stg_sessions)",
+    # sessions: 12 doses far out of range, NaN doses, dates outside the course, an orphan,
+    # a duplicated session id
+    "UPDATE stg_sessions SET dose_mg = 5000 WHERE _row_number % 97 = 1 AND _row_number < 1200",
+    "UPDATE stg_sessions SET dose_mg_per_kg = 'NaN'::DOUBLE, dissociation_score = 'NaN'::DOUBLE "
+    "WHERE _row_number % 50 = 3",
+    "UPDATE stg_sessions SET session_ts = session_ts - INTERVAL 400 DAY WHERE _row_number IN (11, 12)",
+    "UPDATE stg_sessions SET session_ts = session_ts + INTERVAL 900 DAY WHERE _row_number = 13",
+    "UPDATE stg_sessions SET course_id = 'C-ORPHAN-1' WHERE _row_number = 14",
+    "UPDATE stg_sessions SET session_id = (SELECT session_id FROM stg_sessions WHERE _row_number = 15) "
+    "WHERE _row_number = 16",
+    "UPDATE stg_sessions SET sbp_peak = 300 WHERE _row_number BETWEEN 20 AND 31",
+    # adverse events: an orphan, a value outside the allowed set
+    "UPDATE stg_adverse_events SET session_id = 'S-ORPHAN-1' WHERE _row_number = 2",
+    "UPDATE stg_adverse_events SET severity = 'fatal' WHERE _row_number = 3",
+    # mood scores: out of range per instrument (many rows), NaN scores, a null id, an orphan,
+    # a duplicated compound key
+    "UPDATE stg_mood_scores SET total_score = total_score + 61 WHERE instrument = 'MADRS' AND _row_number % 9 = 0",
+    "UPDATE stg_mood_scores SET si_item_score = 9 WHERE _row_number % 13 = 0",
+    "UPDATE stg_mood_scores SET total_score = 'NaN'::DOUBLE WHERE _row_number IN (4, 5)",
+    "UPDATE stg_mood_scores SET patient_id = NULL WHERE _row_number = 6",
+    "UPDATE stg_mood_scores SET patient_id = 'P-ORPHAN-1' WHERE _row_number = 8",
+    "INSERT INTO stg_mood_scores SELECT * REPLACE (_row_number + 1000000 AS _row_number) FROM stg_mood_scores "
+    "WHERE _row_number IN (10, 11)",
+]
+
+
+@pytest.fixture(scope="module")
+def warehouse(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("engines")
+    simulate_step(SMALL, root / "export")
+    db = root / "w.duckdb"
+    ingest_step(db, root / "export")
+    return db
+
+
+def _reference(con: duckdb.DuckDBPyConnection) -> pl.DataFrame:
+    """GX's own pandas engine on the staged tables, fetched as frames."""
+    frames = {t: con.execute(f"SELECT * FROM stg_{t}").pl() for t in TABLE_ORDER}
+    return validate_tables(frames, load_registries_from_warehouse(con), engine="gx-pandas").results
+
+
+def _assert_same_rows(new: pl.DataFrame, ref: pl.DataFrame) -> None:
+    assert new.columns == list(RESULT_SCHEMA) and ref.columns == list(RESULT_SCHEMA)
+    assert new["rule_id"].to_list() == ref["rule_id"].to_list()
+    for a, b in zip(new.iter_rows(named=True), ref.iter_rows(named=True)):
+        assert a == b, a["rule_id"]
+
+
+def test_stored_results_equal_the_pandas_engine_on_the_cohort(warehouse):
+    validate_step(warehouse)
+    stored = query_db(warehouse, "SELECT * EXCLUDE (run_id, fingerprint) FROM validation_results")
+    con = duckdb.connect(str(warehouse), read_only=True)
+    try:
+        ref = _reference(con)
+    finally:
+        con.close()
+    assert ref["success"].all()  # the simulated cohort is clean
+    _assert_same_rows(stored.cast(RESULT_SCHEMA), ref)
+
+
+def test_every_failure_equals_the_pandas_engine_on_corrupted_tables(warehouse, tmp_path):
+    db = tmp_path / "bad.duckdb"
+    db.write_bytes(warehouse.read_bytes())
+    con = duckdb.connect(str(db))
+    for sql in CORRUPT:
+        con.execute(sql)
+    con.close()
+    with pytest.raises(ValidationFailed) as info:
+        validate_step(db)
+    stored = query_db(db, "SELECT * EXCLUDE (run_id, fingerprint) FROM validation_results").cast(RESULT_SCHEMA)
+    con = duckdb.connect(str(db), read_only=True)
+    try:
+        ref = _reference(con)
+        again = validate_warehouse(con, load_registries_from_warehouse(con)).results
+    finally:
+        con.close()
+    _assert_same_rows(stored, ref)
+    _assert_same_rows(again, ref)
+    failed = set(ref.filter(~pl.col("success"))["rule_id"])
+    # every family was hit, so the comparison covers each kind of metric
+    assert {
+        "patients.key_unique", "patients.site.not_null", "patients.age_at_index.plausible_range",
+        "courses.key_unique", "courses.arm.registry", "courses.end_date.not_before_start",
+        "sessions.key_unique", "sessions.course_id.reference", "sessions.session_ts.not_before_course_start",
+        "sessions.session_ts.not_after_course_end", "sessions.sbp_peak.plausible_range",
+        "adverse_events.session_id.reference", "adverse_events.severity.allowed",
+        "mood_scores.key_unique", "mood_scores.patient_id.not_null", "mood_scores.patient_id.reference",
+        "mood_scores.total_score.range_per_instrument.MADRS",
+    } <= failed, sorted(failed)
+    assert any(r.startswith("sessions.dose_mg.range_per_arm.") for r in failed)
+    assert any(r.startswith("mood_scores.si_item_score.range_per_instrument.") for r in failed)
+    madrs = ref.filter(pl.col("rule_id") == "mood_scores.total_score.range_per_instrument.MADRS").row(0, named=True)
+    assert madrs["unexpected_count"] > 5 and len(madrs["example_row_numbers"].split(", ")) == 5
+    _assert_same_rows(info.value.result.results, ref)  # what the step raised is what it stored
+
+
+class _CountingConnection:
+    """A DuckDB connection that records how many rows each query hands back to Python."""
+
+    def __init__(self, con: duckdb.DuckDBPyConnection):
+        self.con = con
+        self.fetched: list[tuple[int, str]] = []
+
+    def execute(self, sql: str, params: list | None = None):
+        outer = self
+        res = self.con.execute(sql, params or [])
+
+        class _Result:
+            def fetchall(self):
+                rows = res.fetchall()
+                outer.fetched.append((len(rows), sql))
+                return rows
+
+            def fetchone(self):
+                row = res.fetchone()
+                outer.fetched.append((1, sql))
+                return row
+
+            def pl(self):
+                frame = res.pl()
+                outer.fetched.append((frame.height, sql))
+                return frame
+
+        return _Result()
+
+
+def test_no_table_is_fetched_only_counts_and_five_example_rows(warehouse, tmp_path):
+    db = tmp_path / "bad.duckdb"
+    db.write_bytes(warehouse.read_bytes())
+    con = duckdb.connect(str(db))
+    for sql in CORRUPT:
+        con.execute(sql)
+    counting = _CountingConnection(con)
+    result = validate_warehouse(counting, load_registries_from_warehouse(con))
+    con.close()
+    assert not result.passed and counting.fetched
+    # an aggregate row per table and uniqueness rule, five example rows per failed rule at most,
+    # and an empty row set for each table's column types
+    assert max(n for n, _ in counting.fetched) <= 5, max(counting.fetched)
+    n_failed = result.failures.height
+    assert len(counting.fetched) <= 5 * 2 + 5 + 5 + n_failed  # table lookups and schemas; counts; keys; examples
