@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
 from pathlib import Path
@@ -76,3 +77,31 @@ def query_db(db: Path, sql: str) -> pl.DataFrame:
         return fetch(con, sql)
     finally:
         con.close()
+
+
+def tables_hash(db: Path, where: str) -> str:
+    """sha256 of the content of the warehouse tables whose ``table_name`` satisfies the SQL ``where``,
+    each table's rows sorted (order-independent): two warehouses hash equal when those tables hold
+    the same rows."""
+    con = read_connection(db)
+    try:
+        names = sorted(r[0] for r in con.execute(
+            f"SELECT table_name FROM duckdb_tables() WHERE database_name = current_database() AND ({where})").fetchall())
+        h = hashlib.sha256()
+        for n in names:
+            frame = fetch(con, f'SELECT * FROM "{n}"')
+            h.update(n.encode() + frame.sort(frame.columns).write_csv().encode())
+        return h.hexdigest()
+    finally:
+        con.close()
+
+
+def write_case(folder: Path, name: str, toml: str, files: dict[str, bytes]) -> None:
+    """Write corpus case ``name`` under ``folder`` (replacing an older one): its case.toml and files."""
+    d = folder / name
+    if d.exists():
+        shutil.rmtree(d)
+    d.mkdir()
+    (d / "case.toml").write_text(toml.strip() + "\n")
+    for fname, data in files.items():
+        (d / fname).write_bytes(data)

@@ -13,7 +13,6 @@ remakes them if the clean export (``tests/conftest.py::TINY``) changes. The plai
 from __future__ import annotations
 
 import io
-import shutil
 import sys
 from pathlib import Path
 
@@ -22,20 +21,14 @@ import polars as pl
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parents[1]))  # the repository root, for tests.conftest
 
-from tests.conftest import TINY  # noqa: E402
+from tests.conftest import TINY, write_case  # noqa: E402
 
 ALL_TABLES = ("patients", "courses", "sessions", "adverse_events", "mood_scores")
 WHOLE = {"patients": 3, "courses": 3, "sessions": 4, "adverse_events": 2, "mood_scores": 7}
 
 
 def _case(name: str, toml: str, files: dict[str, bytes]) -> None:
-    d = HERE / name
-    if d.exists():
-        shutil.rmtree(d)
-    d.mkdir()
-    (d / "case.toml").write_text(toml.strip() + "\n")
-    for fname, data in files.items():
-        (d / fname).write_bytes(data)
+    write_case(HERE, name, toml, files)
 
 
 def _cr(text: str) -> bytes:

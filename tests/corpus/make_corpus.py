@@ -13,7 +13,6 @@ clean export (``tests/conftest.py::TINY``) changes.
 from __future__ import annotations
 
 import io
-import shutil
 import sys
 from pathlib import Path
 
@@ -22,7 +21,7 @@ import polars as pl
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parents[1]))  # the repository root, for tests.conftest
 
-from tests.conftest import TINY  # noqa: E402
+from tests.conftest import TINY, write_case  # noqa: E402
 
 
 def _frame(name: str) -> pl.DataFrame:
@@ -37,13 +36,7 @@ def _parquet(frame: pl.DataFrame) -> bytes:
 
 
 def _case(name: str, toml: str, files: dict[str, bytes]) -> None:
-    d = HERE / name
-    if d.exists():
-        shutil.rmtree(d)
-    d.mkdir()
-    (d / "case.toml").write_text(toml.strip() + "\n")
-    for fname, data in files.items():
-        (d / fname).write_bytes(data)
+    write_case(HERE, name, toml, files)
 
 
 def main() -> None:

@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 from pathlib import Path
 
 import polars as pl
 import pytest
 
 from ketaoutcomes.ingest import IngestError, ingest_export
-from ketaoutcomes.warehouse import fetch, read_connection, write_session
-from tests.conftest import TINY, query_db, write_export
+from ketaoutcomes.warehouse import write_session
+from tests.conftest import TINY, query_db, tables_hash, write_export
 
 WHEN = dt.datetime(2026, 1, 1, 12, 0)
 
@@ -26,18 +25,7 @@ q = query_db
 
 def content_hash(db: Path) -> str:
     """Hash of the content of every stg_/raw_/meta_batches/quarantine table, order-independent."""
-    con = read_connection(db)
-    try:
-        names = sorted(r[0] for r in con.execute(
-            "SELECT table_name FROM duckdb_tables() WHERE database_name = current_database() AND (table_name LIKE 'stg_%' OR table_name LIKE 'raw_%' "
-            "OR table_name IN ('meta_batches', 'quarantine'))").fetchall())
-        h = hashlib.sha256()
-        for n in names:
-            frame = fetch(con, f"SELECT * FROM {n}")
-            h.update(n.encode() + frame.sort(frame.columns).write_csv().encode())
-        return h.hexdigest()
-    finally:
-        con.close()
+    return tables_hash(db, "table_name LIKE 'stg_%' OR table_name LIKE 'raw_%' OR table_name IN ('meta_batches', 'quarantine')")
 
 
 def test_clean_export_loads_every_row_typed(tmp_path, tiny_export):

@@ -6,7 +6,6 @@ same classes end to end; these tests pin the pieces and the cases a corpus folde
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 import io
 import time
 from pathlib import Path
@@ -32,8 +31,8 @@ from ketaoutcomes.ingest.text import (
 )
 from ketaoutcomes.settings import SimulationSettings
 from ketaoutcomes.simulate.cohort import simulate_frames
-from ketaoutcomes.warehouse import fetch, read_connection, write_session
-from tests.conftest import TINY, query_db, write_export
+from ketaoutcomes.warehouse import write_session
+from tests.conftest import TINY, query_db, tables_hash, write_export
 
 WHEN = dt.datetime(2026, 1, 1, 12, 0)
 
@@ -45,18 +44,7 @@ def load(db: Path, folder: Path):
 
 def warehouse_hash(db: Path) -> str:
     """Every table but meta_steps (the command line logs each step run there, even one that changed nothing)."""
-    con = read_connection(db)
-    try:
-        names = sorted(r[0] for r in con.execute(
-            "SELECT table_name FROM duckdb_tables() WHERE database_name = current_database() "
-            "AND table_name <> 'meta_steps'").fetchall())
-        h = hashlib.sha256()
-        for n in names:
-            frame = fetch(con, f'SELECT * FROM "{n}"')
-            h.update(n.encode() + frame.sort(frame.columns).write_csv().encode())
-        return h.hexdigest()
-    finally:
-        con.close()
+    return tables_hash(db, "table_name <> 'meta_steps'")
 
 
 # ---------------------------------------------------------------------------
