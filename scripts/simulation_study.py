@@ -200,7 +200,7 @@ def summarise(estimates: pl.DataFrame, target: dict) -> pl.DataFrame:
 
 
 def summarise_contrasts(contrasts: pl.DataFrame, target: dict) -> pl.DataFrame:
-    """Bias, empirical SD, mean bootstrap SD and coverage of the percentile interval of each primary
+    """Bias, empirical SD, mean bootstrap SD and coverage of the bootstrap interval of each primary
     contrast, per weighting, route and estimand. Each replicate is held against the true contrast at
     its own day (the restricted mean's horizon is cut to the arms' follow-up, which varies between
     replicates): IPTW against the counterfactual curves of the patients given the route or the
@@ -294,7 +294,7 @@ def main() -> None:
           f"truth from {args.truth_patients:,} patients per arm (seed {TRUTH_SEED}); {time.perf_counter() - t0:.0f} s\n")
     print(markdown(summarise(estimates, target)))
     print("\nPrimary contrasts (route - reference; risk: share responded by the day; median: days; rmst: restricted "
-          "mean days without response up to mean_day), percentile bootstrap intervals:\n")
+          "mean days without response up to mean_day), bootstrap intervals (score interval for risk, percentile for median and rmst):\n")
     print(markdown(summarise_contrasts(contrasts, target)))
 
 

@@ -1,6 +1,7 @@
 """The primary contrasts (ketaoutcomes.models.contrasts, ketaoutcomes.analysis.contrasts): the
 vectorised curve summaries against the weighted Kaplan-Meier and RMST functions (themselves matched
-to R in tests/reference), the percentile interval against numpy's type-7 quantiles, and the bootstrap:
+to R in tests/reference), the percentile interval against numpy's type-7 quantiles, the interval of a
+difference of shares by its coverage where the percentile interval falls short, and the bootstrap:
 seeded, refitting the study's propensity model in every replicate, point estimates equal to the
 stored weighted curves."""
 
@@ -16,7 +17,7 @@ from ketaoutcomes.analysis import analyze
 from ketaoutcomes.analysis import contrasts as contrasts_module
 from ketaoutcomes.analysis.common import model_frame
 from ketaoutcomes.derive import derive_all
-from ketaoutcomes.models.contrasts import curve_summaries, percentile_interval, read_curve
+from ketaoutcomes.models.contrasts import curve_summaries, percentile_interval, read_curve, risk_difference_interval
 from ketaoutcomes.models.weighted import restricted_mean, weighted_kaplan_meier
 from ketaoutcomes.registries import load_registries
 from ketaoutcomes.settings import SimulationSettings, StudySettings
@@ -82,6 +83,52 @@ def test_percentile_interval_is_numpys_type_7_and_keeps_unbounded_sides():
     y = np.concatenate([x[:180], np.full(20, np.inf), [np.nan]])
     lo, hi, _, n = percentile_interval(y)
     assert math.isinf(hi) and hi > 0 and math.isfinite(lo) and n == 200
+
+
+def test_the_score_interval_covers_small_shares_as_newcombes_method_where_the_percentile_falls_short():
+    """Shares of a few events, as oral ketamine vs SSRI by day 7 in a cohort of 2,000 (about 8 of 150
+    against 18 of 450), without weights: there the bootstrap score interval should be Newcombe's
+    method 10 for two binomial shares, whose coverage for this design is 95.4% (summed exactly over
+    every pair of counts below). Over 1,000 seeded trials with 200 bootstrap replicates each, it
+    covers as often as Newcombe's interval of the same trials (within 1.5 points; the Monte Carlo SE
+    of either is 0.7), and misses about as often on each side; the percentile interval of the same
+    replicates covers at least 1.5 points less, missing mostly with the truth above it."""
+    from scipy import stats
+
+    from ketaoutcomes.models.contrasts import mover_interval, wilson_interval
+
+    n_t, n_c, p_t, p_c, B, trials = 150, 450, 0.055, 0.04, 200, 1000
+    truth = p_t - p_c
+    x1, x2 = np.arange(n_t + 1), np.arange(n_c + 1)
+    newcombe = {(i, j): mover_interval(i / n_t, wilson_interval(i / n_t, n_t), j / n_c, wilson_interval(j / n_c, n_c))
+                for i in x1[:40] for j in x2[:80]}  # beyond these counts the probability is < 1e-9
+    exact = sum(stats.binom.pmf(i, n_t, p_t) * stats.binom.pmf(j, n_c, p_c)
+                for (i, j), (lo, hi) in newcombe.items() if lo <= truth <= hi)
+    assert 0.95 < exact < 0.96
+
+    rng = np.random.default_rng(1)
+    grid, days = np.array([7.0, 8.0]), [7.0]
+    arm = np.r_[np.ones(n_t, bool), np.zeros(n_c, bool)]
+    miss = {"percentile": [], "score": [], "newcombe": []}  # -1: truth below the interval, 1: above, 0: inside
+    for _ in range(trials):
+        tidx = np.where(rng.random(arm.size) < np.where(arm, p_t, p_c), 0, 1)  # day 7: event; day 8: censored
+        event = (tidx == 0).astype(float)
+        draws = rng.integers(0, arm.size, size=(B, arm.size))
+        point, boot = ([curve_summaries(t, e, (a == k).astype(float), grid, days=days, horizon=8.0) for k in (1, 0)]
+                       for t, e, a in ((tidx, event, arm), (tidx[draws], event[draws], arm[draws])))
+        p1, p2 = point[0].risk[0, 0], point[1].risk[0, 0]
+        for name, (lo, hi) in (
+            ("percentile", percentile_interval(boot[0].risk[:, 0] - boot[1].risk[:, 0])[:2]),
+            ("score", risk_difference_interval(p1, p2, boot[0].risk[:, 0], boot[1].risk[:, 0], n_t, n_c)[:2]),
+            ("newcombe", newcombe[round(p1 * n_t), round(p2 * n_c)]),
+        ):
+            miss[name].append(-1 if truth < lo else 1 if truth > hi else 0)
+    m = {k: np.asarray(v) for k, v in miss.items()}
+    cover = {k: float(np.mean(v == 0)) for k, v in m.items()}
+    above = {k: float(np.mean(v == 1)) for k, v in m.items()}
+    assert abs(cover["score"] - cover["newcombe"]) <= 0.015, cover
+    assert abs(above["score"] - np.mean(m["score"] == -1)) < 0.02, (cover, above)
+    assert cover["percentile"] <= cover["newcombe"] - 0.015 and above["percentile"] > above["score"], (cover, above)
 
 
 @pytest.fixture(scope="module")

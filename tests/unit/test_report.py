@@ -575,7 +575,8 @@ def test_summary_rows_give_differences_with_cis_verdicts_in_words_and_withhold_f
     # the failing pair's numbers are stored (withheld) but never shown in the summary
     summary = summary_html[summary_html.index('<section id="summary">'):summary_html.index("</section>")]
     assert "8.10" not in summary and "+57 pp" not in summary and "\u221285" not in summary
-    assert "percentile intervals of a person-level bootstrap" in text and "200 replicates" in text and "99" in text
+    assert "a person-level bootstrap of the whole weighted estimation (200 replicates" in text and "99" in text
+    assert "Wilson score interval" in text and "combined by MOVER" in text and "percentile intervals" in text
 
 
 def test_notes_are_one_line_per_withheld_comparison_in_labels_not_codes(summary_html):

@@ -18,8 +18,8 @@ study the share by day 28 of IV and IM, whose courses end near day 28, covered 8
 floor, and IM's 60% with a floor of 10 patients only).
 
 The point estimates are read off the same weighted curves as ``results_km_weighted`` (the same
-propensity fit, :func:`~ketaoutcomes.analysis.propensity.fit_pair_propensity`). Their 95% CIs are
-percentile intervals of a **person-level bootstrap of the whole weighted estimation**: in each of
+propensity fit, :func:`~ketaoutcomes.analysis.propensity.fit_pair_propensity`). Their 95% CIs come
+from a **person-level bootstrap of the whole weighted estimation**: in each of
 ``models.bootstrap_replicates`` (200) replicates the pair's patients are drawn with replacement,
 the study's propensity model is refitted on the draw through the same public function (so a
 replicate uses whatever propensity model, weighting, truncation or matching the study
@@ -29,6 +29,17 @@ array operations). Replicates are drawn from a generator seeded by ``random_seed
 and the route, so a run is reproducible and adding a route does not move another's draws. A
 replicate's gate is not applied (the verdict is the observed data's); a replicate whose fit
 leaves an arm without weighted patients is counted in ``n_boot_failed`` and left out.
+
+The differences in the share by a day get a **score-type interval built from the bootstrap**
+(:func:`~ketaoutcomes.models.contrasts.risk_difference_interval`): each arm's share gets Wilson's
+interval at its effective sample size (``p (1 - p)`` over the variance of its bootstrap replicates),
+and the two are combined by MOVER with the correlation of the arms' replicates (Newcombe 1998;
+Zou & Donner 2008). The spread of a share of few patients grows with its value, so a cohort whose
+share came out low also gets a narrower spread; the percentile interval ignores that and missed
+the truth on that side: in the simulation study (200 cohorts of 2,000) the day-7 differences of
+the routes with few early responders covered 91-92.5% with percentile intervals (truth above the
+interval in 6-7% of cohorts, below it in 0.5-2%). The median and restricted-mean differences keep
+percentile intervals (their coverage was 93-98.5%), as do the risk ratios (E-values).
 
 The bootstrap runs for pairs whose diagnostics pass; a pair that fails the gate keeps its point
 estimates beside the verdict (withheld, as its HR) without an interval, which saves the time of
@@ -47,7 +58,7 @@ import numpy as np
 import polars as pl
 
 from ketaoutcomes.analysis.propensity import fit_pair_propensity
-from ketaoutcomes.models.contrasts import CurveSummaries, curve_summaries, percentile_interval
+from ketaoutcomes.models.contrasts import CurveSummaries, curve_summaries, percentile_interval, risk_difference_interval
 from ketaoutcomes.notes import Note
 from ketaoutcomes.settings import StudySettings
 
@@ -185,18 +196,27 @@ def primary_contrasts(frame: pl.DataFrame, paramcd: str, study: StudySettings, t
         note = None if run_boot else (
             "no bootstrap: models.bootstrap_replicates = 0" if B == 0 else
             "no interval: the pair fails the diagnostics gate, so its estimates are withheld")
-        interval = (f"percentile bootstrap, {B} replicates (patients resampled, propensity model refitted)"
-                    if run_boot else None)
+        resampled = f"{B} replicates (patients resampled, propensity model refitted)"
+        percentile = f"percentile bootstrap, {resampled}" if run_boot else None
+        score = (f"bootstrap score interval, {resampled}: each arm's Wilson interval at the sample size its "
+                 "bootstrap variance implies, combined by MOVER") if run_boot else None
+        kish = [float(w0[mask].sum() ** 2 / (w0[mask] ** 2).sum()) if (w0[mask] > 0).any() else math.nan
+                for mask in (treated, ~treated)]
 
         def row(estimand: str, measure: str, day: float | None, vt: float, vc: float,
-                reps: np.ndarray | None, extra: str | None = None) -> dict:
+                reps: np.ndarray | None, extra: str | None = None,
+                arm_reps: tuple[np.ndarray, np.ndarray] | None = None) -> dict:
+            """One estimand's row; ``arm_reps`` (each arm's replicates of a share) makes the interval
+            the bootstrap score interval of a difference of shares, else it is the percentile interval."""
             if measure == "risk_ratio":  # route / reference (kept apart from the differences: RATIO_MEASURE)
                 diff = vt / vc if not (math.isnan(vt) or math.isnan(vc)) and vc > 0 else math.nan
             else:
                 diff = vt - vc if not (math.isnan(vt) or math.isnan(vc)) else math.nan
             lo = hi = sd = math.nan
             used = 0
-            if reps is not None:
+            if reps is not None and arm_reps is not None:
+                lo, hi, sd, used = risk_difference_interval(vt, vc, *arm_reps, *kish, alpha=m.alpha)
+            elif reps is not None:
                 lo, hi, sd, used = percentile_interval(reps, m.alpha)
             said = [x for x in (note, extra) if x]
             if reps is not None and (math.isinf(lo) or math.isinf(hi)):
@@ -207,7 +227,8 @@ def primary_contrasts(frame: pl.DataFrame, paramcd: str, study: StudySettings, t
                     "estimand": estimand, "measure": measure, "day": day, "value_target": fin(vt),
                     "value_comparator": fin(vc), "difference": fin(diff), "lower": fin(lo), "upper": fin(hi),
                     "se": fin(sd), "n_boot": used if reps is not None else 0, "n_boot_failed": failed,
-                    "interval": interval, "diagnostics": verdict, "gate_reasons": reasons,
+                    "interval": score if arm_reps is not None else percentile, "diagnostics": verdict,
+                    "gate_reasons": reasons,
                     "note": "; ".join(said) or None}
 
         pt, pc = _both(point["target"], 0), _both(point["comparator"], 0)
@@ -215,6 +236,7 @@ def primary_contrasts(frame: pl.DataFrame, paramcd: str, study: StudySettings, t
         bc = _both(boot["comparator"], slice(None)) if boot else None
         for k, day in enumerate(days):
             reps = bt["risk"][:, k] - bc["risk"][:, k] if boot else None
+            arm_reps = (bt["risk"][:, k], bc["risk"][:, k]) if boot else None
             short = [who for who, e in zip(("route", "reference arm"), ends) if e < day]
             extra = None if not short else f"not estimable: by day {day:g}, {rule} in the " \
                 f"{' and the '.join(short)} (last day with enough: {min(ends):g})"
@@ -222,7 +244,7 @@ def primary_contrasts(frame: pl.DataFrame, paramcd: str, study: StudySettings, t
                 rows.append(row(f"risk_d{day:g}", "risk", day, math.nan, math.nan, None, extra))
                 rows.append(row(f"rr_d{day:g}", RATIO_MEASURE, day, math.nan, math.nan, None, extra))
             else:
-                rows.append(row(f"risk_d{day:g}", "risk", day, pt["risk"][k], pc["risk"][k], reps, extra))
+                rows.append(row(f"risk_d{day:g}", "risk", day, pt["risk"][k], pc["risk"][k], reps, extra, arm_reps))
                 with np.errstate(divide="ignore", invalid="ignore"):
                     ratio_reps = bt["risk"][:, k] / bc["risk"][:, k] if boot else None
                 rows.append(row(f"rr_d{day:g}", RATIO_MEASURE, day, pt["risk"][k], pc["risk"][k], ratio_reps, extra))

@@ -264,8 +264,9 @@ RESULTS_KM_WEIGHTED_MEDIAN = TableContract(
 RESULTS_CONTRASTS = TableContract(
     "results_contrasts",
     "Primary contrasts of each route vs the reference arm, route - reference, read off the propensity-weighted (or "
-    "matched) Kaplan-Meier curves of the endpoints that list them (time to response), with percentile bootstrap "
-    "CIs (patients resampled, propensity model refitted in each replicate) and the pair's gate verdict",
+    "matched) Kaplan-Meier curves of the endpoints that list them (time to response), with bootstrap CIs "
+    "(patients resampled, propensity model refitted in each replicate; a bootstrap score interval for a share by a "
+    "day, percentile otherwise: see interval) and the pair's gate verdict",
     columns=(_PARAMCD, _TARGET, _COMPARATOR, _WEIGHTING,
              col("estimand", "VARCHAR", False, "risk_d<day> (share with the event by the day), median, or rmst "
                                                "(restricted mean days without the event up to day)"),
@@ -278,13 +279,16 @@ RESULTS_CONTRASTS = TableContract(
                                                  "null: not reached or not estimable)"),
              col("value_comparator", "DOUBLE", True, "The reference arm's value on its weighted curve"),
              col("difference", "DOUBLE", True, "value_target - value_comparator (null: not estimable)"),
-             col("lower", "DOUBLE", True, f"Lower limit of the percentile bootstrap {_CI} of the difference (null: "
-                                          "no bootstrap, or unbounded: see note)"),
-             col("upper", "DOUBLE", True, f"Upper limit of the percentile bootstrap {_CI} of the difference"),
-             col("se", "DOUBLE", True, "SD of the difference over the bootstrap replicates"),
+             col("lower", "DOUBLE", True, f"Lower limit of the bootstrap {_CI} of the difference (null: no "
+                                          "bootstrap, or unbounded: see note)"),
+             col("upper", "DOUBLE", True, f"Upper limit of the bootstrap {_CI} of the difference"),
+             col("se", "DOUBLE", True, "SD of the difference over the bootstrap replicates used"),
              col("n_boot", "BIGINT", False, "Bootstrap replicates in the interval (0: no bootstrap)"),
              col("n_boot_failed", "BIGINT", False, "Replicates left out: an arm without weighted patients"),
-             col("interval", "VARCHAR", True, "How the interval was computed (null: no interval)"),
+             col("interval", "VARCHAR", True, "How the interval was computed: bootstrap score interval (each arm's "
+                                             "Wilson interval at its bootstrap effective size, combined by MOVER) for "
+                                             "a share by a day, percentile bootstrap for the median and rmst (null: no "
+                                             "interval)"),
              _DIAGNOSTICS, _GATE_REASONS, _NOTE, *RUN_COLUMNS),
     key=("run_id", "paramcd", "target", "estimand"),
     arm_column="target",

@@ -17,6 +17,8 @@ drawn patient's propensity weight, 0 for a patient not drawn or left out), and t
 product-limit estimates with weighted counts on a common grid of times. With one row of the
 original weights it gives exactly the point estimates of the curves stored by the analysis (a test
 holds them equal). :func:`percentile_interval` turns the replicates into percentile intervals;
+:func:`risk_difference_interval` turns those of two shares into a score-type interval of their
+difference (Wilson intervals of each arm combined by MOVER);
 :func:`rmst_difference` is the analytic (delta-method) interval of an RMST difference of two
 independent curves, as R's survRM2 computes it for unweighted curves.
 
@@ -35,7 +37,8 @@ import numpy as np
 import polars as pl
 from scipy import stats
 
-__all__ = ["CurveSummaries", "curve_summaries", "percentile_interval", "read_curve", "rmst_difference"]
+__all__ = ["CurveSummaries", "curve_summaries", "mover_interval", "percentile_interval", "read_curve",
+           "risk_difference_interval", "rmst_difference", "wilson_interval"]
 
 #: R's tolerance for "the curve is at 0.5" (as :mod:`ketaoutcomes.models.km`).
 _TOL = math.sqrt(np.finfo(float).eps)
@@ -167,6 +170,71 @@ def percentile_interval(replicates: np.ndarray, alpha: float = 0.05) -> tuple[fl
     back = lambda v: math.inf if v > top else -math.inf if v < bottom else float(v)  # noqa: E731
     sd = float(np.std(finite, ddof=1)) if len(finite) >= 2 else math.nan
     return back(lo), back(hi), sd, int(len(x))
+
+
+def wilson_interval(p: float, n: float, alpha: float = 0.05) -> tuple[float, float]:
+    """Wilson's score interval of a share ``p`` among ``n`` (an effective sample size may be
+    fractional): R's ``prop.test(x, n, correct = FALSE)$conf.int`` for ``p = x / n``. Unlike
+    ``p +- z * se``, its width is taken at the limits, not at ``p``: a share of a few events gets
+    a longer upper side, and a share of 0 the interval ``[0, z^2 / (n + z^2)]``."""
+    if not (n > 0 and 0.0 <= p <= 1.0):
+        return math.nan, math.nan
+    z2 = float(stats.norm.ppf(1 - alpha / 2)) ** 2
+    centre = (p + z2 / (2 * n)) / (1 + z2 / n)
+    half = math.sqrt(z2) / (1 + z2 / n) * math.sqrt(p * (1 - p) / n + z2 / (4 * n * n))
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def mover_interval(p1: float, ci1: tuple[float, float], p2: float, ci2: tuple[float, float],
+                   r: float = 0.0) -> tuple[float, float]:
+    """Interval of ``p1 - p2`` from an interval of each (MOVER, the method of variance estimates
+    recovery: Newcombe 1998, method 10, for independent shares; Zou & Donner 2008 with the
+    correlation ``r`` of the two estimates)."""
+    (l1, u1), (l2, u2), d = ci1, ci2, p1 - p2
+    below = (p1 - l1) ** 2 + (u2 - p2) ** 2 - 2 * r * (p1 - l1) * (u2 - p2)
+    above = (u1 - p1) ** 2 + (p2 - l2) ** 2 - 2 * r * (u1 - p1) * (p2 - l2)
+    return d - math.sqrt(max(below, 0.0)), d + math.sqrt(max(above, 0.0))
+
+
+def risk_difference_interval(p_target: float, p_comparator: float, reps_target: np.ndarray,
+                             reps_comparator: np.ndarray, n_target: float, n_comparator: float,
+                             alpha: float = 0.05) -> tuple[float, float, float, int]:
+    """(lower, upper, SD, replicates used) of the difference of two shares by a day, ``p_target -
+    p_comparator``, from their bootstrap replicates (paired: replicate b of both arms comes from the
+    same draw): each share's Wilson interval at its **effective sample size**
+    ``p (1 - p) / SD^2`` (SD over its bootstrap replicates: the sample size a simple random sample
+    would need for that precision, so the weighting, the refitted propensity model and the
+    censoring are in it; Korn & Graubard 1998), combined by MOVER with the correlation of the two
+    arms' replicates (:func:`mover_interval`).
+
+    Why not the percentile interval of the differences: the spread of a share of a few events grows
+    with the share, so a sample below the truth also gets a narrower interval, and the percentile
+    interval missed the truth on that side far more often than on the other (in the simulation
+    study, day-7 differences of routes with a few early responders covered 91-92.5%). The Wilson
+    interval takes its width at its limits, which removes that.
+
+    A share of 0 or 1, or one whose replicates do not vary, has no SD to speak of: ``n_target`` /
+    ``n_comparator`` (the arms' Kish effective sizes, ``(sum w)^2 / sum w^2``) stand in. Replicates
+    with either share NaN are left out; NaN when fewer than 2 are left. The SD returned is that of
+    the differences."""
+    a = np.asarray(reps_target, dtype=float)
+    b = np.asarray(reps_comparator, dtype=float)
+    ok = np.isfinite(a) & np.isfinite(b)
+    used = int(ok.sum())
+    if used < 2 or not (math.isfinite(p_target) and math.isfinite(p_comparator)):
+        return math.nan, math.nan, math.nan, used
+    a, b = a[ok], b[ok]
+
+    def interval(p: float, reps: np.ndarray, fallback: float) -> tuple[float, float]:
+        sd = float(np.std(reps, ddof=1))
+        n = p * (1 - p) / sd ** 2 if sd > 0 and 0.0 < p < 1.0 else fallback
+        return wilson_interval(p, n, alpha)
+
+    with np.errstate(invalid="ignore", divide="ignore"):
+        r = float(np.corrcoef(a, b)[0, 1]) if a.std() > 0 and b.std() > 0 else 0.0
+    lo, hi = mover_interval(p_target, interval(p_target, a, n_target), p_comparator,
+                            interval(p_comparator, b, n_comparator), r if math.isfinite(r) else 0.0)
+    return lo, hi, float(np.std(a - b, ddof=1)), used
 
 
 def rmst_difference(rmst: pl.DataFrame, *, target: str, comparator: str, alpha: float = 0.05) -> dict[str, float]:

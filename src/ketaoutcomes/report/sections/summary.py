@@ -231,10 +231,13 @@ def summary_section(contrasts: pl.DataFrame, cox: pl.DataFrame, ps: pl.DataFrame
     weighting = str((settings.get("propensity") or {}).get("weighting", "iptw")) if isinstance(settings, Mapping) else "iptw"
     how = {"iptw": "inverse-probability-of-treatment weighted", "overlap": "overlap-weighted",
            "matching": "1:1 propensity-score matched"}.get(weighting, weighting)
-    boot = (f"95% CIs of the differences: percentile intervals of a person-level bootstrap of the whole weighted "
-            f"estimation ({n_boot} replicates: the patients of each pair drawn with replacement, the propensity model "
-            f"refitted and the weights recomputed in every replicate; seeded from the study's random seed"
-            f"{f' {seed}' if seed is not None else ''})." if n_boot else
+    boot = (f"95% CIs of the differences: a person-level bootstrap of the whole weighted estimation ({n_boot} "
+            f"replicates: the patients of each pair drawn with replacement, the propensity model refitted and the "
+            f"weights recomputed in every replicate; seeded from the study's random seed"
+            f"{f' {seed}' if seed is not None else ''}). Differences in the share by a day: each arm's Wilson score "
+            "interval at the sample size its bootstrap variance implies, combined by MOVER (Newcombe's method; the "
+            "spread of a share of few patients grows with its value, which a percentile interval ignores); median "
+            "and restricted-mean differences: percentile intervals of the replicates." if n_boot else
             "No bootstrap was run (models.bootstrap_replicates = 0): the differences have no CI.")
     models = (settings.get("models") or {}) if isinstance(settings, Mapping) else {}
     k = models.get("contrast_min_at_risk", 10)
