@@ -404,6 +404,10 @@ class StudySettings(_Frozen):
     flat keyword arguments: ``StudySettings(weighting="matching", ps_truncation=None)``."""
 
     name: str = "default"
+    #: How patients came to their arms: "observational" (clinic records: the arm was chosen, so the
+    #: naive comparison is confounded by indication) or "randomised" (a trial: the arm was assigned
+    #: at random, so baseline differences are chance). The report says which; the analysis is the same.
+    design: Literal["observational", "randomised"] = "observational"
     cohort: CohortSettings = CohortSettings()
     outcomes: OutcomeSettings = OutcomeSettings()
     models: ModelSettings = ModelSettings()

@@ -53,6 +53,7 @@ INSTRUMENTS_CSV = ("instrument,label,rater,score_min,score_max,response_reductio
 
 STUDY = """name = "trial"
 random_seed = 7
+design = "randomised"
 
 [cohort]
 reference_arm = "TAU"
@@ -201,7 +202,7 @@ def test_validate_and_analyze_pass_with_the_trials_covariates_in_the_models(tria
     assert adsl["BASEDTM"].time() == dt.time(9, 0) and adsl["BASEDTM"].date() == adsl["TRTSDTM"].date()
 
 
-def test_the_report_compares_the_two_arms_and_never_says_ketamine(trial):
+def test_the_report_compares_the_two_arms_never_says_ketamine_and_says_randomised(trial):
     text = page_text(trial["report"])
     assert "ketamine" not in text.lower()
     assert "route" not in text.lower()  # the arms compared are arms, not routes of a drug
@@ -216,6 +217,10 @@ def test_the_report_compares_the_two_arms_and_never_says_ketamine(trial):
         assert f" {level} " in cohort
     assert "Not in the export, so not shown: age, sex, prior failed trials, diagnosis" in cohort
     assert "Age, years" not in cohort and "Female" not in cohort
+    # the study declares the trial randomised: the report reads the naive comparison as such
+    assert "These are data from a randomised trial (the study's design)" in text
+    assert "observational clinic data" not in text and "Observational data:" not in text
+    assert "are confounded by indication" not in text and "never read it alone" not in text
 
 
 # ---------------------------------------------------------------------------

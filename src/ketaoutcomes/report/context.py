@@ -192,6 +192,8 @@ def build_context(data: ReportData, *, suppress_small_cells: bool = True) -> dic
         "ref_label": arms.label(arms.reference) if arms.reference else "the reference arm",
         # the study's words: "route" and ketamine only where an arm shown is a ketamine arm
         "ketamine": arms.ketamine, "route": arms.route, "Route": arms.route.capitalize(),
+        # the study's design (a study run before the setting existed: observational, its default)
+        "randomised": (settings.get("design") if isinstance(settings, Mapping) else None) == "randomised",
         "compared": arms.compared_text(),
         "instrument": instrument,
         "adjustment": _adjustment_text(cox_fit, instrument),
