@@ -304,9 +304,12 @@ def _not_compared(table: str) -> set[str]:
 
 
 def _ulps(a: float, b: float) -> str:
-    """How far apart two doubles are, in units in the last place."""
-    if math.isnan(a) or math.isnan(b) or math.isinf(a) or math.isinf(b):
-        return f"stored {a!r}, new {b!r}" if not (math.isfinite(a) and math.isfinite(b)) else ""
+    """How far apart two doubles are, in units in the last place (no value is shown)."""
+    if not (math.isfinite(a) and math.isfinite(b)):
+        def kind(x: float) -> str:
+            return "NaN" if math.isnan(x) else ("inf" if x > 0 else "-inf") if math.isinf(x) else "a finite number"
+
+        return f"stored {kind(a)}, new {kind(b)}"
 
     def ordered(x: float) -> int:
         i = struct.unpack("<q", struct.pack("<d", x))[0]
@@ -441,7 +444,10 @@ def _scratch_dir(keep: Path | None, run_id: str) -> tuple[Path, Path]:
     if target.exists():
         raise ReproduceRefused(f"--keep {keep} already holds {target.name} (an earlier reproduction); remove it or give "
                                "another folder")
-    keep.mkdir(parents=True, exist_ok=True)
+    try:
+        keep.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ReproduceRefused(f"cannot create the --keep folder {keep}: {exc.strerror or exc}") from None
     return keep, target
 
 

@@ -3,8 +3,10 @@ report is reproduced bit for bit; one stored estimate moved by one ulp (numpy.ne
 with its table, key and column; a rolled-back batch, another warehouse, a batch of other content, a
 report without a run record and an edited report are refused in one line, exit 1, nothing compared.
 
-One small report (250 simulated patients, 10 bootstrap replicates, from a study file) is built once;
-two tests re-run its analysis (the fresh one and the tampered one), the refusals stop before that.
+One small report (250 simulated patients, an arms.csv of the export's own, 10 bootstrap replicates,
+from a study file) is built once, and a corrected delivery is loaded after it, so that the run's
+batches are not all the batches of the warehouse. Two tests re-run its analysis (the fresh one and the
+tampered one); the refusals stop before that.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
+import ketaoutcomes.registries
 from ketaoutcomes.cli import app
 from ketaoutcomes.pipeline import ingest_step, rollback_step, run_report
 from ketaoutcomes.report.record import RECORD_OPEN, read_record
@@ -32,11 +35,22 @@ STUDY = "[models]\nbootstrap_replicates = 10\n"
 @pytest.fixture(scope="module")
 def reported(tmp_path_factory) -> dict:
     tmp = tmp_path_factory.mktemp("reproduce")
-    simulate_cohort(SIM, tmp / "export")  # the cohort only: truth.json's estimands are not needed here
+    export = tmp / "export"
+    simulate_cohort(SIM, export)  # the cohort only: truth.json's estimands are not needed here
+    shipped = (Path(ketaoutcomes.registries.__file__).parent / "arms.csv").read_text().splitlines()
+    (export / "arms.csv").write_text("\n".join([shipped[0], *(line.replace(",SSRI,", ",SSRI (any),") for line in
+                                                            shipped if line.startswith("ssri,"))]) + "\n")
     (tmp / "study.toml").write_text(STUDY)
     db, reports = tmp / "w.duckdb", tmp / "reports"
-    outcomes = run_report(db, load_study(tmp / "study.toml"), export_dir=tmp / "export", reports_dir=reports)
+    outcomes = run_report(db, load_study(tmp / "study.toml"), export_dir=export, reports_dir=reports)
     html = Path(outcomes[-1].details["report_path"])
+    later = tmp / "later"  # a correction delivered after the report: not the report's data
+    later.mkdir()
+    scores = (export / "mood_scores.csv").read_text().splitlines()
+    cells = scores[-1].split(",")  # patient_id, assessed_at, instrument, total_score, ...
+    cells[3] = "1.0" if cells[3] != "1.0" else "2.0"
+    (later / "mood_scores.csv").write_text("\n".join([*scores[:-1], ",".join(cells)]) + "\n")
+    ingest_step(db, later)
     return {"db": db, "html": html, "record": read_record(html.read_text())}
 
 
@@ -66,6 +80,9 @@ def test_a_fresh_report_is_reproduced_bit_for_bit(reported, tmp_path):
     scratch = tmp_path / "keep" / f"reproduce-{reported['record']['run_id']}.duckdb"
     got = query_db(scratch, "SELECT batch_id, file_sha256 FROM meta_batches ORDER BY load_seq").rows()
     assert got == [(b["batch_id"], b["sha256"]) for b in reported["record"]["batches"]]
+    assert [b["table"] for b in reported["record"]["batches"]][0] == "arms"  # the export's registry file is a batch
+    assert len(query_db(reported["db"], "SELECT * FROM meta_batches")) == len(got) + 1  # the correction is not
+    assert query_db(scratch, "SELECT label FROM ref_arms WHERE arm = 'ssri'").item() == "SSRI (any)"
     run = query_db(scratch, "SELECT run_id, data_fingerprint, settings_id FROM results_runs").rows()
     assert run == [(reported["record"]["run_id"], reported["record"]["data_fingerprint"],
                     reported["record"]["settings_id"])]

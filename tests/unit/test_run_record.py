@@ -156,3 +156,9 @@ def test_the_record_is_json_a_browser_can_read_from_the_page():
     page = embed_record(PAGE, RECORD)
     start = page.index(RECORD_OPEN) + len(RECORD_OPEN)
     assert json.loads(page[start:page.index("</script>", start)])["run_id"] == "r1"
+
+
+def test_non_finite_values_are_named_by_kind_only():
+    nan, one = pl.DataFrame({"x": [float("nan")]}), pl.DataFrame({"x": [1.0]})
+    assert compare_rows("results_rmst", nan, nan.clone()) is None  # the same NaN is the same bits
+    assert compare_rows("results_rmst", nan, one) == "1 of 1 rows differ (first: column x at row 1; stored NaN, new a finite number)"
