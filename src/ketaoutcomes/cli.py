@@ -84,12 +84,13 @@ def _user_errors() -> tuple[type[Exception], ...]:
     from ketaoutcomes.ingest import IngestError
     from ketaoutcomes.ingest.rollback import RollbackError
     from ketaoutcomes.pipeline import AnalysisNotReady, SimulationRefused
+    from ketaoutcomes.reproduce import ReproduceRefused
     from ketaoutcomes.table_contract import ContractError
     from ketaoutcomes.warehouse import DiskFull, QueryRefused, WarehouseBusy, WarehouseChanged, WarehouseMissing
 
     return (IngestError, AnalysisNotReady, StudyMismatch, StudyFileError, ContractError, WarehouseBusy,
             WarehouseChanged, WarehouseMissing, DiskFull, RollbackError, SimulationRefused, QueryRefused,
-            CommandError, OSError)
+            CommandError, ReproduceRefused, OSError)
 
 
 def _error(text: str) -> None:
@@ -274,6 +275,51 @@ def rollback(
     sys.stdout.write(outcome.message + "\n")
     if outcome.ran:
         err.print("[green]done[/] rollback", highlight=False)
+
+
+#: Exit status of ``reproduce`` when the run was rebuilt and compared, and something differs.
+NOT_REPRODUCED = 3
+
+
+@app.command(help=(
+    "Rebuild the run a report shows from its raw batches, analyse it again with its saved study specification, "
+    "and check that every stored estimate is identical, floats to the last bit.\n\n"
+    "The report's run record (in its <head>) names the analysis run, the batches in force with their content "
+    "hashes, the specification (JSON text and id), the code version, the warehouse, and a digest of every stored "
+    "result. An edited report, a report without a record (rendered before reports carried one), a batch rolled "
+    "back, missing or of other content, or a warehouse without the run is refused: one line, exit 1, nothing "
+    "compared.\n\n"
+    "Otherwise a scratch warehouse (a temporary folder, removed; --keep DIR keeps it) gets the raw rows of exactly "
+    "those batches in their load order, registry files included; stg_* and the registries are rebuilt from them, "
+    "then validated and analysed as `analyze` does. Each ad_* and results_* table of the run is compared row by row, "
+    "column by column: one line per table, 'identical (N rows)' or what differs (rows, first differing column and "
+    "key). Not compared: run_id and settings_id in every table, and started_at, seconds and code_version of "
+    "results_runs (a code version other than the report's is said first). Exit 0 when every table is identical, "
+    f"{NOT_REPRODUCED} when one differs (or the stored rows changed since the report was rendered), with a one-line "
+    "summary."))
+def reproduce(
+    report: Annotated[Path, typer.Argument(help="The report's HTML file (reports/ketaoutcomes-<study>.html).")],
+    db: Annotated[Optional[Path], typer.Option("--db", help="The warehouse to rebuild from. Default: the one the report's run record names ($KETAOUTCOMES_DB is not read: the report names its warehouse).")] = None,
+    keep: Annotated[Optional[Path], typer.Option("--keep", help="Keep the scratch warehouse in this folder, as reproduce-<run_id>.duckdb (to query it). Default: a temporary folder, removed at the end.")] = None,
+) -> None:
+    """Rebuild a report's run and compare every stored estimate (help text: the decorator's)."""
+    from ketaoutcomes.reproduce import reproduce_report
+
+    def say(line: str) -> None:
+        sys.stdout.write(line + "\n")
+        sys.stdout.flush()
+
+    with _errors(), _progress() as progress:
+        result = reproduce_report(report, db=None if db is None else db.resolve(), keep=keep, say=say,
+                                  progress=progress)
+    for line in [*(c.line() for c in result.checks), *result.problems]:
+        say(line)
+    if result.scratch is not None:
+        err.print(f"scratch warehouse kept: {result.scratch}", markup=False, highlight=False, soft_wrap=True)
+    if not result.identical:
+        _error(result.summary())
+        raise typer.Exit(NOT_REPRODUCED)
+    say(result.summary())
 
 
 @app.command()

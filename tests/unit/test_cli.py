@@ -10,7 +10,7 @@ from ketaoutcomes.docs import data_dictionary
 from tests.conftest import TINY, write_export
 
 runner = CliRunner()
-VERBS = ["simulate", "ingest", "validate", "analyze", "report", "rollback", "query", "study", "dictionary"]
+VERBS = ["simulate", "ingest", "validate", "analyze", "report", "rollback", "query", "study", "dictionary", "reproduce"]
 
 
 @pytest.mark.parametrize("verb", VERBS)

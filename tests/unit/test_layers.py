@@ -30,10 +30,11 @@ LAYERS: tuple[frozenset[str], ...] = (
     frozenset({"report"}),
     frozenset({"step_records"}),
     frozenset({"pipeline"}),
+    frozenset({"reproduce"}),
     frozenset({"cli", "__main__", "flows"}),
 )
 #: Layers whose top-level packages may import each other (the bottom one is a set of small leaves).
-SHARED_LAYERS = {0, 3, 7}
+SHARED_LAYERS = {0, 3, 8}
 MAX_LINES = 800
 
 

@@ -82,6 +82,8 @@ class ReportData:
     #: the ketamine arms of the registries in force (registry is_ketamine): the report speaks of routes
     #: and of ketamine only when an arm it shows is one; None: not known (it does)
     ketamine_arms: frozenset[str] | None = None
+    #: the run record embedded in the page for ``reproduce`` (:mod:`ketaoutcomes.report.record`); None: none
+    run_record: Mapping[str, Any] | None = None
 
     def table(self, name: str) -> pl.DataFrame:
         """The result table ``name`` of the run (an empty frame when it is absent)."""

@@ -3,7 +3,9 @@
 This is the report's SQL: every ``ad_*`` / ``results_*`` table of the run (by ``run_id``,
 without ``run_id`` / ``settings_id``), the latest validation, the batches, quarantine and
 data-quality checks of the loads in force, the arm labels of the registries in force
-(table ``ref_arms``), the run's provenance and notes, and a synthetic cohort's truth.json.
+(table ``ref_arms``), the run's provenance and notes, and a synthetic cohort's truth.json; and
+from them the run record the page carries (:mod:`ketaoutcomes.report.record`), which the
+provenance section says in words.
 Which run to report is the caller's choice (:func:`ketaoutcomes.pipeline.render_step` takes the
 latest analysis of the current data with the study's settings).
 """
@@ -23,6 +25,7 @@ from ketaoutcomes.notes import notes_from_json
 from ketaoutcomes.registries import load_registries
 from ketaoutcomes.report.context import ReportData
 from ketaoutcomes.report.inputs import latest_validation_run, quarantine_summary, truth_file
+from ketaoutcomes.report.record import results_digest, run_record
 from ketaoutcomes.settings import StudySettings
 from ketaoutcomes.warehouse import fetch
 
@@ -82,11 +85,13 @@ def load_report_data(con: duckdb.DuckDBPyConnection, study: StudySettings, run_i
     val_last = latest_validation_run(con)
     validation = fetch(con, "SELECT * EXCLUDE (run_id, fingerprint) FROM validation_results WHERE run_id = ?",
                        [val_last]) if val_last is not None else pl.DataFrame()
+    tables, batches = run_tables(con, run_id), fetch(con, "SELECT * FROM meta_batches ORDER BY load_seq")
+    record = run_record(run, batches, tables, study=study.name, warehouse=str(Path(warehouse).resolve()))
     return ReportData(
         title=f"ketaoutcomes: {study.name}",
-        tables=run_tables(con, run_id),
+        tables=tables,
         validation=validation,
-        batches=fetch(con, "SELECT * FROM meta_batches ORDER BY load_seq"),
+        batches=batches,
         quarantine_summary=quarantine_summary(con),
         # the checks of the loads in force: batches that still contribute rows to stg_*, and each
         # table's latest batch (even one whose every row was quarantined)
@@ -101,10 +106,28 @@ def load_report_data(con: duckdb.DuckDBPyConnection, study: StudySettings, run_i
             "analysis_started_at": str(run["started_at"]), "analysis_seconds": round(run["seconds"], 2),
             "warehouse": str(Path(warehouse).resolve()), "instrument": study.cohort.instrument,
             "reference_arm": study.cohort.reference_arm, "alpha": study.models.alpha,
+            **_record_in_words(record),
         },
         notes=tuple(notes_from_json(json.loads(run["notes"]), ENDPOINTS)),
         truth=_truth(truth_file(con, truth_path)),
         arm_labels=arm_labels(con),
         ketamine_arms=frozenset(k for k, a in load_registries_from_warehouse(con).arms.items() if a.is_ketamine),
         small_cell_max=study.report.small_cell_max,
+        run_record=record,
     )
+
+
+def _record_in_words(record: dict) -> dict:
+    """What the page's run record holds, for the provenance table: each batch in force with its file,
+    content hash and rows, the digest of the stored results, and the command that checks them."""
+    files = {b["batch_id"]: f"{Path(str(b['file'])).name}, sha256 {b['sha256']}, {b['rows']:,} rows loaded"
+             if b["rows"] is not None else f"{b['file']}, sha256 {b['sha256']}" for b in record["batches"]}
+    n_rows = sum(t["rows"] for t in record["results"].values())
+    return {
+        "batch files": files or "(none)",
+        "results digest": f"sha256 {results_digest(record['results'])} of {len(record['results'])} tables "
+                          f"({n_rows:,} rows; per table and column in the run record in this page's head)",
+        "reproduce": f"python -m ketaoutcomes reproduce ketaoutcomes-{record['study']}.html: rebuilds these batches "
+                     "in a scratch warehouse, re-runs the analysis with these settings and compares every result "
+                     "bit for bit",
+    }

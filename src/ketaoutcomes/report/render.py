@@ -17,7 +17,9 @@ Conventions, each visible in the report itself:
   CIs are never suppressed. Primary suppression only (see the report footer);
 * an empty frame, or an endpoint without rows, renders "not estimable: <reason>"
   with the reason taken from the analysis notes when one names it;
-* nothing depends on the clock: the same data give the same bytes.
+* nothing depends on the clock: the same data give the same bytes;
+* the page carries its run record (``ReportData.run_record``) in its ``<head>``, checked by
+  ``python -m ketaoutcomes reproduce`` (:mod:`ketaoutcomes.report.record`).
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from pathlib import Path
 import jinja2
 
 from ketaoutcomes.report.context import ReportData, build_context
+from ketaoutcomes.report.record import embed_record, record_script
 
 __all__ = ["render_html", "render_report"]
 
@@ -50,7 +53,9 @@ def _environment() -> jinja2.Environment:
 def render_html(data: ReportData, *, suppress_small_cells: bool = True) -> str:
     """The report as one HTML string (what :func:`render_report` writes)."""
     ctx = build_context(data, suppress_small_cells=suppress_small_cells)
-    return _environment().get_template(TEMPLATE_NAME).render(**ctx)
+    ctx["run_record"] = record_script() if data.run_record is not None else ""
+    html = _environment().get_template(TEMPLATE_NAME).render(**ctx)
+    return embed_record(html, data.run_record) if data.run_record is not None else html
 
 
 def render_report(data: ReportData, out_path: Path, *, suppress_small_cells: bool = True) -> Path:
