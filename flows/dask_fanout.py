@@ -34,7 +34,7 @@ from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
 from prefect_dask import DaskTaskRunner
 
-from ketaoutcomes.analysis.common import FanOut, Pending, Submit
+from ketaoutcomes.analysis.common import FanOut, Pending, Submit, run_unit
 from ketaoutcomes.settings import ExecutionSettings
 
 __all__ = ["FANOUT_FLOW_NAME", "dask_fan_out", "prefect_submit", "task_runner"]
@@ -59,11 +59,12 @@ def task_runner(settings: ExecutionSettings) -> DaskTaskRunner:
 
 def prefect_submit(fn: Callable[..., Any], /, **kwargs: Any) -> Pending:
     """The :data:`~ketaoutcomes.analysis.common.Submit` of the fan-out: ``fn(**kwargs)`` as a Prefect
-    task submitted to the running flow's task runner; its future's ``result()`` is the unit's result
-    (or raises its exception). ``fn`` is a module-level function of the package, so a worker imports
-    it by name rather than receiving its code."""
+    task submitted to the running flow's task runner, run as in a serial run (:func:`run_unit`: one
+    BLAS thread); its future's ``result()`` is the unit's result (or raises its exception). ``fn`` is
+    a module-level function of the package, so a worker imports it by name rather than receiving its
+    code."""
     label = "-".join([fn.__name__, *(v for v in kwargs.values() if isinstance(v, str))])
-    return task(fn, name=fn.__name__, task_run_name=label, **_UNIT_TASK).submit(**kwargs)
+    return task(run_unit, name=fn.__name__, task_run_name=label, **_UNIT_TASK).submit(fn=fn, kwargs=kwargs)
 
 
 def dask_fan_out(settings: ExecutionSettings) -> FanOut:

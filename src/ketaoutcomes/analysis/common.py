@@ -14,7 +14,7 @@ from ketaoutcomes.notes import Note
 from ketaoutcomes.settings import StudySettings
 
 __all__ = ["CATEGORICAL", "Done", "FanOut", "ModelTerms", "Pending", "StepResult", "Submit", "arms_of",
-           "categorical_references", "is_categorical", "model_frame", "reference_level", "run_now", "serial", "stack",
+           "categorical_references", "is_categorical", "model_frame", "reference_level", "run_now", "run_unit", "serial", "stack",
            "with_arm_labels", "with_terms"]
 
 
@@ -60,9 +60,20 @@ class Done:
         return self.value
 
 
+def run_unit(fn: Callable[..., Any], kwargs: Mapping[str, Any]) -> Any:
+    """``fn(**kwargs)``, one unit of work, with one BLAS thread: OpenBLAS splits a sum (a dot
+    product, a least-squares solve) across its threads, so a fit's last digits would depend on how
+    many cores the machine running the unit has; with one thread they are the same on every machine,
+    here or on a Dask worker. The thread counts in force before are restored after."""
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(limits=1, user_api="blas"):
+        return fn(**kwargs)
+
+
 def run_now(fn: Callable[..., Any], /, **kwargs: Any) -> Done:
-    """The serial :data:`Submit`: ``fn(**kwargs)`` here, at once."""
-    return Done(fn(**kwargs))
+    """The serial :data:`Submit`: ``fn(**kwargs)`` here, at once (:func:`run_unit`)."""
+    return Done(run_unit(fn, kwargs))
 
 
 #: How a whole analysis runs its units: ``fan_out(body)`` calls ``body(submit)`` with the :data:`Submit`

@@ -22,6 +22,11 @@
   read off the weighted curves (share with the event by fixed days, median, restricted mean),
   with person-level bootstrap intervals (:mod:`ketaoutcomes.analysis.contrasts`), and the
   E-values of the risk ratios and the weighted HR (:mod:`ketaoutcomes.analysis.evalues`).
+
+The work is split into units, pure functions of frames that can run anywhere:
+:func:`endpoint_models` (one endpoint's models) and :func:`route_comparison` (one route's
+propensity-score comparison and contrasts); :func:`analyze` submits them and puts their results
+together in a fixed order (docs/scaling.md).
 """
 
 from __future__ import annotations
@@ -179,7 +184,7 @@ def endpoint_models(frame: pl.DataFrame, paramcd: str, study: StudySettings, vis
     log-rank, Cox models, PH test, restricted mean time and, with ``visits``, the discrete-time
     sensitivity analysis. Pure: a unit of work that runs anywhere (``analyze``'s ``submit``)."""
     ep = ENDPOINTS[paramcd]
-    km, med, rmst, lr, ph, disc, notes = [], [], [], [], [], [], []
+    km, med, rmst, lr, ph, disc = [], [], [], [], [], []
     if ep.runs("km") or ep.runs("rmst"):
         k = kaplan_meier(frame, time="AVAL", event="EVENT", group="ARM", alpha=study.models.alpha)
         if ep.runs("km"):
