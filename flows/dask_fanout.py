@@ -27,11 +27,14 @@ from __future__ import annotations
 
 from flows import _env  # noqa: F401  (must precede the prefect import)
 
+import contextlib
+import logging
 from collections.abc import Callable
 from typing import Any
 
 from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
+from prefect.settings import PREFECT_API_URL, temporary_settings
 from prefect_dask import DaskTaskRunner
 
 from ketaoutcomes.analysis.common import FanOut, Pending, Submit, run_unit
@@ -75,11 +78,30 @@ def dask_fan_out(settings: ExecutionSettings) -> FanOut:
         raise ValueError(f"dask_fan_out needs executor dask, not {settings.executor!r}")
 
     def fan_out(body: Callable[[Submit], Any]) -> Any:
+        # Dask's own log: its INFO chatter, and the tracebacks it logs (as INFO) and warnings when a local
+        # cluster's connections close at the end of a run, say nothing about the run; a unit that fails
+        # fails its task, the flow and this call with its own error.
+        logging.getLogger("distributed").setLevel(logging.ERROR)
+
         @flow(name=FANOUT_FLOW_NAME, task_runner=task_runner(settings), persist_result=False,
               validate_parameters=False, log_prints=False)
         def analysis_fanout() -> Any:
             return body(prefect_submit)
 
-        return analysis_fanout()
+        with _api_for_workers():
+            return analysis_fanout()
 
     return fan_out
+
+
+def _api_for_workers() -> contextlib.AbstractContextManager:
+    """With no ``PREFECT_API_URL`` (a CLI run), Prefect starts a temporary API server in this process
+    only: a worker, another process, would start one of its own (some 20 s each, measured). So the
+    temporary server is started here and named to the workers, for the run."""
+    if PREFECT_API_URL.value():
+        return contextlib.nullcontext()
+    from prefect.server.api.server import SubprocessASGIServer
+
+    server = SubprocessASGIServer()
+    server.start()  # started once a process; stopped when it exits
+    return temporary_settings(updates={PREFECT_API_URL: server.api_url})
