@@ -72,6 +72,11 @@ def _fan_out():
                            f"{EXECUTION_ENV['executor']}")
 
     def fan_out(body):
+        import os
+
+        # the command speaks in its own lines (an error in one): Prefect's log of the flow, and of a unit
+        # that failed with its traceback, stays out of them unless asked for (PREFECT_LOGGING_LEVEL)
+        os.environ.setdefault("PREFECT_LOGGING_LEVEL", "CRITICAL")
         from flows.dask_fanout import dask_fan_out
 
         return dask_fan_out(settings)(body)
