@@ -42,7 +42,7 @@ from prefect.cache_policies import NO_CACHE
 
 import ketaoutcomes.pipeline as steps
 from ketaoutcomes.report import digest
-from ketaoutcomes.settings import SimulationSettings, StudySettings, default_db_path
+from ketaoutcomes.settings import SimulationSettings, StudySettings, default_db_path, execution_settings
 from ketaoutcomes.settings import load_study as settings_load_study
 from ketaoutcomes.warehouse import WarehouseBusy, WarehouseChanged
 
@@ -185,8 +185,17 @@ def validate_task(db: Path, force: bool = True) -> steps.StepOutcome:
 @task(name="analyze", **_TRANSIENT_TASK)
 def analyze_task(db: Path, study: StudySettings) -> steps.StepOutcome:
     """Derive ad_adsl/ad_adtte and fit the survival models (results_*), unless the analysis of this
-    data, study and code is there already (``force=False``: nothing is re-run)."""
-    return _log_outcome(steps.analyze_step(Path(db), study, force=False))
+    data, study and code is there already (``force=False``: nothing is re-run). With
+    ``$KETAOUTCOMES_EXECUTOR=dask`` the analysis's units run as the subflow
+    ``ketaoutcomes-analysis-fanout`` on a Dask cluster (:mod:`flows.dask_fanout`, docs/scaling.md);
+    this task still writes every result, in one write session."""
+    execution = execution_settings()
+    fan_out = None
+    if execution.executor == "dask":
+        from flows.dask_fanout import dask_fan_out  # distributed: imported when used
+
+        fan_out = dask_fan_out(execution)
+    return _log_outcome(steps.analyze_step(Path(db), study, force=False, fan_out=fan_out))
 
 
 @task(name="render", **_TRANSIENT_TASK)
@@ -287,6 +296,7 @@ def analysis_flow(db: str | None = None, study_file: str | None = None, reports_
     Returns the report path (str).
     """
     study = load_study(study_file)  # a bad study file fails the flow before any step runs
+    execution_settings()  # and so does a bad $KETAOUTCOMES_EXECUTOR (or another variable of docs/scaling.md)
     db_path = _path(db, default_db_path())
     reports = _path(reports_dir, steps.default_reports_dir())
     plan = steps.plan_run(db_path, embedded_default=False)  # the analysis never makes up data
@@ -325,6 +335,7 @@ def ketaoutcomes_pipeline(
     # validate every input before any step runs
     sim = _simulation(n_patients, seed)
     load_study(study_file)
+    execution_settings()
     db_path = _path(db, default_db_path())
     asked = n_patients is not None or seed is not None
     plan = steps.plan_run(db_path, export_dir=_path(export_dir, None), sim=sim, simulate=asked)

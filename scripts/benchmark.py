@@ -6,6 +6,7 @@ Usage (from the checkout)::
     uv run python scripts/benchmark.py                 # default cohort + 100,000 patients
     uv run python scripts/benchmark.py --patients 20000 --skip-default
     uv run python scripts/benchmark.py --only-default --repeat 3   # the main command: from scratch, then unchanged
+    uv run python scripts/benchmark.py --dask 5000      # the analysis fan-out: serial vs Dask, 1 and 2 workers
 
 Each measured command runs in its own process under a small wrapper, so its
 peak RSS is its own, in a scratch folder that holds its own data/ and reports/. Prints a Markdown table.
@@ -88,7 +89,14 @@ def main() -> None:
                     help="steps after simulate + ingest to measure (comma-separated; empty for ingest only)")
     ap.add_argument("--only-default", action="store_true", help="only the README main command on the default cohort")
     ap.add_argument("--repeat", type=int, default=1, help="times to run the main command again with nothing changed")
+    ap.add_argument("--dask", type=int, metavar="N", help="instead: the analysis of N patients serially and on Dask "
+                    "with 1 and 2 workers (scripts/bench_fanout.py)")
     args = ap.parse_args()
+    if args.dask:
+        from bench_fanout import main as bench_fanout
+
+        bench_fanout(args.dask, bootstrap=200)
+        return
     results = {}
     cohorts = ([] if args.skip_default else [("default", None)])
     if not args.only_default:

@@ -16,7 +16,8 @@ from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-from ketaoutcomes.settings import DB_ENV, SimulationSettings, StudySettings, default_db_path, home_db_path, load_study
+from ketaoutcomes.settings import (DB_ENV, EXECUTION_ENV, SimulationSettings, StudySettings, default_db_path,
+                                   execution_settings, home_db_path, load_study)
 
 app = typer.Typer(
     add_completion=False,
@@ -51,6 +52,36 @@ StudyOption = Annotated[
 
 def _db(db: Path | None) -> Path:
     return (db or default_db_path()).resolve()
+
+
+def _fan_out():
+    """Where the analysis's units of work run, from $KETAOUTCOMES_EXECUTOR and the other variables of
+    docs/scaling.md: None (here, one after the other), or on a Dask cluster through the Prefect flow of
+    flows/dask_fanout.py (imported when an analysis runs: an up-to-date report imports no Prefect)."""
+    import importlib.util
+
+    try:
+        settings = execution_settings()
+    except ValueError as exc:
+        raise CommandError(str(exc)) from None
+    if settings.executor == "serial":
+        return None
+    if importlib.util.find_spec("flows") is None or importlib.util.find_spec("flows.dask_fanout") is None:
+        raise CommandError(f"{EXECUTION_ENV['executor']}=dask runs the analysis through flows/dask_fanout.py of the "
+                           "ketaoutcomes checkout: run the command from the checkout's folder, or unset "
+                           f"{EXECUTION_ENV['executor']}")
+
+    def fan_out(body):
+        import os
+
+        # the command speaks in its own lines (an error in one): Prefect's log of the flow, and of a unit
+        # that failed with its traceback, stays out of them unless asked for (PREFECT_LOGGING_LEVEL)
+        os.environ.setdefault("PREFECT_LOGGING_LEVEL", "CRITICAL")
+        from flows.dask_fanout import dask_fan_out
+
+        return dask_fan_out(settings)(body)
+
+    return fan_out
 
 
 class CommandError(ValueError):
@@ -205,12 +236,14 @@ def analyze(db: DbOption = None, study: StudyOption = None) -> None:
     """Derive the analysis datasets and fit KM, log-rank and Cox models; results go to results_* tables.
 
     Validates first if the data or the code changed since the last validation: only data that
-    passed the current suites is analysed."""
+    passed the current suites is analysed. With $KETAOUTCOMES_EXECUTOR=dask (from the checkout) the
+    analysis's units run as Prefect tasks on a Dask cluster: $KETAOUTCOMES_DASK_ADDRESS, else a local
+    one of $KETAOUTCOMES_DASK_WORKERS processes (default 2); the results are the same (docs/scaling.md)."""
     from ketaoutcomes.pipeline import run_report
 
     with _errors(), _progress() as progress:
         run_report(_db(db), _study(study), through="analyze", embedded_default=False, force=("analyze",),
-                   progress=progress, on_step=_say)
+                   progress=progress, on_step=_say, fan_out=_fan_out())
 
 
 @app.command(help=(
@@ -244,7 +277,8 @@ def report(
         if given:  # never ignored: the warehouse must be empty or hold this very cohort
             check_cohort_fits(dbp, synthetic_export_dir(sim, dbp))
         outcomes = run_report(dbp, _study(study), sim=sim, export_dir=export_dir, reports_dir=reports_dir,
-                              embedded_default=dbp == home_db_path().resolve(), progress=progress, on_step=_say)
+                              embedded_default=dbp == home_db_path().resolve(), progress=progress, on_step=_say,
+                              fan_out=_fan_out())
     out.print(f"report:    {outcomes[-1].details['report_path']}", markup=False, highlight=False, soft_wrap=True)
     out.print(f"warehouse: {dbp}", markup=False, highlight=False, soft_wrap=True)
 

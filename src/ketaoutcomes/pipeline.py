@@ -29,7 +29,7 @@ import time
 from collections.abc import Callable, Collection
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import duckdb
 import polars as pl
@@ -45,6 +45,9 @@ from ketaoutcomes.table_contract import ContractError, TableContract, col
 from ketaoutcomes.warehouse import append_frame, fetch, fetch_rows, read_connection, table_exists, write_session
 from ketaoutcomes.warehouse import write_table
 from ketaoutcomes.warehouse import create_latest_views
+
+if TYPE_CHECKING:
+    from ketaoutcomes.analysis.common import FanOut
 
 __all__ = [
     "StepOutcome",
@@ -310,7 +313,8 @@ def output_contracts() -> dict[str, TableContract]:
 
 
 def analyze_step(db: Path, study: StudySettings, *, force: bool = True,
-                 snapshot: list[duckdb.DuckDBPyConnection] | None = None) -> StepOutcome:
+                 snapshot: list[duckdb.DuckDBPyConnection] | None = None, fan_out: FanOut | None = None
+                 ) -> StepOutcome:
     """Derive ADSL/ADTTE, fit KM, log-rank and Cox models, store everything with its provenance.
 
     One analysis sees one snapshot from start to end: the validation status it checks, and the
@@ -329,6 +333,10 @@ def analyze_step(db: Path, study: StudySettings, *, force: bool = True,
     ``snapshot``: a list that gets a read-only connection to the snapshot this step publishes (its
     analysis and the data it analysed, whatever is published after it), for the report to render
     exactly that (:func:`run_report`); the caller closes it.
+
+    ``fan_out``: how the analysis's units of work run (:data:`ketaoutcomes.analysis.common.FanOut`;
+    None: here, one after the other; ``flows.dask_fanout.dask_fan_out``: as Prefect tasks on a Dask
+    cluster, docs/scaling.md). Their results come back here, and this one process writes them.
     """
     if not force and (run_id := fresh_state(db, study)["analysis"]):  # read-only, as validate_step's
         return StepOutcome("analyze", False, f"analysis {run_id} is up to date", {"run_id": run_id})
@@ -349,7 +357,7 @@ def analyze_step(db: Path, study: StudySettings, *, force: bool = True,
             if status != "ok":
                 raise AnalysisNotReady("the data in the warehouse has failed validation; run `python -m ketaoutcomes "
                                        "validate` and fix what it reports")
-            outcome = _analyze(con, study, fp_data, force=force)
+            outcome = _analyze(con, study, fp_data, force=force, fan_out=fan_out)
     if failed is not None:
         raise ValidationFailed(failed)
     if validated is None:
@@ -359,9 +367,10 @@ def analyze_step(db: Path, study: StudySettings, *, force: bool = True,
                        {**outcome.details, "validated": validated.details})
 
 
-def _analyze(con, study: StudySettings, fp_data: str, *, force: bool) -> StepOutcome:
+def _analyze(con, study: StudySettings, fp_data: str, *, force: bool, fan_out: FanOut | None = None) -> StepOutcome:
     """The analysis of the validated data behind ``con`` (a write session)."""
     from ketaoutcomes.analysis import run_study  # statsmodels: imported when needed
+    from ketaoutcomes.analysis.common import serial
 
     started, t0 = _wall_clock(), time.perf_counter()
     fp = step_hash(fp_data, study.settings_id, code_version())
@@ -369,7 +378,8 @@ def _analyze(con, study: StudySettings, fp_data: str, *, force: bool) -> StepOut
     if not force and last_step(con, "analyze", fp) is not None:
         return StepOutcome("analyze", False, f"analysis {run_id} is up to date", {"run_id": run_id})
     registries = load_registries_from_warehouse(con)
-    result = run_study(_staged(con), registries=registries, study=study)
+    staged = _staged(con)
+    result = (fan_out or serial)(lambda submit: run_study(staged, registries=registries, study=study, submit=submit))
     tag = [pl.lit(run_id).alias("run_id"), pl.lit(study.settings_id).alias("settings_id")]
     # Analysis datasets are kept per run like the results: several studies
     # (different instruments or thresholds) share one warehouse.
@@ -690,6 +700,7 @@ def run_report(
     through: str = "render",
     embedded_default: bool = True,
     force: Collection[str] = (),
+    fan_out: FanOut | None = None,
 ) -> list[StepOutcome]:
     """Run the steps of :func:`plan_run` up to ``through`` (default: render the report); each
     skips itself when up to date, unless named in ``force``: with nothing changed, nothing is
@@ -699,7 +710,7 @@ def run_report(
     the seeded synthetic cohort ``sim`` (default :class:`SimulationSettings`) is
     written to :func:`synthetic_export_dir` (data/synthetic/default for the default
     cohort in the default warehouse) and ingested. With data already in the
-    warehouse and no ``export_dir``, nothing is ingested.
+    warehouse and no ``export_dir``, nothing is ingested. ``fan_out``: as :func:`analyze_step`'s.
     """
     plan = plan_run(db, export_dir=export_dir, sim=sim, through=through, embedded_default=embedded_default)
     if "analyze" in plan.steps and (plan.export_dir is not None or "analyze" in force
@@ -712,7 +723,7 @@ def run_report(
         "simulate": lambda: simulate_step(plan.sim, plan.export_dir, progress=progress),
         "ingest": lambda: ingest_step(db, plan.export_dir, progress=progress),
         "validate": lambda: validate_step(db, force="validate" in force),
-        "analyze": lambda: analyze_step(db, study, force="analyze" in force, snapshot=snapshot),
+        "analyze": lambda: analyze_step(db, study, force="analyze" in force, snapshot=snapshot, fan_out=fan_out),
         "render": lambda: render_step(db, study, reports_dir or default_reports_dir(),
                                       run_id=outcomes[-1].details.get("run_id") if snapshot else None,
                                       snapshot=snapshot[-1] if snapshot else None, force="render" in force),

@@ -24,6 +24,8 @@ from ketaoutcomes.suggest import closest, did_you_mean
 __all__ = [
     "DB_ENV",
     "CohortSettings",
+    "EXECUTION_ENV",
+    "ExecutionSettings",
     "ExtraCovariate",
     "GROUPS",
     "ModelSettings",
@@ -35,6 +37,7 @@ __all__ = [
     "SimulationSettings",
     "StudySettings",
     "default_db_path",
+    "execution_settings",
     "home_db_path",
     "load_study",
     "project_root",
@@ -79,6 +82,58 @@ class _Frozen(BaseModel):
     @property
     def settings_id(self) -> str:
         return hashlib.sha256(self.canonical_json().encode()).hexdigest()[:12]
+
+
+#: The environment variables of :class:`ExecutionSettings`, by field.
+EXECUTION_ENV = {"executor": "KETAOUTCOMES_EXECUTOR", "address": "KETAOUTCOMES_DASK_ADDRESS",
+                 "n_workers": "KETAOUTCOMES_DASK_WORKERS", "threads_per_worker": "KETAOUTCOMES_DASK_THREADS"}
+
+
+class ExecutionSettings(_Frozen):
+    """Where the analysis's units of work run (docs/scaling.md): ``serial`` (the default: here, one
+    after the other) or ``dask`` (as Prefect tasks on a Dask cluster: the scheduler at ``address``,
+    else a local cluster of ``n_workers`` processes of ``threads_per_worker`` threads, started for the
+    run). Not a study setting: the results are the same either way, so it is in no ``settings_id``.
+    """
+
+    executor: Literal["serial", "dask"] = "serial"
+    address: str | None = Field(default=None, pattern=r"^([a-z]+://)?[A-Za-z0-9_.\-\[\]:]+:[0-9]{1,5}$")
+    n_workers: int = Field(default=2, ge=1, le=256)
+    threads_per_worker: int = Field(default=1, ge=1, le=64)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "ExecutionSettings":
+        given = self.model_fields_set - {"executor"}
+        if self.executor == "serial" and given:
+            raise ValueError(f"{', '.join(EXECUTION_ENV[f] for f in sorted(given))} given, but "
+                             f"{EXECUTION_ENV['executor']} is not dask: set {EXECUTION_ENV['executor']}=dask, or unset them")
+        if self.address is not None and given & {"n_workers", "threads_per_worker"}:
+            raise ValueError(f"{EXECUTION_ENV['address']} names a running cluster, which has its own workers: unset "
+                             f"{' and '.join(EXECUTION_ENV[f] for f in sorted(given - {'address'}))}")
+        return self
+
+
+def execution_settings(environ: dict[str, str] | None = None) -> ExecutionSettings:
+    """:class:`ExecutionSettings` from the environment (:data:`EXECUTION_ENV`; an unset or empty
+    variable keeps the default).
+
+    Raises
+    ------
+    ValueError
+        A value that does not fit, in one line naming the variable and what it takes.
+    """
+    env = os.environ if environ is None else environ
+    given = {f: env[v].strip() for f, v in EXECUTION_ENV.items() if env.get(v, "").strip()}
+    try:
+        return ExecutionSettings(**given)
+    except ValidationError as exc:
+        problems = []
+        for e in exc.errors():
+            field = str(e["loc"][0]) if e["loc"] else None
+            what = {"literal_error": "serial or dask", "string_pattern_mismatch": "a scheduler address such as "
+                    "tcp://scheduler.example:8786"}.get(e["type"], e["msg"].removeprefix("Value error, "))
+            problems.append(f"{EXECUTION_ENV[field]}={given[field]!r}: {what}" if field else what)
+        raise ValueError("; ".join(problems)) from None
 
 
 class SimulationSettings(_Frozen):

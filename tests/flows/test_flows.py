@@ -347,6 +347,14 @@ def test_bad_parameters_fail_before_any_step(prefect_harness, tmp_path, monkeypa
     state = fp.ketaoutcomes_pipeline(export_dir=str(tmp_path), study_file=str(bad_study), return_state=True)
     assert state.is_failed() and "strata" in state.message
 
+    # where the analysis runs (docs/scaling.md) is checked before any step too, in both flows
+    monkeypatch.setenv("KETAOUTCOMES_EXECUTOR", "dask")
+    monkeypatch.setenv("KETAOUTCOMES_DASK_WORKERS", "0")
+    state = fp.ketaoutcomes_pipeline(export_dir=str(tmp_path), return_state=True)
+    assert state.is_failed() and "KETAOUTCOMES_DASK_WORKERS='0'" in state.message
+    state = fp.analysis_flow(db=str(tmp_path / "w.duckdb"), return_state=True)
+    assert state.is_failed() and "KETAOUTCOMES_DASK_WORKERS='0'" in state.message
+
 
 # --------------------------------------------------------------------------- what the nightly ingest loads
 

@@ -27,7 +27,7 @@ from collections.abc import Mapping
 import polars as pl
 
 from ketaoutcomes.analysis.checks import EmptyPopulation, StudyMismatch, check_population, check_study
-from ketaoutcomes.analysis.common import StepResult, with_arm_labels
+from ketaoutcomes.analysis.common import StepResult, Submit, run_now, with_arm_labels
 from ketaoutcomes.analysis.main import analyze
 from ketaoutcomes.analysis.modifiers import modifier_analyses
 from ketaoutcomes.analysis.propensity import preference_histogram
@@ -43,12 +43,19 @@ __all__ = ["EmptyPopulation", "RELAPSE_STATES", "StepResult", "StudyMismatch", "
            "secondary_analyses"]
 
 
-def run_study(staged: Mapping[str, pl.DataFrame], *, registries: Registries, study: StudySettings) -> StepResult:
+def run_study(staged: Mapping[str, pl.DataFrame], *, registries: Registries, study: StudySettings,
+              submit: Submit = run_now) -> StepResult:
     """The whole analysis of one study on the staged tables (``patients``, ``courses``,
     ``sessions``, ``adverse_events``, ``mood_scores``): the analysis datasets (``ad_adsl``,
     ``ad_adtte``, ``results_attrition``) and every step's results, with all their notes in order.
     Every table with an ``arm`` code gains its ``arm_label`` from ``registries`` (those in force in
     the warehouse, an export's arms.csv included).
+
+    Derivation runs here; the analysis is a fan-out of units of work, each a pure function of frames
+    (the secondary, relapse and modifier steps, and :func:`~ketaoutcomes.analysis.main.analyze`'s per
+    endpoint and per endpoint and route), run by ``submit`` (default: here, one after the other) and
+    put together in a fixed order: the result is the same, table for table and row for row, however
+    they ran (docs/scaling.md).
 
     Raises
     ------
@@ -65,11 +72,15 @@ def run_study(staged: Mapping[str, pl.DataFrame], *, registries: Registries, stu
     derived = StepResult({"ad_adsl": stored_adsl(d.adsl, study), "ad_adtte": d.adtte,
                           "results_attrition": d.attrition}, d.notes)
     ketamine = [k for k, a in registries.arms.items() if a.is_ketamine]
-    result = (derived
-            + analyze(d.adsl, d.adtte, study=study, visits=d.visits)
-            + secondary_analyses(d.adsl, staged["mood_scores"], staged["sessions"], staged["adverse_events"],
-                                 staged["courses"], study=study)
-            + relapse_analyses(d.adsl, d.adtte, staged["sessions"], study=study)
-            + modifier_analyses(d.adsl, d.adtte, staged["sessions"], staged["courses"], study=study,
-                                ketamine_arms=ketamine))
+    # submitted first: the secondary step (the mixed model) is the longest unit
+    others = [
+        submit(secondary_analyses, adsl=d.adsl, scores=staged["mood_scores"], sessions=staged["sessions"],
+               adverse_events=staged["adverse_events"], courses=staged["courses"], study=study),
+        submit(relapse_analyses, adsl=d.adsl, adtte=d.adtte, sessions=staged["sessions"], study=study),
+        submit(modifier_analyses, adsl=d.adsl, adtte=d.adtte, sessions=staged["sessions"], courses=staged["courses"],
+               study=study, ketamine_arms=ketamine),
+    ]
+    result = derived + analyze(d.adsl, d.adtte, study=study, visits=d.visits, submit=submit)
+    for step in others:
+        result = result + step.result()
     return with_arm_labels(result, {k: a.label for k, a in registries.arms.items()})

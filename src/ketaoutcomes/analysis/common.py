@@ -3,8 +3,9 @@ strata as ADSL columns, reference levels of categorical terms, and stacking resu
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any, Protocol
 
 import polars as pl
 
@@ -12,8 +13,9 @@ from ketaoutcomes.derive import COVARIATE_COLUMNS, cnsr_to_event
 from ketaoutcomes.notes import Note
 from ketaoutcomes.settings import StudySettings
 
-__all__ = ["CATEGORICAL", "ModelTerms", "StepResult", "arms_of", "categorical_references", "is_categorical", "model_frame",
-           "reference_level", "stack", "with_arm_labels", "with_terms"]
+__all__ = ["CATEGORICAL", "Done", "FanOut", "ModelTerms", "Pending", "StepResult", "Submit", "arms_of",
+           "categorical_references", "is_categorical", "model_frame", "reference_level", "run_now", "run_unit", "serial", "stack",
+           "with_arm_labels", "with_terms"]
 
 
 @dataclass(frozen=True)
@@ -33,6 +35,56 @@ class StepResult:
         if both:
             raise ValueError(f"two analysis steps write the same tables: {sorted(both)}")
         return StepResult({**self.tables, **other.tables}, (*self.notes, *other.notes))
+
+class Pending(Protocol):
+    """A unit of work submitted (:data:`Submit`): its ``result()`` waits for it, then returns what it
+    returned or raises what it raised."""
+
+    def result(self) -> Any: ...
+
+
+#: How the analysis runs a unit of work (a pure function of frames, given by keyword):
+#: ``submit(fn, **kwargs)`` starts ``fn(**kwargs)`` somewhere and returns it as :class:`Pending`.
+#: :func:`run_now` runs it here and at once; the Dask fan-out (``flows/dask_fanout.py``,
+#: docs/scaling.md) submits it as a Prefect task to a Dask cluster.
+Submit = Callable[..., Pending]
+
+
+@dataclass(frozen=True)
+class Done:
+    """A unit of work that has run (:func:`run_now`)."""
+
+    value: Any
+
+    def result(self) -> Any:
+        return self.value
+
+
+def run_unit(fn: Callable[..., Any], kwargs: Mapping[str, Any]) -> Any:
+    """``fn(**kwargs)``, one unit of work, with one BLAS thread: OpenBLAS splits a sum (a dot
+    product, a least-squares solve) across its threads, so a fit's last digits would depend on how
+    many cores the machine running the unit has; with one thread they are the same on every machine,
+    here or on a Dask worker. The thread counts in force before are restored after."""
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(limits=1, user_api="blas"):
+        return fn(**kwargs)
+
+
+def run_now(fn: Callable[..., Any], /, **kwargs: Any) -> Done:
+    """The serial :data:`Submit`: ``fn(**kwargs)`` here, at once (:func:`run_unit`)."""
+    return Done(run_unit(fn, kwargs))
+
+
+#: How a whole analysis runs its units: ``fan_out(body)`` calls ``body(submit)`` with the :data:`Submit`
+#: of an executor set up for the run (and torn down after it), and returns what ``body`` returns.
+FanOut = Callable[[Callable[[Submit], Any]], Any]
+
+
+def serial(body: Callable[[Submit], Any]) -> Any:
+    """The default :data:`FanOut`: every unit here, one after the other (:func:`run_now`)."""
+    return body(run_now)
+
 
 #: ADSL columns that enter a model as categorical terms (one dummy per non-reference level).
 CATEGORICAL = frozenset({"SEX", "DIAGNOSIS", "SITEID"})

@@ -22,24 +22,33 @@
   read off the weighted curves (share with the event by fixed days, median, restricted mean),
   with person-level bootstrap intervals (:mod:`ketaoutcomes.analysis.contrasts`), and the
   E-values of the risk ratios and the weighted HR (:mod:`ketaoutcomes.analysis.evalues`).
+
+The work is split into units, pure functions of frames that can run anywhere:
+:func:`endpoint_models` (one endpoint's models) and :func:`route_comparison` (one route's
+propensity-score comparison and contrasts); :func:`analyze` submits them and puts their results
+together in a fixed order (docs/scaling.md).
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import polars as pl
 
 from ketaoutcomes.analysis.common import (
     ModelTerms,
     StepResult,
+    Submit,
     arms_of,
     categorical_references,
     model_frame,
+    run_now,
     stack,
     with_terms,
 )
-from ketaoutcomes.analysis.contrasts import RATIO_MEASURE, primary_contrasts
+from ketaoutcomes.analysis.contrasts import CONTRAST_SCHEMA, RATIO_MEASURE, primary_contrasts
 from ketaoutcomes.analysis.evalues import evalue_table
-from ketaoutcomes.analysis.propensity import WeightedComparisons, ps_weighted
+from ketaoutcomes.analysis.propensity import WeightedComparisons, levels_left_out_note, ps_pair
 from ketaoutcomes.endpoints import ENDPOINTS
 from ketaoutcomes.models.cox import cox_ph
 from ketaoutcomes.models.km import kaplan_meier
@@ -48,7 +57,7 @@ from ketaoutcomes.models.weighted import restricted_mean
 from ketaoutcomes.notes import Note
 from ketaoutcomes.settings import StudySettings
 
-__all__ = ["analyze"]
+__all__ = ["EndpointModels", "RouteComparison", "analyze", "endpoint_models", "route_comparison"]
 
 
 def _cox_models(frame: pl.DataFrame, paramcd: str, study: StudySettings
@@ -149,60 +158,146 @@ def _discrete_time(frame: pl.DataFrame, visits: pl.DataFrame, paramcd: str, stud
     return out, []
 
 
+@dataclass(frozen=True)
+class EndpointModels:
+    """What one endpoint's models give (a unit of the analysis fan-out: :func:`endpoint_models`):
+    each result table's frames (or Cox fit rows), the notes, and ``routes``: the routes to compare
+    with the reference arm by propensity score (the arms its regression models could estimate), None
+    when no propensity-score comparison runs on this endpoint."""
+
+    km: list[pl.DataFrame]
+    km_median: list[pl.DataFrame]
+    rmst: list[pl.DataFrame]
+    logrank: list[pl.DataFrame]
+    cox: list[pl.DataFrame]
+    cox_fit: list[dict]
+    ph: list[pl.DataFrame]
+    discrete: list[pl.DataFrame]
+    notes: list[Note]
+    routes: tuple[str, ...] | None
+
+
+def endpoint_models(frame: pl.DataFrame, paramcd: str, study: StudySettings, visits: pl.DataFrame | None,
+                    weighted: bool) -> EndpointModels:
+    """The models of one endpoint on its non-empty model ``frame`` (:func:`model_frame`) that its
+    registry entry lists, but the propensity-score comparisons (:func:`route_comparison`): KM,
+    log-rank, Cox models, PH test, restricted mean time and, with ``visits``, the discrete-time
+    sensitivity analysis. Pure: a unit of work that runs anywhere (``analyze``'s ``submit``)."""
+    ep = ENDPOINTS[paramcd]
+    km, med, rmst, lr, ph, disc = [], [], [], [], [], []
+    if ep.runs("km") or ep.runs("rmst"):
+        k = kaplan_meier(frame, time="AVAL", event="EVENT", group="ARM", alpha=study.models.alpha)
+        if ep.runs("km"):
+            km.append(k.table.with_columns(pl.lit(paramcd).alias("paramcd")))
+            med.append(k.medians.with_columns(pl.lit(paramcd).alias("paramcd")))
+        if ep.runs("rmst"):
+            rmst.append(restricted_mean(k, horizon=study.models.rmst_horizon_days)
+                        .with_columns(pl.lit(paramcd).alias("paramcd")))
+    if ep.runs("logrank") and frame["ARM"].n_unique() >= 2:
+        t = logrank_test(frame, time="AVAL", event="EVENT", group="ARM")
+        lr.append(pl.DataFrame({
+            "paramcd": [paramcd], "chi2": [t.chi2], "df": [t.df], "p_value": [t.p_value],
+            "groups": [t.groups.write_json()],
+        }))
+    s, fits, notes = _cox_models(frame, paramcd, study) if ep.runs("cox") else ([], [], [])
+    if s and ep.runs("ph"):
+        ph.append(_ph_check(frame, paramcd, study, pl.concat(s)))
+    if s and visits is not None and ep.runs("discrete"):
+        d, n = _discrete_time(frame, visits, paramcd, study, pl.concat(s))
+        if d.height:
+            disc.append(d)
+        notes += n
+    # the regression models ran: the reference arm and a route are estimable
+    routes = tuple(sorted(arms_of(pl.concat(s)))) if s and weighted and ep.runs("ps") else None
+    return EndpointModels(km, med, rmst, lr, s, fits, ph, disc, notes, routes)
+
+
+@dataclass(frozen=True)
+class RouteComparison:
+    """The propensity-score comparison of one route vs the reference arm on one endpoint (a unit of
+    the analysis fan-out: :func:`route_comparison`): its weighted results, the covariate levels its
+    propensity model left out, and for endpoints with ``contrasts`` the primary contrasts (bootstrap
+    intervals included) and their notes."""
+
+    target: str
+    weighted: WeightedComparisons
+    levels_left_out: str | None
+    contrasts: pl.DataFrame | None
+    notes: list[Note]
+
+
+def route_comparison(frame: pl.DataFrame, paramcd: str, study: StudySettings, target: str,
+                     bootstrap_all: bool) -> RouteComparison:
+    """Route ``target`` vs the reference arm on one endpoint's model ``frame``: the propensity-score
+    comparison (:func:`~ketaoutcomes.analysis.propensity.ps_pair`) and, where the endpoint lists
+    ``contrasts``, the primary contrasts with their seeded bootstrap
+    (:func:`~ketaoutcomes.analysis.contrasts.primary_contrasts`: its draws depend on the study seed,
+    the endpoint and the route only, so not on where or in which order the units run). Pure."""
+    w = WeightedComparisons()
+    left = ps_pair(frame, paramcd, study, target, w)
+    contrasts, notes = None, []
+    if ENDPOINTS[paramcd].runs("contrasts"):
+        verdict = (w.ps[-1]["diagnostics"], w.ps[-1]["gate_reasons"])  # ps_pair adds one row: this pair's
+        contrasts, notes = primary_contrasts(frame, paramcd, study, [target], {target: verdict},
+                                             bootstrap_all=bootstrap_all)
+    return RouteComparison(target, w, left, contrasts, notes)
+
+
 def analyze(adsl: pl.DataFrame, adtte: pl.DataFrame, *, study: StudySettings, weighted: bool = True,
-            visits: pl.DataFrame | None = None, bootstrap_all: bool = False) -> StepResult:
+            visits: pl.DataFrame | None = None, bootstrap_all: bool = False, submit: Submit = run_now) -> StepResult:
     """For each endpoint of the study, the analyses its registry entry lists
     (:mod:`ketaoutcomes.endpoints`): KM, log-rank, Cox models, PH test, restricted mean time; with
     ``weighted``, the propensity-score comparison of each route with the reference arm and its
     diagnostics; with ``visits`` (USUBJID, ADY: assessment days after the first dose), the
     discrete-time sensitivity analysis. The primary contrasts get bootstrap intervals for the pairs
-    that pass the diagnostics gate, or with ``bootstrap_all`` for every pair (the simulation study)."""
+    that pass the diagnostics gate, or with ``bootstrap_all`` for every pair (the simulation study).
+
+    The work is split into units, each a pure function of frames: :func:`endpoint_models` per
+    endpoint, then :func:`route_comparison` per endpoint and route it found estimable. ``submit``
+    runs a unit (default :func:`~ketaoutcomes.analysis.common.run_now`: here, at once; the Dask
+    fan-out of ``flows/dask_fanout.py`` submits it as a Prefect task to a Dask cluster); the results
+    are put together here in endpoint and route order, so the tables are the same, row for row,
+    however the units ran."""
+    endpoints = [c for c in ENDPOINTS if c in study.outcomes.endpoints]  # registry order
+    frames = {paramcd: model_frame(adsl, adtte, paramcd) for paramcd in endpoints}
+    models = {paramcd: submit(endpoint_models, frame=frame, paramcd=paramcd, study=study,
+                              visits=visits if ENDPOINTS[paramcd].runs("discrete") else None, weighted=weighted)
+              for paramcd, frame in frames.items() if not frame.is_empty()}
+    routes = {paramcd: [submit(route_comparison, frame=frames[paramcd], paramcd=paramcd, study=study, target=target,
+                               bootstrap_all=bootstrap_all) for target in (m.result().routes or ())]
+              for paramcd, m in models.items()}
     km, med, lr, cox, fits, notes, ph, rmst, disc, contrasts, evalues = [], [], [], [], [], [], [], [], [], [], []
     w = WeightedComparisons()
-    for paramcd in (c for c in ENDPOINTS if c in study.outcomes.endpoints):  # registry order
-        ep = ENDPOINTS[paramcd]
-        frame = model_frame(adsl, adtte, paramcd)
-        if frame.is_empty():
+    for paramcd in endpoints:
+        if paramcd not in models:
             notes.append(Note("no rows; nothing to estimate", step="models", endpoint=paramcd, severity="warning"))
             continue
-        if ep.runs("km") or ep.runs("rmst"):
-            k = kaplan_meier(frame, time="AVAL", event="EVENT", group="ARM", alpha=study.models.alpha)
-            if ep.runs("km"):
-                km.append(k.table.with_columns(pl.lit(paramcd).alias("paramcd")))
-                med.append(k.medians.with_columns(pl.lit(paramcd).alias("paramcd")))
-            if ep.runs("rmst"):
-                rmst.append(restricted_mean(k, horizon=study.models.rmst_horizon_days)
-                            .with_columns(pl.lit(paramcd).alias("paramcd")))
-        if ep.runs("logrank") and frame["ARM"].n_unique() >= 2:
-            t = logrank_test(frame, time="AVAL", event="EVENT", group="ARM")
-            lr.append(pl.DataFrame({
-                "paramcd": [paramcd], "chi2": [t.chi2], "df": [t.df], "p_value": [t.p_value],
-                "groups": [t.groups.write_json()],
-            }))
-        s, f, n = _cox_models(frame, paramcd, study) if ep.runs("cox") else ([], [], [])
-        cox += s
-        fits += f
-        notes += n
-        if s and ep.runs("ph"):
-            ph.append(_ph_check(frame, paramcd, study, pl.concat(s)))
-        if s and visits is not None and ep.runs("discrete"):
-            d, n = _discrete_time(frame, visits, paramcd, study, pl.concat(s))
-            if d.height:
-                disc.append(d)
-            notes += n
-        if s and weighted and ep.runs("ps"):  # the regression models ran: the reference arm and a route are estimable
-            estimable = sorted(arms_of(pl.concat(s)))
-            n_ps, n_cox, n_km = len(w.ps), len(w.cox), len(w.km)
-            ps_weighted(frame, paramcd, study, estimable, w)
-            if ep.runs("contrasts"):
-                verdicts = {r["target"]: (r["diagnostics"], r["gate_reasons"]) for r in w.ps[n_ps:]}
-                c, n = primary_contrasts(frame, paramcd, study, [a for a in estimable if a in verdicts], verdicts,
-                                         bootstrap_all=bootstrap_all)
-                ratio = pl.col("measure") == RATIO_MEASURE
-                contrasts.append(c.filter(~ratio))
-                evalues.append(evalue_table(c.filter(ratio), stack(w.cox[n_cox:]), stack(w.km[n_km:]), paramcd,
-                                            study.cohort.reference_arm, study.propensity.weighting))
-                notes += n
+        m = models[paramcd].result()
+        km += m.km
+        med += m.km_median
+        rmst += m.rmst
+        lr += m.logrank
+        cox += m.cox
+        fits += m.cox_fit
+        ph += m.ph
+        disc += m.discrete
+        notes += m.notes
+        if m.routes is None:
+            continue
+        pairs = [r.result() for r in routes[paramcd]]
+        n_cox, n_km = len(w.cox), len(w.km)
+        for r in pairs:
+            w.extend(r.weighted)
+        if note := levels_left_out_note(paramcd, study, [(r.target, r.levels_left_out) for r in pairs
+                                                         if r.levels_left_out]):
+            w.notes.append(note)
+        if ENDPOINTS[paramcd].runs("contrasts"):
+            c = pl.concat([r.contrasts for r in pairs]) if pairs else pl.DataFrame(schema=CONTRAST_SCHEMA)
+            ratio = pl.col("measure") == RATIO_MEASURE
+            contrasts.append(c.filter(~ratio))
+            evalues.append(evalue_table(c.filter(ratio), stack(w.cox[n_cox:]), stack(w.km[n_km:]), paramcd,
+                                        study.cohort.reference_arm, study.propensity.weighting))
+            notes += [n for r in pairs for n in r.notes]
     return StepResult({
         "results_km": stack(km),
         "results_km_median": stack(med),

@@ -130,7 +130,7 @@ def relapse_analyses(adsl: pl.DataFrame, adtte: pl.DataFrame, sessions: pl.DataF
         out["results_relapse_gray"] = pl.DataFrame(gray, schema={"comparison": pl.String, "cause": pl.String,
                                                                  "chi2": pl.Float64, "df": pl.Int64,
                                                                  "p_value": pl.Float64, "error": pl.String})
-    counts = cr.group_by("ARM", "STATUS").len()
+    counts = cr.group_by("ARM", "STATUS").len().sort("ARM", "STATUS")  # group_by's order is not fixed: a run is repeatable
     out["results_relapse_states"] = counts.with_columns(
         pl.col("STATUS").replace_strict({0: "censored", **RELAPSE_STATES}, return_dtype=pl.String).alias("state"))
     for text in cif.notes:

@@ -238,9 +238,10 @@ def session_safety(
     if not 0 < alpha < 1:
         raise ValueError(f"alpha must be in (0, 1), got {alpha}")
     long = session_events(sessions, adverse_events, courses, ae_types=ae_types, cadss_cutoff=cadss_cutoff)
+    # sorted: group_by's order is not fixed, and the interval's sums over patients must not change with it
     per_patient = long.group_by("arm", "event", "patient_id").agg(
         pl.len().alias("m"), pl.col("y").sum().alias("yy")
-    )
+    ).sort("arm", "event", "patient_id")
     arms = sorted(courses.join(sessions.select("course_id").unique(), on="course_id", how="semi")
                   .get_column("arm").unique().to_list())
     rows = []
