@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import polars as pl
 
+from ketaoutcomes.analysis.ate import adjusted_contrasts
 from ketaoutcomes.analysis.common import (
     ModelTerms,
     StepResult,
@@ -158,6 +159,7 @@ def analyze(adsl: pl.DataFrame, adtte: pl.DataFrame, *, study: StudySettings, we
     discrete-time sensitivity analysis. The primary contrasts get bootstrap intervals for the pairs
     that pass the diagnostics gate, or with ``bootstrap_all`` for every pair (the simulation study)."""
     km, med, lr, cox, fits, notes, ph, rmst, disc, contrasts, evalues = [], [], [], [], [], [], [], [], [], [], []
+    adjusted: list[pl.DataFrame] = []
     w = WeightedComparisons()
     for paramcd in (c for c in ENDPOINTS if c in study.outcomes.endpoints):  # registry order
         ep = ENDPOINTS[paramcd]
@@ -203,6 +205,9 @@ def analyze(adsl: pl.DataFrame, adtte: pl.DataFrame, *, study: StudySettings, we
                 evalues.append(evalue_table(c.filter(ratio), stack(w.cox[n_cox:]), stack(w.km[n_km:]), paramcd,
                                             study.cohort.reference_arm, study.propensity.weighting))
                 notes += n
+                rows, n = adjusted_contrasts(frame, paramcd, study, [t for t in estimable if t in verdicts], verdicts, c)
+                adjusted.append(rows)
+                notes += n
     return StepResult({
         "results_km": stack(km),
         "results_km_median": stack(med),
@@ -219,4 +224,5 @@ def analyze(adsl: pl.DataFrame, adtte: pl.DataFrame, *, study: StudySettings, we
         "results_preference": stack(w.preference),  # preference-score distributions per pair
         "results_contrasts": stack(contrasts),  # primary contrasts route - reference, bootstrap CIs
         "results_evalues": stack(evalues),  # E-values of the risk ratios and the weighted HR
+        "results_ate": stack(adjusted),  # adjusted curves: g-formula, IPTW, AIPTW (analysis.ate)
     }, tuple(notes + w.notes))
