@@ -11,6 +11,8 @@
 #   outcome   coxph(Surv(time, status) ~ treat + <covariates>)            (Efron ties, R's default)
 #   censoring coxph(Surv(time, status == 0) ~ treat + <covariates>)
 #   treatment glm(treat ~ <covariates>, family = binomial)
+# and, in the cases *_strata, strata(treat) in place of treat in both Cox models (a baseline hazard per
+# arm, as the analysis fits them).
 #
 # Cases (data/ate_*.csv):
 #   lung_tied    survival's lung, complete cases of time, status, age, sex, ph.ecog (227 patients); treat =
@@ -20,7 +22,9 @@
 #   synthetic    this project's simulator, time to response of IV ketamine vs SSRI (265 patients, whole
 #                days: heavy ties), covariates x1..x9 the analysis's propensity design
 #                (ate_synthetic_data.py); days 7, 14, 28; horizon 28.
-# For lung_tied and synthetic also the coefficients' influence functions: riskRegression's (iidCox) and
+#   lung_untied_strata, synthetic_strata: the same with strata(treat) (synthetic: days 7, 14, 21 and horizon
+#                21, the IV arm's follow-up ending at day 28).
+# For lung_tied, synthetic and synthetic_strata also the coefficients' influence functions: riskRegression's (iidCox) and
 # survival's residuals(fit, "dfbeta"), which differ with tied event times (see test_ate_vs_R.py).
 #
 # Regenerate (from the repository root; about 1 minute):
@@ -56,10 +60,10 @@ table_rows <- function(dt, cols) lapply(seq_len(nrow(dt)), function(i) {
   lapply(r, function(v) if (is.factor(v)) as.character(v) else v)
 })
 
-run_case <- function(name, d, covariates, days, horizon, influence = FALSE) {
+run_case <- function(name, d, covariates, days, horizon, influence = FALSE, strata = FALSE) {
   cat("\n==", name, "==\n")
   d$treat <- factor(d$treat, levels = c(0, 1))
-  rhs <- paste(c("treat", covariates), collapse = " + ")
+  rhs <- paste(c(if (strata) "strata(treat)" else "treat", covariates), collapse = " + ")
   fo <- coxph(as.formula(paste("Surv(time, status) ~", rhs)), data = d, x = TRUE, y = TRUE,
               control = coxph.control(eps = 1e-11, iter.max = 100))
   fc <- coxph(as.formula(paste("Surv(time, status == 0) ~", rhs)), data = d, x = TRUE, y = TRUE,
@@ -88,7 +92,7 @@ run_case <- function(name, d, covariates, days, horizon, influence = FALSE) {
                 e, horizon, t1$value, t0$value, t1$value - t0$value, rmst[[e]]$se))
   }
   out <- list(
-    n = nrow(d), days = days, horizon = horizon, covariates = covariates, grid_size = length(grid),
+    n = nrow(d), days = days, horizon = horizon, covariates = covariates, strata = strata, grid_size = length(grid),
     coef_outcome = unname(coef(fo)), coef_censoring = unname(coef(fc)), coef_treatment = unname(coef(ft)),
     mean_risk = table_rows(a$meanRisk, c("estimator", "time", "treatment", "estimate", "se", "lower", "upper")),
     diff_risk = table_rows(a$diffRisk, c("estimator", "time", "estimate", "se", "lower", "upper", "p.value")),
@@ -107,6 +111,11 @@ run_case <- function(name, d, covariates, days, horizon, influence = FALSE) {
 run_case("lung_tied", lung, c("age", "ph.ecog"), c(90, 180, 365), 365, influence = TRUE)
 run_case("lung_untied", transform(lung, time = time_untied), c("age", "ph.ecog"), c(90, 180, 365), 365)
 run_case("synthetic", synthetic, grep("^x", names(synthetic), value = TRUE), c(7, 14, 28), 28, influence = TRUE)
+# a baseline hazard per arm in the outcome and censoring models (strata(treat)): what the analysis fits
+run_case("lung_untied_strata", transform(lung, time = time_untied), c("age", "ph.ecog"), c(90, 180, 365), 365,
+         strata = TRUE)
+run_case("synthetic_strata", synthetic, grep("^x", names(synthetic), value = TRUE), c(7, 14, 21), 21,
+         influence = TRUE, strata = TRUE)
 
 write_json(list(R = R.version.string, survival = as.character(packageVersion("survival")),
                 riskRegression = as.character(packageVersion("riskRegression")),

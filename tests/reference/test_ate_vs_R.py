@@ -6,7 +6,9 @@ covariates age and ph.ecog; days 90, 180, 365, horizon 365) as it is (26 tied de
 censoring days) and with its ties broken (time + i / 1000); and a synthetic cohort of this project
 (``data/ate_synthetic.csv``, time to response of IV ketamine vs SSRI on whole days, the analysis's
 propensity design; days 7, 14, 28, horizon 28). Models: Cox of the outcome and of censoring on the
-treatment and the covariates (Efron ties), logistic propensity model.
+treatment and the covariates (Efron ties), logistic propensity model; in the cases ``*_strata``, the Cox
+models with a baseline hazard per arm (``strata(treat)``, ``stratify=True``: what the analysis fits;
+synthetic: days 7, 14, 21, horizon 21, as the IV arm's follow-up ends at day 28).
 
 What is compared, for the g-formula, IPTW (with IPCW) and AIPTW (with AIPCW): each arm's risk by each
 day with its influence-function SE and Wald CI, the difference and ratio with theirs (and the
@@ -44,16 +46,17 @@ HERE = Path(__file__).parent
 RTOL, ATOL = 1e-6, 1e-12
 RR = "riskRegression-2022.11.28"
 CASES = {name: json.loads((HERE / "results" / f"ate_{name}.json").read_text())
-         for name in ("lung_tied", "lung_untied", "synthetic")}
+         for name in ("lung_tied", "lung_untied", "synthetic", "lung_untied_strata", "synthetic_strata")}
+TIED = ["lung_tied", "synthetic", "synthetic_strata"]
 
 
 def _data(case: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     r = CASES[case]
-    if case == "synthetic":
+    if case.startswith("synthetic"):
         d = pl.read_csv(HERE / "data" / "ate_synthetic.csv")
     else:
         d = pl.read_csv(HERE / "data" / "ate_lung.csv")
-        if case == "lung_untied":
+        if case.startswith("lung_untied"):
             d = d.with_columns(pl.col("time_untied").alias("time"))
     X = d.select(r["covariates"]).cast(pl.Float64).to_numpy()
     return d["time"].cast(pl.Float64).to_numpy(), d["status"].to_numpy() == 1, d["treat"].to_numpy() == 1, X
@@ -63,7 +66,7 @@ def _fit(case: str, tie_handling: str):
     r = CASES[case]
     time, status, treat, X = _data(case)
     res = adjusted_curves(time, status, treat, X, days=tuple(r["days"]), horizon=r["horizon"],
-                          tie_handling=tie_handling)
+                          tie_handling=tie_handling, stratify=r["strata"])
     return res, res.table()
 
 
@@ -102,26 +105,28 @@ def _check_against_R(case: str, tie_handling: str, estimators=("GFORMULA", "IPTW
     return res, table
 
 
+@pytest.mark.parametrize("case", ["lung_untied", "lung_untied_strata"])
 @pytest.mark.parametrize("tie_handling", ["standard", RR])
-def test_untied_lung_matches_ate_with_either_tie_handling(tie_handling):
-    _check_against_R("lung_untied", tie_handling)
+def test_untied_lung_matches_ate_with_either_tie_handling(case, tie_handling):
+    _check_against_R(case, tie_handling)
 
 
-@pytest.mark.parametrize("case", ["lung_tied", "synthetic"])
+@pytest.mark.parametrize("case", TIED)
 def test_tied_data_match_riskregression_2022_with_its_tie_handling(case):
     _check_against_R(case, RR)
 
 
-@pytest.mark.parametrize("case", ["lung_tied", "synthetic"])
+@pytest.mark.parametrize("case", TIED)
 def test_coefficients_influence_functions_are_riskregression_s_and_survival_s_dfbeta(case):
     """riskRegression's iidCox IF of the coefficients (reproduced by its tie handling) is not the exact
     score residual with tied event times; the standard handling gives survival's dfbeta residuals."""
     r = CASES[case]
     time, status, treat, X = _data(case)
-    Z = np.column_stack([treat.astype(float), X])
+    Z, strata = (X, treat.astype(int)) if r["strata"] else (np.column_stack([treat.astype(float), X]), None)
     for status_of, key in ((status, "outcome"), (~status, "censoring")):
-        std = fit_cox_nuisance(time, status_of, Z, max_time=max(r["days"]))
-        rr = fit_cox_nuisance(time, status_of, Z, max_time=max(r["days"]), tie_handling=RR)
+        std = next(iter(fit_cox_nuisance(time, status_of, Z, max_time=max(r["days"]), strata=strata).values()))
+        rr = next(iter(fit_cox_nuisance(time, status_of, Z, max_time=max(r["days"]), strata=strata,
+                                        tie_handling=RR).values()))
         np.testing.assert_allclose(std.iid_beta, np.asarray(r[f"dfbeta_{key}"]), rtol=RTOL, atol=1e-10)
         np.testing.assert_allclose(rr.iid_beta, np.asarray(r[f"iid_beta_{key}_riskregression"]), rtol=RTOL,
                                    atol=1e-10)
@@ -129,7 +134,7 @@ def test_coefficients_influence_functions_are_riskregression_s_and_survival_s_df
         _close(std.beta, r[f"coef_{key}"], f"{case} {key} coefficients")
 
 
-@pytest.mark.parametrize("case", ["lung_tied", "synthetic"])
+@pytest.mark.parametrize("case", TIED)
 def test_standard_tie_handling_keeps_R_s_gformula_and_iptw_estimates_on_tied_data(case):
     r = CASES[case]
     _, table = _fit(case, "standard")

@@ -7,14 +7,21 @@ the pair's patients (:mod:`ketaoutcomes.models.ate`, riskRegression's ``ate()``)
 event by each of ``models.contrast_days`` per arm and its difference (and ratio) route - reference,
 and the restricted mean days without the event up to the primary contrasts' horizon:
 
-* ``gformula``: a Cox model of the event on the route and the covariates, everyone's predicted
-  risk averaged as if all had had the route, then the reference arm; right if that model is;
+* ``gformula``: a Cox model of the event on the covariates with a baseline hazard per arm (R's
+  ``strata(arm)``: no proportional hazards between the route and the reference arm, which the
+  routes' time courses would break), everyone's predicted risk averaged as if all had had the
+  route, then the reference arm; right if that model is;
 * ``iptw``: inverse probability of treatment weighting by the study's propensity model (the same
   model, covariates and coding as the primary comparison: :func:`fit_pair_propensity`, its weights
   ``1 / P(arm)`` unstabilised and untruncated) and of censoring weighting by a Cox model of
-  censoring on the route and the covariates; right if those are;
+  censoring on the covariates, also with a baseline per arm (courses of the routes end at other
+  times than the reference arm's); right if those are;
 * ``aiptw``: doubly robust: right if either the outcome model, or the propensity and censoring
   models, are.
+
+All three estimate the average effect over the pair's patients (the ATE), which the primary comparison
+also targets with inverse-probability weights (``propensity.weighting = "iptw"``, the default); overlap
+weights and matching target other patients, so there the two may differ by design.
 
 The covariates are those of the propensity model (the study's covariates and site, rare levels
 coded as the reference level). CIs are Wald intervals from the influence function, every model's

@@ -330,7 +330,8 @@ RESULTS_ATE = TableContract(
     "Adjusted curves of each route vs the reference arm on the endpoints with primary contrasts (time to response): "
     "the share with the event by models.contrast_days and the restricted mean days without it, per arm, standardised "
     "over the pair's patients by three estimators (riskRegression's ate(): gformula from a Cox outcome model, iptw "
-    "weighting by the propensity and a Cox censoring model, aiptw doubly robust), with influence-function SEs and "
+    "weighting by the propensity and a Cox censoring model, both Cox models with a baseline hazard per arm; aiptw "
+    "doubly robust), with influence-function SEs and "
     "Wald CIs, and the pair's gate verdict",
     columns=(_PARAMCD, _TARGET, _COMPARATOR,
              col("estimator", "VARCHAR", False, "gformula (right if the outcome model is), iptw (right if the propensity "

@@ -4,9 +4,11 @@ robust AIPTW estimator, with influence-function standard errors, risk difference
 given days, and the restricted-mean difference (pure, numpy).
 
 It computes what R's riskRegression ``ate()`` (2022.11.28) computes for ``event`` a ``coxph`` of the
-outcome on the treatment and the covariates, ``treatment`` a ``glm(binomial)`` of the treatment on
-the covariates and ``censor`` a ``coxph`` of censoring on the treatment and the covariates
-(``tests/reference/ate_reference.R`` and ``test_ate_vs_R.py``). For each arm a (1 the route, 0 the
+outcome on the covariates with ``strata(treatment)`` (``stratify=True``, the default: a baseline
+hazard per arm, so no proportional hazards between the arms) or with the treatment as a covariate
+(``stratify=False``), ``treatment`` a ``glm(binomial)`` of the treatment on the covariates and
+``censor`` a ``coxph`` of censoring likewise (``tests/reference/ate_reference.R`` and
+``test_ate_vs_R.py``). For each arm a (1 the route, 0 the
 reference arm), with ``F(t | a, x)`` the outcome model's risk, ``pi_a(x)`` the propensity,
 ``G(t | a, x)`` the censoring model's survival and ``Y_i(t) = 1(T_i <= t, event)``:
 
@@ -83,12 +85,23 @@ ATE_SCHEMA = {
 
 @dataclass(frozen=True)
 class _Models:
+    """The fitted nuisance models; ``outcome`` and ``censoring`` by stratum (the arm with ``stratify``,
+    else the one stratum None)."""
+
     treated: np.ndarray
     ps: PropensityNuisance
-    outcome: CoxNuisance
-    censoring: CoxNuisance | None
+    outcome: dict
+    censoring: dict | None
     X: np.ndarray
     tie_handling: str
+    stratify: bool
+
+    def of(self, arm: int) -> tuple[CoxNuisance, CoxNuisance | None, np.ndarray]:
+        """The outcome and censoring models' baseline hazards for predictions under ``arm``, and the
+        design of every patient given that arm."""
+        key = arm if self.stratify else None
+        Z = self.X if self.stratify else np.column_stack([np.full(len(self.X), float(arm)), self.X])
+        return self.outcome[key], None if self.censoring is None else self.censoring[key], Z
 
 
 @dataclass(frozen=True)
@@ -102,26 +115,28 @@ class Curves:
 
 
 def _fit_models(time: np.ndarray, status: np.ndarray, treated: np.ndarray, X: np.ndarray, max_time: float, *,
-                ps_model: str, ps_variance: float, ties: str, tie_handling: str) -> _Models:
-    Z = np.column_stack([treated.astype(float), X])
-    outcome = fit_cox_nuisance(time, status, Z, max_time=max_time, ties=ties, tie_handling=tie_handling)
+                ps_model: str, ps_variance: float, ties: str, tie_handling: str, stratify: bool) -> _Models:
+    Z, strata = (X, treated.astype(np.int64)) if stratify else (np.column_stack([treated.astype(float), X]), None)
+    kw = dict(max_time=max_time, strata=strata, ties=ties, tie_handling=tie_handling)
+    outcome = fit_cox_nuisance(time, status, Z, **kw)
     censored = ~status & (time <= max_time)
-    censoring = fit_cox_nuisance(time, ~status, Z, max_time=max_time, ties=ties, tie_handling=tie_handling) \
-        if censored.any() else None
+    censoring = fit_cox_nuisance(time, ~status, Z, **kw) if censored.any() else None
     ps = fit_propensity_nuisance(treated, X, model=ps_model, variance=ps_variance)
-    return _Models(treated, ps, outcome, censoring, X, tie_handling)
+    return _Models(treated, ps, outcome, censoring, X, tie_handling, stratify)
 
 
 def curves_at(time: np.ndarray, status: np.ndarray, treated: np.ndarray, X: np.ndarray, *, times: np.ndarray,
               estimators: tuple[str, ...] = ESTIMATORS, ps_model: str = "logistic", ps_variance: float = 10.0,
-              ties: str = "efron", tie_handling: str = "standard") -> Curves:
+              ties: str = "efron", tie_handling: str = "standard", stratify: bool = True) -> Curves:
     """Each estimator's risk of the event by each of ``times`` per arm (1: ``treated``, 0: not), with
     its influence function. ``status`` 1 event, 0 censored; ``X`` (n, q) the covariates of all three
-    models (the outcome and censoring Cox models also have the treatment). A time after the last
-    observed time is null (NaN), as in riskRegression."""
+    models. The outcome and censoring Cox models have a baseline hazard per arm (``stratify``, R's
+    ``strata(treatment)``: no proportional hazards between the arms), or the arm as a covariate. A
+    time after the last observed time (of either arm, with ``stratify``) is null (NaN), as in
+    riskRegression."""
     times = np.asarray(times, dtype=float)
     est, iid = _curves(time, status, treated, X, times, estimators, lambda e, f: (e, f), ps_model=ps_model,
-                       ps_variance=ps_variance, ties=ties, tie_handling=tie_handling)
+                       ps_variance=ps_variance, ties=ties, tie_handling=tie_handling, stratify=stratify)
     return Curves(times, est, iid)
 
 
@@ -136,7 +151,9 @@ def _curves(time, status, treated, X, times: np.ndarray, estimators: tuple[str, 
     bad = [e for e in estimators if e not in ESTIMATORS]
     if bad:
         raise ValueError(f"unknown estimator(s) {bad}; known: {ESTIMATORS}")
-    ok = times <= time.max()
+    if treated.all() or not treated.any():
+        raise ValueError("the adjusted curves need patients on both arms")
+    ok = times <= _last_time(time, treated, options["stratify"])
     est: dict = {}
     iid: dict = {}
 
@@ -161,6 +178,12 @@ def _curves(time, status, treated, X, times: np.ndarray, estimators: tuple[str, 
     return est, iid
 
 
+def _last_time(time: np.ndarray, treated: np.ndarray, stratify: bool) -> float:
+    """The last time a prediction may be made at: the last observed time, of either arm with strata
+    (riskRegression: a stratum's baseline hazard stops at its last time)."""
+    return float(min(time[treated].max(), time[~treated].max()) if stratify else time.max())
+
+
 def _censoring_jumps(time: np.ndarray, status: np.ndarray, tau_max: float, tie_handling: str) -> np.ndarray:
     """The censoring times the augmentation integrates over: those before the last time asked for
     (at it, the integrand is 0), each once, or with riskRegression 2022.11.28's repeats."""
@@ -174,8 +197,8 @@ def _arm(m: _Models, time: np.ndarray, status: np.ndarray, arm: int, times: np.n
     as it is computed. The IF of a term through a model is gathered as that model's loadings and
     applied to the n patients once per model."""
     n = len(time)
-    out, cen, ps = m.outcome, m.censoring, m.ps
-    Zc = np.column_stack([np.full(n, float(arm)), m.X])  # everyone with arm `arm`
+    out, cen, Zc = m.of(arm)  # Zc: everyone with arm `arm`
+    ps = m.ps
     exb_o = out.exb_of(Zc)
     ic = out.index(times)
     S_ctf = np.exp(-out.cumhaz(exb_o, ic))
@@ -208,7 +231,7 @@ def _arm(m: _Models, time: np.ndarray, status: np.ndarray, arm: int, times: np.n
         loads_o = out.loadings(ic, (1.0 - wa)[:, None] * S_ctf * exb_o[:, None] / n, Zc)
         f = np.zeros((n, len(times)))
         if cen is not None:
-            aug, more = _augmentation(m, time, status, times, member, wa, exb_o, S_ctf, F_ctf, Zc)
+            aug, more = _augmentation(m, arm, time, status, times, member, wa, exb_o, S_ctf, F_ctf, Zc)
             residual[member] += aug
             loads_o = (loads_o[0] + more["out"][0], loads_o[1] + more["out"][1])
             f += cen.apply((ipcw[0] + more["cen"][0], ipcw[1] + more["cen"][1]))
@@ -219,18 +242,18 @@ def _arm(m: _Models, time: np.ndarray, status: np.ndarray, arm: int, times: np.n
         emit("AIPTW", e, f)
 
 
-def _augmentation(m: _Models, time: np.ndarray, status: np.ndarray, times: np.ndarray, member: np.ndarray,
+def _augmentation(m: _Models, arm: int, time: np.ndarray, status: np.ndarray, times: np.ndarray, member: np.ndarray,
                   wa: np.ndarray, exb_o_all: np.ndarray, S_ctf_all: np.ndarray, F_ctf_all: np.ndarray,
                   Zc_all: np.ndarray) -> tuple[np.ndarray, dict]:
     """The censoring augmentation of the patients of the arm (m, K) and the loadings of its IF through
     the outcome model (``out``) and the censoring model (``cen``, and ``cen_haz`` through its hazard)
     (riskRegression's ``iidATE``, terms ``intF1_tau``, ``F1t``, ``St``, ``G1`` and ``G2``), over
     blocks of :data:`_BLOCK` patients (the (m, J) arrays of a block only)."""
-    out, cen = m.outcome, m.censoring
+    out, cen, _ = m.of(arm)
     n = len(time)
     u = _censoring_jumps(time, status, float(times.max()), m.tie_handling)
     io_at, io_before = out.index(u), out.index(u, before=True)
-    ic_at, ic_before = cen.index(u), cen.index(u, before=True)
+    ic_at, ic_before = cen.hazard_index(u), cen.index(u, before=True)  # a hazard: 0 off the arm's own jumps
     ic_prev = cen.index(np.concatenate([[0.0], u[:-1]]))
     upto = np.searchsorted(u, times, side="right")  # censoring times <= t (with repeats: counted each)
     rows = np.flatnonzero(member)
@@ -351,7 +374,8 @@ def rmst_weights(times: np.ndarray, horizon: float) -> np.ndarray:
 def adjusted_curves(time: np.ndarray, status: np.ndarray, treated: np.ndarray, X: np.ndarray, *,
                     days: tuple[float, ...], horizon: float | None = None,
                     estimators: tuple[str, ...] = ESTIMATORS, ps_model: str = "logistic", ps_variance: float = 10.0,
-                    ties: str = "efron", tie_handling: str = "standard", alpha: float = 0.05) -> AteResult:
+                    ties: str = "efron", tie_handling: str = "standard", stratify: bool = True,
+                    alpha: float = 0.05) -> AteResult:
     """The adjusted risks by each of ``days`` and, with ``horizon``, the restricted mean up to it, per
     estimator and arm, with their influence functions (see the module docstring; the arguments as
     :func:`curves_at`)."""
@@ -372,7 +396,8 @@ def adjusted_curves(time: np.ndarray, status: np.ndarray, treated: np.ndarray, X
     def contract(e: np.ndarray, f: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """The days' risks and the restricted mean (null if a time it needs is), and their IFs."""
         missing = np.isnan(e) @ used > 0
-        if horizon is not None and horizon > time.max():  # the curves would be carried past the data
+        if horizon is not None and horizon > _last_time(time, np.asarray(treated).astype(bool), stratify):
+            # the curves would be carried past the data
             missing[-1] = True
         value = np.where(missing, np.nan, np.nan_to_num(e) @ L + shift)
         out = np.nan_to_num(f) @ L
@@ -380,6 +405,6 @@ def adjusted_curves(time: np.ndarray, status: np.ndarray, treated: np.ndarray, X
         return value, out
 
     value, iid = _curves(time, status, treated, X, times, tuple(estimators), contract, ps_model=ps_model,
-                         ps_variance=ps_variance, ties=ties, tie_handling=tie_handling)
+                         ps_variance=ps_variance, ties=ties, tie_handling=tie_handling, stratify=stratify)
     return AteResult(days, None if horizon is None else float(horizon), tuple(estimators), value, iid,
                      len(time), alpha)

@@ -39,7 +39,7 @@ standardisation of the columns, a function of the data, is taken as fixed).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import cached_property
 
 import numpy as np
@@ -60,10 +60,12 @@ class CoxNuisance:
 
     ``time``, ``status`` (this model's events: outcome events, or censorings for the censoring
     model), ``Z`` its design (n, p), ``beta``, ``var`` (inverse information), ``exb`` =
-    ``exp(Z beta)`` uncentred; ``jumps`` the distinct event times up to ``max_time`` (only those
+    ``exp(Z beta)`` uncentred; ``member`` the patients of this stratum (all, without strata): the
+    rest is its baseline hazard: ``jumps`` the distinct event times up to ``max_time`` (only those
     are needed), ``hazard0`` the baseline hazard there, ``s0`` and ``e`` (``S1 / S0``) the Breslow
-    risk-set sums; ``iid_beta`` (n, p) the coefficients' IF; ``last_time`` the largest observed
-    time (a prediction after it is null, as riskRegression's)."""
+    risk-set sums; ``iid_beta`` (n, p) the coefficients' IF (of every patient); ``last_time`` the
+    stratum's largest observed time (a prediction after it is null, as riskRegression's). ``status``
+    is the events of the stratum's patients only."""
 
     time: np.ndarray
     status: np.ndarray
@@ -78,7 +80,8 @@ class CoxNuisance:
     iid_beta: np.ndarray
     last_time: float
     converged: bool
-    _cache: dict = field(default_factory=dict, repr=False, compare=False)
+    member: np.ndarray
+
 
     @property
     def n(self) -> int:
@@ -89,6 +92,13 @@ class CoxNuisance:
         """The number of jump times ``<= t`` (``< t`` with ``before``): the column of :attr:`cum_if`
         and of :attr:`cumhaz0` for a prediction at ``t`` (``t - 0`` with ``before``)."""
         return np.searchsorted(self.jumps, t, side="left" if before else "right")
+
+    def hazard_index(self, t: np.ndarray) -> np.ndarray:
+        """The jump index of each time for a hazard: its own jump, or 0 (no jump, hazard 0) when it is
+        not an event time of this stratum."""
+        c = self.index(t)
+        hit = (c > 0) & (self.jumps[np.maximum(c - 1, 0)] == np.asarray(t)) if len(self.jumps) else c > 0
+        return np.where(hit, c, 0)
 
     @cached_property
     def cumhaz0(self) -> np.ndarray:
@@ -119,7 +129,7 @@ class CoxNuisance:
         c = np.arange(J + 1)
         s0_own = np.concatenate([[np.inf], self.s0])[own]
         event = np.where(own[:, None] > 0, (own[:, None] <= c[None, :]) / s0_own[:, None], 0.0)
-        at_risk = self.exb[:, None] * cl[np.minimum(c[None, :], ct[:, None])]
+        at_risk = (self.exb * self.member)[:, None] * cl[np.minimum(c[None, :], ct[:, None])]
         return event - at_risk - self.iid_beta @ ce.T
 
     @cached_property
@@ -130,7 +140,7 @@ class CoxNuisance:
         c = np.arange(1, J + 1)
         out = np.zeros((self.n, J + 1))
         out[:, 1:] = ((own[:, None] == c[None, :]) / self.s0[None, :]
-                      - self.exb[:, None] * (ct[:, None] >= c[None, :]) * (self.hazard0 / self.s0)[None, :]
+                      - (self.exb * self.member)[:, None] * (ct[:, None] >= c[None, :]) * (self.hazard0 / self.s0)[None, :]
                       - self.iid_beta @ (self.e * self.hazard0[:, None]).T)
         return out
 
@@ -200,47 +210,62 @@ class CoxNuisance:
 
 
 def fit_cox_nuisance(time: np.ndarray, status: np.ndarray, Z: np.ndarray, *, max_time: float,
-                     ties: str = "efron", tie_handling: str = "standard") -> CoxNuisance:
+                     strata: np.ndarray | None = None, ties: str = "efron", tie_handling: str = "standard"
+                     ) -> dict:
     """Fit the Cox model of ``status`` (1 event, 0 censored) on ``Z`` (R's ``coxph``: Efron ties by
-    default, :mod:`ketaoutcomes.models.cox_engine`) and prepare its baseline hazard and influence
-    function up to ``max_time``."""
+    default, :mod:`ketaoutcomes.models.cox_engine`), with a baseline hazard per level of ``strata``
+    (R's ``strata()``), and prepare each baseline hazard and its influence function up to
+    ``max_time``: ``{level: CoxNuisance}`` (without strata, the one level ``None``)."""
     if tie_handling not in TIE_HANDLING:
         raise ValueError(f"tie_handling must be one of {TIE_HANDLING}, not {tie_handling!r}")
     time = np.asarray(time, dtype=float)
     status = np.asarray(status).astype(bool)
     Z = np.asarray(Z, dtype=float).reshape(len(time), -1)
-    rs = risk_sets(time, status.astype(int), Z, ties=ties)
+    rs = risk_sets(time, status.astype(int), Z, strata=strata, ties=ties)
     fit = fit_cox(rs)
     beta = fit.beta
     exb = np.exp(Z @ beta)
-    # distinct event times, risk-set sums (Breslow: every patient with time >= t_j)
+    levels = [None] if strata is None else sorted(set(np.asarray(strata).tolist()))
+    members = {lv: np.ones(len(time), dtype=bool) if lv is None else np.asarray(strata) == lv for lv in levels}
+    if tie_handling == "standard":
+        iid_beta = score_residuals(rs, beta) @ fit.var
+    else:  # riskRegression: the score residuals of each stratum with its own risk sets
+        iid_beta = np.zeros_like(Z)
+        for member in members.values():
+            iid_beta[member] = _riskregression_iid_beta(time[member], status[member], Z[member], exb[member], fit.var)
+    out = {}
+    for lv, member in members.items():
+        jumps, hazard0, s0, e = _baseline(time[member], status[member], Z[member], exb[member], max_time, ties)
+        out[lv] = CoxNuisance(time=time, status=status & member, Z=Z, beta=beta, var=fit.var, exb=exb, jumps=jumps,
+                              hazard0=hazard0, s0=s0, e=e, iid_beta=iid_beta, last_time=float(time[member].max()),
+                              converged=fit.converged, member=member)
+    return out
+
+
+def _baseline(time: np.ndarray, status: np.ndarray, Z: np.ndarray, exb: np.ndarray, max_time: float, ties: str
+              ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The distinct event times up to ``max_time``, the baseline hazard there (Breslow, or Efron as
+    riskRegression's ``baseHaz_cpp``), and the Breslow risk-set sums ``S0`` and ``E = S1 / S0`` (every
+    patient with time >= t_j) of one stratum."""
     order = np.argsort(time, kind="stable")
     ts = time[order]
     ev_times, d = np.unique(time[status], return_counts=True)
-    keep = ev_times <= max_time
-    if np.any(~keep):  # the first jump after max_time is not needed: predictions stop at max_time
-        ev_times, d = ev_times[keep], d[keep]
+    keep = ev_times <= max_time  # predictions stop at max_time: later jumps are not needed
+    ev_times, d = ev_times[keep], d[keep]
     start = np.searchsorted(ts, ev_times, side="left")
-    rev_s0 = np.concatenate([np.cumsum(exb[order][::-1])[::-1], [0.0]])
-    rev_s1 = np.vstack([np.cumsum((exb[:, None] * Z)[order][::-1], axis=0)[::-1], np.zeros((1, Z.shape[1]))])
-    s0 = rev_s0[start]
-    e = rev_s1[start] / s0[:, None]
+    s0 = np.concatenate([np.cumsum(exb[order][::-1])[::-1], [0.0]])[start]
+    s1 = np.vstack([np.cumsum((exb[:, None] * Z)[order][::-1], axis=0)[::-1], np.zeros((1, Z.shape[1]))])[start]
+    e = s1 / s0[:, None]
     if ties == "efron":
         ev_idx = np.searchsorted(ev_times, time[status])
         inside = ev_idx < len(ev_times)
         se = np.bincount(ev_idx[inside], weights=exb[status][inside], minlength=len(ev_times))
-        k = np.concatenate([np.arange(n) for n in d]) if len(d) else np.zeros(0)
-        g = np.repeat(np.arange(len(d)), d)
+        g = np.repeat(np.arange(len(d)), d)  # one step k = 0..d-1 per event of a tied time
+        k = np.arange(len(g)) - np.repeat(np.cumsum(d) - d, d)
         hazard0 = np.bincount(g, weights=1.0 / (s0[g] - k / d[g] * se[g]), minlength=len(d))
     else:
         hazard0 = d / s0
-    if tie_handling == "standard":
-        iid_beta = score_residuals(rs, beta) @ fit.var
-    else:
-        iid_beta = _riskregression_iid_beta(time, status, Z, exb, fit.var)
-    return CoxNuisance(time=time, status=status, Z=Z, beta=beta, var=fit.var, exb=exb, jumps=ev_times,
-                       hazard0=hazard0, s0=s0, e=e, iid_beta=iid_beta, last_time=float(time.max()),
-                       converged=fit.converged)
+    return ev_times, hazard0, s0, e
 
 
 def _riskregression_iid_beta(time: np.ndarray, status: np.ndarray, Z: np.ndarray, exb: np.ndarray,
