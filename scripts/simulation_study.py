@@ -11,6 +11,8 @@ parameters held fixed (those of the truth seed), so that the truth is one number
   same counterfactual cohort, arm only), which on confounded data it should miss;
 * the propensity-weighted estimate (pairwise ATE) is compared with the marginal HR among the
   patients given the route or the reference arm (``marginal_pair``), which it should recover;
+* the adjusted curves (g-formula, IPTW, AIPTW: results_ate) are held against the counterfactual curves
+  of the patients given the route or the reference arm, as the weighted curves are;
 * the matched estimate (1:1 caliper matching, an ATT when nearly every route patient is matched)
   is compared with the marginal HR among the patients given the route (``marginal_treated``);
   its coverage is also reported among the replicates that matched at least 90% of them.
@@ -91,6 +93,12 @@ def replicate(r: int, *, patients: int, seed_base: int, study: StudySettings = S
     c = pl.concat(contrasts, how="diagonal_relaxed")
     c = c.select(pl.lit(r).alias("replicate"), pl.col("weighting").alias("model"), pl.col("target").alias("arm"),
                  "estimand", "measure", "day", "difference", "lower", "upper", "se", "n_boot", "diagnostics")
+    # the adjusted curves (results_ate): their influence-function interval stands in for the bootstrap's
+    ate = res.table("results_ate").select(
+        pl.lit(r).alias("replicate"), ("ate_" + pl.col("estimator")).alias("model"), pl.col("target").alias("arm"),
+        "estimand", "measure", "day", "difference", "lower", "upper", "se",
+        pl.col("lower").is_not_null().cast(pl.Int64).alias("n_boot"), "diagnostics")
+    c = pl.concat([c, ate], how="diagonal_relaxed")
     return {"hr": hr, "contrasts": c}
 
 
@@ -206,7 +214,9 @@ def summarise_contrasts(contrasts: pl.DataFrame, target: dict) -> pl.DataFrame:
     replicates): IPTW against the counterfactual curves of the patients given the route or the
     reference arm, matching against those of the patients given the route (``ketaoutcomes.truth``).
     Replicates without an interval (no bootstrap) or whose contrast or truth is not estimable are
-    left out; ``replicates`` counts the rest."""
+    left out; ``replicates`` counts the rest. The adjusted curves (models ``ate_gformula``,
+    ``ate_iptw``, ``ate_aiptw``: results_ate, standardised over the pair) are held against the same
+    pair curves, their influence-function SE and Wald interval in the bootstrap's columns."""
     from ketaoutcomes.truth import contrast_truth
 
     curves = target["curves"]
@@ -296,7 +306,8 @@ def main() -> None:
           f"truth from {args.truth_patients:,} patients per arm (seed {TRUTH_SEED}); {time.perf_counter() - t0:.0f} s\n")
     print(markdown(summarise(estimates, target)))
     print("\nPrimary contrasts (route - reference; risk: share responded by the day; median: days; rmst: restricted "
-          "mean days without response up to mean_day), bootstrap intervals (score interval for risk, percentile for median and rmst):\n")
+          "mean days without response up to mean_day), bootstrap intervals (score interval for risk, percentile for median and rmst); "
+          "ate_*: the adjusted curves, influence-function intervals:\n")
     print(markdown(summarise_contrasts(contrasts, target)))
 
 

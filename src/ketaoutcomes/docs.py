@@ -352,6 +352,14 @@ JOIN latest_results_runs AS r ON r.run_id = c.run_id
 WHERE c.paramcd = 'TTRESP' AND c.arm = 'ketamine_iv'
   AND json_extract_string(r.settings_json, '$.cohort.reference_arm') = 'ssri'
 ORDER BY c.study, c.model"""),
+    ("Risk differences by day 7 of each route by the adjusted estimators",
+     "Time to response, route - reference arm, standardised by the g-formula, IPTW and AIPTW (influence-function "
+     "CIs); null where the pair's gate failed or the day is not estimable (see `note`). The primary estimate, from "
+     "the weighted curves, is in `latest_results_contrasts`.",
+     """SELECT study, arm, arm_label, estimator, value_target, value_comparator, difference, lower, upper, note
+FROM latest_results_ate
+WHERE paramcd = 'TTRESP' AND estimand = 'risk_d7'
+ORDER BY study, arm, estimator"""),
     ("Withheld estimates, from the base table",
      "The numbers a failed diagnostics gate withholds stay in the table beside the verdict and its reasons "
      "(to inspect, not to report).",

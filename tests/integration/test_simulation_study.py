@@ -81,6 +81,10 @@ def test_study_reports_the_primary_contrasts_against_their_counterfactual_truth(
     assert (rmst["mean_day"] <= 56).all()
     iv = rmst.filter(pl.col("arm") == "ketamine_iv").row(0, named=True)
     assert abs(iv["bias"]) < 3 * iv["empirical_se"] / math.sqrt(iv["replicates"]) + 0.5
+    # the adjusted curves (results_ate) are held against the same truth, with their influence-function intervals
+    ate = c.filter(pl.col("model").str.starts_with("ate_"))
+    assert set(ate["model"]) == {"ate_gformula", "ate_iptw", "ate_aiptw"} and ate["arm"].n_unique() == 5
+    assert ate["coverage"].is_finite().all() and (ate.filter(pl.col("estimand") == "rmst")["mean_estimate"] < 0).all()
     # the truth is read off the counterfactual curves exactly as the analysis reads the weighted ones
     from ketaoutcomes.truth import contrast_truth
     curves = target["curves"]["marginal_pair"]["ketamine_iv"]

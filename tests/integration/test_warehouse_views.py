@@ -24,7 +24,8 @@ GATE_FAILS = StudySettings(name="gate-fails", max_smd=0.001, **_FAST)
 #: ... or passes (no balance or equipoise requirement).
 GATE_PASSES = StudySettings(name="gate-passes", max_smd=1.0, min_equipoise=0.0, **_FAST)
 #: The estimates a failed gate withholds, per table (what the contracts declare).
-WITHHELD = {"results_cox": "hr", "results_km_weighted": "survival", "results_km_weighted_median": "events"}
+WITHHELD = {"results_cox": "hr", "results_km_weighted": "survival", "results_km_weighted_median": "events",
+            "results_ate": "difference"}
 
 
 @pytest.fixture(scope="module")

@@ -637,3 +637,42 @@ def test_evalue_table_shows_passing_estimates_and_withholds_failing_pairs(data, 
     text = " ".join(" ".join(read_html(section).text).split())
     assert "Esketamine intranasal risk ratio by day 28 3.90 (1.80\u20138.70) 7.26 3.00" in text  # VanderWeele & Ding
     assert "Ketamine IV risk ratio by day 28 withheld" in text and "9.87" not in section
+
+
+def test_adjusted_curves_table_shows_three_estimators_beside_the_primary_and_withholds_failing_pairs(data, tmp_path):
+    """The weighting section's adjusted curves (results_ate): per route and estimand, the primary
+    weighted-curve difference (results_contrasts) beside the g-formula, IPTW and AIPTW ones with
+    their CIs, in percentage points for shares and days for the restricted mean; a route failing its
+    diagnostics shows "withheld" and why, never its numbers; the caption says what each estimator
+    assumes."""
+    from ketaoutcomes.analysis.ate import ATE_RESULT_SCHEMA
+
+    gate_iv = "max |SMD| after weighting 0.111 >= 0.1 (SITEID[S06])"
+    rows = []
+    for t, d, g, shift in (("esketamine_intranasal", "pass", None, 0.0), ("ketamine_iv", "fail", gate_iv, 0.5)):
+        for k, est in enumerate(("gformula", "iptw", "aiptw")):
+            for estimand, day, diff, se in (("risk_d7", 7.0, 0.18 + 0.01 * k + shift, 0.02),
+                                            ("risk_d28", 28.0, None, None), ("rmst", 32.0, -9.1 - k - shift, 0.7)):
+                rows.append({"paramcd": "TTRESP", "target": t, "comparator": "ssri", "estimator": est,
+                             "estimand": estimand, "measure": "rmst" if estimand == "rmst" else "risk", "day": day,
+                             "difference": diff, "se": se, "lower": None if diff is None else diff - 2 * se,
+                             "upper": None if diff is None else diff + 2 * se, "n": 100, "ps_model": "ridge",
+                             "diagnostics": d, "gate_reasons": g,
+                             "note": "not estimable: past the last observed time" if diff is None else None})
+    primary = _with_primary(data)
+    tables = {**primary.tables, "results_ate": pl.DataFrame(rows, schema=ATE_RESULT_SCHEMA)}
+    html = render_report(dataclasses.replace(primary, tables=tables), tmp_path / "r.html").read_text(encoding="utf-8")
+    section = html[html.index('id="adjusted"'):]
+    caption = section[section.index('class="caption"'):section.index("</p>")]
+    section = section[:section.index("</table>")]
+    text = " ".join(" ".join(read_html(section).text).split())
+    # primary (bootstrap CI from results_contrasts), then g-formula, IPTW, AIPTW (influence-function CIs)
+    assert ("Esketamine intranasal % with response by day 7 +17 pp (+12 to +23) +18 pp (+14 to +22) "
+            "+19 pp (+15 to +23) +20 pp (+16 to +24)") in text
+    assert "Esketamine intranasal % with response by day 28 +45 pp (+38 to +51) not estimable not estimable" in text
+    assert ("Esketamine intranasal days without response up to day 32 \u22129.7 (\u221211.2 to \u22128.3) "
+            "\u22129.1 (\u221210.5 to \u22127.7)") in text
+    assert "Ketamine IV withheld, fails diagnostics" in text and "68" not in section  # 0.18 + 0.5: never shown
+    for words in ("right if that outcome model is right", "right if those two models are right", "doubly robust",
+                  "influence function"):
+        assert words in caption

@@ -239,7 +239,9 @@ def test_a_contract_declares_its_arm_column_and_withheld_estimates():
 def test_tables_with_a_diagnostics_gate_withhold_their_estimates(contracts):
     withheld = {name: c.withheld for name, c in contracts.items() if c.withheld}
     assert set(withheld) == {"results_cox", "results_km_weighted", "results_km_weighted_median", "results_contrasts",
-                             "results_evalues"}
+                             "results_evalues", "results_ate"}
+    assert {"difference", "lower", "upper", "value_target", "value_comparator", "se", "ratio"} <= set(
+        withheld["results_ate"])
     assert {"estimate", "lower", "upper", "rr", "evalue", "evalue_ci"} <= set(withheld["results_evalues"])
     assert {"difference", "lower", "upper", "value_target", "value_comparator", "se"} <= set(withheld["results_contrasts"])
     assert {"hr", "hr_lower", "hr_upper", "coef", "se", "z", "p_value"} <= set(withheld["results_cox"])

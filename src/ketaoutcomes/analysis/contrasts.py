@@ -49,16 +49,15 @@ intervals nobody is shown (``bootstrap_all`` runs it for every pair, as the simu
 
 from __future__ import annotations
 
-import ctypes
 import math
 import zlib
-from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 import polars as pl
 
 from ketaoutcomes.analysis.propensity import fit_pair_propensity
+from ketaoutcomes.models.common import one_blas_thread
 from ketaoutcomes.models.contrasts import CurveSummaries, curve_summaries, percentile_interval, risk_difference_interval
 from ketaoutcomes.notes import Note
 from ketaoutcomes.settings import StudySettings
@@ -78,34 +77,6 @@ CONTRAST_SCHEMA = {
     "n_boot": pl.Int64, "n_boot_failed": pl.Int64, "interval": pl.String,
     "diagnostics": pl.String, "gate_reasons": pl.String, "note": pl.String,
 }
-
-
-@contextmanager
-def _one_blas_thread() -> Iterator[None]:
-    """One OpenBLAS thread while the bootstrap refits its many small propensity models (a 900 x 10
-    logistic fit spends more on waking BLAS threads than on arithmetic: ~8x faster on 2 cores);
-    the previous thread counts are restored. What threadpoolctl does, for the OpenBLAS builds that
-    numpy and scipy ship (found among the loaded libraries on Linux); elsewhere it does nothing."""
-    libs = []
-    try:
-        with open("/proc/self/maps", encoding="utf-8") as f:
-            paths = {line.split()[-1] for line in f if "openblas" in line.lower() and ".so" in line}
-        for path in sorted(paths):
-            lib = ctypes.CDLL(path)
-            for prefix, suffix in (("scipy_", "64_"), ("scipy_", ""), ("", "64_"), ("", "")):
-                get, put = f"{prefix}openblas_get_num_threads{suffix}", f"{prefix}openblas_set_num_threads{suffix}"
-                if hasattr(lib, get) and hasattr(lib, put):
-                    libs.append((getattr(lib, put), int(getattr(lib, get)())))
-                    break
-    except OSError:
-        libs = []
-    for put, _ in libs:
-        put(1)
-    try:
-        yield
-    finally:
-        for put, n in libs:
-            put(n)
 
 
 def bootstrap_seed(study: StudySettings, paramcd: str, target: str) -> np.random.SeedSequence:
@@ -175,7 +146,7 @@ def primary_contrasts(frame: pl.DataFrame, paramcd: str, study: StudySettings, t
             draws = rng.integers(0, n, size=(B, n))
             W = np.zeros((B, n))
             errors: list[str] = []
-            with _one_blas_thread():
+            with one_blas_thread():
                 for b in range(B):
                     try:
                         W[b] = _fit(pair, draws[b], target, study)

@@ -35,6 +35,7 @@ from dataclasses import dataclass
 
 import polars as pl
 
+from ketaoutcomes.analysis.ate import adjusted_contrasts
 from ketaoutcomes.analysis.common import (
     ModelTerms,
     StepResult,
@@ -267,6 +268,7 @@ def analyze(adsl: pl.DataFrame, adtte: pl.DataFrame, *, study: StudySettings, we
                                bootstrap_all=bootstrap_all) for target in (m.result().routes or ())]
               for paramcd, m in models.items()}
     km, med, lr, cox, fits, notes, ph, rmst, disc, contrasts, evalues = [], [], [], [], [], [], [], [], [], [], []
+    adjusted: list[pl.DataFrame] = []
     w = WeightedComparisons()
     for paramcd in endpoints:
         if paramcd not in models:
@@ -285,7 +287,7 @@ def analyze(adsl: pl.DataFrame, adtte: pl.DataFrame, *, study: StudySettings, we
         if m.routes is None:
             continue
         pairs = [r.result() for r in routes[paramcd]]
-        n_cox, n_km = len(w.cox), len(w.km)
+        n_ps, n_cox, n_km = len(w.ps), len(w.cox), len(w.km)
         for r in pairs:
             w.extend(r.weighted)
         if note := levels_left_out_note(paramcd, study, [(r.target, r.levels_left_out) for r in pairs
@@ -298,6 +300,13 @@ def analyze(adsl: pl.DataFrame, adtte: pl.DataFrame, *, study: StudySettings, we
             evalues.append(evalue_table(c.filter(ratio), stack(w.cox[n_cox:]), stack(w.km[n_km:]), paramcd,
                                         study.cohort.reference_arm, study.propensity.weighting))
             notes += [n for r in pairs for n in r.notes]
+            # the adjusted curves (g-formula, IPTW, AIPTW) of every route, here in the writer's process
+            # (not yet a unit of the fan-out)
+            verdicts = {row["target"]: (row["diagnostics"], row["gate_reasons"]) for row in w.ps[n_ps:]}
+            targets = [r.target for r in pairs if r.target in verdicts]
+            rows, n = adjusted_contrasts(frames[paramcd], paramcd, study, targets, verdicts, c)
+            adjusted.append(rows)
+            notes += n
     return StepResult({
         "results_km": stack(km),
         "results_km_median": stack(med),
@@ -314,4 +323,5 @@ def analyze(adsl: pl.DataFrame, adtte: pl.DataFrame, *, study: StudySettings, we
         "results_preference": stack(w.preference),  # preference-score distributions per pair
         "results_contrasts": stack(contrasts),  # primary contrasts route - reference, bootstrap CIs
         "results_evalues": stack(evalues),  # E-values of the risk ratios and the weighted HR
+        "results_ate": stack(adjusted),  # adjusted curves: g-formula, IPTW, AIPTW (analysis.ate)
     }, tuple(notes + w.notes))

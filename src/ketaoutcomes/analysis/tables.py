@@ -325,6 +325,46 @@ RESULTS_EVALUES = TableContract(
     withheld=("estimate", "lower", "upper", "rr", "rr_lower", "rr_upper", "evalue", "evalue_ci"),
 )
 
+RESULTS_ATE = TableContract(
+    "results_ate",
+    "Adjusted curves of each route vs the reference arm on the endpoints with primary contrasts (time to response): "
+    "the share with the event by models.contrast_days and the restricted mean days without it, per arm, standardised "
+    "over the pair's patients by three estimators (riskRegression's ate(): gformula from a Cox outcome model, iptw "
+    "weighting by the propensity and a Cox censoring model, both Cox models with a baseline hazard per arm; aiptw "
+    "doubly robust), with influence-function SEs and "
+    "Wald CIs, and the pair's gate verdict",
+    columns=(_PARAMCD, _TARGET, _COMPARATOR,
+             col("estimator", "VARCHAR", False, "gformula (right if the outcome model is), iptw (right if the propensity "
+                                                "and censoring models are) or aiptw (right if either is)"),
+             col("estimand", "VARCHAR", False, "risk_d<day> (share with the event by the day) or rmst (restricted mean "
+                                               "days without the event up to day)"),
+             col("measure", "VARCHAR", False, "risk or rmst"),
+             col("day", "DOUBLE", True, "The day of a risk; the horizon of the rmst, the primary contrasts' (null: "
+                                        "not estimable there)"),
+             col("value_target", "DOUBLE", True, "The route's standardised value (a share 0-1, or days; null: not "
+                                                 "estimable, see note)"),
+             col("se_target", "DOUBLE", True, "Its standard error (influence function)"),
+             col("value_comparator", "DOUBLE", True, "The reference arm's standardised value"),
+             col("se_comparator", "DOUBLE", True, "Its standard error"),
+             col("difference", "DOUBLE", True, "value_target - value_comparator"),
+             col("se", "DOUBLE", True, "Standard error of the difference (influence function, every model's "
+                                       "estimation included)"),
+             col("lower", "DOUBLE", True, f"Lower limit of the Wald {_CI} of the difference (a risk's clipped at -1)"),
+             col("upper", "DOUBLE", True, f"Upper limit of the Wald {_CI} of the difference (a risk's clipped at 1)"),
+             col("p_value", "DOUBLE", True, "Two-sided p-value of the difference against 0"),
+             col("ratio", "DOUBLE", True, "Risks only: value_target / value_comparator"),
+             col("ratio_lower", "DOUBLE", True, f"Lower limit of the Wald {_CI} of the ratio (delta method, clipped at "
+                                                "0)"),
+             col("ratio_upper", "DOUBLE", True, f"Upper limit of the Wald {_CI} of the ratio"),
+             col("n", "BIGINT", False, "Patients of the two arms in the models (0: not computed)"),
+             col("ps_model", "VARCHAR", False, "The propensity model (propensity.model), the primary comparison's"),
+             _DIAGNOSTICS, _GATE_REASONS, _NOTE, *RUN_COLUMNS),
+    key=("run_id", "paramcd", "target", "estimator", "estimand"),
+    arm_column="target",
+    withheld=("value_target", "se_target", "value_comparator", "se_comparator", "difference", "se", "lower", "upper",
+              "p_value", "ratio", "ratio_lower", "ratio_upper"),
+)
+
 RESULTS_DISCRETE = TableContract(
     "results_discrete",
     "Interval-censored sensitivity analysis: discrete-time (cloglog) hazard ratios per endpoint and term",
@@ -504,7 +544,7 @@ RESULTS_MODIFIERS_KETAMINE = TableContract(
 ANALYSIS_CONTRACTS: dict[str, TableContract] = contracts_by_name((
     RESULTS_KM, RESULTS_KM_MEDIAN, RESULTS_LOGRANK, RESULTS_COX, RESULTS_COX_FIT, RESULTS_PS, RESULTS_BALANCE,
     RESULTS_PH, RESULTS_RMST, RESULTS_KM_WEIGHTED, RESULTS_KM_WEIGHTED_MEDIAN, RESULTS_CONTRASTS, RESULTS_EVALUES,
-    RESULTS_DISCRETE,
+    RESULTS_ATE, RESULTS_DISCRETE,
     RESULTS_PREFERENCE,
     RESULTS_SAFETY, RESULTS_SAFETY_PATIENTS, RESULTS_TRAJECTORY, RESULTS_TRAJECTORY_FIXED,
     RESULTS_RELAPSE_MAINTENANCE, RESULTS_RELAPSE_CIF, RESULTS_RELAPSE_CIF_AT, RESULTS_RELAPSE_GRAY,

@@ -199,6 +199,9 @@ class PropensityResult:
     levels_left_out : tuple of (str, int)
         Rare levels left out of the model and the gate (``"SEX[U]"``), with the
         number of patients of the two arms who have them.
+    model_matrix : numpy.ndarray or None
+        The model's design columns (no intercept), one row per row of ``scores``
+        (None: no model was fitted); the adjusted curves use the same coding.
     """
 
     target: str
@@ -225,6 +228,7 @@ class PropensityResult:
     caliper: float | None = None
     model: str = "logistic"
     levels_left_out: tuple[tuple[str, int], ...] = ()
+    model_matrix: np.ndarray | None = field(default=None, compare=False, repr=False)
 
 
 # --------------------------------------------------------------------------- helpers
@@ -602,6 +606,7 @@ def fit_propensity(
     # --- the propensity model
     ps: np.ndarray | None = None
     converged = False
+    X = None
     if n_t < 2 or n_c < 2:
         reasons.append(
             f"a diagnostic could not be computed: too few patients to fit a propensity model "
@@ -736,6 +741,7 @@ def fit_propensity(
         caliper=caliper if weighting == "matching" else None,
         model=model,
         levels_left_out=tuple(design.left_out),
+        model_matrix=X,
     )
 
 

@@ -35,6 +35,7 @@ from ketaoutcomes.report.sections.secondary import (
     trajectory_section,
 )
 from ketaoutcomes.report.sections.evalues import evalue_section
+from ketaoutcomes.report.sections.adjusted import adjusted_section
 from ketaoutcomes.report.sections.truth import truth_table
 from ketaoutcomes.report.sections.weighting import (
     balance_rule,
@@ -181,6 +182,7 @@ def build_context(data: ReportData, *, suppress_small_cells: bool = True) -> dic
     weighting["km"] = weighted_km_section(t("results_km_weighted"), t("results_km_weighted_median"), arms, fmt)
     weighting["preference"] = preference_section(t("results_preference"), arms, prov)
     weighting["evalues"] = evalue_section(t("results_evalues"), arms, fmt)
+    weighting["adjusted"] = adjusted_section(t("results_ate"), t("results_contrasts"), arms, fmt)
     secondary["discrete"] = discrete_section(t("results_discrete"), cox, arms, fmt)
     relapse = relapse_section(t("results_relapse_maintenance"), t("results_relapse_cif"), t("results_relapse_cif_at"),
                               t("results_relapse_gray"), t("results_relapse_states"), arms, fmt)
