@@ -10,6 +10,7 @@ from typing import Any, Protocol
 import polars as pl
 
 from ketaoutcomes.derive import COVARIATE_COLUMNS, cnsr_to_event
+from ketaoutcomes.models.common import one_blas_thread
 from ketaoutcomes.notes import Note
 from ketaoutcomes.settings import StudySettings
 
@@ -65,9 +66,7 @@ def run_unit(fn: Callable[..., Any], kwargs: Mapping[str, Any]) -> Any:
     product, a least-squares solve) across its threads, so a fit's last digits would depend on how
     many cores the machine running the unit has; with one thread they are the same on every machine,
     here or on a Dask worker. The thread counts in force before are restored after."""
-    from threadpoolctl import threadpool_limits
-
-    with threadpool_limits(limits=1, user_api="blas"):
+    with one_blas_thread():
         return fn(**kwargs)
 
 

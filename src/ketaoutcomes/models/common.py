@@ -25,7 +25,6 @@ Conventions (each is also commented where it is applied):
 
 from __future__ import annotations
 
-import ctypes
 import math
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -183,28 +182,13 @@ def quadratic_test(u: np.ndarray, info: np.ndarray) -> float | None:
 
 @contextmanager
 def one_blas_thread() -> Iterator[None]:
-    """One OpenBLAS thread for a stretch of small or tall-and-thin matrix products, which spend more on
-    waking BLAS threads than on arithmetic (the bootstrap's 900 x 10 propensity fits: ~8x faster on 2
-    cores; the adjusted curves' (50,000 x 10)' (50,000 x 57) products, 100x on a busy machine); the
-    previous thread counts are restored. What threadpoolctl does, for the OpenBLAS builds that
-    numpy and scipy ship (found among the loaded libraries on Linux); elsewhere it does nothing."""
-    libs = []
-    try:
-        with open("/proc/self/maps", encoding="utf-8") as f:
-            paths = {line.split()[-1] for line in f if "openblas" in line.lower() and ".so" in line}
-        for path in sorted(paths):
-            lib = ctypes.CDLL(path)
-            for prefix, suffix in (("scipy_", "64_"), ("scipy_", ""), ("", "64_"), ("", "")):
-                get, put = f"{prefix}openblas_get_num_threads{suffix}", f"{prefix}openblas_set_num_threads{suffix}"
-                if hasattr(lib, get) and hasattr(lib, put):
-                    libs.append((getattr(lib, put), int(getattr(lib, get)())))
-                    break
-    except OSError:
-        libs = []
-    for put, _ in libs:
-        put(1)
-    try:
+    """One BLAS thread for a stretch of work (threadpoolctl; the previous thread counts are restored).
+
+    Two reasons: small or tall-and-thin matrix products spend more on waking BLAS threads than on
+    arithmetic (the bootstrap's 900 x 10 propensity fits: ~8x faster on 2 cores; the adjusted curves'
+    (50,000 x 10)' (50,000 x 57) products, 100x on a busy machine); and OpenBLAS splits a sum across
+    its threads, so a fit's last digits would depend on how many cores the machine has."""
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(limits=1, user_api="blas"):
         yield
-    finally:
-        for put, n in libs:
-            put(n)

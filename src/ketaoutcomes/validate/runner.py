@@ -28,6 +28,7 @@ from ketaoutcomes.validate.results import (
 )
 from ketaoutcomes.validate.rules import Rule, build_rules
 from ketaoutcomes.validate.suites import suite_for
+from ketaoutcomes.warehouse import replace_table
 
 __all__ = ["ENGINES", "RESULT_SCHEMA", "ValidationFailed", "ValidationResult", "validate_tables",
            "validate_warehouse"]
@@ -136,11 +137,7 @@ def _frames_in_duckdb(frames: Mapping[str, pl.DataFrame]) -> Any:
             [pl.col(c).cast(POLARS_TYPES[contract[c].dtype]) for c, d in frame.schema.items()
              if d == pl.Null and c in contract]
             + [pl.col(c).cast(pl.String) for c, d in frame.schema.items() if isinstance(d, (pl.Categorical, pl.Enum))])
-        con.register("_frame_in", fixed.to_arrow())
-        try:
-            con.execute(f'CREATE TABLE "{name}" AS SELECT * FROM _frame_in')
-        finally:
-            con.unregister("_frame_in")
+        replace_table(con, name, fixed)
     return con
 
 
