@@ -7,6 +7,7 @@ Usage (from the checkout)::
     uv run python scripts/benchmark.py --patients 20000 --skip-default
     uv run python scripts/benchmark.py --only-default --repeat 3   # the main command: from scratch, then unchanged
     uv run python scripts/benchmark.py --dask 5000      # the analysis fan-out: serial vs Dask, 1 and 2 workers
+    uv run python scripts/benchmark.py --skip-default --nightly 1   # then a nightly delivery of 1% of the patients
 
 Each measured command runs in its own process under a small wrapper, so its
 peak RSS is its own, in a scratch folder that holds its own data/ and reports/. Prints a Markdown table.
@@ -80,6 +81,36 @@ def bench(patients: int | None, workdir: Path, env: dict, steps: tuple[str, ...]
     return rows
 
 
+NIGHTLY = """
+import sys, duckdb
+src, out, pct = sys.argv[1], sys.argv[2], float(sys.argv[3])
+con = duckdb.connect()
+# the courses, sessions and ratings of pct% of the patients, delivered again (a night's new and corrected records)
+con.execute(f"CREATE TABLE p AS SELECT patient_id FROM read_csv('{src}/patients.csv', all_varchar=true) "
+            f"WHERE hash(patient_id) % 10000 < {int(pct * 100)}")
+con.execute(f"COPY (SELECT c.* FROM read_csv('{src}/courses.csv', all_varchar=true) c SEMI JOIN p USING (patient_id)) "
+            f"TO '{out}/courses.csv' (HEADER)")
+con.execute(f"COPY (SELECT s.* FROM read_csv('{src}/sessions.csv', all_varchar=true) s SEMI JOIN "
+            f"read_csv('{out}/courses.csv', all_varchar=true) c USING (course_id)) TO '{out}/sessions.csv' (HEADER)")
+con.execute(f"COPY (SELECT m.* FROM read_csv('{src}/mood_scores.csv', all_varchar=true) m SEMI JOIN p USING (patient_id)) "
+            f"TO '{out}/mood_scores.csv' (HEADER)")
+"""
+
+#: Steps of the nightly run (ingest flow): what the nightly delivery is timed against.
+NIGHT_STEPS = ("nightly ingest", "nightly validate (changed rows)")
+
+
+def nightly(patients: int, pct: float, workdir: Path, env: dict) -> list[dict]:
+    """A delivery of ``pct``% of the patients' courses, sessions and ratings into the warehouse the
+    benchmark built, then the nightly flow's steps: ingest, validate the changed rows."""
+    py = [sys.executable, "-m", "ketaoutcomes"]
+    export, night, db = workdir / f"export-{patients}", workdir / "night", workdir / f"w-{patients}.duckdb"
+    night.mkdir()
+    subprocess.run([sys.executable, "-c", NIGHTLY, str(export), str(night), str(pct)], check=True)
+    return [run(NIGHT_STEPS[0], py + ["ingest", str(night), "--db", str(db)], env, workdir),
+            run(NIGHT_STEPS[1], py + ["validate", "--changed-only", "--db", str(db)], env, workdir)]
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--patients", type=int, default=100_000)
@@ -89,6 +120,9 @@ def main() -> None:
                     help="steps after simulate + ingest to measure (comma-separated; empty for ingest only)")
     ap.add_argument("--only-default", action="store_true", help="only the README main command on the default cohort")
     ap.add_argument("--repeat", type=int, default=1, help="times to run the main command again with nothing changed")
+    ap.add_argument("--nightly", type=float, metavar="PCT", help="after the cohort's steps: a nightly delivery of PCT%% "
+                    "of its patients (courses, sessions, ratings), ingested and validated (changed rows), as a share of "
+                    "the full run")
     ap.add_argument("--dask", type=int, metavar="N", help="instead: the analysis of N patients serially and on Dask "
                     "with 1 and 2 workers (scripts/bench_fanout.py)")
     args = ap.parse_args()
@@ -109,6 +143,8 @@ def main() -> None:
             if n is not None:
                 env.pop("KETAOUTCOMES_DB")
             results[label] = bench(n, work, env, tuple(x for x in args.steps.split(",") if x), args.repeat)
+            if n is not None and args.nightly:
+                results[label][-1:-1] = nightly(n, args.nightly, work, env)
     for label, rows in results.items():
         base = rows[-1]
         print(f"\n### {label}\n")
@@ -118,6 +154,11 @@ def main() -> None:
             print(f"| {r['step']} | {r['seconds']:.1f} | {r['seconds'] / base['seconds']:.1f} | "
                   f"{r['peak_rss_mb']:.0f} | "
                   f"{r['peak_rss_mb'] / base['peak_rss_mb']:.1f} |")
+        night = sum(r["seconds"] for r in rows if r["step"] in NIGHT_STEPS)
+        full = sum(r["seconds"] for r in rows if r["step"] in ("ingest", "validate", "analyze"))
+        if night and full:
+            print(f"\nnightly run ({' + '.join(NIGHT_STEPS)}): {night:.1f} s, {night / full:.3f} of the full run's "
+                  f"ingest + validate + analyze ({full:.1f} s)")
         again = [r["seconds"] for r in rows if r["step"] == AGAIN]
         if again:
             first = rows[0]["seconds"]

@@ -223,12 +223,19 @@ and 1 MiB a line or value; memory: $KETAOUTCOMES_MEMORY_LIMIT (e.g. 8GB or 50%; 
 
 
 @app.command()
-def validate(db: DbOption = None) -> None:
+def validate(
+    db: DbOption = None,
+    changed_only: Annotated[bool, typer.Option(
+        "--changed-only", help="Check only the rows that batches loaded since the last validation that passed "
+        "added or changed (a session is checked again when its course changed), as the nightly flow does; every "
+        "row when there is no such validation (the first one, or a rollback, other registries or code since). "
+        "An analysis always validates every row first.")] = False,
+) -> None:
     """Run the Great Expectations suites on what is in the warehouse; exit 2 on a critical failure."""
     from ketaoutcomes.pipeline import announced, validate_step
 
     with _errors(), _progress() as progress, announced(progress, "validating (Great Expectations)"):
-        _say(validate_step(_db(db)))
+        _say(validate_step(_db(db), changed_only=changed_only))
 
 
 @app.command()

@@ -39,8 +39,9 @@ from ketaoutcomes.ingest import check_export_folder, find_export_files, ingest_e
 from ketaoutcomes.ingest.load import load_registries_from_warehouse
 from ketaoutcomes.registries import load_registries
 from ketaoutcomes.settings import SimulationSettings, StudySettings, home_db_path, project_root
-from ketaoutcomes.step_records import (batches_in_force, code_version, data_fingerprint, fresh_state, last_step,
-                                        record_step, step_hash, validation_status)
+from ketaoutcomes.step_records import (CHANGED_ROWS, batches_in_force, code_version, data_fingerprint, fresh_state,
+                                        last_step, last_validation, record_step, step_hash, validation_base,
+                                        validation_status)
 from ketaoutcomes.table_contract import ContractError, TableContract, col
 from ketaoutcomes.warehouse import append_frame, fetch, fetch_rows, read_connection, table_exists, write_session
 from ketaoutcomes.warehouse import write_table
@@ -222,25 +223,36 @@ def _require_data(con, db: Path) -> None:
                            "first, or check --db")
 
 
-def _validate(con, *, force: bool) -> tuple[StepOutcome, Any]:
+def _validate(con, *, force: bool, changed_only: bool = False) -> tuple[StepOutcome, Any]:
     """Validate the data of the snapshot behind ``con`` (a write session) and store the results.
+
+    ``changed_only`` (the nightly run): when an earlier validation with this code and these
+    registries passed and the data since only gained batches, check only the rows those batches
+    added or changed (:func:`ketaoutcomes.validate.changed_rows`); else every row. Pass or fail is
+    the same as checking every row (a rule passes when no row breaks it); the counts are over the
+    rows checked. An analysis always stands on a validation of every row (:func:`validation_status`).
 
     Returns
     -------
     (StepOutcome, ValidationResult or None)
         None when the last validation of this data and code passed and ``force`` is false.
     """
-    from ketaoutcomes.validate import validate_warehouse  # GX import is slow
+    from ketaoutcomes.validate import changed_rows, validate_warehouse  # GX import is slow
 
     started, t0 = _wall_clock(), time.perf_counter()
     fp_data = data_fingerprint(con)
     fp = step_hash(fp_data, code_version())
-    last = last_step(con, "validate", fp)
+    last = last_validation(con, fp, every_row=not changed_only)
     if last is not None and not force and last["status"] == "ok":
         return StepOutcome("validate", False, "validation is up to date and passed", {"fingerprint": fp}), None
     registries = load_registries_from_warehouse(con)
-    result = validate_warehouse(con, registries)  # the expectations run inside DuckDB: no table is fetched
-    run_id = step_hash("validate", fp)
+    batches = batches_in_force(con)
+    base = validation_base(con, batches, registries.fingerprint) if changed_only else None
+    new = [b for b in batches if b not in set(base["batches"])] if base else []
+    rows = changed_rows(new) if new else None
+    # the expectations run inside DuckDB: no table is fetched
+    result = validate_warehouse(con, registries, rows=rows)
+    run_id = step_hash("validate", fp, *([CHANGED_ROWS] if rows else []))
     if table_exists(con, "validation_results"):
         con.execute("DELETE FROM validation_results WHERE run_id = ?", [run_id])
     append_frame(con, "validation_results", result.results.with_columns(
@@ -248,15 +260,25 @@ def _validate(con, *, force: bool) -> tuple[StepOutcome, Any]:
     n_fail = result.results.filter(~pl.col("success")).height
     details = {"run_id": run_id, "expectations": result.results.height, "failed": n_fail,
                "critical_failed": result.critical_failures.height, "data_fingerprint": fp_data,
-               "batches": batches_in_force(con)}
+               "batches": batches, "registries": registries.fingerprint, "scope": "all"}
+    scope = ""
+    if rows:
+        checked = {t: con.execute(f"SELECT count(*) FROM stg_{t} t WHERE {cond}").fetchone()[0]
+                   for t, cond in rows.items() if table_exists(con, f"stg_{t}")}
+        details.update(scope=CHANGED_ROWS, base_run_id=base["run_id"], new_batches=new, rows_checked=checked)
+        scope = (f" on the {sum(checked.values()):,} row(s) that {len(new)} new batch(es) added or changed "
+                 f"(every other row passed validation {base['run_id']})")
     record_step(con, "validate", run_id, fp, "ok" if result.passed else "failed", started,
                  time.perf_counter() - t0, details)
-    msg = f"validation passed: {result.results.height} expectations, {n_fail} warning(s)"
+    msg = f"validation passed: {result.results.height} expectations{scope}, {n_fail} warning(s)"
     return StepOutcome("validate", True, msg, details), result
 
 
-def validate_step(db: Path, *, force: bool = True) -> StepOutcome:
+def validate_step(db: Path, *, force: bool = True, changed_only: bool = False) -> StepOutcome:
     """Run the expectation suites on the staged tables and store the results.
+
+    ``changed_only``: check only the rows new batches added or changed since the last validation
+    that passed, when there is one to build on (the nightly ingest flow; see :func:`_validate`).
 
     Raises
     ------
@@ -273,7 +295,7 @@ def validate_step(db: Path, *, force: bool = True) -> StepOutcome:
 
     with write_session(db, create=False) as con:
         _require_data(con, db)
-        outcome, result = _validate(con, force=force)
+        outcome, result = _validate(con, force=force, changed_only=changed_only)
     if result is not None and not result.passed:
         raise ValidationFailed(result)
     return outcome
@@ -362,8 +384,8 @@ def analyze_step(db: Path, study: StudySettings, *, force: bool = True,
         raise ValidationFailed(failed)
     if validated is None:
         return outcome
-    return StepOutcome("analyze", outcome.ran, f"{outcome.message}; the data had changed since the last validation, "
-                       f"so it was validated first, in the same snapshot ({validated.message})",
+    return StepOutcome("analyze", outcome.ran, f"{outcome.message}; the data (or the code) had changed since the last "
+                       f"validation of every row, so it was validated first, in the same snapshot ({validated.message})",
                        {**outcome.details, "validated": validated.details})
 
 

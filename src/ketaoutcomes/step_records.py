@@ -25,7 +25,7 @@ from ketaoutcomes.settings import StudySettings
 from ketaoutcomes.warehouse import fetch_rows, read_connection
 
 __all__ = ["code_version", "step_hash", "data_fingerprint", "batches_in_force", "record_step", "last_step",
-           "fresh_state", "validation_status"]
+           "fresh_state", "last_validation", "validation_base", "validation_status"]
 
 
 @functools.cache
@@ -122,6 +122,44 @@ def _fresh(db: str, snapshot: tuple, code: str, settings_id: str | None) -> tupl
     return ("validated", validated), ("analysis", analysis)
 
 
+#: ``details.scope`` of a validation that checked only the rows that changed since another one.
+CHANGED_ROWS = "changed"
+
+
+def last_validation(con, fingerprint: str, *, every_row: bool = True) -> dict | None:
+    """The latest validation on ``fingerprint`` that was not rolled back; with ``every_row``, the
+    latest that checked every row (not a nightly check of the changed rows only)."""
+    scope = (f" AND coalesce(json_extract_string(details, '$.scope'), 'all') <> '{CHANGED_ROWS}'"
+             if every_row else "")
+    rows = fetch_rows(
+        con,
+        "SELECT * FROM meta_steps WHERE step = 'validate' AND fingerprint = ? AND status <> 'rolled_back'"
+        f"{scope} ORDER BY started_at DESC, seq DESC NULLS LAST, seconds DESC LIMIT 1",
+        [fingerprint],
+    )
+    return rows[0] if rows else None
+
+
 def validation_status(con, fp_data: str) -> str | None:
-    last = last_step(con, "validate", step_hash(fp_data, code_version()))
+    """'ok' or 'failed': the latest validation of every row of this data with this code; None if none."""
+    last = last_validation(con, step_hash(fp_data, code_version()))
     return None if last is None else last["status"]
+
+
+def validation_base(con, batches: list[str], registries_fingerprint: str) -> dict | None:
+    """The latest validation that passed, with this code and these registries, of data the
+    current data only adds batches to (its batches in force are all still in force): the rows it
+    checked and that no new batch touched need no second look. None when there is none (first
+    validation, a rollback since, other registries or code): then every row is checked.
+
+    Returns ``{"run_id": ..., "batches": [...]}``."""
+    current = set(batches)
+    rows = fetch_rows(
+        con,
+        "SELECT run_id, details FROM meta_steps WHERE step = 'validate' AND status = 'ok' AND code_version = ? "
+        "ORDER BY seq DESC NULLS LAST, started_at DESC LIMIT 50", [code_version()])
+    for r in rows:
+        d = json.loads(r["details"] or "{}")
+        if d.get("registries") == registries_fingerprint and d.get("batches") and set(d["batches"]) <= current:
+            return {"run_id": r["run_id"], "batches": list(d["batches"])}
+    return None

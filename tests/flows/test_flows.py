@@ -454,6 +454,10 @@ def test_nightly_artifacts_count_validation_per_table_and_that_nights_quarantine
     (quarantine,) = _artifacts("ketaoutcomes-quarantine", [state.state_details.flow_run_id])
     assert quarantine.data.startswith("# Quarantine: 0 row(s) set aside from 1 file(s) loaded by this run")
     assert "No row of these batches was quarantined." in quarantine.data
+    # and its validation checked the rows that delivery changed: 3 courses and their 4 sessions
+    (validation,) = _artifacts("ketaoutcomes-validation", [state.state_details.flow_run_id])
+    assert "on the 7 row(s) that 1 new batch(es) added or changed" in validation.data
+    _assert_validation_counts_per_table(validation.data, db)
 
     # the same folder again: nothing new
     state = fp.ingest_flow(export_dir=str(night2), db=str(db), return_state=True)

@@ -116,10 +116,11 @@ def validation_by_table(v: pl.DataFrame) -> Table:
 
 def validation_markdown(db: Path, *, run_id: str | None = None, headline: str, message: str) -> str:
     """The validation artifact: ``headline`` and ``message``, then the counts per table and the rules
-    that failed, of validation ``run_id`` (default: the latest validation) as stored in ``validation_results``."""
+    that failed, of validation ``run_id`` (default: the latest validation, a nightly check of the changed
+    rows included) as stored in ``validation_results``."""
     con = read_connection(db)
     try:
-        run_id = run_id or latest_validation_run(con)
+        run_id = run_id or latest_validation_run(con, every_row=False)
         v = fetch(con, "SELECT * FROM validation_results WHERE run_id = ?", [run_id])
     finally:
         con.close()

@@ -21,10 +21,12 @@ from ketaoutcomes.warehouse import fetch, fetch_rows
 __all__ = ["latest_validation_run", "quarantine_summary", "truth_file"]
 
 
-def latest_validation_run(con: duckdb.DuckDBPyConnection) -> str | None:
-    """``run_id`` of the latest validation not rolled back (the one the report shows), or None."""
-    rows = fetch_rows(con, "SELECT run_id FROM meta_steps WHERE step = 'validate' AND status <> 'rolled_back' "
-                           "ORDER BY started_at DESC LIMIT 1")
+def latest_validation_run(con: duckdb.DuckDBPyConnection, *, every_row: bool = True) -> str | None:
+    """``run_id`` of the latest validation not rolled back, or None; with ``every_row`` (the one the
+    report shows) the latest that checked every row, not a nightly check of the changed rows only."""
+    scope = " AND coalesce(json_extract_string(details, '$.scope'), 'all') <> 'changed'" if every_row else ""
+    rows = fetch_rows(con, "SELECT run_id FROM meta_steps WHERE step = 'validate' AND status <> 'rolled_back'"
+                           f"{scope} ORDER BY started_at DESC LIMIT 1")
     return rows[0]["run_id"] if rows else None
 
 

@@ -30,7 +30,7 @@ from ketaoutcomes.validate.rules import (
     Rule,
     build_rules,
 )
-from ketaoutcomes.validate.runner import ENGINES, validate_tables, validate_warehouse
+from ketaoutcomes.validate.runner import ENGINES, changed_rows, validate_tables, validate_warehouse
 from ketaoutcomes.validate.suites import build_suites
 
 __all__ = [
@@ -45,6 +45,7 @@ __all__ = [
     "ValidationResult",
     "build_rules",
     "build_suites",
+    "changed_rows",
     "validate_tables",
     "validate_warehouse",
 ]

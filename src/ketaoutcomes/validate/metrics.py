@@ -131,10 +131,11 @@ class _Spec:
 class _Table:
     """SQL for the metrics of one table."""
 
-    def __init__(self, table: str, sources: Mapping[str, Source]):
+    def __init__(self, table: str, sources: Mapping[str, Source], rows: str | None = None):
         self.table = table
         self.sources = sources
         self.src = sources[table]
+        self.rows = rows  # which rows of the table are checked (SQL over its columns as t.*); None: all
 
     # ------------------------------------------------------------------ columns and rows
 
@@ -212,7 +213,8 @@ class _Table:
                 # the session's calendar day is at most end_date + tolerance
                 days = SESSION_AFTER_END_TOLERANCE_DAYS + 1
                 cols.append(f"CAST(_ko_c.end_date AS TIMESTAMP) + INTERVAL {days} DAY AS _ko_course_end_limit")
-        return f"SELECT {', '.join(cols)} FROM {self.src.relation} t {' '.join(joins)}"
+        where = f" WHERE {self.rows}" if self.rows else ""
+        return f"SELECT {', '.join(cols)} FROM {self.src.relation} t {' '.join(joins)}{where}"
 
     # ------------------------------------------------------------------ metrics
 
@@ -332,12 +334,17 @@ def _error_evr(expectation: Any, message: str, tb: str | None = None) -> Any:
 
 
 def evaluate_table(
-    con: Any, table: str, sources: Mapping[str, Source], rules: list[Rule], expectations: Mapping[str, Any]
+    con: Any, table: str, sources: Mapping[str, Source], rules: list[Rule], expectations: Mapping[str, Any],
+    rows: str | None = None,
 ) -> tuple[dict[str, Any], bool]:
     """GX's ``ExpectationValidationResult`` per rule id of ``rules`` (all runnable on
     ``sources``; ``expectations`` maps rule ids to their GX expectations), with every metric
-    computed in DuckDB; and whether the table has source row numbers for examples."""
-    t = _Table(table, sources)
+    computed in DuckDB; and whether the table has source row numbers for examples.
+
+    ``rows``: an SQL condition on the table's columns (as ``t."column"``) restricting the rows
+    checked (every metric, row counts included, is over those rows); the tables it refers to
+    (references, the session's course) are read whole. None: every row."""
+    t = _Table(table, sources, rows)
     deps = {r.rule_id: expectations[r.rule_id].get_validation_dependencies(
         execution_engine=None, runtime_configuration={"result_format": RESULT_FORMAT}) for r in rules}
     configs: dict[Any, Any] = {}

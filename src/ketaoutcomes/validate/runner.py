@@ -26,11 +26,11 @@ from ketaoutcomes.validate.results import (
     result_row,
     rule_problem,
 )
-from ketaoutcomes.validate.rules import Rule, build_rules
+from ketaoutcomes.validate.rules import DERIVED, Rule, build_rules
 from ketaoutcomes.validate.suites import suite_for
 from ketaoutcomes.warehouse import replace_table
 
-__all__ = ["ENGINES", "RESULT_SCHEMA", "ValidationFailed", "ValidationResult", "validate_tables",
+__all__ = ["ENGINES", "RESULT_SCHEMA", "ValidationFailed", "ValidationResult", "changed_rows", "validate_tables",
            "validate_warehouse"]
 
 #: ``duckdb``: GX's metrics computed as SQL in DuckDB (the default, and what ``validate`` runs);
@@ -94,16 +94,50 @@ def _run(schemas: Mapping[str, pl.Schema], registries: Registries, tables: Colle
     return ValidationResult(pl.DataFrame(rows, schema=RESULT_SCHEMA), suite_results)
 
 
+def _sql_text(value: str) -> str:
+    return "'" + value.replace("'", "''") + "'"
+
+
+def changed_rows(batch_ids: Collection[str], relation: Callable[[str], str] = lambda table: f"stg_{table}",
+                 ) -> dict[str, str]:
+    """Per table, the SQL condition (for :func:`validate_warehouse`'s ``rows``) that selects the
+    rows a validation must check again after the batches ``batch_ids`` were loaded on top of data
+    that passed: the rows of those batches, and the rows whose checks read another table's content
+    that those batches changed (a session's arm and dates come from its course: a corrected course
+    re-checks its sessions). A reference flag needs no such re-check: a key, once loaded, stays in
+    ``stg_*`` until a rollback, and a rollback removes batches, which makes the next validation a
+    full one (:func:`ketaoutcomes.step_records.validation_base`)."""
+    if not batch_ids:
+        raise ValueError("changed_rows needs at least one batch")
+    ids = ", ".join(_sql_text(b) for b in sorted(batch_ids))
+    out = {t: [f"t._batch_id IN ({ids})"] for t in TABLE_ORDER}
+    for (table, name), sources in DERIVED.items():
+        if name.startswith("_ko_ref_"):
+            continue
+        (_, column), (parent, key) = sources[0], sources[1]
+        cond = (f't."{column}" IN (SELECT "{key}" FROM {relation(parent)} '
+                f"WHERE _batch_id IN ({ids}) AND \"{key}\" IS NOT NULL)")
+        if cond not in out[table]:
+            out[table].append(cond)
+    return {t: "(" + " OR ".join(conds) + ")" for t, conds in out.items()}
+
+
 def validate_warehouse(
     con: Any,
     registries: Registries,
     tables: Collection[str] | None = None,
     *,
     relation: Callable[[str], str] = lambda table: f"stg_{table}",
+    rows: Mapping[str, str] | None = None,
 ) -> ValidationResult:
     """Validate the tables of a DuckDB connection (by default the staged ``stg_<table>``,
     typed, with ``_row_number``) against the contract and registries, computing every GX
     metric as SQL inside DuckDB (:mod:`ketaoutcomes.validate.metrics`): no table is fetched.
+
+    ``rows`` restricts, per table, the rows checked to those where an SQL condition on the
+    table's columns (written ``t."column"``) holds, e.g. the rows of new batches; references and
+    course dates are still looked up in whole tables. Every count of the results is then over
+    those rows only (a nightly run: :func:`ketaoutcomes.pipeline.validate_step`).
 
     Returns one result row per rule; missing tables, missing or mistyped columns and
     expectations that cannot run are failed rows with an ``error``, never exceptions.
@@ -121,7 +155,8 @@ def validate_warehouse(
             sources[t] = source(con, name)
     schemas = {t: s.schema for t, s in sources.items()}
     return _run(schemas, registries, tables,
-                lambda table, rules, expectations: evaluate_table(con, table, sources, rules, expectations))
+                lambda table, rules, expectations: evaluate_table(con, table, sources, rules, expectations,
+                                                                  (rows or {}).get(table)))
 
 
 def _frames_in_duckdb(frames: Mapping[str, pl.DataFrame]) -> Any:
