@@ -69,6 +69,7 @@ from ketaoutcomes.ingest.rules import (
     row_problems,
     session_course_problems,
 )
+from ketaoutcomes.ingest.staging import update_staging
 from ketaoutcomes.ingest.text import (
     LINE_NUMBER,
     LineEndingError,
@@ -763,6 +764,7 @@ def _ingest(con: duckdb.DuckDBPyConnection, export_dir: Path, loaded_at: dt.date
     # Everything read and checked: now write. The registry files first: the tables were checked against them.
     next_seq = (con.execute("SELECT coalesce(max(load_seq), 0) FROM meta_batches").fetchone()[0] or 0) + 1
     reg_loads = []
+    new_seqs: dict[str, list[int]] = {}
     for r in regs:
         fl = FileLoad(r.name, str(r.path), r.batch_id, len(r.items), len(r.items), 0, r.skipped,
                       redelivery_of=r.redelivery_of, reloaded=None if r.skipped else reloads.get(r.sha))
@@ -779,6 +781,7 @@ def _ingest(con: duckdb.DuckDBPyConnection, export_dir: Path, loaded_at: dt.date
         next_seq += 1
         append_frame(con, f"raw_{table}", st.good.with_columns(
             pl.lit(fl.batch_id).alias("_batch_id"), pl.lit(seq, dtype=pl.Int32).alias("_load_seq")))
+        new_seqs.setdefault(table, []).append(seq)
         append_frame(con, "quarantine", st.quarantine)
         append_frame(con, "dq_checks", st.dq)
         failpoint("ingest.mid_write")
@@ -786,9 +789,10 @@ def _ingest(con: duckdb.DuckDBPyConnection, export_dir: Path, loaded_at: dt.date
     for fl, sha in [(st.load, st.sha) for st in staged.values()] + [(f, r.sha) for f, r in zip(reg_loads, regs)]:
         if fl.reloaded:
             mark_reloaded(con, sha, fl.batch_id)
-    for table in TABLE_ORDER:
+    for table in TABLE_ORDER:  # only the keys of this load's batches; a rebuild when that cannot be done
         _ensure_raw(con, table)
-        rebuild_staging(con, table)
+        if not update_staging(con, table, new_seqs.get(table, ())):
+            rebuild_staging(con, table)
     rebuild_registries(con)
     return IngestSummary(str(export_dir), tuple(staged[t].load for t in ordered), tuple(ignored_files),
                          tuple(reg_loads))

@@ -1,0 +1,71 @@
+"""stg_* after an ingest is updated for the keys of the new batches only (ingest.staging), and must
+be what rebuilding it from every delivered row gives (ingest.load.staging_sql): the same rows in
+the same order, after corrections, new rows, a re-delivery of superseded content, a delivery whose
+rows are all quarantined, and a table no delivery touched."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import polars as pl
+from polars.testing import assert_frame_equal
+
+from ketaoutcomes.contract import TABLE_ORDER
+from ketaoutcomes.ingest.load import staging_sql
+from ketaoutcomes.pipeline import ingest_step
+from ketaoutcomes.warehouse import fetch, read_connection, write_session
+from tests.conftest import TINY, write_export
+
+MOOD_HEADER = TINY["mood_scores.csv"].splitlines()[0]
+NIGHTS = [
+    # C1 corrected (end date), C2 unchanged in a new batch, C3 left out: C3 keeps its first-load row
+    {"courses.csv": "\n".join(TINY["courses.csv"].splitlines()[:3]).replace("2024-01-26", "2024-01-27") + "\n"},
+    # a new rating and a corrected one
+    {"mood_scores.csv": MOOD_HEADER + "\nP3,2024-03-20 10:00,MADRS,18,1,clinician\n"
+                                      "P1,2024-01-12 10:00,MADRS,15,0,clinician\n"},
+    # the first courses file again: a re-delivery that undoes the correction
+    {"courses.csv": TINY["courses.csv"]},
+    # every row quarantined (an unknown instrument): the batch exists, stg_mood_scores does not change
+    {"mood_scores.csv": MOOD_HEADER + "\nP2,2024-05-01 10:00,NOPE,18,1,clinician\n"},
+    # patients: one corrected, one new
+    {"patients.csv": TINY["patients.csv"].splitlines()[0] + "\nP2,A,M,53,1,MDD,\nP4,B,F,30,2,MDD,60\n"},
+]
+
+
+def _stg(db: Path) -> dict[str, tuple[pl.DataFrame, pl.DataFrame]]:
+    """Per table: stg_<table> as stored (scan order) and as a rebuild from raw_<table> gives it."""
+    con = read_connection(db)
+    try:
+        return {t: (fetch(con, f"SELECT * FROM stg_{t}"), fetch(con, staging_sql(t))) for t in TABLE_ORDER}
+    finally:
+        con.close()
+
+
+def test_each_delivery_updates_stg_as_a_rebuild_would(tmp_path):
+    db = tmp_path / "w.duckdb"
+    ingest_step(db, write_export(tmp_path / "v1"))
+    for i, files in enumerate(NIGHTS):
+        before = _stg(db)
+        ingest_step(db, write_export(tmp_path / f"n{i}", files))
+        after = _stg(db)
+        for t, (stored, rebuilt) in after.items():
+            assert_frame_equal(stored, rebuilt, check_exact=True), (i, t)
+            if f"{t}.csv" not in files:  # a table this night did not deliver is not touched
+                assert_frame_equal(stored, before[t][0], check_exact=True)
+    stored = _stg(db)
+    assert stored["mood_scores"][0].filter(pl.col("patient_id") == "P1")["total_score"].to_list() == [32, 20, 15]
+    assert stored["courses"][0]["end_date"].cast(pl.String).to_list()[0] == "2024-01-26"  # the re-delivery
+    assert stored["patients"][0]["patient_id"].to_list() == ["P1", "P3", "P2", "P4"]  # load order
+
+
+def test_a_staging_table_of_another_shape_is_rebuilt(tmp_path):
+    """A warehouse whose stg_patients lacks a column raw_patients has (written by an earlier
+    version): the next ingest of patients rebuilds it instead of appending to it."""
+    db = tmp_path / "w.duckdb"
+    ingest_step(db, write_export(tmp_path / "v1"))
+    with write_session(db) as con:
+        con.execute("ALTER TABLE stg_patients DROP COLUMN weight_kg")
+    ingest_step(db, write_export(tmp_path / "n", NIGHTS[-1]))
+    stored, rebuilt = _stg(db)["patients"]
+    assert "weight_kg" in stored.columns
+    assert_frame_equal(stored, rebuilt, check_exact=True)
