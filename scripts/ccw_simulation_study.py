@@ -32,7 +32,7 @@ import argparse
 import math
 import sys
 import time
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, as_completed
 
 import numpy as np
 import polars as pl
@@ -124,6 +124,32 @@ def _markdown(summary: pl.DataFrame) -> str:
     return "\n".join(lines)
 
 
+_SCHEMA = {"replicate": pl.Int64, "variant": pl.Utf8, "measure": pl.Utf8, "day": pl.Int64, "estimate": pl.Float64,
+           "lower": pl.Float64, "upper": pl.Float64, "se": pl.Float64, "failed": pl.Utf8}
+
+
+def _run(a: argparse.Namespace) -> pl.DataFrame:
+    kw = dict(patients=a.patients, seed_base=a.seed, bootstrap=a.bootstrap, grace_days=a.grace_days,
+              outcome=a.outcome, unmeasured=a.unmeasured)
+    parts: list[pl.DataFrame] = []
+
+    def keep(rows: list[dict]) -> None:
+        part = pl.DataFrame(rows, schema=_SCHEMA)
+        parts.append(part)
+        if a.csv:  # appended as each replicate finishes, so an interrupted run can still be summarised
+            with open(a.csv, "a" if len(parts) > 1 else "w") as fh:
+                part.write_csv(fh, include_header=len(parts) == 1)
+
+    if a.workers == 1:
+        for r in range(a.replicates):
+            keep(replicate(r, **kw))
+    else:
+        with ProcessPoolExecutor(a.workers) as pool:
+            for done in as_completed([pool.submit(replicate, r, **kw) for r in range(a.replicates)]):
+                keep(done.result())
+    return pl.concat(parts).sort("replicate", maintain_order=True)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--replicates", type=int, default=200)
@@ -135,7 +161,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--outcome", default="response", help="response, or a negative control (nc1, nc2): truth 0")
     ap.add_argument("--unmeasured", type=float, default=0.0, help="strength of the unmeasured confounder")
     ap.add_argument("--workers", type=int, default=1)
-    ap.add_argument("--csv", help="write the per-replicate rows here")
+    ap.add_argument("--csv", help="write the per-replicate rows here, each replicate as it finishes")
+    ap.add_argument("--summarise", metavar="CSV", help="only summarise the rows of an earlier (or unfinished) --csv run (give it the same --grace-days, --outcome and --unmeasured)")
     a = ap.parse_args(argv)
     if min(a.replicates, a.patients) < 1 or a.bootstrap < 0 or a.workers < 1:
         print("error: --replicates, --patients and --workers must be >= 1 and --bootstrap >= 0", file=sys.stderr)
@@ -143,25 +170,18 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.perf_counter()
     params = _params(a.unmeasured)
     truth = truth_vector(params, grace_days=a.grace_days, outcome=a.outcome, n=a.truth_patients)
-    kw = dict(patients=a.patients, seed_base=a.seed, bootstrap=a.bootstrap, grace_days=a.grace_days,
-              outcome=a.outcome, unmeasured=a.unmeasured)
-    rows: list[dict] = []
-    if a.workers == 1:
-        for r in range(a.replicates):
-            rows += replicate(r, **kw)
+    if a.summarise:
+        frame = pl.read_csv(a.summarise, schema_overrides=_SCHEMA)
+        a.replicates = frame["replicate"].n_unique()
     else:
-        with ProcessPoolExecutor(a.workers) as pool:
-            for part in [pool.submit(replicate, r, **kw) for r in range(a.replicates)]:
-                rows += part.result()
-    frame = pl.DataFrame(rows, infer_schema_length=None)
-    if a.csv:
-        frame.write_csv(a.csv)
+        frame = _run(a)
     summary = summarise(frame, truth)
     failed = frame.filter(pl.col("failed").is_not_null())["replicate"].n_unique()
-    print(f"CCW simulation study: {a.replicates} replicates x {a.patients} patients, {a.bootstrap} bootstrap "
-          f"replicates, grace period {a.grace_days} days, outcome {a.outcome}, unmeasured confounding "
-          f"{a.unmeasured}, truth from {a.truth_patients:,} patients; {failed} replicate(s) failed; "
-          f"{time.perf_counter() - t0:.0f} s\n")
+    what = (f"rows of {a.summarise}" if a.summarise else
+            f"{a.patients} patients, {a.bootstrap} bootstrap replicates, {time.perf_counter() - t0:.0f} s")
+    print(f"CCW simulation study: {a.replicates} replicates ({what}), grace period {a.grace_days} days, outcome "
+          f"{a.outcome}, unmeasured confounding {a.unmeasured}, truth from {a.truth_patients:,} patients; "
+          f"{failed} replicate(s) failed\n")
     print(_markdown(summary))
     return 0
 
