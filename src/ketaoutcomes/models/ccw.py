@@ -30,13 +30,15 @@ day 7 and at ``G``, per 30 days).
   weight ``1 / P(uncensored | x)`` for every uncensored clone after ``G``. It lets early starters
   stand in for the censored and so estimates a strategy in which the late starters start early.
 
-Weights are stabilised where a numerator is common to every clone of a risk set, which is what a
-Kaplan-Meier hazard needs (it then cancels within the risk set and only tames the spread): the
-never arm's ``prod_{d < k} (1 - p0_d)`` from the model with the day basis only, and the simple
-variant's marginal share uncensored at ``G``. The correct initiate weights are not stabilised: after
-``G`` early starters (weight 1) and day-``G`` starters share the risk set, and a numerator for the
-latter only (the marginal ``P(start on G | not started)``) would shrink the not-yet-started to their
-marginal share instead of standing in for all of them. Weights are optionally truncated at a quantile of their person-interval distribution. Risk curves
+Weights are stabilised (``stabilised=True``) only where the numerator is common to every clone
+of a risk set: the never arm's ``prod_{d < k} (1 - p0_d)`` from the model with the day basis only,
+and the simple variant's marginal share uncensored at ``G``. A common factor cancels in each
+Kaplan-Meier hazard, so without truncation it changes the reported weight distribution, not the
+curves. The correct initiate weights are not stabilised: after ``G`` early starters (weight 1)
+and day-``G`` starters share the risk set, and a numerator for the latter only (the marginal
+``P(start on G | not started)``) would shrink the not-yet-started to their marginal share instead
+of standing in for all of them. Weights are optionally truncated at a quantile of their
+person-interval distribution (``truncation``). Risk curves
 are weighted Kaplan-Meier (discrete hazards per interval); the contrasts are initiate minus never
 (risk difference), initiate over never (risk ratio) and the difference of restricted mean times to
 the outcome up to ``horizon``.
@@ -45,7 +47,7 @@ the outcome up to ``horizon``.
 started within the window against the others (censored if they start later), both followed from
 time zero, unweighted. The users' time before their start is immortal.
 
-:func:`ccw_analysis` with ``bootstrap=B`` adds percentile CIs from a person-level bootstrap of the
+:func:`ccw_analysis` with ``bootstrap_replicates=B`` adds percentile CIs from a person-level bootstrap of the
 whole procedure (a patient's two clones are drawn together: the resampling is of patients, as
 frequency weights, before cloning; the models are refitted in each replicate).
 """
@@ -148,7 +150,8 @@ def prepare(frame: pl.DataFrame, *, time: str, event: str, start: str, covariate
         raise ValueError(f"CCW input has no column(s) {missing}: expected time, event, start day and covariates")
     for c in (time, event, *covariates):
         if frame[c].null_count():
-            raise ValueError(f"CCW input column {c!r} has {frame[c].null_count()} missing value(s): drop or impute them first")
+            raise ValueError(f"CCW input column {c!r} has {frame[c].null_count()} missing value(s): "
+                             "drop or impute them first")
     t = frame[time].cast(pl.Int64).to_numpy()
     s = frame[start].cast(pl.Int64).fill_null(_NEVER).to_numpy()
     if (t < 0).any() or (s < 0).any():
