@@ -202,6 +202,7 @@ def simulate_ssri_failure(n: int, seed: int, params: SSRIFailureParameters | Non
     """One observed cohort of ``n`` patients (``seed`` fixes every draw).
 
     Columns: ``patient_id``; the covariates of :data:`MEASURED_COVARIATES` and ``u_unmeasured``;
+    ``ssri_course_days`` (length of the failed SSRI course, 4-12 weeks, ending on day 0; no effect);
     ``ssri_switch``; ``ketamine_start_day`` (null: no start seen during follow-up);
     ``followup_days`` (last day under observation, dropout or the administrative end);
     ``response_time`` / ``response_event`` (day of response, or the end of follow-up with event 0);
@@ -219,6 +220,7 @@ def simulate_ssri_failure(n: int, seed: int, params: SSRIFailureParameters | Non
     resp = response_days(x, e, observed_start, p)
     cols: dict[str, object] = {"patient_id": np.arange(1, n + 1), **{c: x[c] for c in MEASURED_COVARIATES},
                                "u_unmeasured": x["u_unmeasured"],
+                               "ssri_course_days": _rng(seed, "ssri_course").integers(28, 85, n),
                                "ssri_switch": (_rng(seed, "switch").random(n) < p.p_ssri_switch).astype(np.int8)}
     frame = pl.DataFrame(cols).with_columns(pl.Series("ketamine_start_day", observed_start), pl.Series("followup_days", end))
     frame = frame.with_columns(pl.when(pl.col("ketamine_start_day") < NEVER).then(pl.col("ketamine_start_day"))
