@@ -151,6 +151,8 @@ def test_truncation_caps_weights_and_counts_them(cohort):
 def test_wrong_inputs_are_named(cohort):
     with pytest.raises(ValueError, match=r"no column\(s\) \['severity_at_failure'\]"):
         ccw.ccw_analysis(cohort, **{**KW, "covariates": ["severity_at_failure"]})
+    with pytest.raises(ValueError, match=r"grace_days \(400\) must end before"):
+        ccw.ccw_analysis(cohort, grace_days=400, **KW)
     with pytest.raises(ValueError, match="unknown CCW variant"):
         ccw.ccw_analysis(cohort, variants=("landmark",), **KW)
     with pytest.raises(ValueError, match="'age' has 1 missing"):

@@ -163,6 +163,8 @@ def prepare(frame: pl.DataFrame, *, time: str, event: str, start: str, covariate
     if not days or min(days) < 1 or horizon < 1:
         raise ValueError("days and horizon must be >= 1")
     end = max(int(t.max()), horizon, *days)
+    if grace_days >= end:
+        raise ValueError(f"grace_days ({grace_days}) must end before the last day of follow-up ({end})")
     X = frame.select(pl.col(c).cast(pl.Float64) for c in covariates).to_numpy().reshape(len(t), len(covariates))
     s = np.where(s < t, s, _NEVER)
     # person-days at risk of a start: days 0..min(start, time - 1) (not started, still in follow-up)
