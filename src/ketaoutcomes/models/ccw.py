@@ -1,0 +1,429 @@
+"""Clone-censor-weighting (CCW) for "start ketamine within G days of time zero" vs "no ketamine".
+
+Pure functions on a person-level frame (one row a patient: covariates at time zero, the day of the
+first ketamine dose if any, the time and indicator of the outcome). Whole days; interval ``k`` is
+``(k - 1, k]``; a start on day ``s`` is at time ``s`` (it acts from interval ``s + 1`` on).
+
+The design (docs/target-trial.md says why)
+-----------------------------------------
+Each patient is cloned at time zero into both strategies:
+
+* **never** (no ketamine during follow-up): the clone is censored at its start day ``s`` (it keeps
+  intervals ``1..s``);
+* **initiate** (start on a day ``s <= G``): the clone is never censored during the window for
+  starting or for not having started yet; a clone still in follow-up at day ``G`` that has not
+  started by day ``G - 1`` is censored at ``G`` unless it starts on day ``G`` (the last day).
+
+The censoring is informative (who starts depends on the covariates), so the uncensored clones are
+weighted by the inverse probability of remaining uncensored, from one pooled logistic model of the
+daily start hazard fitted on the person-days at risk of a start (not started, still in follow-up):
+``logit P(start on day d | not started, x) = basis(d)'a + x'b`` (``basis``: the day and hinges at
+day 7 and at ``G``, per 30 days).
+
+* never: weight at interval ``k`` = ``prod_{d < k} 1 / (1 - p_d(x))``;
+* initiate, **correct denominator** (Webster-Clark, Li, Dell'Aniello & Platt): during the window
+  no clone is at risk of censoring, so weights are 1; after ``G`` the clones that started on day
+  ``G`` stand in for those censored at ``G``: weight ``1 / p_G(x)``, the probability of starting on
+  day ``G`` given not started by then; early starters keep weight 1.
+* initiate, **simple denominator** (``denominator="simple"``, biased, kept to show it): a logistic
+  model of "uncensored at G" among all clones in follow-up at ``G``, early starters included, and
+  weight ``1 / P(uncensored | x)`` for every uncensored clone after ``G``. It lets early starters
+  stand in for the censored and so estimates a strategy in which the late starters start early.
+
+Weights are stabilised (``stabilised=True``) only where the numerator is common to every clone
+of a risk set: the never arm's ``prod_{d < k} (1 - p0_d)`` from the model with the day basis only,
+and the simple variant's marginal share uncensored at ``G``. A common factor cancels in each
+Kaplan-Meier hazard, so without truncation it changes the reported weight distribution, not the
+curves. The correct initiate weights are not stabilised: after ``G`` early starters (weight 1)
+and day-``G`` starters share the risk set, and a numerator for the latter only (the marginal
+``P(start on G | not started)``) would shrink the not-yet-started to their marginal share instead
+of standing in for all of them. Weights are optionally truncated at a quantile of their
+person-interval distribution (``truncation``). Risk curves
+are weighted Kaplan-Meier (discrete hazards per interval); the contrasts are initiate minus never
+(risk difference), initiate over never (risk ratio) and the difference of restricted mean times to
+the outcome up to ``horizon``.
+
+:func:`naive_users` is the "users vs users" comparison the target trial replaces: patients who
+started within the window against the others (censored if they start later), both followed from
+time zero, unweighted. The users' time before their start is immortal.
+
+:func:`ccw_analysis` with ``bootstrap_replicates=B`` adds percentile CIs from a person-level bootstrap of the
+whole procedure (a patient's two clones are drawn together: the resampling is of patients, as
+frequency weights, before cloning; the models are refitted in each replicate).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import polars as pl
+
+from .common import one_blas_thread
+
+__all__ = ["CCWResult", "ccw_analysis", "naive_users", "VARIANTS", "prepare", "estimate", "bootstrap",
+           "measure_names", "fit_logistic", "Prepared", "Estimates"]
+
+#: Named estimators: the CCW with the correct grace-period denominator, with the simple (biased)
+#: one, and the naive users-vs-users comparison.
+VARIANTS = ("ccw", "simple", "naive")
+STRATEGIES = ("initiate", "never")
+_NEVER = np.iinfo(np.int64).max // 4
+_MAXITER = 50
+
+
+def fit_logistic(y: np.ndarray, X: np.ndarray, freq: np.ndarray) -> np.ndarray:
+    """Maximum-likelihood logistic regression of ``y`` on an intercept and the columns of ``X``
+    (none constant), with frequency weights ``freq``: Newton-Raphson with step halving on
+    standardised columns. Returns the intercept then one coefficient per column, on ``X``'s scale.
+    Raises ValueError when there is nothing to fit or it does not converge."""
+    keep = freq > 0
+    y, X, freq = y[keep], X[keep].reshape(int(keep.sum()), -1), freq[keep]
+    if not 0 < float(np.sum(freq * y)) < float(np.sum(freq)):
+        raise ValueError("logistic model has no events or no non-events among its rows")
+    mean, sd = X.mean(axis=0), X.std(axis=0)
+    if np.any(sd == 0):
+        raise ValueError("logistic model has a constant column")
+    Z = np.column_stack([np.ones(len(y)), (X - mean) / sd])
+    ybar = float(np.sum(freq * y) / np.sum(freq))
+    theta = np.r_[math.log(ybar / (1 - ybar)), np.zeros(X.shape[1])]
+
+    def loglik(t: np.ndarray) -> float:
+        eta = Z @ t
+        return float(freq @ (y * eta - np.maximum(eta, 0.0) - np.log1p(np.exp(-np.abs(eta)))))
+
+    f = loglik(theta)
+    for _ in range(_MAXITER):
+        mu = _expit(Z @ theta)
+        step = np.linalg.solve((Z.T * (freq * mu * (1.0 - mu))) @ Z, Z.T @ (freq * (y - mu)))
+        scale = 1.0
+        while True:  # step halving: the log-likelihood must not decrease
+            cand = theta + scale * step
+            f_new = loglik(cand)
+            if f_new >= f - 1e-10 * (1.0 + abs(f)) or scale < 1e-8:
+                break
+            scale /= 2.0
+        theta, f, f_old = cand, f_new, f
+        # converged: the step is negligible, or (quasi-separation, a coefficient drifting off to
+        # infinity, e.g. a day past which nobody starts) the log-likelihood no longer moves
+        if np.max(np.abs(scale * step)) < 1e-9 or abs(f - f_old) < 1e-13 * (1.0 + abs(f)):
+            break
+    else:
+        raise ValueError(f"logistic model did not converge in {_MAXITER} Newton steps (separation?)")
+    b = theta[1:] / sd
+    return np.r_[theta[0] - float(np.sum(b * mean)), b]
+
+
+def _expit(eta: np.ndarray) -> np.ndarray:
+    return 1.0 / (1.0 + np.exp(-eta))
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """The person-level arrays of one analysis (see :func:`prepare`)."""
+
+    time: np.ndarray  # observed day of the outcome or of censoring (>= 0)
+    event: np.ndarray  # bool
+    start: np.ndarray  # day of the first dose if before ``time`` (else _NEVER)
+    X: np.ndarray  # (n, p) baseline covariates
+    covariates: tuple[str, ...]
+    grace_days: int
+    end: int  # last day of the curves
+    days: tuple[int, ...]
+    horizon: int
+    truncation: float | None
+    stabilised: bool
+    who: np.ndarray  # the person of each person-day at risk of a start (built once: see _start_rows)
+    y: np.ndarray  # 1 if that person starts that day
+    design: np.ndarray  # day basis, then the covariates
+    grid: np.ndarray  # (end, 1 + basis) intercept and day basis of days 0..end-1
+
+
+def prepare(frame: pl.DataFrame, *, time: str, event: str, start: str, covariates: Sequence[str],
+            grace_days: int = 30, days: Sequence[int] = (7, 28, 56), horizon: int = 56,
+            truncation: float | None = None, stabilised: bool = True) -> Prepared:
+    """Check the frame and turn it into arrays. Raises ValueError with one line naming the column."""
+    missing = [c for c in (time, event, start, *covariates) if c not in frame.columns]
+    if missing:
+        raise ValueError(f"CCW input has no column(s) {missing}: expected time, event, start day and covariates")
+    for c in (time, event, *covariates):
+        if frame[c].null_count():
+            raise ValueError(f"CCW input column {c!r} has {frame[c].null_count()} missing value(s): "
+                             "drop or impute them first")
+    t = frame[time].cast(pl.Int64).to_numpy()
+    s = frame[start].cast(pl.Int64).fill_null(_NEVER).to_numpy()
+    if (t < 0).any() or (s < 0).any():
+        raise ValueError(f"CCW input columns {time!r} and {start!r} must be days >= 0")
+    if not (isinstance(grace_days, int) and grace_days >= 0):
+        raise ValueError(f"grace_days must be a whole number of days >= 0, not {grace_days!r}")
+    if truncation is not None and not 0.5 < truncation < 1:
+        raise ValueError(f"truncation must be a quantile in (0.5, 1) or None, not {truncation!r}")
+    if not days or min(days) < 1 or horizon < 1:
+        raise ValueError("days and horizon must be >= 1")
+    end = max(int(t.max()), horizon, *days)
+    if grace_days >= end:
+        raise ValueError(f"grace_days ({grace_days}) must end before the last day of follow-up ({end})")
+    X = frame.select(pl.col(c).cast(pl.Float64) for c in covariates).to_numpy().reshape(len(t), len(covariates))
+    s = np.where(s < t, s, _NEVER)
+    # person-days at risk of a start: days 0..min(start, time - 1) (not started, still in follow-up)
+    last = np.minimum(np.minimum(s, t - 1), end - 1)
+    n_rows = np.maximum(last + 1, 0)
+    who = np.repeat(np.arange(len(t)), n_rows)
+    d = np.arange(int(n_rows.sum())) - np.repeat(np.cumsum(n_rows) - n_rows, n_rows)
+    return Prepared(time=t, event=frame[event].cast(pl.Int64).to_numpy() == 1, start=s,
+                    X=X, covariates=tuple(covariates), grace_days=grace_days, end=end, days=tuple(days),
+                    horizon=horizon, truncation=truncation, stabilised=stabilised, who=who,
+                    y=(d == s[who]).astype(float), design=np.column_stack([_day_basis(d, grace_days, end), X[who]]),
+                    grid=np.column_stack([np.ones(end), _day_basis(np.arange(end), grace_days, end)]))
+
+
+def _day_basis(d: np.ndarray, grace: int, end: int) -> np.ndarray:
+    """The day, and hinges at day 7 and at the grace period's last day, per 30 days (no intercept)."""
+    d = d.astype(float)
+    knots = sorted({k for k in (7, grace) if 0 < k < end - 2})
+    return np.column_stack([d / 30, *(np.maximum(d - k, 0) / 30 for k in knots)])
+
+
+@dataclass(frozen=True)
+class _StartModel:
+    p: np.ndarray  # (n, end) P(start on day d | not started, x), d = 0..end-1
+    p0: np.ndarray  # (end,) the same with the day basis only (stabilising numerator)
+
+
+def _start_model(pr: Prepared, freq: np.ndarray) -> _StartModel:
+    f = freq[pr.who].astype(float)
+    nb = pr.grid.shape[1]
+    coef = fit_logistic(pr.y, pr.design, f)
+    coef0 = fit_logistic(pr.y, pr.design[:, : nb - 1], f)
+    p = _expit((pr.grid @ coef[:nb])[None, :] + (pr.X @ coef[nb:])[:, None])
+    return _StartModel(p=p, p0=_expit(pr.grid @ coef0))
+
+
+@dataclass(frozen=True)
+class Estimates:
+    """Curves and contrasts of one variant on one (possibly resampled) cohort."""
+
+    risk: dict[str, np.ndarray]  # strategy -> risk at days 0..end
+    rmst: dict[str, float]
+    weights: dict[str, np.ndarray] = field(default_factory=dict)  # risk-set person-interval weights
+    weight_freq: dict[str, np.ndarray] = field(default_factory=dict)
+    truncated: dict[str, int] = field(default_factory=dict)
+    counts: dict[str, dict[str, int]] = field(default_factory=dict)
+
+    def vector(self, days: Sequence[int]) -> np.ndarray:
+        """risk_initiate, risk_never, rd, rr at each day, then rmst_initiate, rmst_never, rmst_diff."""
+        out = []
+        for d in days:
+            a, b = self.risk["initiate"][d], self.risk["never"][d]
+            out += [a, b, a - b, a / b if b > 0 else math.nan]
+        ri, rn = self.rmst["initiate"], self.rmst["never"]
+        return np.array(out + [ri, rn, ri - rn])
+
+
+def measure_names(days: Sequence[int], horizon: int) -> list[tuple[str, int]]:
+    return [(m, d) for d in days for m in ("risk_initiate", "risk_never", "rd", "rr")] + [
+        (m, horizon) for m in ("rmst_initiate", "rmst_never", "rmst_diff")]
+
+
+def _arm(pr: Prepared, freq: np.ndarray, censor_day: np.ndarray, W: np.ndarray | None, name: str,
+         est: dict) -> None:
+    """Weighted KM of one arm; ``censor_day``: artificial censoring time (clone keeps k <= it);
+    ``W``: (n, end) weight of each person at each interval k = 1..end (None: 1)."""
+    k = np.arange(1, pr.end + 1)
+    last = np.minimum(pr.time, censor_day)
+    at_risk = k[None, :] <= last[:, None]
+    ev = (pr.event & (pr.time <= censor_day))[:, None] & (k[None, :] == pr.time[:, None])
+    f = freq.astype(float)[:, None]
+    n_trunc = 0
+    if W is not None:
+        rows = at_risk & (f > 0)
+        if pr.truncation is not None and rows.any():
+            cap = _weighted_quantile(W[rows], np.broadcast_to(f, W.shape)[rows], pr.truncation)
+            n_trunc = int(np.sum(np.broadcast_to(f, W.shape)[rows & (W > cap)]))
+            W = np.minimum(W, cap)
+        est["weights"][name] = W[rows]
+        est["weight_freq"][name] = np.broadcast_to(f, W.shape)[rows]
+        fw = f * W
+    else:
+        fw = np.broadcast_to(f, at_risk.shape)
+    num = np.sum(fw * ev, axis=0)
+    den = np.sum(fw * at_risk, axis=0)
+    h = np.divide(num, den, out=np.zeros_like(num), where=den > 0)
+    surv = np.r_[1.0, np.cumprod(1.0 - h)]
+    est["risk"][name] = 1.0 - surv
+    est["rmst"][name] = float(np.sum(surv[: pr.horizon]))
+    est["truncated"][name] = n_trunc
+    fi = freq.astype(np.int64)
+    est["counts"][name] = {"clones": int(fi.sum()),
+                           "censored_deviation": int(fi[censor_day < pr.time].sum()),
+                           "events": int(fi[pr.event & (pr.time <= censor_day)].sum()),
+                           "censored_other": int(fi[~pr.event & (pr.time <= censor_day)].sum())}
+
+
+def _weighted_quantile(values: np.ndarray, weights: np.ndarray, q: float) -> float:
+    order = np.argsort(values)
+    cum = np.cumsum(weights[order])
+    return float(values[order][min(int(np.searchsorted(cum, q * cum[-1])), len(values) - 1)])
+
+
+def estimate(pr: Prepared, freq: np.ndarray | None = None, variants: Sequence[str] = VARIANTS) -> dict[str, Estimates]:
+    """Every requested variant on one cohort (``freq``: a bootstrap's count per patient)."""
+    with one_blas_thread():
+        return _estimate(pr, np.ones(len(pr.time), dtype=np.int64) if freq is None else freq, variants)
+
+
+def _estimate(pr: Prepared, freq: np.ndarray, variants: Sequence[str]) -> dict[str, Estimates]:
+    G = pr.grace_days
+    out: dict[str, Estimates] = {}
+    weighted = [v for v in variants if v in ("ccw", "simple")]
+    if weighted:
+        sm = _start_model(pr, freq)
+        # never: censored at the start day; weight = prod_{d<k} num_d / (1 - p_d)
+        q = 1.0 - sm.p
+        ratio = (1.0 - sm.p0)[None, :] / q if pr.stabilised else 1.0 / q
+        W_never = np.cumprod(ratio, axis=1)
+        init_censor = np.where((pr.start > G) & (pr.time > G), G, _NEVER)
+        late = np.arange(1, pr.end + 1)[None, :] > G
+        for v in weighted:
+            est: dict = {"risk": {}, "rmst": {}, "weights": {}, "weight_freq": {}, "truncated": {}, "counts": {}}
+            if v == "ccw":  # only day-G starters stand in for the clones censored at G
+                pG = sm.p[:, G]
+                w = np.where(pr.start == G, 1.0 / pG, 1.0)  # not stabilised: see the module doc
+            else:  # every clone uncensored at G stands in (biased)
+                risk_set = (pr.time > G) & (freq > 0)
+                y = (pr.start <= G).astype(float)
+                coef = fit_logistic(y[risk_set], pr.X[risk_set], freq[risk_set].astype(float))
+                num = float(np.average(y[risk_set], weights=freq[risk_set])) if pr.stabilised else 1.0
+                w = np.where(pr.start <= G, num / _expit(coef[0] + pr.X @ coef[1:]), 1.0)
+            W_init = np.where(late, w[:, None], 1.0)
+            _arm(pr, freq, init_censor, W_init, "initiate", est)
+            _arm(pr, freq, np.where(pr.start < _NEVER, pr.start, _NEVER), W_never, "never", est)
+            out[v] = Estimates(**est)
+    if "naive" in variants:
+        est = {"risk": {}, "rmst": {}, "weights": {}, "weight_freq": {}, "truncated": {}, "counts": {}}
+        user = pr.start <= G
+        _arm(pr, freq * user, np.full(len(user), _NEVER), None, "initiate", est)
+        _arm(pr, freq * ~user, np.where(pr.start < _NEVER, pr.start, _NEVER), None, "never", est)
+        out["naive"] = Estimates(**est)
+    return out
+
+
+@dataclass(frozen=True)
+class CCWResult:
+    """What one variant reports.
+
+    Attributes
+    ----------
+    variant : str
+    curves : DataFrame
+        strategy, day (0..end), risk.
+    effects : DataFrame
+        measure (risk_initiate, risk_never, rd, rr at each named day; rmst_initiate, rmst_never,
+        rmst_diff at the horizon), day, estimate; with a bootstrap also se, lower, upper (95%
+        percentile) and the number of replicates that gave a value.
+    weights : DataFrame
+        strategy, rows (person-intervals in the risk set), min, p01, p25, p50, p75, p99, max,
+        truncated (rows capped).
+    counts : DataFrame
+        strategy, clones, censored_deviation (artificial censoring), events, censored_other.
+    start_distribution : DataFrame
+        day (0..G), starters (first doses on that day, before the outcome), at_risk (patients not
+        started and still in follow-up that morning), share (starters / all patients): the observed
+        initiation pattern the estimand depends on.
+    """
+
+    variant: str
+    curves: pl.DataFrame
+    effects: pl.DataFrame
+    weights: pl.DataFrame
+    counts: pl.DataFrame
+    start_distribution: pl.DataFrame
+    settings: dict = field(default_factory=dict)
+
+
+def _weight_summary(est: Estimates) -> pl.DataFrame:
+    rows = []
+    for s in STRATEGIES:
+        w, f = est.weights.get(s), est.weight_freq.get(s)
+        if w is None or len(w) == 0:
+            rows.append({"strategy": s, "rows": 0, "min": None, "p01": None, "p25": None, "p50": None, "p75": None,
+                         "p99": None, "max": None, "truncated": 0})
+            continue
+        qs = {f"p{int(q * 100):02d}": _weighted_quantile(w, f, q) for q in (0.01, 0.25, 0.5, 0.75, 0.99)}
+        rows.append({"strategy": s, "rows": int(f.sum()), "min": float(w.min()), **qs, "max": float(w.max()),
+                     "truncated": est.truncated.get(s, 0)})
+    return pl.DataFrame(rows)
+
+
+def _start_distribution(pr: Prepared) -> pl.DataFrame:
+    G = pr.grace_days
+    day = np.arange(G + 1)
+    starters = np.bincount(pr.start[pr.start <= G], minlength=G + 1)
+    at_risk = np.array([int(np.sum((pr.start >= d) & (pr.time > d))) for d in day])
+    return pl.DataFrame({"day": day, "starters": starters, "at_risk": at_risk, "share": starters / len(pr.time)})
+
+
+def _result(variant: str, pr: Prepared, est: Estimates, boot: np.ndarray | None, settings: dict) -> CCWResult:
+    names = measure_names(pr.days, pr.horizon)
+    point = est.vector(pr.days)
+    effects = pl.DataFrame({"measure": [m for m, _ in names], "day": [d for _, d in names], "estimate": point})
+    if boot is not None:
+        with np.errstate(all="ignore"):
+            ok = np.isfinite(boot)
+            lo = [float(np.quantile(boot[ok[:, j], j], 0.025)) if ok[:, j].any() else None for j in range(len(names))]
+            hi = [float(np.quantile(boot[ok[:, j], j], 0.975)) if ok[:, j].any() else None for j in range(len(names))]
+            se = [float(np.std(boot[ok[:, j], j], ddof=1)) if ok[:, j].sum() > 1 else None for j in range(len(names))]
+        effects = effects.with_columns(pl.Series("se", se, dtype=pl.Float64), pl.Series("lower", lo, dtype=pl.Float64),
+                                       pl.Series("upper", hi, dtype=pl.Float64),
+                                       pl.Series("replicates", ok.sum(axis=0)))
+    curves = pl.concat([pl.DataFrame({"strategy": s, "day": np.arange(pr.end + 1), "risk": est.risk[s]})
+                        for s in STRATEGIES])
+    counts = pl.DataFrame([{"strategy": s, **est.counts[s]} for s in STRATEGIES])
+    return CCWResult(variant=variant, curves=curves, effects=effects, weights=_weight_summary(est), counts=counts,
+                     start_distribution=_start_distribution(pr), settings=settings)
+
+
+def bootstrap(pr: Prepared, replicates: int, seed: int, variants: Sequence[str] = VARIANTS) -> dict[str, np.ndarray]:
+    """(replicates, measures) estimates per variant over a person-level bootstrap (a replicate
+    whose models cannot be fitted gives NaN)."""
+    rng = np.random.default_rng(np.random.SeedSequence([seed, 11]))
+    n = len(pr.time)
+    width = len(measure_names(pr.days, pr.horizon))
+    out = {v: np.full((replicates, width), np.nan) for v in variants}
+    for b in range(replicates):
+        freq = np.bincount(rng.integers(0, n, n), minlength=n)
+        try:
+            est = estimate(pr, freq, variants)
+        except (ValueError, np.linalg.LinAlgError):
+            continue
+        for v in variants:
+            out[v][b] = est[v].vector(pr.days)
+    return out
+
+
+def ccw_analysis(frame: pl.DataFrame, *, time: str, event: str, start: str, covariates: Sequence[str],
+                 grace_days: int = 30, days: Sequence[int] = (7, 28, 56), horizon: int = 56,
+                 truncation: float | None = None, stabilised: bool = True, bootstrap_replicates: int = 0,
+                 seed: int = 1, variants: Sequence[str] = ("ccw",)) -> dict[str, CCWResult]:
+    """Clone-censor-weighting of "initiate within ``grace_days``" vs "never" (module doc), for each
+    of ``variants`` (:data:`VARIANTS`), with a person-level bootstrap of ``bootstrap_replicates``
+    replicates (seeded by ``seed``) when > 0."""
+    bad = [v for v in variants if v not in VARIANTS]
+    if bad:
+        raise ValueError(f"unknown CCW variant(s) {bad}: choose from {VARIANTS}")
+    pr = prepare(frame, time=time, event=event, start=start, covariates=covariates, grace_days=grace_days,
+                 days=days, horizon=horizon, truncation=truncation, stabilised=stabilised)
+    est = estimate(pr, None, variants)
+    boots = bootstrap(pr, bootstrap_replicates, seed, variants) if bootstrap_replicates > 0 else {}
+    settings = {"grace_days": grace_days, "days": list(days), "horizon": horizon, "truncation": truncation,
+                "stabilised": stabilised, "covariates": list(covariates), "bootstrap_replicates": bootstrap_replicates,
+                "seed": seed}
+    return {v: _result(v, pr, est[v], boots.get(v), {**settings, "variant": v}) for v in variants}
+
+
+def naive_users(frame: pl.DataFrame, **kwargs) -> CCWResult:
+    """The naive "users vs users" comparison (module doc); the arguments of :func:`ccw_analysis`."""
+    return ccw_analysis(frame, **{**kwargs, "variants": ("naive",)})["naive"]
+
