@@ -26,15 +26,6 @@ def cohort() -> pl.DataFrame:
     return simulate_ssri_failure(1500, 21)
 
 
-def test_fit_logistic_matches_statsmodels_with_frequency_weights():
-    rng = np.random.default_rng(3)
-    X = np.column_stack([rng.normal(size=400), rng.integers(0, 2, 400), rng.normal(50, 10, 400)])
-    y = (rng.random(400) < 1 / (1 + np.exp(-(-1 + 0.8 * X[:, 0] - 0.5 * X[:, 1] + 0.02 * (X[:, 2] - 50))))).astype(float)
-    freq = rng.integers(0, 4, 400).astype(float)
-    ref = sm.GLM(y, sm.add_constant(X), family=sm.families.Binomial(), freq_weights=freq).fit().params
-    np.testing.assert_allclose(ccw.fit_logistic(y, X, freq), ref, rtol=1e-7, atol=1e-9)
-
-
 def _six_patients(copies: int = 25) -> pl.DataFrame:
     # (start, time, event) with G = 2; worked out in test_counts_on_six_patients_by_hand
     base = [(0, 3, 1), (2, 10, 1), (None, 1, 1), (None, 20, 0), (5, 8, 1), (1, 4, 0)]

@@ -55,6 +55,7 @@ frequency weights, before cloning; the models are refitted in each replicate).
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -76,44 +77,33 @@ _MAXITER = 50
 
 def fit_logistic(y: np.ndarray, X: np.ndarray, freq: np.ndarray) -> np.ndarray:
     """Maximum-likelihood logistic regression of ``y`` on an intercept and the columns of ``X``
-    (none constant), with frequency weights ``freq``: Newton-Raphson with step halving on
-    standardised columns. Returns the intercept then one coefficient per column, on ``X``'s scale.
-    Raises ValueError when there is nothing to fit or it does not converge."""
+    (none constant), with frequency weights ``freq``: statsmodels' binomial GLM (IRLS). Returns the
+    intercept then one coefficient per column. Raises ValueError when there is nothing to fit or it
+    does not converge.
+
+    Quasi-separation (a day past which nobody starts drives a hinge's coefficient off towards minus
+    infinity) converges in the deviance, which is what the probabilities need: those days' start
+    probabilities go to 0, as the data say."""
+    import statsmodels.api as sm
+    from statsmodels.tools.sm_exceptions import ConvergenceWarning, PerfectSeparationWarning
+
     keep = freq > 0
     y, X, freq = y[keep], X[keep].reshape(int(keep.sum()), -1), freq[keep]
     if not 0 < float(np.sum(freq * y)) < float(np.sum(freq)):
         raise ValueError("logistic model has no events or no non-events among its rows")
-    mean, sd = X.mean(axis=0), X.std(axis=0)
-    if np.any(sd == 0):
+    if np.any(X.std(axis=0) == 0):
         raise ValueError("logistic model has a constant column")
-    Z = np.column_stack([np.ones(len(y)), (X - mean) / sd])
-    ybar = float(np.sum(freq * y) / np.sum(freq))
-    theta = np.r_[math.log(ybar / (1 - ybar)), np.zeros(X.shape[1])]
-
-    def loglik(t: np.ndarray) -> float:
-        eta = Z @ t
-        return float(freq @ (y * eta - np.maximum(eta, 0.0) - np.log1p(np.exp(-np.abs(eta)))))
-
-    f = loglik(theta)
-    for _ in range(_MAXITER):
-        mu = _expit(Z @ theta)
-        step = np.linalg.solve((Z.T * (freq * mu * (1.0 - mu))) @ Z, Z.T @ (freq * (y - mu)))
-        scale = 1.0
-        while True:  # step halving: the log-likelihood must not decrease
-            cand = theta + scale * step
-            f_new = loglik(cand)
-            if f_new >= f - 1e-10 * (1.0 + abs(f)) or scale < 1e-8:
-                break
-            scale /= 2.0
-        theta, f, f_old = cand, f_new, f
-        # converged: the step is negligible, or (quasi-separation, a coefficient drifting off to
-        # infinity, e.g. a day past which nobody starts) the log-likelihood no longer moves
-        if np.max(np.abs(scale * step)) < 1e-9 or abs(f - f_old) < 1e-13 * (1.0 + abs(f)):
-            break
-    else:
-        raise ValueError(f"logistic model did not converge in {_MAXITER} Newton steps (separation?)")
-    b = theta[1:] / sd
-    return np.r_[theta[0] - float(np.sum(b * mean)), b]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", PerfectSeparationWarning)
+        warnings.simplefilter("error", ConvergenceWarning)
+        try:
+            fit = sm.GLM(y, np.column_stack([np.ones(len(y)), X]), family=sm.families.Binomial(),
+                         freq_weights=freq).fit(maxiter=_MAXITER)
+        except ConvergenceWarning:
+            fit = None
+    if fit is None or not fit.converged or not np.all(np.isfinite(fit.params)):
+        raise ValueError(f"logistic model did not converge in {_MAXITER} IRLS steps (separation?)")
+    return np.asarray(fit.params)
 
 
 def _expit(eta: np.ndarray) -> np.ndarray:
