@@ -144,6 +144,25 @@ def _require(frame: pl.DataFrame, name: str, columns: Sequence[str]) -> None:
         raise ValueError(f"{name} lacks column(s) {', '.join(missing)}")
 
 
+def _sessions_with_events(sessions: pl.DataFrame, adverse_events: pl.DataFrame, courses: pl.DataFrame,
+                          ae_types: Sequence[str]) -> pl.DataFrame:
+    """The sessions of ``courses`` with their ``patient_id`` and ``arm``, and a column per AE type
+    (True where the session has an AE of that type, null where not)."""
+    _require(sessions, "sessions", ["session_id", "course_id", "sbp_pre", "dbp_pre", "sbp_peak", "dbp_peak",
+                                    "dissociation_score"])
+    _require(adverse_events, "adverse_events", ["session_id", "ae_type"])
+    _require(courses, "courses", ["course_id", "patient_id", "arm"])
+    s = sessions.join(courses.select("course_id", "patient_id", "arm"), on="course_id", how="inner")
+    ae = (
+        adverse_events.filter(pl.col("ae_type").is_in(list(ae_types)))
+        .select("session_id", "ae_type").unique()
+        .with_columns(pl.lit(True).alias("_hit"))
+        .pivot(on="ae_type", index="session_id", values="_hit")
+    )
+    s = s.join(ae, on="session_id", how="left")
+    return s
+
+
 def session_events(
     sessions: pl.DataFrame,
     adverse_events: pl.DataFrame,
@@ -158,18 +177,7 @@ def session_events(
     where pre and peak SBP and DBP are all recorded). Sessions whose course is not
     in ``courses`` are dropped (ingest's foreign-key check keeps them out anyway).
     """
-    _require(sessions, "sessions", ["session_id", "course_id", "sbp_pre", "dbp_pre", "sbp_peak", "dbp_peak",
-                                    "dissociation_score"])
-    _require(adverse_events, "adverse_events", ["session_id", "ae_type"])
-    _require(courses, "courses", ["course_id", "patient_id", "arm"])
-    s = sessions.join(courses.select("course_id", "patient_id", "arm"), on="course_id", how="inner")
-    ae = (
-        adverse_events.filter(pl.col("ae_type").is_in(list(ae_types)))
-        .select("session_id", "ae_type").unique()
-        .with_columns(pl.lit(True).alias("_hit"))
-        .pivot(on="ae_type", index="session_id", values="_hit")
-    )
-    s = s.join(ae, on="session_id", how="left")
+    s = _sessions_with_events(sessions, adverse_events, courses, ae_types)
     keys = ["arm", "patient_id", "session_id"]
     parts = []
     for t in ae_types:
@@ -189,6 +197,40 @@ def session_events(
 
 def _event_order(ae_types: Sequence[str]) -> list[str]:
     return [*ae_types, "dissociation_cadss", *BP_EVENTS]
+
+
+def _per_patient_counts(sessions: pl.DataFrame, adverse_events: pl.DataFrame, courses: pl.DataFrame, *,
+                        ae_types: Sequence[str], cadss_cutoff: float) -> pl.DataFrame:
+    """:func:`session_events` summed per patient: ``arm``, ``event``, ``patient_id``, ``m`` (the
+    patient's sessions in the event's denominator, > 0) and ``yy`` (those with the event), sorted.
+
+    Counted in one pass over the sessions, one pair of columns per event, without the long frame
+    (a row per session and event: some 14 times the sessions, gigabytes at a million patients)."""
+    s = _sessions_with_events(sessions, adverse_events, courses, ae_types)
+    cad = pl.col("dissociation_score").is_not_null()
+    bp = pl.all_horizontal(pl.col(c).is_not_null() for c in ("sbp_pre", "dbp_pre", "sbp_peak", "dbp_peak"))
+    rise = ((pl.col("sbp_peak") - pl.col("sbp_pre")) >= 40) | ((pl.col("dbp_peak") - pl.col("dbp_pre")) >= 25)
+    high = (pl.col("sbp_peak") >= 180) | (pl.col("dbp_peak") >= 110)
+    # per event: the sessions in its denominator and those with the event, as 0/1 (None: every session)
+    counted = pl.len().alias("_n")
+    denominators: dict[str, pl.Expr | None] = {t: None for t in ae_types}  # no AE row = no event
+    hits = {t: pl.col(t).fill_null(False) if t in s.columns else pl.lit(False) for t in ae_types}
+    denominators |= {"dissociation_cadss": cad, BP_EVENTS[0]: bp, BP_EVENTS[1]: bp}
+    hits |= {"dissociation_cadss": pl.col("dissociation_score") > cadss_cutoff, BP_EVENTS[0]: rise,
+             BP_EVENTS[1]: high}
+    events = _event_order(ae_types)
+
+    def total(x: pl.Expr | None) -> pl.Expr:
+        return counted if x is None else x.fill_null(False).cast(pl.UInt32).sum()
+
+    wide = s.group_by("arm", "patient_id").agg(
+        *(total(denominators[e]).alias(f"m{i}") for i, e in enumerate(events)),
+        *(total(hits[e] if denominators[e] is None else denominators[e] & hits[e]).alias(f"y{i}")
+          for i, e in enumerate(events)))
+    return pl.concat([
+        wide.select("arm", pl.lit(e).alias("event"), "patient_id", pl.col(f"m{i}").alias("m"),
+                    pl.col(f"y{i}").alias("yy")).filter(pl.col("m") > 0)
+        for i, e in enumerate(events)]).sort("arm", "event", "patient_id")
 
 
 def _cluster_rate(y_i: np.ndarray, m_i: np.ndarray, alpha: float) -> dict:
@@ -237,11 +279,8 @@ def session_safety(
     """
     if not 0 < alpha < 1:
         raise ValueError(f"alpha must be in (0, 1), got {alpha}")
-    long = session_events(sessions, adverse_events, courses, ae_types=ae_types, cadss_cutoff=cadss_cutoff)
     # sorted: group_by's order is not fixed, and the interval's sums over patients must not change with it
-    per_patient = long.group_by("arm", "event", "patient_id").agg(
-        pl.len().alias("m"), pl.col("y").sum().alias("yy")
-    ).sort("arm", "event", "patient_id")
+    per_patient = _per_patient_counts(sessions, adverse_events, courses, ae_types=ae_types, cadss_cutoff=cadss_cutoff)
     arms = sorted(courses.join(sessions.select("course_id").unique(), on="course_id", how="semi")
                   .get_column("arm").unique().to_list())
     rows = []
@@ -279,8 +318,8 @@ def per_patient_safety(
     """
     if not 0 < alpha < 1:
         raise ValueError(f"alpha must be in (0, 1), got {alpha}")
-    long = session_events(sessions, adverse_events, courses, ae_types=ae_types, cadss_cutoff=cadss_cutoff)
-    pp = long.group_by("arm", "event", "patient_id").agg(pl.col("y").any().alias("any"))
+    pp = _per_patient_counts(sessions, adverse_events, courses, ae_types=ae_types, cadss_cutoff=cadss_cutoff
+                             ).with_columns((pl.col("yy") > 0).alias("any"))
     arms = sorted(courses.join(sessions.select("course_id").unique(), on="course_id", how="semi")
                   .get_column("arm").unique().to_list())
     rows = []
