@@ -70,6 +70,7 @@ __all__ = [
     "CADSS_CUTOFF",
     "EVENT_DEFINITIONS",
     "per_patient_safety",
+    "safety_tables",
     "session_events",
     "session_safety",
     "wilson_interval",
@@ -79,6 +80,8 @@ __all__ = [
 AE_EVENTS: tuple[str, ...] = ("dissociation", "nausea", "dizziness", "headache", "hypertension")
 #: Derived blood-pressure events.
 BP_EVENTS: tuple[str, ...] = ("bp_rise_40_25", "bp_180_110")
+#: The blood-pressure columns the BP events read.
+_VITALS = ("sbp_pre", "dbp_pre", "sbp_peak", "dbp_peak")
 #: CADSS total above this is counted as dissociation (secondary definition).
 CADSS_CUTOFF = 4.0
 
@@ -152,7 +155,8 @@ def _sessions_with_events(sessions: pl.DataFrame, adverse_events: pl.DataFrame, 
                                     "dissociation_score"])
     _require(adverse_events, "adverse_events", ["session_id", "ae_type"])
     _require(courses, "courses", ["course_id", "patient_id", "arm"])
-    s = sessions.join(courses.select("course_id", "patient_id", "arm"), on="course_id", how="inner")
+    s = sessions.select("session_id", "course_id", *_VITALS, "dissociation_score").join(
+        courses.select("course_id", "patient_id", "arm"), on="course_id", how="inner")
     ae = (
         adverse_events.filter(pl.col("ae_type").is_in(list(ae_types)))
         .select("session_id", "ae_type").unique()
@@ -277,12 +281,25 @@ def session_safety(
         used), ``n_eff``, ``note`` (why an interval is conservative or missing).
         See the module docstring for definitions and the interval method.
     """
+    _check_alpha(alpha)
+    counts = _per_patient_counts(sessions, adverse_events, courses, ae_types=ae_types, cadss_cutoff=cadss_cutoff)
+    return _session_table(counts, _arms(sessions, courses), alpha, ae_types)
+
+
+def _check_alpha(alpha: float) -> None:
     if not 0 < alpha < 1:
         raise ValueError(f"alpha must be in (0, 1), got {alpha}")
-    # sorted: group_by's order is not fixed, and the interval's sums over patients must not change with it
-    per_patient = _per_patient_counts(sessions, adverse_events, courses, ae_types=ae_types, cadss_cutoff=cadss_cutoff)
-    arms = sorted(courses.join(sessions.select("course_id").unique(), on="course_id", how="semi")
+
+
+def _arms(sessions: pl.DataFrame, courses: pl.DataFrame) -> list[str]:
+    """The arms of ``courses`` with sessions."""
+    return sorted(courses.join(sessions.select("course_id").unique(), on="course_id", how="semi")
                   .get_column("arm").unique().to_list())
+
+
+def _session_table(per_patient: pl.DataFrame, arms: list[str], alpha: float, ae_types: Sequence[str]) -> pl.DataFrame:
+    """:func:`session_safety`'s rows from the counts per patient (sorted: group_by's order is not
+    fixed, and the interval's sums over patients must not change with it)."""
     rows = []
     for arm in arms:
         for ev in _event_order(ae_types):
@@ -316,12 +333,14 @@ def per_patient_safety(
     Columns: ``arm``, ``event``, ``patients``, ``patients_with_event``, ``rate``,
     ``lower``, ``upper``, ``note``.
     """
-    if not 0 < alpha < 1:
-        raise ValueError(f"alpha must be in (0, 1), got {alpha}")
-    pp = _per_patient_counts(sessions, adverse_events, courses, ae_types=ae_types, cadss_cutoff=cadss_cutoff
-                             ).with_columns((pl.col("yy") > 0).alias("any"))
-    arms = sorted(courses.join(sessions.select("course_id").unique(), on="course_id", how="semi")
-                  .get_column("arm").unique().to_list())
+    _check_alpha(alpha)
+    counts = _per_patient_counts(sessions, adverse_events, courses, ae_types=ae_types, cadss_cutoff=cadss_cutoff)
+    return _patient_table(counts, _arms(sessions, courses), alpha, ae_types)
+
+
+def _patient_table(per_patient: pl.DataFrame, arms: list[str], alpha: float, ae_types: Sequence[str]) -> pl.DataFrame:
+    """:func:`per_patient_safety`'s rows from the counts per patient."""
+    pp = per_patient.with_columns((pl.col("yy") > 0).alias("any"))
     rows = []
     for arm in arms:
         for ev in _event_order(ae_types):
@@ -336,3 +355,20 @@ def per_patient_safety(
             rows.append(dict(arm=arm, event=ev, patients=n, patients_with_event=k, rate=k / n, lower=lo, upper=hi,
                              note=None))
     return pl.DataFrame(rows, schema=_PP_SCHEMA)
+
+
+def safety_tables(
+    sessions: pl.DataFrame,
+    adverse_events: pl.DataFrame,
+    courses: pl.DataFrame,
+    *,
+    alpha: float = 0.05,
+    ae_types: Sequence[str] = AE_EVENTS,
+    cadss_cutoff: float = CADSS_CUTOFF,
+) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """:func:`session_safety` and :func:`per_patient_safety` together, from one pass over the
+    sessions (the analysis's: at a million patients a pass is millions of sessions)."""
+    _check_alpha(alpha)
+    counts = _per_patient_counts(sessions, adverse_events, courses, ae_types=ae_types, cadss_cutoff=cadss_cutoff)
+    arms = _arms(sessions, courses)
+    return _session_table(counts, arms, alpha, ae_types), _patient_table(counts, arms, alpha, ae_types)
