@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 import polars as pl
+import pytest
 import statsmodels.api as sm
 
 from ketaoutcomes.models.diagnostics import discrete_time_cox
@@ -63,3 +64,22 @@ def test_aggregated_fit_equals_row_level_glm_and_cluster_sandwich():
     se = np.sqrt(np.diag(bread @ per.T @ per @ bread * G / (G - 1) * (n - 1) / (n - k)))
     np.testing.assert_allclose(res.summary["se"].to_numpy(), se[-2:], rtol=1e-7)
     assert res.n_rows == pp.height and res.n_subjects == G and res.n_events == int(y.sum())
+
+
+def test_covariates_per_subject_give_the_fit_of_covariates_on_every_row():
+    """``subjects`` (the covariates once per subject, the analysis's way: the rows carry none) gives the
+    fit of the same covariates copied to every person-period row; a subject twice is refused."""
+    pp = _person_period(seed=11)
+    pp = pp.filter(pl.col("band").is_in(pp.filter(pl.col("event") == 1)["band"].unique().implode()))
+    subjects = pp.group_by("USUBJID").agg(pl.col("arm").first()).sort("USUBJID").with_columns(
+        (pl.col("USUBJID").str.slice(1).cast(pl.Int64) % 7).cast(pl.Float64).alias("score"))
+    rows = pp.join(subjects.select("USUBJID", "score"), on="USUBJID")
+    a = discrete_time_cox(rows, covariates=["arm", "score"], id_col="USUBJID")
+    b = discrete_time_cox(pp.select("USUBJID", "band", "length", "event"), covariates=["arm", "score"],
+                          id_col="USUBJID", subjects=subjects)
+    for col in ("coef", "se", "se_model"):
+        np.testing.assert_allclose(b.summary[col].to_numpy(), a.summary[col].to_numpy(), rtol=1e-12)
+    np.testing.assert_allclose(b.bands["coef"].to_numpy(), a.bands["coef"].to_numpy(), rtol=1e-12)
+    assert (b.n_rows, b.n_subjects, b.n_events) == (a.n_rows, a.n_subjects, a.n_events)
+    with pytest.raises(ValueError, match="one row per subject"):
+        discrete_time_cox(pp, covariates=["arm"], id_col="USUBJID", subjects=pl.concat([subjects, subjects.head(1)]))

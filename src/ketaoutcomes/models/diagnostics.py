@@ -326,6 +326,7 @@ def discrete_time_cox(
     event: str = "event",
     id_col: str | None = "USUBJID",
     alpha: float = 0.05,
+    subjects: pl.DataFrame | None = None,
 ) -> DiscreteTimeResult:
     """Grouped-time proportional hazards model: cloglog binomial GLM on person-periods.
 
@@ -359,6 +360,11 @@ def discrete_time_cox(
     id_col : str or None
         Subject column for cluster-robust standard errors (R's
         ``sandwich::vcovCL``, type HC1, on the glm). None: model SEs.
+    subjects : polars.DataFrame, optional
+        The covariates per subject (``id_col`` and ``covariates``, one row per
+        subject), when they are not columns of ``person_period`` (which then
+        needs only ``id_col``, ``interval_col``, ``length_col`` and ``event``):
+        the rows carry no copy of them. Needs ``id_col``.
     alpha : float
         Wald intervals at ``1 - alpha``.
 
@@ -375,8 +381,21 @@ def discrete_time_cox(
     that grows with the subjects, not with their intervals.
     """
     categorical = dict(categorical or {})
-    cols = [event, interval_col, *covariates] + ([length_col] if length_col else []) + ([id_col] if id_col else [])
-    data, _, notes = drop_missing(person_period, cols)
+    length = [length_col] if length_col else []
+    if subjects is None:
+        cols = [event, interval_col, *covariates, *length] + ([id_col] if id_col else [])
+        data, _, notes = drop_missing(person_period, cols)
+    else:
+        if id_col is None:
+            raise ValueError("subjects needs id_col: the column that names a person-period row's subject")
+        subj, _, notes = drop_missing(subjects.select(id_col, *[c for c in covariates if c != id_col]), covariates)
+        notes = [n.replace(" row", " subject", 1) for n in notes]
+        data, _, more = drop_missing(person_period.select(id_col, interval_col, *length, event),
+                                     [id_col, interval_col, *length, event])
+        if subj[id_col].is_duplicated().any():
+            raise ValueError(f"subjects has more than one row for a value of {id_col!r}: give one row per subject")
+        data = data.join(subj.select(id_col), on=id_col, how="semi")
+        notes += more
     y = event_indicator(data[event]).astype(float)
     band_ev = data.group_by(interval_col).agg(pl.len().alias("n_rows"), pl.col(event).sum().alias("n_events"))
     empty = band_ev.filter(pl.col("n_events") == 0)[interval_col].to_list()
@@ -386,14 +405,17 @@ def discrete_time_cox(
         notes.append(f"bands without events dropped (rows carry no information): {sorted(empty)}")
     # the aggregated design (models.grouped_glm): covariate patterns (per subject when clustering),
     # and cells of pattern x band x interval length with their intervals and events
-    key = list(dict.fromkeys([*([id_col] if id_col else []), *covariates]))
-    patterns = data.select(key).unique(maintain_order=True).with_row_index("_pattern")
+    if subjects is None:
+        key = list(dict.fromkeys([*([id_col] if id_col else []), *covariates]))
+        patterns = data.select(key).unique(maintain_order=True).with_row_index("_pattern")
+    else:  # one pattern per subject with rows
+        key = [id_col]
+        patterns = subj.join(data.select(id_col).unique(), on=id_col, how="semi").with_row_index("_pattern")
     design, dnotes = design_matrix(patterns, covariates, categorical)
     notes += dnotes
     levels = data[interval_col].unique().sort().to_list()
-    length = [length_col] if length_col else []
     cells = (data.select(*key, interval_col, *length, pl.col(event).cast(pl.Float64).alias("_y"))
-             .join(patterns, on=key, how="left", nulls_equal=True)
+             .join(patterns.select(*key, "_pattern"), on=key, how="left", nulls_equal=True)
              .group_by("_pattern", interval_col, *length).agg(pl.len().alias("_m"), pl.col("_y").sum().alias("_s"))
              .sort("_pattern", interval_col, *length))
     band_codes = np.searchsorted(np.asarray(levels), cells[interval_col].to_numpy())
