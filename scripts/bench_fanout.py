@@ -40,13 +40,13 @@ def _child(db: Path, workers: int | None, out: Path, bootstrap: int) -> None:
     from ketaoutcomes.analysis import run_study
     from ketaoutcomes.analysis.common import serial
     from ketaoutcomes.ingest.load import load_registries_from_warehouse
-    from ketaoutcomes.pipeline import _staged  # what analyze_step hands the analysis
+    from ketaoutcomes.analysis_inputs import analysis_inputs  # what analyze_step hands the analysis
     from ketaoutcomes.settings import ExecutionSettings, StudySettings
     from ketaoutcomes.warehouse import read_connection
 
     con = read_connection(db)
     try:
-        staged, registries = _staged(con), load_registries_from_warehouse(con)
+        staged, registries = analysis_inputs(con, StudySettings()), load_registries_from_warehouse(con)
     finally:
         con.close()
     study = StudySettings().updated(bootstrap_replicates=bootstrap)

@@ -35,6 +35,7 @@ import duckdb
 import polars as pl
 
 from ketaoutcomes.contract import TABLE_ORDER
+from ketaoutcomes.analysis_inputs import analysis_inputs, study_check_data
 from ketaoutcomes.ingest import check_export_folder, find_export_files, ingest_export, memory_limit
 from ketaoutcomes.ingest.load import load_registries_from_warehouse
 from ketaoutcomes.registries import load_registries
@@ -212,10 +213,6 @@ def ingest_step(db: Path, export_dir: Path, *, progress: Progress | None = None,
 # ---------------------------------------------------------------------------
 # validate
 # ---------------------------------------------------------------------------
-
-def _staged(con) -> dict[str, pl.DataFrame]:
-    return {t: fetch(con, f"SELECT * FROM stg_{t}") for t in TABLE_ORDER if table_exists(con, f"stg_{t}")}
-
 
 def _require_data(con, db: Path) -> None:
     if not con.execute("SELECT count(*) FROM meta_batches").fetchone()[0]:
@@ -400,8 +397,10 @@ def _analyze(con, study: StudySettings, fp_data: str, *, force: bool, fan_out: F
     if not force and last_step(con, "analyze", fp) is not None:
         return StepOutcome("analyze", False, f"analysis {run_id} is up to date", {"run_id": run_id})
     registries = load_registries_from_warehouse(con)
-    staged = _staged(con)
-    result = (fan_out or serial)(lambda submit: run_study(staged, registries=registries, study=study, submit=submit))
+    staged = analysis_inputs(con, study)  # only the columns and rows the analysis uses
+    check = study_check_data(con, staged.get("patients"))
+    result = (fan_out or serial)(lambda submit: run_study(staged, registries=registries, study=study, submit=submit,
+                                                          check=check))
     tag = [pl.lit(run_id).alias("run_id"), pl.lit(study.settings_id).alias("settings_id")]
     # Analysis datasets are kept per run like the results: several studies
     # (different instruments or thresholds) share one warehouse.
@@ -485,15 +484,6 @@ def rollback_step(db: Path, target: str, *, dry_run: bool = False) -> StepOutcom
 # study: check a study file without running it
 # ---------------------------------------------------------------------------
 
-def _study_data(con) -> dict[str, pl.DataFrame]:
-    """What :func:`ketaoutcomes.analysis.checks.study_problems` looks at: the arms of the courses,
-    the instruments rated and the patients (empty frames when nothing is loaded)."""
-    queries = {"courses": "SELECT DISTINCT arm FROM stg_courses",
-               "mood_scores": "SELECT DISTINCT instrument FROM stg_mood_scores",
-               "patients": "SELECT * FROM stg_patients"}
-    return {t: fetch(con, sql) if table_exists(con, f"stg_{t}") else pl.DataFrame() for t, sql in queries.items()}
-
-
 def check_study_step(study: StudySettings, db: Path | None = None) -> StepOutcome:
     """Check a study against the default registries (``db`` None), or against the registries in
     force in the warehouse ``db`` and its data (read-only; a missing warehouse is an error).
@@ -515,7 +505,7 @@ def check_study_step(study: StudySettings, db: Path | None = None) -> StepOutcom
                            "against a warehouse's registries and data)")
     con = read_connection(db)
     try:
-        problems = study_problems(study, load_registries_from_warehouse(con), _study_data(con))
+        problems = study_problems(study, load_registries_from_warehouse(con), study_check_data(con))
     finally:
         con.close()
     if problems:

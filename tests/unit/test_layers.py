@@ -28,7 +28,7 @@ LAYERS: tuple[frozenset[str], ...] = (
     frozenset({"models"}),
     frozenset({"analysis", "truth"}),
     frozenset({"report"}),
-    frozenset({"step_records"}),
+    frozenset({"step_records", "analysis_inputs"}),
     frozenset({"pipeline"}),
     frozenset({"reproduce"}),
     frozenset({"cli", "__main__", "flows"}),

@@ -10,7 +10,7 @@ import polars as pl
 import pytest
 import statsmodels.api as sm
 
-from ketaoutcomes.models.safety import per_patient_safety, session_safety, wilson_interval
+from ketaoutcomes.models.safety import per_patient_safety, safety_tables, session_safety, wilson_interval
 from ketaoutcomes.settings import SimulationSettings
 from ketaoutcomes.simulate import DEFAULT_ARM_PARAMETERS, simulate_frames
 
@@ -214,3 +214,18 @@ def test_session_safety_is_bit_identical_whatever_the_row_order(cohort):
         for c in ("rate", "lower", "upper", "deff", "n_eff"):  # bit for bit, not to a tolerance
             a, b = first[c].to_numpy(), again[c].to_numpy()
             assert np.array_equal(a.view(np.int64), b.view(np.int64)), c
+
+
+def test_safety_tables_are_both_tables_and_count_only_the_courses_given(small):
+    """safety_tables (the analysis's one pass) equals session_safety and per_patient_safety; given a
+    subset of the courses, it counts their sessions and adverse events only, as the two functions do
+    on sessions and adverse events filtered to those courses first."""
+    sessions, ae, courses = small
+    both = safety_tables(sessions, ae, courses)
+    assert both[0].equals(session_safety(*small)) and both[1].equals(per_patient_safety(*small))
+    c = courses.filter(pl.col("course_id") != courses["course_id"][0])
+    s = sessions.join(c.select("course_id"), on="course_id", how="semi")
+    a = ae.join(s.select("session_id"), on="session_id", how="semi")
+    sub = safety_tables(sessions, ae, c)
+    assert sub[0].equals(session_safety(s, a, c)) and sub[1].equals(per_patient_safety(s, a, c))
+    assert not sub[0].equals(both[0])  # the course left out had sessions that counted

@@ -44,7 +44,7 @@ __all__ = ["EmptyPopulation", "RELAPSE_STATES", "StepResult", "StudyMismatch", "
 
 
 def run_study(staged: Mapping[str, pl.DataFrame], *, registries: Registries, study: StudySettings,
-              submit: Submit = run_now) -> StepResult:
+              submit: Submit = run_now, check: Mapping[str, pl.DataFrame] | None = None) -> StepResult:
     """The whole analysis of one study on the staged tables (``patients``, ``courses``,
     ``sessions``, ``adverse_events``, ``mood_scores``): the analysis datasets (``ad_adsl``,
     ``ad_adtte``, ``results_attrition``) and every step's results, with all their notes in order.
@@ -57,6 +57,10 @@ def run_study(staged: Mapping[str, pl.DataFrame], *, registries: Registries, stu
     put together in a fixed order: the result is the same, table for table and row for row, however
     they ran (docs/scaling.md).
 
+    ``staged`` may hold only what the analysis uses (``ketaoutcomes.analysis_inputs``: the ratings of
+    the study's instrument, the sessions of index courses); ``check``, what the study is checked
+    against (the arms and instruments in the data, the patients), defaults to ``staged``.
+
     Raises
     ------
     ketaoutcomes.analysis.checks.StudyMismatch
@@ -65,7 +69,7 @@ def run_study(staged: Mapping[str, pl.DataFrame], *, registries: Registries, stu
         deriving, when no course is analysable or an arm of the study has none left
         (:class:`~ketaoutcomes.analysis.checks.EmptyPopulation`, naming the attrition rule).
     """
-    check_study(study, registries, staged)
+    check_study(study, registries, staged if check is None else check)
     d = derive_all(staged["patients"], staged["courses"], staged["sessions"], staged["mood_scores"],
                    registries=registries, study=study)
     check_population(study, d.adsl, d.attrition)

@@ -79,6 +79,10 @@ CONTRAST_SCHEMA = {
 }
 
 
+#: Bootstrap replicates summarised at once (memory: some ten arrays of this many times the pair's patients).
+BOOTSTRAP_BLOCK = 25
+
+
 def bootstrap_seed(study: StudySettings, paramcd: str, target: str) -> np.random.SeedSequence:
     """The seed of one pair's bootstrap: the study's random_seed, the endpoint and the route."""
     return np.random.SeedSequence([study.random_seed, zlib.crc32(paramcd.encode()), zlib.crc32(target.encode())])
@@ -143,18 +147,30 @@ def primary_contrasts(frame: pl.DataFrame, paramcd: str, study: StudySettings, t
         failed = 0
         if run_boot:
             rng = np.random.default_rng(bootstrap_seed(study, paramcd, target))
-            draws = rng.integers(0, n, size=(B, n))
-            W = np.zeros((B, n))
+            draws = rng.integers(0, n, size=(B, n))  # one matrix, as ever: the same draws
+            draws = draws.astype(np.int32) if n < 2**31 else draws
             errors: list[str] = []
-            with one_blas_thread():
-                for b in range(B):
-                    try:
-                        W[b] = _fit(pair, draws[b], target, study)
-                    except Exception as exc:  # noqa: BLE001 - a replicate that cannot be fitted is counted, not fatal
-                        errors.append(f"{type(exc).__name__}: {exc}")
-            t_b, d_b, a_b = tidx[draws], event[draws], treated[draws]
-            boot = {arm: curve_summaries(t_b, d_b, W * mask, grid, days=days, horizon=tau)
-                    for arm, mask in (("target", a_b), ("comparator", ~a_b))}
+            parts: list[dict[str, CurveSummaries]] = []
+            # the replicates' curves in blocks: each replicate's summaries are its own (rows of
+            # curve_summaries), so blocks give the same numbers as one pass, in memory of a block
+            # (ten B x n arrays at once took gigabytes at a million patients)
+            for lo in range(0, B, BOOTSTRAP_BLOCK):
+                block = draws[lo:lo + BOOTSTRAP_BLOCK]
+                W = np.zeros(block.shape)
+                with one_blas_thread():
+                    for b in range(block.shape[0]):
+                        try:
+                            W[b] = _fit(pair, block[b], target, study)
+                        except Exception as exc:  # noqa: BLE001 - a replicate that cannot be fitted is counted, not fatal
+                            errors.append(f"{type(exc).__name__}: {exc}")
+                t_b, d_b, a_b = tidx[block], event[block], treated[block]
+                parts.append({arm: curve_summaries(t_b, d_b, W * mask, grid, days=days, horizon=tau)
+                              for arm, mask in (("target", a_b), ("comparator", ~a_b))})
+                del W, t_b, d_b, a_b
+            boot = {arm: CurveSummaries(parts[0][arm].days, parts[0][arm].horizon,
+                                        *(np.concatenate([getattr(p[arm], f) for p in parts])
+                                          for f in ("risk", "median", "rmst", "n")))
+                    for arm in ("target", "comparator")}
             ok = (boot["target"].n > 0) & (boot["comparator"].n > 0)
             failed = int((~ok).sum())
             for s in boot.values():  # a replicate with an arm left empty is not a replicate of this estimate

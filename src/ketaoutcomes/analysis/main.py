@@ -143,10 +143,15 @@ def _discrete_time(frame: pl.DataFrame, visits: pl.DataFrame, paramcd: str, stud
     data = frame.filter(pl.col("ARM").is_in(sorted(arms)))
     covs = ["ARM", *ModelTerms.of(study).with_strata]  # site as fixed effects in place of strata
     categorical = categorical_references(data, covs, arm_reference=study.cohort.reference_arm)
+    # the person-period rows carry an integer subject index, not the id and the covariates (read per
+    # subject from ``data``): at a million patients they are some 10 million rows
+    data = data.with_row_index("_sid")
+    visits = visits.join(data.select("USUBJID", "_sid"), on="USUBJID", how="inner").select("_sid", "ADY")
     try:
-        pp = discrete_time_data(data, visits, time="AVAL", event="EVENT", visit_time="ADY",
-                                band_width=float(study.models.discrete_band_days), keep=covs)
-        res = discrete_time_cox(pp, covariates=covs, categorical=categorical, alpha=study.models.alpha)
+        pp = discrete_time_data(data, visits, id_col="_sid", time="AVAL", event="EVENT", visit_time="ADY",
+                                band_width=float(study.models.discrete_band_days))
+        res = discrete_time_cox(pp, covariates=covs, categorical=categorical, id_col="_sid",
+                                subjects=data.select("_sid", *covs), alpha=study.models.alpha)
     except Exception as exc:  # noqa: BLE001 - a sensitivity analysis that cannot run is reported
         return pl.DataFrame(), [Note(f"the discrete-time sensitivity analysis could not be fitted: "
                                      f"{type(exc).__name__}: {str(exc)[:200]}", step="models", endpoint=paramcd,

@@ -24,18 +24,16 @@ def secondary_analyses(
     """Safety per session and per patient by route, and mood trajectories per arm (mixed model).
 
     """
-    from ketaoutcomes.models.safety import per_patient_safety, session_safety
+    from ketaoutcomes.models.safety import safety_tables
     from ketaoutcomes.models.trajectory import fit_trajectories, trajectory_data
 
     analysed = adsl.filter(pl.col("ANLFL") == "Y").select("COURSEID")
     c = courses.join(analysed, left_on="course_id", right_on="COURSEID", how="semi")
-    s = sessions.join(c.select("course_id"), on="course_id", how="semi")
-    ae = adverse_events.join(s.select("session_id"), on="session_id", how="semi")
-    out = {
-        "results_safety": session_safety(s, ae, c, alpha=study.models.alpha, cadss_cutoff=study.secondary.cadss_cutoff),
-        "results_safety_patients": per_patient_safety(s, ae, c, alpha=study.models.alpha,
-                                                      cadss_cutoff=study.secondary.cadss_cutoff),
-    }
+    # the safety tables count the sessions of the courses ``c`` (analysed) only, and the adverse events
+    # of those sessions: no filtered copy of the sessions is made first
+    per_session, per_patient = safety_tables(sessions, adverse_events, c, alpha=study.models.alpha,
+                                             cadss_cutoff=study.secondary.cadss_cutoff)
+    out = {"results_safety": per_session, "results_safety_patients": per_patient}
     notes: list[Note] = []
     data = trajectory_data(adsl, scores, instrument=study.cohort.instrument, horizon_days=study.models.rmst_horizon_days,
                            baseline_window_days=study.cohort.baseline_window_days)

@@ -24,11 +24,11 @@ from typing import Any
 
 import numpy as np
 import polars as pl
-import statsmodels.api as sm
 from scipy import stats
 
 from ketaoutcomes.models.common import drop_missing, event_indicator, numeric, safe_exp
 from ketaoutcomes.models.cox import cox_ph, design_matrix, term_table
+from ketaoutcomes.models.grouped_glm import fit_grouped_cloglog
 
 __all__ = [
     "DiscreteTimeResult",
@@ -316,32 +316,6 @@ class DiscreteTimeResult:
     terms: pl.DataFrame = field(default_factory=pl.DataFrame)
 
 
-def _cluster_se(
-    model: Any, res: Any, X: np.ndarray, y: np.ndarray, offset: np.ndarray | None, groups: np.ndarray
-) -> np.ndarray:
-    """Cluster-robust standard errors as R's ``sandwich::vcovCL`` (type "HC1") on a glm.
-
-    ``V = B M B * G/(G-1) * (N-1)/(N-K)``, with ``B`` the inverse expected (Fisher)
-    information (R's ``summary.glm``'s ``cov.unscaled``), ``M`` the sum over
-    subjects of the outer product of their summed score contributions
-    ``x_i (y_i - mu_i) dmu/deta_i / V(mu_i)``. (statsmodels' own
-    ``cov_type="cluster"`` uses the observed Hessian as bread, which differs for
-    the non-canonical cloglog link.)
-    """
-    eta = X @ np.asarray(res.params) + (0.0 if offset is None else offset)
-    link = model.family.link
-    mu = link.inverse(eta)
-    dmu = link.inverse_deriv(eta)
-    score = X * ((y - mu) * dmu / model.family.variance(mu))[:, None]
-    G = int(groups.max()) + 1
-    per_subject = np.zeros((G, X.shape[1]))
-    np.add.at(per_subject, groups, score)
-    bread = np.asarray(res.cov_params())
-    n, k = X.shape
-    vc = bread @ (per_subject.T @ per_subject) @ bread * G / (G - 1) * (n - 1) / (n - k)
-    return np.sqrt(np.diag(vc))
-
-
 def discrete_time_cox(
     person_period: pl.DataFrame,
     *,
@@ -352,6 +326,7 @@ def discrete_time_cox(
     event: str = "event",
     id_col: str | None = "USUBJID",
     alpha: float = 0.05,
+    subjects: pl.DataFrame | None = None,
 ) -> DiscreteTimeResult:
     """Grouped-time proportional hazards model: cloglog binomial GLM on person-periods.
 
@@ -385,6 +360,11 @@ def discrete_time_cox(
     id_col : str or None
         Subject column for cluster-robust standard errors (R's
         ``sandwich::vcovCL``, type HC1, on the glm). None: model SEs.
+    subjects : polars.DataFrame, optional
+        The covariates per subject (``id_col`` and ``covariates``, one row per
+        subject), when they are not columns of ``person_period`` (which then
+        needs only ``id_col``, ``interval_col``, ``length_col`` and ``event``):
+        the rows carry no copy of them. Needs ``id_col``.
     alpha : float
         Wald intervals at ``1 - alpha``.
 
@@ -393,10 +373,29 @@ def discrete_time_cox(
     Bands without events have an infinite negative maximum-likelihood estimate;
     their rows are dropped (with a note): they carry no information on ``beta``
     in the limit. Rows with missing values in model columns are dropped.
+
+    The fit is on the aggregated design (:mod:`ketaoutcomes.models.grouped_glm`):
+    rows collapsed to cells of covariate pattern (and subject, with ``id_col``) x
+    band x interval length, counts of intervals and events per cell; the same
+    estimates, information and clustered scores as the row-level GLM, in memory
+    that grows with the subjects, not with their intervals.
     """
     categorical = dict(categorical or {})
-    cols = [event, interval_col, *covariates] + ([length_col] if length_col else []) + ([id_col] if id_col else [])
-    data, _, notes = drop_missing(person_period, cols)
+    length = [length_col] if length_col else []
+    if subjects is None:
+        cols = [event, interval_col, *covariates, *length] + ([id_col] if id_col else [])
+        data, _, notes = drop_missing(person_period, cols)
+    else:
+        if id_col is None:
+            raise ValueError("subjects needs id_col: the column that names a person-period row's subject")
+        subj, _, notes = drop_missing(subjects.select(id_col, *[c for c in covariates if c != id_col]), covariates)
+        notes = [n.replace(" row", " subject", 1) for n in notes]
+        data, _, more = drop_missing(person_period.select(id_col, interval_col, *length, event),
+                                     [id_col, interval_col, *length, event])
+        if subj[id_col].is_duplicated().any():
+            raise ValueError(f"subjects has more than one row for a value of {id_col!r}: give one row per subject")
+        data = data.join(subj.select(id_col), on=id_col, how="semi")
+        notes += more
     y = event_indicator(data[event]).astype(float)
     band_ev = data.group_by(interval_col).agg(pl.len().alias("n_rows"), pl.col(event).sum().alias("n_events"))
     empty = band_ev.filter(pl.col("n_events") == 0)[interval_col].to_list()
@@ -404,23 +403,31 @@ def discrete_time_cox(
         data = data.filter(~pl.col(interval_col).is_in(empty))
         y = event_indicator(data[event]).astype(float)
         notes.append(f"bands without events dropped (rows carry no information): {sorted(empty)}")
-    design, dnotes = design_matrix(data, covariates, categorical)
+    # the aggregated design (models.grouped_glm): covariate patterns (per subject when clustering),
+    # and cells of pattern x band x interval length with their intervals and events
+    if subjects is None:
+        key = list(dict.fromkeys([*([id_col] if id_col else []), *covariates]))
+        patterns = data.select(key).unique(maintain_order=True).with_row_index("_pattern")
+    else:  # one pattern per subject with rows
+        key = [id_col]
+        patterns = subj.join(data.select(id_col).unique(), on=id_col, how="semi").with_row_index("_pattern")
+    design, dnotes = design_matrix(patterns, covariates, categorical)
     notes += dnotes
     levels = data[interval_col].unique().sort().to_list()
-    band_codes = data[interval_col].to_numpy()
-    B = np.column_stack([(band_codes == lv).astype(float) for lv in levels])
-    X = np.column_stack([B, design.X])
-    offset = np.log(numeric(data[length_col], "length")) if length_col else None
-    model = sm.GLM(y, X, family=sm.families.Binomial(link=sm.families.links.CLogLog()), offset=offset)
-    res_model = model.fit(tol=1e-12, maxiter=200)
-    se_model = np.asarray(res_model.bse)
-    if id_col:
-        _, groups = np.unique(data[id_col].to_numpy(), return_inverse=True)
-        se = _cluster_se(model, res_model, X, y, offset, groups)
-        n_subj = int(groups.max()) + 1
-    else:
-        se, n_subj = se_model, None
-    params = np.asarray(res_model.params)
+    cells = (data.select(*key, interval_col, *length, pl.col(event).cast(pl.Float64).alias("_y"))
+             .join(patterns.select(*key, "_pattern"), on=key, how="left", nulls_equal=True)
+             .group_by("_pattern", interval_col, *length).agg(pl.len().alias("_m"), pl.col("_y").sum().alias("_s"))
+             .sort("_pattern", interval_col, *length))
+    band_codes = np.searchsorted(np.asarray(levels), cells[interval_col].to_numpy())
+    offset = np.log(numeric(cells[length_col], "length")) if length_col else np.zeros(cells.height)
+    cluster = np.unique(patterns[id_col].to_numpy(), return_inverse=True)[1].ravel() if id_col else None
+    fit = fit_grouped_cloglog(cells["_pattern"].to_numpy().astype(np.int64), band_codes, offset,
+                              cells["_m"].to_numpy().astype(float), cells["_s"].to_numpy(), design.X,
+                              n_bands=len(levels), cluster=cluster, n_rows=data.height)
+    se_model = np.sqrt(np.diag(fit.cov))
+    se = se_model if fit.se_cluster is None else fit.se_cluster
+    n_subj = None if cluster is None else int(cluster.max()) + 1
+    params = fit.params
     nb = len(levels)
     zq = stats.norm.ppf(1 - alpha / 2)
     rows = []
@@ -437,7 +444,7 @@ def discrete_time_cox(
     bands = pl.DataFrame({interval_col: levels, "coef": params[:nb], "se_model": se_model[:nb]}).join(
         band_ev, on=interval_col, how="left"
     ).rename({interval_col: "band"})
-    if not math.isfinite(float(res_model.llf)):
+    if not math.isfinite(fit.llf):
         notes.append("log-likelihood not finite: fit failed")
     return DiscreteTimeResult(
         summary=summary,

@@ -70,6 +70,7 @@ __all__ = [
     "CADSS_CUTOFF",
     "EVENT_DEFINITIONS",
     "per_patient_safety",
+    "safety_tables",
     "session_events",
     "session_safety",
     "wilson_interval",
@@ -79,6 +80,8 @@ __all__ = [
 AE_EVENTS: tuple[str, ...] = ("dissociation", "nausea", "dizziness", "headache", "hypertension")
 #: Derived blood-pressure events.
 BP_EVENTS: tuple[str, ...] = ("bp_rise_40_25", "bp_180_110")
+#: The blood-pressure columns the BP events read.
+_VITALS = ("sbp_pre", "dbp_pre", "sbp_peak", "dbp_peak")
 #: CADSS total above this is counted as dissociation (secondary definition).
 CADSS_CUTOFF = 4.0
 
@@ -144,6 +147,26 @@ def _require(frame: pl.DataFrame, name: str, columns: Sequence[str]) -> None:
         raise ValueError(f"{name} lacks column(s) {', '.join(missing)}")
 
 
+def _sessions_with_events(sessions: pl.DataFrame, adverse_events: pl.DataFrame, courses: pl.DataFrame,
+                          ae_types: Sequence[str]) -> pl.DataFrame:
+    """The sessions of ``courses`` with their ``patient_id`` and ``arm``, and a column per AE type
+    (True where the session has an AE of that type, null where not)."""
+    _require(sessions, "sessions", ["session_id", "course_id", "sbp_pre", "dbp_pre", "sbp_peak", "dbp_peak",
+                                    "dissociation_score"])
+    _require(adverse_events, "adverse_events", ["session_id", "ae_type"])
+    _require(courses, "courses", ["course_id", "patient_id", "arm"])
+    s = sessions.select("session_id", "course_id", *_VITALS, "dissociation_score").join(
+        courses.select("course_id", "patient_id", "arm"), on="course_id", how="inner")
+    ae = (
+        adverse_events.filter(pl.col("ae_type").is_in(list(ae_types)))
+        .select("session_id", "ae_type").unique()
+        .with_columns(pl.lit(True).alias("_hit"))
+        .pivot(on="ae_type", index="session_id", values="_hit")
+    )
+    s = s.join(ae, on="session_id", how="left")
+    return s
+
+
 def session_events(
     sessions: pl.DataFrame,
     adverse_events: pl.DataFrame,
@@ -158,18 +181,7 @@ def session_events(
     where pre and peak SBP and DBP are all recorded). Sessions whose course is not
     in ``courses`` are dropped (ingest's foreign-key check keeps them out anyway).
     """
-    _require(sessions, "sessions", ["session_id", "course_id", "sbp_pre", "dbp_pre", "sbp_peak", "dbp_peak",
-                                    "dissociation_score"])
-    _require(adverse_events, "adverse_events", ["session_id", "ae_type"])
-    _require(courses, "courses", ["course_id", "patient_id", "arm"])
-    s = sessions.join(courses.select("course_id", "patient_id", "arm"), on="course_id", how="inner")
-    ae = (
-        adverse_events.filter(pl.col("ae_type").is_in(list(ae_types)))
-        .select("session_id", "ae_type").unique()
-        .with_columns(pl.lit(True).alias("_hit"))
-        .pivot(on="ae_type", index="session_id", values="_hit")
-    )
-    s = s.join(ae, on="session_id", how="left")
+    s = _sessions_with_events(sessions, adverse_events, courses, ae_types)
     keys = ["arm", "patient_id", "session_id"]
     parts = []
     for t in ae_types:
@@ -189,6 +201,40 @@ def session_events(
 
 def _event_order(ae_types: Sequence[str]) -> list[str]:
     return [*ae_types, "dissociation_cadss", *BP_EVENTS]
+
+
+def _per_patient_counts(sessions: pl.DataFrame, adverse_events: pl.DataFrame, courses: pl.DataFrame, *,
+                        ae_types: Sequence[str], cadss_cutoff: float) -> pl.DataFrame:
+    """:func:`session_events` summed per patient: ``arm``, ``event``, ``patient_id``, ``m`` (the
+    patient's sessions in the event's denominator, > 0) and ``yy`` (those with the event), sorted.
+
+    Counted in one pass over the sessions, one pair of columns per event, without the long frame
+    (a row per session and event: some 14 times the sessions, gigabytes at a million patients)."""
+    s = _sessions_with_events(sessions, adverse_events, courses, ae_types)
+    cad = pl.col("dissociation_score").is_not_null()
+    bp = pl.all_horizontal(pl.col(c).is_not_null() for c in ("sbp_pre", "dbp_pre", "sbp_peak", "dbp_peak"))
+    rise = ((pl.col("sbp_peak") - pl.col("sbp_pre")) >= 40) | ((pl.col("dbp_peak") - pl.col("dbp_pre")) >= 25)
+    high = (pl.col("sbp_peak") >= 180) | (pl.col("dbp_peak") >= 110)
+    # per event: the sessions in its denominator and those with the event, as 0/1 (None: every session)
+    counted = pl.len().alias("_n")
+    denominators: dict[str, pl.Expr | None] = {t: None for t in ae_types}  # no AE row = no event
+    hits = {t: pl.col(t).fill_null(False) if t in s.columns else pl.lit(False) for t in ae_types}
+    denominators |= {"dissociation_cadss": cad, BP_EVENTS[0]: bp, BP_EVENTS[1]: bp}
+    hits |= {"dissociation_cadss": pl.col("dissociation_score") > cadss_cutoff, BP_EVENTS[0]: rise,
+             BP_EVENTS[1]: high}
+    events = _event_order(ae_types)
+
+    def total(x: pl.Expr | None) -> pl.Expr:
+        return counted if x is None else x.fill_null(False).cast(pl.UInt32).sum()
+
+    wide = s.group_by("arm", "patient_id").agg(
+        *(total(denominators[e]).alias(f"m{i}") for i, e in enumerate(events)),
+        *(total(hits[e] if denominators[e] is None else denominators[e] & hits[e]).alias(f"y{i}")
+          for i, e in enumerate(events)))
+    return pl.concat([
+        wide.select("arm", pl.lit(e).alias("event"), "patient_id", pl.col(f"m{i}").alias("m"),
+                    pl.col(f"y{i}").alias("yy")).filter(pl.col("m") > 0)
+        for i, e in enumerate(events)]).sort("arm", "event", "patient_id")
 
 
 def _cluster_rate(y_i: np.ndarray, m_i: np.ndarray, alpha: float) -> dict:
@@ -235,15 +281,25 @@ def session_safety(
         used), ``n_eff``, ``note`` (why an interval is conservative or missing).
         See the module docstring for definitions and the interval method.
     """
+    _check_alpha(alpha)
+    counts = _per_patient_counts(sessions, adverse_events, courses, ae_types=ae_types, cadss_cutoff=cadss_cutoff)
+    return _session_table(counts, _arms(sessions, courses), alpha, ae_types)
+
+
+def _check_alpha(alpha: float) -> None:
     if not 0 < alpha < 1:
         raise ValueError(f"alpha must be in (0, 1), got {alpha}")
-    long = session_events(sessions, adverse_events, courses, ae_types=ae_types, cadss_cutoff=cadss_cutoff)
-    # sorted: group_by's order is not fixed, and the interval's sums over patients must not change with it
-    per_patient = long.group_by("arm", "event", "patient_id").agg(
-        pl.len().alias("m"), pl.col("y").sum().alias("yy")
-    ).sort("arm", "event", "patient_id")
-    arms = sorted(courses.join(sessions.select("course_id").unique(), on="course_id", how="semi")
+
+
+def _arms(sessions: pl.DataFrame, courses: pl.DataFrame) -> list[str]:
+    """The arms of ``courses`` with sessions."""
+    return sorted(courses.join(sessions.select("course_id").unique(), on="course_id", how="semi")
                   .get_column("arm").unique().to_list())
+
+
+def _session_table(per_patient: pl.DataFrame, arms: list[str], alpha: float, ae_types: Sequence[str]) -> pl.DataFrame:
+    """:func:`session_safety`'s rows from the counts per patient (sorted: group_by's order is not
+    fixed, and the interval's sums over patients must not change with it)."""
     rows = []
     for arm in arms:
         for ev in _event_order(ae_types):
@@ -277,12 +333,14 @@ def per_patient_safety(
     Columns: ``arm``, ``event``, ``patients``, ``patients_with_event``, ``rate``,
     ``lower``, ``upper``, ``note``.
     """
-    if not 0 < alpha < 1:
-        raise ValueError(f"alpha must be in (0, 1), got {alpha}")
-    long = session_events(sessions, adverse_events, courses, ae_types=ae_types, cadss_cutoff=cadss_cutoff)
-    pp = long.group_by("arm", "event", "patient_id").agg(pl.col("y").any().alias("any"))
-    arms = sorted(courses.join(sessions.select("course_id").unique(), on="course_id", how="semi")
-                  .get_column("arm").unique().to_list())
+    _check_alpha(alpha)
+    counts = _per_patient_counts(sessions, adverse_events, courses, ae_types=ae_types, cadss_cutoff=cadss_cutoff)
+    return _patient_table(counts, _arms(sessions, courses), alpha, ae_types)
+
+
+def _patient_table(per_patient: pl.DataFrame, arms: list[str], alpha: float, ae_types: Sequence[str]) -> pl.DataFrame:
+    """:func:`per_patient_safety`'s rows from the counts per patient."""
+    pp = per_patient.with_columns((pl.col("yy") > 0).alias("any"))
     rows = []
     for arm in arms:
         for ev in _event_order(ae_types):
@@ -297,3 +355,20 @@ def per_patient_safety(
             rows.append(dict(arm=arm, event=ev, patients=n, patients_with_event=k, rate=k / n, lower=lo, upper=hi,
                              note=None))
     return pl.DataFrame(rows, schema=_PP_SCHEMA)
+
+
+def safety_tables(
+    sessions: pl.DataFrame,
+    adverse_events: pl.DataFrame,
+    courses: pl.DataFrame,
+    *,
+    alpha: float = 0.05,
+    ae_types: Sequence[str] = AE_EVENTS,
+    cadss_cutoff: float = CADSS_CUTOFF,
+) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """:func:`session_safety` and :func:`per_patient_safety` together, from one pass over the
+    sessions (the analysis's: at a million patients a pass is millions of sessions)."""
+    _check_alpha(alpha)
+    counts = _per_patient_counts(sessions, adverse_events, courses, ae_types=ae_types, cadss_cutoff=cadss_cutoff)
+    arms = _arms(sessions, courses)
+    return _session_table(counts, arms, alpha, ae_types), _patient_table(counts, arms, alpha, ae_types)
