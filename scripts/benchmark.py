@@ -7,6 +7,8 @@ Usage (from the checkout)::
     uv run python scripts/benchmark.py --patients 20000 --skip-default
     uv run python scripts/benchmark.py --only-default --repeat 3   # the main command: from scratch, then unchanged
     uv run python scripts/benchmark.py --dask 5000      # the analysis fan-out: serial vs Dask, 1 and 2 workers
+    uv run python scripts/benchmark.py --patients 100000 --skip-default --steps "" --format parquet  # ingest only
+    uv run python scripts/benchmark.py --patients 1000000 --skip-default --steps "" --export /tmp/x/export-1m
 
 Each measured command runs in its own process under a small wrapper, so its
 peak RSS is its own, in a scratch folder that holds its own data/ and reports/. Prints a Markdown table.
@@ -29,8 +31,13 @@ BARE_READ = """
 import sys, duckdb
 con = duckdb.connect()
 total = 0
+fmt = sys.argv[2] if len(sys.argv) > 2 else "csv"
 for name in ("patients", "courses", "sessions", "adverse_events", "mood_scores"):
-    total += con.execute(f"SELECT count(*) FROM read_csv('{sys.argv[1]}/{name}.csv', all_varchar=true)").fetchone()[0]
+    # materialised (a table of every column as text), as ingest must hold what it checks
+    src = (f"read_csv('{sys.argv[1]}/{name}.csv', all_varchar=true)" if fmt == "csv"
+           else f"read_parquet('{sys.argv[1]}/{name}.parquet')")
+    con.execute(f"CREATE TABLE {name} AS SELECT * FROM {src}")
+    total += con.execute(f"SELECT count(*) FROM {name}").fetchone()[0]
 print(total)
 """
 
@@ -61,7 +68,7 @@ AGAIN = "report again, nothing changed"
 
 
 def bench(patients: int | None, workdir: Path, env: dict, steps: tuple[str, ...] = ("validate", "analyze"),
-          repeat: int = 1) -> list[dict]:
+          repeat: int = 1, fmt: str = "csv", export: Path | None = None) -> list[dict]:
     py = [sys.executable, "-m", "ketaoutcomes"]
     rows = []
     if patients is None:  # the README's main command on the embedded default
@@ -70,13 +77,16 @@ def bench(patients: int | None, workdir: Path, env: dict, steps: tuple[str, ...]
             rows.append(run(AGAIN, py + ["report"], env, workdir))
         export = workdir / "data" / "synthetic" / "default"
     else:
-        export = workdir / f"export-{patients}"
         db = workdir / f"w-{patients}.duckdb"
-        rows.append(run(f"simulate {patients:,}", py + ["simulate", "--patients", str(patients), "--out", str(export)], env, workdir))
+        if export is None:
+            export = workdir / f"export-{patients}"
+            rows.append(run(f"simulate {patients:,} ({fmt})", py + ["simulate", "--patients", str(patients), "--out",
+                                                                   str(export), "--format", fmt], env, workdir))
         rows.append(run("ingest", py + ["ingest", str(export), "--db", str(db)], env, workdir))
         for step in steps:  # simulate and ingest always run: the later steps need them
             rows.append(run(step, py + [step, "--db", str(db)], env, workdir))
-    rows.append(run("bare DuckDB read of the same files (baseline)", [sys.executable, "-c", BARE_READ, str(export)], env, workdir))
+    rows.append(run(f"bare DuckDB read of the same files, materialised ({fmt}; baseline)",
+                    [sys.executable, "-c", BARE_READ, str(export), fmt], env, workdir))
     return rows
 
 
@@ -89,6 +99,10 @@ def main() -> None:
                     help="steps after simulate + ingest to measure (comma-separated; empty for ingest only)")
     ap.add_argument("--only-default", action="store_true", help="only the README main command on the default cohort")
     ap.add_argument("--repeat", type=int, default=1, help="times to run the main command again with nothing changed")
+    ap.add_argument("--format", choices=("csv", "parquet"), default="csv",
+                    help="the simulated export's format (ingest and the bare read use the same files)")
+    ap.add_argument("--export", type=Path, help="an export folder simulated before (of --patients patients, in "
+                    "--format): skip simulate and measure on it")
     ap.add_argument("--dask", type=int, metavar="N", help="instead: the analysis of N patients serially and on Dask "
                     "with 1 and 2 workers (scripts/bench_fanout.py)")
     args = ap.parse_args()
@@ -108,7 +122,8 @@ def main() -> None:
             env = {**os.environ, "KETAOUTCOMES_HOME": str(work), "KETAOUTCOMES_DB": str(work / "data" / "warehouse" / "ketaoutcomes.duckdb")}
             if n is not None:
                 env.pop("KETAOUTCOMES_DB")
-            results[label] = bench(n, work, env, tuple(x for x in args.steps.split(",") if x), args.repeat)
+            results[label] = bench(n, work, env, tuple(x for x in args.steps.split(",") if x), args.repeat,
+                                   args.format, args.export.resolve() if args.export and n is not None else None)
     for label, rows in results.items():
         base = rows[-1]
         print(f"\n### {label}\n")

@@ -59,6 +59,7 @@ __all__ = [
     "row_problems",
     "session_course_problems",
     "dq_checks",
+    "present_cells",
     "CODE_MAX_CHARS",
     "CODE_MAX_WORDS",
 ]
@@ -325,7 +326,14 @@ def _status(failing: int, tested: int, threshold: float) -> tuple[float | None, 
     return pct, "pass" if pct <= threshold else "fail"
 
 
-def _quarantine_checks(table: str, rows_read: int, problems: pl.DataFrame, typed_text: pl.DataFrame) -> list[dict]:
+def present_cells(text: pl.DataFrame, table: str) -> dict[str, int]:
+    """Per contract column of ``table``, the cells of ``text`` (a file as read) that hold a value
+    (besides white space): the rows the ``type`` rule tests. A column left out has none."""
+    return {c: (text.select(pl.col(c).str.strip_chars().replace("", None).is_not_null().sum()).item()
+                if c in text.columns else 0) for c in TABLES[table].column_names}
+
+
+def _quarantine_checks(table: str, rows_read: int, problems: pl.DataFrame, present: Mapping[str, int]) -> list[dict]:
     """One check per (rule, column) the table is subject to: the quarantine rules are checks
     with a 0% threshold, each counted whether or not it found anything."""
     spec = TABLES[table]
@@ -360,8 +368,7 @@ def _quarantine_checks(table: str, rows_read: int, problems: pl.DataFrame, typed
     for rule, column in dict.fromkeys(e for e in expected if e[0]):
         tested = rows_read
         if rule == "type":  # only non-empty cells can fail to convert; an optional column left out has none
-            tested = typed_text.select(pl.col(column).str.strip_chars().replace("", None).is_not_null().sum()).item() \
-                if column in typed_text.columns else 0
+            tested = present.get(column, 0)
         failing = counts.get((rule, column), 0)
         pct, status = _status(failing, tested, 0.0)
         rows.append({"category": RULE_CATEGORY[rule], "check_id": f"{table}.{column}.{rule}", "column_name": column,
@@ -393,11 +400,18 @@ def _range_checks(table: str, typed: pl.DataFrame) -> list[dict]:
     return rows
 
 
-def dq_checks(table: str, *, rows_read: int, text: pl.DataFrame, typed: pl.DataFrame, problems: pl.DataFrame) -> pl.DataFrame:
-    """The data-quality summary of one file's load. A check that raises is recorded
-    with status 'error' (never 'pass')."""
+def dq_checks(table: str, *, rows_read: int, typed: pl.DataFrame, problems: pl.DataFrame,
+              text: pl.DataFrame | None = None, present: Mapping[str, int] | None = None) -> pl.DataFrame:
+    """The data-quality summary of one file's load. ``present``: per column, the cells with a value
+    (:func:`present_cells` of the file's ``text``, or counted while typing). A check that raises is
+    recorded with status 'error' (never 'pass')."""
     rows: list[dict] = []
-    for name, fn in (("quarantine rules", lambda: _quarantine_checks(table, rows_read, problems, text)),
+
+    def quarantine() -> list[dict]:
+        counts = present if present is not None else present_cells(text, table)
+        return _quarantine_checks(table, rows_read, problems, counts)
+
+    for name, fn in (("quarantine rules", quarantine),
                      ("plausibility ranges", lambda: _range_checks(table, typed))):
         try:
             rows += fn()
