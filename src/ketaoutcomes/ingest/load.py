@@ -2,11 +2,12 @@
 
 How a file goes in: it is streamed once into a scratch Parquet file of text and scanned on the way
 (value lengths, the PHI guard's candidate rows, time zones: :mod:`ketaoutcomes.ingest.read`); its
-rows are typed in DuckDB into a temporary table (:mod:`ketaoutcomes.ingest.typed`); the row rules
-(:mod:`ketaoutcomes.ingest.rules`) run on the typed rows; the good rows go from that temporary table
-into ``raw_<table>`` with ``INSERT ... SELECT``. No file is held in memory as text (the patients
-file, one row per patient, is: its ages are capped and its own columns kept, in polars). The
-folder's files are found by :mod:`ketaoutcomes.ingest.folder`.
+rows are typed in DuckDB into another scratch Parquet file (:mod:`ketaoutcomes.ingest.typed`); the
+row rules (:mod:`ketaoutcomes.ingest.rules`) run in polars on the typed rows (duplicates only on the
+rows of keys DuckDB finds repeated); the good rows go from the typed file into ``raw_<table>`` with
+``INSERT ... SELECT``. No file is held in memory as text (the patients file, one row per patient,
+is: its ages are capped and its own columns kept, in polars). The folder's files are found by
+:mod:`ketaoutcomes.ingest.folder`.
 
 Tables written (see dags.md):
 
@@ -27,6 +28,7 @@ Tables written (see dags.md):
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import hashlib
 import tempfile
@@ -71,6 +73,7 @@ from ketaoutcomes.ingest.rules import (
     one_problem_per_cell,
     reference_problems,
     row_problems,
+    row_rule_columns,
     session_course_problems,
 )
 from ketaoutcomes.ingest.typed import type_rows
@@ -250,12 +253,13 @@ def staging_sql(table: str, *, before_seq: int | None = None) -> str:
             f"QUALIFY _load_seq = max(_load_seq) OVER (PARTITION BY {key}) ORDER BY _load_seq, _row_number")
 
 
-def rebuild_staging(con: duckdb.DuckDBPyConnection, table: str) -> None:
+def rebuild_staging(con: duckdb.DuckDBPyConnection, table: str, *, in_order: bool = False) -> None:
     """stg_<table> = for each key, the rows of the latest batch that carried it (every row, when
-    raw_<table> holds one batch: the window over the keys is skipped)."""
+    raw_<table> holds one batch: the window over the keys is skipped; and the sort too when
+    ``in_order``: the caller wrote that one batch in ``_row_number`` order)."""
     if con.execute(f"SELECT count(DISTINCT _load_seq) <= 1 FROM raw_{table}").fetchone()[0]:
-        con.execute(f"CREATE OR REPLACE TABLE stg_{table} AS SELECT * EXCLUDE (_load_seq) FROM raw_{table} "
-                    "ORDER BY _row_number")
+        con.execute(f"CREATE OR REPLACE TABLE stg_{table} AS SELECT * EXCLUDE (_load_seq) FROM raw_{table}"
+                    + ("" if in_order else " ORDER BY _row_number"))
     else:
         con.execute(f"CREATE OR REPLACE TABLE stg_{table} AS {staging_sql(table)}")
 
@@ -429,17 +433,39 @@ def _ingest(con: duckdb.DuckDBPyConnection, export_dir: Path, loaded_at: dt.date
                                       check_lengths=False).findings
         if findings:
             raise PhiRefused(findings)
-        _check_tables(con, ordered, staged, texts, export_dir, files, loaded_tables, registries, allow, budget,
-                      progress)
-    failpoint("ingest.before_write")
-    return _write(con, export_dir, ordered, staged, regs, reloads, ignored_files, loaded_at)
+        try:
+            _check_tables(con, ordered, staged, texts, export_dir, files, loaded_tables, registries, allow, budget,
+                          progress, scratch)
+            failpoint("ingest.before_write")
+            # One thread writes the warehouse: DuckDB's parallel INSERT leaves the row groups it merges as
+            # free blocks in the file (a third more file at 100,000 patients), for no gain in time here.
+            threads = con.execute("SELECT current_setting('threads')").fetchone()[0]
+            con.execute("SET threads = 1")
+            try:
+                return _write(con, export_dir, ordered, staged, regs, reloads, ignored_files, loaded_at)
+            finally:
+                with contextlib.suppress(duckdb.Error):  # (an invalidated connection: its error is the one to see)
+                    con.execute(f"SET threads = {int(threads)}")
+        finally:  # the views of the scratch files go with them
+            _drop_temporaries(con, ordered)
+
+
+def _drop_temporaries(con: duckdb.DuckDBPyConnection, tables: list[str]) -> None:
+    with contextlib.suppress(duckdb.Error):  # (an invalidated connection: the error on the way out is the one to see)
+        for table in tables:
+            con.execute(f"DROP VIEW IF EXISTS _typed_{table}")
+            con.execute(f"DROP TABLE IF EXISTS _bad_{table}")
+        con.execute("DROP TABLE IF EXISTS _extra_patients")
+        con.execute("DROP TABLE IF EXISTS _text_patients")
 
 
 def _check_tables(con: duckdb.DuckDBPyConnection, ordered: list[str], staged: dict[str, _Staged],
                   texts: dict[str, TextFile], export_dir: Path, files: dict[str, Path], loaded_tables: list[str],
-                  registries: Registries, allow: PhiAllowList, budget: MemoryBudget, progress: Progress | None) -> None:
-    """Type and check every file read (in load order: parents first), into the temporary tables
-    ``_typed_<table>`` (its rows typed) and ``_bad_<table>`` (the row numbers quarantined)."""
+                  registries: Registries, allow: PhiAllowList, budget: MemoryBudget, progress: Progress | None,
+                  scratch: Path) -> None:
+    """Type and check every file read (in load order: parents first), into ``_typed_<table>`` (its
+    rows typed: a view of a Parquet file in ``scratch``) and ``_bad_<table>`` (the row numbers
+    quarantined)."""
     parents: dict[str, Parent] = {}
 
     def parent(name: str) -> Parent:
@@ -479,23 +505,28 @@ def _check_tables(con: duckdb.DuckDBPyConnection, ordered: list[str], staged: di
         ignored_cols = tuple(c for c in ignored_cols if c not in extra.kept)
         if tf.offsets is not None and (zones := tf.offsets.problem()) is not None:
             raise IngestError(f"{path}: {zones}; nothing was loaded")
-        problems, present = type_rows(con, source, refs, table, f"_typed_{table}")
+        problems, present = type_rows(con, source, refs, table, f"_typed_{table}", scratch / f"typed_{table}.parquet")
         con.execute("DROP TABLE IF EXISTS _text_patients")
         names = ", ".join(f'"{c}"' for c in TABLES[table].column_names)
-        typed = fetch(con, f"SELECT _row_number, {names} FROM _typed_{table} ORDER BY _row_number")
+        typed = fetch(con, f"SELECT _row_number, {names} FROM _typed_{table}")  # (in _row_number order)
         if extra.frame is not None:  # the patients file's own columns, kept as text (ingest.extra)
             typed = typed.join(extra.frame, on="_row_number", how="left")
             _temp_table(con, "_extra_patients", extra.frame)
             st.extra = True
         # Each row on its own first; then keys among the rows still standing.
-        checks = [problems, row_problems(table, typed, registries, allow.allowed_columns(table))]
+        checks = [problems, row_problems(table, typed.select(row_rule_columns(table)), registries,
+                                         allow.allowed_columns(table))]
         if table == "sessions":
-            checks.append(session_course_problems(typed, parent("courses").available(), registries))
+            checks.append(session_course_problems(typed.select(_SESSION_COURSE_COLUMNS),
+                                                  parent("courses").available(), registries))
         if TABLES[table].references:
-            checks.append(reference_problems(table, typed, {r.to_table: parent(r.to_table)
-                                                            for r in TABLES[table].references}))
+            checks.append(reference_problems(table, typed.select("_row_number", *(r.column for r in
+                                                                                  TABLES[table].references)),
+                                             {r.to_table: parent(r.to_table) for r in TABLES[table].references}))
         own = one_problem_per_cell(pl.concat([c for c in checks if c.height] or [problems], how="vertical"))
-        standing = typed.join(own.select("_row_number").unique(), on="_row_number", how="anti")
+        # duplicate keys: only the rows of keys that appear more than once (found in DuckDB) are compared
+        standing = _repeated_keys(con, table, typed).join(own.select("_row_number").unique(), on="_row_number",
+                                                          how="anti")
         problems = pl.concat([own, duplicate_problems(table, standing)], how="vertical_relaxed")
         del standing
         bad = problems.select("_row_number").unique()
@@ -503,12 +534,14 @@ def _check_tables(con: duckdb.DuckDBPyConnection, ordered: list[str], staged: di
         if table in _PARENT_COLUMNS:
             cols = _PARENT_COLUMNS[table]
             key = cols[0]
+            keys = typed.select("_row_number", *cols)
             parents[table] = Parent(
-                table, path.name, typed.join(bad, on="_row_number", how="anti").select(cols),
-                _stored(con, table, cols),
-                typed.join(bad, on="_row_number", how="semi").group_by(key).agg(pl.col("_row_number").min())
+                table, path.name, keys.join(bad, on="_row_number", how="anti").select(cols) if bad.height
+                else keys.select(cols), _stored(con, table, cols),
+                keys.join(bad, on="_row_number", how="semi").group_by(key).agg(pl.col("_row_number").min())
                 .filter(pl.col(key).is_not_null()),
             )
+            del keys
         notes = "; ".join(n for n in (f"{capped} age(s) over 89 stored as 90 (HIPAA Safe Harbor)" if capped else "",
                                       (tf.offsets.note() if tf.offsets is not None else None) or "",
                                       extra.note or "") if n) or None
@@ -525,6 +558,23 @@ def _check_tables(con: duckdb.DuckDBPyConnection, ordered: list[str], staged: di
             pl.lit(st.load.batch_id).alias("batch_id"))
         del typed
     _check_sessions_left_out(export_dir, files, loaded_tables, parent("courses").available(), registries)
+
+
+#: What :func:`ketaoutcomes.ingest.rules.session_course_problems` reads of a sessions row.
+_SESSION_COURSE_COLUMNS = ("_row_number", "course_id", "session_ts", "dose_mg", "dose_mg_per_kg")
+
+
+def _repeated_keys(con: duckdb.DuckDBPyConnection, table: str, typed: pl.DataFrame) -> pl.DataFrame:
+    """The rows of ``typed`` whose key (no part of it null) appears on more than one row of
+    ``_typed_<table>``: all that :func:`ketaoutcomes.ingest.rules.duplicate_problems` can flag."""
+    key = ", ".join(f'"{k}"' for k in TABLES[table].key)
+    not_null = " AND ".join(f'"{k}" IS NOT NULL' for k in TABLES[table].key)
+    rows = con.execute(f"SELECT _row_number FROM _typed_{table} SEMI JOIN (SELECT {key} FROM _typed_{table} "
+                       f"WHERE {not_null} GROUP BY ALL HAVING count(*) > 1) USING ({key})").fetchall()
+    if not rows:
+        return typed.clear()
+    return typed.join(pl.DataFrame({"_row_number": [r[0] for r in rows]}, schema={"_row_number": pl.Int64}),
+                      on="_row_number", how="semi")
 
 
 def _temp_table(con: duckdb.DuckDBPyConnection, name: str, frame: pl.DataFrame) -> None:
@@ -549,20 +599,25 @@ def _write(con: duckdb.DuckDBPyConnection, export_dir: Path, ordered: list[str],
             append_registry_batch(con, r.name, r.items, r.batch_id, next_seq)
             _insert_batch(con, fl, next_seq, r.sha, "csv", loaded_at)
             next_seq += 1
+    fresh: set[str] = set()
     for table in ordered:
         st = staged[table]
         if st.load.skipped:
             continue
         fl, seq = st.load, next_seq
         next_seq += 1
+        if not table_exists(con, f"raw_{table}") or not con.execute(f"SELECT count(*) FROM raw_{table}").fetchone()[0]:
+            fresh.add(table)  # raw_<table> will hold this batch only, in _row_number order
         cols = ", ".join(f't."{c}"' for c in TABLES[table].column_names)
         extra = (", e._extra", " LEFT JOIN _extra_patients e USING (_row_number)") if st.extra else ("", "")
         _append_query(con, f"raw_{table}",
                       f"SELECT t._row_number, {cols}{extra[0]}, {_sql_text(fl.batch_id)} AS _batch_id, "
                       f"CAST({seq} AS INTEGER) AS _load_seq FROM _typed_{table} t{extra[1]} "
                       + (f"ANTI JOIN _bad_{table} b USING (_row_number) " if fl.rows_quarantined else "")
-                      + "ORDER BY t._row_number")
-        for temp in (f"_typed_{table}", f"_bad_{table}", *(["_extra_patients"] if st.extra else [])):
+                      # _typed_<table> is in _row_number order; a join may not keep it
+                      + ("ORDER BY t._row_number" if fl.rows_quarantined or st.extra else ""))
+        con.execute(f"DROP VIEW IF EXISTS _typed_{table}")
+        for temp in (f"_bad_{table}", *(["_extra_patients"] if st.extra else [])):
             con.execute(f"DROP TABLE IF EXISTS {temp}")
         append_frame(con, "quarantine", st.quarantine)
         append_frame(con, "dq_checks", st.dq)
@@ -573,7 +628,7 @@ def _write(con: duckdb.DuckDBPyConnection, export_dir: Path, ordered: list[str],
             mark_reloaded(con, sha, fl.batch_id)
     for table in TABLE_ORDER:
         _ensure_raw(con, table)
-        rebuild_staging(con, table)
+        rebuild_staging(con, table, in_order=table in fresh)
     rebuild_registries(con)
     return IngestSummary(str(export_dir), tuple(staged[t].load for t in ordered), tuple(ignored_files),
                          tuple(reg_loads))

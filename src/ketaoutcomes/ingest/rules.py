@@ -57,6 +57,7 @@ __all__ = [
     "one_problem_per_cell",
     "reference_problems",
     "row_problems",
+    "row_rule_columns",
     "session_course_problems",
     "dq_checks",
     "present_cells",
@@ -160,6 +161,17 @@ def _unknown_key(column: str, keys: Collection[str], reason: str) -> pl.Expr:
             .then(pl.format(f"{column} is not in the {column}s registry as written, but {{}} is (keys are written as "
                             "registered: case, - and _ matter); write it as registered", near))
             .otherwise(pl.lit(reason)))
+
+
+def row_rule_columns(table: str) -> list[str]:
+    """The columns :func:`row_problems` reads of ``table`` (``_row_number`` first): a caller may hand
+    it those only (a narrower frame to join and filter)."""
+    spec = TABLES[table]
+    cols = [c.name for c in spec.columns if c.hard_min is not None or c.hard_max is not None or c.code
+            or c.allowed or c.registry in ("arms", "instruments")]
+    cols += {"courses": ["end_date", "start_date", "drug", "arm"],
+             "mood_scores": ["instrument", "total_score", "si_item_score"]}.get(table, [])
+    return ["_row_number", *dict.fromkeys(cols)]
 
 
 def row_problems(table: str, typed: pl.DataFrame, registries: Registries,

@@ -2,14 +2,15 @@
 ``type``, ``key_missing`` and ``required_missing``.
 
 The text comes from the scratch Parquet file of :mod:`ketaoutcomes.ingest.read` (or, for the
-patients file, whose ages are capped first, a frame); the typed rows go to a temporary table that
-the checks read and the load copies into ``raw_<table>`` with ``INSERT ... SELECT``
-(:mod:`ketaoutcomes.ingest.load`): the rows never pass through Python.
+patients file, whose ages are capped first, a frame); the typed rows go to another scratch Parquet
+file, read as a temporary view, that the checks read and the load copies into ``raw_<table>`` with
+``INSERT ... SELECT`` (:mod:`ketaoutcomes.ingest.load`): the rows to load never pass through Python.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
+from pathlib import Path
 
 import duckdb
 import polars as pl
@@ -74,11 +75,13 @@ TYPE_WORDS = {
 
 
 def type_rows(con: duckdb.DuckDBPyConnection, source: str, refs: Mapping[str, str | None], table: str,
-              target: str) -> tuple[pl.DataFrame, dict[str, int]]:
+              target: str, scratch: Path) -> tuple[pl.DataFrame, dict[str, int]]:
     """Type every row of ``source`` (SQL: a table or a subquery with ``_row_number`` and the text
-    columns ``refs`` names, a contract column to its column; None: not in the file) into the
-    temporary table ``target``: ``_row_number`` and the contract's columns, typed (a cell that does
-    not convert becomes null).
+    columns ``refs`` names, a contract column to its column; None: not in the file) into the Parquet
+    file ``scratch``, read as the temporary view ``target``: ``_row_number`` and the contract's
+    columns, typed (a cell that does not convert becomes null), in the order of ``source``. (A file,
+    not a temporary table: DuckDB keeps a temporary table in memory, and every file's typed rows are
+    held until the load writes them.)
 
     Returns the problems (``type``, ``key_missing``, ``required_missing``) and, per column, how
     many cells hold a value (the rows the ``type`` rule tested).
@@ -90,12 +93,14 @@ def type_rows(con: duckdb.DuckDBPyConnection, source: str, refs: Mapping[str, st
     selects, problems, counts = ["_row_number"], [], []
     for i, col in enumerate(spec.columns):
         ref = refs.get(col.name)
-        typed, bad = typed_expr(col, f'"{ref}"' if ref is not None else "CAST(NULL AS VARCHAR)")
+        typed, _bad = typed_expr(col, f'"{ref}"' if ref is not None else "CAST(NULL AS VARCHAR)")
         present = present_sql(f'"{ref}"') if ref is not None else "NULL"
-        selects += [f'{typed} AS "{col.name}"', f"{bad} AS _bad{i}", f"{present} IS NULL AS _empty{i}"]
+        # 'present but does not convert' is read from the typed value and _empty (not computed twice)
+        selects += [f'{typed} AS "{col.name}"', f"{present} IS NULL AS _empty{i}"]
         counts.append(f"count_if(NOT _empty{i})")
         problems.append(f"SELECT _row_number, '{col.name}' AS column_name, 'type' AS rule, "
-                        f"'{col.name} is not {TYPE_WORDS[col.dtype]}' AS reason FROM {target} WHERE _bad{i}")
+                        f"'{col.name} is not {TYPE_WORDS[col.dtype]}' AS reason FROM {target} "
+                        f'WHERE NOT _empty{i} AND "{col.name}" IS NULL')
         if col.required:
             rule, reason = (
                 ("key_missing", f"key column {col.name} is empty, so the row cannot be identified or superseded")
@@ -103,7 +108,9 @@ def type_rows(con: duckdb.DuckDBPyConnection, source: str, refs: Mapping[str, st
             )
             problems.append(f"SELECT _row_number, '{col.name}' AS column_name, '{rule}' AS rule, '{reason}' AS reason "
                             f"FROM {target} WHERE _empty{i}")
-    con.execute(f"CREATE OR REPLACE TEMP TABLE {target} AS SELECT {', '.join(selects)} FROM {source}")
+    path = str(scratch).replace("'", "''")
+    con.execute(f"COPY (SELECT {', '.join(selects)} FROM {source}) TO '{path}' (FORMAT parquet, COMPRESSION lz4)")
+    con.execute(f"CREATE OR REPLACE TEMP VIEW {target} AS SELECT * FROM read_parquet('{path}')")
     found = fetch(con, " UNION ALL ".join(problems))
     present = dict(zip(spec.column_names, con.execute(f"SELECT {', '.join(counts)} FROM {target}").fetchone()))
     return (found.select(pl.col("_row_number").cast(pl.Int64), "column_name", "rule", "reason"),
