@@ -39,7 +39,9 @@ Speed: per column, one pass of a single union regex over all rows finds the
 rows that could match any rule; the per-rule regexes run only on those rows
 (none, for clean data), so a clean 12M-row file costs one regex pass per column
 (two for an id column). Linear in the number of columns too: a wide file's
-columns of one kind are stacked and scanned with one regex.
+columns of one kind are stacked and scanned with one regex. :class:`PhiScan` does the
+same a batch of rows at a time (ingest streams files: :mod:`ketaoutcomes.ingest.read`),
+keeping only the candidate rows; :func:`scan_frame` is it on one frame.
 """
 
 from __future__ import annotations
