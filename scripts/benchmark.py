@@ -7,6 +7,8 @@ Usage (from the checkout)::
     uv run python scripts/benchmark.py --patients 20000 --skip-default
     uv run python scripts/benchmark.py --only-default --repeat 3   # the main command: from scratch, then unchanged
     uv run python scripts/benchmark.py --dask 5000      # the analysis fan-out: serial vs Dask, 1 and 2 workers
+    uv run python scripts/benchmark.py --patients 100000 --skip-default --steps "" --format parquet  # ingest only
+    uv run python scripts/benchmark.py --patients 1000000 --skip-default --steps "" --export /tmp/x/export-1m
     uv run python scripts/benchmark.py --skip-default --nightly 1   # then a nightly delivery of 1% of the patients
 
 Each measured command runs in its own process under a small wrapper, so its
@@ -30,8 +32,13 @@ BARE_READ = """
 import sys, duckdb
 con = duckdb.connect()
 total = 0
+fmt = sys.argv[2] if len(sys.argv) > 2 else "csv"
 for name in ("patients", "courses", "sessions", "adverse_events", "mood_scores"):
-    total += con.execute(f"SELECT count(*) FROM read_csv('{sys.argv[1]}/{name}.csv', all_varchar=true)").fetchone()[0]
+    # materialised (a table of every column as text), as ingest must hold what it checks
+    src = (f"read_csv('{sys.argv[1]}/{name}.csv', all_varchar=true)" if fmt == "csv"
+           else f"read_parquet('{sys.argv[1]}/{name}.parquet')")
+    con.execute(f"CREATE TABLE {name} AS SELECT * FROM {src}")
+    total += con.execute(f"SELECT count(*) FROM {name}").fetchone()[0]
 print(total)
 """
 
@@ -62,7 +69,7 @@ AGAIN = "report again, nothing changed"
 
 
 def bench(patients: int | None, workdir: Path, env: dict, steps: tuple[str, ...] = ("validate", "analyze"),
-          repeat: int = 1) -> list[dict]:
+          repeat: int = 1, fmt: str = "csv", export: Path | None = None) -> list[dict]:
     py = [sys.executable, "-m", "ketaoutcomes"]
     rows = []
     if patients is None:  # the README's main command on the embedded default
@@ -71,28 +78,33 @@ def bench(patients: int | None, workdir: Path, env: dict, steps: tuple[str, ...]
             rows.append(run(AGAIN, py + ["report"], env, workdir))
         export = workdir / "data" / "synthetic" / "default"
     else:
-        export = workdir / f"export-{patients}"
         db = workdir / f"w-{patients}.duckdb"
-        rows.append(run(f"simulate {patients:,}", py + ["simulate", "--patients", str(patients), "--out", str(export)], env, workdir))
+        if export is None:
+            export = workdir / f"export-{patients}"
+            rows.append(run(f"simulate {patients:,} ({fmt})", py + ["simulate", "--patients", str(patients), "--out",
+                                                                   str(export), "--format", fmt], env, workdir))
         rows.append(run("ingest", py + ["ingest", str(export), "--db", str(db)], env, workdir))
         for step in steps:  # simulate and ingest always run: the later steps need them
             rows.append(run(step, py + [step, "--db", str(db)], env, workdir))
-    rows.append(run("bare DuckDB read of the same files (baseline)", [sys.executable, "-c", BARE_READ, str(export)], env, workdir))
+    rows.append(run(f"bare DuckDB read of the same files, materialised ({fmt}; baseline)",
+                    [sys.executable, "-c", BARE_READ, str(export), fmt], env, workdir))
     return rows
 
 
 NIGHTLY = """
 import sys, duckdb
-src, out, pct = sys.argv[1], sys.argv[2], float(sys.argv[3])
+src, out, pct, fmt = sys.argv[1], sys.argv[2], float(sys.argv[3]), sys.argv[4]
 con = duckdb.connect()
+def read(name):
+    return (f"read_csv('{src}/{name}.csv', all_varchar=true)" if fmt == "csv"
+            else f"read_parquet('{src}/{name}.parquet')")
 # the courses, sessions and ratings of pct% of the patients, delivered again (a night's new and corrected records)
-con.execute(f"CREATE TABLE p AS SELECT patient_id FROM read_csv('{src}/patients.csv', all_varchar=true) "
+con.execute(f"CREATE TABLE p AS SELECT patient_id FROM {read('patients')} "
             f"WHERE hash(patient_id) % 10000 < {int(pct * 100)}")
-con.execute(f"COPY (SELECT c.* FROM read_csv('{src}/courses.csv', all_varchar=true) c SEMI JOIN p USING (patient_id)) "
-            f"TO '{out}/courses.csv' (HEADER)")
-con.execute(f"COPY (SELECT s.* FROM read_csv('{src}/sessions.csv', all_varchar=true) s SEMI JOIN "
+con.execute(f"COPY (SELECT c.* FROM {read('courses')} c SEMI JOIN p USING (patient_id)) TO '{out}/courses.csv' (HEADER)")
+con.execute(f"COPY (SELECT s.* FROM {read('sessions')} s SEMI JOIN "
             f"read_csv('{out}/courses.csv', all_varchar=true) c USING (course_id)) TO '{out}/sessions.csv' (HEADER)")
-con.execute(f"COPY (SELECT m.* FROM read_csv('{src}/mood_scores.csv', all_varchar=true) m SEMI JOIN p USING (patient_id)) "
+con.execute(f"COPY (SELECT m.* FROM {read('mood_scores')} m SEMI JOIN p USING (patient_id)) "
             f"TO '{out}/mood_scores.csv' (HEADER)")
 """
 
@@ -100,13 +112,14 @@ con.execute(f"COPY (SELECT m.* FROM read_csv('{src}/mood_scores.csv', all_varcha
 NIGHT_STEPS = ("nightly ingest", "nightly validate (changed rows)")
 
 
-def nightly(patients: int, pct: float, workdir: Path, env: dict) -> list[dict]:
-    """A delivery of ``pct``% of the patients' courses, sessions and ratings into the warehouse the
-    benchmark built, then the nightly flow's steps: ingest, validate the changed rows."""
+def nightly(patients: int, pct: float, workdir: Path, env: dict, export: Path, fmt: str) -> list[dict]:
+    """A delivery of ``pct``% of the patients' courses, sessions and ratings (as CSV) into the
+    warehouse the benchmark built from ``export``, then the nightly flow's steps: ingest, validate
+    the changed rows."""
     py = [sys.executable, "-m", "ketaoutcomes"]
-    export, night, db = workdir / f"export-{patients}", workdir / "night", workdir / f"w-{patients}.duckdb"
+    night, db = workdir / "night", workdir / f"w-{patients}.duckdb"
     night.mkdir()
-    subprocess.run([sys.executable, "-c", NIGHTLY, str(export), str(night), str(pct)], check=True)
+    subprocess.run([sys.executable, "-c", NIGHTLY, str(export), str(night), str(pct), fmt], check=True)
     return [run(NIGHT_STEPS[0], py + ["ingest", str(night), "--db", str(db)], env, workdir),
             run(NIGHT_STEPS[1], py + ["validate", "--changed-only", "--db", str(db)], env, workdir)]
 
@@ -123,6 +136,10 @@ def main() -> None:
     ap.add_argument("--nightly", type=float, metavar="PCT", help="after the cohort's steps: a nightly delivery of PCT%% "
                     "of its patients (courses, sessions, ratings), ingested and validated (changed rows), as a share of "
                     "the full run")
+    ap.add_argument("--format", choices=("csv", "parquet"), default="csv",
+                    help="the simulated export's format (ingest and the bare read use the same files)")
+    ap.add_argument("--export", type=Path, help="an export folder simulated before (of --patients patients, in "
+                    "--format): skip simulate and measure on it")
     ap.add_argument("--dask", type=int, metavar="N", help="instead: the analysis of N patients serially and on Dask "
                     "with 1 and 2 workers (scripts/bench_fanout.py)")
     args = ap.parse_args()
@@ -142,9 +159,12 @@ def main() -> None:
             env = {**os.environ, "KETAOUTCOMES_HOME": str(work), "KETAOUTCOMES_DB": str(work / "data" / "warehouse" / "ketaoutcomes.duckdb")}
             if n is not None:
                 env.pop("KETAOUTCOMES_DB")
-            results[label] = bench(n, work, env, tuple(x for x in args.steps.split(",") if x), args.repeat)
+            export = args.export.resolve() if args.export and n is not None else None
+            results[label] = bench(n, work, env, tuple(x for x in args.steps.split(",") if x), args.repeat,
+                                   args.format, export)
             if n is not None and args.nightly:
-                results[label][-1:-1] = nightly(n, args.nightly, work, env)
+                results[label][-1:-1] = nightly(n, args.nightly, work, env, export or work / f"export-{n}",
+                                                args.format)
     for label, rows in results.items():
         base = rows[-1]
         print(f"\n### {label}\n")

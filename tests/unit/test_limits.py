@@ -506,13 +506,13 @@ def test_the_memory_limit_is_duckdbs_during_the_load(tmp_path, monkeypatch):
 def test_running_out_of_memory_anyway_is_one_line_naming_the_file(tmp_path, monkeypatch, error):
     folder = write_export(tmp_path / "export")
 
-    def boom(con, frame, table):
+    def boom(con, source, refs, table, *args):  # typing sessions (in DuckDB) runs out of memory
         if table == "sessions":
             raise error
-        return real(con, frame, table)
+        return real(con, source, refs, table, *args)
 
-    real = load_module._type_rows
-    monkeypatch.setattr(load_module, "_type_rows", boom)
+    real = load_module.type_rows
+    monkeypatch.setattr(load_module, "type_rows", boom)
     monkeypatch.setenv(MEMORY_LIMIT_ENV, "4GiB")
     with pytest.raises(IngestError) as info, write_session(tmp_path / "w.duckdb") as con:
         ingest_export(con, folder, loaded_at=WHEN)

@@ -47,6 +47,7 @@ from ketaoutcomes.ingest.errors import IngestError
 
 __all__ = [
     "MemoryBudget",
+    "ValueLengths",
     "check_csv_limits",
     "check_parquet_limits",
     "check_regular_file",
@@ -321,9 +322,46 @@ def check_csv_limits(path: Path, limits: FileLimits = LIMITS) -> int:
     return text
 
 
-def _value_column(frame: pl.DataFrame, name: str, position: int, table: str | None) -> str:
+def _value_column(name: str, position: int, table: str | None) -> str:
     known = table is not None and name in TABLES[table].column_names
     return f"column {name}" if known else f"column {position} (not in the import format)"
+
+
+class ValueLengths:
+    """The longest value of each column of a file read in batches (:meth:`add`, in row order), and
+    the first row over the limit; :meth:`check` is :func:`check_values` on them."""
+
+    def __init__(self, columns: list[str], limits: FileLimits = LIMITS):
+        self.columns = [c for c in columns if c != "_row_number"]
+        self.limits = limits
+        self.longest: dict[str, int | None] = dict.fromkeys(self.columns)
+        self.first_row: dict[str, int | None] = dict.fromkeys(self.columns)
+        self.rows = 0
+
+    def add(self, frame: pl.DataFrame) -> None:
+        cols = [c for c in self.columns if c in frame.columns and frame.schema[c] == pl.String]
+        if not cols or frame.height == 0:
+            return
+        self.rows += frame.height
+        for name, n in zip(cols, frame.select(pl.col(cols).str.len_bytes().max()).row(0)):
+            if n is None:
+                continue
+            if self.longest[name] is None or n > self.longest[name]:
+                self.longest[name] = n
+            if n > self.limits.max_line_bytes and self.first_row[name] is None and "_row_number" in frame.columns:
+                self.first_row[name] = frame.filter(pl.col(name).str.len_bytes() > self.limits.max_line_bytes)[
+                    "_row_number"][0]
+
+    def check(self, path: Path, table: str | None = None) -> None:
+        for position, name in enumerate(self.columns, start=1):
+            n = self.longest[name]
+            if n is not None and n > self.limits.max_line_bytes:
+                row = self.first_row[name]
+                where = f"row {row:,}, " if row is not None else ""
+                raise IngestError(
+                    f"{path}: {where}{_value_column(name, position, table)}: a value of {human_bytes(n)}; the limit "
+                    f"is {human_bytes(self.limits.max_line_bytes)} per value (a quote left open swallows the lines "
+                    "after it); fix the file; nothing was loaded")
 
 
 def check_values(frame: pl.DataFrame, path: Path, table: str | None = None, limits: FileLimits = LIMITS) -> None:
@@ -331,18 +369,9 @@ def check_values(frame: pl.DataFrame, path: Path, table: str | None = None, limi
     a quote left open swallows the rest of the file). The message names the row and the column (by
     position unless it is a column of the import format: a column name can be an identifier)."""
     cols = [c for c in frame.columns if c != "_row_number" and frame.schema[c] == pl.String]
-    if not cols or frame.height == 0:
-        return
-    longest = frame.select(pl.col(cols).str.len_bytes().max()).row(0)
-    for position, (name, n) in enumerate(zip(cols, longest), start=1):
-        if n is not None and n > limits.max_line_bytes:
-            row = frame.filter(pl.col(name).str.len_bytes() > limits.max_line_bytes)["_row_number"][0] \
-                if "_row_number" in frame.columns else None
-            where = f"row {row:,}, " if row is not None else ""
-            raise IngestError(
-                f"{path}: {where}{_value_column(frame, name, position, table)}: a value of {human_bytes(n)}; the limit is "
-                f"{human_bytes(limits.max_line_bytes)} per value (a quote left open swallows the lines after it); fix "
-                "the file; nothing was loaded")
+    lengths = ValueLengths(cols, limits)
+    lengths.add(frame)
+    lengths.check(path, table)
 
 
 # ---------------------------------------------------------------------------

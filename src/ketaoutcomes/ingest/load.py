@@ -1,4 +1,13 @@
-"""Readers, typing, quarantine and idempotent, versioned loading.
+"""Quarantine and idempotent, versioned loading of an export folder.
+
+How a file goes in: it is streamed once into a scratch Parquet file of text and scanned on the way
+(value lengths, the PHI guard's candidate rows, time zones: :mod:`ketaoutcomes.ingest.read`); its
+rows are typed in DuckDB into another scratch Parquet file (:mod:`ketaoutcomes.ingest.typed`); the
+row rules (:mod:`ketaoutcomes.ingest.rules`) run in polars on the typed rows (duplicates only on the
+rows of keys DuckDB finds repeated); the good rows go from the typed file into ``raw_<table>`` with
+``INSERT ... SELECT``. No file is held in memory as text (the patients file, one row per patient,
+is: its ages are capped and its own columns kept, in polars). The folder's files are found by
+:mod:`ketaoutcomes.ingest.folder`.
 
 Tables written (see dags.md):
 
@@ -19,11 +28,10 @@ Tables written (see dags.md):
 
 from __future__ import annotations
 
-import csv
+import contextlib
 import datetime as dt
 import hashlib
-import io
-import re
+import tempfile
 from collections.abc import Callable, Collection
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -31,7 +39,7 @@ from pathlib import Path
 import duckdb
 import polars as pl
 
-from ketaoutcomes.contract import TABLE_ORDER, TABLES, WHITESPACE, Column, polars_schema
+from ketaoutcomes.contract import TABLE_ORDER, TABLES, polars_schema
 from ketaoutcomes.failpoints import failpoint
 from ketaoutcomes.ingest.deliveries import (
     check_rolled_back,
@@ -40,26 +48,24 @@ from ketaoutcomes.ingest.deliveries import (
     registry_deliveries,
 )
 from ketaoutcomes.ingest.errors import IngestError
-from ketaoutcomes.ingest.extra import extra_columns
+from ketaoutcomes.ingest.extra import EXTRA_TABLE, ExtraColumns, extra_columns
+from ketaoutcomes.ingest.folder import check_export_folder, find_export_files
 from ketaoutcomes.ingest.limits import (
     MemoryBudget,
-    check_regular_file,
-    check_small_file,
     check_table_file,
-    check_values,
     memory_limit,
     memory_limit_source,
     open_regular,
 )
 from ketaoutcomes.ingest.phi import (
-    ALLOWLIST_FILE,
     PhiAllowList,
     PhiError,
     PhiFinding,
     cap_age,
     header_labels,
-    scan_frame,
 )
+from ketaoutcomes.ingest.read import TextFile, line_numbers, read_text, text_frame
+from ketaoutcomes.ingest.text import LINE_NUMBER
 from ketaoutcomes.ingest.rules import (
     Parent,
     dq_checks,
@@ -67,30 +73,18 @@ from ketaoutcomes.ingest.rules import (
     one_problem_per_cell,
     reference_problems,
     row_problems,
+    row_rule_columns,
     session_course_problems,
 )
 from ketaoutcomes.ingest.staging import update_staging
-from ketaoutcomes.ingest.text import (
-    LINE_NUMBER,
-    LineEndingError,
-    csv_source,
-    drop_blank_rows,
-    offset_note,
-    offset_problem,
-    parquet_as_text,
-    timestamp_sql,
-    with_line_numbers,
-)
+from ketaoutcomes.ingest.typed import type_rows
 from ketaoutcomes.registries import Registries, load_registries
 from ketaoutcomes.registries.history import append_registry_batch, rebuild_registries
-from ketaoutcomes.suggest import closest
-from ketaoutcomes.warehouse import append_frame, fetch, fetch_rows, replace_table, table_exists
+from ketaoutcomes.warehouse import append_frame, fetch, fetch_rows, table_exists
 
 __all__ = ["FileLoad", "IngestError", "IngestSummary", "PhiRefused", "check_export_folder", "find_export_files",
            "ingest_export", "read_table_file"]
 
-SUFFIXES = (".csv", ".parquet")
-REGISTRY_FILES = ("arms.csv", "instruments.csv")
 Progress = Callable[[str, int, int], None]
 
 
@@ -164,123 +158,6 @@ def _verb(f: FileLoad) -> str:
     return "loaded"
 
 
-#: Files of an export folder that are read but are not tables (and the simulator's truth).
-KNOWN_FILES = (*REGISTRY_FILES, ALLOWLIST_FILE, "truth.json")
-#: Those of them that ingest reads (checked like the tables: regular files, not compressed, small).
-READ_FILES = (*REGISTRY_FILES, ALLOWLIST_FILE)
-#: How near a file name must be to a table's (or registry's) to be taken for a misnamed one.
-NEAR_MISS_CUTOFF = 0.8
-
-
-def _near_miss(name: str) -> str | None:
-    """The table (or registry) a file name that is not in the import format looks meant for:
-    ``mood-scores.csv``, ``Patients.CSV``, ``patient.csv``, ``courses.txt``, ``sessions_2024.csv``
-    all do; ``README.txt`` or ``notes.md`` do not."""
-    stem = re.sub(r"[^a-z0-9]+", "_", name.lower().split(".")[0]).strip("_")
-    targets = [*TABLES, *(f.split(".")[0] for f in REGISTRY_FILES)]
-    if stem in targets:
-        return stem
-    for t in targets:  # patients_2024, sessions_old, ...
-        if stem.startswith(t + "_"):
-            return t
-    return closest(stem, targets, cutoff=NEAR_MISS_CUTOFF) if stem else None
-
-
-def _misnamed(path: Path, meant: str) -> str:
-    if path.is_dir():
-        return f"{path.name} is a folder; the import format takes one file per table ({meant}.csv or {meant}.parquet)"
-    if meant in TABLES:
-        return f"{path.name} looks like table {meant}: name it {meant}.csv or {meant}.parquet (or move it out of the folder)"
-    return f"{path.name} looks like the {meant} registry: name it {meant}.csv (or move it out of the folder)"
-
-
-def _file_label(name: str) -> str:
-    """An unrelated file's name as it may be printed and stored (ingest lists the files it ignored):
-    the name when its parts are shaped like column names or are numbers of up to 4 digits (README.txt,
-    truth_v2.json, notes-2024.md), else "(a file whose name is not shown)": a file can be named after
-    a patient."""
-    parts = re.split(r"[-.]", name)
-    labels = header_labels([p or "x" for p in parts])
-    digits_ok = [re.fullmatch(r"[0-9]{1,4}", p) is not None for p in parts]
-    if all(not lab.startswith("#") or ok for lab, ok in zip(labels, digits_ok)):
-        return name
-    return "(a file whose name is not shown)"
-
-
-def find_export_files(export_dir: Path) -> tuple[dict[str, Path], list[str]]:
-    """Map each contract table to its file in ``export_dir``; list files that are not used.
-
-    A file whose name nearly matches a table or registry (wrong case, a hyphen, a missing "s", a
-    suffix other than .csv/.parquet) is an error, not an ignored file: an export whose ratings are
-    in ``mood-scores.csv`` would otherwise load without them. Unrelated files (README.txt, the
-    registries, phi_allowlist.toml, truth.json, hidden files) are ignored.
-
-    A table file, a registry or the allow-list must be a regular file (a FIFO, a folder, a dangling
-    link... is refused from its ``stat``, never opened: :func:`ketaoutcomes.ingest.limits.check_regular_file`)."""
-    export_dir = Path(export_dir)
-    if not export_dir.is_dir():
-        raise IngestError(f"{export_dir}: not a folder; give the folder that holds patients.csv, courses.csv, ...")
-    found: dict[str, Path] = {}
-    ignored: list[str] = []
-    misnamed: list[str] = []
-    for p in sorted(export_dir.iterdir()):
-        if p.name in KNOWN_FILES or p.name.startswith("."):
-            if p.name in READ_FILES:
-                check_small_file(p, export_dir)
-            continue
-        stem, suffix = p.stem, p.suffix.lower()
-        if stem in TABLES and suffix in SUFFIXES:
-            check_regular_file(p, export_dir)
-            if stem in found:
-                raise IngestError(
-                    f"{export_dir}: both {found[stem].name} and {p.name} hold table {stem}; keep one of them"
-                )
-            found[stem] = p
-        elif (meant := _near_miss(p.name)) is not None:
-            misnamed.append(_misnamed(p, meant))
-        else:
-            ignored.append(_file_label(p.name))
-    if not found:
-        raise IngestError(
-            f"{export_dir}: no import files found; expected files named "
-            + ", ".join(f"{t}.csv or {t}.parquet" for t in TABLE_ORDER)
-            + (f" ({'; '.join(misnamed)})" if misnamed else "")
-        )
-    if misnamed:
-        raise IngestError(f"{export_dir}: {'; '.join(misnamed)}; nothing was loaded")
-    return found, ignored
-
-
-def check_export_folder(export_dir: Path, loaded: Collection[str] = ()) -> dict[str, Path]:
-    """The table files of ``export_dir`` (:func:`find_export_files`), checked as a delivery on top of
-    the tables already ``loaded`` into the warehouse: a table neither in this export nor loaded
-    before is an error naming its file. An export without patients.csv would otherwise quarantine
-    every row as an orphan (or, without adverse_events.csv, report a safety table with no events);
-    a later delivery may leave out tables already loaded (a corrected re-delivery of one file).
-
-    Raises
-    ------
-    IngestError
-        One line: a misnamed file, a missing table, or no import file at all; nothing is written.
-    """
-    files, _ = find_export_files(export_dir)
-    loaded = set(loaded)
-    missing = [t for t in TABLE_ORDER if t not in files and t not in loaded and t not in SESSION_TABLES]
-    if missing:
-        names = ", ".join(f"{t}.csv" for t in missing)
-        raise IngestError(
-            f"{export_dir}: {names} missing (neither .csv nor .parquet in the folder, and no earlier delivery "
-            f"in the warehouse); a first export holds every table ({', '.join(TABLE_ORDER)}; one with no rows "
-            "as a header-only file; sessions and adverse_events may be left out when no course is on a "
-            "session-based arm), a later one may leave out tables already loaded; nothing was loaded")
-    return files
-
-
-#: Tables an export may leave out when none of its courses is on a session-based arm (registry
-#: ``session_based``): a trial without sessions has no session and no adverse event at a session.
-SESSION_TABLES = ("sessions", "adverse_events")
-
-
 def _check_sessions_left_out(export_dir: Path, files: Collection[str], loaded: Collection[str],
                              courses: pl.DataFrame, registries: Registries) -> None:
     """A sessions table neither delivered nor loaded before is fine only while no course in force is
@@ -314,100 +191,19 @@ def _sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def _read_text(path: Path) -> pl.DataFrame:
-    """Every column of one file as text, plus ``_row_number`` (1-based data row, blank rows
-    counted) and ``_line_number`` (the line of the file where the row starts; null for Parquet).
-    Line endings: see :mod:`ketaoutcomes.ingest.text`.
-
-    Raises
-    ------
-    IngestError
-        Empty, unreadable, not UTF-8, truncated.
-    """
-    path = Path(path)
-    if path.stat().st_size == 0:
-        raise IngestError(f"{path}: the file is empty (0 bytes); re-export it with a header row")
-    is_csv = path.suffix.lower() == ".csv"
-    if is_csv:
-        try:
-            csv_text = csv_source(path)
-        except LineEndingError as exc:
-            raise IngestError(f"{path}: {exc}") from None
-        head = csv_text.head
-        if b"\x00" in head:
-            raise IngestError(f"{path}: not a UTF-8 text file (it has NUL bytes: UTF-16 or binary); "
-                              "re-export it as CSV in UTF-8")
-    try:
-        if is_csv:
-            # Every column as text: typing happens per row later, so one bad cell
-            # quarantines one row instead of failing the file.
-            frame = pl.read_csv(csv_text.source, infer_schema=False, encoding="utf8", raise_if_empty=True)
-        else:
-            frame = parquet_as_text(pl.read_parquet(path))
-    except Exception as exc:  # noqa: BLE001 - every reader failure becomes the same clear error
-        # The reader's own message is not shown: it can quote the file's content.
-        text = str(exc).lower()
-        if is_csv and ("utf-8" in text or "utf8" in text or isinstance(exc, UnicodeDecodeError)):
-            problem = "not UTF-8 encoded; re-export it as CSV in UTF-8"
-        elif is_csv:
-            problem = ("malformed CSV (for example an unterminated quote, or rows with more fields than the header); "
-                       "check the file was not cut short or hand-edited into a broken state")
-        else:
-            problem = "not a complete Parquet file (truncated or corrupt); export it again"
-        raise IngestError(f"{path}: cannot be read ({type(exc).__name__}): {problem}") from None
-    names = list(frame.columns)
-    if is_csv:
-        header = _csv_header(head)
-        if header is not None and len(header) == len(names):
-            names = header  # as written: polars renames duplicates, which would hide them
-    stripped = [c.strip().lstrip("\ufeff").strip() for c in names]
-    seen: dict[str, list[int]] = {}
-    for i, c in enumerate(stripped):
-        seen.setdefault(c, []).append(i)
-    dup = [at for at in seen.values() if len(at) > 1]
-    if dup:
-        labels = header_labels(stripped)
-        shown = ", ".join(labels[at[0]] if not labels[at[0]].startswith("#") else
-                          " and ".join(f"#{i + 1}" for i in at) for at in dup)
-        raise IngestError(f"{path}: column(s) {shown} appear more than once in the header "
-                          "(after trimming spaces; #N: the column at position N, its header not shown); "
-                          "keep one of each")
-    frame = frame.rename(dict(zip(frame.columns, stripped)))
-    for reserved in ("_row_number", LINE_NUMBER):
-        if reserved in frame.columns:
-            raise IngestError(f"{path}: a column is named {reserved}, which is reserved; rename it")
-    frame = frame.with_row_index("_row_number", offset=1).with_columns(pl.col("_row_number").cast(pl.Int64))
-    # The line where the first record starts: after the header (and any line breaks in its names).
-    first_line = csv_text.header_line + 1 + sum(n.count("\n") for n in names) if is_csv else None
-    return with_line_numbers(frame, first_line)
-
-
-def _csv_header(head: bytes) -> list[str] | None:
-    """The header row's names as written (polars renames duplicates, which would hide them)."""
-    try:
-        text = head.decode("utf-8-sig")
-    except UnicodeDecodeError:
-        text = head[: head.rfind(b"\n") + 1 or len(head)].decode("utf-8-sig", errors="replace")
-    try:
-        return next(csv.reader(io.StringIO(text)))
-    except (csv.Error, StopIteration):
-        return None
-
-
 #: A message lists at most this many of a file's columns.
 _SHOW_COLUMNS = 30
 
 
-def _contract_columns(frame: pl.DataFrame, table: str, path: Path) -> tuple[pl.DataFrame, tuple[str, ...]]:
-    """The contract's columns (missing optional ones as nulls) and the names of the others,
-    which are not stored: they could carry identifiers."""
+def _contract_columns(headers: list[str], table: str, path: Path) -> tuple[str, ...]:
+    """The names of a file's columns beyond the contract (they are not stored: they could carry
+    identifiers); missing optional columns are nulls. Raises when a required column is missing."""
     spec = TABLES[table]
-    present = set(frame.columns)
+    present = set(headers)
     contract = set(spec.column_names)
     missing = [c for c in spec.required_columns if c not in present]
     # Headers are printed and stored only when shaped like column names; any other is "#N", its
     # position: a stray quote or a missing header row puts data (or a name) where the header belongs.
-    headers = [c for c in frame.columns if c not in ("_row_number", LINE_NUMBER)]
     labels = header_labels(headers)
     if missing:
         hint = ("; #N is the column at position N, whose header is not shown: it is not shaped like a column "
@@ -419,99 +215,21 @@ def _contract_columns(frame: pl.DataFrame, table: str, path: Path) -> tuple[pl.D
             f"{path}: required column(s) {', '.join(missing)} missing from table {table}; "
             f"the file has {shown or 'no columns'}{hint} (see docs/import-format.md)"
         )
-    ignored = tuple(label for c, label in zip(headers, labels) if c not in contract)
-    frame = frame.with_columns(
-        [pl.lit(None, dtype=pl.String).alias(c) for c in spec.column_names if c not in frame.columns]
-    )
-    return frame.select("_row_number", *spec.column_names), ignored
+    return tuple(label for c, label in zip(headers, labels) if c not in contract)
 
 
 def read_table_file(path: Path, table: str) -> tuple[pl.DataFrame, tuple[str, ...]]:
-    """Read one file as text: the contract's columns plus ``_row_number``, and the ignored column names."""
-    return _contract_columns(_read_text(path), table, Path(path))
-
-
-def _present(name: str) -> str:
-    """SQL for the text of column ``name`` without the white space around it; null when nothing else is left."""
-    return f"NULLIF(trim(\"{name}\", '{WHITESPACE}'), '')"
-
-
-def _typed_expr(col: Column) -> tuple[str, str]:
-    """SQL for the typed value of ``col`` and for 'the value is present but does not convert'.
-
-    A cell of white space only is missing, like an empty one, and white space around a value is
-    not part of it (:data:`ketaoutcomes.contract.WHITESPACE`: tabs, line breaks and no-break
-    spaces too, which DuckDB's TRIM keeps). TRY_CAST alone is not strict enough: DuckDB rounds
-    '3.5' to INTEGER 4 and truncates a DATE's time part, so integers must be whole and dates must
-    carry no time of day.
-    """
-    v = _present(col.name)
-    if col.dtype == "INTEGER":
-        d = f"TRY_CAST({v} AS DOUBLE)"
-        typed = f"CASE WHEN {d} = floor({d}) AND abs({d}) < 2147483647 THEN CAST({d} AS INTEGER) END"
-    elif col.dtype == "DOUBLE":
-        d = f"TRY_CAST({v} AS DOUBLE)"
-        typed = f"CASE WHEN isfinite({d}) THEN {d} END"
-    elif col.dtype == "DATE":
-        ts = f"TRY_CAST({v} AS TIMESTAMP)"
-        typed = f"CASE WHEN CAST({ts} AS TIME) = TIME '00:00:00' THEN CAST({ts} AS DATE) END"
-    elif col.dtype == "BOOLEAN":
-        typed = (
-            f"CASE lower({v}) WHEN 'true' THEN TRUE WHEN 't' THEN TRUE WHEN '1' THEN TRUE WHEN 'yes' THEN TRUE "
-            f"WHEN 'false' THEN FALSE WHEN 'f' THEN FALSE WHEN '0' THEN FALSE WHEN 'no' THEN FALSE END"
-        )
-    elif col.dtype == "TIMESTAMP":  # the wall-clock time written; an offset is dropped (ingest.text)
-        typed = timestamp_sql(v)
-    else:  # VARCHAR
-        typed = v
-    bad = f"({v} IS NOT NULL AND ({typed}) IS NULL)"
-    return typed, bad
-
-
-_TYPE_WORDS = {
-    "INTEGER": "a whole number",
-    "DOUBLE": "a finite number",
-    "DATE": "a date YYYY-MM-DD (no time of day)",
-    "TIMESTAMP": "a date-time YYYY-MM-DD HH:MM[:SS] (a UTC offset, if any, within -12:00..+14:00)",
-    "BOOLEAN": "true or false",
-    "VARCHAR": "text",
-}
-
-
-def _type_rows(con: duckdb.DuckDBPyConnection, frame: pl.DataFrame, table: str) -> tuple[pl.DataFrame, pl.DataFrame]:
-    """Every row typed (a cell that does not convert becomes null), and the problems:
-    ``type``, ``key_missing``, ``required_missing``.
-
-    One pass over the input computes each column's typed value and flags into a
-    temporary table; the problems are then read from the flags (re-scanning the
-    input once per rule was 3x slower).
-    """
+    """Read one file as text: the contract's columns plus ``_row_number``, and the ignored column
+    names. (Holds the file in memory: for small files and tests; ingest streams it.)"""
+    path = Path(path)
+    with tempfile.TemporaryDirectory(prefix="ketaoutcomes-read-") as scratch:
+        tf = read_text(path, Path(scratch) / "text.parquet", table=table, allow=PhiAllowList())
+        ignored = _contract_columns(tf.headers, table, path)
+        frame = text_frame(tf)
     spec = TABLES[table]
-    selects, problems = ["_row_number"], []
-    for i, col in enumerate(spec.columns):
-        typed, bad = _typed_expr(col)
-        selects += [f'{typed} AS "{col.name}"', f"{bad} AS _bad{i}", f"{_present(col.name)} IS NULL AS _empty{i}"]
-        problems.append(f"SELECT _row_number, '{col.name}' AS column_name, 'type' AS rule, "
-                        f"'{col.name} is not {_TYPE_WORDS[col.dtype]}' AS reason FROM _typed WHERE _bad{i}")
-        if col.required:
-            rule, reason = (
-                ("key_missing", f"key column {col.name} is empty, so the row cannot be identified or superseded")
-                if col.name in spec.key else ("required_missing", f"required column {col.name} is empty")
-            )
-            problems.append(f"SELECT _row_number, '{col.name}' AS column_name, '{rule}' AS rule, '{reason}' AS reason "
-                            f"FROM _typed WHERE _empty{i}")
-    con.register("_in", frame.to_arrow())
-    try:
-        con.execute(f"CREATE OR REPLACE TEMP TABLE _typed AS SELECT {', '.join(selects)} FROM _in")
-    finally:
-        con.unregister("_in")
-    try:
-        found = fetch(con, " UNION ALL ".join(problems))
-        names = ", ".join(f'"{c}"' for c in spec.column_names)
-        typed = fetch(con, f"SELECT _row_number, {names} FROM _typed ORDER BY _row_number")
-    finally:
-        con.execute("DROP TABLE IF EXISTS _typed")
-    return typed, found.select(pl.col("_row_number").cast(pl.Int64), "column_name", "rule", "reason")
+    frame = frame.with_columns([pl.lit(None, dtype=pl.String).alias(c) for c in spec.column_names
+                                if c not in frame.columns])
+    return frame.select("_row_number", *spec.column_names), ignored
 
 
 def load_registries_from_warehouse(con: duckdb.DuckDBPyConnection) -> Registries:
@@ -536,9 +254,15 @@ def staging_sql(table: str, *, before_seq: int | None = None) -> str:
             f"QUALIFY _load_seq = max(_load_seq) OVER (PARTITION BY {key}) ORDER BY _load_seq, _row_number")
 
 
-def rebuild_staging(con: duckdb.DuckDBPyConnection, table: str) -> None:
-    """stg_<table> = for each key, the rows of the latest batch that carried it."""
-    con.execute(f"CREATE OR REPLACE TABLE stg_{table} AS {staging_sql(table)}")
+def rebuild_staging(con: duckdb.DuckDBPyConnection, table: str, *, in_order: bool = False) -> None:
+    """stg_<table> = for each key, the rows of the latest batch that carried it (every row, when
+    raw_<table> holds one batch: the window over the keys is skipped; and the sort too when
+    ``in_order``: the caller wrote that one batch in ``_row_number`` order)."""
+    if con.execute(f"SELECT count(DISTINCT _load_seq) <= 1 FROM raw_{table}").fetchone()[0]:
+        con.execute(f"CREATE OR REPLACE TABLE stg_{table} AS SELECT * EXCLUDE (_load_seq) FROM raw_{table}"
+                    + ("" if in_order else " ORDER BY _row_number"))
+    else:
+        con.execute(f"CREATE OR REPLACE TABLE stg_{table} AS {staging_sql(table)}")
 
 
 def _stored(con: duckdb.DuckDBPyConnection, table: str, columns: list[str]) -> pl.DataFrame:
@@ -573,9 +297,27 @@ class _Staged:
     load: FileLoad
     sha: str
     fmt: str
-    good: pl.DataFrame | None = None
     quarantine: pl.DataFrame | None = None
     dq: pl.DataFrame | None = None
+    extra: bool = False  # the patients file's own columns kept (temporary table _extra_patients)
+
+
+def _append_query(con: duckdb.DuckDBPyConnection, name: str, query: str) -> None:
+    """Append the rows of SQL ``query`` to table ``name`` (created from the query if missing), by
+    column name; columns a newer version of the code added are added to the stored table (earlier
+    rows get nulls), as :func:`ketaoutcomes.warehouse.append_frame` does for a frame."""
+    if not table_exists(con, name):
+        con.execute(f'CREATE TABLE "{name}" AS {query}')
+        return
+    have = {r[0] for r in con.execute(f'DESCRIBE "{name}"').fetchall()}
+    for col, dtype, *_ in con.execute(f"DESCRIBE {query}").fetchall():
+        if col not in have:
+            con.execute(f'ALTER TABLE "{name}" ADD COLUMN "{col}" {dtype}')
+    con.execute(f'INSERT INTO "{name}" BY NAME {query}')
+
+
+def _sql_text(value: str) -> str:
+    return "'" + value.replace("'", "''") + "'"
 
 
 def ingest_export(
@@ -668,32 +410,63 @@ def _ingest(con: duckdb.DuckDBPyConnection, export_dir: Path, loaded_at: dt.date
     reloads = check_rolled_back(con, [(Path(st.load.source_file), st.sha) for st in staged.values() if not st.load.skipped]
                                 + [(r.path, r.sha) for r in regs if not r.skipped], reload=reload_rolled_back)
 
-    texts: dict[str, pl.DataFrame] = {}
-    lines: dict[str, pl.DataFrame] = {}
-    findings = []
-    for i, table in enumerate(ordered):
-        st = staged[table]
-        if st.load.skipped:
-            continue
-        path = files[table]
-        if progress:
-            progress(f"reading {path.name}", i, len(ordered))
-        budget.current = path
-        budget.admit(path, check_table_file(path, table))
-        text, blank = drop_blank_rows(_read_text(path))
-        check_values(text, path, table)
-        lines[table] = text.select("_row_number", LINE_NUMBER)
-        texts[table] = text.drop(LINE_NUMBER)
-        findings += scan_frame(texts[table], table=table, file=str(path), allow=allow)
-        st.load = FileLoad(table, str(path), st.load.batch_id, texts[table].height, 0, 0, False, rows_blank=blank,
-                           redelivery_of=st.load.redelivery_of, reloaded=reloads.get(st.sha))
-    for r in regs:  # the registry files: labels and descriptions are stored and shown in the report
-        if not r.skipped:
-            text, _ = drop_blank_rows(_read_text(r.path))
-            findings += scan_frame(text.drop(LINE_NUMBER), table=r.name, file=str(r.path), allow=allow)
-    if findings:
-        raise PhiRefused(findings)
+    # Each file is streamed once into a scratch Parquet file of text (ingest.read), scanned on the way.
+    with tempfile.TemporaryDirectory(prefix="ketaoutcomes-ingest-") as scratch_dir:
+        scratch = Path(scratch_dir)
+        texts: dict[str, TextFile] = {}
+        findings: list[PhiFinding] = []
+        for i, table in enumerate(ordered):
+            st = staged[table]
+            if st.load.skipped:
+                continue
+            path = files[table]
+            if progress:
+                progress(f"reading {path.name}", i, len(ordered))
+            budget.current = path
+            budget.admit(path, check_table_file(path, table))
+            texts[table] = tf = read_text(path, scratch / f"{table}.parquet", table=table, allow=allow)
+            findings += tf.findings
+            st.load = FileLoad(table, str(path), st.load.batch_id, tf.rows_read, 0, 0, False, rows_blank=tf.rows_blank,
+                               redelivery_of=st.load.redelivery_of, reloaded=reloads.get(st.sha))
+        for r in regs:  # the registry files: labels and descriptions are stored and shown in the report
+            if not r.skipped:
+                findings += read_text(r.path, scratch / f"registry_{r.name}.parquet", table=r.name, allow=allow,
+                                      check_lengths=False).findings
+        if findings:
+            raise PhiRefused(findings)
+        try:
+            _check_tables(con, ordered, staged, texts, export_dir, files, loaded_tables, registries, allow, budget,
+                          progress, scratch)
+            failpoint("ingest.before_write")
+            # One thread writes the warehouse: DuckDB's parallel INSERT leaves the row groups it merges as
+            # free blocks in the file (a third more file at 100,000 patients), for no gain in time here.
+            threads = con.execute("SELECT current_setting('threads')").fetchone()[0]
+            con.execute("SET threads = 1")
+            try:
+                return _write(con, export_dir, ordered, staged, regs, reloads, ignored_files, loaded_at)
+            finally:
+                with contextlib.suppress(duckdb.Error):  # (an invalidated connection: its error is the one to see)
+                    con.execute(f"SET threads = {int(threads)}")
+        finally:  # the views of the scratch files go with them
+            _drop_temporaries(con, ordered)
 
+
+def _drop_temporaries(con: duckdb.DuckDBPyConnection, tables: list[str]) -> None:
+    with contextlib.suppress(duckdb.Error):  # (an invalidated connection: the error on the way out is the one to see)
+        for table in tables:
+            con.execute(f"DROP VIEW IF EXISTS _typed_{table}")
+            con.execute(f"DROP TABLE IF EXISTS _bad_{table}")
+        con.execute("DROP TABLE IF EXISTS _extra_patients")
+        con.execute("DROP TABLE IF EXISTS _text_patients")
+
+
+def _check_tables(con: duckdb.DuckDBPyConnection, ordered: list[str], staged: dict[str, _Staged],
+                  texts: dict[str, TextFile], export_dir: Path, files: dict[str, Path], loaded_tables: list[str],
+                  registries: Registries, allow: PhiAllowList, budget: MemoryBudget, progress: Progress | None,
+                  scratch: Path) -> None:
+    """Type and check every file read (in load order: parents first), into ``_typed_<table>`` (its
+    rows typed: a view of a Parquet file in ``scratch``) and ``_bad_<table>`` (the row numbers
+    quarantined)."""
     parents: dict[str, Parent] = {}
 
     def parent(name: str) -> Parent:
@@ -712,56 +485,111 @@ def _ingest(con: duckdb.DuckDBPyConnection, export_dir: Path, loaded_at: dt.date
         budget.current = path
         if progress:
             progress(f"checking {path.name}", i, len(ordered))
-        text = texts.pop(table)
-        capped = 0
-        if table == "patients":
-            text, capped = cap_age(text)
-        frame, ignored_cols = _contract_columns(text, table, path)
-        extra = extra_columns(text, table, allow.allowed_columns(table))
+        tf = texts.pop(table)
+        capped, extra = 0, ExtraColumns(None, (), ())
+        source, refs = tf.source(), {c: tf.ref(c) for c in TABLES[table].column_names}
+        if table == EXTRA_TABLE:  # the patients file (one row per patient): its ages capped, its own columns
+            text, capped = cap_age(text_frame(tf))
+            ignored_cols = _contract_columns(tf.headers, table, path)
+            extra = extra_columns(text, table, allow.allowed_columns(table))
+            # (the contract's columns only: DuckDB's names are case-insensitive, a file's may differ in case)
+            con.register("_text_in", text.select("_row_number", *[c for c in TABLES[table].column_names
+                                                                  if c in text.columns]).to_arrow())
+            try:
+                con.execute("CREATE OR REPLACE TEMP TABLE _text_patients AS SELECT * FROM _text_in")
+            finally:
+                con.unregister("_text_in")
+            del text
+            source, refs = "_text_patients", {c: c if c in tf.headers else None for c in TABLES[table].column_names}
+        else:
+            ignored_cols = _contract_columns(tf.headers, table, path)
         ignored_cols = tuple(c for c in ignored_cols if c not in extra.kept)
-        if (zones := offset_problem(frame, table)) is not None:
+        if tf.offsets is not None and (zones := tf.offsets.problem()) is not None:
             raise IngestError(f"{path}: {zones}; nothing was loaded")
-        typed, problems = _type_rows(con, frame, table)
+        problems, present = type_rows(con, source, refs, table, f"_typed_{table}", scratch / f"typed_{table}.parquet")
+        con.execute("DROP TABLE IF EXISTS _text_patients")
+        names = ", ".join(f'"{c}"' for c in TABLES[table].column_names)
+        typed = fetch(con, f"SELECT _row_number, {names} FROM _typed_{table}")  # (in _row_number order)
         if extra.frame is not None:  # the patients file's own columns, kept as text (ingest.extra)
             typed = typed.join(extra.frame, on="_row_number", how="left")
+            _temp_table(con, "_extra_patients", extra.frame)
+            st.extra = True
         # Each row on its own first; then keys among the rows still standing.
-        checks = [problems, row_problems(table, typed, registries, allow.allowed_columns(table))]
+        checks = [problems, row_problems(table, typed.select(row_rule_columns(table)), registries,
+                                         allow.allowed_columns(table))]
         if table == "sessions":
-            checks.append(session_course_problems(typed, parent("courses").available(), registries))
+            checks.append(session_course_problems(typed.select(_SESSION_COURSE_COLUMNS),
+                                                  parent("courses").available(), registries))
         if TABLES[table].references:
-            checks.append(reference_problems(table, typed, {r.to_table: parent(r.to_table)
-                                                            for r in TABLES[table].references}))
+            checks.append(reference_problems(table, typed.select("_row_number", *(r.column for r in
+                                                                                  TABLES[table].references)),
+                                             {r.to_table: parent(r.to_table) for r in TABLES[table].references}))
         own = one_problem_per_cell(pl.concat([c for c in checks if c.height] or [problems], how="vertical"))
-        standing = typed.join(own.select("_row_number").unique(), on="_row_number", how="anti")
+        # duplicate keys: only the rows of keys that appear more than once (found in DuckDB) are compared
+        standing = _repeated_keys(con, table, typed).join(own.select("_row_number").unique(), on="_row_number",
+                                                          how="anti")
         problems = pl.concat([own, duplicate_problems(table, standing)], how="vertical_relaxed")
+        del standing
         bad = problems.select("_row_number").unique()
-        good = typed.join(bad, on="_row_number", how="anti")
+        _temp_table(con, f"_bad_{table}", bad)
         if table in _PARENT_COLUMNS:
             cols = _PARENT_COLUMNS[table]
             key = cols[0]
+            keys = typed.select("_row_number", *cols)
             parents[table] = Parent(
-                table, path.name, good.select(cols), _stored(con, table, cols),
-                typed.join(bad, on="_row_number", how="semi").group_by(key).agg(pl.col("_row_number").min())
+                table, path.name, keys.join(bad, on="_row_number", how="anti").select(cols) if bad.height
+                else keys.select(cols), _stored(con, table, cols),
+                keys.join(bad, on="_row_number", how="semi").group_by(key).agg(pl.col("_row_number").min())
                 .filter(pl.col(key).is_not_null()),
             )
+            del keys
         notes = "; ".join(n for n in (f"{capped} age(s) over 89 stored as 90 (HIPAA Safe Harbor)" if capped else "",
-                                      offset_note(frame, table) or "", extra.note or "") if n) or None
-        st.load = replace(st.load, rows_read=frame.height, rows_loaded=good.height, rows_quarantined=bad.height,
-                          ignored_columns=ignored_cols, notes=notes)
-        if st.load.rows_read != st.load.rows_loaded + st.load.rows_quarantined:
+                                      (tf.offsets.note() if tf.offsets is not None else None) or "",
+                                      extra.note or "") if n) or None
+        st.load = replace(st.load, rows_read=typed.height, rows_loaded=typed.height - bad.height,
+                          rows_quarantined=bad.height, ignored_columns=ignored_cols, notes=notes)
+        if st.load.rows_read != tf.rows_read:
             raise RuntimeError(f"{path}: row accounting broken ({st.load}); this is a bug, please report it")
-        st.good = good
-        st.quarantine = problems.join(lines.pop(table), on="_row_number", how="left").sort(
+        st.quarantine = problems.join(line_numbers(con, tf, bad["_row_number"]), on="_row_number", how="left").sort(
             "_row_number", "column_name", "rule").select(
             pl.lit(st.load.batch_id).alias("batch_id"), pl.lit(table).alias("table_name"),
             pl.lit(str(path)).alias("source_file"), pl.col("_row_number").alias("row_number"),
             pl.col(LINE_NUMBER).alias("line_number"), "column_name", "rule", "reason")
-        st.dq = dq_checks(table, rows_read=frame.height, text=frame, typed=typed, problems=problems).with_columns(
+        st.dq = dq_checks(table, rows_read=typed.height, present=present, typed=typed, problems=problems).with_columns(
             pl.lit(st.load.batch_id).alias("batch_id"))
+        del typed
     _check_sessions_left_out(export_dir, files, loaded_tables, parent("courses").available(), registries)
-    failpoint("ingest.before_write")
 
-    # Everything read and checked: now write. The registry files first: the tables were checked against them.
+
+#: What :func:`ketaoutcomes.ingest.rules.session_course_problems` reads of a sessions row.
+_SESSION_COURSE_COLUMNS = ("_row_number", "course_id", "session_ts", "dose_mg", "dose_mg_per_kg")
+
+
+def _repeated_keys(con: duckdb.DuckDBPyConnection, table: str, typed: pl.DataFrame) -> pl.DataFrame:
+    """The rows of ``typed`` whose key (no part of it null) appears on more than one row of
+    ``_typed_<table>``: all that :func:`ketaoutcomes.ingest.rules.duplicate_problems` can flag."""
+    key = ", ".join(f'"{k}"' for k in TABLES[table].key)
+    not_null = " AND ".join(f'"{k}" IS NOT NULL' for k in TABLES[table].key)
+    rows = con.execute(f"SELECT _row_number FROM _typed_{table} SEMI JOIN (SELECT {key} FROM _typed_{table} "
+                       f"WHERE {not_null} GROUP BY ALL HAVING count(*) > 1) USING ({key})").fetchall()
+    if not rows:
+        return typed.clear()
+    return typed.join(pl.DataFrame({"_row_number": [r[0] for r in rows]}, schema={"_row_number": pl.Int64}),
+                      on="_row_number", how="semi")
+
+
+def _temp_table(con: duckdb.DuckDBPyConnection, name: str, frame: pl.DataFrame) -> None:
+    con.register("_frame_in", frame.to_arrow())
+    try:
+        con.execute(f"CREATE OR REPLACE TEMP TABLE {name} AS SELECT * FROM _frame_in")
+    finally:
+        con.unregister("_frame_in")
+
+
+def _write(con: duckdb.DuckDBPyConnection, export_dir: Path, ordered: list[str], staged: dict[str, _Staged], regs,
+           reloads: dict, ignored_files: list[str], loaded_at: dt.datetime) -> IngestSummary:
+    """Everything read and checked: now write. The registry files first: the tables were checked
+    against them. A table's good rows go from ``_typed_<table>`` to ``raw_<table>`` in DuckDB."""
     next_seq = (con.execute("SELECT coalesce(max(load_seq), 0) FROM meta_batches").fetchone()[0] or 0) + 1
     reg_loads = []
     new_seqs: dict[str, list[int]] = {}
@@ -773,15 +601,27 @@ def _ingest(con: duckdb.DuckDBPyConnection, export_dir: Path, loaded_at: dt.date
             append_registry_batch(con, r.name, r.items, r.batch_id, next_seq)
             _insert_batch(con, fl, next_seq, r.sha, "csv", loaded_at)
             next_seq += 1
+    fresh: set[str] = set()
     for table in ordered:
         st = staged[table]
         if st.load.skipped:
             continue
         fl, seq = st.load, next_seq
         next_seq += 1
-        append_frame(con, f"raw_{table}", st.good.with_columns(
-            pl.lit(fl.batch_id).alias("_batch_id"), pl.lit(seq, dtype=pl.Int32).alias("_load_seq")))
+        if not table_exists(con, f"raw_{table}") or not con.execute(f"SELECT count(*) FROM raw_{table}").fetchone()[0]:
+            fresh.add(table)  # raw_<table> will hold this batch only, in _row_number order
+        cols = ", ".join(f't."{c}"' for c in TABLES[table].column_names)
+        extra = (", e._extra", " LEFT JOIN _extra_patients e USING (_row_number)") if st.extra else ("", "")
+        _append_query(con, f"raw_{table}",
+                      f"SELECT t._row_number, {cols}{extra[0]}, {_sql_text(fl.batch_id)} AS _batch_id, "
+                      f"CAST({seq} AS INTEGER) AS _load_seq FROM _typed_{table} t{extra[1]} "
+                      + (f"ANTI JOIN _bad_{table} b USING (_row_number) " if fl.rows_quarantined else "")
+                      # _typed_<table> is in _row_number order; a join may not keep it
+                      + ("ORDER BY t._row_number" if fl.rows_quarantined or st.extra else ""))
         new_seqs.setdefault(table, []).append(seq)
+        con.execute(f"DROP VIEW IF EXISTS _typed_{table}")
+        for temp in (f"_bad_{table}", *(["_extra_patients"] if st.extra else [])):
+            con.execute(f"DROP TABLE IF EXISTS {temp}")
         append_frame(con, "quarantine", st.quarantine)
         append_frame(con, "dq_checks", st.dq)
         failpoint("ingest.mid_write")
@@ -792,7 +632,7 @@ def _ingest(con: duckdb.DuckDBPyConnection, export_dir: Path, loaded_at: dt.date
     for table in TABLE_ORDER:  # only the keys of this load's batches; a rebuild when that cannot be done
         _ensure_raw(con, table)
         if not update_staging(con, table, new_seqs.get(table, ())):
-            rebuild_staging(con, table)
+            rebuild_staging(con, table, in_order=table in fresh)
     rebuild_registries(con)
     return IngestSummary(str(export_dir), tuple(staged[t].load for t in ordered), tuple(ignored_files),
                          tuple(reg_loads))

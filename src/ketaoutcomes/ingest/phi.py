@@ -39,14 +39,16 @@ Speed: per column, one pass of a single union regex over all rows finds the
 rows that could match any rule; the per-rule regexes run only on those rows
 (none, for clean data), so a clean 12M-row file costs one regex pass per column
 (two for an id column). Linear in the number of columns too: a wide file's
-columns of one kind are stacked and scanned with one regex.
+columns of one kind are stacked and scanned with one regex. :class:`PhiScan` does the
+same a batch of rows at a time (ingest streams files: :mod:`ketaoutcomes.ingest.read`),
+keeping only the candidate rows; :func:`scan_frame` is it on one frame.
 """
 
 from __future__ import annotations
 
 import re
 import tomllib
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -104,6 +106,8 @@ __all__ = [
     "SHARE_THRESHOLDS",
     "cap_age",
     "check_frame",
+    "PhiScan",
+    "nonempty_rows",
     "scan_frame",
 ]
 
@@ -488,57 +492,92 @@ def scan_frame(frame: pl.DataFrame, *, table: str, file: str, allow: PhiAllowLis
         Empty when the file looks clean. At most one finding per column and rule.
         Linear in the number of columns and in the number of rows.
     """
-    spec = TABLES.get(table)  # None: a registry file (arms, instruments): every column free text
-    contract = set(spec.column_names) if spec else set(REGISTRY_COLUMNS.get(table, ()))
-    findings: list[PhiFinding] = []
+    scan = PhiScan([c for c in frame.columns if c != ROW_NUMBER], table=table, file=file, allow=allow)
+    scan.add(frame)
+    return scan.findings(lambda c: nonempty_rows(frame[c]))
 
-    def add(column: str, rule: str, reason: str, rows: int) -> None:
-        findings.append(PhiFinding(file=file, table=table, column=column, rule=rule, reason=reason, rows=rows))
 
-    headers = [c for c in frame.columns if c != ROW_NUMBER]
-    label = dict(zip(headers, header_labels(headers)))
-    columns = [c for c in headers if not allow.allows(table, c)]
-    looks = dict(zip(columns, header_looks_like(columns)))
-    kinds = {c: _kind(table, c, allow) for c in columns}
+def nonempty_rows(values: pl.Series) -> int:
+    """Rows of a column with something besides white space (the denominator of the share rules)."""
+    return int(_text(values).str.contains(r"\S").sum())
 
-    # 1. Headers (every header: a data row or a name typed over the header is refused) and column
-    #    names (extra columns only: the contract is de-identified by design).
-    empty = dict(zip(frame.columns, frame.null_count().row(0))) if columns else {}
-    for c in columns:
-        if looks[c] is not None:
-            add(label[c], "column_name.looks_like_identifier",
-                f"the header of column {label[c]} looks like {looks[c]} itself (not shown); "
-                "fix the header row of the export", 0)
-            continue
-        if c in contract:
-            continue
-        rule = column_name_rule(c)
-        if rule is not None:
-            add(label[c], rule.rule,
-                f"{column_words(label[c])} is named like {rule.what}, a direct identifier under HIPAA Safe Harbor; "
-                f"remove it from the export or, if it holds no identifiers, declare it safe in "
-                f"{ALLOWLIST_FILE} with the reason", frame.height - empty[c])
 
-    # 2. Values: one union-regex pass per column over all rows (in parallel), ...
-    if not columns or frame.height == 0:
+class PhiScan:
+    """:func:`scan_frame` over a file read in batches (:meth:`add`, in row order): the batches'
+    candidate rows (the union-regex test of each column, see :func:`_union`) are kept, nothing
+    else; :meth:`findings` then runs every rule on them. Memory: the candidates only."""
+
+    def __init__(self, headers: list[str], *, table: str, file: str, allow: PhiAllowList):
+        self.table, self.file = table, file
+        self.headers = [c for c in headers if c != ROW_NUMBER]
+        self.columns = [c for c in self.headers if not allow.allows(table, c)]
+        self.kinds = {c: _kind(table, c, allow) for c in self.columns}
+        self.height = 0
+        self.nulls = dict.fromkeys(self.headers, 0)
+        self.candidates: dict[str, list[pl.Series]] = {c: [] for c in self.columns}
+
+    def add(self, frame: pl.DataFrame) -> None:
+        """One batch of rows: every header of the file as a column of text (plus ``_row_number``)."""
+        self.height += frame.height
+        if not self.columns or frame.height == 0:
+            return
+        for c, n in zip(frame.columns, frame.null_count().row(0)):
+            if c in self.nulls:
+                self.nulls[c] += n
+        series = dict(zip(frame.columns, frame.get_columns()))
+        hits = _candidate_rows(series, self.columns, self.kinds, frame.height)
+        for c in self.columns:
+            if hits[c].any():
+                self.candidates[c].append(_text(series[c]).filter(hits[c]))
+
+    def findings(self, nonempty: Callable[[str], int]) -> list[PhiFinding]:
+        """The findings of the rows added so far. ``nonempty(column)``: the rows of a column with
+        something besides white space (:func:`nonempty_rows`), asked only when a share rule needs it."""
+        table, file = self.table, self.file
+        spec = TABLES.get(table)  # None: a registry file (arms, instruments): every column free text
+        contract = set(spec.column_names) if spec else set(REGISTRY_COLUMNS.get(table, ()))
+        findings: list[PhiFinding] = []
+
+        def add(column: str, rule: str, reason: str, rows: int) -> None:
+            findings.append(PhiFinding(file=file, table=table, column=column, rule=rule, reason=reason, rows=rows))
+
+        label = dict(zip(self.headers, header_labels(self.headers)))
+        columns = self.columns
+        looks = dict(zip(columns, header_looks_like(columns)))
+        # 1. Headers (every header: a data row or a name typed over the header is refused) and column
+        #    names (extra columns only: the contract is de-identified by design).
+        for c in columns:
+            if looks[c] is not None:
+                add(label[c], "column_name.looks_like_identifier",
+                    f"the header of column {label[c]} looks like {looks[c]} itself (not shown); "
+                    "fix the header row of the export", 0)
+                continue
+            if c in contract:
+                continue
+            rule = column_name_rule(c)
+            if rule is not None:
+                add(label[c], rule.rule,
+                    f"{column_words(label[c])} is named like {rule.what}, a direct identifier under HIPAA Safe "
+                    f"Harbor; remove it from the export or, if it holds no identifiers, declare it safe in "
+                    f"{ALLOWLIST_FILE} with the reason", self.height - self.nulls[c])
+
+        # 2. Values: one union-regex pass per column over all rows (in :meth:`add`), then every rule
+        #    on the distinct values of the few rows that could match.
+        if not columns or self.height == 0:
+            return findings
+        for c in columns:
+            if not self.candidates[c]:
+                continue
+            counted = _counted(pl.DataFrame({"v": pl.concat(self.candidates[c], rechunk=True)}))
+            n = self.height - self.nulls[c]
+            what_col = column_words(label[c])
+            findings += [
+                PhiFinding(file=file, table=table, column=label[c], rule=rule, rows=rows,
+                           reason=f"{what_col} has values that look like {what} in {rows} of {n} rows"
+                                  f"{extra}; {_advice(self.kinds[c])}")
+                for rule, what, rows, extra in _value_findings(counted, self.kinds[c], lambda c=c: nonempty(c))
+            ]
         return findings
-    series = dict(zip(frame.columns, frame.get_columns()))
-    hits = _candidate_rows(series, columns, kinds, frame.height)
-    counts = {c: int(h.sum()) for c, h in hits.items()}
-    for c in columns:
-        if not counts[c]:
-            continue
-        # ... then every rule on the distinct values of the few rows that could match.
-        counted = _counted(pl.DataFrame({"v": _text(series[c]).filter(hits[c])}))
-        n = frame.height - empty[c]
-        what_col = column_words(label[c])
-        findings += [
-            PhiFinding(file=file, table=table, column=label[c], rule=rule, rows=rows,
-                       reason=f"{what_col} has values that look like {what} in {rows} of {n} rows"
-                              f"{extra}; {_advice(kinds[c])}")
-            for rule, what, rows, extra in _value_findings(counted, kinds[c], series[c])
-        ]
-    return findings
 
 
 def _counted(rows: pl.DataFrame) -> pl.DataFrame:
@@ -552,12 +591,14 @@ def _counted(rows: pl.DataFrame) -> pl.DataFrame:
     return rows.with_columns(pl.lit(1, dtype=pl.Int64).alias("n"))
 
 
-def _value_findings(counted: pl.DataFrame, kind: _Kind, full: pl.Series) -> list[tuple[str, str, int, str]]:
+def _value_findings(counted: pl.DataFrame, kind: _Kind,
+                    nonempty_rows: Callable[[], int]) -> list[tuple[str, str, int, str]]:
     """(rule, what, rows, extra reason text) for one column.
 
     ``counted``: the candidate values ``v`` with their row counts ``n`` (see
     :func:`_counted`: repeated values are checked once);
-    ``full``: the whole column, for the share denominators.
+    ``nonempty_rows``: the rows of the whole column with something besides white space, for the
+    share denominators.
     """
     v = pl.col("v")
     masks = {r.rule: v.str.contains(r.pattern) for r in HIGH_RULES}
@@ -595,7 +636,7 @@ def _value_findings(counted: pl.DataFrame, kind: _Kind, full: pl.Series) -> list
     def share(rows: int) -> float:
         nonlocal nonempty
         if nonempty is None:  # one more pass, only when a low-specificity shape matched
-            nonempty = int(full.cast(pl.String).str.contains(r"\S").sum())
+            nonempty = nonempty_rows()
         return rows / nonempty if nonempty else 0.0
 
     def limit(rule: str) -> str:

@@ -57,8 +57,10 @@ __all__ = [
     "one_problem_per_cell",
     "reference_problems",
     "row_problems",
+    "row_rule_columns",
     "session_course_problems",
     "dq_checks",
+    "present_cells",
     "CODE_MAX_CHARS",
     "CODE_MAX_WORDS",
 ]
@@ -159,6 +161,17 @@ def _unknown_key(column: str, keys: Collection[str], reason: str) -> pl.Expr:
             .then(pl.format(f"{column} is not in the {column}s registry as written, but {{}} is (keys are written as "
                             "registered: case, - and _ matter); write it as registered", near))
             .otherwise(pl.lit(reason)))
+
+
+def row_rule_columns(table: str) -> list[str]:
+    """The columns :func:`row_problems` reads of ``table`` (``_row_number`` first): a caller may hand
+    it those only (a narrower frame to join and filter)."""
+    spec = TABLES[table]
+    cols = [c.name for c in spec.columns if c.hard_min is not None or c.hard_max is not None or c.code
+            or c.allowed or c.registry in ("arms", "instruments")]
+    cols += {"courses": ["end_date", "start_date", "drug", "arm"],
+             "mood_scores": ["instrument", "total_score", "si_item_score"]}.get(table, [])
+    return ["_row_number", *dict.fromkeys(cols)]
 
 
 def row_problems(table: str, typed: pl.DataFrame, registries: Registries,
@@ -325,7 +338,14 @@ def _status(failing: int, tested: int, threshold: float) -> tuple[float | None, 
     return pct, "pass" if pct <= threshold else "fail"
 
 
-def _quarantine_checks(table: str, rows_read: int, problems: pl.DataFrame, typed_text: pl.DataFrame) -> list[dict]:
+def present_cells(text: pl.DataFrame, table: str) -> dict[str, int]:
+    """Per contract column of ``table``, the cells of ``text`` (a file as read) that hold a value
+    (besides white space): the rows the ``type`` rule tests. A column left out has none."""
+    return {c: (text.select(pl.col(c).str.strip_chars().replace("", None).is_not_null().sum()).item()
+                if c in text.columns else 0) for c in TABLES[table].column_names}
+
+
+def _quarantine_checks(table: str, rows_read: int, problems: pl.DataFrame, present: Mapping[str, int]) -> list[dict]:
     """One check per (rule, column) the table is subject to: the quarantine rules are checks
     with a 0% threshold, each counted whether or not it found anything."""
     spec = TABLES[table]
@@ -360,8 +380,7 @@ def _quarantine_checks(table: str, rows_read: int, problems: pl.DataFrame, typed
     for rule, column in dict.fromkeys(e for e in expected if e[0]):
         tested = rows_read
         if rule == "type":  # only non-empty cells can fail to convert; an optional column left out has none
-            tested = typed_text.select(pl.col(column).str.strip_chars().replace("", None).is_not_null().sum()).item() \
-                if column in typed_text.columns else 0
+            tested = present.get(column, 0)
         failing = counts.get((rule, column), 0)
         pct, status = _status(failing, tested, 0.0)
         rows.append({"category": RULE_CATEGORY[rule], "check_id": f"{table}.{column}.{rule}", "column_name": column,
@@ -393,11 +412,18 @@ def _range_checks(table: str, typed: pl.DataFrame) -> list[dict]:
     return rows
 
 
-def dq_checks(table: str, *, rows_read: int, text: pl.DataFrame, typed: pl.DataFrame, problems: pl.DataFrame) -> pl.DataFrame:
-    """The data-quality summary of one file's load. A check that raises is recorded
-    with status 'error' (never 'pass')."""
+def dq_checks(table: str, *, rows_read: int, typed: pl.DataFrame, problems: pl.DataFrame,
+              text: pl.DataFrame | None = None, present: Mapping[str, int] | None = None) -> pl.DataFrame:
+    """The data-quality summary of one file's load. ``present``: per column, the cells with a value
+    (:func:`present_cells` of the file's ``text``, or counted while typing). A check that raises is
+    recorded with status 'error' (never 'pass')."""
     rows: list[dict] = []
-    for name, fn in (("quarantine rules", lambda: _quarantine_checks(table, rows_read, problems, text)),
+
+    def quarantine() -> list[dict]:
+        counts = present if present is not None else present_cells(text, table)
+        return _quarantine_checks(table, rows_read, problems, counts)
+
+    for name, fn in (("quarantine rules", quarantine),
                      ("plausibility ranges", lambda: _range_checks(table, typed))):
         try:
             rows += fn()

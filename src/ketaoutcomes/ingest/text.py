@@ -29,6 +29,7 @@ line numbers, and time-zone offsets in timestamps.
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -41,6 +42,7 @@ __all__ = [
     "CsvText",
     "LineEndingError",
     "OffsetError",
+    "OffsetScan",
     "TZ_PATTERN",
     "LINE_NUMBER",
     "ROW_NUMBER",
@@ -49,6 +51,7 @@ __all__ = [
     "offset_note",
     "offset_problem",
     "parquet_as_text",
+    "parquet_text_exprs",
     "timestamp_sql",
     "with_line_numbers",
 ]
@@ -231,52 +234,89 @@ _UTC_ZONES = frozenset({"UTC", "Etc/UTC", "GMT", "Etc/GMT", "UCT", "Etc/UCT", "Z
                         "Etc/Universal", "Etc/GMT0", "Etc/GMT+0", "Etc/GMT-0", "GMT0", "Greenwich", "Etc/Greenwich"})
 
 
-def parquet_as_text(frame: pl.DataFrame) -> pl.DataFrame:
-    """A typed Parquet frame as text. A timestamp with a time zone keeps it visible: a local zone as
-    its offset (``+01:00``), UTC as ``Z`` (so :func:`offset_problem` refuses it as it does in CSV)."""
+def parquet_text_exprs(schema: Mapping[str, pl.DataType]) -> list[pl.Expr]:
+    """Each column of a typed Parquet file (its ``schema``) as text. A timestamp with a time zone keeps
+    it visible: a local zone as its offset (``+01:00``), UTC as ``Z`` (so :func:`offset_problem`
+    refuses it as it does in CSV)."""
     out = []
-    for name, dtype in frame.schema.items():
+    for name, dtype in schema.items():
         col = pl.col(name)
         if isinstance(dtype, pl.Datetime) and dtype.time_zone in _UTC_ZONES:
             out.append((col.dt.replace_time_zone(None).cast(pl.String) + "Z").alias(name))
         else:
             out.append(col.cast(pl.String))
-    return frame.with_columns(out)
+    return out
+
+
+def parquet_as_text(frame: pl.DataFrame) -> pl.DataFrame:
+    """A typed Parquet frame as text (:func:`parquet_text_exprs`)."""
+    return frame.with_columns(parquet_text_exprs(frame.schema))
+
+
+class OffsetScan:
+    """The time-zone designators of ``table``'s timestamp columns, gathered a batch of rows at a time
+    (:meth:`add`, text with ``_row_number``): the cells with a designator and a count of those
+    without; :meth:`problem` and :meth:`note` are :func:`offset_problem` and :func:`offset_note`."""
+
+    def __init__(self, table: str):
+        self.table = table
+        self.zoned: dict[str, list[pl.DataFrame]] = {}
+        self.without: dict[str, tuple[int, int | None]] = {}
+
+    def add(self, frame: pl.DataFrame) -> None:
+        for col in TABLES[self.table].columns:
+            if col.dtype != "TIMESTAMP" or col.name not in frame.columns:
+                continue
+            z = _zones(frame, col.name)
+            self.zoned.setdefault(col.name, []).append(z.filter(pl.col("_zone").is_not_null()))
+            none = z.filter(pl.col("_zone").is_null())["_row_number"]
+            n, first = self.without.get(col.name, (0, None))
+            if none.len():
+                first = none.min() if first is None else min(first, none.min())
+            self.without[col.name] = (n + none.len(), first)
+
+    def _zoned(self, column: str) -> pl.DataFrame:
+        return pl.concat(self.zoned[column], how="vertical")
+
+    def problem(self) -> str | None:
+        for name in self.zoned:
+            z = self._zoned(name)
+            utc = z.filter(pl.col("_zone").str.contains(_UTC))
+            if utc.height:
+                return (f"column {name} holds times in UTC (Z, UTC, GMT or -00:00; {utc.height:,} row(s), first row "
+                        f"{utc['_row_number'].min()}), but timestamps are the clinic's local time and the day of a "
+                        "dose or rating depends on it; export the local time, without an offset or with the local "
+                        "one (2024-01-08T09:00:00+02:00)")
+            without, first = self.without[name]
+            if z.height and without:
+                return (f"column {name} mixes times with a UTC offset ({z.height:,} row(s), first row "
+                        f"{z['_row_number'].min()}) and without one ({without:,} row(s), first row "
+                        f"{first}), so which of them are the clinic's local time is unknown; "
+                        "export every time the same way (the local time, with or without its offset)")
+        return None
+
+    def note(self) -> str | None:
+        notes = []
+        for name in self.zoned:
+            z = self._zoned(name).filter(pl.col("_valid"))
+            if z.height:
+                shown = sorted(z["_zone"].unique().to_list())
+                more = f" and {len(shown) - 3} more" if len(shown) > 3 else ""
+                notes.append(f"{name}: {z.height:,} time(s) with a UTC offset ({', '.join(shown[:3])}{more}) read "
+                             "as the local time written, offset dropped")
+        return "; ".join(notes) or None
 
 
 def offset_problem(frame: pl.DataFrame, table: str) -> str | None:
     """What is wrong with the time zones of ``table``'s timestamp columns in ``frame`` (text,
     with ``_row_number``), as a sentence without any cell value; None if nothing is."""
-    for col in TABLES[table].columns:
-        if col.dtype != "TIMESTAMP" or col.name not in frame.columns:
-            continue
-        z = _zones(frame, col.name)
-        utc = z.filter(pl.col("_zone").str.contains(_UTC))
-        if utc.height:
-            return (f"column {col.name} holds times in UTC (Z, UTC, GMT or -00:00; {utc.height:,} row(s), first row "
-                    f"{utc['_row_number'].min()}), but timestamps are the clinic's local time and the day of a dose "
-                    "or rating depends on it; export the local time, without an offset or with the local one "
-                    "(2024-01-08T09:00:00+02:00)")
-        with_offset = z.filter(pl.col("_zone").is_not_null())
-        without = z.filter(pl.col("_zone").is_null())
-        if with_offset.height and without.height:
-            return (f"column {col.name} mixes times with a UTC offset ({with_offset.height:,} row(s), first row "
-                    f"{with_offset['_row_number'].min()}) and without one ({without.height:,} row(s), first row "
-                    f"{without['_row_number'].min()}), so which of them are the clinic's local time is unknown; "
-                    "export every time the same way (the local time, with or without its offset)")
-    return None
+    scan = OffsetScan(table)
+    scan.add(frame)
+    return scan.problem()
 
 
 def offset_note(frame: pl.DataFrame, table: str) -> str | None:
     """A note for ``meta_batches.notes`` when timestamps carried offsets (dropped), else None."""
-    notes = []
-    for col in TABLES[table].columns:
-        if col.dtype != "TIMESTAMP" or col.name not in frame.columns:
-            continue
-        z = _zones(frame, col.name).filter(pl.col("_valid"))
-        if z.height:
-            shown = sorted(z["_zone"].unique().to_list())
-            more = f" and {len(shown) - 3} more" if len(shown) > 3 else ""
-            notes.append(f"{col.name}: {z.height:,} time(s) with a UTC offset ({', '.join(shown[:3])}{more}) read "
-                         "as the local time written, offset dropped")
-    return "; ".join(notes) or None
+    scan = OffsetScan(table)
+    scan.add(frame)
+    return scan.note()

@@ -1,0 +1,242 @@
+"""Reading one file of an export: once, streamed, into a Parquet file of text that DuckDB types.
+
+No file is held in memory as a whole. :func:`read_text` streams a CSV (polars' reader, every
+column as text) or a Parquet file (its values as text) into a scratch Parquet file, with
+``_row_number`` (1-based, blank rows counted), ``_blank`` (a row with no value,
+:func:`ketaoutcomes.ingest.text.drop_blank_rows`) and, for CSV, ``_nl`` (the line breaks inside the
+row's quoted cells: the line where a row starts is the first data line plus the row number minus
+one plus the line breaks inside the rows above it, :func:`line_numbers`). Its columns are named by
+position (``c0``, ``c1``, ...: a header may be anything). A second pass reads that file in batches
+for what needs every value: the length of each value (:class:`ketaoutcomes.ingest.limits.ValueLengths`),
+the PHI guard's candidate rows (:class:`ketaoutcomes.ingest.phi.PhiScan`: only rows a union
+regex flags are kept) and the time-zone designators of timestamps
+(:class:`ketaoutcomes.ingest.text.OffsetScan`). Typing, checks and the load then run in DuckDB on
+the scratch file (:mod:`ketaoutcomes.ingest.typing`). Memory: a batch of rows at a time.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections.abc import Collection, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import duckdb
+import polars as pl
+
+from ketaoutcomes.ingest.errors import IngestError
+from ketaoutcomes.ingest.limits import ValueLengths
+from ketaoutcomes.ingest.phi import PhiAllowList, PhiFinding, PhiScan, header_labels, nonempty_rows
+from ketaoutcomes.ingest.text import (
+    BLANK_CHARS,
+    LINE_NUMBER,
+    ROW_NUMBER,
+    LineEndingError,
+    OffsetScan,
+    csv_source,
+    parquet_text_exprs,
+)
+from ketaoutcomes.contract import TABLES
+
+__all__ = ["BATCH_ROWS", "TextFile", "line_numbers", "read_text", "text_frame"]
+
+#: Rows per batch of the second pass (and of :func:`text_frame`'s callers that stream).
+BATCH_ROWS = 1 << 18
+BLANK, NEWLINES = "_blank", "_nl"
+
+
+@dataclass
+class TextFile:
+    """One file as read: where its text is (``parquet``) and what was learnt on the way."""
+
+    path: Path
+    parquet: Path
+    headers: list[str]  # the header as written, trimmed (file order); column i is "c{i}" in ``parquet``
+    is_csv: bool
+    first_line: int | None  # the line of the first record (None for Parquet)
+    rows_read: int = 0  # rows with a value (blank ones not counted)
+    rows_blank: int = 0
+    newlines: bool = False  # some cell holds a line break
+    findings: list[PhiFinding] = field(default_factory=list)
+    offsets: OffsetScan | None = None
+
+    def ref(self, name: str) -> str | None:
+        """The SQL column of header ``name`` in :meth:`source`, None when the file does not have it."""
+        return f"c{self.headers.index(name)}" if name in self.headers else None
+
+    def source(self) -> str:
+        """SQL for the file's rows with a value (blank rows skipped), columns ``c0``... and ``_row_number``."""
+        return f"(SELECT * FROM read_parquet('{_sql_path(self.parquet)}') WHERE NOT {BLANK})"
+
+
+def _sql_path(path: Path) -> str:
+    return str(path).replace("'", "''")
+
+
+def _csv_header(head: bytes) -> list[str] | None:
+    """The header row's names as written (polars renames duplicates, which would hide them)."""
+    try:
+        text = head.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        text = head[: head.rfind(b"\n") + 1 or len(head)].decode("utf-8-sig", errors="replace")
+    try:
+        return next(csv.reader(io.StringIO(text)))
+    except (csv.Error, StopIteration):
+        return None
+
+
+def _unreadable(path: Path, exc: BaseException, is_csv: bool) -> IngestError:
+    # The reader's own message is not shown: it can quote the file's content.
+    text = str(exc).lower()
+    if is_csv and ("utf-8" in text or "utf8" in text or isinstance(exc, UnicodeDecodeError)):
+        problem = "not UTF-8 encoded; re-export it as CSV in UTF-8"
+    elif is_csv:
+        problem = ("malformed CSV (for example an unterminated quote, or rows with more fields than the header); "
+                   "check the file was not cut short or hand-edited into a broken state")
+    else:
+        problem = "not a complete Parquet file (truncated or corrupt); export it again"
+    return IngestError(f"{path}: cannot be read ({type(exc).__name__}): {problem}")
+
+
+def read_text(path: Path, scratch: Path, *, table: str, allow: PhiAllowList,
+              check_lengths: bool = True) -> TextFile:
+    """Stream ``path`` into ``scratch`` (a Parquet file of text, see the module's note) and scan it.
+
+    ``table``: the contract table (or registry) the file holds, for the PHI guard and, for a table,
+    the time zones of its timestamps; ``check_lengths``: hold every value to the limit of a line.
+
+    Raises
+    ------
+    IngestError
+        Empty, unreadable, not UTF-8, truncated, malformed; a header used twice or a reserved
+        column name; a value longer than the limit (after the file was read through).
+    """
+    path = Path(path)
+    if path.stat().st_size == 0:
+        raise IngestError(f"{path}: the file is empty (0 bytes); re-export it with a header row")
+    is_csv = path.suffix.lower() == ".csv"
+    if is_csv:
+        try:
+            csv_text = csv_source(path)
+        except LineEndingError as exc:
+            raise IngestError(f"{path}: {exc}") from None
+        head = csv_text.head
+        if b"\x00" in head:
+            raise IngestError(f"{path}: not a UTF-8 text file (it has NUL bytes: UTF-16 or binary); "
+                              "re-export it as CSV in UTF-8")
+    try:
+        if is_csv:
+            # Every column as text: typing happens per row later, so one bad cell
+            # quarantines one row instead of failing the file.
+            source = csv_text.source if isinstance(csv_text.source, Path) else io.BytesIO(csv_text.source)
+            lf = pl.scan_csv(source, infer_schema=False, encoding="utf8", raise_if_empty=True)
+        else:
+            lf = pl.scan_parquet(path)
+            lf = lf.with_columns(parquet_text_exprs(lf.collect_schema()))
+        names = lf.collect_schema().names()
+        positional = [f"c{i}" for i in range(len(names))]
+        lf = lf.rename(dict(zip(names, positional)))
+        texts = [pl.col(c).cast(pl.String) for c in positional]
+        blank = (pl.all_horizontal([t.str.strip_chars(BLANK_CHARS).fill_null("") == "" for t in texts])
+                 if texts else pl.lit(False))
+        extra = [blank.alias(BLANK)]
+        if is_csv:
+            extra.append(pl.sum_horizontal([t.str.count_matches("\n", literal=True).fill_null(0).cast(pl.Int32)
+                                            for t in texts]).cast(pl.Int32).alias(NEWLINES) if texts
+                         else pl.lit(0, dtype=pl.Int32).alias(NEWLINES))
+        lf = lf.with_row_index(ROW_NUMBER, offset=1).with_columns(pl.col(ROW_NUMBER).cast(pl.Int64), *extra)
+        lf.sink_parquet(scratch, compression="lz4", statistics=False)
+    except Exception as exc:  # noqa: BLE001 - every reader failure becomes the same clear error
+        raise _unreadable(path, exc, is_csv) from None
+    if is_csv:
+        header = _csv_header(head)
+        if header is not None and len(header) == len(names):
+            names = header  # as written: polars renames duplicates, which would hide them
+    stripped = [c.strip().lstrip("\ufeff").strip() for c in names]
+    _check_header(path, stripped)
+    # The line where the first record starts: after the header (and any line breaks in its names).
+    first_line = csv_text.header_line + 1 + sum(n.count("\n") for n in names) if is_csv else None
+    tf = TextFile(path, scratch, stripped, is_csv, first_line)
+    _scan(tf, table, allow, check_lengths)
+    return tf
+
+
+def _check_header(path: Path, stripped: list[str]) -> None:
+    seen: dict[str, list[int]] = {}
+    for i, c in enumerate(stripped):
+        seen.setdefault(c, []).append(i)
+    dup = [at for at in seen.values() if len(at) > 1]
+    if dup:
+        labels = header_labels(stripped)
+        shown = ", ".join(labels[at[0]] if not labels[at[0]].startswith("#") else
+                          " and ".join(f"#{i + 1}" for i in at) for at in dup)
+        raise IngestError(f"{path}: column(s) {shown} appear more than once in the header "
+                          "(after trimming spaces; #N: the column at position N, its header not shown); "
+                          "keep one of each")
+    for reserved in (ROW_NUMBER, LINE_NUMBER):
+        if reserved in stripped:
+            raise IngestError(f"{path}: a column is named {reserved}, which is reserved; rename it")
+
+
+def batches(tf: TextFile, columns: Collection[str] | None = None) -> Iterator[pl.DataFrame]:
+    """The file's rows with a value, a batch at a time: ``_row_number`` and its columns by header
+    (``columns``: only these headers)."""
+    wanted = [h for h in tf.headers if columns is None or h in columns]
+    names = {f"c{tf.headers.index(h)}": h for h in wanted}
+    lf = pl.scan_parquet(tf.parquet).filter(~pl.col(BLANK)).select(ROW_NUMBER, *names).rename(names)
+    yield from lf.collect_batches(chunk_size=BATCH_ROWS)
+
+
+def _scan(tf: TextFile, table: str, allow: PhiAllowList, check_lengths: bool) -> None:
+    """The second pass: value lengths, PHI candidates, time zones; blank rows counted."""
+    counts = pl.scan_parquet(tf.parquet).select(
+        pl.len().alias("rows"), pl.col(BLANK).sum().alias("blank"),
+        *([pl.col(NEWLINES).max().alias("nl")] if tf.is_csv else [])).collect().row(0, named=True)
+    tf.rows_blank = int(counts["blank"] or 0)
+    tf.rows_read = int(counts["rows"]) - tf.rows_blank
+    tf.newlines = bool(counts.get("nl") or 0)
+    phi = PhiScan(tf.headers, table=table, file=str(tf.path), allow=allow)
+    lengths = ValueLengths(tf.headers) if check_lengths else None
+    tf.offsets = OffsetScan(table) if table in TABLES else None
+    for batch in batches(tf):
+        if lengths is not None:
+            lengths.add(batch)
+        phi.add(batch)
+        if tf.offsets is not None:
+            tf.offsets.add(batch)
+    if lengths is not None:
+        lengths.check(tf.path, table if table in TABLES else None)
+
+    def nonempty(column: str) -> int:
+        return sum(nonempty_rows(b[column]) for b in batches(tf, [column]))
+
+    tf.findings = phi.findings(nonempty)
+
+
+def text_frame(tf: TextFile) -> pl.DataFrame:
+    """The whole file as text (rows with a value): ``_row_number`` and its columns by header. For
+    a small file (the patients table, a registry) or a test: this is the frame the reader avoids."""
+    names = {f"c{i}": h for i, h in enumerate(tf.headers)}
+    return (pl.scan_parquet(tf.parquet).filter(~pl.col(BLANK)).select(ROW_NUMBER, *names).rename(names)
+            .collect())
+
+
+def line_numbers(con: duckdb.DuckDBPyConnection, tf: TextFile, rows: pl.Series) -> pl.DataFrame:
+    """``_row_number`` and ``_line_number`` (the line of the file where the row starts; null for
+    Parquet) of ``rows``."""
+    rows = rows.cast(pl.Int64).unique().sort()
+    if tf.first_line is None:
+        return pl.DataFrame({ROW_NUMBER: rows, LINE_NUMBER: pl.Series([None] * rows.len(), dtype=pl.Int64)})
+    if not tf.newlines:
+        return pl.DataFrame({ROW_NUMBER: rows, LINE_NUMBER: rows + (tf.first_line - 1)})
+    con.register("_rows_in", pl.DataFrame({ROW_NUMBER: rows}).to_arrow())
+    try:
+        return pl.from_arrow(con.execute(
+            f"SELECT {ROW_NUMBER}, CAST({LINE_NUMBER} AS BIGINT) AS {LINE_NUMBER} FROM ("
+            f"SELECT {ROW_NUMBER}, {tf.first_line} + {ROW_NUMBER} - 1 + coalesce(sum({NEWLINES}) OVER (ORDER BY "
+            f"{ROW_NUMBER} ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING), 0) AS {LINE_NUMBER} "
+            f"FROM read_parquet('{_sql_path(tf.parquet)}')) SEMI JOIN _rows_in USING ({ROW_NUMBER}) "
+            f"ORDER BY {ROW_NUMBER}").arrow())
+    finally:
+        con.unregister("_rows_in")
