@@ -617,11 +617,12 @@ def fetch_rows(con: duckdb.DuckDBPyConnection, sql: str, params: list | None = N
     return [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
 
 
-def replace_table(con: duckdb.DuckDBPyConnection, name: str, frame: pl.DataFrame) -> None:
-    """Create or replace table ``name`` with the content of ``frame``."""
+def replace_table(con: duckdb.DuckDBPyConnection, name: str, frame: pl.DataFrame, *, temporary: bool = False) -> None:
+    """Create or replace table ``name`` (``temporary``: a temporary table of this connection) with
+    the content of ``frame``."""
     con.register("_frame_in", frame.to_arrow())
     try:
-        con.execute(f'CREATE OR REPLACE TABLE "{name}" AS SELECT * FROM _frame_in')
+        con.execute(f'CREATE OR REPLACE {"TEMP " if temporary else ""}TABLE "{name}" AS SELECT * FROM _frame_in')
     finally:
         con.unregister("_frame_in")
 

@@ -80,7 +80,7 @@ from ketaoutcomes.ingest.staging import update_staging
 from ketaoutcomes.ingest.typed import type_rows
 from ketaoutcomes.registries import Registries, load_registries
 from ketaoutcomes.registries.history import append_registry_batch, rebuild_registries
-from ketaoutcomes.warehouse import append_frame, fetch, fetch_rows, table_exists
+from ketaoutcomes.warehouse import append_frame, fetch, fetch_rows, replace_table, table_exists
 
 __all__ = ["FileLoad", "IngestError", "IngestSummary", "PhiRefused", "check_export_folder", "find_export_files",
            "ingest_export", "read_table_file"]
@@ -512,7 +512,7 @@ def _check_tables(con: duckdb.DuckDBPyConnection, ordered: list[str], staged: di
         typed = fetch(con, f"SELECT _row_number, {names} FROM _typed_{table}")  # (in _row_number order)
         if extra.frame is not None:  # the patients file's own columns, kept as text (ingest.extra)
             typed = typed.join(extra.frame, on="_row_number", how="left")
-            _temp_table(con, "_extra_patients", extra.frame)
+            replace_table(con, "_extra_patients", extra.frame, temporary=True)
             st.extra = True
         # Each row on its own first; then keys among the rows still standing.
         checks = [problems, row_problems(table, typed.select(row_rule_columns(table)), registries,
@@ -531,7 +531,7 @@ def _check_tables(con: duckdb.DuckDBPyConnection, ordered: list[str], staged: di
         problems = pl.concat([own, duplicate_problems(table, standing)], how="vertical_relaxed")
         del standing
         bad = problems.select("_row_number").unique()
-        _temp_table(con, f"_bad_{table}", bad)
+        replace_table(con, f"_bad_{table}", bad, temporary=True)
         if table in _PARENT_COLUMNS:
             cols = _PARENT_COLUMNS[table]
             key = cols[0]
@@ -576,14 +576,6 @@ def _repeated_keys(con: duckdb.DuckDBPyConnection, table: str, typed: pl.DataFra
         return typed.clear()
     return typed.join(pl.DataFrame({"_row_number": [r[0] for r in rows]}, schema={"_row_number": pl.Int64}),
                       on="_row_number", how="semi")
-
-
-def _temp_table(con: duckdb.DuckDBPyConnection, name: str, frame: pl.DataFrame) -> None:
-    con.register("_frame_in", frame.to_arrow())
-    try:
-        con.execute(f"CREATE OR REPLACE TEMP TABLE {name} AS SELECT * FROM _frame_in")
-    finally:
-        con.unregister("_frame_in")
 
 
 def _write(con: duckdb.DuckDBPyConnection, export_dir: Path, ordered: list[str], staged: dict[str, _Staged], regs,
