@@ -143,6 +143,8 @@ def main() -> None:
     ap.add_argument("--dask", type=int, metavar="N", help="instead: the analysis of N patients serially and on Dask "
                     "with 1 and 2 workers (scripts/bench_fanout.py)")
     args = ap.parse_args()
+    if args.nightly is not None and not 0 < args.nightly <= 100:
+        ap.error(f"--nightly is a percentage of the patients in (0, 100], not {args.nightly:g}")
     if args.dask:
         from bench_fanout import main as bench_fanout
 
