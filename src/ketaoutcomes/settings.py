@@ -19,6 +19,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, model_validator
 
 from ketaoutcomes.endpoints import DEFAULT_ENDPOINTS, ENDPOINTS
+from ketaoutcomes.protocol import TargetTrialProtocol
 from ketaoutcomes.suggest import closest, did_you_mean
 
 __all__ = [
@@ -470,10 +471,19 @@ class StudySettings(_Frozen):
     relapse: RelapseSettings = RelapseSettings()
     secondary: SecondarySettings = SecondarySettings()
     report: ReportSettings = ReportSettings()
+    #: A target trial to emulate (``[target_trial]``; :mod:`ketaoutcomes.protocol`), or none. Left
+    #: out of the settings' JSON and id when none, so a study without one keeps its id.
+    target_trial: TargetTrialProtocol | None = None
     #: Seed of every random step of the analysis (no hidden randomness).
     random_seed: int = Field(default=20261121, ge=0)
     #: The file the settings were read from (load_study), for messages; not a setting (not in the id).
     _source: str | None = PrivateAttr(default=None)
+
+    def model_dump(self, **kwargs) -> dict:
+        data = super().model_dump(**kwargs)
+        if "target_trial" in data and data["target_trial"] is None:
+            del data["target_trial"]
+        return data
 
     def __eq__(self, other: object) -> bool:  # the settings, not where they were read from
         return isinstance(other, StudySettings) and self.canonical_json() == other.canonical_json()
@@ -551,5 +561,13 @@ def _problem(error: dict) -> str:
     if error["type"] != "extra_forbidden" or not loc:
         return f"{where}: {error['msg']}"
     group = GROUPS.get(loc[0]) if len(loc) == 2 else None
+    if loc[0] == "target_trial" and len(loc) >= 2:  # [target_trial] and its [target_trial.eligibility]
+        group = TargetTrialProtocol
+        for part in loc[1:-1]:
+            field = group.model_fields.get(part)
+            group = field.annotation if field is not None and isinstance(field.annotation, type) else None
+            if group is None or not issubclass(group, BaseModel):
+                group = None
+                break
     known = list(group.model_fields) if group else [*StudySettings.model_fields, *FLAT_KEYS]
     return f"{where}: unknown setting" + did_you_mean(loc[-1], known)

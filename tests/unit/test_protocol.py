@@ -1,0 +1,54 @@
+"""The target-trial protocol (ketaoutcomes.protocol): validated, hashed with the study, and
+invisible to the id of a study that declares none."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from ketaoutcomes.protocol import TargetTrialProtocol
+from ketaoutcomes.settings import StudySettings, load_study
+
+
+def test_a_study_without_a_protocol_keeps_its_id_and_json():
+    study = StudySettings()
+    assert "target_trial" not in json.loads(study.canonical_json())
+    # the JSON of a run stored before protocols existed reads back to the same settings and id
+    again = StudySettings.model_validate(json.loads(study.canonical_json()))
+    assert again.target_trial is None and again.settings_id == study.settings_id
+
+
+def test_an_empty_target_trial_table_declares_the_default_trial_and_changes_the_id(tmp_path):
+    path = tmp_path / "tt.toml"
+    path.write_text("[target_trial]\n")
+    study = load_study(path)
+    assert study.target_trial == TargetTrialProtocol()
+    assert study.target_trial.grace_days == 30 and study.target_trial.eligibility.failed_arm == "ssri"
+    assert study.settings_id != StudySettings().settings_id
+    assert json.loads(study.canonical_json())["target_trial"]["grace_days"] == 30
+    # any protocol field is part of the id
+    assert study.updated(target_trial={"grace_days": 14}).settings_id != study.settings_id
+
+
+@pytest.mark.parametrize("table, message", [
+    ("grace_days = 90", "grace_days (90) must end before followup_days (90)"),
+    ("risk_days = [28, 7]", "risk_days [28, 7] must be increasing"),
+    ("risk_days = [7, 120]", "risk_days go to day 120, past followup_days (90)"),
+    ("rmst_horizon_days = 100", "rmst_horizon_days (100) is past followup_days (90)"),
+    ("truncation = 0.3", "truncation"),
+    ("treatment_arms = ['ssri']", "treatment_arms include the failed arm 'ssri'"),
+    ("negative_controls = [{name = 'fracture'}, {name = 'fracture'}]", "repeat a name: ['fracture']"),
+    ("negative_controls = [{name = 'Fracture!'}]", "must be lower case letters"),
+    ("grace_day = 30", 'target_trial.grace_day: unknown setting; did you mean "grace_days"?'),
+    ("eligibility = {washout = 3}", 'target_trial.eligibility.washout: unknown setting; did you mean "washout_days"?'),
+    ("eligibility = {min_age = 70, max_age = 60}", "min_age (70) is above max_age (60)"),
+    ("eligibility = {failure_end_reasons = ['bored']}", "failure_end_reasons"),
+])
+def test_a_wrong_protocol_is_refused_in_one_line_naming_the_field(tmp_path, table, message):
+    path = tmp_path / "bad.toml"
+    path.write_text(f"[target_trial]\n{table}\n")
+    with pytest.raises(ValueError) as err:
+        load_study(path)
+    text = str(err.value)
+    assert message in text and "\n" not in text and str(path) in text
