@@ -171,7 +171,7 @@ def test_bootstrap_refits_the_study_propensity_model_in_every_replicate_and_is_s
     calls = []
     real = contrasts_module.fit_pair_propensity
     monkeypatch.setattr(contrasts_module, "fit_pair_propensity",
-                        lambda pair, target, s: calls.append(pair.height) or real(pair, target, s))
+                        lambda pair, target, s, **kw: calls.append(pair.height) or real(pair, target, s, **kw))
     verdict = {"ketamine_iv": ("pass", None)}
     a, _ = contrasts_module.primary_contrasts(frame, "TTRESP", study, ["ketamine_iv"], verdict)
     assert len(calls) == 1 + study.models.bootstrap_replicates  # the point estimate, then one per replicate

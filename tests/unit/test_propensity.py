@@ -450,3 +450,16 @@ def test_new_options_are_checked():
                 {"min_level_prevalence": -0.1}):
         with pytest.raises(ValueError):
             _fit(frame, **bad)
+
+
+@pytest.mark.parametrize("weighting", ["iptw", "overlap", "matching"])
+def test_without_balance_the_scores_and_weights_are_the_same_and_no_table_is_made(weighting):
+    """What a bootstrap replicate asks for (balance=False): the same scores, weights and matches as
+    the full fit, checked against it; only the balance table and its gate are left out."""
+    frame = _simulate(seed=3, beta_x=1.5, n=1500)
+    full, lean = _fit(frame, weighting=weighting), _fit(frame, weighting=weighting, balance=False)
+    assert full.balance.height > 0 and lean.balance.height == 0
+    assert lean.balance.schema == full.balance.schema
+    assert lean.scores.equals(full.scores, null_equal=True)
+    assert lean.max_abs_smd_after is None and full.max_abs_smd_after is not None
+    assert (lean.equipoise, lean.ess_target, lean.n_truncated) == (full.equipoise, full.ess_target, full.n_truncated)

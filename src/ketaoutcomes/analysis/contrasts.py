@@ -101,7 +101,7 @@ def _weights(pair_ids: np.ndarray, scores: pl.DataFrame) -> np.ndarray:
 def _fit(pair: pl.DataFrame, rows: np.ndarray, target: str, study: StudySettings) -> np.ndarray:
     """Weights of the draw ``rows`` of ``pair`` (row i of the draw: patient ``rows[i]``)."""
     draw = pair[rows].with_columns(pl.Series("USUBJID", np.arange(len(rows)).astype(str)))
-    return _weights(np.arange(len(rows)), fit_pair_propensity(draw, target, study).scores)
+    return _weights(np.arange(len(rows)), fit_pair_propensity(draw, target, study, balance=False).scores)
 
 
 def _both(s: CurveSummaries, b: int | slice) -> dict[str, np.ndarray]:

@@ -150,11 +150,12 @@ def ps_model_label(study: StudySettings) -> str:
     return f"ridge (prior variance {p.ridge_variance:g})" if p.model == "ridge" else "logistic (unpenalised)"
 
 
-def fit_pair_propensity(pair: pl.DataFrame, target: str, study: StudySettings):
+def fit_pair_propensity(pair: pl.DataFrame, target: str, study: StudySettings, *, balance: bool = True):
     """The study's propensity model, weights (or matches) and diagnostics of ``target`` vs the reference
     arm on ``pair`` (:func:`ketaoutcomes.models.propensity.fit_propensity` with the study's settings):
     the one call the primary comparison and its bootstrap (:mod:`ketaoutcomes.analysis.contrasts`)
-    share, so a replicate refits exactly the model the study configures."""
+    share, so a replicate refits exactly the model the study configures (a replicate uses only the
+    weights: ``balance=False`` skips the balance table, which does not change them)."""
     from ketaoutcomes.models.propensity import fit_propensity
 
     covs = ModelTerms.of(study).with_strata  # site moves arm choice: a confounder for the propensity model
@@ -164,7 +165,7 @@ def fit_pair_propensity(pair: pl.DataFrame, target: str, study: StudySettings):
                           categorical=categorical, weighting=p.weighting, truncation=p.ps_truncation,
                           max_smd=p.max_smd, min_equipoise=p.min_equipoise, equipoise_bounds=p.equipoise_bounds,
                           balance_alpha=p.balance_alpha, model=p.model, ridge_variance=p.ridge_variance,
-                          min_level_prevalence=p.min_level_prevalence, **matching_options(study))
+                          min_level_prevalence=p.min_level_prevalence, balance=balance, **matching_options(study))
 
 
 def matching_options(study: StudySettings) -> dict:

@@ -493,6 +493,7 @@ def fit_propensity(
     model: str = "ridge",
     ridge_variance: float = 10.0,
     min_level_prevalence: float = 0.02,
+    balance: bool = True,
 ) -> PropensityResult:
     """Propensity score model, weights and balance diagnostics for one arm pair.
 
@@ -536,6 +537,10 @@ def fit_propensity(
         Levels of a categorical covariate are left out of the model and the gate,
         rarest first, while together they are shared by fewer than this share of the
         patients of the two arms (0: none is left out).
+    balance : bool
+        False: the balance table and its part of the gate are not computed (an empty
+        ``balance``, ``max_abs_smd_after`` None), for a caller that uses only the scores and
+        weights (a bootstrap replicate); the scores, weights and every other field are the same.
 
     Returns
     -------
@@ -689,11 +694,14 @@ def fit_propensity(
 
     # --- balance
     # after matching: means over the matched patients (weight 1; the unmatched weigh 0)
-    balance_weight = np.where(np.isnan(weight), 0.0, weight) if weighting == "matching" else weight
-    balance = _balance(design, treated, balance_weight, threshold=max_smd)
-    after = "matching" if weighting == "matching" else "weighting"
-    max_abs, balance_reasons = _balance_gate(balance.filter(pl.col("in_gate")), max_smd, balance_alpha, after)
-    reasons += balance_reasons
+    if balance:
+        balance_weight = np.where(np.isnan(weight), 0.0, weight) if weighting == "matching" else weight
+        table = _balance(design, treated, balance_weight, threshold=max_smd)
+        after = "matching" if weighting == "matching" else "weighting"
+        max_abs, balance_reasons = _balance_gate(table.filter(pl.col("in_gate")), max_smd, balance_alpha, after)
+        reasons += balance_reasons
+    else:
+        table, max_abs = pl.DataFrame(schema=_BALANCE_SCHEMA), None
 
     if weighting == "matching":
         ess_t, ess_c = float(n_mt), float(n_mc)
@@ -720,7 +728,7 @@ def fit_propensity(
         target=target,
         comparator=comparator,
         scores=scores,
-        balance=balance,
+        balance=table,
         equipoise=equipoise,
         max_abs_smd_after=max_abs,
         n_target=n_t,
