@@ -463,7 +463,7 @@ def test_clean_exports_load_whole(base):
     assert {f.table: f.rows_quarantined for f in summary.files} == {t: 0 for t in TABLE_ORDER}
 
 
-@settings(max_examples=50, **SETTINGS)
+@settings(max_examples=30, **SETTINGS)  # derandomized: the same 30 each run (the corpus keeps past finds)
 @given(case=corrupted("tiny"), preload=st.booleans())
 def test_corrupted_tiny_export(case, preload):
     run(case.files, case, preload=preload)
