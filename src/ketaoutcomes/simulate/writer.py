@@ -27,7 +27,7 @@ from .cohort import (
 )
 from .params import GeneratorParameters
 
-__all__ = ["simulate_cohort", "build_truth", "TRUTH_FILE", "LATENT_FILE"]
+__all__ = ["simulate_cohort", "build_truth", "write_frame", "TRUTH_FILE", "LATENT_FILE"]
 
 TRUTH_FILE = "truth.json"
 #: Optional per-patient latent truth (not an import table), written with write_latent=True.
@@ -75,6 +75,17 @@ class _TableWriter:
             except Exception:  # noqa: BLE001 - best effort while failing
                 pass
         self.tmp.unlink(missing_ok=True)
+
+
+def write_frame(path: Path, fmt: str, df: pl.DataFrame) -> None:
+    """Write one whole table file as :func:`simulate_cohort` writes its chunks (``fmt`` csv or parquet)."""
+    w = _TableWriter(path, fmt)
+    try:
+        w.write(df)
+    except BaseException:
+        w.abort()
+        raise
+    w.close()
 
 
 def simulate_cohort(
