@@ -112,6 +112,7 @@ def _user_errors() -> tuple[type[Exception], ...]:
     """Errors that mean the input or the machine needs fixing (their message says how: a file that
     cannot be written is an OSError naming it); anything else is a bug."""
     from ketaoutcomes.analysis.checks import StudyMismatch
+    from ketaoutcomes.derive.target_trial import TargetTrialMismatch
     from ketaoutcomes.ingest import IngestError
     from ketaoutcomes.ingest.rollback import RollbackError
     from ketaoutcomes.pipeline import AnalysisNotReady, SimulationRefused
@@ -122,7 +123,7 @@ def _user_errors() -> tuple[type[Exception], ...]:
 
     return (IngestError, AnalysisNotReady, StudyMismatch, StudyFileError, ContractError, WarehouseBusy,
             WarehouseChanged, WarehouseMissing, DiskFull, RollbackError, SimulationRefused, QueryRefused,
-            CommandError, ReproduceRefused, SimulationProtocolError, OSError)
+            CommandError, ReproduceRefused, SimulationProtocolError, TargetTrialMismatch, OSError)
 
 
 def _error(text: str) -> None:
