@@ -47,7 +47,7 @@ from ketaoutcomes.settings import SimulationSettings
 
 from .arrays import Streams, clock_minute, expand, ids, null_where, pick
 from .ssri_failure import SSRIFailureParameters, simulate_ssri_failure, strategy_truth
-from .writer import LATENT_FILE, TRUTH_FILE, write_frame
+from .writer import LATENT_FILE, TRUTH_FILE, prepare_folder, write_frame
 
 __all__ = ["EXPORT_VERSION", "INDUCTION_DAYS", "SSRI_DRUGS", "SimulationProtocolError", "ssri_failure_tables",
            "write_ssri_failure_export"]
@@ -247,13 +247,8 @@ def write_ssri_failure_export(settings: SimulationSettings, out_dir: Path | str,
     reg = load_registries()
     p = params or SSRIFailureParameters(followup_days=protocol.followup_days)
     frames, person = ssri_failure_tables(settings, params=p, registries=reg)
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    out = prepare_folder(out_dir, settings.file_format)
     ext = settings.file_format
-    other = "parquet" if ext == "csv" else "csv"
-    for name in TABLE_ORDER:
-        (out / f"{name}.{other}").unlink(missing_ok=True)
-    (out / TRUTH_FILE).unlink(missing_ok=True)
     for name, frame in frames.items():
         write_frame(out / f"{name}.{ext}", ext, frame)
     write_frame(out / LATENT_FILE, "parquet", person)
