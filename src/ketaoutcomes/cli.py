@@ -100,10 +100,11 @@ def _study(path: Path | None) -> StudySettings:
         raise StudyFileError(str(exc)) from None
 
 
-def _simulation(**fields) -> SimulationSettings:
-    """Simulation settings from options; an out-of-range value is a usage error naming the option."""
+def _simulation(study: StudySettings | None = None, **fields) -> SimulationSettings:
+    """Simulation settings from options (the synthetic cohort of ``study`` when given); an
+    out-of-range value is a usage error naming the option."""
     try:
-        return SimulationSettings(**fields)
+        return SimulationSettings.for_study(study, **fields) if study is not None else SimulationSettings(**fields)
     except ValidationError as exc:
         raise typer.BadParameter("; ".join(f"{e['loc'][0]}: {e['msg']}" for e in exc.errors())) from None
 
@@ -297,9 +298,7 @@ def report(
     dbp = _db(db)
     with _errors(), _progress() as progress:
         settings = _study(study)
-        # a target-trial study's synthetic cohort is the SSRI-failure cohort of its protocol
-        trial = {} if settings.target_trial is None else {"design": "ssri_failure", "target_trial": settings.target_trial}
-        sim = _simulation(**given, **trial)
+        sim = _simulation(settings, **given)  # a target-trial study's: the SSRI-failure cohort of its protocol
         if given:  # never ignored: the warehouse must be empty or hold this very cohort
             check_cohort_fits(dbp, synthetic_export_dir(sim, dbp))
         outcomes = run_report(dbp, settings, sim=sim, export_dir=export_dir, reports_dir=reports_dir,

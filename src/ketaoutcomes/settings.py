@@ -171,6 +171,14 @@ class SimulationSettings(_Frozen):
             raise ValueError("target_trial is a setting of the ssri_failure design (design = \"ssri_failure\")")
         return self
 
+    @classmethod
+    def for_study(cls, study: "StudySettings", **fields) -> "SimulationSettings":
+        """The synthetic cohort of ``study`` (``fields``: size, seed, ...): for a study with a
+        ``[target_trial]`` the SSRI-failure cohort of its protocol, else the route cohort."""
+        if study.target_trial is not None:
+            fields = {"design": "ssri_failure", "target_trial": study.target_trial, **fields}
+        return cls(**fields)
+
     @property
     def protocol(self) -> TargetTrialProtocol:
         """The target trial an ``ssri_failure`` cohort is simulated for (the default protocol when none)."""

@@ -41,6 +41,11 @@ def test_default_simulation_settings_keep_their_id_and_json():
     assert SimulationSettings.model_validate(json.loads(SIM.canonical_json())) == SIM
     with pytest.raises(ValueError, match="target_trial is a setting of the ssri_failure design"):
         SimulationSettings(target_trial=TargetTrialProtocol())
+    # a study's synthetic cohort (report's and the pipeline flow's embedded default)
+    study = load_study(STUDY_FILE)
+    assert SimulationSettings.for_study(study, seed=4) == SimulationSettings(
+        seed=4, design="ssri_failure", target_trial=study.target_trial)
+    assert SimulationSettings.for_study(load_study(None), seed=4) == SimulationSettings(seed=4)
 
 
 def test_tables_have_the_contract_columns_and_the_person_level_cohort_of_the_seed(tables):
