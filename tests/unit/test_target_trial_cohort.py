@@ -138,6 +138,12 @@ def test_outcome_censoring_and_start_follow_the_definitions():
     }
 
 
+def test_without_sessions_a_course_starts_on_its_start_date():
+    p, c, _, m = tables([patient("P1")], [failed("P1"), course("P1", "P1-2", "ketamine_iv", 6)], [], rated("P1"))
+    frame, _ = target_trial_cohort(p, c, None, m, registries=load_registries(), study=study())
+    assert frame.select("start_day", "start_arm").row(0) == (6, "ketamine_iv")
+
+
 def test_treatment_arms_thresholds_and_remission_come_from_the_protocol_and_study():
     pats = [patient("P1"), patient("P2")]
     courses = [failed("P1"), course("P1", "P1-2", "ketamine_oral", 2), course("P1", "P1-3", "ketamine_iv", 9),

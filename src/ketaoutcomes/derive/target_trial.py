@@ -113,10 +113,11 @@ def _days(later: pl.Expr, time_zero: pl.Expr) -> pl.Expr:
     return (later.cast(pl.Date) - time_zero).dt.total_days().cast(pl.Int64)
 
 
-def target_trial_cohort(patients: pl.DataFrame, courses: pl.DataFrame, sessions: pl.DataFrame,
+def target_trial_cohort(patients: pl.DataFrame, courses: pl.DataFrame, sessions: pl.DataFrame | None,
                         mood_scores: pl.DataFrame, *, registries: Registries, study: StudySettings
                         ) -> tuple[pl.DataFrame, pl.DataFrame]:
-    """The trial's cohort (module doc) and its attrition.
+    """The trial's cohort (module doc) and its attrition. ``sessions`` may be None (an export
+    without sessions: a course starts on its start date).
 
     Returns
     -------
@@ -210,7 +211,7 @@ def _attrition(n_patients: int, steps: list[tuple[str, pl.DataFrame]]) -> pl.Dat
     return pl.DataFrame(rows, schema=ATTRITION_SCHEMA)
 
 
-def _follow(trial: pl.DataFrame, ratings: pl.DataFrame, courses: pl.DataFrame, sessions: pl.DataFrame,
+def _follow(trial: pl.DataFrame, ratings: pl.DataFrame, courses: pl.DataFrame, sessions: pl.DataFrame | None,
             study: StudySettings, protocol: TargetTrialProtocol, registries: Registries, instrument,
             others: list[str], extras: list[str]) -> pl.DataFrame:
     """Outcome, censoring and start of treatment of each patient's trial (module doc)."""
@@ -227,7 +228,9 @@ def _follow(trial: pl.DataFrame, ratings: pl.DataFrame, courses: pl.DataFrame, s
     first = inside.filter(qualifies).group_by("patient_id").agg(pl.col("_day").min().alias("_event_day"))
     seen = after.group_by("patient_id").agg(pl.col("_day").max().alias("_last"))
     arms = list(treatment_arms(protocol, registries))
-    first_dose = (sessions.group_by("course_id").agg(pl.col("session_ts").min().cast(pl.Date).alias("_dose")))
+    if sessions is None:
+        sessions = pl.DataFrame(schema={"course_id": pl.String, "session_ts": pl.Datetime("us")})
+    first_dose = sessions.group_by("course_id").agg(pl.col("session_ts").min().cast(pl.Date).alias("_dose"))
     starts = (courses.filter(pl.col("arm").is_in(arms)).join(first_dose, on="course_id", how="left")
               .select("patient_id", "arm", "course_id", pl.coalesce("_dose", "start_date").alias("_first"))
               .join(trial.select("patient_id", "time_zero"), on="patient_id", how="inner")
