@@ -117,9 +117,9 @@ def load_study(study_file: str | None) -> StudySettings:
     return settings_load_study(study_file)
 
 
-def _simulation(n_patients: int | None, seed: int | None) -> SimulationSettings:
+def _simulation(n_patients: int | None, seed: int | None, study: StudySettings) -> SimulationSettings:
     given = {k: v for k, v in {"n_patients": n_patients, "seed": seed}.items() if v is not None}
-    return SimulationSettings(**given)
+    return SimulationSettings.for_study(study, **given)  # a target-trial study's: the SSRI-failure cohort
 
 
 # --------------------------------------------------------------------------- tasks
@@ -326,7 +326,8 @@ def ketaoutcomes_pipeline(
     synthetic cohort is simulated when ``n_patients``/``seed`` are given (into
     ``export_dir``, default the folder of ``ketaoutcomes.pipeline.synthetic_export_dir``:
     beside the warehouse, named by the settings; SimulationSettings with the other
-    fields at their defaults; the simulate step itself skips when the folder already
+    fields at their defaults, for a study with a ``[target_trial]`` the SSRI-failure cohort
+    of its protocol; the simulate step itself skips when the folder already
     holds that cohort), or when no export is given and the warehouse is empty (the
     default cohort). A cohort asked for by ``n_patients``/``seed`` fails the flow before any
     step when the warehouse holds other data (it would be loaded on top of it). The ingest flow
@@ -336,8 +337,7 @@ def ketaoutcomes_pipeline(
     Returns the report path (str).
     """
     # validate every input before any step runs
-    sim = _simulation(n_patients, seed)
-    load_study(study_file)
+    sim = _simulation(n_patients, seed, load_study(study_file))
     execution_settings()
     db_path = _path(db, default_db_path())
     asked = n_patients is not None or seed is not None

@@ -100,10 +100,11 @@ def _study(path: Path | None) -> StudySettings:
         raise StudyFileError(str(exc)) from None
 
 
-def _simulation(**fields) -> SimulationSettings:
-    """Simulation settings from options; an out-of-range value is a usage error naming the option."""
+def _simulation(study: StudySettings | None = None, **fields) -> SimulationSettings:
+    """Simulation settings from options (the synthetic cohort of ``study`` when given); an
+    out-of-range value is a usage error naming the option."""
     try:
-        return SimulationSettings(**fields)
+        return SimulationSettings.for_study(study, **fields) if study is not None else SimulationSettings(**fields)
     except ValidationError as exc:
         raise typer.BadParameter("; ".join(f"{e['loc'][0]}: {e['msg']}" for e in exc.errors())) from None
 
@@ -112,16 +113,18 @@ def _user_errors() -> tuple[type[Exception], ...]:
     """Errors that mean the input or the machine needs fixing (their message says how: a file that
     cannot be written is an OSError naming it); anything else is a bug."""
     from ketaoutcomes.analysis.checks import StudyMismatch
+    from ketaoutcomes.derive.target_trial import TargetTrialMismatch
     from ketaoutcomes.ingest import IngestError
     from ketaoutcomes.ingest.rollback import RollbackError
     from ketaoutcomes.pipeline import AnalysisNotReady, SimulationRefused
     from ketaoutcomes.reproduce import ReproduceRefused
+    from ketaoutcomes.simulate.ssri_failure_export import SimulationProtocolError
     from ketaoutcomes.table_contract import ContractError
     from ketaoutcomes.warehouse import DiskFull, QueryRefused, WarehouseBusy, WarehouseChanged, WarehouseMissing
 
     return (IngestError, AnalysisNotReady, StudyMismatch, StudyFileError, ContractError, WarehouseBusy,
             WarehouseChanged, WarehouseMissing, DiskFull, RollbackError, SimulationRefused, QueryRefused,
-            CommandError, ReproduceRefused, OSError)
+            CommandError, ReproduceRefused, SimulationProtocolError, TargetTrialMismatch, OSError)
 
 
 def _error(text: str) -> None:
@@ -184,11 +187,24 @@ def simulate(
     seed: Annotated[int, typer.Option("--seed", help="Random seed: the same seed gives the same files.")] = SimulationSettings().seed,
     out_dir: Annotated[Optional[Path], typer.Option("--out", help="Folder to write the export into (never one holding an export that no simulation wrote). Default: data/synthetic/default for the default cohort, else data/synthetic/n<N>-seed<S>-<settings id>, so no simulation writes over another's.")] = None,
     file_format: Annotated[str, typer.Option("--format", help="csv or parquet.")] = "csv",
+    design: Annotated[str, typer.Option("--design", help="routes: every patient's first course on one arm (the default cohort); ssri-failure: an SSRI course ending in non-response, then ketamine at a confounded time or no ketamine, with the true risks of the target trial's strategies in truth.json (the cohort of a target-trial study).")] = "routes",
+    study: Annotated[Optional[Path], typer.Option("--study", help="With --design ssri-failure: simulate for the [target_trial] of this study file (follow-up, washout, grace period, risk days); default: the default protocol.")] = None,
 ) -> None:
     """Write a synthetic export folder in the import format, plus truth.json with the effects built in."""
     from ketaoutcomes.pipeline import simulate_step, synthetic_export_dir
 
-    sim = _simulation(n_patients=patients, seed=seed, file_format=file_format)
+    if design not in ("routes", "ssri-failure"):
+        raise typer.BadParameter(f"--design {design!r}: routes or ssri-failure")
+    if study is not None and design != "ssri-failure":
+        raise typer.BadParameter("--study gives the target trial of --design ssri-failure: add --design ssri-failure")
+    trial = {}
+    if design == "ssri-failure":
+        with _errors():
+            protocol = _study(study).target_trial if study is not None else None
+        if study is not None and protocol is None:
+            raise typer.BadParameter(f"study file {study} has no [target_trial] table to simulate for")
+        trial = {"design": "ssri_failure", "target_trial": protocol}
+    sim = _simulation(n_patients=patients, seed=seed, file_format=file_format, **trial)
     target = out_dir if out_dir is not None else synthetic_export_dir(sim)
     with _errors(), _progress() as progress:
         _say(simulate_step(sim, target, progress=progress))
@@ -260,7 +276,8 @@ def analyze(db: DbOption = None, study: StudyOption = None) -> None:
     "written.\n\n"
     "With no --export and no data in the default warehouse, the synthetic default cohort is simulated and "
     "loaded first (into data/synthetic/default; with other --patients/--seed into data/synthetic/n<N>-seed<S>-<id>, "
-    "never over another export). A warehouse named by --db or $KETAOUTCOMES_DB must exist or be given an "
+    "never over another export); for a study with a [target_trial] that cohort is the SSRI-failure cohort of its "
+    "protocol (as `simulate --design ssri-failure --study FILE`). A warehouse named by --db or $KETAOUTCOMES_DB must exist or be given an "
     "--export: a mistyped path is an error, never a new warehouse of synthetic data. --patients/--seed on a "
     "warehouse that holds other data are an error, never ignored: a fresh cohort needs a warehouse of its own."))
 def report(
@@ -278,12 +295,13 @@ def report(
     if given and export_dir is not None:
         raise typer.BadParameter("--patients/--seed choose a synthetic cohort; --export loads the export given: "
                                  "give one or the other")
-    sim = _simulation(**given)
     dbp = _db(db)
     with _errors(), _progress() as progress:
+        settings = _study(study)
+        sim = _simulation(settings, **given)  # a target-trial study's: the SSRI-failure cohort of its protocol
         if given:  # never ignored: the warehouse must be empty or hold this very cohort
             check_cohort_fits(dbp, synthetic_export_dir(sim, dbp))
-        outcomes = run_report(dbp, _study(study), sim=sim, export_dir=export_dir, reports_dir=reports_dir,
+        outcomes = run_report(dbp, settings, sim=sim, export_dir=export_dir, reports_dir=reports_dir,
                               embedded_default=dbp == home_db_path().resolve(), progress=progress, on_step=_say,
                               fan_out=_fan_out())
     out.print(f"report:    {outcomes[-1].details['report_path']}", markup=False, highlight=False, soft_wrap=True)

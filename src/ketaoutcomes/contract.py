@@ -199,9 +199,11 @@ COURSES = Table(
         Column("end_date", "DATE", False, "Last day of the course; empty if ongoing at export"),
         Column(
             "end_reason", "VARCHAR", False,
-            "Why the course ended; 'switched' and 'new_antidepressant' end follow-up as intercurrent events",
+            "Why the course ended; 'switched' and 'new_antidepressant' end follow-up as intercurrent events; "
+            "'non_response': stopped because it did not work (an adequate trial that failed: the end_date is the "
+            "failure date, time zero of a target-trial study; see Treatment history)",
             allowed=("completed", "switched", "new_antidepressant", "adverse_event",
-                     "lost_to_follow_up", "ongoing", "other"),
+                     "lost_to_follow_up", "ongoing", "non_response", "other"),
         ),
         Column("concomitant_ssri", "BOOLEAN", False, "An SSRI was continued during the course"),
         Column("concomitant_benzodiazepine", "BOOLEAN", False, "A benzodiazepine was taken during the course"),

@@ -141,7 +141,9 @@ SYNTHETIC_MARKER = ".ketaoutcomes-synthetic"
 
 
 def simulate_step(sim: SimulationSettings, out_dir: Path, *, progress: Progress | None = None) -> StepOutcome:
-    """Write a synthetic export (plus truth.json) unless ``out_dir`` already holds this exact cohort.
+    """Write a synthetic export (plus truth.json) unless ``out_dir`` already holds this exact cohort:
+    the route cohort, or with ``sim.design`` ``ssri_failure`` the SSRI-failure cohort of
+    ``sim.protocol`` (:mod:`ketaoutcomes.simulate.ssri_failure_export`).
 
     Raises
     ------
@@ -149,6 +151,7 @@ def simulate_step(sim: SimulationSettings, out_dir: Path, *, progress: Progress 
         ``out_dir`` holds import files that no simulation wrote (a real export): never overwritten.
     """
     from ketaoutcomes.simulate import simulate_cohort  # imported when needed
+    from ketaoutcomes.simulate.ssri_failure_export import write_ssri_failure_export
     from ketaoutcomes.truth import observed_grid_estimands
 
     out_dir = Path(out_dir)
@@ -167,12 +170,15 @@ def simulate_step(sim: SimulationSettings, out_dir: Path, *, progress: Progress 
     out_dir.mkdir(parents=True, exist_ok=True)
     marker.touch()
     stamp.unlink(missing_ok=True)
-    simulate_cohort(sim, out_dir, progress=(lambda i, n: progress("simulating", i, n)) if progress else None)
-    # Add what the analysis of the observed (visit-grid) data should recover.
-    truth_file = out_dir / "truth.json"
-    truth = json.loads(truth_file.read_text())
-    truth["estimands_observed_grid"] = observed_grid_estimands(sim)
-    truth_file.write_text(json.dumps(truth, indent=2) + "\n")
+    if sim.design == "ssri_failure":  # its truth.json holds the strategy truth of its protocol
+        write_ssri_failure_export(sim, out_dir)
+    else:
+        simulate_cohort(sim, out_dir, progress=(lambda i, n: progress("simulating", i, n)) if progress else None)
+        # Add what the analysis of the observed (visit-grid) data should recover.
+        truth_file = out_dir / "truth.json"
+        truth = json.loads(truth_file.read_text())
+        truth["estimands_observed_grid"] = observed_grid_estimands(sim)
+        truth_file.write_text(json.dumps(truth, indent=2) + "\n")
     stamp.write_text(sim.canonical_json())
     secs = time.perf_counter() - t0
     return StepOutcome("simulate", True, f"simulated {sim.n_patients:,} patients (seed {sim.seed}) into {out_dir} in {secs:.1f} s",

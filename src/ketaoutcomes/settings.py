@@ -138,7 +138,15 @@ def execution_settings(environ: dict[str, str] | None = None) -> ExecutionSettin
 
 
 class SimulationSettings(_Frozen):
-    """What the simulator needs; the defaults make the embedded default cohort."""
+    """What the simulator needs; the defaults make the embedded default cohort.
+
+    ``design`` chooses the cohort: ``routes`` (the default: every patient's first course on one arm,
+    :mod:`ketaoutcomes.simulate.cohort`) or ``ssri_failure`` (an SSRI course ending in non-response,
+    then ketamine at a confounded time or no ketamine: the data of a target-trial study,
+    :mod:`ketaoutcomes.simulate.ssri_failure_export`), simulated for ``target_trial`` (its
+    follow-up, washout, grace period, risk days and horizon; the default protocol when none).
+    ``design`` and ``target_trial`` are left out of the JSON and id while they are the defaults, so
+    the default cohort keeps its settings id (and its folder, truth file and stamp)."""
 
     n_patients: int = Field(default=2000, ge=100, le=1_000_000)
     seed: int = Field(default=20261121, ge=0)
@@ -146,6 +154,35 @@ class SimulationSettings(_Frozen):
     #: Calendar anchor of the (shifted) dates; a constant, never today's date.
     origin_date: str = "2024-01-01"
     file_format: str = Field(default="csv", pattern="^(csv|parquet)$")
+    design: Literal["routes", "ssri_failure"] = "routes"
+    target_trial: TargetTrialProtocol | None = None
+
+    def model_dump(self, **kwargs) -> dict:
+        data = super().model_dump(**kwargs)
+        if data.get("design") == "routes":
+            del data["design"]
+        if "target_trial" in data and data["target_trial"] is None:
+            del data["target_trial"]
+        return data
+
+    @model_validator(mode="after")
+    def _design(self) -> "SimulationSettings":
+        if self.target_trial is not None and self.design != "ssri_failure":
+            raise ValueError("target_trial is a setting of the ssri_failure design (design = \"ssri_failure\")")
+        return self
+
+    @classmethod
+    def for_study(cls, study: "StudySettings", **fields) -> "SimulationSettings":
+        """The synthetic cohort of ``study`` (``fields``: size, seed, ...): for a study with a
+        ``[target_trial]`` the SSRI-failure cohort of its protocol, else the route cohort."""
+        if study.target_trial is not None:
+            fields = {"design": "ssri_failure", "target_trial": study.target_trial, **fields}
+        return cls(**fields)
+
+    @property
+    def protocol(self) -> TargetTrialProtocol:
+        """The target trial an ``ssri_failure`` cohort is simulated for (the default protocol when none)."""
+        return self.target_trial or TargetTrialProtocol()
 
 
 class CohortSettings(_Frozen):

@@ -495,6 +495,21 @@ def test_parent_flow_simulates_beside_the_named_warehouse(prefect_harness, fresh
     assert not (fresh_home / "data").exists()
 
 
+def test_parent_flow_simulates_the_ssri_failure_cohort_for_a_target_trial_study(prefect_harness, fresh_home,
+                                                                                monkeypatch):
+    """As `report --study`: a study with a [target_trial] gets the SSRI-failure cohort of its protocol."""
+    from ketaoutcomes.settings import DEFAULT_STUDY_FILE, SimulationSettings, load_study
+
+    calls = _recorded_steps(monkeypatch)
+    study_file = DEFAULT_STUDY_FILE.parent / "ssri_failure.toml"
+    db = fresh_home / "scratch" / "x.duckdb"
+    state = fp.ketaoutcomes_pipeline(db=str(db), n_patients=500, seed=7, study_file=str(study_file), return_state=True)
+    assert state.is_completed(), state.message
+    sim = SimulationSettings(n_patients=500, seed=7, design="ssri_failure",
+                             target_trial=load_study(study_file).target_trial)
+    assert calls[0] == ("simulate", sim, fresh_home / "scratch" / "x.duckdb.synthetic" / f"n500-seed7-{sim.settings_id}")
+
+
 @pytest.mark.slow
 def test_nightly_ingest_refuses_the_files_a_rollback_removed_and_loads_a_corrected_one(prefect_harness, tmp_path):
     """After `rollback`, the nightly export folder still holds the removed files: the nightly run used to

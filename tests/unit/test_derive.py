@@ -187,6 +187,26 @@ def test_switch_ends_follow_up_with_its_own_code():
     assert (r["ARM"], r["CNSR"], r["AVAL"]) == ("ssri", 2, 27.0)
 
 
+@pytest.mark.parametrize("reason", ["non_response", "completed"])
+def test_a_course_ended_for_non_response_ends_like_a_completed_one(reason):
+    # An SSRI that failed on day 28, ketamine from day 35 (the target-trial export of docs/import-format.md):
+    # non_response is not an intercurrent event, so ratings between the end and the next course still count
+    # for the SSRI course, and the next course's start ends its follow-up, exactly as after "completed".
+    courses = [
+        {"course_id": "C1", "patient_id": "P1", "arm": "ssri", "end_date": day(28).date(), "end_reason": reason},
+        {"course_id": "C2", "patient_id": "P1", "arm": "ketamine_iv", "start_date": day(35).date()},
+        {"course_id": "C3", "patient_id": "P2", "arm": "ssri", "end_date": day(28).date(), "end_reason": reason},
+        {"course_id": "C4", "patient_id": "P2", "arm": "ketamine_iv", "start_date": day(35).date()},
+    ]
+    res = derive(courses, [("P1", -1, 30), ("P1", 14, 25), ("P1", 31, 14), ("P1", 36, 5),
+                           ("P2", -1, 30), ("P2", 14, 25), ("P2", 31, 20), ("P2", 36, 5)])
+    assert res.adsl["ICEREAS"].to_list() == ["new course", "new course"]
+    assert res.adsl["DCREAS"].to_list() == [reason, reason]
+    r1, r2 = row(res, "P1", "TTRESP"), row(res, "P2", "TTRESP")
+    assert (r1["CNSR"], r1["AVAL"]) == (0, 31.0)  # a response seen after the end, before ketamine
+    assert (r2["CNSR"], r2["AVAL"]) == (2, 31.0)  # the day-36 rating is in the ketamine course's time
+
+
 def test_instrument_thresholds_come_from_registry_and_study():
     res = derive([{"course_id": "C1", "patient_id": "P1"}], [("P1", -1, 30), ("P1", 5, 12)], remission_max=12)
     assert row(res, "P1", "TTREM")["CNSR"] == 0

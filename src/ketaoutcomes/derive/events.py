@@ -30,7 +30,7 @@ from ketaoutcomes.registries import Instrument
 from ketaoutcomes.settings import StudySettings
 
 __all__ = ["ADTTE_COLUMNS", "DERIVATIONS", "EndpointInput", "EndpointRows", "assessment_days", "days",
-           "derivation", "first_event", "followup_ratings", "instrument_pct"]
+           "derivation", "first_event", "followup_ratings", "instrument_pct", "threshold"]
 
 ADTTE_COLUMNS = [
     "STUDYID", "USUBJID", "COURSEID", "ARM", "PARAMCD", "PARAM", "STARTDT", "ADT", "AVAL", "AVALU",
@@ -72,18 +72,22 @@ class EndpointInput:
 
     @property
     def response_reduction(self) -> float:
-        s = self.study
-        return s.outcomes.response_reduction if s.outcomes.response_reduction is not None else self.instrument.response_reduction
+        return threshold(self.study, self.instrument, "response_reduction")
 
     @property
     def remission_max(self) -> float:
-        s = self.study
-        return s.outcomes.remission_max if s.outcomes.remission_max is not None else self.instrument.remission_max
+        return threshold(self.study, self.instrument, "remission_max")
 
     @property
     def relapse_min(self) -> float:
-        s = self.study
-        return s.outcomes.relapse_min if s.outcomes.relapse_min is not None else self.instrument.relapse_min
+        return threshold(self.study, self.instrument, "relapse_min")
+
+
+def threshold(study: StudySettings, instrument: Instrument, name: str) -> float:
+    """An endpoint threshold (``response_reduction``, ``remission_max``, ``relapse_min``): the
+    study's (``[outcomes]``) when it sets one, else the instrument's registry value."""
+    value = getattr(study.outcomes, name)
+    return value if value is not None else getattr(instrument, name)
 
 
 @dataclass(frozen=True)

@@ -27,7 +27,7 @@ from .cohort import (
 )
 from .params import GeneratorParameters
 
-__all__ = ["simulate_cohort", "build_truth", "TRUTH_FILE", "LATENT_FILE"]
+__all__ = ["simulate_cohort", "build_truth", "prepare_folder", "write_frame", "TRUTH_FILE", "LATENT_FILE"]
 
 TRUTH_FILE = "truth.json"
 #: Optional per-patient latent truth (not an import table), written with write_latent=True.
@@ -77,6 +77,30 @@ class _TableWriter:
         self.tmp.unlink(missing_ok=True)
 
 
+def prepare_folder(out_dir: Path | str, fmt: str) -> Path:
+    """Create ``out_dir`` and remove what a cohort written there before leaves behind: the table
+    files of the other format (the folder holds exactly one cohort), the truth and latent files."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    other = "parquet" if fmt == "csv" else "csv"
+    for name in TABLE_ORDER:
+        (out / f"{name}.{other}").unlink(missing_ok=True)
+    (out / TRUTH_FILE).unlink(missing_ok=True)
+    (out / LATENT_FILE).unlink(missing_ok=True)
+    return out
+
+
+def write_frame(path: Path, fmt: str, df: pl.DataFrame) -> None:
+    """Write one whole table file as :func:`simulate_cohort` writes its chunks (``fmt`` csv or parquet)."""
+    w = _TableWriter(path, fmt)
+    try:
+        w.write(df)
+    except BaseException:
+        w.abort()
+        raise
+    w.close()
+
+
 def simulate_cohort(
     settings: SimulationSettings,
     out_dir: Path | str,
@@ -120,14 +144,8 @@ def simulate_cohort(
     """
     params = params or GeneratorParameters()
     reg = load_registries()
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    out = prepare_folder(out_dir, settings.file_format)
     ext = settings.file_format
-    other = "parquet" if ext == "csv" else "csv"
-    for name in TABLE_ORDER:
-        (out / f"{name}.{other}").unlink(missing_ok=True)
-    (out / TRUTH_FILE).unlink(missing_ok=True)
-    (out / LATENT_FILE).unlink(missing_ok=True)
     writers = {name: _TableWriter(out / f"{name}.{ext}", ext) for name in TABLE_ORDER}
     latent_writer = _TableWriter(out / LATENT_FILE, "parquet") if write_latent else None
     totals: dict[str, dict[str, int]] = {}

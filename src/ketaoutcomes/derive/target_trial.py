@@ -1,0 +1,251 @@
+"""The cohort of a target trial, from the staged tables (pure): one row per eligible patient, with
+time zero, the first start of a treatment arm, the outcome or censoring, and baseline covariates;
+and the attrition of every eligibility rule.
+
+The protocol is :class:`ketaoutcomes.protocol.TargetTrialProtocol` (a study's ``[target_trial]``);
+docs/target-trial.md describes the design. Days are calendar days counted from time zero (a date):
+a rating or session on the day after time zero is day 1.
+
+Eligibility (each rule an attrition row, in this order). A *candidate* is a course on
+``eligibility.failed_arm`` that ended (an ``end_date``) for one of ``failure_end_reasons``; its
+``end_date`` is time zero. A patient stays while one of their candidates passes every rule so far;
+the trial is their first candidate (by end date) that passes them all (``first_failure_only``):
+
+1. a failed course (a candidate at all);
+2. the failed course lasted at least ``min_course_days`` (``end_date - start_date``);
+3. ``age_at_index`` in [``min_age``, ``max_age``] (unknown: excluded);
+4. the records cover the washout: ``observation_start`` at or before time zero - ``washout_days``
+   (unknown: kept, unless the study's ``cohort.require_known_lookback``);
+5. no ketamine in the washout: no course on a ketamine arm (``is_ketamine`` in the registry) that
+   started before time zero and ran into [time zero - ``washout_days``, time zero) (its end date in
+   it or later, or no end date);
+6. a baseline: the last rating of the study's instrument (``cohort.instrument``) dated in
+   [time zero - ``baseline_window_days``, time zero];
+7. for a remission outcome: the baseline above the remission threshold (not in remission already);
+8. a value for every covariate of the protocol (``covariates``).
+
+Outcome and follow-up. Follow-up ratings are those of the instrument dated in
+(time zero, time zero + ``followup_days``]. The outcome (``protocol.outcome``) is the first of them
+that qualifies, with the thresholds the ADTTE endpoints use (the study's ``[outcomes]`` values, else
+the instruments registry's): response, a score at or below baseline x (1 - response_reduction);
+remission, at or below remission_max. Without one, a patient is censored at the last follow-up
+rating, ``end_reason`` "lost" when it is before day ``followup_days``; a patient rated on that day or
+later is censored on day ``followup_days``, "administrative". No follow-up rating: censored at 0,
+"lost".
+
+Start of treatment. ``start_day`` is the day of the first session (the start date of a course
+without sessions) of the first course on a treatment arm (``treatment_arms``, else every ketamine
+arm of the registry) that starts on or after time zero and before the end of follow-up (the
+censoring day above, whatever the outcome: a start after the outcome is still seen); null when
+none. Other courses (an SSRI switch) do not end follow-up: the strategies say what a deviation is.
+
+Negative-control outcomes are not derived here: the import format has no table for them yet.
+"""
+
+from __future__ import annotations
+
+import polars as pl
+
+from ketaoutcomes.derive.adsl import extra_covariate_values
+from ketaoutcomes.derive.events import threshold
+from ketaoutcomes.protocol import TargetTrialProtocol
+from ketaoutcomes.registries import Registries
+from ketaoutcomes.settings import StudySettings
+from ketaoutcomes.suggest import did_you_mean
+
+__all__ = ["ATTRITION_SCHEMA", "FRAME_SCHEMA", "PATIENT_COVARIATES", "TargetTrialMismatch", "protocol_problems",
+           "target_trial_cohort", "treatment_arms"]
+
+#: The columns every frame has (then the study's extra covariates and other patient covariates).
+FRAME_SCHEMA: dict[str, pl.DataType] = {
+    "patient_id": pl.String, "time_zero": pl.Date, "failed_course_id": pl.String, "start_day": pl.Int64,
+    "start_arm": pl.String, "time": pl.Int64, "event": pl.Int8, "end_reason": pl.String,
+    "age_at_index": pl.Int64, "sex": pl.String, "baseline_score": pl.Float64, "prior_failed_trials": pl.Int64,
+}
+ATTRITION_SCHEMA: dict[str, pl.DataType] = {"step": pl.String, "excluded": pl.Int64, "remaining": pl.Int64}
+#: Patient columns a protocol may name as covariates (with ``baseline_score`` and declared extras).
+PATIENT_COVARIATES = ("age_at_index", "sex", "prior_failed_trials", "diagnosis", "weight_kg", "site")
+
+
+class TargetTrialMismatch(ValueError):
+    """The protocol names an arm, instrument or covariate the registries or the study do not have."""
+
+
+def treatment_arms(protocol: TargetTrialProtocol, registries: Registries) -> tuple[str, ...]:
+    """The arms whose start is "starting treatment": the protocol's, else every ketamine arm."""
+    return protocol.treatment_arms or tuple(a for a, arm in registries.arms.items() if arm.is_ketamine)
+
+
+def protocol_problems(study: StudySettings, registries: Registries) -> list[str]:
+    """What in the study's ``[target_trial]`` does not fit the registries (and the study), one
+    sentence each naming the field; empty when it fits (or the study declares no target trial)."""
+    protocol = study.target_trial
+    if protocol is None:
+        return []
+    arms, problems = registries.arms, []
+    failed = protocol.eligibility.failed_arm
+    if failed not in arms:
+        problems.append(f'target_trial.eligibility.failed_arm "{failed}" is not an arm of the registry'
+                        + did_you_mean(failed, arms))
+    elif arms[failed].is_ketamine:
+        problems.append(f'target_trial.eligibility.failed_arm "{failed}" is a ketamine arm: a course on it would '
+                        "be ketamine in the washout of its own trial")
+    for arm in protocol.treatment_arms:
+        if arm not in arms:
+            problems.append(f'target_trial.treatment_arms: "{arm}" is not an arm of the registry' + did_you_mean(arm, arms))
+        elif not arms[arm].is_ketamine:
+            problems.append(f'target_trial.treatment_arms: "{arm}" is not a ketamine arm (is_ketamine in the arms '
+                            'registry); the comparator is "no ketamine"')
+    if not protocol.treatment_arms and not any(a.is_ketamine for a in arms.values()):
+        problems.append("target_trial.treatment_arms is empty and the arms registry has no ketamine arm: name the arms")
+    if study.cohort.instrument not in registries.instruments:
+        problems.append(f'cohort.instrument "{study.cohort.instrument}" (the outcome\'s instrument) is not in the '
+                        "instruments registry" + did_you_mean(study.cohort.instrument, registries.instruments))
+    known = [*PATIENT_COVARIATES, "baseline_score", *study.models.extra_covariates]
+    for cov in protocol.covariates:
+        if cov not in known:
+            problems.append(f'target_trial.covariates: "{cov}" is not a patient column, baseline_score or an extra '
+                            "covariate of [models.extra_covariates]" + did_you_mean(cov, known))
+    return problems
+
+
+def _days(later: pl.Expr, time_zero: pl.Expr) -> pl.Expr:
+    return (later.cast(pl.Date) - time_zero).dt.total_days().cast(pl.Int64)
+
+
+def target_trial_cohort(patients: pl.DataFrame, courses: pl.DataFrame, sessions: pl.DataFrame | None,
+                        mood_scores: pl.DataFrame, *, registries: Registries, study: StudySettings
+                        ) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """The trial's cohort (module doc) and its attrition. ``sessions`` may be None (an export
+    without sessions: a course starts on its start date).
+
+    Returns
+    -------
+    frame : DataFrame
+        One row per eligible patient, sorted by ``patient_id``: :data:`FRAME_SCHEMA` (``start_day``
+        and ``start_arm`` null without a start; ``time`` the day of the outcome or of censoring;
+        ``event`` 1/0; ``end_reason`` "outcome", "administrative" or "lost"), then the study's extra
+        covariates (``models.extra_covariates``) and any other patient column the protocol names.
+    attrition : DataFrame
+        ``step``, ``excluded``, ``remaining`` (patients), in order; the first row counts the patients
+        in the data (``excluded`` null).
+
+    Raises
+    ------
+    TargetTrialMismatch
+        The study has no ``[target_trial]``, or it does not fit the registries (one line naming
+        each field: :func:`protocol_problems`).
+    """
+    protocol = study.target_trial
+    if protocol is None:
+        raise TargetTrialMismatch(f"{study.source} declares no [target_trial]: there is no trial to derive")
+    problems = protocol_problems(study, registries)
+    if problems:
+        raise TargetTrialMismatch(f"target trial of {study.source}: " + "; ".join(problems))
+    el = protocol.eligibility
+    instrument = registries.instruments[study.cohort.instrument]
+    extras = list(study.models.extra_covariates)
+    others = [c for c in protocol.covariates if c in PATIENT_COVARIATES and c not in FRAME_SCHEMA]
+    pats = extra_covariate_values(patients, study).select(
+        "patient_id", "observation_start", "age_at_index", "sex", "prior_failed_trials", *others, *extras)
+
+    cand = (courses.filter((pl.col("arm") == el.failed_arm) & pl.col("end_reason").is_in(list(el.failure_end_reasons))
+                           & pl.col("end_date").is_not_null())
+            .select("patient_id", pl.col("course_id").alias("failed_course_id"), "start_date",
+                    pl.col("end_date").alias("time_zero"))
+            .join(pats, on="patient_id", how="inner"))
+    steps: list[tuple[str, pl.DataFrame]] = []
+
+    def keep(rule: str, mask: pl.Expr) -> None:
+        nonlocal cand
+        cand = cand.filter(mask)
+        steps.append((rule, cand))
+
+    steps.append((f"a course on {el.failed_arm} ended for {' or '.join(el.failure_end_reasons)} (time zero: its "
+                  "end date)", cand))
+    keep(f"the failed course lasted at least {el.min_course_days} days",
+         _days(pl.col("time_zero"), pl.col("start_date")) >= el.min_course_days)
+    keep(f"age at index in [{el.min_age}, {el.max_age}]", pl.col("age_at_index").is_between(el.min_age, el.max_age))
+    covered = pl.col("observation_start") <= pl.col("time_zero") - pl.duration(days=el.washout_days)
+    keep(f"records cover the {el.washout_days} days before time zero (patients.observation_start"
+         + (")" if study.cohort.require_known_lookback else "; unknown: kept)"),
+         covered.fill_null(not study.cohort.require_known_lookback))
+    ketamine = [a for a, arm in registries.arms.items() if arm.is_ketamine]
+    before = (courses.filter(pl.col("arm").is_in(ketamine)).select("patient_id", "start_date",
+                                                                    pl.col("end_date").alias("_end"))
+              .join(cand.select("patient_id", "failed_course_id", "time_zero"), on="patient_id", how="inner")
+              .filter((pl.col("start_date") < pl.col("time_zero"))
+                      & (pl.col("_end").is_null()
+                         | (pl.col("_end") >= pl.col("time_zero") - pl.duration(days=el.washout_days))))
+              .select("failed_course_id").unique())
+    keep(f"no ketamine course in the {el.washout_days} days before time zero",
+         ~pl.col("failed_course_id").is_in(before["failed_course_id"]))
+    ratings = (mood_scores.filter(pl.col("instrument") == study.cohort.instrument)
+               .select("patient_id", "assessed_at", "total_score"))
+    base = (ratings.join(cand.select("patient_id", "failed_course_id", "time_zero"), on="patient_id", how="inner")
+            .with_columns(_days(pl.col("assessed_at"), pl.col("time_zero")).alias("_day"))
+            .filter(pl.col("_day").is_between(-el.baseline_window_days, 0))
+            .sort("failed_course_id", "assessed_at")
+            .group_by("failed_course_id").agg(pl.col("total_score").last().cast(pl.Float64).alias("baseline_score")))
+    cand = cand.join(base, on="failed_course_id", how="left")
+    keep(f"a baseline {study.cohort.instrument} rating in the {el.baseline_window_days} days up to time zero",
+         pl.col("baseline_score").is_not_null())
+    remission = threshold(study, instrument, "remission_max")
+    if protocol.outcome == "remission":
+        keep(f"baseline {study.cohort.instrument} above the remission threshold {remission:g} (not in remission)",
+             pl.col("baseline_score") > remission)
+    keep(f"a value of every covariate of the protocol ({', '.join(protocol.covariates)})",
+         pl.all_horizontal([pl.col(c).is_not_null() for c in protocol.covariates]) if protocol.covariates
+         else pl.lit(True))
+    trial = cand.sort("patient_id", "time_zero", "failed_course_id").unique("patient_id", keep="first", maintain_order=True)
+
+    attrition = _attrition(patients.height, steps)
+    return _follow(trial, ratings, courses, sessions, study, protocol, registries, instrument, others, extras), attrition
+
+
+def _attrition(n_patients: int, steps: list[tuple[str, pl.DataFrame]]) -> pl.DataFrame:
+    rows = [{"step": "patients in the data", "excluded": None, "remaining": n_patients}]
+    for rule, frame in steps:
+        n = frame["patient_id"].n_unique()
+        rows.append({"step": rule, "excluded": rows[-1]["remaining"] - n, "remaining": n})
+    return pl.DataFrame(rows, schema=ATTRITION_SCHEMA)
+
+
+def _follow(trial: pl.DataFrame, ratings: pl.DataFrame, courses: pl.DataFrame, sessions: pl.DataFrame | None,
+            study: StudySettings, protocol: TargetTrialProtocol, registries: Registries, instrument,
+            others: list[str], extras: list[str]) -> pl.DataFrame:
+    """Outcome, censoring and start of treatment of each patient's trial (module doc)."""
+    F = protocol.followup_days
+    after = (ratings.join(trial.select("patient_id", "time_zero", "baseline_score"), on="patient_id", how="inner")
+             .with_columns(_days(pl.col("assessed_at"), pl.col("time_zero")).alias("_day"))
+             .filter(pl.col("_day") >= 1))
+    if protocol.outcome == "response":
+        qualifies = pl.col("total_score") <= pl.col("baseline_score") * (1 - threshold(study, instrument,
+                                                                                        "response_reduction"))
+    else:
+        qualifies = pl.col("total_score") <= threshold(study, instrument, "remission_max")
+    inside = after.filter(pl.col("_day") <= F)
+    first = inside.filter(qualifies).group_by("patient_id").agg(pl.col("_day").min().alias("_event_day"))
+    seen = after.group_by("patient_id").agg(pl.col("_day").max().alias("_last"))
+    arms = list(treatment_arms(protocol, registries))
+    if sessions is None:
+        sessions = pl.DataFrame(schema={"course_id": pl.String, "session_ts": pl.Datetime("us")})
+    first_dose = sessions.group_by("course_id").agg(pl.col("session_ts").min().cast(pl.Date).alias("_dose"))
+    starts = (courses.filter(pl.col("arm").is_in(arms)).join(first_dose, on="course_id", how="left")
+              .select("patient_id", "arm", "course_id", pl.coalesce("_dose", "start_date").alias("_first"))
+              .join(trial.select("patient_id", "time_zero"), on="patient_id", how="inner")
+              .with_columns(_days(pl.col("_first"), pl.col("time_zero")).alias("_start"))
+              .filter(pl.col("_start") >= 0))
+    out = (trial.join(first, on="patient_id", how="left").join(seen, on="patient_id", how="left")
+           .with_columns(pl.min_horizontal(pl.col("_last").fill_null(0), pl.lit(F)).alias("_end")))
+    starts = (starts.join(out.select("patient_id", "_end"), on="patient_id").filter(pl.col("_start") < pl.col("_end"))
+              .sort("patient_id", "_start", "course_id").group_by("patient_id", maintain_order=True)
+              .agg(pl.col("_start").first().alias("start_day"), pl.col("arm").first().alias("start_arm")))
+    out = out.join(starts, on="patient_id", how="left").with_columns(
+        pl.col("_event_day").is_not_null().cast(pl.Int8).alias("event"),
+        pl.coalesce("_event_day", "_end").alias("time"),
+        pl.when(pl.col("_event_day").is_not_null()).then(pl.lit("outcome"))
+        .when(pl.col("_end") >= F).then(pl.lit("administrative")).otherwise(pl.lit("lost")).alias("end_reason"),
+    )
+    cols = [pl.col(c).cast(t) for c, t in FRAME_SCHEMA.items()]
+    return out.select(*cols, *others, *extras).sort("patient_id")
