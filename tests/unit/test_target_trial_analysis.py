@@ -11,6 +11,7 @@ arithmetic for a patient with a missing covariate; and run_study's seam for the 
 
 from __future__ import annotations
 
+import functools
 import math
 
 import polars as pl
@@ -60,6 +61,13 @@ def protocol(names: list[str] = (), **kw) -> TargetTrialProtocol:
                                                                               for n in names), **kw)
 
 
+@functools.cache
+def controlled_run():
+    """The analysis of a cohort with six negative controls (shared with test_report_target_trial)."""
+    frame = adapter(simulate_ssri_failure(N, seed=SEED, params=NC_PARAMS), NC_NAMES)
+    return frame, target_trial_analysis(frame, ATTRITION, protocol=protocol(NC_NAMES), seed=SEED)
+
+
 @pytest.fixture(scope="module")
 def plain():
     frame = adapter(simulate_ssri_failure(N, seed=SEED))
@@ -68,8 +76,7 @@ def plain():
 
 @pytest.fixture(scope="module")
 def with_controls():
-    frame = adapter(simulate_ssri_failure(N, seed=SEED, params=NC_PARAMS), NC_NAMES)
-    return frame, target_trial_analysis(frame, ATTRITION, protocol=protocol(NC_NAMES), seed=SEED)
+    return controlled_run()
 
 
 def test_every_table_is_written_and_meets_its_contract(plain):

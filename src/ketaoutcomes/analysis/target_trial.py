@@ -210,6 +210,20 @@ def _attrition(attrition: pl.DataFrame, coded: CodedCovariates) -> pl.DataFrame:
                                       "remaining": pl.Int64})
 
 
+def _baseline(data: pl.DataFrame, covs: Sequence[str], dropped: Sequence[str], grace: int) -> pl.DataFrame:
+    """Each coded covariate: in the model or not, and its mean (share, for an indicator) among every
+    patient, those who started within the grace period (before the outcome, as models.ccw counts a
+    start) and the others."""
+    started = (data[_START] <= grace).fill_null(False) & (data[_START] < data[_TIME]).fill_null(False)
+    rows = []
+    for c in (*covs, *dropped):
+        x = data[c]
+        rows.append({"covariate": _label(c), "in_model": c in covs, "mean_all": x.mean(),
+                     "mean_started": x.filter(started).mean(), "mean_not_started": x.filter(~started).mean()})
+    return pl.DataFrame(rows, schema={"covariate": pl.String, "in_model": pl.Boolean, "mean_all": pl.Float64,
+                                      "mean_started": pl.Float64, "mean_not_started": pl.Float64})
+
+
 def _calibration(primary: list[dict], controls: dict[str, list[dict] | None], protocol: TargetTrialProtocol
                  ) -> pl.DataFrame:
     """Per named day: the controls' log RRs and SEs, and the primary's with the null, EASE, gate and
@@ -319,9 +333,7 @@ def target_trial_analysis(frame: pl.DataFrame, attrition: pl.DataFrame, *, proto
         "results_tt_starts": main.results["ccw"].start_distribution,
         "results_tt_attrition": _attrition(attrition, coded),
         "results_tt_calibration": calibration,
-        "results_tt_covariates": pl.DataFrame({"covariate": [_label(c) for c in (*covs, *coded.dropped)],
-                                               "in_model": [True] * len(covs) + [False] * len(coded.dropped)},
-                                              schema={"covariate": pl.String, "in_model": pl.Boolean}),
+        "results_tt_covariates": _baseline(data, covs, coded.dropped, protocol.grace_days),
     }
     return StepResult(tables, tuple(notes))
 

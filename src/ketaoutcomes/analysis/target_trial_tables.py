@@ -103,9 +103,12 @@ RESULTS_TT_ATTRITION = TableContract(
 RESULTS_TT_COVARIATES = TableContract(
     "results_tt_covariates",
     "Target trial: the baseline covariates of the start (censoring) model as coded (a text covariate as one "
-    "indicator per level but the first)",
+    "indicator per level but the first), with their means by whether ketamine was started within the grace period",
     columns=(col("covariate", "VARCHAR", False, "Covariate, or covariate_level for an indicator"),
-             col("in_model", "BOOLEAN", False, "False: the same for every patient, left out"), *RUN_COLUMNS),
+             col("in_model", "BOOLEAN", False, "False: the same for every patient, left out"),
+             col("mean_all", "DOUBLE", True, "Mean (share, for an indicator) among the trial's patients"),
+             col("mean_started", "DOUBLE", True, "Mean among those who started ketamine within the grace period"),
+             col("mean_not_started", "DOUBLE", True, "Mean among the others"), *RUN_COLUMNS),
     key=("run_id", "covariate"),
 )
 
