@@ -75,7 +75,9 @@ def test_protocol_table_is_filled_from_the_protocol_and_the_run(plain_run):
     assert f"on a day 0\u2013{prot.grace_days} after time zero" in text
     assert f"{prot.bootstrap_replicates} person-level bootstrap replicates of the whole procedure (seed {SEED})" in text
     # the run's attrition, step by step (counts as the report shows them: small ones suppressed)
-    assert "adult at time zero: <11 excluded, 300 left" in text
+    assert ("patients in the data: 310; SSRI course ended in non-response: <11 excluded, 304 left; adult at time "
+            "zero: <11 excluded, 300 left; every covariate of the start model present (missing: none): 0 excluded, "
+            "300 left") in text
     starters = int(res.table("results_tt_starts")["starters"].sum())
     assert f"{starters:,} ({100 * starters / N:.1f}%) of 300 patients started ketamine" in text
 

@@ -28,8 +28,9 @@ from ketaoutcomes.simulate.ssri_failure import NegativeControl, SSRIFailureParam
 from ketaoutcomes.table_contract import conform
 
 N, B, SEED = 300, 8, 11
-ATTRITION = pl.DataFrame({"step": ["SSRI course ended in non-response", "adult at time zero"],
-                          "excluded": [0, 4], "remaining": [N + 4, N]})
+ATTRITION = pl.DataFrame({"step": ["patients in the data", "SSRI course ended in non-response", "adult at time zero"],
+                          "excluded": [None, 6, 4], "remaining": [N + 10, N + 4, N]},
+                         schema={"step": pl.String, "excluded": pl.Int64, "remaining": pl.Int64})
 
 
 def adapter(sim: pl.DataFrame, names: list[str] | None = None) -> pl.DataFrame:
@@ -134,7 +135,7 @@ def test_a_patient_with_a_missing_covariate_is_excluded_and_counted(plain):
                                pl.when(pl.int_range(pl.len()) == 5).then(None).otherwise(pl.col("sex")).alias("sex"))
     res = target_trial_analysis(holed, ATTRITION, protocol=protocol(), seed=SEED)
     att = res.table("results_tt_attrition")
-    assert att["step"].to_list()[:2] == ATTRITION["step"].to_list()
+    assert att.head(3).select("step", "excluded", "remaining").equals(ATTRITION)
     last = att.row(-1, named=True)
     assert (last["excluded"], last["remaining"]) == (4, N - 4)
     assert "baseline_score (3)" in last["step"] and "sex (1)" in last["step"]

@@ -54,10 +54,12 @@ def trial_cohort(staged: Mapping[str, pl.DataFrame], *, registries: Registries, 
                  ) -> tuple[pl.DataFrame, pl.DataFrame]:
     """The person-level frame of the study's target trial (one row per eligible patient at time
     zero) and its attrition, derived from the staged tables
-    (:func:`ketaoutcomes.derive.target_trial.target_trial_cohort`)."""
+    (:func:`ketaoutcomes.derive.target_trial.target_trial_cohort`; the first session of every course,
+    ``first_sessions`` of :func:`ketaoutcomes.analysis_inputs.analysis_inputs`, when given)."""
     from ketaoutcomes.derive.target_trial import target_trial_cohort
 
-    return target_trial_cohort(staged, registries=registries, study=study)
+    return target_trial_cohort(staged["patients"], staged["courses"], staged.get("first_sessions", staged["sessions"]),
+                               staged["mood_scores"], registries=registries, study=study)
 
 
 def run_study(staged: Mapping[str, pl.DataFrame], *, registries: Registries, study: StudySettings,

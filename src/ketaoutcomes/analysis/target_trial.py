@@ -200,9 +200,10 @@ def _evalues(effects: pl.DataFrame) -> pl.DataFrame:
 
 
 def _attrition(attrition: pl.DataFrame, coded: CodedCovariates) -> pl.DataFrame:
-    """The derivation's steps, then the covariate step (always shown, 0 when nobody is missing one)."""
-    rows = [{"step_order": i + 1, "step": str(r["step"]), "excluded": int(r["excluded"] or 0),
-             "remaining": int(r["remaining"])} for i, r in enumerate(attrition.iter_rows(named=True))]
+    """The derivation's steps (``excluded`` null on a row that only counts, such as the patients in the
+    data), then the covariate step (always shown, 0 when nobody is missing one)."""
+    rows = [{"step_order": i + 1, "step": str(r["step"]), "excluded": r["excluded"], "remaining": int(r["remaining"])}
+            for i, r in enumerate(attrition.iter_rows(named=True))]
     which = ", ".join(f"{c} ({n})" for c, n in coded.missing_by_covariate.items()) or "none"
     rows.append({"step_order": len(rows) + 1, "step": f"every covariate of the start model present (missing: {which})",
                  "excluded": coded.excluded, "remaining": coded.frame.height})

@@ -95,7 +95,8 @@ RESULTS_TT_ATTRITION = TableContract(
     "Target trial: eligibility step by step (the derivation's steps, then the exclusion of patients missing a "
     "covariate of the start model)",
     columns=(col("step_order", "BIGINT", False, "Order of the step"), col("step", "VARCHAR", False, "The rule"),
-             col("excluded", "BIGINT", False, "Patients (or failures) excluded by the rule"),
+             col("excluded", "BIGINT", True, "Patients excluded by the rule (null: a row that only counts, e.g. the "
+                                             "patients in the data)"),
              col("remaining", "BIGINT", False, "Left after it"), *RUN_COLUMNS),
     key=("run_id", "step_order"),
 )

@@ -140,6 +140,7 @@ def _attrition_text(att: pl.DataFrame, fmt: Fmt) -> str:
     if not has(att, "step", "excluded", "remaining"):
         return "attrition not available"
     steps = [f"{r['step']}: {fmt.count(r['excluded'])} excluded, {fmt.count(r['remaining'])} left"
+             if r["excluded"] is not None else f"{r['step']}: {fmt.count(r['remaining'])}"
              for r in att.sort("step_order").iter_rows(named=True)]
     return "; ".join(steps)
 
