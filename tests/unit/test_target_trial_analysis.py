@@ -227,3 +227,18 @@ def test_run_study_runs_the_target_trial_through_its_cohort_seam(plain, monkeypa
         assert_frame_equal(out.table(name), res.table(name))
     none = analysis.run_study(staged, registries=load_registries(), study=StudySettings(name="plain"), cohort=cohort)
     assert seen == ["tt"] and not set(none.tables) & set(TT_CONTRACTS)
+
+
+def test_a_trial_nobody_starts_in_is_refused_in_one_line(plain):
+    """No start in the grace period: no start model can be fitted. The error is a StudyMismatch (the
+    CLI prints its one line and exits non-zero) saying how many patients and why."""
+    from ketaoutcomes.analysis.checks import StudyMismatch
+
+    frame, _ = plain
+    nobody = frame.with_columns(pl.lit(None, dtype=pl.Int64).alias("start_day"))
+    with pytest.raises(StudyMismatch) as err:
+        target_trial_analysis(nobody, ATTRITION, protocol=protocol(), seed=SEED)
+    msg = str(err.value)
+    assert "\n" not in msg and msg.startswith(f"target trial: the clone-censor-weighting cannot be estimated on the {N} ")
+    with pytest.raises(StudyMismatch, match=r"no covariate column\(s\) \['baseline_score'\]"):
+        target_trial_analysis(frame.drop("baseline_score"), ATTRITION, protocol=protocol(), seed=SEED)
