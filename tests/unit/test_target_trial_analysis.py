@@ -230,8 +230,9 @@ def test_run_study_runs_the_target_trial_through_its_cohort_seam(plain, monkeypa
 
 
 def test_a_trial_nobody_starts_in_is_refused_in_one_line(plain):
-    """No start in the grace period: no start model can be fitted. The error is a StudyMismatch (the
-    CLI prints its one line and exits non-zero) saying how many patients and why."""
+    """No start in the grace period: nobody follows "start", and no start model can be fitted. The error
+    is a StudyMismatch (the CLI prints its one line and exits non-zero) saying how many patients and
+    what to check."""
     from ketaoutcomes.analysis.checks import StudyMismatch
 
     frame, _ = plain
@@ -239,6 +240,7 @@ def test_a_trial_nobody_starts_in_is_refused_in_one_line(plain):
     with pytest.raises(StudyMismatch) as err:
         target_trial_analysis(nobody, ATTRITION, protocol=protocol(), seed=SEED)
     msg = str(err.value)
-    assert "\n" not in msg and msg.startswith(f"target trial: the clone-censor-weighting cannot be estimated on the {N} ")
+    assert "\n" not in msg and msg.startswith(f"target trial: none of the {N} eligible patients started ketamine "
+                                              "within the 30-day grace period")
     with pytest.raises(StudyMismatch, match=r"no covariate column\(s\) \['baseline_score'\]"):
         target_trial_analysis(frame.drop("baseline_score"), ATTRITION, protocol=protocol(), seed=SEED)

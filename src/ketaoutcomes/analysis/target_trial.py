@@ -298,6 +298,12 @@ def target_trial_analysis(frame: pl.DataFrame, attrition: pl.DataFrame, *, proto
         raise TargetTrialNotEstimable("target trial: no eligible patient has every covariate of the start model; "
                                       "see results_tt_attrition (nothing to emulate)")
     data, covs = coded.frame, coded.columns
+    started = ((data[_START] <= protocol.grace_days) & (data[_START] < data[_TIME])).fill_null(False).sum()
+    if started == 0:
+        raise TargetTrialNotEstimable(
+            f"target trial: none of the {data.height} eligible patients started ketamine within the "
+            f"{protocol.grace_days}-day grace period before the outcome, so the strategy 'start within the grace "
+            "period' has nobody to follow it; check target_trial.treatment_arms and the courses after time zero")
     try:
         main = _run(data, time=_TIME, event=_EVENT, covariates=covs, protocol=protocol, seed=seed,
                     variants=VARIANTS_SHOWN)
