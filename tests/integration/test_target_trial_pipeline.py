@@ -13,7 +13,6 @@ tree without them, which is only the analysis/report branch before the merge.
 
 from __future__ import annotations
 
-import polars as pl
 import pytest
 
 pytest.importorskip("ketaoutcomes.derive.target_trial", reason="derive.target_trial comes with issue11-ttdata")
