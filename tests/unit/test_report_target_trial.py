@@ -23,10 +23,10 @@ from tests.unit.test_report import Reader, make_data
 from tests.unit.test_target_trial_analysis import ATTRITION, NC_NAMES, N, SEED, adapter, controlled_run, protocol
 
 
-def _with_trial(tables: dict, prot) -> object:
+def _with_trial(tables: dict, prot, notes: tuple = ()) -> object:
     base = make_data()
     settings = {**base.provenance["settings"], "target_trial": prot.model_dump(mode="json"), "random_seed": SEED}
-    return dataclasses.replace(base, tables={**base.tables, **tables},
+    return dataclasses.replace(base, tables={**base.tables, **tables}, notes=(*base.notes, *notes),
                                provenance={**base.provenance, "settings": settings})
 
 
@@ -41,7 +41,7 @@ def _text(html: str) -> str:
 def plain_run():
     prot = protocol(NC_NAMES[:5])  # declared, but not in the data: calibration not evaluable
     res = target_trial_analysis(adapter(simulate_ssri_failure(N, seed=SEED)), ATTRITION, protocol=prot, seed=SEED)
-    html = render_html(_with_trial(dict(res.tables), prot))
+    html = render_html(_with_trial(dict(res.tables), prot, res.notes))
     return res, prot, html, _text(html)
 
 
@@ -100,6 +100,8 @@ def test_calibration_is_not_evaluable_without_controls_and_shows_no_number(plain
     section = html[html.index("Negative controls and empirical calibration"):]
     assert "constant-error model)" not in section.split("</table>")[0]
     assert res.table("results_tt_calibration")["p_calibrated"].is_null().all()
+    # the analysis note says why: the declared controls are not in the trial data
+    assert f"target trial: negative control(s) {', '.join(NC_NAMES[:5])} not in the trial data: not evaluated" in text
 
 
 def test_figures_and_counts_are_shown(plain_run):
