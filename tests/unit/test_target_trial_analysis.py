@@ -244,3 +244,14 @@ def test_a_trial_nobody_starts_in_is_refused_in_one_line(plain):
                                               "within the 30-day grace period")
     with pytest.raises(StudyMismatch, match=r"no covariate column\(s\) \['baseline_score'\]"):
         target_trial_analysis(frame.drop("baseline_score"), ATTRITION, protocol=protocol(), seed=SEED)
+
+
+def test_a_trial_without_eligible_patients_names_the_rule_that_left_none(plain):
+    from ketaoutcomes.analysis.checks import StudyMismatch
+
+    frame, _ = plain
+    attrition = pl.DataFrame({"step": ["patients in the data", "age at index in [89, 90]"], "excluded": [None, 310],
+                              "remaining": [310, 0]}, schema=ATTRITION.schema)
+    with pytest.raises(StudyMismatch, match=r"^target trial: no eligible patient: the rule 'age at index in \[89, 90\]' "
+                                            r"excluded the last 310 patient\(s\); check"):
+        target_trial_analysis(frame.head(0), attrition, protocol=protocol(), seed=SEED)

@@ -272,6 +272,15 @@ def _two_sided_p(log_rr: float, se: float) -> float:
     return math.erfc(abs(log_rr / se) / math.sqrt(2))
 
 
+def _emptied_by(attrition: pl.DataFrame) -> str:
+    """The eligibility rule that left nobody, for the error ('' when the attrition does not say)."""
+    for r in attrition.iter_rows(named=True):
+        if int(r["remaining"]) == 0 and r["excluded"] is not None:
+            return (f": the rule '{r['step']}' excluded the last {r['excluded']} patient(s); check the protocol's "
+                    "eligibility and the export")
+    return ""
+
+
 def _tag(frame: pl.DataFrame, **cols: object) -> pl.DataFrame:
     return frame.with_columns(*(pl.lit(v).alias(k) for k, v in cols.items()))
 
@@ -286,6 +295,8 @@ def target_trial_analysis(frame: pl.DataFrame, attrition: pl.DataFrame, *, proto
     need = [c for c in ("patient_id", _START, _TIME, _EVENT) if c not in frame.columns]
     if need:
         raise TargetTrialNotEstimable(f"target-trial frame has no column(s) {need}")
+    if frame.height == 0:
+        raise TargetTrialNotEstimable("target trial: no eligible patient" + _emptied_by(attrition))
     coded = code_covariates(frame, protocol.covariates)
     notes: list[Note] = []
     if coded.excluded:
