@@ -125,3 +125,11 @@ def test_with_enough_controls_the_calibrated_ratio_is_shown():
 def test_a_run_without_a_target_trial_has_no_section():
     html = render_html(make_data())
     assert 'id="target-trial"' not in html and "TARGET checklist" not in html and "#target-trial" not in html
+
+
+def test_a_protocol_naming_its_treatment_arms_says_so(plain_run):
+    res, prot, _, _ = plain_run
+    iv = prot.model_copy(update={"treatment_arms": ("ketamine_iv",)})
+    text = _text(render_html(_with_trial(dict(res.tables), iv)))
+    assert "Target trial: start ketamine iv within 30 days of SSRI failure, or no ketamine?" in text
+    assert 'under "start ketamine iv within 30 days"' in text and "(a) start ketamine (ketamine_iv) on a day" in text

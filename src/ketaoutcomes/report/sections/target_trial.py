@@ -81,6 +81,11 @@ class _Effects:
         return None if r is None else r.get("estimate")
 
 
+def _drug(p: TargetTrialProtocol) -> str:
+    """What "starting" means: ketamine, or the protocol's treatment arms."""
+    return "ketamine" if not p.treatment_arms else " or ".join(a.replace("_", " ") for a in p.treatment_arms)
+
+
 def _outcome_words(p: TargetTrialProtocol) -> str:
     return {"response": "response", "remission": "remission"}[p.outcome]
 
@@ -98,7 +103,7 @@ def _answer(eff: _Effects, p: TargetTrialProtocol, fmt: Fmt) -> list[str]:
         more = "more" if rd["estimate"] > 0 else "fewer"
         lines.append(
             f"By day {d}: {_pct(eff.value('risk_initiate', d))} of patients had reached {out} under \"start "
-            f"ketamine within {p.grace_days} days\" against {_pct(eff.value('risk_never', d))} under \"no ketamine\": "
+            f"{_drug(p)} within {p.grace_days} days\" against {_pct(eff.value('risk_never', d))} under \"no ketamine\": "
             f"{abs(100 * rd['estimate']):.1f} percentage points {more}"
             + (f" ({ci} {_interval(rd, 100.0)})." if _interval(rd, 100.0) else "."))
     h = p.rmst_horizon_days
@@ -107,7 +112,7 @@ def _answer(eff: _Effects, p: TargetTrialProtocol, fmt: Fmt) -> list[str]:
         sooner = "sooner" if rm["estimate"] < 0 else "later"
         lines.append(
             f"Over the first {h} days, {out} came on average {abs(rm['estimate']):.1f} days {sooner} under "
-            f"\"start ketamine\" (restricted mean time to {out} {fmt_num(eff.value('rmst_initiate', h))} vs "
+            f"\"start {_drug(p)}\" (restricted mean time to {out} {fmt_num(eff.value('rmst_initiate', h))} vs "
             f"{fmt_num(eff.value('rmst_never', h))} days; difference {_signed(rm['estimate'])} days"
             + (f", {ci} {_interval(rm, 1.0)})." if _interval(rm, 1.0) else ")."))
     naive = [f"day {d}: {_points(eff.value('rd', d, 'naive'))}" for d in p.risk_days]
@@ -219,7 +224,8 @@ def _protocol_table(p: TargetTrialProtocol, t: Callable[[str], pl.DataFrame], fm
          "at the observed pattern of start days within the grace period, everyone not yet started starting on its "
          "last day"),
         ("Analysis plan",
-         "compare the strategies' risks; intention and adherence as defined above",
+         "per-protocol analysis: compare the risk curves of the patients who follow each strategy, adjusting for "
+         "the baseline factors that predict following it",
          f"clone-censor-weighting; 95% percentile intervals from {p.bootstrap_replicates} person-level bootstrap "
          f"replicates of the whole procedure (seed {seed}); the naive users-vs-users comparison beside it; E-values "
          f"of the risk ratios; {ncs} negative-control outcome(s) through the identical procedure and empirical "
@@ -391,7 +397,7 @@ def target_trial_section(t: Callable[[str], pl.DataFrame], settings: Mapping | N
     starts = t("results_tt_starts")
     out_words = _outcome_words(p)
     return {
-        "title": f"Target trial: start ketamine within {p.grace_days} days of SSRI failure, or no ketamine?",
+        "title": f"Target trial: start {_drug(p)} within {p.grace_days} days of SSRI failure, or no ketamine?",
         "answer": _answer(eff, p, fmt),
         "results": _results_table(eff, p, fmt),
         "protocol": _protocol_table(p, t, fmt, settings.get("random_seed")),
