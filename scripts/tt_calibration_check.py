@@ -20,6 +20,7 @@ import argparse
 import math
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import polars as pl
@@ -45,8 +46,11 @@ def parameters(strength: float, nc_sign: float) -> SSRIFailureParameters:
     return p.model_copy(update={"negative_controls": controls})
 
 
-def trial_frame(sim: pl.DataFrame) -> pl.DataFrame:
-    """derive.target_trial's frame from the simulator's (as tests/unit/test_target_trial_analysis.py)."""
+def trial_frame(sim: pl.DataFrame, names: Sequence[str] = ()) -> pl.DataFrame:
+    """derive.target_trial's frame from simulate_ssri_failure's: age -> age_at_index, male -> sex M/F,
+    severity -> baseline_score, prior_episodes -> prior_failed_trials, ketamine_start_day -> start_day,
+    response -> time/event, and negative control nc<i> -> nc_<names[i-1]>_time / _event (the tests'
+    adapter too: tests/unit/test_target_trial_analysis.py)."""
     frame = sim.select(
         pl.col("patient_id").cast(pl.String), pl.col("age").round().cast(pl.Int64).alias("age_at_index"),
         pl.when(pl.col("male") == 1).then(pl.lit("M")).otherwise(pl.lit("F")).alias("sex"),
@@ -54,8 +58,8 @@ def trial_frame(sim: pl.DataFrame) -> pl.DataFrame:
         pl.col("prior_episodes").cast(pl.Int64).alias("prior_failed_trials"),
         pl.col("ketamine_start_day").cast(pl.Int64).alias("start_day"),
         pl.col("response_time").cast(pl.Int64).alias("time"), pl.col("response_event").cast(pl.Int8).alias("event"))
-    return frame.with_columns([sim[f"nc{i}_{k}"].alias(f"nc_{name}_{k}") for i, name in enumerate(NAMES, start=1)
-                               for k in ("time", "event")])
+    return frame.with_columns([sim[f"nc{i}_{k}"].cast(pl.Int64 if k == "time" else pl.Int8).alias(f"nc_{name}_{k}")
+                               for i, name in enumerate(names, start=1) for k in ("time", "event")])
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -79,7 +83,7 @@ def main(argv: list[str] | None = None) -> None:
     print("|---|---|---|---|---|---|---|---|---|")
     for seed in args.seeds:
         t0 = time.perf_counter()
-        res = target_trial_analysis(trial_frame(simulate_ssri_failure(args.patients, seed=seed, params=p)), attrition,
+        res = target_trial_analysis(trial_frame(simulate_ssri_failure(args.patients, seed=seed, params=p), NAMES), attrition,
                                     protocol=prot, seed=seed)
         for r in res.table("results_tt_calibration").filter(pl.col("role") == "primary").iter_rows(named=True):
             d, truth_log = r["day"], math.log(true_rr[r["day"]])

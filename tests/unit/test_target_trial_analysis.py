@@ -1,7 +1,8 @@
 """The target-trial analysis (analysis.target_trial) on a person-level trial frame made from the
 SSRI-failure simulator by an adapter to derive.target_trial's interface (age -> age_at_index,
 male -> sex M/F, severity -> baseline_score, prior_episodes -> prior_failed_trials,
-ketamine_start_day -> start_day, response -> time/event, nc<i> -> nc_<name>_*).
+ketamine_start_day -> start_day, response -> time/event, nc<i> -> nc_<name>_*; the adapter of
+scripts/tt_calibration_check.py).
 
 Checked against: the tables' contracts (table_contract.conform); models.ccw run directly on the
 same patients (estimates, bootstrap SEs and intervals, curves, weights, counts, starts);
@@ -12,7 +13,9 @@ arithmetic for a patient with a missing covariate; and run_study's seam for the 
 from __future__ import annotations
 
 import functools
+import importlib.util
 import math
+from pathlib import Path
 
 import polars as pl
 import pytest
@@ -33,22 +36,16 @@ ATTRITION = pl.DataFrame({"step": ["patients in the data", "SSRI course ended in
                          schema={"step": pl.String, "excluded": pl.Int64, "remaining": pl.Int64})
 
 
-def adapter(sim: pl.DataFrame, names: list[str] | None = None) -> pl.DataFrame:
-    """derive.target_trial's frame from simulate_ssri_failure's (negative controls nc<i> -> names[i-1])."""
-    frame = sim.select(
-        pl.col("patient_id").cast(pl.String),
-        pl.col("age").round().cast(pl.Int64).alias("age_at_index"),
-        pl.when(pl.col("male") == 1).then(pl.lit("M")).otherwise(pl.lit("F")).alias("sex"),
-        pl.col("severity").cast(pl.Float64).alias("baseline_score"),
-        pl.col("prior_episodes").cast(pl.Int64).alias("prior_failed_trials"),
-        pl.col("ketamine_start_day").cast(pl.Int64).alias("start_day"),
-        pl.col("response_time").cast(pl.Int64).alias("time"),
-        pl.col("response_event").cast(pl.Int8).alias("event"),
-    )
-    for i, name in enumerate(names or [], start=1):
-        frame = frame.with_columns(sim[f"nc{i}_time"].cast(pl.Int64).alias(f"nc_{name}_time"),
-                                   sim[f"nc{i}_event"].cast(pl.Int8).alias(f"nc_{name}_event"))
-    return frame
+def _script():
+    path = Path(__file__).resolve().parents[2] / "scripts" / "tt_calibration_check.py"
+    spec = importlib.util.spec_from_file_location("tt_calibration_check", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+#: derive.target_trial's frame from simulate_ssri_failure's (scripts/tt_calibration_check.py's adapter).
+adapter = _script().trial_frame
 
 
 NC_NAMES = ["nc_a", "nc_b", "nc_c", "nc_d", "nc_e", "nc_f"]
