@@ -11,7 +11,10 @@ course (the index course) and works on the ratings of the study's instrument onl
 * ``sessions``: the sessions of index courses, without the columns nothing reads (heart rate,
   infusion minutes, the bookkeeping columns);
 * ``adverse_events``: ``session_id`` and ``ae_type`` of those sessions;
-* ``mood_scores``: the ratings of the study's instrument.
+* ``mood_scores``: the ratings of the study's instrument;
+* ``first_sessions``, only for a study with a target trial: ``course_id`` and the ``session_ts`` of
+  each course's first session, every course (the trial's start day is the first session of the
+  first treatment course after time zero, which is rarely an index course).
 
 At a million patients the whole staged tables took some 7 GB in polars; these reads take what the
 analysis holds anyway (docs/scaling.md, Analyze at scale). The check of the study against the data
@@ -68,6 +71,9 @@ def analysis_inputs(con: duckdb.DuckDBPyConnection, study: StudySettings) -> dic
             continue
         params = [study.cohort.instrument] if table == "mood_scores" else None
         out[table] = fetch(con, f"SELECT {_select(con, table)} FROM stg_{table} {where.get(table, '')}", params)
+    if study.target_trial is not None and table_exists(con, "stg_sessions"):
+        out["first_sessions"] = fetch(con, "SELECT course_id, min(session_ts) AS session_ts FROM stg_sessions "
+                                           "GROUP BY course_id ORDER BY course_id")
     return out
 
 

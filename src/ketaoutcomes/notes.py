@@ -26,7 +26,7 @@ class Note:
     text : str
         The sentence, without the endpoint code (``str(note)`` adds it).
     step : str
-        The step that wrote it: derive, models, propensity, relapse, secondary, modifiers.
+        The step that wrote it: derive, models, propensity, relapse, secondary, modifiers, target_trial.
     endpoint : str or None
         ADTTE PARAMCD it concerns, if one.
     arms : tuple of str

@@ -93,3 +93,19 @@ def test_reads_only_the_rows_and_columns_the_analysis_uses_and_derives_the_same(
     assert check["patients"] is narrow["patients"]
     (problem,) = [p for p in study_problems(study.updated(instrument="HAMD17"), reg, check) if "HAMD17" in p]
     assert "instruments rated: MADRS, PHQ9" in problem
+
+
+def test_a_target_trial_study_also_reads_the_first_session_of_every_course():
+    """The trial's start day is the first session of a treatment course after time zero, which is not
+    an index course: every course's first session is read (and nothing else changes)."""
+    from ketaoutcomes.protocol import TargetTrialProtocol
+
+    con = _warehouse()
+    plain = analysis_inputs(con, StudySettings())
+    trial = analysis_inputs(con, StudySettings(target_trial=TargetTrialProtocol()))
+    assert "first_sessions" not in plain and set(trial) == set(plain) | {"first_sessions"}
+    for table in plain:
+        assert trial[table].equals(plain[table])
+    expected = (con.execute("SELECT * FROM stg_sessions").pl().group_by("course_id")
+                .agg(pl.col("session_ts").min()).sort("course_id"))
+    assert trial["first_sessions"].equals(expected) and {"C0b", "C3b"} <= set(expected["course_id"])

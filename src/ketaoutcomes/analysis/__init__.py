@@ -11,7 +11,10 @@ then every step, each returning the same :class:`~ketaoutcomes.analysis.common.S
 * :mod:`~ketaoutcomes.analysis.secondary`: safety per session and patient, mood trajectories;
 * :mod:`~ketaoutcomes.analysis.relapse`: maintenance as a time-varying exposure, cumulative
   incidence of relapse with stopping as a competing event;
-* :mod:`~ketaoutcomes.analysis.modifiers`: effect modifiers of the speed of response.
+* :mod:`~ketaoutcomes.analysis.modifiers`: effect modifiers of the speed of response;
+* :mod:`~ketaoutcomes.analysis.target_trial`: when the study declares a target trial, its emulation
+  by clone-censor-weighting on the trial cohort (:func:`trial_cohort`), with E-values, negative
+  controls and empirical calibration (tables ``results_tt_*``).
 
 Before any of it, :mod:`~ketaoutcomes.analysis.checks` checks that the study fits the data (its arms,
 instrument and covariates are there) and, after deriving, that the analysis population and every
@@ -22,7 +25,7 @@ arm of the study in it are not empty. Which models run on which endpoint is decl
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 import polars as pl
 
@@ -33,6 +36,7 @@ from ketaoutcomes.analysis.modifiers import modifier_analyses
 from ketaoutcomes.analysis.propensity import preference_histogram
 from ketaoutcomes.analysis.relapse import RELAPSE_STATES, relapse_analyses, relapse_status
 from ketaoutcomes.analysis.secondary import secondary_analyses
+from ketaoutcomes.analysis.target_trial import target_trial_analysis
 from ketaoutcomes.derive import derive_all
 from ketaoutcomes.derive.adsl import stored_adsl
 from ketaoutcomes.registries import Registries
@@ -40,11 +44,27 @@ from ketaoutcomes.settings import StudySettings
 
 __all__ = ["EmptyPopulation", "RELAPSE_STATES", "StepResult", "StudyMismatch", "analyze", "check_study",
            "modifier_analyses", "preference_histogram", "relapse_analyses", "relapse_status", "run_study",
-           "secondary_analyses"]
+           "secondary_analyses", "trial_cohort"]
+
+#: The target trial's cohort: ``(staged, registries=, study=) -> (frame, attrition)``.
+TrialCohort = Callable[..., tuple[pl.DataFrame, pl.DataFrame]]
+
+
+def trial_cohort(staged: Mapping[str, pl.DataFrame], *, registries: Registries, study: StudySettings
+                 ) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """The person-level frame of the study's target trial (one row per eligible patient at time
+    zero) and its attrition, derived from the staged tables
+    (:func:`ketaoutcomes.derive.target_trial.target_trial_cohort`; the first session of every course,
+    ``first_sessions`` of :func:`ketaoutcomes.analysis_inputs.analysis_inputs`, when given)."""
+    from ketaoutcomes.derive.target_trial import target_trial_cohort
+
+    return target_trial_cohort(staged["patients"], staged["courses"], staged.get("first_sessions", staged["sessions"]),
+                               staged["mood_scores"], registries=registries, study=study)
 
 
 def run_study(staged: Mapping[str, pl.DataFrame], *, registries: Registries, study: StudySettings,
-              submit: Submit = run_now, check: Mapping[str, pl.DataFrame] | None = None) -> StepResult:
+              submit: Submit = run_now, check: Mapping[str, pl.DataFrame] | None = None,
+              cohort: TrialCohort = trial_cohort) -> StepResult:
     """The whole analysis of one study on the staged tables (``patients``, ``courses``,
     ``sessions``, ``adverse_events``, ``mood_scores``): the analysis datasets (``ad_adsl``,
     ``ad_adtte``, ``results_attrition``) and every step's results, with all their notes in order.
@@ -56,6 +76,10 @@ def run_study(staged: Mapping[str, pl.DataFrame], *, registries: Registries, stu
     endpoint and per endpoint and route), run by ``submit`` (default: here, one after the other) and
     put together in a fixed order: the result is the same, table for table and row for row, however
     they ran (docs/scaling.md).
+
+    A study with a ``target_trial`` also gets its emulation (``results_tt_*``) on the trial cohort
+    ``cohort(staged, registries=, study=)`` returns (:func:`trial_cohort`, the derivation, by
+    default); a study without one writes none of those tables.
 
     ``staged`` may hold only what the analysis uses (``ketaoutcomes.analysis_inputs``: the ratings of
     the study's instrument, the sessions of index courses); ``check``, what the study is checked
@@ -84,6 +108,10 @@ def run_study(staged: Mapping[str, pl.DataFrame], *, registries: Registries, stu
         submit(modifier_analyses, adsl=d.adsl, adtte=d.adtte, sessions=staged["sessions"], courses=staged["courses"],
                study=study, ketamine_arms=ketamine),
     ]
+    if study.target_trial is not None:
+        frame, attrition = cohort(staged, registries=registries, study=study)
+        others.append(submit(target_trial_analysis, frame=frame, attrition=attrition, protocol=study.target_trial,
+                             seed=study.random_seed))
     result = derived + analyze(d.adsl, d.adtte, study=study, visits=d.visits, submit=submit)
     for step in others:
         result = result + step.result()

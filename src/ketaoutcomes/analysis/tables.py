@@ -1,6 +1,7 @@
 """Contracts of the ``results_*`` tables the analysis writes (the frames of
 :func:`~ketaoutcomes.analysis.run_study`: :func:`~ketaoutcomes.analysis.analyze`, :func:`~ketaoutcomes.analysis.secondary_analyses`,
-:func:`~ketaoutcomes.analysis.relapse_analyses` and :func:`~ketaoutcomes.analysis.modifier_analyses`),
+:func:`~ketaoutcomes.analysis.relapse_analyses` and :func:`~ketaoutcomes.analysis.modifier_analyses`; the
+target trial's ``results_tt_*`` are declared in :mod:`~ketaoutcomes.analysis.target_trial_tables`),
 and :data:`CONTRACTS`: these plus derive's (:mod:`ketaoutcomes.derive.tables`) by table name.
 
 Every column a frame may carry is declared here, with its DuckDB type and whether it may be null
@@ -14,6 +15,7 @@ See :mod:`ketaoutcomes.table_contract`.
 
 from __future__ import annotations
 
+from ketaoutcomes.analysis.target_trial_tables import TT_CONTRACTS
 from ketaoutcomes.derive.tables import CONTRACTS as DERIVE_CONTRACTS
 from ketaoutcomes.table_contract import RUN_COLUMNS, ColumnContract, TableContract, col, contracts_by_name
 
@@ -549,6 +551,7 @@ ANALYSIS_CONTRACTS: dict[str, TableContract] = contracts_by_name((
     RESULTS_SAFETY, RESULTS_SAFETY_PATIENTS, RESULTS_TRAJECTORY, RESULTS_TRAJECTORY_FIXED,
     RESULTS_RELAPSE_MAINTENANCE, RESULTS_RELAPSE_CIF, RESULTS_RELAPSE_CIF_AT, RESULTS_RELAPSE_GRAY,
     RESULTS_RELAPSE_STATES, RESULTS_MODIFIERS_INTERACTIONS, RESULTS_MODIFIERS_SUBGROUPS, RESULTS_MODIFIERS_KETAMINE,
+    *TT_CONTRACTS.values(),
 ))
 
 #: Every ad_*/results_* table written from derive's and the analysis's frames, by name (results_runs,

@@ -22,6 +22,8 @@ What lives where:
 * :mod:`~ketaoutcomes.models.modifiers`: effect modifiers of the time to response.
 * :mod:`~ketaoutcomes.models.safety` and :mod:`~ketaoutcomes.models.trajectory`:
   session safety and the mood-trajectory mixed model.
+* :mod:`~ketaoutcomes.models.calibration`: empirical calibration with negative controls (the
+  systematic-error null, calibrated p-values and intervals, EASE and the calibration gate).
 * :mod:`~ketaoutcomes.models.common`: the internal helpers several models share
   (event indicator, dropping incomplete rows, level labels, interval band).
 

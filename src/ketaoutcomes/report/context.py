@@ -36,6 +36,7 @@ from ketaoutcomes.report.sections.secondary import (
 )
 from ketaoutcomes.report.sections.evalues import evalue_section
 from ketaoutcomes.report.sections.adjusted import adjusted_section
+from ketaoutcomes.report.sections.target_trial import target_trial_section
 from ketaoutcomes.report.sections.truth import truth_table
 from ketaoutcomes.report.sections.weighting import (
     balance_rule,
@@ -189,6 +190,7 @@ def build_context(data: ReportData, *, suppress_small_cells: bool = True) -> dic
     modifiers = modifiers_section(t("results_modifiers_interactions"), t("results_modifiers_subgroups"),
                                   t("results_modifiers_ketamine"), arms, fmt)
     summary = report_summary(data, suppress_small_cells=suppress_small_cells)
+    target_trial = target_trial_section(t, settings, prov, fmt)
     note_lines, n_withheld = grouped_notes(notes, t("results_ps"), arms)
     provenance = [{"key": str(k), **_prov_value(v)} for k, v in prov.items()]
     return {
@@ -205,6 +207,7 @@ def build_context(data: ReportData, *, suppress_small_cells: bool = True) -> dic
         "notes": notes,
         "note_lines": note_lines, "n_withheld": n_withheld,
         "summary": summary,
+        "target_trial": target_trial,
         "key": key, "key_reason": key_reason,
         "truth": truth, "truth_json": truth_json,
         "cohort": cohort, "cohort_reason": cohort_reason, "cohort_absent": not_in_export(adsl) if has(adsl, "ARM") else [],
