@@ -6,27 +6,22 @@ rows of this run and only this run's settings); analysis.target_trial run direct
 cohort derived from the same staged tables (the stored effects are its effects); the rendered page
 (the section, its protocol table and TARGET checklist with this run's numbers); and a study without
 a target trial on the same warehouse, whose run writes no results_tt_* row.
-
-Needs derive.target_trial and simulate.ssri_failure_export (branch issue11-ttdata): skipped on a
-tree without them, which is only the analysis/report branch before the merge.
 """
 
 from __future__ import annotations
 
 import pytest
 
-pytest.importorskip("ketaoutcomes.derive.target_trial", reason="derive.target_trial comes with issue11-ttdata")
-
-from ketaoutcomes.analysis import trial_cohort  # noqa: E402
-from ketaoutcomes.analysis.target_trial import target_trial_analysis  # noqa: E402
-from ketaoutcomes.analysis.target_trial_tables import TT_CONTRACTS  # noqa: E402
-from ketaoutcomes.analysis_inputs import analysis_inputs  # noqa: E402
-from ketaoutcomes.pipeline import analyze_step, ingest_step, render_step  # noqa: E402
-from ketaoutcomes.registries import load_registries  # noqa: E402
-from ketaoutcomes.settings import DEFAULT_STUDY_FILE, SimulationSettings, StudySettings, load_study  # noqa: E402
-from ketaoutcomes.simulate.ssri_failure_export import write_ssri_failure_export  # noqa: E402
-from ketaoutcomes.table_contract import conform  # noqa: E402
-from ketaoutcomes.warehouse import fetch, read_connection  # noqa: E402
+from ketaoutcomes.analysis import trial_cohort
+from ketaoutcomes.analysis.target_trial import target_trial_analysis
+from ketaoutcomes.analysis.target_trial_tables import TT_CONTRACTS
+from ketaoutcomes.analysis_inputs import analysis_inputs
+from ketaoutcomes.pipeline import analyze_step, ingest_step, render_step
+from ketaoutcomes.registries import load_registries
+from ketaoutcomes.settings import DEFAULT_STUDY_FILE, SimulationSettings, StudySettings, load_study
+from ketaoutcomes.simulate.ssri_failure_export import write_ssri_failure_export
+from ketaoutcomes.table_contract import conform
+from ketaoutcomes.warehouse import fetch, read_connection
 
 
 @pytest.fixture(scope="module")
