@@ -202,8 +202,9 @@ def analyze_task(db: Path, study: StudySettings) -> steps.StepOutcome:
 @task(name="render", **_TRANSIENT_TASK)
 def render_task(db: Path, study: StudySettings, reports_dir: Path) -> steps.StepOutcome:
     """Write the HTML report (reports/*.html; skipped when it is current); details["report_path"].
-    Publishes the ``ketaoutcomes-report`` artifact (the report's path and its summary table) and the
-    ``ketaoutcomes-key-results`` table artifact (the same table)."""
+    Publishes the ``ketaoutcomes-report`` artifact (the report's path, the target trial's results
+    when the study has one, and its summary table) and the ``ketaoutcomes-key-results`` table
+    artifact (the summary table)."""
     outcome = _log_outcome(steps.render_step(Path(db), study, Path(reports_dir)))
     report, summary = outcome.details.get("report_path"), outcome.details.get("summary")
     _artifact("ketaoutcomes-report", lambda: digest.report_markdown(

@@ -133,3 +133,22 @@ def test_a_protocol_naming_its_treatment_arms_says_so(plain_run):
     text = _text(render_html(_with_trial(dict(res.tables), iv)))
     assert "Target trial: start ketamine iv within 30 days of SSRI failure, or no ketamine?" in text
     assert 'under "start ketamine iv within 30 days"' in text and "(a) start ketamine (ketamine_iv) on a day" in text
+
+
+def test_the_prefect_report_artifact_opens_with_the_trial_s_answer_as_the_page_shows_it(plain_run):
+    """digest.key_results carries the section's results table and answer (the same functions draw
+    both), and the report artifact's Markdown puts them before the route summary."""
+    from ketaoutcomes.report.digest import key_results, report_markdown
+
+    res, prot, html, text = plain_run
+    data = _with_trial(dict(res.tables), prot, res.notes)
+    record = key_results(data)
+    trial = record["target_trial"]
+    assert trial["title"].startswith("Target trial: start ketamine within 30 days")
+    assert [r[0] for r in trial["rows"]] == [f"risk by day {d}" for d in prot.risk_days] + [
+        f"restricted mean days to response (to day {prot.rmst_horizon_days})"]
+    assert trial["sentences"] and all(_text(f"<p>{s}</p>").strip() in text for s in trial["sentences"][:1])
+    md = report_markdown(record, report_path="r.html", study="s", settings_id="x", run_id="y", rendered=True)
+    assert md.index(f"## {trial['title']}") < md.index("## Summary:")
+    assert f"| {trial['rows'][0][0]} | {trial['rows'][0][1]} |" in md
+    assert key_results(make_data())["target_trial"] is None  # a run without a trial

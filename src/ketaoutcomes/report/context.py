@@ -36,7 +36,7 @@ from ketaoutcomes.report.sections.secondary import (
 )
 from ketaoutcomes.report.sections.evalues import evalue_section
 from ketaoutcomes.report.sections.adjusted import adjusted_section
-from ketaoutcomes.report.sections.target_trial import target_trial_section
+from ketaoutcomes.report.sections.target_trial import target_trial_answer, target_trial_section
 from ketaoutcomes.report.sections.truth import truth_table
 from ketaoutcomes.report.sections.weighting import (
     balance_rule,
@@ -145,6 +145,14 @@ def report_summary(data: ReportData, *, suppress_small_cells: bool = True) -> di
     prov, fmt, arms = _basics(data, suppress_small_cells)
     t = data.table
     return summary_section(t("results_contrasts"), t("results_cox"), t("results_ps"), arms, fmt, prov)
+
+
+def report_target_trial(data: ReportData, *, suppress_small_cells: bool = True) -> dict[str, Any] | None:
+    """The target trial's answer and results table (None without one), as the page's section shows
+    them: the Prefect flows publish it beside the summary."""
+    prov, fmt, _ = _basics(data, suppress_small_cells)
+    settings = prov.get("settings") if isinstance(prov.get("settings"), Mapping) else {}
+    return target_trial_answer(data.table, settings, fmt)
 
 
 def build_context(data: ReportData, *, suppress_small_cells: bool = True) -> dict[str, Any]:

@@ -21,7 +21,7 @@ from typing import Any
 
 import polars as pl
 
-from ketaoutcomes.report.context import ReportData, report_summary
+from ketaoutcomes.report.context import ReportData, report_summary, report_target_trial
 from ketaoutcomes.report.format import Row, Table, fmt_int
 from ketaoutcomes.report.inputs import latest_validation_run, quarantine_summary
 from ketaoutcomes.report.sections.data_quality import quarantine_table, validation_section
@@ -54,6 +54,7 @@ def key_results(data: ReportData) -> dict[str, Any]:
         "sentences": list(s["sentences"]),
         "method": s["method"],
         "reason": s["reason"],
+        "target_trial": report_target_trial(data),
     }
 
 
@@ -85,8 +86,12 @@ def report_markdown(record: Mapping[str, Any], *, report_path: Path | str, study
              "up to date: nothing it is made from changed, so it was not rendered again")
     out = [f"# Report of study `{study}`", "",
            f"Report file: `{report_path}` ({state})", "",
-           f"Analysis run `{run_id}`, study settings `{settings_id}`.", "",
-           f"## Summary: {record['endpoint']}, each route vs the reference arm", ""]
+           f"Analysis run `{run_id}`, study settings `{settings_id}`.", ""]
+    trial = record.get("target_trial")
+    if trial:  # the trial's answer first, as on the page
+        out += [f"## {trial['title']}", "", markdown_table(trial["columns"], trial["rows"]), ""]
+        out += [f"- {s}" for s in trial["sentences"]] + [""]
+    out += [f"## Summary: {record['endpoint']}, each route vs the reference arm", ""]
     if record["columns"]:
         out += [markdown_table(record["columns"], [r["cells"] for r in record["rows"]]), ""]
         out += [f"- {s}" for s in record["sentences"]] + ["", record["method"]]

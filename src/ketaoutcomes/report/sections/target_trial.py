@@ -374,6 +374,25 @@ def _calibration(cal: pl.DataFrame, eff: _Effects, p: TargetTrialProtocol) -> di
     return out
 
 
+def _title(p: TargetTrialProtocol) -> str:
+    return f"Target trial: start {_drug(p)} within {p.grace_days} days of SSRI failure, or no ketamine?"
+
+
+def target_trial_answer(t: Callable[[str], pl.DataFrame], settings: Mapping | None, fmt: Fmt) -> dict[str, Any] | None:
+    """The section's answer and results table as JSON-able records (``title``, ``columns``, ``rows``,
+    ``sentences``), drawn by the same functions as the page, for the Prefect artifact; None when the
+    run has no target trial."""
+    effects = t("results_tt_effects")
+    spec = settings.get("target_trial") if isinstance(settings, Mapping) else None
+    if not has(effects, "variant", "outcome", "measure", "day", "estimate") or not isinstance(spec, Mapping):
+        return None
+    p = TargetTrialProtocol.model_validate(spec)
+    eff = _Effects(effects)
+    table = _results_table(eff, p, fmt)
+    return {"title": _title(p), "columns": list(table.columns), "rows": [list(r.cells) for r in table.rows],
+            "sentences": _answer(eff, p, fmt)}
+
+
 def target_trial_section(t: Callable[[str], pl.DataFrame], settings: Mapping | None, prov: Mapping,
                          fmt: Fmt) -> dict[str, Any] | None:
     """What the template shows of the run's target trial; None when the run has none (no
@@ -397,7 +416,7 @@ def target_trial_section(t: Callable[[str], pl.DataFrame], settings: Mapping | N
     starts = t("results_tt_starts")
     out_words = _outcome_words(p)
     return {
-        "title": f"Target trial: start {_drug(p)} within {p.grace_days} days of SSRI failure, or no ketamine?",
+        "title": _title(p),
         "answer": _answer(eff, p, fmt),
         "results": _results_table(eff, p, fmt),
         "protocol": _protocol_table(p, t, fmt, settings.get("random_seed")),
