@@ -152,3 +152,29 @@ def test_the_prefect_report_artifact_opens_with_the_trial_s_answer_as_the_page_s
     assert md.index(f"## {trial['title']}") < md.index("## Summary:")
     assert f"| {trial['rows'][0][0]} | {trial['rows'][0][1]} |" in md
     assert key_results(make_data())["target_trial"] is None  # a run without a trial
+
+
+def test_on_a_simulated_cohort_the_estimates_stand_next_to_the_strategies_truth(plain_run):
+    """The truth of simulate.ssri_failure.strategy_truth (a small truth cohort: only the layout is
+    checked here) beside each CCW estimate, whether its interval covers it, and the naive one; a
+    truth for another grace period is named, not compared."""
+    from ketaoutcomes.simulate.ssri_failure import strategy_truth
+
+    res, prot, _, _ = plain_run
+    truth = {"strategy_truth": strategy_truth(grace_days=prot.grace_days, n=2000, days=prot.risk_days,
+                                              horizon=prot.rmst_horizon_days)}
+    data = dataclasses.replace(_with_trial(dict(res.tables), prot, res.notes), truth=truth)
+    text = _text(render_html(data))
+    st = truth["strategy_truth"]
+    eff = res.table("results_tt_effects").filter((pl.col("variant") == "ccw") & (pl.col("outcome") == "primary"))
+    rd = {r["day"]: r for r in eff.filter(pl.col("measure") == "rd").iter_rows(named=True)}
+    assert "Synthetic cohort: the strategies' truth" in text
+    for d in prot.risk_days:
+        true = 100 * st["rd"][str(d)]
+        covered = "yes" if rd[d]["lower"] <= st["rd"][str(d)] <= rd[d]["upper"] else "no"
+        row = re.search(rf"risk difference by day {d} (\S+) points .*?\) (yes|no) ", text)
+        assert row and float(row.group(1).replace("\u2212", "-")) == pytest.approx(true, abs=0.051), row
+        assert row.group(2) == covered
+    assert "truth.json holds the target trial's truth, compared in the Target trial section" in text
+    other = dataclasses.replace(data, truth={"strategy_truth": {**st, "grace_days": 14}})
+    assert "strategy truth is for a 14-day grace period" in _text(render_html(other))

@@ -198,7 +198,7 @@ def build_context(data: ReportData, *, suppress_small_cells: bool = True) -> dic
     modifiers = modifiers_section(t("results_modifiers_interactions"), t("results_modifiers_subgroups"),
                                   t("results_modifiers_ketamine"), arms, fmt)
     summary = report_summary(data, suppress_small_cells=suppress_small_cells)
-    target_trial = target_trial_section(t, settings, prov, fmt)
+    target_trial = target_trial_section(t, settings, prov, fmt, data.truth)
     note_lines, n_withheld = grouped_notes(notes, t("results_ps"), arms)
     provenance = [{"key": str(k), **_prov_value(v)} for k, v in prov.items()]
     return {

@@ -27,7 +27,7 @@ from ketaoutcomes.report.figures.target_trial import (
 )
 from ketaoutcomes.report.format import DASH, EN, MINUS, Fmt, Row, Table, fmt_hr_ci, fmt_num, fmt_p, has, ok
 
-__all__ = ["target_trial_section"]
+__all__ = ["strategy_truth_table", "target_trial_answer", "target_trial_section"]
 
 _STRATEGY = {"initiate": "start ketamine within the grace period", "never": "no ketamine"}
 _VARIANT = {"ccw": "target trial (CCW)", "naive": "naive users vs users"}
@@ -374,6 +374,39 @@ def _calibration(cal: pl.DataFrame, eff: _Effects, p: TargetTrialProtocol) -> di
     return out
 
 
+def _covers(r: Mapping | None, truth: float) -> str:
+    if r is None or not (ok(r.get("lower")) and ok(r.get("upper"))):
+        return DASH
+    return "yes" if r["lower"] <= truth <= r["upper"] else "no"
+
+
+def strategy_truth_table(eff: _Effects, p: TargetTrialProtocol, truth: Mapping | None) -> tuple[Table | None, str]:
+    """On a simulated SSRI-failure cohort: each CCW estimate (and the naive one) next to the truth of
+    the strategies as the protocol defines them (truth.json's ``strategy_truth``, simulated for every
+    patient under each strategy). (None, reason) when there is no such truth, or it is for another
+    protocol (grace period, days or horizon)."""
+    st = truth.get("strategy_truth") if isinstance(truth, Mapping) else None
+    if not isinstance(st, Mapping):
+        return None, ""
+    days = [int(d) for d in st.get("days", [])]
+    if (st.get("grace_days"), st.get("horizon")) != (p.grace_days, p.rmst_horizon_days) or not set(p.risk_days) <= set(days):
+        return None, (f"truth.json's strategy truth is for a {st.get('grace_days')}-day grace period, days {days} and a "
+                      f"horizon of {st.get('horizon')} days, not this protocol's: not compared")
+    rows = []
+    for d in p.risk_days:
+        true = float(st["rd"][str(d)])
+        rd = eff.get("rd", d)
+        rows.append(Row([f"risk difference by day {d}", f"{_points(true)} points", _diff_ci(rd), _covers(rd, true),
+                         f"{_points(eff.value('rd', d, 'naive'))} points"]))
+    true = float(st["rmst_diff"])
+    rm = eff.get("rmst_diff", p.rmst_horizon_days)
+    rows.append(Row([f"restricted mean difference to day {p.rmst_horizon_days}", f"{_signed(true)} days",
+                     _diff_ci(rm, 1.0, " days"), _covers(rm, true),
+                     f"{_signed(v)} days" if ok(v := eff.value('rmst_diff', p.rmst_horizon_days, 'naive')) else DASH]))
+    return Table(["Measure", "Truth (strategies simulated)", f"CCW estimate ({_CI})", "Interval covers the truth",
+                  "Naive estimate"], rows, align="lrrrr"), ""
+
+
 def _title(p: TargetTrialProtocol) -> str:
     return f"Target trial: start {_drug(p)} within {p.grace_days} days of SSRI failure, or no ketamine?"
 
@@ -394,7 +427,7 @@ def target_trial_answer(t: Callable[[str], pl.DataFrame], settings: Mapping | No
 
 
 def target_trial_section(t: Callable[[str], pl.DataFrame], settings: Mapping | None, prov: Mapping,
-                         fmt: Fmt) -> dict[str, Any] | None:
+                         fmt: Fmt, truth: Mapping | None = None) -> dict[str, Any] | None:
     """What the template shows of the run's target trial; None when the run has none (no
     results_tt_effects rows or no [target_trial] in its settings)."""
     effects = t("results_tt_effects")
@@ -415,7 +448,9 @@ def target_trial_section(t: Callable[[str], pl.DataFrame], settings: Mapping | N
                                                 c["day"].to_numpy(), c["risk"].to_numpy()))
     starts = t("results_tt_starts")
     out_words = _outcome_words(p)
+    truth_table, truth_reason = strategy_truth_table(eff, p, truth)
     return {
+        "truth": truth_table, "truth_reason": truth_reason,
         "title": _title(p),
         "answer": _answer(eff, p, fmt),
         "results": _results_table(eff, p, fmt),
