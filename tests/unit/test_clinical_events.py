@@ -91,3 +91,23 @@ def test_a_misnamed_file_is_an_error_and_identifiers_are_refused(tmp_path):
     with pytest.raises(IngestError) as err:
         load(tmp_path / "w2.duckdb", write_export(tmp_path / "p", {**TINY, "clinical_events.csv": leaked}))
     assert "clinical_events.csv: column event_type" in str(err.value) and "jane.doe" not in str(err.value)
+
+
+def test_a_rollback_of_the_clinical_events_batch_restores_the_warehouse_before_it(tmp_path):
+    """Checked against the warehouse before the batch: every stg_/raw_/ref_ table, the quarantine and
+    the batches hold the same rows again (stg_clinical_events empty), and the content is refused on
+    a later ingest as any rolled-back file is."""
+    from ketaoutcomes.pipeline import ingest_step, rollback_step
+
+    db = tmp_path / "w.duckdb"
+    ingest_step(db, write_export(tmp_path / "v1"))
+    before = tables_hash(db, "table_name LIKE 'stg_%' OR table_name LIKE 'raw_%' OR table_name LIKE 'ref_%' "
+                             "OR table_name IN ('quarantine', 'meta_batches')")
+    out = ingest_step(db, write_export(tmp_path / "n1", {"clinical_events.csv": EVENTS}))
+    (batch,) = [f["batch_id"] for f in out.details["files"] if not f["skipped"]]
+    assert query_db(db, "SELECT count(*) AS n FROM stg_clinical_events")["n"][0] == 3
+    rollback_step(db, batch)
+    assert tables_hash(db, "table_name LIKE 'stg_%' OR table_name LIKE 'raw_%' OR table_name LIKE 'ref_%' "
+                           "OR table_name IN ('quarantine', 'meta_batches')") == before
+    with pytest.raises(IngestError, match=r"clinical_events\.csv.*rolled back"):
+        ingest_step(db, write_export(tmp_path / "n2", {"clinical_events.csv": EVENTS}))
