@@ -46,6 +46,7 @@ from pathlib import Path
 
 import numpy as np
 import polars as pl
+from pydantic import ValidationError
 
 from ketaoutcomes.contract import TABLE_ORDER, polars_schema
 from ketaoutcomes.protocol import TargetTrialProtocol
@@ -91,9 +92,9 @@ def parameters_for(protocol: TargetTrialProtocol) -> SSRIFailureParameters:
            for i, nc in enumerate(protocol.negative_controls)]
     try:
         return SSRIFailureParameters.model_validate({**p.model_dump(), "negative_controls": ncs})
-    except ValueError as err:
-        raise SimulationProtocolError(f"target_trial.negative_controls cannot be simulated: "
-                                      f"{' '.join(str(err).split())}") from None
+    except ValidationError as err:
+        why = "; ".join(e["msg"].removeprefix("Value error, ") for e in err.errors())
+        raise SimulationProtocolError(f"target_trial.negative_controls cannot be simulated: {why}") from None
 
 
 def _conform(name: str, data: dict) -> pl.DataFrame:
