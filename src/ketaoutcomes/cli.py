@@ -213,7 +213,7 @@ def simulate(
 
 @app.command()
 def ingest(
-    export_dir: Annotated[Path, typer.Argument(help="Folder with patients, courses, sessions, adverse_events, mood_scores (.csv or .parquet).")],
+    export_dir: Annotated[Path, typer.Argument(help="Folder with patients, courses, sessions, adverse_events, mood_scores and optionally clinical_events (.csv or .parquet).")],
     db: DbOption = None,
     reload_rolled_back: Annotated[bool, typer.Option("--reload-rolled-back", help="Load files whose content a rollback removed (refused without this option), on purpose.")] = False,
 ) -> None:

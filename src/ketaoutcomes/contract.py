@@ -20,7 +20,7 @@ import polars as pl
 
 __all__ = ["CODE_MAX_CHARS", "CODE_MAX_WORDS", "DEFAULT_ID_EXAMPLES", "DEFAULT_ID_PATTERN", "EXTRA_COLUMN", "Column",
            "FileLimits",
-           "LIMITS", "MEMORY_LIMIT_ENV", "Reference", "Table", "TABLES", "TABLE_ORDER", "POLARS_TYPES",
+           "LIMITS", "MEMORY_LIMIT_ENV", "OPTIONAL_TABLES", "Reference", "Table", "TABLES", "TABLE_ORDER", "POLARS_TYPES",
            "WHITESPACE", "polars_schema", "table"]
 
 # DuckDB types used by the contract. Ingest casts every column with TRY_CAST to
@@ -276,14 +276,36 @@ MOOD_SCORES = Table(
     references=(Reference("patient_id", "patients", "patient_id"),),
 )
 
+CLINICAL_EVENTS = Table(
+    name="clinical_events",
+    description="Optional. One row per clinical event recorded outside treatment sessions (an emergency visit, an "
+                "infection, a fracture, ...): the source of a target trial's negative-control outcomes. An export "
+                "without this file loads as before.",
+    key=("event_id",),
+    columns=(
+        Column("event_id", "VARCHAR", True, "Event id, unique in the export"),
+        Column("patient_id", "VARCHAR", True, "Patient (patients.patient_id)"),
+        Column("event_date", "DATE", True, "Day of the event (shifted like the other dates)"),
+        Column("event_type", "VARCHAR", True, "The event's code in the clinic's vocabulary (e.g. ed_visit, "
+               "infection, fracture); a study's negative control names the codes it counts "
+               "(target_trial.negative_controls, event_types)", code=True),
+    ),
+    references=(Reference("patient_id", "patients", "patient_id"),),
+)
+
 #: The column of raw_patients / stg_patients that holds the patients file's own columns beyond the
 #: contract (a trial's covariates), as a JSON object of text values per row; a study declares the ones
 #: it uses (ketaoutcomes.settings.ExtraCovariate). Which are kept: ketaoutcomes.ingest.extra.
 EXTRA_COLUMN = "_extra"
 
 #: Load order: referenced tables first.
-TABLE_ORDER: tuple[str, ...] = ("patients", "courses", "sessions", "adverse_events", "mood_scores")
-TABLES: dict[str, Table] = {t.name: t for t in (PATIENTS, COURSES, SESSIONS, ADVERSE_EVENTS, MOOD_SCORES)}
+TABLE_ORDER: tuple[str, ...] = ("patients", "courses", "sessions", "adverse_events", "mood_scores", "clinical_events")
+TABLES: dict[str, Table] = {t.name: t for t in (PATIENTS, COURSES, SESSIONS, ADVERSE_EVENTS, MOOD_SCORES,
+                                                CLINICAL_EVENTS)}
+#: Tables an export may always leave out (no file: no rows; the warehouse still has an empty
+#: ``stg_<table>``). The other tables are required in a first export (sessions and adverse_events
+#: only where a course is on a session-based arm: :data:`ketaoutcomes.ingest.folder.SESSION_TABLES`).
+OPTIONAL_TABLES: tuple[str, ...] = ("clinical_events",)
 
 
 def table(name: str) -> Table:

@@ -29,9 +29,12 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from ketaoutcomes.contract import CODE_MAX_CHARS
+
 __all__ = ["Eligibility", "NegativeControlOutcome", "TargetTrialProtocol"]
 
 _NAME = re.compile(r"^[a-z][a-z0-9_]{0,39}$")
+
 
 
 class _Frozen(BaseModel):
@@ -69,18 +72,39 @@ class Eligibility(_Frozen):
 
 class NegativeControlOutcome(_Frozen):
     """An outcome no strategy can affect, run through the identical analysis (its true effect is
-    null, so its estimate measures systematic error)."""
+    null, so its estimate measures systematic error). Its event is the first ``clinical_events`` row
+    of the patient after time zero whose ``event_type`` is one of ``event_types``
+    (:func:`ketaoutcomes.derive.target_trial.target_trial_cohort`)."""
 
     #: Short name (lower case, digits, underscore), used in result tables.
     name: str
     #: Where it comes from in the data, in words (e.g. "first fracture recorded after time zero").
     description: str = Field(default="", max_length=200)
+    #: The ``clinical_events.event_type`` codes that count as this outcome (left out: the name itself).
+    event_types: tuple[str, ...] = ()
+
+    @model_validator(mode="before")
+    @classmethod
+    def _default_types(cls, data):
+        if isinstance(data, dict) and data.get("event_types") is None and isinstance(data.get("name"), str):
+            data = {**data, "event_types": (data["name"],)}
+        return data
 
     @model_validator(mode="after")
     def _name(self) -> "NegativeControlOutcome":
         if not _NAME.match(self.name):
             raise ValueError(f"negative control name {self.name!r} must be lower case letters, digits and '_' "
                              "(starting with a letter, at most 40)")
+        where = f"negative control {self.name!r}: event_types"
+        if not self.event_types:
+            raise ValueError(f"{where} is empty: name the clinical_events.event_type codes it counts (left out: the "
+                             "name itself)")
+        for code in self.event_types:
+            if not code or code != code.strip() or len(code) > CODE_MAX_CHARS:
+                raise ValueError(f"{where}: {code!r} is not a code (1 to {CODE_MAX_CHARS} characters, no white space "
+                                 "around it), as written in clinical_events.event_type")
+        if len(set(self.event_types)) != len(self.event_types):
+            raise ValueError(f"{where} repeat a code: {list(self.event_types)}")
         return self
 
 

@@ -290,8 +290,9 @@ def rebuild(scratch: Path, db: Path, record: Mapping[str, Any]) -> None:
             ensure_history(con)
         finally:
             con.execute("DETACH source")
-        for t in TABLE_ORDER:
-            rebuild_staging(con, t)
+        for t in TABLE_ORDER:  # (a warehouse of an earlier version may lack an optional table: clinical_events)
+            if table_exists(con, f"raw_{t}"):
+                rebuild_staging(con, t)
         rebuild_registries(con)
 
 

@@ -20,7 +20,7 @@ from ketaoutcomes.settings import StudySettings
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DAGS_MD = REPO_ROOT / "dags.md"
-IMPORT_TABLES = ("patients", "courses", "sessions", "adverse_events", "mood_scores")
+IMPORT_TABLES = ("patients", "courses", "sessions", "adverse_events", "mood_scores", "clinical_events")
 
 EXPECTED_DEPLOYMENTS = {
     "ketaoutcomes-ingest/nightly-ingest-validate": "0 2 * * *",

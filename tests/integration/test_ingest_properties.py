@@ -68,7 +68,7 @@ def _tiny() -> dict[str, bytes]:
 def _simulated() -> dict[str, bytes]:
     frames = simulate_frames(SimulationSettings(n_patients=100, seed=7))
     out = {}
-    for table in TABLE_ORDER:
+    for table in frames:  # (the route cohort: every table but the optional clinical_events)
         buf = io.BytesIO()
         frames[table].write_csv(buf, datetime_format="%Y-%m-%d %H:%M:%S", date_format="%Y-%m-%d", null_value="")
         out[f"{table}.csv"] = buf.getvalue()
@@ -460,7 +460,7 @@ def test_clean_exports_load_whole(base):
         summary = ingest_export(con, Path(tmp), loaded_at=WHEN)
         assert_consistent(con, summary, files)
         con.close()
-    assert {f.table: f.rows_quarantined for f in summary.files} == {t: 0 for t in TABLE_ORDER}
+    assert {f.table: f.rows_quarantined for f in summary.files} == {t: 0 for t in TABLE_ORDER if any(Path(n).stem == t for n in files)}
 
 
 @settings(max_examples=30, **SETTINGS)  # derandomized: the same 30 each run (the corpus keeps past finds)

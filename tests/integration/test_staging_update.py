@@ -1,7 +1,9 @@
 """stg_* after an ingest is updated for the keys of the new batches only (ingest.staging), and must
 be what rebuilding it from every delivered row gives (ingest.load.staging_sql): the same rows in
 the same order, after corrections, new rows, a re-delivery of superseded content, a delivery whose
-rows are all quarantined, and a table no delivery touched."""
+rows are all quarantined, and a table no delivery touched; and the optional clinical_events,
+delivered first on a later night (the first export had none: stg_clinical_events empty), then
+corrected."""
 
 from __future__ import annotations
 
@@ -17,6 +19,7 @@ from ketaoutcomes.warehouse import fetch, read_connection, write_session
 from tests.conftest import TINY, write_export
 
 MOOD_HEADER = TINY["mood_scores.csv"].splitlines()[0]
+EVENTS_HEADER = "event_id,patient_id,event_date,event_type"
 NIGHTS = [
     # C1 corrected (end date), C2 unchanged in a new batch, C3 left out: C3 keeps its first-load row
     {"courses.csv": "\n".join(TINY["courses.csv"].splitlines()[:3]).replace("2024-01-26", "2024-01-27") + "\n"},
@@ -27,6 +30,11 @@ NIGHTS = [
     {"courses.csv": TINY["courses.csv"]},
     # every row quarantined (an unknown instrument): the batch exists, stg_mood_scores does not change
     {"mood_scores.csv": MOOD_HEADER + "\nP2,2024-05-01 10:00,NOPE,18,1,clinician\n"},
+    # clinical events, first delivered now: one of them an orphan (quarantined)
+    {"clinical_events.csv": EVENTS_HEADER + "\nE1,P1,2024-02-10,fracture\nE2,P2,2024-03-02,ed_visit\n"
+                                            "E3,P9,2024-03-03,ed_visit\n"},
+    # E2 corrected (its type), E4 new; E1 left out keeps its row
+    {"clinical_events.csv": EVENTS_HEADER + "\nE2,P2,2024-03-02,infection\nE4,P3,2024-04-01,fracture\n"},
     # patients: one corrected, one new
     {"patients.csv": TINY["patients.csv"].splitlines()[0] + "\nP2,A,M,53,1,MDD,\nP4,B,F,30,2,MDD,60\n"},
 ]
@@ -44,6 +52,8 @@ def _stg(db: Path) -> dict[str, tuple[pl.DataFrame, pl.DataFrame]]:
 def test_each_delivery_updates_stg_as_a_rebuild_would(tmp_path):
     db = tmp_path / "w.duckdb"
     ingest_step(db, write_export(tmp_path / "v1"))
+    first = _stg(db)["clinical_events"][0]
+    assert first.height == 0 and {"event_id", "patient_id", "event_date", "event_type"} <= set(first.columns)
     for i, files in enumerate(NIGHTS):
         before = _stg(db)
         ingest_step(db, write_export(tmp_path / f"n{i}", files))
@@ -56,6 +66,8 @@ def test_each_delivery_updates_stg_as_a_rebuild_would(tmp_path):
     assert stored["mood_scores"][0].filter(pl.col("patient_id") == "P1")["total_score"].to_list() == [32, 20, 15]
     assert stored["courses"][0]["end_date"].cast(pl.String).to_list()[0] == "2024-01-26"  # the re-delivery
     assert stored["patients"][0]["patient_id"].to_list() == ["P1", "P3", "P2", "P4"]  # load order
+    events = stored["clinical_events"][0]
+    assert events.select("event_id", "event_type").rows() == [("E1", "fracture"), ("E2", "infection"), ("E4", "fracture")]
 
 
 def test_a_staging_table_of_another_shape_is_rebuilt(tmp_path):

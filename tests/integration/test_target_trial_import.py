@@ -4,7 +4,8 @@ simulate_ssri_failure's person-level cohort -> an import-format export (simulate
 ssri-failure) -> ingest into a scratch warehouse (the pipeline's ingest step) -> the staged tables
 -> derive.target_trial.target_trial_cohort. Checked against the simulated cohort itself
 (truth_latent.parquet): every patient is eligible, and per patient the ketamine start day and arm,
-the response day or censoring day, the event flag and the covariates are exactly the simulated ones.
+the response day or censoring day, the event flag, the covariates and each negative control's day
+and event flag (from clinical_events, the study's six controls) are exactly the simulated ones.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from __future__ import annotations
 import polars as pl
 import pytest
 
-from ketaoutcomes.derive.target_trial import target_trial_cohort
+from ketaoutcomes.derive.target_trial import nc_columns, target_trial_cohort
 from ketaoutcomes.pipeline import ingest_step
 from ketaoutcomes.registries import load_registries
 from ketaoutcomes.settings import DEFAULT_STUDY_FILE, SimulationSettings, load_study
@@ -30,17 +31,22 @@ def round_trip(tmp_path_factory):
     ingest_step(db, export)
     con = read_connection(db)
     try:
-        staged = {t: fetch(con, f"SELECT * FROM stg_{t}") for t in ("patients", "courses", "sessions", "mood_scores")}
+        staged = {t: fetch(con, f"SELECT * FROM stg_{t}") for t in ("patients", "courses", "sessions", "mood_scores",
+                                                                     "clinical_events")}
         quarantined = fetch(con, "SELECT count(*) AS n FROM quarantine")["n"][0]
     finally:
         con.close()
     frame, attrition = target_trial_cohort(staged["patients"], staged["courses"], staged["sessions"],
-                                           staged["mood_scores"], registries=load_registries(), study=study)
-    return frame, attrition, pl.read_parquet(export / "truth_latent.parquet"), quarantined
+                                           staged["mood_scores"], registries=load_registries(), study=study,
+                                           clinical_events=staged["clinical_events"])
+    without, _ = target_trial_cohort(staged["patients"], staged["courses"], staged["sessions"],
+                                     staged["mood_scores"], registries=load_registries(), study=study)
+    assert staged["clinical_events"].height > 0
+    return frame, attrition, pl.read_parquet(export / "truth_latent.parquet"), quarantined, without
 
 
 def test_every_simulated_patient_is_eligible_and_nothing_is_quarantined(round_trip):
-    frame, attrition, truth, quarantined = round_trip
+    frame, attrition, truth, quarantined, _ = round_trip
     assert quarantined == 0
     assert attrition["remaining"].to_list() == [300] * attrition.height
     assert attrition["excluded"].to_list()[1:] == [0] * (attrition.height - 1)
@@ -48,7 +54,7 @@ def test_every_simulated_patient_is_eligible_and_nothing_is_quarantined(round_tr
 
 
 def test_start_outcome_and_covariates_are_the_simulated_ones(round_trip):
-    frame, _, truth, _ = round_trip
+    frame, _, truth, _, _ = round_trip
     j = frame.join(truth, on="patient_id", how="inner")
     assert j.height == 300
     assert j["start_day"].eq_missing(j["ketamine_start_day"]).all()
@@ -65,3 +71,24 @@ def test_start_outcome_and_covariates_are_the_simulated_ones(round_trip):
     assert set(j.filter(pl.col("event") == 1)["end_reason"]) == {"outcome"}
     # the cohort is varied enough for the check to mean something
     assert 0 < j["start_day"].null_count() < 300 and 0 < j["event"].sum() < 300 and (j["end_reason"] == "lost").any()
+
+
+def test_negative_controls_are_the_simulated_ones(round_trip):
+    """Each of the study's negative controls (nc1..nc6: event_type its name in clinical_events, among
+    noise the derivation must not count: other types, control types on or before time zero and after
+    the end of follow-up) gives back the simulated day and event flag of every patient; followed to
+    the end of follow-up whatever the response."""
+    frame, _, truth, _, without = round_trip
+    names = [nc.name for nc in load_study(DEFAULT_STUDY_FILE.parent / "ssri_failure.toml").target_trial.negative_controls]
+    assert len(names) >= 6
+    j = frame.join(truth, on="patient_id", how="inner")
+    for name in names:
+        t, e = nc_columns(name)
+        assert frame.schema[t] == pl.Int64 and frame.schema[e] == pl.Int8
+        assert (j[t] == j[f"{name}_time"]).all() and (j[e] == j[f"{name}_event"]).all(), name
+        assert 0 < j[e].sum() < j.height, name  # events and censorings both
+        # a patient who responded is still followed for the control, to the end of follow-up
+        censored_after_response = j.filter((pl.col(e) == 0) & (pl.col("event") == 1))
+        assert censored_after_response.height and (censored_after_response[t] == censored_after_response["followup_days"]).all()
+    # without clinical events: the same frame, no negative-control columns
+    assert without.equals(frame.select(without.columns)) and not any(c.startswith("nc_") for c in without.columns)

@@ -22,6 +22,9 @@ from tests.conftest import TINY, copy_warehouse, query_db, write_export
 COURSES_HEADER = TINY["courses.csv"].splitlines()[0]
 #: C1 ends on 2024-01-09: its session S2 (2024-01-11) is then more than a day after the course's end.
 C1_SHORTER = COURSES_HEADER + "\nC1,P1,ketamine_iv,ketamine,2024-01-08,2024-01-09,completed,false,false\n"
+#: Clinical events (the optional table the first export left out), first delivered on a later night.
+EVENTS = ("event_id,patient_id,event_date,event_type\nE1,P1,2024-02-10,fracture\nE2,P2,2024-03-02,ed_visit\n"
+          "E3,P3,2024-03-10,ed_visit\n")
 #: A new rating of P3, nothing else.
 NEW_RATING = TINY["mood_scores.csv"].splitlines()[0] + "\nP3,2024-03-20 10:00,MADRS,18,1,clinician\n"
 
@@ -52,7 +55,8 @@ def test_a_new_rating_is_checked_alone_and_the_analysis_still_wants_every_row(va
     out = validate_step(db, changed_only=True)
     d = out.details
     assert d["scope"] == "changed" and d["new_batches"] == [batch]
-    assert d["rows_checked"] == {"patients": 0, "courses": 0, "sessions": 0, "adverse_events": 0, "mood_scores": 1}
+    assert d["rows_checked"] == {"patients": 0, "courses": 0, "sessions": 0, "adverse_events": 0, "mood_scores": 1,
+                                 "clinical_events": 0}
     assert "on the 1 row(s) that 1 new batch(es) added or changed" in out.message
     # the stored counts are over that one row
     res = query_db(db, f"SELECT * FROM validation_results WHERE run_id = '{d['run_id']}' AND \"table\" = 'mood_scores' "
@@ -102,7 +106,8 @@ def test_after_a_rollback_it_builds_on_a_validation_of_batches_still_in_force(va
     d = validate_step(db, changed_only=True).details
     assert d["scope"] == "changed" and d["base_run_id"] == before != rolled_back and d["new_batches"] == [second]
     # the re-delivered courses file (3 rows) and their 4 sessions; not the rating rolled back
-    assert d["rows_checked"] == {"patients": 0, "courses": 3, "sessions": 4, "adverse_events": 0, "mood_scores": 0}
+    assert d["rows_checked"] == {"patients": 0, "courses": 3, "sessions": 4, "adverse_events": 0, "mood_scores": 0,
+                                 "clinical_events": 0}
 
 
 def test_other_registries_mean_every_row(validated, tmp_path):
@@ -111,3 +116,20 @@ def test_other_registries_mean_every_row(validated, tmp_path):
             "description\nect,Electroconvulsive therapy,device,ect,false,true,0,1,,\n")
     _deliver(db, tmp_path / "night", {"arms.csv": arms, "mood_scores.csv": NEW_RATING})
     assert validate_step(db, changed_only=True).details["scope"] == "all"
+
+
+def test_clinical_events_first_delivered_on_a_later_night_are_checked_alone(validated, tmp_path):
+    """The first export had no clinical_events (its empty stg_clinical_events passed): a later
+    night's events are the only rows checked, by the table's rules (required values, key, the
+    patient reference), and pass."""
+    db = copy_warehouse(validated, tmp_path)
+    (batch,) = _deliver(db, tmp_path / "night", {"clinical_events.csv": EVENTS})
+    out = validate_step(db, changed_only=True)
+    assert out.details["scope"] == "changed" and out.details["new_batches"] == [batch]
+    assert out.details["rows_checked"] == {"patients": 0, "courses": 0, "sessions": 0, "adverse_events": 0,
+                                           "mood_scores": 0, "clinical_events": 3}
+    res = query_db(db, f"SELECT rule_id, success FROM validation_results WHERE run_id = "
+                       f"'{out.details['run_id']}' AND \"table\" = 'clinical_events'")
+    assert {"clinical_events.event_type.not_null", "clinical_events.key_unique",
+            "clinical_events.patient_id.reference"} <= set(res["rule_id"])
+    assert res["success"].all()

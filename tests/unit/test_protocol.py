@@ -40,6 +40,9 @@ def test_an_empty_target_trial_table_declares_the_default_trial_and_changes_the_
     ("treatment_arms = ['ssri']", "treatment_arms include the failed arm 'ssri'"),
     ("negative_controls = [{name = 'fracture'}, {name = 'fracture'}]", "repeat a name: ['fracture']"),
     ("negative_controls = [{name = 'Fracture!'}]", "must be lower case letters"),
+    ("negative_controls = [{name = 'fracture', event_types = []}]", "negative control 'fracture': event_types is empty"),
+    ("negative_controls = [{name = 'fracture', event_types = [' fx']}]", "event_types: ' fx' is not a code"),
+    ("negative_controls = [{name = 'fracture', event_types = ['fx', 'fx']}]", "event_types repeat a code"),
     ("grace_day = 30", 'target_trial.grace_day: unknown setting; did you mean "grace_days"?'),
     ("eligibility = {washout = 3}", 'target_trial.eligibility.washout: unknown setting; did you mean "washout_days"?'),
     ("eligibility = {min_age = 70, max_age = 60}", "min_age (70) is above max_age (60)"),
@@ -52,3 +55,16 @@ def test_a_wrong_protocol_is_refused_in_one_line_naming_the_field(tmp_path, tabl
         load_study(path)
     text = str(err.value)
     assert message in text and "\n" not in text and str(path) in text
+
+
+def test_a_negative_control_counts_its_name_unless_it_names_its_event_types(tmp_path):
+    path = tmp_path / "nc.toml"
+    path.write_text("[target_trial]\nnegative_controls = [{name = 'fracture'}, "
+                    "{name = 'infection', event_types = ['uti', 'pneumonia']}]\n")
+    study = load_study(path)
+    fracture, infection = study.target_trial.negative_controls
+    assert fracture.event_types == ("fracture",) and infection.event_types == ("uti", "pneumonia")
+    # the codes are part of the study's id
+    other = study.updated(target_trial={"negative_controls": [{"name": "fracture", "event_types": ["fx"]},
+                                                              {"name": "infection", "event_types": ["uti", "pneumonia"]}]})
+    assert other.settings_id != study.settings_id

@@ -18,7 +18,8 @@ import polars as pl
 import pytest
 
 import ketaoutcomes.simulate.cohort as cohort_mod
-from ketaoutcomes.contract import TABLE_ORDER, TABLES
+from ketaoutcomes.simulate.cohort import ROUTE_TABLES
+from ketaoutcomes.contract import TABLES
 from ketaoutcomes.registries import load_registries
 from ketaoutcomes.settings import SimulationSettings
 from ketaoutcomes.simulate import (
@@ -81,7 +82,7 @@ def test_same_settings_give_identical_bytes_and_another_seed_differs(tmp_path):
     b = _digest(simulate_cohort(s, tmp_path / "b"))
     c = _digest(simulate_cohort(s.model_copy(update={"seed": 43}), tmp_path / "c"))
     assert a == b
-    assert set(a) == {f"{t}.csv" for t in TABLE_ORDER} | {TRUTH_FILE}
+    assert set(a) == {f"{t}.csv" for t in ROUTE_TABLES} | {TRUTH_FILE}  # no clinical_events: optional
     assert all(a[k] != c[k] for k in a)
 
 
@@ -106,7 +107,7 @@ def test_chunks_append_with_unique_ids(monkeypatch, tmp_path):
     assert json.loads((out / TRUTH_FILE).read_text())["n_chunks"] == 3
     pat = pl.read_csv(out / "patients.csv", schema=polars_schema("patients"))
     assert pat["patient_id"].to_list() == [f"P{i:07d}" for i in range(1, 401)]
-    for name in TABLE_ORDER:
+    for name in ROUTE_TABLES:
         df = pl.read_csv(out / f"{name}.csv", schema=polars_schema(name))
         assert df.select(TABLES[name].key).is_duplicated().sum() == 0, name
     # in memory, chunk by chunk, gives the same rows as the written files
@@ -120,7 +121,8 @@ def test_chunks_append_with_unique_ids(monkeypatch, tmp_path):
 def test_files_have_exactly_the_contract_columns_and_types(tmp_path, fmt):
     out = simulate_cohort(SimulationSettings(n_patients=300, seed=5, file_format=fmt), tmp_path)
     con = duckdb.connect()
-    for name, t in TABLES.items():
+    for name in ROUTE_TABLES:
+        t = TABLES[name]
         path = out / f"{name}.{fmt}"
         cols = {c.name: c.dtype for c in t.columns}
         if fmt == "csv":
@@ -142,7 +144,9 @@ def test_files_have_exactly_the_contract_columns_and_types(tmp_path, fmt):
 
 def test_values_obey_the_contract_and_registries(frames):
     reg = load_registries()
-    for name, t in TABLES.items():
+    assert set(frames) - {"latent"} == set(ROUTE_TABLES)  # (no clinical_events: optional)
+    for name in ROUTE_TABLES:
+        t = TABLES[name]
         df = frames[name]
         assert df.columns == t.column_names
         assert df.select(t.key).is_duplicated().sum() == 0, name

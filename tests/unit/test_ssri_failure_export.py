@@ -19,6 +19,7 @@ from ketaoutcomes.settings import SimulationSettings, load_study
 from ketaoutcomes.simulate.ssri_failure import SSRIFailureParameters, simulate_ssri_failure
 from ketaoutcomes.simulate.ssri_failure_export import (
     SimulationProtocolError,
+    parameters_for,
     ssri_failure_tables,
     write_ssri_failure_export,
 )
@@ -147,3 +148,27 @@ def test_report_of_a_target_trial_study_simulates_the_ssri_failure_cohort(tmp_pa
     assert pipeline.synthetic_export_dir(seen["sim"]).name.startswith("n2000-seed")
     res = CliRunner().invoke(app, ["report"])
     assert res.exit_code == 0 and seen["sim"] == SimulationSettings()
+
+
+def test_the_simulated_negative_controls_are_the_protocol_s_and_their_events_in_clinical_events(tables):
+    """Without declared controls the six defaults (event types nc1..nc6); with declared ones, one a
+    control, named as it, its event type the first of its event_types, the hazards the defaults' in
+    turn. clinical_events carries each patient's simulated event inside follow-up on its day."""
+    assert parameters_for(TargetTrialProtocol()) == SSRIFailureParameters()
+    protocol = TargetTrialProtocol(negative_controls=[{"name": "fracture"}, {"name": "infection",
+                                                                             "event_types": ["uti", "pneumonia"]}])
+    p = parameters_for(protocol)
+    assert p.negative_control_names == ["fracture", "infection"]
+    assert [nc.event_type for nc in p.negative_controls] == ["fracture", "uti"]
+    default = SSRIFailureParameters().negative_controls
+    assert p.negative_controls[1].rate_per_day == default[1].rate_per_day
+    with pytest.raises(SimulationProtocolError, match="not 'response'"):
+        parameters_for(TargetTrialProtocol(outcome="remission", negative_controls=[{"name": "response"}]))
+    frames, person = tables
+    events = (frames["clinical_events"].join(person.select("patient_id", "time_zero"), on="patient_id")
+              .select("patient_id", "event_type", (pl.col("event_date") - pl.col("time_zero")).dt.total_days().alias("day")))
+    for name in SSRIFailureParameters().negative_control_names:
+        seen = person.filter(pl.col(f"{name}_event") == 1).select("patient_id", pl.col(f"{name}_time").alias("day"))
+        assert seen.height and seen.join(events.filter(pl.col("event_type") == name), on=["patient_id", "day"],
+                                         how="anti").height == 0, name
+    assert "other_visit" in set(events["event_type"])  # noise no control counts

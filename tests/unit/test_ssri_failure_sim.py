@@ -91,3 +91,20 @@ def test_negative_controls_share_the_confounding_but_not_the_effect():
     # crude: starters (sicker) have more nc1 events; the truth of every negative control is no effect
     crude = frame.group_by(started.alias("s")).agg(pl.col("nc1_event").mean()).sort("s")["nc1_event"]
     assert crude[1] - crude[0] > 0.03
+
+
+def test_each_negative_control_has_its_own_stream_and_a_name():
+    """Six controls by default, nc1..nc6; a control's draws come from its own stream (named after it),
+    so leaving controls out or adding one changes no other column; names are checked."""
+    p = SSRIFailureParameters()
+    assert p.negative_control_names == [f"nc{i}" for i in range(1, 7)]
+    full = simulate_ssri_failure(800, 9, p)
+    two = simulate_ssri_failure(800, 9, p.model_copy(update={"negative_controls": p.negative_controls[:2]}))
+    assert full.select(two.columns).equals(two) and "nc3_time" not in two.columns
+    named = SSRIFailureParameters(negative_controls=[{"rate_per_day": 0.01, "name": "fracture"}, {"rate_per_day": 0.01}])
+    assert named.negative_control_names == ["fracture", "nc2"]
+    frame = simulate_ssri_failure(800, 9, named)
+    assert {"fracture_time", "fracture_event", "nc2_time"} <= set(frame.columns)
+    for bad, message in ((["response"], "not 'response'"), (["a", "a"], "repeat a name"), (["Fx"], "lower case")):
+        with pytest.raises(ValueError, match=message):
+            SSRIFailureParameters(negative_controls=[{"rate_per_day": 0.01, "name": n} for n in bad])

@@ -189,3 +189,61 @@ def test_a_study_without_a_target_trial_is_refused():
     with pytest.raises(TargetTrialMismatch, match="declares no \\[target_trial\\]"):
         target_trial_cohort(*tables([patient("P1")], [failed("P1")], [], rated("P1")), registries=load_registries(),
                             study=StudySettings())
+
+
+def events(rows: list[tuple[str, int, str]]) -> pl.DataFrame:
+    """clinical_events: (patient, day from time zero, event_type)."""
+    return pl.DataFrame({"event_id": [f"E{i}" for i in range(len(rows))], "patient_id": [r[0] for r in rows],
+                         "event_date": [d(r[1]) for r in rows], "event_type": [r[2] for r in rows]},
+                        schema_overrides={"patient_id": pl.String, "event_date": pl.Date, "event_type": pl.String})
+
+
+NCS = [{"name": "fracture"}, {"name": "infection", "event_types": ["uti", "pneumonia"]}]
+
+
+def test_negative_controls_count_the_first_event_of_their_types_after_time_zero_up_to_the_end_of_follow_up():
+    """Per control: the first event of one of its types dated in [day 1, end of follow-up] (the
+    censoring day of the outcome: last rating, or followup_days), else censored there. Events on or
+    before time zero, after the end of follow-up, or of other types do not count; a patient who
+    reached the outcome is still followed for the control."""
+    pats = [patient(p) for p in ("P1", "P2", "P3", "P4")]
+    courses = [failed(p) for p in ("P1", "P2", "P3", "P4")]
+    ratings = (rated("P1", later=((7, 28), (20, 10), (90, 9)))   # P1: response on day 20, followed to day 90
+               + rated("P2", later=((7, 28), (40, 27)))          # P2: lost after day 40
+               + rated("P3") + rated("P4"))
+    ev = events([("P1", 50, "fracture"),                         # after P1's response: counts
+                 ("P1", 0, "uti"), ("P1", -30, "pneumonia"),     # on and before time zero: not
+                 ("P2", 41, "fracture"), ("P2", 10, "ed_visit"), # after P2's end of follow-up; another type
+                 ("P2", 40, "pneumonia"),                        # on P2's last day: counts
+                 ("P3", 1, "fracture"), ("P3", 5, "fracture"),   # the first one
+                 ("P3", 30, "pneumonia"), ("P3", 12, "uti"),     # either type; the first
+                 ("P4", 91, "uti")])                             # after the administrative end
+    frame, _ = target_trial_cohort(*tables(pats, courses, [], ratings), registries=load_registries(),
+                                   study=study(negative_controls=NCS), clinical_events=ev)
+    assert frame.select("patient_id", "time", "event").rows() == [("P1", 20, 1), ("P2", 40, 0), ("P3", 90, 0),
+                                                                  ("P4", 90, 0)]
+    got = frame.select("nc_fracture_time", "nc_fracture_event", "nc_infection_time", "nc_infection_event").rows()
+    assert got == [(50, 1, 90, 0), (40, 0, 40, 1), (1, 1, 12, 1), (90, 0, 90, 0)]
+    assert frame.schema["nc_fracture_time"] == pl.Int64 and frame.schema["nc_fracture_event"] == pl.Int8
+    assert frame.columns[:len(FRAME_SCHEMA)] == list(FRAME_SCHEMA)
+    # no clinical events (none delivered: an empty table, or none given): no negative-control columns
+    for none in (None, ev.clear()):
+        plain, _ = target_trial_cohort(*tables(pats, courses, [], ratings), registries=load_registries(),
+                                       study=study(negative_controls=NCS), clinical_events=none)
+        assert plain.equals(frame.select(plain.columns)) and not any(c.startswith("nc_") for c in plain.columns)
+
+
+def test_a_negative_control_whose_codes_never_occur_is_refused_unless_they_occur_outside_follow_up():
+    pats, courses = [patient("P1")], [failed("P1")]
+    t = tables(pats, courses, [], rated("P1"))
+    st = study(negative_controls=[{"name": "fracture", "event_types": ["fractur"]}, {"name": "infection"}])
+    with pytest.raises(TargetTrialMismatch) as err:
+        target_trial_cohort(*t, registries=load_registries(), study=st,
+                            clinical_events=events([("P1", 3, "fracture"), ("P1", -5, "infection")]))
+    text = str(err.value)
+    assert "\n" not in text and "'fracture' counts event_type \"fractur\", which no row of clinical_events has" in text
+    assert 'did you mean "fracture"' in text and "infection" not in text  # infection occurs (before time zero)
+    # a code in the data, but never after an eligible patient's time zero: kept with no events
+    frame, _ = target_trial_cohort(*t, registries=load_registries(), study=study(negative_controls=[{"name": "infection"}]),
+                                   clinical_events=events([("P1", -5, "infection")]))
+    assert frame.select("nc_infection_time", "nc_infection_event").rows() == [(90, 0)]

@@ -93,6 +93,10 @@ def clean_frames() -> dict[str, pl.DataFrame]:
             ("P-003", T(2024, 2, 28, 10), "QIDS_SR16", 16.0, 1.0, None),
             ("P-003", T(2024, 2, 28, 10), "HAMD17", 21.0, 1.0, "clinician"),
         ]),
+        "clinical_events": _frame("clinical_events", [
+            ("E-1", "P-001", D(2024, 2, 3), "fracture"),
+            ("E-2", "P-003", D(2024, 6, 20), "ed_visit"),
+        ]),
     }
 
 
@@ -134,7 +138,10 @@ def corrupted_frames() -> dict[str, pl.DataFrame]:
     m = _set(m, 5, si_item_score=4.0)                                      # PHQ-9 item 9 above 3
     m = _set(m, 6, patient_id="P-404")                                     # orphan rating
     m = _append(m, "mood_scores", [("P-001", T(2023, 12, 30, 10), "MADRS", 30.0, 2.0, "clinician")])  # row 8 dup key
-    return {"patients": p, "courses": c, "sessions": s, "adverse_events": a, "mood_scores": m}
+
+    e = _set(f["clinical_events"], 2, patient_id=SECRET_PATIENT + "9")     # orphan clinical event
+    e = _append(e, "clinical_events", [("E-2", "P-003", D(2024, 6, 21), "infection")])  # row 4: duplicate key
+    return {"patients": p, "courses": c, "sessions": s, "adverse_events": a, "mood_scores": m, "clinical_events": e}
 
 
 # rule_id -> (unexpected_count, element_count, example_row_numbers, severity)
@@ -158,6 +165,8 @@ EXPECTED = {
     "mood_scores.total_score.range_per_instrument.PHQ9": (1, 2, "4", CRITICAL),
     "mood_scores.si_item_score.range_per_instrument.PHQ9": (1, 2, "5", CRITICAL),
     "mood_scores.patient_id.reference": (1, 7, "6", CRITICAL),
+    "clinical_events.key_unique": (2, 3, "3, 4", CRITICAL),
+    "clinical_events.patient_id.reference": (1, 3, "2", CRITICAL),
 }
 
 
@@ -291,6 +300,18 @@ def test_empty_table_and_all_null_columns_equal_the_pandas_engine(registries):
     assert ours.passed and ours.results.get_column("error").null_count() == ours.results.height
     ae = ours.results.filter(pl.col("rule_id") == "adverse_events.ae_id.not_null").row(0, named=True)
     assert (ae["element_count"], ae["unexpected_count"], ae["success"]) == (0, 0, True)
+
+
+def test_without_the_optional_clinical_events_its_rules_do_not_run_and_the_rest_is_unchanged(registries, clean_result):
+    """An export without clinical_events (the optional table): no rows to check, so none of its
+    rules runs (no 'missing table' failure), and every other rule's row is the same as with it."""
+    f = clean_frames()
+    del f["clinical_events"]
+    for engine in ("duckdb", "gx-pandas"):
+        ours = validate_tables(f, registries, engine=engine)
+        assert ours.passed, ours.message()
+        with_it = clean_result[0].results.filter(pl.col("table") != "clinical_events")
+        assert ours.results.to_dicts() == with_it.to_dicts()
 
 
 def test_unknown_engine_is_refused(registries):
@@ -469,7 +490,7 @@ def test_wrong_dtype_is_reported_not_raised(structural):
 def test_missing_table_fails_its_rules_and_dependent_references(structural, registries):
     failed = _failed(structural).filter(pl.col("table") != "sessions")
     patients_rules = {r.rule_id for r in build_rules(registries) if r.table == "patients"}
-    refs = {"courses.patient_id.reference", "mood_scores.patient_id.reference"}
+    refs = {"courses.patient_id.reference", "mood_scores.patient_id.reference", "clinical_events.patient_id.reference"}
     assert set(failed.get_column("rule_id")) == patients_rules | refs
     assert set(failed.get_column("error")) == {"table patients was not provided"}
 

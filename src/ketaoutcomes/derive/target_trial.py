@@ -39,7 +39,18 @@ arm of the registry) that starts on or after time zero and before the end of fol
 censoring day above, whatever the outcome: a start after the outcome is still seen); null when
 none. Other courses (an SSRI switch) do not end follow-up: the strategies say what a deviation is.
 
-Negative-control outcomes are not derived here: the import format has no table for them yet.
+Negative-control outcomes (``negative_controls``), from the ``clinical_events`` table. For each,
+``nc_<name>_time`` / ``nc_<name>_event``: the day of the patient's first event of one of its
+``event_types`` dated in [day 1, end of follow-up], event 1; else the end of follow-up, event 0.
+The end of follow-up is the censoring day above (the last follow-up rating or ``followup_days``),
+whatever the outcome: a negative control is an outcome of its own, so a patient who reached the
+primary outcome is still followed for it, up to the end of follow-up (as the simulator defines its
+negative controls: :mod:`ketaoutcomes.simulate.ssri_failure`). Without clinical events (no table, or
+an empty one) the columns are left out (the analysis reports the controls as not in the data); a
+control none of whose codes occurs anywhere in a table that has rows is refused (a typo in the study,
+or a vocabulary the export does not use: :func:`negative_control_problems`); one whose codes occur
+but never after an eligible patient's time zero keeps zero events (the calibration counts it as
+unusable).
 """
 
 from __future__ import annotations
@@ -53,8 +64,8 @@ from ketaoutcomes.registries import Registries
 from ketaoutcomes.settings import StudySettings
 from ketaoutcomes.suggest import did_you_mean
 
-__all__ = ["ATTRITION_SCHEMA", "FRAME_SCHEMA", "PATIENT_COVARIATES", "TargetTrialMismatch", "protocol_problems",
-           "target_trial_cohort", "treatment_arms"]
+__all__ = ["ATTRITION_SCHEMA", "FRAME_SCHEMA", "PATIENT_COVARIATES", "TargetTrialMismatch", "nc_columns",
+           "negative_control_problems", "protocol_problems", "target_trial_cohort", "treatment_arms"]
 
 #: The columns every frame has (then the study's extra covariates and other patient covariates).
 FRAME_SCHEMA: dict[str, pl.DataType] = {
@@ -109,15 +120,38 @@ def protocol_problems(study: StudySettings, registries: Registries) -> list[str]
     return problems
 
 
+def nc_columns(name: str) -> tuple[str, str]:
+    """The time and event columns of negative control ``name`` in the trial's frame."""
+    return f"nc_{name}_time", f"nc_{name}_event"
+
+
+def negative_control_problems(protocol: TargetTrialProtocol, clinical_events: pl.DataFrame | None) -> list[str]:
+    """The negative controls none of whose ``event_types`` occurs in ``clinical_events`` (any
+    patient, any date), one sentence each naming the control and the nearest codes in the data;
+    empty when the table has no rows (no clinical events delivered: nothing to compare with)."""
+    if clinical_events is None or clinical_events.height == 0:
+        return []
+    present = set(clinical_events["event_type"].drop_nulls().unique().to_list())
+    problems = []
+    for nc in protocol.negative_controls:
+        if not present & set(nc.event_types):
+            codes = ", ".join(f'"{c}"' for c in nc.event_types)
+            problems.append(f"target_trial.negative_controls: {nc.name!r} counts event_type {codes}, which no row of "
+                            "clinical_events has" + did_you_mean(nc.event_types[0], sorted(present))
+                            + " (fix the study's event_types, or leave the control out)")
+    return problems
+
+
 def _days(later: pl.Expr, time_zero: pl.Expr) -> pl.Expr:
     return (later.cast(pl.Date) - time_zero).dt.total_days().cast(pl.Int64)
 
 
 def target_trial_cohort(patients: pl.DataFrame, courses: pl.DataFrame, sessions: pl.DataFrame | None,
-                        mood_scores: pl.DataFrame, *, registries: Registries, study: StudySettings
-                        ) -> tuple[pl.DataFrame, pl.DataFrame]:
+                        mood_scores: pl.DataFrame, *, registries: Registries, study: StudySettings,
+                        clinical_events: pl.DataFrame | None = None) -> tuple[pl.DataFrame, pl.DataFrame]:
     """The trial's cohort (module doc) and its attrition. ``sessions`` may be None (an export
-    without sessions: a course starts on its start date).
+    without sessions: a course starts on its start date). ``clinical_events`` (``patient_id``,
+    ``event_date``, ``event_type``; None or empty: none delivered) gives the negative controls.
 
     Returns
     -------
@@ -125,7 +159,9 @@ def target_trial_cohort(patients: pl.DataFrame, courses: pl.DataFrame, sessions:
         One row per eligible patient, sorted by ``patient_id``: :data:`FRAME_SCHEMA` (``start_day``
         and ``start_arm`` null without a start; ``time`` the day of the outcome or of censoring;
         ``event`` 1/0; ``end_reason`` "outcome", "administrative" or "lost"), then the study's extra
-        covariates (``models.extra_covariates``) and any other patient column the protocol names.
+        covariates (``models.extra_covariates``) and any other patient column the protocol names, then
+        ``nc_<name>_time`` (Int64) and ``nc_<name>_event`` (Int8) of each negative control, in the
+        protocol's order, when there are clinical events.
     attrition : DataFrame
         ``step``, ``excluded``, ``remaining`` (patients), in order; the first row counts the patients
         in the data (``excluded`` null).
@@ -134,12 +170,13 @@ def target_trial_cohort(patients: pl.DataFrame, courses: pl.DataFrame, sessions:
     ------
     TargetTrialMismatch
         The study has no ``[target_trial]``, or it does not fit the registries (one line naming
-        each field: :func:`protocol_problems`).
+        each field: :func:`protocol_problems`), or a negative control counts codes the clinical
+        events never have (:func:`negative_control_problems`).
     """
     protocol = study.target_trial
     if protocol is None:
         raise TargetTrialMismatch(f"{study.source} declares no [target_trial]: there is no trial to derive")
-    problems = protocol_problems(study, registries)
+    problems = protocol_problems(study, registries) + negative_control_problems(protocol, clinical_events)
     if problems:
         raise TargetTrialMismatch(f"target trial of {study.source}: " + "; ".join(problems))
     el = protocol.eligibility
@@ -200,7 +237,10 @@ def target_trial_cohort(patients: pl.DataFrame, courses: pl.DataFrame, sessions:
     trial = cand.sort("patient_id", "time_zero", "failed_course_id").unique("patient_id", keep="first", maintain_order=True)
 
     attrition = _attrition(patients.height, steps)
-    return _follow(trial, ratings, courses, sessions, study, protocol, registries, instrument, others, extras), attrition
+    frame = _follow(trial, ratings, courses, sessions, study, protocol, registries, instrument, others, extras)
+    if clinical_events is not None and clinical_events.height and protocol.negative_controls:
+        frame = _negative_controls(frame, clinical_events, protocol)
+    return frame.drop("_end"), attrition
 
 
 def _attrition(n_patients: int, steps: list[tuple[str, pl.DataFrame]]) -> pl.DataFrame:
@@ -248,4 +288,22 @@ def _follow(trial: pl.DataFrame, ratings: pl.DataFrame, courses: pl.DataFrame, s
         .when(pl.col("_end") >= F).then(pl.lit("administrative")).otherwise(pl.lit("lost")).alias("end_reason"),
     )
     cols = [pl.col(c).cast(t) for c, t in FRAME_SCHEMA.items()]
-    return out.select(*cols, *others, *extras).sort("patient_id")
+    return out.select(*cols, *others, *extras, pl.col("_end").cast(pl.Int64)).sort("patient_id")
+
+
+def _negative_controls(frame: pl.DataFrame, clinical_events: pl.DataFrame, protocol: TargetTrialProtocol
+                       ) -> pl.DataFrame:
+    """``nc_<name>_time`` / ``nc_<name>_event`` of each negative control (module doc); ``frame``
+    has ``_end``, the end of follow-up."""
+    days = (clinical_events.select("patient_id", "event_date", "event_type")
+            .join(frame.select("patient_id", "time_zero", "_end"), on="patient_id", how="inner")
+            .with_columns(_days(pl.col("event_date"), pl.col("time_zero")).alias("_day"))
+            .filter(pl.col("_day").is_between(1, pl.col("_end"))))
+    for nc in protocol.negative_controls:
+        t, e = nc_columns(nc.name)
+        first = (days.filter(pl.col("event_type").is_in(list(nc.event_types))).group_by("patient_id")
+                 .agg(pl.col("_day").min().alias("_nc")))
+        frame = (frame.join(first, on="patient_id", how="left")
+                 .with_columns(pl.coalesce("_nc", "_end").cast(pl.Int64).alias(t),
+                               pl.col("_nc").is_not_null().cast(pl.Int8).alias(e)).drop("_nc"))
+    return frame.sort("patient_id")

@@ -12,7 +12,7 @@ import re
 from collections.abc import Collection
 from pathlib import Path
 
-from ketaoutcomes.contract import TABLE_ORDER, TABLES
+from ketaoutcomes.contract import OPTIONAL_TABLES, TABLE_ORDER, TABLES
 from ketaoutcomes.ingest.errors import IngestError
 from ketaoutcomes.ingest.limits import check_regular_file, check_small_file
 from ketaoutcomes.ingest.phi import ALLOWLIST_FILE, header_labels
@@ -104,7 +104,7 @@ def find_export_files(export_dir: Path) -> tuple[dict[str, Path], list[str]]:
     if not found:
         raise IngestError(
             f"{export_dir}: no import files found; expected files named "
-            + ", ".join(f"{t}.csv or {t}.parquet" for t in TABLE_ORDER)
+            + ", ".join(f"{t}.csv or {t}.parquet" for t in TABLE_ORDER if t not in OPTIONAL_TABLES)
             + (f" ({'; '.join(misnamed)})" if misnamed else "")
         )
     if misnamed:
@@ -117,7 +117,8 @@ def check_export_folder(export_dir: Path, loaded: Collection[str] = ()) -> dict[
     the tables already ``loaded`` into the warehouse: a table neither in this export nor loaded
     before is an error naming its file. An export without patients.csv would otherwise quarantine
     every row as an orphan (or, without adverse_events.csv, report a safety table with no events);
-    a later delivery may leave out tables already loaded (a corrected re-delivery of one file).
+    a later delivery may leave out tables already loaded (a corrected re-delivery of one file). A
+    table of :data:`~ketaoutcomes.contract.OPTIONAL_TABLES` (clinical_events) may always be left out.
 
     Raises
     ------
@@ -126,14 +127,17 @@ def check_export_folder(export_dir: Path, loaded: Collection[str] = ()) -> dict[
     """
     files, _ = find_export_files(export_dir)
     loaded = set(loaded)
-    missing = [t for t in TABLE_ORDER if t not in files and t not in loaded and t not in SESSION_TABLES]
+    missing = [t for t in TABLE_ORDER if t not in files and t not in loaded and t not in SESSION_TABLES
+               and t not in OPTIONAL_TABLES]
     if missing:
         names = ", ".join(f"{t}.csv" for t in missing)
+        required = [t for t in TABLE_ORDER if t not in OPTIONAL_TABLES]
         raise IngestError(
             f"{export_dir}: {names} missing (neither .csv nor .parquet in the folder, and no earlier delivery "
-            f"in the warehouse); a first export holds every table ({', '.join(TABLE_ORDER)}; one with no rows "
+            f"in the warehouse); a first export holds every table ({', '.join(required)}; one with no rows "
             "as a header-only file; sessions and adverse_events may be left out when no course is on a "
-            "session-based arm), a later one may leave out tables already loaded; nothing was loaded")
+            f"session-based arm; {', '.join(OPTIONAL_TABLES)} may always be left out), a later one may leave out "
+            "tables already loaded; nothing was loaded")
     return files
 
 

@@ -79,7 +79,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import polars as pl
 
-from ketaoutcomes.contract import TABLE_ORDER, polars_schema, table
+from ketaoutcomes.contract import OPTIONAL_TABLES, TABLE_ORDER, polars_schema, table
 from ketaoutcomes.registries import Registries, load_registries
 from ketaoutcomes.settings import SimulationSettings
 
@@ -103,6 +103,7 @@ from .tables import ChunkTables
 __all__ = [
     "CHUNK_SIZE",
     "GENERATOR_VERSION",
+    "ROUTE_TABLES",
     "ChunkResult",
     "n_chunks",
     "iter_chunks",
@@ -110,6 +111,9 @@ __all__ = [
     "simulate_frames",
     "polars_schema",
 ]
+
+#: The tables of the route cohort: every import table but the optional ones (no clinical_events).
+ROUTE_TABLES: tuple[str, ...] = tuple(t for t in TABLE_ORDER if t not in OPTIONAL_TABLES)
 
 #: Patients per chunk. Results depend on it (each chunk has its own streams).
 CHUNK_SIZE = 25_000
@@ -231,7 +235,7 @@ class _Chunk(ChunkTables):
             "adverse_events": self._adverse_events_frame(),
             "mood_scores": self._mood_frame(),
         }
-        frames = {k: frames[k] for k in TABLE_ORDER}
+        frames = {k: frames[k] for k in ROUTE_TABLES}
         return ChunkResult(self.index, frames, self._latent_frame(), self._counts(frames))
 
     # ------------------------------------------------------------------ patients
@@ -698,7 +702,7 @@ def simulate_frames(
         if chunk_index is not None
         else list(iter_chunks(settings, params=params, force_arm=force_arm))
     )
-    out = {name: pl.concat([c.frames[name] for c in chunks]) for name in TABLE_ORDER}
+    out = {name: pl.concat([c.frames[name] for c in chunks]) for name in ROUTE_TABLES}
     if include_latent:
         out["latent"] = pl.concat([c.latent for c in chunks])
     return out

@@ -33,8 +33,12 @@ is ``(k - 1, k]`` and an event "at day k" happens in it.
 
   so the hazards of the two strategies cross: ketamine's is high in the first days after a start
   and falls to ``b``; the SSRI's rises over weeks. The per-day increments are integrated exactly.
-* **Negative-control outcomes** ``nc1``, ``nc2``, ...: constant hazards that share the measured
-  confounders (and ``u``) but do not depend on ketamine, so their true risk difference is 0.
+* **Negative-control outcomes** (``negative_controls``, named ``nc1``, ``nc2``, ... unless named
+  otherwise; six by default): constant hazards that share the measured confounders (and ``u``) but
+  do not depend on ketamine, so their true risk difference is 0. Each control's day is drawn from a
+  stream of its own (named after the control), so adding a control changes no other draw. A control
+  is followed to the end of follow-up whatever the response (it is an outcome of its own): its
+  event is seen when its day is at or before the end of follow-up.
 * **Loss to follow-up**: an exponential dropout (non-informative), then the administrative end
   ``followup_days``. A start is recorded when it happens before the end of follow-up; it is
   recorded even after a response (the start process does not depend on the outcome given the
@@ -50,12 +54,13 @@ of the window). A patient who responds before their start day has responded unde
 from __future__ import annotations
 
 import math
+import re
 import zlib
 from collections.abc import Sequence
 
 import numpy as np
 import polars as pl
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 __all__ = ["SSRIFailureParameters", "NegativeControl", "simulate_ssri_failure", "strategy_truth",
            "MEASURED_COVARIATES", "response_days", "natural_start_days"]
@@ -63,6 +68,7 @@ __all__ = ["SSRIFailureParameters", "NegativeControl", "simulate_ssri_failure", 
 #: The baseline covariates an analysis may use (``u_unmeasured`` is not one of them).
 MEASURED_COVARIATES = ("age", "male", "severity", "prior_episodes")
 NEVER = np.iinfo(np.int32).max  # "no event / no start" on the integer day scale
+_NC_NAME = re.compile(r"^[a-z][a-z0-9_]{0,39}$")
 
 
 class _Frozen(BaseModel):
@@ -72,6 +78,8 @@ class _Frozen(BaseModel):
 class NegativeControl(_Frozen):
     """An outcome ketamine does not affect, with the confounders' effects on its daily hazard."""
 
+    name: str | None = Field(None, description="column prefix and stream; default nc<i> (its position, from 1)")
+    event_type: str | None = Field(None, description="its clinical_events.event_type in an export; default the name")
     rate_per_day: float = Field(gt=0, description="daily hazard at the covariate centre")
     per_severity_sd: float = 0.0
     per_prior: float = 0.0
@@ -112,9 +120,44 @@ class SSRIFailureParameters(_Frozen):
     negative_controls: tuple[NegativeControl, ...] = (
         NegativeControl(rate_per_day=0.004, per_severity_sd=0.5, per_prior=0.2),
         NegativeControl(rate_per_day=0.006, per_severity_sd=-0.3, per_10y_age=0.2),
+        NegativeControl(rate_per_day=0.005, per_severity_sd=0.3, per_prior=0.1, per_10y_age=-0.1),
+        NegativeControl(rate_per_day=0.003, per_severity_sd=0.6),
+        NegativeControl(rate_per_day=0.008, per_prior=0.3, per_10y_age=0.1),
+        NegativeControl(rate_per_day=0.005, per_severity_sd=-0.2, per_prior=0.15, per_10y_age=0.15),
     )
     dropout_per_day: float = Field(0.002, ge=0)
     p_ssri_switch: float = Field(0.5, ge=0, le=1, description="non-starters who switch SSRI (no effect)")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _name_controls(cls, data):
+        """A control without a name is nc<i>, its position from 1."""
+        if isinstance(data, dict) and data.get("negative_controls") is not None:
+            named = []
+            for i, nc in enumerate(data["negative_controls"], start=1):
+                if isinstance(nc, NegativeControl) and nc.name is None:
+                    nc = nc.model_copy(update={"name": f"nc{i}"})
+                elif isinstance(nc, dict) and nc.get("name") is None:
+                    nc = {**nc, "name": f"nc{i}"}
+                named.append(nc)
+            data = {**data, "negative_controls": tuple(named)}
+        return data
+
+    @model_validator(mode="after")
+    def _control_names(self) -> "SSRIFailureParameters":
+        names = self.negative_control_names
+        for name in names:
+            if not _NC_NAME.match(name) or name == "response":
+                raise ValueError(f"negative control name {name!r} must be lower case letters, digits and '_' "
+                                 "(starting with a letter, at most 40), and not 'response'")
+        if len(set(names)) != len(names):
+            raise ValueError(f"negative_controls repeat a name: {sorted(n for n in set(names) if names.count(n) > 1)}")
+        return self
+
+    @property
+    def negative_control_names(self) -> list[str]:
+        """The controls' names, in order (``nc<i>`` for one given without a name)."""
+        return [nc.name or f"nc{i}" for i, nc in enumerate(self.negative_controls, start=1)]
 
     def with_unmeasured_confounding(self, strength: float) -> "SSRIFailureParameters":
         """The same generator with ``u_unmeasured`` moving the start (``+strength``), the response
@@ -206,7 +249,8 @@ def simulate_ssri_failure(n: int, seed: int, params: SSRIFailureParameters | Non
     ``ssri_switch``; ``ketamine_start_day`` (null: no start seen during follow-up);
     ``followup_days`` (last day under observation, dropout or the administrative end);
     ``response_time`` / ``response_event`` (day of response, or the end of follow-up with event 0);
-    ``nc<i>_time`` / ``nc<i>_event`` for each negative control.
+    ``<name>_time`` / ``<name>_event`` for each negative control (``nc1``, ``nc2``, ... by default;
+    :attr:`SSRIFailureParameters.negative_control_names`).
     """
     if n < 1:
         raise ValueError(f"n must be >= 1, not {n}")
@@ -226,8 +270,8 @@ def simulate_ssri_failure(n: int, seed: int, params: SSRIFailureParameters | Non
     frame = frame.with_columns(pl.when(pl.col("ketamine_start_day") < NEVER).then(pl.col("ketamine_start_day"))
                                .alias("ketamine_start_day"))
     outcomes = {"response": resp}
-    for i, nc in enumerate(p.negative_controls, start=1):
-        outcomes[f"nc{i}"] = _nc_days(x, _rng(seed, f"nc{i}").standard_exponential(n), nc, p)
+    for name, nc in zip(p.negative_control_names, p.negative_controls):
+        outcomes[name] = _nc_days(x, _rng(seed, name).standard_exponential(n), nc, p)
     for name, day in outcomes.items():
         frame = frame.with_columns(pl.Series(f"{name}_time", np.minimum(day, end)),
                                    pl.Series(f"{name}_event", (day <= end).astype(np.int8)))

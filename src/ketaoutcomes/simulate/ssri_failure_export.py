@@ -1,9 +1,10 @@
 """The SSRI-failure cohort (:mod:`ketaoutcomes.simulate.ssri_failure`) written as an import-format
 export, with its true strategy risks: the data of a target-trial study, end to end.
 
-:func:`ssri_failure_tables` turns the person-level cohort into the five import tables so that the
+:func:`ssri_failure_tables` turns the person-level cohort into the import tables so that the
 target-trial derivation (:mod:`ketaoutcomes.derive.target_trial`) gives back, for every patient,
-exactly the simulated ketamine start day, response day or censoring day and covariates:
+exactly the simulated ketamine start day, response day or censoring day, negative-control days
+and covariates:
 
 * **patients**: ``age_at_index``, ``sex`` (M/F), ``prior_failed_trials`` (the prior episodes),
   ``diagnosis`` MDD, a weight, a site (uniform over ``n_sites``), ``observation_start`` at least
@@ -19,7 +20,13 @@ exactly the simulated ketamine start day, response day or censoring day and cova
   day of follow-up (dropout or ``followup_days``), which is the last rating. Before the response day
   every rating is above the response threshold, ``baseline x (1 - response_reduction)`` of the
   instruments registry; from it on, at or below;
-* **adverse_events**: none (the design has none).
+* **adverse_events**: none (the design has none);
+* **clinical_events**: each negative control's event (``event_type`` its ``event_type``, else its
+  name: ``nc1``, ...; :func:`parameters_for` names them after the protocol's controls) on
+  time zero + its simulated day, when that is inside follow-up; and events the derivation must not
+  count: ``other_visit`` events (a Poisson number a patient, mean :data:`OTHER_VISITS_MEAN`, any day
+  from 90 days before time zero to 30 after the administrative end), and for some patients an event
+  of a control's type on or before time zero, or after their end of follow-up.
 
 Time zero falls on a seeded day after ``origin_date``; sessions and ratings are at clinic times.
 Draws of the export (sites, drugs, arms, times, scores) come from streams of their own, so the
@@ -39,6 +46,7 @@ from pathlib import Path
 
 import numpy as np
 import polars as pl
+from pydantic import ValidationError
 
 from ketaoutcomes.contract import TABLE_ORDER, polars_schema
 from ketaoutcomes.protocol import TargetTrialProtocol
@@ -49,8 +57,8 @@ from .arrays import Streams, clock_minute, expand, ids, null_where, pick
 from .ssri_failure import SSRIFailureParameters, simulate_ssri_failure, strategy_truth
 from .writer import LATENT_FILE, TRUTH_FILE, prepare_folder, write_frame
 
-__all__ = ["EXPORT_VERSION", "INDUCTION_DAYS", "SSRI_DRUGS", "SimulationProtocolError", "ssri_failure_tables",
-           "write_ssri_failure_export"]
+__all__ = ["EXPORT_VERSION", "INDUCTION_DAYS", "OTHER_VISITS_MEAN", "SSRI_DRUGS", "SimulationProtocolError",
+           "parameters_for", "ssri_failure_tables", "write_ssri_failure_export"]
 
 EXPORT_VERSION = 1
 #: Induction sessions of a ketamine course, days from its first session (twice weekly, ~3 weeks).
@@ -60,12 +68,33 @@ SSRI_DRUGS = ("sertraline", "escitalopram", "citalopram", "fluoxetine", "paroxet
 #: Dose per session (mg per kg of weight, or fixed mg) by ketamine arm; another arm gets its registry minimum.
 _KETAMINE_DOSE = {"ketamine_iv": ("per_kg", 0.5), "ketamine_im": ("per_kg", 0.5), "ketamine_oral": ("per_kg", 1.5),
                   "ketamine_sublingual": ("per_kg", 1.0), "esketamine_intranasal": ("fixed", 56.0)}
+#: Mean number of ``other_visit`` clinical events a patient (noise: no negative control counts them).
+OTHER_VISITS_MEAN = 0.5
+#: Share of patients with a control-type event on or before time zero, and one after their follow-up.
+_P_OUTSIDE = 0.2
 _TAG = 2**32 - 2  # stream tag of the export's draws (not a chunk index of any generator)
 _DAY = np.timedelta64(1, "D")
 
 
 class SimulationProtocolError(ValueError):
     """The protocol to simulate for names an arm the arms registry does not have (one line)."""
+
+
+def parameters_for(protocol: TargetTrialProtocol) -> SSRIFailureParameters:
+    """The default generator for ``protocol``: its follow-up, and one negative control for each of the
+    protocol's (named as it, its event type the first of its ``event_types``; the hazards those of
+    the default controls, in turn); the default controls when it declares none."""
+    p = SSRIFailureParameters(followup_days=protocol.followup_days)
+    if not protocol.negative_controls:
+        return p
+    base = p.negative_controls
+    ncs = [base[i % len(base)].model_copy(update={"name": nc.name, "event_type": nc.event_types[0]}).model_dump()
+           for i, nc in enumerate(protocol.negative_controls)]
+    try:
+        return SSRIFailureParameters.model_validate({**p.model_dump(), "negative_controls": ncs})
+    except ValidationError as err:
+        why = "; ".join(e["msg"].removeprefix("Value error, ") for e in err.errors())
+        raise SimulationProtocolError(f"target_trial.negative_controls cannot be simulated: {why}") from None
 
 
 def _conform(name: str, data: dict) -> pl.DataFrame:
@@ -86,7 +115,7 @@ def ssri_failure_tables(settings: SimulationSettings, *, params: SSRIFailurePara
     ``ketamine_arm``, the arm of a starter's course)."""
     protocol: TargetTrialProtocol = settings.protocol
     reg = registries or load_registries()
-    p = params or SSRIFailureParameters(followup_days=protocol.followup_days)
+    p = params or parameters_for(protocol)
     if p.followup_days != protocol.followup_days:
         raise SimulationProtocolError(f"the generator's followup_days ({p.followup_days}) differs from the protocol's "
                          f"({protocol.followup_days})")
@@ -195,11 +224,47 @@ def ssri_failure_tables(settings: SimulationSettings, *, params: SSRIFailurePara
     courses = pl.concat([_conform("courses", c) for c in (failed, ketamine, switched)]).sort("course_id")
 
     mood = _mood_scores(cohort, pid, t0, course_days, end, S, reg)
+    events = _clinical_events(cohort, pid, t0, end, S, p, protocol.followup_days)
     frames = {"patients": patients, "courses": courses, "sessions": sessions, "adverse_events": adverse_events,
-              "mood_scores": mood}
+              "mood_scores": mood, "clinical_events": events}
     person = cohort.with_columns(pl.Series("patient_id", pid), pl.Series("time_zero", t0),
                                  pl.Series("ketamine_arm", np.asarray(arms)[arm]).scatter(np.flatnonzero(~starter), None))
     return {k: frames[k] for k in TABLE_ORDER}, person
+
+
+def _clinical_events(cohort: pl.DataFrame, pid: pl.Series, t0: np.ndarray, end: np.ndarray, S: Streams,
+                     p: SSRIFailureParameters, followup_days: int) -> pl.DataFrame:
+    """Clinical events (module doc): every negative control's event inside follow-up, and noise."""
+    n = cohort.height
+    owners, days, types = [], [], []
+    names = [nc.event_type or name for name, nc in zip(p.negative_control_names, p.negative_controls)]
+    for column, code in zip(p.negative_control_names, names):  # the simulated events: day 1 to the end of follow-up
+        hit = np.flatnonzero(cohort[f"{column}_event"].to_numpy() == 1)
+        owners.append(hit)
+        days.append(cohort[f"{column}_time"].to_numpy()[hit])
+        types.append(np.full(len(hit), code, dtype=object))
+    visits, _ = expand(S("other_visits").poisson(OTHER_VISITS_MEAN, n))
+    owners.append(visits)
+    days.append(-90 + np.floor(S.u("other_visit_day", len(visits)) * (followup_days + 121)).astype(np.int64))
+    types.append(np.full(len(visits), "other_visit", dtype=object))
+    if names:  # a control's type where it does not count: on or before time zero, after the end of follow-up
+        before = np.flatnonzero(S.u("event_before", n) < _P_OUTSIDE)
+        after = np.flatnonzero(S.u("event_after", n) < _P_OUTSIDE)
+        owners += [before, after]
+        days += [-np.floor(S.u("event_before_day", len(before)) * 91).astype(np.int64),
+                 end[after] + 1 + np.floor(S.u("event_after_day", len(after)) * 30).astype(np.int64)]
+        types += [np.asarray(names, dtype=object)[pick(S.u("event_before_type", len(before)), np.ones(len(names)))],
+                  np.asarray(names, dtype=object)[pick(S.u("event_after_type", len(after)), np.ones(len(names)))]]
+    rows = pl.DataFrame({"o": np.concatenate(owners), "d": np.concatenate(days),
+                         "event_type": pl.Series(np.concatenate(types), dtype=pl.String)}).sort("o", "d", "event_type")
+    owner, day = rows["o"].to_numpy(), rows["d"].to_numpy()
+    _, seq = expand(np.bincount(owner, minlength=n))
+    return _conform("clinical_events", {
+        "event_id": ids(ids("E", cohort["patient_id"].to_numpy()[owner], 7) + "-", seq + 1, 3),
+        "patient_id": pid.gather(owner),
+        "event_date": t0[owner] + day * _DAY,
+        "event_type": rows["event_type"],
+    })
 
 
 def _mood_scores(cohort: pl.DataFrame, pid: pl.Series, t0: np.ndarray, course_days: np.ndarray, end: np.ndarray,
@@ -245,7 +310,7 @@ def write_ssri_failure_export(settings: SimulationSettings, out_dir: Path | str,
         raise ValueError(f"simulation design {settings.design!r} is not ssri_failure")
     protocol = settings.protocol
     reg = load_registries()
-    p = params or SSRIFailureParameters(followup_days=protocol.followup_days)
+    p = params or parameters_for(protocol)
     frames, person = ssri_failure_tables(settings, params=p, registries=reg)
     out = prepare_folder(out_dir, settings.file_format)
     ext = settings.file_format
@@ -280,10 +345,13 @@ def write_ssri_failure_export(settings: SimulationSettings, out_dir: Path | str,
             "responses_seen": int(person["response_event"].sum()),
             "lost_to_follow_up": int((person["followup_days"] < protocol.followup_days).sum()),
             "rows": {name: frame.height for name, frame in frames.items()},
+            "negative_control_events_seen": {name: int(person[f"{name}_event"].sum())
+                                             for name in p.negative_control_names},
         },
         "note": "the RMST difference and risks are those of the strategies as defined, simulated for every patient "
-                "of a large cohort without dropout; negative-control outcomes (nc*) are in truth_latent.parquet only: "
-                "the import format has no table for them yet",
+                "of a large cohort without dropout; the negative-control outcomes (event_type = the control's name in "
+                "clinical_events, the first after time zero and up to the end of follow-up) have no effect of any "
+                "strategy: their true risk differences are 0",
     }
     (out / TRUTH_FILE).write_text(json.dumps(doc, indent=2) + "\n")
     return out

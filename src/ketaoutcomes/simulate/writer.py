@@ -13,13 +13,14 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from ketaoutcomes.contract import TABLE_ORDER
+from ketaoutcomes.contract import OPTIONAL_TABLES, TABLE_ORDER
 from ketaoutcomes.registries import Registries, load_registries
 from ketaoutcomes.settings import SimulationSettings
 
 from . import cohort as _cohort
 from .cohort import (
     GENERATOR_VERSION,
+    ROUTE_TABLES,
     SiteParameters,
     iter_chunks,
     n_chunks,
@@ -79,12 +80,15 @@ class _TableWriter:
 
 def prepare_folder(out_dir: Path | str, fmt: str) -> Path:
     """Create ``out_dir`` and remove what a cohort written there before leaves behind: the table
-    files of the other format (the folder holds exactly one cohort), the truth and latent files."""
+    files of the other format (the folder holds exactly one cohort), those of an optional table in
+    either format (a cohort that has one writes it afterwards), the truth and latent files."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     other = "parquet" if fmt == "csv" else "csv"
     for name in TABLE_ORDER:
         (out / f"{name}.{other}").unlink(missing_ok=True)
+    for name in OPTIONAL_TABLES:
+        (out / f"{name}.{fmt}").unlink(missing_ok=True)
     (out / TRUTH_FILE).unlink(missing_ok=True)
     (out / LATENT_FILE).unlink(missing_ok=True)
     return out
@@ -146,14 +150,14 @@ def simulate_cohort(
     reg = load_registries()
     out = prepare_folder(out_dir, settings.file_format)
     ext = settings.file_format
-    writers = {name: _TableWriter(out / f"{name}.{ext}", ext) for name in TABLE_ORDER}
+    writers = {name: _TableWriter(out / f"{name}.{ext}", ext) for name in ROUTE_TABLES}
     latent_writer = _TableWriter(out / LATENT_FILE, "parquet") if write_latent else None
     totals: dict[str, dict[str, int]] = {}
-    rows = {name: 0 for name in TABLE_ORDER}
+    rows = {name: 0 for name in ROUTE_TABLES}
     done = 0
     try:
         for chunk in iter_chunks(settings, params=params, force_arm=force_arm, registries=reg):
-            for name in TABLE_ORDER:
+            for name in ROUTE_TABLES:
                 writers[name].write(chunk.frames[name])
                 rows[name] += chunk.frames[name].height
             if latent_writer is not None:

@@ -91,6 +91,7 @@ _ENTITY = {
     "sessions": "session",
     "adverse_events": "adverse event",
     "mood_scores": "rating",
+    "clinical_events": "clinical event",
 }
 
 
