@@ -14,7 +14,9 @@ course (the index course) and works on the ratings of the study's instrument onl
 * ``mood_scores``: the ratings of the study's instrument;
 * ``first_sessions``, only for a study with a target trial: ``course_id`` and the ``session_ts`` of
   each course's first session, every course (the trial's start day is the first session of the
-  first treatment course after time zero, which is rarely an index course).
+  first treatment course after time zero, which is rarely an index course);
+* ``clinical_events``, only for a target trial with negative controls: ``patient_id``, ``event_date``
+  and ``event_type`` of every clinical event (the negative-control outcomes).
 
 At a million patients the whole staged tables took some 7 GB in polars; these reads take what the
 analysis holds anyway (docs/scaling.md, Analyze at scale). The check of the study against the data
@@ -74,6 +76,9 @@ def analysis_inputs(con: duckdb.DuckDBPyConnection, study: StudySettings) -> dic
     if study.target_trial is not None and table_exists(con, "stg_sessions"):
         out["first_sessions"] = fetch(con, "SELECT course_id, min(session_ts) AS session_ts FROM stg_sessions "
                                            "GROUP BY course_id ORDER BY course_id")
+    if study.target_trial is not None and study.target_trial.negative_controls and table_exists(con, "stg_clinical_events"):
+        out["clinical_events"] = fetch(con, "SELECT patient_id, event_date, event_type FROM stg_clinical_events "
+                                            "ORDER BY patient_id, event_date, event_type")
     return out
 
 

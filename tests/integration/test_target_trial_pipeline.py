@@ -71,9 +71,10 @@ def test_the_report_carries_the_section_with_this_runs_numbers(analysed):
     finally:
         con.close()
     assert f"{abs(100 * rd):.1f} percentage points" in html and f"({n:,} patients analysed)" in html
-    # no negative control declared (the import format has none): calibration not evaluable, no number
-    assert html.count("not evaluable: 0 usable negative controls, need 5") == len(study.target_trial.risk_days)
-    assert "calibration: not evaluable" in html and "(constant-error model)</td>" not in html
+    # the study file's six negative controls, from the export's clinical_events: the calibration is
+    # evaluated (at least 5 usable controls at every day) and shows calibrated numbers
+    assert len(study.target_trial.negative_controls) == 6
+    assert "not evaluable:" not in html and "(constant-error model)" in html
 
 
 def test_a_study_without_a_target_trial_writes_none_of_its_tables(analysed):
@@ -88,3 +89,22 @@ def test_a_study_without_a_target_trial_writes_none_of_its_tables(analysed):
             assert fetch(con, f"SELECT count(*) AS n FROM {name} WHERE run_id = ?", [run_id])["n"].item() > 0
     finally:
         con.close()
+
+
+def test_a_warehouse_from_before_clinical_events_still_renders(analysed, tmp_path):
+    """A warehouse last ingested before the optional clinical_events table existed has no
+    stg_clinical_events: the report reads the data-quality checks of the tables it has."""
+    import shutil
+
+    import duckdb
+
+    _, db, study, run_id = analysed
+    old = tmp_path / "old.duckdb"
+    shutil.copyfile(db, old)
+    con = duckdb.connect(str(old))
+    con.execute("DROP VIEW IF EXISTS latest_stg_clinical_events")
+    con.execute("DROP TABLE stg_clinical_events")
+    con.close()
+    out = render_step(old, study, tmp_path / "reports")
+    assert out.details["run_id"] == run_id
+    assert 'id="target-trial"' in (tmp_path / "reports" / f"ketaoutcomes-{study.name}.html").read_text()

@@ -55,11 +55,13 @@ def trial_cohort(staged: Mapping[str, pl.DataFrame], *, registries: Registries, 
     """The person-level frame of the study's target trial (one row per eligible patient at time
     zero) and its attrition, derived from the staged tables
     (:func:`ketaoutcomes.derive.target_trial.target_trial_cohort`; the first session of every course,
-    ``first_sessions`` of :func:`ketaoutcomes.analysis_inputs.analysis_inputs`, when given)."""
+    ``first_sessions`` of :func:`ketaoutcomes.analysis_inputs.analysis_inputs`, when given; the
+    clinical events, ``clinical_events``, for the negative-control outcomes when given)."""
     from ketaoutcomes.derive.target_trial import target_trial_cohort
 
     return target_trial_cohort(staged["patients"], staged["courses"], staged.get("first_sessions", staged["sessions"]),
-                               staged["mood_scores"], registries=registries, study=study)
+                               staged["mood_scores"], registries=registries, study=study,
+                               clinical_events=staged.get("clinical_events"))
 
 
 def run_study(staged: Mapping[str, pl.DataFrame], *, registries: Registries, study: StudySettings,

@@ -27,7 +27,7 @@ from ketaoutcomes.report.context import ReportData
 from ketaoutcomes.report.inputs import latest_validation_run, quarantine_summary, truth_file
 from ketaoutcomes.report.record import results_digest, run_record
 from ketaoutcomes.settings import StudySettings
-from ketaoutcomes.warehouse import fetch
+from ketaoutcomes.warehouse import fetch, table_exists
 
 __all__ = ["arm_labels", "load_report_data", "run_tables"]
 
@@ -94,9 +94,11 @@ def load_report_data(con: duckdb.DuckDBPyConnection, study: StudySettings, run_i
         batches=batches,
         quarantine_summary=quarantine_summary(con),
         # the checks of the loads in force: batches that still contribute rows to stg_*, and each
-        # table's latest batch (even one whose every row was quarantined)
+        # table's latest batch (even one whose every row was quarantined); a warehouse ingested before
+        # an optional table existed (clinical_events) has no stg_ table for it
         dq_checks=fetch(con, "SELECT * FROM dq_checks WHERE batch_id IN ("
-                             + " UNION ".join(f"SELECT DISTINCT _batch_id FROM stg_{t}" for t in TABLE_ORDER)
+                             + " UNION ".join(f"SELECT DISTINCT _batch_id FROM stg_{t}" for t in TABLE_ORDER
+                                              if table_exists(con, f"stg_{t}"))
                              + " UNION SELECT arg_max(batch_id, load_seq) FROM meta_batches GROUP BY table_name"
                              + ") ORDER BY table_name, check_id"),
         provenance={
