@@ -47,6 +47,7 @@ import polars as pl
 from ketaoutcomes.analysis.checks import StudyMismatch
 from ketaoutcomes.analysis.common import StepResult
 from ketaoutcomes.analysis.target_trial_tables import TT_CONTRACTS
+from ketaoutcomes.derive.target_trial import nc_columns
 from ketaoutcomes.models.calibration import (
     EXTREME_LOG_ESTIMATE,
     calibrate_ci,
@@ -78,11 +79,6 @@ class TargetTrialNotEstimable(StudyMismatch):
 
 def _note(text: str, severity: str = "warning") -> Note:
     return Note(text, step="target_trial", severity=severity)
-
-
-def nc_columns(name: str) -> tuple[str, str]:
-    """The frame's time and indicator columns of negative control ``name``."""
-    return f"nc_{name}_time", f"nc_{name}_event"
 
 
 @dataclass(frozen=True)

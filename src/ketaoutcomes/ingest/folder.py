@@ -25,8 +25,9 @@ SUFFIXES = (".csv", ".parquet")
 REGISTRY_FILES = ("arms.csv", "instruments.csv")
 
 
-#: Files of an export folder that are read but are not tables (and the simulator's truth).
-KNOWN_FILES = (*REGISTRY_FILES, ALLOWLIST_FILE, "truth.json")
+#: Files of an export folder that are read but are not tables (and the simulator's truth: truth.json,
+#: and the SSRI-failure cohort's person-level truth_latent.parquet).
+KNOWN_FILES = (*REGISTRY_FILES, ALLOWLIST_FILE, "truth.json", "truth_latent.parquet")
 #: Those of them that ingest reads (checked like the tables: regular files, not compressed, small).
 READ_FILES = (*REGISTRY_FILES, ALLOWLIST_FILE)
 #: How near a file name must be to a table's (or registry's) to be taken for a misnamed one.
@@ -74,7 +75,7 @@ def find_export_files(export_dir: Path) -> tuple[dict[str, Path], list[str]]:
     A file whose name nearly matches a table or registry (wrong case, a hyphen, a missing "s", a
     suffix other than .csv/.parquet) is an error, not an ignored file: an export whose ratings are
     in ``mood-scores.csv`` would otherwise load without them. Unrelated files (README.txt, the
-    registries, phi_allowlist.toml, truth.json, hidden files) are ignored.
+    registries, phi_allowlist.toml, truth.json, truth_latent.parquet, hidden files) are ignored.
 
     A table file, a registry or the allow-list must be a regular file (a FIFO, a folder, a dangling
     link... is refused from its ``stat``, never opened: :func:`ketaoutcomes.ingest.limits.check_regular_file`)."""
