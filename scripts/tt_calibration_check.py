@@ -7,8 +7,9 @@ negative-control outcomes whose hazards also depend on ``u``, with a factor ``ex
 
 Negative controls measure the systematic error of the primary estimate only when their confounding
 acts as the outcome's does: ``--nc-sign -1`` (u lowers the controls' hazards as it lowers the
-response's) should move the calibrated risk ratios toward the truth; ``--nc-sign 1`` (the sign
-``with_unmeasured_confounding`` gives its controls) should move them away. The truth is
+response's, the sign ``with_unmeasured_confounding`` gives its controls) should move the calibrated
+risk ratios toward the truth; ``--nc-sign 1`` (controls confounded against the outcome) should move
+them away. The truth is
 ``strategy_truth`` of the same parameters.
 
     uv run python scripts/tt_calibration_check.py --nc-sign -1 --seeds 1 2 3

@@ -161,9 +161,11 @@ class SSRIFailureParameters(_Frozen):
 
     def with_unmeasured_confounding(self, strength: float) -> "SSRIFailureParameters":
         """The same generator with ``u_unmeasured`` moving the start (``+strength``), the response
-        (``-strength``) and every negative control (``+strength``): residual confounding for an
-        analysis that does not see ``u``."""
-        ncs = tuple(nc.model_copy(update={"per_unmeasured": strength}) for nc in self.negative_controls)
+        (``-strength``) and every negative control (``-strength``, as the response: a negative
+        control measures the primary estimate's systematic error only when it is confounded the way
+        the outcome is): residual confounding for an analysis that does not see ``u``, which the
+        negative controls reveal and the empirical calibration moves toward the truth."""
+        ncs = tuple(nc.model_copy(update={"per_unmeasured": -strength}) for nc in self.negative_controls)
         return self.model_copy(update={"start_per_unmeasured": strength, "response_per_unmeasured": -strength,
                                        "negative_controls": ncs})
 
