@@ -286,3 +286,21 @@ def test_normalised_late_weights_sum_to_the_clones_they_stand_in_for(cohort):
     assert est["normalised"].risk["initiate"][56] != est["raw"].risk["initiate"][56]
     with pytest.raises(ValueError, match="late_weights"):
         ccw.prepare(cohort, late_weights="stabilised", **KW)
+
+
+def test_ccw_analysis_reports_the_studentised_interval_when_asked(cohort):
+    """interval="studentised": the same bootstrap draws (same seed), the limits from
+    studentised_interval on the replicates' influence SEs instead of their percentiles."""
+    pct = ccw.ccw_analysis(cohort, bootstrap_replicates=6, seed=3, **KW)["ccw"]
+    stu = ccw.ccw_analysis(cohort, bootstrap_replicates=6, seed=3, interval="studentised", **KW)["ccw"]
+    assert stu.settings["interval"] == "studentised" and pct.settings["interval"] == "percentile"
+    assert stu.effects["estimate"].equals(pct.effects["estimate"]) and stu.effects["se"].equals(pct.effects["se"])
+    pr = ccw.prepare(cohort, **KW)
+    boots, ses = ccw.bootstrap_draws(pr, 6, 3, ("ccw",))
+    est = ccw.estimate(pr, variants=("ccw",))["ccw"]
+    lo, hi = ccw.studentised_interval(est.vector(pr.days), est.vector_se(pr.days), boots["ccw"], ses["ccw"])
+    np.testing.assert_allclose(stu.effects["lower"].to_numpy(), lo)
+    np.testing.assert_allclose(stu.effects["upper"].to_numpy(), hi)
+    assert not np.allclose(stu.effects["lower"].to_numpy(), pct.effects["lower"].to_numpy())
+    with pytest.raises(ValueError, match="interval must be"):
+        ccw.ccw_analysis(cohort, interval="bca", **KW)
