@@ -13,7 +13,9 @@ Three estimators (ketaoutcomes.models.ccw.VARIANTS), each on the same replicate 
 The truth (ketaoutcomes.simulate.ssri_failure.strategy_truth) simulates every patient of a large
 cohort under each strategy as defined (Webster-Clark: natural start inside the window, everyone not
 yet started starts on its last day). Each replicate draws a new cohort (seed base + r) and a
-person-level bootstrap of the whole procedure (percentile CIs). With ``--outcome nc1`` (a negative
+person-level bootstrap of the whole procedure: the percentile CI (what ccw_analysis reports) and,
+for comparison, the bootstrap-t CI studentised by the influence SEs (``ccw.studentised_interval``).
+The table also gives the mean influence SE beside the mean bootstrap SE and the estimates' SD. With ``--outcome nc1`` (a negative
 control) the truth is no effect (every difference 0); ``--unmeasured S`` gives the unmeasured
 covariate effects of strength S on start, response and negative controls (residual confounding).
 
@@ -70,13 +72,18 @@ def replicate(r: int, *, patients: int, seed_base: int, bootstrap: int, grace_da
                      covariates=list(MEASURED_COVARIATES), grace_days=grace_days, days=DAYS, horizon=HORIZON)
     names = ccw.measure_names(DAYS, HORIZON)
     try:
-        point = {v: e.vector(DAYS) for v, e in ccw.estimate(pr).items()}
+        est = ccw.estimate(pr)
+        point = {v: e.vector(DAYS) for v, e in est.items()}
+        se = {v: e.vector_se(DAYS) for v, e in est.items()}
     except (ValueError, np.linalg.LinAlgError) as exc:
         return [{"replicate": r, "variant": v, "measure": m, "day": d, "estimate": None, "lower": None,
-                 "upper": None, "se": None, "failed": str(exc)} for v in ccw.VARIANTS for m, d in TARGETS]
-    boots = ccw.bootstrap(pr, bootstrap, seed_base + r) if bootstrap else {}
+                 "upper": None, "se": None, "lower_t": None, "upper_t": None,
+                 "influence_se": None, "failed": str(exc)} for v in ccw.VARIANTS for m, d in TARGETS]
+    boots, boot_se = ccw.bootstrap_draws(pr, bootstrap, seed_base + r) if bootstrap else ({}, {})
     rows = []
     for v in ccw.VARIANTS:
+        if boots:
+            t_lo, t_hi = ccw.studentised_interval(point[v], se[v], boots[v], boot_se[v])
         for m, d in TARGETS:
             j = names.index((m, d))
             b = boots[v][:, j] if boots else np.array([])
@@ -85,13 +92,17 @@ def replicate(r: int, *, patients: int, seed_base: int, bootstrap: int, grace_da
             rows.append({"replicate": r, "variant": v, "measure": m, "day": d, "estimate": float(point[v][j]),
                          "lower": float(np.quantile(b, 0.025)) if ok else None,
                          "upper": float(np.quantile(b, 0.975)) if ok else None,
-                         "se": float(np.std(b, ddof=1)) if ok else None, "failed": None})
+                         "se": float(np.std(b, ddof=1)) if ok else None,
+                         "lower_t": float(t_lo[j]) if ok and np.isfinite(t_lo[j]) else None,
+                         "upper_t": float(t_hi[j]) if ok and np.isfinite(t_hi[j]) else None,
+                         "influence_se": float(se[v][j]), "failed": None})
     return rows
 
 
 def summarise(rows: pl.DataFrame, truth: dict[tuple[str, int], float]) -> pl.DataFrame:
     """Per variant and measure: truth, mean estimate, bias (absolute, and relative to the truth),
-    empirical SD, mean bootstrap SE, 95% CI coverage and its Monte Carlo SE."""
+    empirical SD, mean bootstrap and influence SEs, 95% CI coverage (percentile and studentised) and
+    their Monte Carlo SEs."""
     out = []
     for (v, m, d), g in rows.filter(pl.col("failed").is_null()).group_by(["variant", "measure", "day"],
                                                                          maintain_order=True):
@@ -101,31 +112,39 @@ def summarise(rows: pl.DataFrame, truth: dict[tuple[str, int], float]) -> pl.Dat
         cover = ((with_ci["lower"] <= t) & (t <= with_ci["upper"])).to_numpy()
         n_ci = len(cover)
         cov = float(cover.mean()) if n_ci else math.nan
+        with_t = g.filter(pl.col("lower_t").is_not_null())
+        cover_t = ((with_t["lower_t"] <= t) & (t <= with_t["upper_t"])).to_numpy()
+        cov_t = float(cover_t.mean()) if len(cover_t) else math.nan
         out.append({"variant": v, "measure": m, "day": d, "truth": t, "replicates": len(est),
                     "mean_estimate": float(est.mean()), "bias": float(est.mean() - t),
                     "bias_mc_se": float(est.std(ddof=1) / math.sqrt(len(est))) if len(est) > 1 else math.nan,
                     "relative_bias_pct": float(100 * (est.mean() - t) / t) if t else math.nan,
                     "empirical_sd": float(est.std(ddof=1)) if len(est) > 1 else math.nan,
                     "mean_boot_se": float(with_ci["se"].mean()) if n_ci else math.nan,
-                    "coverage": cov, "coverage_mc_se": math.sqrt(cov * (1 - cov) / n_ci) if n_ci else math.nan})
+                    "mean_influence_se": float(g["influence_se"].mean()),
+                    "coverage": cov, "coverage_mc_se": math.sqrt(cov * (1 - cov) / n_ci) if n_ci else math.nan,
+                    "coverage_t": cov_t,
+                    "coverage_t_mc_se": math.sqrt(cov_t * (1 - cov_t) / len(cover_t)) if len(cover_t) else math.nan})
     return pl.DataFrame(out)
 
 
 def _markdown(summary: pl.DataFrame) -> str:
-    head = ("| variant | measure | truth | mean estimate | bias (MC SE) | rel. bias | emp. SD | boot SE | "
-            "coverage (MC SE) |\n|---|---|---|---|---|---|---|---|---|")
+    head = ("| variant | measure | truth | mean estimate | bias (MC SE) | rel. bias | emp. SD | boot SE | influence SE | "
+            "coverage, percentile (MC SE) | coverage, studentised (MC SE) |\n|---|---|---|---|---|---|---|---|---|---|---|")
     lines = [head]
     for r in summary.iter_rows(named=True):
         rel = "" if math.isnan(r["relative_bias_pct"]) else f"{r['relative_bias_pct']:+.1f}%"
         cov = "" if math.isnan(r["coverage"]) else f"{r['coverage']:.3f} ({r['coverage_mc_se']:.3f})"
+        cov_t = "" if math.isnan(r["coverage_t"]) else f"{r['coverage_t']:.3f} ({r['coverage_t_mc_se']:.3f})"
         lines.append(f"| {r['variant']} | {r['measure']} day {r['day']} | {r['truth']:.4f} | {r['mean_estimate']:.4f} | "
                      f"{r['bias']:+.4f} ({r['bias_mc_se']:.4f}) | {rel} | {r['empirical_sd']:.4f} | "
-                     f"{r['mean_boot_se']:.4f} | {cov} |")
+                     f"{r['mean_boot_se']:.4f} | {r['mean_influence_se']:.4f} | {cov} | {cov_t} |")
     return "\n".join(lines)
 
 
 _SCHEMA = {"replicate": pl.Int64, "variant": pl.Utf8, "measure": pl.Utf8, "day": pl.Int64, "estimate": pl.Float64,
-           "lower": pl.Float64, "upper": pl.Float64, "se": pl.Float64, "failed": pl.Utf8}
+           "lower": pl.Float64, "upper": pl.Float64, "se": pl.Float64, "lower_t": pl.Float64, "upper_t": pl.Float64,
+           "influence_se": pl.Float64, "failed": pl.Utf8}
 
 
 def _run(a: argparse.Namespace) -> pl.DataFrame:
