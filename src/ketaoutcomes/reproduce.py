@@ -402,11 +402,14 @@ def compare_rows(table: str, old: pl.DataFrame, new: pl.DataFrame, key: Sequence
 
 def compare_runs(stored: Mapping[str, pl.DataFrame], new: Mapping[str, pl.DataFrame],
                  changed: Mapping[str, str]) -> list[TableCheck]:
-    """One check per table with rows in either run (or changed since the report): the stored run's rows
-    against the new run's, and what :func:`stored_changes` found."""
+    """One check per table of the stored run (every ``ad_*`` / ``results_*`` table, as the report's
+    record lists them: a table the run left empty, such as a target trial's in a study without one,
+    is checked to be empty in the new run too), per table with rows in the new run, and per table
+    changed since the report: the stored run's rows against the new run's, and what
+    :func:`stored_changes` found."""
     keys = {name: [k for k in c.key if k != "run_id"] for name, c in output_contracts().items()}
     checks = []
-    for name in sorted({*(t for t, f in stored.items() if f.height), *(t for t, f in new.items() if f.height), *changed}):
+    for name in sorted({*stored, *(t for t, f in new.items() if f.height), *changed}):
         old, fresh = stored.get(name, pl.DataFrame()), new.get(name, pl.DataFrame())
         if not fresh.width and old.height:
             diff = f"{old.height:,} stored rows, none in the new run"

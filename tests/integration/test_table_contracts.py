@@ -11,6 +11,7 @@ import pytest
 
 import ketaoutcomes.analysis as analysis
 from ketaoutcomes.analysis import StepResult
+from ketaoutcomes.analysis.target_trial_tables import TT_CONTRACTS
 from ketaoutcomes.pipeline import analyze_step, ingest_step, output_contracts, simulate_step, validate_step
 from ketaoutcomes.settings import SimulationSettings, StudySettings
 from ketaoutcomes.table_contract import ContractError, conform
@@ -59,7 +60,9 @@ def test_every_table_the_default_analysis_writes_has_a_contract_and_conforms(db)
         contract = contracts[table]
         assert column_types(db, table) == {c.name: c.dtype for c in contract.columns}, table
         stored = q(db, f'SELECT * FROM "{table}"')
-        assert stored.height, table
+        # a target trial's tables exist in every run (their views too) and stay empty without a
+        # [target_trial]: tests/integration/test_target_trial_pipeline.py fills and checks them
+        assert stored.height == 0 if table in TT_CONTRACTS else stored.height, table
         conform(stored, contract)  # types, nullability and unique keys hold for what was stored
 
 
