@@ -441,16 +441,24 @@ def _title(p: TargetTrialProtocol) -> str:
     return f"Target trial: start {_drug(p)} within {p.grace_days} days of SSRI failure, or no ketamine?"
 
 
-def target_trial_answer(t: Callable[[str], pl.DataFrame], settings: Mapping | None, fmt: Fmt) -> dict[str, Any] | None:
-    """The section's answer and results table as JSON-able records (``title``, ``columns``, ``rows``,
-    ``sentences``), drawn by the same functions as the page, for the Prefect artifact; None when the
-    run has no target trial."""
+def _trial(t: Callable[[str], pl.DataFrame], settings: Mapping | None) -> tuple[TargetTrialProtocol, _Effects] | None:
+    """The run's protocol and effects, or None when it has no target trial (no results_tt_effects
+    rows or no [target_trial] in its settings)."""
     effects = t("results_tt_effects")
     spec = settings.get("target_trial") if isinstance(settings, Mapping) else None
     if not has(effects, "variant", "outcome", "measure", "day", "estimate") or not isinstance(spec, Mapping):
         return None
-    p = TargetTrialProtocol.model_validate(spec)
-    eff = _Effects(effects)
+    return TargetTrialProtocol.model_validate(spec), _Effects(effects)
+
+
+def target_trial_answer(t: Callable[[str], pl.DataFrame], settings: Mapping | None, fmt: Fmt) -> dict[str, Any] | None:
+    """The section's answer and results table as JSON-able records (``title``, ``columns``, ``rows``,
+    ``sentences``), drawn by the same functions as the page, for the Prefect artifact; None when the
+    run has no target trial."""
+    found = _trial(t, settings)
+    if found is None:
+        return None
+    p, eff = found
     table = _results_table(eff, p, fmt)
     return {"title": _title(p), "columns": list(table.columns), "rows": [list(r.cells) for r in table.rows],
             "sentences": _answer(eff, p, fmt, t("results_tt_starts"))}
@@ -460,12 +468,10 @@ def target_trial_section(t: Callable[[str], pl.DataFrame], settings: Mapping | N
                          fmt: Fmt, truth: Mapping | None = None) -> dict[str, Any] | None:
     """What the template shows of the run's target trial; None when the run has none (no
     results_tt_effects rows or no [target_trial] in its settings)."""
-    effects = t("results_tt_effects")
-    spec = settings.get("target_trial") if isinstance(settings, Mapping) else None
-    if not has(effects, "variant", "outcome", "measure", "day", "estimate") or not isinstance(spec, Mapping):
+    found = _trial(t, settings)
+    if found is None:
         return None
-    p = TargetTrialProtocol.model_validate(spec)
-    eff = _Effects(effects)
+    p, eff = found
     curves_frame = t("results_tt_curves")
     curves = []
     if has(curves_frame, "variant", "strategy", "day", "risk"):
