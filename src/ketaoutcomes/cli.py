@@ -188,7 +188,7 @@ def simulate(
     out_dir: Annotated[Optional[Path], typer.Option("--out", help="Folder to write the export into (never one holding an export that no simulation wrote). Default: data/synthetic/default for the default cohort, else data/synthetic/n<N>-seed<S>-<settings id>, so no simulation writes over another's.")] = None,
     file_format: Annotated[str, typer.Option("--format", help="csv or parquet.")] = "csv",
     design: Annotated[str, typer.Option("--design", help="routes: every patient's first course on one arm (the default cohort); ssri-failure: an SSRI course ending in non-response, then ketamine at a confounded time or no ketamine, with the true risks of the target trial's strategies in truth.json (the cohort of a target-trial study).")] = "routes",
-    study: Annotated[Optional[Path], typer.Option("--study", help="With --design ssri-failure: simulate for the [target_trial] of this study file (follow-up, washout, grace period, risk days); default: the default protocol.")] = None,
+    study: Annotated[Optional[Path], typer.Option("--study", help="With --design ssri-failure: simulate for the \\[target_trial] of this study file (follow-up, washout, grace period, risk days); default: the default protocol.")] = None,
 ) -> None:
     """Write a synthetic export folder in the import format, plus truth.json with the effects built in."""
     from ketaoutcomes.pipeline import simulate_step, synthetic_export_dir
@@ -276,7 +276,7 @@ def analyze(db: DbOption = None, study: StudyOption = None) -> None:
     "written.\n\n"
     "With no --export and no data in the default warehouse, the synthetic default cohort is simulated and "
     "loaded first (into data/synthetic/default; with other --patients/--seed into data/synthetic/n<N>-seed<S>-<id>, "
-    "never over another export); for a study with a [target_trial] that cohort is the SSRI-failure cohort of its "
+    "never over another export); for a study with a \\[target_trial] that cohort is the SSRI-failure cohort of its "
     "protocol (as `simulate --design ssri-failure --study FILE`). A warehouse named by --db or $KETAOUTCOMES_DB must exist or be given an "
     "--export: a mistyped path is an error, never a new warehouse of synthetic data. --patients/--seed on a "
     "warehouse that holds other data are an error, never ignored: a fresh cohort needs a warehouse of its own."))

@@ -22,6 +22,13 @@ def test_every_verb_has_help(verb):
         assert "--db" in res.output and "KETAOUTCOMES_DB" in res.output
 
 
+@pytest.mark.parametrize("verb", ["simulate", "report"])
+def test_help_shows_the_target_trial_table_name_not_eaten_as_markup(verb):
+    """--help is rendered with rich markup, where "[target_trial]" would be a tag and vanish."""
+    res = runner.invoke(app, [verb, "--help"], terminal_width=200)
+    assert res.exit_code == 0 and "[target_trial]" in res.output, res.output
+
+
 def test_ingest_then_query_read_only(tmp_path):
     db = tmp_path / "w.duckdb"
     folder = write_export(tmp_path / "x")

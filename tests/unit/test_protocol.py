@@ -8,7 +8,9 @@ import json
 import pytest
 
 from ketaoutcomes.protocol import TargetTrialProtocol
-from ketaoutcomes.settings import StudySettings, load_study
+from ketaoutcomes.settings import DEFAULT_STUDY_FILE, StudySettings, load_study
+
+DEFAULT_TT = DEFAULT_STUDY_FILE.parent / "ssri_failure.toml"
 
 
 def test_a_study_without_a_protocol_keeps_its_id_and_json():
@@ -68,3 +70,22 @@ def test_a_negative_control_counts_its_name_unless_it_names_its_event_types(tmp_
     other = study.updated(target_trial={"negative_controls": [{"name": "fracture", "event_types": ["fx"]},
                                                               {"name": "infection", "event_types": ["uti", "pneumonia"]}]})
     assert other.settings_id != study.settings_id
+
+
+def test_study_check_names_a_protocol_arm_not_in_the_registry_before_anything_runs(tmp_path):
+    """`study FILE` (and analyze's check before deriving) refuses a [target_trial] that does not fit
+    the registries, in one line naming the field and the nearest arm."""
+    from typer.testing import CliRunner
+
+    from ketaoutcomes.analysis.checks import StudyMismatch, check_study
+    from ketaoutcomes.cli import app
+    from ketaoutcomes.registries import load_registries
+
+    path = tmp_path / "tt.toml"
+    path.write_text('[target_trial]\ntreatment_arms = ["ketamine_ivv"]\n')
+    with pytest.raises(StudyMismatch, match='target_trial.treatment_arms: "ketamine_ivv" is not an arm of the '
+                                            'registry; did you mean "ketamine_iv"'):
+        check_study(load_study(path), load_registries())
+    res = CliRunner().invoke(app, ["study", str(path)])
+    assert res.exit_code == 1 and 'did you mean "ketamine_iv"' in res.output
+    check_study(load_study(DEFAULT_TT), load_registries())  # the shipped target-trial study fits

@@ -29,6 +29,7 @@ import polars as pl
 
 from ketaoutcomes.contract import EXTRA_COLUMN, TABLES
 from ketaoutcomes.derive import attrition_hint
+from ketaoutcomes.derive.target_trial import protocol_problems
 from ketaoutcomes.registries import Registries
 from ketaoutcomes.settings import StudySettings
 from ketaoutcomes.suggest import closest, did_you_mean
@@ -57,7 +58,7 @@ def _column(staged: Mapping[str, pl.DataFrame], table: str, column: str) -> pl.S
 def study_problems(study: StudySettings, registries: Registries,
                    staged: Mapping[str, pl.DataFrame] | None = None) -> list[str]:
     """What in ``study`` does not fit ``registries`` (and the staged tables, when given), one
-    sentence each; empty when everything fits."""
+    sentence each, its ``[target_trial]`` included; empty when everything fits."""
     cohort = study.cohort
     named = [("reference_arm", cohort.reference_arm)] + [("arm", a) for a in cohort.arms if a != cohort.reference_arm]
     problems = [f'{what} "{arm}" is not an arm of the registry{did_you_mean(arm, registries.arms)}'
@@ -65,6 +66,8 @@ def study_problems(study: StudySettings, registries: Registries,
     if cohort.instrument not in registries.instruments:
         problems.append(f'instrument "{cohort.instrument}" is not in the instruments registry'
                         f"{did_you_mean(cohort.instrument, registries.instruments)}")
+    # the [target_trial]'s arms and covariates (its instrument is the cohort's, named just above)
+    problems += [p for p in protocol_problems(study, registries) if not p.startswith("cohort.instrument ")]
     if staged is None:
         return problems
 
