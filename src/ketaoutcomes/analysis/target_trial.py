@@ -57,7 +57,7 @@ from ketaoutcomes.models.calibration import (
     expected_absolute_systematic_error,
     fit_null,
 )
-from ketaoutcomes.models.ccw import bootstrap, ccw_analysis, prepare
+from ketaoutcomes.models.ccw import bootstrap, ccw_analysis, prepare, with_bootstrap
 from ketaoutcomes.models.evalues import evalue
 from ketaoutcomes.notes import Note
 from ketaoutcomes.protocol import TargetTrialProtocol
@@ -125,20 +125,6 @@ def _label(column: str) -> str:
     return column.removeprefix("_x_")
 
 
-def _effects(point: pl.DataFrame, boot: np.ndarray | None) -> pl.DataFrame:
-    """models.ccw's effects of one variant: the point estimates, and from the bootstrap replicates
-    (rows) the SD, the 2.5% and 97.5% percentiles and the number of finite replicates per measure."""
-    if boot is None:
-        return point
-    ok = np.isfinite(boot)
-    cols = range(boot.shape[1])
-    se = [float(np.std(boot[ok[:, j], j], ddof=1)) if ok[:, j].sum() > 1 else None for j in cols]
-    lo = [float(np.quantile(boot[ok[:, j], j], 0.025)) if ok[:, j].any() else None for j in cols]
-    hi = [float(np.quantile(boot[ok[:, j], j], 0.975)) if ok[:, j].any() else None for j in cols]
-    return point.with_columns(pl.Series("se", se, dtype=pl.Float64), pl.Series("lower", lo, dtype=pl.Float64),
-                              pl.Series("upper", hi, dtype=pl.Float64), pl.Series("replicates", ok.sum(axis=0)))
-
-
 def _log_rr(boot: np.ndarray | None, point: pl.DataFrame, days: Sequence[int]) -> list[dict]:
     """Per day: the log risk ratio and the SD of the replicates' log risk ratios (null when fewer than
     two replicates give a positive finite ratio)."""
@@ -176,7 +162,7 @@ def _run(frame: pl.DataFrame, *, time: str, event: str, covariates: Sequence[str
     results = ccw_analysis(frame, **kw, bootstrap_replicates=0, seed=seed, variants=variants)
     B = protocol.bootstrap_replicates
     boots = bootstrap(prepare(frame, **kw), B, seed, variants) if B > 0 else {}
-    effects = {v: _effects(results[v].effects, boots.get(v)) for v in variants}
+    effects = {v: with_bootstrap(results[v].effects, boots.get(v)) for v in variants}
     return _Run(results, effects, _log_rr(boots.get("ccw"), results["ccw"].effects, protocol.risk_days))
 
 

@@ -80,7 +80,7 @@ import polars as pl
 
 from .common import one_blas_thread
 
-__all__ = ["CCWResult", "ccw_analysis", "naive_users", "VARIANTS", "prepare", "estimate", "bootstrap",
+__all__ = ["with_bootstrap", "CCWResult", "ccw_analysis", "naive_users", "VARIANTS", "prepare", "estimate", "bootstrap",
            "measure_names", "fit_logistic", "Prepared", "Estimates", "bootstrap_draws",
            "studentised_interval"]
 
@@ -420,24 +420,34 @@ def _start_distribution(pr: Prepared) -> pl.DataFrame:
     return pl.DataFrame({"day": day, "starters": starters, "at_risk": at_risk, "share": starters / len(pr.time)})
 
 
+def with_bootstrap(effects: pl.DataFrame, boot: np.ndarray | None) -> pl.DataFrame:
+    """``effects`` (one row a measure, in the columns' order of ``boot``) with the bootstrap columns:
+    the SD of the finite replicates (``se``), their 2.5% and 97.5% percentiles (``lower``,
+    ``upper``) and how many there were (``replicates``); unchanged without replicates."""
+    if boot is None:
+        return effects
+    cols = range(boot.shape[1])
+    with np.errstate(all="ignore"):
+        ok = np.isfinite(boot)
+        lo = [float(np.quantile(boot[ok[:, j], j], 0.025)) if ok[:, j].any() else None for j in cols]
+        hi = [float(np.quantile(boot[ok[:, j], j], 0.975)) if ok[:, j].any() else None for j in cols]
+        se = [float(np.std(boot[ok[:, j], j], ddof=1)) if ok[:, j].sum() > 1 else None for j in cols]
+    return effects.with_columns(pl.Series("se", se, dtype=pl.Float64), pl.Series("lower", lo, dtype=pl.Float64),
+                                pl.Series("upper", hi, dtype=pl.Float64), pl.Series("replicates", ok.sum(axis=0)))
+
+
 def _result(variant: str, pr: Prepared, est: Estimates, boot: np.ndarray | None, settings: dict,
             boot_se: np.ndarray | None = None) -> CCWResult:
     names = measure_names(pr.days, pr.horizon)
     point = est.vector(pr.days)
-    effects = pl.DataFrame({"measure": [m for m, _ in names], "day": [d for _, d in names], "estimate": point})
-    if boot is not None:
+    effects = with_bootstrap(pl.DataFrame({"measure": [m for m, _ in names], "day": [d for _, d in names],
+                                           "estimate": point}), boot)
+    if boot is not None and boot_se is not None:  # the studentised interval instead of the percentile one
         with np.errstate(all="ignore"):
-            ok = np.isfinite(boot)
-            lo = [float(np.quantile(boot[ok[:, j], j], 0.025)) if ok[:, j].any() else None for j in range(len(names))]
-            hi = [float(np.quantile(boot[ok[:, j], j], 0.975)) if ok[:, j].any() else None for j in range(len(names))]
-            se = [float(np.std(boot[ok[:, j], j], ddof=1)) if ok[:, j].sum() > 1 else None for j in range(len(names))]
-            if boot_se is not None:  # the studentised interval instead of the percentile one
-                t_lo, t_hi = studentised_interval(point, est.vector_se(pr.days), boot, boot_se)
-                lo = [float(x) if np.isfinite(x) else None for x in t_lo]
-                hi = [float(x) if np.isfinite(x) else None for x in t_hi]
-        effects = effects.with_columns(pl.Series("se", se, dtype=pl.Float64), pl.Series("lower", lo, dtype=pl.Float64),
-                                       pl.Series("upper", hi, dtype=pl.Float64),
-                                       pl.Series("replicates", ok.sum(axis=0)))
+            t_lo, t_hi = studentised_interval(point, est.vector_se(pr.days), boot, boot_se)
+        effects = effects.with_columns(
+            pl.Series("lower", [float(x) if np.isfinite(x) else None for x in t_lo], dtype=pl.Float64),
+            pl.Series("upper", [float(x) if np.isfinite(x) else None for x in t_hi], dtype=pl.Float64))
     curves = pl.concat([pl.DataFrame({"strategy": s, "day": np.arange(pr.end + 1), "risk": est.risk[s]})
                         for s in STRATEGIES])
     counts = pl.DataFrame([{"strategy": s, **est.counts[s]} for s in STRATEGIES])
