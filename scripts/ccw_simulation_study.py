@@ -65,23 +65,23 @@ def truth_vector(params: SSRIFailureParameters, *, grace_days: int, outcome: str
 
 
 def replicate(r: int, *, patients: int, seed_base: int, bootstrap: int, grace_days: int, outcome: str,
-              unmeasured: float) -> list[dict]:
+              unmeasured: float, late: str = "model", variants: tuple[str, ...] = ccw.VARIANTS) -> list[dict]:
     """One replicate cohort: estimate, bootstrap CI, one row per variant and target measure."""
     frame = simulate_ssri_failure(patients, seed_base + r, _params(unmeasured))
     pr = ccw.prepare(frame, time=f"{outcome}_time", event=f"{outcome}_event", start="ketamine_start_day",
-                     covariates=list(MEASURED_COVARIATES), grace_days=grace_days, days=DAYS, horizon=HORIZON)
+                     covariates=list(MEASURED_COVARIATES), grace_days=grace_days, days=DAYS, horizon=HORIZON, late=late)
     names = ccw.measure_names(DAYS, HORIZON)
     try:
-        est = ccw.estimate(pr)
+        est = ccw.estimate(pr, variants=variants)
         point = {v: e.vector(DAYS) for v, e in est.items()}
         se = {v: e.vector_se(DAYS) for v, e in est.items()}
     except (ValueError, np.linalg.LinAlgError) as exc:
         return [{"replicate": r, "variant": v, "measure": m, "day": d, "estimate": None, "lower": None,
                  "upper": None, "se": None, "lower_t": None, "upper_t": None,
-                 "influence_se": None, "failed": str(exc)} for v in ccw.VARIANTS for m, d in TARGETS]
-    boots, boot_se = ccw.bootstrap_draws(pr, bootstrap, seed_base + r) if bootstrap else ({}, {})
+                 "influence_se": None, "failed": str(exc)} for v in variants for m, d in TARGETS]
+    boots, boot_se = ccw.bootstrap_draws(pr, bootstrap, seed_base + r, variants) if bootstrap else ({}, {})
     rows = []
-    for v in ccw.VARIANTS:
+    for v in variants:
         if boots:
             t_lo, t_hi = ccw.studentised_interval(point[v], se[v], boots[v], boot_se[v])
         for m, d in TARGETS:
@@ -149,7 +149,7 @@ _SCHEMA = {"replicate": pl.Int64, "variant": pl.Utf8, "measure": pl.Utf8, "day":
 
 def _run(a: argparse.Namespace) -> pl.DataFrame:
     kw = dict(patients=a.patients, seed_base=a.seed, bootstrap=a.bootstrap, grace_days=a.grace_days,
-              outcome=a.outcome, unmeasured=a.unmeasured)
+              outcome=a.outcome, unmeasured=a.unmeasured, late=a.late, variants=tuple(a.variants.split(",")))
     parts: list[pl.DataFrame] = []
 
     def keep(rows: list[dict]) -> None:
@@ -179,10 +179,16 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--truth-patients", type=int, default=1_000_000)
     ap.add_argument("--outcome", default="response", help="response, or a negative control (nc1, nc2): truth 0")
     ap.add_argument("--unmeasured", type=float, default=0.0, help="strength of the unmeasured confounder")
+    ap.add_argument("--late", default="model", choices=ccw.LATE,
+                    help="how the ccw variant's initiate arm continues after the grace period (models.ccw)")
+    ap.add_argument("--variants", default=",".join(ccw.VARIANTS), help="comma-separated subset of " + ",".join(ccw.VARIANTS))
     ap.add_argument("--workers", type=int, default=1)
     ap.add_argument("--csv", help="write the per-replicate rows here, each replicate as it finishes")
     ap.add_argument("--summarise", metavar="CSV", help="only summarise the rows of an earlier (or unfinished) --csv run (give it the same --grace-days, --outcome and --unmeasured)")
     a = ap.parse_args(argv)
+    if not set(a.variants.split(",")) <= set(ccw.VARIANTS):
+        print(f"error: --variants takes a comma-separated subset of {','.join(ccw.VARIANTS)}", file=sys.stderr)
+        return 2
     if min(a.replicates, a.patients) < 1 or a.bootstrap < 0 or a.workers < 1:
         print("error: --replicates, --patients and --workers must be >= 1 and --bootstrap >= 0", file=sys.stderr)
         return 2
@@ -199,7 +205,7 @@ def main(argv: list[str] | None = None) -> int:
     what = (f"rows of {a.summarise}" if a.summarise else
             f"{a.patients} patients, {a.bootstrap} bootstrap replicates, {time.perf_counter() - t0:.0f} s")
     print(f"CCW simulation study: {a.replicates} replicates ({what}), grace period {a.grace_days} days, outcome "
-          f"{a.outcome}, unmeasured confounding {a.unmeasured}, truth from {a.truth_patients:,} patients; "
+          f"{a.outcome}, unmeasured confounding {a.unmeasured}, after the grace period: {a.late}, truth from {a.truth_patients:,} patients; "
           f"{failed} replicate(s) failed\n")
     print(_markdown(summary))
     return 0

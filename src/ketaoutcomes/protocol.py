@@ -141,6 +141,12 @@ class TargetTrialProtocol(_Frozen):
     covariates: tuple[str, ...] = ("age_at_index", "sex", "baseline_score", "prior_failed_trials")
     #: The model of the daily probability of starting (inverse-probability-of-censoring weights).
     weight_model: Literal["pooled_logistic"] = "pooled_logistic"
+    #: How "start" continues past the grace period for the clones not started before its last day:
+    #: "outcome_model" follows each with a model of the outcome after a start (complementary log-log
+    #: on the days since the start, the start day and the covariates, fitted on every observed start)
+    #: as if started on the last day; "last_day_weights" lets the few patients who start on the last
+    #: day stand in for them, weighted (fragile when they are few: docs/target-trial.md).
+    after_grace: Literal["outcome_model", "last_day_weights"] = "outcome_model"
     #: Stabilise the weights (models.ccw says where a numerator applies).
     stabilised: bool = True
     #: Cap the weights at this quantile of their person-interval distribution (null: no cap).

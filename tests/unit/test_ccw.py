@@ -36,22 +36,26 @@ def _six_patients(copies: int = 25) -> pl.DataFrame:
                                       "response_event": pl.Int64, "x": pl.Float64})
 
 
-def test_counts_on_six_patients_by_hand():
+@pytest.mark.parametrize("late", ccw.LATE)
+def test_counts_on_six_patients_by_hand(late):
     """G = 2. A starts day 0, responds day 3; B starts day 2 (the last day), responds day 10; C never
     starts, responds day 1; D never starts, followed to day 20; E starts day 5, responds day 8; F
     starts day 1, lost on day 4.
     initiate: D and E are censored at day 2 for not having started; A, B, C have events; F is lost.
+    With late="model", B, D and E (not started by day 1, in follow-up after day 2) are followed by the
+    outcome model after day 2, so B's response is not counted: events A and C.
     never: A, B, E, F are censored at their start; C has an event; D is followed to the end.
     naive: users A, B, F (events A, B); non-users C, D, E (E censored at its start on day 5)."""
     frame = _six_patients()
-    kw = dict(KW, covariates=["x"], grace_days=2, days=(1, 3), horizon=5)
+    kw = dict(KW, covariates=["x"], grace_days=2, days=(1, 3), horizon=5, late=late)
     res = ccw.ccw_analysis(frame, variants=ccw.VARIANTS, **kw)
-    want = {("ccw", "initiate"): (6, 2, 3, 1), ("ccw", "never"): (6, 4, 1, 1),
-            ("naive", "initiate"): (3, 0, 2, 1), ("naive", "never"): (3, 1, 1, 1)}
-    for (v, s), (clones, dev, ev, other) in want.items():
+    want = {("ccw", "initiate"): (6, 2, 3, 1, 0) if late == "weights" else (6, 2, 2, 1, 3),
+            ("ccw", "never"): (6, 4, 1, 1, 0), ("naive", "initiate"): (3, 0, 2, 1, 0),
+            ("naive", "never"): (3, 1, 1, 1, 0)}
+    for (v, s), (clones, dev, ev, other, model) in want.items():
         row = res[v].counts.filter(pl.col("strategy") == s).row(0, named=True)
-        assert (row["clones"], row["censored_deviation"], row["events"], row["censored_other"]) == (
-            25 * clones, 25 * dev, 25 * ev, 25 * other), (v, s, row)
+        assert (row["clones"], row["censored_deviation"], row["events"], row["censored_other"],
+                row["followed_by_model"]) == (25 * clones, 25 * dev, 25 * ev, 25 * other, 25 * model), (v, s, row)
     dist = res["ccw"].start_distribution
     assert dist["starters"].to_list() == [25, 25, 25]  # A on day 0, F on day 1, B on day 2
     assert dist["at_risk"].to_list() == [150, 100, 75]  # day 1: B D E F; day 2: B D E
@@ -107,12 +111,95 @@ def _reference_curves(frame: pl.DataFrame, G: int, end: int, late_weights: str =
 @pytest.mark.parametrize("late_weights", ccw.LATE_WEIGHTS)
 def test_curves_match_a_loop_by_loop_reference_on_statsmodels(late_weights):
     frame = simulate_ssri_failure(300, 8)
-    res = ccw.ccw_analysis(frame, grace_days=20, days=(7, 28), horizon=40, late_weights=late_weights, **KW)["ccw"]
+    res = ccw.ccw_analysis(frame, grace_days=20, days=(7, 28), horizon=40, late="weights", late_weights=late_weights,
+                           **KW)["ccw"]
     end = int(res.curves["day"].max())
     ref = _reference_curves(frame, 20, end, late_weights)
     for arm in ("initiate", "never"):
         got = res.curves.filter(pl.col("strategy") == arm)["risk"].to_numpy()
         np.testing.assert_allclose(got, ref[arm], atol=1e-6)
+
+
+def _reference_initiate_with_model(frame: pl.DataFrame, G: int, end: int) -> np.ndarray:
+    """late="model"'s initiate curve, loop by loop: Kaplan-Meier of everyone to G; after G the early
+    starters' own Kaplan-Meier, mixed by head count with the waiting patients' survival predicted by a
+    statsmodels complementary log-log GLM (patsy's centred natural cubic spline in the days since the
+    start, the start day / 30, the covariates) fitted on every patient-day after an observed start."""
+    import patsy
+
+    t = frame["response_time"].to_list()
+    e = frame["response_event"].to_list()
+    s = [x if x is not None and x < ti else None for x, ti in zip(frame["ketamine_start_day"].to_list(), t)]
+    X = frame.select(MEASURED_COVARIATES).to_numpy().astype(float)
+    basis = np.asarray(patsy.dmatrix(f"cr(x, knots=(3, 7, 14, 28), lower_bound=1, upper_bound={end}, "
+                                     "constraints='center') - 1", {"x": np.arange(1, end + 1)}))
+    rows, ys = [], []
+    for i in range(len(t)):
+        if s[i] is not None:
+            for k in range(s[i] + 1, t[i] + 1):
+                rows.append([1.0, *basis[k - s[i] - 1], s[i] / 30, *X[i]])
+                ys.append(float(e[i] == 1 and k == t[i]))
+    fit = sm.GLM(np.array(ys), np.array(rows), family=sm.families.Binomial(sm.families.links.CLogLog())).fit()
+    surv, out = 1.0, [0.0]
+    for k in range(1, G + 1):
+        at = [i for i in range(len(t)) if t[i] >= k]
+        surv *= 1 - sum(1 for i in at if e[i] == 1 and t[i] == k) / len(at)
+        out.append(1 - surv)
+    early = [i for i in range(len(t)) if s[i] is not None and s[i] < G and t[i] > G]
+    waiting = [i for i in range(len(t)) if (s[i] is None or s[i] >= G) and t[i] > G]
+    s_early, s_wait = 1.0, np.ones(len(waiting))
+    for k in range(G + 1, end + 1):
+        at = [i for i in early if t[i] >= k]
+        if at:
+            s_early *= 1 - sum(1 for i in at if e[i] == 1 and t[i] == k) / len(at)
+        for j, i in enumerate(waiting):
+            eta = fit.params @ np.array([1.0, *basis[k - G - 1], G / 30, *X[i]])
+            s_wait[j] *= np.exp(-np.exp(eta))
+        out.append(1 - surv * (len(early) * s_early + s_wait.sum()) / (len(early) + len(waiting)))
+    return np.array(out)
+
+
+def test_late_model_curve_matches_a_loop_by_loop_reference_on_statsmodels():
+    """late="model" (the default): the initiate curve against the loop-by-loop reference above; the
+    never arm and the initiate curve up to G are those of late="weights"."""
+    frame = simulate_ssri_failure(400, 8)
+    kw = dict(grace_days=20, days=(7, 28), horizon=40, **KW)
+    res = ccw.ccw_analysis(frame, **kw)["ccw"]
+    weights = ccw.ccw_analysis(frame, late="weights", **kw)["ccw"]
+    assert res.settings["late"] == "model"
+    end = int(res.curves["day"].max())
+    got = res.curves.filter(pl.col("strategy") == "initiate")["risk"].to_numpy()
+    np.testing.assert_allclose(got, _reference_initiate_with_model(frame, 20, end), atol=1e-6)
+    other = weights.curves.filter(pl.col("strategy") == "initiate")["risk"].to_numpy()
+    np.testing.assert_array_equal(got[:21], other[:21])
+    assert not np.allclose(got[21:], other[21:])
+    assert res.curves.filter(pl.col("strategy") == "never").equals(weights.curves.filter(pl.col("strategy") == "never"))
+
+
+def test_late_model_has_no_studentised_interval_and_names_the_choice(cohort):
+    """The outcome model's uncertainty is not in the influence SEs, so the bootstrap-t interval is
+    refused with late="model" (the percentile interval refits the model in every replicate)."""
+    with pytest.raises(ValueError, match='late="weights"'):
+        ccw.ccw_analysis(cohort, bootstrap_replicates=4, interval="studentised", **KW)
+    with pytest.raises(ValueError, match="late must be one of"):
+        ccw.prepare(cohort, late="g-formula", **KW)
+    est = ccw.estimate(ccw.prepare(cohort, **KW), variants=("ccw",))["ccw"]
+    se = est.vector_se((7, 28, 56))
+    names = ccw.measure_names((7, 28, 56), 56)
+    late = [j for j, (m, d) in enumerate(names) if d > 30 and m != "risk_never" and m != "rmst_never"]
+    assert np.isnan(se[late]).all() and np.isfinite(np.delete(se, late)).all()
+
+
+def test_bootstrap_starts_from_the_full_cohorts_fit_and_lands_on_the_same_maximum(cohort):
+    """bootstrap_draws starts each replicate's fits from the full cohort's coefficients: the replicate's
+    estimates equal a cold-started fit of the same draw to 1e-7."""
+    pr = ccw.prepare(cohort, **KW)
+    boots, _ = ccw.bootstrap_draws(pr, 2, 9, ("ccw",))
+    rng = np.random.default_rng(np.random.SeedSequence([9, 11]))
+    for b in range(2):
+        freq = np.bincount(rng.integers(0, len(cohort), len(cohort)), minlength=len(cohort))
+        cold = ccw.estimate(pr, freq, ("ccw",))["ccw"].vector(pr.days)
+        np.testing.assert_allclose(boots["ccw"][b], cold, rtol=1e-7, atol=1e-9)
 
 
 def test_bootstrap_resamples_patients_as_frequency_weights(cohort):
@@ -270,7 +357,7 @@ def test_normalised_late_weights_sum_to_the_clones_they_stand_in_for(cohort):
     the clones not started by G - 1 and in follow-up after G, counted from the data; "raw" keeps
     1/p_G, whose sum only estimates that count. Both give the same curves inside the window."""
     G = 30
-    pr = {lw: ccw.prepare(cohort, grace_days=G, late_weights=lw, **KW) for lw in ccw.LATE_WEIGHTS}
+    pr = {lw: ccw.prepare(cohort, grace_days=G, late="weights", late_weights=lw, **KW) for lw in ccw.LATE_WEIGHTS}
     waiting = int(np.sum((pr["raw"].start >= G) & (pr["raw"].time > G)))
     day_g = int(np.sum(pr["raw"].start == G))
     est = {lw: ccw.estimate(p, variants=("ccw",))["ccw"] for lw, p in pr.items()}
@@ -293,11 +380,12 @@ def test_normalised_late_weights_sum_to_the_clones_they_stand_in_for(cohort):
 def test_ccw_analysis_reports_the_studentised_interval_when_asked(cohort):
     """interval="studentised": the same bootstrap draws (same seed), the limits from
     studentised_interval on the replicates' influence SEs instead of their percentiles."""
-    pct = ccw.ccw_analysis(cohort, bootstrap_replicates=6, seed=3, **KW)["ccw"]
-    stu = ccw.ccw_analysis(cohort, bootstrap_replicates=6, seed=3, interval="studentised", **KW)["ccw"]
+    kw = dict(KW, late="weights")
+    pct = ccw.ccw_analysis(cohort, bootstrap_replicates=6, seed=3, **kw)["ccw"]
+    stu = ccw.ccw_analysis(cohort, bootstrap_replicates=6, seed=3, interval="studentised", **kw)["ccw"]
     assert stu.settings["interval"] == "studentised" and pct.settings["interval"] == "percentile"
     assert stu.effects["estimate"].equals(pct.effects["estimate"]) and stu.effects["se"].equals(pct.effects["se"])
-    pr = ccw.prepare(cohort, **KW)
+    pr = ccw.prepare(cohort, **kw)
     boots, ses = ccw.bootstrap_draws(pr, 6, 3, ("ccw",))
     est = ccw.estimate(pr, variants=("ccw",))["ccw"]
     lo, hi = ccw.studentised_interval(est.vector(pr.days), est.vector_se(pr.days), boots["ccw"], ses["ccw"])

@@ -181,21 +181,28 @@ def test_on_a_simulated_cohort_the_estimates_stand_next_to_the_strategies_truth(
 
 
 def test_estimates_past_the_grace_period_are_flagged_when_few_started_on_its_last_day(plain_run):
-    """With fewer than LATE_STARTERS_MIN last-day starters (the simulation study's cohorts had 6-12,
-    and their intervals past the window under-covered), the answer says the later estimates rest on
-    them; with enough, it does not. Checked on the run's own start table, then with day G's count set."""
+    """With after_grace = "last_day_weights" and fewer than LATE_STARTERS_MIN last-day starters (the
+    simulation study's cohorts had 6-12, and their intervals past the window under-covered), the answer
+    says the later estimates rest on them; with enough, it does not. With the default "outcome_model"
+    (the run's own protocol) it says they assume the post-start outcome model instead, and the counts
+    table shows how many clones the model followed. Checked on the run's own tables, then with day G's
+    count set."""
     from ketaoutcomes.report.sections.target_trial import LATE_STARTERS_MIN
 
     res, prot, _, text = plain_run
-    starts = res.table("results_tt_starts")
-    on_last = starts.filter(pl.col("day") == prot.grace_days)["starters"].item()
+    assert prot.after_grace == "outcome_model"
     warning = "Read the estimates past the grace period (day 56, the restricted mean to day 56) with care"
-    assert (warning in text) == (on_last < LATE_STARTERS_MIN)
+    assert warning not in text
+    assert ("Past the grace period (day 56, the restricted mean to day 56), \"start\" follows the patients who had "
+            "not started by day 29 as if they started on day 30") in text
+    assert "Followed by the outcome model after the grace period" in text
+    weights = prot.model_copy(update={"after_grace": "last_day_weights"})
+    starts = res.table("results_tt_starts")
     for n, shown in ((3, True), (LATE_STARTERS_MIN, False)):
         tables = dict(res.tables)
         tables["results_tt_starts"] = starts.with_columns(
             pl.when(pl.col("day") == prot.grace_days).then(n).otherwise(pl.col("starters")).alias("starters"))
-        page = _text(render_html(_with_trial(tables, prot, res.notes)))
+        page = _text(render_html(_with_trial(tables, weights, res.notes)))
         assert (warning in page) == shown, n
         if shown:
             assert "rest on the <11 patient(s) who started on day 30" in page  # small counts suppressed

@@ -158,7 +158,7 @@ def _run(frame: pl.DataFrame, *, time: str, event: str, covariates: Sequence[str
     """The CCW procedure on one outcome: models.ccw's point estimates and tables, one bootstrap."""
     kw = dict(time=time, event=event, start=_START, covariates=list(covariates), grace_days=protocol.grace_days,
               days=protocol.risk_days, horizon=protocol.rmst_horizon_days, truncation=protocol.truncation,
-              stabilised=protocol.stabilised)
+              stabilised=protocol.stabilised, late="model" if protocol.after_grace == "outcome_model" else "weights")
     results = ccw_analysis(frame, **kw, bootstrap_replicates=0, seed=seed, variants=variants)
     B = protocol.bootstrap_replicates
     boots = bootstrap(prepare(frame, **kw), B, seed, variants) if B > 0 else {}

@@ -75,6 +75,9 @@ RESULTS_TT_COUNTS = TableContract(
              col("censored_deviation", "BIGINT", False, "Censored on deviating from the strategy"),
              col("events", "BIGINT", False, "Outcomes while following the strategy"),
              col("censored_other", "BIGINT", False, "Censored otherwise (loss to follow-up, administrative end)"),
+             col("followed_by_model", "BIGINT", True,
+                 "Clones in follow-up after the grace period and not started before its last day, whose outcome "
+                 "after it comes from the post-start outcome model (0 without one; null in runs before this column)"),
              *RUN_COLUMNS),
     key=("run_id", "variant", "strategy"),
 )

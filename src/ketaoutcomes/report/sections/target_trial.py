@@ -104,12 +104,20 @@ def _last_day_starters(starts: pl.DataFrame, p: TargetTrialProtocol) -> int | No
 
 
 def _fragile_after_grace(starts: pl.DataFrame, p: TargetTrialProtocol, fmt: Fmt) -> str | None:
-    """The warning that the estimates past the grace period rest on the few last-day starters, or None."""
-    n = _last_day_starters(starts, p)
+    """What the estimates past the grace period rest on, or None: with after_grace = "outcome_model",
+    the post-start outcome model; with "last_day_weights", a warning when few started on its last day."""
     past = [f"day {d}" for d in p.risk_days if d > p.grace_days]
     if p.rmst_horizon_days > p.grace_days:
         past.append(f"the restricted mean to day {p.rmst_horizon_days}")
-    if n is None or n >= LATE_STARTERS_MIN or not past:
+    if not past:
+        return None
+    if p.after_grace == "outcome_model":
+        return (f"Past the grace period ({', '.join(past)}), \"start\" follows the patients who had not started by "
+                f"day {p.grace_days - 1} as if they started on day {p.grace_days}, with a model of {_outcome_words(p)} "
+                "after a start fitted on every observed start (days since the start, the start day and the "
+                "covariates): these estimates assume that model.")
+    n = _last_day_starters(starts, p)
+    if n is None or n >= LATE_STARTERS_MIN:
         return None
     return (f"Read the estimates past the grace period ({', '.join(past)}) with care: under \"start\" they rest on the "
             f"{fmt.count(n)} patient(s) who started on day {p.grace_days}, its last day, each standing in for many "
@@ -202,8 +210,9 @@ def _starts_summary(starts: pl.DataFrame, p: TargetTrialProtocol, fmt: Fmt) -> s
             f"period (before the outcome)")
     if median is not None:
         text += f"; half of them by day {median}"
-    text += (f"; {fmt.count(on_last)} started on day {p.grace_days}, the last day, and stand in, through their "
-             "weights, for the clones censored that day for not having started")
+    text += (f"; {fmt.count(on_last)} started on day {p.grace_days}, the last day"
+             + (", and stand in, through their weights, for the clones censored that day for not having started"
+                if p.after_grace == "last_day_weights" else ""))
     return text + "."
 
 
@@ -236,8 +245,11 @@ def _protocol_table(p: TargetTrialProtocol, t: Callable[[str], pl.DataFrame], fm
          "strategy; the remaining clones weighted by the inverse probability of remaining uncensored, from a pooled "
          f"logistic model of the daily start probability on {_covariates_text(cov)} "
          f"({'stabilised' if p.stabilised else 'not stabilised'} where a common numerator applies; {trunc}); for "
-         "\"start within\", only the patients who start on the last day of the grace period stand in for the "
-         "clones censored then (the correct denominator)"),
+         + ("\"start within\", the clones not started by the grace period's second-to-last day are followed past "
+            "it by a model of the outcome after a start on its last day (none of them is up-weighted)"
+            if p.after_grace == "outcome_model" else
+            "\"start within\", only the patients who start on the last day of the grace period stand in for the "
+            "clones censored then (the correct denominator)")),
         ("Time zero", "the date the SSRI course failed",
          "the end date of the failed course; eligibility, assignment (cloning) and the start of follow-up coincide there"),
         ("Follow-up", f"from time zero to {out}, loss to follow-up, or day {p.followup_days}, whichever comes first",
@@ -256,7 +268,11 @@ def _protocol_table(p: TargetTrialProtocol, t: Callable[[str], pl.DataFrame], fm
         ("Analysis plan",
          "per-protocol analysis: compare the risk curves of the patients who follow each strategy, adjusting for "
          "the baseline factors that predict following it",
-         f"clone-censor-weighting; 95% percentile intervals from {p.bootstrap_replicates} person-level bootstrap "
+         "clone-censor-weighting"
+         + ("; past the grace period, the clones not started by its second-to-last day followed by a complementary "
+            "log-log model of the outcome after a start (days since the start, start day, covariates)"
+            if p.after_grace == "outcome_model" else "; past the grace period, the last-day starters weighted")
+         + f"; 95% percentile intervals from {p.bootstrap_replicates} person-level bootstrap "
          f"replicates of the whole procedure (seed {seed}); the naive users-vs-users comparison beside it; E-values "
          f"of the risk ratios; {ncs} negative-control outcome(s) through the identical procedure and empirical "
          f"calibration (at least {p.min_negative_controls} usable controls, EASE below {p.max_ease:g})"),
@@ -337,11 +353,14 @@ def _checklist(p: TargetTrialProtocol, t: Callable[[str], pl.DataFrame], prov: M
 def _counts_table(counts: pl.DataFrame, fmt: Fmt) -> Table | None:
     if not has(counts, "variant", "strategy", "clones"):
         return None
+    model = "followed_by_model" in counts.columns and bool(counts["followed_by_model"].fill_null(0).sum())
     rows = [Row([_VARIANT.get(r["variant"], r["variant"]), _STRATEGY.get(r["strategy"], r["strategy"]),
                  fmt.count(r["clones"]), fmt.count(r["censored_deviation"]), fmt.count(r["events"]),
-                 fmt.count(r["censored_other"])]) for r in counts.iter_rows(named=True)]
-    return Table(["Design", "Strategy", "Clones (patients)", "Censored on deviating", "Outcomes", "Censored otherwise"],
-                 rows, align="llrrrr")
+                 fmt.count(r["censored_other"])] + ([fmt.count(r["followed_by_model"] or 0)] if model else []))
+            for r in counts.iter_rows(named=True)]
+    return Table(["Design", "Strategy", "Clones (patients)", "Censored on deviating", "Outcomes", "Censored otherwise"]
+                 + (["Followed by the outcome model after the grace period"] if model else []),
+                 rows, align="llrrrr" + ("r" if model else ""))
 
 
 def _weights_table(weights: pl.DataFrame) -> Table | None:
