@@ -10,6 +10,8 @@ large cohort, with tolerances from the estimators' spread over 16 cohorts of the
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 import polars as pl
 import pytest
@@ -174,6 +176,103 @@ def test_late_model_curve_matches_a_loop_by_loop_reference_on_statsmodels():
     np.testing.assert_array_equal(got[:21], other[:21])
     assert not np.allclose(got[21:], other[21:])
     assert res.curves.filter(pl.col("strategy") == "never").equals(weights.curves.filter(pl.col("strategy") == "never"))
+
+
+def _with_outside_starts(frame: pl.DataFrame) -> pl.DataFrame:
+    """The starts of sicker patients on even days relabelled as starts on an arm outside the
+    strategy's (``other_start_day``): an informative deviation."""
+    outside = (pl.col("severity") > 31) & (pl.col("ketamine_start_day") % 2 == 0)
+    return frame.with_columns(pl.when(outside).then(pl.col("ketamine_start_day")).alias("other_start_day"),
+                              pl.when(outside).then(None).otherwise(pl.col("ketamine_start_day")).alias("ketamine_start_day"))
+
+
+def _reference_outside_starts(frame: pl.DataFrame, G: int, end: int) -> np.ndarray:
+    """late="model"'s initiate curve with outside starts, loop by loop: a statsmodels Logit of the
+    daily outside-start hazard on the person-days at risk of any start (day basis as in the module,
+    covariates); each clone weighted by prod 1 / (1 - p_other) over the days before its own start and
+    before G, censored at an outside start before G; then the weighted Kaplan-Meier to G, the early
+    starters' weighted Kaplan-Meier after it, and the waiting clones' predicted survival (the
+    post-start GLM as in _reference_initiate_with_model), mixed by weighted head count at G."""
+    import patsy
+
+    t = frame["response_time"].to_list()
+    e = frame["response_event"].to_list()
+    n = len(t)
+    s = [x if x is not None and x < ti else None for x, ti in zip(frame["ketamine_start_day"].to_list(), t)]
+    o = [x if x is not None and x < ti and (s[i] is None or x < s[i]) else None
+         for i, (x, ti) in enumerate(zip(frame["other_start_day"].to_list(), t))]
+    s = [None if o[i] is not None else s[i] for i in range(n)]
+    X = frame.select(MEASURED_COVARIATES).to_numpy().astype(float)
+    rows, ys = [], []
+    for i in range(n):
+        first = min(x for x in (s[i], o[i], t[i] - 1, end - 1) if x is not None)
+        for d in range(first + 1):
+            rows.append([1.0, d / 30, max(d - 7, 0) / 30, max(d - G, 0) / 30, *X[i]])
+            ys.append(float(o[i] == d))
+    lo = sm.Logit(np.array(ys), np.array(rows)).fit(disp=0, tol=1e-12, maxiter=200)
+
+    @functools.cache
+    def w(i: int, k: int) -> float:  # weight of clone i at interval k
+        out = 1.0
+        for d in range(min(k, s[i] if s[i] is not None else 10**9, G)):
+            out /= 1.0 - 1.0 / (1.0 + np.exp(-lo.params @ np.array([1.0, d / 30, max(d - 7, 0) / 30,
+                                                                        max(d - G, 0) / 30, *X[i]])))
+        return out
+
+    basis = np.asarray(patsy.dmatrix(f"cr(x, knots=(3, 7, 14, 28), lower_bound=1, upper_bound={end}, "
+                                     "constraints='center') - 1", {"x": np.arange(1, end + 1)}))
+    prow, py = [], []
+    for i in range(n):
+        if s[i] is not None:
+            for k in range(s[i] + 1, t[i] + 1):
+                prow.append([1.0, *basis[k - s[i] - 1], s[i] / 30, *X[i]])
+                py.append(float(e[i] == 1 and k == t[i]))
+    post = sm.GLM(np.array(py), np.array(prow), family=sm.families.Binomial(sm.families.links.CLogLog())).fit()
+    surv, out = 1.0, [0.0]
+    for k in range(1, G + 1):
+        at = [i for i in range(n) if t[i] >= k and (o[i] is None or o[i] >= k)]
+        surv *= 1 - sum(w(i, k) for i in at if e[i] == 1 and t[i] == k) / sum(w(i, k) for i in at)
+        out.append(1 - surv)
+    early = [i for i in range(n) if s[i] is not None and s[i] < G and t[i] > G]
+    waiting = [i for i in range(n) if (s[i] is None or s[i] >= G) and (o[i] is None or o[i] >= G) and t[i] > G]
+    n_e, ww = sum(w(i, G + 1) for i in early), np.array([w(i, G + 1) for i in waiting])
+    s_early, s_wait = 1.0, np.ones(len(waiting))
+    for k in range(G + 1, end + 1):
+        at = [i for i in early if t[i] >= k]
+        if at:
+            s_early *= 1 - sum(w(i, k) for i in at if e[i] == 1 and t[i] == k) / sum(w(i, k) for i in at)
+        for j, i in enumerate(waiting):
+            s_wait[j] *= np.exp(-np.exp(post.params @ np.array([1.0, *basis[k - G - 1], G / 30, *X[i]])))
+        out.append(1 - surv * (n_e * s_early + ww @ s_wait) / (n_e + ww.sum()))
+    return np.array(out)
+
+
+def test_outside_starts_are_censored_and_weighted_as_a_loop_by_loop_reference():
+    """A start on an arm outside the strategy's (other_start) before its own start: the initiate curve
+    against the loop-by-loop reference above; the never arm censors at the first start on any arm, so
+    its curve is that of the unlabelled cohort exactly; counts name the deviations."""
+    frame = _with_outside_starts(simulate_ssri_failure(400, 8))
+    kw = dict(grace_days=20, days=(7, 28), horizon=40, **KW)
+    res = ccw.ccw_analysis(frame, other_start="other_start_day", variants=("ccw", "naive"), **kw)
+    plain = ccw.ccw_analysis(simulate_ssri_failure(400, 8), **kw)["ccw"]
+    end = int(res["ccw"].curves["day"].max())
+    got = res["ccw"].curves.filter(pl.col("strategy") == "initiate")["risk"].to_numpy()
+    np.testing.assert_allclose(got, _reference_outside_starts(frame, 20, end), atol=1e-6)
+    never = lambda r: r.curves.filter(pl.col("strategy") == "never")["risk"].to_numpy()  # noqa: E731
+    np.testing.assert_allclose(never(res["ccw"]), never(plain), rtol=1e-9)
+    inside = frame.filter((pl.col("other_start_day") < pl.col("response_time")) & (pl.col("other_start_day") < 20)).height
+    count = res["ccw"].counts.filter(pl.col("strategy") == "initiate").row(0, named=True)
+    assert inside > 10 and count["censored_deviation"] >= inside
+    # no outside start at all: the column changes nothing
+    none = frame.with_columns(pl.lit(None, dtype=pl.Int64).alias("other_start_day"),
+                              pl.coalesce("ketamine_start_day", "other_start_day").alias("ketamine_start_day"))
+    a = ccw.ccw_analysis(none, other_start="other_start_day", **kw)["ccw"].effects
+    b = ccw.ccw_analysis(none.drop("other_start_day"), **kw)["ccw"].effects
+    assert a.equals(b)
+    with pytest.raises(ValueError, match='late="model" only'):
+        ccw.ccw_analysis(frame, other_start="other_start_day", late="weights", **kw)
+    with pytest.raises(ValueError, match='late="model" only'):
+        ccw.ccw_analysis(frame, other_start="other_start_day", variants=("simple",), **kw)
 
 
 def test_late_model_has_no_studentised_interval_and_names_the_choice(cohort):

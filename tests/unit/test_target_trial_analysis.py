@@ -252,3 +252,29 @@ def test_a_trial_without_eligible_patients_names_the_rule_that_left_none(plain):
     with pytest.raises(StudyMismatch, match=r"^target trial: no eligible patient: the rule 'age at index in \[89, 90\]' "
                                             r"excluded the last 310 patient\(s\); check"):
         target_trial_analysis(frame.head(0), attrition, protocol=protocol(), seed=SEED)
+
+
+def test_starts_outside_the_treatment_arms_are_censored_noted_and_refused_by_last_day_weights(plain):
+    """A frame with other_start_day (derive.target_trial's column for a ketamine start on an arm outside
+    target_trial.treatment_arms, before any start on them): the analysis passes it to models.ccw (the
+    estimates equal models.ccw run directly with other_start), counts the patients in a note, and
+    after_grace = "last_day_weights", which cannot censor them, is refused in one line."""
+    from ketaoutcomes.analysis.checks import StudyMismatch
+
+    frame, _ = plain
+    outside = (pl.col("baseline_score") > 31) & (pl.col("start_day") % 2 == 0)
+    moved = frame.with_columns(pl.when(outside).then(pl.col("start_day")).alias("other_start_day"),
+                               pl.when(outside).then(None).otherwise(pl.col("start_day")).alias("start_day"))
+    n = moved.filter((pl.col("other_start_day") < pl.col("time")) & (pl.col("other_start_day") <= 30)).height
+    assert n > 5
+    res = target_trial_analysis(moved, ATTRITION, protocol=protocol(), seed=SEED)
+    assert any(f"{n} patient(s) started ketamine on an arm outside target_trial.treatment_arms" in note.text
+               for note in res.notes)
+    coded = code_covariates(moved, protocol().covariates)
+    direct = ccw_analysis(coded.frame, time="time", event="event", start="start_day", covariates=list(coded.columns),
+                          other_start="other_start_day")["ccw"].effects
+    got = res.table("results_tt_effects").filter((pl.col("variant") == "ccw") & (pl.col("outcome") == PRIMARY))
+    assert got["estimate"].to_list() == direct["estimate"].to_list()
+    with pytest.raises(StudyMismatch) as err:
+        target_trial_analysis(moved, ATTRITION, protocol=protocol(after_grace="last_day_weights"), seed=SEED)
+    assert "\n" not in str(err.value) and 'use after_grace = "outcome_model"' in str(err.value)

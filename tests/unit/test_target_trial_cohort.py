@@ -153,6 +153,14 @@ def test_treatment_arms_thresholds_and_remission_come_from_the_protocol_and_stud
     iv = study(treatment_arms=["ketamine_iv"])
     frame, _ = cohort(t, iv)
     assert frame.filter(pl.col("patient_id") == "P1").select("start_day", "start_arm", "time").row(0) == (9, "ketamine_iv", 14)
+    # the oral course on day 2 is ketamine outside the protocol's arms, before the IV start: a deviation
+    assert frame.filter(pl.col("patient_id") == "P1")["other_start_day"].to_list() == [2]
+    anyk = cohort(t, study())[0].filter(pl.col("patient_id") == "P1")
+    assert anyk.select("start_day", "start_arm", "other_start_day").row(0) == (2, "ketamine_oral", None)
+    late_other = tables(pats, [failed("P1"), course("P1", "P1-2", "ketamine_iv", 3), course("P1", "P1-3", "ketamine_oral", 5),
+                               failed("P2")], [("P1-2", 3), ("P1-3", 5)], ratings)
+    # an outside-arm course after the treatment start is not a deviation from "start"
+    assert cohort(late_other, iv)[0].filter(pl.col("patient_id") == "P1")["other_start_day"].to_list() == [None]
     lenient = StudySettings(target_trial={"treatment_arms": ["ketamine_iv"]}, response_reduction=0.3)
     assert cohort(t, lenient)[0].filter(pl.col("patient_id") == "P1")["time"].to_list() == [7]  # 20 <= 0.7 x 30
     frame, attrition = cohort(t, study(outcome="remission"))

@@ -69,7 +69,7 @@ __all__ = ["CodedCovariates", "PRIMARY", "TargetTrialNotEstimable", "VARIANTS_SH
 VARIANTS_SHOWN = ("ccw", "naive")
 #: ``outcome`` of the primary outcome's rows (a negative control's rows carry its name).
 PRIMARY = "primary"
-_START, _TIME, _EVENT = "start_day", "time", "event"
+_START, _TIME, _EVENT, _OTHER = "start_day", "time", "event", "other_start_day"
 
 
 class TargetTrialNotEstimable(StudyMismatch):
@@ -158,7 +158,8 @@ def _run(frame: pl.DataFrame, *, time: str, event: str, covariates: Sequence[str
     """The CCW procedure on one outcome: models.ccw's point estimates and tables, one bootstrap."""
     kw = dict(time=time, event=event, start=_START, covariates=list(covariates), grace_days=protocol.grace_days,
               days=protocol.risk_days, horizon=protocol.rmst_horizon_days, truncation=protocol.truncation,
-              stabilised=protocol.stabilised, late="model" if protocol.after_grace == "outcome_model" else "weights")
+              stabilised=protocol.stabilised, late="model" if protocol.after_grace == "outcome_model" else "weights",
+              other_start=_OTHER if _OTHER in frame.columns else None)
     results = ccw_analysis(frame, **kw, bootstrap_replicates=0, seed=seed, variants=variants)
     B = protocol.bootstrap_replicates
     boots = bootstrap(prepare(frame, **kw), B, seed, variants) if B > 0 else {}
@@ -297,6 +298,17 @@ def target_trial_analysis(frame: pl.DataFrame, attrition: pl.DataFrame, *, proto
             f"target trial: none of the {data.height} eligible patients started ketamine within the "
             f"{protocol.grace_days}-day grace period before the outcome, so the strategy 'start within the grace "
             "period' has nobody to follow it; check target_trial.treatment_arms and the courses after time zero")
+    outside = int(((data[_OTHER] < data[_TIME]) & (data[_OTHER] <= protocol.grace_days)).fill_null(False).sum()) \
+        if _OTHER in data.columns else 0
+    if outside and protocol.after_grace == "last_day_weights":
+        raise TargetTrialNotEstimable(
+            f"target trial: {outside} patient(s) started ketamine on an arm outside target_trial.treatment_arms within "
+            'the grace period, which deviates from both strategies; after_grace = "last_day_weights" cannot censor '
+            'them: use after_grace = "outcome_model"')
+    if outside:
+        notes.append(_note(f"target trial: {outside} patient(s) started ketamine on an arm outside "
+                           "target_trial.treatment_arms within the grace period (before any start on them): censored "
+                           "in both strategies at that start, the others weighted for it", "info"))
     try:
         main = _run(data, time=_TIME, event=_EVENT, covariates=covs, protocol=protocol, seed=seed,
                     variants=VARIANTS_SHOWN)

@@ -37,7 +37,11 @@ Start of treatment. ``start_day`` is the day of the first session (the start dat
 without sessions) of the first course on a treatment arm (``treatment_arms``, else every ketamine
 arm of the registry) that starts on or after time zero and before the end of follow-up (the
 censoring day above, whatever the outcome: a start after the outcome is still seen); null when
-none. Other courses (an SSRI switch) do not end follow-up: the strategies say what a deviation is.
+none. ``other_start_day``: the same for the first course on a ketamine arm that is not a treatment
+arm (only when the protocol names ``treatment_arms``; else null), kept when it comes before
+``start_day`` (or without one): such a start deviates from both strategies (models.ccw censors it,
+weighted). Other courses (an SSRI switch) do not end follow-up: the strategies say what a deviation
+is.
 
 Negative-control outcomes (``negative_controls``), from the ``clinical_events`` table. For each,
 ``nc_<name>_time`` / ``nc_<name>_event``: the day of the patient's first event of one of its
@@ -70,7 +74,7 @@ __all__ = ["ATTRITION_SCHEMA", "FRAME_SCHEMA", "PATIENT_COVARIATES", "TargetTria
 #: The columns every frame has (then the study's extra covariates and other patient covariates).
 FRAME_SCHEMA: dict[str, pl.DataType] = {
     "patient_id": pl.String, "time_zero": pl.Date, "failed_course_id": pl.String, "start_day": pl.Int64,
-    "start_arm": pl.String, "time": pl.Int64, "event": pl.Int8, "end_reason": pl.String,
+    "start_arm": pl.String, "other_start_day": pl.Int64, "time": pl.Int64, "event": pl.Int8, "end_reason": pl.String,
     "age_at_index": pl.Int64, "sex": pl.String, "baseline_score": pl.Float64, "prior_failed_trials": pl.Int64,
 }
 ATTRITION_SCHEMA: dict[str, pl.DataType] = {"step": pl.String, "excluded": pl.Int64, "remaining": pl.Int64}
@@ -268,20 +272,28 @@ def _follow(trial: pl.DataFrame, ratings: pl.DataFrame, courses: pl.DataFrame, s
     first = inside.filter(qualifies).group_by("patient_id").agg(pl.col("_day").min().alias("_event_day"))
     seen = after.group_by("patient_id").agg(pl.col("_day").max().alias("_last"))
     arms = list(treatment_arms(protocol, registries))
+    outside = [a for a, arm in registries.arms.items() if arm.is_ketamine and a not in arms]
     if sessions is None:
         sessions = pl.DataFrame(schema={"course_id": pl.String, "session_ts": pl.Datetime("us")})
     first_dose = sessions.group_by("course_id").agg(pl.col("session_ts").min().cast(pl.Date).alias("_dose"))
-    starts = (courses.filter(pl.col("arm").is_in(arms)).join(first_dose, on="course_id", how="left")
-              .select("patient_id", "arm", "course_id", pl.coalesce("_dose", "start_date").alias("_first"))
-              .join(trial.select("patient_id", "time_zero"), on="patient_id", how="inner")
-              .with_columns(_days(pl.col("_first"), pl.col("time_zero")).alias("_start"))
-              .filter(pl.col("_start") >= 0))
     out = (trial.join(first, on="patient_id", how="left").join(seen, on="patient_id", how="left")
            .with_columns(pl.min_horizontal(pl.col("_last").fill_null(0), pl.lit(F)).alias("_end")))
-    starts = (starts.join(out.select("patient_id", "_end"), on="patient_id").filter(pl.col("_start") < pl.col("_end"))
-              .sort("patient_id", "_start", "course_id").group_by("patient_id", maintain_order=True)
-              .agg(pl.col("_start").first().alias("start_day"), pl.col("arm").first().alias("start_arm")))
-    out = out.join(starts, on="patient_id", how="left").with_columns(
+
+    def first_start(on: list[str]) -> pl.DataFrame:
+        """Per patient, the day and arm of the first course on one of ``on`` in [time zero, end)."""
+        return (courses.filter(pl.col("arm").is_in(on)).join(first_dose, on="course_id", how="left")
+                .select("patient_id", "arm", "course_id", pl.coalesce("_dose", "start_date").alias("_first"))
+                .join(trial.select("patient_id", "time_zero"), on="patient_id", how="inner")
+                .with_columns(_days(pl.col("_first"), pl.col("time_zero")).alias("_start"))
+                .filter(pl.col("_start") >= 0)
+                .join(out.select("patient_id", "_end"), on="patient_id").filter(pl.col("_start") < pl.col("_end"))
+                .sort("patient_id", "_start", "course_id").group_by("patient_id", maintain_order=True)
+                .agg(pl.col("_start").first().alias("start_day"), pl.col("arm").first().alias("start_arm")))
+
+    other = first_start(outside).select("patient_id", pl.col("start_day").alias("other_start_day"))
+    out = (out.join(first_start(arms), on="patient_id", how="left").join(other, on="patient_id", how="left")
+           .with_columns(pl.when(pl.col("start_day").is_null() | (pl.col("other_start_day") < pl.col("start_day")))
+                         .then(pl.col("other_start_day")).alias("other_start_day"))).with_columns(
         pl.col("_event_day").is_not_null().cast(pl.Int8).alias("event"),
         pl.coalesce("_event_day", "_end").alias("time"),
         pl.when(pl.col("_event_day").is_not_null()).then(pl.lit("outcome"))

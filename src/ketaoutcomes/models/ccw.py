@@ -14,13 +14,18 @@ Each patient is cloned at time zero into both strategies:
   starting or for not having started yet; a clone still in follow-up at day ``G`` that has not
   started by day ``G - 1`` is censored at ``G`` unless it starts on day ``G`` (the last day).
 
+When the strategy names some arms only (``other_start``: the day of a first start on another
+arm, e.g. IM ketamine under "start IV ketamine"), such a start before the strategy's own start
+deviates from both strategies: the never clone is censored at the first start on any arm, the
+initiate clone at the outside start (with ``late="model"`` only; the other estimators refuse it).
+
 The censoring is informative (who starts depends on the covariates), so the uncensored clones are
 weighted by the inverse probability of remaining uncensored, from one pooled logistic model of the
 daily start hazard fitted on the person-days at risk of a start (not started, still in follow-up):
 ``logit P(start on day d | not started, x) = basis(d)'a + x'b`` (``basis``: the day and hinges at
 day 7 and at ``G``, per 30 days).
 
-* never: weight at interval ``k`` = ``prod_{d < k} 1 / (1 - p_d(x))``;
+* never: weight at interval ``k`` = ``prod_{d < k} 1 / (1 - p_d(x))`` (``p``: a start on any arm);
 * initiate, **correct denominator** (Webster-Clark, Li, Dell'Aniello & Platt; ``late="weights"``): during the window
   no clone is at risk of censoring, so weights are 1; after ``G`` the clones that started on day
   ``G`` stand in for those censored at ``G``: weight ``1 / p_G(x)``, the probability of starting on
@@ -161,7 +166,8 @@ class Prepared:
 
     time: np.ndarray  # observed day of the outcome or of censoring (>= 0)
     event: np.ndarray  # bool
-    start: np.ndarray  # day of the first dose if before ``time`` (else _NEVER)
+    start: np.ndarray  # day of the first dose if before ``time`` and before any outside start (else _NEVER)
+    other: np.ndarray  # day of a start outside the strategy's arms, before ``start`` and ``time`` (else _NEVER)
     X: np.ndarray  # (n, p) baseline covariates
     covariates: tuple[str, ...]
     grace_days: int
@@ -172,7 +178,8 @@ class Prepared:
     stabilised: bool
     late_weights: str  # "normalised" or "raw": see the module doc
     who: np.ndarray  # the person of each person-day at risk of a start (built once: see _start_rows)
-    y: np.ndarray  # 1 if that person starts that day
+    y: np.ndarray  # 1 if that person starts that day (on any arm: the never arm's deviation)
+    y_other: np.ndarray  # 1 if that start is outside the strategy's arms
     design: np.ndarray  # day basis, then the covariates
     grid: np.ndarray  # (end, 1 + basis) intercept and day basis of days 0..end-1
     late: str  # "model" or "weights": how the initiate arm continues after G (module doc)
@@ -185,13 +192,14 @@ class Prepared:
 def prepare(frame: pl.DataFrame, *, time: str, event: str, start: str, covariates: Sequence[str],
             grace_days: int = 30, days: Sequence[int] = (7, 28, 56), horizon: int = 56,
             truncation: float | None = None, stabilised: bool = True, late_weights: str = "normalised",
-            late: str = "model") -> Prepared:
-    """Check the frame and turn it into arrays. Raises ValueError with one line naming the column."""
+            late: str = "model", other_start: str | None = None) -> Prepared:
+    """Check the frame and turn it into arrays (``other_start``: the column of the day of a first
+    start outside the strategy's arms, module doc). Raises ValueError with one line naming the column."""
     if late_weights not in LATE_WEIGHTS:
         raise ValueError(f"late_weights must be one of {LATE_WEIGHTS}, not {late_weights!r}")
     if late not in LATE:
         raise ValueError(f"late must be one of {LATE}, not {late!r}")
-    missing = [c for c in (time, event, start, *covariates) if c not in frame.columns]
+    missing = [c for c in (time, event, start, *covariates, *([other_start] if other_start else [])) if c not in frame.columns]
     if missing:
         raise ValueError(f"CCW input has no column(s) {missing}: expected time, event, start day and covariates")
     for c in (time, event, *covariates):
@@ -200,8 +208,9 @@ def prepare(frame: pl.DataFrame, *, time: str, event: str, start: str, covariate
                              "drop or impute them first")
     t = frame[time].cast(pl.Int64).to_numpy()
     s = frame[start].cast(pl.Int64).fill_null(_NEVER).to_numpy()
-    if (t < 0).any() or (s < 0).any():
-        raise ValueError(f"CCW input columns {time!r} and {start!r} must be days >= 0")
+    o = frame[other_start].cast(pl.Int64).fill_null(_NEVER).to_numpy() if other_start else np.full(len(t), _NEVER)
+    if (t < 0).any() or (s < 0).any() or (o < 0).any():
+        raise ValueError(f"CCW input columns {time!r}, {start!r} (and the outside start) must be days >= 0")
     if not (isinstance(grace_days, int) and grace_days >= 0):
         raise ValueError(f"grace_days must be a whole number of days >= 0, not {grace_days!r}")
     if truncation is not None and not 0.5 < truncation < 1:
@@ -213,16 +222,19 @@ def prepare(frame: pl.DataFrame, *, time: str, event: str, start: str, covariate
         raise ValueError(f"grace_days ({grace_days}) must end before the last day of follow-up ({end})")
     X = frame.select(pl.col(c).cast(pl.Float64) for c in covariates).to_numpy().reshape(len(t), len(covariates))
     s = np.where(s < t, s, _NEVER)
+    o = np.where((o < s) & (o < t), o, _NEVER)  # an outside start after the strategy's start is no deviation
+    s = np.where(o < _NEVER, _NEVER, s)  # a strategy start after an outside one: both clones censored before it
+    first_any = np.minimum(s, o)
     # person-days at risk of a start: days 0..min(start, time - 1) (not started, still in follow-up)
-    last = np.minimum(np.minimum(s, t - 1), end - 1)
+    last = np.minimum(np.minimum(first_any, t - 1), end - 1)
     n_rows = np.maximum(last + 1, 0)
     who = np.repeat(np.arange(len(t)), n_rows)
     d = np.arange(int(n_rows.sum())) - np.repeat(np.cumsum(n_rows) - n_rows, n_rows)
     post = _post_start_rows(t, frame[event].cast(pl.Int64).to_numpy() == 1, s, X, end, late == "model")
-    return Prepared(time=t, event=frame[event].cast(pl.Int64).to_numpy() == 1, start=s,
+    return Prepared(time=t, event=frame[event].cast(pl.Int64).to_numpy() == 1, start=s, other=o,
                     X=X, covariates=tuple(covariates), grace_days=grace_days, end=end, days=tuple(days),
                     horizon=horizon, truncation=truncation, stabilised=stabilised, late_weights=late_weights, who=who,
-                    y=(d == s[who]).astype(float), design=np.column_stack([_day_basis(d, grace_days, end), X[who]]),
+                    y=(d == first_any[who]).astype(float), y_other=(d == o[who]).astype(float), design=np.column_stack([_day_basis(d, grace_days, end), X[who]]),
                     grid=np.column_stack([np.ones(end), _day_basis(np.arange(end), grace_days, end)]),
                     late=late, **post)
 
@@ -260,8 +272,9 @@ def _day_basis(d: np.ndarray, grace: int, end: int) -> np.ndarray:
 
 @dataclass(frozen=True)
 class _StartModel:
-    p: np.ndarray  # (n, end) P(start on day d | not started, x), d = 0..end-1
+    p: np.ndarray  # (n, end) P(start on day d | not started, x), d = 0..end-1 (a start on any arm)
     p0: np.ndarray  # (end,) the same with the day basis only (stabilising numerator)
+    p_other: np.ndarray | None  # (n, end) P(a start outside the strategy's arms on day d | ...); None: none drawn
 
 
 def _kept(warm: dict, key: str, coef: np.ndarray) -> np.ndarray:
@@ -277,7 +290,11 @@ def _start_model(pr: Prepared, freq: np.ndarray, warm: dict | None = None) -> _S
     coef = _kept(warm, "start", fit_logistic(pr.y, pr.design, f, start=warm.get("start")))
     coef0 = _kept(warm, "start0", fit_logistic(pr.y, pr.design[:, : nb - 1], f, start=warm.get("start0")))
     p = _expit((pr.grid @ coef[:nb])[None, :] + (pr.X @ coef[nb:])[:, None])
-    return _StartModel(p=p, p0=_expit(pr.grid @ coef0))
+    p_other = None
+    if np.any(pr.y_other[f > 0]):
+        co = _kept(warm, "other", fit_logistic(pr.y_other, pr.design, f, start=warm.get("other")))
+        p_other = _expit((pr.grid @ co[:nb])[None, :] + (pr.X @ co[nb:])[:, None])
+    return _StartModel(p=p, p0=_expit(pr.grid @ coef0), p_other=p_other)
 
 
 @dataclass(frozen=True)
@@ -395,6 +412,9 @@ def _estimate(pr: Prepared, freq: np.ndarray, variants: Sequence[str], warm: dic
     G = pr.grace_days
     out: dict[str, Estimates] = {}
     weighted = [v for v in variants if v in ("ccw", "simple")]
+    first_any = np.minimum(pr.start, pr.other)  # the never arm's deviation: a start on any arm
+    if np.any(pr.other < _NEVER) and ("simple" in variants or ("ccw" in variants and pr.late == "weights")):
+        raise ValueError('starts outside the strategy\'s arms are handled by the ccw variant with late="model" only')
     if weighted:
         sm = _start_model(pr, freq, warm)
         # never: censored at the start day; weight = prod_{d<k} num_d / (1 - p_d)
@@ -407,8 +427,8 @@ def _estimate(pr: Prepared, freq: np.ndarray, variants: Sequence[str], warm: dic
             est: dict = {"risk": {}, "rmst": {}, "weights": {}, "weight_freq": {}, "truncated": {}, "counts": {},
                          "influence": {}, "freq": freq}
             if v == "ccw" and pr.late == "model":
-                _initiate_with_model(pr, freq, est, warm)
-                _arm(pr, freq, np.where(pr.start < _NEVER, pr.start, _NEVER), W_never, "never", est)
+                _initiate_with_model(pr, freq, est, warm, sm)
+                _arm(pr, freq, first_any, W_never, "never", est)
                 out[v] = Estimates(**est)
                 continue
             if v == "ccw":  # only day-G starters stand in for the clones censored at G
@@ -429,29 +449,39 @@ def _estimate(pr: Prepared, freq: np.ndarray, variants: Sequence[str], warm: dic
                 w = np.where(pr.start <= G, num / _expit(coef[0] + pr.X @ coef[1:]), 1.0)
             W_init = np.where(late, w[:, None], 1.0)
             _arm(pr, freq, init_censor, W_init, "initiate", est)
-            _arm(pr, freq, np.where(pr.start < _NEVER, pr.start, _NEVER), W_never, "never", est)
+            _arm(pr, freq, first_any, W_never, "never", est)
             out[v] = Estimates(**est)
     if "naive" in variants:
         est = {"risk": {}, "rmst": {}, "weights": {}, "weight_freq": {}, "truncated": {}, "counts": {},
                "influence": {}, "freq": freq}
         user = pr.start <= G
         _arm(pr, freq * user, np.full(len(user), _NEVER), None, "initiate", est)
-        _arm(pr, freq * ~user, np.where(pr.start < _NEVER, pr.start, _NEVER), None, "never", est)
+        _arm(pr, freq * ~user, first_any, None, "never", est)
         out["naive"] = Estimates(**est)
     return out
 
 
-def _initiate_with_model(pr: Prepared, freq: np.ndarray, est: dict, warm: dict) -> None:
+def _initiate_with_model(pr: Prepared, freq: np.ndarray, est: dict, warm: dict, sm: _StartModel) -> None:
     """The initiate arm with ``late="model"`` (module doc): Kaplan-Meier of every clone to ``G``
     (nobody deviates before then); after ``G`` the clones in follow-up are a mixture of the early
     starters, followed as observed (Kaplan-Meier), and the clones not started by ``G - 1`` (the
     "waiting"), each followed by the post-start outcome model's survival from a start on day ``G``:
     ``S(t) = [n_E S_A(t) + S(G) sum_W f_i S_i(t)] / (n_E + n_W)`` for ``t > G``, where ``S_A`` is
-    the Kaplan-Meier curve with the waiting censored at ``G`` (so ``S_A(t) = S(G) S_E(t)``)."""
+    the Kaplan-Meier curve with the waiting censored at ``G`` (so ``S_A(t) = S(G) S_E(t)``).
+
+    A start outside the strategy's arms (``pr.other``) before the strategy's start and before ``G``
+    is a deviation: the clone is censored on that day, and the others are weighted by the inverse
+    probability of no such start on each day before their own start (or ``G``), from the model of
+    outside starts (``sm.p_other``); the head counts above are then weighted counts."""
     G = pr.grace_days
-    waiting = (pr.start >= G) & (pr.time > G)
-    _arm(pr, freq, np.where(waiting, G, _NEVER), np.ones((len(pr.time), pr.end)), "initiate", est)
-    f = freq.astype(float)
+    waiting = (pr.start >= G) & (pr.other >= G) & (pr.time > G)
+    deviates = pr.other < G
+    W = np.ones((len(pr.time), pr.end))
+    if sm.p_other is not None:  # at risk of an outside start on the days before the own start and before G
+        at_risk = np.arange(pr.end)[None, :] < np.minimum(pr.start, G)[:, None]
+        W = np.cumprod(np.where(at_risk, 1.0 / (1.0 - sm.p_other), 1.0), axis=1)
+    _arm(pr, freq, np.where(deviates, pr.other, np.where(waiting, G, _NEVER)), W, "initiate", est)
+    f = freq.astype(float) * W[:, G]  # each clone's weight at interval G + 1 (frozen from its start, or G, on)
     n_w = float(np.sum(f[waiting]))
     n_e = float(np.sum(f[(pr.start < G) & (pr.time > G)]))
     risk = est["risk"]["initiate"]
@@ -470,9 +500,10 @@ def _initiate_with_model(pr: Prepared, freq: np.ndarray, est: dict, warm: dict) 
     # deviations as with late="weights" (in follow-up after G, not started on G); the waiting's
     # outcomes after G are the model's, not counted
     fi = freq.astype(np.int64)
-    est["counts"]["initiate"].update(censored_deviation=int(fi[waiting & (pr.start > G)].sum()),
-                                     events=int(fi[pr.event & ~waiting].sum()),
-                                     censored_other=int(fi[~pr.event & ~waiting].sum()),
+    kept = ~waiting & ~deviates
+    est["counts"]["initiate"].update(censored_deviation=int(fi[(waiting & (pr.start > G)) | deviates].sum()),
+                                     events=int(fi[pr.event & kept].sum()),
+                                     censored_other=int(fi[~pr.event & kept].sum()),
                                      followed_by_model=int(fi[waiting].sum()))
     # the influence above covers the curve to G only (the outcome model's is not derived): NaN after
     late_cols = [j for j, d in enumerate(pr.days) if d > G] + ([len(pr.days)] if pr.horizon > G + 1 else [])
@@ -548,7 +579,8 @@ def _start_distribution(pr: Prepared) -> pl.DataFrame:
     G = pr.grace_days
     day = np.arange(G + 1)
     starters = np.bincount(pr.start[pr.start <= G], minlength=G + 1)
-    at_risk = np.array([int(np.sum((pr.start >= d) & (pr.time > d))) for d in day])
+    first_any = np.minimum(pr.start, pr.other)
+    at_risk = np.array([int(np.sum((first_any >= d) & (pr.time > d))) for d in day])
     return pl.DataFrame({"day": day, "starters": starters, "at_risk": at_risk, "share": starters / len(pr.time)})
 
 
@@ -643,7 +675,8 @@ def ccw_analysis(frame: pl.DataFrame, *, time: str, event: str, start: str, cova
                  grace_days: int = 30, days: Sequence[int] = (7, 28, 56), horizon: int = 56,
                  truncation: float | None = None, stabilised: bool = True, bootstrap_replicates: int = 0,
                  seed: int = 1, variants: Sequence[str] = ("ccw",), late_weights: str = "normalised",
-                 interval: str = "percentile", late: str = "model") -> dict[str, CCWResult]:
+                 interval: str = "percentile", late: str = "model",
+                 other_start: str | None = None) -> dict[str, CCWResult]:
     """Clone-censor-weighting of "initiate within ``grace_days``" vs "never" (module doc), for each
     of ``variants`` (:data:`VARIANTS`), with a person-level bootstrap of ``bootstrap_replicates``
     replicates (seeded by ``seed``) when > 0, giving ``interval`` 95% CIs: ``"percentile"`` or
@@ -658,7 +691,7 @@ def ccw_analysis(frame: pl.DataFrame, *, time: str, event: str, start: str, cova
                          'use late="weights" or the percentile interval')
     pr = prepare(frame, time=time, event=event, start=start, covariates=covariates, grace_days=grace_days,
                  days=days, horizon=horizon, truncation=truncation, stabilised=stabilised, late_weights=late_weights,
-                 late=late)
+                 late=late, other_start=other_start)
     est = estimate(pr, None, variants)
     boots, boot_se = bootstrap_draws(pr, bootstrap_replicates, seed, variants) if bootstrap_replicates > 0 else ({}, {})
     if interval == "percentile":
