@@ -20,7 +20,7 @@ from ketaoutcomes.models.km import kaplan_meier
 from ketaoutcomes.registries import load_registries
 from ketaoutcomes.report import figures
 from ketaoutcomes.report.arms import Arms
-from ketaoutcomes.report.figures.base import PALETTE, ExactPercentFormatter, percent_decimals
+from ketaoutcomes.report.figures.base import DPI, PALETTE, ExactPercentFormatter, percent_decimals
 from ketaoutcomes.report.format import Fmt, covariate_label, covariate_order
 from ketaoutcomes.report.sections.common import numbers_at_risk
 from ketaoutcomes.report.sections.endpoints import endpoint_section
@@ -258,3 +258,27 @@ def test_forest_ticks_label_the_whole_axis(lo, hi):
     assert 3 <= len(ticks) <= 8
     assert all(lo <= t <= hi for t in ticks)
     assert ticks[0] <= lo * 2.5 and ticks[-1] >= hi / 2.5, ticks
+
+
+def test_png_is_the_bytes_savefig_writes(km_case):
+    # png_data_uri draws once and encodes the canvas; matplotlib's savefig (what it replaced) draws a
+    # figure with a layout engine twice: the bytes must be the same
+    import base64
+    import io
+
+    adtte, km = km_case
+    arms = registry_arms()
+    curves = [figures.KMCurve(arms.label(a), arms.style(a), k["time"].to_numpy(), 1 - k["survival"].to_numpy(),
+                              1 - k["upper"].to_numpy(), 1 - k["lower"].to_numpy(), np.array([5.0]), at_risk=("9", "3"))
+              for a in ("ssri", "ketamine_iv") for k in [km.filter(pl.col("group") == a).fill_null(float("nan"))]]
+
+    def fig():
+        return figures.km_fig(curves, xlabel="x", ylabel="y", ticks=[0.0, 28.0], band_label="95% CI")
+
+    with figures.drawing():
+        ours = base64.b64decode(figures.png_data_uri(fig()).split(",", 1)[1])
+        f = fig()
+        FigureCanvasAgg(f)
+        buf = io.BytesIO()
+        f.savefig(buf, format="png", dpi=DPI, metadata={"Software": None}, facecolor="white")
+    assert f.get_layout_engine() is not None and ours == buf.getvalue()

@@ -21,6 +21,7 @@ from contextlib import contextmanager
 from typing import NamedTuple
 
 import matplotlib
+import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
@@ -104,10 +105,20 @@ class ExactPercentFormatter(Formatter):
 
 
 def png_data_uri(fig: Figure) -> str:
-    """The figure as a ``data:image/png;base64,...`` URI (deterministic bytes)."""
-    FigureCanvasAgg(fig)
+    """The figure as a ``data:image/png;base64,...`` URI (deterministic bytes).
+
+    Drawn once, at :data:`DPI` on white, with its layout, and the canvas's pixels encoded: the same
+    bytes as ``fig.savefig(buf, format="png", dpi=DPI, facecolor="white", metadata={"Software": None})``,
+    which draws a figure with a layout engine twice (once with rendering disabled, to lay it out).
+    """
+    from matplotlib.image import imsave
+
+    canvas = FigureCanvasAgg(fig)
+    fig.set_dpi(DPI)
+    fig.set_facecolor("white")
+    canvas.draw()
     buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=DPI, metadata={"Software": None}, facecolor="white")
+    imsave(buf, np.asarray(canvas.buffer_rgba()), format="png", dpi=DPI, metadata={"Software": None})
     return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
 
 
