@@ -106,3 +106,18 @@ def test_study_prints_the_template_and_checks_a_file(tmp_path):
     f.write_text(res.output.replace('name = "default"', 'name = "mine"'))
     res = runner.invoke(app, ["study", str(f)])
     assert res.exit_code == 0 and StudySettings(name="mine").settings_id in res.output
+
+
+def test_main_sets_the_collector_thresholds_then_runs_the_app(monkeypatch):
+    import gc
+
+    from ketaoutcomes import cli
+
+    seen = []
+    before = gc.get_threshold()
+    monkeypatch.setattr(cli, "app", lambda: seen.append(gc.get_threshold()))
+    try:
+        cli.main()
+    finally:
+        gc.set_threshold(*before)
+    assert seen == [cli.GC_THRESHOLDS] and cli.GC_THRESHOLDS[:2] == (700, 10) and cli.GC_THRESHOLDS[2] > 10
