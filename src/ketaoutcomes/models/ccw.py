@@ -283,18 +283,23 @@ def _kept(warm: dict, key: str, coef: np.ndarray) -> np.ndarray:
     return coef
 
 
-def _start_model(pr: Prepared, freq: np.ndarray, warm: dict | None = None) -> _StartModel:
+def _start_model(pr: Prepared, freq: np.ndarray, warm: dict | None = None, numerator: bool = True) -> _StartModel:
+    """The start models; ``numerator=False`` leaves out the stabilising one (``p0`` = 0), whose common
+    factor cancels in every curve and influence when the weights are not truncated."""
     warm = {} if warm is None else warm
     f = freq[pr.who].astype(float)
     nb = pr.grid.shape[1]
     coef = _kept(warm, "start", fit_logistic(pr.y, pr.design, f, start=warm.get("start")))
-    coef0 = _kept(warm, "start0", fit_logistic(pr.y, pr.design[:, : nb - 1], f, start=warm.get("start0")))
+    p0 = np.zeros(pr.end)
+    if numerator:
+        coef0 = _kept(warm, "start0", fit_logistic(pr.y, pr.design[:, : nb - 1], f, start=warm.get("start0")))
+        p0 = _expit(pr.grid @ coef0)
     p = _expit((pr.grid @ coef[:nb])[None, :] + (pr.X @ coef[nb:])[:, None])
     p_other = None
     if np.any(pr.y_other[f > 0]):
         co = _kept(warm, "other", fit_logistic(pr.y_other, pr.design, f, start=warm.get("other")))
         p_other = _expit((pr.grid @ co[:nb])[None, :] + (pr.X @ co[nb:])[:, None])
-    return _StartModel(p=p, p0=_expit(pr.grid @ coef0), p_other=p_other)
+    return _StartModel(p=p, p0=p0, p_other=p_other)
 
 
 @dataclass(frozen=True)
@@ -399,16 +404,19 @@ def _weighted_quantile(values: np.ndarray, weights: np.ndarray, q: float) -> flo
 
 
 def estimate(pr: Prepared, freq: np.ndarray | None = None, variants: Sequence[str] = VARIANTS,
-             warm: dict | None = None) -> dict[str, Estimates]:
+             warm: dict | None = None, curves_only: bool = False) -> dict[str, Estimates]:
     """Every requested variant on one cohort (``freq``: a bootstrap's count per patient; ``warm``:
     a dict the models' coefficients are kept in on first use and started from afterwards, which
-    :func:`bootstrap_draws` fills from the full cohort)."""
+    :func:`bootstrap_draws` fills from the full cohort; ``curves_only``: only the curves, contrasts
+    and influence are wanted, so an untruncated analysis skips the stabilising numerator's model,
+    which changes the reported weights but not those)."""
     with one_blas_thread():
         return _estimate(pr, np.ones(len(pr.time), dtype=np.int64) if freq is None else freq, variants,
-                         {} if warm is None else warm)
+                         {} if warm is None else warm, curves_only)
 
 
-def _estimate(pr: Prepared, freq: np.ndarray, variants: Sequence[str], warm: dict) -> dict[str, Estimates]:
+def _estimate(pr: Prepared, freq: np.ndarray, variants: Sequence[str], warm: dict,
+              curves_only: bool = False) -> dict[str, Estimates]:
     G = pr.grace_days
     out: dict[str, Estimates] = {}
     weighted = [v for v in variants if v in ("ccw", "simple")]
@@ -416,7 +424,7 @@ def _estimate(pr: Prepared, freq: np.ndarray, variants: Sequence[str], warm: dic
     if np.any(pr.other < _NEVER) and ("simple" in variants or ("ccw" in variants and pr.late == "weights")):
         raise ValueError('starts outside the strategy\'s arms are handled by the ccw variant with late="model" only')
     if weighted:
-        sm = _start_model(pr, freq, warm)
+        sm = _start_model(pr, freq, warm, numerator=not (curves_only and pr.truncation is None))
         # never: censored at the start day; weight = prod_{d<k} num_d / (1 - p_d)
         q = 1.0 - sm.p
         ratio = (1.0 - sm.p0)[None, :] / q if pr.stabilised else 1.0 / q
@@ -642,7 +650,7 @@ def bootstrap_draws(pr: Prepared, replicates: int, seed: int, variants: Sequence
     for b in range(replicates):
         freq = np.bincount(rng.integers(0, n, n), minlength=n)
         try:
-            est = estimate(pr, freq, variants, dict(warm))
+            est = estimate(pr, freq, variants, dict(warm), curves_only=True)
         except (ValueError, np.linalg.LinAlgError):
             continue
         for v in variants:
