@@ -4,8 +4,10 @@ within G days of the SSRI failure" vs "never", against the truth of the SSRI-fai
 
 Three estimators (ketaoutcomes.models.ccw.VARIANTS), each on the same replicate cohorts:
 
-* ``ccw``: clone-censor-weighting with the correct grace-period denominator (only the clones that
-  start on the last day of the window stand in for those censored there);
+* ``ccw``: clone-censor-weighting; past the window, the clones not started by its second-to-last
+  day followed by the post-start outcome model (``--late model``, the default) or, with ``--late
+  weights``, the correct grace-period denominator (only the clones that start on the last day of the
+  window stand in for those censored there);
 * ``simple``: the same with the biased denominator (every clone uncensored at the window's end
   stands in);
 * ``naive``: users vs users from time zero (immortal time), unweighted.
@@ -23,6 +25,7 @@ Usage::
 
     uv run python scripts/ccw_simulation_study.py                       # 200 x 2,000 patients, 200 bootstraps
     uv run python scripts/ccw_simulation_study.py --replicates 20 --patients 1000 --bootstrap 50 --workers 2
+    uv run python scripts/ccw_simulation_study.py --variants ccw --late weights   # the day-G weights only
 
 Prints a Markdown table (and writes CSV with --csv). The fast check in tests/unit/test_ccw.py
 runs the same estimators on one large cohort without bootstrap.

@@ -122,17 +122,12 @@ def test_curves_match_a_loop_by_loop_reference_on_statsmodels(late_weights):
         np.testing.assert_allclose(got, ref[arm], atol=1e-6)
 
 
-def _reference_initiate_with_model(frame: pl.DataFrame, G: int, end: int) -> np.ndarray:
-    """late="model"'s initiate curve, loop by loop: Kaplan-Meier of everyone to G; after G the early
-    starters' own Kaplan-Meier, mixed by head count with the waiting patients' survival predicted by a
-    statsmodels complementary log-log GLM (patsy's centred natural cubic spline in the days since the
-    start, the start day / 30, the covariates) fitted on every patient-day after an observed start."""
+def _reference_post_start_fit(t: list, e: list, s: list, X: np.ndarray, end: int):
+    """patsy's centred natural cubic spline in the days since the start (knots 3, 7, 14, 28) on 1..end,
+    and a statsmodels complementary log-log GLM on it, the start day / 30 and the covariates, fitted on
+    every patient-day after an observed start (``s[i]`` None: no start)."""
     import patsy
 
-    t = frame["response_time"].to_list()
-    e = frame["response_event"].to_list()
-    s = [x if x is not None and x < ti else None for x, ti in zip(frame["ketamine_start_day"].to_list(), t)]
-    X = frame.select(MEASURED_COVARIATES).to_numpy().astype(float)
     basis = np.asarray(patsy.dmatrix(f"cr(x, knots=(3, 7, 14, 28), lower_bound=1, upper_bound={end}, "
                                      "constraints='center') - 1", {"x": np.arange(1, end + 1)}))
     rows, ys = [], []
@@ -142,6 +137,19 @@ def _reference_initiate_with_model(frame: pl.DataFrame, G: int, end: int) -> np.
                 rows.append([1.0, *basis[k - s[i] - 1], s[i] / 30, *X[i]])
                 ys.append(float(e[i] == 1 and k == t[i]))
     fit = sm.GLM(np.array(ys), np.array(rows), family=sm.families.Binomial(sm.families.links.CLogLog())).fit()
+    return basis, fit
+
+
+def _reference_initiate_with_model(frame: pl.DataFrame, G: int, end: int) -> np.ndarray:
+    """late="model"'s initiate curve, loop by loop: Kaplan-Meier of everyone to G; after G the early
+    starters' own Kaplan-Meier, mixed by head count with the waiting patients' survival predicted by a
+    statsmodels complementary log-log GLM (patsy's centred natural cubic spline in the days since the
+    start, the start day / 30, the covariates) fitted on every patient-day after an observed start."""
+    t = frame["response_time"].to_list()
+    e = frame["response_event"].to_list()
+    s = [x if x is not None and x < ti else None for x, ti in zip(frame["ketamine_start_day"].to_list(), t)]
+    X = frame.select(MEASURED_COVARIATES).to_numpy().astype(float)
+    basis, fit = _reference_post_start_fit(t, e, s, X, end)
     surv, out = 1.0, [0.0]
     for k in range(1, G + 1):
         at = [i for i in range(len(t)) if t[i] >= k]
@@ -193,8 +201,6 @@ def _reference_outside_starts(frame: pl.DataFrame, G: int, end: int) -> np.ndarr
     before G, censored at an outside start before G; then the weighted Kaplan-Meier to G, the early
     starters' weighted Kaplan-Meier after it, and the waiting clones' predicted survival (the
     post-start GLM as in _reference_initiate_with_model), mixed by weighted head count at G."""
-    import patsy
-
     t = frame["response_time"].to_list()
     e = frame["response_event"].to_list()
     n = len(t)
@@ -219,15 +225,7 @@ def _reference_outside_starts(frame: pl.DataFrame, G: int, end: int) -> np.ndarr
                                                                         max(d - G, 0) / 30, *X[i]])))
         return out
 
-    basis = np.asarray(patsy.dmatrix(f"cr(x, knots=(3, 7, 14, 28), lower_bound=1, upper_bound={end}, "
-                                     "constraints='center') - 1", {"x": np.arange(1, end + 1)}))
-    prow, py = [], []
-    for i in range(n):
-        if s[i] is not None:
-            for k in range(s[i] + 1, t[i] + 1):
-                prow.append([1.0, *basis[k - s[i] - 1], s[i] / 30, *X[i]])
-                py.append(float(e[i] == 1 and k == t[i]))
-    post = sm.GLM(np.array(py), np.array(prow), family=sm.families.Binomial(sm.families.links.CLogLog())).fit()
+    basis, post = _reference_post_start_fit(t, e, s, X, end)
     surv, out = 1.0, [0.0]
     for k in range(1, G + 1):
         at = [i for i in range(n) if t[i] >= k and (o[i] is None or o[i] >= k)]
