@@ -46,6 +46,7 @@ def test_an_empty_target_trial_table_declares_the_default_trial_and_changes_the_
     ("negative_controls = [{name = 'fracture', event_types = [' fx']}]", "event_types: ' fx' is not a code"),
     ("negative_controls = [{name = 'fracture', event_types = ['fx', 'fx']}]", "event_types repeat a code"),
     ("grace_day = 30", 'target_trial.grace_day: unknown setting; did you mean "grace_days"?'),
+    ("after_grace = 'model'", "target_trial.after_grace: Input should be 'outcome_model' or 'last_day_weights'"),
     ("eligibility = {washout = 3}", 'target_trial.eligibility.washout: unknown setting; did you mean "washout_days"?'),
     ("eligibility = {min_age = 70, max_age = 60}", "min_age (70) is above max_age (60)"),
     ("eligibility = {failure_end_reasons = ['bored']}", "failure_end_reasons"),
