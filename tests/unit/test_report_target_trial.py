@@ -206,3 +206,15 @@ def test_estimates_past_the_grace_period_are_flagged_when_few_started_on_its_las
         assert (warning in page) == shown, n
         if shown:
             assert "rest on the <11 patient(s) who started on day 30" in page  # small counts suppressed
+
+
+def test_a_run_stored_before_after_grace_existed_reads_as_the_last_day_weights(plain_run):
+    """Runs before the after_grace setting used the last-day weights: their stored settings (no
+    after_grace key) must not be described as the outcome model."""
+    res, prot, _, _ = plain_run
+    data = _with_trial(dict(res.tables), prot, res.notes)
+    spec = {k: v for k, v in data.provenance["settings"]["target_trial"].items() if k != "after_grace"}
+    old = dataclasses.replace(data, provenance={**data.provenance,
+                                                "settings": {**data.provenance["settings"], "target_trial": spec}})
+    page = _text(render_html(old))
+    assert "the last-day starters weighted" in page and "as if they started on day 30" not in page

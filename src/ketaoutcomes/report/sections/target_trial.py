@@ -467,6 +467,8 @@ def _trial(t: Callable[[str], pl.DataFrame], settings: Mapping | None) -> tuple[
     spec = settings.get("target_trial") if isinstance(settings, Mapping) else None
     if not has(effects, "variant", "outcome", "measure", "day", "estimate") or not isinstance(spec, Mapping):
         return None
+    if "after_grace" not in spec:  # a run from before the setting existed used the last-day weights
+        spec = {**spec, "after_grace": "last_day_weights"}
     return TargetTrialProtocol.model_validate(spec), _Effects(effects)
 
 
