@@ -1,0 +1,90 @@
+"""Refitting a pair's propensity model on draws of its rows (ketaoutcomes.models.ps_fit.PropensityDraws,
+the bootstrap of the primary contrasts) against fitting it on the frame of the drawn rows
+(ketaoutcomes.models.propensity.fit_propensity, the primary comparison's function): the same weights,
+bit for bit, with missing covariates, rare levels, levels a draw leaves out, constant columns, each
+weighting and both models."""
+
+from __future__ import annotations
+
+import numpy as np
+import polars as pl
+import pytest
+
+from ketaoutcomes.models.propensity import fit_propensity, propensity_draws
+from ketaoutcomes.models.ps_design import CodedCovariates
+
+COVS = ["AGE", "SEX", "SITE", "FLAG"]
+
+
+def _pair(n: int = 400, seed: int = 3) -> pl.DataFrame:
+    rng = np.random.default_rng(seed)
+    age = rng.normal(45, 12, n).round()
+    site = rng.choice(["s1", "s2", "s3", "s4"], n, p=[0.5, 0.3, 0.185, 0.015])  # s4: rare (left out)
+    treat = rng.random(n) < 1 / (1 + np.exp(-(0.03 * (age - 45) + 0.8 * (site == "s2"))))
+    frame = pl.DataFrame({
+        "USUBJID": [f"P{i:04d}" for i in range(n)], "ARM": np.where(treat, "route", "ref"),
+        "AGE": age, "SEX": rng.choice(["F", "M", "U"], n, p=[0.55, 0.44, 0.01]), "SITE": site,
+        "FLAG": rng.random(n) < 0.3,
+    })
+    # missing covariates: dropped by both paths
+    return frame.with_columns(pl.when(pl.int_range(n) % 37 == 5).then(None).otherwise(pl.col("AGE")).alias("AGE"),
+                              pl.when(pl.int_range(n) % 53 == 7).then(None).otherwise(pl.col("SEX")).alias("SEX"))
+
+
+def _frame_weights(frame: pl.DataFrame, rows: np.ndarray, **options) -> np.ndarray:
+    """The draw's weights the way the bootstrap took them before: the drawn rows as a frame, ids by position."""
+    draw = frame[rows].with_columns(pl.Series("USUBJID", np.arange(len(rows)).astype(str)))
+    s = fit_propensity(draw, balance=False, **options).scores
+    s = s.select(pl.col("USUBJID").cast(pl.Int64), pl.col("weight").fill_nan(None)).filter(
+        pl.col("weight").is_not_null() & pl.col("weight").is_finite() & (pl.col("weight") > 0))
+    w = np.zeros(len(rows))
+    w[s["USUBJID"].to_numpy()] = s["weight"].to_numpy()
+    return w
+
+
+@pytest.mark.parametrize("weighting,model", [("iptw", "ridge"), ("overlap", "ridge"), ("matching", "ridge"),
+                                             ("iptw", "logistic")])
+def test_draw_weights_equal_fit_propensity_on_the_drawn_frame_bit_for_bit(weighting, model):
+    frame = _pair()
+    options = dict(target="route", comparator="ref", covariates=COVS, categorical=["SEX", "SITE"],
+                   weighting=weighting, model=model, truncation=3.0 if weighting == "iptw" else None)
+    draws = propensity_draws(frame, **options)
+    rng = np.random.default_rng(1)
+    n = frame.height
+    cases = [rng.integers(0, n, n) for _ in range(4)]
+    # a draw without the rare site and without sex U (levels present in the pair, absent from the draw)
+    common = np.flatnonzero(((frame["SITE"] != "s4") & (frame["SEX"] != "U")).fill_null(True).to_numpy())
+    cases.append(rng.choice(common, n))
+    # a draw in which FLAG is constant (left out of the model)
+    cases.append(rng.choice(np.flatnonzero(~frame["FLAG"].to_numpy()), n))
+    cases.append(np.arange(n))  # the pair itself
+    for rows in cases:
+        got = draws.weights(rows)
+        want = _frame_weights(frame, rows, **options)
+        assert np.array_equal(got, want), (weighting, model)
+        assert (got > 0).sum() > n / 4  # not a vacuous comparison of zeros
+    assert np.array_equal(draws.weights(np.arange(n)), _frame_weights(frame, np.arange(n), **options))
+
+
+def test_the_design_from_codes_is_the_frames_reference_and_rare_levels():
+    frame = _pair().drop_nulls()
+    coded = CodedCovariates.of(frame, COVS, {"SEX", "SITE"})
+    d = coded.design(0.02)
+    assert dict(d.refs) == {"SEX": "F", "SITE": "s1"}  # the most frequent levels
+    assert [name for name, _ in d.left_out] == ["SEX[U]", "SITE[s4]"]  # rarer than 2% together
+    assert "SITE[s1 or s4]" in d.names and not d.in_model[d.names.index("SITE[s4]")]
+    # a draw without s1: the reference moves to the most frequent level of the draw
+    rows = np.flatnonzero((frame["SITE"] != "s1").to_numpy())
+    assert dict(coded.take(rows).design(0.02).refs)["SITE"] == "s2"
+    # ties: the first level in sorted order, as the frame's value counts sorted by count, then level
+    tie = pl.DataFrame({"SITE": ["b", "a", "b", "a", "c"], "X": [1.0] * 5})
+    assert dict(CodedCovariates.of(tie, ["SITE"], {"SITE"}).design().refs) == {"SITE": "a"}
+
+
+def test_draws_refuse_rows_of_other_arms_and_text_covariates_not_declared_categorical():
+    frame = _pair().drop_nulls()
+    with pytest.raises(ValueError, match="rows of route and ref only"):
+        propensity_draws(frame.with_columns(pl.lit("other").alias("ARM")).vstack(frame), target="route",
+                         comparator="ref", covariates=COVS, categorical=["SEX", "SITE"])
+    with pytest.raises(ValueError, match="not numeric"):
+        propensity_draws(frame, target="route", comparator="ref", covariates=COVS, categorical=["SEX"])
