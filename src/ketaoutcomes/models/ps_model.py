@@ -116,15 +116,15 @@ def _ridge(y: np.ndarray, X: np.ndarray, variance: float) -> PsFit:
     theta = np.zeros(p + 1)
     theta[0] = math.log(ybar / (1.0 - ybar))
 
-    def objective(t: np.ndarray) -> float:
-        eta = D @ t
-        return float(np.sum(y * eta - np.logaddexp(0.0, eta)) - 0.5 * np.sum(pen * t * t))
+    def objective(t: np.ndarray) -> tuple[float, np.ndarray]:
+        eta = D @ t  # kept: the next iteration's (or the scores') linear predictor, not computed twice
+        return float(np.sum(y * eta - np.logaddexp(0.0, eta)) - 0.5 * np.sum(pen * t * t)), eta
 
-    f = objective(theta)
+    f, eta = objective(theta)
     converged = False
     it = 0
     for it in range(1, _MAXITER + 1):
-        mu = _expit(D @ theta)
+        mu = _expit(eta)
         w = mu * (1.0 - mu)
         grad = D.T @ (y - mu) - pen * theta
         hess = (D * w[:, None]).T @ D + np.diag(pen)
@@ -132,17 +132,17 @@ def _ridge(y: np.ndarray, X: np.ndarray, variance: float) -> PsFit:
         scale = 1.0
         while True:  # step halving: the penalised log-likelihood must not decrease
             candidate = theta + scale * step
-            f_new = objective(candidate)
+            f_new, eta_new = objective(candidate)
             if f_new >= f - 1e-12 * (1.0 + abs(f)) or scale < 1e-10:
                 break
             scale /= 2.0
-        theta, f = candidate, f_new
+        theta, f, eta = candidate, f_new, eta_new
         if np.max(np.abs(scale * step)) < _TOL:
             converged = True
             break
     b = theta[1:] / sd
     coef = np.r_[theta[0] - float(np.sum(theta[1:] * mean / sd)), b]
-    ps = _expit(D @ theta)
+    ps = _expit(eta)
     notes = () if converged else (f"ridge Newton-Raphson stopped after {_MAXITER} iterations without converging",)
     return PsFit(ps=ps, coef=coef, converged=converged, iterations=it, notes=notes)
 
