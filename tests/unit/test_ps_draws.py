@@ -1,8 +1,10 @@
 """Refitting a pair's propensity model on draws of its rows (ketaoutcomes.models.ps_fit.PropensityDraws,
 the bootstrap of the primary contrasts) against fitting it on the frame of the drawn rows
-(ketaoutcomes.models.propensity.fit_propensity, the primary comparison's function): the same weights,
-bit for bit, with missing covariates, rare levels, levels a draw leaves out, constant columns, each
-weighting and both models."""
+(ketaoutcomes.models.propensity.fit_propensity, the primary comparison's function), with missing
+covariates, rare levels, levels a draw leaves out, constant columns, each weighting and both models:
+the same weights bit for bit where the rows are refitted (matching, the unpenalised model), and to
+rounding (1e-9, relative) where the ridge model is fitted on the draw's distinct rows with their counts
+(frequency weights: against the ridge fit of the rows repeated, too)."""
 
 from __future__ import annotations
 
@@ -12,6 +14,7 @@ import pytest
 
 from ketaoutcomes.models.propensity import fit_propensity, propensity_draws
 from ketaoutcomes.models.ps_design import CodedCovariates
+from ketaoutcomes.models.ps_model import fit_ps_model
 
 COVS = ["AGE", "SEX", "SITE", "FLAG"]
 
@@ -44,7 +47,7 @@ def _frame_weights(frame: pl.DataFrame, rows: np.ndarray, **options) -> np.ndarr
 
 @pytest.mark.parametrize("weighting,model", [("iptw", "ridge"), ("overlap", "ridge"), ("matching", "ridge"),
                                              ("iptw", "logistic")])
-def test_draw_weights_equal_fit_propensity_on_the_drawn_frame_bit_for_bit(weighting, model):
+def test_draw_weights_equal_fit_propensity_on_the_drawn_frame(weighting, model):
     frame = _pair()
     options = dict(target="route", comparator="ref", covariates=COVS, categorical=["SEX", "SITE"],
                    weighting=weighting, model=model, truncation=3.0 if weighting == "iptw" else None)
@@ -58,12 +61,33 @@ def test_draw_weights_equal_fit_propensity_on_the_drawn_frame_bit_for_bit(weight
     # a draw in which FLAG is constant (left out of the model)
     cases.append(rng.choice(np.flatnonzero(~frame["FLAG"].to_numpy()), n))
     cases.append(np.arange(n))  # the pair itself
+    by_pattern = model == "ridge" and weighting != "matching"
+    assert (draws.pattern is not None) == by_pattern
+    if by_pattern:  # rows with the same arm and covariates are one pattern
+        assert len(draws.treated) < (draws.position >= 0).sum()
     for rows in cases:
         got = draws.weights(rows)
         want = _frame_weights(frame, rows, **options)
-        assert np.array_equal(got, want), (weighting, model)
         assert (got > 0).sum() > n / 4  # not a vacuous comparison of zeros
-    assert np.array_equal(draws.weights(np.arange(n)), _frame_weights(frame, np.arange(n), **options))
+        if by_pattern:
+            assert np.array_equal(got > 0, want > 0)
+            np.testing.assert_allclose(got, want, rtol=1e-9, atol=0)
+        else:
+            assert np.array_equal(got, want), (weighting, model)
+
+
+def test_the_ridge_fit_with_frequency_weights_is_the_fit_of_the_rows_repeated():
+    rng = np.random.default_rng(5)
+    X = np.column_stack([rng.normal(size=60), rng.integers(0, 2, 60)])
+    y = (rng.random(60) < 1 / (1 + np.exp(-X[:, 0]))).astype(float)
+    freq = rng.integers(1, 5, 60)
+    weighted = fit_ps_model(y, X, freq=freq.astype(float))
+    repeated = fit_ps_model(np.repeat(y, freq), np.repeat(X, freq, axis=0))
+    assert weighted.converged and weighted.iterations == repeated.iterations
+    np.testing.assert_allclose(weighted.coef, repeated.coef, rtol=1e-11)
+    np.testing.assert_allclose(np.repeat(weighted.ps, freq), repeated.ps, rtol=1e-11)
+    with pytest.raises(ValueError, match="ridge model only"):
+        fit_ps_model(y, X, model="logistic", freq=freq.astype(float))
 
 
 def test_the_design_from_codes_is_the_frames_reference_and_rare_levels():
@@ -79,6 +103,11 @@ def test_the_design_from_codes_is_the_frames_reference_and_rare_levels():
     # ties: the first level in sorted order, as the frame's value counts sorted by count, then level
     tie = pl.DataFrame({"SITE": ["b", "a", "b", "a", "c"], "X": [1.0] * 5})
     assert dict(CodedCovariates.of(tie, ["SITE"], {"SITE"}).design().refs) == {"SITE": "a"}
+    # counts: rows standing for several rows give the design of the rows repeated
+    freq = np.random.default_rng(2).integers(1, 4, frame.height)
+    a = coded.design(0.02, freq.astype(float))
+    b = coded.take(np.repeat(np.arange(frame.height), freq)).design(0.02)
+    assert (a.names, a.refs, a.left_out, a.in_model, a.in_gate) == (b.names, b.refs, b.left_out, b.in_model, b.in_gate)
 
 
 def test_draws_refuse_rows_of_other_arms_and_text_covariates_not_declared_categorical():

@@ -155,7 +155,8 @@ def fit_pair_propensity(pair: pl.DataFrame, target: str, study: StudySettings, *
     arm on ``pair`` (:func:`ketaoutcomes.models.propensity.fit_propensity` with the study's settings):
     the one call the primary comparison and the adjusted curves share (``balance=False`` skips the
     balance table, which does not change the weights). The bootstrap of the primary contrasts refits
-    the same model on each draw through :func:`pair_propensity_draws`, whose weights are these, bit for bit."""
+    the same model on each draw through :func:`pair_propensity_draws` (the same weights on the same rows:
+    bit for bit, or to rounding where the ridge model is fitted on distinct rows with counts)."""
     from ketaoutcomes.models.propensity import fit_propensity
 
     p = study.propensity
@@ -166,7 +167,7 @@ def fit_pair_propensity(pair: pl.DataFrame, target: str, study: StudySettings, *
 def pair_propensity_draws(pair: pl.DataFrame, target: str, study: StudySettings):
     """``pair`` (rows of ``target`` and the reference arm) prepared for refitting the study's propensity
     model on draws of its rows (:class:`ketaoutcomes.models.propensity.PropensityDraws`): a draw's
-    weights are those :func:`fit_pair_propensity` gives on the frame of the drawn rows."""
+    weights are those :func:`fit_pair_propensity` gives on the frame of the drawn rows (to rounding)."""
     from ketaoutcomes.models.propensity import propensity_draws
 
     return propensity_draws(pair, target=target, comparator=study.cohort.reference_arm,

@@ -82,8 +82,9 @@ class CodedCovariates:
         """The rows ``rows`` (indices, repeats allowed), in that order."""
         return CodedCovariates(self.names, tuple(x[rows] for x in self.columns), self.levels)
 
-    def design(self, min_level_prevalence: float = 0.0) -> Design:
-        """Design columns of the covariates; categorical ones as one 0/1 column per level present."""
+    def design(self, min_level_prevalence: float = 0.0, freq: np.ndarray | None = None) -> Design:
+        """Design columns of the covariates; categorical ones as one 0/1 column per level present.
+        ``freq``: row i stands for ``freq[i]`` (> 0) rows, in the levels' counts."""
         d = Design()
         for c, x, lv in zip(self.names, self.columns, self.levels):
             if lv is None:
@@ -91,7 +92,8 @@ class CodedCovariates:
                 continue
             if x.size == 0:
                 continue  # no patients: no levels (the gate fails for too few patients)
-            n_at = np.bincount(x, minlength=len(lv))
+            n_at = np.bincount(x, minlength=len(lv)) if freq is None else \
+                np.rint(np.bincount(x, weights=freq, minlength=len(lv))).astype(np.int64)
             present = [k for k in range(len(lv)) if n_at[k] > 0]
             ref = max(present, key=lambda k: (n_at[k], -k))  # the most frequent; ties: the first in sorted order
             d.refs.append((c, format_level(lv[ref])))

@@ -152,14 +152,19 @@ class FitCore:
     reasons: list[str]
 
 
-def fit_core(spec: FitSpec, treated: np.ndarray, coded: CodedCovariates, notes: list[str]) -> FitCore:
+def fit_core(spec: FitSpec, treated: np.ndarray, coded: CodedCovariates, notes: list[str],
+             freq: np.ndarray | None = None) -> FitCore:
     """The design, propensity model, preference scores, equipoise and weights (or matches) of the rows
-    ``treated`` (1 target, 0 comparator) with covariates ``coded``; appends to ``notes``."""
+    ``treated`` (1 target, 0 comparator) with covariates ``coded``; appends to ``notes``. ``freq``
+    (the ridge model with weights, not matching): row i stands for ``freq[i]`` (> 0) identical rows."""
     target, comparator, model, weighting = spec.target, spec.comparator, spec.model, spec.weighting
     trunc = spec.truncation
-    n_t, n_c = int(treated.sum()), int(len(treated) - treated.sum())
+    if freq is not None and (model != "ridge" or weighting == "matching"):
+        raise ValueError("rows with frequencies are for the ridge model's weights only (matching pairs rows)")
+    n_t = int(treated.sum()) if freq is None else int(round(float(freq @ treated)))
+    n_c = int(len(treated) - treated.sum()) if freq is None else int(round(float(freq.sum()))) - n_t
     reasons: list[str] = []
-    design = coded.design(spec.min_level_prevalence)
+    design = coded.design(spec.min_level_prevalence, freq)
     if design.refs:
         notes.append("reference levels: " + ", ".join(f"{c}={lvl}" for c, lvl in design.refs))
     if design.left_out:
@@ -189,7 +194,7 @@ def fit_core(spec: FitSpec, treated: np.ndarray, coded: CodedCovariates, notes: 
                 continue
             model_cols.append(x)
         X = np.column_stack(model_cols) if model_cols else np.empty((len(treated), 0))
-        fit = fit_ps_model(treated.astype(float), X, model=model, variance=spec.ridge_variance)
+        fit = fit_ps_model(treated.astype(float), X, model=model, variance=spec.ridge_variance, freq=freq)
         ps, converged, fit_notes = fit.ps, fit.converged, list(fit.notes)
         if model == "ridge":
             notes.append(f"ridge propensity model (L2 on the standardised covariates, prior variance "
@@ -208,9 +213,9 @@ def fit_core(spec: FitSpec, treated: np.ndarray, coded: CodedCovariates, notes: 
             notes.append("the propensity scores separate the arms completely")
             reasons.append("no overlap: the propensity scores separate the arms completely")
 
-    n = len(treated)
+    n = n_t + n_c  # the rows (with freq: those they stand for)
     if ps is None:
-        ps = np.full(n, math.nan)
+        ps = np.full(len(treated), math.nan)
 
     # --- preference score and equipoise
     share = n_t / n if n else math.nan
@@ -221,7 +226,8 @@ def fit_core(spec: FitSpec, treated: np.ndarray, coded: CodedCovariates, notes: 
         reasons.append("a diagnostic could not be computed: equipoise (no finite propensity scores)")
     else:
         lo, hi = spec.equipoise_bounds
-        equipoise = float(np.mean((pref >= lo) & (pref <= hi)))
+        inside = (pref >= lo) & (pref <= hi)
+        equipoise = float(np.mean(inside)) if freq is None else float(freq @ inside) / n
         if equipoise < spec.min_equipoise:
             reasons.append(
                 f"equipoise {equipoise:.1%} < {spec.min_equipoise:.0%} "
@@ -260,27 +266,47 @@ def fit_core(spec: FitSpec, treated: np.ndarray, coded: CodedCovariates, notes: 
 
 @dataclass(frozen=True)
 class PropensityDraws:
-    """A pair's rows prepared once for refitting its propensity model on draws of them (a bootstrap):
-    :meth:`weights` of a draw are, bit for bit, the weights
-    :func:`~ketaoutcomes.models.propensity.fit_propensity` gives on the frame of the drawn rows (its design,
-    reference and rare levels, model, weights or matches), without building that frame."""
+    """A pair's rows prepared once for refitting its propensity model on draws of them (a bootstrap).
+
+    With matching, or the unpenalised model, :meth:`weights` of a draw are, bit for bit, the weights
+    :func:`~ketaoutcomes.models.propensity.fit_propensity` gives on the frame of the drawn rows (its
+    design, reference and rare levels, model, weights or matches), without building that frame. With the
+    ridge model and IPTW or overlap weights (the default), rows with the same arm and covariates are one
+    *pattern*: a draw is the count of each pattern in it, the model is fitted on the patterns drawn with
+    their counts as frequency weights, and each drawn row gets its pattern's weight. That is the same
+    fit of the same draw (its penalised likelihood is the sum of its rows'), in fewer rows, so the
+    weights differ from the row-level fit's only by rounding (``tests/unit/test_ps_draws.py``)."""
 
     spec: FitSpec
     position: np.ndarray  # of each row of the frame among the rows kept (-1: dropped for a missing covariate)
-    treated: np.ndarray  # of the rows kept
-    coded: CodedCovariates  # of the rows kept
+    treated: np.ndarray  # of the rows kept, or of the patterns
+    coded: CodedCovariates  # of the rows kept, or of the patterns
+    pattern: np.ndarray | None = None  # of each row kept (None: no patterns, the rows are fitted)
 
     def weights(self, rows: np.ndarray) -> np.ndarray:
         """The weight of each drawn row (``rows``: indices into the frame, repeats allowed); 0 for a row
         without a usable weight (a missing covariate, unmatched, or a weight that is not finite and > 0)."""
         at = self.position[rows]
         kept = np.flatnonzero(at >= 0)
-        core = fit_core(self.spec, self.treated[at[kept]], self.coded.take(at[kept]), [])
-        with np.errstate(invalid="ignore"):
-            usable = np.isfinite(core.weight) & (core.weight > 0)
         out = np.zeros(len(rows))
-        out[kept[usable]] = core.weight[usable]
+        if self.pattern is None:
+            core = fit_core(self.spec, self.treated[at[kept]], self.coded.take(at[kept]), [])
+            out[kept] = _usable(core.weight)
+            return out
+        drawn = self.pattern[at[kept]]
+        count = np.bincount(drawn, minlength=len(self.treated))
+        used = np.flatnonzero(count)
+        core = fit_core(self.spec, self.treated[used], self.coded.take(used), [], freq=count[used].astype(float))
+        w = np.zeros(len(self.treated))
+        w[used] = _usable(core.weight)
+        out[kept] = w[drawn]
         return out
+
+
+def _usable(weight: np.ndarray) -> np.ndarray:
+    """The weights, 0 where not finite and > 0."""
+    with np.errstate(invalid="ignore"):
+        return np.where(np.isfinite(weight) & (weight > 0), weight, 0.0)
 
 
 def propensity_draws(frame: pl.DataFrame, *, target: str, comparator: str, covariates: Sequence[str],
@@ -302,4 +328,11 @@ def propensity_draws(frame: pl.DataFrame, *, target: str, comparator: str, covar
     position = np.full(frame.height, -1, dtype=np.int64)
     position[data["_i"].to_numpy()] = np.arange(data.height)
     treated = (data[arm] == target).cast(pl.Int8).to_numpy().astype(np.int64)
-    return PropensityDraws(spec, position, treated, CodedCovariates.of(data, spec.covariates, spec.categorical))
+    coded = CodedCovariates.of(data, spec.covariates, spec.categorical)
+    if model != "ridge" or weighting == "matching":  # matching pairs rows; statsmodels' Logit takes no weights
+        return PropensityDraws(spec, position, treated, coded)
+    # patterns: the distinct rows of (arm, covariates), a float by its bits
+    key = np.column_stack([treated, *(x.view(np.int64) if x.dtype == np.float64 else x.astype(np.int64)
+                                      for x in coded.columns)])
+    first, pattern = np.unique(key, axis=0, return_index=True, return_inverse=True)[1:]
+    return PropensityDraws(spec, position, treated[first], coded.take(first), pattern.reshape(-1))
