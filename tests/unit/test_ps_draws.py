@@ -4,7 +4,8 @@ the bootstrap of the primary contrasts) against fitting it on the frame of the d
 covariates, rare levels, levels a draw leaves out, constant columns, each weighting and both models:
 the same weights bit for bit where the rows are refitted (matching, the unpenalised model), and to
 rounding (1e-9, relative) where the ridge model is fitted on the draw's distinct rows with their counts
-(frequency weights: against the ridge fit of the rows repeated, too)."""
+(frequency weights: against the ridge fit of the rows repeated, too) from the whole pair's fit (a
+start: against the fit from the empty model, too)."""
 
 from __future__ import annotations
 
@@ -88,6 +89,21 @@ def test_the_ridge_fit_with_frequency_weights_is_the_fit_of_the_rows_repeated():
     np.testing.assert_allclose(np.repeat(weighted.ps, freq), repeated.ps, rtol=1e-11)
     with pytest.raises(ValueError, match="ridge model only"):
         fit_ps_model(y, X, model="logistic", freq=freq.astype(float))
+
+
+def test_the_ridge_fit_from_a_start_near_the_maximum_finds_the_same_maximum_in_fewer_steps():
+    rng = np.random.default_rng(8)
+    X = np.column_stack([rng.normal(size=3000), rng.integers(0, 2, 3000), rng.normal(size=3000)])
+    y = (rng.random(3000) < 1 / (1 + np.exp(-(X[:, 0] - X[:, 1])))).astype(float)
+    cold = fit_ps_model(y, X)
+    draw = rng.integers(0, 3000, 3000)  # a bootstrap draw, started from the whole sample's fit
+    warm_draw = fit_ps_model(y[draw], X[draw], start=cold.coef)
+    cold_draw = fit_ps_model(y[draw], X[draw])
+    assert warm_draw.converged and warm_draw.iterations < cold_draw.iterations
+    np.testing.assert_allclose(warm_draw.coef, cold_draw.coef, rtol=1e-11)
+    np.testing.assert_allclose(warm_draw.ps, cold_draw.ps, rtol=1e-12)
+    # a start of another length (a draw whose model lost a column) is not used
+    assert fit_ps_model(y, X, start=cold.coef[:-1]).iterations == cold.iterations
 
 
 def test_the_design_from_codes_is_the_frames_reference_and_rare_levels():
