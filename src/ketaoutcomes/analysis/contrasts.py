@@ -130,7 +130,7 @@ def primary_contrasts(frame: pl.DataFrame, paramcd: str, study: StudySettings, t
         event = pair["EVENT"].cast(pl.Float64).to_numpy()
         treated = (pair["ARM"] == target).to_numpy()
         w0 = _weights(np.arange(n), fit_pair_propensity(
-            pair.with_columns(pl.Series("USUBJID", np.arange(n).astype(str))), target, study).scores)
+            pair.with_columns(pl.Series("USUBJID", np.arange(n).astype(str))), target, study, balance=False).scores)
         # survRM2's rule: the restricted mean is compared up to the horizon or, when an arm's follow-up
         # ends before it, up to the earlier of the two arms' last days with enough patients at risk
         arm_times = [grid[tidx[(w0 > 0) & mask]] for mask in (treated, ~treated)]
