@@ -348,5 +348,8 @@ def propensity_draws(frame: pl.DataFrame, *, target: str, comparator: str, covar
     pattern = pattern.reshape(-1)
     count = np.bincount(pattern).astype(float)
     # the fit of all the rows kept: each draw's Newton iterations start there (fewer of them; the same maximum)
-    whole = fit_core(spec, treated[first], coded.take(first), [], freq=count).model
+    try:
+        whole = fit_core(spec, treated[first], coded.take(first), [], freq=count).model
+    except (ValueError, np.linalg.LinAlgError, FloatingPointError):  # no start: each draw from the empty model
+        whole = None
     return PropensityDraws(spec, position, treated[first], coded.take(first), pattern, whole)
