@@ -168,13 +168,33 @@ def test_point_estimates_are_those_of_the_stored_weighted_curves(cohort):
 def test_bootstrap_refits_the_study_propensity_model_in_every_replicate_and_is_seeded(cohort, monkeypatch):
     d, study = cohort
     frame = model_frame(d.adsl, d.adtte, "TTRESP")
-    calls = []
-    real = contrasts_module.fit_pair_propensity
+    calls, draws = [], []
+    real, real_draws = contrasts_module.fit_pair_propensity, contrasts_module.pair_propensity_draws
     monkeypatch.setattr(contrasts_module, "fit_pair_propensity",
                         lambda pair, target, s, **kw: calls.append(pair.height) or real(pair, target, s, **kw))
+
+    def recording(pair, target, s):
+        prepared = real_draws(pair, target, s)
+
+        class Recorded:
+            def weights(self, rows):
+                draws.append((pair, rows, prepared.weights(rows)))
+                return draws[-1][2]
+        return Recorded()
+    monkeypatch.setattr(contrasts_module, "pair_propensity_draws", recording)
     verdict = {"ketamine_iv": ("pass", None)}
     a, _ = contrasts_module.primary_contrasts(frame, "TTRESP", study, ["ketamine_iv"], verdict)
-    assert len(calls) == 1 + study.models.bootstrap_replicates  # the point estimate, then one per replicate
+    assert len(calls) == 1  # the point estimate
+    assert len(draws) == study.models.bootstrap_replicates  # then one refit per replicate, on its own draw
+    assert len({r.tobytes() for _, r, _ in draws}) == len(draws)
+    for pair, rows, w in draws[:3]:  # each refit's weights: the study's model fitted on the frame of the draw
+        drawn = pair[rows].with_columns(pl.Series("USUBJID", np.arange(len(rows)).astype(str)))
+        scores = real(drawn, "ketamine_iv", study, balance=False).scores
+        want = contrasts_module._weights(np.arange(len(rows)), scores)
+        # (the ridge model on the draw's distinct rows with their counts: the same fit, to rounding)
+        assert np.array_equal(w > 0, want > 0) and np.allclose(w, want, rtol=1e-9, atol=0)
+        assert (w > 0).sum() > len(rows) / 2
+    monkeypatch.undo()
     b, _ = contrasts_module.primary_contrasts(frame, "TTRESP", study, ["ketamine_iv"], verdict)
     assert a.equals(b)  # same seed, same draws
     c, _ = contrasts_module.primary_contrasts(frame, "TTRESP", study.updated(random_seed=7), ["ketamine_iv"], verdict)

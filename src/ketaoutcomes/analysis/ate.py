@@ -75,7 +75,7 @@ def pair_arrays(frame: pl.DataFrame, target: str, study: StudySettings
     ref = study.cohort.reference_arm
     pair = frame.filter(pl.col("ARM").is_in([target, ref]) & pl.col("AVAL").is_not_null()
                         & pl.col("EVENT").is_not_null())
-    ps = fit_pair_propensity(pair, target, study)
+    ps = fit_pair_propensity(pair, target, study, balance=False)  # the design and scores only
     if ps.model_matrix is None:
         return None
     rows = pair.select("USUBJID", "AVAL", "EVENT", "ARM").with_columns(pl.col("USUBJID").cast(pl.String))

@@ -265,7 +265,9 @@ def analyze(adsl: pl.DataFrame, adtte: pl.DataFrame, *, study: StudySettings, we
     are put together here in endpoint and route order, so the tables are the same, row for row,
     however the units ran."""
     endpoints = [c for c in ENDPOINTS if c in study.outcomes.endpoints]  # registry order
-    frames = {paramcd: model_frame(adsl, adtte, paramcd) for paramcd in endpoints}
+    # the columns the units read (frames held for the whole analysis, and sent to each unit on Dask)
+    columns = list(dict.fromkeys(["USUBJID", "ARM", "AVAL", "EVENT", *ModelTerms.of(study).with_strata]))
+    frames = {paramcd: model_frame(adsl, adtte, paramcd, columns) for paramcd in endpoints}
     models = {paramcd: submit(endpoint_models, frame=frame, paramcd=paramcd, study=study,
                               visits=visits if ENDPOINTS[paramcd].runs("discrete") else None, weighted=weighted)
               for paramcd, frame in frames.items() if not frame.is_empty()}

@@ -13,7 +13,7 @@ from ketaoutcomes.notes import Note
 from ketaoutcomes.settings import StudySettings
 
 __all__ = ["PREFERENCE_BINS", "WeightedComparisons", "fit_pair_propensity", "levels_left_out_note",
-           "preference_histogram", "ps_model_label", "ps_pair"]
+           "pair_propensity_draws", "preference_histogram", "ps_model_label", "ps_pair"]
 
 
 @dataclass
@@ -153,19 +153,35 @@ def ps_model_label(study: StudySettings) -> str:
 def fit_pair_propensity(pair: pl.DataFrame, target: str, study: StudySettings, *, balance: bool = True):
     """The study's propensity model, weights (or matches) and diagnostics of ``target`` vs the reference
     arm on ``pair`` (:func:`ketaoutcomes.models.propensity.fit_propensity` with the study's settings):
-    the one call the primary comparison and its bootstrap (:mod:`ketaoutcomes.analysis.contrasts`)
-    share, so a replicate refits exactly the model the study configures (a replicate uses only the
-    weights: ``balance=False`` skips the balance table, which does not change them)."""
+    the one call the primary comparison and the adjusted curves share (``balance=False`` skips the
+    balance table, which does not change the weights). The bootstrap of the primary contrasts refits
+    the same model on each draw through :func:`pair_propensity_draws` (the same weights on the same rows:
+    bit for bit, or to rounding where the ridge model is fitted on distinct rows with counts)."""
     from ketaoutcomes.models.propensity import fit_propensity
 
-    covs = ModelTerms.of(study).with_strata  # site moves arm choice: a confounder for the propensity model
-    categorical = [c for c in covs if is_categorical(pair, c)]
     p = study.propensity
-    return fit_propensity(pair, target=target, comparator=study.cohort.reference_arm, covariates=covs,
-                          categorical=categorical, weighting=p.weighting, truncation=p.ps_truncation,
-                          max_smd=p.max_smd, min_equipoise=p.min_equipoise, equipoise_bounds=p.equipoise_bounds,
-                          balance_alpha=p.balance_alpha, model=p.model, ridge_variance=p.ridge_variance,
-                          min_level_prevalence=p.min_level_prevalence, balance=balance, **matching_options(study))
+    return fit_propensity(pair, target=target, comparator=study.cohort.reference_arm, max_smd=p.max_smd,
+                          balance_alpha=p.balance_alpha, balance=balance, **_weight_options(pair, study))
+
+
+def pair_propensity_draws(pair: pl.DataFrame, target: str, study: StudySettings):
+    """``pair`` (rows of ``target`` and the reference arm) prepared for refitting the study's propensity
+    model on draws of its rows (:class:`ketaoutcomes.models.propensity.PropensityDraws`): a draw's
+    weights are those :func:`fit_pair_propensity` gives on the frame of the drawn rows (to rounding)."""
+    from ketaoutcomes.models.propensity import propensity_draws
+
+    return propensity_draws(pair, target=target, comparator=study.cohort.reference_arm,
+                            **_weight_options(pair, study))
+
+
+def _weight_options(pair: pl.DataFrame, study: StudySettings) -> dict:
+    """The study's options of the propensity model and its weights, for ``pair``'s columns."""
+    covs = ModelTerms.of(study).with_strata  # site moves arm choice: a confounder for the propensity model
+    p = study.propensity
+    return dict(covariates=covs, categorical=[c for c in covs if is_categorical(pair, c)], weighting=p.weighting,
+                truncation=p.ps_truncation, min_equipoise=p.min_equipoise, equipoise_bounds=p.equipoise_bounds,
+                model=p.model, ridge_variance=p.ridge_variance, min_level_prevalence=p.min_level_prevalence,
+                **matching_options(study))
 
 
 def matching_options(study: StudySettings) -> dict:

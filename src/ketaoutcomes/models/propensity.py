@@ -91,23 +91,21 @@ Conventions (each is also commented where it is applied):
 from __future__ import annotations
 
 import math
-import numbers
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
 
 import numpy as np
 import polars as pl
 from scipy import stats
 
-from ketaoutcomes.models.matching import caliper_width, match_nearest
-from ketaoutcomes.models.ps_model import PS_MODELS, fit_ps_model, rare_levels
-from ketaoutcomes.models.common import drop_missing, format_level, plural
+from ketaoutcomes.models.ps_design import CodedCovariates, Design
+from ketaoutcomes.models.ps_fit import (WEIGHTINGS, PropensityDraws, fit_core, fit_spec, preference_score,
+                                        propensity_draws)
+from ketaoutcomes.models.common import drop_missing
 
-__all__ = ["WEIGHTINGS", "PropensityResult", "fit_propensity", "love_plot_data", "preference_score"]
+__all__ = ["WEIGHTINGS", "PropensityDraws", "PropensityResult", "fit_propensity", "love_plot_data", "preference_score",
+           "propensity_draws"]
 
-#: Weighting schemes :func:`fit_propensity` knows.
-WEIGHTINGS = ("iptw", "overlap", "matching")
 
 _SCORES_SCHEMA = {
     "USUBJID": pl.String,
@@ -232,91 +230,6 @@ class PropensityResult:
 
 
 # --------------------------------------------------------------------------- helpers
-def _reference_level(values: pl.Series) -> Any:
-    """Most frequent level (ties: the first in sorted order)."""
-    counts = values.value_counts(name="_n")
-    counts = counts.sort(["_n", values.name], descending=[True, False])
-    return counts[values.name][0]
-
-
-@dataclass
-class _Design:
-    """The design columns of :func:`fit_propensity`: each name with its values, whether it is in the
-    model and in the gate, its (variable, level) (``SEX[M]`` -> (``SEX``, ``M``), ``AGE`` -> (``AGE``,
-    None)); the reference level of each categorical covariate; the rare levels left out, with counts."""
-
-    names: list[str] = field(default_factory=list)
-    values: list[np.ndarray] = field(default_factory=list)
-    in_model: list[bool] = field(default_factory=list)
-    in_gate: list[bool] = field(default_factory=list)
-    parts: dict[str, tuple[str, str | None]] = field(default_factory=dict)
-    refs: list[tuple[str, str]] = field(default_factory=list)
-    left_out: list[tuple[str, int]] = field(default_factory=list)
-
-    def add(self, name: str, x: np.ndarray, *, model: bool, gate: bool, part: tuple[str, str | None]) -> None:
-        self.names.append(name)
-        self.values.append(x)
-        self.in_model.append(model)
-        self.in_gate.append(gate)
-        self.parts[name] = part
-
-
-def _design(frame: pl.DataFrame, covariates: Sequence[str], categorical: set[str],
-            min_level_prevalence: float = 0.0) -> _Design:
-    """Design columns of the covariates; categorical ones as one 0/1 column per level."""
-    d = _Design()
-    for c in covariates:
-        s = frame[c]
-        if c in categorical:
-            if s.len() == 0:
-                continue  # no patients: no levels (the gate fails for too few patients)
-            ref = _reference_level(s)
-            d.refs.append((c, format_level(ref)))
-            levels = s.unique().sort().to_list()
-            counts = {format_level(lvl): int((s == lvl).sum()) for lvl in levels}
-            # rare levels: out of the model, where they count as the reference level, and out of the gate
-            rare = rare_levels(counts, format_level(ref), min_level_prevalence)
-            for level in levels:
-                label = format_level(level)
-                x = (s == level).cast(pl.Float64).to_numpy()
-                if label in rare:
-                    d.left_out.append((f"{c}[{label}]", counts[label]))
-                    d.add(f"{c}[{label}]", x, model=False, gate=False, part=(c, label))
-                elif level == ref and rare:
-                    # the gate checks the model's coding: the reference level together with the rare ones
-                    merged = " or ".join([label, *rare])
-                    x = s.is_in([lvl for lvl in levels if lvl == ref or format_level(lvl) in rare]).cast(
-                        pl.Float64).to_numpy()
-                    d.add(f"{c}[{merged}]", x, model=False, gate=True, part=(c, merged))
-                else:
-                    d.add(f"{c}[{label}]", x, model=level != ref, gate=True, part=(c, label))
-        else:
-            if s.dtype == pl.Boolean or s.dtype.is_numeric():
-                arr = s.cast(pl.Float64).to_numpy()
-            else:
-                raise ValueError(
-                    f"covariate {c!r} is {s.dtype}, not numeric; list it in `categorical` to expand it to dummies"
-                )
-            d.add(c, arr, model=True, gate=True, part=(c, None))
-    return d
-
-
-def _logit(p: np.ndarray | float) -> Any:
-    with np.errstate(divide="ignore", invalid="ignore"):
-        return np.log(p) - np.log1p(-np.asarray(p))
-
-
-def preference_score(ps: np.ndarray, share_treated: float) -> np.ndarray:
-    """Walker et al. (2013) preference score: ``logit(pref) = logit(ps) - logit(P)``.
-
-    ``ps`` of exactly 0 or 1 gives a preference of 0 or 1; NaN stays NaN.
-    """
-    ps = np.asarray(ps, dtype=float)
-    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
-        z = _logit(ps) - _logit(share_treated)
-        return 1.0 / (1.0 + np.exp(-z))
-
-
 def _smd(diff: float, sd: float) -> float:
     """SMD with the constant-column conventions: 0/0 -> 0, x/0 -> +-inf, NaN stays NaN."""
     if math.isnan(diff) or math.isnan(sd):
@@ -362,7 +275,7 @@ def _smd_p(smd: float, se: float, threshold: float) -> float:
     return float(stats.norm.sf(excess / se))
 
 
-def _balance(design: _Design, treated: np.ndarray, weight: np.ndarray, threshold: float = 0.1) -> pl.DataFrame:
+def _balance(design: Design, treated: np.ndarray, weight: np.ndarray, threshold: float = 0.1) -> pl.DataFrame:
     t, c = treated == 1, treated == 0
     rows = []
     for name, x, flag, gate in zip(design.names, design.values, design.in_model, design.in_gate):
@@ -443,34 +356,6 @@ def _balance_gate(gated: pl.DataFrame, max_smd: float, balance_alpha: float | No
                 f"Bonferroni) for " + ", ".join(f"{c} ({v:.3g})" for c, v in
                                                 over.select("covariate", "smd_after").iter_rows()))
     return max_abs, reasons
-
-
-def _match(
-    ps: np.ndarray, treated: np.ndarray, caliper: float | None, target: str, comparator: str
-) -> tuple[np.ndarray, list[str], list[str]]:
-    """1:1 matching for :func:`fit_propensity`: (match-set ids, notes, gate reasons). Never raises."""
-    n_t = int((treated == 1).sum())
-    notes: list[str] = []
-    if len(ps) and np.all((ps > 0.0) & (ps < 1.0)):
-        match_set = match_nearest(ps, treated, caliper=caliper, ratio=1)
-        width = caliper_width(ps, caliper)
-        rule = "no caliper" if width is None else f"caliper {caliper:g} SD of the logit PS = {width:.3g}"
-        n_pairs = int(((match_set >= 0) & (treated == 1)).sum())
-        notes.append(f"1:1 nearest-neighbour matching on the logit PS without replacement ({rule}): "
-                     f"{plural(n_pairs, 'matched pair')}")
-        n_unmatched = n_t - n_pairs
-        if n_unmatched:
-            why = "no unused comparator left" if width is None else "no unused comparator within the caliper"
-            notes.append(f"{n_unmatched} of {n_t} {target} patients unmatched ({why})")
-    else:
-        match_set = np.full(len(ps), -1, dtype=np.int64)
-        n_pairs = 0
-        if len(ps) and not np.isnan(ps).all():
-            notes.append("no matching: propensity scores of exactly 0 or 1 (or missing) have no finite logit")
-    reasons = []
-    if n_pairs < 2:
-        reasons.append(f"fewer than 2 matched pairs ({n_pairs}) of {target} and {comparator} patients")
-    return match_set, notes, reasons
 
 
 # --------------------------------------------------------------------------- main entry
@@ -557,140 +442,20 @@ def fit_propensity(
         categorical, a caliper that is not positive, an unknown model, a ridge
         variance that is not positive, a min_level_prevalence outside [0, 0.5)).
     """
-    if weighting not in WEIGHTINGS:
-        raise ValueError(f"weighting must be one of {WEIGHTINGS}, not {weighting!r}")
-    if model not in PS_MODELS:
-        raise ValueError(f"model must be one of {PS_MODELS}, not {model!r}")
-    if not (isinstance(ridge_variance, numbers.Real) and math.isfinite(ridge_variance) and ridge_variance > 0):
-        raise ValueError(f"ridge_variance must be a positive number, not {ridge_variance!r}")
-    if not (isinstance(min_level_prevalence, numbers.Real) and 0 <= min_level_prevalence < 0.5):
-        raise ValueError(f"min_level_prevalence must be in [0, 0.5), not {min_level_prevalence!r}")
-    if target == comparator:
-        raise ValueError("target and comparator must be different arms")
-    covariates = list(dict.fromkeys(covariates))
-    if not covariates:
-        raise ValueError("at least one covariate is needed for a propensity model")
-    cat = set(categorical)
-    if not cat <= set(covariates):
-        raise ValueError(f"categorical columns not among the covariates: {sorted(cat - set(covariates))}")
-    lo, hi = equipoise_bounds
-    if not 0.0 <= lo < hi <= 1.0:
-        raise ValueError(f"equipoise_bounds must satisfy 0 <= low < high <= 1, not {equipoise_bounds}")
-    if truncation is not None and not truncation > 0:
-        raise ValueError(f"truncation must be positive or None, not {truncation}")
-    if caliper is not None and not (isinstance(caliper, numbers.Real) and math.isfinite(caliper) and caliper > 0):
-        raise ValueError(f"caliper must be a positive number of SDs or None, not {caliper!r}")
-    missing = [c for c in (arm, id_col, *covariates) if c not in frame.columns]
+    spec = fit_spec(target, comparator, covariates, categorical, weighting, truncation, caliper, min_equipoise,
+                    equipoise_bounds, model, ridge_variance, min_level_prevalence)
+    missing = [c for c in (arm, id_col, *spec.covariates) if c not in frame.columns]
     if missing:
         raise KeyError(f"columns not in frame: {missing}")
-
-    trunc = truncation if weighting == "iptw" else None
-    notes: list[str] = []
-    reasons: list[str] = []
-    if weighting == "overlap" and truncation is not None:
-        notes.append("overlap weights lie in [0, 1]; no truncation")
-    if weighting == "matching" and truncation is not None:
-        notes.append("matching gives weights of 1 (matched) or none (unmatched); no truncation")
-
-    data = frame.filter(pl.col(arm).is_in([target, comparator])).select(id_col, arm, *covariates)
-    data, n_dropped, drop_notes = drop_missing(data, covariates, what="covariates")
+    notes = list(spec.notes)
+    data = frame.filter(pl.col(arm).is_in([target, comparator])).select(id_col, arm, *spec.covariates)
+    data, n_dropped, drop_notes = drop_missing(data, spec.covariates, what="covariates")
     notes += drop_notes
     treated = (data[arm] == target).cast(pl.Int8).to_numpy().astype(np.int64)
-    n_t, n_c = int(treated.sum()), int(len(treated) - treated.sum())
-
-    design = _design(data, covariates, cat, min_level_prevalence)
-    if design.refs:
-        notes.append("reference levels: " + ", ".join(f"{c}={lvl}" for c, lvl in design.refs))
-    if design.left_out:
-        n_all = n_t + n_c
-        notes.append(
-            f"levels rarer than {min_level_prevalence:.3g} of the {n_all:,} patients (min_level_prevalence) left out "
-            "of the propensity model and the balance gate: "
-            + ", ".join(f"{name} ({k} patients, {k / n_all:.1%})" for name, k in design.left_out))
-
-    # --- the propensity model
-    ps: np.ndarray | None = None
-    converged = False
-    X = None
-    if n_t < 2 or n_c < 2:
-        reasons.append(
-            f"a diagnostic could not be computed: too few patients to fit a propensity model "
-            f"({n_t} {target}, {n_c} {comparator})"
-        )
-    else:
-        model_cols = []
-        for name, x, flag in zip(design.names, design.values, design.in_model):
-            if not flag:
-                continue
-            if np.ptp(x) == 0.0:
-                # a constant column is collinear with the intercept: left out of the model
-                notes.append(f"{name} is constant in the two arms; left out of the propensity model")
-                continue
-            model_cols.append(x)
-        X = np.column_stack(model_cols) if model_cols else np.empty((len(treated), 0))
-        fit = fit_ps_model(treated.astype(float), X, model=model, variance=ridge_variance)
-        ps, converged, fit_notes = fit.ps, fit.converged, list(fit.notes)
-        if model == "ridge":
-            notes.append(f"ridge propensity model (L2 on the standardised covariates, prior variance "
-                         f"{ridge_variance:g}): {plural(fit.iterations, 'Newton iteration')}")
-        notes += fit_notes
-        separated = ps is not None and bool(np.min(ps[treated == 1]) > np.max(ps[treated == 0]))
-        if separated and model == "logistic" and converged:
-            # complete separation: the scores order the arms perfectly
-            converged = False
-            fit_notes.append("the propensity scores separate the arms completely")
-            notes.append(fit_notes[-1])
-        if not converged:
-            reasons.append("propensity model did not converge" + (f" ({'; '.join(fit_notes)})" if fit_notes else ""))
-        elif separated:
-            # a finite (penalised) fit whose scores still order the arms perfectly: no overlap at all
-            notes.append("the propensity scores separate the arms completely")
-            reasons.append("no overlap: the propensity scores separate the arms completely")
-
-    n = len(treated)
-    if ps is None:
-        ps = np.full(n, math.nan)
-
-    # --- preference score and equipoise
-    share = n_t / n if n else math.nan
-    pref = preference_score(ps, share) if n else np.array([], dtype=float)
-    equipoise: float | None
-    if n == 0 or np.isnan(pref).any():
-        equipoise = None
-        reasons.append("a diagnostic could not be computed: equipoise (no finite propensity scores)")
-    else:
-        equipoise = float(np.mean((pref >= lo) & (pref <= hi)))
-        if equipoise < min_equipoise:
-            reasons.append(
-                f"equipoise {equipoise:.1%} < {min_equipoise:.0%} "
-                f"(share of patients with preference score in [{lo:g}, {hi:g}])"
-            )
-
-    # --- weights
-    match_set: np.ndarray | None = None
-    n_mt = n_mc = 0
-    if weighting == "matching":
-        match_set, match_notes, match_reasons = _match(ps, treated, caliper, target, comparator)
-        notes += match_notes
-        reasons += match_reasons
-        matched = match_set >= 0
-        n_mt, n_mc = int((matched & (treated == 1)).sum()), int((matched & (treated == 0)).sum())
-        # 1 for matched patients, missing for the others (NaN here, null in `scores`)
-        weight = np.where(matched, 1.0, math.nan)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        if weighting == "iptw":
-            # ATE weights stabilised by the marginal shares: P/ps and (1-P)/(1-ps)
-            weight = np.where(treated == 1, share / ps, (1.0 - share) / (1.0 - ps))
-        elif weighting == "overlap":
-            weight = np.where(treated == 1, 1.0 - ps, ps)
-    n_truncated = 0
-    if trunc is not None:
-        # truncation applies to the *stabilised* weights (CohortMethod's maxWeight)
-        over = weight > trunc
-        n_truncated = int(over.sum())
-        weight = np.where(over, trunc, weight)
-        if n_truncated:
-            notes.append(f"{plural(n_truncated, 'stabilised IPTW weight')} truncated at {trunc:g}")
+    core = fit_core(spec, treated, CodedCovariates.of(data, spec.covariates, spec.categorical), notes)
+    design, weight, reasons, trunc = core.design, core.weight, core.reasons, spec.truncation
+    n_t, n_c, n_mt, n_mc = core.n_t, core.n_c, core.n_mt, core.n_mc
+    ps, pref, match_set, X = core.ps, core.pref, core.match_set, core.X
 
     # --- balance
     # after matching: means over the matched patients (weight 1; the unmatched weigh 0)
@@ -729,7 +494,7 @@ def fit_propensity(
         comparator=comparator,
         scores=scores,
         balance=table,
-        equipoise=equipoise,
+        equipoise=core.equipoise,
         max_abs_smd_after=max_abs,
         n_target=n_t,
         n_comparator=n_c,
@@ -740,9 +505,9 @@ def fit_propensity(
         diagnostics_passed=not reasons,
         gate_reasons=tuple(reasons),
         notes=tuple(notes),
-        converged=converged,
+        converged=core.converged,
         n_dropped=n_dropped,
-        n_truncated=n_truncated,
+        n_truncated=core.n_truncated,
         reference_levels=tuple(design.refs),
         n_matched_target=n_mt,
         n_matched_comparator=n_mc,

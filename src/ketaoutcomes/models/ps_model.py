@@ -104,45 +104,58 @@ def _expit(eta: np.ndarray) -> np.ndarray:
         return 1.0 / (1.0 + np.exp(-eta))
 
 
-def _ridge(y: np.ndarray, X: np.ndarray, variance: float) -> PsFit:
+def _ridge(y: np.ndarray, X: np.ndarray, variance: float, freq: np.ndarray | None = None,
+           start: np.ndarray | None = None) -> PsFit:
     n, p = X.shape
-    mean = X.mean(axis=0)
-    sd = X.std(axis=0)  # divisor n, as glmnet standardises
+    if freq is None:
+        mean = X.mean(axis=0)
+        sd = X.std(axis=0)  # divisor n, as glmnet standardises
+        ybar = float(np.mean(y))
+    else:  # row i stands for freq[i] rows: the fit of the rows repeated (up to rounding)
+        total = float(freq.sum())
+        mean = freq @ X / total
+        sd = np.sqrt(freq @ (X - mean) ** 2 / total)
+        ybar = float(freq @ y) / total
     if np.any(sd == 0.0):
         raise ValueError("constant columns must be left out of the propensity model")
     D = np.column_stack([np.ones(n), (X - mean) / sd])
     pen = np.r_[0.0, np.full(p, 1.0 / variance)]  # the intercept is not penalised
-    ybar = float(np.mean(y))
     theta = np.zeros(p + 1)
     theta[0] = math.log(ybar / (1.0 - ybar))
+    if start is not None and start.shape == (p + 1,) and np.isfinite(start).all():
+        # from given coefficients (the columns' own scale) in this fit's standardised coordinates
+        theta = np.r_[start[0] + float(start[1:] @ mean), start[1:] * sd]
 
-    def objective(t: np.ndarray) -> float:
-        eta = D @ t
-        return float(np.sum(y * eta - np.logaddexp(0.0, eta)) - 0.5 * np.sum(pen * t * t))
+    def objective(t: np.ndarray) -> tuple[float, np.ndarray]:
+        eta = D @ t  # kept: the next iteration's (or the scores') linear predictor, not computed twice
+        ll = y * eta - np.logaddexp(0.0, eta)
+        return float(np.sum(ll) if freq is None else freq @ ll) - 0.5 * float(np.sum(pen * t * t)), eta
 
-    f = objective(theta)
+    f, eta = objective(theta)
     converged = False
     it = 0
     for it in range(1, _MAXITER + 1):
-        mu = _expit(D @ theta)
+        mu = _expit(eta)
         w = mu * (1.0 - mu)
-        grad = D.T @ (y - mu) - pen * theta
+        if freq is not None:
+            w *= freq
+        grad = D.T @ (y - mu if freq is None else freq * (y - mu)) - pen * theta
         hess = (D * w[:, None]).T @ D + np.diag(pen)
         step = np.linalg.solve(hess, grad)
         scale = 1.0
         while True:  # step halving: the penalised log-likelihood must not decrease
             candidate = theta + scale * step
-            f_new = objective(candidate)
+            f_new, eta_new = objective(candidate)
             if f_new >= f - 1e-12 * (1.0 + abs(f)) or scale < 1e-10:
                 break
             scale /= 2.0
-        theta, f = candidate, f_new
+        theta, f, eta = candidate, f_new, eta_new
         if np.max(np.abs(scale * step)) < _TOL:
             converged = True
             break
     b = theta[1:] / sd
     coef = np.r_[theta[0] - float(np.sum(theta[1:] * mean / sd)), b]
-    ps = _expit(D @ theta)
+    ps = _expit(eta)
     notes = () if converged else (f"ridge Newton-Raphson stopped after {_MAXITER} iterations without converging",)
     return PsFit(ps=ps, coef=coef, converged=converged, iterations=it, notes=notes)
 
@@ -167,9 +180,17 @@ def _logistic(y: np.ndarray, X: np.ndarray) -> PsFit:
                  iterations=int(fit.mle_retvals.get("iterations", 0)), notes=tuple(notes))
 
 
-def fit_ps_model(y: np.ndarray, X: np.ndarray, *, model: str = "ridge", variance: float = 10.0) -> PsFit:
+def fit_ps_model(y: np.ndarray, X: np.ndarray, *, model: str = "ridge", variance: float = 10.0,
+                 freq: np.ndarray | None = None, start: np.ndarray | None = None) -> PsFit:
     """Fit the propensity model of ``y`` (1 target, 0 comparator) on the columns of ``X`` (no
     intercept column: one is added; no constant column). See the module docstring.
+
+    ``freq`` (ridge only): row i counts ``freq[i]`` times (> 0), a frequency weight: the fit of the
+    rows repeated so, up to rounding (the bootstrap's draws of a pair as counts of its distinct rows).
+    ``start`` (ridge only; ignored unless one finite value per coefficient): the Newton iterations
+    start from these coefficients (intercept first, the columns' own scale), not from the empty
+    model: the same maximum (the penalised likelihood has one), to rounding, in fewer iterations
+    when the start is near it (a bootstrap draw's fit from the whole sample's).
 
     Never raises for a statistical problem: a fit that fails has ``ps`` None and says why.
     """
@@ -177,11 +198,13 @@ def fit_ps_model(y: np.ndarray, X: np.ndarray, *, model: str = "ridge", variance
         raise ValueError(f"model must be one of {PS_MODELS}, not {model!r}")
     if not (isinstance(variance, (int, float)) and math.isfinite(variance) and variance > 0):
         raise ValueError(f"variance must be a positive number, not {variance!r}")
+    if (freq is not None or start is not None) and model != "ridge":
+        raise ValueError("frequency weights and a start are for the ridge model only")
     y = np.asarray(y, dtype=float)
     X = np.asarray(X, dtype=float).reshape(len(y), -1)
     try:
         with np.errstate(all="ignore"):
-            return _ridge(y, X, float(variance)) if model == "ridge" else _logistic(y, X)
+            return _ridge(y, X, float(variance), freq, start) if model == "ridge" else _logistic(y, X)
     except (np.linalg.LinAlgError, ValueError, ZeroDivisionError, FloatingPointError) as exc:
         return PsFit(ps=None, coef=None, converged=False,
                      notes=(f"propensity model could not be fitted: {type(exc).__name__}: {exc}",))
