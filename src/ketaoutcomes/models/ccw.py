@@ -48,7 +48,7 @@ day 7 and at ``G``, per 30 days).
   the early starters' own Kaplan-Meier curve and the waiting clones' predicted survival. Nobody is
   up-weighted; the estimates after ``G`` assume that model instead (the start day's term lets the
   hazard after a start drift with the start day). In ``scripts/ccw_simulation_study.py`` this
-  brought the day-56 estimates' spread down threefold and their interval coverage to the goal
+  brought the day-56 estimates' spread down three- to fourfold and their interval coverage to the goal
   (docs/target-trial.md). The influence SEs do not include the model's uncertainty, so the
   studentised interval is refused with it; the bootstrap refits the model in every replicate.
   ``late="weights"`` gives the day-``G`` weights of the previous item.
