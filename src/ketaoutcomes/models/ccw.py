@@ -247,14 +247,18 @@ POST_START_KNOTS = (3, 7, 14, 28)
 def _post_start_rows(t: np.ndarray, event: np.ndarray, s: np.ndarray, X: np.ndarray, end: int, build: bool) -> dict:
     """The person-intervals after an observed start (``s < t``): intervals ``k = s + 1 .. min(t, end)``,
     ``d = k - s`` days since the start, the outcome in the interval ``k = t``; and the basis in ``d``
-    (patsy's natural cubic regression spline, centred, knots :data:`POST_START_KNOTS`) on 1..end."""
+    (patsy's natural cubic regression spline, centred, knots :data:`POST_START_KNOTS`) on 1..end.
+    Without ``build`` (``late="weights"``, which has no outcome model) nothing is built."""
+    if not build:
+        return {"post_who": np.array([], dtype=np.int64), "post_y": np.array([]),
+                "post_design": np.empty((0, 0)), "post_basis": np.empty((end, 0))}
     import patsy
 
     grid = np.arange(1, end + 1)
     knots = tuple(k for k in POST_START_KNOTS if 1 < k < end)
     basis = np.asarray(patsy.dmatrix(f"cr(x, knots={knots!r}, lower_bound=1, upper_bound={end}, "
                                      "constraints='center') - 1", {"x": grid}))
-    starter = np.flatnonzero(s < np.minimum(t, end)) if build else np.array([], dtype=np.int64)
+    starter = np.flatnonzero(s < np.minimum(t, end))
     n_rows = np.minimum(t, end)[starter] - s[starter]
     who = np.repeat(starter, n_rows)
     d = 1 + np.arange(int(n_rows.sum())) - np.repeat(np.cumsum(n_rows) - n_rows, n_rows)
