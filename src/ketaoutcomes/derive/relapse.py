@@ -51,13 +51,13 @@ def relapse_rows(
     )
     # backward_fill of the shifted series gives, for row i, the first low rating at a row > i.
     r = r.with_columns((pl.col("assessed_at") + pl.duration(days=study.outcomes.confirm_min_days)).alias("_confirm_from"))
-    cand = r.select("USUBJID", pl.col("assessed_at").alias("_t2"), pl.col("_high").alias("_high2")).sort(
-        "USUBJID", "_t2"
-    )
+    cand = r.select("USUBJID", pl.col("assessed_at").alias("_t2"), pl.col("_high").alias("_high2"))
+    # no sort back by (USUBJID, assessed_at) after the join: what follows is row by row, and first_event
+    # and last_high below sort what they read (the staged key makes (USUBJID, assessed_at) unique)
     r = r.sort("_confirm_from").join_asof(
         cand.sort("_t2"), left_on="_confirm_from", right_on="_t2", by="USUBJID", strategy="forward",
         check_sortedness=False,  # sorted globally by the key, hence within every USUBJID
-    ).sort("USUBJID", "assessed_at")
+    )
     confirmed = (
         pl.col("_high")
         & pl.col("_t2").is_not_null()
