@@ -280,3 +280,19 @@ def test_records_starting_after_the_course_are_a_data_error_said_in_a_note():
     assert res.adsl["NEWUSFL"].to_list() == ["N"] and res.adsl["ANLFL"].to_list() == ["N"]
     assert any("observation_start lies after the start of their first course" in n.text and n.severity == "warning"
                for n in res.notes)
+
+
+def test_assessment_days_are_each_courses_distinct_rating_days_inside_follow_up_in_order():
+    # by hand: P1 rated twice on day 3 (one day in the grid), P2's ratings given out of order, the
+    # baseline (day -1) and a rating after P2's course ended (follow-up ends the day after: new course)
+    # are not follow-up; checked against the definition (the distinct pairs, sorted)
+    courses = [{"course_id": "C1", "patient_id": "P1"},
+               {"course_id": "C2", "patient_id": "P2", "end_date": day(9).date(), "end_reason": "switched"},
+               {"course_id": "C3", "patient_id": "P2", "start_date": day(12).date()}]
+    scores = [("P2", 7, 20), ("P1", -1, 30), ("P1", 3, 25), ("P2", -1, 28), ("P2", 2, 22), ("P1", 1, 26),
+              ("P2", 14, 12)]
+    p, c, s, m = make(courses, scores)
+    m = pl.concat([m, pl.DataFrame([{"patient_id": "P1", "assessed_at": day(3, hour=16), "instrument": "MADRS",
+                                     "total_score": 24.0}])])
+    res = derive_all(p, c, s, m, registries=load_registries(), study=StudySettings())
+    assert res.visits.rows() == [("P1", 1.0), ("P1", 3.0), ("P2", 2.0), ("P2", 7.0)]
