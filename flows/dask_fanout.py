@@ -28,10 +28,14 @@ from __future__ import annotations
 from flows import _env  # noqa: F401  (must precede the prefect import)
 
 import contextlib
+import contextvars
 import logging
 from collections.abc import Callable
 from typing import Any
 
+import polars as pl
+from dask.hashing import hash_buffer_hex
+from dask.tokenize import normalize_token
 from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
 from prefect.settings import PREFECT_API_URL, temporary_settings
@@ -41,6 +45,24 @@ from ketaoutcomes.analysis.common import FanOut, Pending, Submit, run_unit
 from ketaoutcomes.settings import ExecutionSettings
 
 __all__ = ["FANOUT_FLOW_NAME", "dask_fan_out", "prefect_submit", "task_runner"]
+
+
+# Dask names every task it is given by a token of its arguments (``Client.submit``'s ``pure``), and
+# prefect-dask's runner submits with the defaults. Dask has no token for a polars frame, so it made one
+# by pickling each frame at least twice and unpickling it (to check the pickle is deterministic) and
+# hashing the bytes: at 100,000 patients that was about 170 of the analysing process's CPU seconds and
+# gigabytes of pickles, for a name the task run's id already makes unique. A frame's token is now its
+# columns, types, height and a hash of its rows' hashes (polars' hash_rows, seeded): as deterministic,
+# one pass over the frame, no copy of it.
+@normalize_token.register(pl.DataFrame)
+def _frame_token(frame: pl.DataFrame) -> tuple:
+    rows = hash_buffer_hex(frame.hash_rows(seed=0).to_numpy()) if frame.width else None
+    return "polars.DataFrame", frame.columns, [str(t) for t in frame.dtypes], frame.height, rows
+
+
+@normalize_token.register(pl.Series)
+def _series_token(series: pl.Series) -> tuple:
+    return "polars.Series", _frame_token(series.to_frame())
 
 #: The flow run that holds one analysis's task runs (a subflow of the analyze task in the flows).
 FANOUT_FLOW_NAME = "ketaoutcomes-analysis-fanout"
@@ -82,16 +104,32 @@ def dask_fan_out(settings: ExecutionSettings) -> FanOut:
         # cluster's connections close at the end of a run, say nothing about the run; a unit that fails
         # fails its task, the flow and this call with its own error.
         logging.getLogger("distributed").setLevel(logging.ERROR)
-
-        @flow(name=FANOUT_FLOW_NAME, task_runner=task_runner(settings), persist_result=False,
-              validate_parameters=False, log_prints=False)
-        def analysis_fanout() -> Any:
-            return body(prefect_submit)
-
-        with _api_for_workers():
-            return analysis_fanout()
+        token = _BODY.set(body)
+        try:
+            with _api_for_workers():
+                return _analysis_fanout.with_options(task_runner=task_runner(settings))()
+        finally:
+            _BODY.reset(token)
 
     return fan_out
+
+
+#: The analysis the running fan-out flow calls. Not a closure of the flow: each task run's context
+#: carries the flow, which Dask tokenizes and sends to the worker; a flow defined around ``body`` took
+#: with it the analysis's whole input (the staged tables), pickled a few times for every unit (3.7 MB
+#: a unit at 2,000 patients, about a gigabyte at a million); a module-level flow is pickled by name.
+_BODY: contextvars.ContextVar[Callable[[Submit], Any]] = contextvars.ContextVar("ketaoutcomes_fanout_body")
+
+
+def _running_body() -> Callable[[Submit], Any]:
+    return _BODY.get()
+
+
+@flow(name=FANOUT_FLOW_NAME, persist_result=False, validate_parameters=False, log_prints=False)
+def _analysis_fanout() -> Any:
+    # the flow's function is pickled with the flow (by value: the module's name holds the Flow, not the
+    # function); it names the module's functions only, which are pickled by reference
+    return _running_body()(prefect_submit)
 
 
 def _api_for_workers() -> contextlib.AbstractContextManager:
