@@ -26,6 +26,7 @@ from ketaoutcomes.models.trajectory import (
     TrajectoryResult,
     fit_trajectories,
     trajectory_data,
+    trajectory_patients,
 )
 from ketaoutcomes.report.figures import trajectory_figure
 
@@ -250,6 +251,37 @@ def test_trajectory_data_hand_built():
     # a shorter horizon drops P2's day-56 rating
     short = trajectory_data(adsl, scores, instrument="MADRS", horizon_days=28)
     assert short.filter(pl.col("USUBJID") == "P2")["day"].to_list() == [0.0]
+
+
+def test_trajectory_patients_and_the_rows_of_some_patients():
+    """The pairs (ARM, USUBJID) with rows, found without building the rows, and the rows of chosen
+    patients alone: checked against the whole data set built by ``trajectory_data``."""
+    adsl = pl.DataFrame({
+        "USUBJID": ["P1", "P2", "P3", "P4", "P5"],
+        "ARM": ["ketamine_iv", "ssri", "ssri", "ketamine_iv", "ssri"],
+        "TRTSDTM": [_dt("2024-01-08 09:00")] * 5,
+        "FUENDTM": [None, None, None, _dt("2024-01-10 00:00"), None],
+        "BASE": [30.0, 28.0, 25.0, 27.0, 26.0],
+        "ANLFL": ["Y", "Y", "N", "Y", "Y"],
+    })
+    s = [
+        ("P1", "2024-01-08 08:00", 30), ("P1", "2024-01-09 09:00", 25),
+        ("P2", "2024-01-07 09:00", 28), ("P2", "2024-01-20 09:00", 20),
+        ("P3", "2024-01-08 08:00", 25), ("P3", "2024-01-09 09:00", 20),  # not analysed
+        ("P4", "2024-01-12 09:00", 20),  # only after FUENDTM: no row
+        ("P5", "2024-01-08 08:00", None), ("P5", "2024-05-01 09:00", 20),  # null baseline, past the horizon
+    ]
+    scores = pl.DataFrame({"patient_id": [r[0] for r in s], "assessed_at": [_dt(r[1]) for r in s],
+                           "instrument": ["MADRS"] * len(s), "total_score": [r[2] for r in s]},
+                          schema_overrides={"total_score": pl.Int64})
+    whole = trajectory_data(adsl, scores, instrument="MADRS")
+    pairs = trajectory_patients(adsl, scores, instrument="MADRS")
+    assert pairs.rows() == [("ketamine_iv", "P1"), ("ssri", "P2")]
+    assert pairs.equals(whole.select("ARM", "USUBJID").unique().sort("ARM", "USUBJID"))
+    for chosen in (["P2"], ["P1", "P2"], ["P4", "P9"], []):
+        some = trajectory_data(adsl, scores, instrument="MADRS", patients=pl.DataFrame({"USUBJID": chosen},
+                                                                                       schema={"USUBJID": pl.String}))
+        assert some.equals(whole.filter(pl.col("USUBJID").is_in(chosen))), chosen
 
 
 # --------------------------------------------------------------------------- synthetic cohort

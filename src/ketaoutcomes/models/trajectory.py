@@ -39,6 +39,7 @@ import math
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TypeVar
 
 import numpy as np
 import polars as pl
@@ -51,6 +52,7 @@ __all__ = [
     "TrajectoryResult",
     "fit_trajectories",
     "trajectory_data",
+    "trajectory_patients",
 ]
 
 #: Days at which :func:`fit_trajectories` reports the model-based mean per arm.
@@ -61,6 +63,8 @@ TIME_TERMS = {"log1p": "log1p(day)", "linear": "day"}
 
 #: scipy optimizers tried in turn until one converges.
 OPTIMIZERS: tuple[str, ...] = ("lbfgs", "bfgs", "powell", "nm")
+
+FrameT = TypeVar("FrameT", pl.DataFrame, pl.LazyFrame)
 
 _DATA_SCHEMA = {
     "USUBJID": pl.String,
@@ -97,6 +101,7 @@ def trajectory_data(
     instrument: str,
     horizon_days: int = 56,
     baseline_window_days: int = 14,
+    patients: pl.DataFrame | None = None,
 ) -> pl.DataFrame:
     """Long data set for :func:`fit_trajectories`: one row per rating.
 
@@ -114,6 +119,11 @@ def trajectory_data(
         The baseline rating is the *last* rating of ``instrument`` in
         [first dose - window, first dose], as ADSL's BASE (StudySettings'
         default window, 14 days).
+    patients : polars.DataFrame, optional
+        A ``USUBJID`` column: only these patients' rows are built (the rows of a
+        patient depend on that patient's ADSL row and ratings alone, so this equals
+        the full data set filtered to them, without building the rest: the
+        analysis's sample at a million patients).
 
     Returns
     -------
@@ -126,12 +136,43 @@ def trajectory_data(
         ``horizon_days`` after it, and before FUENDTM when FUENDTM is set (the
         same half-open follow-up rule as ADSL's NPOST). Sorted by USUBJID, day.
     """
+    if patients is not None:
+        ids = patients.select("USUBJID").unique()
+        adsl = adsl.join(ids, on="USUBJID", how="semi")
+        scores = scores.join(ids, left_on="patient_id", right_on="USUBJID", how="semi")
+    out = _rating_rows(adsl, scores, instrument=instrument, horizon_days=horizon_days,
+                       baseline_window_days=baseline_window_days)
+    out = out.with_columns((pl.col("day") / 7.0).alias("week")).sort("USUBJID", "day")
+    return out.select(list(_DATA_SCHEMA)).cast(_DATA_SCHEMA)  # type: ignore[arg-type]
+
+
+def trajectory_patients(
+    adsl: pl.DataFrame,
+    scores: pl.DataFrame,
+    *,
+    instrument: str,
+    horizon_days: int = 56,
+    baseline_window_days: int = 14,
+) -> pl.DataFrame:
+    """The ``ARM`` and ``USUBJID`` pairs that :func:`trajectory_data` has rows for, sorted, without
+    building those rows: the same rules (:func:`_rating_rows`) run lazily and only the pairs are
+    kept, so a sample of them can be drawn before the data set is built."""
+    rows = _rating_rows(adsl.lazy(), scores.lazy(), instrument=instrument, horizon_days=horizon_days,
+                        baseline_window_days=baseline_window_days)
+    return rows.select("ARM", "USUBJID").unique().collect().sort("ARM", "USUBJID")
+
+
+def _rating_rows(
+    adsl: FrameT, scores: FrameT, *, instrument: str, horizon_days: int, baseline_window_days: int,
+) -> FrameT:
+    """:func:`trajectory_data`'s rows (USUBJID, ARM, day, score, BASE, baseline; not sorted), from
+    eager frames or, for :func:`trajectory_patients`, lazy ones (the same code either way)."""
     pop = adsl.filter(pl.col("ANLFL") == "Y").select(
         "USUBJID",
         "ARM",
         "TRTSDTM",
         "FUENDTM",
-        (pl.col("BASE") if "BASE" in adsl.columns else pl.lit(None)).cast(pl.Float64).alias("BASE"),
+        (pl.col("BASE") if "BASE" in adsl.collect_schema().names() else pl.lit(None)).cast(pl.Float64).alias("BASE"),
     )
     ratings = (
         scores.filter(pl.col("instrument") == instrument)
@@ -157,13 +198,7 @@ def trajectory_data(
         & (pl.col("FUENDTM").is_null() | (at < pl.col("FUENDTM")))
     )
     cols = ["USUBJID", "ARM", "day", "score", "BASE", "baseline"]
-    out = (
-        pl.concat([base.select(cols), post.select(cols)])
-        .filter(pl.col("score").is_not_null())
-        .with_columns((pl.col("day") / 7.0).alias("week"))
-        .sort("USUBJID", "day")
-    )
-    return out.select(list(_DATA_SCHEMA)).cast(_DATA_SCHEMA)  # type: ignore[arg-type]
+    return pl.concat([base.select(cols), post.select(cols)]).filter(pl.col("score").is_not_null())
 
 
 # --------------------------------------------------------------------------- result
