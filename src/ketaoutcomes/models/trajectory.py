@@ -35,6 +35,7 @@ Model and conventions (each is also commented where it is applied):
 
 from __future__ import annotations
 
+import functools
 import math
 import warnings
 from collections.abc import Sequence
@@ -273,6 +274,29 @@ def _fixed_cov(X: np.ndarray, Z: np.ndarray, groups: np.ndarray, G: np.ndarray, 
     return out if np.all(np.isfinite(out)) else None
 
 
+@functools.cache
+def _mixedlm() -> type:
+    """statsmodels' MixedLM, remembering the GLS fixed effects of the last variance components asked.
+
+    The optimizer asks for the profile log-likelihood and for its score at the same point, and each
+    computes the GLS fixed effects at those variance components anew: a pass over every patient
+    (about a quarter of an iteration's work). The second is the same computation on the same numbers,
+    so it is answered from the first: the fit is the same to the last bit."""
+    from statsmodels.regression.mixed_linear_model import MixedLM
+
+    class _MixedLM(MixedLM):
+        _fe_last: tuple | None = None
+
+        def get_fe_params(self, cov_re, vcomp, tol=1e-10):  # type: ignore[no-untyped-def]
+            key = (np.asarray(cov_re, dtype=float).tobytes(), np.asarray(vcomp, dtype=float).tobytes(), tol)
+            if self._fe_last is None or self._fe_last[0] != key:
+                self._fe_last = (key, super().get_fe_params(cov_re, vcomp, tol))
+            fe_params, singular = self._fe_last[1]
+            return fe_params.copy(), singular
+
+    return _MixedLM
+
+
 def _empty_result(
     terms: list[str], levels: Sequence[str], grid: Sequence[float], n_patients: int, n_ratings: int,
     notes: list[str], reference_arm: str, time_terms: str, alpha: float,
@@ -335,8 +359,6 @@ def fit_trajectories(
         ``reference_arm`` absent from the data. A fit that fails or does not
         converge does not raise; see ``converged`` and ``notes``.
     """
-    from statsmodels.regression.mixed_linear_model import MixedLM
-
     if time_terms not in TIME_TERMS:
         raise ValueError(f"time_terms must be one of {sorted(TIME_TERMS)}, got {time_terms!r}")
     if not 0 < alpha < 1:
@@ -384,7 +406,7 @@ def fit_trajectories(
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             try:
-                model = MixedLM(y, X, groups=groups, exog_re=Z)
+                model = _mixedlm()(y, X, groups=groups, exog_re=Z)
                 res = model.fit(reml=True, method=method)
             except Exception as exc:  # noqa: BLE001 - any failure is reported, never raised
                 notes.append(f"optimizer {method} failed: {type(exc).__name__}: {exc}")
