@@ -1,7 +1,9 @@
 """Mood trajectories per arm: a linear mixed model with a random intercept and slope.
 
 Pure functions: :func:`trajectory_data` builds the long data set (one row per
-rating) from ADSL and the mood scores, :func:`fit_trajectories` fits the model
+rating) from ADSL and the mood scores (:func:`trajectory_patients` lists the
+patients it has rows for, so that a sample can be drawn before it is built),
+:func:`fit_trajectories` fits the model
 and returns a frozen :class:`TrajectoryResult`. The estimation is done by statsmodels
 (:class:`statsmodels.regression.mixed_linear_model.MixedLM`, REML); the terms
 are named and reported as R's ``lme4::lmer`` reports them, because lmer is the
