@@ -148,9 +148,11 @@ def _require(frame: pl.DataFrame, name: str, columns: Sequence[str]) -> None:
 
 
 def _sessions_with_events(sessions: pl.DataFrame, adverse_events: pl.DataFrame, courses: pl.DataFrame,
-                          ae_types: Sequence[str], keys: Sequence[str] = ("patient_id", "arm"), lazy: bool = False):
+                          ae_types: Sequence[str], keys: Sequence[str] = ("patient_id", "arm"),
+                          lazy: bool = False) -> pl.DataFrame | pl.LazyFrame:
     """The sessions of ``courses`` with the courses' ``keys`` (their ``patient_id`` and ``arm``), and a
-    column per AE type (True where the session has an AE of that type, null where not)."""
+    column per AE type present (True where the session has an AE of that type, False or null where not);
+    a LazyFrame with ``lazy``."""
     _require(sessions, "sessions", ["session_id", "course_id", "sbp_pre", "dbp_pre", "sbp_peak", "dbp_peak",
                                     "dissociation_score"])
     _require(adverse_events, "adverse_events", ["session_id", "ae_type"])
