@@ -196,4 +196,22 @@ def test_trajectory_sample_is_capped_seeded_and_said():
                                frames["courses"], study=study) for _ in range(2)]
     assert runs[0].table("results_trajectory").equals(runs[1].table("results_trajectory"))
     assert any("random sample of at most 60 patients per arm (seed" in n.text for n in runs[0].notes)
+    # the sample is drawn before the ratings are built; checked against drawing it from the whole data
+    # set (as it was drawn before): the same patients, so the same fit to the last bit
+    import polars as pl
+
+    from ketaoutcomes.models.trajectory import fit_trajectories, trajectory_data
+    whole = trajectory_data(d.adsl, frames["mood_scores"], instrument=study.cohort.instrument,
+                            horizon_days=study.models.rmst_horizon_days,
+                            baseline_window_days=study.cohort.baseline_window_days)
+    per_arm = whole.group_by("ARM").agg(pl.col("USUBJID").unique().sort())
+    sizes = per_arm["USUBJID"].list.len().to_list()
+    assert max(sizes) > 60 and min(sizes) < 60  # arms over the cap and under it
+    keep = per_arm.with_columns(pl.col("USUBJID").list.sample(
+        n=pl.min_horizontal(pl.col("USUBJID").list.len(), pl.lit(60)), seed=study.random_seed)).explode("USUBJID")
+    sampled = whole.join(keep.select("USUBJID"), on="USUBJID", how="semi")
+    old = fit_trajectories(sampled, reference_arm=study.cohort.reference_arm, alpha=study.models.alpha)
+    assert old.n_patients == sum(min(n, 60) for n in sizes)
+    assert runs[0].table("results_trajectory").drop("converged").equals(old.predicted)
+    assert runs[0].table("results_trajectory_fixed").equals(old.fixed)
     assert runs[0].table("results_safety").height > 0

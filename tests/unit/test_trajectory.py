@@ -26,6 +26,7 @@ from ketaoutcomes.models.trajectory import (
     TrajectoryResult,
     fit_trajectories,
     trajectory_data,
+    trajectory_patients,
 )
 from ketaoutcomes.report.figures import trajectory_figure
 
@@ -252,6 +253,37 @@ def test_trajectory_data_hand_built():
     assert short.filter(pl.col("USUBJID") == "P2")["day"].to_list() == [0.0]
 
 
+def test_trajectory_patients_and_the_rows_of_some_patients():
+    """The pairs (ARM, USUBJID) with rows, found without building the rows, and the rows of chosen
+    patients alone: checked against the whole data set built by ``trajectory_data``."""
+    adsl = pl.DataFrame({
+        "USUBJID": ["P1", "P2", "P3", "P4", "P5"],
+        "ARM": ["ketamine_iv", "ssri", "ssri", "ketamine_iv", "ssri"],
+        "TRTSDTM": [_dt("2024-01-08 09:00")] * 5,
+        "FUENDTM": [None, None, None, _dt("2024-01-10 00:00"), None],
+        "BASE": [30.0, 28.0, 25.0, 27.0, 26.0],
+        "ANLFL": ["Y", "Y", "N", "Y", "Y"],
+    })
+    s = [
+        ("P1", "2024-01-08 08:00", 30), ("P1", "2024-01-09 09:00", 25),
+        ("P2", "2024-01-07 09:00", 28), ("P2", "2024-01-20 09:00", 20),
+        ("P3", "2024-01-08 08:00", 25), ("P3", "2024-01-09 09:00", 20),  # not analysed
+        ("P4", "2024-01-12 09:00", 20),  # only after FUENDTM: no row
+        ("P5", "2024-01-08 08:00", None), ("P5", "2024-05-01 09:00", 20),  # null baseline, past the horizon
+    ]
+    scores = pl.DataFrame({"patient_id": [r[0] for r in s], "assessed_at": [_dt(r[1]) for r in s],
+                           "instrument": ["MADRS"] * len(s), "total_score": [r[2] for r in s]},
+                          schema_overrides={"total_score": pl.Int64})
+    whole = trajectory_data(adsl, scores, instrument="MADRS")
+    pairs = trajectory_patients(adsl, scores, instrument="MADRS")
+    assert pairs.rows() == [("ketamine_iv", "P1"), ("ssri", "P2")]
+    assert pairs.equals(whole.select("ARM", "USUBJID").unique().sort("ARM", "USUBJID"))
+    for chosen in (["P2"], ["P1", "P2"], ["P4", "P9"], []):
+        some = trajectory_data(adsl, scores, instrument="MADRS", patients=pl.DataFrame({"USUBJID": chosen},
+                                                                                       schema={"USUBJID": pl.String}))
+        assert some.equals(whole.filter(pl.col("USUBJID").is_in(chosen))), chosen
+
+
 # --------------------------------------------------------------------------- synthetic cohort
 @pytest.mark.slow
 def test_synthetic_cohort_ketamine_iv_faster_than_ssri():
@@ -297,3 +329,42 @@ def test_fixed_effects_match_lmer_reml(time_terms):
     vc = dict(res.random_effects_cov.iter_rows())
     for comp in ("var_intercept", "var_slope", "cov_intercept_slope", "var_residual"):
         assert vc[comp] == pytest.approx(vc_ref[comp]["estimate"], rel=1e-3, abs=1e-6), comp
+
+
+def test_remembered_fixed_effects_give_statsmodels_fit_to_the_last_bit(sim_fit):
+    """The MixedLM that answers the optimizer's second GLS step of an iteration from the first: checked
+    against statsmodels' own MixedLM on the same data (every estimate bit for bit, fewer passes)."""
+    import warnings
+
+    from statsmodels.regression.mixed_linear_model import MixedLM
+
+    from ketaoutcomes.models.trajectory import _design, _mixedlm
+
+    data, _ = sim_fit
+    d = data.filter(pl.col("USUBJID").str.slice(-3).cast(pl.Int64) < 60).sort("USUBJID", "day")
+    t = np.log1p(d["day"].to_numpy())
+    X = _design(d["ARM"].to_numpy(), t, ["ssri", "ketamine_iv"])
+    Z = np.column_stack([np.ones_like(t), t])
+    args = (d["score"].to_numpy(), X)
+    fits, passes = [], []
+    for cls in (MixedLM, _mixedlm()):
+        model = cls(*args, groups=d["USUBJID"].to_numpy(), exog_re=Z)
+        n = [0]  # passes of statsmodels' GLS step (get_fe_params)
+        original = MixedLM.get_fe_params
+
+        def counted(self, *a, _n=n, **k):
+            _n[0] += 1
+            return original(self, *a, **k)
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            MixedLM.get_fe_params = counted
+            try:
+                fits.append(model.fit(reml=True, method="lbfgs"))
+            finally:
+                MixedLM.get_fe_params = original
+        passes.append(n[0])
+    plain, remembered = fits
+    for attr in ("fe_params", "cov_re", "scale", "bse_fe", "llf"):
+        assert np.array_equal(np.asarray(getattr(plain, attr)), np.asarray(getattr(remembered, attr))), attr
+    assert passes[1] < 0.6 * passes[0], passes

@@ -25,7 +25,7 @@ def secondary_analyses(
 
     """
     from ketaoutcomes.models.safety import safety_tables
-    from ketaoutcomes.models.trajectory import fit_trajectories, trajectory_data
+    from ketaoutcomes.models.trajectory import fit_trajectories, trajectory_data, trajectory_patients
 
     analysed = adsl.filter(pl.col("ANLFL") == "Y").select("COURSEID")
     c = courses.join(analysed, left_on="course_id", right_on="COURSEID", how="semi")
@@ -35,17 +35,21 @@ def secondary_analyses(
                                              cadss_cutoff=study.secondary.cadss_cutoff)
     out = {"results_safety": per_session, "results_safety_patients": per_patient}
     notes: list[Note] = []
-    data = trajectory_data(adsl, scores, instrument=study.cohort.instrument, horizon_days=study.models.rmst_horizon_days,
-                           baseline_window_days=study.cohort.baseline_window_days)
+    rules = dict(instrument=study.cohort.instrument, horizon_days=study.models.rmst_horizon_days,
+                 baseline_window_days=study.cohort.baseline_window_days)
     cap = study.secondary.trajectory_max_patients_per_arm
-    per_arm = data.group_by("ARM").agg(pl.col("USUBJID").unique().sort())
+    # The sample is drawn from the patients with ratings before their ratings are built (at a million
+    # patients the data set of all of them was the run's memory peak): the same sorted lists per arm and
+    # the same seed as when it was drawn from the data set, so the same sample.
+    per_arm = trajectory_patients(adsl, scores, **rules).group_by("ARM").agg(pl.col("USUBJID").unique().sort())
+    keep = None
     if (per_arm["USUBJID"].list.len() > cap).any():
         keep = per_arm.with_columns(pl.col("USUBJID").list.sample(
             n=pl.min_horizontal(pl.col("USUBJID").list.len(), pl.lit(cap)), seed=study.random_seed))
         keep = keep.explode("USUBJID").select("USUBJID")
-        data = data.join(keep, on="USUBJID", how="semi")
         notes.append(Note(f"trajectories: fitted on a random sample of at most {cap:,} patients per arm "
                           f"(seed {study.random_seed}); the intervals are those of the sample", step="secondary"))
+    data = trajectory_data(adsl, scores, patients=keep, **rules)
     if data["ARM"].n_unique() >= 2 and study.cohort.reference_arm in data["ARM"].unique().to_list():
         traj = fit_trajectories(data, reference_arm=study.cohort.reference_arm, alpha=study.models.alpha)
         out["results_trajectory"] = traj.predicted.with_columns(pl.lit(traj.converged).alias("converged"))

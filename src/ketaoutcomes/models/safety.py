@@ -148,23 +148,24 @@ def _require(frame: pl.DataFrame, name: str, columns: Sequence[str]) -> None:
 
 
 def _sessions_with_events(sessions: pl.DataFrame, adverse_events: pl.DataFrame, courses: pl.DataFrame,
-                          ae_types: Sequence[str]) -> pl.DataFrame:
-    """The sessions of ``courses`` with their ``patient_id`` and ``arm``, and a column per AE type
-    (True where the session has an AE of that type, null where not)."""
+                          ae_types: Sequence[str], keys: Sequence[str] = ("patient_id", "arm"),
+                          lazy: bool = False) -> pl.DataFrame | pl.LazyFrame:
+    """The sessions of ``courses`` with the courses' ``keys`` (their ``patient_id`` and ``arm``), and a
+    column per AE type present (True where the session has an AE of that type, False or null where not);
+    a LazyFrame with ``lazy``."""
     _require(sessions, "sessions", ["session_id", "course_id", "sbp_pre", "dbp_pre", "sbp_peak", "dbp_peak",
                                     "dissociation_score"])
     _require(adverse_events, "adverse_events", ["session_id", "ae_type"])
     _require(courses, "courses", ["course_id", "patient_id", "arm"])
-    s = sessions.select("session_id", "course_id", *_VITALS, "dissociation_score").join(
-        courses.select("course_id", "patient_id", "arm"), on="course_id", how="inner")
-    ae = (
-        adverse_events.filter(pl.col("ae_type").is_in(list(ae_types)))
-        .select("session_id", "ae_type").unique()
-        .with_columns(pl.lit(True).alias("_hit"))
-        .pivot(on="ae_type", index="session_id", values="_hit")
-    )
-    s = s.join(ae, on="session_id", how="left")
-    return s
+    s = sessions.lazy() if lazy else sessions
+    s = s.select("session_id", "course_id", *_VITALS, "dissociation_score").join(
+        courses.lazy().select("course_id", *keys) if lazy else courses.select("course_id", *keys),
+        on="course_id", how="inner" if keys else "semi")
+    # one row per session with an AE of the types: a column per type present, True where the session has one
+    ae = adverse_events.filter(pl.col("ae_type").is_in(list(ae_types)))
+    present = [t for t in ae_types if t in set(ae.get_column("ae_type").unique().to_list())]
+    ae = ae.group_by("session_id").agg((pl.col("ae_type") == t).any().alias(t) for t in present)
+    return s.join(ae.lazy() if lazy else ae, on="session_id", how="left")
 
 
 def session_events(
@@ -206,11 +207,15 @@ def _event_order(ae_types: Sequence[str]) -> list[str]:
 def _per_patient_counts(sessions: pl.DataFrame, adverse_events: pl.DataFrame, courses: pl.DataFrame, *,
                         ae_types: Sequence[str], cadss_cutoff: float) -> pl.DataFrame:
     """:func:`session_events` summed per patient: ``arm``, ``event``, ``patient_id``, ``m`` (the
-    patient's sessions in the event's denominator, > 0) and ``yy`` (those with the event), sorted.
+    patient's sessions in the event's denominator, > 0) and ``yy`` (those with the event); by event,
+    and sorted by arm and patient within an event (the patients' order is fixed; the long frame is not
+    sorted: that sort of some 14 rows per patient took 20 s at a million patients).
 
     Counted in one pass over the sessions, one pair of columns per event, without the long frame
     (a row per session and event: some 14 times the sessions, gigabytes at a million patients)."""
-    s = _sessions_with_events(sessions, adverse_events, courses, ae_types)
+    # counted per course first, then the courses' counts summed per patient and arm (integers: the same
+    # counts): the patient's id and arm are not copied onto every session (millions at a million patients)
+    s = _sessions_with_events(sessions, adverse_events, courses, ae_types, keys=(), lazy=True).drop("session_id")
     cad = pl.col("dissociation_score").is_not_null()
     bp = pl.all_horizontal(pl.col(c).is_not_null() for c in ("sbp_pre", "dbp_pre", "sbp_peak", "dbp_peak"))
     rise = ((pl.col("sbp_peak") - pl.col("sbp_pre")) >= 40) | ((pl.col("dbp_peak") - pl.col("dbp_pre")) >= 25)
@@ -218,7 +223,7 @@ def _per_patient_counts(sessions: pl.DataFrame, adverse_events: pl.DataFrame, co
     # per event: the sessions in its denominator and those with the event, as 0/1 (None: every session)
     counted = pl.len().alias("_n")
     denominators: dict[str, pl.Expr | None] = {t: None for t in ae_types}  # no AE row = no event
-    hits = {t: pl.col(t).fill_null(False) if t in s.columns else pl.lit(False) for t in ae_types}
+    hits = {t: pl.col(t).fill_null(False) if t in s.collect_schema().names() else pl.lit(False) for t in ae_types}
     denominators |= {"dissociation_cadss": cad, BP_EVENTS[0]: bp, BP_EVENTS[1]: bp}
     hits |= {"dissociation_cadss": pl.col("dissociation_score") > cadss_cutoff, BP_EVENTS[0]: rise,
              BP_EVENTS[1]: high}
@@ -227,14 +232,17 @@ def _per_patient_counts(sessions: pl.DataFrame, adverse_events: pl.DataFrame, co
     def total(x: pl.Expr | None) -> pl.Expr:
         return counted if x is None else x.fill_null(False).cast(pl.UInt32).sum()
 
-    wide = s.group_by("arm", "patient_id").agg(
+    counts = [f"{x}{i}" for x in "my" for i in range(len(events))]
+    wide = s.group_by("course_id").agg(
         *(total(denominators[e]).alias(f"m{i}") for i, e in enumerate(events)),
         *(total(hits[e] if denominators[e] is None else denominators[e] & hits[e]).alias(f"y{i}")
-          for i, e in enumerate(events)))
+          for i, e in enumerate(events))).collect(engine="streaming")
+    wide = (wide.join(courses.select("course_id", "patient_id", "arm"), on="course_id", how="inner")
+            .group_by("arm", "patient_id").agg(pl.col(counts).sum()).sort("arm", "patient_id"))
     return pl.concat([
         wide.select("arm", pl.lit(e).alias("event"), "patient_id", pl.col(f"m{i}").alias("m"),
                     pl.col(f"y{i}").alias("yy")).filter(pl.col("m") > 0)
-        for i, e in enumerate(events)]).sort("arm", "event", "patient_id")
+        for i, e in enumerate(events)])
 
 
 def _cluster_rate(y_i: np.ndarray, m_i: np.ndarray, alpha: float) -> dict:
@@ -301,9 +309,10 @@ def _session_table(per_patient: pl.DataFrame, arms: list[str], alpha: float, ae_
     """:func:`session_safety`'s rows from the counts per patient (sorted: group_by's order is not
     fixed, and the interval's sums over patients must not change with it)."""
     rows = []
+    parts = per_patient.partition_by("arm", "event", as_dict=True)  # in their order, as a filter would
     for arm in arms:
         for ev in _event_order(ae_types):
-            sub = per_patient.filter((pl.col("arm") == arm) & (pl.col("event") == ev))
+            sub = parts.get((arm, ev), per_patient.clear())
             if sub.height == 0:
                 rows.append(dict(arm=arm, event=ev, sessions=0, patients=0, events=0, rate=None, lower=None,
                                  upper=None, deff=None, n_eff=None,
@@ -341,10 +350,11 @@ def per_patient_safety(
 def _patient_table(per_patient: pl.DataFrame, arms: list[str], alpha: float, ae_types: Sequence[str]) -> pl.DataFrame:
     """:func:`per_patient_safety`'s rows from the counts per patient."""
     pp = per_patient.with_columns((pl.col("yy") > 0).alias("any"))
+    parts = pp.partition_by("arm", "event", as_dict=True)
     rows = []
     for arm in arms:
         for ev in _event_order(ae_types):
-            sub = pp.filter((pl.col("arm") == arm) & (pl.col("event") == ev))
+            sub = parts.get((arm, ev), pp.clear())
             n = sub.height
             if n == 0:
                 rows.append(dict(arm=arm, event=ev, patients=0, patients_with_event=0, rate=None, lower=None,

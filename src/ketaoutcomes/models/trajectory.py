@@ -1,7 +1,9 @@
 """Mood trajectories per arm: a linear mixed model with a random intercept and slope.
 
 Pure functions: :func:`trajectory_data` builds the long data set (one row per
-rating) from ADSL and the mood scores, :func:`fit_trajectories` fits the model
+rating) from ADSL and the mood scores (:func:`trajectory_patients` lists the
+patients it has rows for, so that a sample can be drawn before it is built),
+:func:`fit_trajectories` fits the model
 and returns a frozen :class:`TrajectoryResult`. The estimation is done by statsmodels
 (:class:`statsmodels.regression.mixed_linear_model.MixedLM`, REML); the terms
 are named and reported as R's ``lme4::lmer`` reports them, because lmer is the
@@ -35,10 +37,12 @@ Model and conventions (each is also commented where it is applied):
 
 from __future__ import annotations
 
+import functools
 import math
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TypeVar
 
 import numpy as np
 import polars as pl
@@ -51,6 +55,7 @@ __all__ = [
     "TrajectoryResult",
     "fit_trajectories",
     "trajectory_data",
+    "trajectory_patients",
 ]
 
 #: Days at which :func:`fit_trajectories` reports the model-based mean per arm.
@@ -61,6 +66,8 @@ TIME_TERMS = {"log1p": "log1p(day)", "linear": "day"}
 
 #: scipy optimizers tried in turn until one converges.
 OPTIMIZERS: tuple[str, ...] = ("lbfgs", "bfgs", "powell", "nm")
+
+FrameT = TypeVar("FrameT", pl.DataFrame, pl.LazyFrame)
 
 _DATA_SCHEMA = {
     "USUBJID": pl.String,
@@ -97,6 +104,7 @@ def trajectory_data(
     instrument: str,
     horizon_days: int = 56,
     baseline_window_days: int = 14,
+    patients: pl.DataFrame | None = None,
 ) -> pl.DataFrame:
     """Long data set for :func:`fit_trajectories`: one row per rating.
 
@@ -114,6 +122,11 @@ def trajectory_data(
         The baseline rating is the *last* rating of ``instrument`` in
         [first dose - window, first dose], as ADSL's BASE (StudySettings'
         default window, 14 days).
+    patients : polars.DataFrame, optional
+        A ``USUBJID`` column: only these patients' rows are built (the rows of a
+        patient depend on that patient's ADSL row and ratings alone, so this equals
+        the full data set filtered to them, without building the rest: the
+        analysis's sample at a million patients).
 
     Returns
     -------
@@ -126,12 +139,43 @@ def trajectory_data(
         ``horizon_days`` after it, and before FUENDTM when FUENDTM is set (the
         same half-open follow-up rule as ADSL's NPOST). Sorted by USUBJID, day.
     """
+    if patients is not None:
+        ids = patients.select("USUBJID").unique()
+        adsl = adsl.join(ids, on="USUBJID", how="semi")
+        scores = scores.join(ids, left_on="patient_id", right_on="USUBJID", how="semi")
+    out = _rating_rows(adsl, scores, instrument=instrument, horizon_days=horizon_days,
+                       baseline_window_days=baseline_window_days)
+    out = out.with_columns((pl.col("day") / 7.0).alias("week")).sort("USUBJID", "day")
+    return out.select(list(_DATA_SCHEMA)).cast(_DATA_SCHEMA)  # type: ignore[arg-type]
+
+
+def trajectory_patients(
+    adsl: pl.DataFrame,
+    scores: pl.DataFrame,
+    *,
+    instrument: str,
+    horizon_days: int = 56,
+    baseline_window_days: int = 14,
+) -> pl.DataFrame:
+    """The ``ARM`` and ``USUBJID`` pairs that :func:`trajectory_data` has rows for, sorted, without
+    building those rows: the same rules (:func:`_rating_rows`) run lazily and only the pairs are
+    kept, so a sample of them can be drawn before the data set is built."""
+    rows = _rating_rows(adsl.lazy(), scores.lazy(), instrument=instrument, horizon_days=horizon_days,
+                        baseline_window_days=baseline_window_days)
+    return rows.select("ARM", "USUBJID").unique().collect().sort("ARM", "USUBJID")
+
+
+def _rating_rows(
+    adsl: FrameT, scores: FrameT, *, instrument: str, horizon_days: int, baseline_window_days: int,
+) -> FrameT:
+    """:func:`trajectory_data`'s rows (USUBJID, ARM, day, score, BASE, baseline; not sorted), from
+    eager frames or, for :func:`trajectory_patients`, lazy ones (the same code either way)."""
     pop = adsl.filter(pl.col("ANLFL") == "Y").select(
         "USUBJID",
         "ARM",
         "TRTSDTM",
         "FUENDTM",
-        (pl.col("BASE") if "BASE" in adsl.columns else pl.lit(None)).cast(pl.Float64).alias("BASE"),
+        (pl.col("BASE") if "BASE" in adsl.collect_schema().names() else pl.lit(None)).cast(pl.Float64).alias("BASE"),
     )
     ratings = (
         scores.filter(pl.col("instrument") == instrument)
@@ -157,13 +201,7 @@ def trajectory_data(
         & (pl.col("FUENDTM").is_null() | (at < pl.col("FUENDTM")))
     )
     cols = ["USUBJID", "ARM", "day", "score", "BASE", "baseline"]
-    out = (
-        pl.concat([base.select(cols), post.select(cols)])
-        .filter(pl.col("score").is_not_null())
-        .with_columns((pl.col("day") / 7.0).alias("week"))
-        .sort("USUBJID", "day")
-    )
-    return out.select(list(_DATA_SCHEMA)).cast(_DATA_SCHEMA)  # type: ignore[arg-type]
+    return pl.concat([base.select(cols), post.select(cols)]).filter(pl.col("score").is_not_null())
 
 
 # --------------------------------------------------------------------------- result
@@ -238,6 +276,29 @@ def _fixed_cov(X: np.ndarray, Z: np.ndarray, groups: np.ndarray, G: np.ndarray, 
     return out if np.all(np.isfinite(out)) else None
 
 
+@functools.cache
+def _mixedlm() -> type:
+    """statsmodels' MixedLM, remembering the GLS fixed effects of the last variance components asked.
+
+    The optimizer asks for the profile log-likelihood and for its score at the same point, and each
+    computes the GLS fixed effects at those variance components anew: a pass over every patient
+    (about a quarter of an iteration's work). The second is the same computation on the same numbers,
+    so it is answered from the first: the fit is the same to the last bit."""
+    from statsmodels.regression.mixed_linear_model import MixedLM
+
+    class _MixedLM(MixedLM):
+        _fe_last: tuple | None = None
+
+        def get_fe_params(self, cov_re, vcomp, tol=1e-10):  # type: ignore[no-untyped-def]
+            key = (np.asarray(cov_re, dtype=float).tobytes(), np.asarray(vcomp, dtype=float).tobytes(), tol)
+            if self._fe_last is None or self._fe_last[0] != key:
+                self._fe_last = (key, super().get_fe_params(cov_re, vcomp, tol))
+            fe_params, singular = self._fe_last[1]
+            return fe_params.copy(), singular
+
+    return _MixedLM
+
+
 def _empty_result(
     terms: list[str], levels: Sequence[str], grid: Sequence[float], n_patients: int, n_ratings: int,
     notes: list[str], reference_arm: str, time_terms: str, alpha: float,
@@ -300,8 +361,6 @@ def fit_trajectories(
         ``reference_arm`` absent from the data. A fit that fails or does not
         converge does not raise; see ``converged`` and ``notes``.
     """
-    from statsmodels.regression.mixed_linear_model import MixedLM
-
     if time_terms not in TIME_TERMS:
         raise ValueError(f"time_terms must be one of {sorted(TIME_TERMS)}, got {time_terms!r}")
     if not 0 < alpha < 1:
@@ -349,7 +408,7 @@ def fit_trajectories(
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             try:
-                model = MixedLM(y, X, groups=groups, exog_re=Z)
+                model = _mixedlm()(y, X, groups=groups, exog_re=Z)
                 res = model.fit(reml=True, method=method)
             except Exception as exc:  # noqa: BLE001 - any failure is reported, never raised
                 notes.append(f"optimizer {method} failed: {type(exc).__name__}: {exc}")
