@@ -506,7 +506,8 @@ def _check_tables(con: duckdb.DuckDBPyConnection, ordered: list[str], staged: di
         ignored_cols = tuple(c for c in ignored_cols if c not in extra.kept)
         if tf.offsets is not None and (zones := tf.offsets.problem()) is not None:
             raise IngestError(f"{path}: {zones}; nothing was loaded")
-        problems, present = type_rows(con, source, refs, table, f"_typed_{table}", scratch / f"typed_{table}.parquet")
+        problems, present = type_rows(con, source, refs, table, f"_typed_{table}", scratch / f"typed_{table}.parquet",
+                                      tf.offsets.unzoned() if tf.offsets is not None else ())
         con.execute("DROP TABLE IF EXISTS _text_patients")
         names = ", ".join(f'"{c}"' for c in TABLES[table].column_names)
         typed = fetch(con, f"SELECT _row_number, {names} FROM _typed_{table}")  # (in _row_number order)
