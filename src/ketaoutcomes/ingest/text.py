@@ -226,19 +226,22 @@ def timestamp_sql(v: str, zoned: bool = True) -> str:
             f"ELSE TRY_CAST({v} AS TIMESTAMP) END")
 
 
-def _zones(frame: pl.DataFrame, column: str) -> pl.DataFrame:
-    """``_row_number``, zone designator (null: none) and whether it is a valid offset (``_valid``:
-    a numeric one within -12:00..+14:00) of the present cells of ``column``."""
+def _zones(frame: pl.DataFrame, column: str) -> tuple[pl.DataFrame, pl.Series]:
+    """Of the present cells of ``column``: those with a zone designator (``_row_number``, ``_zone``
+    and whether it is a valid offset, ``_valid``: a numeric one within -12:00..+14:00), and the
+    ``_row_number`` of those without one (most cells: the offset is worked out for the others only)."""
     v = pl.col(column).str.strip_chars(WHITESPACE)
     zone = pl.col("_zone")
     digits = zone.str.slice(1).str.replace(":", "", literal=True)
     hours = digits.str.slice(0, 2).cast(pl.Int64, strict=False)
     mins = digits.str.slice(2, 2).replace("", None).cast(pl.Int64, strict=False).fill_null(0)
     total = pl.when(zone.str.starts_with("-")).then(-1).otherwise(1) * (hours * 60 + mins)
-    return frame.select("_row_number", v.alias("_v")).filter(pl.col("_v").fill_null("") != "").select(
-        "_row_number", pl.col("_v").str.extract(TZ_PATTERN, 2).alias("_zone")).with_columns(
+    z = frame.select("_row_number", v.alias("_v")).filter(pl.col("_v").fill_null("") != "").select(
+        "_row_number", pl.col("_v").str.extract(TZ_PATTERN, 2).alias("_zone"))
+    zoned = z.filter(zone.is_not_null()).with_columns(
         (zone.str.contains(r"^[+-]") & ~zone.str.contains(_UTC) & (mins < 60)
          & total.is_between(_OFFSET_MIN_MINUTES, _OFFSET_MAX_MINUTES)).fill_null(False).alias("_valid"))
+    return zoned, (z if zoned.is_empty() else z.filter(zone.is_null()))["_row_number"]
 
 
 #: Parquet time zones that are UTC itself (a UTC-normalised timestamp, not a local one).
@@ -279,9 +282,8 @@ class OffsetScan:
         for col in TABLES[self.table].columns:
             if col.dtype != "TIMESTAMP" or col.name not in frame.columns:
                 continue
-            z = _zones(frame, col.name)
-            self.zoned.setdefault(col.name, []).append(z.filter(pl.col("_zone").is_not_null()))
-            none = z.filter(pl.col("_zone").is_null())["_row_number"]
+            zoned, none = _zones(frame, col.name)
+            self.zoned.setdefault(col.name, []).append(zoned)
             n, first = self.without.get(col.name, (0, None))
             if none.len():
                 first = none.min() if first is None else min(first, none.min())
