@@ -16,10 +16,13 @@ import pytest
 from typer.testing import CliRunner
 
 from ketaoutcomes.cli import app
+from ketaoutcomes.contract import WHITESPACE
 from ketaoutcomes.ingest import IngestError, ingest_export
 from ketaoutcomes.ingest.rules import DUPLICATE_ROWS_SHOWN, duplicate_problems
 from ketaoutcomes.ingest.text import (
+    TZ_PATTERN,
     LineEndingError,
+    OffsetScan,
     csv_source,
     drop_blank_rows,
     offset_note,
@@ -201,6 +204,36 @@ def test_a_warehouse_written_before_gets_the_new_columns(tmp_path, tiny_export):
 def test_timestamps_keep_the_wall_clock_time_written(text, want):
     sql = f"SELECT CAST(({timestamp_sql('v')}) AS VARCHAR) FROM (SELECT NULLIF(TRIM(?), '') AS v)"
     assert duckdb.connect().execute(sql, [text]).fetchone()[0] == want
+
+
+#: Values without a zone designator (polars' TZ_PATTERN does not match them): stray zones, letters,
+#: '+' signs, white space and digits outside ASCII, dates, garbage.
+_UNZONED = ["2024-01-08 09:00", "2024-01-08T09:00:00", "2024-01-08 09:00:00.5", "2024-01-08", "2024-01-08+02:00",
+            "2024-01-08 09:00 Europe/Berlin", "2024-01-08 09:00+", "2024-01-08 9:00 am", "2024-01-08T09", "soon",
+            "2024-01-08\u00a009:00", "2024-01-08 \u0669\u0669:00", "2024-01-08\t09:00 +2", "2024-01-08 09:00\n+x",
+            "+2024-01-08 09:00", "2024-01-08 09:00 BC", "2024-01-08 09:00 ZZ", "", "  "]
+
+
+@pytest.mark.parametrize("text", _UNZONED)
+def test_timestamps_of_a_column_without_zones_type_as_with_the_zone_regexes(text):
+    # what the fast path is checked against: the full SQL, on values polars finds no zone designator in
+    assert not pl.Series([text.strip(WHITESPACE)]).str.contains(TZ_PATTERN).item()
+    con = duckdb.connect()
+
+    def typed(zoned: bool):
+        return con.execute(f"SELECT CAST(({timestamp_sql('v', zoned)}) AS VARCHAR) FROM "
+                           f"(SELECT NULLIF(TRIM(?, '{WHITESPACE}'), '') AS v)", [text]).fetchone()[0]
+
+    assert typed(False) == typed(True)
+
+
+def test_a_column_is_unzoned_only_when_no_cell_has_a_zone():
+    scan = OffsetScan("sessions")
+    scan.add(_ts_frame(["2024-01-08 09:00", None]))
+    scan.add(_ts_frame(["2024-01-09 09:00"]))
+    assert scan.unzoned() == {"session_ts"}
+    scan.add(_ts_frame(["2024-01-10 09:00+01:00"]))
+    assert scan.unzoned() == set()
 
 
 def _ts_frame(values: list[str | None]) -> pl.DataFrame:

@@ -3,10 +3,11 @@
 How a file goes in: it is streamed once into a scratch Parquet file of text and scanned on the way
 (value lengths, the PHI guard's candidate rows, time zones: :mod:`ketaoutcomes.ingest.read`); its
 rows are typed in DuckDB into another scratch Parquet file (:mod:`ketaoutcomes.ingest.typed`); the
-row rules (:mod:`ketaoutcomes.ingest.rules`) run in polars on the typed rows (duplicates only on the
-rows of keys DuckDB finds repeated); the good rows go from the typed file into ``raw_<table>`` with
-``INSERT ... SELECT``. No file is held in memory as text (the patients file, one row per patient,
-is: its ages are capped and its own columns kept, in polars). The folder's files are found by
+row rules (:mod:`ketaoutcomes.ingest.rules`) run in polars only on the typed rows DuckDB finds a
+rule could flag (:mod:`ketaoutcomes.ingest.suspects`; duplicates only on the rows of keys DuckDB
+finds repeated); the good rows go from the typed file into ``raw_<table>`` with ``INSERT ...
+SELECT``. No file is held in memory as text, nor typed (the patients file, one row per patient, is:
+its ages are capped and its own columns kept, in polars). The folder's files are found by
 :mod:`ketaoutcomes.ingest.folder`.
 
 Tables written (see dags.md):
@@ -77,6 +78,7 @@ from ketaoutcomes.ingest.rules import (
     session_course_problems,
 )
 from ketaoutcomes.ingest.staging import update_staging
+from ketaoutcomes.ingest.suspects import range_counts, suspect_rows
 from ketaoutcomes.ingest.typed import type_rows
 from ketaoutcomes.registries import Registries, load_registries
 from ketaoutcomes.registries.history import append_registry_batch, rebuild_registries
@@ -506,28 +508,37 @@ def _check_tables(con: duckdb.DuckDBPyConnection, ordered: list[str], staged: di
         ignored_cols = tuple(c for c in ignored_cols if c not in extra.kept)
         if tf.offsets is not None and (zones := tf.offsets.problem()) is not None:
             raise IngestError(f"{path}: {zones}; nothing was loaded")
-        problems, present = type_rows(con, source, refs, table, f"_typed_{table}", scratch / f"typed_{table}.parquet")
+        problems, present = type_rows(con, source, refs, table, f"_typed_{table}", scratch / f"typed_{table}.parquet",
+                                      tf.offsets.unzoned() if tf.offsets is not None else ())
         con.execute("DROP TABLE IF EXISTS _text_patients")
-        names = ", ".join(f'"{c}"' for c in TABLES[table].column_names)
-        typed = fetch(con, f"SELECT _row_number, {names} FROM _typed_{table}")  # (in _row_number order)
+        target = f"_typed_{table}"
+        rows_read = con.execute(f"SELECT count(*) FROM {target}").fetchone()[0]
+        exempt = allow.allowed_columns(table)
+        refs_to = {r.to_table: parent(r.to_table) for r in TABLES[table].references}
         if extra.frame is not None:  # the patients file's own columns, kept as text (ingest.extra)
-            typed = typed.join(extra.frame, on="_row_number", how="left")
+            names = ", ".join(f'"{c}"' for c in TABLES[table].column_names)
+            typed = fetch(con, f"SELECT _row_number, {names} FROM {target}").join(extra.frame, on="_row_number",
+                                                                                 how="left")
             replace_table(con, "_extra_patients", extra.frame, temporary=True)
             st.extra = True
+        else:  # only the rows a rule could flag come into polars (ingest.suspects)
+            typed = suspect_rows(con, table, target, registries, exempt,
+                                 {name: p.available() for name, p in refs_to.items()},
+                                 parent("courses").available() if table == "sessions" else None)
         # Each row on its own first; then keys among the rows still standing.
-        checks = [problems, row_problems(table, typed.select(row_rule_columns(table)), registries,
-                                         allow.allowed_columns(table))]
+        checks = [problems, row_problems(table, typed.select(row_rule_columns(table)), registries, exempt)]
         if table == "sessions":
             checks.append(session_course_problems(typed.select(_SESSION_COURSE_COLUMNS),
                                                   parent("courses").available(), registries))
         if TABLES[table].references:
             checks.append(reference_problems(table, typed.select("_row_number", *(r.column for r in
                                                                                   TABLES[table].references)),
-                                             {r.to_table: parent(r.to_table) for r in TABLES[table].references}))
+                                             refs_to))
+        del typed
         own = one_problem_per_cell(pl.concat([c for c in checks if c.height] or [problems], how="vertical"))
         # duplicate keys: only the rows of keys that appear more than once (found in DuckDB) are compared
-        standing = _repeated_keys(con, table, typed).join(own.select("_row_number").unique(), on="_row_number",
-                                                          how="anti")
+        standing = _repeated_keys(con, table, extra.frame).join(own.select("_row_number").unique(),
+                                                                on="_row_number", how="anti")
         problems = pl.concat([own, duplicate_problems(table, standing)], how="vertical_relaxed")
         del standing
         bad = problems.select("_row_number").unique()
@@ -535,7 +546,7 @@ def _check_tables(con: duckdb.DuckDBPyConnection, ordered: list[str], staged: di
         if table in _PARENT_COLUMNS:
             cols = _PARENT_COLUMNS[table]
             key = cols[0]
-            keys = typed.select("_row_number", *cols)
+            keys = fetch(con, f"SELECT _row_number, {', '.join(cols)} FROM {target}")
             parents[table] = Parent(
                 table, path.name, keys.join(bad, on="_row_number", how="anti").select(cols) if bad.height
                 else keys.select(cols), _stored(con, table, cols),
@@ -546,7 +557,7 @@ def _check_tables(con: duckdb.DuckDBPyConnection, ordered: list[str], staged: di
         notes = "; ".join(n for n in (f"{capped} age(s) over 89 stored as 90 (HIPAA Safe Harbor)" if capped else "",
                                       (tf.offsets.note() if tf.offsets is not None else None) or "",
                                       extra.note or "") if n) or None
-        st.load = replace(st.load, rows_read=typed.height, rows_loaded=typed.height - bad.height,
+        st.load = replace(st.load, rows_read=rows_read, rows_loaded=rows_read - bad.height,
                           rows_quarantined=bad.height, ignored_columns=ignored_cols, notes=notes)
         if st.load.rows_read != tf.rows_read:
             raise RuntimeError(f"{path}: row accounting broken ({st.load}); this is a bug, please report it")
@@ -555,9 +566,9 @@ def _check_tables(con: duckdb.DuckDBPyConnection, ordered: list[str], staged: di
             pl.lit(st.load.batch_id).alias("batch_id"), pl.lit(table).alias("table_name"),
             pl.lit(str(path)).alias("source_file"), pl.col("_row_number").alias("row_number"),
             pl.col(LINE_NUMBER).alias("line_number"), "column_name", "rule", "reason")
-        st.dq = dq_checks(table, rows_read=typed.height, present=present, typed=typed, problems=problems).with_columns(
+        st.dq = dq_checks(table, rows_read=rows_read, present=present, typed=None, problems=problems,
+                          ranges=range_counts(con, table, target)).with_columns(
             pl.lit(st.load.batch_id).alias("batch_id"))
-        del typed
     _check_sessions_left_out(export_dir, files, loaded_tables, parent("courses").available(), registries)
 
 
@@ -565,17 +576,16 @@ def _check_tables(con: duckdb.DuckDBPyConnection, ordered: list[str], staged: di
 _SESSION_COURSE_COLUMNS = ("_row_number", "course_id", "session_ts", "dose_mg", "dose_mg_per_kg")
 
 
-def _repeated_keys(con: duckdb.DuckDBPyConnection, table: str, typed: pl.DataFrame) -> pl.DataFrame:
-    """The rows of ``typed`` whose key (no part of it null) appears on more than one row of
-    ``_typed_<table>``: all that :func:`ketaoutcomes.ingest.rules.duplicate_problems` can flag."""
+def _repeated_keys(con: duckdb.DuckDBPyConnection, table: str, extra: pl.DataFrame | None) -> pl.DataFrame:
+    """``_row_number`` and the contract's columns (and the patients file's own, ``extra``) of the rows
+    of ``_typed_<table>`` whose key (no part of it null) appears on more than one row, in
+    ``_row_number`` order: all that :func:`ketaoutcomes.ingest.rules.duplicate_problems` can flag."""
     key = ", ".join(f'"{k}"' for k in TABLES[table].key)
     not_null = " AND ".join(f'"{k}" IS NOT NULL' for k in TABLES[table].key)
-    rows = con.execute(f"SELECT _row_number FROM _typed_{table} SEMI JOIN (SELECT {key} FROM _typed_{table} "
-                       f"WHERE {not_null} GROUP BY ALL HAVING count(*) > 1) USING ({key})").fetchall()
-    if not rows:
-        return typed.clear()
-    return typed.join(pl.DataFrame({"_row_number": [r[0] for r in rows]}, schema={"_row_number": pl.Int64}),
-                      on="_row_number", how="semi")
+    names = ", ".join(f'"{c}"' for c in TABLES[table].column_names)
+    rows = fetch(con, f"SELECT _row_number, {names} FROM _typed_{table} SEMI JOIN (SELECT {key} FROM _typed_{table} "
+                      f"WHERE {not_null} GROUP BY ALL HAVING count(*) > 1) USING ({key}) ORDER BY _row_number")
+    return rows if extra is None else rows.join(extra, on="_row_number", how="left", maintain_order="left")
 
 
 def _write(con: duckdb.DuckDBPyConnection, export_dir: Path, ordered: list[str], staged: dict[str, _Staged], regs,

@@ -258,8 +258,11 @@ def reference_problems(table: str, typed: pl.DataFrame, parents: Mapping[str, Pa
 
 
 def _orphans(typed: pl.DataFrame, ref: Reference, parent: Parent) -> pl.DataFrame:
+    rows = typed.filter(pl.col(ref.column).is_not_null())
+    if rows.is_empty():  # (no row to look up: the parent's keys are not gathered)
+        return empty_problems()
     avail = parent.available().select(pl.col(ref.to_column).alias(ref.column)).unique()
-    rows = typed.filter(pl.col(ref.column).is_not_null()).join(avail, on=ref.column, how="anti")
+    rows = rows.join(avail, on=ref.column, how="anti")
     if rows.is_empty():
         return empty_problems()
     q = parent.quarantined.select(pl.col(ref.to_column).alias(ref.column), pl.col("_row_number").alias("_parent_row"))
@@ -390,7 +393,8 @@ def _quarantine_checks(table: str, rows_read: int, problems: pl.DataFrame, prese
     return rows
 
 
-def _range_checks(table: str, typed: pl.DataFrame) -> list[dict]:
+def _range_checks(table: str, typed: pl.DataFrame | None,
+                  counts: Mapping[str, tuple[int, int]] | None = None) -> list[dict]:
     rows = []
     for c in TABLES[table].columns:
         if c.min is None and c.max is None:
@@ -401,7 +405,8 @@ def _range_checks(table: str, typed: pl.DataFrame) -> list[dict]:
             outside = outside | (v < c.min)
         if c.max is not None:
             outside = outside | (v > c.max)
-        tested, failing = typed.select(v.is_not_null().sum(), outside.fill_null(False).sum()).row(0)
+        tested, failing = (counts[c.name] if counts is not None else
+                           typed.select(v.is_not_null().sum(), outside.fill_null(False).sum()).row(0))
         pct, status = _status(failing, tested, RANGE_THRESHOLD_PCT)
         lo = "" if c.min is None else f"{c.min:g}"
         hi = "" if c.max is None else f"{c.max:g}"
@@ -412,11 +417,14 @@ def _range_checks(table: str, typed: pl.DataFrame) -> list[dict]:
     return rows
 
 
-def dq_checks(table: str, *, rows_read: int, typed: pl.DataFrame, problems: pl.DataFrame,
-              text: pl.DataFrame | None = None, present: Mapping[str, int] | None = None) -> pl.DataFrame:
+def dq_checks(table: str, *, rows_read: int, typed: pl.DataFrame | None, problems: pl.DataFrame,
+              text: pl.DataFrame | None = None, present: Mapping[str, int] | None = None,
+              ranges: Mapping[str, tuple[int, int]] | None = None) -> pl.DataFrame:
     """The data-quality summary of one file's load. ``present``: per column, the cells with a value
-    (:func:`present_cells` of the file's ``text``, or counted while typing). A check that raises is
-    recorded with status 'error' (never 'pass')."""
+    (:func:`present_cells` of the file's ``text``, or counted while typing); ``ranges``: per column
+    with a plausibility range, the cells with a value and those outside it (counted in DuckDB,
+    :func:`ketaoutcomes.ingest.suspects.range_counts`), else counted in ``typed``. A check that
+    raises is recorded with status 'error' (never 'pass')."""
     rows: list[dict] = []
 
     def quarantine() -> list[dict]:
@@ -424,7 +432,7 @@ def dq_checks(table: str, *, rows_read: int, typed: pl.DataFrame, problems: pl.D
         return _quarantine_checks(table, rows_read, problems, counts)
 
     for name, fn in (("quarantine rules", quarantine),
-                     ("plausibility ranges", lambda: _range_checks(table, typed))):
+                     ("plausibility ranges", lambda: _range_checks(table, typed, ranges))):
         try:
             rows += fn()
         except Exception as exc:  # noqa: BLE001 - a check that could not run is reported, not hidden

@@ -190,14 +190,26 @@ def drop_blank_rows(frame: pl.DataFrame) -> tuple[pl.DataFrame, int]:
 #: the designator (Z, UTC, GMT, or a signed offset +HH, +HHMM, +HH:MM). Case-insensitive.
 TZ_PATTERN = r"^(.*\d:\d\d(?::\d\d(?:[.,]\d+)?)?)\s*([zZ]|[uU][tT][cC]|[gG][mM][tT]|[+-]\d\d(?::?\d\d)?)$"
 _UTC = r"^([zZ]|[uU][tT][cC]|[gG][mM][tT]|-00(:?00)?)$"
+#: A zone designator (or a zone name) left in a value that :data:`TZ_PATTERN` does not match: the
+#: value does not convert (DuckDB would drop it without a word).
+_STRAY = r"[+]|[zZ]$|\s[A-Za-z]"
 #: The widest real UTC offsets.
 _OFFSET_MIN_MINUTES, _OFFSET_MAX_MINUTES = -12 * 60, 14 * 60
 
 
-def timestamp_sql(v: str) -> str:
+def timestamp_sql(v: str, zoned: bool = True) -> str:
     """DuckDB SQL for the TIMESTAMP value of the (trimmed, possibly null) text ``v``: the
     wall-clock time written, a valid numeric offset dropped. A zone designator DuckDB would drop
-    without a word is handled here, so an out-of-range offset does not convert."""
+    without a word is handled here, so an out-of-range offset does not convert.
+
+    ``zoned=False``: the column has no cell with a zone designator (:meth:`OffsetScan.unzoned`:
+    polars' :data:`TZ_PATTERN`, whose ``\\d`` and ``\\s`` are Unicode, matched none, so DuckDB's
+    ASCII-only RE2 matches none either), so the first branch is left out; and the test for a stray
+    designator, a regex, runs only on a value holding a letter or a '+' (without one it cannot
+    match): the same values, without the two regexes per cell."""
+    if not zoned:
+        return (f"CASE WHEN (lower({v}) <> upper({v}) OR contains({v}, '+')) AND regexp_matches({v}, '{_STRAY}') "
+                f"THEN NULL ELSE TRY_CAST({v} AS TIMESTAMP) END")
     wall = f"regexp_extract({v}, '{TZ_PATTERN}', 1)"
     zone = f"regexp_extract({v}, '{TZ_PATTERN}', 2)"
     sign = f"CASE WHEN starts_with({zone}, '-') THEN -1 ELSE 1 END"
@@ -207,26 +219,29 @@ def timestamp_sql(v: str) -> str:
     valid = (f"(regexp_matches({zone}, '{_UTC}') OR (coalesce(TRY_CAST(NULLIF(substr({digits}, 3, 2), '') AS INTEGER), 0) < 60 "
              f"AND {minutes} BETWEEN {_OFFSET_MIN_MINUTES} AND {_OFFSET_MAX_MINUTES}))")
     # The wall-clock part must carry no zone of its own ('... +02:00 +03:00').
-    plain = f"NOT regexp_matches({wall}, '[+]|[zZ]$|\\s[A-Za-z]')"
+    plain = f"NOT regexp_matches({wall}, '{_STRAY}')"
     return (f"CASE WHEN regexp_matches({v}, '{TZ_PATTERN}') THEN "
             f"CASE WHEN {valid} AND {plain} THEN TRY_CAST({wall} AS TIMESTAMP) END "
-            f"WHEN regexp_matches({v}, '[+]|[zZ]$|\\s[A-Za-z]') THEN NULL "
+            f"WHEN regexp_matches({v}, '{_STRAY}') THEN NULL "
             f"ELSE TRY_CAST({v} AS TIMESTAMP) END")
 
 
-def _zones(frame: pl.DataFrame, column: str) -> pl.DataFrame:
-    """``_row_number``, zone designator (null: none) and whether it is a valid offset (``_valid``:
-    a numeric one within -12:00..+14:00) of the present cells of ``column``."""
+def _zones(frame: pl.DataFrame, column: str) -> tuple[pl.DataFrame, pl.Series]:
+    """Of the present cells of ``column``: those with a zone designator (``_row_number``, ``_zone``
+    and whether it is a valid offset, ``_valid``: a numeric one within -12:00..+14:00), and the
+    ``_row_number`` of those without one (most cells: the offset is worked out for the others only)."""
     v = pl.col(column).str.strip_chars(WHITESPACE)
     zone = pl.col("_zone")
     digits = zone.str.slice(1).str.replace(":", "", literal=True)
     hours = digits.str.slice(0, 2).cast(pl.Int64, strict=False)
     mins = digits.str.slice(2, 2).replace("", None).cast(pl.Int64, strict=False).fill_null(0)
     total = pl.when(zone.str.starts_with("-")).then(-1).otherwise(1) * (hours * 60 + mins)
-    return frame.select("_row_number", v.alias("_v")).filter(pl.col("_v").fill_null("") != "").select(
-        "_row_number", pl.col("_v").str.extract(TZ_PATTERN, 2).alias("_zone")).with_columns(
+    z = frame.select("_row_number", v.alias("_v")).filter(pl.col("_v").fill_null("") != "").select(
+        "_row_number", pl.col("_v").str.extract(TZ_PATTERN, 2).alias("_zone"))
+    zoned = z.filter(zone.is_not_null()).with_columns(
         (zone.str.contains(r"^[+-]") & ~zone.str.contains(_UTC) & (mins < 60)
          & total.is_between(_OFFSET_MIN_MINUTES, _OFFSET_MAX_MINUTES)).fill_null(False).alias("_valid"))
+    return zoned, (z if zoned.is_empty() else z.filter(zone.is_null()))["_row_number"]
 
 
 #: Parquet time zones that are UTC itself (a UTC-normalised timestamp, not a local one).
@@ -267,13 +282,17 @@ class OffsetScan:
         for col in TABLES[self.table].columns:
             if col.dtype != "TIMESTAMP" or col.name not in frame.columns:
                 continue
-            z = _zones(frame, col.name)
-            self.zoned.setdefault(col.name, []).append(z.filter(pl.col("_zone").is_not_null()))
-            none = z.filter(pl.col("_zone").is_null())["_row_number"]
+            zoned, none = _zones(frame, col.name)
+            self.zoned.setdefault(col.name, []).append(zoned)
             n, first = self.without.get(col.name, (0, None))
             if none.len():
                 first = none.min() if first is None else min(first, none.min())
             self.without[col.name] = (n + none.len(), first)
+
+    def unzoned(self) -> frozenset[str]:
+        """The timestamp columns scanned in which no cell has a zone designator
+        (:func:`timestamp_sql` types them with ``zoned=False``)."""
+        return frozenset(name for name, parts in self.zoned.items() if not any(p.height for p in parts))
 
     def _zoned(self, column: str) -> pl.DataFrame:
         return pl.concat(self.zoned[column], how="vertical")

@@ -9,7 +9,7 @@ file, read as a temporary view, that the checks read and the load copies into ``
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from pathlib import Path
 
 import duckdb
@@ -31,7 +31,7 @@ def present_sql(ref: str) -> str:
             f"ELSE NULLIF(trim({ref}, '{WHITESPACE}'), '') END")
 
 
-def typed_expr(col: Column, ref: str) -> tuple[str, str]:
+def typed_expr(col: Column, ref: str, zoned: bool = True) -> tuple[str, str]:
     """SQL for the typed value of ``col`` (its text in column ``ref``) and for 'the value is present
     but does not convert'.
 
@@ -39,7 +39,8 @@ def typed_expr(col: Column, ref: str) -> tuple[str, str]:
     not part of it (:data:`ketaoutcomes.contract.WHITESPACE`: tabs, line breaks and no-break
     spaces too, which DuckDB's TRIM keeps). TRY_CAST alone is not strict enough: DuckDB rounds
     '3.5' to INTEGER 4 and truncates a DATE's time part, so integers must be whole and dates must
-    carry no time of day.
+    carry no time of day. ``zoned=False``: a TIMESTAMP column with no zone designator in any cell
+    (:func:`ketaoutcomes.ingest.text.timestamp_sql`).
     """
     v = present_sql(ref)
     if col.dtype == "INTEGER":
@@ -57,7 +58,7 @@ def typed_expr(col: Column, ref: str) -> tuple[str, str]:
             f"WHEN 'false' THEN FALSE WHEN 'f' THEN FALSE WHEN '0' THEN FALSE WHEN 'no' THEN FALSE END"
         )
     elif col.dtype == "TIMESTAMP":  # the wall-clock time written; an offset is dropped (ingest.text)
-        typed = timestamp_sql(v)
+        typed = timestamp_sql(v, zoned)
     else:  # VARCHAR
         typed = v
     bad = f"({v} IS NOT NULL AND ({typed}) IS NULL)"
@@ -75,13 +76,15 @@ TYPE_WORDS = {
 
 
 def type_rows(con: duckdb.DuckDBPyConnection, source: str, refs: Mapping[str, str | None], table: str,
-              target: str, scratch: Path) -> tuple[pl.DataFrame, dict[str, int]]:
+              target: str, scratch: Path, unzoned: Collection[str] = ()) -> tuple[pl.DataFrame, dict[str, int]]:
     """Type every row of ``source`` (SQL: a table or a subquery with ``_row_number`` and the text
     columns ``refs`` names, a contract column to its column; None: not in the file) into the Parquet
     file ``scratch``, read as the temporary view ``target``: ``_row_number`` and the contract's
     columns, typed (a cell that does not convert becomes null), in the order of ``source``. (A file,
     not a temporary table: DuckDB keeps a temporary table in memory, and every file's typed rows are
-    held until the load writes them.)
+    held until the load writes them.) ``unzoned``: the TIMESTAMP columns in which no cell has a
+    zone designator (:meth:`ketaoutcomes.ingest.text.OffsetScan.unzoned`), typed without the regexes
+    for one.
 
     Returns the problems (``type``, ``key_missing``, ``required_missing``) and, per column, how
     many cells hold a value (the rows the ``type`` rule tested).
@@ -93,7 +96,8 @@ def type_rows(con: duckdb.DuckDBPyConnection, source: str, refs: Mapping[str, st
     selects, problems, counts = ["_row_number"], [], []
     for i, col in enumerate(spec.columns):
         ref = refs.get(col.name)
-        typed, _bad = typed_expr(col, f'"{ref}"' if ref is not None else "CAST(NULL AS VARCHAR)")
+        typed, _bad = typed_expr(col, f'"{ref}"' if ref is not None else "CAST(NULL AS VARCHAR)",
+                                 zoned=col.name not in unzoned)
         present = present_sql(f'"{ref}"') if ref is not None else "NULL"
         # 'present but does not convert' is read from the typed value and _empty (not computed twice)
         selects += [f'{typed} AS "{col.name}"', f"{present} IS NULL AS _empty{i}"]
