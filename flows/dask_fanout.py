@@ -30,6 +30,7 @@ from flows import _env  # noqa: F401  (must precede the prefect import)
 import contextlib
 import contextvars
 import logging
+import uuid
 from collections.abc import Callable
 from typing import Any
 
@@ -56,7 +57,10 @@ __all__ = ["FANOUT_FLOW_NAME", "dask_fan_out", "prefect_submit", "task_runner"]
 # one pass over the frame, no copy of it.
 @normalize_token.register(pl.DataFrame)
 def _frame_token(frame: pl.DataFrame) -> tuple:
-    rows = hash_buffer_hex(frame.hash_rows(seed=0).to_numpy()) if frame.width else None
+    try:
+        rows = hash_buffer_hex(frame.hash_rows(seed=0).to_numpy()) if frame.width else None
+    except Exception:  # noqa: BLE001 - a column polars cannot hash (Object): a name of its own, as Dask
+        rows = uuid.uuid4().hex  # gives an object it cannot tokenize (the task run's id is in the key)
     return "polars.DataFrame", frame.columns, [str(t) for t in frame.dtypes], frame.height, rows
 
 

@@ -115,3 +115,18 @@ def test_dask_names_a_polars_frame_by_its_content_in_one_pass():
     assert len({tokenize(frame), *(tokenize(o) for o in others)}) == 1 + len(others)
     assert tokenize(frame["AVAL"]) != tokenize(frame["AVAL"] * 2)
     assert tokenize(pl.DataFrame()) == tokenize(pl.DataFrame())
+
+
+def test_a_frame_polars_cannot_hash_still_gets_a_dask_token_of_its_own(monkeypatch):
+    # a frame whose rows polars cannot hash must not fail the submit: it gets a unique name, as Dask
+    # gives an object it cannot tokenize (checked against that fallback: two calls, two names)
+    from dask.tokenize import tokenize
+
+    import flows.dask_fanout  # noqa: F401  (registers the token)
+
+    def cannot(self, seed=0):
+        raise pl.exceptions.InvalidOperationError("cannot hash")
+
+    monkeypatch.setattr(pl.DataFrame, "hash_rows", cannot)
+    frame = pl.DataFrame({"AVAL": [1.0, 2.0]})
+    assert tokenize(frame) != tokenize(frame)
