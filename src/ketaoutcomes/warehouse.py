@@ -81,6 +81,7 @@ __all__ = [
     "table_exists",
     "fetch",
     "fetch_rows",
+    "sql_text",
     "replace_table",
     "append_frame",
     "write_table",
@@ -573,6 +574,11 @@ def table_exists(con: duckdb.DuckDBPyConnection, name: str) -> bool:
     )
 
 
+def sql_text(value: str) -> str:
+    """``value`` as a DuckDB text literal (quotes doubled), for SQL built from known values."""
+    return "'" + value.replace("'", "''") + "'"
+
+
 def _literal(value: object) -> str | None:
     """``value`` as a DuckDB literal (str, int, bool, None, or a list of them); None for any other type."""
     if value is None:
@@ -582,7 +588,7 @@ def _literal(value: object) -> str | None:
     if isinstance(value, int):
         return str(int(value))
     if isinstance(value, str) and "\0" not in value:
-        return "'" + value.replace("'", "''") + "'"
+        return sql_text(value)
     if isinstance(value, (list, tuple)):
         items = [_literal(v) for v in value]
         return None if None in items or any(isinstance(v, (list, tuple)) for v in value) else f"[{', '.join(items)}]"

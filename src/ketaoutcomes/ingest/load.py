@@ -82,7 +82,7 @@ from ketaoutcomes.ingest.suspects import range_counts, suspect_rows
 from ketaoutcomes.ingest.typed import type_rows
 from ketaoutcomes.registries import Registries, load_registries
 from ketaoutcomes.registries.history import append_registry_batch, rebuild_registries
-from ketaoutcomes.warehouse import append_frame, fetch, fetch_rows, replace_table, table_exists
+from ketaoutcomes.warehouse import append_frame, fetch, fetch_rows, replace_table, sql_text, table_exists
 
 __all__ = ["FileLoad", "IngestError", "IngestSummary", "PhiRefused", "check_export_folder", "find_export_files",
            "ingest_export", "read_table_file"]
@@ -316,10 +316,6 @@ def _append_query(con: duckdb.DuckDBPyConnection, name: str, query: str) -> None
         if col not in have:
             con.execute(f'ALTER TABLE "{name}" ADD COLUMN "{col}" {dtype}')
     con.execute(f'INSERT INTO "{name}" BY NAME {query}')
-
-
-def _sql_text(value: str) -> str:
-    return "'" + value.replace("'", "''") + "'"
 
 
 def ingest_export(
@@ -615,7 +611,7 @@ def _write(con: duckdb.DuckDBPyConnection, export_dir: Path, ordered: list[str],
         cols = ", ".join(f't."{c}"' for c in TABLES[table].column_names)
         extra = (", e._extra", " LEFT JOIN _extra_patients e USING (_row_number)") if st.extra else ("", "")
         _append_query(con, f"raw_{table}",
-                      f"SELECT t._row_number, {cols}{extra[0]}, {_sql_text(fl.batch_id)} AS _batch_id, "
+                      f"SELECT t._row_number, {cols}{extra[0]}, {sql_text(fl.batch_id)} AS _batch_id, "
                       f"CAST({seq} AS INTEGER) AS _load_seq FROM _typed_{table} t{extra[1]} "
                       + (f"ANTI JOIN _bad_{table} b USING (_row_number) " if fl.rows_quarantined else "")
                       # _typed_<table> is in _row_number order; a join may not keep it

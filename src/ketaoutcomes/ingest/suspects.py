@@ -23,7 +23,7 @@ import polars as pl
 
 from ketaoutcomes.contract import TABLES
 from ketaoutcomes.registries import Registries
-from ketaoutcomes.warehouse import fetch
+from ketaoutcomes.warehouse import fetch, sql_text
 
 __all__ = ["range_counts", "suspect_rows"]
 
@@ -31,17 +31,13 @@ __all__ = ["range_counts", "suspect_rows"]
 def _lit(value: object) -> str:
     """A SQL literal of a number or a text."""
     if isinstance(value, str):
-        return "'" + value.replace("'", "''") + "'"
+        return sql_text(value)
     return f"CAST({float(value)!r} AS DOUBLE)"
 
 
-def _num(column: str, prefix: str = "") -> str:
-    return f'CAST({prefix}"{column}" AS DOUBLE)'
-
-
-def _outside(column: str, lo: float | None, hi: float | None, prefix: str = "") -> list[str]:
-    return ([f"{_num(column, prefix)} < {_lit(lo)}"] if lo is not None else []) + (
-        [f"{_num(column, prefix)} > {_lit(hi)}"] if hi is not None else [])
+def _outside(column: str, lo: float | None, hi: float | None) -> list[str]:
+    num = f'CAST("{column}" AS DOUBLE)'
+    return ([f"{num} < {_lit(lo)}"] if lo is not None else []) + ([f"{num} > {_lit(hi)}"] if hi is not None else [])
 
 
 def _not_in(column: str, values: Collection[str]) -> str:

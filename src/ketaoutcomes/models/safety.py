@@ -163,7 +163,8 @@ def _sessions_with_events(sessions: pl.DataFrame, adverse_events: pl.DataFrame, 
         on="course_id", how="inner" if keys else "semi")
     # one row per session with an AE of the types: a column per type present, True where the session has one
     ae = adverse_events.filter(pl.col("ae_type").is_in(list(ae_types)))
-    present = [t for t in ae_types if t in set(ae.get_column("ae_type").unique().to_list())]
+    found = set(ae.get_column("ae_type").unique().to_list())
+    present = [t for t in ae_types if t in found]
     ae = ae.group_by("session_id").agg((pl.col("ae_type") == t).any().alias(t) for t in present)
     return s.join(ae.lazy() if lazy else ae, on="session_id", how="left")
 

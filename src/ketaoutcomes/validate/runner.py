@@ -28,7 +28,7 @@ from ketaoutcomes.validate.results import (
 )
 from ketaoutcomes.validate.rules import DERIVED, Rule, build_rules
 from ketaoutcomes.validate.suites import suite_for
-from ketaoutcomes.warehouse import replace_table
+from ketaoutcomes.warehouse import replace_table, sql_text
 
 __all__ = ["ENGINES", "RESULT_SCHEMA", "ValidationFailed", "ValidationResult", "changed_rows", "validate_tables",
            "validate_warehouse"]
@@ -95,10 +95,6 @@ def _run(schemas: Mapping[str, pl.Schema], registries: Registries, tables: Colle
     return ValidationResult(pl.DataFrame(rows, schema=RESULT_SCHEMA), suite_results)
 
 
-def _sql_text(value: str) -> str:
-    return "'" + value.replace("'", "''") + "'"
-
-
 def changed_rows(batch_ids: Collection[str], relation: Callable[[str], str] = lambda table: f"stg_{table}",
                  ) -> dict[str, str]:
     """Per table, the SQL condition (for :func:`validate_warehouse`'s ``rows``) that selects the
@@ -110,7 +106,7 @@ def changed_rows(batch_ids: Collection[str], relation: Callable[[str], str] = la
     full one (:func:`ketaoutcomes.step_records.validation_base`)."""
     if not batch_ids:
         raise ValueError("changed_rows needs at least one batch")
-    ids = ", ".join(_sql_text(b) for b in sorted(batch_ids))
+    ids = ", ".join(sql_text(b) for b in sorted(batch_ids))
     out = {t: [f"t._batch_id IN ({ids})"] for t in TABLE_ORDER}
     for (table, name), sources in DERIVED.items():
         if name.startswith("_ko_ref_"):
