@@ -14,9 +14,16 @@ function; its run named with the endpoint and route) and submits it to the flow'
 * else a ``distributed.LocalCluster`` started for the run on 127.0.0.1: ``n_workers`` processes of
   ``threads_per_worker`` threads, no dashboard; stopped when the run ends.
 
-The units receive their frames as task arguments (pickled by Dask) and their results come back the
-same way to the one process that called :func:`ketaoutcomes.pipeline.analyze_step`, which writes
-them in its write session: no worker touches the warehouse.
+The units' input frames do not travel with their tasks: the calling process writes each frame once
+(a frame several units read, such as the sessions, once for all of them) as a read-only Parquet file
+in an exchange folder of the run (:class:`FrameExchange`: ``ExecutionSettings.exchange_dir``, a
+folder every worker reads at the same path, else for a local cluster one in the system's temporary
+folder), and a unit's task gets the file's path (:class:`FrameFile`), which the worker reads. The
+folder is removed when the run ends. A cluster at an address with no exchange folder gets the
+frames with the tasks, pickled by Dask, which at a million patients (some 1.5 GiB for a step unit)
+loses workers. The results come back with the tasks to the one process that called
+:func:`ketaoutcomes.pipeline.analyze_step`, which writes them in its write session: no worker
+touches the warehouse.
 
 Use it from Python (``analyze_step(db, study, fan_out=dask_fan_out(settings))``), from the flows
 (``KETAOUTCOMES_EXECUTOR=dask``: ``flows.pipeline.analyze_task``), or from the CLI with the same
@@ -30,8 +37,12 @@ from flows import _env  # noqa: F401  (must precede the prefect import)
 import contextlib
 import contextvars
 import logging
+import shutil
+import tempfile
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import polars as pl
@@ -43,9 +54,10 @@ from prefect.settings import PREFECT_API_URL, temporary_settings
 from prefect_dask import DaskTaskRunner
 
 from ketaoutcomes.analysis.common import FanOut, Pending, Submit, run_unit
-from ketaoutcomes.settings import ExecutionSettings
+from ketaoutcomes.settings import EXECUTION_ENV, ExecutionSettings
 
-__all__ = ["FANOUT_FLOW_NAME", "dask_fan_out", "prefect_submit", "task_runner"]
+__all__ = ["FANOUT_FLOW_NAME", "FrameExchange", "FrameFile", "dask_fan_out", "prefect_submit", "run_unit_reading",
+           "task_runner"]
 
 
 # Dask names every task it is given by a token of its arguments (``Client.submit``'s ``pure``), and
@@ -86,14 +98,71 @@ def task_runner(settings: ExecutionSettings) -> DaskTaskRunner:
     })
 
 
+@dataclass(frozen=True)
+class FrameFile:
+    """A unit's input frame as a read-only Parquet file of the run's exchange folder (what its task
+    carries instead of the frame; :meth:`read` gives the frame back, the same to the last bit)."""
+
+    path: str
+    height: int
+
+    def read(self) -> pl.DataFrame:
+        return pl.read_parquet(self.path)
+
+
+class FrameExchange:
+    """The exchange folder of one fan-out run: a new folder in ``parent`` (None: the system's temporary
+    folder) where :meth:`put` writes each frame once, read-only, however many units it is given to
+    (frames are told apart by identity, and each is held until :meth:`close`, which removes the folder)."""
+
+    def __init__(self, parent: Path | None = None):
+        with _naming_the_folder(parent or Path(tempfile.gettempdir())):
+            self.folder = Path(tempfile.mkdtemp(prefix="ketaoutcomes-fanout-", dir=parent))
+        self._written: dict[int, tuple[pl.DataFrame, FrameFile]] = {}
+
+    def put(self, frame: pl.DataFrame) -> FrameFile:
+        if (known := self._written.get(id(frame))) is None:
+            path = self.folder / f"frame-{len(self._written):04d}.parquet"
+            with _naming_the_folder(self.folder):
+                # uncompressed: written once and read once or twice on the same disk, where compressing
+                # cost more time than the bytes it saved
+                frame.write_parquet(path, compression="uncompressed", statistics=False)
+                path.chmod(0o444)
+            known = self._written[id(frame)] = (frame, FrameFile(str(path), frame.height))
+        return known[1]
+
+    def close(self) -> None:
+        self._written.clear()
+        shutil.rmtree(self.folder, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def _naming_the_folder(folder: Path):
+    """An OSError (no room, no permission) as one that names the exchange folder and what to do."""
+    try:
+        yield
+    except OSError as exc:
+        raise OSError(exc.errno, f"the analysis fan-out could not write its input frames into {folder}: "
+                      f"{exc.strerror or exc}; free room there, or set {EXECUTION_ENV['exchange_dir']} to "
+                      "another folder (one every worker reads at the same path)") from exc
+
+
+def run_unit_reading(fn: Callable[..., Any], kwargs: Mapping[str, Any]) -> Any:
+    """:func:`run_unit` of ``fn`` with each :class:`FrameFile` among ``kwargs`` read first (on the worker)."""
+    return run_unit(fn, {k: v.read() if isinstance(v, FrameFile) else v for k, v in kwargs.items()})
+
+
 def prefect_submit(fn: Callable[..., Any], /, **kwargs: Any) -> Pending:
     """The :data:`~ketaoutcomes.analysis.common.Submit` of the fan-out: ``fn(**kwargs)`` as a Prefect
     task submitted to the running flow's task runner, run as in a serial run (:func:`run_unit`: one
     BLAS thread); its future's ``result()`` is the unit's result (or raises its exception). ``fn`` is
     a module-level function of the package, so a worker imports it by name rather than receiving its
-    code."""
+    code. Each frame among ``kwargs`` goes as a :class:`FrameFile` of the run's exchange folder, when it
+    has one."""
     label = "-".join([fn.__name__, *(v for v in kwargs.values() if isinstance(v, str))])
-    return task(run_unit, name=fn.__name__, task_run_name=label, **_UNIT_TASK).submit(fn=fn, kwargs=kwargs)
+    if (exchange := _EXCHANGE.get(None)) is not None:
+        kwargs = {k: exchange.put(v) if isinstance(v, pl.DataFrame) else v for k, v in kwargs.items()}
+    return task(run_unit_reading, name=fn.__name__, task_run_name=label, **_UNIT_TASK).submit(fn=fn, kwargs=kwargs)
 
 
 def dask_fan_out(settings: ExecutionSettings) -> FanOut:
@@ -108,12 +177,16 @@ def dask_fan_out(settings: ExecutionSettings) -> FanOut:
         # cluster's connections close at the end of a run, say nothing about the run; a unit that fails
         # fails its task, the flow and this call with its own error.
         logging.getLogger("distributed").setLevel(logging.ERROR)
-        token = _BODY.set(body)
+        exchange = None if settings.address and not settings.exchange_dir else FrameExchange(settings.exchange_dir)
+        tokens = _BODY.set(body), _EXCHANGE.set(exchange)
         try:
-            with _api_for_workers():
+            with _api_for_workers(), _worker_environment(settings):
                 return _analysis_fanout.with_options(task_runner=task_runner(settings))()
         finally:
-            _BODY.reset(token)
+            _BODY.reset(tokens[0])
+            _EXCHANGE.reset(tokens[1])
+            if exchange is not None:
+                exchange.close()
 
     return fan_out
 
@@ -123,6 +196,8 @@ def dask_fan_out(settings: ExecutionSettings) -> FanOut:
 #: with it the analysis's whole input (the staged tables), pickled a few times for every unit (3.7 MB
 #: a unit at 2,000 patients, about a gigabyte at a million); a module-level flow is pickled by name.
 _BODY: contextvars.ContextVar[Callable[[Submit], Any]] = contextvars.ContextVar("ketaoutcomes_fanout_body")
+#: The running fan-out's exchange folder (None: frames travel with the tasks).
+_EXCHANGE: contextvars.ContextVar[FrameExchange | None] = contextvars.ContextVar("ketaoutcomes_fanout_exchange")
 
 
 def _running_body() -> Callable[[Submit], Any]:
@@ -134,6 +209,45 @@ def _analysis_fanout() -> Any:
     # the flow's function is pickled with the flow (by value: the module's name holds the Flow, not the
     # function); it names the module's functions only, which are pickled by reference
     return _running_body()(prefect_submit)
+
+
+def _worker_environment(settings: ExecutionSettings) -> contextlib.AbstractContextManager:
+    """The environment a local cluster's worker processes start with: Dask's own
+    (``distributed.nanny.pre-spawn-environ``: one OpenMP/MKL/OpenBLAS thread) without its
+    ``MALLOC_TRIM_THRESHOLD_``, and polars with the worker's threads (``POLARS_MAX_THREADS``; polars
+    otherwise starts a thread per core in every worker).
+
+    Dask's trim threshold (64 kB) has glibc hand freed memory back to the system at once, so a unit
+    that builds and drops large arrays faults its pages in again and again: at 100,000 patients the
+    fan-out's system CPU time was 32.7 s with it and 7.1 s without (2 workers; the serial run: 3.2 s).
+    It keeps a worker's resident memory down between tasks, which these few large units do not need.
+    A running cluster's workers (``address``) are started by whoever runs it."""
+    if settings.address:
+        return contextlib.nullcontext()
+    return _local_worker_environment(settings.threads_per_worker)
+
+
+@contextlib.contextmanager
+def _local_worker_environment(threads: int):
+    import os
+
+    import dask
+
+    env = {k: v for k, v in dask.config.get("distributed.nanny.pre-spawn-environ").items()
+           if k != "MALLOC_TRIM_THRESHOLD_"}
+    env["POLARS_MAX_THREADS"] = threads
+    # a nanny sets these in its own process's environment (this one) to start a worker with them; put
+    # back after the run what this process had, for what it runs or starts afterwards
+    before = {k: os.environ.get(k) for k in env}
+    try:
+        with dask.config.set({"distributed.nanny.pre-spawn-environ": env}):
+            yield
+    finally:
+        for k, v in before.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
 
 
 def _api_for_workers() -> contextlib.AbstractContextManager:

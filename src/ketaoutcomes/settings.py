@@ -16,7 +16,7 @@ import tomllib
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
 
 from ketaoutcomes.endpoints import DEFAULT_ENDPOINTS, ENDPOINTS
 from ketaoutcomes.protocol import TargetTrialProtocol
@@ -87,7 +87,8 @@ class _Frozen(BaseModel):
 
 #: The environment variables of :class:`ExecutionSettings`, by field.
 EXECUTION_ENV = {"executor": "KETAOUTCOMES_EXECUTOR", "address": "KETAOUTCOMES_DASK_ADDRESS",
-                 "n_workers": "KETAOUTCOMES_DASK_WORKERS", "threads_per_worker": "KETAOUTCOMES_DASK_THREADS"}
+                 "n_workers": "KETAOUTCOMES_DASK_WORKERS", "threads_per_worker": "KETAOUTCOMES_DASK_THREADS",
+                 "exchange_dir": "KETAOUTCOMES_DASK_EXCHANGE"}
 
 
 class ExecutionSettings(_Frozen):
@@ -95,12 +96,25 @@ class ExecutionSettings(_Frozen):
     after the other) or ``dask`` (as Prefect tasks on a Dask cluster: the scheduler at ``address``,
     else a local cluster of ``n_workers`` processes of ``threads_per_worker`` threads, started for the
     run). Not a study setting: the results are the same either way, so it is in no ``settings_id``.
+
+    ``exchange_dir``: the folder, at the same absolute path on every worker, where the units' input
+    frames are written once as read-only Parquet files for the workers to read (docs/scaling.md);
+    default for a local cluster: a folder in the system's temporary folder; for a cluster at
+    ``address`` with none, the frames travel to the workers with the tasks.
     """
 
     executor: Literal["serial", "dask"] = "serial"
     address: str | None = Field(default=None, pattern=r"^([a-z]+://)?[A-Za-z0-9_.\-\[\]:]+:[0-9]{1,5}$")
     n_workers: int = Field(default=2, ge=1, le=256)
     threads_per_worker: int = Field(default=1, ge=1, le=64)
+    exchange_dir: Path | None = None
+
+    @field_validator("exchange_dir")
+    @classmethod
+    def _exchange_folder(cls, value: Path | None) -> Path | None:
+        if value is not None and not (value.is_absolute() and value.is_dir()):
+            raise ValueError("an existing folder, as an absolute path (the same on every worker)")
+        return value
 
     @model_validator(mode="after")
     def _consistent(self) -> "ExecutionSettings":

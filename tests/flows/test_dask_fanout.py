@@ -49,7 +49,11 @@ def test_the_fanout_on_a_two_worker_local_cluster_equals_the_serial_run(prefect_
     shutil.copyfile(serial_db, dask_db)
 
     serial = analyze_step(serial_db, STUDY)
-    fanned = analyze_step(dask_db, STUDY, fan_out=dask_fan_out(ExecutionSettings(executor="dask", n_workers=2)))
+    exchange = tmp_path / "exchange"  # where the units' input frames go as Parquet files for the workers
+    exchange.mkdir()
+    fanned = analyze_step(dask_db, STUDY, fan_out=dask_fan_out(ExecutionSettings(executor="dask", n_workers=2,
+                                                                                 exchange_dir=exchange)))
+    assert list(exchange.iterdir()) == []  # the run's files are removed when it ends
 
     run_id = serial.details["run_id"]
     assert fanned.details["run_id"] == run_id  # same data, settings and code: the same run
@@ -130,3 +134,127 @@ def test_a_frame_polars_cannot_hash_still_gets_a_dask_token_of_its_own(monkeypat
     monkeypatch.setattr(pl.DataFrame, "hash_rows", cannot)
     frame = pl.DataFrame({"AVAL": [1.0, 2.0]})
     assert tokenize(frame) != tokenize(frame)
+
+
+def _every_kind_of_column() -> pl.DataFrame:
+    import datetime as dt
+
+    return pl.DataFrame({
+        "USUBJID": ["P1", None, "P3"],
+        "AVAL": [1.0, float("nan"), -0.0],
+        "EVENT": [1, 0, None],
+        "small": pl.Series([1, 2, 3], dtype=pl.Int8),
+        "flag": [True, None, False],
+        "day": [dt.date(2024, 1, 1), None, dt.date(2024, 2, 29)],
+        "ts": pl.Series([dt.datetime(2024, 1, 1, 8, 30, 1, 5), None, dt.datetime(2024, 3, 1)]).dt.replace_time_zone("UTC"),
+        "naive_ts": [dt.datetime(2024, 1, 1, 8, 30), None, dt.datetime(2024, 3, 1)],
+        "ARM": pl.Series(["IV", "SSRI", "IV"], dtype=pl.Categorical),
+        "SEX": pl.Series(["F", "M", None], dtype=pl.Enum(["F", "M"])),
+        "doses": [[1.0, 2.0], [], None],
+    })
+
+
+def _same(a: pl.DataFrame, b: pl.DataFrame) -> bool:
+    """Same columns, types and values: floats bit for bit (NaN and -0.0 too), the rest as Arrow sees them."""
+    if a.schema != b.schema:
+        return False
+    return all(a[c].to_numpy().tobytes() == b[c].to_numpy().tobytes() if a.schema[c] == pl.Float64
+               else a[c].to_arrow().equals(b[c].to_arrow()) for c in a.columns)
+
+
+def test_a_frame_comes_back_from_its_exchange_file_the_same_to_the_last_bit(tmp_path):
+    # checked against the frame itself: every value, type and null, NaN and -0.0 included
+    from flows.dask_fanout import FrameExchange
+
+    frame = _every_kind_of_column()
+    exchange = FrameExchange(tmp_path)
+    try:
+        file = exchange.put(frame)
+        back = file.read()
+        assert back.height == file.height == 3 and _same(back, frame)
+        # written once however many units are given it, read-only; another frame, another file
+        assert exchange.put(frame) == file and exchange.put(frame.head(2)) != file
+        assert sorted(p.name for p in exchange.folder.iterdir()) == ["frame-0000.parquet", "frame-0001.parquet"]
+        assert all(p.stat().st_mode & 0o222 == 0 for p in exchange.folder.iterdir())
+        assert exchange.folder.parent == tmp_path
+    finally:
+        exchange.close()
+    assert list(tmp_path.iterdir()) == []  # removed at the end of the run
+
+
+def test_a_unit_is_submitted_with_file_paths_in_place_of_its_frames(monkeypatch, tmp_path):
+    # what a unit's task carries, checked against the submit call: each frame as the path of its file
+    # (one file for a frame two units read), every other argument as given; the worker reads the
+    # files back before running the unit
+    import flows.dask_fanout as fanout
+
+    submitted = []
+
+    class _Task:
+        def __init__(self, fn, **options):
+            self.fn, self.options = fn, options
+
+        def submit(self, **kwargs):
+            submitted.append((self.fn, self.options["name"], kwargs))
+
+    monkeypatch.setattr(fanout, "task", _Task)
+    frame, other = _every_kind_of_column(), pl.DataFrame({"x": [1]})
+    exchange = fanout.FrameExchange(tmp_path)
+    token = fanout._EXCHANGE.set(exchange)
+    try:
+        fanout.prefect_submit(_unit, frame=frame, other=other, paramcd="TTRESP", n=3)
+        fanout.prefect_submit(_unit, frame=frame, other=None, paramcd="TTREM", n=4)
+        (fn, name, a), (_, _, b) = submitted
+        assert fn is fanout.run_unit_reading and name == "_unit"
+        assert isinstance(a["kwargs"]["frame"], fanout.FrameFile) and a["kwargs"]["frame"] == b["kwargs"]["frame"]
+        assert isinstance(a["kwargs"]["other"], fanout.FrameFile) and b["kwargs"]["other"] is None
+        assert (a["kwargs"]["paramcd"], a["kwargs"]["n"]) == ("TTRESP", 3)
+        assert len(list(exchange.folder.iterdir())) == 2
+        assert fanout.run_unit_reading(**a) == (3, 1, "TTRESP", frame.height)
+    finally:
+        fanout._EXCHANGE.reset(token)
+        exchange.close()
+
+
+def _unit(frame: pl.DataFrame, other: pl.DataFrame | None, paramcd: str, n: int) -> tuple:
+    assert isinstance(frame, pl.DataFrame) and _same(frame, _every_kind_of_column())
+    return n, other.height, paramcd, frame.height
+
+
+def test_an_exchange_folder_that_cannot_be_written_is_an_error_naming_it_and_the_variable(tmp_path):
+    from flows.dask_fanout import FrameExchange
+
+    not_a_folder = tmp_path / "file"
+    not_a_folder.write_text("")
+    with pytest.raises(OSError) as info:
+        FrameExchange(not_a_folder)
+    message = str(info.value)
+    assert str(not_a_folder) in message and "KETAOUTCOMES_DASK_EXCHANGE" in message and "\n" not in message
+
+
+@pytest.mark.slow
+def test_a_local_clusters_workers_start_without_dasks_malloc_trim_and_with_their_polars_threads(monkeypatch):
+    # checked against the worker processes themselves: Dask's 64 kB trim threshold cost the fan-out
+    # 25 s of system time at 100,000 patients (docs/scaling.md); its one-thread settings stay
+    import os
+
+    from distributed import Client, LocalCluster
+
+    from flows.dask_fanout import _worker_environment
+
+    names = ("MALLOC_TRIM_THRESHOLD_", "POLARS_MAX_THREADS", "OPENBLAS_NUM_THREADS")
+    for name in names:
+        monkeypatch.delenv(name, raising=False)
+    settings = ExecutionSettings(executor="dask", n_workers=1, threads_per_worker=2)
+    with _worker_environment(settings), LocalCluster(n_workers=1, threads_per_worker=2, processes=True,
+                                                      host="127.0.0.1", dashboard_address=None) as cluster:
+        with Client(cluster) as client:
+            (env,) = client.run(lambda: tuple(os.environ.get(n) for n in names)).values()
+    assert env == (None, "2", "1")
+    assert all(n not in os.environ for n in names)  # this process's environment is as it was
+    remote = ExecutionSettings(executor="dask", address="tcp://scheduler.example:8786")
+    import dask
+
+    before = dask.config.get("distributed.nanny.pre-spawn-environ")
+    with _worker_environment(remote):  # a running cluster's workers are not started here
+        assert dask.config.get("distributed.nanny.pre-spawn-environ") == before

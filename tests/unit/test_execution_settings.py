@@ -27,7 +27,7 @@ def test_the_default_is_serial_with_a_local_cluster_of_two_one_thread_workers_fo
     assert remote.address == "tcp://scheduler.example:8786"
     assert execution_settings({**DASK, "KETAOUTCOMES_DASK_WORKERS": "4", "KETAOUTCOMES_DASK_THREADS": "2"}
                               ).model_dump() == {"executor": "dask", "address": None, "n_workers": 4,
-                                                 "threads_per_worker": 2}
+                                                 "threads_per_worker": 2, "exchange_dir": None}
     assert set(EXECUTION_ENV) == set(ExecutionSettings.model_fields)
 
 
@@ -41,11 +41,21 @@ def test_the_default_is_serial_with_a_local_cluster_of_two_one_thread_workers_fo
      "KETAOUTCOMES_DASK_ADDRESS given, but KETAOUTCOMES_EXECUTOR is not dask"),
     ({**DASK, "KETAOUTCOMES_DASK_ADDRESS": "tcp://scheduler.example:8786", "KETAOUTCOMES_DASK_WORKERS": "3"},
      "KETAOUTCOMES_DASK_ADDRESS names a running cluster, which has its own workers: unset KETAOUTCOMES_DASK_WORKERS"),
+    # the exchange folder is read by every worker at the same path: absolute, and there
+    ({**DASK, "KETAOUTCOMES_DASK_EXCHANGE": "exchange"},
+     "KETAOUTCOMES_DASK_EXCHANGE='exchange': an existing folder, as an absolute path"),
+    ({**DASK, "KETAOUTCOMES_DASK_EXCHANGE": "/no/such/folder/ketaoutcomes"},
+     "KETAOUTCOMES_DASK_EXCHANGE='/no/such/folder/ketaoutcomes': an existing folder, as an absolute path"),
 ])
 def test_a_wrong_value_is_an_error_naming_the_variable(env, message):
     with pytest.raises(ValueError) as info:
         execution_settings(env)
     assert str(info.value).startswith(message) and "\n" not in str(info.value)
+
+
+def test_an_exchange_folder_is_taken_when_it_is_there(tmp_path):
+    got = execution_settings({**DASK, "KETAOUTCOMES_DASK_EXCHANGE": str(tmp_path)})
+    assert got.exchange_dir == tmp_path
 
 
 def test_the_cli_refuses_a_wrong_executor_before_touching_the_warehouse(tmp_path, monkeypatch):

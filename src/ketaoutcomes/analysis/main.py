@@ -35,7 +35,7 @@ from dataclasses import dataclass
 
 import polars as pl
 
-from ketaoutcomes.analysis.ate import adjusted_contrasts
+from ketaoutcomes.analysis.ate import ATE_RESULT_SCHEMA, adjusted_contrasts
 from ketaoutcomes.analysis.common import (
     ModelTerms,
     StepResult,
@@ -223,13 +223,15 @@ class RouteComparison:
     """The propensity-score comparison of one route vs the reference arm on one endpoint (a unit of
     the analysis fan-out: :func:`route_comparison`): its weighted results, the covariate levels its
     propensity model left out, and for endpoints with ``contrasts`` the primary contrasts (bootstrap
-    intervals included) and their notes."""
+    intervals included) and their notes, and the adjusted curves (rows of ``results_ate``) and theirs."""
 
     target: str
     weighted: WeightedComparisons
     levels_left_out: str | None
     contrasts: pl.DataFrame | None
     notes: list[Note]
+    adjusted: pl.DataFrame | None = None
+    adjusted_notes: tuple[Note, ...] = ()
 
 
 def route_comparison(frame: pl.DataFrame, paramcd: str, study: StudySettings, target: str,
@@ -238,15 +240,18 @@ def route_comparison(frame: pl.DataFrame, paramcd: str, study: StudySettings, ta
     comparison (:func:`~ketaoutcomes.analysis.propensity.ps_pair`) and, where the endpoint lists
     ``contrasts``, the primary contrasts with their seeded bootstrap
     (:func:`~ketaoutcomes.analysis.contrasts.primary_contrasts`: its draws depend on the study seed,
-    the endpoint and the route only, so not on where or in which order the units run). Pure."""
+    the endpoint and the route only, so not on where or in which order the units run) and the
+    adjusted curves (:func:`~ketaoutcomes.analysis.ate.adjusted_contrasts`, on the days and horizon of
+    those contrasts, with the pair's verdict). Pure."""
     w = WeightedComparisons()
     left = ps_pair(frame, paramcd, study, target, w)
-    contrasts, notes = None, []
+    contrasts, notes, adjusted, adjusted_notes = None, [], None, []
     if ENDPOINTS[paramcd].runs("contrasts"):
         verdict = (w.ps[-1]["diagnostics"], w.ps[-1]["gate_reasons"])  # ps_pair adds one row: this pair's
         contrasts, notes = primary_contrasts(frame, paramcd, study, [target], {target: verdict},
                                              bootstrap_all=bootstrap_all)
-    return RouteComparison(target, w, left, contrasts, notes)
+        adjusted, adjusted_notes = adjusted_contrasts(frame, paramcd, study, [target], {target: verdict}, contrasts)
+    return RouteComparison(target, w, left, contrasts, notes, adjusted, tuple(adjusted_notes))
 
 
 def analyze(adsl: pl.DataFrame, adtte: pl.DataFrame, *, study: StudySettings, weighted: bool = True,
@@ -294,7 +299,7 @@ def analyze(adsl: pl.DataFrame, adtte: pl.DataFrame, *, study: StudySettings, we
         if m.routes is None:
             continue
         pairs = [r.result() for r in routes[paramcd]]
-        n_ps, n_cox, n_km = len(w.ps), len(w.cox), len(w.km)
+        n_cox, n_km = len(w.cox), len(w.km)
         for r in pairs:
             w.extend(r.weighted)
         if note := levels_left_out_note(paramcd, study, [(r.target, r.levels_left_out) for r in pairs
@@ -307,13 +312,10 @@ def analyze(adsl: pl.DataFrame, adtte: pl.DataFrame, *, study: StudySettings, we
             evalues.append(evalue_table(c.filter(ratio), stack(w.cox[n_cox:]), stack(w.km[n_km:]), paramcd,
                                         study.cohort.reference_arm, study.propensity.weighting))
             notes += [n for r in pairs for n in r.notes]
-            # the adjusted curves (g-formula, IPTW, AIPTW) of every route, here in the writer's process
-            # (not yet a unit of the fan-out)
-            verdicts = {row["target"]: (row["diagnostics"], row["gate_reasons"]) for row in w.ps[n_ps:]}
-            targets = [r.target for r in pairs if r.target in verdicts]
-            rows, n = adjusted_contrasts(frames[paramcd], paramcd, study, targets, verdicts, c)
-            adjusted.append(rows)
-            notes += n
+            # the adjusted curves (g-formula, IPTW, AIPTW) of every route, from its unit
+            adjusted.append(pl.concat([r.adjusted for r in pairs]) if pairs
+                            else pl.DataFrame(schema=ATE_RESULT_SCHEMA))
+            notes += [n for r in pairs for n in r.adjusted_notes]
     return StepResult({
         "results_km": stack(km),
         "results_km_median": stack(med),
