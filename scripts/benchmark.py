@@ -10,6 +10,11 @@ Usage (from the checkout)::
     uv run python scripts/benchmark.py --patients 100000 --skip-default --steps "" --format parquet  # ingest only
     uv run python scripts/benchmark.py --patients 1000000 --skip-default --steps "" --export /tmp/x/export-1m
     uv run python scripts/benchmark.py --skip-default --nightly 1   # then a nightly delivery of 1% of the patients
+    uv run python scripts/benchmark.py --patients 1000000 --skip-default --steps validate,analyze,report --workers 2
+
+``--workers N`` runs every step with ``KETAOUTCOMES_EXECUTOR=dask`` and ``KETAOUTCOMES_DASK_WORKERS=N``
+(the analysis's units on a local Dask cluster; the checkout on ``PYTHONPATH`` for ``flows``); a step's
+peak RSS is still its largest single process (the analysing one), not the sum with its workers'.
 
 Each measured command runs in its own process under a small wrapper, so its
 peak RSS is its own, in a scratch folder that holds its own data/ and reports/. Prints a Markdown table.
@@ -27,6 +32,8 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
 
 BARE_READ = """
 import sys, duckdb
@@ -142,6 +149,8 @@ def main() -> None:
                     "--format): skip simulate and measure on it")
     ap.add_argument("--dask", type=int, metavar="N", help="instead: the analysis of N patients serially and on Dask "
                     "with 1 and 2 workers (scripts/bench_fanout.py)")
+    ap.add_argument("--workers", type=int, metavar="N", help="run the steps with the analysis fan-out on a local Dask "
+                    "cluster of N workers (KETAOUTCOMES_EXECUTOR=dask)")
     args = ap.parse_args()
     if args.nightly is not None and not 0 < args.nightly <= 100:
         ap.error(f"--nightly is a percentage of the patients in (0, 100], not {args.nightly:g}")
@@ -161,6 +170,9 @@ def main() -> None:
             env = {**os.environ, "KETAOUTCOMES_HOME": str(work), "KETAOUTCOMES_DB": str(work / "data" / "warehouse" / "ketaoutcomes.duckdb")}
             if n is not None:
                 env.pop("KETAOUTCOMES_DB")
+            if args.workers:
+                env.update({"KETAOUTCOMES_EXECUTOR": "dask", "KETAOUTCOMES_DASK_WORKERS": str(args.workers),
+                            "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))})
             export = args.export.resolve() if args.export and n is not None else None
             results[label] = bench(n, work, env, tuple(x for x in args.steps.split(",") if x), args.repeat,
                                    args.format, export)
@@ -169,7 +181,8 @@ def main() -> None:
                                                 args.format)
     for label, rows in results.items():
         base = rows[-1]
-        print(f"\n### {label}\n")
+        on = f" (the analysis's units on a local Dask cluster of {args.workers} workers)" if args.workers else ""
+        print(f"\n### {label}{on}\n")
         print("| step | wall s | x bare read | peak RSS MB | x bare read |")
         print("|---|---|---|---|---|")
         for r in rows:
