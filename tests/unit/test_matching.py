@@ -117,16 +117,30 @@ def test_with_every_pair_inside_the_caliper_the_caliper_changes_nothing():
     assert t0.tolist() == [0, 1, 2] and c0.tolist() == [2, -1, 1, 0, -1]
 
 
+def _opposite_scores() -> tuple[float, float]:
+    """Scores a < 0.5 and 1 - a whose logits are exactly opposite (and the logit of 0.5 exactly 0)."""
+    assert logit_ps(np.array([0.5]))[0] == 0.0
+    for a in (0.25, 0.125, 0.375, 0.0625, 0.1875, 0.3125, 0.4375):
+        lo, hi = logit_ps(np.array([a, 1.0 - a]))
+        if lo == -hi:
+            return a, 1.0 - a
+    raise AssertionError("no pair of dyadic scores has exactly opposite logits on this machine")
+
+
 def test_ties_go_to_the_first_control_in_row_order():
     """MatchIt's which_min over eligible controls in data order: among controls with
     the same score, and among controls equally far on both sides, row order decides."""
     # two controls with the treated unit's own score: the first one (row 1)
     ps = _ps([0.0, 0.0, 0.0])
     assert match_nearest(ps, np.array([0, 1, 0]), caliper=None).tolist() == [0, 0, -1]
-    # equally far below (row 2, -0.5) and above (row 1, 0.5): the earlier row
-    ps = _ps([0.0, 0.5, -0.5])
+    # equally far below and above the treated unit's score (0.5: logit 0): the earlier row. The tie
+    # must be exact in the logits as this machine's libm computes them (logistic(-0.5) came back as
+    # -0.5000000000000002 on one machine and -0.5 on another), so the pair is scores a and 1 - a
+    # (both exact) whose logits are found exactly opposite here
+    below, above = _opposite_scores()
+    ps = np.array([0.5, above, below])
     assert match_nearest(ps, np.array([1, 0, 0]), caliper=None).tolist() == [0, 0, -1]
-    ps = _ps([0.0, -0.5, 0.5])
+    ps = np.array([0.5, below, above])
     assert match_nearest(ps, np.array([1, 0, 0]), caliper=None).tolist() == [0, 0, -1]
     # treated with equal scores go in row order: row 0 takes the control at 0.1
     ps = _ps([0.0, 0.0, 0.1, 5.0])
