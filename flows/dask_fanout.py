@@ -40,6 +40,7 @@ import logging
 import shutil
 import tempfile
 import uuid
+import weakref
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -112,23 +113,31 @@ class FrameFile:
 
 class FrameExchange:
     """The exchange folder of one fan-out run: a new folder in ``parent`` (None: the system's temporary
-    folder) where :meth:`put` writes each frame once, read-only, however many units it is given to
-    (frames are told apart by identity, and each is held until :meth:`close`, which removes the folder)."""
+    folder) where :meth:`put` writes each frame once, read-only, however many units it is given to.
+    Frames are told apart by identity while they live: the exchange holds them by weak reference, so a
+    frame its owner lets go of (the staged tables the analysis hands over, docs/scaling.md) is freed,
+    and its entry with it; its file stays until :meth:`close`, which removes the folder."""
 
     def __init__(self, parent: Path | None = None):
         with _naming_the_folder(parent or Path(tempfile.gettempdir())):
             self.folder = Path(tempfile.mkdtemp(prefix="ketaoutcomes-fanout-", dir=parent))
-        self._written: dict[int, tuple[pl.DataFrame, FrameFile]] = {}
+        self._written: dict[int, tuple[weakref.ref, FrameFile]] = {}
+        self._count = 0
 
     def put(self, frame: pl.DataFrame) -> FrameFile:
-        if (known := self._written.get(id(frame))) is None:
-            path = self.folder / f"frame-{len(self._written):04d}.parquet"
+        key = id(frame)
+        if (known := self._written.get(key)) is None or known[0]() is not frame:
+            path = self.folder / f"frame-{self._count:04d}.parquet"
+            self._count += 1
             with _naming_the_folder(self.folder):
                 # uncompressed: written once and read once or twice on the same disk, where compressing
                 # cost more time than the bytes it saved
                 frame.write_parquet(path, compression="uncompressed", statistics=False)
                 path.chmod(0o444)
-            known = self._written[id(frame)] = (frame, FrameFile(str(path), frame.height))
+            written = self._written  # (not self: the callback must not keep the exchange alive)
+            ref = weakref.ref(frame, lambda r, key=key: written.pop(key, None) if written.get(key, (None,))[0] is r
+                              else None)
+            known = self._written[key] = (ref, FrameFile(str(path), frame.height))
         return known[1]
 
     def close(self) -> None:

@@ -30,7 +30,7 @@ import duckdb
 import polars as pl
 
 from ketaoutcomes.settings import StudySettings
-from ketaoutcomes.warehouse import fetch, table_exists
+from ketaoutcomes.warehouse import fetch, fetch_owned, table_exists
 
 __all__ = ["ANALYSIS_COLUMNS", "analysis_inputs", "study_check_data"]
 
@@ -72,7 +72,8 @@ def analysis_inputs(con: duckdb.DuckDBPyConnection, study: StudySettings) -> dic
         if not table_exists(con, f"stg_{table}"):
             continue
         params = [study.cohort.instrument] if table == "mood_scores" else None
-        out[table] = fetch(con, f"SELECT {_select(con, table)} FROM stg_{table} {where.get(table, '')}", params)
+        # held through the analysis: read into polars' own memory (fetch_owned), not DuckDB's buffers
+        out[table] = fetch_owned(con, f"SELECT {_select(con, table)} FROM stg_{table} {where.get(table, '')}", params)
     if study.target_trial is not None and table_exists(con, "stg_sessions"):
         out["first_sessions"] = fetch(con, "SELECT course_id, min(session_ts) AS session_ts FROM stg_sessions "
                                            "GROUP BY course_id ORDER BY course_id")

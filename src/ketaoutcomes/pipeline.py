@@ -395,7 +395,7 @@ def analyze_step(db: Path, study: StudySettings, *, force: bool = True,
 def _analyze(con, study: StudySettings, fp_data: str, *, force: bool, fan_out: FanOut | None = None) -> StepOutcome:
     """The analysis of the validated data behind ``con`` (a write session)."""
     from ketaoutcomes.analysis import run_study  # statsmodels: imported when needed
-    from ketaoutcomes.analysis.common import serial
+    from ketaoutcomes.analysis.common import HandedOver, serial
 
     started, t0 = _wall_clock(), time.perf_counter()
     fp = step_hash(fp_data, study.settings_id, code_version())
@@ -403,7 +403,8 @@ def _analyze(con, study: StudySettings, fp_data: str, *, force: bool, fan_out: F
     if not force and last_step(con, "analyze", fp) is not None:
         return StepOutcome("analyze", False, f"analysis {run_id} is up to date", {"run_id": run_id})
     registries = load_registries_from_warehouse(con)
-    staged = analysis_inputs(con, study)  # only the columns and rows the analysis uses
+    # only the columns and rows the analysis uses, handed over: the analysis frees them once read
+    staged = HandedOver(analysis_inputs(con, study))
     check = study_check_data(con, staged.get("patients"))
     result = (fan_out or serial)(lambda submit: run_study(staged, registries=registries, study=study, submit=submit,
                                                           check=check))

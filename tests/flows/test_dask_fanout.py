@@ -258,3 +258,28 @@ def test_a_local_clusters_workers_start_without_dasks_malloc_trim_and_with_their
     before = dask.config.get("distributed.nanny.pre-spawn-environ")
     with _worker_environment(remote):  # a running cluster's workers are not started here
         assert dask.config.get("distributed.nanny.pre-spawn-environ") == before
+
+
+def test_the_exchange_does_not_keep_a_frame_alive_and_a_new_frame_gets_its_own_file(tmp_path):
+    # checked against a weak reference to the frame: the staged tables the analysis hands over must be
+    # freed when it lets go of them, though their files stay for the units still to read them
+    import gc
+    import weakref
+
+    from flows.dask_fanout import FrameExchange
+
+    exchange = FrameExchange(tmp_path)
+    try:
+        frame = pl.DataFrame({"a": [1, 2, 3]})
+        file = exchange.put(frame)
+        alive = weakref.ref(frame)
+        del frame
+        gc.collect()
+        assert alive() is None and exchange._written == {}
+        assert file.read().equals(pl.DataFrame({"a": [1, 2, 3]}))  # its file is still there
+        # a frame made later (perhaps at the freed frame's address) is a frame of its own
+        other = pl.DataFrame({"b": ["x"]})
+        assert exchange.put(other) != file and exchange.put(other).read().equals(other)
+        assert len(list(exchange.folder.iterdir())) == 2
+    finally:
+        exchange.close()

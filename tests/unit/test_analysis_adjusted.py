@@ -15,6 +15,7 @@ from ketaoutcomes.analysis import (
     RELAPSE_STATES,
     analyze,
     modifier_analyses,
+    modifier_doses,
     relapse_analyses,
     relapse_status,
 )
@@ -129,8 +130,8 @@ def test_no_relapse_endpoint_means_no_relapse_analyses():
 def test_modifier_analyses_use_the_registry_ketamine_arms(cohort):
     frames, d = cohort
     ketamine = [k for k, a in load_registries().arms.items() if a.is_ketamine]
-    res = modifier_analyses(d.adsl, d.adtte, frames["sessions"], frames["courses"], study=StudySettings(),
-                            ketamine_arms=ketamine)
+    res = modifier_analyses(d.adsl, d.adtte, modifier_doses(frames["sessions"], frames["courses"], StudySettings()),
+                            study=StudySettings(), ketamine_arms=ketamine)
     out, notes = res.tables, res.notes
     inter = out["results_modifiers_interactions"]
     assert set(inter["modifier"]) == {"SEX", "CONBENZO", "AGE"} and inter["p_value"].is_not_null().all()
@@ -173,3 +174,34 @@ def test_model_tables_carry_arm_variable_and_level_with_the_labels_in_force(coho
     att = res.table("results_attrition")
     assert att.filter(pl.col("arm") == "(all)")["arm_label"].is_null().all()
     assert set(att.filter(pl.col("arm") == "ketamine_iv")["arm_label"]) == {"IV ketamine (clinic's label)"}
+
+
+def test_run_study_lets_go_of_handed_over_staged_tables_before_the_endpoint_units_and_gives_the_same_tables(cohort):
+    """Checked against the same analysis on a plain mapping (left as it is): with the staged tables
+    handed over, the secondary and relapse units still get them, and nothing started after them
+    (the modifier unit, each endpoint's and route's units) runs while the mapping still holds them."""
+    from ketaoutcomes.analysis import HandedOver, run_study
+    from ketaoutcomes.analysis.common import run_now
+
+    frames, _ = cohort
+    study = StudySettings(outcomes={"endpoints": ("TTRESP",)}, models={"bootstrap_replicates": 20})
+    staged = {k: frames[k] for k in ("patients", "courses", "sessions", "adverse_events", "mood_scores")}
+    kept = run_study(staged, registries=load_registries(), study=study)
+    assert set(staged) == {"patients", "courses", "sessions", "adverse_events", "mood_scores"}
+
+    handed = HandedOver(staged)
+    held: list[tuple[str, int]] = []
+
+    def submit(fn, /, **kwargs):
+        held.append((fn.__name__, len(handed)))
+        return run_now(fn, **kwargs)
+
+    given = run_study(handed, registries=load_registries(), study=study, submit=submit)
+    assert len(handed) == 0
+    assert held[:2] == [("secondary_analyses", 5), ("relapse_analyses", 5)]
+    later = held[2:]
+    assert {name for name, _ in later} == {"modifier_analyses", "endpoint_models", "route_comparison"}
+    assert all(n == 0 for _, n in later)
+    assert set(given.tables) == set(kept.tables) and given.notes == kept.notes
+    for name, table in kept.tables.items():
+        assert given.table(name).equals(table), name

@@ -125,3 +125,21 @@ print("OK")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.split() == ["PYARROW", "False", "PANDAS", "False", "OK"]
+
+
+def test_fetch_owned_gives_fetchs_frame_in_one_chunk_of_its_own_in_batches_or_empty():
+    """Checked against fetch (DuckDB's .pl()) on the same query: the same frame, values, types, nulls
+    and order, read in several batches, one batch, or none; and one chunk (copied out of the batches)."""
+    from ketaoutcomes.warehouse import fetch, fetch_owned
+
+    con = duckdb.connect()
+    con.execute("CREATE TABLE t AS SELECT i AS n, 'p' || (i % 7) AS s, CASE WHEN i % 5 = 0 THEN NULL ELSE i / 3 END AS x, "
+                "TIMESTAMP '2026-01-01' + to_minutes(i) AS ts, i % 2 = 0 AS b, DATE '2026-01-01' + (i % 30)::INT AS d "
+                "FROM range(2500) r(i)")
+    for sql, params in [("SELECT * FROM t", None), ("SELECT * FROM t WHERE s = ?", ["p3"]),
+                        ("SELECT * FROM t WHERE s = ?", ["nobody"])]:
+        want = fetch(con, sql, params)
+        for rows in (1000, 100_000):
+            got = fetch_owned(con, sql, params, batch_rows=rows)
+            assert got.schema == want.schema and got.equals(want) and got.n_chunks() == 1
+    assert fetch_owned(con, "SELECT * FROM t WHERE s = ?", ["nobody"]).is_empty()

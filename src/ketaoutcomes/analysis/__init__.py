@@ -30,9 +30,9 @@ from collections.abc import Callable, Mapping
 import polars as pl
 
 from ketaoutcomes.analysis.checks import EmptyPopulation, StudyMismatch, check_population, check_study
-from ketaoutcomes.analysis.common import StepResult, Submit, run_now, with_arm_labels
+from ketaoutcomes.analysis.common import HandedOver, StepResult, Submit, release, run_now, with_arm_labels
 from ketaoutcomes.analysis.main import analyze
-from ketaoutcomes.analysis.modifiers import modifier_analyses
+from ketaoutcomes.analysis.modifiers import modifier_analyses, modifier_doses
 from ketaoutcomes.analysis.propensity import preference_histogram
 from ketaoutcomes.analysis.relapse import RELAPSE_STATES, relapse_analyses, relapse_status
 from ketaoutcomes.analysis.secondary import secondary_analyses
@@ -42,8 +42,8 @@ from ketaoutcomes.derive.adsl import stored_adsl
 from ketaoutcomes.registries import Registries
 from ketaoutcomes.settings import StudySettings
 
-__all__ = ["EmptyPopulation", "RELAPSE_STATES", "StepResult", "StudyMismatch", "analyze", "check_study",
-           "modifier_analyses", "preference_histogram", "relapse_analyses", "relapse_status", "run_study",
+__all__ = ["EmptyPopulation", "HandedOver", "RELAPSE_STATES", "StepResult", "StudyMismatch", "analyze", "check_study",
+           "modifier_analyses", "modifier_doses", "preference_histogram", "relapse_analyses", "relapse_status", "run_study",
            "secondary_analyses", "trial_cohort"]
 
 #: The target trial's cohort: ``(staged, registries=, study=) -> (frame, attrition)``.
@@ -83,6 +83,8 @@ def run_study(staged: Mapping[str, pl.DataFrame], *, registries: Registries, stu
     ``cohort(staged, registries=, study=)`` returns (:func:`trial_cohort`, the derivation, by
     default); a study without one writes none of those tables.
 
+    ``staged`` as :class:`~ketaoutcomes.analysis.common.HandedOver` is the analysis's to own: each table
+    is taken out of it once nothing still to start reads it (a plain mapping is left as it is).
     ``staged`` may hold only what the analysis uses (``ketaoutcomes.analysis_inputs``: the ratings of
     the study's instrument, the sessions of index courses); ``check``, what the study is checked
     against (the arms and instruments in the data, the patients), defaults to ``staged``.
@@ -102,18 +104,22 @@ def run_study(staged: Mapping[str, pl.DataFrame], *, registries: Registries, stu
     derived = StepResult({"ad_adsl": stored_adsl(d.adsl, study), "ad_adtte": d.adtte,
                           "results_attrition": d.attrition}, d.notes)
     ketamine = [k for k, a in registries.arms.items() if a.is_ketamine]
+    # what the modifier unit reads of the sessions: one row per course
+    doses = modifier_doses(staged["sessions"], staged["courses"], study)
     # submitted first: the secondary step (the mixed model) is the longest unit
-    others = [
-        submit(secondary_analyses, adsl=d.adsl, scores=staged["mood_scores"], sessions=staged["sessions"],
-               adverse_events=staged["adverse_events"], courses=staged["courses"], study=study),
-        submit(relapse_analyses, adsl=d.adsl, adtte=d.adtte, sessions=staged["sessions"], study=study),
-        submit(modifier_analyses, adsl=d.adsl, adtte=d.adtte, sessions=staged["sessions"], courses=staged["courses"],
-               study=study, ketamine_arms=ketamine),
-    ]
-    if study.target_trial is not None:
-        frame, attrition = cohort(staged, registries=registries, study=study)
+    secondary = submit(secondary_analyses, adsl=d.adsl, scores=staged["mood_scores"], sessions=staged["sessions"],
+                       adverse_events=staged["adverse_events"], courses=staged["courses"], study=study)
+    relapse = submit(relapse_analyses, adsl=d.adsl, adtte=d.adtte, sessions=staged["sessions"], study=study)
+    trial = None if study.target_trial is None else cohort(staged, registries=registries, study=study)
+    # nothing still to start reads the staged tables: a HandedOver mapping gives them up here
+    release(staged, *list(staged))
+    others = [secondary, relapse,
+              submit(modifier_analyses, adsl=d.adsl, adtte=d.adtte, doses=doses, study=study, ketamine_arms=ketamine)]
+    if trial is not None:
+        frame, attrition = trial
         others.append(submit(target_trial_analysis, frame=frame, attrition=attrition, protocol=study.target_trial,
                              seed=study.random_seed))
+        del frame, attrition, trial
     result = derived + analyze(d.adsl, d.adtte, study=study, visits=d.visits, submit=submit)
     for step in others:
         result = result + step.result()

@@ -14,8 +14,8 @@ from ketaoutcomes.models.common import one_blas_thread
 from ketaoutcomes.notes import Note
 from ketaoutcomes.settings import StudySettings
 
-__all__ = ["CATEGORICAL", "Done", "FanOut", "ModelTerms", "Pending", "StepResult", "Submit", "arms_of",
-           "categorical_references", "is_categorical", "model_frame", "reference_level", "run_now", "run_unit", "serial", "stack",
+__all__ = ["CATEGORICAL", "Done", "FanOut", "HandedOver", "ModelTerms", "Pending", "StepResult", "Submit", "arms_of",
+           "categorical_references", "is_categorical", "model_frame", "reference_level", "release", "run_now", "run_unit", "serial", "stack",
            "with_arm_labels", "with_terms"]
 
 
@@ -49,6 +49,22 @@ class Pending(Protocol):
 #: :func:`run_now` runs it here and at once; the Dask fan-out (``flows/dask_fanout.py``,
 #: docs/scaling.md) submits it as a Prefect task to a Dask cluster.
 Submit = Callable[..., Pending]
+
+
+class HandedOver(dict):
+    """Staged tables handed to :func:`~ketaoutcomes.analysis.run_study` to own: it takes each table out
+    of this mapping once no step still to start reads it (after deriving, the secondary and relapse
+    units, the dose summary of the modifier unit and the target trial's cohort), so the frames are freed
+    then rather than held to the end of the analysis. At a million patients they are some 1.2 GiB of
+    sessions and ratings, and the endpoint units peaked above 6 GiB with them held (docs/scaling.md).
+    A caller that still needs the frames afterwards passes a plain mapping, which is left as it is."""
+
+
+def release(staged: Mapping[str, Any], *names: str) -> None:
+    """Take ``names`` out of ``staged`` when it is :class:`HandedOver` (else nothing)."""
+    if isinstance(staged, HandedOver):
+        for name in names:
+            staged.pop(name, None)
 
 
 @dataclass(frozen=True)
