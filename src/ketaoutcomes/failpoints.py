@@ -2,8 +2,8 @@
 fail as a full disk would.
 
 Set ``KETAOUTCOMES_FAILPOINT=<name>`` and ``KETAOUTCOMES_FAILPOINT_MARKER=<file>``:
-when the process reaches that point it writes the marker file and sleeps, so
-the test knows where the process is when it kills it. With
+when the process reaches that point it writes the marker file (its pid, renamed into place
+whole) and sleeps, so the test knows where the process is when it kills it. With
 ``KETAOUTCOMES_FAILPOINT_ACTION=enospc`` it raises ``OSError(ENOSPC)`` there instead
 (the error a write to a full disk gets). Unset (always, outside tests) a failpoint
 costs one environment lookup.
@@ -30,8 +30,10 @@ def failpoint(name: str) -> None:
     if os.environ.get("KETAOUTCOMES_FAILPOINT") != name:
         return
     marker = os.environ.get("KETAOUTCOMES_FAILPOINT_MARKER")
-    if marker:
-        Path(marker).write_text(str(os.getpid()))
+    if marker:  # written whole, then renamed into place: a test that sees the file reads the pid
+        part = Path(f"{marker}.part")
+        part.write_text(str(os.getpid()))
+        part.replace(marker)
     if os.environ.get("KETAOUTCOMES_FAILPOINT_ACTION") == "enospc":
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
     time.sleep(3600)
