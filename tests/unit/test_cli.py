@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import pytest
 from typer.testing import CliRunner
 
@@ -113,11 +116,45 @@ def test_main_sets_the_collector_thresholds_then_runs_the_app(monkeypatch):
 
     from ketaoutcomes import cli
 
-    seen = []
+    seen, exits = [], []
     before = gc.get_threshold()
     monkeypatch.setattr(cli, "app", lambda: seen.append(gc.get_threshold()))
+    monkeypatch.setattr(cli, "_exit_after_success", lambda: exits.append(True))  # (it would end pytest)
     try:
         cli.main()
     finally:
         gc.set_threshold(*before)
     assert seen == [cli.GC_THRESHOLDS] and cli.GC_THRESHOLDS[:2] == (700, 10) and cli.GC_THRESHOLDS[2] > 10
+    assert exits == [True]
+
+
+def _main_in_a_process(tmp_path, argv: list[str], before: str = "") -> subprocess.CompletedProcess:
+    code = (f"import atexit, sys, threading, time\n{before}\n"
+            "from ketaoutcomes.cli import main\n"
+            f"sys.argv = ['ketaoutcomes', *{argv!r}]\nmain()\n")
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=tmp_path)
+
+
+def test_a_command_that_succeeds_exits_0_with_all_its_output_and_its_exit_handlers_run(tmp_path):
+    """Checked against the same command run by typer's test runner (the whole output) and against a
+    file an exit handler writes: main() skips only the interpreter's teardown, not what an exit does."""
+    marker = tmp_path / "handler-ran"
+    handler = f"atexit.register(lambda: open({str(marker)!r}, 'w').write('ok'))"
+    out = _main_in_a_process(tmp_path, ["dictionary", "--warehouse"], handler)
+    want = CliRunner().invoke(app, ["dictionary", "--warehouse"]).output
+    assert out.returncode == 0 and len(want) > 65_536 and out.stdout == want  # more than a pipe's buffer
+    assert marker.read_text() == "ok"
+
+
+def test_a_command_that_fails_keeps_its_exit_code_and_one_line_error(tmp_path):
+    out = _main_in_a_process(tmp_path, ["ingest", str(tmp_path / "no-such-folder")])
+    assert out.returncode == 1 and out.stderr.startswith("error:") and "Traceback" not in out.stderr
+
+
+def test_a_thread_still_running_is_waited_for_before_the_exit(tmp_path):
+    # checked against the file the thread writes after the command is done: Python's exit waits for it
+    marker = tmp_path / "thread-done"
+    started = (f"threading.Thread(target=lambda: (time.sleep(0.5), open({str(marker)!r}, 'w').write('ok')), "
+               "daemon=False).start()")
+    out = _main_in_a_process(tmp_path, ["dictionary"], started)
+    assert out.returncode == 0 and marker.read_text() == "ok"
