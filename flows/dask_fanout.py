@@ -19,7 +19,7 @@ The units' input frames do not travel with their tasks: the calling process writ
 in an exchange folder of the run (:class:`FrameExchange`: ``ExecutionSettings.exchange_dir``, a
 folder every worker reads at the same path, else for a local cluster one in the system's temporary
 folder), and a unit's task gets the file's path (:class:`FrameFile`), which the worker reads. The
-folder is removed when the run ends. A cluster at an address with no exchange folder gets the
+folder is removed when the run ends, and one a killed run left by the next run in that place. A cluster at an address with no exchange folder gets the
 frames with the tasks, pickled by Dask, which at a million patients (some 1.5 GiB for a step unit)
 loses workers. The results come back with the tasks to the one process that called
 :func:`ketaoutcomes.pipeline.analyze_step`, which writes them in its write session: no worker
@@ -37,7 +37,10 @@ from flows import _env  # noqa: F401  (must precede the prefect import)
 import contextlib
 import contextvars
 import logging
+import os
+import re
 import shutil
+import socket
 import tempfile
 import uuid
 import weakref
@@ -111,16 +114,62 @@ class FrameFile:
         return pl.read_parquet(self.path)
 
 
+#: An exchange folder's name: this prefix, its owner (host and process id), a unique part.
+EXCHANGE_PREFIX = "ketaoutcomes-fanout-"
+
+
+def _host() -> str:
+    return re.sub(r"[^A-Za-z0-9.]+", "_", socket.gethostname()) or "host"
+
+
+def _owner() -> str:
+    return f"{_host()}-{os.getpid()}"
+
+
+def sweep_stale_exchanges(parent: Path) -> list[Path]:
+    """Remove the exchange folders in ``parent`` that a run on this host left when it was killed (a
+    run that ends, well or not, removes its own): those whose name gives this host and the id of a
+    process that no longer runs. A folder of another host (a folder shared by a cluster) or of a
+    live process is left alone, as is anything not named as an exchange folder. Returns the folders
+    removed (logged)."""
+    removed = []
+    mine = re.compile(re.escape(f"{EXCHANGE_PREFIX}{_host()}-") + r"(\d+)-[^/]+$")
+    try:
+        candidates = sorted(parent.glob(EXCHANGE_PREFIX + "*"))
+    except OSError:
+        return removed
+    for folder in candidates:
+        if not (m := mine.match(folder.name)) or int(m.group(1)) <= 0 or not folder.is_dir():
+            continue
+        try:
+            os.kill(int(m.group(1)), 0)  # signal 0: only asks whether the process is there
+            continue  # it runs: its folder stays
+        except ProcessLookupError:
+            pass
+        except (PermissionError, OverflowError, ValueError):  # another user's process, or no such id
+            continue
+        shutil.rmtree(folder, ignore_errors=True)
+        if not folder.exists():
+            removed.append(folder)
+            logging.getLogger(__name__).warning("removed %s: the exchange folder of a fan-out run that was "
+                                                "killed (process %s of this host is gone)", folder, m.group(1))
+    return removed
+
+
 class FrameExchange:
     """The exchange folder of one fan-out run: a new folder in ``parent`` (None: the system's temporary
     folder) where :meth:`put` writes each frame once, read-only, however many units it is given to.
     Frames are told apart by identity while they live: the exchange holds them by weak reference, so a
     frame its owner lets go of (the staged tables the analysis hands over, docs/scaling.md) is freed,
-    and its entry with it; its file stays until :meth:`close`, which removes the folder."""
+    and its entry with it; its file stays until :meth:`close`, which removes the folder. The folder's
+    name carries its owner (host and process id), so a later run removes the folder of a run that was
+    killed (:func:`sweep_stale_exchanges`; ``swept``: what this one removed)."""
 
     def __init__(self, parent: Path | None = None):
-        with _naming_the_folder(parent or Path(tempfile.gettempdir())):
-            self.folder = Path(tempfile.mkdtemp(prefix="ketaoutcomes-fanout-", dir=parent))
+        where = parent or Path(tempfile.gettempdir())
+        self.swept = sweep_stale_exchanges(where)
+        with _naming_the_folder(where):
+            self.folder = Path(tempfile.mkdtemp(prefix=f"{EXCHANGE_PREFIX}{_owner()}-", dir=where))
         self._written: dict[int, tuple[weakref.ref, FrameFile]] = {}
         self._count = 0
 

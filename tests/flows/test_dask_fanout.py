@@ -283,3 +283,35 @@ def test_the_exchange_does_not_keep_a_frame_alive_and_a_new_frame_gets_its_own_f
         assert len(list(exchange.folder.iterdir())) == 2
     finally:
         exchange.close()
+
+
+def test_the_next_run_removes_the_exchange_folder_a_killed_run_left_and_nothing_else(tmp_path):
+    # checked against a process killed for the test: its folder goes; a live process's, another
+    # host's, an older unnamed one and an unrelated folder stay
+    import os
+    import subprocess
+    import sys
+
+    from flows.dask_fanout import EXCHANGE_PREFIX, FrameExchange, _host
+
+    proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    proc.kill()
+    proc.wait()
+    dead = tmp_path / f"{EXCHANGE_PREFIX}{_host()}-{proc.pid}-abc123"
+    kept = [tmp_path / f"{EXCHANGE_PREFIX}{_host()}-{os.getpid()}-live",
+            tmp_path / f"{EXCHANGE_PREFIX}otherhost-{proc.pid}-x", tmp_path / f"{EXCHANGE_PREFIX}k2j3h4",
+            tmp_path / "something-else"]
+    for folder in (dead, *kept):
+        folder.mkdir()
+        (folder / "frame-0000.parquet").write_bytes(b"x")
+    exchange = FrameExchange(tmp_path)
+    try:
+        assert exchange.swept == [dead] and not dead.exists() and all(f.exists() for f in kept)
+        assert exchange.folder.name.startswith(f"{EXCHANGE_PREFIX}{_host()}-{os.getpid()}-")
+        # a second run finds its own live folder and leaves it
+        second = FrameExchange(tmp_path)
+        assert second.swept == [] and exchange.folder.exists()
+        second.close()
+    finally:
+        exchange.close()
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(f.name for f in kept)
