@@ -19,9 +19,9 @@ The units' input frames do not travel with their tasks: the calling process writ
 in an exchange folder of the run (:class:`FrameExchange`: ``ExecutionSettings.exchange_dir``, a
 folder every worker reads at the same path, else for a local cluster one in the system's temporary
 folder), and a unit's task gets the file's path (:class:`FrameFile`), which the worker reads. The
-folder is removed when the run ends, and one a killed run left by the next run in that place. A cluster at an address with no exchange folder gets the
-frames with the tasks, pickled by Dask, which at a million patients (some 1.5 GiB for a step unit)
-loses workers. The results come back with the tasks to the one process that called
+folder is removed when the run ends (and one a killed run left, by the next run in that place). A
+cluster at an address with no exchange folder gets the frames with the tasks, pickled by Dask, which
+at a million patients (some 1.5 GiB for a step unit) loses workers. The results come back with the tasks to the one process that called
 :func:`ketaoutcomes.pipeline.analyze_step`, which writes them in its write session: no worker
 touches the warehouse.
 
@@ -119,7 +119,13 @@ EXCHANGE_PREFIX = "ketaoutcomes-fanout-"
 
 
 def _host() -> str:
-    return re.sub(r"[^A-Za-z0-9.]+", "_", socket.gethostname()) or "host"
+    """This host, and on Linux its process-id namespace: two containers that share a host name and a
+    folder do not see each other's processes, so neither may judge the other's folder."""
+    host = re.sub(r"[^A-Za-z0-9.]+", "_", socket.gethostname()) or "host"
+    try:
+        return f"{host}_ns{os.stat('/proc/self/ns/pid').st_ino}"
+    except OSError:  # no /proc (macOS): one namespace
+        return host
 
 
 def _owner() -> str:
@@ -129,8 +135,9 @@ def _owner() -> str:
 def sweep_stale_exchanges(parent: Path) -> list[Path]:
     """Remove the exchange folders in ``parent`` that a run on this host left when it was killed (a
     run that ends, well or not, removes its own): those whose name gives this host and the id of a
-    process that no longer runs. A folder of another host (a folder shared by a cluster) or of a
-    live process is left alone, as is anything not named as an exchange folder. Returns the folders
+    process that no longer runs. A folder of another host or process-id namespace (a folder shared by
+    a cluster, or by containers) or of a live process is left alone, as is anything not named as an
+    exchange folder. Returns the folders
     removed (logged)."""
     removed = []
     mine = re.compile(re.escape(f"{EXCHANGE_PREFIX}{_host()}-") + r"(\d+)-[^/]+$")

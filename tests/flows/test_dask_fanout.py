@@ -287,7 +287,7 @@ def test_the_exchange_does_not_keep_a_frame_alive_and_a_new_frame_gets_its_own_f
 
 def test_the_next_run_removes_the_exchange_folder_a_killed_run_left_and_nothing_else(tmp_path):
     # checked against a process killed for the test: its folder goes; a live process's, another
-    # host's, an older unnamed one and an unrelated folder stay
+    # host's or process-id namespace's, an older unnamed one and an unrelated folder stay
     import os
     import subprocess
     import sys
@@ -300,6 +300,7 @@ def test_the_next_run_removes_the_exchange_folder_a_killed_run_left_and_nothing_
     dead = tmp_path / f"{EXCHANGE_PREFIX}{_host()}-{proc.pid}-abc123"
     kept = [tmp_path / f"{EXCHANGE_PREFIX}{_host()}-{os.getpid()}-live",
             tmp_path / f"{EXCHANGE_PREFIX}otherhost-{proc.pid}-x", tmp_path / f"{EXCHANGE_PREFIX}k2j3h4",
+            tmp_path / f"{EXCHANGE_PREFIX}{_host()}0-{proc.pid}-another-namespace",
             tmp_path / "something-else"]
     for folder in (dead, *kept):
         folder.mkdir()
