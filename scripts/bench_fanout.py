@@ -38,7 +38,7 @@ def _child(db: Path, workers: int | None, out: Path, bootstrap: int) -> None:
     if workers is not None:
         import flows._env  # noqa: F401  (before prefect)
     from ketaoutcomes.analysis import run_study
-    from ketaoutcomes.analysis.common import serial
+    from ketaoutcomes.analysis.common import HandedOver, serial
     from ketaoutcomes.ingest.load import load_registries_from_warehouse
     from ketaoutcomes.analysis_inputs import analysis_inputs  # what analyze_step hands the analysis
     from ketaoutcomes.settings import ExecutionSettings, StudySettings
@@ -46,7 +46,8 @@ def _child(db: Path, workers: int | None, out: Path, bootstrap: int) -> None:
 
     con = read_connection(db)
     try:
-        staged, registries = analysis_inputs(con, StudySettings()), load_registries_from_warehouse(con)
+        # handed over, as analyze_step does: the analysis lets go of them once read
+        staged, registries = HandedOver(analysis_inputs(con, StudySettings())), load_registries_from_warehouse(con)
     finally:
         con.close()
     study = StudySettings().updated(bootstrap_replicates=bootstrap)
