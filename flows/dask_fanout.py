@@ -21,7 +21,8 @@ folder every worker reads at the same path, else for a local cluster one in the 
 folder), and a unit's task gets the file's path (:class:`FrameFile`), which the worker reads. The
 folder is removed when the run ends (and one a killed run left, by the next run in that place). A
 cluster at an address with no exchange folder gets the frames with the tasks, pickled by Dask, which
-at a million patients (some 1.5 GiB for a step unit) loses workers. The results come back with the tasks to the one process that called
+at a million patients (some 1.5 GiB for a step unit) loses workers. The results come back with the
+tasks to the one process that called
 :func:`ketaoutcomes.pipeline.analyze_step`, which writes them in its write session: no worker
 touches the warehouse.
 
@@ -137,8 +138,7 @@ def sweep_stale_exchanges(parent: Path) -> list[Path]:
     run that ends, well or not, removes its own): those whose name gives this host and the id of a
     process that no longer runs. A folder of another host or process-id namespace (a folder shared by
     a cluster, or by containers) or of a live process is left alone, as is anything not named as an
-    exchange folder. Returns the folders
-    removed (logged)."""
+    exchange folder. Returns the folders removed (logged)."""
     removed = []
     mine = re.compile(re.escape(f"{EXCHANGE_PREFIX}{_host()}-") + r"(\d+)-[^/]+$")
     try:

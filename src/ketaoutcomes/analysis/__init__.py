@@ -112,7 +112,7 @@ def run_study(staged: Mapping[str, pl.DataFrame], *, registries: Registries, stu
     relapse = submit(relapse_analyses, adsl=d.adsl, adtte=d.adtte, sessions=staged["sessions"], study=study)
     trial = None if study.target_trial is None else cohort(staged, registries=registries, study=study)
     # nothing still to start reads the staged tables: a HandedOver mapping gives them up here
-    release(staged, *list(staged))
+    release(staged)
     others = [secondary, relapse,
               submit(modifier_analyses, adsl=d.adsl, adtte=d.adtte, doses=doses, study=study, ketamine_arms=ketamine)]
     if trial is not None:

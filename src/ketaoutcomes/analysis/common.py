@@ -60,11 +60,10 @@ class HandedOver(dict):
     A caller that still needs the frames afterwards passes a plain mapping, which is left as it is."""
 
 
-def release(staged: Mapping[str, Any], *names: str) -> None:
-    """Take ``names`` out of ``staged`` when it is :class:`HandedOver` (else nothing)."""
+def release(staged: Mapping[str, Any]) -> None:
+    """Take every table out of ``staged`` when it is :class:`HandedOver` (else nothing)."""
     if isinstance(staged, HandedOver):
-        for name in names:
-            staged.pop(name, None)
+        staged.clear()
 
 
 @dataclass(frozen=True)
