@@ -81,3 +81,38 @@ def test_a_staging_table_of_another_shape_is_rebuilt(tmp_path):
     stored, rebuilt = _stg(db)["patients"]
     assert "weight_kg" in stored.columns
     assert_frame_equal(stored, rebuilt, check_exact=True)
+
+
+def test_first_batch_stg_is_raw_in_row_order_on_two_threads_with_no_free_blocks(tmp_path):
+    """A table's first batch: stg_<table> is read back from raw_<table> on every thread (not one, as
+    the rest of the write): it must still be raw_<table>'s rows in _row_number order, leave no free
+    blocks in the file (an INSERT on two threads left a third more file), and the connection's
+    thread count must be what it was. 300,000 rows: three of DuckDB's row groups, so two threads
+    each read some."""
+    import duckdb
+
+    from ketaoutcomes.ingest.load import _threads, rebuild_staging
+    from ketaoutcomes.warehouse import _raw_ddl
+
+    db = tmp_path / "w.duckdb"
+    con = duckdb.connect(str(db))
+    try:
+        con.execute("SET threads = 3")
+        con.execute(_raw_ddl("mood_scores"))
+        with _threads(con, 1):  # as ingest writes raw_<table>
+            con.execute("INSERT INTO raw_mood_scores BY NAME SELECT 'P' || (i % 997) AS patient_id, "
+                        "TIMESTAMP '2024-01-01' + to_minutes(i) AS assessed_at, 'MADRS' AS instrument, "
+                        "CAST(i % 60 AS DOUBLE) AS total_score, 'b1' AS _batch_id, i AS _row_number, 1 AS _load_seq "
+                        "FROM range(300000) r(i)")
+        with _threads(con, 2):
+            assert con.execute("SELECT current_setting('threads')").fetchone()[0] == 2
+            rebuild_staging(con, "mood_scores", in_order=True)
+        assert con.execute("SELECT current_setting('threads')").fetchone()[0] == 3
+        con.execute("CHECKPOINT")
+        assert con.execute("SELECT free_blocks FROM pragma_database_size()").fetchone()[0] == 0
+        stg = con.execute("SELECT _row_number FROM stg_mood_scores").fetchnumpy()["_row_number"]
+        assert stg.tolist() == list(range(300000))
+        assert con.execute("SELECT count(*) FROM (SELECT * EXCLUDE (_load_seq) FROM raw_mood_scores "
+                           "EXCEPT ALL SELECT * FROM stg_mood_scores)").fetchone()[0] == 0
+    finally:
+        con.close()

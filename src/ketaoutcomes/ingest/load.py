@@ -33,7 +33,7 @@ import contextlib
 import datetime as dt
 import hashlib
 import tempfile
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Iterator
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
@@ -438,13 +438,11 @@ def _ingest(con: duckdb.DuckDBPyConnection, export_dir: Path, loaded_at: dt.date
             failpoint("ingest.before_write")
             # One thread writes the warehouse: DuckDB's parallel INSERT leaves the row groups it merges as
             # free blocks in the file (a third more file at 100,000 patients), for no gain in time here.
+            # stg_<table> of a first batch is the exception (_write): read back on every thread from the
+            # full row groups of raw_<table>, it leaves none (and takes half the time at 1M patients).
             threads = con.execute("SELECT current_setting('threads')").fetchone()[0]
-            con.execute("SET threads = 1")
-            try:
-                return _write(con, export_dir, ordered, staged, regs, reloads, ignored_files, loaded_at)
-            finally:
-                with contextlib.suppress(duckdb.Error):  # (an invalidated connection: its error is the one to see)
-                    con.execute(f"SET threads = {int(threads)}")
+            with _threads(con, 1):
+                return _write(con, export_dir, ordered, staged, regs, reloads, ignored_files, loaded_at, int(threads))
         finally:  # the views of the scratch files go with them
             _drop_temporaries(con, ordered)
 
@@ -584,8 +582,20 @@ def _repeated_keys(con: duckdb.DuckDBPyConnection, table: str, extra: pl.DataFra
     return rows if extra is None else rows.join(extra, on="_row_number", how="left", maintain_order="left")
 
 
+@contextlib.contextmanager
+def _threads(con: duckdb.DuckDBPyConnection, n: int) -> Iterator[None]:
+    """DuckDB's ``threads`` set to ``n`` for the block, and back to what it was after it."""
+    was = con.execute("SELECT current_setting('threads')").fetchone()[0]
+    con.execute(f"SET threads = {int(n)}")
+    try:
+        yield
+    finally:
+        with contextlib.suppress(duckdb.Error):  # (an invalidated connection: its error is the one to see)
+            con.execute(f"SET threads = {int(was)}")
+
+
 def _write(con: duckdb.DuckDBPyConnection, export_dir: Path, ordered: list[str], staged: dict[str, _Staged], regs,
-           reloads: dict, ignored_files: list[str], loaded_at: dt.datetime) -> IngestSummary:
+           reloads: dict, ignored_files: list[str], loaded_at: dt.datetime, threads: int) -> IngestSummary:
     """Everything read and checked: now write. The registry files first: the tables were checked
     against them. A table's good rows go from ``_typed_<table>`` to ``raw_<table>`` in DuckDB."""
     next_seq = (con.execute("SELECT coalesce(max(load_seq), 0) FROM meta_batches").fetchone()[0] or 0) + 1
@@ -629,8 +639,11 @@ def _write(con: duckdb.DuckDBPyConnection, export_dir: Path, ordered: list[str],
             mark_reloaded(con, sha, fl.batch_id)
     for table in TABLE_ORDER:  # only the keys of this load's batches; a rebuild when that cannot be done
         _ensure_raw(con, table)
-        if not update_staging(con, table, new_seqs.get(table, ())):
-            rebuild_staging(con, table, in_order=table in fresh)
+        if table in fresh:  # read back on every thread, in full row groups (written on one)
+            with _threads(con, threads):
+                rebuild_staging(con, table, in_order=True)
+        elif not update_staging(con, table, new_seqs.get(table, ())):
+            rebuild_staging(con, table)
     rebuild_registries(con)
     return IngestSummary(str(export_dir), tuple(staged[t].load for t in ordered), tuple(ignored_files),
                          tuple(reg_loads))
