@@ -116,3 +116,31 @@ def test_first_batch_stg_is_raw_in_row_order_on_two_threads_with_no_free_blocks(
                            "EXCEPT ALL SELECT * FROM stg_mood_scores)").fetchone()[0] == 0
     finally:
         con.close()
+
+
+def test_first_load_of_a_table_over_several_row_groups_leaves_no_free_blocks(tmp_path):
+    """A first load is written on every thread (raw_<table> from the typed file, stg_<table> from
+    raw_<table>): 250,000 ratings, three typed row groups and more, must come out as one copy each,
+    in _row_number order, with no free block in the published file. Checked against the write on
+    one thread: a typed file of row groups of 122,880 rows or more left a remainder per row group
+    that the checkpoint rewrote, a third more file."""
+    import datetime as dt
+
+    import duckdb
+
+    n = 250_000
+    start = dt.datetime(2024, 1, 7, 10)
+    lines = [MOOD_HEADER] + [f"P{1 + i % 3},{start + dt.timedelta(minutes=i):%Y-%m-%d %H:%M},MADRS,{10 + i % 40},1,clinician"
+                             for i in range(n)]
+    db = tmp_path / "w.duckdb"
+    ingest_step(db, write_export(tmp_path / "big", {**TINY, "mood_scores.csv": "\n".join(lines) + "\n"}))
+    con = duckdb.connect(str(db), read_only=True)
+    try:
+        assert con.execute("SELECT free_blocks FROM pragma_database_size()").fetchone()[0] == 0
+        raw = con.execute("SELECT _row_number FROM raw_mood_scores").fetchnumpy()["_row_number"].tolist()
+        stg = con.execute("SELECT _row_number FROM stg_mood_scores").fetchnumpy()["_row_number"].tolist()
+        assert len(raw) > 240_000 and raw == sorted(raw) and stg == raw
+        assert con.execute("SELECT count(*) FROM (SELECT * EXCLUDE (_load_seq) FROM raw_mood_scores "
+                           "EXCEPT ALL SELECT * FROM stg_mood_scores)").fetchone()[0] == 0
+    finally:
+        con.close()

@@ -436,10 +436,10 @@ def _ingest(con: duckdb.DuckDBPyConnection, export_dir: Path, loaded_at: dt.date
             _check_tables(con, ordered, staged, texts, export_dir, files, loaded_tables, registries, allow, budget,
                           progress, scratch)
             failpoint("ingest.before_write")
-            # One thread writes the warehouse: DuckDB's parallel INSERT leaves the row groups it merges as
-            # free blocks in the file (a third more file at 100,000 patients), for no gain in time here.
-            # stg_<table> of a first batch is the exception (_write): read back on every thread from the
-            # full row groups of raw_<table>, it leaves none (and takes half the time at 1M patients).
+            # One thread appends to a table that holds rows: DuckDB's parallel INSERT leaves the row groups it
+            # merges as free blocks in the file. A table's first batch is written on every thread (_write):
+            # raw_<table> from a typed file of row groups that fit DuckDB's (typed.TYPED_ROW_GROUP), stg_<table>
+            # from raw_<table>'s, whole row groups that leave no free block (at 1M patients half the time).
             threads = con.execute("SELECT current_setting('threads')").fetchone()[0]
             with _threads(con, 1):
                 return _write(con, export_dir, ordered, staged, regs, reloads, ignored_files, loaded_at, int(threads))
@@ -620,12 +620,13 @@ def _write(con: duckdb.DuckDBPyConnection, export_dir: Path, ordered: list[str],
             fresh.add(table)  # raw_<table> will hold this batch only, in _row_number order
         cols = ", ".join(f't."{c}"' for c in TABLES[table].column_names)
         extra = (", e._extra", " LEFT JOIN _extra_patients e USING (_row_number)") if st.extra else ("", "")
-        _append_query(con, f"raw_{table}",
-                      f"SELECT t._row_number, {cols}{extra[0]}, {sql_text(fl.batch_id)} AS _batch_id, "
-                      f"CAST({seq} AS INTEGER) AS _load_seq FROM _typed_{table} t{extra[1]} "
-                      + (f"ANTI JOIN _bad_{table} b USING (_row_number) " if fl.rows_quarantined else "")
-                      # _typed_<table> is in _row_number order; a join may not keep it
-                      + ("ORDER BY t._row_number" if fl.rows_quarantined or st.extra else ""))
+        with _threads(con, threads if table in fresh else 1):
+            _append_query(con, f"raw_{table}",
+                          f"SELECT t._row_number, {cols}{extra[0]}, {sql_text(fl.batch_id)} AS _batch_id, "
+                          f"CAST({seq} AS INTEGER) AS _load_seq FROM _typed_{table} t{extra[1]} "
+                          + (f"ANTI JOIN _bad_{table} b USING (_row_number) " if fl.rows_quarantined else "")
+                          # _typed_<table> is in _row_number order; a join may not keep it
+                          + ("ORDER BY t._row_number" if fl.rows_quarantined or st.extra else ""))
         new_seqs.setdefault(table, []).append(seq)
         con.execute(f"DROP VIEW IF EXISTS _typed_{table}")
         for temp in (f"_bad_{table}", *(["_extra_patients"] if st.extra else [])):

@@ -75,6 +75,13 @@ TYPE_WORDS = {
 }
 
 
+#: Rows per row group of a typed file: at most one of DuckDB's row groups (122,880 rows) once the
+#: writer has added its last vector (up to 2,048 rows) past this, so that the load reading a typed
+#: file on every thread appends whole row groups, not a remainder per file row group that the
+#: checkpoint then rewrites and leaves as free blocks in the warehouse file.
+TYPED_ROW_GROUP = 122_880 - 2_048
+
+
 def type_rows(con: duckdb.DuckDBPyConnection, source: str, refs: Mapping[str, str | None], table: str,
               target: str, scratch: Path, unzoned: Collection[str] = ()) -> tuple[pl.DataFrame, dict[str, int]]:
     """Type every row of ``source`` (SQL: a table or a subquery with ``_row_number`` and the text
@@ -113,7 +120,8 @@ def type_rows(con: duckdb.DuckDBPyConnection, source: str, refs: Mapping[str, st
             problems.append(f"SELECT _row_number, '{col.name}' AS column_name, '{rule}' AS rule, '{reason}' AS reason "
                             f"FROM {target} WHERE _empty{i}")
     path = str(scratch).replace("'", "''")
-    con.execute(f"COPY (SELECT {', '.join(selects)} FROM {source}) TO '{path}' (FORMAT parquet, COMPRESSION lz4)")
+    con.execute(f"COPY (SELECT {', '.join(selects)} FROM {source}) TO '{path}' "
+                f"(FORMAT parquet, COMPRESSION lz4, ROW_GROUP_SIZE {TYPED_ROW_GROUP})")
     con.execute(f"CREATE OR REPLACE TEMP VIEW {target} AS SELECT * FROM read_parquet('{path}')")
     found = fetch(con, " UNION ALL ".join(problems))
     present = dict(zip(spec.column_names, con.execute(f"SELECT {', '.join(counts)} FROM {target}").fetchone()))
