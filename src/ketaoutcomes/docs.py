@@ -466,7 +466,8 @@ _OTHER_TABLES = (
     ("raw_<table>", "Every row that loaded, from every batch, typed as the import format says "
                     "([import-format.md](import-format.md)), with _batch_id, _row_number, _load_seq"),
     ("stg_<table>", "The current version of each record (the latest batch that carried its key), with _batch_id, "
-                    "_row_number"),
+                    "_row_number; a view of raw_<table> while that holds one batch (no second copy of its rows), a "
+                    "table once a second batch came"),
 )
 
 

@@ -65,7 +65,8 @@ from ketaoutcomes.table_contract import (
 
 __all__ = ["DiskFull", "WarehouseBusy", "WarehouseChanged", "WarehouseMissing", "write_session",
            "read_connection", "QUERY_ALLOWED", "QueryRefused", "query_connection", "check_query",
-           "run_query", "check_output_path", "write_query_csv", "ensure_schema", "table_exists", "fetch",
+           "run_query", "check_output_path", "write_query_csv", "ensure_schema", "table_exists", "relation_kind",
+           "drop_relation", "duckdb_threads", "fetch",
            "fetch_owned", "fetch_rows", "sql_text", "replace_table", "append_frame", "write_table",
            "migrate_table", "create_latest_views"]
 
@@ -546,12 +547,42 @@ def ensure_schema(con: duckdb.DuckDBPyConnection) -> None:
 # ---------------------------------------------------------------------------
 
 def table_exists(con: duckdb.DuckDBPyConnection, name: str) -> bool:
-    return bool(
-        con.execute(
-            f"SELECT count(*) FROM duckdb_tables() WHERE table_name = {_literal(name)} "
-            "AND database_name = current_database() AND schema_name = 'main'"
-        ).fetchone()[0]
-    )
+    """Whether the warehouse has a table or a view ``name`` (``stg_<table>`` is a view of
+    ``raw_<table>`` while that holds one batch: :func:`ketaoutcomes.ingest.load.rebuild_staging`)."""
+    return relation_kind(con, name) is not None
+
+
+def relation_kind(con: duckdb.DuckDBPyConnection, name: str) -> str | None:
+    """``"table"``, ``"view"`` or None: what ``name`` is in the warehouse's main schema."""
+    row = con.execute(
+        f"SELECT 'table' FROM duckdb_tables() WHERE table_name = {_literal(name)} "
+        "AND database_name = current_database() AND schema_name = 'main' "
+        f"UNION ALL SELECT 'view' FROM duckdb_views() WHERE view_name = {_literal(name)} "
+        "AND database_name = current_database() AND schema_name = 'main' AND NOT internal"
+    ).fetchone()
+    return None if row is None else row[0]
+
+
+@contextlib.contextmanager
+def duckdb_threads(con: duckdb.DuckDBPyConnection, n: int | None) -> Iterator[None]:
+    """DuckDB's ``threads`` set to ``n`` for the block (unchanged when None), and back after it."""
+    if n is None:
+        yield
+        return
+    was = con.execute("SELECT current_setting('threads')").fetchone()[0]
+    con.execute(f"SET threads = {int(n)}")
+    try:
+        yield
+    finally:
+        with contextlib.suppress(duckdb.Error):  # (an invalidated connection: its error is the one to see)
+            con.execute(f"SET threads = {int(was)}")
+
+
+def drop_relation(con: duckdb.DuckDBPyConnection, name: str) -> None:
+    """Drop table or view ``name`` if there is one (DuckDB's DROP names the kind)."""
+    kind = relation_kind(con, name)
+    if kind is not None:
+        con.execute(f"DROP {kind.upper()} {_quote(name)}")
 
 
 def sql_text(value: str) -> str:

@@ -71,51 +71,55 @@ def test_each_delivery_updates_stg_as_a_rebuild_would(tmp_path):
 
 
 def test_a_staging_table_of_another_shape_is_rebuilt(tmp_path):
-    """A warehouse whose stg_patients lacks a column raw_patients has (written by an earlier
-    version): the next ingest of patients rebuilds it instead of appending to it."""
+    """A warehouse whose stg_patients is a table that lacks a column raw_patients has (written by an
+    earlier version, before stg_<table> of one batch was a view): the next ingest of patients
+    rebuilds it instead of appending to it."""
     db = tmp_path / "w.duckdb"
     ingest_step(db, write_export(tmp_path / "v1"))
     with write_session(db) as con:
-        con.execute("ALTER TABLE stg_patients DROP COLUMN weight_kg")
+        con.execute("DROP VIEW stg_patients")
+        con.execute("CREATE TABLE stg_patients AS SELECT * EXCLUDE (_load_seq, weight_kg) FROM raw_patients")
     ingest_step(db, write_export(tmp_path / "n", NIGHTS[-1]))
     stored, rebuilt = _stg(db)["patients"]
     assert "weight_kg" in stored.columns
     assert_frame_equal(stored, rebuilt, check_exact=True)
 
 
-def test_first_batch_stg_is_raw_in_row_order_on_two_threads_with_no_free_blocks(tmp_path):
-    """A table's first batch: stg_<table> is read back from raw_<table> on every thread (not one, as
-    the rest of the write): it must still be raw_<table>'s rows in _row_number order, leave no free
-    blocks in the file (an INSERT on two threads left a third more file), and the connection's
-    thread count must be what it was. 300,000 rows: three of DuckDB's row groups, so two threads
-    each read some."""
-    import duckdb
-
-    from ketaoutcomes.ingest.load import _threads, rebuild_staging
-    from ketaoutcomes.warehouse import _raw_ddl
+def test_stg_is_a_view_of_a_first_batch_and_a_table_once_a_second_comes(tmp_path):
+    """While raw_<table> holds one batch, stg_<table> is a view of it (not a second copy); the
+    first batch that adds to it makes stg_<table> a table, equal to the rebuild; a rollback to one
+    batch makes it a view again; a table left untouched stays a view throughout."""
+    from ketaoutcomes.pipeline import rollback_step
+    from ketaoutcomes.warehouse import relation_kind
 
     db = tmp_path / "w.duckdb"
-    con = duckdb.connect(str(db))
+    ingest_step(db, write_export(tmp_path / "v1"))
+
+    def kinds() -> dict[str, str | None]:
+        con = read_connection(db)
+        try:
+            return {t: relation_kind(con, f"stg_{t}") for t in TABLE_ORDER}
+        finally:
+            con.close()
+
+    assert set(kinds().values()) == {"view"}
+    first = _stg(db)
+    assert all(stored.equals(rebuilt) for stored, rebuilt in first.values())
+    ingest_step(db, write_export(tmp_path / "n0", NIGHTS[0]))
+    assert kinds() == {t: "table" if t == "courses" else "view" for t in TABLE_ORDER}
+    for table, (stored, rebuilt) in _stg(db).items():
+        assert_frame_equal(stored, rebuilt, check_row_order=True), table
+    con = read_connection(db)
     try:
-        con.execute("SET threads = 3")
-        con.execute(_raw_ddl("mood_scores"))
-        with _threads(con, 1):  # as ingest writes raw_<table>
-            con.execute("INSERT INTO raw_mood_scores BY NAME SELECT 'P' || (i % 997) AS patient_id, "
-                        "TIMESTAMP '2024-01-01' + to_minutes(i) AS assessed_at, 'MADRS' AS instrument, "
-                        "CAST(i % 60 AS DOUBLE) AS total_score, 'b1' AS _batch_id, i AS _row_number, 1 AS _load_seq "
-                        "FROM range(300000) r(i)")
-        with _threads(con, 2):
-            assert con.execute("SELECT current_setting('threads')").fetchone()[0] == 2
-            rebuild_staging(con, "mood_scores", in_order=True)
-        assert con.execute("SELECT current_setting('threads')").fetchone()[0] == 3
-        con.execute("CHECKPOINT")
-        assert con.execute("SELECT free_blocks FROM pragma_database_size()").fetchone()[0] == 0
-        stg = con.execute("SELECT _row_number FROM stg_mood_scores").fetchnumpy()["_row_number"]
-        assert stg.tolist() == list(range(300000))
-        assert con.execute("SELECT count(*) FROM (SELECT * EXCLUDE (_load_seq) FROM raw_mood_scores "
-                           "EXCEPT ALL SELECT * FROM stg_mood_scores)").fetchone()[0] == 0
+        night = con.execute("SELECT batch_id FROM meta_batches WHERE table_name = 'courses' ORDER BY load_seq DESC "
+                            "LIMIT 1").fetchone()[0]
     finally:
         con.close()
+    rollback_step(db, night)
+    assert set(kinds().values()) == {"view"}
+    after = _stg(db)
+    for table in TABLE_ORDER:
+        assert_frame_equal(after[table][0], first[table][0], check_row_order=True)
 
 
 def test_first_load_of_a_table_over_several_row_groups_leaves_no_free_blocks(tmp_path):

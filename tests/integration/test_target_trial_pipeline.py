@@ -103,7 +103,7 @@ def test_a_warehouse_from_before_clinical_events_still_renders(analysed, tmp_pat
     shutil.copyfile(db, old)
     con = duckdb.connect(str(old))
     con.execute("DROP VIEW IF EXISTS latest_stg_clinical_events")
-    con.execute("DROP TABLE stg_clinical_events")
+    con.execute("DROP VIEW stg_clinical_events")  # (a view of raw_clinical_events: one batch)
     con.close()
     out = render_step(old, study, tmp_path / "reports")
     assert out.details["run_id"] == run_id

@@ -57,7 +57,8 @@ def test_every_contract_has_its_view_with_the_declared_columns(db):
         described = q(db, f'DESCRIBE "{view.name}"')
         assert dict(zip(described["column_name"], described["column_type"])) == \
             {c.name: c.dtype for c in view.columns}, view.name
-    assert sorted(n for n, k in kinds.items() if k == "VIEW") == \
+    # and the staged tables of a one-batch load: views of their raw_<table> (ingest.load.rebuild_staging)
+    assert sorted(n for n, k in kinds.items() if k == "VIEW" and not n.startswith("stg_")) == \
         sorted(["latest_run", *(latest_view(c).name for c in contracts.values())])
 
 

@@ -136,7 +136,7 @@ def test_the_connection_refuses_files_attach_and_settings_even_without_the_check
                     "SELECT * FROM read_text('/etc/passwd')", f"SELECT * FROM glob('{tmp_path}/*')",
                     "SET enable_external_access = true", "RESET enable_external_access", "SET lock_configuration = false",
                     "SET disabled_filesystems = ''", "SET temp_directory = '/tmp'", "INSTALL httpfs", "LOAD httpfs",
-                    "DROP TABLE stg_patients"]:
+                    "DROP TABLE raw_patients", "DROP VIEW stg_patients"]:
             with pytest.raises(duckdb.Error):
                 con.execute(sql)
         # The in-place route: leave the warehouse, detach it, attach the same file read-write.
@@ -155,7 +155,7 @@ def test_the_connection_refuses_files_attach_and_settings_even_without_the_check
 def test_a_query_runs_while_a_writer_holds_the_lock(wh):
     """The sandbox is still the snapshot reader: it takes no lock and sees the published file."""
     with write_session(wh) as con:
-        con.execute("DELETE FROM stg_patients")
+        con.execute("DELETE FROM raw_patients")  # (stg_patients: a view of it)
         res = run(wh, "SELECT count(*) AS n FROM stg_patients")
         assert res.exit_code == 0 and "│ 3 " in res.output, res.output
     res = run(wh, "SELECT count(*) AS n FROM stg_patients")
