@@ -66,7 +66,7 @@ from ketaoutcomes.table_contract import (
 __all__ = ["DiskFull", "WarehouseBusy", "WarehouseChanged", "WarehouseMissing", "write_session",
            "read_connection", "QUERY_ALLOWED", "QueryRefused", "query_connection", "check_query",
            "run_query", "check_output_path", "write_query_csv", "ensure_schema", "table_exists", "relation_kind",
-           "drop_relation", "duckdb_threads", "fetch",
+           "drop_relation", "fetch",
            "fetch_owned", "fetch_rows", "sql_text", "replace_table", "append_frame", "write_table",
            "migrate_table", "create_latest_views"]
 
@@ -561,21 +561,6 @@ def relation_kind(con: duckdb.DuckDBPyConnection, name: str) -> str | None:
         "AND database_name = current_database() AND schema_name = 'main' AND NOT internal"
     ).fetchone()
     return None if row is None else row[0]
-
-
-@contextlib.contextmanager
-def duckdb_threads(con: duckdb.DuckDBPyConnection, n: int | None) -> Iterator[None]:
-    """DuckDB's ``threads`` set to ``n`` for the block (unchanged when None), and back after it."""
-    if n is None:
-        yield
-        return
-    was = con.execute("SELECT current_setting('threads')").fetchone()[0]
-    con.execute(f"SET threads = {int(n)}")
-    try:
-        yield
-    finally:
-        with contextlib.suppress(duckdb.Error):  # (an invalidated connection: its error is the one to see)
-            con.execute(f"SET threads = {int(was)}")
 
 
 def drop_relation(con: duckdb.DuckDBPyConnection, name: str) -> None:

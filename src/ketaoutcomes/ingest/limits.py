@@ -54,6 +54,7 @@ __all__ = [
     "check_small_file",
     "check_table_file",
     "check_values",
+    "duckdb_threads",
     "file_kind",
     "human_bytes",
     "machine_memory",
@@ -625,3 +626,18 @@ class MemoryBudget:
                 raise IngestError(f"{self.current}: cannot be read: permission denied; let the user who runs ingest "
                                   "read it and load again; nothing was loaded") from None
             raise
+
+
+@contextlib.contextmanager
+def duckdb_threads(con: duckdb.DuckDBPyConnection, n: int | None) -> Iterator[None]:
+    """DuckDB's ``threads`` set to ``n`` for the block (unchanged when None), and back after it."""
+    if n is None:
+        yield
+        return
+    was = con.execute("SELECT current_setting('threads')").fetchone()[0]
+    con.execute(f"SET threads = {int(n)}")
+    try:
+        yield
+    finally:
+        with contextlib.suppress(duckdb.Error):  # (an invalidated connection: its error is the one to see)
+            con.execute(f"SET threads = {int(was)}")

@@ -54,6 +54,7 @@ from ketaoutcomes.ingest.folder import check_export_folder, find_export_files
 from ketaoutcomes.ingest.limits import (
     MemoryBudget,
     check_table_file,
+    duckdb_threads,
     memory_limit,
     memory_limit_source,
     open_regular,
@@ -82,8 +83,7 @@ from ketaoutcomes.ingest.suspects import range_counts, suspect_rows
 from ketaoutcomes.ingest.typed import type_rows
 from ketaoutcomes.registries import Registries, load_registries
 from ketaoutcomes.registries.history import append_registry_batch, rebuild_registries
-from ketaoutcomes.warehouse import (append_frame, drop_relation, duckdb_threads, fetch, fetch_rows, replace_table,
-                                    sql_text, table_exists)
+from ketaoutcomes.warehouse import append_frame, drop_relation, fetch, fetch_rows, replace_table, sql_text, table_exists
 
 __all__ = ["FileLoad", "IngestError", "IngestSummary", "PhiRefused", "check_export_folder", "find_export_files",
            "ingest_export", "read_table_file"]

@@ -20,7 +20,8 @@ from collections.abc import Collection
 import duckdb
 
 from ketaoutcomes.contract import TABLES
-from ketaoutcomes.warehouse import duckdb_threads, relation_kind
+from ketaoutcomes.ingest.limits import duckdb_threads
+from ketaoutcomes.warehouse import relation_kind
 
 __all__ = ["update_staging"]
 
