@@ -262,7 +262,7 @@ def rebuild_staging(con: duckdb.DuckDBPyConnection, table: str, *, in_order: boo
 
     While raw_<table> holds one batch (or none), that is every row of it: stg_<table> is then a
     view, ``SELECT * EXCLUDE (_load_seq) FROM raw_<table>``, not a second copy of every row (at
-    1,000,000 patients 13 s of the ingest and a third of the file). Its rows come in raw_<table>'s
+    1,000,000 patients 12 s of the ingest and half the file). Its rows come in raw_<table>'s
     order, which must be ``_row_number`` order: ``in_order`` when the caller wrote them so, else
     checked (a table sorted by ``_row_number`` if not). With more batches stg_<table> is a table
     (:func:`staging_sql`), kept up to date by :func:`ketaoutcomes.ingest.staging.update_staging`,
@@ -456,9 +456,9 @@ def _ingest(con: duckdb.DuckDBPyConnection, export_dir: Path, loaded_at: dt.date
                           progress, scratch)
             failpoint("ingest.before_write")
             # One thread appends to a table that holds rows: DuckDB's parallel INSERT leaves the row groups it
-            # merges as free blocks in the file. A table's first batch is written on every thread (_write):
-            # raw_<table> from a typed file of row groups that fit DuckDB's (typed.TYPED_ROW_GROUP), stg_<table>
-            # from raw_<table>'s, whole row groups that leave no free block (at 1M patients half the time).
+            # merges as free blocks in the file. A table's first batch is written on every thread (_write), from
+            # a typed file of row groups that fit DuckDB's (typed.TYPED_ROW_GROUP): whole row groups, no free
+            # block (at 1M patients half the time); its stg_<table> is a view of it (rebuild_staging).
             threads = con.execute("SELECT current_setting('threads')").fetchone()[0]
             with duckdb_threads(con, 1):
                 return _write(con, export_dir, ordered, staged, regs, reloads, ignored_files, loaded_at, int(threads))
