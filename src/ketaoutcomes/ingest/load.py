@@ -627,7 +627,7 @@ def _write(con: duckdb.DuckDBPyConnection, export_dir: Path, ordered: list[str],
             fresh.add(table)  # raw_<table> will hold this batch only, in _row_number order
         cols = ", ".join(f't."{c}"' for c in TABLES[table].column_names)
         extra = (", e._extra", " LEFT JOIN _extra_patients e USING (_row_number)") if st.extra else ("", "")
-        with duckdb_threads(con, threads if table in fresh else 1):
+        with duckdb_threads(con, threads if table in fresh else None):  # (else the one thread _ingest set)
             _append_query(con, f"raw_{table}",
                           f"SELECT t._row_number, {cols}{extra[0]}, {sql_text(fl.batch_id)} AS _batch_id, "
                           f"CAST({seq} AS INTEGER) AS _load_seq FROM _typed_{table} t{extra[1]} "
