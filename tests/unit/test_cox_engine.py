@@ -151,3 +151,19 @@ def test_estimate_is_the_maximum_not_just_Rs_stopping_point(ties):
         assert fit.converged
         step = fit.var @ fit.score
         assert np.all(np.abs(step) <= 1e-12 * (1 + np.abs(fit.beta))), (kw.keys(), step)
+
+
+def test_concordance_false_skips_harrells_c_only():
+    """cox_ph(concordance=False): no C (None), every other part of the fit bit for bit the same."""
+    rng = np.random.default_rng(11)
+    n = 400
+    frame = pl.DataFrame({"t": rng.integers(1, 30, n).astype(float), "e": rng.integers(0, 2, n),
+                          "x": rng.normal(size=n), "g": rng.choice(["a", "b", "c"], n), "s": rng.integers(0, 2, n)})
+    kw = dict(time="t", event="e", covariates=["x", "g"], categorical={"g": "a"}, strata="s")
+    full, fast = cox_ph(frame, **kw), cox_ph(frame, **kw, concordance=False)
+    assert full.concordance is not None and 0 < full.concordance < 1
+    assert fast.concordance is None
+    assert full.summary.equals(fast.summary)
+    for attr in ("n", "n_events", "loglik", "loglik_null", "lr_chi2", "lr_df", "lr_p", "wald_chi2", "score_chi2",
+                 "converged", "notes"):
+        assert getattr(full, attr) == getattr(fast, attr), attr

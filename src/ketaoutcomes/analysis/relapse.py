@@ -83,7 +83,7 @@ def relapse_analyses(adsl: pl.DataFrame, adtte: pl.DataFrame, sessions: pl.DataF
             else reference_level(data, "ARM"))
         res = cox_ph(data, time="TSTOP", entry="TSTART", event="EVENT", covariates=model_covs,
                      categorical={k: v for k, v in categorical.items() if k in model_covs}, strata=strata,
-                     ties="efron", alpha=study.models.alpha)
+                     ties="efron", alpha=study.models.alpha, concordance=False)  # C is not reported
         exposed = data.group_by("MAINT").agg((pl.col("TSTOP") - pl.col("TSTART")).sum().alias("days"),
                                              pl.col("EVENT").sum().alias("events"))
         d = {m: (t, e) for m, t, e in exposed.iter_rows()}

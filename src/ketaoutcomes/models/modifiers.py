@@ -322,7 +322,7 @@ def _fit(
     categorical = {c: _most_frequent(data, c) for c in adjust if _is_text(data.schema[c])}
     return cox_ph(
         data, time=TIME, event=EVENT, covariates=[*covs, *adjust], categorical=categorical,
-        strata=strata, ties="efron", alpha=alpha,
+        strata=strata, ties="efron", alpha=alpha, concordance=False,
     )  # fmt: skip
 
 
