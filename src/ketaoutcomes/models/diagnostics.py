@@ -63,6 +63,24 @@ def _time_transform(time: np.ndarray, status: np.ndarray, transform: str) -> np.
     return 1.0 - surv_before[inverse]
 
 
+#: Rows whose ``x x'`` products are formed at once by :func:`_block_cross` (memory: rows x p x p doubles).
+_CROSS_CHUNK = 32_768
+
+
+def _block_cross(a: np.ndarray, b: np.ndarray, starts: np.ndarray) -> np.ndarray:
+    """``sum a_i b_i'`` over the rows of each block ``[starts[k], starts[k + 1])`` (the last one to the end),
+    ``starts`` strictly increasing from 0: (blocks, p, q), forming the products of a chunk of rows at a time."""
+    n = len(a)
+    out = np.zeros((len(starts), a.shape[1], b.shape[1]))
+    block = np.searchsorted(starts, np.arange(n), side="right") - 1
+    for lo in range(0, n, _CROSS_CHUNK):
+        blk = block[lo:lo + _CROSS_CHUNK]
+        at = np.flatnonzero(np.r_[True, blk[1:] != blk[:-1]])
+        prod = a[lo:lo + _CROSS_CHUNK, :, None] * b[lo:lo + _CROSS_CHUNK, None, :]
+        out[blk[at]] += np.add.reduceat(prod, at, axis=0)
+    return out
+
+
 def _zph_score_info(
     time: np.ndarray,
     status: np.ndarray,
@@ -83,8 +101,11 @@ def _zph_score_info(
     * Schoenfeld residual sum ``r = sum(x_deaths) - sum_k m_k``; score ``u = sum g r``;
     * information ``[[sum V, sum g V], [sum g V, sum g^2 V]]``, ``V = sum_k V_k``.
 
-    Breslow is the same with k/d = 0. Everything is vectorised over rows and
-    deaths; no Python loop over event times.
+    Breslow is the same with k/d = 0. With ``a_k = 1 / (S0 - f_k D0)`` and ``b_k = f_k a_k``
+    (``f_k = k/d``), ``m_k = S1 a_k - D1 b_k``, so the sums over the deaths of an event time need only
+    the sums of ``a_k``, ``b_k``, ``a_k^2``, ``a_k b_k`` and ``b_k^2``: no array of a p x p matrix per
+    death or per row. The ``S2`` and ``D2`` sums are taken per block of rows between event times
+    (:func:`_block_cross`), then accumulated over the blocks: memory of the event times, not of the rows.
     """
     n, p = X.shape
     Xc = X - X.mean(axis=0)
@@ -99,36 +120,41 @@ def _zph_score_info(
         order = np.argsort(t, kind="stable")
         t, st, x, g_rows = t[order], st[order], x[order], gtime[idx][order]
         r = np.exp(eta[idx][order] - eta[idx].max())
-        xx = x[:, :, None] * x[:, None, :]
-        # risk-set sums: rows with time >= t (reverse cumulative sums from the first such row)
-        c0 = np.cumsum(r[::-1])[::-1]
-        c1 = np.cumsum((r[:, None] * x)[::-1], axis=0)[::-1]
-        c2 = np.cumsum((r[:, None, None] * xx)[::-1], axis=0)[::-1]
+        rx = r[:, None] * x
         ev = st == 1
         etimes, e_inv = np.unique(t[ev], return_inverse=True)
-        first = np.searchsorted(t, etimes, side="left")
-        R0, R1, R2 = c0[first], c1[first], c2[first]
         m = len(etimes)
-        D0 = np.bincount(e_inv, weights=r[ev], minlength=m)
-        D1 = np.zeros((m, p))
-        np.add.at(D1, e_inv, r[ev][:, None] * x[ev])
-        D2 = np.zeros((m, p, p))
-        np.add.at(D2, e_inv, r[ev][:, None, None] * xx[ev])
-        Xd = np.zeros((m, p))
-        np.add.at(Xd, e_inv, x[ev])
-        nd = np.bincount(e_inv, minlength=m)
-        g = np.zeros(m)
-        g[e_inv] = g_rows[ev]  # the same for every death at one time
+        # risk-set sums at each event time: rows with time >= it, i.e. from its first row on; rows
+        # before the first event time are in no risk set read here
+        first = np.searchsorted(t, etimes, side="left")
+        at = first - first[0]
+
+        def tail(blocks: np.ndarray) -> np.ndarray:
+            return np.cumsum(blocks[::-1], axis=0)[::-1]
+
+        R0 = tail(np.add.reduceat(r[first[0]:], at))
+        R1 = tail(np.add.reduceat(rx[first[0]:], at, axis=0))
+        R2 = tail(_block_cross(rx[first[0]:], x[first[0]:], at))
+        # the deaths' sums per event time (the event rows are in time order)
+        e_at = np.flatnonzero(np.r_[True, e_inv[1:] != e_inv[:-1]])
+        D0 = np.add.reduceat(r[ev], e_at)
+        D1 = np.add.reduceat(rx[ev], e_at, axis=0)
+        D2 = _block_cross(rx[ev], x[ev], e_at)
+        Xd = np.add.reduceat(x[ev], e_at, axis=0)
+        nd = np.diff(np.r_[e_at, len(e_inv)])
+        g = g_rows[ev][e_at]  # the same for every death at one time
         # one entry per death: event-time index and Efron fraction k/d
         ti = np.repeat(np.arange(m), nd)
-        k = np.arange(len(ti)) - np.repeat(np.cumsum(nd) - nd, nd)
+        k = np.arange(len(ti)) - np.repeat(e_at, nd)
         f = k / nd[ti] if efron else np.zeros(len(ti))
-        den = R0[ti] - f * D0[ti]
-        mean = (R1[ti] - f[:, None] * D1[ti]) / den[:, None]
-        var = (R2[ti] - f[:, None, None] * D2[ti]) / den[:, None, None] - mean[:, :, None] * mean[:, None, :]
-        resid = Xd - np.array([np.bincount(ti, weights=mean[:, j], minlength=m) for j in range(p)]).T
-        V = np.zeros((m, p, p))
-        np.add.at(V, ti, var)
+        a = 1.0 / (R0[ti] - f * D0[ti])
+        b = f * a
+        Sa, Sb, Saa, Sab, Sbb = (np.bincount(ti, weights=w, minlength=m) for w in (a, b, a * a, a * b, b * b))
+        resid = Xd - (R1 * Sa[:, None] - D1 * Sb[:, None])
+        outer = lambda v, w: v[:, :, None] * w[:, None, :]  # noqa: E731
+        RD = outer(R1, D1)
+        V = (R2 * Sa[:, None, None] - D2 * Sb[:, None, None] - outer(R1, R1) * Saa[:, None, None]
+             + (RD + RD.transpose(0, 2, 1)) * Sab[:, None, None] - outer(D1, D1) * Sbb[:, None, None])
         u += g @ resid
         info[:p, :p] += V.sum(axis=0)
         gv = np.tensordot(g, V, axes=1)
@@ -193,7 +219,7 @@ def ph_test(
     cols = [time, event, *covariates] + ([strata] if strata else [])
     data, _, _ = drop_missing(frame, cols)
     fit = cox_ph(data, time=time, event=event, covariates=covariates, categorical=categorical,
-                 strata=strata, ties=ties)
+                 strata=strata, ties=ties, concordance=False)
     coef = fit.summary["coef"]
     if coef.null_count():
         bad = fit.summary.filter(pl.col("coef").is_null())["term"].to_list()
