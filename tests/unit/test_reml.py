@@ -107,3 +107,16 @@ def test_reml_optimum_of_a_singular_design_is_none():
     y, X, Z, g = _arrays("log1p")
     X = np.column_stack([X, X[:, 1]])  # a column twice: X'V^-1X is singular
     assert reml_optimum(GroupSums.of(y, X, Z, g)) is None
+
+
+def test_a_failing_start_falls_back_to_statsmodels_own_start_and_says_so(monkeypatch):
+    import ketaoutcomes.models.reml as reml
+    from ketaoutcomes.models.trajectory import fit_trajectories
+
+    def broken(_sums):
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(reml, "reml_optimum", broken)
+    res = fit_trajectories(pl.read_csv(REF / "trajectory_data.csv"))
+    assert res.converged
+    assert any("statsmodels' own start used" in n and "RuntimeError: boom" in n for n in res.notes), res.notes

@@ -280,17 +280,23 @@ def _fixed_cov(X: np.ndarray, Z: np.ndarray, groups: np.ndarray, G: np.ndarray, 
     return out if np.all(np.isfinite(out)) else None
 
 
-def _start(y: np.ndarray, X: np.ndarray, Z: np.ndarray, groups: np.ndarray) -> object | None:
+def _start(y: np.ndarray, X: np.ndarray, Z: np.ndarray, groups: np.ndarray, notes: list[str]) -> object | None:
     """statsmodels' start: the REML maximum found from per-patient sums (:mod:`ketaoutcomes.models.reml`,
     the same likelihood in a few array operations a step), so that its optimizer, which loops over the
     patients, checks it and stops in an iteration or two instead of a dozen. None (statsmodels' own
-    start) when no finite positive definite maximum is found there."""
+    start) when no finite positive definite maximum is found there, or when finding it fails (said in
+    ``notes``: the fit itself never raises)."""
     from statsmodels.regression.mixed_linear_model import MixedLMParams
 
     from ketaoutcomes.models.reml import GroupSums, reml_optimum
 
-    found = reml_optimum(GroupSums.of(y, X, Z, groups))
-    return None if found is None else MixedLMParams.from_components(fe_params=found.beta, cov_re=found.psi)
+    try:
+        found = reml_optimum(GroupSums.of(y, X, Z, groups))
+        return None if found is None else MixedLMParams.from_components(fe_params=found.beta, cov_re=found.psi)
+    except Exception as exc:  # noqa: BLE001 - statsmodels' own start is the fallback, as before this start existed
+        notes.append(f"start values from the per-patient sums failed ({type(exc).__name__}: {exc}); "
+                     "statsmodels' own start used")
+        return None
 
 
 @functools.cache
@@ -419,7 +425,7 @@ def fit_trajectories(
         notes.append("the fixed-effects design is rank deficient (e.g. no ratings after day 0 in an arm); not fitted")
         return _empty_result(*args, notes, reference_arm, time_terms, alpha)
 
-    start = _start(y, X, Z, groups)
+    start = _start(y, X, Z, groups, notes)
     fit = None
     used: str | None = None
     for i, method in enumerate(optimizers):
