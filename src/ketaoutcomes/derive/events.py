@@ -148,15 +148,18 @@ def first_event(
     later than STARTDT + tar_days are out of the time at risk (CNSR 5 when they
     exist and no event came before).
     """
-    r = ratings.join(origin, on="USUBJID", how="inner").sort("USUBJID", "assessed_at")
+    r = ratings.join(origin, on="USUBJID", how="inner")
     beyond = pl.DataFrame(schema={"USUBJID": pl.String, "_beyond": pl.Boolean})
     if tar_days is not None:
         inside = pl.col("assessed_at") <= pl.col("STARTDT") + pl.duration(days=tar_days)
         beyond = r.filter(~inside).group_by("USUBJID").agg(pl.lit(True).alias("_beyond"))
         r = r.filter(inside)
-    first_ev = r.filter(qualifies).group_by("USUBJID").agg(pl.col("assessed_at").first().alias("_ev"),
-                                                           pl.col("total_score").first().alias("_evscore"))
-    last = r.group_by("USUBJID").agg(pl.col("assessed_at").last().alias("_last"))
+    # the earliest qualifying rating and the latest rating of each patient, by their times (a patient's
+    # ratings of one instrument have distinct times: the staged key), without sorting every rating
+    first_ev = r.filter(qualifies).group_by("USUBJID").agg(
+        pl.col("assessed_at").min().alias("_ev"),
+        pl.col("total_score").get(pl.col("assessed_at").arg_min()).alias("_evscore"))
+    last = r.group_by("USUBJID").agg(pl.col("assessed_at").max().alias("_last"))
     out = (origin.join(first_ev, on="USUBJID", how="left").join(last, on="USUBJID", how="left")
            .join(beyond, on="USUBJID", how="left"))
     cnsr = (
