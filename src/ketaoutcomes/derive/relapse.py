@@ -58,8 +58,9 @@ def relapse_rows(
     # backward_fill of the shifted series gives, for row i, the first low rating at a row > i.
     r = r.with_columns((pl.col("assessed_at") + pl.duration(days=study.outcomes.confirm_min_days)).alias("_confirm_from"))
     cand = r.select("_pt", pl.col("assessed_at").alias("_t2"), pl.col("_high").alias("_high2"))
-    # no sort back by (USUBJID, assessed_at) after the join: what follows is row by row, and first_event
-    # and last_high below sort what they read (the staged key makes (USUBJID, assessed_at) unique)
+    # no sort back by (USUBJID, assessed_at) after the join: what follows is row by row, first_event reads
+    # the ratings' times, not their order (the staged key makes (USUBJID, assessed_at) unique), and
+    # last_high was read above
     r = r.sort("_confirm_from").join_asof(
         cand.sort("_t2"), left_on="_confirm_from", right_on="_t2", by="_pt", strategy="forward",
         check_sortedness=False,  # sorted globally by the key, hence within every patient
