@@ -116,6 +116,11 @@ def reml_gradient(s: GroupSums, theta: np.ndarray) -> np.ndarray:
     + Psi^-1 S_W Psi^-1 / 2``, where ``S_M = sum M_i^-1``, ``S_u = sum u_i u_i'`` (``u_i = M_i^-1
     Z_i'r_i``, the residuals at the GLS ``beta``: the derivative through ``beta`` is 0 there) and
     ``S_W = sum W_i A^-1 W_i'`` (``W_i = M_i^-1 Z_i'X_i``); then ``d/dL = 2 D L``."""
+    return _loglike_and_gradient(s, theta)[1]
+
+
+def _loglike_and_gradient(s: GroupSums, theta: np.ndarray) -> tuple[float, np.ndarray]:
+    """:func:`reml_loglike` at ``Psi = L L'`` and :func:`reml_gradient`, from one pass over the groups."""
     q = s.q
     L = _cholesky(np.asarray(theta, dtype=float), q)
     psi = L @ L.T
@@ -127,7 +132,7 @@ def reml_gradient(s: GroupSums, theta: np.ndarray) -> np.ndarray:
     S_W = np.einsum("gip,pr,gjr->ij", pr.W, np.linalg.inv(pr.A), pr.W)
     D = (-(len(pr.M_inv) * psi_inv - psi_inv @ S_M @ psi_inv) / 2
          + m / (2 * pr.qf) * psi_inv @ S_u @ psi_inv + psi_inv @ S_W @ psi_inv / 2)
-    return (2 * D @ L)[np.tril_indices(q)]
+    return pr.loglike, (2 * D @ L)[np.tril_indices(q)]
 
 
 @dataclass(frozen=True)
@@ -152,8 +157,8 @@ def reml_optimum(s: GroupSums) -> RemlFit | None:
     theta0 = np.eye(q)[np.tril_indices(q)]
 
     def f(theta: np.ndarray) -> tuple[float, np.ndarray]:
-        L = _cholesky(theta, q)
-        return -reml_loglike(s, L @ L.T) / n, -reml_gradient(s, theta) / n
+        ll, grad = _loglike_and_gradient(s, theta)
+        return -ll / n, -grad / n
 
     try:
         with np.errstate(divide="raise", over="raise", invalid="raise"):
