@@ -51,6 +51,28 @@ def test_standard_tie_handling_is_nearer_a_jackknife_than_riskregression_2022_on
     assert np.all(np.abs(ratio_std - 1) < np.abs(ratio_rr - 1)), (ratio_std, ratio_rr)
 
 
+@pytest.mark.parametrize("ties", ["efron", "breslow"])
+@pytest.mark.parametrize("stratify", [True, False])
+def test_apply_equals_the_influence_function_matrices_it_never_builds(ties, stratify):
+    """``CoxNuisance.apply`` (prefix and suffix sums over the jumps) against its definition, the dense
+    (n, J + 1) matrices ``cum_if`` and ``haz_if`` times the loadings, on the synthetic cohort's tied
+    days, with a baseline hazard per arm or one, a cut-off before the last event time (patients with
+    events after the last jump kept), random loadings with the column of no jump loaded too."""
+    time, status, treat, X = _synthetic()
+    Z, strata = (X, treat.astype(np.int64)) if stratify else (np.column_stack([treat.astype(float), X]), None)
+    models = fit_cox_nuisance(time, status, Z, max_time=float(np.quantile(time[status], 0.7)), strata=strata,
+                              ties=ties)
+    rng = np.random.default_rng(7)
+    for m in models.values():
+        assert 0 < len(m.jumps) and (m.status & (m.time > m.jumps[-1])).any()  # events past the cut-off
+        for hazard, dense in ((False, m.cum_if), (True, m.haz_if)):
+            om, B = rng.normal(size=(len(m.jumps) + 1, 5)), rng.normal(size=(Z.shape[1], 5))
+            want = dense @ om + m.iid_beta @ B
+            got = m.apply((om, B), hazard=hazard)
+            np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-13 * np.abs(want).max())
+            assert np.abs(want).max() > 1e-3
+
+
 def test_ridge_influence_function_tends_to_the_logistic_one_and_sums_to_zero():
     time, status, treat, X = _synthetic()
     logistic = fit_propensity_nuisance(treat, X, model="logistic")

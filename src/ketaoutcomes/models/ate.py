@@ -140,10 +140,14 @@ def curves_at(time: np.ndarray, status: np.ndarray, treated: np.ndarray, X: np.n
     return Curves(times, est, iid)
 
 
-def _curves(time, status, treated, X, times: np.ndarray, estimators: tuple[str, ...], reduce, **options
-            ) -> tuple[dict, dict]:
+def _curves(time, status, treated, X, times: np.ndarray, estimators: tuple[str, ...], reduce,
+            project: np.ndarray | None = None, **options) -> tuple[dict, dict]:
     """:func:`curves_at`, each (estimate (K,), IF (n, K)) passed through ``reduce`` as soon as it is
-    computed (so that only one arm's full IFs are held at a time)."""
+    computed (so that only one arm's full IFs are held at a time). With ``project`` (K, C), the IFs
+    are computed as ``IF @ project`` over the times that can be predicted at (the others' rows of
+    ``project`` left out), (n, C) instead of (n, K): every term of an IF is linear in its columns, so
+    each is projected before it is applied to the n patients (a few columns instead of every time up
+    to a horizon); the estimates stay (K,)."""
     time = np.asarray(time, dtype=float)
     status = np.asarray(status).astype(bool)
     treated = np.asarray(treated).astype(bool)
@@ -156,8 +160,15 @@ def _curves(time, status, treated, X, times: np.ndarray, estimators: tuple[str, 
     ok = times <= _last_time(time, treated, options["stratify"])
     est: dict = {}
     iid: dict = {}
+    P = None if project is None else project[ok]
 
     def keep(name: str, arm: int, e: np.ndarray | None, f: np.ndarray | None) -> None:
+        if P is not None:  # f is (n, C), over the times that can be predicted at: only e is padded
+            full_e = np.full(len(times), np.nan)
+            if e is not None:
+                full_e[ok] = e
+            est[(name, arm)], iid[(name, arm)] = reduce(full_e, np.zeros((len(time), P.shape[1])) if f is None else f)
+            return
         if e is None or not ok.all():  # times after the last observed one: null
             full_e, full_f = np.full(len(times), np.nan), np.full((len(time), len(times)), np.nan)
             if e is not None:
@@ -174,7 +185,7 @@ def _curves(time, status, treated, X, times: np.ndarray, estimators: tuple[str, 
     with one_blas_thread():
         models = _fit_models(time, status, treated, X, float(valid.max()), **options)
         for arm in (1, 0):
-            _arm(models, time, status, arm, valid, estimators, lambda name, e, f, arm=arm: keep(name, arm, e, f))
+            _arm(models, time, status, arm, valid, estimators, lambda name, e, f, arm=arm: keep(name, arm, e, f), P)
     return est, iid
 
 
@@ -192,11 +203,19 @@ def _censoring_jumps(time: np.ndarray, status: np.ndarray, tau_max: float, tie_h
 
 
 def _arm(m: _Models, time: np.ndarray, status: np.ndarray, arm: int, times: np.ndarray,
-         estimators: tuple[str, ...], emit) -> None:
-    """Each estimator's estimate (K,) and IF (n, K) for one arm, passed to ``emit(name, e, f)`` as soon
-    as it is computed. The IF of a term through a model is gathered as that model's loadings and
-    applied to the n patients once per model."""
+         estimators: tuple[str, ...], emit, P: np.ndarray | None = None) -> None:
+    """Each estimator's estimate (K,) and IF (n, K), or with ``P`` (K, C) ``IF @ P`` (n, C), for one
+    arm, passed to ``emit(name, e, f)`` as soon as it is computed. The IF of a term through a model is
+    gathered as that model's loadings (projected by ``P``) and applied to the n patients once per
+    model."""
     n = len(time)
+
+    def fold(x: np.ndarray) -> np.ndarray:
+        return x if P is None else x @ P
+
+    def fold_l(loadings: tuple[np.ndarray, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+        return loadings if P is None else (loadings[0] @ P, loadings[1] @ P)
+
     out, cen, Zc = m.of(arm)  # Zc: everyone with arm `arm`
     ps = m.ps
     exb_o = out.exb_of(Zc)
@@ -205,7 +224,7 @@ def _arm(m: _Models, time: np.ndarray, status: np.ndarray, arm: int, times: np.n
     F_ctf = 1.0 - S_ctf
     if "GFORMULA" in estimators:
         e = F_ctf.mean(axis=0)
-        emit("GFORMULA", e, (F_ctf - e) / n + out.average_iid(ic, S_ctf * exb_o[:, None] / n, Zc))
+        emit("GFORMULA", e, fold((F_ctf - e) / n) + out.apply(fold_l(out.loadings(ic, S_ctf * exb_o[:, None] / n, Zc))))
     if not {"IPTW", "AIPTW"} & set(estimators):
         return
     member = m.treated == bool(arm)
@@ -224,21 +243,21 @@ def _arm(m: _Models, time: np.ndarray, status: np.ndarray, arm: int, times: np.n
     if "IPTW" in estimators:
         phi = wa[:, None] * ipw
         e = phi.mean(axis=0)
-        f = (phi - e) / n + ps.average_iid(arm, ps_factor * ipw)
-        emit("IPTW", e, f if cen is None else f + cen.apply(ipcw))
+        f = fold((phi - e) / n) + ps.average_iid(arm, ps_factor * ipw, P)
+        emit("IPTW", e, f if cen is None else f + cen.apply(fold_l(ipcw)))
     if "AIPTW" in estimators:
         residual = ipw - F_ctf
         loads_o = out.loadings(ic, (1.0 - wa)[:, None] * S_ctf * exb_o[:, None] / n, Zc)
-        f = np.zeros((n, len(times)))
+        f = np.zeros((n, len(times) if P is None else P.shape[1]))
         if cen is not None:
             aug, more = _augmentation(m, arm, time, status, times, member, wa, exb_o, S_ctf, F_ctf, Zc)
             residual[member] += aug
             loads_o = (loads_o[0] + more["out"][0], loads_o[1] + more["out"][1])
-            f += cen.apply((ipcw[0] + more["cen"][0], ipcw[1] + more["cen"][1]))
-            f += cen.apply(more["cen_haz"], hazard=True)
+            f += cen.apply(fold_l((ipcw[0] + more["cen"][0], ipcw[1] + more["cen"][1])))
+            f += cen.apply(fold_l(more["cen_haz"]), hazard=True)
         phi = F_ctf + wa[:, None] * residual
         e = phi.mean(axis=0)
-        f += (phi - e) / n + out.apply(loads_o) + ps.average_iid(arm, ps_factor * residual)
+        f += fold((phi - e) / n) + out.apply(fold_l(loads_o)) + ps.average_iid(arm, ps_factor * residual, P)
         emit("AIPTW", e, f)
 
 
@@ -394,17 +413,17 @@ def adjusted_curves(time: np.ndarray, status: np.ndarray, treated: np.ndarray, X
     used = L != 0
 
     def contract(e: np.ndarray, f: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """The days' risks and the restricted mean (null if a time it needs is), and their IFs."""
+        """The days' risks and the restricted mean (null if a time it needs is), and their IFs (``f``:
+        already ``IF @ L`` over the times that can be predicted at)."""
         missing = np.isnan(e) @ used > 0
         if horizon is not None and horizon > _last_time(time, np.asarray(treated).astype(bool), stratify):
             # the curves would be carried past the data
             missing[-1] = True
         value = np.where(missing, np.nan, np.nan_to_num(e) @ L + shift)
-        out = np.nan_to_num(f) @ L
-        out[:, missing] = np.nan
-        return value, out
+        f[:, missing] = np.nan
+        return value, f
 
-    value, iid = _curves(time, status, treated, X, times, tuple(estimators), contract, ps_model=ps_model,
+    value, iid = _curves(time, status, treated, X, times, tuple(estimators), contract, project=L, ps_model=ps_model,
                          ps_variance=ps_variance, ties=ties, tie_handling=tie_handling, stratify=stratify)
     return AteResult(days, None if horizon is None else float(horizon), tuple(estimators), value, iid,
                      len(time), alpha)

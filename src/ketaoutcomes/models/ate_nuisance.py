@@ -197,9 +197,35 @@ class CoxNuisance:
 
     def apply(self, loadings: tuple[np.ndarray, np.ndarray], *, hazard: bool = False) -> np.ndarray:
         """(n, K): every patient's IF of the weighted sum whose loadings are given:
-        ``sum_c IF_i(c) om[c] + IFb_i' B``."""
+        ``sum_c IF_i(c) om[c] + IFb_i' B``, i.e. ``(haz_if if hazard else cum_if) @ om + iid_beta @ B``.
+
+        Without the (n, J + 1) matrices :attr:`cum_if` and :attr:`haz_if` (at a million patients some
+        350 MB each, and a product of n x J x K): each of their terms is a step function of the jump
+        index, so its product with ``om`` is a prefix or suffix sum of ``om``'s rows taken at each
+        patient's own jump and at the jumps before its time, and the coefficients' part is one
+        (p, K) matrix. The same numbers as the definitions, to rounding (``tests/unit/test_ate.py``)."""
         om, B = loadings
-        return (self.haz_if if hazard else self.cum_if) @ om + self.iid_beta @ B
+        om = np.asarray(om, dtype=float)
+        ct, own = self._own
+        K = om.shape[1]
+        a = (self.exb * self.member)[:, None]
+        has = own > 0
+        out = np.zeros((self.n, K))
+        if hazard:  # haz_if: column c >= 1 is (own == c) / S0_c - a 1(ct >= c) lambda_c / S0_c - IFb' E_c lambda_c
+            out[has] = om[own[has]] / self.s0[own[has] - 1][:, None]
+            rate = np.concatenate([[0.0], self.hazard0 / self.s0])
+            before = np.cumsum(rate[:, None] * om, axis=0)  # [k]: sum over 1 <= c <= k
+            out -= a * before[ct]
+            coef = B - (self.e * self.hazard0[:, None]).T @ om[1:]
+        else:  # cum_if: 1(own <= c) / S0_own - a cl[min(c, ct)] - IFb' sum_{j <= c} E_j lambda_j
+            after = np.vstack([np.cumsum(om[::-1], axis=0)[::-1], np.zeros((1, K))])  # [k]: sum over c >= k
+            out[has] = after[own[has]] / self.s0[own[has] - 1][:, None]
+            cl = np.concatenate([[0.0], np.cumsum(self.hazard0 / self.s0)])
+            upto = np.cumsum(cl[:, None] * om, axis=0)  # [k]: sum over c <= k
+            out -= a * (upto[ct] + cl[ct][:, None] * after[ct + 1])
+            ce = np.vstack([np.zeros((1, self.Z.shape[1])), np.cumsum(self.e * self.hazard0[:, None], axis=0)])
+            coef = B - ce.T @ om
+        return out + self.iid_beta @ coef
 
     def average_iid(self, idx: np.ndarray, omega: np.ndarray, Z: np.ndarray, *, hazard: bool = False,
                     per_row: bool = False) -> np.ndarray:
@@ -303,11 +329,13 @@ class PropensityNuisance:
         """P(A = arm | x) of every patient."""
         return self.p if arm == 1 else 1.0 - self.p
 
-    def average_iid(self, arm: int, factor: np.ndarray) -> np.ndarray:
-        """The IF (n, K) of ``(1/n) sum_x factor_xk P(A = arm | x)`` through the model's coefficients."""
+    def average_iid(self, arm: int, factor: np.ndarray, project: np.ndarray | None = None) -> np.ndarray:
+        """The IF (n, K) of ``(1/n) sum_x factor_xk P(A = arm | x)`` through the model's coefficients; with
+        ``project`` (K, C), that IF times ``project`` (n, C)."""
         n = len(self.p)
         slope = self.p * (1.0 - self.p) * (1.0 if arm == 1 else -1.0)
-        return self.iid_theta @ (self.design.T @ (np.asarray(factor) * slope[:, None])) / n
+        loads = self.design.T @ (np.asarray(factor) * slope[:, None])
+        return self.iid_theta @ (loads if project is None else loads @ project) / n
 
 
 def fit_propensity_nuisance(treated: np.ndarray, X: np.ndarray, *, model: str = "logistic",
