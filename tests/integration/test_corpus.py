@@ -283,20 +283,19 @@ def stored_secrets(db: Path, secrets: list[str]) -> list[str]:
     con = read_connection(db)
     try:
         found = []
-        columns = con.execute(
+        columns: dict[str, list[str]] = {}
+        for table, column in con.execute(
             "SELECT table_name, column_name FROM duckdb_columns() WHERE database_name = current_database()"
-        ).fetchall()
-        for table, column in columns:
-            for secret in secrets:
-                if secret.casefold() in column.casefold() or secret.casefold() in table.casefold():
-                    found.append(f"name of {table}.{column}")
-                    continue
-                hits = con.execute(
-                    f'SELECT count(*) FROM "{table}" WHERE contains(lower(CAST("{column}" AS VARCHAR)), ?)',
-                    [secret.casefold()],
-                ).fetchone()[0]
-                if hits:
-                    found.append(f"{table}.{column} ({hits} rows)")
+        ).fetchall():
+            columns.setdefault(table, []).append(column)
+        for table, names in columns.items():  # one query per table: every column x secret counted
+            pairs = [(c, s) for c in names for s in secrets]
+            found += [f"name of {table}.{c}" for c, s in pairs
+                      if s.casefold() in c.casefold() or s.casefold() in table.casefold()]
+            counts = con.execute(
+                "SELECT " + ", ".join(f'count_if(contains(lower(CAST("{c}" AS VARCHAR)), ?))' for c, _ in pairs)
+                + f' FROM "{table}"', [s.casefold() for _, s in pairs]).fetchone()
+            found += [f"{table}.{c} ({hits} rows)" for (c, _), hits in zip(pairs, counts) if hits]
         return found
     finally:
         con.close()

@@ -379,6 +379,13 @@ _CLEARED_BY_STOP_WORDS = (P_NAME_GIVEN_CTX, P_NAME_TITLE)
 def header_looks_like(names: list[str]) -> list[str | None]:
     """For each header cell, what identifier it looks like ("a person's name", "phone or fax numbers",
     ...), or None. One vectorised pass per shape over all headers (linear in the number of columns)."""
+    return list(_header_looks_like(tuple(names)))
+
+
+@lru_cache(maxsize=256)
+def _header_looks_like(names: tuple[str, ...]) -> tuple[str | None, ...]:
+    """:func:`header_looks_like`, remembered per header row (a file's headers are asked for several
+    times in one load, and the same headers come in every delivery)."""
     s = pl.Series("h", names, dtype=pl.String)
     looks: list[str | None] = [None] * len(names)
     for pattern, what in _HEADER_CHECKS:
@@ -389,7 +396,7 @@ def header_looks_like(names: list[str]) -> list[str | None]:
         for i in hit.fill_null(False).arg_true().to_list():
             if looks[i] is None:
                 looks[i] = what
-    return looks
+    return tuple(looks)
 
 
 def header_labels(names: list[str]) -> list[str]:

@@ -40,6 +40,7 @@ SUMMARY result shows).
 
 from __future__ import annotations
 
+import json
 import traceback
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -345,8 +346,7 @@ def evaluate_table(
     checked (every metric, row counts included, is over those rows); the tables it refers to
     (references, the session's course) are read whole. None: every row."""
     t = _Table(table, sources, rows)
-    deps = {r.rule_id: expectations[r.rule_id].get_validation_dependencies(
-        execution_engine=None, runtime_configuration={"result_format": RESULT_FORMAT}) for r in rules}
+    deps = {r.rule_id: _dependencies(expectations[r.rule_id]) for r in rules}
     configs: dict[Any, Any] = {}
     for d in deps.values():
         for mc in d.get_metric_configurations():
@@ -424,6 +424,28 @@ def evaluate_table(
         except Exception as exc:  # noqa: BLE001 - as GX's catch_exceptions: this rule fails alone
             out[r.rule_id] = _error_evr(e, f"{type(exc).__name__}: {clean_error(exc)}", traceback.format_exc())
     return out, has_rows
+
+
+#: The metrics each expectation needs, by its class and configuration (see :func:`_dependencies`).
+_DEPENDENCIES: dict[tuple[str, str], Any] = {}
+_DEPENDENCIES_MAX = 4096
+
+
+def _dependencies(expectation: Any) -> Any:
+    """``expectation.get_validation_dependencies`` (SUMMARY, no execution engine), remembered by the
+    expectation's class and configuration: what GX answers depends on nothing else, and it answers
+    slowly (it rebuilds the expectation's configuration some 70 times per call: most of a small
+    warehouse's validation). A process that validates again (a served flow, a test run) asks once."""
+    key = (type(expectation).__qualname__,
+           json.dumps(expectation.configuration.to_json_dict(), sort_keys=True, default=str))
+    found = _DEPENDENCIES.get(key)
+    if found is None:
+        found = expectation.get_validation_dependencies(
+            execution_engine=None, runtime_configuration={"result_format": RESULT_FORMAT})
+        if len(_DEPENDENCIES) >= _DEPENDENCIES_MAX:
+            _DEPENDENCIES.clear()
+        _DEPENDENCIES[key] = found
+    return found
 
 
 def _run_one(con: Any, mid: Any, sql: str, values: dict, errors: dict, convert: Any) -> None:
