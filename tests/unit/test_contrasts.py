@@ -17,7 +17,8 @@ from ketaoutcomes.analysis import analyze
 from ketaoutcomes.analysis import contrasts as contrasts_module
 from ketaoutcomes.analysis.common import model_frame
 from ketaoutcomes.derive import derive_all
-from ketaoutcomes.models.contrasts import curve_summaries, percentile_interval, read_curve, risk_difference_interval
+from ketaoutcomes.models.contrasts import (curve_summaries, curve_summaries_by_arm, percentile_interval, read_curve,
+                                          risk_difference_interval)
 from ketaoutcomes.models.weighted import restricted_mean, weighted_kaplan_meier
 from ketaoutcomes.registries import load_registries
 from ketaoutcomes.settings import SimulationSettings, StudySettings
@@ -68,6 +69,29 @@ def test_curve_summaries_vectorised_rows_equal_one_at_a_time():
         np.testing.assert_array_equal(many.risk[b], one.risk[0])
         assert many.rmst[b] == pytest.approx(one.rmst[0], rel=1e-14)  # summation order only
         assert (math.isnan(many.median[b]) and math.isnan(one.median[0])) or many.median[b] == one.median[0]
+
+
+@pytest.mark.parametrize("shape", ["replicates", "one curve"])
+def test_curve_summaries_by_arm_are_bit_for_bit_the_two_masked_calls(shape):
+    """One pass for both arms (bins of the comparator after the target's) against two calls of
+    curve_summaries with the weights masked to each arm: every array equal, bit for bit (a row of the
+    other arm adds 0.0 to no sum), including replicates with an arm left empty or weights of 0."""
+    df = _random_data(5)
+    grid, tidx = np.unique(df["time"].to_numpy(), return_inverse=True)
+    rng = np.random.default_rng(3)
+    draws = rng.integers(0, df.height, size=(30, df.height)) if shape == "replicates" else np.arange(df.height)
+    arm = df["arm"].to_numpy()[draws] == "a"
+    w = df["w"].to_numpy()[draws] * (rng.random(draws.shape) > 0.1)  # some weights 0
+    if shape == "replicates":
+        arm[0] = True  # a replicate whose comparator is empty
+    event = df["event"].to_numpy()[draws]
+    kw = dict(days=[5, 15, 40], horizon=25)
+    target, comparator = curve_summaries_by_arm(tidx[draws], event, w, arm, grid, **kw)
+    for got, mask in ((target, arm), (comparator, ~arm)):
+        want = curve_summaries(tidx[draws], event, w * mask, grid, **kw)
+        for field in ("risk", "median", "rmst", "n"):
+            np.testing.assert_array_equal(getattr(got, field), getattr(want, field), strict=True)
+    assert np.isnan(comparator.rmst).any() == (shape == "replicates")
 
 
 def test_median_at_exactly_one_half_is_the_midpoint_as_R_prints_it():

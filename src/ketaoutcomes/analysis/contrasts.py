@@ -24,7 +24,7 @@ from a **person-level bootstrap of the whole weighted estimation**: in each of
 the study's propensity model is refitted on the draw (so a replicate uses whatever propensity
 model, weighting, truncation or matching the study configures), the weights (or matches) are
 recomputed, and the two weighted curves of the draw are
-summarised (:func:`ketaoutcomes.models.contrasts.curve_summaries`, all replicates in one pass of
+summarised (:func:`ketaoutcomes.models.contrasts.curve_summaries_by_arm`, all replicates in one pass of
 array operations). Replicates are drawn from a generator seeded by ``random_seed``, the endpoint
 and the route, so a run is reproducible and adding a route does not move another's draws. The
 refit codes the pair's covariates once and builds each draw's design from the codes
@@ -64,7 +64,8 @@ import polars as pl
 
 from ketaoutcomes.analysis.propensity import fit_pair_propensity, pair_propensity_draws
 from ketaoutcomes.models.common import one_blas_thread
-from ketaoutcomes.models.contrasts import CurveSummaries, curve_summaries, percentile_interval, risk_difference_interval
+from ketaoutcomes.models.contrasts import (CurveSummaries, curve_summaries_by_arm, percentile_interval,
+                                          risk_difference_interval)
 from ketaoutcomes.notes import Note
 from ketaoutcomes.settings import StudySettings
 
@@ -140,8 +141,8 @@ def primary_contrasts(frame: pl.DataFrame, paramcd: str, study: StudySettings, t
                 f"({floors[0]} of the route, {floors[1]} of the reference arm), at risk "
                 "(models.contrast_min_at_risk, contrast_min_at_risk_share)")
         tau = min(horizon, float(min(ends))) if min(ends) > 0 else horizon  # min(ends) 0: no RMST (below)
-        point = {arm: curve_summaries(tidx, event, w0 * mask, grid, days=days, horizon=tau)
-                 for arm, mask in (("target", treated), ("comparator", ~treated))}
+        point = dict(zip(("target", "comparator"),
+                         curve_summaries_by_arm(tidx, event, w0, treated, grid, days=days, horizon=tau)))
         run_boot = B > 0 and (verdict == "pass" or bootstrap_all)
         boot: dict[str, CurveSummaries] | None = None
         failed = 0
@@ -167,8 +168,8 @@ def primary_contrasts(frame: pl.DataFrame, paramcd: str, study: StudySettings, t
                         except Exception as exc:  # noqa: BLE001 - a replicate that cannot be fitted is counted, not fatal
                             errors.append(f"{type(exc).__name__}: {exc}")
                 t_b, d_b, a_b = tidx[block], event[block], treated[block]
-                parts.append({arm: curve_summaries(t_b, d_b, W * mask, grid, days=days, horizon=tau)
-                              for arm, mask in (("target", a_b), ("comparator", ~a_b))})
+                parts.append(dict(zip(("target", "comparator"),
+                                      curve_summaries_by_arm(t_b, d_b, W, a_b, grid, days=days, horizon=tau))))
                 del W, t_b, d_b, a_b
             boot = {arm: CurveSummaries(parts[0][arm].days, parts[0][arm].horizon,
                                         *(np.concatenate([getattr(p[arm], f) for p in parts])
