@@ -9,6 +9,8 @@ start: against the fit from the empty model, too)."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import polars as pl
 import pytest
@@ -69,12 +71,25 @@ def test_draw_weights_equal_fit_propensity_on_the_drawn_frame(weighting, model):
     for rows in cases:
         got = draws.weights(rows)
         want = _frame_weights(frame, rows, **options)
+        if by_pattern:  # each row's pattern looked up at once: the same as through the kept rows' positions
+            assert draws.dropped and np.array_equal(got, replace(draws, row_pattern=None).weights(rows))
         assert (got > 0).sum() > n / 4  # not a vacuous comparison of zeros
         if by_pattern:
             assert np.array_equal(got > 0, want > 0)
             np.testing.assert_allclose(got, want, rtol=1e-9, atol=0)
         else:
             assert np.array_equal(got, want), (weighting, model)
+
+
+def test_draw_weights_without_missing_covariates_skip_no_row():
+    """No row dropped: the weights are looked up for every drawn row directly, and equal those through
+    the rows' positions, bit for bit."""
+    frame = _pair().drop_nulls()
+    draws = propensity_draws(frame, target="route", comparator="ref", covariates=COVS, categorical=["SEX", "SITE"])
+    assert not draws.dropped
+    rows = np.random.default_rng(2).integers(0, frame.height, frame.height)
+    got = draws.weights(rows)
+    assert (got > 0).all() and np.array_equal(got, replace(draws, row_pattern=None).weights(rows))
 
 
 def test_the_ridge_fit_with_frequency_weights_is_the_fit_of_the_rows_repeated():

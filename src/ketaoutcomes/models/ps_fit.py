@@ -291,24 +291,34 @@ class PropensityDraws:
     coded: CodedCovariates  # of the rows kept, or of the patterns
     pattern: np.ndarray | None = None  # of each row kept (None: no patterns, the rows are fitted)
     start: tuple[tuple[str, ...], np.ndarray] | None = None  # the ridge fit of the rows kept: where a draw's starts
+    row_pattern: np.ndarray | None = None  # of each row of the frame (-1: dropped), with patterns
+    dropped: bool = True  # whether any row of the frame was dropped (for a missing covariate)
 
     def weights(self, rows: np.ndarray) -> np.ndarray:
         """The weight of each drawn row (``rows``: indices into the frame, repeats allowed); 0 for a row
         without a usable weight (a missing covariate, unmatched, or a weight that is not finite and > 0)."""
-        at = self.position[rows]
-        kept = np.flatnonzero(at >= 0)
         out = np.zeros(len(rows))
-        if self.pattern is None:
-            core = fit_core(self.spec, self.treated[at[kept]], self.coded.take(at[kept]), [])
-            out[kept] = _usable(core.weight)
-            return out
-        drawn = self.pattern[at[kept]]
+        if self.pattern is None or self.row_pattern is None:
+            at = self.position[rows]
+            kept = np.flatnonzero(at >= 0)
+            if self.pattern is None:
+                core = fit_core(self.spec, self.treated[at[kept]], self.coded.take(at[kept]), [])
+                out[kept] = _usable(core.weight)
+                return out
+            drawn = self.pattern[at[kept]]
+        else:  # each row's pattern looked up once (-1: a row dropped for a missing covariate)
+            drawn = self.row_pattern[rows]
+            kept = np.flatnonzero(drawn >= 0) if self.dropped else None
+            if kept is not None:
+                drawn = drawn[kept]
         count = np.bincount(drawn, minlength=len(self.treated))
         used = np.flatnonzero(count)
         core = fit_core(self.spec, self.treated[used], self.coded.take(used), [], freq=count[used].astype(float),
                         start=self.start)
         w = np.zeros(len(self.treated))
         w[used] = _usable(core.weight)
+        if kept is None:  # every row kept
+            return w[drawn]
         out[kept] = w[drawn]
         return out
 
@@ -352,4 +362,7 @@ def propensity_draws(frame: pl.DataFrame, *, target: str, comparator: str, covar
         whole = fit_core(spec, treated[first], coded.take(first), [], freq=count).model
     except (ValueError, np.linalg.LinAlgError, FloatingPointError):  # no start: each draw from the empty model
         whole = None
-    return PropensityDraws(spec, position, treated[first], coded.take(first), pattern, whole)
+    row_pattern = np.full(frame.height, -1, dtype=np.int64)
+    row_pattern[position >= 0] = pattern[position[position >= 0]]
+    return PropensityDraws(spec, position, treated[first], coded.take(first), pattern, whole, row_pattern,
+                           dropped=bool((position < 0).any()))
