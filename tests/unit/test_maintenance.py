@@ -10,7 +10,7 @@ import datetime as dt
 import polars as pl
 import pytest
 
-from ketaoutcomes.derive.maintenance import relapse_counting_process
+from ketaoutcomes.derive.maintenance import maintenance_sessions, relapse_counting_process
 
 R0 = dt.datetime(2024, 5, 1, 10, 0)  # response time of every hand-built responder
 
@@ -73,3 +73,19 @@ def test_follow_up_is_conserved_and_one_event_per_relapse():
 def test_exposure_days_must_be_positive():
     with pytest.raises(ValueError, match="exposure_days must be at least 1"):
         relapse_counting_process(relapse([("P1", 5, 0)]), sessions({}), exposure_days=0)
+
+
+def test_the_maintenance_sessions_alone_give_the_same_rows_as_every_session():
+    """What the relapse unit is handed (maintenance_sessions: the maintenance rows' course, time and
+    phase) gives the same counting-process rows and notes as every session with every column."""
+    every = pl.concat([
+        sessions({"P1": [10, 24], "P5": [5, 50], "P2": [-1]}),
+        sessions({"P1": [3, 6], "P5": [1]}, phase="induction"),
+    ]).with_columns(pl.lit(30.0).alias("dose_mg"), pl.int_range(pl.len()).cast(pl.String).alias("session_id"))
+    kept = maintenance_sessions(every)
+    assert kept.columns == ["course_id", "session_ts", "phase"] and kept.height == 5
+    rel = relapse([("P1", 60, 0), ("P5", 70, 1), ("P2", 30, 1)])
+    full, notes = relapse_counting_process(rel, every, exposure_days=35)
+    assert full.height > 3
+    got, got_notes = relapse_counting_process(rel, kept, exposure_days=35)
+    assert got.equals(full) and got_notes == notes

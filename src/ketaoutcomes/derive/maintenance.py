@@ -33,7 +33,18 @@ import polars as pl
 
 from ketaoutcomes.derive.cnsr import cnsr_to_event
 
-__all__ = ["relapse_counting_process"]
+__all__ = ["SESSION_COLUMNS", "maintenance_sessions", "relapse_counting_process"]
+
+
+#: What :func:`relapse_counting_process` reads of the sessions (see :func:`maintenance_sessions`).
+SESSION_COLUMNS = ("course_id", "session_ts", "phase")
+
+
+def maintenance_sessions(sessions: pl.DataFrame) -> pl.DataFrame:
+    """All that :func:`relapse_counting_process` reads of ``sessions``: the maintenance sessions' course,
+    time and phase, in their order (its result is the same from these rows as from all of them). What
+    the relapse unit is handed: at a million patients a fraction of the ten million sessions."""
+    return sessions.filter(pl.col("phase") == "maintenance").select(SESSION_COLUMNS)
 
 
 def relapse_counting_process(

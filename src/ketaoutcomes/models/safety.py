@@ -69,6 +69,7 @@ __all__ = [
     "BP_EVENTS",
     "CADSS_CUTOFF",
     "EVENT_DEFINITIONS",
+    "SESSION_COLUMNS",
     "per_patient_safety",
     "safety_tables",
     "session_events",
@@ -82,6 +83,8 @@ AE_EVENTS: tuple[str, ...] = ("dissociation", "nausea", "dizziness", "headache",
 BP_EVENTS: tuple[str, ...] = ("bp_rise_40_25", "bp_180_110")
 #: The blood-pressure columns the BP events read.
 _VITALS = ("sbp_pre", "dbp_pre", "sbp_peak", "dbp_peak")
+#: What the safety tables read of the sessions.
+SESSION_COLUMNS = ("session_id", "course_id", *_VITALS, "dissociation_score")
 #: CADSS total above this is counted as dissociation (secondary definition).
 CADSS_CUTOFF = 4.0
 
@@ -153,8 +156,7 @@ def _sessions_with_events(sessions: pl.DataFrame, adverse_events: pl.DataFrame, 
     """The sessions of ``courses`` with the courses' ``keys`` (their ``patient_id`` and ``arm``), and a
     column per AE type present (True where the session has an AE of that type, False or null where not);
     a LazyFrame with ``lazy``."""
-    _require(sessions, "sessions", ["session_id", "course_id", "sbp_pre", "dbp_pre", "sbp_peak", "dbp_peak",
-                                    "dissociation_score"])
+    _require(sessions, "sessions", list(SESSION_COLUMNS))
     _require(adverse_events, "adverse_events", ["session_id", "ae_type"])
     _require(courses, "courses", ["course_id", "patient_id", "arm"])
     s = sessions.lazy() if lazy else sessions
