@@ -17,7 +17,10 @@ Usage (from the checkout)::
 peak RSS is still its largest single process (the analysing one), not the sum with its workers'.
 
 Each measured command runs in its own process under a small wrapper, so its
-peak RSS is its own, in a scratch folder that holds its own data/ and reports/. Prints a Markdown table.
+peak RSS is its own, in a scratch folder that holds its own data/ and reports/. Prints a Markdown table:
+per step the wall time, the peak RSS of its process and the peak of its whole process tree (sampled
+every 0.25 s: with ``--workers`` the Dask workers, scheduler and Prefect's server count too), and for a
+cohort of ``--patients`` the end-to-end total of simulate (unless ``--export``), ingest and the steps.
 The main command also runs again with nothing changed (``--repeat`` times), printed as well as a
 ratio to the from-scratch run of the same benchmark.
 Not a test: timings depend on the machine; the ratios are what to compare.
@@ -51,13 +54,42 @@ print(total)
 
 
 # ru_maxrss of RUSAGE_CHILDREN is the largest child waited for so far, so each
-# command runs under a fresh wrapper process whose only child is that command.
+# command runs under a fresh wrapper process whose only child is that command. The wrapper also
+# samples, every 0.25 s from /proc, the summed RSS of the command's whole process tree (with --workers:
+# the analysing process, the Dask scheduler and workers, Prefect's server): the machine's memory the
+# step holds. A sample can miss a peak shorter than its interval, and the sum counts pages that several
+# processes share (their libraries) once per process.
 WRAPPER = """
-import json, resource, subprocess, sys, time
+import json, os, resource, subprocess, sys, time
+PAGE = os.sysconf("SC_PAGE_SIZE")
+def tree_rss(root):
+    parent, rss = {}, {}
+    for d in os.listdir("/proc"):
+        if not d.isdigit():
+            continue
+        try:
+            with open(f"/proc/{d}/stat") as fh:
+                parent[int(d)] = int(fh.read().rsplit(")", 1)[1].split()[1])
+            with open(f"/proc/{d}/statm") as fh:
+                rss[int(d)] = int(fh.read().split()[1]) * PAGE
+        except (OSError, IndexError, ValueError):
+            continue
+    tree, todo = set(), [root]
+    while todo:
+        p = todo.pop()
+        tree.add(p)
+        todo += [c for c, pp in parent.items() if pp == p and c not in tree]
+    return sum(rss.get(p, 0) for p in tree)
 t0 = time.perf_counter()
-rc = subprocess.run(sys.argv[1:], stdout=subprocess.DEVNULL).returncode
+child = subprocess.Popen(sys.argv[1:], stdout=subprocess.DEVNULL)
+tree_peak = 0
+while child.poll() is None:
+    tree_peak = max(tree_peak, tree_rss(child.pid))
+    time.sleep(0.25)
+rc = child.wait()
 secs = time.perf_counter() - t0
-print(json.dumps({"rc": rc, "seconds": secs, "peak_kb": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss}))
+print(json.dumps({"rc": rc, "seconds": secs, "peak_kb": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss,
+                  "tree_peak_kb": tree_peak / 1024}))
 """
 
 
@@ -67,8 +99,10 @@ def run(label: str, argv: list[str], env: dict, cwd: Path) -> dict:
     if res["rc"] != 0:
         sys.stderr.write(proc.stderr)
         raise SystemExit(f"{label} failed with exit {res['rc']}")
-    print(f"  {label}: {res['seconds']:.1f} s, {res['peak_kb'] / 1024:.0f} MB", file=sys.stderr)
-    return {"step": label, "seconds": res["seconds"], "peak_rss_mb": res["peak_kb"] / 1024}
+    print(f"  {label}: {res['seconds']:.1f} s, {res['peak_kb'] / 1024:.0f} MB "
+          f"(process tree {res['tree_peak_kb'] / 1024:.0f} MB)", file=sys.stderr)
+    return {"step": label, "seconds": res["seconds"], "peak_rss_mb": res["peak_kb"] / 1024,
+            "tree_peak_mb": res["tree_peak_kb"] / 1024}
 
 
 #: Label of the main command run again with nothing changed.
@@ -114,6 +148,9 @@ con.execute(f"COPY (SELECT s.* FROM {read('sessions')} s SEMI JOIN "
 con.execute(f"COPY (SELECT m.* FROM {read('mood_scores')} m SEMI JOIN p USING (patient_id)) "
             f"TO '{out}/mood_scores.csv' (HEADER)")
 """
+
+#: Steps after ingest that count in the end-to-end total (in the order they run).
+STEPS = ("validate", "analyze", "report")
 
 #: Steps of the nightly run (ingest flow): what the nightly delivery is timed against.
 NIGHT_STEPS = ("nightly ingest", "nightly validate (changed rows)")
@@ -179,16 +216,26 @@ def main() -> None:
             if n is not None and args.nightly:
                 results[label][-1:-1] = nightly(n, args.nightly, work, env, export or work / f"export-{n}",
                                                 args.format)
+    def n_of(label: str) -> int | None:
+        return dict(cohorts).get(label)
+
     for label, rows in results.items():
         base = rows[-1]
         on = f" (the analysis's units on a local Dask cluster of {args.workers} workers)" if args.workers else ""
         print(f"\n### {label}{on}\n")
-        print("| step | wall s | x bare read | peak RSS MB | x bare read |")
-        print("|---|---|---|---|---|")
+        print("| step | wall s | x bare read | peak RSS MB | x bare read | process tree peak MB (sampled) |")
+        print("|---|---|---|---|---|---|")
         for r in rows:
             print(f"| {r['step']} | {r['seconds']:.1f} | {r['seconds'] / base['seconds']:.1f} | "
                   f"{r['peak_rss_mb']:.0f} | "
-                  f"{r['peak_rss_mb'] / base['peak_rss_mb']:.1f} |")
+                  f"{r['peak_rss_mb'] / base['peak_rss_mb']:.1f} | {r['tree_peak_mb']:.0f} |")
+        chain = [r for r in rows if r["step"].startswith(("simulate", "ingest", *STEPS))]
+        if n_of(label) is not None and len(chain) > 1:
+            total = sum(r["seconds"] for r in chain)
+            print(f"\nend to end ({' -> '.join(r['step'].split(' (')[0] for r in chain)}): {total:.1f} s "
+                  f"({total / 60:.2f} min), {total / base['seconds']:.1f}x the bare read; the largest step's peak: "
+                  f"{max(r['peak_rss_mb'] for r in chain):.0f} MB in one process, "
+                  f"{max(r['tree_peak_mb'] for r in chain):.0f} MB over its process tree")
         night = sum(r["seconds"] for r in rows if r["step"] in NIGHT_STEPS)
         full = sum(r["seconds"] for r in rows if r["step"] in ("ingest", "validate", "analyze"))
         if night and full:
