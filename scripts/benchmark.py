@@ -83,10 +83,13 @@ def tree_rss(root):
 t0 = time.perf_counter()
 child = subprocess.Popen(sys.argv[1:], stdout=subprocess.DEVNULL)
 tree_peak = 0
-while child.poll() is None:
+while True:
     tree_peak = max(tree_peak, tree_rss(child.pid))
-    time.sleep(0.25)
-rc = child.wait()
+    try:  # (not a sleep: the command's end is seen at once, not at the next sample)
+        rc = child.wait(timeout=0.25)
+        break
+    except subprocess.TimeoutExpired:
+        continue
 secs = time.perf_counter() - t0
 print(json.dumps({"rc": rc, "seconds": secs, "peak_kb": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss,
                   "tree_peak_kb": tree_peak / 1024}))
