@@ -405,6 +405,7 @@ def _analyze(con, study: StudySettings, fp_data: str, *, force: bool, fan_out: F
     registries = load_registries_from_warehouse(con)
     # only the columns and rows the analysis uses, handed over: the analysis frees them once read
     staged = HandedOver(analysis_inputs(con, study))
+    _drop_cached_blocks(con)
     check = study_check_data(con, staged.get("patients"))
     result = (fan_out or serial)(lambda submit: run_study(staged, registries=registries, study=study, submit=submit,
                                                           check=check))
@@ -447,6 +448,23 @@ def _analyze(con, study: StudySettings, fp_data: str, *, force: bool, fan_out: F
 # ---------------------------------------------------------------------------
 # rollback
 # ---------------------------------------------------------------------------
+
+def _drop_cached_blocks(con) -> None:
+    """Let DuckDB drop the blocks its reads left in its buffer pool (at a million patients some 400 MB
+    once the analysis has read its inputs), which it would keep for as long as the connection is open:
+    the whole analysis. A memory limit lowered for a moment evicts them (unchanged blocks are dropped,
+    to be read again if needed); DuckDB refuses the lower limit, and nothing changes, if it cannot. The
+    limit is then set back as DuckDB states it, to a tenth of a GiB (a default of 18.8 GiB comes back as
+    18.7: a limit a few tens of MB lower for the rest of this connection).
+    Not ``RESET memory_limit``: in DuckDB 1.5 it resets the setting it reports, not the buffer pool's."""
+    before = con.execute("SELECT current_setting('memory_limit')").fetchone()[0]
+    try:
+        con.execute("SET memory_limit = '16MiB'")
+    except duckdb.Error:
+        pass
+    finally:
+        con.execute(f"SET memory_limit = '{before}'")
+
 
 def rollback_step(db: Path, target: str, *, dry_run: bool = False) -> StepOutcome:
     """Restore the warehouse to its state before a batch (``meta_batches.batch_id``) or a step

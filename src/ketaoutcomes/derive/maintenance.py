@@ -43,8 +43,13 @@ SESSION_COLUMNS = ("course_id", "session_ts", "phase")
 def maintenance_sessions(sessions: pl.DataFrame) -> pl.DataFrame:
     """All that :func:`relapse_counting_process` reads of ``sessions``: the maintenance sessions' course,
     time and phase, in their order (its result is the same from these rows as from all of them). What
-    the relapse unit is handed: at a million patients a fraction of the ten million sessions."""
-    return sessions.filter(pl.col("phase") == "maintenance").select(SESSION_COLUMNS)
+    the relapse unit is handed: at a million patients a fraction of the ten million sessions. Without
+    a ``phase`` column, the columns it reads that are there (the relapse model then names what is
+    missing, as it would on every session)."""
+    present = [c for c in SESSION_COLUMNS if c in sessions.columns]
+    if "phase" not in present:
+        return sessions.select(present)
+    return sessions.filter(pl.col("phase") == "maintenance").select(present)
 
 
 def relapse_counting_process(
