@@ -227,13 +227,6 @@ class CoxNuisance:
             coef = B - ce.T @ om
         return out + self.iid_beta @ coef
 
-    def average_iid(self, idx: np.ndarray, omega: np.ndarray, Z: np.ndarray, *, hazard: bool = False,
-                    per_row: bool = False) -> np.ndarray:
-        """``sum_x omega_xk (IF_i(c_xk) + base(c_xk) z_x'IFb_i)`` for every patient i and column k: the
-        IF of a weighted sum of predictions (riskRegression's ``average.iid``; arguments as
-        :meth:`loadings`)."""
-        return self.apply(self.loadings(idx, omega, Z, hazard=hazard, per_row=per_row), hazard=hazard)
-
 
 def fit_cox_nuisance(time: np.ndarray, status: np.ndarray, Z: np.ndarray, *, max_time: float,
                      strata: np.ndarray | None = None, ties: str = "efron", tie_handling: str = "standard"

@@ -297,12 +297,12 @@ class PropensityDraws:
     def weights(self, rows: np.ndarray) -> np.ndarray:
         """The weight of each drawn row (``rows``: indices into the frame, repeats allowed); 0 for a row
         without a usable weight (a missing covariate, unmatched, or a weight that is not finite and > 0)."""
-        out = np.zeros(len(rows))
         if self.pattern is None or self.row_pattern is None:
             at = self.position[rows]
             kept = np.flatnonzero(at >= 0)
             if self.pattern is None:
                 core = fit_core(self.spec, self.treated[at[kept]], self.coded.take(at[kept]), [])
+                out = np.zeros(len(rows))
                 out[kept] = _usable(core.weight)
                 return out
             drawn = self.pattern[at[kept]]
@@ -319,6 +319,7 @@ class PropensityDraws:
         w[used] = _usable(core.weight)
         if kept is None:  # every row kept
             return w[drawn]
+        out = np.zeros(len(rows))
         out[kept] = w[drawn]
         return out
 
