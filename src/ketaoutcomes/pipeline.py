@@ -445,10 +445,6 @@ def _analyze(con, study: StudySettings, fp_data: str, *, force: bool, fan_out: F
     return StepOutcome("analyze", True, f"analysis {run_id}: {details['analysed']:,} courses analysed", details)
 
 
-# ---------------------------------------------------------------------------
-# rollback
-# ---------------------------------------------------------------------------
-
 def _drop_cached_blocks(con) -> None:
     """Let DuckDB drop the blocks its reads left in its buffer pool (at a million patients some 400 MB
     once the analysis has read its inputs), which it would keep for as long as the connection is open:
@@ -465,6 +461,10 @@ def _drop_cached_blocks(con) -> None:
     finally:
         con.execute(f"SET memory_limit = '{before}'")
 
+
+# ---------------------------------------------------------------------------
+# rollback
+# ---------------------------------------------------------------------------
 
 def rollback_step(db: Path, target: str, *, dry_run: bool = False) -> StepOutcome:
     """Restore the warehouse to its state before a batch (``meta_batches.batch_id``) or a step

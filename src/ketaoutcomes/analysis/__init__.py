@@ -109,15 +109,13 @@ def run_study(staged: Mapping[str, pl.DataFrame], *, registries: Registries, stu
     # each step unit is handed only what it reads of the sessions (on Dask, a file its worker reads whole:
     # at a million patients the ten million sessions of every column held two workers at 2-3 GB at once)
     from ketaoutcomes.derive.maintenance import maintenance_sessions
-    from ketaoutcomes.models.safety import SESSION_COLUMNS as SAFETY_SESSION_COLUMNS
+    from ketaoutcomes.models.safety import safety_sessions
 
-    sessions = staged["sessions"]
     secondary = submit(secondary_analyses, adsl=d.adsl, scores=staged["mood_scores"],
-                       sessions=sessions.select([c for c in SAFETY_SESSION_COLUMNS if c in sessions.columns]),
-                       adverse_events=staged["adverse_events"], courses=staged["courses"], study=study)
-    relapse = submit(relapse_analyses, adsl=d.adsl, adtte=d.adtte, sessions=maintenance_sessions(sessions),
+                       sessions=safety_sessions(staged["sessions"]), adverse_events=staged["adverse_events"],
+                       courses=staged["courses"], study=study)
+    relapse = submit(relapse_analyses, adsl=d.adsl, adtte=d.adtte, sessions=maintenance_sessions(staged["sessions"]),
                      study=study)
-    del sessions
     trial = None if study.target_trial is None else cohort(staged, registries=registries, study=study)
     # nothing still to start reads the staged tables: a HandedOver mapping gives them up here
     release(staged)

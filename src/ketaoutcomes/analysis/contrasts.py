@@ -156,7 +156,7 @@ def primary_contrasts(frame: pl.DataFrame, paramcd: str, study: StudySettings, t
             # numbers as fit_pair_propensity on the frame of the drawn rows, without that frame)
             refit = pair_propensity_draws(pair, target, study)
             # the replicates' curves in blocks: each replicate's summaries are its own (rows of
-            # curve_summaries), so blocks give the same numbers as one pass, in memory of a block
+            # curve_summaries_by_arm), so blocks give the same numbers as one pass, in memory of a block
             # (ten B x n arrays at once took gigabytes at a million patients)
             for lo in range(0, B, BOOTSTRAP_BLOCK):
                 block = draws[lo:lo + BOOTSTRAP_BLOCK]

@@ -37,8 +37,8 @@ import numpy as np
 import polars as pl
 from scipy import stats
 
-__all__ = ["CurveSummaries", "curve_summaries", "curve_summaries_by_arm", "mover_interval", "percentile_interval", "read_curve",
-           "risk_difference_interval", "rmst_difference", "wilson_interval"]
+__all__ = ["CurveSummaries", "curve_summaries", "curve_summaries_by_arm", "mover_interval", "percentile_interval",
+           "read_curve", "risk_difference_interval", "rmst_difference", "wilson_interval"]
 
 #: R's tolerance for "the curve is at 0.5" (as :mod:`ketaoutcomes.models.km`).
 _TOL = math.sqrt(np.finfo(float).eps)
@@ -78,15 +78,7 @@ def curve_summaries(time_index: np.ndarray, event: np.ndarray, weight: np.ndarra
     horizon : float
         Upper limit of the restricted mean (> 0).
     """
-    if not horizon > 0:
-        raise ValueError("horizon must be > 0")
-    ti = np.atleast_2d(np.asarray(time_index, dtype=np.int64))
-    d = np.atleast_2d(np.asarray(event, dtype=float))
-    w = np.atleast_2d(np.asarray(weight, dtype=float))
-    if not ti.shape == d.shape == w.shape:
-        raise ValueError("time_index, event and weight must have the same shape")
-    if (w < 0).any() or not np.isfinite(w).all():
-        raise ValueError("weights must be finite and >= 0")
+    ti, d, w = _arrays(time_index, event, weight, horizon=horizon)
     grid = np.asarray(grid, dtype=float)
     B, m = ti.shape[0], len(grid)
     flat = (ti + (np.arange(B) * m)[:, None]).ravel()
@@ -102,16 +94,7 @@ def curve_summaries_by_arm(time_index: np.ndarray, event: np.ndarray, weight: np
     comparator's curves), bit for bit as two calls with ``weight * treated`` and ``weight * ~treated``
     (a row of the other arm adds 0.0 to no sum), from one pass over the (B, n) arrays instead of two;
     ``treated`` (B, n) or (n,) booleans."""
-    if not horizon > 0:
-        raise ValueError("horizon must be > 0")
-    ti = np.atleast_2d(np.asarray(time_index, dtype=np.int64))
-    d = np.atleast_2d(np.asarray(event, dtype=float))
-    w = np.atleast_2d(np.asarray(weight, dtype=float))
-    a = np.atleast_2d(np.asarray(treated, dtype=bool))
-    if not ti.shape == d.shape == w.shape == a.shape:
-        raise ValueError("time_index, event, weight and treated must have the same shape")
-    if (w < 0).any() or not np.isfinite(w).all():
-        raise ValueError("weights must be finite and >= 0")
+    ti, d, w, a = _arrays(time_index, event, weight, treated, horizon=horizon)
     grid = np.asarray(grid, dtype=float)
     B, m = ti.shape[0], len(grid)
     # bins 0 .. B m - 1: the target's curves; B m .. 2 B m - 1: the comparator's
@@ -122,6 +105,24 @@ def curve_summaries_by_arm(time_index: np.ndarray, event: np.ndarray, weight: np
     n_t = (positive & a).sum(axis=1)
     return (_summaries(grid, w_at[0], d_at[0], n_t, days, horizon),
             _summaries(grid, w_at[1], d_at[1], positive.sum(axis=1) - n_t, days, horizon))
+
+
+def _arrays(time_index: np.ndarray, event: np.ndarray, weight: np.ndarray, treated: np.ndarray | None = None, *,
+            horizon: float) -> tuple[np.ndarray, ...]:
+    """The inputs of :func:`curve_summaries` (and ``treated`` of :func:`curve_summaries_by_arm`) as
+    (B, n) arrays, checked: the same shape, weights finite and >= 0, a horizon > 0."""
+    if not horizon > 0:
+        raise ValueError("horizon must be > 0")
+    out = [np.atleast_2d(np.asarray(time_index, dtype=np.int64)), np.atleast_2d(np.asarray(event, dtype=float)),
+           np.atleast_2d(np.asarray(weight, dtype=float))]
+    if treated is not None:
+        out.append(np.atleast_2d(np.asarray(treated, dtype=bool)))
+    if len({x.shape for x in out}) > 1:
+        names = "time_index, event, weight and treated" if treated is not None else "time_index, event and weight"
+        raise ValueError(f"{names} must have the same shape")
+    if (out[2] < 0).any() or not np.isfinite(out[2]).all():
+        raise ValueError("weights must be finite and >= 0")
+    return tuple(out)
 
 
 def _summaries(grid: np.ndarray, w_at: np.ndarray, d_at: np.ndarray, n: np.ndarray, days: Sequence[float],

@@ -71,6 +71,7 @@ __all__ = [
     "EVENT_DEFINITIONS",
     "SESSION_COLUMNS",
     "per_patient_safety",
+    "safety_sessions",
     "safety_tables",
     "session_events",
     "session_safety",
@@ -87,6 +88,13 @@ _VITALS = ("sbp_pre", "dbp_pre", "sbp_peak", "dbp_peak")
 SESSION_COLUMNS = ("session_id", "course_id", *_VITALS, "dissociation_score")
 #: CADSS total above this is counted as dissociation (secondary definition).
 CADSS_CUTOFF = 4.0
+
+
+def safety_sessions(sessions: pl.DataFrame) -> pl.DataFrame:
+    """All that the safety tables read of ``sessions`` (:data:`SESSION_COLUMNS`, those it has: a missing
+    one is then named by :func:`safety_tables`, as it would be on every column): what the secondary unit
+    is handed."""
+    return sessions.select([c for c in SESSION_COLUMNS if c in sessions.columns])
 
 #: What each event row means and which sessions are its denominator.
 EVENT_DEFINITIONS: dict[str, str] = {
