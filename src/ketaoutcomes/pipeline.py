@@ -38,6 +38,7 @@ from ketaoutcomes.contract import TABLE_ORDER
 from ketaoutcomes.analysis_inputs import analysis_inputs, study_check_data
 from ketaoutcomes.ingest import check_export_folder, find_export_files, ingest_export, memory_limit
 from ketaoutcomes.ingest.load import load_registries_from_warehouse
+from ketaoutcomes.memory import drop_cached_blocks, return_free_heap
 from ketaoutcomes.registries import load_registries
 from ketaoutcomes.settings import SimulationSettings, StudySettings, home_db_path, project_root
 from ketaoutcomes.step_records import (CHANGED_ROWS, batches_in_force, code_version, data_fingerprint, fresh_state,
@@ -395,7 +396,7 @@ def analyze_step(db: Path, study: StudySettings, *, force: bool = True,
 def _analyze(con, study: StudySettings, fp_data: str, *, force: bool, fan_out: FanOut | None = None) -> StepOutcome:
     """The analysis of the validated data behind ``con`` (a write session)."""
     from ketaoutcomes.analysis import run_study  # statsmodels: imported when needed
-    from ketaoutcomes.analysis.common import HandedOver, serial
+    from ketaoutcomes.analysis.common import HandedOver, StepResult, serial
 
     started, t0 = _wall_clock(), time.perf_counter()
     fp = step_hash(fp_data, study.settings_id, code_version())
@@ -405,25 +406,39 @@ def _analyze(con, study: StudySettings, fp_data: str, *, force: bool, fan_out: F
     registries = load_registries_from_warehouse(con)
     # only the columns and rows the analysis uses, handed over: the analysis frees them once read
     staged = HandedOver(analysis_inputs(con, study))
-    _drop_cached_blocks(con)
+    drop_cached_blocks(con)
     check = study_check_data(con, staged.get("patients"))
-    result = (fan_out or serial)(lambda submit: run_study(staged, registries=registries, study=study, submit=submit,
-                                                          check=check))
     tag = [pl.lit(run_id).alias("run_id"), pl.lit(study.settings_id).alias("settings_id")]
-    # Analysis datasets are kept per run like the results: several studies
-    # (different instruments or thresholds) share one warehouse.
-    outputs = result.tables
     # Every table is written through its contract (declared columns and types, keys).
     contracts = output_contracts()
-    undeclared = sorted(set(outputs) - set(contracts))
-    if undeclared:
-        raise ContractError(f"result table(s) {', '.join(undeclared)} have no contract; declare each in "
-                            "ketaoutcomes/analysis/tables.py (or derive/tables.py) before writing it")
-    for name, frame in outputs.items():
-        if table_exists(con, name):
-            con.execute(f'DELETE FROM "{name}" WHERE run_id = ?', [run_id])
-        if frame.height:
-            write_table(con, contracts[name], frame.with_columns(tag))
+    courses: list[int] = []
+
+    def store(step: StepResult) -> None:
+        # Analysis datasets are kept per run like the results: several studies
+        # (different instruments or thresholds) share one warehouse.
+        undeclared = sorted(set(step.tables) - set(contracts))
+        if undeclared:
+            raise ContractError(f"result table(s) {', '.join(undeclared)} have no contract; declare each in "
+                                "ketaoutcomes/analysis/tables.py (or derive/tables.py) before writing it")
+        for name, frame in step.tables.items():
+            if table_exists(con, name):
+                con.execute(f'DELETE FROM "{name}" WHERE run_id = ?', [run_id])
+            if frame.height:
+                write_table(con, contracts[name], frame.with_columns(tag))
+            if name == "ad_adsl":
+                courses[:] = [frame.height, frame.filter(pl.col("ANLFL") == "Y").height]
+
+    def publish(step: StepResult) -> None:
+        # the analysis datasets, as soon as they are derived: stored, checkpointed so that DuckDB can drop
+        # the blocks it wrote, and the heap the writes used handed back, before the units start
+        store(step)
+        con.execute("CHECKPOINT")
+        drop_cached_blocks(con)
+        return_free_heap()
+
+    result = (fan_out or serial)(lambda submit: run_study(staged, registries=registries, study=study, submit=submit,
+                                                          check=check, publish=publish))
+    store(result)
     notes = [n.to_dict() for n in result.notes]
     batches = batches_in_force(con)
     seconds = time.perf_counter() - t0
@@ -437,29 +452,10 @@ def _analyze(con, study: StudySettings, fp_data: str, *, force: bool, fan_out: F
         con.execute("DELETE FROM results_runs WHERE run_id = ?", [run_id])
     write_table(con, contracts["results_runs"], run)
     create_latest_views(con, contracts.values())  # in this session: a snapshot has its tables' views
-    adsl = result.table("ad_adsl")
-    details = {"run_id": run_id, "courses": adsl.height,
-               "analysed": adsl.filter(pl.col("ANLFL") == "Y").height, "notes": [str(n) for n in result.notes],
+    details = {"run_id": run_id, "courses": courses[0], "analysed": courses[1], "notes": [str(n) for n in result.notes],
                "data_fingerprint": fp_data, "batches": batches}
     record_step(con, "analyze", run_id, fp, "ok", started, seconds, details, study.settings_id)
     return StepOutcome("analyze", True, f"analysis {run_id}: {details['analysed']:,} courses analysed", details)
-
-
-def _drop_cached_blocks(con) -> None:
-    """Let DuckDB drop the blocks its reads left in its buffer pool (at a million patients some 400 MB
-    once the analysis has read its inputs), which it would keep for as long as the connection is open:
-    the whole analysis. A memory limit lowered for a moment evicts them (unchanged blocks are dropped,
-    to be read again if needed); DuckDB refuses the lower limit, and nothing changes, if it cannot. The
-    limit is then set back as DuckDB states it, to a tenth of a GiB (a default of 18.8 GiB comes back as
-    18.7: a limit a few tens of MB lower for the rest of this connection).
-    Not ``RESET memory_limit``: in DuckDB 1.5 it resets the setting it reports, not the buffer pool's."""
-    before = con.execute("SELECT current_setting('memory_limit')").fetchone()[0]
-    try:
-        con.execute("SET memory_limit = '16MiB'")
-    except duckdb.Error:
-        pass
-    finally:
-        con.execute(f"SET memory_limit = '{before}'")
 
 
 # ---------------------------------------------------------------------------

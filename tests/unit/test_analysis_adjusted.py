@@ -205,3 +205,53 @@ def test_run_study_lets_go_of_handed_over_staged_tables_before_the_endpoint_unit
     assert set(given.tables) == set(kept.tables) and given.notes == kept.notes
     for name, table in kept.tables.items():
         assert given.table(name).equals(table), name
+
+
+def test_run_study_publishes_the_analysis_datasets_before_any_unit_and_lets_go_of_them_before_the_route_units(cohort):
+    """Checked against the same analysis without ``publish``: the published tables and the result
+    together are its tables, frame for frame, with the same notes; they are published before any unit
+    is submitted, and by the time the first route unit is submitted run_study no longer holds
+    ``ad_adtte`` (the pipeline has stored it; the endpoint step has its model frames)."""
+    import gc
+    import io
+    import weakref
+
+    from ketaoutcomes.analysis import HandedOver, run_study
+    from ketaoutcomes.analysis.common import run_now
+
+    frames, _ = cohort
+    study = StudySettings(outcomes={"endpoints": ("TTRESP", "TTREM")}, models={"bootstrap_replicates": 20})
+    names = ("patients", "courses", "sessions", "adverse_events", "mood_scores")
+    kept = run_study({k: frames[k] for k in names}, registries=load_registries(), study=study)
+
+    published: dict[str, bytes] = {}
+    refs: dict[str, weakref.ref] = {}
+    events: list[str] = []
+
+    def publish(step):
+        events.append("publish")
+        for name, frame in step.tables.items():
+            buf = io.BytesIO()
+            frame.write_ipc(buf)  # a copy of its own: nothing here holds the published frame
+            published[name] = buf.getvalue()
+            refs[name] = weakref.ref(frame)
+
+    alive_at_routes: list[bool] = []
+
+    def submit(fn, /, **kwargs):
+        events.append(fn.__name__)
+        if fn.__name__ == "route_comparison" and not alive_at_routes:
+            gc.collect()
+            alive_at_routes.append(refs["ad_adtte"]() is not None)
+        return run_now(fn, **kwargs)
+
+    given = run_study(HandedOver({k: frames[k] for k in names}), registries=load_registries(), study=study,
+                      submit=submit, publish=publish)
+    assert events[0] == "publish" and events.count("publish") == 1
+    assert alive_at_routes == [False]
+    assert set(published) == {"ad_adsl", "ad_adtte", "results_attrition"}
+    assert not set(published) & set(given.tables)
+    assert set(published) | set(given.tables) == set(kept.tables) and given.notes == kept.notes
+    for name, table in kept.tables.items():
+        got = pl.read_ipc(io.BytesIO(published[name])) if name in published else given.table(name)
+        assert got.equals(table), name

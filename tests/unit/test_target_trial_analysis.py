@@ -208,7 +208,7 @@ def test_run_study_runs_the_target_trial_through_its_cohort_seam(plain, monkeypa
     monkeypatch.setattr(analysis, "derive_all", lambda *a, **k: type("D", (), dict(
         adsl=pl.DataFrame({"ANLFL": []}), adtte=pl.DataFrame(), attrition=pl.DataFrame(), notes=(), visits=None))())
     monkeypatch.setattr(analysis, "stored_adsl", lambda adsl, study: adsl)
-    for name in ("secondary_analyses", "relapse_analyses", "modifier_analyses", "analyze"):
+    for name in ("secondary_analyses", "relapse_analyses", "modifier_analyses", "analyze_handed_over"):
         monkeypatch.setattr(analysis, name, lambda *a, **k: StepResult())
     monkeypatch.setattr(analysis, "modifier_doses", lambda *a, **k: None)
     staged = {t: pl.DataFrame() for t in ("patients", "courses", "sessions", "adverse_events", "mood_scores")}

@@ -31,7 +31,7 @@ import polars as pl
 
 from ketaoutcomes.analysis.checks import EmptyPopulation, StudyMismatch, check_population, check_study
 from ketaoutcomes.analysis.common import HandedOver, StepResult, Submit, release, run_now, with_arm_labels
-from ketaoutcomes.analysis.main import analyze
+from ketaoutcomes.analysis.main import analyze, analyze_handed_over
 from ketaoutcomes.analysis.modifiers import modifier_analyses, modifier_doses
 from ketaoutcomes.analysis.propensity import preference_histogram
 from ketaoutcomes.analysis.relapse import RELAPSE_STATES, relapse_analyses, relapse_status
@@ -66,7 +66,8 @@ def trial_cohort(staged: Mapping[str, pl.DataFrame], *, registries: Registries, 
 
 def run_study(staged: Mapping[str, pl.DataFrame], *, registries: Registries, study: StudySettings,
               submit: Submit = run_now, check: Mapping[str, pl.DataFrame] | None = None,
-              cohort: TrialCohort = trial_cohort) -> StepResult:
+              cohort: TrialCohort = trial_cohort,
+              publish: Callable[[StepResult], None] | None = None) -> StepResult:
     """The whole analysis of one study on the staged tables (``patients``, ``courses``,
     ``sessions``, ``adverse_events``, ``mood_scores``): the analysis datasets (``ad_adsl``,
     ``ad_adtte``, ``results_attrition``) and every step's results, with all their notes in order.
@@ -89,6 +90,11 @@ def run_study(staged: Mapping[str, pl.DataFrame], *, registries: Registries, stu
     the study's instrument, the sessions of index courses); ``check``, what the study is checked
     against (the arms and instruments in the data, the patients), defaults to ``staged``.
 
+    ``publish``, when given, is handed the analysis datasets (``ad_adsl``, ``ad_adtte``,
+    ``results_attrition``; no notes) as soon as they are derived, before any unit starts, and they are
+    left out of the result (their notes stay in it): the caller stores them then (the pipeline, in its
+    write session), and the analysis need not hold them until the last unit is done.
+
     Raises
     ------
     ketaoutcomes.analysis.checks.StudyMismatch
@@ -103,6 +109,10 @@ def run_study(staged: Mapping[str, pl.DataFrame], *, registries: Registries, stu
     check_population(study, d.adsl, d.attrition)
     derived = StepResult({"ad_adsl": stored_adsl(d.adsl, study), "ad_adtte": d.adtte,
                           "results_attrition": d.attrition}, d.notes)
+    labels = {k: a.label for k, a in registries.arms.items()}
+    if publish is not None:
+        publish(with_arm_labels(StepResult(derived.tables), labels))
+        derived = StepResult({}, derived.notes)
     ketamine = [k for k, a in registries.arms.items() if a.is_ketamine]
     # what the modifier unit reads of the sessions: one row per course
     doses = modifier_doses(staged["sessions"], staged["courses"], study)
@@ -126,7 +136,10 @@ def run_study(staged: Mapping[str, pl.DataFrame], *, registries: Registries, stu
         others.append(submit(target_trial_analysis, frame=frame, attrition=attrition, protocol=study.target_trial,
                              seed=study.random_seed))
         del frame, attrition, trial
-    result = derived + analyze(d.adsl, d.adtte, study=study, visits=d.visits, submit=submit)
+    # the analysis datasets go to the endpoint units' step, which drops them once it has their model frames
+    handed = HandedOver(adsl=d.adsl, adtte=d.adtte, visits=d.visits)
+    del d
+    result = derived + analyze_handed_over(handed, study=study, submit=submit)
     for step in others:
         result = result + step.result()
-    return with_arm_labels(result, {k: a.label for k, a in registries.arms.items()})
+    return with_arm_labels(result, labels)

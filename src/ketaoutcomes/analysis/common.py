@@ -52,12 +52,14 @@ Submit = Callable[..., Pending]
 
 
 class HandedOver(dict):
-    """Staged tables handed to :func:`~ketaoutcomes.analysis.run_study` to own: it takes each table out
-    of this mapping once no step still to start reads it (after deriving, the secondary and relapse
-    units, the dose summary of the modifier unit and the target trial's cohort), so the frames are freed
-    then rather than held to the end of the analysis. At a million patients they are some 1.2 GiB of
-    sessions and ratings, and the endpoint units peaked above 6 GiB with them held (docs/scaling.md).
-    A caller that still needs the frames afterwards passes a plain mapping, which is left as it is."""
+    """Frames handed to a step to own: it takes each one out of this mapping once nothing it still has
+    to start reads it, so a frame whose only reference was here is freed then rather than held to the
+    end of the analysis. :func:`~ketaoutcomes.analysis.run_study` is handed the staged tables (given up
+    after deriving, the secondary and relapse units, the dose summary of the modifier unit and the
+    target trial's cohort: at a million patients some 1.2 GiB of sessions and ratings, with which the
+    endpoint units peaked above 6 GiB; docs/scaling.md) and hands the analysis datasets on to
+    :func:`~ketaoutcomes.analysis.main.analyze_handed_over`. A caller that still needs the staged
+    tables afterwards passes ``run_study`` a plain mapping, which is left as it is."""
 
 
 def release(staged: Mapping[str, Any]) -> None:

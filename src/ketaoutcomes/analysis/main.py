@@ -37,6 +37,7 @@ import polars as pl
 
 from ketaoutcomes.analysis.ate import ATE_RESULT_SCHEMA, adjusted_contrasts
 from ketaoutcomes.analysis.common import (
+    HandedOver,
     ModelTerms,
     StepResult,
     Submit,
@@ -269,13 +270,28 @@ def analyze(adsl: pl.DataFrame, adtte: pl.DataFrame, *, study: StudySettings, we
     fan-out of ``flows/dask_fanout.py`` submits it as a Prefect task to a Dask cluster); the results
     are put together here in endpoint and route order, so the tables are the same, row for row,
     however the units ran."""
+    return analyze_handed_over(HandedOver(adsl=adsl, adtte=adtte, visits=visits), study=study, weighted=weighted,
+                               bootstrap_all=bootstrap_all, submit=submit)
+
+
+def analyze_handed_over(inputs: HandedOver, *, study: StudySettings, weighted: bool = True,
+                        bootstrap_all: bool = False, submit: Submit = run_now) -> StepResult:
+    """:func:`analyze` of ``inputs`` (``adsl``, ``adtte``, and ``visits`` or None), which it owns: it
+    takes ``adsl`` and ``adtte`` out once it has each endpoint's model frame (the few columns the
+    units read), and ``visits`` once the endpoint units are submitted. While the units run, the
+    caller's process then holds only those model frames (at a million patients the analysis datasets
+    are some 0.7 GB: held to the end, they kept the analysing process near 2 GB while its Dask workers
+    did the work; docs/scaling.md). A caller that hands over its only references frees them then."""
     endpoints = [c for c in ENDPOINTS if c in study.outcomes.endpoints]  # registry order
     # the columns the units read (frames held for the whole analysis, and sent to each unit on Dask)
     columns = list(dict.fromkeys(["USUBJID", "ARM", "AVAL", "EVENT", *ModelTerms.of(study).with_strata]))
-    frames = {paramcd: model_frame(adsl, adtte, paramcd, columns) for paramcd in endpoints}
+    frames = {paramcd: model_frame(inputs["adsl"], inputs["adtte"], paramcd, columns) for paramcd in endpoints}
+    del inputs["adsl"], inputs["adtte"]
+    visits = inputs.pop("visits", None)
     models = {paramcd: submit(endpoint_models, frame=frame, paramcd=paramcd, study=study,
                               visits=visits if ENDPOINTS[paramcd].runs("discrete") else None, weighted=weighted)
               for paramcd, frame in frames.items() if not frame.is_empty()}
+    del visits
     routes = {paramcd: [submit(route_comparison, frame=frames[paramcd], paramcd=paramcd, study=study, target=target,
                                bootstrap_all=bootstrap_all) for target in (m.result().routes or ())]
               for paramcd, m in models.items()}

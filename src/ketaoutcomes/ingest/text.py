@@ -90,8 +90,10 @@ def _counts(path: Path) -> tuple[int, int, int]:
         for block in iter(lambda: fh.read(_CHUNK), b""):
             if last_cr and block.startswith(b"\n"):
                 crlf += 1
-            crlf += block.count(b"\r\n")
-            cr += block.count(b"\r")
+            n_cr = block.count(b"\r")
+            if n_cr:  # most files have no CR at all: one pass over the block instead of two
+                crlf += block.count(b"\r\n")
+                cr += n_cr
             lf += block.count(b"\n")
             last_cr = block.endswith(b"\r")
     return crlf, cr - crlf, lf - crlf

@@ -1,13 +1,14 @@
-"""pipeline._drop_cached_blocks: after the analysis has read its inputs, DuckDB's buffer pool lets go of
-the blocks those reads cached, and the connection's memory limit is what it was (checked against
-DuckDB's own accounting, duckdb_memory())."""
+"""ketaoutcomes.memory. drop_cached_blocks: after the analysis has read its inputs, DuckDB's buffer pool
+lets go of the blocks those reads cached, and the connection's memory limit is what it was (checked
+against DuckDB's own accounting, duckdb_memory()). return_free_heap: glibc's malloc_trim where there is
+one."""
 
 from __future__ import annotations
 
 import duckdb
 import pytest
 
-from ketaoutcomes.pipeline import _drop_cached_blocks
+from ketaoutcomes.memory import drop_cached_blocks
 
 
 def _cached_mb(con) -> float:
@@ -28,7 +29,7 @@ def test_blocks_read_are_dropped_and_the_limit_is_kept(tmp_path, limit):
     assert con.execute("SELECT sum(x), count(DISTINCT s) FROM t").fetchone()[1] == 3_000_000
     cached = _cached_mb(con)
     assert cached > 50  # the read left its blocks in the pool
-    _drop_cached_blocks(con)
+    drop_cached_blocks(con)
     assert _cached_mb(con) <= 16 < cached / 3  # what fits the limit it was lowered to for a moment
     # back as DuckDB states it: the default (18.8 GiB here) may come back 0.1 GiB lower (DuckDB's rounding)
     after = con.execute("SELECT current_setting('memory_limit')").fetchone()[0]
@@ -39,3 +40,16 @@ def test_blocks_read_are_dropped_and_the_limit_is_kept(tmp_path, limit):
     con.execute("INSERT INTO t SELECT * FROM t")
     con.execute("CHECKPOINT")
     con.close()
+
+
+def test_the_free_heap_is_handed_back_where_the_c_library_can():
+    """Checked against the platform's C library: glibc has malloc_trim (True), others have none (False);
+    either way nothing breaks and the process goes on allocating."""
+    import platform
+
+    from ketaoutcomes.memory import return_free_heap
+
+    blocks = [bytearray(1 << 16) for _ in range(2000)]  # some 130 MB in the C heap, then freed
+    del blocks
+    assert return_free_heap() is (platform.libc_ver()[0] == "glibc")
+    assert len(bytearray(1 << 20)) == 1 << 20
