@@ -19,7 +19,8 @@ peak RSS is still its largest single process (the analysing one), not the sum wi
 Each measured command runs in its own process under a small wrapper, so its
 peak RSS is its own, in a scratch folder that holds its own data/ and reports/. Prints a Markdown table:
 per step the wall time, the peak RSS of its process and the peak of its whole process tree (sampled
-every 0.25 s: with ``--workers`` the Dask workers, scheduler and Prefect's server count too), and for a
+every 0.25 s: with ``--workers`` the Dask workers, scheduler and Prefect's server count too; as the sum
+of their RSS, and as the sum of their PSS, which counts a page the processes share once), and for a
 cohort of ``--patients`` the end-to-end total of simulate (unless ``--export``), ingest and the steps.
 The main command also runs again with nothing changed (``--repeat`` times), printed as well as a
 ratio to the from-scratch run of the same benchmark.
@@ -58,7 +59,10 @@ print(total)
 # samples, every 0.25 s from /proc, the summed RSS of the command's whole process tree (with --workers:
 # the analysing process, the Dask scheduler and workers, Prefect's server): the machine's memory the
 # step holds. A sample can miss a peak shorter than its interval, and the sum counts pages that several
-# processes share (their libraries) once per process.
+# processes share (their libraries; a child forked and not yet exec'd, as when Dask starts a worker,
+# shares all of its parent's) once per process. So it also sums their PSS (proportional set size,
+# /proc/PID/smaps_rollup: a shared page counted once over the processes that share it), which is the
+# machine's memory the tree holds.
 WRAPPER = """
 import json, os, resource, subprocess, sys, time
 PAGE = os.sysconf("SC_PAGE_SIZE")
@@ -79,12 +83,22 @@ def tree_rss(root):
         p = todo.pop()
         tree.add(p)
         todo += [c for c, pp in parent.items() if pp == p and c not in tree]
-    return sum(rss.get(p, 0) for p in tree)
+    return sum(rss.get(p, 0) for p in tree), sum(pss(p) for p in tree)
+def pss(pid):
+    try:
+        with open(f"/proc/{pid}/smaps_rollup") as fh:
+            for line in fh:
+                if line.startswith("Pss:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, IndexError, ValueError):
+        pass
+    return 0
 t0 = time.perf_counter()
 child = subprocess.Popen(sys.argv[1:], stdout=subprocess.DEVNULL)
-tree_peak = 0
+tree_peak = tree_pss_peak = 0
 while True:
-    tree_peak = max(tree_peak, tree_rss(child.pid))
+    rss_sum, pss_sum = tree_rss(child.pid)
+    tree_peak, tree_pss_peak = max(tree_peak, rss_sum), max(tree_pss_peak, pss_sum)
     try:  # (not a sleep: the command's end is seen at once, not at the next sample)
         rc = child.wait(timeout=0.25)
         break
@@ -92,7 +106,7 @@ while True:
         continue
 secs = time.perf_counter() - t0
 print(json.dumps({"rc": rc, "seconds": secs, "peak_kb": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss,
-                  "tree_peak_kb": tree_peak / 1024}))
+                  "tree_peak_kb": tree_peak / 1024, "tree_pss_peak_kb": tree_pss_peak / 1024}))
 """
 
 
@@ -103,9 +117,10 @@ def run(label: str, argv: list[str], env: dict, cwd: Path) -> dict:
         sys.stderr.write(proc.stderr)
         raise SystemExit(f"{label} failed with exit {res['rc']}")
     print(f"  {label}: {res['seconds']:.1f} s, {res['peak_kb'] / 1024:.0f} MB "
-          f"(process tree {res['tree_peak_kb'] / 1024:.0f} MB)", file=sys.stderr)
+          f"(process tree {res['tree_peak_kb'] / 1024:.0f} MB RSS, {res['tree_pss_peak_kb'] / 1024:.0f} MB PSS)",
+          file=sys.stderr)
     return {"step": label, "seconds": res["seconds"], "peak_rss_mb": res["peak_kb"] / 1024,
-            "tree_peak_mb": res["tree_peak_kb"] / 1024}
+            "tree_peak_mb": res["tree_peak_kb"] / 1024, "tree_pss_peak_mb": res["tree_pss_peak_kb"] / 1024}
 
 
 #: Label of the main command run again with nothing changed.
@@ -226,19 +241,22 @@ def main() -> None:
         base = rows[-1]
         on = f" (the analysis's units on a local Dask cluster of {args.workers} workers)" if args.workers else ""
         print(f"\n### {label}{on}\n")
-        print("| step | wall s | x bare read | peak RSS MB | x bare read | process tree peak MB (sampled) |")
-        print("|---|---|---|---|---|---|")
+        print("| step | wall s | x bare read | peak RSS MB | x bare read | process tree peak MB, RSS sum (sampled) "
+              "| process tree peak MB, PSS sum (sampled) |")
+        print("|---|---|---|---|---|---|---|")
         for r in rows:
             print(f"| {r['step']} | {r['seconds']:.1f} | {r['seconds'] / base['seconds']:.1f} | "
                   f"{r['peak_rss_mb']:.0f} | "
-                  f"{r['peak_rss_mb'] / base['peak_rss_mb']:.1f} | {r['tree_peak_mb']:.0f} |")
+                  f"{r['peak_rss_mb'] / base['peak_rss_mb']:.1f} | {r['tree_peak_mb']:.0f} | "
+                  f"{r['tree_pss_peak_mb']:.0f} |")
         chain = [r for r in rows if r["step"].startswith(("simulate", "ingest", *STEPS))]
         if n_of(label) is not None and len(chain) > 1:
             total = sum(r["seconds"] for r in chain)
             print(f"\nend to end ({' -> '.join(r['step'].split(' (')[0] for r in chain)}): {total:.1f} s "
                   f"({total / 60:.2f} min), {total / base['seconds']:.1f}x the bare read; the largest step's peak: "
                   f"{max(r['peak_rss_mb'] for r in chain):.0f} MB in one process, "
-                  f"{max(r['tree_peak_mb'] for r in chain):.0f} MB over its process tree")
+                  f"{max(r['tree_peak_mb'] for r in chain):.0f} MB over its process tree (RSS sum), "
+                  f"{max(r['tree_pss_peak_mb'] for r in chain):.0f} MB (PSS sum)")
         night = sum(r["seconds"] for r in rows if r["step"] in NIGHT_STEPS)
         full = sum(r["seconds"] for r in rows if r["step"] in ("ingest", "validate", "analyze"))
         if night and full:
