@@ -407,7 +407,7 @@ def _analyze(con, study: StudySettings, fp_data: str, *, force: bool, fan_out: F
     # only the columns and rows the analysis uses, handed over: the analysis frees them once read
     staged = HandedOver(analysis_inputs(con, study))
     drop_cached_blocks(con)
-    check = study_check_data(con, staged.get("patients"))
+    check = HandedOver(study_check_data(con, staged.get("patients")))  # given up once the study is checked
     tag = [pl.lit(run_id).alias("run_id"), pl.lit(study.settings_id).alias("settings_id")]
     # Every table is written through its contract (declared columns and types, keys).
     contracts = output_contracts()

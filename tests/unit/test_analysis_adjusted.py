@@ -211,7 +211,8 @@ def test_run_study_publishes_the_analysis_datasets_before_any_unit_and_lets_go_o
     """Checked against the same analysis without ``publish``: the published tables and the result
     together are its tables, frame for frame, with the same notes; they are published before any unit
     is submitted, and by the time the first route unit is submitted run_study no longer holds
-    ``ad_adtte`` (the pipeline has stored it; the endpoint step has its model frames)."""
+    ``ad_adtte`` (the pipeline has stored it; the endpoint step has its model frames); a handed-over
+    ``check`` is empty before any unit is submitted."""
     import gc
     import io
     import weakref
@@ -237,8 +238,11 @@ def test_run_study_publishes_the_analysis_datasets_before_any_unit_and_lets_go_o
             refs[name] = weakref.ref(frame)
 
     alive_at_routes: list[bool] = []
+    check = HandedOver({k: frames[k] for k in names})  # what the study is checked against: emptied once checked
+    check_left: list[int] = []
 
     def submit(fn, /, **kwargs):
+        check_left.append(len(check))
         events.append(fn.__name__)
         if fn.__name__ == "route_comparison" and not alive_at_routes:
             gc.collect()
@@ -246,8 +250,9 @@ def test_run_study_publishes_the_analysis_datasets_before_any_unit_and_lets_go_o
         return run_now(fn, **kwargs)
 
     given = run_study(HandedOver({k: frames[k] for k in names}), registries=load_registries(), study=study,
-                      submit=submit, publish=publish)
+                      submit=submit, publish=publish, check=check)
     assert events[0] == "publish" and events.count("publish") == 1
+    assert set(check_left) == {0}
     assert alive_at_routes == [False]
     assert set(published) == {"ad_adsl", "ad_adtte", "results_attrition"}
     assert not set(published) & set(given.tables)

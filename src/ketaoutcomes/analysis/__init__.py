@@ -88,7 +88,8 @@ def run_study(staged: Mapping[str, pl.DataFrame], *, registries: Registries, stu
     is taken out of it once nothing still to start reads it (a plain mapping is left as it is).
     ``staged`` may hold only what the analysis uses (``ketaoutcomes.analysis_inputs``: the ratings of
     the study's instrument, the sessions of index courses); ``check``, what the study is checked
-    against (the arms and instruments in the data, the patients), defaults to ``staged``.
+    against (the arms and instruments in the data, the patients), defaults to ``staged``; as
+    :class:`~ketaoutcomes.analysis.common.HandedOver` it is emptied once the study is checked.
 
     ``publish``, when given, is handed the analysis datasets (``ad_adsl``, ``ad_adtte``,
     ``results_attrition``; no notes) as soon as they are derived, before any unit starts, and they are
@@ -104,6 +105,8 @@ def run_study(staged: Mapping[str, pl.DataFrame], *, registries: Registries, stu
         (:class:`~ketaoutcomes.analysis.checks.EmptyPopulation`, naming the attrition rule).
     """
     check_study(study, registries, staged if check is None else check)
+    if check is not None:
+        release(check)  # a HandedOver check: its frames (the patients, at a million some 70 MB) go now
     d = derive_all(staged["patients"], staged["courses"], staged["sessions"], staged["mood_scores"],
                    registries=registries, study=study)
     check_population(study, d.adsl, d.attrition)
