@@ -136,3 +136,31 @@ def test_a_file_read_streamed_is_the_file_read_whole(tmp_path, monkeypatch, batc
     con = duckdb.connect()
     assert line_numbers(con, tf, kept["_row_number"]).equals(kept.select("_row_number", "_line_number"))
     assert kept["_line_number"].to_list() == [2, 4, 7, 9]  # lines 3 and 6 blank; 4-5, 7-8 one row each
+
+
+def test_the_scratch_folder_is_removed_even_when_a_late_writer_leaves_a_file_after_the_first_removal(monkeypatch):
+    """Checked against a stand-in for polars' streaming writer, whose threads can close their part of a
+    scratch file just after a failed read has raised (a CI run saw "Directory not empty" escape ingest
+    once): the first removal leaves a file behind, the next try removes the folder, and no error escapes;
+    an error raised inside the block is the one that reaches the caller."""
+    import shutil
+
+    import ketaoutcomes.ingest.read as read
+
+    real = shutil.rmtree
+    calls: list[Path] = []
+
+    def late_writer_rmtree(path, ignore_errors=False):
+        calls.append(Path(path))
+        real(path, ignore_errors=ignore_errors)
+        if len(calls) == 1:  # the writer's thread closes its file after the first removal
+            Path(path).mkdir(exist_ok=True)
+            (Path(path) / "text.parquet").write_bytes(b"late")
+
+    monkeypatch.setattr(read.shutil, "rmtree", late_writer_rmtree)
+    monkeypatch.setattr(read.time, "sleep", lambda s: None)
+    with pytest.raises(ValueError, match="malformed"):
+        with read.scratch_folder("ketaoutcomes-test-") as folder:
+            (folder / "text.parquet").write_bytes(b"partial")
+            raise ValueError("malformed CSV")
+    assert len(calls) == 2 and not folder.exists()

@@ -32,7 +32,6 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import hashlib
-import tempfile
 from collections.abc import Callable, Collection
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -66,7 +65,7 @@ from ketaoutcomes.ingest.phi import (
     cap_age,
     header_labels,
 )
-from ketaoutcomes.ingest.read import TextFile, line_numbers, read_text, text_frame
+from ketaoutcomes.ingest.read import TextFile, line_numbers, read_text, scratch_folder, text_frame
 from ketaoutcomes.ingest.text import LINE_NUMBER
 from ketaoutcomes.ingest.rules import (
     Parent,
@@ -225,8 +224,8 @@ def read_table_file(path: Path, table: str) -> tuple[pl.DataFrame, tuple[str, ..
     """Read one file as text: the contract's columns plus ``_row_number``, and the ignored column
     names. (Holds the file in memory: for small files and tests; ingest streams it.)"""
     path = Path(path)
-    with tempfile.TemporaryDirectory(prefix="ketaoutcomes-read-") as scratch:
-        tf = read_text(path, Path(scratch) / "text.parquet", table=table, allow=PhiAllowList())
+    with scratch_folder("ketaoutcomes-read-") as scratch:
+        tf = read_text(path, scratch / "text.parquet", table=table, allow=PhiAllowList())
         ignored = _contract_columns(tf.headers, table, path)
         frame = text_frame(tf)
     spec = TABLES[table]
@@ -428,8 +427,7 @@ def _ingest(con: duckdb.DuckDBPyConnection, export_dir: Path, loaded_at: dt.date
                                 + [(r.path, r.sha) for r in regs if not r.skipped], reload=reload_rolled_back)
 
     # Each file is streamed once into a scratch Parquet file of text (ingest.read), scanned on the way.
-    with tempfile.TemporaryDirectory(prefix="ketaoutcomes-ingest-") as scratch_dir:
-        scratch = Path(scratch_dir)
+    with scratch_folder("ketaoutcomes-ingest-") as scratch:
         texts: dict[str, TextFile] = {}
         findings: list[PhiFinding] = []
         for i, table in enumerate(ordered):

@@ -16,8 +16,12 @@ the scratch file (:mod:`ketaoutcomes.ingest.typing`). Memory: a batch of rows at
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
+import shutil
+import tempfile
+import time
 from collections.abc import Collection, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -39,11 +43,31 @@ from ketaoutcomes.ingest.text import (
 )
 from ketaoutcomes.contract import TABLES
 
-__all__ = ["BATCH_ROWS", "TextFile", "line_numbers", "read_text", "text_frame"]
+__all__ = ["BATCH_ROWS", "TextFile", "line_numbers", "read_text", "scratch_folder", "text_frame"]
 
 #: Rows per batch of the second pass (and of :func:`text_frame`'s callers that stream).
 BATCH_ROWS = 1 << 18
 BLANK, NEWLINES = "_blank", "_nl"
+
+
+@contextlib.contextmanager
+def scratch_folder(prefix: str) -> Iterator[Path]:
+    """A new folder in the system's temporary folder for a read's scratch files, removed at the end.
+
+    Removed with a few tries: when polars' streaming writer fails on a file it cannot read (a
+    malformed CSV), its threads may still close their part of the scratch file just after the error
+    has reached us, so a removal at once can find the folder not empty (seen once in 2,155 tests). A
+    folder still there after the last try is left to the system's cleaning of its temporary folder
+    rather than turning the error being reported, or a good load, into another one."""
+    folder = Path(tempfile.mkdtemp(prefix=prefix))
+    try:
+        yield folder
+    finally:
+        for wait in (0.0, 0.05, 0.2, 0.5, 1.0):
+            time.sleep(wait)
+            shutil.rmtree(folder, ignore_errors=True)
+            if not folder.exists():
+                break
 
 
 @dataclass
