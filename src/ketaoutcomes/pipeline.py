@@ -411,7 +411,6 @@ def _analyze(con, study: StudySettings, fp_data: str, *, force: bool, fan_out: F
     tag = [pl.lit(run_id).alias("run_id"), pl.lit(study.settings_id).alias("settings_id")]
     # Every table is written through its contract (declared columns and types, keys).
     contracts = output_contracts()
-    courses: list[int] = []
 
     def store(step: StepResult) -> None:
         # Analysis datasets are kept per run like the results: several studies
@@ -425,8 +424,6 @@ def _analyze(con, study: StudySettings, fp_data: str, *, force: bool, fan_out: F
                 con.execute(f'DELETE FROM "{name}" WHERE run_id = ?', [run_id])
             if frame.height:
                 write_table(con, contracts[name], frame.with_columns(tag))
-            if name == "ad_adsl":
-                courses[:] = [frame.height, frame.filter(pl.col("ANLFL") == "Y").height]
 
     def publish(step: StepResult) -> None:
         # the analysis datasets, as soon as they are derived: stored, checkpointed so that DuckDB can drop
@@ -452,7 +449,9 @@ def _analyze(con, study: StudySettings, fp_data: str, *, force: bool, fan_out: F
         con.execute("DELETE FROM results_runs WHERE run_id = ?", [run_id])
     write_table(con, contracts["results_runs"], run)
     create_latest_views(con, contracts.values())  # in this session: a snapshot has its tables' views
-    details = {"run_id": run_id, "courses": courses[0], "analysed": courses[1], "notes": [str(n) for n in result.notes],
+    courses, analysed = con.execute("SELECT count(*), count(*) FILTER (WHERE ANLFL = 'Y') FROM ad_adsl WHERE run_id = ?",
+                                    [run_id]).fetchone()
+    details = {"run_id": run_id, "courses": courses, "analysed": analysed, "notes": [str(n) for n in result.notes],
                "data_fingerprint": fp_data, "batches": batches}
     record_step(con, "analyze", run_id, fp, "ok", started, seconds, details, study.settings_id)
     return StepOutcome("analyze", True, f"analysis {run_id}: {details['analysed']:,} courses analysed", details)

@@ -63,11 +63,11 @@ def scratch_folder(prefix: str) -> Iterator[Path]:
     try:
         yield folder
     finally:
-        for wait in (0.0, 0.05, 0.2, 0.5, 1.0):
-            time.sleep(wait)
+        for wait in (0.05, 0.2, 0.5, 1.0, 0.0):  # five tries, the pause after each
             shutil.rmtree(folder, ignore_errors=True)
             if not folder.exists():
                 break
+            time.sleep(wait)
 
 
 @dataclass
