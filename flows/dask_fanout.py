@@ -59,6 +59,7 @@ from prefect.settings import PREFECT_API_URL, temporary_settings
 from prefect_dask import DaskTaskRunner
 
 from ketaoutcomes.analysis.common import FanOut, Pending, Submit, run_unit
+from ketaoutcomes.memory import ALLOCATOR_ENVIRONMENT
 from ketaoutcomes.settings import EXECUTION_ENV, ExecutionSettings
 
 __all__ = ["FANOUT_FLOW_NAME", "FrameExchange", "FrameFile", "dask_fan_out", "prefect_submit", "run_unit_reading",
@@ -278,14 +279,17 @@ def _analysis_fanout() -> Any:
 
 def _worker_environment(settings: ExecutionSettings) -> contextlib.AbstractContextManager:
     """The environment a local cluster's worker processes start with: Dask's own
-    (``distributed.nanny.pre-spawn-environ``: one OpenMP/MKL/OpenBLAS thread) without its
-    ``MALLOC_TRIM_THRESHOLD_``, and polars with the worker's threads (``POLARS_MAX_THREADS``; polars
-    otherwise starts a thread per core in every worker).
+    (``distributed.nanny.pre-spawn-environ``: one OpenMP/MKL/OpenBLAS thread) with glibc keeping the
+    memory it frees (:data:`ketaoutcomes.memory.ALLOCATOR_ENVIRONMENT`, as the analysing process does:
+    :func:`ketaoutcomes.memory.keep_freed_heap`) in place of Dask's ``MALLOC_TRIM_THRESHOLD_``, and polars
+    with the worker's threads (``POLARS_MAX_THREADS``; polars otherwise starts a thread per core in every
+    worker).
 
     Dask's trim threshold (64 kB) has glibc hand freed memory back to the system at once, so a unit
     that builds and drops large arrays faults its pages in again and again: at 100,000 patients the
     fan-out's system CPU time was 32.7 s with it and 7.1 s without (2 workers; the serial run: 3.2 s).
-    It keeps a worker's resident memory down between tasks, which these few large units do not need.
+    It keeps a worker's resident memory down between tasks, which these few large units do not need;
+    glibc's own defaults still map arrays past 32 MB afresh each time (docs/scaling.md).
     A running cluster's workers (``address``) are started by whoever runs it."""
     if settings.address:
         return contextlib.nullcontext()
@@ -300,6 +304,7 @@ def _local_worker_environment(threads: int):
 
     env = {k: v for k, v in dask.config.get("distributed.nanny.pre-spawn-environ").items()
            if k != "MALLOC_TRIM_THRESHOLD_"}
+    env.update(ALLOCATOR_ENVIRONMENT)
     env["POLARS_MAX_THREADS"] = threads
     # a nanny sets these in its own process's environment (this one) to start a worker with them; put
     # back after the run what this process had, for what it runs or starts afterwards

@@ -4,6 +4,10 @@ Two kinds of memory outlive what used them: the blocks DuckDB's buffer pool keep
 connection has read or written, for as long as the connection is open, and the free space the C
 library's allocator keeps in its heaps after the Arrow buffers and query results of DuckDB are freed.
 Neither changes a result: a dropped block is read again if needed, the heaps are only shrunk.
+
+The other way round, :func:`keep_freed_heap` has the C library keep what it frees for the next
+allocation, up to a limit: the analysis builds and drops arrays of a million rows thousands of times,
+and each one handed back to the system at once is faulted in again, page by page, for the next.
 """
 
 from __future__ import annotations
@@ -14,7 +18,16 @@ import functools
 
 import duckdb
 
-__all__ = ["drop_cached_blocks", "return_free_heap"]
+__all__ = ["ALLOCATOR_ENVIRONMENT", "KEPT_HEAP_BYTES", "drop_cached_blocks", "keep_freed_heap", "return_free_heap"]
+
+#: What the C library keeps of the memory it frees (:func:`keep_freed_heap`): allocations up to this size
+#: come from its heaps (not a fresh mapping of their own), and up to this much free space at the top of a
+#: heap stays there for the next allocation.
+KEPT_HEAP_BYTES = 256 * 1024 * 1024
+#: The same for a process about to start (glibc reads these at its start): a local Dask cluster's workers.
+ALLOCATOR_ENVIRONMENT = {"MALLOC_MMAP_THRESHOLD_": str(KEPT_HEAP_BYTES), "MALLOC_TRIM_THRESHOLD_": str(KEPT_HEAP_BYTES)}
+#: glibc's ``mallopt`` parameters (malloc.h).
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
 
 
 def drop_cached_blocks(con: duckdb.DuckDBPyConnection) -> None:
@@ -36,12 +49,29 @@ def drop_cached_blocks(con: duckdb.DuckDBPyConnection) -> None:
 
 
 @functools.cache
-def _malloc_trim():
-    """glibc's ``malloc_trim``, or None where the C library has none (musl, macOS, Windows)."""
+def _glibc(name: str):
+    """glibc's function ``name`` (``malloc_trim``, ``mallopt``), or None where the C library has none
+    (musl, macOS, Windows)."""
     try:
-        return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim
+        return getattr(ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6"), name)
     except (OSError, AttributeError):
         return None
+
+
+def keep_freed_heap() -> bool:
+    """Have glibc serve allocations of up to :data:`KEPT_HEAP_BYTES` from its heaps and keep that much
+    free space in them (``mallopt``; :data:`ALLOCATOR_ENVIRONMENT` for a process to start); False where
+    the C library cannot. For the whole process, from now on.
+
+    glibc's defaults map a large array (past 128 kB at first, past 32 MB at most) afresh and hand it back
+    to the system when it is freed, and trim a heap's free top past 128 kB: the next array of that size
+    faults its pages in again. At a million patients that was some 50-70 s of system time in `analyze`
+    (docs/scaling.md). Freed memory stays in the process instead, for the next allocation; the peak is
+    the arrays alive at once, as before (:func:`return_free_heap` still hands the free space back)."""
+    mallopt = _glibc("mallopt")
+    if mallopt is None:
+        return False
+    return bool(mallopt(_M_MMAP_THRESHOLD, KEPT_HEAP_BYTES)) & bool(mallopt(_M_TRIM_THRESHOLD, KEPT_HEAP_BYTES))
 
 
 def return_free_heap() -> bool:
@@ -49,7 +79,7 @@ def return_free_heap() -> bool:
     Dask's workers do to trim their memory); False where the C library cannot. The freed Arrow buffers of
     DuckDB's results are in those heaps (polars has an allocator of its own, which returns its memory by
     itself): at a million patients some 200 MB once the analysis datasets are stored."""
-    trim = _malloc_trim()
+    trim = _glibc("malloc_trim")
     if trim is None:
         return False
     trim(0)

@@ -38,7 +38,7 @@ from ketaoutcomes.contract import TABLE_ORDER
 from ketaoutcomes.analysis_inputs import analysis_inputs, study_check_data
 from ketaoutcomes.ingest import check_export_folder, find_export_files, ingest_export, memory_limit
 from ketaoutcomes.ingest.load import load_registries_from_warehouse
-from ketaoutcomes.memory import drop_cached_blocks, return_free_heap
+from ketaoutcomes.memory import drop_cached_blocks, keep_freed_heap, return_free_heap
 from ketaoutcomes.registries import load_registries
 from ketaoutcomes.settings import SimulationSettings, StudySettings, home_db_path, project_root
 from ketaoutcomes.step_records import (CHANGED_ROWS, batches_in_force, code_version, data_fingerprint, fresh_state,
@@ -403,6 +403,7 @@ def _analyze(con, study: StudySettings, fp_data: str, *, force: bool, fan_out: F
     run_id = step_hash("analyze", fp)
     if not force and last_step(con, "analyze", fp) is not None:
         return StepOutcome("analyze", False, f"analysis {run_id} is up to date", {"run_id": run_id})
+    keep_freed_heap()  # for the rest of this process: the analysis frees and rebuilds large arrays (memory)
     registries = load_registries_from_warehouse(con)
     # only the columns and rows the analysis uses, handed over: the analysis frees them once read
     staged = HandedOver(analysis_inputs(con, study))

@@ -233,16 +233,18 @@ def test_an_exchange_folder_that_cannot_be_written_is_an_error_naming_it_and_the
 
 
 @pytest.mark.slow
-def test_a_local_clusters_workers_start_without_dasks_malloc_trim_and_with_their_polars_threads(monkeypatch):
+def test_a_local_clusters_workers_start_with_the_analysiss_malloc_settings_and_their_polars_threads(monkeypatch):
     # checked against the worker processes themselves: Dask's 64 kB trim threshold cost the fan-out
-    # 25 s of system time at 100,000 patients (docs/scaling.md); its one-thread settings stay
+    # 25 s of system time at 100,000 patients (docs/scaling.md); the workers keep freed memory as the
+    # analysing process does (ketaoutcomes.memory); Dask's one-thread settings stay
     import os
 
     from distributed import Client, LocalCluster
 
     from flows.dask_fanout import _worker_environment
+    from ketaoutcomes.memory import KEPT_HEAP_BYTES
 
-    names = ("MALLOC_TRIM_THRESHOLD_", "POLARS_MAX_THREADS", "OPENBLAS_NUM_THREADS")
+    names = ("MALLOC_TRIM_THRESHOLD_", "MALLOC_MMAP_THRESHOLD_", "POLARS_MAX_THREADS", "OPENBLAS_NUM_THREADS")
     for name in names:
         monkeypatch.delenv(name, raising=False)
     settings = ExecutionSettings(executor="dask", n_workers=1, threads_per_worker=2)
@@ -250,7 +252,7 @@ def test_a_local_clusters_workers_start_without_dasks_malloc_trim_and_with_their
                                                       host="127.0.0.1", dashboard_address=None) as cluster:
         with Client(cluster) as client:
             (env,) = client.run(lambda: tuple(os.environ.get(n) for n in names)).values()
-    assert env == (None, "2", "1")
+    assert env == (str(KEPT_HEAP_BYTES), str(KEPT_HEAP_BYTES), "2", "1")
     assert all(n not in os.environ for n in names)  # this process's environment is as it was
     remote = ExecutionSettings(executor="dask", address="tcp://scheduler.example:8786")
     import dask

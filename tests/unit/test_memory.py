@@ -53,3 +53,40 @@ def test_the_free_heap_is_handed_back_where_the_c_library_can():
     del blocks
     assert return_free_heap() is (platform.libc_ver()[0] == "glibc")
     assert len(bytearray(1 << 20)) == 1 << 20
+
+
+_MALLINFO = """
+import ctypes, sys
+import numpy as np
+class MallInfo2(ctypes.Structure):
+    _fields_ = [(n, ctypes.c_size_t) for n in ("arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks",
+                                                "fsmblks", "uordblks", "fordblks", "keepcost")]
+libc = ctypes.CDLL("libc.so.6")
+libc.mallinfo2.restype = MallInfo2
+if sys.argv[1] == "keep":
+    from ketaoutcomes.memory import keep_freed_heap
+    assert keep_freed_heap()
+a = np.ones(8 << 20)  # 64 MiB
+mapped = libc.mallinfo2().hblkhd
+del a
+print(mapped, libc.mallinfo2().fordblks)
+"""
+
+
+@pytest.mark.skipif(__import__("platform").libc_ver()[0] != "glibc", reason="glibc's allocator settings")
+def test_keep_freed_heap_serves_a_large_array_from_the_heap_and_keeps_it_once_freed():
+    """Checked against glibc's own accounting (mallinfo2) in a fresh process each: by default a 64 MiB
+    array is a mapping of its own, handed back to the system when freed (and faulted in afresh by the next
+    one); with keep_freed_heap it comes from the heap and its space stays there, free, for the next."""
+    import subprocess
+    import sys
+
+    def run(mode: str) -> tuple[int, int]:
+        out = subprocess.run([sys.executable, "-c", _MALLINFO, mode], capture_output=True, text=True, check=True)
+        return tuple(int(x) for x in out.stdout.split())
+
+    mib = 1 << 20
+    mapped, free = run("default")
+    assert mapped >= 64 * mib and free < 64 * mib
+    mapped, free = run("keep")
+    assert mapped < 64 * mib and free >= 64 * mib
