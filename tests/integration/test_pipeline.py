@@ -113,6 +113,10 @@ def test_truth_file_states_the_hazard_ratios_and_observed_grid_estimands(export)
     assert set(est) == {"adjusted", "naive", "marginal_pair", "marginal_treated"}
     iv = est["adjusted"]["ketamine_iv"]
     assert iv["lower"] < iv["hr"] < iv["upper"]
+    # worked out on a thread while the export was written: the same as on its own, after it
+    from ketaoutcomes.truth import observed_grid_estimands
+
+    assert truth["estimands_observed_grid"] == json.loads(json.dumps(observed_grid_estimands(SMALL)))
 
 
 def test_tiny_cohort_with_near_separated_arm_does_not_crash():
