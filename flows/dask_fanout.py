@@ -289,7 +289,8 @@ def _worker_environment(settings: ExecutionSettings) -> contextlib.AbstractConte
     that builds and drops large arrays faults its pages in again and again: at 100,000 patients the
     fan-out's system CPU time was 32.7 s with it and 7.1 s without (2 workers; the serial run: 3.2 s).
     It keeps a worker's resident memory down between tasks, which these few large units do not need;
-    glibc's own defaults still map arrays past 32 MB afresh each time (docs/scaling.md).
+    glibc's own defaults, which the workers had after that, still mapped arrays past 32 MB afresh each
+    time (docs/scaling.md).
     A running cluster's workers (``address``) are started by whoever runs it."""
     if settings.address:
         return contextlib.nullcontext()

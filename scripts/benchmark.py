@@ -62,7 +62,9 @@ print(total)
 # processes share (their libraries; a child forked and not yet exec'd, as when Dask starts a worker,
 # shares all of its parent's) once per process. So it also sums their PSS (proportional set size,
 # /proc/PID/smaps_rollup: a shared page counted once over the processes that share it), which is the
-# machine's memory the tree holds.
+# machine's memory the tree holds. Reading smaps_rollup walks a process's page tables in the kernel, so
+# the PSS is read only when the RSS sum is above the PSS peak so far (the PSS sum is never above the RSS
+# sum: below it there can be no new PSS peak); the peak found is the same.
 WRAPPER = """
 import json, os, resource, subprocess, sys, time
 PAGE = os.sysconf("SC_PAGE_SIZE")
@@ -83,7 +85,7 @@ def tree_rss(root):
         p = todo.pop()
         tree.add(p)
         todo += [c for c, pp in parent.items() if pp == p and c not in tree]
-    return sum(rss.get(p, 0) for p in tree), sum(pss(p) for p in tree)
+    return sum(rss.get(p, 0) for p in tree), tree
 def pss(pid):
     try:
         with open(f"/proc/{pid}/smaps_rollup") as fh:
@@ -97,8 +99,10 @@ t0 = time.perf_counter()
 child = subprocess.Popen(sys.argv[1:], stdout=subprocess.DEVNULL)
 tree_peak = tree_pss_peak = 0
 while True:
-    rss_sum, pss_sum = tree_rss(child.pid)
-    tree_peak, tree_pss_peak = max(tree_peak, rss_sum), max(tree_pss_peak, pss_sum)
+    rss_sum, tree = tree_rss(child.pid)
+    tree_peak = max(tree_peak, rss_sum)
+    if rss_sum > tree_pss_peak:  # (a tree's PSS is at most its RSS: no new PSS peak below the last one)
+        tree_pss_peak = max(tree_pss_peak, sum(pss(p) for p in tree))
     try:  # (not a sleep: the command's end is seen at once, not at the next sample)
         rc = child.wait(timeout=0.25)
         break
