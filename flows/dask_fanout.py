@@ -303,9 +303,7 @@ def _local_worker_environment(threads: int):
 
     import dask
 
-    env = {k: v for k, v in dask.config.get("distributed.nanny.pre-spawn-environ").items()
-           if k != "MALLOC_TRIM_THRESHOLD_"}
-    env.update(ALLOCATOR_ENVIRONMENT)
+    env = {**dask.config.get("distributed.nanny.pre-spawn-environ"), **ALLOCATOR_ENVIRONMENT}  # (its trim: ours)
     env["POLARS_MAX_THREADS"] = threads
     # a nanny sets these in its own process's environment (this one) to start a worker with them; put
     # back after the run what this process had, for what it runs or starts afterwards
