@@ -35,6 +35,7 @@ from __future__ import annotations
 
 from flows import _env  # noqa: F401  (must precede the prefect import)
 
+import concurrent.futures
 import contextlib
 import contextvars
 import logging
@@ -55,6 +56,7 @@ from dask.hashing import hash_buffer_hex
 from dask.tokenize import normalize_token
 from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
+from prefect.context import FlowRunContext
 from prefect.settings import PREFECT_API_URL, temporary_settings
 from prefect_dask import DaskTaskRunner
 
@@ -89,6 +91,10 @@ def _series_token(series: pl.Series) -> tuple:
 #: The flow run that holds one analysis's task runs (a subflow of the analyze task in the flows).
 FANOUT_FLOW_NAME = "ketaoutcomes-analysis-fanout"
 
+#: What a local cluster's worker imports as it starts (Dask's ``preload``), while the analysing process still
+#: reads and derives: the units' modules, which the first unit of each worker imported before (some 2 s).
+WORKER_PRELOAD = ("ketaoutcomes.analysis", "flows.dask_fanout")
+
 #: Every unit: no cache (the analysis step knows when it is up to date), results kept in memory only,
 #: no retries (a unit is deterministic: retrying it repeats its failure).
 _UNIT_TASK = dict(cache_policy=NO_CACHE, persist_result=False, retries=0)
@@ -100,7 +106,7 @@ def task_runner(settings: ExecutionSettings) -> DaskTaskRunner:
         return DaskTaskRunner(address=settings.address)
     return DaskTaskRunner(cluster_kwargs={
         "n_workers": settings.n_workers, "threads_per_worker": settings.threads_per_worker, "processes": True,
-        "host": "127.0.0.1", "dashboard_address": None,
+        "host": "127.0.0.1", "dashboard_address": None, "preload": list(WORKER_PRELOAD),
     })
 
 
@@ -225,6 +231,8 @@ def prefect_submit(fn: Callable[..., Any], /, **kwargs: Any) -> Pending:
     a module-level function of the package, so a worker imports it by name rather than receiving its
     code. Each frame among ``kwargs`` goes as a :class:`FrameFile` of the run's exchange folder, when it
     has one."""
+    if (starting := _STARTING.get(None)) is not None:
+        starting.result()  # the cluster, started with the flow (_run_body): here its error, if it failed
     label = "-".join([fn.__name__, *(v for v in kwargs.values() if isinstance(v, str))])
     if (exchange := _EXCHANGE.get(None)) is not None:
         kwargs = {k: exchange.put(v) if isinstance(v, pl.DataFrame) else v for k, v in kwargs.items()}
@@ -266,15 +274,35 @@ _BODY: contextvars.ContextVar[Callable[[Submit], Any]] = contextvars.ContextVar(
 _EXCHANGE: contextvars.ContextVar[FrameExchange | None] = contextvars.ContextVar("ketaoutcomes_fanout_exchange")
 
 
-def _running_body() -> Callable[[Submit], Any]:
-    return _BODY.get()
+#: The running fan-out's cluster, starting on a thread (:func:`_run_body`).
+_STARTING: contextvars.ContextVar[concurrent.futures.Future] = contextvars.ContextVar("ketaoutcomes_fanout_starting")
+
+
+def _run_body() -> Any:
+    """Run the analysis (the running fan-out's body) with the flow's task runner starting its cluster
+    on a thread meanwhile: prefect-dask starts a local cluster (or connects to one at an address) when
+    the first unit is submitted, which the analysis does once it has read and derived its inputs (at a
+    million patients some 40 s); the workers' start and imports (:data:`WORKER_PRELOAD`) took some 6 s
+    of the analysis's path there, now taken while it derives. The first unit waits for the start
+    (:func:`prefect_submit`); the runner stops the cluster when the flow ends, after the start is done
+    (an analysis that fails before its first unit waits for it, and its own error is the one raised)."""
+    body, context = _BODY.get(), FlowRunContext.get()
+    if context is None or not isinstance(context.task_runner, DaskTaskRunner):  # (called outside the fan-out's flow)
+        return body(prefect_submit)
+    runner = context.task_runner
+    with concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="dask-cluster") as pool:
+        token = _STARTING.set(pool.submit(lambda: runner.client))
+        try:
+            return body(prefect_submit)
+        finally:
+            _STARTING.reset(token)
 
 
 @flow(name=FANOUT_FLOW_NAME, persist_result=False, validate_parameters=False, log_prints=False)
 def _analysis_fanout() -> Any:
     # the flow's function is pickled with the flow (by value: the module's name holds the Flow, not the
     # function); it names the module's functions only, which are pickled by reference
-    return _running_body()(prefect_submit)
+    return _run_body()
 
 
 def _worker_environment(settings: ExecutionSettings) -> contextlib.AbstractContextManager:

@@ -182,6 +182,96 @@ def test_a_frame_comes_back_from_its_exchange_file_the_same_to_the_last_bit(tmp_
     assert list(tmp_path.iterdir()) == []  # removed at the end of the run
 
 
+class _Runner:
+    """A stand-in for prefect-dask's runner: its ``client`` (the cluster's start) takes a while, on some thread."""
+
+    def __init__(self, fail: bool = False):
+        self.fail, self.started, self.events = fail, 0, []
+
+    @property
+    def client(self):
+        import threading
+        import time
+
+        self.events.append(("start", threading.current_thread().name))
+        time.sleep(0.3)
+        self.started += 1
+        self.events.append(("started", None))
+        if self.fail:
+            raise OSError("no cluster")
+        return "client"
+
+
+@pytest.mark.parametrize("fail", [False, True])
+def test_the_cluster_starts_on_a_thread_with_the_flow_and_the_first_unit_waits_for_it(monkeypatch, fail):
+    # checked against the order of events: the cluster's start runs on a thread of its own while the
+    # analysis goes on (it derives before its first unit), the first unit is submitted only once the
+    # start is done (or gets its error), and the start happens once
+    import types
+
+    import flows.dask_fanout as fanout
+
+    runner = _Runner(fail)
+    monkeypatch.setattr(fanout, "DaskTaskRunner", _Runner)
+    monkeypatch.setattr(fanout, "FlowRunContext", types.SimpleNamespace(get=lambda: types.SimpleNamespace(
+        task_runner=runner)))
+
+    class _Task:
+        def __init__(self, fn, **options):
+            self.name = options["name"]
+
+        def submit(self, **kwargs):
+            runner.events.append(("submit", self.name))
+            return self.name
+
+    monkeypatch.setattr(fanout, "task", _Task)
+
+    def body(submit):
+        runner.events.append(("deriving", runner.started))
+        return [submit(_unit, n=1), submit(_unit, n=2)]
+
+    token = fanout._BODY.set(body)
+    try:
+        if fail:
+            with pytest.raises(OSError, match="no cluster"):
+                fanout._run_body()
+        else:
+            assert fanout._run_body() == ["_unit", "_unit"]
+    finally:
+        fanout._BODY.reset(token)
+    kinds = [e[0] for e in runner.events]
+    assert kinds.index("deriving") < kinds.index("started")  # the analysis did not wait for the start
+    assert runner.events[0][1].startswith("dask-cluster")  # on a thread of its own
+    assert runner.started == 1
+    if fail:  # the start's error, at the first unit: nothing submitted
+        assert "submit" not in kinds
+    else:
+        assert kinds.index("started") < kinds.index("submit") and kinds.count("submit") == 2
+
+
+def test_an_analysis_that_fails_before_its_first_unit_raises_its_own_error_once_the_cluster_has_started(monkeypatch):
+    # the runner stops the cluster when the flow ends: the start must be over by then (no cluster left running)
+    import types
+
+    import flows.dask_fanout as fanout
+
+    runner = _Runner()
+    monkeypatch.setattr(fanout, "DaskTaskRunner", _Runner)
+    monkeypatch.setattr(fanout, "FlowRunContext", types.SimpleNamespace(get=lambda: types.SimpleNamespace(
+        task_runner=runner)))
+
+    def body(submit):
+        raise ValueError("no course is analysable")
+
+    token = fanout._BODY.set(body)
+    try:
+        with pytest.raises(ValueError, match="no course is analysable"):
+            fanout._run_body()
+    finally:
+        fanout._BODY.reset(token)
+    assert runner.started == 1 and runner.events[-1] == ("started", None)
+
+
 def test_a_unit_is_submitted_with_file_paths_in_place_of_its_frames(monkeypatch, tmp_path):
     # what a unit's task carries, checked against the submit call: each frame as the path of its file
     # (one file for a frame two units read), every other argument as given; the worker reads the
@@ -233,26 +323,30 @@ def test_an_exchange_folder_that_cannot_be_written_is_an_error_naming_it_and_the
 
 
 @pytest.mark.slow
-def test_a_local_clusters_workers_start_with_the_analysiss_malloc_settings_and_their_polars_threads(monkeypatch):
+def test_a_local_clusters_workers_start_with_the_analysiss_malloc_settings_their_polars_threads_and_its_modules(
+        monkeypatch):
     # checked against the worker processes themselves: Dask's 64 kB trim threshold cost the fan-out
     # 25 s of system time at 100,000 patients (docs/scaling.md); the workers keep freed memory as the
     # analysing process does (ketaoutcomes.memory); Dask's one-thread settings stay
     import os
+    import sys
 
     from distributed import Client, LocalCluster
 
-    from flows.dask_fanout import _worker_environment
+    from flows.dask_fanout import WORKER_PRELOAD, _worker_environment, task_runner
     from ketaoutcomes.memory import KEPT_HEAP_BYTES
 
     names = ("MALLOC_TRIM_THRESHOLD_", "MALLOC_MMAP_THRESHOLD_", "POLARS_MAX_THREADS", "OPENBLAS_NUM_THREADS")
     for name in names:
         monkeypatch.delenv(name, raising=False)
     settings = ExecutionSettings(executor="dask", n_workers=1, threads_per_worker=2)
-    with _worker_environment(settings), LocalCluster(n_workers=1, threads_per_worker=2, processes=True,
-                                                      host="127.0.0.1", dashboard_address=None) as cluster:
+    # the cluster prefect-dask starts for these settings (task_runner's kwargs), which preloads the units' modules
+    with _worker_environment(settings), LocalCluster(**task_runner(settings).cluster_kwargs) as cluster:
         with Client(cluster) as client:
             (env,) = client.run(lambda: tuple(os.environ.get(n) for n in names)).values()
+            (loaded,) = client.run(lambda: sorted(set(WORKER_PRELOAD) & set(sys.modules))).values()
     assert env == (str(KEPT_HEAP_BYTES), str(KEPT_HEAP_BYTES), "2", "1")
+    assert loaded == sorted(WORKER_PRELOAD) == ["flows.dask_fanout", "ketaoutcomes.analysis"]
     assert all(n not in os.environ for n in names)  # this process's environment is as it was
     remote = ExecutionSettings(executor="dask", address="tcp://scheduler.example:8786")
     import dask
