@@ -202,19 +202,30 @@ class _Runner:
         return "client"
 
 
+def _run_body_on(runner: _Runner, body, monkeypatch):
+    """``flows.dask_fanout._run_body`` of ``body`` in a flow run whose task runner is ``runner``."""
+    import types
+
+    import flows.dask_fanout as fanout
+
+    monkeypatch.setattr(fanout, "DaskTaskRunner", _Runner)
+    monkeypatch.setattr(fanout, "FlowRunContext", types.SimpleNamespace(get=lambda: types.SimpleNamespace(
+        task_runner=runner)))
+    token = fanout._BODY.set(body)
+    try:
+        return fanout._run_body()
+    finally:
+        fanout._BODY.reset(token)
+
+
 @pytest.mark.parametrize("fail", [False, True])
 def test_the_cluster_starts_on_a_thread_with_the_flow_and_the_first_unit_waits_for_it(monkeypatch, fail):
     # checked against the order of events: the cluster's start runs on a thread of its own while the
     # analysis goes on (it derives before its first unit), the first unit is submitted only once the
     # start is done (or gets its error), and the start happens once
-    import types
-
     import flows.dask_fanout as fanout
 
     runner = _Runner(fail)
-    monkeypatch.setattr(fanout, "DaskTaskRunner", _Runner)
-    monkeypatch.setattr(fanout, "FlowRunContext", types.SimpleNamespace(get=lambda: types.SimpleNamespace(
-        task_runner=runner)))
 
     class _Task:
         def __init__(self, fn, **options):
@@ -230,15 +241,11 @@ def test_the_cluster_starts_on_a_thread_with_the_flow_and_the_first_unit_waits_f
         runner.events.append(("deriving", runner.started))
         return [submit(_unit, n=1), submit(_unit, n=2)]
 
-    token = fanout._BODY.set(body)
-    try:
-        if fail:
-            with pytest.raises(OSError, match="no cluster"):
-                fanout._run_body()
-        else:
-            assert fanout._run_body() == ["_unit", "_unit"]
-    finally:
-        fanout._BODY.reset(token)
+    if fail:
+        with pytest.raises(OSError, match="no cluster"):
+            _run_body_on(runner, body, monkeypatch)
+    else:
+        assert _run_body_on(runner, body, monkeypatch) == ["_unit", "_unit"]
     kinds = [e[0] for e in runner.events]
     assert kinds.index("deriving") < kinds.index("started")  # the analysis did not wait for the start
     assert runner.events[0][1].startswith("dask-cluster")  # on a thread of its own
@@ -251,24 +258,13 @@ def test_the_cluster_starts_on_a_thread_with_the_flow_and_the_first_unit_waits_f
 
 def test_an_analysis_that_fails_before_its_first_unit_raises_its_own_error_once_the_cluster_has_started(monkeypatch):
     # the runner stops the cluster when the flow ends: the start must be over by then (no cluster left running)
-    import types
-
-    import flows.dask_fanout as fanout
-
     runner = _Runner()
-    monkeypatch.setattr(fanout, "DaskTaskRunner", _Runner)
-    monkeypatch.setattr(fanout, "FlowRunContext", types.SimpleNamespace(get=lambda: types.SimpleNamespace(
-        task_runner=runner)))
 
     def body(submit):
         raise ValueError("no course is analysable")
 
-    token = fanout._BODY.set(body)
-    try:
-        with pytest.raises(ValueError, match="no course is analysable"):
-            fanout._run_body()
-    finally:
-        fanout._BODY.reset(token)
+    with pytest.raises(ValueError, match="no course is analysable"):
+        _run_body_on(runner, body, monkeypatch)
     assert runner.started == 1 and runner.events[-1] == ("started", None)
 
 
