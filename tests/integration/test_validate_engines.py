@@ -22,7 +22,7 @@ from ketaoutcomes.contract import TABLE_ORDER
 from ketaoutcomes.ingest.load import load_registries_from_warehouse
 from ketaoutcomes.pipeline import ingest_step, simulate_step, validate_step
 from ketaoutcomes.settings import SimulationSettings
-from ketaoutcomes.validate import RESULT_SCHEMA, ValidationFailed, validate_tables, validate_warehouse
+from ketaoutcomes.validate import RESULT_SCHEMA, ValidationFailed, metrics, runner, validate_tables, validate_warehouse
 from tests.conftest import query_db
 
 SMALL = SimulationSettings(n_patients=300, seed=5)
@@ -148,9 +148,15 @@ def test_every_failure_equals_the_pandas_engine_on_corrupted_tables(warehouse, t
 class _CountingConnection:
     """A DuckDB connection that records how many rows each query hands back to Python."""
 
-    def __init__(self, con: duckdb.DuckDBPyConnection):
+    def __init__(self, con: duckdb.DuckDBPyConnection, fetched: list[tuple[int, str]] | None = None):
         self.con = con
-        self.fetched: list[tuple[int, str]] = []
+        self.fetched: list[tuple[int, str]] = [] if fetched is None else fetched
+
+    def cursor(self):  # the key counts run ahead on a cursor: its rows are counted too
+        return _CountingConnection(self.con.cursor(), self.fetched)
+
+    def close(self):
+        self.con.close()
 
     def execute(self, sql: str, params: list | None = None):
         outer = self
@@ -182,11 +188,105 @@ def test_no_table_is_fetched_only_counts_and_five_example_rows(warehouse, tmp_pa
     _corrupt(con)
     counting = _CountingConnection(con)
     result = validate_warehouse(counting, load_registries_from_warehouse(con))
+    # the values of the row conditions' columns in the data, NULL included
+    groups = max(con.execute("SELECT count(DISTINCT arm) + 1 FROM stg_courses").fetchone()[0],
+                 con.execute("SELECT count(DISTINCT instrument) + 1 FROM stg_mood_scores").fetchone()[0])
     con.close()
     assert not result.passed and counting.fetched
-    # an aggregate row per table and uniqueness rule, five example rows per failed rule at most,
-    # and an empty row set for each table's column types
-    assert max(n for n, _ in counting.fetched) <= 5, max(counting.fetched)
+    # a count row per table and value of the row conditions' column (an arm, an instrument; and
+    # NULL), a row per uniqueness rule, five example rows per failed rule at most, and an empty
+    # row set for each table's column types
+    counts = [(n, sql) for n, sql in counting.fetched if " GROUP BY " in sql and " HAVING " not in sql]
+    assert counts and max(n for n, _ in counts) <= groups, counts
+    assert max(n for n, sql in counting.fetched if (n, sql) not in counts) <= 5, max(counting.fetched)
     n_failed = result.failures.height
     t = len(TABLE_ORDER)  # every import table, the optional clinical_events included (empty here)
-    assert len(counting.fetched) <= t * 2 + t + t + n_failed  # table lookups and schemas; counts; keys; examples
+    # table lookups and schemas; counts (and the exact counts of ranges their extremes do not show
+    # unbroken); keys (a compound key's hash check and exact count); examples
+    assert len(counting.fetched) <= t * 2 + 2 * t + t + 1 + n_failed
+
+
+def test_grouped_counts_equal_each_count_in_full_on_corrupted_tables(warehouse, tmp_path, monkeypatch):
+    """Each count read from the one grouped query (a count under an arm or instrument read in its
+    group; a range from its column's minimum and maximum, else counted exactly) equals the count's
+    own SQL run alone over the table, on tables broken in every family."""
+    db = tmp_path / "bad.duckdb"
+    db.write_bytes(warehouse.read_bytes())
+    con = duckdb.connect(str(db))
+    _corrupt(con)
+    checked: list[tuple[str, str, int]] = []
+    run_counts = metrics._run_counts
+
+    def both(query, t, counts, values, errors):
+        run_counts(query, t, counts, values, errors)
+        assert not errors, errors
+        for mid, c in counts.items():
+            alone = con.execute(f"SELECT {c.full} FROM ({t.domain(c.derived)}) d").fetchone()[0]
+            assert values[mid] == alone, (t.table, c.full)
+            checked.append((t.table, c.full, alone))
+
+    monkeypatch.setattr(metrics, "_run_counts", both)
+    validate_warehouse(con, load_registries_from_warehouse(con))
+    con.close()
+    # the kinds of count that the grouping changes were all there, and some were not 0
+    assert any("_ko_arm" in full and n for _, full, n in checked)  # a count under an arm
+    assert any("instrument" in full and n for _, full, n in checked)  # under an instrument
+    assert any("NOT (d.\"dose_mg\" >=" in full and n for _, full, n in checked)  # a broken range, exactly
+    assert any("NOT (d.\"total_score\" >=" in full and not n for _, full, n in checked)  # a range kept
+    assert {t for t, _, _ in checked} >= {"patients", "courses", "sessions", "adverse_events", "mood_scores"}
+
+
+def test_key_queries_predict_every_key_count_evaluate_table_asks_for(warehouse, monkeypatch):
+    """The uniqueness queries started before Great Expectations is imported are the ones its
+    expectations then ask for: none is run for nothing, none is run twice."""
+    made: list[metrics.Prefetch] = []
+
+    class Spy(metrics.Prefetch):
+        def __init__(self, con, queries):
+            self.predicted = list(queries)
+            super().__init__(con, self.predicted)
+            made.append(self)
+
+    monkeypatch.setattr(runner, "Prefetch", Spy)
+    con = duckdb.connect(str(warehouse), read_only=True)
+    try:
+        threads = con.execute("SELECT current_setting('threads')").fetchone()[0]
+        result = validate_warehouse(con, load_registries_from_warehouse(con))
+        assert con.execute("SELECT current_setting('threads')").fetchone()[0] == threads  # given back
+    finally:
+        con.close()
+    (spy,) = made
+    key_rules = result.results.filter(pl.col("rule_id").str.ends_with(".key_unique") & pl.col("error").is_null())
+    assert len(spy.predicted) == key_rules.height >= len(TABLE_ORDER) - 1
+    assert spy.unused == set()
+
+
+def test_prefetch_answers_its_queries_runs_others_and_gives_threads_back(tmp_path):
+    con = duckdb.connect(str(tmp_path / "p.duckdb"))
+    con.execute("SET threads = 2")
+    con.execute("CREATE TABLE t AS SELECT range AS x FROM range(10)")
+    with metrics.Prefetch(con, ["SELECT count(*) FROM t", "SELECT * FROM missing_table"]) as prefetch:
+        assert con.execute("SELECT current_setting('threads')").fetchone()[0] == 1  # one core for the import
+        assert prefetch.fetch("SELECT count(*) FROM t") == [(10,)]
+        assert con.execute("SELECT current_setting('threads')").fetchone()[0] == 2
+        with pytest.raises(duckdb.CatalogException, match="missing_table"):
+            prefetch.fetch("SELECT * FROM missing_table")  # its own error, when asked for
+        assert prefetch.fetch("SELECT max(x) FROM t") == [(9,)]  # not prefetched: run on con
+        assert prefetch.unused == set()
+    with metrics.Prefetch(con, ["SELECT 1"]):
+        pass  # left before any fetch: the threads are given back all the same
+    assert con.execute("SELECT current_setting('threads')").fetchone()[0] == 2
+    con.close()
+
+
+def test_equal_key_hashes_are_counted_exactly(warehouse, monkeypatch):
+    """A compound key's hash check that finds equal hashes (as a collision would, on keys that
+    differ) is not the count: the exact GROUP BY is, and here it finds no duplicate."""
+    monkeypatch.setattr(metrics._Table, "unique_check_sql", lambda self, spec: "SELECT 1")
+    con = duckdb.connect(str(warehouse), read_only=True)
+    try:
+        result = validate_warehouse(con, load_registries_from_warehouse(con), tables=["mood_scores"])
+    finally:
+        con.close()
+    row = result.results.filter(pl.col("rule_id") == "mood_scores.key_unique").row(0, named=True)
+    assert row["success"] and row["unexpected_count"] == 0 and row["error"] is None
