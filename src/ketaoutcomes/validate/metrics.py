@@ -438,11 +438,11 @@ class Prefetch:
         self._con = con
         todo = list(dict.fromkeys(queries))
         self._threads: int | None = None  # DuckDB's threads, while one fewer run
-        if todo and (threads := int(con.execute("SELECT current_setting('threads')").fetchone()[0])) > 1:
-            con.execute(f"SET threads = {threads - 1}")
-            self._threads = threads
         self._cursor = con.cursor() if todo else None
         self._pool = ThreadPoolExecutor(1, thread_name_prefix="validate-prefetch") if todo else None
+        if todo and (threads := int(con.execute("SELECT current_setting('threads')").fetchone()[0])) > 1:
+            con.execute(f"SET threads = {threads - 1}")  # (after the cursor and pool: their failure leaves it)
+            self._threads = threads
         self._futures: dict[str, Future] = {sql: self._pool.submit(self._rows, sql) for sql in todo}
         self.unused = set(self._futures)  # the prefetched queries nobody has asked for yet
 
