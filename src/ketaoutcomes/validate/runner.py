@@ -51,12 +51,13 @@ def _selected(tables: Collection[str] | None) -> list[str]:
 
 
 def _run(schemas: Mapping[str, pl.Schema], registries: Registries, tables: Collection[str] | None,
-         evaluate: Evaluate) -> ValidationResult:
+         evaluate: Evaluate, rules: list[Rule] | None = None) -> ValidationResult:
+    """``rules``: :func:`build_rules` of ``registries``, when the caller has them already."""
     from great_expectations.core import ExpectationSuiteValidationResult
 
     # an optional table (clinical_events) that is not there has no rows to check: its rules do not run
     selected = [t for t in _selected(tables) if t in schemas or t not in OPTIONAL_TABLES]
-    rules = build_rules(registries)
+    rules = build_rules(registries) if rules is None else rules
     rows: list[dict[str, Any]] = []
     suite_results: dict[str, Any] = {}
     for table in selected:
@@ -151,15 +152,16 @@ def validate_warehouse(
         if exists:
             sources[t] = source(con, name)
     schemas = {t: s.schema for t, s in sources.items()}
-    rules = build_rules(registries)
+    all_rules = build_rules(registries)
     # the key counts start on a thread now, while _run imports GX (some 2 s of one core)
     predicted = [q for t in _selected(tables) if t in sources
-                 for q in key_queries(t, sources, [r for r in rules if r.table == t and rule_problem(schemas, r) is None],
+                 for q in key_queries(t, sources, [r for r in all_rules if r.table == t and rule_problem(schemas, r) is None],
                                       (rows or {}).get(t))]
     with Prefetch(con, predicted) as prefetch:
         return _run(schemas, registries, tables,
                     lambda table, rules, expectations: evaluate_table(con, table, sources, rules, expectations,
-                                                                      (rows or {}).get(table), prefetch))
+                                                                      (rows or {}).get(table), prefetch),
+                    all_rules)
 
 
 def _frames_in_duckdb(frames: Mapping[str, pl.DataFrame]) -> Any:
