@@ -48,7 +48,8 @@ def content_hash(db: Path) -> str:
 
 
 def ingest(db: Path, folder: Path, *, failpoint: str | None = None, marker: Path | None = None) -> subprocess.Popen:
-    env = {**os.environ, "KETAOUTCOMES_DB": str(db)}
+    # TMPDIR: a killed ingest leaves its scratch folder behind; in the test's folder, not the system's
+    env = {**os.environ, "KETAOUTCOMES_DB": str(db), "TMPDIR": str(db.parent)}
     env.pop("KETAOUTCOMES_FAILPOINT", None)
     if failpoint:
         env["KETAOUTCOMES_FAILPOINT"] = failpoint

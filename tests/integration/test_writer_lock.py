@@ -78,7 +78,9 @@ with write_session(db) as con:
 
 def frozen_ingest(db: Path, export: Path, marker: Path, point: str = "ingest.before_write") -> subprocess.Popen:
     """`python -m ketaoutcomes ingest` frozen at a failpoint while it holds the writer lock."""
-    env = {**os.environ, "KETAOUTCOMES_FAILPOINT": point, "KETAOUTCOMES_FAILPOINT_MARKER": str(marker)}
+    # TMPDIR: a killed ingest leaves its scratch folder behind; in the test's folder, not the system's
+    env = {**os.environ, "KETAOUTCOMES_FAILPOINT": point, "KETAOUTCOMES_FAILPOINT_MARKER": str(marker),
+           "TMPDIR": str(db.parent)}
     env.pop("KETAOUTCOMES_FAILPOINT_ACTION", None)
     proc = subprocess.Popen([sys.executable, "-m", "ketaoutcomes", "ingest", str(export), "--db", str(db)], env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
