@@ -17,8 +17,8 @@ from ketaoutcomes.analysis import analyze
 from ketaoutcomes.analysis import contrasts as contrasts_module
 from ketaoutcomes.analysis.common import model_frame
 from ketaoutcomes.derive import derive_all
-from ketaoutcomes.models.contrasts import (curve_summaries, curve_summaries_by_arm, percentile_interval, read_curve,
-                                          risk_difference_interval)
+from ketaoutcomes.models.contrasts import (ArmCounts, curve_summaries, curve_summaries_by_arm, percentile_interval,
+                                          read_curve, risk_difference_interval)
 from ketaoutcomes.models.weighted import restricted_mean, weighted_kaplan_meier
 from ketaoutcomes.registries import load_registries
 from ketaoutcomes.settings import SimulationSettings, StudySettings
@@ -92,6 +92,71 @@ def test_curve_summaries_by_arm_are_bit_for_bit_the_two_masked_calls(shape):
         for field in ("risk", "median", "rmst", "n"):
             np.testing.assert_array_equal(getattr(got, field), getattr(want, field), strict=True)
     assert np.isnan(comparator.rmst).any() == (shape == "replicates")
+
+
+def _assert_same_summaries(got, want) -> None:
+    for field in ("risk", "median", "rmst", "n"):
+        np.testing.assert_array_equal(getattr(got, field), getattr(want, field), strict=True)
+
+
+def test_arm_counts_one_replicate_at_a_time_are_bit_for_bit_the_summaries_of_the_rows_arrays():
+    """ArmCounts filled row by row against curve_summaries_by_arm on the (B, n) arrays: every array
+    equal, bit for bit, including a replicate with an arm left empty and one with all weights 0."""
+    df = _random_data(6)
+    grid, tidx = np.unique(df["time"].to_numpy(), return_inverse=True)
+    rng = np.random.default_rng(8)
+    draws = rng.integers(0, df.height, size=(12, df.height))
+    arm = df["arm"].to_numpy()[draws] == "a"
+    arm[2] = False  # no target rows
+    w = df["w"].to_numpy()[draws] * (rng.random(draws.shape) > 0.1)
+    w[5] = 0.0  # a replicate whose refit failed
+    event = df["event"].to_numpy()[draws]
+    counts = ArmCounts(12, grid)
+    for b in range(12):
+        counts.add(b, tidx[draws[b]], event[b], w[b], arm[b])
+    kw = dict(days=[5, 15, 40], horizon=25)
+    for got, want in zip(counts.summaries(**kw), curve_summaries_by_arm(tidx[draws], event, w, arm, grid, **kw)):
+        _assert_same_summaries(got, want)
+    with pytest.raises(ValueError, match="weights must be finite"):
+        counts.add(0, tidx, df["event"].to_numpy(), -df["w"].to_numpy(), np.ones(df.height, dtype=bool))
+
+
+def test_bootstrap_summaries_are_those_of_the_whole_draw_matrix_bit_for_bit(cohort):
+    """The bootstrap one replicate at a time against the way it was computed before (one (B, n) draw
+    matrix from the seed, a refit per row, every replicate's rows summarised at once): the same draws,
+    the same weights and the same summaries, bit for bit; a replicate whose refit raises is counted
+    and has no patients."""
+    d, study = cohort
+    frame = model_frame(d.adsl, d.adtte, "TTRESP")
+    pair = frame.filter(pl.col("ARM").is_in(["ketamine_iv", "ssri"]) & pl.col("AVAL").is_not_null()
+                        & pl.col("EVENT").is_not_null())
+    n, B = pair.height, 20
+    grid, tidx = np.unique(pair["AVAL"].cast(pl.Float64).to_numpy(), return_inverse=True)
+    event = pair["EVENT"].cast(pl.Float64).to_numpy()
+    treated = (pair["ARM"] == "ketamine_iv").to_numpy()
+    refit = contrasts_module.pair_propensity_draws(pair, "ketamine_iv", study)
+    seed = contrasts_module.bootstrap_seed(study, "TTRESP", "ketamine_iv")
+    kw = dict(days=[7.0, 28.0], horizon=40.0)
+
+    class FailingSeventh:
+        def __init__(self):
+            self.seen = 0
+
+        def weights(self, rows):
+            self.seen += 1
+            if self.seen == 7:
+                raise np.linalg.LinAlgError("Singular matrix")
+            return refit.weights(rows)
+    got, errors = contrasts_module.bootstrap_summaries(FailingSeventh(), tidx, event, treated, grid, seed, B, **kw)
+    assert errors == ["LinAlgError: Singular matrix"]
+
+    draws = np.random.default_rng(seed).integers(0, n, size=(B, n))
+    W = np.stack([refit.weights(r) for r in draws])
+    W[6] = 0.0
+    want = curve_summaries_by_arm(tidx[draws], event[draws], W, treated[draws], grid, **kw)
+    for arm, w in zip(("target", "comparator"), want):
+        _assert_same_summaries(got[arm], w)
+    assert got["target"].n[6] == got["comparator"].n[6] == 0 and (got["target"].n > 0).sum() == B - 1
 
 
 def test_median_at_exactly_one_half_is_the_midpoint_as_R_prints_it():

@@ -23,11 +23,11 @@ from a **person-level bootstrap of the whole weighted estimation**: in each of
 ``models.bootstrap_replicates`` (200) replicates the pair's patients are drawn with replacement,
 the study's propensity model is refitted on the draw (so a replicate uses whatever propensity
 model, weighting, truncation or matching the study configures), the weights (or matches) are
-recomputed, and the two weighted curves of the draw are
-summarised (:func:`ketaoutcomes.models.contrasts.curve_summaries_by_arm`, all replicates in one pass of
-array operations). Replicates are drawn from a generator seeded by ``random_seed``, the endpoint
-and the route, so a run is reproducible and adding a route does not move another's draws. The
-refit codes the pair's covariates once and builds each draw's design from the codes
+recomputed, and the two weighted curves of the draw are summarised (:func:`bootstrap_summaries`:
+one replicate at a time, keeping only its curves' counts per day,
+:class:`ketaoutcomes.models.contrasts.ArmCounts`). Replicates are drawn from a generator seeded by
+``random_seed``, the endpoint and the route, so a run is reproducible and adding a route does not
+move another's draws. The refit codes the pair's covariates once and builds each draw's design from the codes
 (:func:`~ketaoutcomes.analysis.propensity.pair_propensity_draws`); with the ridge model and IPTW or
 overlap weights (the defaults) it fits the draw's distinct patients (arm and covariates) with their
 counts as frequency weights: the same fit of the same draw as on a frame of the drawn patients, its
@@ -64,12 +64,14 @@ import polars as pl
 
 from ketaoutcomes.analysis.propensity import fit_pair_propensity, pair_propensity_draws
 from ketaoutcomes.models.common import one_blas_thread
-from ketaoutcomes.models.contrasts import (CurveSummaries, curve_summaries_by_arm, percentile_interval,
+from ketaoutcomes.models.contrasts import (ArmCounts, CurveSummaries, curve_summaries_by_arm, percentile_interval,
                                           risk_difference_interval)
+from ketaoutcomes.models.ps_fit import PropensityDraws
 from ketaoutcomes.notes import Note
 from ketaoutcomes.settings import StudySettings
 
-__all__ = ["CONTRAST_SCHEMA", "RATIO_MEASURE", "at_risk_floor", "bootstrap_seed", "primary_contrasts"]
+__all__ = ["CONTRAST_SCHEMA", "RATIO_MEASURE", "at_risk_floor", "bootstrap_seed", "bootstrap_summaries",
+           "primary_contrasts"]
 
 #: The measure of the rows of :func:`primary_contrasts` that hold a risk ratio (route / reference by a
 #: day, its bootstrap interval) in ``difference``/``lower``/``upper``: the analysis moves them out
@@ -84,10 +86,6 @@ CONTRAST_SCHEMA = {
     "n_boot": pl.Int64, "n_boot_failed": pl.Int64, "interval": pl.String,
     "diagnostics": pl.String, "gate_reasons": pl.String, "note": pl.String,
 }
-
-
-#: Bootstrap replicates summarised at once (memory: some ten arrays of this many times the pair's patients).
-BOOTSTRAP_BLOCK = 25
 
 
 def bootstrap_seed(study: StudySettings, paramcd: str, target: str) -> np.random.SeedSequence:
@@ -107,6 +105,36 @@ def _weights(pair_ids: np.ndarray, scores: pl.DataFrame) -> np.ndarray:
 
 def _both(s: CurveSummaries, b: int | slice) -> dict[str, np.ndarray]:
     return {"risk": s.risk[b], "median": s.median[b], "rmst": s.rmst[b]}
+
+
+def bootstrap_summaries(refit: PropensityDraws, time_index: np.ndarray, event: np.ndarray, treated: np.ndarray,
+                        grid: np.ndarray, seed: np.random.SeedSequence, replicates: int, *, days: Sequence[float],
+                        horizon: float) -> tuple[dict[str, CurveSummaries], list[str]]:
+    """The two arms' curve summaries (``target``, ``comparator``) in each of ``replicates`` bootstrap
+    replicates of a pair's ``n`` rows, and the errors of the replicates whose propensity refit failed
+    (their weights all 0: no patients, so NaN summaries).
+
+    Replicate b draws n rows with replacement: row b of ``rng.integers(0, n, size=(replicates, n))``,
+    drawn here one row at a time (numpy's generator gives the same numbers). Its propensity model is
+    refitted on the draw (``refit``), and only the counts of its two weighted curves per grid time are
+    kept (:class:`~ketaoutcomes.models.contrasts.ArmCounts`): no (replicates, n) array is made. At a
+    million patients the draws alone were 1.1 GB per unit, and its blocks of 25 replicates' rows
+    (90 MB arrays) were mapped afresh, and their pages zeroed, every block; the summaries are the same,
+    bit for bit, as those of the rows' arrays (``tests/unit/test_contrasts.py``)."""
+    n = len(time_index)
+    rng = np.random.default_rng(seed)
+    counts = ArmCounts(replicates, grid)
+    errors: list[str] = []
+    with one_blas_thread():
+        for b in range(replicates):
+            rows = rng.integers(0, n, size=n)
+            try:
+                w = refit.weights(rows)
+            except Exception as exc:  # noqa: BLE001 - a replicate that cannot be fitted is counted, not fatal
+                errors.append(f"{type(exc).__name__}: {exc}")
+                w = np.zeros(n)
+            counts.add(b, time_index[rows], event[rows], w, treated[rows])
+    return dict(zip(("target", "comparator"), counts.summaries(days=days, horizon=horizon))), errors
 
 
 def primary_contrasts(frame: pl.DataFrame, paramcd: str, study: StudySettings, targets: Sequence[str],
@@ -147,34 +175,8 @@ def primary_contrasts(frame: pl.DataFrame, paramcd: str, study: StudySettings, t
         boot: dict[str, CurveSummaries] | None = None
         failed = 0
         if run_boot:
-            rng = np.random.default_rng(bootstrap_seed(study, paramcd, target))
-            draws = rng.integers(0, n, size=(B, n))  # one matrix, as ever: the same draws
-            draws = draws.astype(np.int32) if n < 2**31 else draws
-            errors: list[str] = []
-            parts: list[dict[str, CurveSummaries]] = []
-            # the pair's covariates coded once: each draw's refit builds its design from the codes (the same
-            # numbers as fit_pair_propensity on the frame of the drawn rows, without that frame)
-            refit = pair_propensity_draws(pair, target, study)
-            # the replicates' curves in blocks: each replicate's summaries are its own (rows of
-            # curve_summaries_by_arm), so blocks give the same numbers as one pass, in memory of a block
-            # (ten B x n arrays at once took gigabytes at a million patients)
-            for lo in range(0, B, BOOTSTRAP_BLOCK):
-                block = draws[lo:lo + BOOTSTRAP_BLOCK]
-                W = np.zeros(block.shape)
-                with one_blas_thread():
-                    for b in range(block.shape[0]):
-                        try:
-                            W[b] = refit.weights(block[b])
-                        except Exception as exc:  # noqa: BLE001 - a replicate that cannot be fitted is counted, not fatal
-                            errors.append(f"{type(exc).__name__}: {exc}")
-                t_b, d_b, a_b = tidx[block], event[block], treated[block]
-                parts.append(dict(zip(("target", "comparator"),
-                                      curve_summaries_by_arm(t_b, d_b, W, a_b, grid, days=days, horizon=tau))))
-                del W, t_b, d_b, a_b
-            boot = {arm: CurveSummaries(parts[0][arm].days, parts[0][arm].horizon,
-                                        *(np.concatenate([getattr(p[arm], f) for p in parts])
-                                          for f in ("risk", "median", "rmst", "n")))
-                    for arm in ("target", "comparator")}
+            boot, errors = bootstrap_summaries(pair_propensity_draws(pair, target, study), tidx, event, treated, grid,
+                                               bootstrap_seed(study, paramcd, target), B, days=days, horizon=tau)
             ok = (boot["target"].n > 0) & (boot["comparator"].n > 0)
             failed = int((~ok).sum())
             for s in boot.values():  # a replicate with an arm left empty is not a replicate of this estimate

@@ -37,8 +37,8 @@ import numpy as np
 import polars as pl
 from scipy import stats
 
-__all__ = ["CurveSummaries", "curve_summaries", "curve_summaries_by_arm", "mover_interval", "percentile_interval",
-           "read_curve", "risk_difference_interval", "rmst_difference", "wilson_interval"]
+__all__ = ["ArmCounts", "CurveSummaries", "curve_summaries", "curve_summaries_by_arm", "mover_interval",
+           "percentile_interval", "read_curve", "risk_difference_interval", "rmst_difference", "wilson_interval"]
 
 #: R's tolerance for "the curve is at 0.5" (as :mod:`ketaoutcomes.models.km`).
 _TOL = math.sqrt(np.finfo(float).eps)
@@ -105,6 +105,40 @@ def curve_summaries_by_arm(time_index: np.ndarray, event: np.ndarray, weight: np
     n_t = (positive & a).sum(axis=1)
     return (_summaries(grid, w_at[0], d_at[0], n_t, days, horizon),
             _summaries(grid, w_at[1], d_at[1], positive.sum(axis=1) - n_t, days, horizon))
+
+
+class ArmCounts:
+    """The weighted counts of :func:`curve_summaries_by_arm` filled one replicate at a time: ``add(b,
+    ...)`` takes replicate b's rows (n,) and keeps only their counts per grid time (2 x m numbers), so
+    ``B`` replicates need no (B, n) array. :meth:`summaries` gives, bit for bit, what
+    :func:`curve_summaries_by_arm` gives on the (B, n) arrays of the same rows (a count is the same
+    sum of the same row's weights in the same order; the curves are computed row by row)."""
+
+    def __init__(self, replicates: int, grid: np.ndarray):
+        self.grid = np.asarray(grid, dtype=float)
+        m = len(self.grid)
+        self.w_at = np.zeros((2, replicates, m))
+        self.d_at = np.zeros((2, replicates, m))
+        self.n = np.zeros((2, replicates), dtype=np.int64)
+
+    def add(self, b: int, time_index: np.ndarray, event: np.ndarray, weight: np.ndarray, treated: np.ndarray) -> None:
+        """Replicate ``b``: its rows' time indices, events (1/0), weights (>= 0) and arms (True: target)."""
+        ti, d, w, a = (x[0] for x in _arrays(time_index, event, weight, treated, horizon=1.0))
+        m = len(self.grid)
+        flat = ti + np.where(a, 0, m)  # bins 0 .. m - 1: the target's curve; m .. 2 m - 1: the comparator's
+        self.w_at[:, b] = np.bincount(flat, weights=w, minlength=2 * m).reshape(2, m)
+        self.d_at[:, b] = np.bincount(flat, weights=w * d, minlength=2 * m).reshape(2, m)
+        positive = w > 0
+        n_t = int((positive & a).sum())
+        self.n[:, b] = n_t, int(positive.sum()) - n_t
+
+    def summaries(self, *, days: Sequence[float], horizon: float) -> tuple[CurveSummaries, CurveSummaries]:
+        """The target's and the comparator's summaries of every replicate (rows in replicate order)."""
+        if not horizon > 0:
+            raise ValueError("horizon must be > 0")
+        target, comparator = (_summaries(self.grid, self.w_at[k], self.d_at[k], self.n[k], days, horizon)
+                              for k in (0, 1))
+        return target, comparator
 
 
 def _arrays(time_index: np.ndarray, event: np.ndarray, weight: np.ndarray, treated: np.ndarray | None = None, *,
