@@ -198,7 +198,8 @@ def fit_core(spec: FitSpec, treated: np.ndarray, coded: CodedCovariates, notes: 
                 continue
             model_cols.append(x)
             names.append(name)
-        X = np.column_stack(model_cols) if model_cols else np.empty((len(treated), 0))
+        # (p, n) rows, seen as (n, p): the ridge fit works on the transposed design (ps_model._ridge)
+        X = np.stack(model_cols).T if model_cols else np.empty((len(treated), 0))
         fit = fit_ps_model(treated.astype(float), X, model=model, variance=spec.ridge_variance, freq=freq,
                            start=start[1] if start is not None and start[0] == tuple(names) else None)
         ps, converged, fit_notes = fit.ps, fit.converged, list(fit.notes)

@@ -104,38 +104,52 @@ def _expit(eta: np.ndarray) -> np.ndarray:
         return 1.0 / (1.0 + np.exp(-eta))
 
 
+def _log1pexp(eta: np.ndarray) -> np.ndarray:
+    """``log(1 + exp(eta))`` without overflow: ``max(eta, 0) + log1p(exp(-|eta|))`` (the same numbers as
+    ``np.logaddexp(0, eta)`` to rounding, in a third of its time)."""
+    out = np.abs(eta)
+    np.negative(out, out=out)
+    np.exp(out, out=out)
+    np.log1p(out, out=out)
+    out += np.maximum(eta, 0.0)
+    return out
+
+
 def _ridge(y: np.ndarray, X: np.ndarray, variance: float, freq: np.ndarray | None = None,
            start: np.ndarray | None = None) -> PsFit:
     n, p = X.shape
-    # D: a column of ones, then the columns standardised, written in place (X - mean computed once, no
-    # column_stack copy; the same numbers: a bootstrap refit of 120,000 patterns 6% faster)
-    D = np.empty((n, p + 1))
-    D[:, 0] = 1.0
-    Xc = D[:, 1:]
+    # Dt: the design transposed, (p + 1, n): a row of ones, then the columns standardised, written in
+    # place (X - mean computed once, no column_stack copy). Rows of n numbers in a row make the products
+    # with it contiguous, and the information matrix is S S' of S = Dt sqrt(w) (BLAS's syrk, half the
+    # products of Dt w D): a bootstrap refit of 147,000 patterns took half the time.
+    Dt = np.empty((p + 1, n))
+    Dt[0] = 1.0
+    Xc = Dt[1:]
     if freq is None:
         mean = X.mean(axis=0)
         sd = X.std(axis=0)  # divisor n, as glmnet standardises
         ybar = float(np.mean(y))
-        np.subtract(X, mean, out=Xc)
+        np.subtract(X.T, mean[:, None], out=Xc)
     else:  # row i stands for freq[i] rows: the fit of the rows repeated (up to rounding)
         total = float(freq.sum())
-        mean = freq @ X / total
-        np.subtract(X, mean, out=Xc)
-        sd = np.sqrt(freq @ (Xc * Xc) / total)
+        mean = X.T @ freq / total
+        np.subtract(X.T, mean[:, None], out=Xc)
+        sd = np.sqrt((Xc * Xc) @ freq / total)
         ybar = float(freq @ y) / total
     if np.any(sd == 0.0):
         raise ValueError("constant columns must be left out of the propensity model")
-    Xc /= sd
+    Xc /= sd[:, None]
     pen = np.r_[0.0, np.full(p, 1.0 / variance)]  # the intercept is not penalised
     theta = np.zeros(p + 1)
     theta[0] = math.log(ybar / (1.0 - ybar))
     if start is not None and start.shape == (p + 1,) and np.isfinite(start).all():
         # from given coefficients (the columns' own scale) in this fit's standardised coordinates
         theta = np.r_[start[0] + float(start[1:] @ mean), start[1:] * sd]
+    S = np.empty_like(Dt)
 
     def objective(t: np.ndarray) -> tuple[float, np.ndarray]:
-        eta = D @ t  # kept: the next iteration's (or the scores') linear predictor, not computed twice
-        ll = y * eta - np.logaddexp(0.0, eta)
+        eta = t @ Dt  # kept: the next iteration's (or the scores') linear predictor, not computed twice
+        ll = y * eta - _log1pexp(eta)
         return float(np.sum(ll) if freq is None else freq @ ll) - 0.5 * float(np.sum(pen * t * t)), eta
 
     f, eta = objective(theta)
@@ -146,8 +160,9 @@ def _ridge(y: np.ndarray, X: np.ndarray, variance: float, freq: np.ndarray | Non
         w = mu * (1.0 - mu)
         if freq is not None:
             w *= freq
-        grad = D.T @ (y - mu if freq is None else freq * (y - mu)) - pen * theta
-        hess = (D * w[:, None]).T @ D + np.diag(pen)
+        grad = Dt @ (y - mu if freq is None else freq * (y - mu)) - pen * theta
+        np.multiply(Dt, np.sqrt(w), out=S)
+        hess = S @ S.T + np.diag(pen)
         step = np.linalg.solve(hess, grad)
         scale = 1.0
         while True:  # step halving: the penalised log-likelihood must not decrease
