@@ -123,6 +123,7 @@ class ArmCounts:
 
     def add(self, b: int, time_index: np.ndarray, event: np.ndarray, weight: np.ndarray, treated: np.ndarray) -> None:
         """Replicate ``b``: its rows' time indices, events (1/0), weights (>= 0) and arms (True: target)."""
+        # the checks of curve_summaries_by_arm (the horizon is checked by summaries(): any > 0 passes here)
         ti, d, w, a = (x[0] for x in _arrays(time_index, event, weight, treated, horizon=1.0))
         m = len(self.grid)
         flat = ti + np.where(a, 0, m)  # bins 0 .. m - 1: the target's curve; m .. 2 m - 1: the comparator's
