@@ -119,6 +119,8 @@ def test_arm_counts_one_replicate_at_a_time_are_bit_for_bit_the_summaries_of_the
         _assert_same_summaries(got, want)
     with pytest.raises(ValueError, match="weights must be finite"):
         counts.add(0, tidx, df["event"].to_numpy(), -df["w"].to_numpy(), np.ones(df.height, dtype=bool))
+    with pytest.raises(ValueError, match="one replicate's rows"):
+        counts.add(0, tidx[draws], event, w, arm)
 
 
 def test_bootstrap_summaries_are_those_of_the_whole_draw_matrix_bit_for_bit(cohort):

@@ -123,6 +123,8 @@ class ArmCounts:
 
     def add(self, b: int, time_index: np.ndarray, event: np.ndarray, weight: np.ndarray, treated: np.ndarray) -> None:
         """Replicate ``b``: its rows' time indices, events (1/0), weights (>= 0) and arms (True: target)."""
+        if np.ndim(time_index) != 1:
+            raise ValueError("ArmCounts.add takes one replicate's rows: 1-d arrays")
         # the checks of curve_summaries_by_arm (the horizon is checked by summaries(): any > 0 passes here)
         ti, d, w, a = (x[0] for x in _arrays(time_index, event, weight, treated, horizon=1.0))
         m = len(self.grid)
