@@ -120,8 +120,9 @@ def _user_errors() -> tuple[type[Exception], ...]:
     from ketaoutcomes.pipeline import AnalysisNotReady, SimulationRefused
     from ketaoutcomes.reproduce import ReproduceRefused
     from ketaoutcomes.simulate.ssri_failure_export import SimulationProtocolError
+    from ketaoutcomes.query import QueryRefused
     from ketaoutcomes.table_contract import ContractError
-    from ketaoutcomes.warehouse import DiskFull, QueryRefused, WarehouseBusy, WarehouseChanged, WarehouseMissing
+    from ketaoutcomes.warehouse import DiskFull, WarehouseBusy, WarehouseChanged, WarehouseMissing
 
     return (IngestError, AnalysisNotReady, StudyMismatch, StudyFileError, ContractError, WarehouseBusy,
             WarehouseChanged, WarehouseMissing, DiskFull, RollbackError, SimulationRefused, QueryRefused,
@@ -400,7 +401,7 @@ def query(
     import duckdb
     import polars as pl
 
-    from ketaoutcomes.warehouse import check_output_path, run_query, write_query_csv
+    from ketaoutcomes.query import check_output_path, run_query, write_query_csv
 
     dbp = _db(db)
     with _errors():

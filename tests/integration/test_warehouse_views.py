@@ -15,7 +15,7 @@ from ketaoutcomes.docs import EXAMPLE_QUERIES
 from ketaoutcomes.pipeline import analyze_step, ingest_step, output_contracts, simulate_step, validate_step
 from ketaoutcomes.settings import SimulationSettings, StudySettings
 from ketaoutcomes.table_contract import LATEST_RUN_VIEW, latest_view
-from ketaoutcomes.warehouse import run_query
+from ketaoutcomes.query import run_query
 from tests.conftest import query_db as q
 
 SMALL = SimulationSettings(n_patients=300, seed=5)

@@ -23,7 +23,7 @@ SRC = ROOT / "src" / "ketaoutcomes"
 #: Bottom to top. A name is the first component under ``ketaoutcomes`` (a module or a package).
 LAYERS: tuple[frozenset[str], ...] = (
     frozenset({"", "failpoints", "contract", "table_contract", "endpoints", "notes", "settings", "protocol", "registries",
-               "suggest", "snapshots", "warehouse", "memory"}),
+               "suggest", "snapshots", "warehouse", "query", "memory"}),
     frozenset({"ingest", "validate", "derive", "simulate", "docs"}),
     frozenset({"models"}),
     frozenset({"analysis", "truth"}),

@@ -16,7 +16,8 @@ import pytest
 from typer.testing import CliRunner
 
 from ketaoutcomes.cli import app
-from ketaoutcomes.warehouse import QueryRefused, query_connection, write_query_csv, write_session
+from ketaoutcomes.query import QueryRefused, query_connection, write_query_csv
+from ketaoutcomes.warehouse import write_session
 from tests.conftest import write_export
 
 runner = CliRunner()
