@@ -143,3 +143,44 @@ def test_fetch_owned_gives_fetchs_frame_in_one_chunk_of_its_own_in_batches_or_em
             got = fetch_owned(con, sql, params, batch_rows=rows)
             assert got.schema == want.schema and got.equals(want) and got.n_chunks() == 1
     assert fetch_owned(con, "SELECT * FROM t WHERE s = ?", ["nobody"]).is_empty()
+
+
+def test_frames_written_in_arrow_batches_keep_every_row_and_its_order(tmp_path):
+    """append_frame, replace_table and write_table hand DuckDB a frame in batches of ARROW_BATCH_ROWS (so
+    that it writes on every thread): checked against the frame itself, for a frame of several batches
+    (one chunk and many), into a new table and appended to one that holds rows, read back in the
+    table's stored order (no ORDER BY)."""
+    import numpy as np
+    import polars as pl
+
+    from ketaoutcomes.table_contract import TableContract, col
+    from ketaoutcomes.warehouse import ARROW_BATCH_ROWS, append_frame, fetch, registered, replace_table, write_table
+
+    rng = np.random.default_rng(7)
+    n = 2 * ARROW_BATCH_ROWS + 4321
+
+    def frame(run: str) -> pl.DataFrame:
+        x = rng.normal(size=n)
+        return pl.DataFrame({"run_id": run, "k": rng.permutation(n).astype(np.int64), "x": x,
+                             "s": pl.Series([None if v < -2 else f"v{v:.3f}" for v in x], dtype=pl.String)})
+
+    first, b = frame("a"), frame("b")
+    second = pl.concat([b[: n // 2], b[n // 2:]], rechunk=False)
+    assert second.n_chunks() > 1
+    contract = TableContract("results_t", "rows", (col("run_id", "VARCHAR", False, "run"), col("k", "BIGINT", False, "k"),
+                                                    col("x", "DOUBLE", True, "x"), col("s", "VARCHAR", True, "s")),
+                             key=("run_id", "k"))
+    with write_session(tmp_path / "w.duckdb") as con:
+        for f in (first, second):
+            append_frame(con, "appended", f)
+            assert write_table(con, contract, f) == n
+        replace_table(con, "replaced", second)
+        con.execute("CHECKPOINT")
+        both = pl.concat([first, second])
+        assert fetch(con, "SELECT * FROM appended").equals(both)
+        assert fetch(con, "SELECT run_id, k, x, s FROM results_t").equals(both)
+        assert fetch(con, "SELECT * FROM replaced").equals(second)
+        with pytest.raises(duckdb.Error), registered(con, "_gone", first):
+            con.execute("SELECT nothing FROM _gone")
+        with pytest.raises(duckdb.CatalogException):
+            con.execute("SELECT * FROM _gone")

@@ -82,7 +82,8 @@ from ketaoutcomes.ingest.suspects import range_counts, suspect_rows
 from ketaoutcomes.ingest.typed import type_rows
 from ketaoutcomes.registries import Registries, load_registries
 from ketaoutcomes.registries.history import append_registry_batch, rebuild_registries
-from ketaoutcomes.warehouse import append_frame, drop_relation, fetch, fetch_rows, replace_table, sql_text, table_exists
+from ketaoutcomes.warehouse import (append_frame, drop_relation, fetch, fetch_rows, registered, replace_table, sql_text,
+                                    table_exists)
 
 __all__ = ["FileLoad", "IngestError", "IngestSummary", "PhiRefused", "check_export_folder", "find_export_files",
            "ingest_export", "read_table_file"]
@@ -506,12 +507,9 @@ def _check_tables(con: duckdb.DuckDBPyConnection, ordered: list[str], staged: di
             ignored_cols = _contract_columns(tf.headers, table, path)
             extra = extra_columns(text, table, allow.allowed_columns(table))
             # (the contract's columns only: DuckDB's names are case-insensitive, a file's may differ in case)
-            con.register("_text_in", text.select("_row_number", *[c for c in TABLES[table].column_names
-                                                                  if c in text.columns]).to_arrow())
-            try:
+            with registered(con, "_text_in", text.select("_row_number", *[c for c in TABLES[table].column_names
+                                                                          if c in text.columns])):
                 con.execute("CREATE OR REPLACE TEMP TABLE _text_patients AS SELECT * FROM _text_in")
-            finally:
-                con.unregister("_text_in")
             del text
             source, refs = "_text_patients", {c: c if c in tf.headers else None for c in TABLES[table].column_names}
         else:
