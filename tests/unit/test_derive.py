@@ -296,3 +296,25 @@ def test_assessment_days_are_each_courses_distinct_rating_days_inside_follow_up_
                                      "total_score": 24.0}])])
     res = derive_all(p, c, s, m, registries=load_registries(), study=StudySettings())
     assert res.visits.rows() == [("P1", 1.0), ("P1", 3.0), ("P2", 2.0), ("P2", 7.0)]
+
+
+def test_index_course_and_next_start_are_as_a_window_over_each_patients_courses():
+    """The index course (first by start date, then course id) and the next course's start that ends its
+    follow-up, read off neighbouring rows of the sorted courses: checked against the definition as a
+    window over patient_id, on random patients with one to four courses and tied start dates."""
+    import numpy as np
+
+    rng = np.random.default_rng(11)
+    courses = [{"course_id": f"C{int(k):03d}", "patient_id": f"P{i:02d}",
+                "start_date": T0.date() + dt.timedelta(days=int(rng.integers(0, 4)) * 30)}
+               for i in range(40) for k in rng.choice(900, size=int(rng.integers(1, 5)), replace=False)]
+    patients, cdf, sdf, mood = make(courses, [("P00", -1, 30)])
+    adsl = derive_all(patients, cdf, sdf, mood, registries=load_registries(), study=StudySettings()).adsl
+    want = (cdf.sort("patient_id", "start_date", "course_id")
+            .with_columns(pl.col("start_date").shift(-1).over("patient_id").alias("next"),
+                          pl.int_range(pl.len()).over("patient_id").alias("seq"))
+            .filter(pl.col("seq") == 0)
+            .select(pl.col("patient_id").alias("USUBJID"), pl.col("course_id").alias("COURSEID"),
+                    pl.col("next").cast(pl.Datetime("us")).alias("FUENDTM")))
+    assert want.height == 40 and want["FUENDTM"].null_count() not in (0, 40)
+    assert adsl.select("USUBJID", "COURSEID", "FUENDTM").sort("USUBJID").equals(want)
