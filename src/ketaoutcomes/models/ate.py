@@ -202,120 +202,164 @@ def _censoring_jumps(time: np.ndarray, status: np.ndarray, tau_max: float, tie_h
     return np.unique(u) if tie_handling == "standard" else u
 
 
+class _Sums:
+    """One estimator's sums over the blocks of patients: of its values (the estimate, once divided by
+    n), its values at each patient (``IF @ P``'s own term, (n, C)), and the loadings of its IF through
+    the outcome model, the censoring model (its cumulative hazard, and its hazard) and the propensity
+    model, which are applied to the n patients once, at the end."""
+
+    def __init__(self, n: int, K: int, C: int, out: CoxNuisance, cen: CoxNuisance | None, q: int):
+        self.total = np.zeros(K)
+        self.own = np.empty((n, C))
+        self.out = [np.zeros((len(out.jumps) + 1, K)), np.zeros((out.Z.shape[1], K))]
+        self.cen = None if cen is None else [np.zeros((len(cen.jumps) + 1, K)), np.zeros((cen.Z.shape[1], K))]
+        self.cen_haz = None if cen is None else [np.zeros((len(cen.jumps) + 1, K)), np.zeros((cen.Z.shape[1], K))]
+        self.ps = np.zeros((q, K))
+
+    @staticmethod
+    def add(to: list[np.ndarray], loadings: tuple[np.ndarray, np.ndarray]) -> None:
+        to[0] += loadings[0]
+        to[1] += loadings[1]
+
+
 def _arm(m: _Models, time: np.ndarray, status: np.ndarray, arm: int, times: np.ndarray,
          estimators: tuple[str, ...], emit, P: np.ndarray | None = None) -> None:
     """Each estimator's estimate (K,) and IF (n, K), or with ``P`` (K, C) ``IF @ P`` (n, C), for one
-    arm, passed to ``emit(name, e, f)`` as soon as it is computed. The IF of a term through a model is
-    gathered as that model's loadings (projected by ``P``) and applied to the n patients once per
-    model."""
-    n = len(time)
+    arm, passed to ``emit(name, e, f)``. The patients are taken in blocks of :data:`_BLOCK` (the
+    (patients, times) arrays of a block only; at a million patients a whole one was some 150 MB, and
+    some twenty were made per arm); the IF of a term through a model is gathered as that model's
+    loadings, summed over the blocks (projected by ``P``), and applied to the n patients once per
+    model. A value's own term ``(phi_i - e) / n`` is ``phi_i / n`` less ``e / n`` once ``e`` is known
+    (the same, to rounding)."""
+    n, K = len(time), len(times)
+    C = K if P is None else P.shape[1]
 
     def fold(x: np.ndarray) -> np.ndarray:
         return x if P is None else x @ P
 
-    def fold_l(loadings: tuple[np.ndarray, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
-        return loadings if P is None else (loadings[0] @ P, loadings[1] @ P)
+    def fold_l(loadings: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+        return (loadings[0], loadings[1]) if P is None else (loadings[0] @ P, loadings[1] @ P)
 
     out, cen, Zc = m.of(arm)  # Zc: everyone with arm `arm`
     ps = m.ps
     exb_o = out.exb_of(Zc)
     ic = out.index(times)
-    S_ctf = np.exp(-out.cumhaz(exb_o, ic))
-    F_ctf = 1.0 - S_ctf
-    if "GFORMULA" in estimators:
-        e = F_ctf.mean(axis=0)
-        emit("GFORMULA", e, fold((F_ctf - e) / n) + out.apply(fold_l(out.loadings(ic, S_ctf * exb_o[:, None] / n, Zc))))
-    if not {"IPTW", "AIPTW"} & set(estimators):
-        return
+    weighted = bool({"IPTW", "AIPTW"} & set(estimators))
     member = m.treated == bool(arm)
     pi = ps.prob(arm)
     wa = member / pi
-    Y = (time[:, None] <= times[None, :]) & status[:, None]
     if cen is not None:
         idx_g = cen.index(time, before=True)  # G(T_i-): after the last censoring jump before T_i
         g = np.exp(-cen.exb * cen.cumhaz0[idx_g])
-        # the IF through the censoring model of mean_i wa_i Y_i(t) / G(T_i-) (the same for IPTW and AIPTW)
-        ipcw = cen.loadings(idx_g, (wa * cen.exb / g / n)[:, None] * Y, cen.Z, per_row=True)
     else:
         g = np.ones(n)
-    ipw = Y / g[:, None]
-    ps_factor = -(member / pi**2)[:, None]
-    if "IPTW" in estimators:
-        phi = wa[:, None] * ipw
-        e = phi.mean(axis=0)
-        f = fold((phi - e) / n) + ps.average_iid(arm, ps_factor * ipw, P)
-        emit("IPTW", e, f if cen is None else f + cen.apply(fold_l(ipcw)))
-    if "AIPTW" in estimators:
-        residual = ipw - F_ctf
-        loads_o = out.loadings(ic, (1.0 - wa)[:, None] * S_ctf * exb_o[:, None] / n, Zc)
-        f = np.zeros((n, len(times) if P is None else P.shape[1]))
-        if cen is not None:
-            aug, more = _augmentation(m, arm, time, status, times, member, wa, exb_o, S_ctf, F_ctf, Zc)
-            residual[member] += aug
-            loads_o = (loads_o[0] + more["out"][0], loads_o[1] + more["out"][1])
-            f += cen.apply(fold_l((ipcw[0] + more["cen"][0], ipcw[1] + more["cen"][1])))
-            f += cen.apply(fold_l(more["cen_haz"]), hazard=True)
-        phi = F_ctf + wa[:, None] * residual
-        e = phi.mean(axis=0)
-        f += fold((phi - e) / n) + out.apply(fold_l(loads_o)) + ps.average_iid(arm, ps_factor * residual, P)
-        emit("AIPTW", e, f)
+    augment = _Augmentation(m, arm, time, status, times) if cen is not None and "AIPTW" in estimators else None
+    sums = {name: _Sums(n, K, C, out, cen, ps.design.shape[1]) for name in estimators}
+    for start in range(0, n, _BLOCK):
+        b = slice(start, start + _BLOCK)
+        S_ctf = np.exp(-out.cumhaz(exb_o[b], ic))
+        F_ctf = 1.0 - S_ctf
+        if "GFORMULA" in estimators:
+            acc = sums["GFORMULA"]
+            acc.total += F_ctf.sum(axis=0)
+            acc.own[b] = fold(F_ctf)
+            acc.add(acc.out, out.loadings(ic, S_ctf * exb_o[b][:, None] / n, Zc[b]))
+        if not weighted:
+            continue
+        Y = (time[b][:, None] <= times[None, :]) & status[b][:, None]
+        ipw = Y / g[b][:, None]
+        ps_factor = -(member[b] / pi[b] ** 2)[:, None]
+        # the IF through the censoring model of mean_i wa_i Y_i(t) / G(T_i-) (the same for IPTW and AIPTW)
+        ipcw = None if cen is None else cen.loadings(idx_g[b], (wa[b] * cen.exb[b] / g[b] / n)[:, None] * Y, cen.Z[b],
+                                                     per_row=True)
+        if "IPTW" in estimators:
+            acc = sums["IPTW"]
+            phi = wa[b][:, None] * ipw
+            acc.total += phi.sum(axis=0)
+            acc.own[b] = fold(phi)
+            acc.ps += ps.loadings(arm, ps_factor * ipw, b)
+            if ipcw is not None:
+                acc.add(acc.cen, ipcw)
+        if "AIPTW" in estimators:
+            acc = sums["AIPTW"]
+            residual = ipw - F_ctf
+            acc.add(acc.out, out.loadings(ic, (1.0 - wa[b])[:, None] * S_ctf * exb_o[b][:, None] / n, Zc[b]))
+            if augment is not None:
+                mine = np.flatnonzero(member[b])
+                aug = augment.block(start + mine, wa, exb_o, S_ctf[mine], F_ctf[mine], Zc, acc)
+                residual[mine] += aug
+                acc.add(acc.cen, ipcw)
+            phi = F_ctf + wa[b][:, None] * residual
+            acc.total += phi.sum(axis=0)
+            acc.own[b] = fold(phi)
+            acc.ps += ps.loadings(arm, ps_factor * residual, b)
+    for name in estimators:
+        acc = sums[name]
+        e = acc.total / n
+        f = acc.own
+        f /= n
+        f -= fold(e) / n
+        if name != "IPTW":
+            f += out.apply(fold_l(acc.out))
+        if name != "GFORMULA":
+            f += ps.apply(acc.ps, P)
+            if cen is not None:
+                f += cen.apply(fold_l(acc.cen))
+                if name == "AIPTW":
+                    f += cen.apply(fold_l(acc.cen_haz), hazard=True)
+        emit(name, e, f)
 
 
-def _augmentation(m: _Models, arm: int, time: np.ndarray, status: np.ndarray, times: np.ndarray, member: np.ndarray,
-                  wa: np.ndarray, exb_o_all: np.ndarray, S_ctf_all: np.ndarray, F_ctf_all: np.ndarray,
-                  Zc_all: np.ndarray) -> tuple[np.ndarray, dict]:
-    """The censoring augmentation of the patients of the arm (m, K) and the loadings of its IF through
-    the outcome model (``out``) and the censoring model (``cen``, and ``cen_haz`` through its hazard)
-    (riskRegression's ``iidATE``, terms ``intF1_tau``, ``F1t``, ``St``, ``G1`` and ``G2``), over
-    blocks of :data:`_BLOCK` patients (the (m, J) arrays of a block only)."""
-    out, cen, _ = m.of(arm)
-    n = len(time)
-    u = _censoring_jumps(time, status, float(times.max()), m.tie_handling)
-    io_at, io_before = out.index(u), out.index(u, before=True)
-    ic_at, ic_before = cen.hazard_index(u), cen.index(u, before=True)  # a hazard: 0 off the arm's own jumps
-    ic_prev = cen.index(np.concatenate([[0.0], u[:-1]]))
-    upto = np.searchsorted(u, times, side="right")  # censoring times <= t (with repeats: counted each)
-    rows = np.flatnonzero(member)
-    aug = np.zeros((len(rows), len(times)))
-    K, J1o, J1c = len(times), len(out.jumps) + 1, len(cen.jumps) + 1
-    acc = {"out": [np.zeros((J1o, K)), np.zeros((out.Z.shape[1], K))],
-           "cen": [np.zeros((J1c, K)), np.zeros((cen.Z.shape[1], K))],
-           "cen_haz": [np.zeros((J1c, K)), np.zeros((cen.Z.shape[1], K))]}
+class _Augmentation:
+    """The censoring augmentation of the doubly robust estimator for one arm, a block of its patients at
+    a time (:meth:`block`): riskRegression's ``iidATE``, terms ``intF1_tau``, ``F1t``, ``St``, ``G1`` and
+    ``G2``, over the censoring times it integrates over (the (patients, censoring times) arrays of a
+    block only)."""
 
-    def add(key: str, loadings: tuple[np.ndarray, np.ndarray]) -> None:
-        acc[key][0] += loadings[0]
-        acc[key][1] += loadings[1]
+    def __init__(self, m: _Models, arm: int, time: np.ndarray, status: np.ndarray, times: np.ndarray):
+        self.m, self.time, self.status, self.times = m, time, status, times
+        self.out, self.cen, _ = m.of(arm)
+        out, cen = self.out, self.cen
+        self.u = u = _censoring_jumps(time, status, float(times.max()), m.tie_handling)
+        self.io_at, self.io_before, self.io_times = out.index(u), out.index(u, before=True), out.index(times)
+        self.ic_at, self.ic_before = cen.hazard_index(u), cen.index(u, before=True)  # a hazard: 0 off the arm's jumps
+        self.ic_prev = cen.index(np.concatenate([[0.0], u[:-1]]))
+        self.upto = np.searchsorted(u, times, side="right")  # censoring times <= t (with repeats: counted each)
+        self.n = len(time)
 
-    for start in range(0, len(rows), _BLOCK):
-        r = rows[start:start + _BLOCK]
-        T, cens, w = time[r], ~status[r], wa[r] / n
-        exb_o, exb_c = exb_o_all[r], cen.exb[r]
-        S_ctf, F_ctf, Zm = S_ctf_all[r], F_ctf_all[r], Zc_all[r]
+    def block(self, r: np.ndarray, wa: np.ndarray, exb_o_all: np.ndarray, S_ctf: np.ndarray, F_ctf: np.ndarray,
+              Zc_all: np.ndarray, acc: _Sums) -> np.ndarray:
+        """The augmentation (m, K) of the arm's patients ``r`` (``S_ctf``, ``F_ctf``: their rows), its
+        loadings added to ``acc`` (``out``, ``cen``, and ``cen_haz`` through the censoring hazard)."""
+        out, cen, u, upto = self.out, self.cen, self.u, self.upto
+        T, cens, w = self.time[r], ~self.status[r], wa[r] / self.n
+        exb_o, exb_c, Zm = exb_o_all[r], cen.exb[r], Zc_all[r]
         before = u[None, :] <= T[:, None]
-        F1u = 1.0 - np.exp(-out.cumhaz(exb_o, io_at))  # risk at u
-        Su = np.exp(-out.cumhaz(exb_o, io_before))  # survival at u-
-        G_pred = np.exp(-cen.cumhaz(exb_c, ic_before))  # censoring survival at u-
+        F1u = 1.0 - np.exp(-out.cumhaz(exb_o, self.io_at))  # risk at u
+        Su = np.exp(-out.cumhaz(exb_o, self.io_before))  # survival at u-
+        G_pred = np.exp(-cen.cumhaz(exb_c, self.ic_before))  # censoring survival at u-
         # riskRegression 2022.11.28: G at the previous entry of its (repeating) list of censoring times
-        Gu = G_pred if m.tie_handling == "standard" else np.exp(-cen.cumhaz(exb_c, ic_prev))
-        dM = ((T[:, None] == u[None, :]) & cens[:, None]) - exb_c[:, None] * cen.haz0[ic_at][None, :]
+        Gu = G_pred if self.m.tie_handling == "standard" else np.exp(-cen.cumhaz(exb_c, self.ic_prev))
+        dM = ((T[:, None] == u[None, :]) & cens[:, None]) - exb_c[:, None] * cen.haz0[self.ic_at][None, :]
         with np.errstate(divide="ignore", invalid="ignore"):
             inv_sg = np.where(before, 1.0 / (Su * Gu), 0.0)
         Q = dM * inv_sg
         cQ = np.concatenate([np.zeros((len(r), 1)), np.cumsum(Q, axis=1)], axis=1)
         cFQ = np.concatenate([np.zeros((len(r), 1)), np.cumsum(F1u * Q, axis=1)], axis=1)
         I1 = cQ[:, upto]
-        aug[start:start + len(r)] = F_ctf * I1 - cFQ[:, upto]
         wo, wc = (w * exb_o)[:, None], (w * exb_c)[:, None]
-        add("out", out.loadings(out.index(times), wo * I1 * S_ctf, Zm))
-        add("out", out.loadings_integral(io_at, np.zeros_like(Q), -wo * Q * (1.0 - F1u), F_ctf, upto, Zm))
-        add("out", out.loadings_integral(io_before, wo * Q, -wo * F1u * Q, F_ctf, upto, Zm))
+        acc.add(acc.out, out.loadings(self.io_times, wo * I1 * S_ctf, Zm))
+        acc.add(acc.out, out.loadings_integral(self.io_at, np.zeros_like(Q), -wo * Q * (1.0 - F1u), F_ctf, upto, Zm))
+        acc.add(acc.out, out.loadings_integral(self.io_before, wo * Q, -wo * F1u * Q, F_ctf, upto, Zm))
         g_ratio = G_pred / Gu
-        add("cen", cen.loadings_integral(ic_before, wc * Q * g_ratio, -wc * F1u * Q * g_ratio, F_ctf, upto, Zm))
-        add("cen_haz", cen.loadings_integral(ic_at, -wc * inv_sg, wc * F1u * inv_sg, F_ctf, upto, Zm, hazard=True))
-    return aug, acc
+        acc.add(acc.cen, cen.loadings_integral(self.ic_before, wc * Q * g_ratio, -wc * F1u * Q * g_ratio, F_ctf, upto,
+                                               Zm))
+        acc.add(acc.cen_haz, cen.loadings_integral(self.ic_at, -wc * inv_sg, wc * F1u * inv_sg, F_ctf, upto, Zm,
+                                                   hazard=True))
+        return F_ctf * I1 - cFQ[:, upto]
 
 
-#: Patients per block of the augmentation's (patients, censoring times) arrays.
+#: Patients per block of the (patients, times) and (patients, censoring times) arrays.
 _BLOCK = 4096
 
 

@@ -325,10 +325,17 @@ class PropensityNuisance:
     def average_iid(self, arm: int, factor: np.ndarray, project: np.ndarray | None = None) -> np.ndarray:
         """The IF (n, K) of ``(1/n) sum_x factor_xk P(A = arm | x)`` through the model's coefficients; with
         ``project`` (K, C), that IF times ``project`` (n, C)."""
-        n = len(self.p)
-        slope = self.p * (1.0 - self.p) * (1.0 if arm == 1 else -1.0)
-        loads = self.design.T @ (np.asarray(factor) * slope[:, None])
-        return self.iid_theta @ (loads if project is None else loads @ project) / n
+        return self.apply(self.loadings(arm, factor), project)
+
+    def loadings(self, arm: int, factor: np.ndarray, rows: slice = slice(None)) -> np.ndarray:
+        """(q, K) the loadings of :meth:`average_iid`'s sum over the patients ``rows`` (``factor`` their
+        rows): a sum over the patients, so those of blocks of them add up."""
+        slope = self.p[rows] * (1.0 - self.p[rows]) * (1.0 if arm == 1 else -1.0)
+        return self.design[rows].T @ (np.asarray(factor) * slope[:, None])
+
+    def apply(self, loads: np.ndarray, project: np.ndarray | None = None) -> np.ndarray:
+        """(n, K), or with ``project`` (K, C) (n, C): every patient's IF of the sum with loadings ``loads``."""
+        return self.iid_theta @ (loads if project is None else loads @ project) / len(self.p)
 
 
 def fit_propensity_nuisance(treated: np.ndarray, X: np.ndarray, *, model: str = "logistic",
