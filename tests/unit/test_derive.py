@@ -318,3 +318,38 @@ def test_index_course_and_next_start_are_as_a_window_over_each_patients_courses(
                     pl.col("next").cast(pl.Datetime("us")).alias("FUENDTM")))
     assert want.height == 40 and want["FUENDTM"].null_count() not in (0, 40)
     assert adsl.select("USUBJID", "COURSEID", "FUENDTM").sort("USUBJID").equals(want)
+
+
+def test_relapse_next_low_rating_is_as_a_window_over_each_patients_ratings():
+    """relapse_rows reads each rating's next rating below threshold (of the same patient) off
+    neighbouring rows: checked against the window definition (shift then backward fill over the
+    patient), through the confirmed relapses it decides, on random ratings of a few patients."""
+    import numpy as np
+
+    from ketaoutcomes.derive.relapse import relapse_rows
+
+    rng = np.random.default_rng(5)
+    study = StudySettings()
+    ratings = pl.DataFrame({"USUBJID": [f"P{int(i)}" for i in rng.integers(0, 30, 450)],
+                            "assessed_at": [day(int(d)) for d in rng.integers(1, 120, 450)],
+                            "total_score": rng.integers(12, 32, 450).astype(float)}).unique(["USUBJID", "assessed_at"])
+    responders = pl.DataFrame({"USUBJID": [f"P{i}" for i in range(30)], "COURSEID": [f"C{i}" for i in range(30)],
+                               "ARM": "ketamine_iv", "STARTDT": T0, "ICEREAS": pl.Series([None] * 30, dtype=pl.String)})
+    got = relapse_rows(responders, ratings, threshold=22.0, study=study, instrument="MADRS").sort("USUBJID")
+    r = (ratings.sort("USUBJID", "assessed_at").with_columns((pl.col("total_score") >= 22).alias("high"))
+         .with_columns(pl.when(~pl.col("high")).then(pl.col("assessed_at")).shift(-1).over("USUBJID").alias("nl"))
+         .with_columns(pl.col("nl").backward_fill().over("USUBJID").alias("next_low")))
+    lo, hi = study.outcomes.confirm_min_days, study.outcomes.confirm_max_days
+    # the next rating at least lo days later (ratings are 1+ day apart here, so a scan per row is enough)
+    rows = r.to_dicts()
+    firsts = {}
+    for i, x in enumerate(rows):
+        later = [y for y in rows[i + 1:] if y["USUBJID"] == x["USUBJID"] and y["assessed_at"] >= x["assessed_at"] + dt.timedelta(days=lo)]
+        y = later[0] if later else None
+        ok = (x["high"] and y is not None and y["assessed_at"] <= x["assessed_at"] + dt.timedelta(days=hi) and y["high"]
+              and (x["next_low"] is None or x["next_low"] > y["assessed_at"]))
+        if ok and x["assessed_at"] <= T0 + dt.timedelta(days=study.cohort.time_at_risk_days or 10**6):
+            firsts.setdefault(x["USUBJID"], x["assessed_at"])
+    events = got.filter(pl.col("CNSR") == 0)
+    assert 0 < events.height < 30
+    assert dict(zip(events["USUBJID"], events["ADT"])) == firsts

