@@ -112,7 +112,7 @@ def derive_adsl(
     study_arms = set(study.cohort.arms) if study.cohort.arms else None
     courses = courses.sort("patient_id", "start_date", "course_id")
     # a patient's courses are neighbours once sorted: the next course and the first one are read off the
-    # rows beside them (the same as a window over patient_id, at 1M patients 0.1 s against 1.8 s)
+    # rows beside them (the same as a window over patient_id, which took 1.8 s of this function at 1M)
     pid = pl.col("patient_id")
     courses = courses.with_columns(
         pl.when(pid.eq_missing(pid.shift(-1))).then(pl.col("start_date").shift(-1)).alias("_next_start"),

@@ -317,7 +317,7 @@ class _Augmentation:
     block only)."""
 
     def __init__(self, m: _Models, arm: int, time: np.ndarray, status: np.ndarray, times: np.ndarray):
-        self.m, self.time, self.status, self.times = m, time, status, times
+        self.m, self.time, self.status = m, time, status
         self.out, self.cen, _ = m.of(arm)
         out, cen = self.out, self.cen
         self.u = u = _censoring_jumps(time, status, float(times.max()), m.tie_handling)
