@@ -63,7 +63,7 @@ from ketaoutcomes.table_contract import (
 
 __all__ = ["DiskFull", "WarehouseBusy", "WarehouseChanged", "WarehouseMissing", "write_session",
            "read_connection", "published_mode", "ensure_schema", "table_exists", "relation_kind",
-           "drop_relation", "fetch", "registered", "ARROW_BATCH_ROWS",
+           "drop_relation", "fetch", "registered", "DUCKDB_ROW_GROUP",
            "fetch_owned", "fetch_rows", "sql_text", "replace_table", "append_frame", "write_table",
            "migrate_table", "create_latest_views"]
 
@@ -423,19 +423,19 @@ def fetch_rows(con: duckdb.DuckDBPyConnection, sql: str, params: list | None = N
     return [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
 
 
-#: Rows per Arrow batch of a frame handed to DuckDB: its scan, and an insert from it, take one thread per
-#: batch, so a frame of one chunk was written on one thread (at 1M patients ad_adtte's 5.9M rows: 13.3 s,
-#: against 7.1 s in batches of DuckDB's row group size, the same rows in the same order).
-ARROW_BATCH_ROWS = 122_880
+#: DuckDB's row group (rows). A frame handed to DuckDB goes in Arrow batches of this size: its scan, and an
+#: insert from it, take one thread per batch, so a frame of one chunk was written on one thread (at 1M
+#: patients ad_adtte's 5.9M rows: 13.3 s, against 7.1 s in batches, the same rows in the same order).
+DUCKDB_ROW_GROUP = 122_880
 
 
 @contextlib.contextmanager
 def registered(con: duckdb.DuckDBPyConnection, name: str, frame: pl.DataFrame) -> Iterator[None]:
-    """``frame`` readable as ``name`` in ``con`` for the block, as Arrow batches of :data:`ARROW_BATCH_ROWS`."""
+    """``frame`` readable as ``name`` in ``con`` for the block, as Arrow batches of :data:`DUCKDB_ROW_GROUP` rows."""
     import pyarrow as pa  # (as polars' to_arrow does: not imported by a command that only reads)
 
     table = frame.to_arrow()
-    con.register(name, pa.Table.from_batches(table.to_batches(max_chunksize=ARROW_BATCH_ROWS), schema=table.schema))
+    con.register(name, pa.Table.from_batches(table.to_batches(max_chunksize=DUCKDB_ROW_GROUP), schema=table.schema))
     try:
         yield
     finally:

@@ -146,7 +146,7 @@ def test_fetch_owned_gives_fetchs_frame_in_one_chunk_of_its_own_in_batches_or_em
 
 
 def test_frames_written_in_arrow_batches_keep_every_row_and_its_order(tmp_path):
-    """append_frame, replace_table and write_table hand DuckDB a frame in batches of ARROW_BATCH_ROWS (so
+    """append_frame, replace_table and write_table hand DuckDB a frame in batches of DUCKDB_ROW_GROUP (so
     that it writes on every thread): checked against the frame itself, for a frame of several batches
     (one chunk and many), into a new table and appended to one that holds rows, read back in the
     table's stored order (no ORDER BY)."""
@@ -154,10 +154,10 @@ def test_frames_written_in_arrow_batches_keep_every_row_and_its_order(tmp_path):
     import polars as pl
 
     from ketaoutcomes.table_contract import TableContract, col
-    from ketaoutcomes.warehouse import ARROW_BATCH_ROWS, append_frame, fetch, registered, replace_table, write_table
+    from ketaoutcomes.warehouse import DUCKDB_ROW_GROUP, append_frame, fetch, registered, replace_table, write_table
 
     rng = np.random.default_rng(7)
-    n = 2 * ARROW_BATCH_ROWS + 4321
+    n = 2 * DUCKDB_ROW_GROUP + 4321
 
     def frame(run: str) -> pl.DataFrame:
         x = rng.normal(size=n)

@@ -17,7 +17,7 @@ import polars as pl
 
 from ketaoutcomes.contract import TABLES, WHITESPACE, Column
 from ketaoutcomes.ingest.text import timestamp_sql
-from ketaoutcomes.warehouse import fetch
+from ketaoutcomes.warehouse import DUCKDB_ROW_GROUP, fetch
 
 __all__ = ["TYPE_WORDS", "present_sql", "type_rows", "typed_expr"]
 
@@ -79,7 +79,7 @@ TYPE_WORDS = {
 #: writer has added its last vector (up to 2,048 rows) past this, so that the load reading a typed
 #: file on every thread appends whole row groups, not a remainder per file row group that the
 #: checkpoint then rewrites and leaves as free blocks in the warehouse file.
-TYPED_ROW_GROUP = 122_880 - 2_048
+TYPED_ROW_GROUP = DUCKDB_ROW_GROUP - 2_048
 
 
 def type_rows(con: duckdb.DuckDBPyConnection, source: str, refs: Mapping[str, str | None], table: str,
