@@ -138,6 +138,45 @@ def test_a_file_read_streamed_is_the_file_read_whole(tmp_path, monkeypatch, batc
     assert kept["_line_number"].to_list() == [2, 4, 7, 9]  # lines 3 and 6 blank; 4-5, 7-8 one row each
 
 
+# Files whose rows start on lines the count of line ends alone does not give, and files where it does:
+# (bytes, the line of the header). Among them: a line break in a cell of the first of two rows with no line
+# end after the last (the last row's line moves by one), breaks in the last row only, a CRLF and a lone CR
+# in a cell, a header with a break in a name, empty lines before the header and blank lines after the rows.
+LINE_CASES = [
+    (b'patient_id,site\nP1,"a\nb"\nP2,S2', 1),
+    (b'patient_id,site\nP1,"a\nb"\nP2,S2\n', 1),
+    (b'patient_id,site\nP1,S1\nP2,"a\nb"', 1),
+    (b'patient_id,site\nP1,S1\nP2,S2', 1),
+    (b'patient_id,site\r\nP1,"a\r\nb"\r\nP2,S2\r\nP3,S3\r\n', 1),
+    (b'patient_id,site\nP1,"a\rb"\nP2,S2\n', 1),
+    (b'\n\npatient_id,"si\nte"\nP1,"x\n\ny"\n,\nP2,S2\n\n\n', 3),
+    (b'patient_id,site\nP1,S1\n\n\nP2,"a\nb"\nP3,S3', 1),
+]
+
+
+@pytest.mark.parametrize("data,header_line", LINE_CASES)
+def test_line_numbers_from_the_count_of_line_ends_are_those_of_counting_every_cells_breaks(tmp_path, data,
+                                                                                            header_line):
+    """Checked against with_line_numbers on the whole file (every cell's line breaks counted): the
+    read learns from the file's count of line ends whether any cell may hold a break, and when none
+    may, gives each row the line after the one before; else it counts the breaks."""
+    path = tmp_path / "patients.csv"
+    path.write_bytes(data)
+    tf = read_text(path, tmp_path / "t.parquet", table="patients", allow=PhiAllowList())
+    whole = pl.read_csv(data, infer_schema=False).with_row_index("_row_number", offset=1).with_columns(
+        pl.col("_row_number").cast(pl.Int64))
+    header_breaks = sum(c.count("\n") for c in whole.columns)
+    kept, _ = drop_blank_rows(with_line_numbers(whole, first_line=header_line + 1 + header_breaks))
+    assert tf.first_line == header_line + 1 + header_breaks
+    got = line_numbers(duckdb.connect(), tf, kept["_row_number"])
+    assert got.equals(kept.select("_row_number", "_line_number"))
+    breaks_above_last = kept.head(kept.height - 1).select(
+        pl.concat_str(pl.exclude("_row_number", "_line_number"), ignore_nulls=True).str.count_matches("\n").sum()
+    ).item()
+    if breaks_above_last:  # the count of line ends must not have ruled breaks out
+        assert tf.newlines
+
+
 def test_the_scratch_folder_is_removed_even_when_a_late_writer_leaves_a_file_after_the_first_removal(monkeypatch):
     """Checked against a stand-in for polars' streaming writer, whose threads can close their part of a
     scratch file just after a failed read has raised (a CI run saw "Directory not empty" escape ingest

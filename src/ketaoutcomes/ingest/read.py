@@ -2,16 +2,21 @@
 
 No file is held in memory as a whole. :func:`read_text` streams a CSV (polars' reader, every
 column as text) or a Parquet file (its values as text) into a scratch Parquet file, with
-``_row_number`` (1-based, blank rows counted), ``_blank`` (a row with no value,
-:func:`ketaoutcomes.ingest.text.drop_blank_rows`) and, for CSV, ``_nl`` (the line breaks inside the
-row's quoted cells: the line where a row starts is the first data line plus the row number minus
-one plus the line breaks inside the rows above it, :func:`line_numbers`). Its columns are named by
-position (``c0``, ``c1``, ...: a header may be anything). A second pass reads that file in batches
-for what needs every value: the length of each value (:class:`ketaoutcomes.ingest.limits.ValueLengths`),
+``_row_number`` (1-based, blank rows counted) and ``_c0_blank`` (the first column has no value: a
+blank row, one with no value in any column, :func:`ketaoutcomes.ingest.text.drop_blank_rows`, has
+none there, so only these rows are tested for being blank). Its columns are named by position
+(``c0``, ``c1``, ...: a header may be anything). A second pass reads that file in batches for what
+needs every value: the length of each value (:class:`ketaoutcomes.ingest.limits.ValueLengths`),
 the PHI guard's candidate rows (:class:`ketaoutcomes.ingest.phi.PhiScan`: only rows a union
 regex flags are kept) and the time-zone designators of timestamps
 (:class:`ketaoutcomes.ingest.text.OffsetScan`). Typing, checks and the load then run in DuckDB on
-the scratch file (:mod:`ketaoutcomes.ingest.typing`). Memory: a batch of rows at a time.
+the scratch file (:mod:`ketaoutcomes.ingest.typed`). Memory: a batch of rows at a time.
+
+Line numbers: the line where a CSV row starts is the first data line plus the row number minus one
+plus the line breaks inside the cells of the rows above it. Whether any cell may hold one is known
+from the file's count of line ends (:meth:`ketaoutcomes.ingest.text.CsvText.breaks_in_cells_at_most`);
+only then are the breaks counted, row by row, and only for the rows whose line is asked for
+(:func:`line_numbers`).
 """
 
 from __future__ import annotations
@@ -36,6 +41,7 @@ from ketaoutcomes.ingest.text import (
     BLANK_CHARS,
     LINE_NUMBER,
     ROW_NUMBER,
+    CsvText,
     LineEndingError,
     OffsetScan,
     csv_source,
@@ -47,7 +53,8 @@ __all__ = ["BATCH_ROWS", "TextFile", "line_numbers", "read_text", "scratch_folde
 
 #: Rows per batch of the second pass (and of :func:`text_frame`'s callers that stream).
 BATCH_ROWS = 1 << 18
-BLANK, NEWLINES = "_blank", "_nl"
+FIRST_BLANK = "_c0_blank"
+_SQL_BLANK = BLANK_CHARS.replace("'", "''")
 
 
 @contextlib.contextmanager
@@ -81,7 +88,7 @@ class TextFile:
     first_line: int | None  # the line of the first record (None for Parquet)
     rows_read: int = 0  # rows with a value (blank ones not counted)
     rows_blank: int = 0
-    newlines: bool = False  # some cell holds a line break
+    newlines: bool = False  # some cell may hold a line break (CSV: from the count of line ends)
     findings: list[PhiFinding] = field(default_factory=list)
     offsets: OffsetScan | None = None
 
@@ -91,7 +98,13 @@ class TextFile:
 
     def source(self) -> str:
         """SQL for the file's rows with a value (blank rows skipped), columns ``c0``... and ``_row_number``."""
-        return f"(SELECT * FROM read_parquet('{_sql_path(self.parquet)}') WHERE NOT {BLANK})"
+        rows = f"SELECT * FROM read_parquet('{_sql_path(self.parquet)}')"
+        if not self.rows_blank:
+            return f"({rows})"
+        # (AND: the cells are trimmed only on the rows whose first column is blank)
+        blank = " AND ".join([FIRST_BLANK] + [f"coalesce(trim(c{i}, '{_SQL_BLANK}'), '') = ''"
+                                              for i in range(1, len(self.headers))])
+        return f"({rows} WHERE NOT ({blank}))"
 
 
 def _sql_path(path: Path) -> str:
@@ -161,15 +174,10 @@ def read_text(path: Path, scratch: Path, *, table: str, allow: PhiAllowList,
         names = lf.collect_schema().names()
         positional = [f"c{i}" for i in range(len(names))]
         lf = lf.rename(dict(zip(names, positional)))
-        texts = [pl.col(c).cast(pl.String) for c in positional]
-        blank = (pl.all_horizontal([t.str.strip_chars(BLANK_CHARS).fill_null("") == "" for t in texts])
-                 if texts else pl.lit(False))
-        extra = [blank.alias(BLANK)]
-        if is_csv:
-            extra.append(pl.sum_horizontal([t.str.count_matches("\n", literal=True).fill_null(0).cast(pl.Int32)
-                                            for t in texts]).cast(pl.Int32).alias(NEWLINES) if texts
-                         else pl.lit(0, dtype=pl.Int32).alias(NEWLINES))
-        lf = lf.with_row_index(ROW_NUMBER, offset=1).with_columns(pl.col(ROW_NUMBER).cast(pl.Int64), *extra)
+        # (the first column only: testing every cell of every row for a blank row took a quarter of this pass)
+        first_blank = _blank_cell(positional[0]) if positional else pl.lit(False)
+        lf = lf.with_row_index(ROW_NUMBER, offset=1).with_columns(pl.col(ROW_NUMBER).cast(pl.Int64),
+                                                                  first_blank.alias(FIRST_BLANK))
         lf.sink_parquet(scratch, compression="lz4", statistics=False)
     except Exception as exc:  # noqa: BLE001 - every reader failure becomes the same clear error
         raise _unreadable(path, exc, is_csv) from None
@@ -182,7 +190,7 @@ def read_text(path: Path, scratch: Path, *, table: str, allow: PhiAllowList,
     # The line where the first record starts: after the header (and any line breaks in its names).
     first_line = csv_text.header_line + 1 + sum(n.count("\n") for n in names) if is_csv else None
     tf = TextFile(path, scratch, stripped, is_csv, first_line)
-    _scan(tf, table, allow, check_lengths)
+    _scan(tf, table, allow, check_lengths, csv_text if is_csv else None)
     return tf
 
 
@@ -203,23 +211,41 @@ def _check_header(path: Path, stripped: list[str]) -> None:
             raise IngestError(f"{path}: a column is named {reserved}, which is reserved; rename it")
 
 
+def _blank_cell(column: str) -> pl.Expr:
+    """The cell holds no value: null, empty, or white space only (:data:`BLANK_CHARS`)."""
+    return pl.col(column).cast(pl.String).str.strip_chars(BLANK_CHARS).fill_null("") == ""
+
+
+def _blank_row(tf: TextFile) -> pl.Expr:
+    """The row holds no value in any column (:func:`ketaoutcomes.ingest.text.drop_blank_rows`)."""
+    return pl.all_horizontal([pl.col(FIRST_BLANK)] + [_blank_cell(f"c{i}") for i in range(1, len(tf.headers))])
+
+
+def _with_a_value(tf: TextFile) -> pl.LazyFrame:
+    """The scratch file's rows with a value (blank rows skipped)."""
+    lf = pl.scan_parquet(tf.parquet)
+    return lf.filter(~_blank_row(tf)) if tf.rows_blank else lf
+
+
 def batches(tf: TextFile, columns: Collection[str] | None = None) -> Iterator[pl.DataFrame]:
     """The file's rows with a value, a batch at a time: ``_row_number`` and its columns by header
     (``columns``: only these headers)."""
     wanted = [h for h in tf.headers if columns is None or h in columns]
     names = {f"c{tf.headers.index(h)}": h for h in wanted}
-    lf = pl.scan_parquet(tf.parquet).filter(~pl.col(BLANK)).select(ROW_NUMBER, *names).rename(names)
+    lf = _with_a_value(tf).select(ROW_NUMBER, *names).rename(names)
     yield from lf.collect_batches(chunk_size=BATCH_ROWS)
 
 
-def _scan(tf: TextFile, table: str, allow: PhiAllowList, check_lengths: bool) -> None:
+def _scan(tf: TextFile, table: str, allow: PhiAllowList, check_lengths: bool, csv_text: CsvText | None) -> None:
     """The second pass: value lengths, PHI candidates, time zones; blank rows counted."""
-    counts = pl.scan_parquet(tf.parquet).select(
-        pl.len().alias("rows"), pl.col(BLANK).sum().alias("blank"),
-        *([pl.col(NEWLINES).max().alias("nl")] if tf.is_csv else [])).collect().row(0, named=True)
-    tf.rows_blank = int(counts["blank"] or 0)
-    tf.rows_read = int(counts["rows"]) - tf.rows_blank
-    tf.newlines = bool(counts.get("nl") or 0)
+    lf = pl.scan_parquet(tf.parquet)
+    rows, first_blank = lf.select(pl.len(), pl.col(FIRST_BLANK).sum()).collect().row(0)
+    # Only a row whose first column is blank can be blank: the rest of its cells are read for those only.
+    tf.rows_blank = lf.filter(pl.col(FIRST_BLANK)).filter(_blank_row(tf)).select(pl.len()).collect().item() \
+        if first_blank else 0
+    tf.rows_read = rows - tf.rows_blank
+    if csv_text is not None:
+        tf.newlines = csv_text.breaks_in_cells_at_most(tf.first_line, rows) > 0
     phi = PhiScan(tf.headers, table=table, file=str(tf.path), allow=allow)
     lengths = ValueLengths(tf.headers) if check_lengths else None
     tf.offsets = OffsetScan(table) if table in TABLES else None
@@ -242,8 +268,7 @@ def text_frame(tf: TextFile) -> pl.DataFrame:
     """The whole file as text (rows with a value): ``_row_number`` and its columns by header. For
     a small file (the patients table, a registry) or a test: this is the frame the reader avoids."""
     names = {f"c{i}": h for i, h in enumerate(tf.headers)}
-    return (pl.scan_parquet(tf.parquet).filter(~pl.col(BLANK)).select(ROW_NUMBER, *names).rename(names)
-            .collect())
+    return _with_a_value(tf).select(ROW_NUMBER, *names).rename(names).collect()
 
 
 def line_numbers(con: duckdb.DuckDBPyConnection, tf: TextFile, rows: pl.Series) -> pl.DataFrame:
@@ -252,13 +277,16 @@ def line_numbers(con: duckdb.DuckDBPyConnection, tf: TextFile, rows: pl.Series) 
     rows = rows.cast(pl.Int64).unique().sort()
     if tf.first_line is None:
         return pl.DataFrame({ROW_NUMBER: rows, LINE_NUMBER: pl.Series([None] * rows.len(), dtype=pl.Int64)})
-    if not tf.newlines:
+    if not tf.newlines or not rows.len():
         return pl.DataFrame({ROW_NUMBER: rows, LINE_NUMBER: rows + (tf.first_line - 1)})
+    # the line breaks inside each row's cells (a CRLF is one; a lone CR, content in a cell, none)
+    breaks = " + ".join(f"coalesce(length(c{i}) - length(replace(c{i}, chr(10), '')), 0)"
+                        for i in range(len(tf.headers))) or "0"
     con.register("_rows_in", pl.DataFrame({ROW_NUMBER: rows}).to_arrow())
     try:
         return pl.from_arrow(con.execute(
             f"SELECT {ROW_NUMBER}, CAST({LINE_NUMBER} AS BIGINT) AS {LINE_NUMBER} FROM ("
-            f"SELECT {ROW_NUMBER}, {tf.first_line} + {ROW_NUMBER} - 1 + coalesce(sum({NEWLINES}) OVER (ORDER BY "
+            f"SELECT {ROW_NUMBER}, {tf.first_line} + {ROW_NUMBER} - 1 + coalesce(sum({breaks}) OVER (ORDER BY "
             f"{ROW_NUMBER} ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING), 0) AS {LINE_NUMBER} "
             f"FROM read_parquet('{_sql_path(tf.parquet)}')) SEMI JOIN _rows_in USING ({ROW_NUMBER}) "
             f"ORDER BY {ROW_NUMBER}").arrow())

@@ -74,18 +74,32 @@ class OffsetError(ValueError):
 class CsvText:
     """What to hand the CSV reader: the path itself, or the file's bytes with lone-CR line ends
     made LF; ``head`` is the first 64 KiB as the reader sees them; ``header_line`` is the line of
-    the file where the header is (after any empty lines, which the reader skips)."""
+    the file where the header is (after any empty lines, which the reader skips); ``line_ends``:
+    how many line ends the file has (CRLF, lone CR and lone LF, inside quoted cells too), and
+    ``ends_with_line_end``: whether its last byte ends a line (see :meth:`breaks_in_cells_at_most`)."""
 
     source: Path | bytes
     head: bytes
     line_endings: str  # "LF", "CRLF", "LF and CRLF", "CR" or "none"
     header_line: int
+    line_ends: int
+    ends_with_line_end: bool
+
+    def breaks_in_cells_at_most(self, first_line: int, records: int) -> int:
+        """At most how many line breaks the cells of the file's ``records`` rows (blank ones too) hold,
+        the first of them starting on line ``first_line``: every line end of the file is the end of
+        a line before the first record, of a record (all but the last, which may end the file with
+        none) or one inside a cell. 0 or less: no cell holds a line break, so each record starts on
+        the line after the one before it."""
+        return self.line_ends - (first_line - 1) - records + (0 if self.ends_with_line_end else 1)
 
 
-def _counts(path: Path) -> tuple[int, int, int]:
-    """CRLF, lone CR and lone LF counts of a file, read in blocks (quotes not considered)."""
+def _counts(path: Path) -> tuple[int, int, int, bool]:
+    """CRLF, lone CR and lone LF counts of a file, read in blocks (quotes not considered), and
+    whether its last byte is a line end."""
     crlf = cr = lf = 0
     last_cr = False
+    last = b""
     with open(path, "rb") as fh:
         for block in iter(lambda: fh.read(_CHUNK), b""):
             if last_cr and block.startswith(b"\n"):
@@ -96,7 +110,8 @@ def _counts(path: Path) -> tuple[int, int, int]:
                 cr += n_cr
             lf += block.count(b"\n")
             last_cr = block.endswith(b"\r")
-    return crlf, cr - crlf, lf - crlf
+            last = block[-1:]
+    return crlf, cr - crlf, lf - crlf, last in (b"\r", b"\n")
 
 
 def _line_of(data: bytes, offset: int) -> int:
@@ -120,14 +135,15 @@ def csv_source(path: Path) -> CsvText:
         Lone-CR line ends mixed with LF or CRLF ones outside quoted cells.
     """
     path = Path(path)
-    crlf, lone_cr, lone_lf = _counts(path)
+    crlf, lone_cr, lone_lf, ends = _counts(path)
+    line_ends = crlf + lone_cr + lone_lf
     kind = {(False, False): "none", (True, False): "LF", (False, True): "CRLF", (True, True): "LF and CRLF"}[
         (lone_lf > 0, crlf > 0)]
     with open(path, "rb") as fh:
         head = fh.read(1 << 16)
     # The usual case, or not text at all (NUL bytes: UTF-16 or binary, which the reader refuses as such).
     if lone_cr == 0 or b"\x00" in head:
-        return CsvText(path, head, kind, 1 + _leading_empty_lines(head))
+        return CsvText(path, head, kind, 1 + _leading_empty_lines(head), line_ends, ends)
     data = path.read_bytes()
     ends = {"\r": None, "\n": None, "\r\n": None}
     for m in _TOKENS.finditer(data):
@@ -140,7 +156,7 @@ def csv_source(path: Path) -> CsvText:
             if ends["\r"] is not None and (ends["\n"] is not None or ends["\r\n"] is not None):
                 break  # mixed: enough to say where
     if ends["\r"] is None:  # every lone CR is inside a quoted cell: content, not a line end
-        return CsvText(path, data[: 1 << 16], kind, 1 + _leading_empty_lines(data[: 1 << 16]))
+        return CsvText(path, data[: 1 << 16], kind, 1 + _leading_empty_lines(data[: 1 << 16]), line_ends, ends)
     others = [(o, k) for k, o in ends.items() if k != "\r" and o is not None]
     if others:
         other_at, other = min(others)
@@ -150,7 +166,8 @@ def csv_source(path: Path) -> CsvText:
             "is ambiguous; save the file again with one kind of line ending (CRLF or LF)")
     # Every line end outside quotes is a lone CR: make those LF (quoted cells keep their bytes).
     converted = _TOKENS.sub(lambda m: m.group() if m.group().startswith(b'"') else b"\n", data)
-    return CsvText(converted, converted[: 1 << 16], "CR", 1 + _leading_empty_lines(converted[: 1 << 16]))
+    return CsvText(converted, converted[: 1 << 16], "CR", 1 + _leading_empty_lines(converted[: 1 << 16]), line_ends,
+                   ends)
 
 
 #: What a blank row may hold besides separators.
