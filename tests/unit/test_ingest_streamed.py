@@ -19,6 +19,7 @@ from ketaoutcomes.ingest.read import line_numbers, read_text, text_frame
 from ketaoutcomes.ingest.rules import row_problems, row_rule_columns
 from ketaoutcomes.ingest.text import (
     OffsetScan,
+    csv_source,
     drop_blank_rows,
     offset_note,
     offset_problem,
@@ -141,7 +142,8 @@ def test_a_file_read_streamed_is_the_file_read_whole(tmp_path, monkeypatch, batc
 # Files whose rows start on lines the count of line ends alone does not give, and files where it does:
 # (bytes, the line of the header). Among them: a line break in a cell of the first of two rows with no line
 # end after the last (the last row's line moves by one), breaks in the last row only, a CRLF and a lone CR
-# in a cell, a header with a break in a name, empty lines before the header and blank lines after the rows.
+# in a cell, a header with a break in a name, empty lines before the header and blank lines after the rows, and
+# files whose line ends are lone CRs (read as their bytes made LF), with and without one at the end.
 LINE_CASES = [
     (b'patient_id,site\nP1,"a\nb"\nP2,S2', 1),
     (b'patient_id,site\nP1,"a\nb"\nP2,S2\n', 1),
@@ -151,6 +153,8 @@ LINE_CASES = [
     (b'patient_id,site\nP1,"a\rb"\nP2,S2\n', 1),
     (b'\n\npatient_id,"si\nte"\nP1,"x\n\ny"\n,\nP2,S2\n\n\n', 3),
     (b'patient_id,site\nP1,S1\n\n\nP2,"a\nb"\nP3,S3', 1),
+    (b'patient_id,site\rP1,"a\nb"\rP2,S2', 1),
+    (b'patient_id,site\rP1,"a\nb"\rP2,S2\r', 1),
 ]
 
 
@@ -163,7 +167,9 @@ def test_line_numbers_from_the_count_of_line_ends_are_those_of_counting_every_ce
     path = tmp_path / "patients.csv"
     path.write_bytes(data)
     tf = read_text(path, tmp_path / "t.parquet", table="patients", allow=PhiAllowList())
-    whole = pl.read_csv(data, infer_schema=False).with_row_index("_row_number", offset=1).with_columns(
+    source = csv_source(path).source  # (a lone-CR file: its bytes made LF, as the reader gets them)
+    whole = pl.read_csv(source if isinstance(source, bytes) else data, infer_schema=False).with_row_index(
+        "_row_number", offset=1).with_columns(
         pl.col("_row_number").cast(pl.Int64))
     header_breaks = sum(c.count("\n") for c in whole.columns)
     kept, _ = drop_blank_rows(with_line_numbers(whole, first_line=header_line + 1 + header_breaks))

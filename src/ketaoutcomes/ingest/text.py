@@ -135,7 +135,7 @@ def csv_source(path: Path) -> CsvText:
         Lone-CR line ends mixed with LF or CRLF ones outside quoted cells.
     """
     path = Path(path)
-    crlf, lone_cr, lone_lf, ends = _counts(path)
+    crlf, lone_cr, lone_lf, ends_line = _counts(path)
     line_ends = crlf + lone_cr + lone_lf
     kind = {(False, False): "none", (True, False): "LF", (False, True): "CRLF", (True, True): "LF and CRLF"}[
         (lone_lf > 0, crlf > 0)]
@@ -143,7 +143,7 @@ def csv_source(path: Path) -> CsvText:
         head = fh.read(1 << 16)
     # The usual case, or not text at all (NUL bytes: UTF-16 or binary, which the reader refuses as such).
     if lone_cr == 0 or b"\x00" in head:
-        return CsvText(path, head, kind, 1 + _leading_empty_lines(head), line_ends, ends)
+        return CsvText(path, head, kind, 1 + _leading_empty_lines(head), line_ends, ends_line)
     data = path.read_bytes()
     ends = {"\r": None, "\n": None, "\r\n": None}
     for m in _TOKENS.finditer(data):
@@ -156,7 +156,8 @@ def csv_source(path: Path) -> CsvText:
             if ends["\r"] is not None and (ends["\n"] is not None or ends["\r\n"] is not None):
                 break  # mixed: enough to say where
     if ends["\r"] is None:  # every lone CR is inside a quoted cell: content, not a line end
-        return CsvText(path, data[: 1 << 16], kind, 1 + _leading_empty_lines(data[: 1 << 16]), line_ends, ends)
+        return CsvText(path, data[: 1 << 16], kind, 1 + _leading_empty_lines(data[: 1 << 16]), line_ends,
+                       ends_line)
     others = [(o, k) for k, o in ends.items() if k != "\r" and o is not None]
     if others:
         other_at, other = min(others)
@@ -167,7 +168,7 @@ def csv_source(path: Path) -> CsvText:
     # Every line end outside quotes is a lone CR: make those LF (quoted cells keep their bytes).
     converted = _TOKENS.sub(lambda m: m.group() if m.group().startswith(b'"') else b"\n", data)
     return CsvText(converted, converted[: 1 << 16], "CR", 1 + _leading_empty_lines(converted[: 1 << 16]), line_ends,
-                   ends)
+                   ends_line)
 
 
 #: What a blank row may hold besides separators.
