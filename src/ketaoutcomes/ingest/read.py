@@ -48,13 +48,13 @@ from ketaoutcomes.ingest.text import (
     parquet_text_exprs,
 )
 from ketaoutcomes.contract import TABLES
+from ketaoutcomes.ingest.typed import present_sql
 
 __all__ = ["BATCH_ROWS", "TextFile", "line_numbers", "read_text", "scratch_folder", "text_frame"]
 
 #: Rows per batch of the second pass (and of :func:`text_frame`'s callers that stream).
 BATCH_ROWS = 1 << 18
 FIRST_BLANK = "_c0_blank"
-_SQL_BLANK = BLANK_CHARS.replace("'", "''")
 
 
 @contextlib.contextmanager
@@ -101,9 +101,8 @@ class TextFile:
         rows = f"SELECT * FROM read_parquet('{_sql_path(self.parquet)}')"
         if not self.rows_blank:
             return f"({rows})"
-        # (AND: the cells are trimmed only on the rows whose first column is blank)
-        blank = " AND ".join([FIRST_BLANK] + [f"coalesce(trim(c{i}, '{_SQL_BLANK}'), '') = ''"
-                                              for i in range(1, len(self.headers))])
+        # (AND: the cells are tested only on the rows whose first column is blank)
+        blank = " AND ".join([FIRST_BLANK] + [f"{present_sql(f'c{i}')} IS NULL" for i in range(1, len(self.headers))])
         return f"({rows} WHERE NOT ({blank}))"
 
 
